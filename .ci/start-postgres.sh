@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Start a throwaway PostgreSQL on loopback for the test suite and print its SQLAlchemy URL.
+# initdb/pg_ctl refuse to run as root, so the cluster belongs to an unprivileged user.
+# Usage: eval "$(bash .ci/start-postgres.sh)"  -> sets MEDISENTINEL_TEST_DATABASE_URL, PG_STOP
+set -euo pipefail
+
+PG_PORT="${PG_PORT:-55432}"
+PG_USER_OS="${PG_USER_OS:-medisentinel-ci}"
+
+find_bindir() {
+  local dir
+  for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    if [ -x "$dir/initdb" ]; then echo "$dir"; return 0; fi
+  done
+  return 1
+}
+
+if ! BINDIR="$(find_bindir)"; then
+  echo "installing PostgreSQL from Debian packages" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq postgresql >&2
+  BINDIR="$(find_bindir)"
+fi
+
+if [ "$(id -u)" = "0" ]; then
+  id "$PG_USER_OS" >/dev/null 2>&1 || useradd --system --no-create-home --shell /bin/bash "$PG_USER_OS"
+  AS_PG=(runuser -u "$PG_USER_OS" --)
+else
+  AS_PG=()
+fi
+
+DATA_DIR="$(mktemp -d /tmp/medisentinel-pg.XXXXXX)"
+SOCKET_DIR="$DATA_DIR/socket"
+mkdir -p "$SOCKET_DIR"
+[ "$(id -u)" = "0" ] && chown -R "$PG_USER_OS" "$DATA_DIR"
+
+"${AS_PG[@]}" "$BINDIR/initdb" -D "$DATA_DIR/data" -U postgres --auth=trust -E UTF8 >&2
+"${AS_PG[@]}" "$BINDIR/pg_ctl" -D "$DATA_DIR/data" -l "$DATA_DIR/log" -w \
+  -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $SOCKET_DIR -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+  start >&2
+"$BINDIR/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -q -c "CREATE DATABASE medisentinel_test" >&2
+
+echo "export MEDISENTINEL_TEST_DATABASE_URL='postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/medisentinel_test'"
+echo "export PG_STOP='${AS_PG[*]} $BINDIR/pg_ctl -D $DATA_DIR/data -m fast stop'"

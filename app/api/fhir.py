@@ -1,0 +1,116 @@
+"""HTTP face of the FHIR API: turn a Starlette request into a FhirRequest and render the answer.
+
+Everything FHIR-specific happens in app.fhir.router; this module only does HTTP: headers,
+content negotiation, Prefer, _summary/_elements on single resources, _pretty.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.api import formats
+from app.context import RequestContext
+from app.errors import FhirError, InvalidRequest, information_outcome
+from app.fhir import jsonio, shaping
+from app.fhir.exchange import FhirRequest, FhirResponse, RawJson
+from app.fhir.router import FhirRouter
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+# Parameters about the HTTP representation, never part of FHIR search criteria.
+HTTP_ONLY_PARAMS = {"_format", "_pretty"}
+PASSED_HEADERS = ("if-match", "if-none-exist", "if-none-match", "if-modified-since", "prefer")
+FHIR_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+
+
+@router.api_route("/fhir", methods=FHIR_METHODS, include_in_schema=False)
+@router.api_route("/fhir/{path:path}", methods=FHIR_METHODS, include_in_schema=False)
+async def fhir_endpoint(request: Request, path: str = "") -> Response:
+    query = request.query_params
+    fmt = formats.response_format(request.headers.get("accept"), query.get("_format"))
+    pretty = query.get("_pretty") == "true"
+    settings = request.app.state.settings
+    raw = await request.body()
+    if len(raw) > settings.max_body_bytes:
+        raise FhirError("request body too large", status=413)
+    method = "GET" if request.method == "HEAD" else request.method
+    fhir_request = FhirRequest(
+        method=method,
+        path=path.strip("/"),
+        query=[(k, v) for k, v in query.multi_items() if k not in HTTP_ONLY_PARAMS],
+        headers={h: request.headers[h] for h in PASSED_HEADERS if h in request.headers},
+        body=formats.parse_body(request.headers.get("content-type"), raw, method=method),
+    )
+    if method in ("POST", "PUT") and fhir_request.body is None:
+        if not (method == "POST" and path.endswith("_search")):
+            raise InvalidRequest(f"{method} needs a resource in the body")
+    ctx = _context(request)
+    fhir_router: FhirRouter = request.app.state.fhir_router
+    response = await run_in_threadpool(fhir_router.dispatch, ctx, fhir_request)
+    return _render(response, fhir_request, fmt, pretty, head=request.method == "HEAD")
+
+
+def _context(request: Request) -> RequestContext:
+    client = request.client
+    return RequestContext(
+        channel="rest",
+        remote_addr=client.host if client else None,
+        base_url=request.app.state.settings.fhir_base_url,
+    )
+
+
+def _render(response: FhirResponse, request: FhirRequest, fmt: str, pretty: bool, *, head: bool) -> Response:
+    body = _apply_prefer(response, request)
+    body = _apply_shaping(body, request)
+    headers = dict(response.headers)
+    if body is None or head:
+        return Response(status_code=response.status, headers=headers)
+    content, media_type = formats.render(body, fmt, pretty=pretty)
+    return Response(content=content, status_code=response.status, headers=headers, media_type=media_type)
+
+
+def _apply_prefer(response: FhirResponse, request: FhirRequest) -> Any:
+    if request.method not in ("POST", "PUT", "PATCH") or response.version is None:
+        return response.body
+    prefer = request.header("prefer") or ""
+    if "return=minimal" in prefer:
+        return None
+    if "return=OperationOutcome" in prefer:
+        verb = "created" if response.status == 201 else "updated"
+        v = response.version
+        return information_outcome(f"{v.resource_type}/{v.id} {verb} (version {v.version_id})")
+    return response.body
+
+
+def _apply_shaping(body: Any, request: FhirRequest) -> Any:
+    params = dict(request.query)
+    summary = params.get("_summary")
+    elements = tuple(e for e in params.get("_elements", "").split(",") if e)
+    shaping.check_summary(summary)
+    if request.method != "GET" or (summary in (None, "false") and not elements):
+        return body
+    if isinstance(body, RawJson):
+        return shaping.shape(body.parse(), summary, elements)
+    if isinstance(body, dict) and body.get("resourceType") == "Bundle" and body.get("type") == "searchset":
+        for entry in body.get("entry", []):
+            resource = entry.get("resource")
+            if isinstance(resource, RawJson):
+                entry["resource"] = shaping.shape(resource.parse(), summary, elements)
+    return body
+
+
+def error_response(error: FhirError, request: Request) -> Response:
+    try:
+        fmt = formats.response_format(request.headers.get("accept"), request.query_params.get("_format"))
+    except FhirError:
+        fmt = "json"
+    try:
+        content, media_type = formats.render(error.outcome(), fmt, pretty=False)
+    except Exception:  # never let rendering an error raise a second one
+        content, media_type = jsonio.dumps(error.outcome()), formats.JSON_TYPE
+    return Response(content=content, status_code=error.status, headers=error.headers, media_type=media_type)

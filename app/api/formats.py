@@ -1,0 +1,67 @@
+"""Content negotiation: which format a request body is in, and which one the client wants back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.errors import InvalidRequest, NotAcceptable, UnsupportedMediaType
+from app.fhir import jsonio, xml
+
+JSON_TYPE = "application/fhir+json; charset=utf-8"
+XML_TYPE = "application/fhir+xml; charset=utf-8"
+
+_JSON_NAMES = {"json", "application/json", "application/fhir+json", "text/json"}
+_XML_NAMES = {"xml", "application/xml", "application/fhir+xml", "text/xml"}
+
+
+def _media(value: str) -> str:
+    return value.split(";")[0].strip().lower()
+
+
+def response_format(accept: str | None, format_param: str | None) -> str:
+    """'json' or 'xml': _format wins over Accept; anything unknown asked for explicitly is 406."""
+    if format_param:
+        name = _media(format_param.replace(" ", "+"))  # '+' arrives as ' ' in a query string
+        if name in _JSON_NAMES:
+            return "json"
+        if name in _XML_NAMES:
+            return "xml"
+        raise NotAcceptable(f"_format '{format_param}' is not supported (json, xml)")
+    if not accept:
+        return "json"
+    offered = [_media(part) for part in accept.split(",")]
+    for media in offered:
+        if media in _JSON_NAMES or media in ("*/*", "application/*"):
+            return "json"
+        if media in _XML_NAMES:
+            return "xml"
+    if any(m.startswith("text/html") for m in offered):
+        return "json"  # a browser: show JSON rather than refuse
+    raise NotAcceptable(f"none of the accepted types ({accept}) can be produced")
+
+
+def parse_body(content_type: str | None, raw: bytes, *, method: str) -> Any:
+    """The request body as JSON values (resource dict, JSON Patch list, or form pairs)."""
+    if not raw:
+        return None
+    media = _media(content_type or "application/fhir+json")
+    try:
+        if media in _JSON_NAMES or media == "application/json-patch+json":
+            return jsonio.loads(raw)
+        if media in _XML_NAMES:
+            return xml.xml_to_json(raw)
+    except jsonio.FhirJsonError as exc:
+        raise InvalidRequest(str(exc)) from exc
+    except xml.FhirXmlError as exc:
+        raise InvalidRequest(f"invalid FHIR XML: {exc}", expression=getattr(exc, "path", None)) from exc
+    if media == "application/x-www-form-urlencoded" and method == "POST":
+        from urllib.parse import parse_qsl
+
+        return parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    raise UnsupportedMediaType(f"Content-Type '{content_type}' is not supported")
+
+
+def render(body: Any, fmt: str, *, pretty: bool) -> tuple[bytes, str]:
+    if fmt == "xml":
+        return xml.json_to_xml(jsonio.materialize(body), pretty=pretty), XML_TYPE
+    return jsonio.dumps(body, pretty=pretty), JSON_TYPE

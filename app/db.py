@@ -1,0 +1,86 @@
+"""Engine creation for SQLite (embedded default) and PostgreSQL (psycopg 3), and migrations."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+
+import migrations
+
+log = logging.getLogger(__name__)
+
+
+def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        future=True,
+    )
+
+
+def _sqlite_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=8,
+        max_overflow=8,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take over transaction control from pysqlite so we can say BEGIN IMMEDIATE
+        # for writers (no deadlock-prone lock upgrades) and plain BEGIN for readers.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = "IMMEDIATE" if conn.get_execution_options().get("for_write") else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def run_migrations(url: str) -> None:
+    """Bring the schema to the newest Alembic revision (the only way tables are made)."""
+    from alembic import command
+    from alembic.config import Config
+
+    script_location = Path(migrations.__file__).parent
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    engine = create_db_engine(url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                # Several processes may start at once: one migrates, the others wait.
+                conn.execute(text("SELECT pg_advisory_lock(727274)"))
+                conn.commit()
+            try:
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+                conn.commit()
+            finally:
+                if engine.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_unlock(727274)"))
+                    conn.commit()
+    finally:
+        engine.dispose()

@@ -1,0 +1,137 @@
+"""Every failure a client can see, as one small tree that renders to an OperationOutcome.
+
+    FhirError (400 processing)
+    ├── InvalidRequest        400 invalid      malformed request, bad parameter, bad JSON/XML
+    ├── ResourceInvalid       400 invalid      the resource fails validation (issues carry element paths)
+    ├── Unauthorized          401 login
+    ├── Forbidden             403 forbidden
+    ├── NotFound              404 not-found    unknown type, id or version
+    ├── MethodNotAllowed      405 not-supported
+    ├── NotAcceptable         406 not-supported
+    ├── Conflict              409 conflict     id clash, concurrent edit that cannot be retried
+    ├── Gone                  410 deleted
+    ├── PreconditionFailed    412 conflict     If-Match mismatch, several matches for a conditional write
+    ├── UnsupportedMediaType  415 not-supported
+    ├── Unprocessable         422 processing   well-formed but violates a business rule
+    └── ServerError           500 exception    never shows a stack trace
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Issue:
+    severity: str  # fatal | error | warning | information
+    code: str  # IssueType code: invalid, required, value, code-invalid, not-found, ...
+    diagnostics: str
+    expression: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        issue: dict[str, Any] = {"severity": self.severity, "code": self.code}
+        if self.diagnostics:
+            issue["diagnostics"] = self.diagnostics
+        if self.expression:
+            issue["expression"] = list(self.expression)
+        return issue
+
+
+def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
+    return {"resourceType": "OperationOutcome", "issue": [i.to_json() for i in issues]}
+
+
+def information_outcome(message: str) -> dict[str, Any]:
+    return operation_outcome([Issue("information", "informational", message)])
+
+
+class FhirError(Exception):
+    status: int = 400
+    issue_code: str = "processing"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        issues: list[Issue] | None = None,
+        expression: str | None = None,
+        headers: dict[str, str] | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        expr = (expression,) if expression else ()
+        self.issues = issues or [Issue("error", self.issue_code, message, expr)]
+        self.headers = headers or {}
+
+    def outcome(self) -> dict[str, Any]:
+        return operation_outcome(self.issues)
+
+    def prefixed(self, path: str) -> FhirError:
+        """The same error, its element paths re-rooted (e.g. under Bundle.entry[3])."""
+        self.issues = [
+            Issue(
+                i.severity,
+                i.code,
+                f"{path}: {i.diagnostics}",
+                tuple(f"{path}.{e}" for e in i.expression) or (path,),
+            )
+            for i in self.issues
+        ]
+        self.message = f"{path}: {self.message}"
+        return self
+
+
+class InvalidRequest(FhirError):
+    status, issue_code = 400, "invalid"
+
+
+class ResourceInvalid(FhirError):
+    status, issue_code = 400, "invalid"
+
+
+class Unauthorized(FhirError):
+    status, issue_code = 401, "login"
+
+
+class Forbidden(FhirError):
+    status, issue_code = 403, "forbidden"
+
+
+class NotFound(FhirError):
+    status, issue_code = 404, "not-found"
+
+
+class MethodNotAllowed(FhirError):
+    status, issue_code = 405, "not-supported"
+
+
+class NotAcceptable(FhirError):
+    status, issue_code = 406, "not-supported"
+
+
+class Conflict(FhirError):
+    status, issue_code = 409, "conflict"
+
+
+class Gone(FhirError):
+    status, issue_code = 410, "deleted"
+
+
+class PreconditionFailed(FhirError):
+    status, issue_code = 412, "conflict"
+
+
+class UnsupportedMediaType(FhirError):
+    status, issue_code = 415, "not-supported"
+
+
+class Unprocessable(FhirError):
+    status, issue_code = 422, "processing"
+
+
+class ServerError(FhirError):
+    status, issue_code = 500, "exception"

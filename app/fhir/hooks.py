@@ -1,0 +1,85 @@
+"""The hook point: cross-cutting concerns (authorization, audit, outbox, subscriptions)
+attach here instead of being called from handlers (HAPI's interceptors, reduced to five phases).
+
+The service calls, in order, for every interaction:
+    authorize(uow, interaction)      before anything is read or written; raise Forbidden to refuse
+    on_access(uow, interaction, v)   each version read or written, inside the transaction
+    on_change(uow, change)           each write, inside the transaction (the outbox lives here)
+    before_commit(uow)               last chance to write in the same transaction; raising aborts
+    after_commit(uow)                the transaction is durable
+    on_failure(ctx, interaction, e)  the interaction failed (the transaction was rolled back)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.context import RequestContext
+from app.fhir import storage
+from app.fhir.storage import Change, StoredVersion, UnitOfWork
+
+
+@dataclass(frozen=True)
+class Interaction:
+    name: str  # read vread update patch delete history-instance history-type history-system
+    #            create search-type search-system capabilities transaction batch operation
+    resource_type: str | None = None
+    id: str | None = None
+    query: str = ""
+
+
+class Hook:
+    """Base class with every phase a no-op; override what you need."""
+
+    def authorize(self, uow: UnitOfWork, interaction: Interaction) -> None: ...
+
+    def on_access(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> None: ...
+
+    def on_change(self, uow: UnitOfWork, change: Change) -> None: ...
+
+    def before_commit(self, uow: UnitOfWork) -> None: ...
+
+    def after_commit(self, uow: UnitOfWork) -> None: ...
+
+    def on_failure(self, ctx: RequestContext, interaction: Interaction | None, error: Exception) -> None: ...
+
+
+class Pipeline(Hook):
+    """Runs a list of hooks in registration order."""
+
+    def __init__(self, hooks: list[Hook] | None = None) -> None:
+        self.hooks: list[Hook] = list(hooks or [])
+
+    def add(self, hook: Hook) -> None:
+        self.hooks.append(hook)
+
+    def authorize(self, uow: UnitOfWork, interaction: Interaction) -> None:
+        for hook in self.hooks:
+            hook.authorize(uow, interaction)
+
+    def on_access(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> None:
+        for hook in self.hooks:
+            hook.on_access(uow, interaction, version)
+
+    def on_change(self, uow: UnitOfWork, change: Change) -> None:
+        for hook in self.hooks:
+            hook.on_change(uow, change)
+
+    def before_commit(self, uow: UnitOfWork) -> None:
+        for hook in self.hooks:
+            hook.before_commit(uow)
+
+    def after_commit(self, uow: UnitOfWork) -> None:
+        for hook in self.hooks:
+            hook.after_commit(uow)
+
+    def on_failure(self, ctx: RequestContext, interaction: Interaction | None, error: Exception) -> None:
+        for hook in self.hooks:
+            hook.on_failure(ctx, interaction, error)
+
+
+class OutboxHook(Hook):
+    """Records every committed change as a change_event row in the same transaction."""
+
+    def on_change(self, uow: UnitOfWork, change: Change) -> None:
+        storage.stage_change_event(uow, change)

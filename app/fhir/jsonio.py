@@ -1,0 +1,101 @@
+"""FHIR JSON in and out without losing what the client wrote.
+
+Python's float loses decimal precision (``1.50`` -> ``1.5``), and FHIR decimals are
+significant to their last digit. We parse every JSON number with a fraction or exponent
+into :class:`DecimalLiteral`, which remembers the exact literal, and write it back
+verbatim through ``orjson.Fragment``.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+
+class DecimalLiteral(Decimal):
+    """A Decimal that also keeps the literal text it was parsed from."""
+
+    literal: str
+
+    def __new__(cls, literal: str) -> DecimalLiteral:
+        value = super().__new__(cls, literal)
+        value.literal = literal
+        return value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (DecimalLiteral, (self.literal,))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DecimalLiteral:
+        return self
+
+    def __copy__(self) -> DecimalLiteral:
+        return self
+
+
+class RawJson:
+    """Already-serialized JSON (stored resource bytes) embedded in a response without re-encoding."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def parse(self) -> Any:
+        return loads(self.data)
+
+
+def materialize(value: Any) -> Any:
+    """Replace every RawJson inside `value` with its parsed form (for XML, _pretty, shaping)."""
+    if isinstance(value, RawJson):
+        return value.parse()
+    if isinstance(value, dict):
+        return {k: materialize(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [materialize(v) for v in value]
+    return value
+
+
+class FhirJsonError(ValueError):
+    """The body is not JSON a FHIR server can accept."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise FhirJsonError(f"{name} is not a valid JSON number")
+
+
+_decoder = json.JSONDecoder(parse_float=DecimalLiteral, parse_constant=_reject_constant)
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON, keeping decimal literals exactly."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        try:
+            text = bytes(data).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise FhirJsonError(f"body is not UTF-8: {exc}") from exc
+    else:
+        text = data
+    try:
+        return _decoder.decode(text)
+    except json.JSONDecodeError as exc:
+        raise FhirJsonError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, RawJson):
+        return orjson.Fragment(value.data)
+    if isinstance(value, DecimalLiteral):
+        return orjson.Fragment(value.literal)
+    if isinstance(value, Decimal):
+        return orjson.Fragment(str(value))
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def dumps(value: Any, *, pretty: bool = False) -> bytes:
+    """Serialize to UTF-8 JSON bytes, decimals verbatim."""
+    if pretty:  # a Fragment is copied verbatim, so expand stored bytes before indenting
+        return orjson.dumps(materialize(value), default=_default, option=orjson.OPT_INDENT_2)
+    return orjson.dumps(value, default=_default)

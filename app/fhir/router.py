@@ -1,0 +1,220 @@
+"""Transport-free FHIR router: one FhirRequest in, one FhirResponse out.
+
+`dispatch` decides the transaction boundaries (one per request; one per batch entry; one for a
+whole transaction Bundle); `handle` maps a single request onto the service inside a given unit
+of work. Bundle entries re-enter `handle`, so they behave exactly like standalone requests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.context import RequestContext
+from app.errors import InvalidRequest, MethodNotAllowed, NotFound, information_outcome
+from app.fhir import bundles, capability
+from app.fhir.exchange import FhirRequest, FhirResponse
+from app.fhir.instants import parse_http_date, parse_instant
+from app.fhir.search import SearchParams
+from app.fhir.search.params import encode_cursor
+from app.fhir.service import FhirService, WriteOutcome
+from app.fhir.storage import HistoryCursor, UnitOfWork
+
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+class FhirRouter:
+    def __init__(self, service: FhirService, *, default_count: int = 50, max_count: int = 1000) -> None:
+        self.service = service
+        self.default_count = default_count
+        self.max_count = max_count
+
+    def dispatch(self, ctx: RequestContext, request: FhirRequest) -> FhirResponse:
+        """Run one top-level request in the transaction(s) it needs."""
+        if request.method == "POST" and not request.segments:
+            from app.fhir import transaction
+
+            return transaction.process_bundle(self, ctx, request)
+        with self.service.unit_of_work(ctx, write=request.method in WRITE_METHODS) as uow:
+            return self.handle(uow, request)
+
+    def handle(self, uow: UnitOfWork, request: FhirRequest) -> FhirResponse:
+        segments = request.segments
+        method = request.method
+        if not segments:
+            raise MethodNotAllowed(f"{method} is not supported at the base URL")
+        if segments[0] == "metadata" and len(segments) == 1:
+            if method != "GET":
+                raise MethodNotAllowed("metadata is read-only")
+            return FhirResponse(200, capability.capability_statement(uow.ctx.base_url))
+        if segments[0] == "_history" and len(segments) == 1:
+            return self._history(uow, request, None, None)
+        if segments[0].startswith("$") or any(s.startswith("$") for s in segments):
+            raise NotFound(f"operation '{request.path}' is not supported")
+        rtype = segments[0]
+        self.service.check_type(rtype)
+        if len(segments) == 1:
+            return self._type_level(uow, request, rtype)
+        if len(segments) == 2 and segments[1] == "_search":
+            if method != "POST":
+                raise MethodNotAllowed("use GET on the type or POST on _search")
+            return self._search(uow, request, rtype)
+        if len(segments) == 2 and segments[1] == "_history":
+            return self._history(uow, request, rtype, None)
+        if len(segments) == 2:
+            return self._instance_level(uow, request, rtype, segments[1])
+        if len(segments) == 3 and segments[2] == "_history":
+            return self._history(uow, request, rtype, segments[1])
+        if len(segments) == 4 and segments[2] == "_history":
+            if method != "GET":
+                raise MethodNotAllowed("a version is read-only")
+            version = self.service.vread(uow, rtype, segments[1], segments[3])
+            return FhirResponse.for_version(uow.ctx.base_url, version)
+        raise NotFound(f"no FHIR endpoint at '{request.path}'")
+
+    # ------------------------------------------------------------ type level
+
+    def _type_level(self, uow: UnitOfWork, request: FhirRequest, rtype: str) -> FhirResponse:
+        base = uow.ctx.base_url
+        match request.method:
+            case "GET":
+                return self._search(uow, request, rtype)
+            case "POST":
+                outcome = self.service.create(
+                    uow,
+                    rtype,
+                    request.body,
+                    if_none_exist=request.header("if-none-exist"),
+                    assigned_id=request.assigned_id,
+                    fresh_id=request.fresh_id,
+                )
+                return _write_response(base, outcome)
+            case "PUT":
+                query = self._condition(request)
+                outcome = self.service.conditional_update(
+                    uow, rtype, query, request.body, if_match=request.header("if-match")
+                )
+                return _write_response(base, outcome)
+            case "PATCH":
+                outcome = self.service.conditional_patch(
+                    uow, rtype, self._condition(request), request.body, if_match=request.header("if-match")
+                )
+                return _write_response(base, outcome)
+            case "DELETE":
+                deleted = self.service.conditional_delete(uow, rtype, self._condition(request))
+                if deleted is None:
+                    return FhirResponse(200, information_outcome("no resource matched; nothing deleted"))
+                return FhirResponse(204, None, {"ETag": f'W/"{deleted.version_id}"'}, version=deleted)
+        raise MethodNotAllowed(f"{request.method} is not supported on {rtype}")
+
+    @staticmethod
+    def _condition(request: FhirRequest) -> str:
+        if not request.query:
+            raise MethodNotAllowed(f"{request.method} on a type needs search criteria (conditional)")
+        return request.query_string
+
+    # ------------------------------------------------------------ instance level
+
+    def _instance_level(self, uow: UnitOfWork, request: FhirRequest, rtype: str, rid: str) -> FhirResponse:
+        base = uow.ctx.base_url
+        if_match = request.header("if-match")
+        match request.method:
+            case "GET":
+                version = self.service.read(uow, rtype, rid)
+                if _not_modified(request, version.version_id, version.last_updated):
+                    return FhirResponse(304, None, {"ETag": f'W/"{version.version_id}"'})
+                return FhirResponse.for_version(base, version)
+            case "PUT":
+                outcome = self.service.update(uow, rtype, rid, request.body, if_match=if_match)
+                return _write_response(base, outcome)
+            case "PATCH":
+                outcome = self.service.patch(uow, rtype, rid, request.body, if_match=if_match)
+                return _write_response(base, outcome)
+            case "DELETE":
+                deleted = self.service.delete(uow, rtype, rid, if_match=if_match)
+                headers = {"ETag": f'W/"{deleted.version_id}"'} if deleted else {}
+                return FhirResponse(204, None, headers, version=deleted)
+        raise MethodNotAllowed(f"{request.method} is not supported on {rtype}/{rid}")
+
+    # ------------------------------------------------------------ search and history
+
+    def _search(self, uow: UnitOfWork, request: FhirRequest, rtype: str) -> FhirResponse:
+        strict = "handling=strict" in (request.header("prefer") or "")
+        pairs = list(request.query)
+        if request.method == "POST" and isinstance(request.body, list):
+            pairs += request.body  # form-encoded parameters of POST _search
+        params = SearchParams.parse(pairs, strict=strict)
+        if params.count is None:
+            params = params.with_count(self.default_count)
+        params = params.with_count(min(params.count or 0, self.max_count))
+        result = self.service.search(uow, rtype, params)
+        issues = None
+        if result.ignored:
+            issues = information_outcome(
+                "ignored unsupported search parameters: " + ", ".join(result.ignored)
+            )
+            issues["issue"][0].update(severity="warning", code="not-supported")
+        return FhirResponse(200, bundles.searchset(uow.ctx.base_url, rtype, params, result, issues))
+
+    def _history(
+        self, uow: UnitOfWork, request: FhirRequest, rtype: str | None, rid: str | None
+    ) -> FhirResponse:
+        if request.method != "GET":
+            raise MethodNotAllowed("history is read-only")
+        query = dict(request.query)
+        since = _instant_param(query, "_since")
+        at = _instant_param(query, "_at")
+        count = _count(query.get("_count"), self.default_count, self.max_count)
+        cursor = _history_cursor(query.get("_page"))
+        result = self.service.history(uow, rtype, rid, since=since, at=at, cursor=cursor, count=count)
+        nxt = result.next_cursor
+        token = encode_cursor((nxt.last_updated, nxt.resource_type, nxt.id, nxt.version_id)) if nxt else None
+        path = "/".join(p for p in (rtype, rid, "_history") if p)
+        pairs = [(k, v) for k, v in request.query if k in ("_since", "_at", "_count", "_page")]
+        return FhirResponse(200, bundles.history(uow.ctx.base_url, path, pairs, result.versions, token))
+
+
+def _write_response(base: str, outcome: WriteOutcome) -> FhirResponse:
+    if outcome.matched_existing:
+        response = FhirResponse.for_version(base, outcome.version, 200)
+        response.headers["Location"] = f"{base}/{outcome.version.resource_type}/{outcome.version.id}"
+        return response
+    return FhirResponse.for_version(base, outcome.version, 201 if outcome.created else 200)
+
+
+def _not_modified(request: FhirRequest, version_id: int, last_updated: int) -> bool:
+    if_none_match = request.header("if-none-match")
+    if if_none_match:
+        return if_none_match.replace("W/", "").strip('" ') == str(version_id)
+    since = request.header("if-modified-since")
+    if since:
+        moment = parse_http_date(since)
+        return moment is not None and last_updated // 1_000_000 <= moment // 1_000_000
+    return False
+
+
+def _instant_param(query: dict[str, str], name: str) -> int | None:
+    if name not in query:
+        return None
+    try:
+        return parse_instant(query[name])
+    except ValueError as exc:
+        raise InvalidRequest(f"{name} must be an instant", expression=name) from exc
+
+
+def _count(raw: str | None, default: int, maximum: int) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise InvalidRequest("_count must be a non-negative integer", expression="_count")
+    return max(1, min(int(raw), maximum))
+
+
+def _history_cursor(token: str | None) -> HistoryCursor | None:
+    if not token:
+        return None
+    values: Any = SearchParams.parse([("_page", token)]).page
+    try:
+        last_updated, rtype, rid, version_id = values
+        return HistoryCursor(int(last_updated), str(rtype), str(rid), int(version_id))
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest("_page is not a valid history paging token", expression="_page") from exc

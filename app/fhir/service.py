@@ -1,0 +1,375 @@
+"""THE one door: every read and write of FHIR data, from any channel, goes through FhirService.
+
+A caller opens a unit of work (one database transaction) with :meth:`FhirService.unit_of_work`
+and calls interactions on it. Each interaction authorizes through the hook pipeline, validates,
+stores the current row, the history row and the index rows, and records the change in the
+outbox, all inside that one transaction. Transport concerns (HTTP, Bundles, formats) live in
+app.fhir.router and app.api; this module knows none of them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import jsonpatch
+from sqlalchemy import Engine
+
+from app.context import RequestContext
+from app.errors import (
+    Conflict,
+    Gone,
+    InvalidRequest,
+    NotFound,
+    PreconditionFailed,
+    ServerError,
+    Unprocessable,
+)
+from app.fhir import indexer, jsonio, storage
+from app.fhir.hooks import Interaction, Pipeline
+from app.fhir.instants import to_instant
+from app.fhir.search import SearchParams, SearchResult, search
+from app.fhir.storage import Change, HistoryCursor, StoredVersion, UnitOfWork
+from app.fhir.validation import is_valid_id, known_resource_types, validate_resource
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    version: StoredVersion
+    created: bool = False  # a new resource (201)
+    matched_existing: bool = False  # conditional create found one: nothing written (200)
+
+
+@dataclass(frozen=True)
+class HistoryResult:
+    versions: list[StoredVersion]
+    next_cursor: HistoryCursor | None
+
+
+class FhirService:
+    def __init__(self, engine: Engine, pipeline: Pipeline) -> None:
+        self.engine = engine
+        self.pipeline = pipeline
+
+    # ------------------------------------------------------------ transactions
+
+    @contextmanager
+    def unit_of_work(self, ctx: RequestContext, *, write: bool) -> Iterator[UnitOfWork]:
+        """One transaction: commits on success (after before_commit hooks), rolls back on error."""
+        try:
+            with storage.open_unit_of_work(self.engine, ctx, write=write) as uow:
+                yield uow
+                self.pipeline.before_commit(uow)
+        except Exception as exc:
+            self.pipeline.on_failure(ctx, None, exc)
+            raise
+        self.pipeline.after_commit(uow)
+
+    # ------------------------------------------------------------ reads
+
+    def check_type(self, rtype: str) -> None:
+        if rtype not in known_resource_types():
+            raise NotFound(f"unknown resource type '{rtype}'")
+
+    def read(self, uow: UnitOfWork, rtype: str, rid: str) -> StoredVersion:
+        self.check_type(rtype)
+        interaction = Interaction("read", rtype, rid)
+        self.pipeline.authorize(uow, interaction)
+        current = storage.get_current(uow, rtype, rid)
+        if current is None:
+            raise NotFound(f"{rtype}/{rid} is not known")
+        if current.deleted:
+            raise Gone(
+                f"{rtype}/{rid} was deleted",
+                headers={"ETag": f'W/"{current.version_id}"'},
+            )
+        self.pipeline.on_access(uow, interaction, current)
+        return current
+
+    def vread(self, uow: UnitOfWork, rtype: str, rid: str, version_id: str) -> StoredVersion:
+        self.check_type(rtype)
+        interaction = Interaction("vread", rtype, rid)
+        self.pipeline.authorize(uow, interaction)
+        if not version_id.isdigit():
+            raise NotFound(f"{rtype}/{rid} has no version '{version_id}'")
+        version = storage.get_version(uow, rtype, rid, int(version_id))
+        if version is None:
+            raise NotFound(f"{rtype}/{rid} has no version {version_id}")
+        if version.deleted:
+            raise Gone(f"{rtype}/{rid} version {version_id} is a deletion")
+        self.pipeline.on_access(uow, interaction, version)
+        return version
+
+    def search(self, uow: UnitOfWork, rtype: str, params: SearchParams) -> SearchResult:
+        self.check_type(rtype)
+        interaction = Interaction("search-type", rtype, query=params.query_string())
+        self.pipeline.authorize(uow, interaction)
+        result = search(uow, rtype, params)
+        for version in result.versions:
+            self.pipeline.on_access(uow, interaction, version)
+        return result
+
+    def history(
+        self,
+        uow: UnitOfWork,
+        rtype: str | None,
+        rid: str | None,
+        *,
+        since: int | None,
+        at: int | None,
+        cursor: HistoryCursor | None,
+        count: int,
+    ) -> HistoryResult:
+        if rtype is not None:
+            self.check_type(rtype)
+        level = "history-instance" if rid else "history-type" if rtype else "history-system"
+        interaction = Interaction(level, rtype, rid)
+        self.pipeline.authorize(uow, interaction)
+        if rid is not None and storage.get_current(uow, rtype or "", rid) is None:
+            raise NotFound(f"{rtype}/{rid} is not known")
+        rows = storage.history_page(
+            uow, rtype=rtype, rid=rid, since=since, at_or_before=at, after=cursor, limit=count + 1
+        )
+        page, more = rows[:count], len(rows) > count
+        for version in page:
+            self.pipeline.on_access(uow, interaction, version)
+        last = page[-1] if page else None
+        next_cursor = (
+            HistoryCursor(last.last_updated, last.resource_type, last.id, last.version_id)
+            if more and last
+            else None
+        )
+        return HistoryResult(page, next_cursor)
+
+    def find_ids(self, uow: UnitOfWork, rtype: str, query: str, *, limit: int = 2) -> list[str]:
+        """Ids matching conditional criteria (strict: an unknown parameter is an error)."""
+        params = SearchParams.parse_query(query, strict=True)
+        if not params.criteria:
+            raise InvalidRequest("conditional criteria are empty")
+        return [v.id for v in search(uow, rtype, params.with_count(limit)).versions]
+
+    # ------------------------------------------------------------ writes
+
+    def create(
+        self,
+        uow: UnitOfWork,
+        rtype: str,
+        body: Any,
+        *,
+        if_none_exist: str | None = None,
+        assigned_id: str | None = None,
+        fresh_id: bool = False,
+    ) -> WriteOutcome:
+        """POST. `assigned_id` comes from a transaction; `fresh_id` says we minted it (no clash)."""
+        self.check_type(rtype)
+        self.pipeline.authorize(uow, Interaction("create", rtype, query=if_none_exist or ""))
+        if if_none_exist:
+            matches = self.find_ids(uow, rtype, if_none_exist)
+            if len(matches) > 1:
+                raise PreconditionFailed(
+                    f"If-None-Exist '{if_none_exist}' matches more than one {rtype}",
+                    status=412,
+                )
+            if matches:
+                existing = storage.get_current(uow, rtype, matches[0])
+                assert existing is not None
+                return WriteOutcome(existing, matched_existing=True)
+        validate_resource(body, expected_type=rtype)
+        rid = assigned_id or str(uuid.uuid4())
+        version = self._stamp(rtype, rid, body, 1)
+        if assigned_id is None or fresh_id:
+            storage.stage_insert_current(uow, version)
+        elif not storage.try_insert_current(uow, version):
+            raise Conflict(f"{rtype}/{rid} already exists")
+        self._record(uow, version, "create", "POST", body, new=True)
+        return WriteOutcome(version, created=True)
+
+    def update(
+        self,
+        uow: UnitOfWork,
+        rtype: str,
+        rid: str,
+        body: Any,
+        *,
+        if_match: str | None = None,
+        method: str = "PUT",
+    ) -> WriteOutcome:
+        self.check_type(rtype)
+        self.pipeline.authorize(uow, Interaction("update", rtype, rid))
+        if not is_valid_id(rid):
+            raise InvalidRequest(f"'{rid}' is not a valid resource id")
+        validate_resource(body, expected_type=rtype, expected_id=rid)
+        current = storage.get_current(uow, rtype, rid, lock=True)
+        if current is None:
+            if if_match:
+                raise PreconditionFailed(f"If-Match given but {rtype}/{rid} does not exist")
+            version = self._stamp(rtype, rid, body, 1)
+            if storage.try_insert_current(uow, version):
+                self._record(uow, version, "create", method, body, new=True)
+                return WriteOutcome(version, created=True)
+            # Someone created it between our read and insert: fall through as an update.
+            current = storage.get_current(uow, rtype, rid, lock=True)
+            assert current is not None
+        _check_if_match(if_match, current)
+        version = self._stamp(rtype, rid, body, current.version_id + 1)
+        if not storage.update_current(uow, version, expected_version=current.version_id):
+            raise Conflict(f"{rtype}/{rid} was changed concurrently; retry")
+        self._record(uow, version, "update", method, body, new=False)
+        return WriteOutcome(version, created=current.deleted)
+
+    def conditional_update(
+        self, uow: UnitOfWork, rtype: str, query: str, body: Any, *, if_match: str | None = None
+    ) -> WriteOutcome:
+        self.check_type(rtype)
+        matches = self.find_ids(uow, rtype, query)
+        body_id = body.get("id") if isinstance(body, dict) else None
+        if len(matches) > 1:
+            raise PreconditionFailed(f"conditional update '{query}' matches more than one {rtype}")
+        if not matches:
+            if body_id:
+                return self.update(uow, rtype, body_id, body, if_match=if_match)
+            return self.create(uow, rtype, body)
+        if body_id and body_id != matches[0]:
+            raise InvalidRequest(
+                f"resource id '{body_id}' differs from the matched {rtype}/{matches[0]}",
+                expression=f"{rtype}.id",
+            )
+        if isinstance(body, dict) and not body_id:
+            body = {**body, "id": matches[0]}
+        return self.update(uow, rtype, matches[0], body, if_match=if_match)
+
+    def patch(
+        self, uow: UnitOfWork, rtype: str, rid: str, operations: Any, *, if_match: str | None = None
+    ) -> WriteOutcome:
+        self.check_type(rtype)
+        self.pipeline.authorize(uow, Interaction("patch", rtype, rid))
+        current = storage.get_current(uow, rtype, rid, lock=True)
+        if current is None:
+            raise NotFound(f"{rtype}/{rid} is not known")
+        if current.deleted:
+            raise Gone(f"{rtype}/{rid} was deleted")
+        _check_if_match(if_match, current)
+        patched = _apply_json_patch(jsonio.loads(current.content or b"{}"), operations)
+        if patched.get("resourceType") != rtype or patched.get("id") != rid:
+            raise Unprocessable("a patch may not change resourceType or id")
+        validate_resource(patched, expected_type=rtype, expected_id=rid)
+        version = self._stamp(rtype, rid, patched, current.version_id + 1)
+        if not storage.update_current(uow, version, expected_version=current.version_id):
+            raise Conflict(f"{rtype}/{rid} was changed concurrently; retry")
+        self._record(uow, version, "update", "PATCH", patched, new=False)
+        return WriteOutcome(version)
+
+    def conditional_patch(
+        self, uow: UnitOfWork, rtype: str, query: str, operations: Any, *, if_match: str | None = None
+    ) -> WriteOutcome:
+        matches = self.find_ids(uow, rtype, query)
+        if len(matches) > 1:
+            raise PreconditionFailed(f"conditional patch '{query}' matches more than one {rtype}")
+        if not matches:
+            raise NotFound(f"no {rtype} matches '{query}'")
+        return self.patch(uow, rtype, matches[0], operations, if_match=if_match)
+
+    def delete(
+        self, uow: UnitOfWork, rtype: str, rid: str, *, if_match: str | None = None
+    ) -> StoredVersion | None:
+        """Delete; returns the deletion version, or None if it was already deleted."""
+        self.check_type(rtype)
+        self.pipeline.authorize(uow, Interaction("delete", rtype, rid))
+        current = storage.get_current(uow, rtype, rid, lock=True)
+        if current is None:
+            raise NotFound(f"{rtype}/{rid} is not known")
+        _check_if_match(if_match, current)
+        if current.deleted:
+            return None
+        version = StoredVersion(
+            rtype, rid, current.version_id + 1, storage.now_us(), True, None, "DELETE"
+        )
+        if not storage.update_current(uow, version, expected_version=current.version_id):
+            raise Conflict(f"{rtype}/{rid} was changed concurrently; retry")
+        storage.stage_history(uow, version, "DELETE")
+        storage.replace_tokens(uow, rtype, rid, [], new=False)
+        self._changed(uow, Change("delete", version))
+        return version
+
+    def conditional_delete(self, uow: UnitOfWork, rtype: str, query: str) -> StoredVersion | None:
+        self.check_type(rtype)
+        matches = self.find_ids(uow, rtype, query)
+        if len(matches) > 1:
+            raise PreconditionFailed(f"conditional delete '{query}' matches more than one {rtype}")
+        if not matches:
+            return None
+        return self.delete(uow, rtype, matches[0])
+
+    # ------------------------------------------------------------ internals
+
+    @staticmethod
+    def _stamp(rtype: str, rid: str, body: dict[str, Any], version_id: int) -> StoredVersion:
+        """The stored bytes: the client's JSON, with the id and the server-owned meta set."""
+        last_updated = storage.now_us()
+        meta = dict(body.get("meta") or {})
+        meta.pop("versionId", None)
+        meta.pop("lastUpdated", None)
+        meta = {"versionId": str(version_id), "lastUpdated": to_instant(last_updated), **meta}
+        stored = {"resourceType": rtype, "id": rid, "meta": meta}
+        stored.update((k, v) for k, v in body.items() if k not in stored)
+        try:
+            content = jsonio.dumps(stored)
+        except TypeError as exc:  # cannot happen for parsed JSON; guard against callers' bugs
+            raise ServerError(f"resource is not serializable: {exc}") from exc
+        return StoredVersion(rtype, rid, version_id, last_updated, False, content)
+
+    def _record(
+        self,
+        uow: UnitOfWork,
+        version: StoredVersion,
+        interaction: str,
+        method: str,
+        body: dict[str, Any],
+        *,
+        new: bool,
+    ) -> None:
+        storage.stage_history(uow, version, method)
+        storage.replace_tokens(
+            uow, version.resource_type, version.id, indexer.tokens_for(body), new=new
+        )
+        self._changed(uow, Change("patch" if method == "PATCH" else interaction, version))
+
+    def _changed(self, uow: UnitOfWork, change: Change) -> None:
+        uow.changes.append(change)
+        self.pipeline.on_change(uow, change)
+        self.pipeline.on_access(
+            uow, Interaction(change.interaction, change.version.resource_type, change.version.id),
+            change.version,
+        )
+
+
+def _check_if_match(if_match: str | None, current: StoredVersion) -> None:
+    if not if_match:
+        return
+    wanted = if_match.strip()
+    if wanted.startswith("W/"):
+        wanted = wanted[2:]
+    wanted = wanted.strip('"')
+    if wanted != str(current.version_id):
+        raise PreconditionFailed(
+            f"If-Match {if_match} does not match the current version {current.version_id}"
+        )
+
+
+def _apply_json_patch(document: dict[str, Any], operations: Any) -> dict[str, Any]:
+    if not isinstance(operations, list):
+        raise InvalidRequest("a JSON Patch body must be an array of operations")
+    try:
+        result = jsonpatch.JsonPatch(operations).apply(document, in_place=False)
+    except jsonpatch.JsonPatchTestFailed as exc:
+        raise PreconditionFailed(f"JSON Patch test failed: {exc}") from exc
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
+        raise Unprocessable(f"JSON Patch could not be applied: {exc}") from exc
+    if not isinstance(result, dict):
+        raise Unprocessable("JSON Patch result is not a resource")
+    return result
+
+

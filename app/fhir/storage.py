@@ -1,0 +1,291 @@
+"""Rows in and out of the FHIR tables. Only the service layer calls this module.
+
+A :class:`UnitOfWork` is one database transaction. Inserts that nothing in the same
+transaction reads back (history rows, index rows, outbox rows, brand-new resources) are
+staged and sent as one executemany per table: a 100-entry transaction costs a handful of
+round trips, not hundreds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, and_, delete, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.context import RequestContext
+from app.fhir.tables import change_event, resource, resource_history, search_token
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """One version of a resource as stored: the exact bytes plus the server-owned facts."""
+
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: int  # epoch microseconds
+    deleted: bool
+    content: bytes | None
+    method: str = ""
+
+
+@dataclass
+class Change:
+    """A committed-to-be write, handed to hooks (outbox, audit, subscriptions)."""
+
+    interaction: str  # create | update | patch | delete
+    version: StoredVersion
+
+
+@dataclass
+class UnitOfWork:
+    conn: Connection
+    ctx: RequestContext
+    changes: list[Change] = field(default_factory=list)
+    _staged: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def stage(self, table: Table, row: dict[str, Any]) -> None:
+        self._staged.setdefault(table, []).append(row)
+
+    def flush(self) -> None:
+        """Send staged inserts; call before any read that could see them."""
+        staged, self._staged = self._staged, {}
+        for table, rows in staged.items():
+            self.conn.execute(insert(table), rows)
+
+    @property
+    def dialect(self) -> str:
+        return self.conn.dialect.name
+
+
+@contextmanager
+def open_unit_of_work(engine: Engine, ctx: RequestContext, *, write: bool) -> Iterator[UnitOfWork]:
+    with engine.connect() as conn:
+        conn = conn.execution_options(for_write=write)
+        with conn.begin():
+            uow = UnitOfWork(conn=conn, ctx=ctx)
+            yield uow
+            uow.flush()
+
+
+# ---------------------------------------------------------------- reads
+
+_current_cols = (
+    resource.c.resource_type,
+    resource.c.id,
+    resource.c.version_id,
+    resource.c.last_updated,
+    resource.c.deleted,
+    resource.c.content,
+)
+
+
+def _to_version(row: Any, method: str = "") -> StoredVersion:
+    return StoredVersion(
+        row.resource_type, row.id, row.version_id, row.last_updated, row.deleted, row.content, method
+    )
+
+
+def get_current(uow: UnitOfWork, rtype: str, rid: str, *, lock: bool = False) -> StoredVersion | None:
+    uow.flush()
+    query = select(*_current_cols).where(resource.c.resource_type == rtype, resource.c.id == rid)
+    if lock and uow.dialect == "postgresql":
+        query = query.with_for_update()
+    row = uow.conn.execute(query).first()
+    return _to_version(row) if row else None
+
+
+def get_currents(uow: UnitOfWork, rtype: str, ids: Sequence[str]) -> list[StoredVersion]:
+    uow.flush()
+    if not ids:
+        return []
+    query = select(*_current_cols).where(
+        resource.c.resource_type == rtype, resource.c.id.in_(list(ids)), resource.c.deleted.is_(False)
+    )
+    return [_to_version(r) for r in uow.conn.execute(query)]
+
+
+def get_version(uow: UnitOfWork, rtype: str, rid: str, version_id: int) -> StoredVersion | None:
+    uow.flush()
+    h = resource_history
+    row = uow.conn.execute(
+        select(h.c.resource_type, h.c.id, h.c.version_id, h.c.last_updated, h.c.content, h.c.method)
+        .where(h.c.resource_type == rtype, h.c.id == rid, h.c.version_id == version_id)
+    ).first()
+    if row is None:
+        return None
+    return StoredVersion(
+        row.resource_type, row.id, row.version_id, row.last_updated,
+        row.method == "DELETE", row.content, row.method,
+    )
+
+
+# ---------------------------------------------------------------- writes
+
+
+def try_insert_current(uow: UnitOfWork, version: StoredVersion) -> bool:
+    """Insert a brand-new current row now; False if that id already exists (a racing create)."""
+    uow.flush()
+    values = _current_values(version)
+    dialect_insert = postgresql.insert if uow.dialect == "postgresql" else sqlite.insert
+    stmt = dialect_insert(resource).values(**values).on_conflict_do_nothing()
+    return uow.conn.execute(stmt).rowcount == 1
+
+
+def stage_insert_current(uow: UnitOfWork, version: StoredVersion) -> None:
+    """Insert a new current row with a server-assigned (unique) id, batched."""
+    uow.stage(resource, _current_values(version))
+
+
+def update_current(uow: UnitOfWork, version: StoredVersion, expected_version: int) -> bool:
+    """Move the current row to `version`; False if someone else moved it first."""
+    uow.flush()
+    stmt = (
+        update(resource)
+        .where(
+            resource.c.resource_type == version.resource_type,
+            resource.c.id == version.id,
+            resource.c.version_id == expected_version,
+        )
+        .values(
+            version_id=version.version_id,
+            last_updated=version.last_updated,
+            deleted=version.deleted,
+            content=version.content,
+        )
+    )
+    return uow.conn.execute(stmt).rowcount == 1
+
+
+def stage_history(uow: UnitOfWork, version: StoredVersion, method: str) -> None:
+    uow.stage(
+        resource_history,
+        {
+            "resource_type": version.resource_type,
+            "id": version.id,
+            "version_id": version.version_id,
+            "last_updated": version.last_updated,
+            "method": method,
+            "content": version.content,
+        },
+    )
+
+
+def stage_change_event(uow: UnitOfWork, change: Change) -> None:
+    v = change.version
+    uow.stage(
+        change_event,
+        {
+            "resource_type": v.resource_type,
+            "resource_id": v.id,
+            "version_id": v.version_id,
+            "interaction": change.interaction,
+            "occurred_at": v.last_updated,
+            "request_id": uow.ctx.request_id,
+        },
+    )
+
+
+def replace_tokens(
+    uow: UnitOfWork, rtype: str, rid: str, tokens: list[tuple[str, str | None, str | None]], *, new: bool
+) -> None:
+    """Replace the token index rows of one resource (none to delete for a brand-new one)."""
+    if not new:
+        uow.flush()
+        uow.conn.execute(
+            delete(search_token).where(
+                search_token.c.resource_type == rtype, search_token.c.resource_id == rid
+            )
+        )
+    for param, system, code in tokens:
+        uow.stage(
+            search_token,
+            {"resource_type": rtype, "resource_id": rid, "param": param, "system": system, "code": code},
+        )
+
+
+def _current_values(version: StoredVersion) -> dict[str, Any]:
+    return {
+        "resource_type": version.resource_type,
+        "id": version.id,
+        "version_id": version.version_id,
+        "last_updated": version.last_updated,
+        "deleted": version.deleted,
+        "content": version.content,
+    }
+
+
+# ---------------------------------------------------------------- history
+
+
+@dataclass(frozen=True)
+class HistoryCursor:
+    """Keyset position: the last entry of the previous page (newest first ordering)."""
+
+    last_updated: int
+    resource_type: str
+    id: str
+    version_id: int
+
+
+def history_page(
+    uow: UnitOfWork,
+    *,
+    rtype: str | None,
+    rid: str | None,
+    since: int | None,
+    at_or_before: int | None,
+    after: HistoryCursor | None,
+    limit: int,
+) -> list[StoredVersion]:
+    """Versions newest first; `after` continues a previous page without OFFSET."""
+    uow.flush()
+    h = resource_history
+    query = select(
+        h.c.resource_type, h.c.id, h.c.version_id, h.c.last_updated, h.c.method, h.c.content
+    )
+    if rtype:
+        query = query.where(h.c.resource_type == rtype)
+    if rid:
+        query = query.where(h.c.id == rid)
+    if since is not None:
+        query = query.where(h.c.last_updated >= since)
+    if at_or_before is not None:
+        query = query.where(h.c.last_updated <= at_or_before)
+    if after is not None:
+        query = query.where(
+            or_(
+                h.c.last_updated < after.last_updated,
+                and_(
+                    h.c.last_updated == after.last_updated,
+                    or_(
+                        h.c.resource_type > after.resource_type,
+                        and_(h.c.resource_type == after.resource_type, h.c.id > after.id),
+                        and_(
+                            h.c.resource_type == after.resource_type,
+                            h.c.id == after.id,
+                            h.c.version_id < after.version_id,
+                        ),
+                    ),
+                ),
+            )
+        )
+    query = query.order_by(
+        h.c.last_updated.desc(), h.c.resource_type, h.c.id, h.c.version_id.desc()
+    ).limit(limit)
+    return [
+        StoredVersion(
+            r.resource_type, r.id, r.version_id, r.last_updated,
+            r.method == "DELETE", r.content, r.method,
+        )
+        for r in uow.conn.execute(query)
+    ]

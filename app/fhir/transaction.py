@@ -1,0 +1,263 @@
+"""batch and transaction Bundles (POST to the base URL).
+
+A transaction runs every entry in one unit of work, in the spec's order (DELETE, POST,
+PUT/PATCH, GET), after giving each created resource its id up front so that `urn:uuid:`
+fullUrls and the references to them can be rewritten; any failing entry rolls back all of
+them and the OperationOutcome names that entry. A batch runs each entry in its own unit of
+work and reports each entry's outcome.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from app.context import RequestContext
+from app.errors import FhirError, InvalidRequest, PreconditionFailed, ServerError
+from app.fhir import jsonio
+from app.fhir.bundles import _bundle
+from app.fhir.exchange import FhirRequest, FhirResponse, RawJson
+from app.fhir.hooks import Interaction
+from app.fhir.instants import to_instant
+from app.fhir.storage import UnitOfWork
+from app.fhir.validation import is_valid_id
+
+if TYPE_CHECKING:
+    from app.fhir.router import FhirRouter
+
+PROCESSING_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+ENTRY_HEADERS = {
+    "ifMatch": "if-match",
+    "ifNoneExist": "if-none-exist",
+    "ifNoneMatch": "if-none-match",
+    "ifModifiedSince": "if-modified-since",
+}
+
+
+def process_bundle(router: FhirRouter, ctx: RequestContext, request: FhirRequest) -> FhirResponse:
+    bundle = request.body
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise InvalidRequest("POST to the base URL takes a Bundle of type batch or transaction")
+    kind = bundle.get("type")
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise InvalidRequest("Bundle.entry must be an array", expression="Bundle.entry")
+    if kind == "transaction":
+        return _transaction(router, ctx, entries, _wants_minimal(request))
+    if kind == "batch":
+        return _batch(router, ctx, entries, _wants_minimal(request))
+    raise InvalidRequest(
+        f"Bundle.type '{kind}' cannot be processed; use batch or transaction", expression="Bundle.type"
+    )
+
+
+# ---------------------------------------------------------------- transaction
+
+
+def _transaction(
+    router: FhirRouter, ctx: RequestContext, entries: list[Any], minimal: bool
+) -> FhirResponse:
+    requests = [_entry_request(i, e, ctx.base_url) for i, e in enumerate(entries)]
+    _refuse_duplicate_targets(requests)
+    responses: list[FhirResponse | None] = [None] * len(requests)
+    with router.service.unit_of_work(ctx, write=True) as uow:
+        router.service.pipeline.authorize(uow, Interaction("transaction"))
+        id_map = _assign_ids(router, uow, entries, requests)
+        for request in requests:
+            if request.body is not None and request.method in ("POST", "PUT"):
+                _rewrite_references(router, uow, request.body, id_map)
+        order = sorted(range(len(requests)), key=lambda i: PROCESSING_ORDER[requests[i].method])
+        for i in order:
+            try:
+                responses[i] = router.handle(uow, requests[i])
+            except FhirError as exc:
+                raise exc.prefixed(f"Bundle.entry[{i}]") from exc
+    bundle = _bundle("transaction-response")
+    bundle["entry"] = [_response_entry(r, minimal, ctx.base_url) for r in responses if r is not None]
+    return FhirResponse(200, bundle)
+
+
+def _assign_ids(
+    router: FhirRouter, uow: UnitOfWork, entries: list[Any], requests: list[FhirRequest]
+) -> dict[str, str]:
+    """Give every created resource its id now; map each entry's fullUrl to Type/id."""
+    id_map: dict[str, str] = {}
+    for i, request in enumerate(requests):
+        full_url = entries[i].get("fullUrl") if isinstance(entries[i], dict) else None
+        segments = request.segments
+        if not segments:
+            continue
+        rtype = segments[0]
+        try:
+            target = _resolve_target(router, uow, request, rtype, segments)
+        except FhirError as exc:
+            raise exc.prefixed(f"Bundle.entry[{i}]") from exc
+        if target and isinstance(full_url, str) and full_url:
+            id_map[full_url] = f"{rtype}/{target}"
+    return id_map
+
+
+def _resolve_target(
+    router: FhirRouter, uow: UnitOfWork, request: FhirRequest, rtype: str, segments: list[str]
+) -> str | None:
+    service = router.service
+    if request.method == "POST" and len(segments) == 1:
+        condition = request.header("if-none-exist")
+        if condition:
+            found = service.find_ids(uow, rtype, condition)
+            if len(found) > 1:
+                raise PreconditionFailed(f"If-None-Exist '{condition}' matches more than one {rtype}")
+            if found:
+                return found[0]
+        request.assigned_id, request.fresh_id = str(uuid.uuid4()), True
+        return request.assigned_id
+    if request.method == "PUT" and len(segments) == 1 and request.query:
+        found = service.find_ids(uow, rtype, request.query_string)
+        if len(found) > 1:
+            raise PreconditionFailed(f"conditional update '{request.query_string}' matches more than one {rtype}")
+        body_id = request.body.get("id") if isinstance(request.body, dict) else None
+        target = found[0] if found else body_id or str(uuid.uuid4())
+        # From here on it is a plain update of a known id (update-as-create when new).
+        request.path, request.query = f"{rtype}/{target}", []
+        if isinstance(request.body, dict):
+            request.body = {**request.body, "id": target}
+        return target
+    if request.method in ("PUT", "PATCH", "DELETE", "GET") and len(segments) == 2:
+        return segments[1]
+    return None
+
+
+def _rewrite_references(router: FhirRouter, uow: UnitOfWork, node: Any, id_map: dict[str, str]) -> None:
+    """Replace references to fullUrls (urn:uuid:...) and conditional references in place."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                node[key] = _resolve_reference(router, uow, value, id_map)
+            elif isinstance(value, dict | list):
+                _rewrite_references(router, uow, value, id_map)
+    elif isinstance(node, list):
+        for item in node:
+            if isinstance(item, dict | list):
+                _rewrite_references(router, uow, item, id_map)
+
+
+def _resolve_reference(router: FhirRouter, uow: UnitOfWork, value: str, id_map: dict[str, str]) -> str:
+    if value in id_map:
+        return id_map[value]
+    if "?" in value and not value.startswith(("http:", "https:", "urn:")):
+        rtype, _, query = value.partition("?")
+        found = router.service.find_ids(uow, rtype, query)
+        if len(found) != 1:
+            raise PreconditionFailed(
+                f"conditional reference '{value}' matches {len(found)} resources (needs exactly one)"
+            )
+        return f"{rtype}/{found[0]}"
+    return value
+
+
+def _refuse_duplicate_targets(requests: list[FhirRequest]) -> None:
+    seen: dict[str, int] = {}
+    for i, request in enumerate(requests):
+        if request.method in ("PUT", "PATCH", "DELETE") and len(request.segments) == 2:
+            key = request.path
+            if key in seen:
+                raise InvalidRequest(
+                    f"Bundle.entry[{i}] and Bundle.entry[{seen[key]}] both modify {key}",
+                    expression=f"Bundle.entry[{i}].request.url",
+                )
+            seen[key] = i
+
+
+# ---------------------------------------------------------------- batch
+
+
+def _batch(router: FhirRouter, ctx: RequestContext, entries: list[Any], minimal: bool) -> FhirResponse:
+    bundle = _bundle("batch-response")
+    out: list[dict[str, Any]] = []
+    for i, entry in enumerate(entries):
+        try:
+            request = _entry_request(i, entry, ctx.base_url)
+            if request.method == "POST" and not request.segments:
+                raise InvalidRequest("a batch entry cannot itself be a batch or transaction")
+            with router.service.unit_of_work(ctx, write=request.method != "GET") as uow:
+                response = router.handle(uow, request)
+            out.append(_response_entry(response, minimal, ctx.base_url))
+        except FhirError as exc:
+            out.append(_error_entry(exc.prefixed(f"Bundle.entry[{i}]")))
+        except Exception as exc:  # one broken entry must not sink the others
+            out.append(_error_entry(ServerError(f"Bundle.entry[{i}]: internal error ({type(exc).__name__})")))
+    bundle["entry"] = out
+    return FhirResponse(200, bundle)
+
+
+# ---------------------------------------------------------------- entries
+
+
+def _entry_request(index: int, entry: Any, base_url: str) -> FhirRequest:
+    path = f"Bundle.entry[{index}]"
+    if not isinstance(entry, dict):
+        raise InvalidRequest(f"{path} must be an object", expression=path)
+    req = entry.get("request")
+    if not isinstance(req, dict) or not req.get("method") or not isinstance(req.get("url"), str):
+        raise InvalidRequest(f"{path}.request needs method and url", expression=f"{path}.request")
+    method = str(req["method"]).upper()
+    if method not in PROCESSING_ORDER:
+        raise InvalidRequest(f"{path}.request.method '{method}' is not supported", expression=f"{path}.request.method")
+    url = req["url"]
+    if url.startswith(base_url + "/"):
+        url = url[len(base_url) + 1 :]
+    headers = {h: str(req[k]) for k, h in ENTRY_HEADERS.items() if req.get(k)}
+    body = entry.get("resource")
+    if method == "PATCH":
+        body = _patch_body(path, body)
+    elif method in ("POST", "PUT") and not isinstance(body, dict):
+        raise InvalidRequest(f"{path}.resource is required for {method}", expression=f"{path}.resource")
+    request = FhirRequest.from_url(method, url, headers=headers, body=body)
+    if method == "PUT" and len(request.segments) == 2 and not is_valid_id(request.segments[1]):
+        raise InvalidRequest(f"{path}.request.url has an invalid id", expression=f"{path}.request.url")
+    return request
+
+
+def _patch_body(path: str, resource: Any) -> Any:
+    """A transaction PATCH carries its JSON Patch in a Binary resource (R4)."""
+    if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
+        try:
+            return jsonio.loads(base64.b64decode(resource.get("data", "")))
+        except (ValueError, jsonio.FhirJsonError) as exc:
+            raise InvalidRequest(f"{path}.resource.data is not a JSON Patch", expression=f"{path}.resource") from exc
+    raise InvalidRequest(
+        f"{path}: PATCH entries need a Binary resource holding a JSON Patch", expression=f"{path}.resource"
+    )
+
+
+def _status_line(status: int) -> str:
+    return f"{status} {HTTPStatus(status).phrase}"
+
+
+def _response_entry(response: FhirResponse, minimal: bool, base_url: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    if response.body is not None and not (minimal and isinstance(response.body, RawJson)):
+        entry["resource"] = response.body
+    result: dict[str, Any] = {"status": _status_line(response.status)}
+    version = response.version
+    if version is not None and not version.deleted:
+        result["location"] = f"{version.resource_type}/{version.id}/_history/{version.version_id}"
+    if "ETag" in response.headers:
+        result["etag"] = response.headers["ETag"]
+    if version is not None:
+        result["lastModified"] = to_instant(version.last_updated)
+    entry["response"] = result
+    if version is not None and not version.deleted:
+        entry["fullUrl"] = f"{base_url}/{version.resource_type}/{version.id}"
+        entry = {"fullUrl": entry.pop("fullUrl"), **entry}
+    return entry
+
+
+def _error_entry(error: FhirError) -> dict[str, Any]:
+    return {"response": {"status": _status_line(error.status), "outcome": error.outcome()}}
+
+
+def _wants_minimal(request: FhirRequest) -> bool:
+    return "return=minimal" in (request.header("prefer") or "")

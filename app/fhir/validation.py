@@ -1,0 +1,149 @@
+"""Is this a valid R4 resource? The only module that imports fhir.resources (R4B models).
+
+Three checks, each reporting element paths:
+1. structure and datatypes, by the fhir.resources R4B pydantic models (cardinality, required
+   elements, primitive formats, unknown elements);
+2. JSON kinds pydantic's lax mode lets through ("active": "yes" is not a boolean) and
+   required terminology bindings (fhir.resources checks neither), from tables generated from
+   the official definitions (app.fhir.bindings);
+3. the request-level rules: resourceType and id agree with the URL.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class  # noqa: TID251 - the one place
+from pydantic import ValidationError
+
+from app.errors import Issue, ResourceInvalid
+from app.fhir import bindings
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def is_valid_id(value: str) -> bool:
+    return bool(ID_PATTERN.match(value))
+
+
+@cache
+def known_resource_types() -> frozenset[str]:
+    return bindings.resource_types()
+
+
+@cache
+def _model_class(resource_type: str) -> Any | None:
+    """The R4B model, or None for the few R4 types R4B dropped (table checks still apply)."""
+    try:
+        return get_fhir_model_class(resource_type)
+    except KeyError:
+        return None
+
+
+def validate_resource(
+    resource: Any, *, expected_type: str | None = None, expected_id: str | None = None
+) -> None:
+    """Raise ResourceInvalid naming every problem found, or return quietly."""
+    rtype = _check_envelope(resource, expected_type)
+    issues: list[Issue] = []
+    if expected_id is not None:
+        body_id = resource.get("id")
+        if body_id is None:
+            issues.append(Issue("error", "required", "resource id is required for update", (f"{rtype}.id",)))
+        elif body_id != expected_id:
+            issues.append(
+                Issue(
+                    "error",
+                    "invalid",
+                    f"resource id '{body_id}' does not match the id in the URL '{expected_id}'",
+                    (f"{rtype}.id",),
+                )
+            )
+    if "id" in resource and not (isinstance(resource["id"], str) and is_valid_id(resource["id"])):
+        issues.append(Issue("error", "value", "id must match [A-Za-z0-9-.]{1,64}", (f"{rtype}.id",)))
+    issues.extend(_model_issues(rtype, resource))
+    issues.extend(_table_issues(resource))
+    if issues:
+        raise ResourceInvalid(issues[0].diagnostics, issues=_dedupe(issues))
+
+
+def _check_envelope(resource: Any, expected_type: str | None) -> str:
+    if not isinstance(resource, dict):
+        raise ResourceInvalid("a resource must be a JSON object")
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str):
+        raise ResourceInvalid("resourceType is missing", expression="resourceType")
+    if expected_type is not None and rtype != expected_type:
+        raise ResourceInvalid(
+            f"resourceType '{rtype}' does not match the endpoint type '{expected_type}'",
+            expression="resourceType",
+        )
+    if rtype not in known_resource_types():
+        raise ResourceInvalid(f"'{rtype}' is not an R4 resource type", expression="resourceType")
+    return rtype
+
+
+def _model_issues(rtype: str, resource: dict[str, Any]) -> list[Issue]:
+    model = _model_class(rtype)
+    if model is None:
+        return []
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        return [_issue_from_pydantic(rtype, err) for err in exc.errors()]
+    except (TypeError, ValueError) as exc:  # a model validator that raised outside pydantic
+        return [Issue("error", "invalid", str(exc), (rtype,))]
+    return []
+
+
+def _issue_from_pydantic(rtype: str, err: Any) -> Issue:
+    path = _loc_to_path(rtype, err.get("loc", ()))
+    kind = err.get("type", "")
+    code = "required" if kind == "missing" else "structure" if kind == "extra_forbidden" else "value"
+    message = str(err.get("msg", "invalid")).split("\n")[0]
+    if kind == "extra_forbidden":
+        message = "unknown element"
+    return Issue("error", code, f"{path}: {message}", (path,))
+
+
+def _loc_to_path(rtype: str, loc: tuple[Any, ...]) -> str:
+    path = rtype
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("__root__", "resource_type"):
+            continue
+        else:
+            path += f".{part}"
+    return path
+
+
+def _table_issues(resource: dict[str, Any]) -> list[Issue]:
+    issues = [
+        Issue(
+            "error",
+            "code-invalid",
+            f"{v.path}: '{v.code}' is not in the required value set {v.value_set}",
+            (v.path,),
+        )
+        for v in bindings.check_required_bindings(resource)
+    ]
+    kind_check = getattr(bindings, "check_json_kinds", None)
+    if kind_check is not None:
+        issues.extend(
+            Issue("error", "value", f"{path}: {message}", (path,)) for path, message in kind_check(resource)
+        )
+    return issues
+
+
+def _dedupe(issues: list[Issue]) -> list[Issue]:
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    unique = []
+    for issue in issues:
+        key = (issue.diagnostics, issue.expression)
+        if key not in seen:
+            seen.add(key)
+            unique.append(issue)
+    return unique

@@ -1,0 +1,73 @@
+"""create_app(settings): wires engine, hook pipeline, service and router into a FastAPI app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.api import fhir as fhir_api
+from app.db import create_db_engine
+from app.errors import FhirError, InvalidRequest, MethodNotAllowed, NotFound, ServerError
+from app.fhir.hooks import OutboxHook, Pipeline
+from app.fhir.router import FhirRouter
+from app.fhir.service import FhirService
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("medisentinel")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    engine = create_db_engine(settings.database_url, pool_size=settings.db_pool_size)
+    pipeline = Pipeline([OutboxHook()])
+    service = FhirService(engine, pipeline)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="MediSentinel", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.pipeline = pipeline
+    app.state.service = service
+    app.state.fhir_router = FhirRouter(
+        service, default_count=settings.default_page_size, max_count=settings.max_page_size
+    )
+    app.include_router(fhir_api.router)
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error, anywhere, leaves as an OperationOutcome with the right status."""
+
+    @app.exception_handler(FhirError)
+    async def _fhir_error(request: Request, exc: FhirError) -> Response:
+        return fhir_api.error_response(exc, request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        error: FhirError
+        if exc.status_code == 404:
+            error = NotFound(f"no endpoint at {request.url.path}")
+        elif exc.status_code == 405:
+            error = MethodNotAllowed(f"{request.method} is not allowed at {request.url.path}")
+        else:
+            error = FhirError(str(exc.detail), status=exc.status_code)
+        return fhir_api.error_response(error, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return fhir_api.error_response(InvalidRequest(str(exc.errors()[:3])), request)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return fhir_api.error_response(ServerError("internal server error"), request)

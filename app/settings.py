@@ -1,0 +1,48 @@
+"""The one settings class: every knob is an environment variable prefixed MEDISENTINEL_."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_PATH = Path("data") / "medisentinel.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEDISENTINEL_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite:///{DEFAULT_SQLITE_PATH}",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user:pw@host/db",
+    )
+    host: str = "127.0.0.1"
+    port: int = 8080
+    base_url: str = Field(
+        default="",
+        description="Public FHIR base URL; defaults to http://{host}:{port}/fhir",
+    )
+    workers: int = Field(default=1, description="uvicorn worker processes for `serve`")
+    db_pool_size: int = 10
+    default_page_size: int = 50
+    max_page_size: int = 1000
+    max_bundle_entries: int = 10_000
+    max_body_bytes: int = 32 * 1024 * 1024
+    log_level: str = "info"
+
+    @property
+    def fhir_base_url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return f"http://{self.host}:{self.port}/fhir"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,151 @@
+"""create / read / vread / update / delete, versioning and Prefer over real HTTP."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.helpers import FHIR_JSON, observation, patient, unique
+
+
+def create(client: httpx.Client, body: dict, **headers: str) -> httpx.Response:
+    return client.post(f"/{body['resourceType']}", json=body, headers={**FHIR_JSON, **headers})
+
+
+def test_create_returns_201_with_location_etag_and_meta(client: httpx.Client, base_url: str) -> None:
+    response = create(client, patient())
+    assert response.status_code == 201
+    body = response.json()
+    rid = body["id"]
+    assert response.headers["location"] == f"{base_url}/Patient/{rid}/_history/1"
+    assert response.headers["etag"] == 'W/"1"'
+    assert response.headers["last-modified"].endswith("GMT")
+    assert body["meta"]["versionId"] == "1"
+    assert body["meta"]["lastUpdated"].endswith("Z")
+    assert response.headers["content-type"].startswith("application/fhir+json")
+
+
+def test_server_owns_id_and_meta_on_create(client: httpx.Client) -> None:
+    sent = patient(id="client-chosen", meta={"versionId": "99", "lastUpdated": "2000-01-01T00:00:00Z",
+                                             "tag": [{"code": "keep-me"}]})
+    body = create(client, sent).json()
+    assert body["id"] != "client-chosen"
+    assert body["meta"]["versionId"] == "1"
+    assert body["meta"]["lastUpdated"] != "2000-01-01T00:00:00Z"
+    assert body["meta"]["tag"] == [{"code": "keep-me"}]
+
+
+def test_read_and_vread(client: httpx.Client) -> None:
+    created = create(client, patient()).json()
+    rid = created["id"]
+    read = client.get(f"/Patient/{rid}")
+    assert read.status_code == 200
+    assert read.json() == created
+    assert read.headers["etag"] == 'W/"1"'
+    assert client.get(f"/Patient/{rid}/_history/1").json() == created
+    missing = client.get(f"/Patient/{rid}/_history/7")
+    assert missing.status_code == 404
+    assert missing.json()["resourceType"] == "OperationOutcome"
+
+
+def test_read_unknown_id_is_404_outcome(client: httpx.Client) -> None:
+    response = client.get("/Patient/does-not-exist")
+    assert response.status_code == 404
+    assert response.json()["issue"][0]["code"] == "not-found"
+
+
+def test_unknown_type_is_404_outcome(client: httpx.Client) -> None:
+    for response in (client.get("/Pationt/1"), client.post("/Pationt", json={"resourceType": "Pationt"},
+                                                            headers=FHIR_JSON)):
+        assert response.status_code == 404
+        assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_update_increments_version_and_keeps_history(client: httpx.Client) -> None:
+    created = create(client, patient()).json()
+    rid = created["id"]
+    changed = {**created, "gender": "male"}
+    response = client.put(f"/Patient/{rid}", json=changed, headers=FHIR_JSON)
+    assert response.status_code == 200
+    assert response.json()["meta"]["versionId"] == "2"
+    assert response.headers["etag"] == 'W/"2"'
+    assert client.get(f"/Patient/{rid}/_history/1").json()["gender"] == "female"
+    assert client.get(f"/Patient/{rid}").json()["gender"] == "male"
+
+
+def test_update_as_create_with_client_id(client: httpx.Client, base_url: str) -> None:
+    rid = unique("pat")
+    response = client.put(f"/Patient/{rid}", json=patient(id=rid), headers=FHIR_JSON)
+    assert response.status_code == 201
+    assert response.headers["location"] == f"{base_url}/Patient/{rid}/_history/1"
+    assert client.get(f"/Patient/{rid}").status_code == 200
+
+
+def test_update_body_id_must_match_url(client: httpx.Client) -> None:
+    response = client.put("/Patient/abc", json=patient(id="xyz"), headers=FHIR_JSON)
+    assert response.status_code == 400
+    assert "Patient.id" in response.json()["issue"][0]["expression"]
+    missing_id = client.put("/Patient/abc", json=patient(), headers=FHIR_JSON)
+    assert missing_id.status_code == 400
+
+
+def test_if_match_mismatch_is_412(client: httpx.Client) -> None:
+    created = create(client, patient()).json()
+    rid = created["id"]
+    stale = client.put(f"/Patient/{rid}", json=created, headers={**FHIR_JSON, "If-Match": 'W/"5"'})
+    assert stale.status_code == 412
+    fresh = client.put(f"/Patient/{rid}", json=created, headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+    assert fresh.status_code == 200
+    delete = client.delete(f"/Patient/{rid}", headers={"If-Match": 'W/"1"'})
+    assert delete.status_code == 412
+
+
+def test_delete_then_read_is_410_and_history_keeps_it(client: httpx.Client) -> None:
+    rid = create(client, patient()).json()["id"]
+    assert client.delete(f"/Patient/{rid}").status_code == 204
+    gone = client.get(f"/Patient/{rid}")
+    assert gone.status_code == 410
+    assert gone.json()["issue"][0]["code"] == "deleted"
+    again = client.delete(f"/Patient/{rid}")
+    assert again.status_code == 204
+    history = client.get(f"/Patient/{rid}/_history").json()
+    methods = [e["request"]["method"] for e in history["entry"]]
+    assert methods == ["DELETE", "POST"]
+    assert "resource" not in history["entry"][0]
+    assert client.get(f"/Patient/{rid}/_history/1").status_code == 200
+    assert client.get(f"/Patient/{rid}/_history/2").status_code == 410
+    assert client.get(f"/Patient/{rid}").status_code == 410
+
+
+def test_update_after_delete_resurrects_with_next_version(client: httpx.Client) -> None:
+    created = create(client, patient()).json()
+    rid = created["id"]
+    client.delete(f"/Patient/{rid}")
+    response = client.put(f"/Patient/{rid}", json=created, headers=FHIR_JSON)
+    assert response.status_code == 201
+    assert response.json()["meta"]["versionId"] == "3"
+
+
+def test_delete_unknown_is_404(client: httpx.Client) -> None:
+    assert client.delete("/Patient/never-existed").status_code == 404
+
+
+def test_prefer_return_variants(client: httpx.Client) -> None:
+    minimal = create(client, patient(), Prefer="return=minimal")
+    assert minimal.status_code == 201
+    assert minimal.content == b""
+    assert "location" in minimal.headers
+    outcome = create(client, patient(), Prefer="return=OperationOutcome")
+    assert outcome.json()["resourceType"] == "OperationOutcome"
+    representation = create(client, patient(), Prefer="return=representation")
+    assert representation.json()["resourceType"] == "Patient"
+
+
+def test_conditional_read_not_modified(client: httpx.Client) -> None:
+    created = create(client, patient()).json()
+    response = client.get(f"/Patient/{created['id']}", headers={"If-None-Match": 'W/"1"'})
+    assert response.status_code == 304
+
+
+def test_observation_round_trip(client: httpx.Client) -> None:
+    created = create(client, observation()).json()
+    assert client.get(f"/Observation/{created['id']}").json()["valueQuantity"]["value"] == 72
