@@ -1,13 +1,18 @@
-"""Required terminology bindings of the FHIR R4 core types.
+"""Required terminology bindings and JSON kinds of the FHIR R4 core types.
 
 The tables come from ``fhir_profiles/r4_core/`` (written by
 ``python -m fhir_profiles.generate_core_tables``): ``elements.json`` describes every core
 type's child elements and ``valuesets.json`` holds the codes of each required value set that
 can be expanded offline.
 
-:func:`check_required_bindings` walks a resource as parsed from JSON and reports every coded
-element whose value is outside its required value set. It only looks at terminology: a wrong
-JSON shape is another validator's job, so anything unexpected is silently skipped.
+Both checks walk a resource as parsed from JSON (:func:`app.fhir.jsonio.loads`) with the
+same traversal (:class:`_Walker`), each with its own field tables:
+
+* :func:`check_required_bindings` reports every coded element whose value is outside its
+  required value set. It only looks at terminology: a wrong JSON shape is skipped silently.
+* :func:`check_json_kinds` reports every value whose JSON kind is wrong for its element
+  (``"active": "yes"``, ``"given": "Jim"``, ``"multipleBirthInteger": 1.0`` ...). Unknown
+  elements are left to the structural validator.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
@@ -22,12 +28,34 @@ from typing import Any, NamedTuple
 
 import fhir_profiles
 
-# What the walker does with an element; resolved once so the hot loop only compares ints.
+# What the binding walker does with an element; resolved once so the hot loop only compares
+# ints.
+_NONE = -1  # nothing to check (only in the unpruned tables of the kind check)
 _WALK = 0  # complex type or backbone element: recurse with the type's own field table
 _CODE = 1  # code/string/uri with a required binding: check the string itself
 _CODING = 2  # Coding with a required binding
 _CONCEPT = 3  # CodeableConcept with a required binding
 _RESOURCE = 4  # a nested resource (contained, Bundle.entry.resource, ...): use its resourceType
+
+# The JSON kind an element's value must have. The primitive kinds come last so that
+# ``kind >= _K_STRING`` means "a primitive".
+_K_OBJECT = 0  # complex type or backbone element
+_K_RESOURCE = 1  # a nested resource: an object with its own resourceType
+_K_PARTNER = 2  # "_name": the Element (id, extensions) of primitive "name"; null in arrays
+_K_STRING = 3
+_K_BOOLEAN = 4
+_K_INTEGER = 5  # integer, positiveInt, unsignedInt
+_K_DECIMAL = 6
+
+_EXPECTED = {
+    _K_OBJECT: "a JSON object",
+    _K_RESOURCE: "a JSON object (a resource)",
+    _K_PARTNER: "a JSON object",
+    _K_STRING: "a JSON string",
+    _K_BOOLEAN: "a JSON boolean (true or false)",
+    _K_INTEGER: "a JSON integer",
+    _K_DECIMAL: "a JSON number",
+}
 
 # Deeper JSON than this is not real FHIR; stop there instead of hitting RecursionError
 # (each level costs two Python frames, and parsers accept up to ~1000 levels).
@@ -55,6 +83,7 @@ class BindingViolation:
 class _Field(NamedTuple):
     is_array: bool
     action: int
+    kind: int
     type_code: str
     # Field table of the element's own type, to recurse into (None for primitives/resources).
     # Held directly so the hot loop needs no lookup by type name.
@@ -126,47 +155,78 @@ def _field_tables() -> dict[str, _Fields]:
     its ``extension``; what gets pruned is the many unbound primitive elements.)
     """
     types: dict[str, list[list[Any]]] = _elements_doc()["types"]
-    relevant = _relevant_types(types)
+    return _build_tables(_relevant_types(types), pruned=True)
+
+
+@cache
+def _kind_tables() -> dict[str, _Fields]:
+    """Unpruned tables: every element of every type, for the JSON kind check."""
+    return _build_tables(frozenset(_elements_doc()["types"]), pruned=False)
+
+
+def _build_tables(relevant: frozenset[str], *, pruned: bool) -> dict[str, _Fields]:
+    types: dict[str, list[list[Any]]] = _elements_doc()["types"]
     vs_doc = _valuesets_doc()
     valuesets = {
         url: (frozenset(codes), frozenset(vs_doc["systems"][url]))
         for url, codes in vs_doc["codes"].items()
     }
-    primitives = _elements_doc()["primitiveTypes"]
+    primitives: dict[str, str] = _elements_doc()["primitiveTypes"]
 
     # Create every (empty) table first so fields can point at the table of their type.
     tables: dict[str, _Fields] = {name: {} for name in types}
     for type_name, rows in types.items():
         fields = tables[type_name]
         for name, is_array, type_code, vs_url in rows:
-            field = _make_field(is_array, type_code, vs_url, relevant, tables, valuesets)
+            kind = _json_kind(type_code, primitives)
+            field = _make_field(is_array, kind, type_code, vs_url, relevant, tables, valuesets)
+            if field is None and not pruned:
+                field = _Field(is_array, _NONE, kind, type_code, None)
             if field is not None:
                 fields[name] = field
             # Extensions on a primitive travel in "_name" as an Element (or list of them).
             if type_code in primitives and "Element" in relevant:
-                fields["_" + name] = _Field(is_array, _WALK, "Element", tables["Element"])
+                fields["_" + name] = _Field(
+                    is_array, _WALK, _K_PARTNER, "Element", tables["Element"]
+                )
     return tables
+
+
+def _json_kind(type_code: str, primitives: dict[str, str]) -> int:
+    """The ``_K_*`` kind of an element of type ``type_code``."""
+    json_kind = primitives.get(type_code)
+    if json_kind is None:
+        return _K_RESOURCE if type_code == "Resource" else _K_OBJECT
+    if json_kind == "boolean":
+        return _K_BOOLEAN
+    if json_kind == "number":  # elements.json does not tell decimal from the integers
+        return _K_DECIMAL if type_code == "decimal" else _K_INTEGER
+    return _K_STRING
 
 
 def _make_field(
     is_array: bool,
+    kind: int,
     type_code: str,
     vs_url: str | None,
     relevant: frozenset[str],
     tables: dict[str, _Fields],
     valuesets: dict[str, tuple[frozenset[str], frozenset[str]]],
 ) -> _Field | None:
-    """The walker's view of one element, or None when nothing below it can be violated."""
+    """The binding walker's view of one element, or None when nothing below it can be violated.
+
+    Unbound primitives get None too; the kind check's unpruned tables add them afterwards.
+    """
     children = tables.get(type_code) if type_code in relevant else None
     if vs_url is not None and vs_url in valuesets:
         codes, systems = valuesets[vs_url]
         action = _BOUND_ACTIONS.get(type_code)
         if action is not None:
-            return _Field(is_array, action, type_code, children, vs_url, codes, systems)
+            return _Field(is_array, action, kind, type_code, children, vs_url, codes, systems)
     if type_code == "Resource":
-        return _Field(is_array, _RESOURCE, type_code, None)
+        return _Field(is_array, _RESOURCE, kind, type_code, None)
     if children is not None:
-        return _Field(is_array, _WALK, type_code, children)
+        return _Field(is_array, _WALK, kind, type_code, children)
     return None
 
 
@@ -191,74 +251,189 @@ def _relevant_types(types: dict[str, list[list[Any]]]) -> frozenset[str]:
 # --------------------------------------------------------------------------- walking
 
 
+class _Walker:
+    """Depth-first traversal of a resource along a set of field tables.
+
+    It follows only the keys its tables know, splits arrays into their items and descends
+    into nested resources by their own ``resourceType``. What each item means is up to the
+    subclass's :meth:`visit` (which recurses with :meth:`walk` / :meth:`resource`), and what
+    a value given as an array where a single one belongs, or vice versa, means is up to
+    :meth:`misshapen`.
+    """
+
+    __slots__ = ("tables",)
+
+    def __init__(self, tables: dict[str, _Fields]) -> None:
+        self.tables = tables
+
+    def run(self, resource: Any) -> None:
+        """Walk a top-level resource; non-objects and unknown types are skipped."""
+        if isinstance(resource, dict):
+            self.resource(resource, None, 0)
+
+    def resource(self, obj: dict[str, Any], path: str | None, depth: int) -> None:
+        """Walk a (possibly nested) resource, whose path defaults to its resourceType."""
+        resource_type = obj.get("resourceType")
+        if isinstance(resource_type, str) and resource_type in resource_types():
+            self.walk(obj, self.tables[resource_type], path or resource_type, depth)
+
+    def walk(self, obj: dict[str, Any], fields: _Fields, path: str, depth: int) -> None:
+        if depth > _MAX_DEPTH:
+            return
+        depth += 1
+        visit = self.visit
+        for key, value in obj.items():
+            field = fields.get(key)
+            if field is None:  # unknown key, or a subtree these tables leave out
+                continue
+            if field.is_array:
+                if isinstance(value, list):
+                    for index, item in enumerate(value):
+                        visit(item, field, f"{path}.{key}[{index}]", depth)
+                else:
+                    self.misshapen(value, field, f"{path}.{key}")
+            elif isinstance(value, list):
+                self.misshapen(value, field, f"{path}.{key}")
+            else:
+                visit(value, field, f"{path}.{key}", depth)
+
+    def visit(self, value: Any, field: _Field, path: str, depth: int) -> None:
+        """One value of ``field`` (an item, for arrays). Override."""
+        raise NotImplementedError
+
+    def misshapen(self, value: Any, field: _Field, path: str) -> None:
+        """``value`` is a single value where an array belongs, or the other way round."""
+
+
+class _BindingWalker(_Walker):
+    __slots__ = ("out",)
+
+    def __init__(self) -> None:
+        super().__init__(_field_tables())
+        self.out: list[BindingViolation] = []
+
+    def visit(self, value: Any, field: _Field, path: str, depth: int) -> None:
+        action = field.action
+        if action == _CODE:
+            if isinstance(value, str) and value not in field.codes:
+                self.out.append(BindingViolation(path, value, field.value_set))
+            return
+        if not isinstance(value, dict):
+            return
+        if action == _RESOURCE:
+            self.resource(value, path, depth)
+            return
+        if action == _CODING:
+            self._check_coding(value, field, path)
+        elif action == _CONCEPT:
+            codings = value.get("coding")
+            if isinstance(codings, list):
+                for index, coding in enumerate(codings):
+                    if isinstance(coding, dict):
+                        self._check_coding(coding, field, f"{path}.coding[{index}]")
+        # Bound or not, the datatype's own children (extensions ...) may hold more bindings.
+        if field.children:
+            self.walk(value, field.children, path, depth)
+
+    def _check_coding(self, coding: dict[str, Any], field: _Field, path: str) -> None:
+        """A Coding is only judged when it claims (or leaves open) the value set's system."""
+        code = coding.get("code")
+        if not isinstance(code, str):
+            return
+        system = coding.get("system")
+        if system is not None and system not in field.systems:
+            return
+        if code not in field.codes:
+            self.out.append(BindingViolation(f"{path}.code", code, field.value_set))
+
+
 def check_required_bindings(resource: dict[str, Any]) -> list[BindingViolation]:
     """Every code in ``resource`` that is outside its element's required value set.
 
     Unknown or missing ``resourceType`` yields no violations (nothing to check against).
     """
-    if not isinstance(resource, dict):
-        return []
-    resource_type = resource.get("resourceType")
-    if not isinstance(resource_type, str) or resource_type not in resource_types():
-        return []
-    out: list[BindingViolation] = []
-    _walk(resource, _field_tables()[resource_type], resource_type, 0, out)
-    return out
+    walker = _BindingWalker()
+    walker.run(resource)
+    return walker.out
 
 
-def _walk(
-    obj: dict[str, Any], fields: _Fields, path: str, depth: int, out: list[BindingViolation]
-) -> None:
-    if depth > _MAX_DEPTH:
-        return
-    depth += 1
-    for key, value in obj.items():
-        field = fields.get(key)
-        if field is None:  # unknown key or a subtree without required bindings
-            continue
-        if not field.is_array:
-            _visit(value, field, f"{path}.{key}", depth, out)
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                _visit(item, field, f"{path}.{key}[{index}]", depth, out)
-        # An array element given as a scalar is a shape error: not ours to report.
+class _KindWalker(_Walker):
+    __slots__ = ("out",)
+
+    def __init__(self) -> None:
+        super().__init__(_kind_tables())
+        self.out: list[tuple[str, str]] = []
+
+    def visit(self, value: Any, field: _Field, path: str, depth: int) -> None:
+        kind = field.kind
+        if kind == _K_STRING:
+            if isinstance(value, str):
+                return
+        elif kind == _K_OBJECT:
+            if isinstance(value, dict):
+                if field.children:
+                    self.walk(value, field.children, path, depth)
+                return
+        elif kind == _K_BOOLEAN:
+            if value is True or value is False:
+                return
+        elif kind == _K_INTEGER:
+            if type(value) is int:  # not bool, not a Decimal (even an integral 1.0)
+                return
+        elif kind == _K_DECIMAL:
+            if isinstance(value, int | Decimal | float) and not isinstance(value, bool):
+                return
+        elif kind == _K_PARTNER:
+            if isinstance(value, dict):
+                if field.children:
+                    self.walk(value, field.children, path, depth)
+                return
+        elif kind == _K_RESOURCE:
+            if isinstance(value, dict):
+                self.resource(value, path, depth)  # unknown resourceType: not ours
+                return
+        # Primitive arrays (and their "_name" partners) may hold null placeholders that keep
+        # the two arrays aligned.
+        if value is None and field.is_array and kind >= _K_PARTNER:
+            return
+        self.out.append((path, f"must be {_EXPECTED[kind]}, not {_describe(value)}"))
+
+    def misshapen(self, value: Any, field: _Field, path: str) -> None:
+        if field.is_array:
+            self.out.append((path, "must be an array"))
+        else:
+            self.out.append((path, "must be a single value, not an array"))
 
 
-def _visit(value: Any, field: _Field, path: str, depth: int, out: list[BindingViolation]) -> None:
-    action = field.action
-    if action == _CODE:
-        if isinstance(value, str) and value not in field.codes:
-            out.append(BindingViolation(path, value, field.value_set))
-        return
-    if not isinstance(value, dict):
-        return
-    if action == _RESOURCE:
-        nested_type = value.get("resourceType")
-        if isinstance(nested_type, str) and nested_type in resource_types():
-            _walk(value, _field_tables()[nested_type], path, depth, out)
-        return
-    if action == _CODING:
-        _check_coding(value, field, path, out)
-    elif action == _CONCEPT:
-        codings = value.get("coding")
-        if isinstance(codings, list):
-            for index, coding in enumerate(codings):
-                if isinstance(coding, dict):
-                    _check_coding(coding, field, f"{path}.coding[{index}]", out)
-    # Bound or not, the datatype's own children (extensions ...) may hold more bindings.
-    if field.children:
-        _walk(value, field.children, path, depth, out)
+def _describe(value: Any) -> str:
+    """The JSON kind of a parsed value, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({'true' if value else 'false'})"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, Decimal | float):
+        literal = getattr(value, "literal", None) or str(value)
+        return f"a decimal number ({literal})"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return f"a {type(value).__name__}"
 
 
-def _check_coding(
-    coding: dict[str, Any], field: _Field, path: str, out: list[BindingViolation]
-) -> None:
-    """A Coding is only judged when it claims (or leaves open) the value set's own system."""
-    code = coding.get("code")
-    if not isinstance(code, str):
-        return
-    system = coding.get("system")
-    if system is not None and system not in field.systems:
-        return
-    if code not in field.codes:
-        out.append(BindingViolation(f"{path}.code", code, field.value_set))
+def check_json_kinds(resource: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(path, message)`` for every value whose JSON kind is wrong for its element.
+
+    Covers primitives of the wrong kind (a boolean given as ``"yes"`` or ``1``, an integer as
+    ``"3"``, ``true`` or ``1.0``, a string as a number ...), arrays where a single value
+    belongs and the reverse, and objects where a primitive belongs and the reverse. Null is
+    accepted only as an item of a primitive array or of its ``_name`` partner. Unknown
+    elements and an unknown or missing ``resourceType`` are not reported.
+    """
+    walker = _KindWalker()
+    walker.run(resource)
+    return walker.out

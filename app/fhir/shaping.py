@@ -49,7 +49,10 @@ def shape(resource: dict[str, Any], summary: str | None, elements: tuple[str, ..
 
 
 def _subset(resource: dict[str, Any], keep: set[str]) -> dict[str, Any]:
-    result = {k: v for k, v in resource.items() if k in keep or k in ALWAYS_KEPT}
+    # A primitive's extensions travel with it: keep `_birthDate` whenever `birthDate` is kept.
+    result = {
+        k: v for k, v in resource.items() if k in keep or k.lstrip("_") in keep or k in ALWAYS_KEPT
+    }
     meta = dict(result.get("meta") or {})
     meta["tag"] = [*meta.get("tag", []), SUBSETTED]
     result["meta"] = meta

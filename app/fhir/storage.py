@@ -137,8 +137,9 @@ def try_insert_current(uow: UnitOfWork, version: StoredVersion) -> bool:
     uow.flush()
     values = _current_values(version)
     dialect_insert = postgresql.insert if uow.dialect == "postgresql" else sqlite.insert
-    stmt = dialect_insert(resource).values(**values).on_conflict_do_nothing()
-    return uow.conn.execute(stmt).rowcount == 1
+    # RETURNING rather than rowcount: psycopg reports -1 for INSERT .. ON CONFLICT DO NOTHING.
+    stmt = dialect_insert(resource).values(**values).on_conflict_do_nothing().returning(resource.c.id)
+    return uow.conn.execute(stmt).first() is not None
 
 
 def stage_insert_current(uow: UnitOfWork, version: StoredVersion) -> None:

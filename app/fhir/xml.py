@@ -44,6 +44,8 @@ _XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 # Profiles of Quantity that some tables name as a type; they share Quantity's elements.
 _TYPE_ALIASES = {"SimpleQuantity": "Quantity", "MoneyQuantity": "Quantity"}
 _RESOURCE_CODES = frozenset({"Resource", "DomainResource"})
+_PRIMITIVE_ATTRIBUTES = frozenset({"id", "value"})
+_NO_ATTRIBUTES: frozenset[str] = frozenset()
 _XML_ENTITIES = frozenset({"lt", "gt", "amp", "quot", "apos"})
 
 _INTEGER_RE = re.compile(r"-?[0-9]+")
@@ -79,6 +81,7 @@ class _TypeInfo:
     is_resource: bool
     fields: tuple[_Field, ...]  # table (= XML) order
     by_name: dict[str, _Field]
+    attribute_names: frozenset[str]  # fields carried as XML attributes
     json_keys: frozenset[str]  # every key a JSON object of this type may carry
 
 
@@ -113,6 +116,7 @@ class _Table:
             is_resource=is_resource,
             fields=fields,
             by_name={f.name: f for f in fields},
+            attribute_names=frozenset(f.name for f in fields if f.attribute),
             json_keys=frozenset(keys),
         )
 
@@ -178,13 +182,18 @@ def _parse(data: bytes | str, what: str, path: str = "") -> etree._Element:
         data = _DECLARATION_RE.sub("", data, count=1)
     elif not isinstance(data, bytes):
         data = bytes(data)
+    # A DTD is how XXE and entity-expansion attacks get in, and FHIR never needs one: refuse
+    # it before parsing when visible, and after parsing for encodings that hide it (UTF-16).
+    if (isinstance(data, str) and "<!DOCTYPE" in data) or (
+        isinstance(data, bytes) and b"<!DOCTYPE" in data
+    ):
+        raise FhirXmlError(f"{what} must not contain a DOCTYPE or entity declarations", path)
     try:
         root = etree.fromstring(data, _parser())
     except (etree.XMLSyntaxError, ValueError) as exc:
         raise FhirXmlError(f"{what} is not well-formed XML: {exc}", path) from exc
     docinfo = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
-        # A DTD is how XXE and entity-expansion attacks get in; FHIR never needs one.
         raise FhirXmlError(f"{what} must not contain a DOCTYPE or entity declarations", path)
     return root
 
@@ -215,9 +224,7 @@ def _elements(el: etree._Element, path: str) -> Iterator[etree._Element]:
         yield child
 
 
-def _attributes(
-    el: etree._Element, allowed: set[str] | dict[str, Any], path: str
-) -> dict[str, str]:
+def _attributes(el: etree._Element, allowed: frozenset[str], path: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in el.attrib.items():
         if key.startswith("{"):  # xsi:schemaLocation, xml:lang, ... carry no FHIR content
@@ -250,8 +257,7 @@ def _resource_from_xml(el: etree._Element, path: str) -> dict[str, Any]:
 
 
 def _complex_from_xml(el: etree._Element, info: _TypeInfo, path: str) -> dict[str, Any]:
-    attrs = {f.name for f in info.fields if f.attribute}
-    values = _attributes(el, attrs, path)
+    values = _attributes(el, info.attribute_names, path)
     groups = _group_children(el, info, path)
     out: dict[str, Any] = {}
     # Emit in table order whatever order the input used, so output is canonical.
@@ -304,7 +310,7 @@ def _value_from_xml(field: _Field, el: etree._Element, path: str) -> Any:
 
 
 def _unwrap_resource(wrapper: etree._Element, path: str) -> dict[str, Any]:
-    _attributes(wrapper, set(), path)
+    _attributes(wrapper, _NO_ATTRIBUTES, path)
     inner = list(_elements(wrapper, path))
     if len(inner) != 1:
         raise FhirXmlError("must contain exactly one resource element", path)
@@ -330,8 +336,8 @@ def _primitive_from_xml(
 def _primitive_item_from_xml(
     field: _Field, el: etree._Element, path: str
 ) -> tuple[Any, dict[str, Any] | None]:
-    attrs = _attributes(el, {"id", "value"}, path)
-    extensions = []
+    attrs = _attributes(el, _PRIMITIVE_ATTRIBUTES, path)
+    extensions: list[dict[str, Any]] = []
     ext_info = _info("Extension", path)
     for child in _elements(el, path):
         ns, local = _split(child.tag)
@@ -563,7 +569,8 @@ def _format_number(value: Any, is_decimal: bool) -> str | None:
         if isinstance(literal, str):
             return literal
         # str() would turn 0.0000001 into 1E-7; fixed notation keeps every significant digit.
-        return format(value, "f") if value.as_tuple().exponent <= 0 else str(value)
+        exponent = value.as_tuple().exponent
+        return format(value, "f") if isinstance(exponent, int) and exponent <= 0 else str(value)
     return None
 
 

@@ -29,9 +29,16 @@ def upgrade() -> None:
     op.create_index("ix_resource_type_updated", "resource", ["resource_type", "last_updated"])
     if op.get_bind().dialect.name == "postgresql":
         # A queryable JSONB twin of the exact bytes we serve; generated, so it never drifts.
+        # convert_from() is only STABLE (it depends on the encoding setting); our content is
+        # always UTF-8, so a wrapper declared IMMUTABLE is truthful and allowed in a generated column.
+        op.execute(
+            "CREATE FUNCTION medisentinel_utf8_jsonb(bytea) RETURNS jsonb "
+            "LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE "
+            "AS $$ SELECT convert_from($1, 'UTF8')::jsonb $$"
+        )
         op.execute(
             "ALTER TABLE resource ADD COLUMN content_jsonb jsonb "
-            "GENERATED ALWAYS AS (convert_from(content, 'UTF8')::jsonb) STORED"
+            "GENERATED ALWAYS AS (medisentinel_utf8_jsonb(content)) STORED"
         )
 
     op.create_table(
@@ -76,3 +83,5 @@ def downgrade() -> None:
     op.drop_table("change_event")
     op.drop_table("resource_history")
     op.drop_table("resource")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS medisentinel_utf8_jsonb(bytea)")

@@ -1,0 +1,115 @@
+"""What was sent is what is returned; JSON and XML; _format, _pretty, _summary, _elements."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.helpers import FHIR_JSON, observation, patient
+
+XML_PATIENT = b"""<?xml version="1.0" encoding="UTF-8"?>
+<Patient xmlns="http://hl7.org/fhir">
+  <active value="true"/>
+  <name><family value="Xml"/><given value="Ada"/></name>
+  <gender value="female"/>
+  <birthDate value="1970-01-01"/>
+</Patient>"""
+
+
+def test_decimal_precision_and_literals_survive(client: httpx.Client) -> None:
+    raw = (
+        b'{"resourceType":"Observation","status":"final","code":{"text":"x"},'
+        b'"valueQuantity":{"value":1.50,"unit":"mg"},'
+        b'"referenceRange":[{"low":{"value":1e-3},"high":{"value":100.000}}],'
+        b'"effectiveDateTime":"2024-01-01T10:00:00+00:00"}'
+    )
+    created = client.post("/Observation", content=raw, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    text = client.get(f"/Observation/{created.json()['id']}").text
+    assert '"value":1.50' in text
+    assert '"value":1e-3' in text
+    assert '"value":100.000' in text
+    assert '"effectiveDateTime":"2024-01-01T10:00:00+00:00"' in text
+
+
+def test_base64_whitespace_is_kept(client: httpx.Client) -> None:
+    data = "aGVs bG8g\nd29y bGQ="
+    created = client.post(
+        "/Patient", json=patient(photo=[{"contentType": "text/plain", "data": data}]), headers=FHIR_JSON
+    )
+    if created.status_code == 201:
+        assert client.get(f"/Patient/{created.json()['id']}").json()["photo"][0]["data"] == data
+    else:  # refusing it is acceptable; silently rewriting it is not
+        assert created.status_code == 400
+
+
+def test_xml_in_and_out(client: httpx.Client) -> None:
+    created = client.post(
+        "/Patient", content=XML_PATIENT,
+        headers={"Content-Type": "application/fhir+xml", "Accept": "application/fhir+xml"},
+    )
+    assert created.status_code == 201, created.text
+    assert created.headers["content-type"].startswith("application/fhir+xml")
+    assert b'<gender value="female"/>' in created.content
+    rid = created.headers["location"].split("/Patient/")[1].split("/")[0]
+    as_json = client.get(f"/Patient/{rid}").json()
+    assert as_json["active"] is True
+    assert as_json["name"] == [{"family": "Xml", "given": ["Ada"]}]
+    as_xml = client.get(f"/Patient/{rid}", params={"_format": "xml"})
+    assert as_xml.headers["content-type"].startswith("application/fhir+xml")
+    assert b'<family value="Xml"/>' in as_xml.content
+
+
+def test_invalid_xml_is_400(client: httpx.Client) -> None:
+    for body in (b"<Patient", b'<Patient xmlns="http://hl7.org/fhir"><bogus value="1"/></Patient>'):
+        response = client.post("/Patient", content=body, headers={"Content-Type": "application/fhir+xml"})
+        assert response.status_code == 400
+        assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_format_parameter_and_pretty(client: httpx.Client) -> None:
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    assert client.get(f"/Patient/{rid}", params={"_format": "json"}).json()["id"] == rid
+    assert client.get(f"/Patient/{rid}", params={"_format": "application/fhir+json"}).status_code == 200
+    pretty = client.get(f"/Patient/{rid}", params={"_pretty": "true"}).text
+    assert '\n  "resourceType": "Patient"' in pretty
+    xml_pretty = client.get(f"/Patient/{rid}", params={"_format": "xml", "_pretty": "true"}).text
+    assert "\n  <" in xml_pretty
+
+
+def test_summary_and_elements_on_read(client: httpx.Client) -> None:
+    body = patient(text={"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">Ada</div>'},
+                   contact=[{"name": {"family": "Kin"}}])
+    rid = client.post("/Patient", json=body, headers=FHIR_JSON).json()["id"]
+    summary = client.get(f"/Patient/{rid}", params={"_summary": "true"}).json()
+    assert "name" in summary and "contact" not in summary and "text" not in summary
+    assert {"code": "SUBSETTED"}.items() <= summary["meta"]["tag"][-1].items()
+    text = client.get(f"/Patient/{rid}", params={"_summary": "text"}).json()
+    assert "text" in text and "name" not in text
+    data = client.get(f"/Patient/{rid}", params={"_summary": "data"}).json()
+    assert "text" not in data and "contact" in data
+    elements = client.get(f"/Patient/{rid}", params={"_elements": "gender"}).json()
+    assert set(elements) == {"resourceType", "id", "meta", "gender"}
+    assert client.get(f"/Patient/{rid}", params={"_summary": "bogus"}).status_code == 400
+
+
+def test_summary_count_on_search(client: httpx.Client) -> None:
+    rid = client.post("/Observation", json=observation(), headers=FHIR_JSON).json()["id"]
+    counted = client.get("/Observation", params={"_id": rid, "_summary": "count"}).json()
+    assert counted["total"] == 1 and "entry" not in counted
+
+
+def test_capability_statement(client: httpx.Client) -> None:
+    statement = client.get("/metadata").json()
+    assert statement["resourceType"] == "CapabilityStatement"
+    assert statement["fhirVersion"] == "4.0.1"
+    assert "application/fhir+xml" in statement["format"]
+    rest = statement["rest"][0]
+    types = {r["type"]: r for r in rest["resource"]}
+    assert {"Patient", "Observation", "SupplyDelivery", "Provenance"} <= set(types)
+    codes = {i["code"] for i in types["Patient"]["interaction"]}
+    assert {"read", "vread", "update", "patch", "delete", "create", "search-type",
+            "history-instance", "history-type"} <= codes
+    assert {"transaction", "batch", "history-system"} <= {i["code"] for i in rest["interaction"]}
+    assert client.get("/metadata", params={"_format": "xml"}).headers["content-type"].startswith(
+        "application/fhir+xml"
+    )

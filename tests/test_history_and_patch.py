@@ -1,0 +1,107 @@
+"""JSON Patch, history at every level, and the outbox rows writes leave behind."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from sqlalchemy import create_engine, select
+
+from app.fhir.tables import change_event
+from tests.helpers import FHIR_JSON, patient
+
+PATCH = {"Content-Type": "application/json-patch+json"}
+
+
+def test_json_patch_updates_and_versions(client: httpx.Client) -> None:
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    ops = [
+        {"op": "test", "path": "/gender", "value": "female"},
+        {"op": "replace", "path": "/gender", "value": "male"},
+        {"op": "add", "path": "/active", "value": True},
+    ]
+    response = client.patch(f"/Patient/{rid}", json=ops, headers=PATCH)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["gender"] == "male" and body["active"] is True
+    assert body["meta"]["versionId"] == "2"
+    history = client.get(f"/Patient/{rid}/_history").json()
+    assert history["entry"][0]["request"]["method"] == "PATCH"
+
+
+def test_json_patch_errors(client: httpx.Client) -> None:
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    failed_test = [{"op": "test", "path": "/gender", "value": "male"}]
+    assert client.patch(f"/Patient/{rid}", json=failed_test, headers=PATCH).status_code == 412
+    bad_path = [{"op": "replace", "path": "/nothing/here", "value": 1}]
+    assert client.patch(f"/Patient/{rid}", json=bad_path, headers=PATCH).status_code == 422
+    invalid_result = [{"op": "replace", "path": "/gender", "value": "girl"}]
+    response = client.patch(f"/Patient/{rid}", json=invalid_result, headers=PATCH)
+    assert response.status_code == 400
+    assert "Patient.gender" in response.json()["issue"][0]["expression"]
+    change_id = [{"op": "replace", "path": "/id", "value": "other"}]
+    assert client.patch(f"/Patient/{rid}", json=change_id, headers=PATCH).status_code in (400, 422)
+    stale = client.patch(f"/Patient/{rid}", json=[], headers={**PATCH, "If-Match": 'W/"3"'})
+    assert stale.status_code == 412
+    assert client.patch("/Patient/missing-one", json=[], headers=PATCH).status_code == 404
+    assert client.get(f"/Patient/{rid}").json()["meta"]["versionId"] == "1"
+
+
+def test_instance_history_newest_first_with_paging(client: httpx.Client) -> None:
+    created = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()
+    rid = created["id"]
+    for gender in ("male", "other", "unknown"):
+        client.put(f"/Patient/{rid}", json={**created, "gender": gender}, headers=FHIR_JSON)
+    page = client.get(f"/Patient/{rid}/_history", params={"_count": 2}).json()
+    assert page["type"] == "history"
+    assert [e["resource"]["meta"]["versionId"] for e in page["entry"]] == ["4", "3"]
+    assert page["entry"][0]["response"]["etag"] == 'W/"4"'
+    nxt = [link["url"] for link in page["link"] if link["relation"] == "next"][0]
+    rest = client.get(nxt).json()
+    assert [e["resource"]["meta"]["versionId"] for e in rest["entry"]] == ["2", "1"]
+    assert not [link for link in rest["link"] if link["relation"] == "next"]
+
+
+def test_type_and_system_history_since(client: httpx.Client) -> None:
+    before = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()
+    time.sleep(0.01)
+    since = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["meta"]["lastUpdated"]
+    after = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()
+    type_history = client.get("/Patient/_history", params={"_since": since}).json()
+    ids = [e["resource"]["id"] for e in type_history["entry"]]
+    assert after["id"] in ids and before["id"] not in ids
+    system = client.get("/_history", params={"_since": since, "_count": 500}).json()
+    assert after["id"] in [e["fullUrl"].rsplit("/", 1)[1] for e in system["entry"]]
+    assert client.get("/_history", params={"_since": "garbage"}).status_code == 400
+
+
+def test_history_of_unknown_resource_is_404(client: httpx.Client) -> None:
+    assert client.get("/Patient/not-there/_history").status_code == 404
+
+
+def test_every_write_leaves_an_outbox_row(client: httpx.Client, database_url: str) -> None:
+    created = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()
+    rid = created["id"]
+    client.put(f"/Patient/{rid}", json=created, headers=FHIR_JSON)
+    client.patch(f"/Patient/{rid}", json=[], headers=PATCH)
+    client.delete(f"/Patient/{rid}")
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(change_event.c.interaction, change_event.c.version_id)
+            .where(change_event.c.resource_id == rid)
+            .order_by(change_event.c.seq)
+        ).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("create", 1), ("update", 2), ("patch", 3), ("delete", 4)]
+
+
+def test_failed_write_leaves_no_outbox_row(client: httpx.Client, database_url: str) -> None:
+    rid = "never-written-x1"
+    response = client.put(f"/Patient/{rid}", json=patient(id=rid, gender="bad"), headers=FHIR_JSON)
+    assert response.status_code == 400
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        count = conn.execute(select(change_event.c.seq).where(change_event.c.resource_id == rid)).all()
+    engine.dispose()
+    assert count == []

@@ -1,0 +1,114 @@
+"""Bad input gets an OperationOutcome with the right status and the element's path."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.helpers import FHIR_JSON, issue_paths, observation, patient
+
+
+def post(client: httpx.Client, path: str, content: bytes | str, **headers: str) -> httpx.Response:
+    return client.post(path, content=content, headers={**FHIR_JSON, **headers})
+
+
+def assert_outcome(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert body["issue"] and all(i["severity"] in ("error", "fatal") for i in body["issue"])
+    return body
+
+
+def test_invalid_json_is_400(client: httpx.Client) -> None:
+    body = assert_outcome(post(client, "/Patient", b'{"resourceType": "Patient",'), 400)
+    assert "JSON" in body["issue"][0]["diagnostics"]
+
+
+def test_non_utf8_body_is_400(client: httpx.Client) -> None:
+    assert_outcome(post(client, "/Patient", b'{"resourceType": "Patient", "id": "\xff"}'), 400)
+
+
+def test_wrong_resource_type_for_endpoint(client: httpx.Client) -> None:
+    body = assert_outcome(client.post("/Patient", json=observation(), headers=FHIR_JSON), 400)
+    assert "resourceType" in issue_paths(body)
+
+
+def test_unknown_resource_type_in_body(client: httpx.Client) -> None:
+    assert_outcome(client.post("/Patient", json={"resourceType": "Nope"}, headers=FHIR_JSON), 400)
+
+
+def test_missing_required_element_names_path(client: httpx.Client) -> None:
+    obs = observation()
+    del obs["code"]
+    body = assert_outcome(client.post("/Observation", json=obs, headers=FHIR_JSON), 400)
+    assert "Observation.code" in issue_paths(body)
+    assert any(i["code"] == "required" for i in body["issue"])
+
+
+@pytest.mark.parametrize(
+    ("resource", "path"),
+    [
+        (patient(birthDate="1970-13-45"), "Patient.birthDate"),
+        (patient(active="yes"), "Patient.active"),
+        (patient(name=[{"given": "Ada"}]), "Patient.name[0].given"),
+        (patient(multipleBirthInteger=1.5), "Patient.multipleBirthInteger"),
+        (patient(unknownElement=1), "Patient.unknownElement"),
+    ],
+)
+def test_bad_datatype_names_path(client: httpx.Client, resource: dict, path: str) -> None:
+    body = assert_outcome(client.post("/Patient", json=resource, headers=FHIR_JSON), 400)
+    assert path in issue_paths(body), body
+
+
+@pytest.mark.parametrize(
+    ("resource", "path"),
+    [
+        (observation(status="not-a-status"), "Observation.status"),
+        (patient(gender="girl"), "Patient.gender"),
+        (patient(name=[{"family": "X", "use": "nickname-ish"}]), "Patient.name[0].use"),
+    ],
+)
+def test_required_binding_outside_value_set_is_refused(
+    client: httpx.Client, resource: dict, path: str
+) -> None:
+    body = assert_outcome(client.post(f"/{resource['resourceType']}", json=resource, headers=FHIR_JSON), 400)
+    assert path in issue_paths(body)
+    assert any(i["code"] == "code-invalid" for i in body["issue"])
+
+
+def test_bad_bundle_type_is_refused(client: httpx.Client) -> None:
+    bundle = {"resourceType": "Bundle", "type": "not-a-type"}
+    body = assert_outcome(client.post("/Bundle", json=bundle, headers=FHIR_JSON), 400)
+    assert "Bundle.type" in issue_paths(body)
+
+
+def test_invalid_id_in_url(client: httpx.Client) -> None:
+    resource = patient(id="bad_id!")
+    assert_outcome(client.put("/Patient/bad_id!", json=resource, headers=FHIR_JSON), 400)
+
+
+def test_unsupported_media_type_is_415(client: httpx.Client) -> None:
+    response = client.post("/Patient", content=b"hello", headers={"Content-Type": "text/plain"})
+    assert_outcome(response, 415)
+
+
+def test_unknown_format_is_406(client: httpx.Client) -> None:
+    assert_outcome(client.get("/metadata", params={"_format": "text/csv"}), 406)
+
+
+def test_unknown_endpoint_outside_fhir_is_outcome(client: httpx.Client, base_url: str) -> None:
+    response = httpx.get(base_url.replace("/fhir", "/nothing-here"))
+    assert_outcome(response, 404)
+
+
+def test_method_not_allowed_is_outcome(client: httpx.Client) -> None:
+    assert_outcome(client.delete("/metadata"), 405)
+    assert_outcome(client.put("/Patient", json=patient(), headers=FHIR_JSON), 405)
+
+
+def test_errors_in_xml_when_asked(client: httpx.Client) -> None:
+    response = client.get("/Patient/nope", headers={"Accept": "application/fhir+xml"})
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/fhir+xml")
+    assert b"<OperationOutcome" in response.content
