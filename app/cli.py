@@ -20,11 +20,15 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("migrate", help="apply database migrations and exit")
 
-    load = commands.add_parser("load", help="post Bundle (.json) or NDJSON (.ndjson) files to the API")
+    load = commands.add_parser(
+        "load", help="post Bundle (.json) or NDJSON (.ndjson) files to the API"
+    )
     load.add_argument("files", nargs="+", type=Path)
     load.add_argument("--url", help="FHIR base URL (default: this server's base URL)")
     load.add_argument("--token", help="bearer token")
-    load.add_argument("--batch-size", type=int, default=100, help="NDJSON resources per transaction")
+    load.add_argument(
+        "--batch-size", type=int, default=100, help="NDJSON resources per transaction"
+    )
 
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -33,8 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         return _migrate()
     from app.loader import run_load
 
-    return run_load(args.files, url=args.url or get_settings().fhir_base_url, token=args.token,
-                    batch_size=args.batch_size)
+    return run_load(
+        args.files,
+        url=args.url or get_settings().fhir_base_url,
+        token=args.token,
+        batch_size=args.batch_size,
+    )
 
 
 def _migrate() -> int:
@@ -80,4 +88,3 @@ def _redacted(url: str) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -1,24 +1,24 @@
 """Every failure a client can see, as one small tree that renders to an OperationOutcome.
 
-    FhirError (400 processing)
-    ├── InvalidRequest        400 invalid      malformed request, bad parameter, bad JSON/XML
-    ├── ResourceInvalid       400 invalid      the resource fails validation (issues carry element paths)
-    ├── Unauthorized          401 login
-    ├── Forbidden             403 forbidden
-    ├── NotFound              404 not-found    unknown type, id or version
-    ├── MethodNotAllowed      405 not-supported
-    ├── NotAcceptable         406 not-supported
-    ├── Conflict              409 conflict     id clash, concurrent edit that cannot be retried
-    ├── Gone                  410 deleted
-    ├── PreconditionFailed    412 conflict     If-Match mismatch, several matches for a conditional write
-    ├── UnsupportedMediaType  415 not-supported
-    ├── Unprocessable         422 processing   well-formed but violates a business rule
-    └── ServerError           500 exception    never shows a stack trace
+FhirError (400 processing)
+├── InvalidRequest        400 invalid      malformed request, bad parameter, bad JSON/XML
+├── ResourceInvalid       400 invalid      invalid resource (issues carry element paths)
+├── Unauthorized          401 login
+├── Forbidden             403 forbidden
+├── NotFound              404 not-found    unknown type, id or version
+├── MethodNotAllowed      405 not-supported
+├── NotAcceptable         406 not-supported
+├── Conflict              409 conflict     id clash, concurrent edit that cannot be retried
+├── Gone                  410 deleted
+├── PreconditionFailed    412 conflict     If-Match mismatch; conditional write matched several
+├── UnsupportedMediaType  415 not-supported
+├── Unprocessable         422 processing   well-formed but violates a business rule
+└── ServerError           500 exception    never shows a stack trace
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 

@@ -66,10 +66,16 @@ def _bundles_of(path: Path, batch_size: int) -> Iterator[tuple[dict[str, Any], i
         return
     document = jsonio.loads(path.read_bytes())
     size = path.stat().st_size
-    if document.get("resourceType") == "Bundle" and document.get("type") in ("batch", "transaction"):
+    if document.get("resourceType") == "Bundle" and document.get("type") in (
+        "batch",
+        "transaction",
+    ):
         yield document, size
     elif document.get("resourceType") == "Bundle":
-        yield _as_transaction([e["resource"] for e in document.get("entry", []) if "resource" in e]), size
+        yield (
+            _as_transaction([e["resource"] for e in document.get("entry", []) if "resource" in e]),
+            size,
+        )
     else:
         yield _as_transaction([document]), size
 
@@ -79,7 +85,9 @@ def _as_transaction(resources: list[dict[str, Any]]) -> dict[str, Any]:
     entries = []
     for resource in resources:
         rtype, rid = resource.get("resourceType"), resource.get("id")
-        request = {"method": "PUT", "url": f"{rtype}/{rid}"} if rid else {"method": "POST", "url": rtype}
+        request = (
+            {"method": "PUT", "url": f"{rtype}/{rid}"} if rid else {"method": "POST", "url": rtype}
+        )
         entries.append({"resource": resource, "request": request})
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 

@@ -56,7 +56,9 @@ class LiveServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = create_app(settings)
-        config = uvicorn.Config(self.app, host=settings.host, port=settings.port, log_level="warning")
+        config = uvicorn.Config(
+            self.app, host=settings.host, port=settings.port, log_level="warning"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -95,7 +95,8 @@ def test_search_by_id_and_identifier(client: httpx.Client) -> None:
 def test_search_paging_with_next_links(client: httpx.Client) -> None:
     mrn = unique("page")
     ids = {
-        client.post("/Patient", json=with_mrn(mrn), headers=FHIR_JSON).json()["id"] for _ in range(5)
+        client.post("/Patient", json=with_mrn(mrn), headers=FHIR_JSON).json()["id"]
+        for _ in range(5)
     }
     seen: list[str] = []
     url: str | None = f"/Patient?identifier={mrn}&_count=2"
@@ -113,5 +114,7 @@ def test_lenient_search_reports_ignored_parameter(client: httpx.Client) -> None:
     assert "unknownparam" not in self_link
     outcomes = [e for e in bundle.get("entry", []) if e["search"]["mode"] == "outcome"]
     assert outcomes and "unknownparam" in outcomes[0]["resource"]["issue"][0]["diagnostics"]
-    strict = client.get("/Patient", params={"unknownparam": "1"}, headers={"Prefer": "handling=strict"})
+    strict = client.get(
+        "/Patient", params={"unknownparam": "1"}, headers={"Prefer": "handling=strict"}
+    )
     assert strict.status_code == 400

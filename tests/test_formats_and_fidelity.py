@@ -34,7 +34,9 @@ def test_decimal_precision_and_literals_survive(client: httpx.Client) -> None:
 def test_base64_whitespace_is_kept(client: httpx.Client) -> None:
     data = "aGVs bG8g\nd29y bGQ="
     created = client.post(
-        "/Patient", json=patient(photo=[{"contentType": "text/plain", "data": data}]), headers=FHIR_JSON
+        "/Patient",
+        json=patient(photo=[{"contentType": "text/plain", "data": data}]),
+        headers=FHIR_JSON,
     )
     if created.status_code == 201:
         assert client.get(f"/Patient/{created.json()['id']}").json()["photo"][0]["data"] == data
@@ -44,7 +46,8 @@ def test_base64_whitespace_is_kept(client: httpx.Client) -> None:
 
 def test_xml_in_and_out(client: httpx.Client) -> None:
     created = client.post(
-        "/Patient", content=XML_PATIENT,
+        "/Patient",
+        content=XML_PATIENT,
         headers={"Content-Type": "application/fhir+xml", "Accept": "application/fhir+xml"},
     )
     assert created.status_code == 201, created.text
@@ -61,7 +64,9 @@ def test_xml_in_and_out(client: httpx.Client) -> None:
 
 def test_invalid_xml_is_400(client: httpx.Client) -> None:
     for body in (b"<Patient", b'<Patient xmlns="http://hl7.org/fhir"><bogus value="1"/></Patient>'):
-        response = client.post("/Patient", content=body, headers={"Content-Type": "application/fhir+xml"})
+        response = client.post(
+            "/Patient", content=body, headers={"Content-Type": "application/fhir+xml"}
+        )
         assert response.status_code == 400
         assert response.json()["resourceType"] == "OperationOutcome"
 
@@ -69,7 +74,10 @@ def test_invalid_xml_is_400(client: httpx.Client) -> None:
 def test_format_parameter_and_pretty(client: httpx.Client) -> None:
     rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
     assert client.get(f"/Patient/{rid}", params={"_format": "json"}).json()["id"] == rid
-    assert client.get(f"/Patient/{rid}", params={"_format": "application/fhir+json"}).status_code == 200
+    assert (
+        client.get(f"/Patient/{rid}", params={"_format": "application/fhir+json"}).status_code
+        == 200
+    )
     pretty = client.get(f"/Patient/{rid}", params={"_pretty": "true"}).text
     assert '\n  "resourceType": "Patient"' in pretty
     xml_pretty = client.get(f"/Patient/{rid}", params={"_format": "xml", "_pretty": "true"}).text
@@ -77,8 +85,10 @@ def test_format_parameter_and_pretty(client: httpx.Client) -> None:
 
 
 def test_summary_and_elements_on_read(client: httpx.Client) -> None:
-    body = patient(text={"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">Ada</div>'},
-                   contact=[{"name": {"family": "Kin"}}])
+    body = patient(
+        text={"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">Ada</div>'},
+        contact=[{"name": {"family": "Kin"}}],
+    )
     rid = client.post("/Patient", json=body, headers=FHIR_JSON).json()["id"]
     summary = client.get(f"/Patient/{rid}", params={"_summary": "true"}).json()
     assert "name" in summary and "contact" not in summary and "text" not in summary
@@ -107,9 +117,20 @@ def test_capability_statement(client: httpx.Client) -> None:
     types = {r["type"]: r for r in rest["resource"]}
     assert {"Patient", "Observation", "SupplyDelivery", "Provenance"} <= set(types)
     codes = {i["code"] for i in types["Patient"]["interaction"]}
-    assert {"read", "vread", "update", "patch", "delete", "create", "search-type",
-            "history-instance", "history-type"} <= codes
+    assert {
+        "read",
+        "vread",
+        "update",
+        "patch",
+        "delete",
+        "create",
+        "search-type",
+        "history-instance",
+        "history-type",
+    } <= codes
     assert {"transaction", "batch", "history-system"} <= {i["code"] for i in rest["interaction"]}
-    assert client.get("/metadata", params={"_format": "xml"}).headers["content-type"].startswith(
-        "application/fhir+xml"
+    assert (
+        client.get("/metadata", params={"_format": "xml"})
+        .headers["content-type"]
+        .startswith("application/fhir+xml")
     )

@@ -102,6 +102,8 @@ def test_failed_write_leaves_no_outbox_row(client: httpx.Client, database_url: s
     assert response.status_code == 400
     engine = create_engine(database_url)
     with engine.connect() as conn:
-        count = conn.execute(select(change_event.c.seq).where(change_event.c.resource_id == rid)).all()
+        count = conn.execute(
+            select(change_event.c.seq).where(change_event.c.resource_id == rid)
+        ).all()
     engine.dispose()
     assert count == []

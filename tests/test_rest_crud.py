@@ -11,7 +11,9 @@ def create(client: httpx.Client, body: dict, **headers: str) -> httpx.Response:
     return client.post(f"/{body['resourceType']}", json=body, headers={**FHIR_JSON, **headers})
 
 
-def test_create_returns_201_with_location_etag_and_meta(client: httpx.Client, base_url: str) -> None:
+def test_create_returns_201_with_location_etag_and_meta(
+    client: httpx.Client, base_url: str
+) -> None:
     response = create(client, patient())
     assert response.status_code == 201
     body = response.json()
@@ -25,8 +27,14 @@ def test_create_returns_201_with_location_etag_and_meta(client: httpx.Client, ba
 
 
 def test_server_owns_id_and_meta_on_create(client: httpx.Client) -> None:
-    sent = patient(id="client-chosen", meta={"versionId": "99", "lastUpdated": "2000-01-01T00:00:00Z",
-                                             "tag": [{"code": "keep-me"}]})
+    sent = patient(
+        id="client-chosen",
+        meta={
+            "versionId": "99",
+            "lastUpdated": "2000-01-01T00:00:00Z",
+            "tag": [{"code": "keep-me"}],
+        },
+    )
     body = create(client, sent).json()
     assert body["id"] != "client-chosen"
     assert body["meta"]["versionId"] == "1"
@@ -54,8 +62,10 @@ def test_read_unknown_id_is_404_outcome(client: httpx.Client) -> None:
 
 
 def test_unknown_type_is_404_outcome(client: httpx.Client) -> None:
-    for response in (client.get("/Pationt/1"), client.post("/Pationt", json={"resourceType": "Pationt"},
-                                                            headers=FHIR_JSON)):
+    for response in (
+        client.get("/Pationt/1"),
+        client.post("/Pationt", json={"resourceType": "Pationt"}, headers=FHIR_JSON),
+    ):
         assert response.status_code == 404
         assert response.json()["resourceType"] == "OperationOutcome"
 

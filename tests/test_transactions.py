@@ -27,9 +27,16 @@ def test_transaction_resolves_urn_uuid_references(client: httpx.Client) -> None:
     tx = bundle(
         "transaction",
         [
-            {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": obs,
-             "request": {"method": "POST", "url": "Observation"}},
-            {"fullUrl": pat_urn, "resource": patient(), "request": {"method": "POST", "url": "Patient"}},
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                "resource": obs,
+                "request": {"method": "POST", "url": "Observation"},
+            },
+            {
+                "fullUrl": pat_urn,
+                "resource": patient(),
+                "request": {"method": "POST", "url": "Patient"},
+            },
         ],
     )
     response = post_bundle(client, tx)
@@ -53,8 +60,10 @@ def test_transaction_is_all_or_nothing_and_names_the_entry(client: httpx.Client)
     tx = bundle(
         "transaction",
         [
-            {"resource": patient(identifier=[{"system": SYSTEM, "value": mrn}]),
-             "request": {"method": "POST", "url": "Patient"}},
+            {
+                "resource": patient(identifier=[{"system": SYSTEM, "value": mrn}]),
+                "request": {"method": "POST", "url": "Patient"},
+            },
             {"resource": bad, "request": {"method": "POST", "url": "Observation"}},
         ],
     )
@@ -75,7 +84,10 @@ def test_transaction_processing_order_delete_post_put_get(client: httpx.Client) 
         "transaction",
         [
             {"request": {"method": "GET", "url": f"Patient/{put_id}"}},
-            {"resource": patient(id=put_id), "request": {"method": "PUT", "url": f"Patient/{put_id}"}},
+            {
+                "resource": patient(id=put_id),
+                "request": {"method": "PUT", "url": f"Patient/{put_id}"},
+            },
             {"request": {"method": "DELETE", "url": f"Patient/{existing['id']}"}},
         ],
     )
@@ -94,10 +106,19 @@ def test_transaction_conditional_entries(client: httpx.Client) -> None:
     ident = [{"system": SYSTEM, "value": mrn}]
     pat_urn = f"urn:uuid:{uuid.uuid4()}"
     entries = [
-        {"fullUrl": pat_urn, "resource": patient(identifier=ident),
-         "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"identifier={SYSTEM}|{mrn}"}},
-        {"resource": observation(subject={"reference": pat_urn}),
-         "request": {"method": "POST", "url": "Observation"}},
+        {
+            "fullUrl": pat_urn,
+            "resource": patient(identifier=ident),
+            "request": {
+                "method": "POST",
+                "url": "Patient",
+                "ifNoneExist": f"identifier={SYSTEM}|{mrn}",
+            },
+        },
+        {
+            "resource": observation(subject={"reference": pat_urn}),
+            "request": {"method": "POST", "url": "Observation"},
+        },
     ]
     first = post_bundle(client, bundle("transaction", entries)).json()
     second = post_bundle(client, bundle("transaction", entries)).json()
@@ -106,37 +127,60 @@ def test_transaction_conditional_entries(client: httpx.Client) -> None:
     pat_id = first["entry"][0]["response"]["location"].split("/")[1]
     assert second["entry"][0]["resource"]["id"] == pat_id
     obs_id = second["entry"][1]["response"]["location"].split("/")[1]
-    assert client.get(f"/Observation/{obs_id}").json()["subject"]["reference"] == f"Patient/{pat_id}"
+    assert (
+        client.get(f"/Observation/{obs_id}").json()["subject"]["reference"] == f"Patient/{pat_id}"
+    )
     # conditional update and conditional reference inside a transaction
     tx = bundle(
         "transaction",
         [
-            {"resource": patient(identifier=ident, gender="male"),
-             "request": {"method": "PUT", "url": f"Patient?identifier={SYSTEM}|{mrn}"}},
-            {"resource": observation(subject={"reference": f"Patient?identifier={SYSTEM}|{mrn}"}),
-             "request": {"method": "POST", "url": "Observation"}},
+            {
+                "resource": patient(identifier=ident, gender="male"),
+                "request": {"method": "PUT", "url": f"Patient?identifier={SYSTEM}|{mrn}"},
+            },
+            {
+                "resource": observation(
+                    subject={"reference": f"Patient?identifier={SYSTEM}|{mrn}"}
+                ),
+                "request": {"method": "POST", "url": "Observation"},
+            },
         ],
     )
     result = post_bundle(client, tx).json()
     assert result["entry"][0]["response"]["location"].startswith(f"Patient/{pat_id}/_history/2")
     obs_id = result["entry"][1]["response"]["location"].split("/")[1]
-    assert client.get(f"/Observation/{obs_id}").json()["subject"]["reference"] == f"Patient/{pat_id}"
+    assert (
+        client.get(f"/Observation/{obs_id}").json()["subject"]["reference"] == f"Patient/{pat_id}"
+    )
 
 
 def test_transaction_patch_entry_with_binary(client: httpx.Client) -> None:
     rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
     ops = [{"op": "replace", "path": "/gender", "value": "male"}]
-    binary = {"resourceType": "Binary", "contentType": "application/json-patch+json",
-              "data": base64.b64encode(json.dumps(ops).encode()).decode()}
-    tx = bundle("transaction", [{"resource": binary, "request": {"method": "PATCH", "url": f"Patient/{rid}"}}])
+    binary = {
+        "resourceType": "Binary",
+        "contentType": "application/json-patch+json",
+        "data": base64.b64encode(json.dumps(ops).encode()).decode(),
+    }
+    tx = bundle(
+        "transaction",
+        [{"resource": binary, "request": {"method": "PATCH", "url": f"Patient/{rid}"}}],
+    )
     assert post_bundle(client, tx).status_code == 200
     assert client.get(f"/Patient/{rid}").json()["gender"] == "male"
 
 
 def test_transaction_if_match_failure_is_412(client: httpx.Client) -> None:
     created = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()
-    tx = bundle("transaction", [{"resource": created, "request": {
-        "method": "PUT", "url": f"Patient/{created['id']}", "ifMatch": 'W/"9"'}}])
+    tx = bundle(
+        "transaction",
+        [
+            {
+                "resource": created,
+                "request": {"method": "PUT", "url": f"Patient/{created['id']}", "ifMatch": 'W/"9"'},
+            }
+        ],
+    )
     assert post_bundle(client, tx).status_code == 412
 
 
@@ -147,7 +191,9 @@ def test_transaction_refuses_two_entries_on_one_resource(client: httpx.Client) -
 
 
 def test_transaction_prefer_minimal_omits_resources(client: httpx.Client) -> None:
-    tx = bundle("transaction", [{"resource": patient(), "request": {"method": "POST", "url": "Patient"}}])
+    tx = bundle(
+        "transaction", [{"resource": patient(), "request": {"method": "POST", "url": "Patient"}}]
+    )
     result = post_bundle(client, tx, Prefer="return=minimal").json()
     assert "resource" not in result["entry"][0]
     assert result["entry"][0]["response"]["status"] == "201 Created"
@@ -158,7 +204,10 @@ def test_batch_entries_succeed_or_fail_independently(client: httpx.Client) -> No
         "batch",
         [
             {"resource": patient(), "request": {"method": "POST", "url": "Patient"}},
-            {"resource": observation(status="bogus"), "request": {"method": "POST", "url": "Observation"}},
+            {
+                "resource": observation(status="bogus"),
+                "request": {"method": "POST", "url": "Observation"},
+            },
             {"request": {"method": "GET", "url": "Patient/does-not-exist"}},
         ],
     )

@@ -72,7 +72,9 @@ def test_bad_datatype_names_path(client: httpx.Client, resource: dict, path: str
 def test_required_binding_outside_value_set_is_refused(
     client: httpx.Client, resource: dict, path: str
 ) -> None:
-    body = assert_outcome(client.post(f"/{resource['resourceType']}", json=resource, headers=FHIR_JSON), 400)
+    body = assert_outcome(
+        client.post(f"/{resource['resourceType']}", json=resource, headers=FHIR_JSON), 400
+    )
     assert path in issue_paths(body)
     assert any(i["code"] == "code-invalid" for i in body["issue"])
 

@@ -64,14 +64,18 @@ def _context(request: Request) -> RequestContext:
     )
 
 
-def _render(response: FhirResponse, request: FhirRequest, fmt: str, pretty: bool, *, head: bool) -> Response:
+def _render(
+    response: FhirResponse, request: FhirRequest, fmt: str, pretty: bool, *, head: bool
+) -> Response:
     body = _apply_prefer(response, request)
     body = _apply_shaping(body, request)
     headers = dict(response.headers)
     if body is None or head:
         return Response(status_code=response.status, headers=headers)
     content, media_type = formats.render(body, fmt, pretty=pretty)
-    return Response(content=content, status_code=response.status, headers=headers, media_type=media_type)
+    return Response(
+        content=content, status_code=response.status, headers=headers, media_type=media_type
+    )
 
 
 def _apply_prefer(response: FhirResponse, request: FhirRequest) -> Any:
@@ -96,7 +100,11 @@ def _apply_shaping(body: Any, request: FhirRequest) -> Any:
         return body
     if isinstance(body, RawJson):
         return shaping.shape(body.parse(), summary, elements)
-    if isinstance(body, dict) and body.get("resourceType") == "Bundle" and body.get("type") == "searchset":
+    if (
+        isinstance(body, dict)
+        and body.get("resourceType") == "Bundle"
+        and body.get("type") == "searchset"
+    ):
         for entry in body.get("entry", []):
             resource = entry.get("resource")
             if isinstance(resource, RawJson):
@@ -106,11 +114,15 @@ def _apply_shaping(body: Any, request: FhirRequest) -> Any:
 
 def error_response(error: FhirError, request: Request) -> Response:
     try:
-        fmt = formats.response_format(request.headers.get("accept"), request.query_params.get("_format"))
+        fmt = formats.response_format(
+            request.headers.get("accept"), request.query_params.get("_format")
+        )
     except FhirError:
         fmt = "json"
     try:
         content, media_type = formats.render(error.outcome(), fmt, pretty=False)
     except Exception:  # never let rendering an error raise a second one
         content, media_type = jsonio.dumps(error.outcome()), formats.JSON_TYPE
-    return Response(content=content, status_code=error.status, headers=error.headers, media_type=media_type)
+    return Response(
+        content=content, status_code=error.status, headers=error.headers, media_type=media_type
+    )

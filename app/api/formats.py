@@ -53,7 +53,9 @@ def parse_body(content_type: str | None, raw: bytes, *, method: str) -> Any:
     except jsonio.FhirJsonError as exc:
         raise InvalidRequest(str(exc)) from exc
     except xml.FhirXmlError as exc:
-        raise InvalidRequest(f"invalid FHIR XML: {exc}", expression=getattr(exc, "path", None)) from exc
+        raise InvalidRequest(
+            f"invalid FHIR XML: {exc}", expression=getattr(exc, "path", None)
+        ) from exc
     if media == "application/x-www-form-urlencoded" and method == "POST":
         from urllib.parse import parse_qsl
 

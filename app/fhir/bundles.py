@@ -22,7 +22,11 @@ def _bundle(bundle_type: str) -> dict[str, Any]:
 
 
 def searchset(
-    base_url: str, path: str, params: SearchParams, result: SearchResult, issues: dict[str, Any] | None
+    base_url: str,
+    path: str,
+    params: SearchParams,
+    result: SearchResult,
+    issues: dict[str, Any] | None,
 ) -> dict[str, Any]:
     bundle = _bundle("searchset")
     if result.total is not None:
@@ -33,7 +37,9 @@ def searchset(
     self_pairs = pairs + ([("_page", _page_token(params))] if params.page else [])
     links = [{"relation": "self", "url": _url(base_url, path, self_pairs)}]
     if result.next_page:
-        links.append({"relation": "next", "url": _url(base_url, path, pairs + [("_page", result.next_page)])})
+        links.append(
+            {"relation": "next", "url": _url(base_url, path, pairs + [("_page", result.next_page)])}
+        )
     bundle["link"] = links
     entries: list[dict[str, Any]] = [
         {
@@ -70,7 +76,9 @@ def history(
     links = [{"relation": "self", "url": _url(base_url, path, pairs)}]
     if next_token:
         base_pairs = [(k, v) for k, v in pairs if k != "_page"]
-        links.append({"relation": "next", "url": _url(base_url, path, base_pairs + [("_page", next_token)])})
+        links.append(
+            {"relation": "next", "url": _url(base_url, path, base_pairs + [("_page", next_token)])}
+        )
     bundle["link"] = links
     if versions:
         bundle["entry"] = [_history_entry(base_url, v) for v in versions]
@@ -81,10 +89,14 @@ def _history_entry(base_url: str, v: StoredVersion) -> dict[str, Any]:
     entry: dict[str, Any] = {"fullUrl": f"{base_url}/{v.resource_type}/{v.id}"}
     if v.content is not None:
         entry["resource"] = RawJson(v.content)
-    method = {"POST": "POST", "PUT": "PUT", "PATCH": "PATCH", "DELETE": "DELETE"}.get(v.method, "PUT")
+    method = {"POST": "POST", "PUT": "PUT", "PATCH": "PATCH", "DELETE": "DELETE"}.get(
+        v.method, "PUT"
+    )
     url = v.resource_type if method == "POST" else f"{v.resource_type}/{v.id}"
     entry["request"] = {"method": method, "url": url}
-    status = "201 Created" if method == "POST" or (v.version_id == 1 and method == "PUT") else "200 OK"
+    status = (
+        "201 Created" if method == "POST" or (v.version_id == 1 and method == "PUT") else "200 OK"
+    )
     if method == "DELETE":
         status = "204 No Content"
     entry["response"] = {

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from app.fhir.jsonio import RawJson
 from app.fhir.instants import to_http_date, to_instant
+from app.fhir.jsonio import RawJson
 from app.fhir.storage import StoredVersion
 
 

@@ -33,7 +33,9 @@ class Hook:
 
     def authorize(self, uow: UnitOfWork, interaction: Interaction) -> None: ...
 
-    def on_access(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> None: ...
+    def on_access(
+        self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion
+    ) -> None: ...
 
     def on_change(self, uow: UnitOfWork, change: Change) -> None: ...
 
@@ -41,7 +43,9 @@ class Hook:
 
     def after_commit(self, uow: UnitOfWork) -> None: ...
 
-    def on_failure(self, ctx: RequestContext, interaction: Interaction | None, error: Exception) -> None: ...
+    def on_failure(
+        self, ctx: RequestContext, interaction: Interaction | None, error: Exception
+    ) -> None: ...
 
 
 class Pipeline(Hook):
@@ -73,7 +77,9 @@ class Pipeline(Hook):
         for hook in self.hooks:
             hook.after_commit(uow)
 
-    def on_failure(self, ctx: RequestContext, interaction: Interaction | None, error: Exception) -> None:
+    def on_failure(
+        self, ctx: RequestContext, interaction: Interaction | None, error: Exception
+    ) -> None:
         for hook in self.hooks:
             hook.on_failure(ctx, interaction, error)
 

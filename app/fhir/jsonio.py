@@ -36,7 +36,7 @@ class DecimalLiteral(Decimal):
 
 
 class RawJson:
-    """Already-serialized JSON (stored resource bytes) embedded in a response without re-encoding."""
+    """Stored resource bytes embedded in a response without re-encoding."""
 
     __slots__ = ("data",)
 
@@ -81,7 +81,9 @@ def loads(data: bytes | str) -> Any:
     try:
         return _decoder.decode(text)
     except json.JSONDecodeError as exc:
-        raise FhirJsonError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+        raise FhirJsonError(
+            f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
 
 
 def _default(value: Any) -> Any:

@@ -23,7 +23,9 @@ WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 class FhirRouter:
-    def __init__(self, service: FhirService, *, default_count: int = 50, max_count: int = 1000) -> None:
+    def __init__(
+        self, service: FhirService, *, default_count: int = 50, max_count: int = 1000
+    ) -> None:
         self.service = service
         self.default_count = default_count
         self.max_count = max_count
@@ -96,25 +98,37 @@ class FhirRouter:
                 return _write_response(base, outcome)
             case "PATCH":
                 outcome = self.service.conditional_patch(
-                    uow, rtype, self._condition(request), request.body, if_match=request.header("if-match")
+                    uow,
+                    rtype,
+                    self._condition(request),
+                    request.body,
+                    if_match=request.header("if-match"),
                 )
                 return _write_response(base, outcome)
             case "DELETE":
                 deleted = self.service.conditional_delete(uow, rtype, self._condition(request))
                 if deleted is None:
-                    return FhirResponse(200, information_outcome("no resource matched; nothing deleted"))
-                return FhirResponse(204, None, {"ETag": f'W/"{deleted.version_id}"'}, version=deleted)
+                    return FhirResponse(
+                        200, information_outcome("no resource matched; nothing deleted")
+                    )
+                return FhirResponse(
+                    204, None, {"ETag": f'W/"{deleted.version_id}"'}, version=deleted
+                )
         raise MethodNotAllowed(f"{request.method} is not supported on {rtype}")
 
     @staticmethod
     def _condition(request: FhirRequest) -> str:
         if not request.query:
-            raise MethodNotAllowed(f"{request.method} on a type needs search criteria (conditional)")
+            raise MethodNotAllowed(
+                f"{request.method} on a type needs search criteria (conditional)"
+            )
         return request.query_string
 
     # ------------------------------------------------------------ instance level
 
-    def _instance_level(self, uow: UnitOfWork, request: FhirRequest, rtype: str, rid: str) -> FhirResponse:
+    def _instance_level(
+        self, uow: UnitOfWork, request: FhirRequest, rtype: str, rid: str
+    ) -> FhirResponse:
         base = uow.ctx.base_url
         if_match = request.header("if-match")
         match request.method:
@@ -165,18 +179,28 @@ class FhirRouter:
         at = _instant_param(query, "_at")
         count = _count(query.get("_count"), self.default_count, self.max_count)
         cursor = _history_cursor(query.get("_page"))
-        result = self.service.history(uow, rtype, rid, since=since, at=at, cursor=cursor, count=count)
+        result = self.service.history(
+            uow, rtype, rid, since=since, at=at, cursor=cursor, count=count
+        )
         nxt = result.next_cursor
-        token = encode_cursor((nxt.last_updated, nxt.resource_type, nxt.id, nxt.version_id)) if nxt else None
+        token = (
+            encode_cursor((nxt.last_updated, nxt.resource_type, nxt.id, nxt.version_id))
+            if nxt
+            else None
+        )
         path = "/".join(p for p in (rtype, rid, "_history") if p)
         pairs = [(k, v) for k, v in request.query if k in ("_since", "_at", "_count", "_page")]
-        return FhirResponse(200, bundles.history(uow.ctx.base_url, path, pairs, result.versions, token))
+        return FhirResponse(
+            200, bundles.history(uow.ctx.base_url, path, pairs, result.versions, token)
+        )
 
 
 def _write_response(base: str, outcome: WriteOutcome) -> FhirResponse:
     if outcome.matched_existing:
         response = FhirResponse.for_version(base, outcome.version, 200)
-        response.headers["Location"] = f"{base}/{outcome.version.resource_type}/{outcome.version.id}"
+        response.headers["Location"] = (
+            f"{base}/{outcome.version.resource_type}/{outcome.version.id}"
+        )
         return response
     return FhirResponse.for_version(base, outcome.version, 201 if outcome.created else 200)
 
@@ -217,4 +241,6 @@ def _history_cursor(token: str | None) -> HistoryCursor | None:
         last_updated, rtype, rid, version_id = values
         return HistoryCursor(int(last_updated), str(rtype), str(rid), int(version_id))
     except (TypeError, ValueError) as exc:
-        raise InvalidRequest("_page is not a valid history paging token", expression="_page") from exc
+        raise InvalidRequest(
+            "_page is not a valid history paging token", expression="_page"
+        ) from exc

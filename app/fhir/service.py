@@ -263,7 +263,13 @@ class FhirService:
         return WriteOutcome(version)
 
     def conditional_patch(
-        self, uow: UnitOfWork, rtype: str, query: str, operations: Any, *, if_match: str | None = None
+        self,
+        uow: UnitOfWork,
+        rtype: str,
+        query: str,
+        operations: Any,
+        *,
+        if_match: str | None = None,
     ) -> WriteOutcome:
         matches = self.find_ids(uow, rtype, query)
         if len(matches) > 1:
@@ -341,7 +347,8 @@ class FhirService:
         uow.changes.append(change)
         self.pipeline.on_change(uow, change)
         self.pipeline.on_access(
-            uow, Interaction(change.interaction, change.version.resource_type, change.version.id),
+            uow,
+            Interaction(change.interaction, change.version.resource_type, change.version.id),
             change.version,
         )
 
@@ -366,10 +373,13 @@ def _apply_json_patch(document: dict[str, Any], operations: Any) -> dict[str, An
         result = jsonpatch.JsonPatch(operations).apply(document, in_place=False)
     except jsonpatch.JsonPatchTestFailed as exc:
         raise PreconditionFailed(f"JSON Patch test failed: {exc}") from exc
-    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
+    except (
+        jsonpatch.JsonPatchException,
+        jsonpatch.JsonPointerException,
+        TypeError,
+        KeyError,
+    ) as exc:
         raise Unprocessable(f"JSON Patch could not be applied: {exc}") from exc
     if not isinstance(result, dict):
         raise Unprocessable("JSON Patch result is not a resource")
     return result
-
-

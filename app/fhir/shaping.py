@@ -27,10 +27,14 @@ def _summary_table() -> dict[str, dict[str, list[str]]]:
 
 def check_summary(mode: str | None) -> None:
     if mode is not None and mode not in SUMMARY_MODES:
-        raise InvalidRequest(f"_summary must be one of {sorted(SUMMARY_MODES)}", expression="_summary")
+        raise InvalidRequest(
+            f"_summary must be one of {sorted(SUMMARY_MODES)}", expression="_summary"
+        )
 
 
-def shape(resource: dict[str, Any], summary: str | None, elements: tuple[str, ...]) -> dict[str, Any]:
+def shape(
+    resource: dict[str, Any], summary: str | None, elements: tuple[str, ...]
+) -> dict[str, Any]:
     """The resource reduced per _summary / _elements (unchanged when neither applies)."""
     rtype = resource.get("resourceType", "")
     if elements:

@@ -91,11 +91,19 @@ _current_cols = (
 
 def _to_version(row: Any, method: str = "") -> StoredVersion:
     return StoredVersion(
-        row.resource_type, row.id, row.version_id, row.last_updated, row.deleted, row.content, method
+        row.resource_type,
+        row.id,
+        row.version_id,
+        row.last_updated,
+        row.deleted,
+        row.content,
+        method,
     )
 
 
-def get_current(uow: UnitOfWork, rtype: str, rid: str, *, lock: bool = False) -> StoredVersion | None:
+def get_current(
+    uow: UnitOfWork, rtype: str, rid: str, *, lock: bool = False
+) -> StoredVersion | None:
     uow.flush()
     query = select(*_current_cols).where(resource.c.resource_type == rtype, resource.c.id == rid)
     if lock and uow.dialect == "postgresql":
@@ -109,7 +117,9 @@ def get_currents(uow: UnitOfWork, rtype: str, ids: Sequence[str]) -> list[Stored
     if not ids:
         return []
     query = select(*_current_cols).where(
-        resource.c.resource_type == rtype, resource.c.id.in_(list(ids)), resource.c.deleted.is_(False)
+        resource.c.resource_type == rtype,
+        resource.c.id.in_(list(ids)),
+        resource.c.deleted.is_(False),
     )
     return [_to_version(r) for r in uow.conn.execute(query)]
 
@@ -118,14 +128,20 @@ def get_version(uow: UnitOfWork, rtype: str, rid: str, version_id: int) -> Store
     uow.flush()
     h = resource_history
     row = uow.conn.execute(
-        select(h.c.resource_type, h.c.id, h.c.version_id, h.c.last_updated, h.c.content, h.c.method)
-        .where(h.c.resource_type == rtype, h.c.id == rid, h.c.version_id == version_id)
+        select(
+            h.c.resource_type, h.c.id, h.c.version_id, h.c.last_updated, h.c.content, h.c.method
+        ).where(h.c.resource_type == rtype, h.c.id == rid, h.c.version_id == version_id)
     ).first()
     if row is None:
         return None
     return StoredVersion(
-        row.resource_type, row.id, row.version_id, row.last_updated,
-        row.method == "DELETE", row.content, row.method,
+        row.resource_type,
+        row.id,
+        row.version_id,
+        row.last_updated,
+        row.method == "DELETE",
+        row.content,
+        row.method,
     )
 
 
@@ -138,7 +154,9 @@ def try_insert_current(uow: UnitOfWork, version: StoredVersion) -> bool:
     values = _current_values(version)
     dialect_insert = postgresql.insert if uow.dialect == "postgresql" else sqlite.insert
     # RETURNING rather than rowcount: psycopg reports -1 for INSERT .. ON CONFLICT DO NOTHING.
-    stmt = dialect_insert(resource).values(**values).on_conflict_do_nothing().returning(resource.c.id)
+    stmt = (
+        dialect_insert(resource).values(**values).on_conflict_do_nothing().returning(resource.c.id)
+    )
     return uow.conn.execute(stmt).first() is not None
 
 
@@ -197,7 +215,12 @@ def stage_change_event(uow: UnitOfWork, change: Change) -> None:
 
 
 def replace_tokens(
-    uow: UnitOfWork, rtype: str, rid: str, tokens: list[tuple[str, str | None, str | None]], *, new: bool
+    uow: UnitOfWork,
+    rtype: str,
+    rid: str,
+    tokens: list[tuple[str, str | None, str | None]],
+    *,
+    new: bool,
 ) -> None:
     """Replace the token index rows of one resource (none to delete for a brand-new one)."""
     if not new:
@@ -210,7 +233,13 @@ def replace_tokens(
     for param, system, code in tokens:
         uow.stage(
             search_token,
-            {"resource_type": rtype, "resource_id": rid, "param": param, "system": system, "code": code},
+            {
+                "resource_type": rtype,
+                "resource_id": rid,
+                "param": param,
+                "system": system,
+                "code": code,
+            },
         )
 
 
@@ -285,8 +314,13 @@ def history_page(
     ).limit(limit)
     return [
         StoredVersion(
-            r.resource_type, r.id, r.version_id, r.last_updated,
-            r.method == "DELETE", r.content, r.method,
+            r.resource_type,
+            r.id,
+            r.version_id,
+            r.last_updated,
+            r.method == "DELETE",
+            r.content,
+            r.method,
         )
         for r in uow.conn.execute(query)
     ]

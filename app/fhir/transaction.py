@@ -49,7 +49,8 @@ def process_bundle(router: FhirRouter, ctx: RequestContext, request: FhirRequest
     if kind == "batch":
         return _batch(router, ctx, entries, _wants_minimal(request))
     raise InvalidRequest(
-        f"Bundle.type '{kind}' cannot be processed; use batch or transaction", expression="Bundle.type"
+        f"Bundle.type '{kind}' cannot be processed; use batch or transaction",
+        expression="Bundle.type",
     )
 
 
@@ -75,7 +76,9 @@ def _transaction(
             except FhirError as exc:
                 raise exc.prefixed(f"Bundle.entry[{i}]") from exc
     bundle = _bundle("transaction-response")
-    bundle["entry"] = [_response_entry(r, minimal, ctx.base_url) for r in responses if r is not None]
+    bundle["entry"] = [
+        _response_entry(r, minimal, ctx.base_url) for r in responses if r is not None
+    ]
     return FhirResponse(200, bundle)
 
 
@@ -108,7 +111,9 @@ def _resolve_target(
         if condition:
             found = service.find_ids(uow, rtype, condition)
             if len(found) > 1:
-                raise PreconditionFailed(f"If-None-Exist '{condition}' matches more than one {rtype}")
+                raise PreconditionFailed(
+                    f"If-None-Exist '{condition}' matches more than one {rtype}"
+                )
             if found:
                 return found[0]
         request.assigned_id, request.fresh_id = str(uuid.uuid4()), True
@@ -116,7 +121,9 @@ def _resolve_target(
     if request.method == "PUT" and len(segments) == 1 and request.query:
         found = service.find_ids(uow, rtype, request.query_string)
         if len(found) > 1:
-            raise PreconditionFailed(f"conditional update '{request.query_string}' matches more than one {rtype}")
+            raise PreconditionFailed(
+                f"conditional update '{request.query_string}' matches more than one {rtype}"
+            )
         body_id = request.body.get("id") if isinstance(request.body, dict) else None
         target = found[0] if found else body_id or str(uuid.uuid4())
         # From here on it is a plain update of a known id (update-as-create when new).
@@ -129,7 +136,9 @@ def _resolve_target(
     return None
 
 
-def _rewrite_references(router: FhirRouter, uow: UnitOfWork, node: Any, id_map: dict[str, str]) -> None:
+def _rewrite_references(
+    router: FhirRouter, uow: UnitOfWork, node: Any, id_map: dict[str, str]
+) -> None:
     """Replace references to fullUrls (urn:uuid:...) and conditional references in place."""
     if isinstance(node, dict):
         for key, value in node.items():
@@ -143,7 +152,9 @@ def _rewrite_references(router: FhirRouter, uow: UnitOfWork, node: Any, id_map: 
                 _rewrite_references(router, uow, item, id_map)
 
 
-def _resolve_reference(router: FhirRouter, uow: UnitOfWork, value: str, id_map: dict[str, str]) -> str:
+def _resolve_reference(
+    router: FhirRouter, uow: UnitOfWork, value: str, id_map: dict[str, str]
+) -> str:
     if value in id_map:
         return id_map[value]
     if "?" in value and not value.startswith(("http:", "https:", "urn:")):
@@ -151,7 +162,7 @@ def _resolve_reference(router: FhirRouter, uow: UnitOfWork, value: str, id_map: 
         found = router.service.find_ids(uow, rtype, query)
         if len(found) != 1:
             raise PreconditionFailed(
-                f"conditional reference '{value}' matches {len(found)} resources (needs exactly one)"
+                f"conditional reference '{value}' matches {len(found)} resources, not one"
             )
         return f"{rtype}/{found[0]}"
     return value
@@ -173,7 +184,9 @@ def _refuse_duplicate_targets(requests: list[FhirRequest]) -> None:
 # ---------------------------------------------------------------- batch
 
 
-def _batch(router: FhirRouter, ctx: RequestContext, entries: list[Any], minimal: bool) -> FhirResponse:
+def _batch(
+    router: FhirRouter, ctx: RequestContext, entries: list[Any], minimal: bool
+) -> FhirResponse:
     bundle = _bundle("batch-response")
     out: list[dict[str, Any]] = []
     for i, entry in enumerate(entries):
@@ -187,7 +200,11 @@ def _batch(router: FhirRouter, ctx: RequestContext, entries: list[Any], minimal:
         except FhirError as exc:
             out.append(_error_entry(exc.prefixed(f"Bundle.entry[{i}]")))
         except Exception as exc:  # one broken entry must not sink the others
-            out.append(_error_entry(ServerError(f"Bundle.entry[{i}]: internal error ({type(exc).__name__})")))
+            out.append(
+                _error_entry(
+                    ServerError(f"Bundle.entry[{i}]: internal error ({type(exc).__name__})")
+                )
+            )
     bundle["entry"] = out
     return FhirResponse(200, bundle)
 
@@ -204,7 +221,10 @@ def _entry_request(index: int, entry: Any, base_url: str) -> FhirRequest:
         raise InvalidRequest(f"{path}.request needs method and url", expression=f"{path}.request")
     method = str(req["method"]).upper()
     if method not in PROCESSING_ORDER:
-        raise InvalidRequest(f"{path}.request.method '{method}' is not supported", expression=f"{path}.request.method")
+        raise InvalidRequest(
+            f"{path}.request.method '{method}' is not supported",
+            expression=f"{path}.request.method",
+        )
     url = req["url"]
     if url.startswith(base_url + "/"):
         url = url[len(base_url) + 1 :]
@@ -213,10 +233,14 @@ def _entry_request(index: int, entry: Any, base_url: str) -> FhirRequest:
     if method == "PATCH":
         body = _patch_body(path, body)
     elif method in ("POST", "PUT") and not isinstance(body, dict):
-        raise InvalidRequest(f"{path}.resource is required for {method}", expression=f"{path}.resource")
+        raise InvalidRequest(
+            f"{path}.resource is required for {method}", expression=f"{path}.resource"
+        )
     request = FhirRequest.from_url(method, url, headers=headers, body=body)
     if method == "PUT" and len(request.segments) == 2 and not is_valid_id(request.segments[1]):
-        raise InvalidRequest(f"{path}.request.url has an invalid id", expression=f"{path}.request.url")
+        raise InvalidRequest(
+            f"{path}.request.url has an invalid id", expression=f"{path}.request.url"
+        )
     return request
 
 
@@ -226,9 +250,12 @@ def _patch_body(path: str, resource: Any) -> Any:
         try:
             return jsonio.loads(base64.b64decode(resource.get("data", "")))
         except (ValueError, jsonio.FhirJsonError) as exc:
-            raise InvalidRequest(f"{path}.resource.data is not a JSON Patch", expression=f"{path}.resource") from exc
+            raise InvalidRequest(
+                f"{path}.resource.data is not a JSON Patch", expression=f"{path}.resource"
+            ) from exc
     raise InvalidRequest(
-        f"{path}: PATCH entries need a Binary resource holding a JSON Patch", expression=f"{path}.resource"
+        f"{path}: PATCH entries need a Binary resource holding a JSON Patch",
+        expression=f"{path}.resource",
     )
 
 

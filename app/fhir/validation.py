@@ -51,7 +51,9 @@ def validate_resource(
     if expected_id is not None:
         body_id = resource.get("id")
         if body_id is None:
-            issues.append(Issue("error", "required", "resource id is required for update", (f"{rtype}.id",)))
+            issues.append(
+                Issue("error", "required", "resource id is required for update", (f"{rtype}.id",))
+            )
         elif body_id != expected_id:
             issues.append(
                 Issue(
@@ -62,7 +64,9 @@ def validate_resource(
                 )
             )
     if "id" in resource and not (isinstance(resource["id"], str) and is_valid_id(resource["id"])):
-        issues.append(Issue("error", "value", "id must match [A-Za-z0-9-.]{1,64}", (f"{rtype}.id",)))
+        issues.append(
+            Issue("error", "value", "id must match [A-Za-z0-9-.]{1,64}", (f"{rtype}.id",))
+        )
     issues.extend(_model_issues(rtype, resource))
     issues.extend(_table_issues(resource))
     if issues:
@@ -101,7 +105,9 @@ def _model_issues(rtype: str, resource: dict[str, Any]) -> list[Issue]:
 def _issue_from_pydantic(rtype: str, err: Any) -> Issue:
     path = _loc_to_path(rtype, err.get("loc", ()))
     kind = err.get("type", "")
-    code = "required" if kind == "missing" else "structure" if kind == "extra_forbidden" else "value"
+    code = (
+        "required" if kind == "missing" else "structure" if kind == "extra_forbidden" else "value"
+    )
     message = str(err.get("msg", "invalid")).split("\n")[0]
     if kind == "extra_forbidden":
         message = "unknown element"
@@ -133,7 +139,8 @@ def _table_issues(resource: dict[str, Any]) -> list[Issue]:
     kind_check = getattr(bindings, "check_json_kinds", None)
     if kind_check is not None:
         issues.extend(
-            Issue("error", "value", f"{path}: {message}", (path,)) for path, message in kind_check(resource)
+            Issue("error", "value", f"{path}: {message}", (path,))
+            for path, message in kind_check(resource)
         )
     return issues
 

@@ -30,7 +30,7 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         # A queryable JSONB twin of the exact bytes we serve; generated, so it never drifts.
         # convert_from() is only STABLE (it depends on the encoding setting); our content is
-        # always UTF-8, so a wrapper declared IMMUTABLE is truthful and allowed in a generated column.
+        # always UTF-8, so a wrapper declared IMMUTABLE is truthful (and allowed when generating).
         op.execute(
             "CREATE FUNCTION medisentinel_utf8_jsonb(bytea) RETURNS jsonb "
             "LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE "

@@ -37,12 +37,18 @@ def search(uow: UnitOfWork, rtype: str, params: SearchParams) -> SearchResult:
         return SearchResult([], total, None, params.ignored)
     order_cols, descending = _order(params.sort)
     query = select(
-        resource.c.resource_type, resource.c.id, resource.c.version_id,
-        resource.c.last_updated, resource.c.deleted, resource.c.content,
+        resource.c.resource_type,
+        resource.c.id,
+        resource.c.version_id,
+        resource.c.last_updated,
+        resource.c.deleted,
+        resource.c.content,
     ).where(*where)
     if params.page:
         query = query.where(_after(order_cols, descending, params.page))
-    query = query.order_by(*[c.desc() if d else c for c, d in zip(order_cols, descending, strict=True)])
+    query = query.order_by(
+        *[c.desc() if d else c for c, d in zip(order_cols, descending, strict=True)]
+    )
     rows = list(uow.conn.execute(query.limit(count + 1)))
     page, more = rows[:count], len(rows) > count
     versions = [
@@ -60,7 +66,9 @@ def search(uow: UnitOfWork, rtype: str, params: SearchParams) -> SearchResult:
 
 def _total(uow: UnitOfWork, where: list[ColumnElement[bool]], params: SearchParams) -> int | None:
     if params.total == "accurate" or params.summary == "count":
-        return int(uow.conn.execute(select(func.count()).select_from(resource).where(*where)).scalar_one())
+        return int(
+            uow.conn.execute(select(func.count()).select_from(resource).where(*where)).scalar_one()
+        )
     return None
 
 
@@ -78,8 +86,10 @@ def _order(sort: tuple[str, ...]) -> tuple[list[Any], list[bool]]:
     return cols, desc
 
 
-def _after(cols: list[Any], descending: list[bool], cursor: tuple[object, ...]) -> ColumnElement[bool]:
-    """Rows strictly after the cursor in (col1, col2, ...) order, each column's direction honoured."""
+def _after(
+    cols: list[Any], descending: list[bool], cursor: tuple[object, ...]
+) -> ColumnElement[bool]:
+    """Rows strictly after the cursor in (col1, col2, ...) order, honouring each direction."""
     if len(cursor) != len(cols):
         raise InvalidRequest("_page does not belong to this search", expression="_page")
     clauses = []
@@ -134,7 +144,9 @@ def _date_sql(column: Any, raw: str) -> ColumnElement[bool]:
         "le": column < high,
     }
     if prefix not in conditions:
-        raise InvalidRequest(f"prefix '{prefix}' is not supported for dates", expression="_lastUpdated")
+        raise InvalidRequest(
+            f"prefix '{prefix}' is not supported for dates", expression="_lastUpdated"
+        )
     return conditions[prefix]
 
 

@@ -10,7 +10,16 @@ from urllib.parse import parse_qsl, urlencode
 from app.errors import InvalidRequest
 
 SUPPORTED_CRITERIA = {"_id": "token", "identifier": "token", "_lastUpdated": "date"}
-RESULT_PARAMS = {"_count", "_sort", "_total", "_summary", "_elements", "_page", "_format", "_pretty"}
+RESULT_PARAMS = {
+    "_count",
+    "_sort",
+    "_total",
+    "_summary",
+    "_elements",
+    "_page",
+    "_format",
+    "_pretty",
+}
 SORTABLE = {"_id", "_lastUpdated"}
 
 
@@ -66,7 +75,10 @@ class SearchParams:
         return replace(self, count=count)
 
     def criteria_pairs(self) -> list[tuple[str, str]]:
-        return [(c.name + (f":{c.modifier}" if c.modifier else ""), ",".join(c.values)) for c in self.criteria]
+        return [
+            (c.name + (f":{c.modifier}" if c.modifier else ""), ",".join(c.values))
+            for c in self.criteria
+        ]
 
     def query_string(self) -> str:
         return urlencode(self.criteria_pairs())

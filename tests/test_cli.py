@@ -1,0 +1,109 @@
+"""The medisentinel command: migrate, serve (migrates on start), load."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import patient, unique
+
+CLI = [sys.executable, "-m", "app.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_migrate_creates_schema_on_fresh_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    env = {**os.environ, "MEDISENTINEL_DATABASE_URL": url}
+    result = subprocess.run([*CLI, "migrate"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "newest schema" in result.stdout
+    import sqlite3
+
+    tables = {
+        r[0]
+        for r in sqlite3.connect(tmp_path / "fresh.db").execute("select name from sqlite_master")
+    }
+    assert {"resource", "resource_history", "change_event", "alembic_version"} <= tables
+
+
+def test_serve_migrates_and_answers(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MEDISENTINEL_DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",
+        "MEDISENTINEL_PORT": str(port),
+    }
+    process = subprocess.Popen(
+        [*CLI, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/fhir/metadata", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    pytest.fail("server did not start")
+                time.sleep(0.2)
+        assert response.json()["resourceType"] == "CapabilityStatement"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_load_bundle_and_ndjson_through_the_api(tmp_path: Path, base_url: str) -> None:
+    family = unique("Load")
+    ndjson = tmp_path / "patients.ndjson"
+    ndjson.write_text(
+        "\n".join(json.dumps(patient(name=[{"family": family}])) for _ in range(7)) + "\n"
+    )
+    rid = unique("loaded")
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(
+        json.dumps(
+            {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {
+                        "resource": patient(id=rid),
+                        "request": {"method": "PUT", "url": f"Patient/{rid}"},
+                    }
+                ],
+            }
+        )
+    )
+    result = subprocess.run(
+        [*CLI, "load", str(ndjson), str(bundle), "--url", base_url, "--batch-size", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "8 ok, 0 failed" in result.stdout
+    assert "4 bundle(s)" in result.stdout
+    assert httpx.get(f"{base_url}/Patient/{rid}").status_code == 200
+
+
+def test_load_reports_failures(tmp_path: Path, base_url: str) -> None:
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text(json.dumps(patient(gender="girl")) + "\n")
+    result = subprocess.run(
+        [*CLI, "load", str(bad), "--url", base_url], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert "0 ok, 1 failed" in result.stdout

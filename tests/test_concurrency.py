@@ -1,0 +1,63 @@
+"""Concurrent writers on one resource: every update becomes its own version, none is lost."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from tests.helpers import FHIR_JSON, patient
+
+WRITERS = 12
+
+
+def test_concurrent_updates_all_become_versions(base_url: str) -> None:
+    with httpx.Client(base_url=base_url, timeout=60) as setup:
+        created = setup.post("/Patient", json=patient(), headers=FHIR_JSON).json()
+    rid = created["id"]
+
+    def write(n: int) -> int:
+        body = {**created, "name": [{"family": f"Writer{n}"}]}
+        with httpx.Client(base_url=base_url, timeout=60) as http:
+            return http.put(f"/Patient/{rid}", json=body, headers=FHIR_JSON).status_code
+
+    with ThreadPoolExecutor(WRITERS) as pool:
+        statuses = list(pool.map(write, range(WRITERS)))
+    assert statuses == [200] * WRITERS
+    with httpx.Client(base_url=base_url, timeout=60) as http:
+        history = http.get(f"/Patient/{rid}/_history", params={"_count": 100}).json()
+        current = http.get(f"/Patient/{rid}").json()
+    versions = sorted(int(e["resource"]["meta"]["versionId"]) for e in history["entry"])
+    assert versions == list(range(1, WRITERS + 2))
+    writers_seen = {e["resource"]["name"][0]["family"] for e in history["entry"]}
+    assert writers_seen >= {f"Writer{n}" for n in range(WRITERS)}
+    assert current["meta"]["versionId"] == str(WRITERS + 1)
+
+
+def test_concurrent_if_match_updates_exactly_one_wins(base_url: str) -> None:
+    with httpx.Client(base_url=base_url, timeout=60) as setup:
+        created = setup.post("/Patient", json=patient(), headers=FHIR_JSON).json()
+    rid = created["id"]
+
+    def write(n: int) -> int:
+        body = {**created, "name": [{"family": f"Racer{n}"}]}
+        headers = {**FHIR_JSON, "If-Match": 'W/"1"'}
+        with httpx.Client(base_url=base_url, timeout=60) as http:
+            return http.put(f"/Patient/{rid}", json=body, headers=headers).status_code
+
+    with ThreadPoolExecutor(WRITERS) as pool:
+        statuses = sorted(pool.map(write, range(WRITERS)))
+    assert statuses == [200] + [412] * (WRITERS - 1)
+
+
+def test_concurrent_update_as_create_of_one_id(base_url: str) -> None:
+    rid = "race-create-1"
+
+    def write(n: int) -> int:
+        with httpx.Client(base_url=base_url, timeout=60) as http:
+            body = patient(id=rid, name=[{"family": f"C{n}"}])
+            return http.put(f"/Patient/{rid}", json=body, headers=FHIR_JSON).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(write, range(8)))
+    assert statuses.count(201) == 1 and statuses.count(200) == 7
