@@ -22,8 +22,9 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
-        future=True,
+        # No pre-ping: it costs a round trip on every request. Stale connections are
+        # recycled by age instead, and a broken one fails just that request.
+        pool_recycle=1800,
     )
 
 

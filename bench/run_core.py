@@ -114,6 +114,8 @@ class PhaseResult:
     error_samples: list[str] = field(default_factory=list)
     server_cpu_s: float | None = None
     client_cpu_s: float | None = None
+    postgres_cpu_s: float | None = None
+    system_cpu_s: float | None = None
     read_pool: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -141,6 +143,15 @@ class PhaseResult:
             d["server_cpu_pct"] = round(100.0 * self.server_cpu_s / self.duration_s, 1)
         if self.client_cpu_s is not None and self.duration_s:
             d["client_cpu_pct"] = round(100.0 * self.client_cpu_s / self.duration_s, 1)
+        if self.postgres_cpu_s is not None and self.duration_s:
+            d["postgres_cpu_pct"] = round(100.0 * self.postgres_cpu_s / self.duration_s, 1)
+        if self.system_cpu_s is not None and self.duration_s:
+            # Whole machine, in % of one core (2 cores = 200%). "other" is what neither the
+            # server, this load generator nor PostgreSQL used: someone else's work on the box,
+            # which makes the figures of that run pessimistic.
+            d["machine_cpu_pct"] = round(100.0 * self.system_cpu_s / self.duration_s, 1)
+            ours = sum(x or 0.0 for x in (self.server_cpu_s, self.client_cpu_s, self.postgres_cpu_s))
+            d["other_cpu_pct"] = round(max(0.0, 100.0 * (self.system_cpu_s - ours) / self.duration_s), 1)
         return d
 
 
@@ -183,14 +194,51 @@ async def run_phase(
             result.units += n
 
     server_cpu0, client_cpu0 = server.cpu_seconds(), time.process_time()
+    pg_cpu0, sys_cpu0 = postgres_cpu_seconds(), machine_cpu_seconds()
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     result.duration_s = time.perf_counter() - t0
     server_cpu1 = server.cpu_seconds()
+    pg_cpu1, sys_cpu1 = postgres_cpu_seconds(), machine_cpu_seconds()
     if server_cpu0 is not None and server_cpu1 is not None:
         result.server_cpu_s = server_cpu1 - server_cpu0
     result.client_cpu_s = time.process_time() - client_cpu0
+    if pg_cpu0 is not None and pg_cpu1 is not None and server.is_postgres:
+        result.postgres_cpu_s = pg_cpu1 - pg_cpu0
+    if sys_cpu0 is not None and sys_cpu1 is not None:
+        result.system_cpu_s = sys_cpu1 - sys_cpu0
     return result
+
+
+def _proc_stat_fields(pid: int | str) -> list[str] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return [stat[stat.find("(") + 1:stat.rfind(")")]] + stat[stat.rfind(")") + 2:].split()
+
+
+def postgres_cpu_seconds() -> float | None:
+    """user+system CPU of every live process named `postgres` (backends, walwriter, ...)."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            f = _proc_stat_fields(entry.name)
+            if f and f[0] == "postgres":
+                total += int(f[12]) + int(f[13])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_seconds() -> float | None:
+    """Busy CPU seconds of the whole machine (all cores) since boot, from /proc/stat."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in first[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 # ----------------------------------------------------------------------------- server
@@ -218,6 +266,7 @@ class Server:
     def __init__(self, database_url: str, workers: int, workdir: Path) -> None:
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}/fhir"
+        self.is_postgres = database_url.startswith("postgresql")
         self.log_path = workdir / "server.log"
         env = dict(os.environ)
         env.update({
@@ -397,7 +446,11 @@ def format_line(r: dict[str, Any], label: str, workers: int) -> str:
     )
     cpu = ""
     if "server_cpu_pct" in r:
-        cpu = f"  server CPU {r['server_cpu_pct']:.0f}%, client CPU {r.get('client_cpu_pct', 0):.0f}%"
+        cpu = f" | CPU% server {r['server_cpu_pct']:.0f}, client {r.get('client_cpu_pct', 0):.0f}"
+        if "postgres_cpu_pct" in r:
+            cpu += f", postgres {r['postgres_cpu_pct']:.0f}"
+        if "other_cpu_pct" in r:
+            cpu += f", other {r['other_cpu_pct']:.0f} (of {100 * (os.cpu_count() or 1)})"
     return (
         f"{r['phase']:6s} [{label}, {workers} worker(s), {r['concurrency']} clients] {rate}"
         f"  p50 {r['p50_ms']:.1f} ms  p95 {r['p95_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms per {per}"

@@ -12,9 +12,10 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Insert, Table, and_, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.context import RequestContext
@@ -58,13 +59,21 @@ class UnitOfWork:
 
     def flush(self) -> None:
         """Send staged inserts; call before any read that could see them."""
+        if not self._staged:
+            return
         staged, self._staged = self._staged, {}
         for table, rows in staged.items():
-            self.conn.execute(insert(table), rows)
+            self.conn.execute(_insert_statement(table), rows)
 
     @property
     def dialect(self) -> str:
         return self.conn.dialect.name
+
+
+@cache
+def _insert_statement(table: Table) -> Insert:
+    """Built once: constructing an Insert costs more than executing a cached one."""
+    return insert(table)
 
 
 @contextmanager
