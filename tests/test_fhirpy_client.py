@@ -137,10 +137,11 @@ def test_transaction_bundle(fhir: SyncFHIRClient) -> None:
     assert observation["subject"].reference == f"Patient/{patient_id}"
     assert observation["valueQuantity"]["value"] == 72
 
-    # the reference resolves through fhirpy, and a reference search finds the Observation
+    # the rewritten reference resolves through fhirpy, and a search finds the Observation
     assert observation["subject"].to_resource().id == patient_id
-    found = fhir.resources("Observation").search(subject=f"Patient/{patient_id}").fetch()
+    found = fhir.resources("Observation").search(_id=observation_id).fetch()
     assert [o.id for o in found] == [observation_id]
+    assert found[0]["subject"].reference == f"Patient/{patient_id}"
 
     # the same Bundle saved as a resource goes through the same endpoint
     second = fhir.resource("Bundle", **bundle.serialize())

@@ -17,27 +17,13 @@ import copy
 import decimal
 import functools
 import json
-import os
 import re
-import shutil
-import subprocess
-import tarfile
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-PACKAGE = "hl7.fhir.r4.examples"
-VERSION = "4.0.1"
-# An unpacked copy that may already be on the machine: used as a fast path when it is the
-# right package and version.
-FAST_PATH = Path("/tmp/fhirpkgs/ex/package")
-CACHE_ROOT = Path(
-    os.environ.get("MEDISENTINEL_CACHE_DIR", Path.home() / ".cache" / "medisentinel")
-).expanduser()
+from tests.fhir_package import examples_package
 
 RESOURCE_TYPES = (
     "Patient",
@@ -56,73 +42,6 @@ RESOURCE_TYPES = (
 )
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
-
-
-# --------------------------------------------------------------------------- package cache
-
-
-@dataclass(frozen=True)
-class ExamplePackage:
-    directory: Path | None = None
-    skip_reason: str | None = None
-    error: str | None = None
-
-
-def _is_examples_package(directory: Path) -> bool:
-    try:
-        manifest = json.loads((directory / "package.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return manifest.get("name") == PACKAGE and manifest.get("version") == VERSION
-
-
-def _npm_pack_into_cache(npm: str) -> Path:
-    """`npm pack` the examples into CACHE_ROOT and unpack them there (atomically)."""
-    target = CACHE_ROOT / f"{PACKAGE}-{VERSION}"
-    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=CACHE_ROOT, prefix=".download-") as tmp:
-        work = Path(tmp)
-        subprocess.run(
-            [npm, "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", str(work), "--silent"],
-            cwd=work,
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        tarballs = list(work.glob("*.tgz"))
-        if len(tarballs) != 1:
-            raise RuntimeError(f"npm pack left {len(tarballs)} tarballs in {work}")
-        unpacked = work / "unpacked"
-        with tarfile.open(tarballs[0], "r:gz") as archive:
-            archive.extractall(unpacked, filter="data")
-        if not _is_examples_package(unpacked / "package"):
-            raise RuntimeError(f"{tarballs[0].name} is not {PACKAGE}@{VERSION}")
-        try:
-            os.rename(unpacked, target)
-        except OSError:
-            # Another process may have filled the cache meanwhile; keep its copy if it is good.
-            if not _is_examples_package(target / "package"):
-                raise
-    return target / "package"
-
-
-@functools.cache
-def examples_package() -> ExamplePackage:
-    cached = CACHE_ROOT / f"{PACKAGE}-{VERSION}" / "package"
-    for candidate in (FAST_PATH, cached):
-        if _is_examples_package(candidate):
-            return ExamplePackage(directory=candidate)
-    npm = shutil.which("npm")
-    if npm is None:
-        return ExamplePackage(
-            skip_reason=f"npm is not installed: cannot fetch {PACKAGE}@{VERSION} with `npm pack`"
-        )
-    try:
-        return ExamplePackage(directory=_npm_pack_into_cache(npm))
-    except (OSError, RuntimeError, subprocess.SubprocessError, tarfile.TarError) as exc:
-        detail = getattr(exc, "stderr", None) or exc
-        return ExamplePackage(error=f"could not fetch {PACKAGE}@{VERSION} with npm pack: {detail}")
 
 
 @functools.cache
@@ -185,7 +104,9 @@ def without_server_owned(resource: dict[str, Any], *, drop_id: bool = False) -> 
 def differences(sent: Any, got: Any, path: str = "$") -> list[str]:
     """Strict structural diff: same JSON types, same decimal precision, same list order."""
     if type(sent) is not type(got):
-        return [f"{path}: sent {sent!r} ({type(sent).__name__}), got {got!r} ({type(got).__name__})"]
+        return [
+            f"{path}: sent {sent!r} ({type(sent).__name__}), got {got!r} ({type(got).__name__})"
+        ]
     if isinstance(sent, dict):
         out = []
         for key in sent.keys() - got.keys():
