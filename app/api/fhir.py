@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api import formats
 from app.context import RequestContext
-from app.errors import FhirError, InvalidRequest, information_outcome
+from app.errors import FhirError, InvalidRequest, ServerError, information_outcome
 from app.fhir import jsonio, shaping
 from app.fhir.exchange import FhirRequest, FhirResponse, RawJson
 from app.fhir.router import FhirRouter
@@ -51,7 +51,15 @@ async def fhir_endpoint(request: Request, path: str = "") -> Response:
             raise InvalidRequest(f"{method} needs a resource in the body")
     ctx = _context(request)
     fhir_router: FhirRouter = request.app.state.fhir_router
-    response = await run_in_threadpool(fhir_router.dispatch, ctx, fhir_request)
+    try:
+        response = await run_in_threadpool(fhir_router.dispatch, ctx, fhir_request)
+    except FhirError:
+        raise
+    except Exception as exc:
+        # Answer here rather than in an app-level handler: Starlette re-raises those after
+        # responding, which drops the client's keep-alive connection.
+        log.exception("unhandled error on %s /fhir/%s", request.method, path)
+        raise ServerError(f"internal server error (request {ctx.request_id})") from exc
     return _render(response, fhir_request, fmt, pretty, head=request.method == "HEAD")
 
 
