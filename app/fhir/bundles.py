@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from app.fhir.exchange import RawJson
 from app.fhir.instants import to_instant
 from app.fhir.search import SearchParams, SearchResult
+from app.fhir.search.params import encode_cursor
 from app.fhir.storage import StoredVersion, now_us
 
 
@@ -27,28 +28,24 @@ def searchset(
     params: SearchParams,
     result: SearchResult,
     issues: dict[str, Any] | None,
+    extra_pairs: list[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     bundle = _bundle("searchset")
     if result.total is not None:
         bundle["total"] = result.total
-    pairs = params.link_pairs()
+    pairs = (extra_pairs or []) + params.link_pairs()
     if params.count is not None:
         pairs.append(("_count", str(params.count)))
     self_pairs = pairs + ([("_page", _page_token(params))] if params.page else [])
     links = [{"relation": "self", "url": _url(base_url, path, self_pairs)}]
-    if result.next_page:
-        links.append(
-            {"relation": "next", "url": _url(base_url, path, pairs + [("_page", result.next_page)])}
-        )
+    for relation, token in (("next", result.next_page), ("previous", result.previous_page)):
+        if token:
+            links.append(
+                {"relation": relation, "url": _url(base_url, path, [*pairs, ("_page", token)])}
+            )
     bundle["link"] = links
-    entries: list[dict[str, Any]] = [
-        {
-            "fullUrl": f"{base_url}/{v.resource_type}/{v.id}",
-            "resource": RawJson(v.content or b"{}"),
-            "search": {"mode": "match"},
-        }
-        for v in result.versions
-    ]
+    entries = [_search_entry(base_url, v, "match") for v in result.versions]
+    entries += [_search_entry(base_url, v, "include") for v in result.included]
     if issues:
         entries.append({"resource": issues, "search": {"mode": "outcome"}})
     if entries:
@@ -56,10 +53,16 @@ def searchset(
     return bundle
 
 
-def _page_token(params: SearchParams) -> str:
-    from app.fhir.search.params import encode_cursor
+def _search_entry(base_url: str, v: StoredVersion, mode: str) -> dict[str, Any]:
+    return {
+        "fullUrl": f"{base_url}/{v.resource_type}/{v.id}",
+        "resource": RawJson(v.content or b"{}"),
+        "search": {"mode": mode},
+    }
 
-    return encode_cursor(params.page or ())
+
+def _page_token(params: SearchParams) -> str:
+    return encode_cursor(params.page or {})
 
 
 def history(

@@ -10,7 +10,9 @@ from functools import cache
 from typing import Any
 
 from app.fhir import bindings
-from app.fhir.search.params import SUPPORTED_CRITERIA
+from app.fhir.search.definitions import params_for
+from app.fhir.search.indexer import indexed_param
+from app.fhir.search.params import RESOURCE_COLUMNS
 
 SOFTWARE_VERSION = "0.1.0"
 TYPE_INTERACTIONS = [
@@ -24,11 +26,6 @@ TYPE_INTERACTIONS = [
     "create",
     "search-type",
 ]
-PARAM_DOCS = {
-    "_id": "Logical id of the resource",
-    "_lastUpdated": "When the resource version last changed",
-    "identifier": "A business identifier (system|value)",
-}
 
 
 def capability_statement(base_url: str) -> dict[str, Any]:
@@ -73,13 +70,17 @@ def _resource(rtype: str) -> dict[str, Any]:
         "conditionalRead": "full-support",
         "conditionalUpdate": True,
         "conditionalDelete": "single",
-        "searchParam": [
-            {"name": name, "type": kind, "documentation": PARAM_DOCS[name]}
-            for name, kind in SUPPORTED_CRITERIA.items()
-            if name != "identifier" or _has_identifier(rtype)
-        ],
+        "searchInclude": sorted(
+            f"{rtype}:{c}" for c, p in params_for(rtype).items() if p.type == "reference"
+        ),
+        "searchRevInclude": [],
+        "searchParam": _search_params(rtype),
     }
 
 
-def _has_identifier(rtype: str) -> bool:
-    return any(row[0] == "identifier" for row in bindings.element_table().get(rtype, []))
+def _search_params(rtype: str) -> list[dict[str, Any]]:
+    out = [{"name": name, "type": kind} for name, kind in RESOURCE_COLUMNS.items()]
+    for code, param in sorted(params_for(rtype).items()):
+        if code not in RESOURCE_COLUMNS and indexed_param(param):
+            out.append({"name": code, "type": param.type, "definition": param.url})
+    return out

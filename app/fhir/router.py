@@ -7,15 +7,13 @@ of work. Bundle entries re-enter `handle`, so they behave exactly like standalon
 
 from __future__ import annotations
 
-from typing import Any
-
 from app.context import RequestContext
 from app.errors import InvalidRequest, MethodNotAllowed, NotFound, information_outcome
 from app.fhir import bundles, capability
 from app.fhir.exchange import FhirRequest, FhirResponse
 from app.fhir.instants import parse_http_date, parse_instant
 from app.fhir.search import SearchParams
-from app.fhir.search.params import encode_cursor
+from app.fhir.search.params import decode_cursor, encode_cursor
 from app.fhir.service import FhirService, WriteOutcome
 from app.fhir.storage import HistoryCursor, UnitOfWork
 
@@ -43,7 +41,9 @@ class FhirRouter:
         segments = request.segments
         method = request.method
         if not segments:
-            raise MethodNotAllowed(f"{method} is not supported at the base URL")
+            if method != "GET":
+                raise MethodNotAllowed(f"{method} is not supported at the base URL")
+            return self._search(uow, request, None)
         if segments[0] == "metadata" and len(segments) == 1:
             if method != "GET":
                 raise MethodNotAllowed("metadata is read-only")
@@ -151,23 +151,44 @@ class FhirRouter:
 
     # ------------------------------------------------------------ search and history
 
-    def _search(self, uow: UnitOfWork, request: FhirRequest, rtype: str) -> FhirResponse:
+    def _search(self, uow: UnitOfWork, request: FhirRequest, rtype: str | None) -> FhirResponse:
         strict = "handling=strict" in (request.header("prefer") or "")
         pairs = list(request.query)
         if request.method == "POST" and isinstance(request.body, list):
             pairs += request.body  # form-encoded parameters of POST _search
-        params = SearchParams.parse(pairs, strict=strict)
+        types: list[str] | None = None
+        if rtype is None:  # system search: only resource-level parameters apply to every type
+            types = [t for v in dict(pairs).get("_type", "").split(",") for t in [v.strip()] if t]
+            pairs = [(k, v) for k, v in pairs if k != "_type"]
+            for key, _ in pairs:
+                if not key.startswith("_"):
+                    raise InvalidRequest(
+                        f"'{key}' cannot be used in a search across types; use _type"
+                    )
+        params = SearchParams.parse(
+            pairs, rtype or (types[0] if types else "Patient"), strict=strict
+        )
         if params.count is None:
             params = params.with_count(self.default_count)
         params = params.with_count(min(params.count or 0, self.max_count))
-        result = self.service.search(uow, rtype, params)
-        issues = None
+        result = self.service.search(uow, rtype, params, types=types)
+        notes = list(result.warnings)
         if result.ignored:
-            issues = information_outcome(
-                "ignored unsupported search parameters: " + ", ".join(result.ignored)
-            )
-            issues["issue"][0].update(severity="warning", code="not-supported")
-        return FhirResponse(200, bundles.searchset(uow.ctx.base_url, rtype, params, result, issues))
+            notes.append("ignored unsupported search parameters: " + ", ".join(result.ignored))
+        issues = None
+        if notes:
+            issues = {
+                "resourceType": "OperationOutcome",
+                "issue": [
+                    {"severity": "warning", "code": "not-supported", "diagnostics": n}
+                    for n in notes
+                ],
+            }
+        path = rtype or ""
+        extra = [("_type", ",".join(types))] if types else []
+        return FhirResponse(
+            200, bundles.searchset(uow.ctx.base_url, path, params, result, issues, extra)
+        )
 
     def _history(
         self, uow: UnitOfWork, request: FhirRequest, rtype: str | None, rid: str | None
@@ -184,7 +205,7 @@ class FhirRouter:
         )
         nxt = result.next_cursor
         token = (
-            encode_cursor((nxt.last_updated, nxt.resource_type, nxt.id, nxt.version_id))
+            encode_cursor({"at": [nxt.last_updated, nxt.resource_type, nxt.id, nxt.version_id]})
             if nxt
             else None
         )
@@ -236,9 +257,9 @@ def _count(raw: str | None, default: int, maximum: int) -> int:
 def _history_cursor(token: str | None) -> HistoryCursor | None:
     if not token:
         return None
-    values: Any = SearchParams.parse([("_page", token)]).page
+    cursor = decode_cursor(token)
     try:
-        last_updated, rtype, rid, version_id = values
+        last_updated, rtype, rid, version_id = cursor.get("at")  # type: ignore[misc]
         return HistoryCursor(int(last_updated), str(rtype), str(rid), int(version_id))
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(

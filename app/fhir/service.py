@@ -28,10 +28,11 @@ from app.errors import (
     ServerError,
     Unprocessable,
 )
-from app.fhir import indexer, jsonio, storage
+from app.fhir import jsonio, storage
 from app.fhir.hooks import Interaction, Pipeline
 from app.fhir.instants import to_instant
 from app.fhir.search import SearchParams, SearchResult, search
+from app.fhir.search.indexer import index_rows
 from app.fhir.storage import Change, HistoryCursor, StoredVersion, UnitOfWork
 from app.fhir.validation import is_valid_id, known_resource_types, validate_resource
 
@@ -103,12 +104,25 @@ class FhirService:
         self.pipeline.on_access(uow, interaction, version)
         return version
 
-    def search(self, uow: UnitOfWork, rtype: str, params: SearchParams) -> SearchResult:
-        self.check_type(rtype)
-        interaction = Interaction("search-type", rtype, query=params.query_string())
+    def search(
+        self,
+        uow: UnitOfWork,
+        rtype: str | None,
+        params: SearchParams,
+        *,
+        types: list[str] | None = None,
+    ) -> SearchResult:
+        """Type-level search (rtype), or system-level search over `types` when rtype is None."""
+        if rtype is not None:
+            self.check_type(rtype)
+        for name in types or []:
+            self.check_type(name)
+        level = "search-type" if rtype else "search-system"
+        interaction = Interaction(level, rtype, query=params.query_string())
         self.pipeline.authorize(uow, interaction)
-        result = search(uow, rtype, params)
-        for version in result.versions:
+        searched = [rtype] if rtype else (types or sorted(known_resource_types()))
+        result = search(uow, searched, params, base_url=uow.ctx.base_url)
+        for version in [*result.versions, *result.included]:
             self.pipeline.on_access(uow, interaction, version)
         return result
 
@@ -146,10 +160,11 @@ class FhirService:
 
     def find_ids(self, uow: UnitOfWork, rtype: str, query: str, *, limit: int = 2) -> list[str]:
         """Ids matching conditional criteria (strict: an unknown parameter is an error)."""
-        params = SearchParams.parse_query(query, strict=True)
+        params = SearchParams.parse_query(query, rtype, strict=True)
         if not params.criteria:
             raise InvalidRequest("conditional criteria are empty")
-        return [v.id for v in search(uow, rtype, params.with_count(limit)).versions]
+        found = search(uow, [rtype], params.with_count(limit), base_url=uow.ctx.base_url)
+        return [v.id for v in found.versions]
 
     # ------------------------------------------------------------ writes
 
@@ -296,7 +311,7 @@ class FhirService:
         if not storage.update_current(uow, version, expected_version=current.version_id):
             raise Conflict(f"{rtype}/{rid} was changed concurrently; retry")
         storage.stage_history(uow, version, "DELETE")
-        storage.replace_tokens(uow, rtype, rid, [], new=False)
+        storage.delete_index(uow, rtype, rid)
         self._changed(uow, Change("delete", version))
         return version
 
@@ -338,9 +353,8 @@ class FhirService:
         new: bool,
     ) -> None:
         storage.stage_history(uow, version, method)
-        storage.replace_tokens(
-            uow, version.resource_type, version.id, indexer.tokens_for(body), new=new
-        )
+        rows = index_rows(version.resource_type, version.id, body)
+        storage.replace_index(uow, version.resource_type, version.id, rows, new=new)
         self._changed(uow, Change("patch" if method == "PATCH" else interaction, version))
 
     def _changed(self, uow: UnitOfWork, change: Change) -> None:

@@ -15,11 +15,24 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Insert, Table, and_, delete, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Insert,
+    Table,
+    TextClause,
+    and_,
+    delete,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.context import RequestContext
-from app.fhir.tables import change_event, resource, resource_history, search_token
+from app.fhir.tables import INDEX_TABLES, change_event, resource, resource_history
 
 
 def now_us() -> int:
@@ -88,7 +101,7 @@ def open_unit_of_work(engine: Engine, ctx: RequestContext, *, write: bool) -> It
 
 # ---------------------------------------------------------------- reads
 
-_current_cols = (
+CURRENT_COLUMNS = (
     resource.c.resource_type,
     resource.c.id,
     resource.c.version_id,
@@ -98,7 +111,7 @@ _current_cols = (
 )
 
 
-def _to_version(row: Any, method: str = "") -> StoredVersion:
+def to_version(row: Any, method: str = "") -> StoredVersion:
     return StoredVersion(
         row.resource_type,
         row.id,
@@ -114,23 +127,23 @@ def get_current(
     uow: UnitOfWork, rtype: str, rid: str, *, lock: bool = False
 ) -> StoredVersion | None:
     uow.flush()
-    query = select(*_current_cols).where(resource.c.resource_type == rtype, resource.c.id == rid)
+    query = select(*CURRENT_COLUMNS).where(resource.c.resource_type == rtype, resource.c.id == rid)
     if lock and uow.dialect == "postgresql":
         query = query.with_for_update()
     row = uow.conn.execute(query).first()
-    return _to_version(row) if row else None
+    return to_version(row) if row else None
 
 
 def get_currents(uow: UnitOfWork, rtype: str, ids: Sequence[str]) -> list[StoredVersion]:
     uow.flush()
     if not ids:
         return []
-    query = select(*_current_cols).where(
+    query = select(*CURRENT_COLUMNS).where(
         resource.c.resource_type == rtype,
         resource.c.id.in_(list(ids)),
         resource.c.deleted.is_(False),
     )
-    return [_to_version(r) for r in uow.conn.execute(query)]
+    return [to_version(r) for r in uow.conn.execute(query)]
 
 
 def get_version(uow: UnitOfWork, rtype: str, rid: str, version_id: int) -> StoredVersion | None:
@@ -223,33 +236,38 @@ def stage_change_event(uow: UnitOfWork, change: Change) -> None:
     )
 
 
-def replace_tokens(
-    uow: UnitOfWork,
-    rtype: str,
-    rid: str,
-    tokens: list[tuple[str, str | None, str | None]],
-    *,
-    new: bool,
+def replace_index(
+    uow: UnitOfWork, rtype: str, rid: str, rows: dict[Table, list[dict[str, Any]]], *, new: bool
 ) -> None:
-    """Replace the token index rows of one resource (none to delete for a brand-new one)."""
+    """Replace the search index rows of one resource (nothing to delete for a brand-new one)."""
     if not new:
-        uow.flush()
+        delete_index(uow, rtype, rid)
+    for table, table_rows in rows.items():
+        for row in table_rows:
+            uow.stage(table, row)
+
+
+def delete_index(uow: UnitOfWork, rtype: str, rid: str) -> None:
+    uow.flush()
+    if uow.dialect == "postgresql":
+        # One round trip for all index tables instead of one per table.
+        uow.conn.execute(_pg_delete_index_statement(), {"rtype": rtype, "rid": rid})
+        return
+    for table in INDEX_TABLES.values():
         uow.conn.execute(
-            delete(search_token).where(
-                search_token.c.resource_type == rtype, search_token.c.resource_id == rid
-            )
+            delete(table).where(table.c.resource_type == rtype, table.c.resource_id == rid)
         )
-    for param, system, code in tokens:
-        uow.stage(
-            search_token,
-            {
-                "resource_type": rtype,
-                "resource_id": rid,
-                "param": param,
-                "system": system,
-                "code": code,
-            },
-        )
+
+
+@cache
+def _pg_delete_index_statement() -> TextClause:
+    names = [t.name for t in INDEX_TABLES.values()]
+    ctes = ", ".join(
+        f"d{i} AS (DELETE FROM {name} WHERE resource_type = :rtype AND resource_id = :rid)"
+        for i, name in enumerate(names[1:])
+    )
+    last = f"DELETE FROM {names[0]} WHERE resource_type = :rtype AND resource_id = :rid"
+    return text(f"WITH {ctes} {last}")
 
 
 def _current_values(version: StoredVersion) -> dict[str, Any]:

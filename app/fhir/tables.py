@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     String,
     Table,
     Text,
@@ -67,16 +68,108 @@ change_event = Table(
     Column("request_id", String(64), nullable=True),
 )
 
-# Search index for token parameters (system|code). The search issue generalises indexing to
-# every SearchParameter; the core uses it for `identifier` in conditional interactions.
+# ---------------------------------------------------------------- search indexes
+# One narrow table per search parameter type, written at write time in the same transaction
+# (app/fhir/search/indexer.py) and read by the search engine (app/fhir/search/criteria.py).
+# Every table starts with (resource_type, resource_id, param): the owner and the parameter.
+# Text that is range-compared (string prefixes, uri :below) uses the C collation on
+# PostgreSQL so that byte order, and therefore prefix ranges, match SQLite's.
+
+OrderedText = Text().with_variant(Text(collation="C"), "postgresql")
+SearchNumber = Numeric(asdecimal=True)
+
+
+def _owner_columns() -> list[Column]:  # type: ignore[type-arg]
+    return [
+        Column("resource_type", String(64), nullable=False),
+        Column("resource_id", String(64), nullable=False),
+        Column("param", String(64), nullable=False),
+    ]
+
+
 search_token = Table(
     "search_token",
     metadata,
-    Column("resource_type", String(64), nullable=False),
-    Column("resource_id", String(64), nullable=False),
-    Column("param", String(64), nullable=False),
+    *_owner_columns(),
     Column("system", Text, nullable=True),
     Column("code", Text, nullable=True),
+    Column("display", Text, nullable=True),  # normalized display / text, for :text
+    Column("type_system", Text, nullable=True),  # Identifier.type, for :of-type
+    Column("type_code", Text, nullable=True),
     Index("ix_token_lookup", "resource_type", "param", "code", "system"),
     Index("ix_token_owner", "resource_type", "resource_id"),
 )
+
+search_string = Table(
+    "search_string",
+    metadata,
+    *_owner_columns(),
+    Column("value", OrderedText, nullable=False),  # normalized: case- and accent-folded
+    Column("exact", Text, nullable=False),
+    Index("ix_string_lookup", "resource_type", "param", "value"),
+    Index("ix_string_owner", "resource_type", "resource_id"),
+)
+
+search_reference = Table(
+    "search_reference",
+    metadata,
+    *_owner_columns(),
+    Column("target_type", String(64), nullable=True),
+    Column("target_id", String(64), nullable=True),
+    Column("url", Text, nullable=True),
+    Column("identifier_system", Text, nullable=True),
+    Column("identifier_value", Text, nullable=True),
+    Index("ix_reference_lookup", "resource_type", "param", "target_id", "target_type"),
+    Index("ix_reference_target", "target_type", "target_id", "param"),
+    Index("ix_reference_owner", "resource_type", "resource_id"),
+)
+
+search_date = Table(
+    "search_date",
+    metadata,
+    *_owner_columns(),
+    Column("low", BigInteger, nullable=False),  # [low, high) in epoch microseconds
+    Column("high", BigInteger, nullable=False),
+    Index("ix_date_lookup", "resource_type", "param", "low", "high"),
+    Index("ix_date_owner", "resource_type", "resource_id"),
+)
+
+search_number = Table(
+    "search_number",
+    metadata,
+    *_owner_columns(),
+    Column("value", SearchNumber, nullable=False),
+    Index("ix_number_lookup", "resource_type", "param", "value"),
+    Index("ix_number_owner", "resource_type", "resource_id"),
+)
+
+search_quantity = Table(
+    "search_quantity",
+    metadata,
+    *_owner_columns(),
+    Column("value", SearchNumber, nullable=False),
+    Column("system", Text, nullable=True),
+    Column("code", Text, nullable=True),
+    Column("unit", Text, nullable=True),
+    Index("ix_quantity_lookup", "resource_type", "param", "code", "value"),
+    Index("ix_quantity_owner", "resource_type", "resource_id"),
+)
+
+search_uri = Table(
+    "search_uri",
+    metadata,
+    *_owner_columns(),
+    Column("value", OrderedText, nullable=False),
+    Index("ix_uri_lookup", "resource_type", "param", "value"),
+    Index("ix_uri_owner", "resource_type", "resource_id"),
+)
+
+INDEX_TABLES = {
+    "token": search_token,
+    "string": search_string,
+    "reference": search_reference,
+    "date": search_date,
+    "number": search_number,
+    "quantity": search_quantity,
+    "uri": search_uri,
+}

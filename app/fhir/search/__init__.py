@@ -1,7 +1,8 @@
 """Search: parse a FHIR query, run it against the current table and the index tables.
 
-The first cut supports `_id`, `identifier` and `_lastUpdated` (enough for conditional
-interactions and read-by-id searches); the search issue grows this into the data-driven engine.
+Search parameters are data (definitions.py, generated from the official R4 definitions);
+indexer.py writes typed index rows at write time; params.py parses a query; criteria.py turns
+each criterion into SQL; engine.py adds sorting, keyset paging, totals and includes.
 """
 
 from app.fhir.search.engine import SearchResult, search

@@ -1,172 +1,257 @@
-"""Turn SearchParams into SQL over the current table and the token index, with keyset paging."""
+"""Run a parsed search: criteria -> SQL over the current table, sorting, keyset paging,
+totals, and _include / _revinclude."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
 
 from app.errors import InvalidRequest
-from app.fhir.instants import parse_instant
-from app.fhir.search.params import Criterion, SearchParams, encode_cursor
-from app.fhir.storage import StoredVersion, UnitOfWork
-from app.fhir.tables import resource, search_token
+from app.fhir.search.criteria import criterion_sql
+from app.fhir.search.params import Include, SearchParams, encode_cursor, lookup
+from app.fhir.search.values import MAX_TIME, MIN_TIME
+from app.fhir.storage import CURRENT_COLUMNS, StoredVersion, UnitOfWork, to_version
+from app.fhir.tables import INDEX_TABLES, resource, search_reference
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
-_PREFIX = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)?(.*)$")
+MAX_INCLUDES = 1000  # beyond this, includes are cut and the Bundle says so
+SORT_COLUMN = {"string": "value", "token": "code", "reference": "target_id", "number": "value",
+               "quantity": "value", "uri": "value"}  # fmt: skip
+TEXT_LAST = "\U0010ffff"
 
 
 @dataclass(frozen=True)
 class SearchResult:
     versions: list[StoredVersion]
     total: int | None
-    next_page: str | None  # cursor token for the next page, if any
+    next_page: str | None  # cursor for the next page
+    previous_page: str | None
     ignored: tuple[str, ...]
+    included: list[StoredVersion]
+    warnings: tuple[str, ...] = ()
 
 
-def search(uow: UnitOfWork, rtype: str, params: SearchParams) -> SearchResult:
+def search(
+    uow: UnitOfWork, rtypes: list[str], params: SearchParams, *, base_url: str = ""
+) -> SearchResult:
+    """Search one type, or several (system search with resource-level criteria)."""
     uow.flush()
-    where = [resource.c.resource_type == rtype, resource.c.deleted.is_(False)]
-    where += [_criterion_sql(rtype, c) for c in params.criteria]
+    owner_type: Any = rtypes[0] if len(rtypes) == 1 else resource.c.resource_type
+    type_filter = (
+        resource.c.resource_type == rtypes[0]
+        if len(rtypes) == 1
+        else resource.c.resource_type.in_(rtypes)
+    )
+    where = [type_filter, resource.c.deleted.is_(False)]
+    where += [
+        criterion_sql(c, (owner_type, resource.c.id), base_url, top=True) for c in params.criteria
+    ]
     count = min(params.count if params.count is not None else DEFAULT_COUNT, MAX_COUNT)
     total = _total(uow, where, params)
     if count == 0 or params.summary == "count":
-        return SearchResult([], total, None, params.ignored)
-    order_cols, descending = _order(params.sort)
-    query = select(
-        resource.c.resource_type,
-        resource.c.id,
-        resource.c.version_id,
-        resource.c.last_updated,
-        resource.c.deleted,
-        resource.c.content,
-    ).where(*where)
-    if params.page:
-        query = query.where(_after(order_cols, descending, params.page))
-    query = query.order_by(
-        *[c.desc() if d else c for c, d in zip(order_cols, descending, strict=True)]
-    )
-    rows = list(uow.conn.execute(query.limit(count + 1)))
-    page, more = rows[:count], len(rows) > count
-    versions = [
-        StoredVersion(r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.content)
-        for r in page
-    ]
-    next_page = None
-    if more and page:
-        last = page[-1]
-        next_page = encode_cursor(tuple(getattr(last, c.name) for c in order_cols))
+        return SearchResult([], total, None, None, params.ignored, [])
+    keys = _sort_keys(rtypes[0], params.sort, owner_type)
+    backwards = bool(params.page and params.page.get("dir") == "prev")
+    query = _page_query(where, keys, params, backwards).limit(count + 1)
+    rows = list(uow.conn.execute(query))
+    more = len(rows) > count
+    rows = rows[:count]
+    if backwards:
+        rows.reverse()
+    versions = [to_version(r) for r in rows]
+    next_page, previous_page = _cursors(rows, len(keys), params, more, backwards)
     if total is None and not params.page and not more:
         total = len(versions)
-    return SearchResult(versions, total, next_page, params.ignored)
+    included, warnings = _includes(uow, versions, params.includes)
+    return SearchResult(
+        versions, total, next_page, previous_page, params.ignored, included, warnings
+    )
+
+
+def _version(row: Any) -> StoredVersion:
+    return StoredVersion(
+        row.resource_type, row.id, row.version_id, row.last_updated, row.deleted, row.content
+    )
 
 
 def _total(uow: UnitOfWork, where: list[ColumnElement[bool]], params: SearchParams) -> int | None:
-    if params.total == "accurate" or params.summary == "count":
-        return int(
-            uow.conn.execute(select(func.count()).select_from(resource).where(*where)).scalar_one()
-        )
+    if params.total in ("accurate", "estimate") or params.summary == "count":
+        query = select(func.count()).select_from(resource).where(*where)
+        return int(uow.conn.execute(query).scalar_one())
     return None
 
 
-def _order(sort: tuple[str, ...]) -> tuple[list[Any], list[bool]]:
-    cols: list[Any] = []
-    desc: list[bool] = []
-    for key in sort:
-        col = resource.c.last_updated if key.lstrip("-") == "_lastUpdated" else resource.c.id
-        if col not in cols:
-            cols.append(col)
-            desc.append(key.startswith("-"))
-    if resource.c.id not in cols:  # a unique tiebreaker makes keyset paging exact
-        cols.append(resource.c.id)
-        desc.append(False)
-    return cols, desc
+# ------------------------------------------------------------------ sorting and paging
 
 
-def _after(
-    cols: list[Any], descending: list[bool], cursor: tuple[object, ...]
-) -> ColumnElement[bool]:
-    """Rows strictly after the cursor in (col1, col2, ...) order, honouring each direction."""
-    if len(cursor) != len(cols):
-        raise InvalidRequest("_page does not belong to this search", expression="_page")
+@dataclass(frozen=True)
+class SortKey:
+    expression: Any
+    descending: bool
+
+
+def _sort_keys(rtype: str, sort: tuple[str, ...], owner_type: Any) -> list[SortKey]:
+    keys = [_sort_key(rtype, key.lstrip("-"), key.startswith("-"), owner_type) for key in sort]
+    keys.append(SortKey(resource.c.id, False))  # a unique tiebreaker makes keyset paging exact
+    return keys
+
+
+def _sort_key(rtype: str, name: str, descending: bool, owner_type: Any) -> SortKey:
+    if name == "_id":
+        return SortKey(resource.c.id, descending)
+    if name == "_lastUpdated":
+        return SortKey(resource.c.last_updated, descending)
+    kind, _ = lookup(rtype, name)
+    table = INDEX_TABLES[kind]
+    if kind == "date":  # ascending by earliest start, descending by latest end
+        column, missing = (table.c.high, MIN_TIME) if descending else (table.c.low, MAX_TIME)
+    else:
+        column = table.c[SORT_COLUMN[kind]]
+        numeric = kind in ("number", "quantity")
+        missing = (
+            (Decimal("-1e30") if numeric else "")
+            if descending
+            else (Decimal("1e30") if numeric else TEXT_LAST)
+        )
+    aggregate = func.max(column) if descending else func.min(column)
+    value = (
+        select(aggregate)
+        .where(
+            table.c.resource_type == owner_type,
+            table.c.resource_id == resource.c.id,
+            table.c.param == name,
+        )
+        .scalar_subquery()
+    )
+    # Resources without a value sort last either way (a sentinel keeps keyset paging simple).
+    return SortKey(func.coalesce(value, literal(missing)), descending)
+
+
+def _page_query(
+    where: list[ColumnElement[bool]], keys: list[SortKey], params: SearchParams, backwards: bool
+) -> Select[Any]:
+    labelled = [k.expression.label(f"sort_{i}") for i, k in enumerate(keys)]
+    query = select(*CURRENT_COLUMNS, *labelled).where(*where)
+    if params.page:
+        position = params.page.get("at")
+        if not isinstance(position, list) or len(position) != len(keys):
+            raise InvalidRequest("_page does not belong to this search", expression="_page")
+        query = query.where(_beyond(keys, [_from_json(v) for v in position], backwards))
+    order = []
+    for key in keys:
+        descending = key.descending != backwards  # walking backwards flips every direction
+        order.append(key.expression.desc() if descending else key.expression.asc())
+    return query.order_by(*order)
+
+
+def _beyond(keys: list[SortKey], position: list[Any], backwards: bool) -> ColumnElement[bool]:
+    """Rows strictly after (or, walking backwards, before) `position` in sort order."""
     clauses = []
-    for i, (col, desc) in enumerate(zip(cols, descending, strict=True)):
-        equal_prefix = [c == cursor[j] for j, c in enumerate(cols[:i])]
-        beyond = col < cursor[i] if desc else col > cursor[i]
+    for i, key in enumerate(keys):
+        equal_prefix = [keys[j].expression == position[j] for j in range(i)]
+        forward_is_smaller = key.descending != backwards
+        beyond = (
+            key.expression < position[i] if forward_is_smaller else key.expression > position[i]
+        )
         clauses.append(and_(*equal_prefix, beyond))
     return or_(*clauses)
 
 
-def _criterion_sql(rtype: str, criterion: Criterion) -> ColumnElement[bool]:
-    if criterion.name == "_id":
-        return resource.c.id.in_([v for v in criterion.values if v])
-    if criterion.name == "identifier":
-        return or_(*[_token_exists(rtype, "identifier", v) for v in criterion.values])
-    if criterion.name == "_lastUpdated":
-        return or_(*[_date_sql(resource.c.last_updated, v) for v in criterion.values])
-    raise InvalidRequest(f"search parameter '{criterion.name}' is not supported")
+def _cursors(
+    rows: list[Any], width: int, params: SearchParams, more: bool, backwards: bool
+) -> tuple[str | None, str | None]:
+    if not rows:
+        return None, None
+
+    def at(row: Any) -> list[Any]:
+        return [_to_json(getattr(row, f"sort_{i}")) for i in range(width)]
+
+    has_next = more if not backwards else True
+    has_previous = (params.page is not None) if not backwards else more
+    next_page = encode_cursor({"dir": "next", "at": at(rows[-1])}) if has_next else None
+    previous_page = encode_cursor({"dir": "prev", "at": at(rows[0])}) if has_previous else None
+    return next_page, previous_page
 
 
-def _token_exists(rtype: str, param: str, value: str) -> ColumnElement[bool]:
-    t = search_token
-    conds = [t.c.resource_type == rtype, t.c.resource_id == resource.c.id, t.c.param == param]
-    if "|" in value:
-        system, _, code = value.partition("|")
-        conds.append(t.c.system.is_(None) if system == "" else t.c.system == system)
-        if code:
-            conds.append(t.c.code == code)
-    elif value:
-        conds.append(t.c.code == value)
-    else:
-        return false()
-    return exists().where(*conds)
+def _to_json(value: Any) -> Any:
+    return {"decimal": str(value)} if isinstance(value, Decimal) else value
 
 
-def _date_sql(column: Any, raw: str) -> ColumnElement[bool]:
-    match = _PREFIX.match(raw)
-    assert match
-    prefix, value = match.group(1) or "eq", match.group(2)
-    try:
-        low, high = _date_range(value)
-    except ValueError as exc:
-        raise InvalidRequest(f"'{value}' is not a valid date", expression="_lastUpdated") from exc
-    conditions = {
-        "eq": and_(column >= low, column < high),
-        "ne": or_(column < low, column >= high),
-        "gt": column >= high,
-        "sa": column >= high,
-        "ge": column >= low,
-        "lt": column < low,
-        "eb": column < low,
-        "le": column < high,
-    }
-    if prefix not in conditions:
-        raise InvalidRequest(
-            f"prefix '{prefix}' is not supported for dates", expression="_lastUpdated"
+def _from_json(value: Any) -> Any:
+    return Decimal(value["decimal"]) if isinstance(value, dict) and "decimal" in value else value
+
+
+# ------------------------------------------------------------------ includes
+
+
+def _includes(
+    uow: UnitOfWork, matches: list[StoredVersion], includes: tuple[Include, ...]
+) -> tuple[list[StoredVersion], tuple[str, ...]]:
+    if not includes or not matches:
+        return [], ()
+    seen = {(v.resource_type, v.id) for v in matches}
+    included: list[StoredVersion] = []
+    frontier = matches
+    warnings: list[str] = []
+    for round_number in range(4):  # the matches, then up to three :iterate rounds
+        active = [i for i in includes if round_number == 0 or i.iterate]
+        found = _include_round(uow, frontier, active, seen)
+        if len(included) + len(found) > MAX_INCLUDES:
+            found = found[: MAX_INCLUDES - len(included)]
+            warnings.append(f"included resources were limited to {MAX_INCLUDES}; narrow the search")
+        included.extend(found)
+        seen.update((v.resource_type, v.id) for v in found)
+        frontier = found
+        if not found or warnings:
+            break
+    return included, tuple(warnings)
+
+
+def _include_round(
+    uow: UnitOfWork,
+    frontier: list[StoredVersion],
+    includes: list[Include],
+    seen: set[tuple[str, str]],
+) -> list[StoredVersion]:
+    wanted: set[tuple[str, str]] = set()
+    by_type: dict[str, list[str]] = {}
+    for version in frontier:
+        by_type.setdefault(version.resource_type, []).append(version.id)
+    ref = search_reference
+    for inc in includes:
+        if inc.reverse:
+            targets = [(t, ids) for t, ids in by_type.items() if inc.target_type in (None, t)]
+            for target_type, ids in targets:
+                query = select(ref.c.resource_id).where(
+                    ref.c.resource_type == inc.source_type, ref.c.param == inc.param,
+                    ref.c.target_type == target_type, ref.c.target_id.in_(ids),
+                ).limit(MAX_INCLUDES + 1)  # fmt: skip
+                wanted.update((inc.source_type, rid) for (rid,) in uow.conn.execute(query))
+        elif inc.source_type in by_type:
+            query = select(ref.c.target_type, ref.c.target_id).where(
+                ref.c.resource_type == inc.source_type, ref.c.param == inc.param,
+                ref.c.resource_id.in_(by_type[inc.source_type]), ref.c.target_id.is_not(None),
+            )  # fmt: skip
+            if inc.target_type:
+                query = query.where(ref.c.target_type == inc.target_type)
+            wanted.update((t, i) for t, i in uow.conn.execute(query) if t)
+    return _fetch(uow, sorted(wanted - seen))
+
+
+def _fetch(uow: UnitOfWork, keys: list[tuple[str, str]]) -> list[StoredVersion]:
+    if not keys:
+        return []
+    by_type: dict[str, list[str]] = {}
+    for rtype, rid in keys:
+        by_type.setdefault(rtype, []).append(rid)
+    out: list[StoredVersion] = []
+    for rtype, ids in by_type.items():
+        query = select(*CURRENT_COLUMNS).where(
+            resource.c.resource_type == rtype, resource.c.id.in_(ids), resource.c.deleted.is_(False)
         )
-    return conditions[prefix]
-
-
-_TIME = re.compile(r"^\d{2}:\d{2}(:\d{2})?(\.\d+)?")
-
-
-def _date_range(value: str) -> tuple[int, int]:
-    """[low, high) in microseconds for a date of any precision."""
-    low = parse_instant(value)
-    day_part, _, time_part = value.partition("T")
-    if time_part:
-        match = _TIME.match(time_part)
-        if match is None:
-            raise ValueError(value)
-        if match.group(2):  # fractional seconds: as precise as we store
-            return low, low + 1
-        return low, low + (1_000_000 if match.group(1) else 60_000_000)
-    if len(day_part) == 4:
-        return low, parse_instant(str(int(day_part) + 1))
-    if len(day_part) == 7:
-        year, month = int(day_part[:4]), int(day_part[5:7])
-        return low, parse_instant(f"{year + 1}-01" if month == 12 else f"{year}-{month + 1:02d}")
-    return low, low + 86_400_000_000
+        out.extend(to_version(r) for r in uow.conn.execute(query))
+    return out

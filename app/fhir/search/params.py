@@ -1,4 +1,9 @@
-"""A parsed search query: criteria, plus the result-shaping parameters (_count, _sort, ...)."""
+"""A parsed search query: criteria (possibly chained / reverse-chained) plus result shaping.
+
+name[:modifier]=v1,v2          one criterion, values ORed; repeating the name ANDs
+subject:Patient.name=x         chain: a criterion on the referenced resource (any depth)
+_has:Observation:subject:code=x  reverse chain: resources referenced *by* a matching one
+"""
 
 from __future__ import annotations
 
@@ -8,26 +13,65 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, urlencode
 
 from app.errors import InvalidRequest
+from app.fhir.search.definitions import SearchParamDef, params_for
+from app.fhir.search.indexer import indexed_param
 
-SUPPORTED_CRITERIA = {"_id": "token", "identifier": "token", "_lastUpdated": "date"}
 RESULT_PARAMS = {
-    "_count",
-    "_sort",
-    "_total",
-    "_summary",
-    "_elements",
-    "_page",
-    "_format",
-    "_pretty",
+    "_count", "_sort", "_total", "_summary", "_elements", "_page", "_format", "_pretty",
+    "_include", "_revinclude",
+}  # fmt: skip
+RESOURCE_COLUMNS = {"_id": "token", "_lastUpdated": "date"}
+MODIFIERS = {
+    "string": {"exact", "contains", "missing"},
+    "token": {"not", "text", "of-type", "missing"},
+    "reference": {"identifier", "missing"},  # plus :[Type]
+    "date": {"missing"},
+    "number": {"missing"},
+    "quantity": {"missing"},
+    "uri": {"below", "above", "missing"},
 }
-SORTABLE = {"_id", "_lastUpdated"}
+
+
+class UnsupportedParameter(InvalidRequest):
+    """A parameter (or modifier) this server does not know for the type."""
 
 
 @dataclass(frozen=True)
 class Criterion:
-    name: str
-    modifier: str | None
-    values: tuple[str, ...]  # comma-separated alternatives (OR)
+    name: str  # the parameter code
+    kind: str  # its type: token, string, reference, date, number, quantity, uri
+    modifier: str | None = None
+    values: tuple[str, ...] = ()
+    chain: Criterion | None = None  # applies to the resources this reference points to
+    chain_type: str | None = None  # the type named in subject:Patient.x (None: any target)
+    has_type: str | None = None  # _has: the referring type ...
+    has_param: str | None = None  # ... and its reference parameter pointing at us
+
+    def key(self) -> str:
+        """The query-string key this criterion came from."""
+        if self.has_type:
+            assert self.chain is not None
+            return f"_has:{self.has_type}:{self.has_param}:{self.chain.key()}"
+        head = self.name + (f":{self.modifier}" if self.modifier else "")
+        if self.chain is not None:
+            head = self.name + (f":{self.chain_type}" if self.chain_type else "")
+            return f"{head}.{self.chain.key()}"
+        return head
+
+    def leaf(self) -> Criterion:
+        return self.chain.leaf() if self.chain is not None else self
+
+
+@dataclass(frozen=True)
+class Include:
+    source_type: str
+    param: str
+    target_type: str | None
+    iterate: bool
+    reverse: bool
+
+    def value(self) -> str:
+        return ":".join(p for p in (self.source_type, self.param, self.target_type) if p)
 
 
 @dataclass(frozen=True)
@@ -38,36 +82,45 @@ class SearchParams:
     total: str | None = None
     summary: str | None = None
     elements: tuple[str, ...] = ()
-    page: tuple[object, ...] | None = None  # decoded keyset cursor
+    page: dict[str, object] | None = None  # decoded keyset cursor
+    includes: tuple[Include, ...] = ()
     ignored: tuple[str, ...] = field(default=())
 
     @classmethod
-    def parse_query(cls, query: str, *, strict: bool = False) -> SearchParams:
-        return cls.parse(parse_qsl(query, keep_blank_values=True), strict=strict)
+    def parse_query(cls, query: str, rtype: str, *, strict: bool = False) -> SearchParams:
+        return cls.parse(parse_qsl(query, keep_blank_values=True), rtype, strict=strict)
 
     @classmethod
-    def parse(cls, pairs: list[tuple[str, str]], *, strict: bool = False) -> SearchParams:
+    def parse(
+        cls, pairs: list[tuple[str, str]], rtype: str, *, strict: bool = False
+    ) -> SearchParams:
         criteria: list[Criterion] = []
         ignored: list[str] = []
         shaping: dict[str, str] = {}
+        includes: list[Include] = []
         for key, value in pairs:
-            name, _, modifier = key.partition(":")
-            if name in RESULT_PARAMS:
-                shaping[name] = value
-            elif name in SUPPORTED_CRITERIA and not modifier:
-                criteria.append(Criterion(name, None, tuple(value.split(","))))
-            elif strict:
-                raise InvalidRequest(f"search parameter '{key}' is not supported", expression=key)
+            base = key.split(":")[0]
+            if base in ("_include", "_revinclude"):
+                includes.append(_parse_include(key, value, strict))
+            elif base in RESULT_PARAMS:
+                shaping[base] = value
             else:
-                ignored.append(key)
+                try:
+                    criteria.append(parse_criterion(rtype, key, value))
+                except UnsupportedParameter:
+                    if strict:
+                        raise
+                    ignored.append(key)
+        sort = _sort_param(rtype, shaping.get("_sort"))
         return cls(
             criteria=tuple(criteria),
             count=_int_param(shaping, "_count"),
-            sort=_sort_param(shaping.get("_sort"), strict),
-            total=shaping.get("_total"),
+            sort=sort,
+            total=_choice(shaping, "_total", {"none", "estimate", "accurate"}),
             summary=shaping.get("_summary"),
             elements=tuple(e for e in shaping.get("_elements", "").split(",") if e),
-            page=_decode_cursor(shaping["_page"]) if "_page" in shaping else None,
+            page=decode_cursor(shaping["_page"]) if shaping.get("_page") else None,
+            includes=tuple(includes),
             ignored=tuple(ignored),
         )
 
@@ -75,16 +128,13 @@ class SearchParams:
         return replace(self, count=count)
 
     def criteria_pairs(self) -> list[tuple[str, str]]:
-        return [
-            (c.name + (f":{c.modifier}" if c.modifier else ""), ",".join(c.values))
-            for c in self.criteria
-        ]
+        return [(c.key(), ",".join(c.leaf().values)) for c in self.criteria]
 
     def query_string(self) -> str:
         return urlencode(self.criteria_pairs())
 
     def link_pairs(self) -> list[tuple[str, str]]:
-        """What a paging link repeats: the understood criteria and shaping (never ignored ones)."""
+        """What a paging link repeats: understood criteria and shaping (never ignored ones)."""
         pairs = self.criteria_pairs()
         if self.sort:
             pairs.append(("_sort", ",".join(self.sort)))
@@ -93,7 +143,134 @@ class SearchParams:
                 pairs.append((name, value))
         if self.elements:
             pairs.append(("_elements", ",".join(self.elements)))
+        for inc in self.includes:
+            name = "_revinclude" if inc.reverse else "_include"
+            pairs.append((name + (":iterate" if inc.iterate else ""), inc.value()))
         return pairs
+
+
+def lookup(rtype: str, code: str) -> tuple[str, SearchParamDef | None]:
+    """(kind, definition) of a parameter of rtype, or raise UnsupportedParameter."""
+    if code in RESOURCE_COLUMNS:
+        return RESOURCE_COLUMNS[code], None
+    param = params_for(rtype).get(code)
+    if param is None or not indexed_param(param):
+        raise UnsupportedParameter(
+            f"search parameter '{code}' is not supported for {rtype}", expression=code
+        )
+    return param.type, param
+
+
+def parse_criterion(rtype: str, key: str, value: str) -> Criterion:
+    if key.startswith("_has:"):
+        return _parse_has(rtype, key, value)
+    head, dot, rest = key.partition(".")
+    name, _, modifier = head.partition(":")
+    kind, param = lookup(rtype, name)
+    if dot:
+        return _parse_chain(rtype, name, kind, param, modifier or None, rest, value)
+    if modifier and modifier not in MODIFIERS.get(kind, set()):
+        if not (kind == "reference" and modifier[:1].isupper()):
+            raise UnsupportedParameter(
+                f"modifier ':{modifier}' is not supported on '{name}'", expression=key
+            )
+    if modifier == "missing" and value not in ("true", "false"):
+        raise InvalidRequest(f"{key} must be true or false", expression=key)
+    values = tuple(_split_values(value))
+    if not values:
+        raise InvalidRequest(f"search parameter '{key}' has no value", expression=key)
+    return Criterion(name, kind, modifier or None, values)
+
+
+def _parse_chain(
+    rtype: str, name: str, kind: str, param: SearchParamDef | None, type_modifier: str | None,
+    rest: str, value: str,
+) -> Criterion:  # fmt: skip
+    if kind != "reference" or param is None:
+        raise UnsupportedParameter(
+            f"'{name}' is not a reference: it cannot be chained", expression=name
+        )
+    targets = [type_modifier] if type_modifier else list(param.targets)
+    if type_modifier and type_modifier not in param.targets:
+        raise UnsupportedParameter(f"'{name}' cannot refer to {type_modifier}", expression=name)
+    inner = None
+    for target in targets:  # the first target type that understands the rest
+        try:
+            inner = parse_criterion(target, rest, value)
+            break
+        except UnsupportedParameter:
+            continue
+    if inner is None:
+        raise UnsupportedParameter(
+            f"cannot chain '{rest}' through '{name}'", expression=f"{name}.{rest}"
+        )
+    if not type_modifier and len(targets) > 1:
+        # Without a type, the chained parameter must mean the same thing on every target.
+        usable = [t for t in targets if _understands(t, rest, value)]
+        return Criterion(name, kind, None, (), inner, "|".join(usable))
+    return Criterion(name, kind, None, (), inner, targets[0])
+
+
+def _understands(rtype: str, key: str, value: str) -> bool:
+    try:
+        parse_criterion(rtype, key, value)
+        return True
+    except UnsupportedParameter:
+        return False
+
+
+def _parse_has(rtype: str, key: str, value: str) -> Criterion:
+    parts = key.split(":", 3)
+    if len(parts) != 4:
+        raise UnsupportedParameter(f"'{key}' must be _has:Type:reference:parameter", expression=key)
+    _, source_type, ref_param, rest = parts
+    kind, param = lookup(source_type, ref_param) if params_for(source_type) else ("", None)
+    if kind != "reference" or param is None:
+        raise UnsupportedParameter(
+            f"'{source_type}:{ref_param}' is not a reference parameter", expression=key
+        )
+    if param.targets and rtype not in param.targets:
+        raise UnsupportedParameter(
+            f"{source_type}.{ref_param} cannot refer to {rtype}", expression=key
+        )
+    inner = parse_criterion(source_type, rest, value)
+    return Criterion("_has", "reference", None, (), inner, None, source_type, ref_param)
+
+
+def _split_values(value: str) -> list[str]:
+    """Comma separates alternatives; '\\,' is a literal comma."""
+    parts, current, escaped = [], "", False
+    for char in value:
+        if escaped:
+            current += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+            current += char
+        elif char == ",":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    # Only the comma escape is resolved here; token values still see "\\|" (criteria.py).
+    return [p.replace("\\,", ",") for p in parts if p != ""]
+
+
+def _parse_include(key: str, value: str, strict: bool) -> Include:
+    reverse = key.startswith("_revinclude")
+    iterate = key.endswith(":iterate") or key.endswith(":recurse")
+    parts = value.split(":")
+    if len(parts) not in (2, 3):
+        raise InvalidRequest(f"{key}={value} must be Type:parameter[:targetType]", expression=key)
+    source_type, param = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    kind, _ = lookup(source_type, param)
+    if kind != "reference":
+        raise InvalidRequest(
+            f"{key}: '{source_type}:{param}' is not a reference parameter", expression=key
+        )
+    return Include(source_type, param, target, iterate, reverse)
 
 
 def _int_param(shaping: dict[str, str], name: str) -> int | None:
@@ -108,26 +285,34 @@ def _int_param(shaping: dict[str, str], name: str) -> int | None:
     return value
 
 
-def _sort_param(value: str | None, strict: bool) -> tuple[str, ...]:
+def _choice(shaping: dict[str, str], name: str, allowed: set[str]) -> str | None:
+    value = shaping.get(name)
+    if value is not None and value not in allowed:
+        raise InvalidRequest(f"{name} must be one of {sorted(allowed)}", expression=name)
+    return value
+
+
+def _sort_param(rtype: str, value: str | None) -> tuple[str, ...]:
     if not value:
         return ()
     keys = tuple(k.strip() for k in value.split(",") if k.strip())
     for key in keys:
-        if key.lstrip("-") not in SORTABLE:
+        kind, _ = lookup(rtype, key.lstrip("-"))
+        if kind == "composite":
             raise InvalidRequest(f"cannot sort by '{key}'", expression="_sort")
     return keys
 
 
-def encode_cursor(values: tuple[object, ...]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode().rstrip("=")
+def encode_cursor(cursor: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode().rstrip("=")
 
 
-def _decode_cursor(token: str) -> tuple[object, ...]:
+def decode_cursor(token: str) -> dict[str, object]:
     try:
         padded = token + "=" * (-len(token) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        cursor = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, json.JSONDecodeError) as exc:
         raise InvalidRequest("_page is not a valid paging token", expression="_page") from exc
-    if not isinstance(values, list):
+    if not isinstance(cursor, dict):
         raise InvalidRequest("_page is not a valid paging token", expression="_page")
-    return tuple(values)
+    return cursor

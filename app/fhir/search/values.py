@@ -1,0 +1,257 @@
+"""From evaluated FHIRPath values to index values, one function per search parameter type.
+
+Each function takes the nodes a SearchParameter expression returned for one resource and
+yields plain tuples (the columns of that type's index table). The same normalisations are
+applied to search input (see criteria.py), so the two always agree.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from app.fhir.instants import parse_instant
+
+# Date index values are [low, high) in epoch microseconds; open ends use these sentinels.
+MIN_TIME = -(2**62)
+MAX_TIME = 2**62
+
+HUMAN_NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
+ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
+
+
+def normalize(text: str) -> str:
+    """Case- and accent-insensitive form used by string search: 'Zoë' -> 'zoe'."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.casefold().split())
+
+
+# ------------------------------------------------------------------ string
+
+
+def string_values(nodes: list[Any]) -> Iterator[tuple[str, str]]:
+    """(normalized, exact) for strings, and for each part of HumanName / Address."""
+    for node in nodes:
+        if isinstance(node, str):
+            yield normalize(node), node
+        elif isinstance(node, dict):
+            parts = HUMAN_NAME_PARTS if ("family" in node or "given" in node) else ADDRESS_PARTS
+            for part in parts:
+                for text in _strings(node.get(part)):
+                    yield normalize(text), text
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+# ------------------------------------------------------------------ token
+
+# (system, code, display, type_system, type_code); display is normalized for :text.
+Token = tuple[str | None, str | None, str | None, str | None, str | None]
+
+
+def token_values(nodes: list[Any]) -> Iterator[Token]:
+    for node in nodes:
+        if isinstance(node, bool):
+            yield None, "true" if node else "false", None, None, None
+        elif isinstance(node, str | int | Decimal):
+            yield None, str(node), None, None, None
+        elif isinstance(node, dict):
+            yield from _token_dict(node)
+
+
+def _token_dict(node: dict[str, Any]) -> Iterator[Token]:
+    if "coding" in node or ("text" in node and "code" not in node and "value" not in node):
+        text = node.get("text")
+        for coding in node.get("coding") or []:
+            if isinstance(coding, dict):
+                yield from _coding(coding, fallback_text=text)
+        if isinstance(text, str):
+            yield None, None, normalize(text), None, None
+    elif "value" in node and (
+        "system" in node or "use" in node or "type" in node or "assigner" in node
+    ):
+        yield from _identifier_or_contact(node)
+    elif "code" in node or "system" in node:
+        yield from _coding(node, fallback_text=None)
+    elif "value" in node:
+        yield from _identifier_or_contact(node)
+
+
+def _coding(coding: dict[str, Any], fallback_text: Any) -> Iterator[Token]:
+    display = coding.get("display")
+    shown = display if isinstance(display, str) else fallback_text
+    yield (
+        _str(coding.get("system")),
+        _str(coding.get("code")),
+        normalize(shown) if isinstance(shown, str) else None,
+        None,
+        None,
+    )
+
+
+def _identifier_or_contact(node: dict[str, Any]) -> Iterator[Token]:
+    """Identifier (system|value, with its type for :of-type) or ContactPoint (value)."""
+    value = _str(node.get("value"))
+    system = _str(node.get("system"))
+    if system in ("phone", "fax", "email", "pager", "url", "sms", "other"):
+        system = None  # a ContactPoint: its "system" is a kind, not a namespace
+    id_type = node.get("type") if isinstance(node.get("type"), dict) else {}
+    type_text = id_type.get("text")
+    display = normalize(type_text) if isinstance(type_text, str) else None
+    yield system, value, display, None, None
+    for coding in id_type.get("coding") or []:
+        if isinstance(coding, dict) and coding.get("code"):
+            yield system, value, display, _str(coding.get("system")), _str(coding.get("code"))
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# ------------------------------------------------------------------ reference
+
+# (target_type, target_id, url, identifier_system, identifier_value)
+Ref = tuple[str | None, str | None, str | None, str | None, str | None]
+_RELATIVE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+_ABSOLUTE = re.compile(r"^https?://.+/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+
+
+def parse_reference(reference: str) -> tuple[str | None, str | None]:
+    """'Patient/1', '.../fhir/Patient/1/_history/2' -> ('Patient', '1'); else (None, None)."""
+    match = _RELATIVE.match(reference) or _ABSOLUTE.match(reference)
+    return (match.group(1), match.group(2)) if match else (None, None)
+
+
+def reference_values(nodes: list[Any]) -> Iterator[Ref]:
+    for node in nodes:
+        if isinstance(node, str):  # canonical / uri references
+            rtype, rid = parse_reference(node)
+            yield rtype, rid, node, None, None
+        elif isinstance(node, dict):
+            yield from _reference_dict(node)
+
+
+def _reference_dict(node: dict[str, Any]) -> Iterator[Ref]:
+    reference = node.get("reference")
+    identifier = node.get("identifier") if isinstance(node.get("identifier"), dict) else None
+    if isinstance(reference, str) and not reference.startswith("#"):
+        rtype, rid = parse_reference(reference)
+        if rtype is None and isinstance(node.get("type"), str):
+            rtype = node["type"]
+        url = reference if reference.startswith(("http:", "https:", "urn:")) else None
+        yield rtype, rid, url, None, None
+    if identifier is not None:
+        yield None, None, None, _str(identifier.get("system")), _str(identifier.get("value"))
+
+
+# ------------------------------------------------------------------ date
+
+
+def date_values(nodes: list[Any]) -> Iterator[tuple[int, int]]:
+    for node in nodes:
+        if isinstance(node, str):
+            span = date_range(node)
+            if span:
+                yield span
+        elif isinstance(node, dict):
+            yield from _date_dict(node)
+
+
+def _date_dict(node: dict[str, Any]) -> Iterator[tuple[int, int]]:
+    if "start" in node or "end" in node:  # Period: open ends reach to the sentinels
+        start = date_range(node["start"]) if isinstance(node.get("start"), str) else None
+        end = date_range(node["end"]) if isinstance(node.get("end"), str) else None
+        if start or end:
+            yield (start[0] if start else MIN_TIME), (end[1] if end else MAX_TIME)
+    elif "event" in node or "repeat" in node:  # Timing: from its first to its last event
+        spans = [
+            s for e in node.get("event") or [] if isinstance(e, str) for s in [date_range(e)] if s
+        ]
+        bounds = (node.get("repeat") or {}).get("boundsPeriod")
+        if isinstance(bounds, dict):
+            spans.extend(_date_dict(bounds))
+        if spans:
+            yield min(s[0] for s in spans), max(s[1] for s in spans)
+
+
+_DATE = re.compile(
+    r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$"
+)
+
+
+def date_range(value: str) -> tuple[int, int] | None:
+    """[low, high) in µs for a FHIR date/dateTime/instant of any precision; None if invalid.
+
+    A value without a timezone is taken as UTC (the server's zone).
+    """
+    match = _DATE.match(value.strip())
+    if not match:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    try:
+        if hour is None:
+            low = parse_instant(value[:10] if day else value)
+            return low, _next_calendar(int(year), month and int(month), day and int(day))
+        low = parse_instant(value if zone else value + "Z")
+    except ValueError:
+        return None
+    if fraction:
+        digits = len(fraction) - 1
+        return low, low + max(1, 10 ** max(0, 6 - digits))
+    return low, low + (1_000_000 if second else 60_000_000)
+
+
+def _next_calendar(year: int, month: int | None, day: int | None) -> int:
+    if day:
+        return parse_instant(f"{year:04d}-{month:02d}-{day:02d}") + 86_400_000_000
+    if month:
+        nxt = (year + 1, 1) if month == 12 else (year, month + 1)
+        return parse_instant(f"{nxt[0]:04d}-{nxt[1]:02d}")
+    return parse_instant(f"{year + 1:04d}")
+
+
+# ------------------------------------------------------------------ number, quantity, uri
+
+
+def number_values(nodes: list[Any]) -> Iterator[Decimal]:
+    for node in nodes:
+        if isinstance(node, int | Decimal) and not isinstance(node, bool):
+            yield Decimal(node)
+
+
+# (value, system, code, unit)
+Qty = tuple[Decimal, str | None, str | None, str | None]
+
+
+def quantity_values(nodes: list[Any]) -> Iterator[Qty]:
+    for node in nodes:
+        if not isinstance(node, dict):
+            continue
+        value = node.get("value")
+        if isinstance(value, int | Decimal) and not isinstance(value, bool):
+            code = _str(node.get("code")) or _str(node.get("currency"))
+            yield Decimal(value), _str(node.get("system")), code, _str(node.get("unit"))
+
+
+def uri_values(nodes: list[Any]) -> Iterator[str]:
+    for node in nodes:
+        if isinstance(node, str):
+            yield node
+
+
+def to_decimal(text: str) -> Decimal | None:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
