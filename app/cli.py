@@ -30,11 +30,20 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-size", type=int, default=100, help="NDJSON resources per transaction"
     )
 
+    reindex = commands.add_parser("reindex", help="rebuild search indexes (all types, or TYPE...)")
+    reindex.add_argument("types", nargs="*", metavar="TYPE")
+    reindex.add_argument("--batch-size", type=int, default=500)
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command == "migrate":
         return _migrate()
+    if args.command == "reindex":
+        from app.reindex import run_reindex
+
+        _migrate()
+        return run_reindex(get_settings(), args.types, batch_size=args.batch_size)
     from app.loader import run_load
 
     return run_load(

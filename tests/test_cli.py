@@ -107,3 +107,41 @@ def test_load_reports_failures(tmp_path: Path, base_url: str) -> None:
     )
     assert result.returncode == 1
     assert "0 ok, 1 failed" in result.stdout
+
+
+def test_reindex_rebuilds_missing_index_rows(base_url: str, database_url: str) -> None:
+    from sqlalchemy import create_engine, delete
+
+    from app.fhir.tables import search_token
+
+    system = f"urn:reindex:{unique('sys')}"
+    body = patient(identifier=[{"system": system, "value": "42"}])
+    rid = httpx.post(f"{base_url}/Patient", json=body).json()["id"]
+    query = {"identifier": f"{system}|42"}
+    assert len(httpx.get(f"{base_url}/Patient", params=query).json()["entry"]) == 1
+    engine = create_engine(database_url)
+    with engine.begin() as conn:  # as if a definition had changed after indexing
+        conn.execute(delete(search_token).where(search_token.c.resource_id == rid))
+    engine.dispose()
+    assert "entry" not in httpx.get(f"{base_url}/Patient", params=query).json()
+    env = {**os.environ, "MEDISENTINEL_DATABASE_URL": database_url}
+    result = subprocess.run(
+        [*CLI, "reindex", "Patient", "--batch-size", "7"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 failure(s)" in result.stdout
+    assert "Patient" in result.stderr  # the progress bar
+    found = httpx.get(f"{base_url}/Patient", params=query).json()["entry"]
+    assert [e["resource"]["id"] for e in found] == [rid]
+
+
+def test_reindex_refuses_unknown_type(database_url: str) -> None:
+    env = {**os.environ, "MEDISENTINEL_DATABASE_URL": database_url}
+    result = subprocess.run(
+        [*CLI, "reindex", "Pationt"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2

@@ -45,6 +45,13 @@ class WriteOutcome:
 
 
 @dataclass(frozen=True)
+class ReindexBatch:
+    count: int
+    last_id: str | None
+    failures: list[str]
+
+
+@dataclass(frozen=True)
 class HistoryResult:
     versions: list[StoredVersion]
     next_cursor: HistoryCursor | None
@@ -323,6 +330,27 @@ class FhirService:
         if not matches:
             return None
         return self.delete(uow, rtype, matches[0])
+
+    # ------------------------------------------------------------ maintenance
+
+    def reindex_batch(
+        self, uow: UnitOfWork, rtype: str, after_id: str | None, limit: int
+    ) -> ReindexBatch:
+        """Recompute the index rows of the next `limit` current resources of one type."""
+        self.check_type(rtype)
+        self.pipeline.authorize(uow, Interaction("reindex", rtype))
+        versions = storage.current_page(uow, rtype, after_id, limit)
+        failures: list[str] = []
+        for version in versions:
+            try:
+                body = jsonio.loads(version.content or b"{}")
+                rows = index_rows(rtype, version.id, body)
+            except Exception as exc:  # report and go on: one bad row must not stop a reindex
+                failures.append(f"{rtype}/{version.id}: {type(exc).__name__}: {exc}")
+                continue
+            storage.replace_index(uow, rtype, version.id, rows, new=False)
+        last = versions[-1].id if versions else None
+        return ReindexBatch(len(versions), last, failures)
 
     # ------------------------------------------------------------ internals
 

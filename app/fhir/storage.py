@@ -23,6 +23,7 @@ from sqlalchemy import (
     TextClause,
     and_,
     delete,
+    func,
     insert,
     or_,
     select,
@@ -144,6 +145,33 @@ def get_currents(uow: UnitOfWork, rtype: str, ids: Sequence[str]) -> list[Stored
         resource.c.deleted.is_(False),
     )
     return [to_version(r) for r in uow.conn.execute(query)]
+
+
+def count_current(uow: UnitOfWork, rtype: str) -> int:
+    query = (
+        select(func.count())
+        .select_from(resource)
+        .where(resource.c.resource_type == rtype, resource.c.deleted.is_(False))
+    )
+    return int(uow.conn.execute(query).scalar_one())
+
+
+def types_present(uow: UnitOfWork) -> list[str]:
+    query = select(resource.c.resource_type).where(resource.c.deleted.is_(False)).distinct()
+    return sorted(r[0] for r in uow.conn.execute(query))
+
+
+def current_page(
+    uow: UnitOfWork, rtype: str, after_id: str | None, limit: int
+) -> list[StoredVersion]:
+    """Current resources of a type in id order, after `after_id` (keyset, for batch jobs)."""
+    uow.flush()
+    query = select(*CURRENT_COLUMNS).where(
+        resource.c.resource_type == rtype, resource.c.deleted.is_(False)
+    )
+    if after_id is not None:
+        query = query.where(resource.c.id > after_id)
+    return [to_version(r) for r in uow.conn.execute(query.order_by(resource.c.id).limit(limit))]
 
 
 def get_version(uow: UnitOfWork, rtype: str, rid: str, version_id: int) -> StoredVersion | None:
