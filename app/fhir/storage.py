@@ -76,12 +76,38 @@ class UnitOfWork:
         if not self._staged:
             return
         staged, self._staged = self._staged, {}
+        if self.dialect == "postgresql":
+            _flush_pipelined(self.conn, staged)
+            return
         for table, rows in staged.items():
             self.conn.execute(_insert_statement(table), rows)
 
     @property
     def dialect(self) -> str:
         return self.conn.dialect.name
+
+
+def _flush_pipelined(conn: Connection, staged: dict[Table, list[dict[str, Any]]]) -> None:
+    """All staged inserts, every table, in one network round trip (psycopg pipeline mode).
+
+    A create writes the resource, its history row, the outbox row and index rows in five or
+    six tables; sent one statement at a time that is as many round trips, which dominates
+    the cost of a write on PostgreSQL.
+    """
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.pipeline(), driver.cursor() as cursor:
+        for table, rows in staged.items():
+            columns = tuple(rows[0])
+            cursor.executemany(
+                _pg_insert_sql(table.name, columns), [tuple(r[c] for c in columns) for r in rows]
+            )
+
+
+@cache
+def _pg_insert_sql(table_name: str, columns: tuple[str, ...]) -> str:
+    placeholders = ", ".join(["%s"] * len(columns))
+    return f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES ({placeholders})"
 
 
 @cache
