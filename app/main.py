@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.fhir_router = FhirRouter(
         service, default_count=settings.default_page_size, max_count=settings.max_page_size
     )
-    app.include_router(fhir_api.router)
+    app.router.routes.extend(fhir_api.routes())
     _install_error_handlers(app)
     return app
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from app.api import formats
 from app.context import RequestContext
@@ -20,7 +22,6 @@ from app.fhir.exchange import FhirRequest, FhirResponse, RawJson
 from app.fhir.router import FhirRouter
 
 log = logging.getLogger(__name__)
-router = APIRouter()
 
 # Parameters about the HTTP representation, never part of FHIR search criteria.
 HTTP_ONLY_PARAMS = {"_format", "_pretty"}
@@ -28,9 +29,17 @@ PASSED_HEADERS = ("if-match", "if-none-exist", "if-none-match", "if-modified-sin
 FHIR_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 
 
-@router.api_route("/fhir", methods=FHIR_METHODS, include_in_schema=False)
-@router.api_route("/fhir/{path:path}", methods=FHIR_METHODS, include_in_schema=False)
-async def fhir_endpoint(request: Request, path: str = "") -> Response:
+def routes() -> list[Route]:
+    return [
+        Route("/fhir", fhir_endpoint, methods=FHIR_METHODS, include_in_schema=False),
+        Route("/fhir/{path:path}", fhir_endpoint, methods=FHIR_METHODS, include_in_schema=False),
+    ]
+
+
+async def fhir_endpoint(request: Request) -> Response:
+    """Every FHIR URL. A plain Starlette endpoint: FastAPI's dependency machinery would add
+    per-request work for nothing, since FHIR routing happens in app.fhir.router."""
+    path = request.path_params.get("path", "")
     query = request.query_params
     fmt = formats.response_format(request.headers.get("accept"), query.get("_format"))
     pretty = query.get("_pretty") == "true"

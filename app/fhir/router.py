@@ -34,7 +34,9 @@ class FhirRouter:
             from app.fhir import transaction
 
             return transaction.process_bundle(self, ctx, request)
-        with self.service.unit_of_work(ctx, write=request.method in WRITE_METHODS) as uow:
+        write = request.method in WRITE_METHODS
+        single_read = request.method == "GET" and len(request.segments) in (2, 4)
+        with self.service.unit_of_work(ctx, write=write, single_read=single_read) as uow:
             return self.handle(uow, request)
 
     def handle(self, uow: UnitOfWork, request: FhirRequest) -> FhirResponse:

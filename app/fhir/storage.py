@@ -117,9 +117,15 @@ def _insert_statement(table: Table) -> Insert:
 
 
 @contextmanager
-def open_unit_of_work(engine: Engine, ctx: RequestContext, *, write: bool) -> Iterator[UnitOfWork]:
+def open_unit_of_work(
+    engine: Engine, ctx: RequestContext, *, write: bool, single_read: bool = False
+) -> Iterator[UnitOfWork]:
+    """`single_read`: one SELECT needs no transaction; on PostgreSQL skip BEGIN/COMMIT."""
     with engine.connect() as conn:
-        conn = conn.execution_options(for_write=write)
+        options: dict[str, Any] = {"for_write": write}
+        if single_read and not write and engine.dialect.name == "postgresql":
+            options["isolation_level"] = "AUTOCOMMIT"
+        conn = conn.execution_options(**options)
         with conn.begin():
             uow = UnitOfWork(conn=conn, ctx=ctx)
             yield uow
