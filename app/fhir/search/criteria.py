@@ -12,17 +12,17 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, exists, func, literal, not_, or_, true
+from sqlalchemy import ColumnElement, FromClause, Table, and_, exists, false, not_, or_, true
 
 from app.errors import InvalidRequest
 from app.fhir.search import values
-from app.fhir.search.params import Criterion, parse_criterion
+from app.fhir.search.params import RESOURCE_COLUMNS, Criterion, join_values, parse_criterion
 from app.fhir.tables import INDEX_TABLES, resource, search_reference
 
 Owner = tuple[Any, Any]  # (resource type: str or column, resource id: column)
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _PREFIXED = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+0-9.])")
-_UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
+_ESCAPED = re.compile(r"\\(.)")
 
 
 def criterion_sql(c: Criterion, owner: Owner, base_url: str, *, top: bool) -> ColumnElement[bool]:
@@ -31,8 +31,11 @@ def criterion_sql(c: Criterion, owner: Owner, base_url: str, *, top: bool) -> Co
         return _has(c, owner, base_url)
     if c.chain is not None:
         return _chain(c, owner, base_url)
+    if c.name in RESOURCE_COLUMNS and c.modifier == "missing":
+        return false() if c.values == ("true",) else true()  # every resource has both
     if c.name == "_id":
-        return owner_id.in_(list(c.values))
+        match_id = owner_id.in_(list(c.values))
+        return not_(match_id) if c.modifier == "not" else match_id
     if c.name == "_lastUpdated":
         return _last_updated(c, owner, top=top)
     table = INDEX_TABLES[c.kind]
@@ -64,7 +67,7 @@ def _chain(c: Criterion, owner: Owner, base_url: str) -> ColumnElement[bool]:
     leaf = c.chain.leaf()
     alternatives = []
     for target in c.chain_type.split("|"):
-        inner = parse_criterion(target, c.chain.key(), ",".join(leaf.values))
+        inner = parse_criterion(target, c.chain.key(), join_values(leaf.values))
         alternatives.append(
             and_(
                 ref.c.target_type == target,
@@ -75,6 +78,7 @@ def _chain(c: Criterion, owner: Owner, base_url: str) -> ColumnElement[bool]:
         ref.c.resource_type == owner[0],
         ref.c.resource_id == owner[1],
         ref.c.param == c.name,
+        is_local(ref, base_url),
         or_(*alternatives),
     )
 
@@ -87,6 +91,7 @@ def _has(c: Criterion, owner: Owner, base_url: str) -> ColumnElement[bool]:
         ref.c.param == c.has_param,
         ref.c.target_type == owner[0],
         ref.c.target_id == owner[1],
+        is_local(ref, base_url),
         criterion_sql(c.chain, (c.has_type, ref.c.resource_id), base_url, top=False),
     )
 
@@ -109,12 +114,31 @@ def _last_updated(c: Criterion, owner: Owner, *, top: bool) -> ColumnElement[boo
 
 
 def split_token(value: str) -> list[str]:
-    return [part.replace("\\|", "|") for part in _UNESCAPED_PIPE.split(value)]
+    """Split on unescaped '|' and resolve the escapes ('\\|', '\\$', '\\\\')."""
+    parts, current, escaped = [], "", False
+    for char in value:
+        if escaped:
+            current, escaped = current + char, False
+        elif char == "\\":
+            escaped = True
+        elif char == "|":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current + ("\\" if escaped else ""))
+    return parts
+
+
+def unescape(value: str) -> str:
+    """A single (unsplit) value with its escapes resolved: 'Pipe\\|Line' -> 'Pipe|Line'."""
+    return _ESCAPED.sub(r"\1", value)
 
 
 def _token(t: Table, value: str, modifier: str | None, _base: str) -> ColumnElement[bool]:
     if modifier == "text":
-        return t.c.display.like(f"%{_like_escape(values.normalize(value))}%", escape="\\")
+        text = values.normalize(unescape(value))
+        return t.c.display.like(f"%{_like_escape(text)}%", escape="\\")
     parts = split_token(value)
     if modifier == "of-type":
         if len(parts) != 3:
@@ -133,6 +157,7 @@ def _token(t: Table, value: str, modifier: str | None, _base: str) -> ColumnElem
 
 
 def _string(t: Table, value: str, modifier: str | None, _base: str) -> ColumnElement[bool]:
+    value = unescape(value)
     if modifier == "exact":
         return t.c.exact == value
     normalized = values.normalize(value)
@@ -142,11 +167,24 @@ def _string(t: Table, value: str, modifier: str | None, _base: str) -> ColumnEle
 
 
 def _uri(t: Table, value: str, modifier: str | None, _base: str) -> ColumnElement[bool]:
-    if modifier == "below":
-        return prefix_range(t.c.value, value)
-    if modifier == "above":  # the stored uri is a prefix of the searched one
-        return func.substr(literal(value), 1, func.length(t.c.value)) == t.c.value
+    value = unescape(value)
+    if modifier == "below":  # the searched uri or anything under it, by path segment
+        return or_(t.c.value == value, prefix_range(t.c.value, value.rstrip("/") + "/"))
+    if modifier == "above":  # the searched uri or one of its path ancestors
+        return t.c.value.in_(uri_ancestors(value))
     return t.c.value == value
+
+
+def uri_ancestors(uri: str) -> list[str]:
+    """'http://a.org/fhir/ValueSet/1' -> itself, 'http://a.org/fhir/ValueSet/', '.../ValueSet',
+    ... 'http://a.org': every path prefix (with and without its trailing slash)."""
+    scheme_end = uri.find("://")
+    start = scheme_end + 3 if scheme_end >= 0 else 0
+    found = {uri}
+    for i, char in enumerate(uri):
+        if char == "/" and i > start:
+            found.update((uri[:i], uri[: i + 1]))
+    return sorted(found)
 
 
 def prefix_range(column: Any, prefix: str) -> ColumnElement[bool]:
@@ -173,16 +211,26 @@ def _reference(t: Table, value: str, modifier: str | None, base_url: str) -> Col
             t.c.identifier_system == parts[0] if parts[0] else t.c.identifier_system.is_(None)
         )
         return and_(system_match, t.c.identifier_value == parts[1]) if parts[1] else system_match
+    local = is_local(t, base_url)
     if modifier:  # :[Type]
-        return and_(t.c.target_type == modifier, t.c.target_id == value)
+        return and_(t.c.target_type == modifier, t.c.target_id == value, local)
     if base_url and value.startswith(base_url + "/"):
         value = value[len(base_url) + 1 :]
     if value.startswith(("http:", "https:", "urn:")):
         return t.c.url == value
     rtype, rid = values.parse_reference(value)
     if rtype:
-        return and_(t.c.target_type == rtype, t.c.target_id == rid)
-    return t.c.target_id == value
+        return and_(t.c.target_type == rtype, t.c.target_id == rid, local)
+    return and_(t.c.target_id == value, local)
+
+
+def is_local(t: FromClause, base_url: str) -> ColumnElement[bool]:
+    """The reference row points at a resource on this server: a relative reference, or an
+    absolute one under our base. http://elsewhere/fhir/Patient/1 is not our Patient/1 (the
+    indexer parses type and id from any absolute URL; only the url column tells them apart)."""
+    if not base_url:
+        return true()
+    return or_(t.c.url.is_(None), t.c.url.like(_like_escape(base_url) + "/%", escape="\\"))
 
 
 # ------------------------------------------------------------------ date
@@ -266,7 +314,10 @@ def _quantity(t: Table, value: str, modifier: str | None, _base: str) -> ColumnE
         if system:
             conditions.append(t.c.system == system)
         if code:
-            conditions.append(or_(t.c.code == code, and_(t.c.code.is_(None), t.c.unit == code)))
+            # With a system, the coded unit (a uncoded one only as a fallback); without one,
+            # "number||code" matches either the code or the human unit (Quantity.unit).
+            unit = and_(t.c.code.is_(None), t.c.unit == code) if system else t.c.unit == code
+            conditions.append(or_(t.c.code == code, unit))
     return and_(*conditions)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
 
 from app.errors import InvalidRequest
-from app.fhir.search.criteria import criterion_sql
+from app.fhir.search.criteria import criterion_sql, is_local
 from app.fhir.search.params import Include, SearchParams, encode_cursor, lookup
 from app.fhir.search.values import MAX_TIME, MIN_TIME
 from app.fhir.storage import CURRENT_COLUMNS, StoredVersion, UnitOfWork, to_version
@@ -66,7 +66,7 @@ def search(
     next_page, previous_page = _cursors(rows, len(keys), params, more, backwards)
     if total is None and not params.page and not more:
         total = len(versions)
-    included, warnings = _includes(uow, versions, params.includes)
+    included, warnings = _includes(uow, versions, params.includes, base_url)
     return SearchResult(
         versions, total, next_page, previous_page, params.ignored, included, warnings
     )
@@ -189,7 +189,7 @@ def _from_json(value: Any) -> Any:
 
 
 def _includes(
-    uow: UnitOfWork, matches: list[StoredVersion], includes: tuple[Include, ...]
+    uow: UnitOfWork, matches: list[StoredVersion], includes: tuple[Include, ...], base_url: str
 ) -> tuple[list[StoredVersion], tuple[str, ...]]:
     if not includes or not matches:
         return [], ()
@@ -199,7 +199,7 @@ def _includes(
     warnings: list[str] = []
     for round_number in range(4):  # the matches, then up to three :iterate rounds
         active = [i for i in includes if round_number == 0 or i.iterate]
-        found = _include_round(uow, frontier, active, seen)
+        found = _include_round(uow, frontier, active, seen, base_url)
         if len(included) + len(found) > MAX_INCLUDES:
             found = found[: MAX_INCLUDES - len(included)]
             warnings.append(f"included resources were limited to {MAX_INCLUDES}; narrow the search")
@@ -216,6 +216,7 @@ def _include_round(
     frontier: list[StoredVersion],
     includes: list[Include],
     seen: set[tuple[str, str]],
+    base_url: str,
 ) -> list[StoredVersion]:
     wanted: set[tuple[str, str]] = set()
     by_type: dict[str, list[str]] = {}
@@ -229,12 +230,14 @@ def _include_round(
                 query = select(ref.c.resource_id).where(
                     ref.c.resource_type == inc.source_type, ref.c.param == inc.param,
                     ref.c.target_type == target_type, ref.c.target_id.in_(ids),
+                    is_local(ref, base_url),
                 ).limit(MAX_INCLUDES + 1)  # fmt: skip
                 wanted.update((inc.source_type, rid) for (rid,) in uow.conn.execute(query))
         elif inc.source_type in by_type:
             query = select(ref.c.target_type, ref.c.target_id).where(
                 ref.c.resource_type == inc.source_type, ref.c.param == inc.param,
                 ref.c.resource_id.in_(by_type[inc.source_type]), ref.c.target_id.is_not(None),
+                is_local(ref, base_url),
             )  # fmt: skip
             if inc.target_type:
                 query = query.where(ref.c.target_type == inc.target_type)

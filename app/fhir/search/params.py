@@ -31,6 +31,9 @@ MODIFIERS = {
     "uri": {"below", "above", "missing"},
 }
 
+# _id and _lastUpdated are columns of the resource table: only these modifiers apply to them.
+RESOURCE_COLUMN_MODIFIERS = {"_id": {"not", "missing"}, "_lastUpdated": {"missing"}}
+
 
 class UnsupportedParameter(InvalidRequest):
     """A parameter (or modifier) this server does not know for the type."""
@@ -128,7 +131,7 @@ class SearchParams:
         return replace(self, count=count)
 
     def criteria_pairs(self) -> list[tuple[str, str]]:
-        return [(c.key(), ",".join(c.leaf().values)) for c in self.criteria]
+        return [(c.key(), join_values(c.leaf().values)) for c in self.criteria]
 
     def query_string(self) -> str:
         return urlencode(self.criteria_pairs())
@@ -169,7 +172,8 @@ def parse_criterion(rtype: str, key: str, value: str) -> Criterion:
     kind, param = lookup(rtype, name)
     if dot:
         return _parse_chain(rtype, name, kind, param, modifier or None, rest, value)
-    if modifier and modifier not in MODIFIERS.get(kind, set()):
+    allowed = RESOURCE_COLUMN_MODIFIERS.get(name) or MODIFIERS.get(kind, set())
+    if modifier and modifier not in allowed:
         if not (kind == "reference" and modifier[:1].isupper()):
             raise UnsupportedParameter(
                 f"modifier ':{modifier}' is not supported on '{name}'", expression=key
@@ -253,8 +257,16 @@ def _split_values(value: str) -> list[str]:
         else:
             current += char
     parts.append(current)
-    # Only the comma escape is resolved here; token values still see "\\|" (criteria.py).
+    # Only the comma escape is resolved here; "\\|", "\\$" and "\\\\" are resolved per type
+    # in criteria.py (split_token / unescape), where "|" may still be a separator.
     return [p.replace("\\,", ",") for p in parts if p != ""]
+
+
+def join_values(values: tuple[str, ...]) -> str:
+    """The inverse of _split_values. Values had their "\\," resolved when split, so commas are
+    escaped again: otherwise a paging link (or a chain re-parsed per target type) would turn
+    the one value "a\\,b" into the two alternatives "a" and "b"."""
+    return ",".join(v.replace(",", "\\,") for v in values)
 
 
 def _parse_include(key: str, value: str, strict: bool) -> Include:

@@ -39,7 +39,10 @@ def string_values(nodes: list[Any]) -> Iterator[tuple[str, str]]:
         if isinstance(node, str):
             yield normalize(node), node
         elif isinstance(node, dict):
-            parts = HUMAN_NAME_PARTS if ("family" in node or "given" in node) else ADDRESS_PARTS
+            # HumanName has family/given/prefix/suffix, Address none of them (a name with only
+            # a prefix, e.g. {"prefix": ["Sister"]}, is still a name).
+            is_name = any(part in node for part in HUMAN_NAME_PARTS[1:])
+            parts = HUMAN_NAME_PARTS if is_name else ADDRESS_PARTS
             for part in parts:
                 for text in _strings(node.get(part)):
                     yield normalize(text), text
