@@ -511,3 +511,28 @@ def test_render_keeps_literal_queries() -> None:
         "Patient",
         [("_id", "pa-m1"), ("family", "a\\,b")],
     )
+
+
+def test_system_search_with_a_parameter_shared_by_every_type(client: httpx.Client) -> None:
+    marker = uuid.uuid4().hex
+    tag = {"system": "urn:test:system-search", "code": marker}
+    pat = client.post(
+        "/Patient",
+        json={
+            "resourceType": "Patient",
+            "meta": {"tag": [tag]},
+            "identifier": [{"system": "urn:ss", "value": marker}],
+        },
+        headers={"Content-Type": "application/fhir+json"},
+    ).json()
+    query = {"_type": "Patient,Practitioner", "identifier": f"urn:ss|{marker}"}
+    bundle = client.get("", params=query).json()
+    assert [e["resource"]["id"] for e in bundle["entry"] if e["search"]["mode"] == "match"] == [
+        pat["id"]
+    ]
+    not_shared = client.get(
+        "",
+        params={"_type": "Patient,Observation", "gender": "female"},
+        headers={"Prefer": "handling=strict"},
+    )
+    assert not_shared.status_code == 400

@@ -7,13 +7,15 @@ of work. Bundle entries re-enter `handle`, so they behave exactly like standalon
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from app.context import RequestContext
 from app.errors import InvalidRequest, MethodNotAllowed, NotFound, information_outcome
 from app.fhir import bundles, capability
 from app.fhir.exchange import FhirRequest, FhirResponse
 from app.fhir.instants import parse_http_date, parse_instant
 from app.fhir.search import SearchParams
-from app.fhir.search.params import decode_cursor, encode_cursor
+from app.fhir.search.params import RESULT_PARAMS, decode_cursor, encode_cursor, parse_criterion
 from app.fhir.service import FhirService, WriteOutcome
 from app.fhir.storage import HistoryCursor, UnitOfWork
 
@@ -159,17 +161,19 @@ class FhirRouter:
         if request.method == "POST" and isinstance(request.body, list):
             pairs += request.body  # form-encoded parameters of POST _search
         types: list[str] | None = None
-        if rtype is None:  # system search: only resource-level parameters apply to every type
+        ignored: list[str] = []
+        if rtype is None:  # system search: a parameter must mean the same on every type
             types = [t for v in dict(pairs).get("_type", "").split(",") for t in [v.strip()] if t]
-            pairs = [(k, v) for k, v in pairs if k != "_type"]
-            for key, _ in pairs:
-                if not key.startswith("_"):
-                    raise InvalidRequest(
-                        f"'{key}' cannot be used in a search across types; use _type"
-                    )
+            for name in types:
+                self.service.check_type(name)
+            pairs, ignored = _shared_parameters(
+                [(k, v) for k, v in pairs if k != "_type"], types, strict
+            )
         params = SearchParams.parse(
             pairs, rtype or (types[0] if types else "Patient"), strict=strict
         )
+        if ignored:
+            params = replace(params, ignored=params.ignored + tuple(ignored))
         if params.count is None:
             params = params.with_count(self.default_count)
         params = params.with_count(min(params.count or 0, self.max_count))
@@ -216,6 +220,32 @@ class FhirRouter:
         return FhirResponse(
             200, bundles.history(uow.ctx.base_url, path, pairs, result.versions, token)
         )
+
+
+def _shared_parameters(
+    pairs: list[tuple[str, str]], types: list[str], strict: bool
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """Keep the criteria every searched type understands the same way; the rest are ignored
+    (lenient) or refused (strict). Without _type only resource-level parameters qualify."""
+    kept, ignored = [], []
+    for key, value in pairs:
+        name = key.split(":")[0].split(".")[0]
+        if name in RESULT_PARAMS or name.startswith("_") and name != "_has":
+            kept.append((key, value))
+            continue
+        kinds = set()
+        for rtype in types or [""]:
+            try:
+                kinds.add(parse_criterion(rtype, key, value).kind if rtype else None)
+            except InvalidRequest:
+                kinds.add(None)
+        if len(kinds) == 1 and None not in kinds:
+            kept.append((key, value))
+        elif strict:
+            raise InvalidRequest(f"'{key}' is not a parameter shared by every type searched")
+        else:
+            ignored.append(key)
+    return kept, ignored
 
 
 def _write_response(base: str, outcome: WriteOutcome) -> FhirResponse:
