@@ -21,7 +21,9 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
     return create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        # Few overflow connections: each one is opened and closed per use, and that churn
+        # cost PostgreSQL half its CPU under load (see BENCHMARKS.md).
+        max_overflow=max(2, pool_size // 4),
         # No pre-ping: it costs a round trip on every request. Stale connections are
         # recycled by age instead, and a broken one fails just that request.
         pool_recycle=1800,

@@ -25,7 +25,9 @@ class Settings(BaseSettings):
         description="Public FHIR base URL; defaults to http://{host}:{port}/fhir",
     )
     workers: int = Field(default=1, description="uvicorn worker processes for `serve`")
-    db_pool_size: int = 10
+    db_pool_size: int = Field(
+        default=20, description="connections kept open per worker (plus a few overflow)"
+    )
     default_page_size: int = 50
     max_page_size: int = 1000
     max_bundle_entries: int = 10_000

@@ -19,9 +19,11 @@ from sqlalchemy import (
     Connection,
     Engine,
     Insert,
+    Select,
     Table,
     TextClause,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -160,11 +162,18 @@ def get_current(
     uow: UnitOfWork, rtype: str, rid: str, *, lock: bool = False
 ) -> StoredVersion | None:
     uow.flush()
-    query = select(*CURRENT_COLUMNS).where(resource.c.resource_type == rtype, resource.c.id == rid)
-    if lock and uow.dialect == "postgresql":
-        query = query.with_for_update()
-    row = uow.conn.execute(query).first()
+    query = _current_query(lock and uow.dialect == "postgresql")
+    row = uow.conn.execute(query, {"rtype": rtype, "rid": rid}).first()
     return to_version(row) if row else None
+
+
+@cache
+def _current_query(for_update: bool) -> Select[Any]:
+    """Built once (the hottest query of all: every read and every write uses it)."""
+    query = select(*CURRENT_COLUMNS).where(
+        resource.c.resource_type == bindparam("rtype"), resource.c.id == bindparam("rid")
+    )
+    return query.with_for_update() if for_update else query
 
 
 def get_currents(uow: UnitOfWork, rtype: str, ids: Sequence[str]) -> list[StoredVersion]:
