@@ -5,6 +5,8 @@
 set -euo pipefail
 
 PG_PORT="${PG_PORT:-55432}"
+# Another cluster (a developer's) may hold the port: take the next free one.
+while (exec 3<>"/dev/tcp/127.0.0.1/$PG_PORT") 2>/dev/null; do PG_PORT=$((PG_PORT + 1)); done
 PG_USER_OS="${PG_USER_OS:-medisentinel-ci}"
 
 find_bindir() {
