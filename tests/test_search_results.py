@@ -536,3 +536,66 @@ def test_system_search_with_a_parameter_shared_by_every_type(client: httpx.Clien
         headers={"Prefer": "handling=strict"},
     )
     assert not_shared.status_code == 400
+
+
+def test_composite_code_value_pairs_match_on_the_same_component(client: httpx.Client) -> None:
+    marker = uuid.uuid4().hex
+    tag = {"system": "urn:test:composite", "code": marker}
+
+    def bp(systolic: int, diastolic: int) -> str:
+        component = [
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                "valueQuantity": {
+                    "value": systolic,
+                    "system": "http://unitsofmeasure.org",
+                    "code": "mm[Hg]",
+                },
+            },
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                "valueQuantity": {
+                    "value": diastolic,
+                    "system": "http://unitsofmeasure.org",
+                    "code": "mm[Hg]",
+                },
+            },
+        ]
+        body = {
+            "resourceType": "Observation",
+            "status": "final",
+            "meta": {"tag": [tag]},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "component": component,
+            "effectiveDateTime": "2025-03-04",
+        }
+        response = client.post(
+            "/Observation", json=body, headers={"Content-Type": "application/fhir+json"}
+        )
+        return response.json()["id"]
+
+    high = bp(160, 70)
+    low = bp(110, 95)  # diastolic above 90, systolic not above 140
+
+    def ids(value: str) -> set[str]:
+        bundle = client.get(
+            "/Observation",
+            params={"_tag": f"urn:test:composite|{marker}", "component-code-value-quantity": value},
+        ).json()
+        return {
+            e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"
+        }
+
+    assert ids("http://loinc.org|8480-6$gt140") == {high}
+    assert ids("8480-6$gt140") == {high}
+    assert ids("http://loinc.org|8462-4$gt90") == {low}
+    assert ids("8480-6$lt100") == set()  # 95 belongs to the *other* component
+    assert ids("8480-6$gt100,8462-4$gt90") == {high, low}
+    assert ids("8480-6$160||mm[Hg]") == {high}
+    combo = client.get(
+        "/Observation",
+        params={"_tag": f"urn:test:composite|{marker}", "combo-code-value-quantity": "8462-4$95"},
+    ).json()
+    assert [e["resource"]["id"] for e in combo["entry"]] == [low]
+    bad = client.get("/Observation", params={"component-code-value-quantity": "8480-6"})
+    assert bad.status_code == 400

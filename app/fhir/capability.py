@@ -81,6 +81,6 @@ def _resource(rtype: str) -> dict[str, Any]:
 def _search_params(rtype: str) -> list[dict[str, Any]]:
     out = [{"name": name, "type": kind} for name, kind in RESOURCE_COLUMNS.items()]
     for code, param in sorted(params_for(rtype).items()):
-        if code not in RESOURCE_COLUMNS and indexed_param(param):
+        if code not in RESOURCE_COLUMNS and indexed_param(rtype, param):
             out.append({"name": code, "type": param.type, "definition": param.url})
     return out

@@ -164,6 +164,26 @@ search_uri = Table(
     Index("ix_uri_owner", "resource_type", "resource_id"),
 )
 
+# Composite parameters (code-value-quantity, ...): one row per node of the composite's
+# expression, pairing its first component (a token) with its second (token, quantity, date or
+# string). These pairs are what makes `code=X and value>Y` hold on the *same* component.
+search_composite = Table(
+    "search_composite",
+    metadata,
+    *_owner_columns(),
+    Column("c1_system", Text, nullable=True),
+    Column("c1_code", Text, nullable=True),
+    Column("c2_system", Text, nullable=True),  # token / quantity system
+    Column("c2_code", Text, nullable=True),  # token code / quantity code
+    Column("c2_value", SearchNumber, nullable=True),  # quantity value
+    Column("c2_unit", Text, nullable=True),
+    Column("c2_low", BigInteger, nullable=True),  # date range
+    Column("c2_high", BigInteger, nullable=True),
+    Column("c2_text", OrderedText, nullable=True),  # normalized string
+    Index("ix_composite_lookup", "resource_type", "param", "c1_code", "c2_code"),
+    Index("ix_composite_owner", "resource_type", "resource_id"),
+)
+
 INDEX_TABLES = {
     "token": search_token,
     "string": search_string,
@@ -172,4 +192,5 @@ INDEX_TABLES = {
     "number": search_number,
     "quantity": search_quantity,
     "uri": search_uri,
+    "composite": search_composite,
 }

@@ -27,7 +27,9 @@ def _owner() -> list[sa.Column]:
     ]
 
 
-def _table(name: str, columns: list[sa.Column], lookup: list[str], extra: dict[str, list[str]]) -> None:
+def _table(
+    name: str, columns: list[sa.Column], lookup: list[str], extra: dict[str, list[str]]
+) -> None:
     op.create_table(name, *_owner(), *columns)
     short = name.removeprefix("search_")
     op.create_index(f"ix_{short}_lookup", name, ["resource_type", "param", *lookup])
@@ -43,7 +45,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("type_code", sa.Text, nullable=True))
     _table(
         "search_string",
-        [sa.Column("value", _ordered_text(), nullable=False), sa.Column("exact", sa.Text, nullable=False)],
+        [
+            sa.Column("value", _ordered_text(), nullable=False),
+            sa.Column("exact", sa.Text, nullable=False),
+        ],
         ["value"],
         {},
     )
@@ -61,7 +66,10 @@ def upgrade() -> None:
     )
     _table(
         "search_date",
-        [sa.Column("low", sa.BigInteger, nullable=False), sa.Column("high", sa.BigInteger, nullable=False)],
+        [
+            sa.Column("low", sa.BigInteger, nullable=False),
+            sa.Column("high", sa.BigInteger, nullable=False),
+        ],
         ["low", "high"],
         {},
     )
@@ -81,7 +89,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name in ("search_uri", "search_quantity", "search_number", "search_date", "search_reference", "search_string"):
+    for name in (
+        "search_uri",
+        "search_quantity",
+        "search_number",
+        "search_date",
+        "search_reference",
+        "search_string",
+    ):
         op.drop_table(name)
     with op.batch_alter_table("search_token") as batch:
         batch.drop_column("type_code")

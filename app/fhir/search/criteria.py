@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import ColumnElement, FromClause, Table, and_, exists, false, not_, or_, true
@@ -21,6 +22,7 @@ from app.fhir.tables import INDEX_TABLES, resource, search_reference
 
 Owner = tuple[Any, Any]  # (resource type: str or column, resource id: column)
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 _PREFIXED = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+0-9.])")
 _ESCAPED = re.compile(r"\\(.)")
 
@@ -38,7 +40,7 @@ def criterion_sql(c: Criterion, owner: Owner, base_url: str, *, top: bool) -> Co
         return not_(match_id) if c.modifier == "not" else match_id
     if c.name == "_lastUpdated":
         return _last_updated(c, owner, top=top)
-    table = INDEX_TABLES[c.kind]
+    table = INDEX_TABLES[c.kind.split(":")[0]]
     rows = [
         table.c.resource_type == owner_type,
         table.c.resource_id == owner_id,
@@ -54,8 +56,36 @@ def criterion_sql(c: Criterion, owner: Owner, base_url: str, *, top: bool) -> Co
 
 
 def _value_sql(c: Criterion, table: Table, value: str, base_url: str) -> ColumnElement[bool]:
+    if c.kind.startswith("composite:"):
+        return _composite(table, value, c.kind.split(":")[1], base_url)
     builder = _BUILDERS[c.kind]
     return builder(table, value, c.modifier, base_url)
+
+
+# ------------------------------------------------------------------ composite
+
+
+class _Columns:
+    """Presents some composite columns under the names a single-type builder expects, so
+    `code$value` reuses the token and quantity/date/string builders unchanged."""
+
+    def __init__(self, **columns: Any) -> None:
+        self.c = SimpleNamespace(**columns)
+
+
+def _composite(t: Table, value: str, second: str, base_url: str) -> ColumnElement[bool]:
+    parts = _UNESCAPED_DOLLAR.split(value)
+    if len(parts) != 2:
+        raise InvalidRequest(f"'{value}' must be two values joined by '$'")
+    first_view = _Columns(system=t.c.c1_system, code=t.c.c1_code)
+    second_view = _Columns(
+        system=t.c.c2_system, code=t.c.c2_code, value=t.c.c2_value, unit=t.c.c2_unit,
+        low=t.c.c2_low, high=t.c.c2_high, exact=t.c.c2_text,
+    )  # fmt: skip
+    if second == "string":
+        second_view.c.value = t.c.c2_text
+    first = _token(first_view, parts[0], None, base_url)  # type: ignore[arg-type]
+    return and_(first, _BUILDERS[second](second_view, parts[1], None, base_url))  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ chains

@@ -13,6 +13,7 @@ from sqlalchemy import Table
 from app.fhir.search import values
 from app.fhir.search.definitions import SearchParamDef, params_for
 from app.fhir.tables import (
+    search_composite,
     search_date,
     search_number,
     search_quantity,
@@ -31,7 +32,13 @@ Rows = dict[Table, list[dict[str, Any]]]
 def index_rows(rtype: str, rid: str, resource: dict[str, Any]) -> Rows:
     rows: Rows = {}
     for code, param in params_for(rtype).items():
-        if code in FROM_RESOURCE_TABLE or param.type not in _BUILDERS:
+        if not indexed_param(rtype, param):
+            continue
+        if param.type == "composite":
+            composite = _composites(rtype, param, resource)
+            if composite:
+                owner = {"resource_type": rtype, "resource_id": rid, "param": code}
+                rows.setdefault(search_composite, []).extend({**owner, **c} for c in composite)
             continue
         nodes = param.evaluate(resource, resource)
         if not nodes:
@@ -114,5 +121,81 @@ _BUILDERS: dict[str, tuple[Table, Any]] = {
 }
 
 
-def indexed_param(param: SearchParamDef) -> bool:
-    return param.code not in FROM_RESOURCE_TABLE and param.type in _BUILDERS
+def indexed_param(rtype: str, param: SearchParamDef) -> bool:
+    if param.code in FROM_RESOURCE_TABLE:
+        return False
+    if param.type == "composite":
+        return composite_kinds(rtype, param) is not None
+    return param.type in _BUILDERS
+
+
+# ------------------------------------------------------------------ composites
+
+COMPOSITE_SECONDS = ("token", "quantity", "date", "string")
+
+
+def composite_kinds(rtype: str, param: SearchParamDef) -> tuple[str, str] | None:
+    """(first, second) component types when we index this composite, else None.
+
+    Supported: a token first component with a token, quantity, date or string second one:
+    68 of the 72 R4 composites (the others pair numbers or references and are reported as
+    unsupported parameters).
+    """
+    if len(param.components) != 2 or param.evaluate_components is None:
+        return None
+    params = params_for(rtype)
+    first, second = (params.get(c.definition) for c in param.components)
+    if first is None or second is None or first.type != "token":
+        return None
+    return ("token", second.type) if second.type in COMPOSITE_SECONDS else None
+
+
+def _composites(
+    rtype: str, param: SearchParamDef, resource: dict[str, Any]
+) -> list[dict[str, Any]]:
+    kinds = composite_kinds(rtype, param)
+    assert kinds is not None and param.evaluate_components is not None
+    rows: list[dict[str, Any]] = []
+    for first_nodes, second_nodes in param.evaluate_components(resource):
+        seconds = list(_SECOND_BUILDERS[kinds[1]](second_nodes))
+        for system, code, *_ in values.token_values(first_nodes):
+            if code is None:
+                continue
+            rows.extend({**_EMPTY_COMPOSITE, "c1_system": system, "c1_code": code, **second}
+                        for second in seconds)  # fmt: skip
+    return _unique(rows)
+
+
+# Every composite row carries every column, so rows of different composites batch together.
+_EMPTY_COMPOSITE: dict[str, Any] = dict.fromkeys(
+    ("c2_system", "c2_code", "c2_value", "c2_unit", "c2_low", "c2_high", "c2_text")
+)
+
+
+def _second_tokens(nodes: list[Any]) -> Any:
+    for system, code, *_ in values.token_values(nodes):
+        if code is not None:
+            yield {"c2_system": system, "c2_code": code}
+
+
+def _second_quantities(nodes: list[Any]) -> Any:
+    for value, system, code, unit in values.quantity_values(nodes):
+        yield {"c2_value": value, "c2_system": system, "c2_code": code, "c2_unit": unit}
+
+
+def _second_dates(nodes: list[Any]) -> Any:
+    for low, high in values.date_values(nodes):
+        yield {"c2_low": low, "c2_high": high}
+
+
+def _second_strings(nodes: list[Any]) -> Any:
+    for normalized, _exact in values.string_values(nodes):
+        yield {"c2_text": normalized}
+
+
+_SECOND_BUILDERS = {
+    "token": _second_tokens,
+    "quantity": _second_quantities,
+    "date": _second_dates,
+    "string": _second_strings,
+}

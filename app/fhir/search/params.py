@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from app.errors import InvalidRequest
 from app.fhir.search.definitions import SearchParamDef, params_for
-from app.fhir.search.indexer import indexed_param
+from app.fhir.search.indexer import composite_kinds, indexed_param
 
 RESULT_PARAMS = {
     "_count", "_sort", "_total", "_summary", "_elements", "_page", "_format", "_pretty",
@@ -29,6 +29,7 @@ MODIFIERS = {
     "number": {"missing"},
     "quantity": {"missing"},
     "uri": {"below", "above", "missing"},
+    "composite": {"missing"},
 }
 
 # _id and _lastUpdated are columns of the resource table: only these modifiers apply to them.
@@ -157,10 +158,14 @@ def lookup(rtype: str, code: str) -> tuple[str, SearchParamDef | None]:
     if code in RESOURCE_COLUMNS:
         return RESOURCE_COLUMNS[code], None
     param = params_for(rtype).get(code)
-    if param is None or not indexed_param(param):
+    if param is None or not indexed_param(rtype, param):
         raise UnsupportedParameter(
             f"search parameter '{code}' is not supported for {rtype}", expression=code
         )
+    if param.type == "composite":  # "composite:quantity": the second component's type
+        kinds = composite_kinds(rtype, param)
+        assert kinds is not None
+        return f"composite:{kinds[1]}", param
     return param.type, param
 
 
@@ -172,7 +177,7 @@ def parse_criterion(rtype: str, key: str, value: str) -> Criterion:
     kind, param = lookup(rtype, name)
     if dot:
         return _parse_chain(rtype, name, kind, param, modifier or None, rest, value)
-    allowed = RESOURCE_COLUMN_MODIFIERS.get(name) or MODIFIERS.get(kind, set())
+    allowed = RESOURCE_COLUMN_MODIFIERS.get(name) or MODIFIERS.get(kind.split(":")[0], set())
     if modifier and modifier not in allowed:
         if not (kind == "reference" and modifier[:1].isupper()):
             raise UnsupportedParameter(
@@ -310,7 +315,7 @@ def _sort_param(rtype: str, value: str | None) -> tuple[str, ...]:
     keys = tuple(k.strip() for k in value.split(",") if k.strip())
     for key in keys:
         kind, _ = lookup(rtype, key.lstrip("-"))
-        if kind == "composite":
+        if kind.startswith("composite"):
             raise InvalidRequest(f"cannot sort by '{key}'", expression="_sort")
     return keys
 
