@@ -10,7 +10,7 @@ write path, then time the searches our targets are stated in.
 Data: Patients (with an MRN identifier), one Device each, and Observations spread over two
 years: vital signs (heart rate, respiratory rate, temperature, SpO2, blood pressure) and labs
 (glucose, potassium, sodium, haemoglobin), loaded as 100-entry transaction Bundles by
---concurrency clients. Every id is deterministic (PUT), so a load can be resumed or repeated.
+--concurrency clients. Patient and Device ids are deterministic (PUT); Observations are POSTed.
 
 Queries (each run --repeat times with random patients; p50/p95/p99 in ms are printed):
   patient+code            Observation?subject=Patient/p&code=LOINC
@@ -140,14 +140,17 @@ def bundles(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
 
 
 def _transaction(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-            for r in resources
-        ],
-    }
+    """Patients and Devices keep their ids (PUT: the queries name them); Observations are
+    POSTed, the common import path, and get server-assigned ids."""
+    entries = []
+    for r in resources:
+        if r["resourceType"] == "Observation":
+            r = {k: v for k, v in r.items() if k != "id"}
+            entries.append({"resource": r, "request": {"method": "POST", "url": "Observation"}})
+        else:
+            url = f"{r['resourceType']}/{r['id']}"
+            entries.append({"resource": r, "request": {"method": "PUT", "url": url}})
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
 async def load(client: httpx.AsyncClient, args: argparse.Namespace) -> None:
