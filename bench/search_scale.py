@@ -10,7 +10,8 @@ write path, then time the searches our targets are stated in.
 Data: Patients (with an MRN identifier), one Device each, and Observations spread over two
 years, one series per patient (observations/patients of them): a vital sign (heart rate,
 respiratory rate, temperature, SpO2, blood pressure panel) or a lab (glucose, potassium,
-sodium, haemoglobin); loaded as 100-entry transaction Bundles by --concurrency clients. Patient and Device ids are deterministic (PUT); Observations are POSTed.
+sodium, haemoglobin); loaded as 100-entry transaction Bundles by --concurrency clients.
+Patient and Device ids are deterministic (PUT); Observations are POSTed.
 
 Queries (each run --repeat times with random patients; p50/p95/p99 in ms are printed):
   patient+code            Observation?subject=Patient/p&code=LOINC
