@@ -50,6 +50,9 @@ def _sqlite_engine(url: str) -> Engine:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=30000")
+        # After a checkpoint, shrink the WAL file back (otherwise it keeps its peak size:
+        # 8 GB after loading 100,000 Observations under concurrent readers).
+        cur.execute("PRAGMA journal_size_limit=67108864")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 

@@ -13,7 +13,18 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, Table, and_, exists, false, not_, or_, true
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Table,
+    and_,
+    exists,
+    false,
+    not_,
+    or_,
+    select,
+    true,
+)
 
 from app.errors import InvalidRequest
 from app.fhir.search import values
@@ -40,19 +51,19 @@ def criterion_sql(c: Criterion, owner: Owner, base_url: str, *, top: bool) -> Co
         return not_(match_id) if c.modifier == "not" else match_id
     if c.name == "_lastUpdated":
         return _last_updated(c, owner, top=top)
-    table = INDEX_TABLES[c.kind.split(":")[0]]
-    rows = [
-        table.c.resource_type == owner_type,
-        table.c.resource_id == owner_id,
-        table.c.param == c.name,
-    ]
+    table = INDEX_TABLES[c.kind.split(":")[0]].alias()
+    owned = [table.c.resource_type == owner_type, table.c.param == c.name]
     if c.modifier == "missing":
-        present = exists().where(*rows)
-        return not_(present) if c.values == ("true",) else present
+        if c.values == ("true",):
+            return not_(exists().where(*owned, table.c.resource_id == owner_id))
+        return owner_id.in_(select(table.c.resource_id).where(*owned))
     match = or_(*[_value_sql(c, table, v, base_url) for v in c.values])
     if c.kind == "token" and c.modifier == "not":
-        return not_(exists().where(*rows, match))
-    return exists().where(*rows, match)
+        return not_(exists().where(*owned, table.c.resource_id == owner_id, match))
+    # `id IN (SELECT resource_id ...)` rather than a correlated EXISTS: both PostgreSQL and
+    # SQLite can then drive the query from the index rows (SQLite would otherwise scan every
+    # resource of the type and run the EXISTS for each).
+    return owner_id.in_(select(table.c.resource_id).where(*owned, match))
 
 
 def _value_sql(c: Criterion, table: Table, value: str, base_url: str) -> ColumnElement[bool]:
@@ -104,25 +115,27 @@ def _chain(c: Criterion, owner: Owner, base_url: str) -> ColumnElement[bool]:
                 criterion_sql(inner, (target, ref.c.target_id), base_url, top=False),
             )
         )
-    return exists().where(
-        ref.c.resource_type == owner[0],
-        ref.c.resource_id == owner[1],
-        ref.c.param == c.name,
-        is_local(ref, base_url),
-        or_(*alternatives),
+    return owner[1].in_(
+        select(ref.c.resource_id).where(
+            ref.c.resource_type == owner[0],
+            ref.c.param == c.name,
+            is_local(ref, base_url),
+            or_(*alternatives),
+        )
     )
 
 
 def _has(c: Criterion, owner: Owner, base_url: str) -> ColumnElement[bool]:
     assert c.chain is not None and c.has_type is not None
     ref = search_reference.alias()
-    return exists().where(
-        ref.c.resource_type == c.has_type,
-        ref.c.param == c.has_param,
-        ref.c.target_type == owner[0],
-        ref.c.target_id == owner[1],
-        is_local(ref, base_url),
-        criterion_sql(c.chain, (c.has_type, ref.c.resource_id), base_url, top=False),
+    return owner[1].in_(
+        select(ref.c.target_id).where(
+            ref.c.resource_type == c.has_type,
+            ref.c.param == c.has_param,
+            ref.c.target_type == owner[0],
+            is_local(ref, base_url),
+            criterion_sql(c.chain, (c.has_type, ref.c.resource_id), base_url, top=False),
+        )
     )
 
 
