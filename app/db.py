@@ -64,6 +64,20 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def refresh_statistics(engine: Engine) -> None:
+    """Give SQLite's planner statistics (PostgreSQL's autovacuum keeps its own).
+
+    Without them SQLite may check a per-resource criterion by range-scanning a value index
+    instead of looking up the owner index: 2.4 s instead of 3 ms for patient + code + date
+    at 100,000 Observations. `analysis_limit` keeps ANALYZE to a sample (under a second).
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+        conn.exec_driver_sql("ANALYZE")
+
+
 def run_migrations(url: str) -> None:
     """Bring the schema to the newest Alembic revision (the only way tables are made)."""
     from alembic import command

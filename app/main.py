@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api import fhir as fhir_api
-from app.db import create_db_engine
+from app.db import create_db_engine, refresh_statistics
 from app.errors import FhirError, InvalidRequest, MethodNotAllowed, NotFound, ServerError
 from app.fhir.hooks import OutboxHook, Pipeline
 from app.fhir.router import FhirRouter
@@ -29,7 +31,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        statistics = asyncio.create_task(_keep_statistics_fresh(engine))
         yield
+        statistics.cancel()
         engine.dispose()
 
     app = FastAPI(title="MediSentinel", lifespan=lifespan, docs_url="/docs", redoc_url=None)
@@ -43,6 +47,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.extend(fhir_api.routes())
     _install_error_handlers(app)
     return app
+
+
+async def _keep_statistics_fresh(engine: Engine, every_seconds: float = 600) -> None:
+    """Refresh the query planner's statistics now and then (a no-op on PostgreSQL)."""
+    while True:
+        try:
+            await asyncio.to_thread(refresh_statistics, engine)
+        except Exception:  # a busy database only delays the next refresh
+            log.warning("could not refresh database statistics", exc_info=True)
+        await asyncio.sleep(every_seconds)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

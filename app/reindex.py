@@ -11,7 +11,7 @@ from __future__ import annotations
 from tqdm import tqdm
 
 from app.context import RequestContext
-from app.db import create_db_engine
+from app.db import create_db_engine, refresh_statistics
 from app.fhir import storage
 from app.fhir.hooks import Pipeline
 from app.fhir.service import FhirService
@@ -34,6 +34,7 @@ def run_reindex(settings: Settings, types: list[str], *, batch_size: int = 500) 
             with service.unit_of_work(ctx, write=False) as uow:
                 total = storage.count_current(uow, rtype)
             done += _reindex_type(service, ctx, rtype, total, batch_size, failures)
+        refresh_statistics(engine)
     finally:
         engine.dispose()
     print(f"reindexed {done} resource(s); {len(failures)} failure(s)")

@@ -97,7 +97,7 @@ search_token = Table(
     Column("type_system", Text, nullable=True),  # Identifier.type, for :of-type
     Column("type_code", Text, nullable=True),
     Index("ix_token_lookup", "resource_type", "param", "code", "system"),
-    Index("ix_token_owner", "resource_type", "resource_id"),
+    Index("ix_token_owner", "resource_type", "resource_id", "param"),
 )
 
 search_string = Table(
@@ -107,7 +107,7 @@ search_string = Table(
     Column("value", OrderedText, nullable=False),  # normalized: case- and accent-folded
     Column("exact", Text, nullable=False),
     Index("ix_string_lookup", "resource_type", "param", "value"),
-    Index("ix_string_owner", "resource_type", "resource_id"),
+    Index("ix_string_owner", "resource_type", "resource_id", "param"),
 )
 
 search_reference = Table(
@@ -121,7 +121,7 @@ search_reference = Table(
     Column("identifier_value", Text, nullable=True),
     Index("ix_reference_lookup", "resource_type", "param", "target_id", "target_type"),
     Index("ix_reference_target", "target_type", "target_id", "param"),
-    Index("ix_reference_owner", "resource_type", "resource_id"),
+    Index("ix_reference_owner", "resource_type", "resource_id", "param"),
 )
 
 search_date = Table(
@@ -131,7 +131,7 @@ search_date = Table(
     Column("low", BigInteger, nullable=False),  # [low, high) in epoch microseconds
     Column("high", BigInteger, nullable=False),
     Index("ix_date_lookup", "resource_type", "param", "low", "high"),
-    Index("ix_date_owner", "resource_type", "resource_id"),
+    Index("ix_date_owner", "resource_type", "resource_id", "param"),
 )
 
 search_number = Table(
@@ -140,7 +140,7 @@ search_number = Table(
     *_owner_columns(),
     Column("value", SearchNumber, nullable=False),
     Index("ix_number_lookup", "resource_type", "param", "value"),
-    Index("ix_number_owner", "resource_type", "resource_id"),
+    Index("ix_number_owner", "resource_type", "resource_id", "param"),
 )
 
 search_quantity = Table(
@@ -152,7 +152,7 @@ search_quantity = Table(
     Column("code", Text, nullable=True),
     Column("unit", Text, nullable=True),
     Index("ix_quantity_lookup", "resource_type", "param", "code", "value"),
-    Index("ix_quantity_owner", "resource_type", "resource_id"),
+    Index("ix_quantity_owner", "resource_type", "resource_id", "param"),
 )
 
 search_uri = Table(
@@ -161,7 +161,7 @@ search_uri = Table(
     *_owner_columns(),
     Column("value", OrderedText, nullable=False),
     Index("ix_uri_lookup", "resource_type", "param", "value"),
-    Index("ix_uri_owner", "resource_type", "resource_id"),
+    Index("ix_uri_owner", "resource_type", "resource_id", "param"),
 )
 
 # Composite parameters (code-value-quantity, ...): one row per node of the composite's
@@ -181,7 +181,7 @@ search_composite = Table(
     Column("c2_high", BigInteger, nullable=True),
     Column("c2_text", OrderedText, nullable=True),  # normalized string
     Index("ix_composite_lookup", "resource_type", "param", "c1_code", "c2_code"),
-    Index("ix_composite_owner", "resource_type", "resource_id"),
+    Index("ix_composite_owner", "resource_type", "resource_id", "param"),
 )
 
 INDEX_TABLES = {

@@ -38,7 +38,12 @@ _PREFIXED = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+0-9.])")
 _ESCAPED = re.compile(r"\\(.)")
 
 
-def criterion_sql(c: Criterion, owner: Owner, base_url: str, *, top: bool) -> ColumnElement[bool]:
+def criterion_sql(
+    c: Criterion, owner: Owner, base_url: str, *, top: bool, drive: bool = True
+) -> ColumnElement[bool]:
+    """`drive`: written as `id IN (SELECT ...)` so the database can start from these index
+    rows; otherwise as a correlated EXISTS, a cheap per-candidate check. The engine lets the
+    most selective-looking criterion drive (SQLite follows the form literally)."""
     owner_type, owner_id = owner
     if c.has_type:
         return _has(c, owner, base_url)
@@ -60,9 +65,10 @@ def criterion_sql(c: Criterion, owner: Owner, base_url: str, *, top: bool) -> Co
     match = or_(*[_value_sql(c, table, v, base_url) for v in c.values])
     if c.kind == "token" and c.modifier == "not":
         return not_(exists().where(*owned, table.c.resource_id == owner_id, match))
-    # `id IN (SELECT resource_id ...)` rather than a correlated EXISTS: both PostgreSQL and
-    # SQLite can then drive the query from the index rows (SQLite would otherwise scan every
-    # resource of the type and run the EXISTS for each).
+    if not drive:
+        return exists().where(*owned, table.c.resource_id == owner_id, match)
+    # `id IN (SELECT resource_id ...)`: PostgreSQL and SQLite can drive the query from the
+    # index rows (with only correlated EXISTS, SQLite scans every resource of the type).
     return owner_id.in_(select(table.c.resource_id).where(*owned, match))
 
 

@@ -47,9 +47,7 @@ def search(
         else resource.c.resource_type.in_(rtypes)
     )
     where = [type_filter, resource.c.deleted.is_(False)]
-    where += [
-        criterion_sql(c, (owner_type, resource.c.id), base_url, top=True) for c in params.criteria
-    ]
+    where += _criteria_sql(params, owner_type, base_url)
     count = min(params.count if params.count is not None else DEFAULT_COUNT, MAX_COUNT)
     total = _total(uow, where, params)
     if count == 0 or params.summary == "count":
@@ -76,6 +74,25 @@ def _version(row: Any) -> StoredVersion:
     return StoredVersion(
         row.resource_type, row.id, row.version_id, row.last_updated, row.deleted, row.content
     )
+
+
+# Which criterion should drive the query: the likeliest to be selective goes first.
+_SELECTIVITY = ["_id", "reference", "token", "composite", "string", "uri", "quantity",
+                "number", "date"]  # fmt: skip
+
+
+def _criteria_sql(
+    params: SearchParams, owner_type: Any, base_url: str
+) -> list[ColumnElement[bool]]:
+    def rank(c: Any) -> int:
+        kind = "_id" if c.name == "_id" else c.kind.split(":")[0]
+        return _SELECTIVITY.index(kind) if kind in _SELECTIVITY else len(_SELECTIVITY)
+
+    ordered = sorted(params.criteria, key=rank)
+    return [
+        criterion_sql(c, (owner_type, resource.c.id), base_url, top=True, drive=i == 0)
+        for i, c in enumerate(ordered)
+    ]
 
 
 def _total(uow: UnitOfWork, where: list[ColumnElement[bool]], params: SearchParams) -> int | None:
