@@ -19,6 +19,23 @@ from pathlib import Path
 
 import pytest
 
+# The resource types whose official examples every example-driven test exercises.
+CORE_EXAMPLE_TYPES = (
+    "Patient",
+    "Practitioner",
+    "Organization",
+    "Location",
+    "Encounter",
+    "Device",
+    "Observation",
+    "DiagnosticReport",
+    "Task",
+    "Communication",
+    "Provenance",
+    "SupplyRequest",
+    "SupplyDelivery",
+)
+
 PACKAGE = "hl7.fhir.r4.examples"
 VERSION = "4.0.1"
 CACHE_ROOT = Path(

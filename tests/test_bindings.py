@@ -15,7 +15,7 @@ from app.fhir.bindings import (
     element_table,
     resource_types,
 )
-from tests.fhir_package import examples_dir
+from tests.fhir_package import CORE_EXAMPLE_TYPES, examples_dir
 
 VS = "http://hl7.org/fhir/ValueSet/"
 EXAMPLES_DIR = examples_dir() or Path("/npm-absent/hl7.fhir.r4.examples")
@@ -236,21 +236,7 @@ def test_element_table_shape() -> None:
 
 # --------------------------------------------------------------------------- official examples
 
-EXAMPLE_TYPES = (
-    "Patient",
-    "Practitioner",
-    "Organization",
-    "Location",
-    "Encounter",
-    "Device",
-    "Observation",
-    "DiagnosticReport",
-    "Task",
-    "Communication",
-    "Provenance",
-    "SupplyRequest",
-    "SupplyDelivery",
-)
+EXAMPLE_TYPES = CORE_EXAMPLE_TYPES
 
 # Official examples that genuinely break a required binding, with the reason. None do: every
 # example of every resource type in the package passes (checked while building the tables).

@@ -13,7 +13,7 @@ import pytest
 import fhir_profiles
 from app.fhir.bindings import check_json_kinds, resource_types
 from app.fhir.jsonio import DecimalLiteral, loads
-from tests.fhir_package import examples_dir
+from tests.fhir_package import CORE_EXAMPLE_TYPES, examples_dir
 
 EXAMPLES_DIR = examples_dir() or Path("/npm-absent/hl7.fhir.r4.examples")
 SUMMARY_JSON = Path(fhir_profiles.__file__).resolve().parent / "r4_core" / "summary.json"
@@ -331,19 +331,7 @@ def test_absurdly_deep_nesting_does_not_raise() -> None:
 # --------------------------------------------------------------------------- official examples
 
 EXAMPLE_TYPES = (
-    "Patient",
-    "Practitioner",
-    "Organization",
-    "Location",
-    "Encounter",
-    "Device",
-    "Observation",
-    "DiagnosticReport",
-    "Task",
-    "Communication",
-    "Provenance",
-    "SupplyRequest",
-    "SupplyDelivery",
+    *CORE_EXAMPLE_TYPES,
     "Bundle",
 )
 

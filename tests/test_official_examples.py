@@ -23,23 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fhir_package import examples_package
+from tests.fhir_package import CORE_EXAMPLE_TYPES, examples_package
 
-RESOURCE_TYPES = (
-    "Patient",
-    "Practitioner",
-    "Organization",
-    "Location",
-    "Encounter",
-    "Device",
-    "Observation",
-    "DiagnosticReport",
-    "Task",
-    "Communication",
-    "Provenance",
-    "SupplyRequest",
-    "SupplyDelivery",
-)
+RESOURCE_TYPES = CORE_EXAMPLE_TYPES
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 

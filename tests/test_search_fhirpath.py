@@ -42,7 +42,7 @@ from app.fhir.search import fhirpath
 from app.fhir.search.definitions import params_for, resource_types, special_params
 from app.fhir.search.fhirpath import compile_composite, compile_expression, is_native
 from fhir_profiles import generate_search_parameters as generator
-from tests.fhir_package import require_examples_dir
+from tests.fhir_package import CORE_EXAMPLE_TYPES, require_examples_dir
 
 R4 = models["r4"]
 
@@ -381,21 +381,7 @@ def test_generated_table_is_current(tmp_path: Path) -> None:
 
 # =========================================================================== (b) the proof
 
-PROOF_TYPES = (
-    "Patient",
-    "Practitioner",
-    "Organization",
-    "Location",
-    "Encounter",
-    "Device",
-    "Observation",
-    "DiagnosticReport",
-    "Task",
-    "Communication",
-    "Provenance",
-    "SupplyRequest",
-    "SupplyDelivery",
-)
+PROOF_TYPES = CORE_EXAMPLE_TYPES
 FULL_PROOF = os.environ.get("MEDISENTINEL_FULL_PROOF") == "1"
 _ABSTRACT_HEAD = re.compile(r"(^|[|(]\s*)(Resource|DomainResource)\.")
 _AS_OPERATOR = re.compile(r"\s+as\s+([A-Za-z][A-Za-z.]*)")

@@ -11,23 +11,11 @@ import pytest
 from lxml import etree
 
 from app.fhir.xml import FhirXmlError, json_to_xml, xml_to_json
-from tests.fhir_package import examples_dir
+from tests.fhir_package import CORE_EXAMPLE_TYPES, examples_dir
 
 EXAMPLES = examples_dir() or Path("/npm-absent/hl7.fhir.r4.examples")
 EXAMPLE_TYPES = [
-    "Patient",
-    "Practitioner",
-    "Organization",
-    "Location",
-    "Encounter",
-    "Device",
-    "Observation",
-    "DiagnosticReport",
-    "Task",
-    "Communication",
-    "Provenance",
-    "SupplyRequest",
-    "SupplyDelivery",
+    *CORE_EXAMPLE_TYPES,
     "Bundle",
     "Questionnaire",
 ]
