@@ -56,7 +56,8 @@ def criterion_sql(
         return not_(match_id) if c.modifier == "not" else match_id
     if c.name == "_lastUpdated":
         return _last_updated(c, owner, top=top)
-    table = INDEX_TABLES[c.kind.split(":")[0]].alias()
+    # No alias: each criterion is its own subquery (aliasing copies every column: ~0.2 ms).
+    table = INDEX_TABLES[c.kind.split(":")[0]]
     owned = [table.c.resource_type == owner_type, table.c.param == c.name]
     if c.modifier == "missing":
         if c.values == ("true",):
