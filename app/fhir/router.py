@@ -8,6 +8,7 @@ of work. Bundle entries re-enter `handle`, so they behave exactly like standalon
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from app.context import RequestContext
 from app.errors import InvalidRequest, MethodNotAllowed, NotFound, information_outcome
@@ -289,9 +290,9 @@ def _count(raw: str | None, default: int, maximum: int) -> int:
 def _history_cursor(token: str | None) -> HistoryCursor | None:
     if not token:
         return None
-    cursor = decode_cursor(token)
+    position: Any = decode_cursor(token).get("at")
     try:
-        last_updated, rtype, rid, version_id = cursor.get("at")  # type: ignore[misc]
+        last_updated, rtype, rid, version_id = position
         return HistoryCursor(int(last_updated), str(rtype), str(rid), int(version_id))
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(

@@ -124,6 +124,7 @@ def _sort_key(rtype: str, name: str, descending: bool, owner_type: Any) -> SortK
         return SortKey(resource.c.last_updated, descending)
     kind, _ = lookup(rtype, name)
     table = INDEX_TABLES[kind]
+    missing: Any
     if kind == "date":  # ascending by earliest start, descending by latest end
         column, missing = (table.c.high, MIN_TIME) if descending else (table.c.low, MAX_TIME)
     else:

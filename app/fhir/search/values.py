@@ -108,7 +108,8 @@ def _identifier_or_contact(node: dict[str, Any]) -> Iterator[Token]:
     system = _str(node.get("system"))
     if system in ("phone", "fax", "email", "pager", "url", "sms", "other"):
         system = None  # a ContactPoint: its "system" is a kind, not a namespace
-    id_type = node.get("type") if isinstance(node.get("type"), dict) else {}
+    raw_type = node.get("type")
+    id_type: dict[str, Any] = raw_type if isinstance(raw_type, dict) else {}
     type_text = id_type.get("text")
     display = normalize(type_text) if isinstance(type_text, str) else None
     yield system, value, display, None, None
@@ -204,7 +205,9 @@ def date_range(value: str) -> tuple[int, int] | None:
     try:
         if hour is None:
             low = parse_instant(value[:10] if day else value)
-            return low, _next_calendar(int(year), month and int(month), day and int(day))
+            month_number = int(month) if month else None
+            day_number = int(day) if day else None
+            return low, _next_calendar(int(year), month_number, day_number)
         low = parse_instant(value if zone else value + "Z")
     except ValueError:
         return None
