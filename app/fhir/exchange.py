@@ -24,6 +24,10 @@ class FhirRequest:
     body: Any = None
     assigned_id: str | None = None  # transactions pre-assign ids for urn:uuid resolution
     fresh_id: bool = False  # assigned_id was minted by us (a new UUID), so it cannot clash
+    # A transaction looked up (and locked) the target of this PUT up front, for all its PUTs
+    # in one query: `current` is that row, or None when the id is new.
+    prefetched: bool = False
+    current: StoredVersion | None = None
 
     @classmethod
     def from_url(cls, method: str, url: str, **kwargs: Any) -> FhirRequest:

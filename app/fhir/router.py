@@ -143,7 +143,10 @@ class FhirRouter:
                     return FhirResponse(304, None, {"ETag": f'W/"{version.version_id}"'})
                 return FhirResponse.for_version(base, version)
             case "PUT":
-                outcome = self.service.update(uow, rtype, rid, request.body, if_match=if_match)
+                outcome = self.service.update(
+                    uow, rtype, rid, request.body, if_match=if_match,
+                    prefetched=request.prefetched, current=request.current,
+                )  # fmt: skip
                 return _write_response(base, outcome)
             case "PATCH":
                 outcome = self.service.patch(uow, rtype, rid, request.body, if_match=if_match)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonpatch
+import psycopg.errors
+import sqlalchemy.exc
 from sqlalchemy import Engine
 
 from app.context import RequestContext
@@ -74,11 +76,15 @@ class FhirService:
         it may skip the transaction round trips.
         """
         try:
-            with storage.open_unit_of_work(
-                self.engine, ctx, write=write, single_read=single_read
-            ) as uow:
-                yield uow
-                self.pipeline.before_commit(uow)
+            try:
+                with storage.open_unit_of_work(
+                    self.engine, ctx, write=write, single_read=single_read
+                ) as uow:
+                    yield uow
+                    self.pipeline.before_commit(uow)
+            except (sqlalchemy.exc.IntegrityError, psycopg.errors.IntegrityError) as exc:
+                # Only a racing create of the same id gets here (ids are checked first).
+                raise Conflict("a resource with that id was created concurrently; retry") from exc
         except Exception as exc:
             self.pipeline.on_failure(ctx, None, exc)
             raise
@@ -226,17 +232,25 @@ class FhirService:
         *,
         if_match: str | None = None,
         method: str = "PUT",
+        prefetched: bool = False,
+        current: StoredVersion | None = None,
     ) -> WriteOutcome:
+        """PUT. `prefetched`: a transaction already read (and locked) `current` for this id."""
         self.check_type(rtype)
         self.pipeline.authorize(uow, Interaction("update", rtype, rid))
         if not is_valid_id(rid):
             raise InvalidRequest(f"'{rid}' is not a valid resource id")
         validate_resource(body, expected_type=rtype, expected_id=rid)
-        current = storage.get_current(uow, rtype, rid, lock=True)
+        if not prefetched:
+            current = storage.get_current(uow, rtype, rid, lock=True)
         if current is None:
             if if_match:
                 raise PreconditionFailed(f"If-Match given but {rtype}/{rid} does not exist")
             version = self._stamp(rtype, rid, body, 1)
+            if prefetched:  # batched; a concurrent create of the same id fails the commit (409)
+                storage.stage_insert_current(uow, version)
+                self._record(uow, version, "create", method, body, new=True)
+                return WriteOutcome(version, created=True)
             if storage.try_insert_current(uow, version):
                 self._record(uow, version, "create", method, body, new=True)
                 return WriteOutcome(version, created=True)

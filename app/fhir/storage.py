@@ -176,6 +176,17 @@ def _current_query(for_update: bool) -> Select[Any]:
     return query.with_for_update() if for_update else query
 
 
+def lock_currents(uow: UnitOfWork, rtype: str, ids: Sequence[str]) -> dict[str, StoredVersion]:
+    """The current rows of many ids at once (deleted ones included), locked on PostgreSQL."""
+    uow.flush()
+    query = select(*CURRENT_COLUMNS).where(
+        resource.c.resource_type == rtype, resource.c.id.in_(list(ids))
+    )
+    if uow.dialect == "postgresql":
+        query = query.with_for_update()
+    return {row.id: to_version(row) for row in uow.conn.execute(query)}
+
+
 def get_currents(uow: UnitOfWork, rtype: str, ids: Sequence[str]) -> list[StoredVersion]:
     uow.flush()
     if not ids:

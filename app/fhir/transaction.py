@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.context import RequestContext
 from app.errors import FhirError, InvalidRequest, PreconditionFailed, ServerError
-from app.fhir import jsonio
+from app.fhir import jsonio, storage
 from app.fhir.bundles import _bundle
 from app.fhir.exchange import FhirRequest, FhirResponse, RawJson
 from app.fhir.hooks import Interaction
@@ -66,6 +66,7 @@ def _transaction(
     with router.service.unit_of_work(ctx, write=True) as uow:
         router.service.pipeline.authorize(uow, Interaction("transaction"))
         id_map = _assign_ids(router, uow, entries, requests)
+        _prefetch_put_targets(uow, requests)
         for request in requests:
             if request.body is not None and request.method in ("POST", "PUT"):
                 _rewrite_references(router, uow, request.body, id_map)
@@ -100,6 +101,18 @@ def _assign_ids(
         if target and isinstance(full_url, str) and full_url:
             id_map[full_url] = f"{rtype}/{target}"
     return id_map
+
+
+def _prefetch_put_targets(uow: UnitOfWork, requests: list[FhirRequest]) -> None:
+    """Read (and lock) the targets of every PUT in one query per type, not one per entry."""
+    puts: dict[str, list[FhirRequest]] = {}
+    for request in requests:
+        if request.method == "PUT" and len(request.segments) == 2 and not request.query:
+            puts.setdefault(request.segments[0], []).append(request)
+    for rtype, group in puts.items():
+        found = storage.lock_currents(uow, rtype, [r.segments[1] for r in group])
+        for request in group:
+            request.prefetched, request.current = True, found.get(request.segments[1])
 
 
 def _resolve_target(
