@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from app.fhir.search.fhirpath import split_union  # the one union splitter
 from fhir_profiles import generate_core_tables as core
 
 OUT_FILE = core.OUT_DIR / "search_parameters.json"
@@ -93,34 +94,6 @@ def load_resource_types(package_dir: Path) -> tuple[list[str], set[str]]:
 
 
 # --------------------------------------------------------------------------- expressions
-
-
-def split_union(expression: str) -> list[str]:
-    """Top-level ``|`` branches of a FHIRPath expression (not inside parens or strings)."""
-    branches: list[str] = []
-    depth = 0
-    quote: str | None = None
-    start = 0
-    i = 0
-    while i < len(expression):
-        ch = expression[i]
-        if quote:
-            if ch == "\\":
-                i += 1  # skip the escaped character
-            elif ch == quote:
-                quote = None
-        elif ch in "'`\"":
-            quote = ch
-        elif ch in "([":
-            depth += 1
-        elif ch in ")]":
-            depth -= 1
-        elif ch == "|" and depth == 0:
-            branches.append(expression[start:i].strip())
-            start = i + 1
-        i += 1
-    branches.append(expression[start:].strip())
-    return [b for b in branches if b]
 
 
 _LEADING_NAME = re.compile(r"\(*\s*([A-Za-z_][A-Za-z0-9_]*)")
