@@ -6,6 +6,7 @@ search never sees a resource without its index or an index without its resource.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import Table
@@ -135,15 +136,21 @@ COMPOSITE_SECONDS = ("token", "quantity", "date", "string")
 
 
 def composite_kinds(rtype: str, param: SearchParamDef) -> tuple[str, str] | None:
+    return _composite_kinds(rtype, param.code) if param.type == "composite" else None
+
+
+@functools.cache
+def _composite_kinds(rtype: str, code: str) -> tuple[str, str] | None:
     """(first, second) component types when we index this composite, else None.
 
     Supported: a token first component with a token, quantity, date or string second one:
     68 of the 72 R4 composites (the others pair numbers or references and are reported as
     unsupported parameters).
     """
+    params = params_for(rtype)
+    param = params[code]
     if len(param.components) != 2 or param.evaluate_components is None:
         return None
-    params = params_for(rtype)
     first, second = (params.get(c.definition) for c in param.components)
     if first is None or second is None or first.type != "token":
         return None
