@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +60,9 @@ Code = tuple[str, str]  # (system, code)
 # --------------------------------------------------------------------------- package loading
 
 
-def fetch_package(dest: Path) -> Path:
-    """Download the examples package with ``npm pack`` and unpack the files we need."""
+def fetch_package(dest: Path, prefixes: tuple[str, ...] = NEEDED_PREFIXES) -> Path:
+    """Download the examples package with ``npm pack`` and unpack the files we need
+    (those whose names start with one of ``prefixes``)."""
     proc = subprocess.run(
         ["npm", "pack", NPM_PACKAGE, "--silent", "--pack-destination", str(dest)],
         check=True,
@@ -77,7 +78,7 @@ def fetch_package(dest: Path) -> Path:
             name = member.name.rsplit("/", 1)[-1]
             # Copy by basename only: never trust archive paths, and skip the examples we
             # don't need (the tarball holds thousands of them).
-            if not member.isfile() or not name.startswith(NEEDED_PREFIXES):
+            if not member.isfile() or not name.startswith(prefixes):
                 continue
             src = tar.extractfile(member)
             if src is not None:
@@ -374,22 +375,36 @@ def run(package_dir: Path, out_dir: Path) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+def generator_main(
+    argv: list[str] | None,
+    *,
+    description: str,
+    run_generator: Callable[[Path, Path], str],
+    default_out: Path,
+    prefixes: tuple[str, ...] = NEEDED_PREFIXES,
+) -> int:
+    """The command line shared by the table generators: --package-dir, or fetch with npm."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--package-dir",
         type=Path,
         help="an unpacked hl7.fhir.r4.examples package/ folder (default: fetch with npm pack)",
     )
-    parser.add_argument("--out-dir", type=Path, default=OUT_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=default_out, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.package_dir is not None:
-        print(run(args.package_dir, args.out_dir))
+        print(run_generator(args.package_dir, args.out))
         return 0
     with tempfile.TemporaryDirectory(prefix="fhir-r4-") as tmp:
-        print(run(fetch_package(Path(tmp)), args.out_dir))
+        print(run_generator(fetch_package(Path(tmp), prefixes), args.out))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return generator_main(
+        argv, description=__doc__.split("\n", 1)[0], run_generator=run, default_out=OUT_DIR
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Usage::
     python -m fhir_profiles.generate_search_parameters [--package-dir DIR]
 
 Without ``--package-dir`` the official ``hl7.fhir.r4.examples@4.0.1`` npm package is fetched
-with ``npm pack`` into a temporary directory (through ``generate_core_tables.fetch_package``).
+with ``npm pack`` into a temporary directory (through ``generate_core_tables.generator_main``).
 
 Source: the package's ``Bundle-searchParams.json`` (Bundle ``searchParams``), which holds the
 complete core set (1375 SearchParameters, including the ``Resource``/``DomainResource`` ones).
@@ -32,14 +32,11 @@ modifiers); the engine applies the per-type default modifiers of the search page
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 from app.fhir.search.fhirpath import split_union  # the one union splitter
 from fhir_profiles import generate_core_tables as core
@@ -53,17 +50,6 @@ Json = dict[str, Any]
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def fetch_package(dest: Path) -> Path:
-    """``core.fetch_package``, also unpacking the search parameter bundle.
-
-    ``fetch_package`` reads its file filter from the module constant at call time; widening
-    it for one call reuses the download code instead of copying it.
-    """
-    prefixes = (*core.NEEDED_PREFIXES, BUNDLE_FILE)
-    with mock.patch.object(core, "NEEDED_PREFIXES", prefixes):
-        return core.fetch_package(dest)
 
 
 def load_search_parameters(package_dir: Path) -> list[Json]:
@@ -195,21 +181,13 @@ def run(package_dir: Path, out_file: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument(
-        "--package-dir",
-        type=Path,
-        help="an unpacked hl7.fhir.r4.examples package/ folder (default: fetch with npm pack)",
+    return core.generator_main(
+        argv,
+        description=__doc__.split("\n", 1)[0],
+        run_generator=run,
+        default_out=OUT_FILE,
+        prefixes=(*core.NEEDED_PREFIXES, BUNDLE_FILE),
     )
-    parser.add_argument("--out-file", type=Path, default=OUT_FILE, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
-    if args.package_dir is not None:
-        print(run(args.package_dir, args.out_file))
-        return 0
-    with tempfile.TemporaryDirectory(prefix="fhir-r4-") as tmp:
-        print(run(fetch_package(Path(tmp)), args.out_file))
-    return 0
 
 
 if __name__ == "__main__":
