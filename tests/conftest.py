@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,8 +17,6 @@ from sqlalchemy import create_engine, text
 from app.db import run_migrations
 from app.main import create_app
 from app.settings import Settings
-
-SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
 
 
 def _free_port() -> int:

@@ -117,6 +117,21 @@ def examples_dir() -> Path | None:
     return examples_package().directory
 
 
+@functools.cache
+def core_example_files() -> tuple[str, ...]:
+    """File names `<Type>-*.json` whose resourceType is that type, for CORE_EXAMPLE_TYPES
+    (empty when the package is unavailable)."""
+    directory = examples_dir()
+    if directory is None:
+        return ()
+    names = []
+    for rtype in CORE_EXAMPLE_TYPES:
+        for path in sorted(directory.glob(f"{rtype}-*.json")):
+            if json.loads(path.read_bytes()).get("resourceType") == rtype:
+                names.append(path.name)
+    return tuple(names)
+
+
 def require_examples_dir() -> Path:
     """The unpacked package; skip when npm is absent, fail when the download failed."""
     package = examples_package()

@@ -23,24 +23,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fhir_package import CORE_EXAMPLE_TYPES, examples_package
+from tests.fhir_package import CORE_EXAMPLE_TYPES, core_example_files, examples_package
 
 RESOURCE_TYPES = CORE_EXAMPLE_TYPES
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
-@functools.cache
 def example_files() -> tuple[str, ...]:
-    """File names `<Type>-*.json` whose resourceType is that type, for the served types."""
-    directory = examples_package().directory
-    assert directory is not None
-    names = []
-    for rtype in RESOURCE_TYPES:
-        for path in sorted(directory.glob(f"{rtype}-*.json")):
-            if json.loads(path.read_bytes()).get("resourceType") == rtype:
-                names.append(path.name)
-    return tuple(names)
+    return core_example_files()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -11,7 +11,6 @@ Organization-hl7pay: a name only) are found by ``<param>:missing=true`` instead.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,13 +20,10 @@ import httpx
 import pytest
 
 from app.fhir.search.definitions import params_for
-from tests.fhir_package import examples_dir, require_examples_dir
+from tests.fhir_package import CORE_EXAMPLE_TYPES, core_example_files, require_examples_dir
 from tests.test_search_params import FHIR_JSON, entries, get_bundle, outcome_free
 
-RESOURCE_TYPES = (
-    "Patient", "Practitioner", "Organization", "Location", "Encounter", "Device", "Observation",
-    "DiagnosticReport", "Task", "Communication", "Provenance", "SupplyRequest", "SupplyDelivery",
-)  # fmt: skip
+RESOURCE_TYPES = CORE_EXAMPLE_TYPES
 
 IDENTIFIER = ("identifier", "identifier", "identifier")
 STATUS = ("status", "status", "code")
@@ -196,17 +192,8 @@ def missing_probe(resource: dict[str, Any]) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- collection
 
 
-@functools.cache
 def example_files() -> tuple[str, ...]:
-    directory = examples_dir()
-    if directory is None:
-        return ()
-    names = []
-    for rtype in RESOURCE_TYPES:
-        for path in sorted(directory.glob(f"{rtype}-*.json")):
-            if json.loads(path.read_bytes()).get("resourceType") == rtype:
-                names.append(path.name)
-    return tuple(names)
+    return core_example_files()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from app.fhir.instants import to_http_date, to_instant
+from app.fhir.instants import to_http_date
 from app.fhir.jsonio import RawJson
 from app.fhir.storage import StoredVersion
 
@@ -81,10 +81,6 @@ def version_headers(base_url: str, version: StoredVersion, *, location: bool) ->
 
 def version_url(version: StoredVersion) -> str:
     return f"{version.resource_type}/{version.id}/_history/{version.version_id}"
-
-
-def last_modified_instant(version: StoredVersion) -> str:
-    return to_instant(version.last_updated)
 
 
 __all__ = ["FhirRequest", "FhirResponse", "RawJson", "version_headers", "version_url"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 
 _DATE_ONLY = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
@@ -47,7 +47,3 @@ def parse_http_date(value: str) -> int | None:
         return _to_us(parsedate_to_datetime(value))
     except (TypeError, ValueError):
         return None
-
-
-def today() -> date:
-    return datetime.now(UTC).date()

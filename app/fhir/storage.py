@@ -187,18 +187,6 @@ def lock_currents(uow: UnitOfWork, rtype: str, ids: Sequence[str]) -> dict[str, 
     return {row.id: to_version(row) for row in uow.conn.execute(query)}
 
 
-def get_currents(uow: UnitOfWork, rtype: str, ids: Sequence[str]) -> list[StoredVersion]:
-    uow.flush()
-    if not ids:
-        return []
-    query = select(*CURRENT_COLUMNS).where(
-        resource.c.resource_type == rtype,
-        resource.c.id.in_(list(ids)),
-        resource.c.deleted.is_(False),
-    )
-    return [to_version(r) for r in uow.conn.execute(query)]
-
-
 def count_current(uow: UnitOfWork, rtype: str) -> int:
     query = (
         select(func.count())

@@ -32,7 +32,6 @@ from app.fhir.search.params import RESOURCE_COLUMNS, Criterion, join_values, par
 from app.fhir.tables import INDEX_TABLES, resource, search_reference
 
 Owner = tuple[Any, Any]  # (resource type: str or column, resource id: column)
-PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 _PREFIXED = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+0-9.])")
 _ESCAPED = re.compile(r"\\(.)")
