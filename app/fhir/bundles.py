@@ -13,7 +13,7 @@ from app.fhir.search.params import encode_cursor
 from app.fhir.storage import StoredVersion, now_us
 
 
-def _bundle(bundle_type: str) -> dict[str, Any]:
+def new_bundle(bundle_type: str) -> dict[str, Any]:
     return {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
@@ -30,7 +30,7 @@ def searchset(
     issues: dict[str, Any] | None,
     extra_pairs: list[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
-    bundle = _bundle("searchset")
+    bundle = new_bundle("searchset")
     if result.total is not None:
         bundle["total"] = result.total
     pairs = (extra_pairs or []) + params.link_pairs()
@@ -73,7 +73,7 @@ def history(
     next_token: str | None,
     total: int | None = None,
 ) -> dict[str, Any]:
-    bundle = _bundle("history")
+    bundle = new_bundle("history")
     if total is not None:
         bundle["total"] = total
     links = [{"relation": "self", "url": _url(base_url, path, pairs)}]

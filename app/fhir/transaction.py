@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from app.context import RequestContext
 from app.errors import FhirError, InvalidRequest, PreconditionFailed, ServerError
 from app.fhir import jsonio, storage
-from app.fhir.bundles import _bundle
+from app.fhir.bundles import new_bundle
 from app.fhir.exchange import FhirRequest, FhirResponse, RawJson
 from app.fhir.hooks import Interaction
 from app.fhir.instants import to_instant
@@ -76,7 +76,7 @@ def _transaction(
                 responses[i] = router.handle(uow, requests[i])
             except FhirError as exc:
                 raise exc.prefixed(f"Bundle.entry[{i}]") from exc
-    bundle = _bundle("transaction-response")
+    bundle = new_bundle("transaction-response")
     bundle["entry"] = [
         _response_entry(r, minimal, ctx.base_url) for r in responses if r is not None
     ]
@@ -200,7 +200,7 @@ def _refuse_duplicate_targets(requests: list[FhirRequest]) -> None:
 def _batch(
     router: FhirRouter, ctx: RequestContext, entries: list[Any], minimal: bool
 ) -> FhirResponse:
-    bundle = _bundle("batch-response")
+    bundle = new_bundle("batch-response")
     out: list[dict[str, Any]] = []
     for i, entry in enumerate(entries):
         try:

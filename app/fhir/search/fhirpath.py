@@ -768,7 +768,7 @@ def _compile_field(name: str, steps: list[Any], i: int, types: Types) -> tuple[S
 
 
 def _plain_field(key: str, types: tuple[str, ...]) -> Step:
-    def field(items: Items, root: Any) -> Items:
+    def complex_field(items: Items, root: Any) -> Items:
         out: Items = []
         for item in items:
             if isinstance(item, dict):
@@ -778,25 +778,17 @@ def _plain_field(key: str, types: tuple[str, ...]) -> Step:
                         out += value
                     else:
                         out.append(value)
+        return out
+
+    if len(types) == 1 and not _is_primitive(types[0]):
+        return complex_field  # complex elements never hold nulls: no scan on the hot path
+
+    def field(items: Items, root: Any) -> Items:
+        out = complex_field(items, root)
         if None in out:  # JSON null placeholders of primitive arrays are not values
             out = [x for x in out if x is not None]
         return out
 
-    if len(types) == 1 and not _is_primitive(types[0]):
-        # Complex elements never hold nulls: skip the scan on the hot path.
-        def complex_field(items: Items, root: Any) -> Items:
-            out: Items = []
-            for item in items:
-                if isinstance(item, dict):
-                    value = item.get(key)
-                    if value is not None:
-                        if type(value) is list:
-                            out += value
-                        else:
-                            out.append(value)
-            return out
-
-        return complex_field
     return field
 
 
