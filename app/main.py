@@ -13,6 +13,8 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api import fhir as fhir_api
+from app.auth.enforcement import SmartAccessHook
+from app.auth.server import AuthServer
 from app.db import create_db_engine, refresh_statistics
 from app.errors import FhirError, InvalidRequest, MethodNotAllowed, NotFound, ServerError
 from app.fhir.hooks import OutboxHook, Pipeline
@@ -26,11 +28,14 @@ log = logging.getLogger("medisentinel")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = create_db_engine(settings.database_url, pool_size=settings.db_pool_size)
-    pipeline = Pipeline([OutboxHook()])
+    auth = AuthServer(engine, settings)
+    # Authorization first: nothing is read or written for a caller it refuses.
+    pipeline = Pipeline([SmartAccessHook(auth.tokens), OutboxHook()])
     service = FhirService(engine, pipeline)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(auth.keys.signing_key)  # the first start creates it
         statistics = asyncio.create_task(_keep_statistics_fresh(engine))
         yield
         statistics.cancel()
@@ -41,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.pipeline = pipeline
     app.state.service = service
+    app.state.auth = auth
     app.state.fhir_router = FhirRouter(
         service, default_count=settings.default_page_size, max_count=settings.max_page_size
     )

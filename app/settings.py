@@ -34,11 +34,35 @@ class Settings(BaseSettings):
     max_body_bytes: int = 32 * 1024 * 1024
     log_level: str = "info"
 
+    # Authorization server (SMART on FHIR)
+    master_key: str | None = Field(
+        default=None, description="secret that seals the signing keys (32+ characters)"
+    )
+    master_key_file: Path = Field(
+        default=Path("data") / "master.key",
+        description="where the master key is read from when MEDISENTINEL_MASTER_KEY is unset "
+        "(created on first start)",
+    )
+    access_token_seconds: int = 3600
+    refresh_token_seconds: int = 90 * 24 * 3600  # offline_access
+    online_refresh_seconds: int = 12 * 3600  # online_access: a working day
+    authorization_code_seconds: int = 60
+    login_seconds: int = 600  # time to log in and consent
+    cors_origins: str = Field(
+        default="*", description="origins allowed to call the API from a browser (comma list)"
+    )
+
     @property
     def fhir_base_url(self) -> str:
         if self.base_url:
             return self.base_url.rstrip("/")
         return f"http://{self.host}:{self.port}/fhir"
+
+    @property
+    def server_root(self) -> str:
+        """The base URL without /fhir: where /auth/... lives."""
+        base = self.fhir_base_url
+        return base[: -len("/fhir")] if base.endswith("/fhir") else base
 
     @property
     def is_sqlite(self) -> bool:

@@ -14,9 +14,12 @@ import pytest
 import uvicorn
 from sqlalchemy import create_engine, text
 
+from app.auth import clients
 from app.db import run_migrations
 from app.main import create_app
 from app.settings import Settings
+
+TEST_MASTER_KEY = "test-master-key-" + "0" * 32
 
 
 def _free_port() -> int:
@@ -79,7 +82,9 @@ class LiveServer:
 @pytest.fixture(scope="session")
 def live_server(database_url: str) -> Iterator[LiveServer]:
     port = _free_port()
-    settings = Settings(database_url=database_url, host="127.0.0.1", port=port)
+    settings = Settings(
+        database_url=database_url, host="127.0.0.1", port=port, master_key=TEST_MASTER_KEY
+    )
     server = LiveServer(settings)
     server.start()
     yield server
@@ -91,8 +96,30 @@ def base_url(live_server: LiveServer) -> str:
     return live_server.base_url
 
 
+TEST_CLIENT = "test-suite"
+TEST_SCOPE = "system/*.cruds system/AuditEvent.rs"
+
+
+@pytest.fixture(scope="session")
+def system_token(live_server: LiveServer) -> str:
+    """A backend client with every system scope, and a token for it."""
+    auth = live_server.app.state.auth
+    with auth.engine.begin() as conn:
+        registered = clients.get_client_by_name(conn, TEST_CLIENT) is not None
+    if not registered:
+        with auth.engine.begin() as conn:
+            jwks: dict[str, list[object]] = {"keys": []}
+            clients.create_client(conn, TEST_CLIENT, "backend", scope=TEST_SCOPE, jwks=jwks)
+    return str(auth.local_token(TEST_CLIENT, TEST_SCOPE)["access_token"])
+
+
+@pytest.fixture(scope="session")
+def auth_headers(system_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {system_token}"}
+
+
 @pytest.fixture
-def client(base_url: str) -> Iterator[httpx.Client]:
-    headers = {"Accept": "application/fhir+json"}
+def client(base_url: str, auth_headers: dict[str, str]) -> Iterator[httpx.Client]:
+    headers = {"Accept": "application/fhir+json", **auth_headers}
     with httpx.Client(base_url=base_url, headers=headers, timeout=30) as http:
         yield http

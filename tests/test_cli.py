@@ -65,7 +65,9 @@ def test_serve_migrates_and_answers(tmp_path: Path) -> None:
         process.wait(timeout=30)
 
 
-def test_load_bundle_and_ndjson_through_the_api(tmp_path: Path, base_url: str) -> None:
+def test_load_bundle_and_ndjson_through_the_api(
+    tmp_path: Path, base_url: str, auth_headers: dict[str, str], system_token: str
+) -> None:
     family = unique("Load")
     ndjson = tmp_path / "patients.ndjson"
     ndjson.write_text(
@@ -88,7 +90,18 @@ def test_load_bundle_and_ndjson_through_the_api(tmp_path: Path, base_url: str) -
         )
     )
     result = subprocess.run(
-        [*CLI, "load", str(ndjson), str(bundle), "--url", base_url, "--batch-size", "3"],
+        [
+            *CLI,
+            "load",
+            str(ndjson),
+            str(bundle),
+            "--url",
+            base_url,
+            "--batch-size",
+            "3",
+            "--token",
+            system_token,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -96,34 +109,41 @@ def test_load_bundle_and_ndjson_through_the_api(tmp_path: Path, base_url: str) -
     assert result.returncode == 0, result.stdout + result.stderr
     assert "8 ok, 0 failed" in result.stdout
     assert "4 bundle(s)" in result.stdout
-    assert httpx.get(f"{base_url}/Patient/{rid}").status_code == 200
+    assert httpx.get(f"{base_url}/Patient/{rid}", headers=auth_headers).status_code == 200
 
 
-def test_load_reports_failures(tmp_path: Path, base_url: str) -> None:
+def test_load_reports_failures(tmp_path: Path, base_url: str, system_token: str) -> None:
     bad = tmp_path / "bad.ndjson"
     bad.write_text(json.dumps(patient(gender="girl")) + "\n")
     result = subprocess.run(
-        [*CLI, "load", str(bad), "--url", base_url], capture_output=True, text=True, timeout=120
+        [*CLI, "load", str(bad), "--url", base_url, "--token", system_token],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     assert "0 ok, 1 failed" in result.stdout
 
 
-def test_reindex_rebuilds_missing_index_rows(base_url: str, database_url: str) -> None:
+def test_reindex_rebuilds_missing_index_rows(
+    base_url: str, database_url: str, auth_headers: dict[str, str]
+) -> None:
     from sqlalchemy import create_engine, delete
 
     from app.fhir.tables import search_token
 
     system = f"urn:reindex:{unique('sys')}"
     body = patient(identifier=[{"system": system, "value": "42"}])
-    rid = httpx.post(f"{base_url}/Patient", json=body).json()["id"]
+    rid = httpx.post(f"{base_url}/Patient", json=body, headers=auth_headers).json()["id"]
     query = {"identifier": f"{system}|42"}
-    assert len(httpx.get(f"{base_url}/Patient", params=query).json()["entry"]) == 1
+    search = httpx.get(f"{base_url}/Patient", params=query, headers=auth_headers).json()
+    assert len(search["entry"]) == 1
     engine = create_engine(database_url)
     with engine.begin() as conn:  # as if a definition had changed after indexing
         conn.execute(delete(search_token).where(search_token.c.resource_id == rid))
     engine.dispose()
-    assert "entry" not in httpx.get(f"{base_url}/Patient", params=query).json()
+    search = httpx.get(f"{base_url}/Patient", params=query, headers=auth_headers).json()
+    assert "entry" not in search
     env = {**os.environ, "MEDISENTINEL_DATABASE_URL": database_url}
     result = subprocess.run(
         [*CLI, "reindex", "Patient", "--batch-size", "7"],
@@ -135,7 +155,7 @@ def test_reindex_rebuilds_missing_index_rows(base_url: str, database_url: str) -
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 failure(s)" in result.stdout
     assert "Patient" in result.stderr  # the progress bar
-    found = httpx.get(f"{base_url}/Patient", params=query).json()["entry"]
+    found = httpx.get(f"{base_url}/Patient", params=query, headers=auth_headers).json()["entry"]
     assert [e["resource"]["id"] for e in found] == [rid]
 
 

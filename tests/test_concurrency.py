@@ -12,20 +12,22 @@ from tests.helpers import FHIR_JSON, patient
 WRITERS = 12
 
 
-def test_concurrent_updates_all_become_versions(base_url: str) -> None:
-    with httpx.Client(base_url=base_url, timeout=60) as setup:
+def test_concurrent_updates_all_become_versions(
+    base_url: str, auth_headers: dict[str, str]
+) -> None:
+    with httpx.Client(base_url=base_url, headers=auth_headers, timeout=60) as setup:
         created = setup.post("/Patient", json=patient(), headers=FHIR_JSON).json()
     rid = created["id"]
 
     def write(n: int) -> int:
         body = {**created, "name": [{"family": f"Writer{n}"}]}
-        with httpx.Client(base_url=base_url, timeout=60) as http:
+        with httpx.Client(base_url=base_url, headers=auth_headers, timeout=60) as http:
             return http.put(f"/Patient/{rid}", json=body, headers=FHIR_JSON).status_code
 
     with ThreadPoolExecutor(WRITERS) as pool:
         statuses = list(pool.map(write, range(WRITERS)))
     assert statuses == [200] * WRITERS
-    with httpx.Client(base_url=base_url, timeout=60) as http:
+    with httpx.Client(base_url=base_url, headers=auth_headers, timeout=60) as http:
         history = http.get(f"/Patient/{rid}/_history", params={"_count": 100}).json()
         current = http.get(f"/Patient/{rid}").json()
     versions = sorted(int(e["resource"]["meta"]["versionId"]) for e in history["entry"])
@@ -35,15 +37,17 @@ def test_concurrent_updates_all_become_versions(base_url: str) -> None:
     assert current["meta"]["versionId"] == str(WRITERS + 1)
 
 
-def test_concurrent_if_match_updates_exactly_one_wins(base_url: str) -> None:
-    with httpx.Client(base_url=base_url, timeout=60) as setup:
+def test_concurrent_if_match_updates_exactly_one_wins(
+    base_url: str, auth_headers: dict[str, str]
+) -> None:
+    with httpx.Client(base_url=base_url, headers=auth_headers, timeout=60) as setup:
         created = setup.post("/Patient", json=patient(), headers=FHIR_JSON).json()
     rid = created["id"]
 
     def write(n: int) -> int:
         body = {**created, "name": [{"family": f"Racer{n}"}]}
         headers = {**FHIR_JSON, "If-Match": 'W/"1"'}
-        with httpx.Client(base_url=base_url, timeout=60) as http:
+        with httpx.Client(base_url=base_url, headers=auth_headers, timeout=60) as http:
             return http.put(f"/Patient/{rid}", json=body, headers=headers).status_code
 
     with ThreadPoolExecutor(WRITERS) as pool:
@@ -51,11 +55,11 @@ def test_concurrent_if_match_updates_exactly_one_wins(base_url: str) -> None:
     assert statuses == [200] + [412] * (WRITERS - 1)
 
 
-def test_concurrent_update_as_create_of_one_id(base_url: str) -> None:
+def test_concurrent_update_as_create_of_one_id(base_url: str, auth_headers: dict[str, str]) -> None:
     rid = "race-create-1"
 
     def write(n: int) -> int:
-        with httpx.Client(base_url=base_url, timeout=60) as http:
+        with httpx.Client(base_url=base_url, headers=auth_headers, timeout=60) as http:
             body = patient(id=rid, name=[{"family": f"C{n}"}])
             return http.put(f"/Patient/{rid}", json=body, headers=FHIR_JSON).status_code
 
@@ -64,7 +68,9 @@ def test_concurrent_update_as_create_of_one_id(base_url: str) -> None:
     assert statuses.count(201) == 1 and statuses.count(200) == 7
 
 
-def test_concurrent_transactions_creating_one_id_never_lose_a_version(base_url: str) -> None:
+def test_concurrent_transactions_creating_one_id_never_lose_a_version(
+    base_url: str, auth_headers: dict[str, str]
+) -> None:
     """PUT targets of a transaction are looked up in one batch; two transactions creating the
     same new id at once: one wins, the other commits after it (SQLite) or gets a retryable
     409 (PostgreSQL) - never a 500, never a lost or duplicated version."""
@@ -74,13 +80,13 @@ def test_concurrent_transactions_creating_one_id_never_lose_a_version(base_url: 
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
             {"resource": patient(id=rid, name=[{"family": f"T{n}"}]),
              "request": {"method": "PUT", "url": f"Patient/{rid}"}}]}  # fmt: skip
-        with httpx.Client(base_url=base_url, timeout=60) as http:
+        with httpx.Client(base_url=base_url, headers=auth_headers, timeout=60) as http:
             return http.post("", json=bundle, headers=FHIR_JSON).status_code
 
     with ThreadPoolExecutor(6) as pool:
         statuses = list(pool.map(write, range(6)))
     assert set(statuses) <= {200, 409} and 200 in statuses
-    with httpx.Client(base_url=base_url, timeout=60) as http:
+    with httpx.Client(base_url=base_url, headers=auth_headers, timeout=60) as http:
         history = http.get(f"/Patient/{rid}/_history").json()
     versions = sorted(int(e["resource"]["meta"]["versionId"]) for e in history["entry"])
     assert versions == list(range(1, statuses.count(200) + 1))

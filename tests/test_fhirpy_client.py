@@ -15,8 +15,10 @@ IDENTIFIER_SYSTEM = "urn:medisentinel:test:fhirpy"
 
 
 @pytest.fixture
-def fhir(base_url: str) -> SyncFHIRClient:
-    return SyncFHIRClient(base_url, requests_config={"timeout": 30})
+def fhir(base_url: str, system_token: str) -> SyncFHIRClient:
+    return SyncFHIRClient(
+        base_url, authorization=f"Bearer {system_token}", requests_config={"timeout": 30}
+    )
 
 
 def new_patient(fhir: SyncFHIRClient, **extra):

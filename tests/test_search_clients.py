@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from fhirclient import client as smart_client
+from fhirclient.auth import FHIROAuth2Auth
 from fhirclient.models.bundle import Bundle
 from fhirclient.models.fhirsearch import FHIRSearch
 from fhirclient.models.observation import Observation
@@ -59,21 +60,29 @@ CASE_IDS = [f"{c[1]}?{'&'.join(f'{k}={v}' for k, v in c[2].items())}" for c in C
 
 
 @pytest.fixture(scope="module")
-def world(base_url: str) -> Iterator[World]:
+def world(base_url: str, auth_headers: dict[str, str]) -> Iterator[World]:
     with httpx.Client(
-        base_url=base_url, headers={"Accept": "application/fhir+json"}, timeout=60
+        base_url=base_url, headers={"Accept": "application/fhir+json", **auth_headers}, timeout=60
     ) as http:
         yield World(http, base_url)
 
 
 @pytest.fixture(scope="module")
-def fhirpy_client(base_url: str) -> SyncFHIRClient:
-    return SyncFHIRClient(base_url, requests_config={"timeout": 30})
+def fhirpy_client(base_url: str, system_token: str) -> SyncFHIRClient:
+    return SyncFHIRClient(
+        base_url, authorization=f"Bearer {system_token}", requests_config={"timeout": 30}
+    )
 
 
 @pytest.fixture(scope="module")
-def smart(base_url: str) -> Any:
-    return smart_client.FHIRClient(settings={"app_id": "medisentinel-tests", "api_base": base_url})
+def smart(base_url: str, system_token: str) -> Any:
+    client = smart_client.FHIRClient(
+        settings={"app_id": "medisentinel-tests", "api_base": base_url}
+    )
+    auth = FHIROAuth2Auth()  # a token we already hold, as after a backend-services grant
+    auth.access_token = system_token
+    client.server.auth = auth
+    return client
 
 
 def _params(loaded: Loaded, params: dict[str, str]) -> dict[str, str]:

@@ -203,11 +203,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="module")
-def stored(base_url: str) -> Iterator[tuple[httpx.Client, Path]]:
+def stored(base_url: str, auth_headers: dict[str, str]) -> Iterator[tuple[httpx.Client, Path]]:
     """Every example PUT once, with its own id."""
     directory = require_examples_dir()
     with httpx.Client(
-        base_url=base_url, headers={"Accept": "application/fhir+json"}, timeout=60
+        base_url=base_url, headers={"Accept": "application/fhir+json", **auth_headers}, timeout=60
     ) as http:
         for name in example_files():
             raw = (directory / name).read_bytes()

@@ -149,9 +149,9 @@ def outcome_free(bundle: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="session")
-def world(base_url: str) -> Iterator[World]:
+def world(base_url: str, auth_headers: dict[str, str]) -> Iterator[World]:
     with httpx.Client(
-        base_url=base_url, headers={"Accept": "application/fhir+json"}, timeout=60
+        base_url=base_url, headers={"Accept": "application/fhir+json", **auth_headers}, timeout=60
     ) as http:
         yield World(http, base_url)
 

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api import formats
+from app.auth.enforcement import unauthorized
 from app.context import RequestContext
 from app.errors import FhirError, InvalidRequest, ServerError, information_outcome
 from app.fhir import jsonio, shaping
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 # Parameters about the HTTP representation, never part of FHIR search criteria.
 HTTP_ONLY_PARAMS = {"_format", "_pretty"}
 PASSED_HEADERS = ("if-match", "if-none-exist", "if-none-match", "if-modified-since", "prefer")
+OPEN_PATHS = {"metadata"}  # the CapabilityStatement is public (SMART discovery needs it)
 FHIR_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 
 
@@ -40,6 +42,7 @@ async def fhir_endpoint(request: Request) -> Response:
     """Every FHIR URL. A plain Starlette endpoint: FastAPI's dependency machinery would add
     per-request work for nothing, since FHIR routing happens in app.fhir.router."""
     path = request.path_params.get("path", "")
+    ctx = _context(request, path)  # first: no valid token, no further processing
     query = request.query_params
     fmt = formats.response_format(request.headers.get("accept"), query.get("_format"))
     pretty = query.get("_pretty") == "true"
@@ -58,7 +61,6 @@ async def fhir_endpoint(request: Request) -> Response:
     if method in ("POST", "PUT") and fhir_request.body is None:
         if not (method == "POST" and path.endswith("_search")):
             raise InvalidRequest(f"{method} needs a resource in the body")
-    ctx = _context(request)
     fhir_router: FhirRouter = request.app.state.fhir_router
     try:
         response = await run_in_threadpool(fhir_router.dispatch, ctx, fhir_request)
@@ -72,10 +74,18 @@ async def fhir_endpoint(request: Request) -> Response:
     return _render(response, fhir_request, fmt, pretty, head=request.method == "HEAD")
 
 
-def _context(request: Request) -> RequestContext:
+def _context(request: Request, path: str) -> RequestContext:
+    """Who is asking: the bearer token is checked here (signature, audience, expiry); the
+    door checks that it is still live and that its scopes allow each interaction."""
+    grant = request.app.state.auth.authenticate(request.headers.get("authorization"))
+    if grant is None and path.strip("/") not in OPEN_PATHS:
+        raise unauthorized("a bearer token is required")
     client = request.client
     return RequestContext(
         channel="rest",
+        client_id=grant.client_id if grant else None,
+        user=grant.fhir_user if grant else None,
+        grant=grant,
         remote_addr=client.host if client else None,
         base_url=request.app.state.settings.fhir_base_url,
     )

@@ -26,6 +26,7 @@ class Interaction:
     resource_type: str | None = None
     id: str | None = None
     query: str = ""
+    types: tuple[str, ...] = ()  # the types a system-level search covers
 
 
 class Hook:

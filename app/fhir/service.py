@@ -139,7 +139,9 @@ class FhirService:
         for name in types or []:
             self.check_type(name)
         level = "search-type" if rtype else "search-system"
-        interaction = Interaction(level, rtype, query=params.query_string())
+        interaction = Interaction(
+            level, rtype, query=params.query_string(), types=tuple(types or ())
+        )
         self.pipeline.authorize(uow, interaction)
         searched = [rtype] if rtype else (types or sorted(known_resource_types()))
         result = search(uow, searched, params, base_url=uow.ctx.base_url)
@@ -268,6 +270,8 @@ class FhirService:
         self, uow: UnitOfWork, rtype: str, query: str, body: Any, *, if_match: str | None = None
     ) -> WriteOutcome:
         self.check_type(rtype)
+        # Authorized first so that the search for a match sees only what may be updated.
+        self.pipeline.authorize(uow, Interaction("update", rtype, query=query))
         matches = self.find_ids(uow, rtype, query)
         body_id = body.get("id") if isinstance(body, dict) else None
         if len(matches) > 1:
@@ -315,6 +319,8 @@ class FhirService:
         *,
         if_match: str | None = None,
     ) -> WriteOutcome:
+        self.check_type(rtype)
+        self.pipeline.authorize(uow, Interaction("patch", rtype, query=query))
         matches = self.find_ids(uow, rtype, query)
         if len(matches) > 1:
             raise PreconditionFailed(f"conditional patch '{query}' matches more than one {rtype}")
@@ -346,6 +352,7 @@ class FhirService:
 
     def conditional_delete(self, uow: UnitOfWork, rtype: str, query: str) -> StoredVersion | None:
         self.check_type(rtype)
+        self.pipeline.authorize(uow, Interaction("delete", rtype, query=query))
         matches = self.find_ids(uow, rtype, query)
         if len(matches) > 1:
             raise PreconditionFailed(f"conditional delete '{query}' matches more than one {rtype}")

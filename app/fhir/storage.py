@@ -13,9 +13,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
     Insert,
@@ -63,11 +64,21 @@ class Change:
     version: StoredVersion
 
 
+class RowFilter(Protocol):
+    """Which rows the caller may see, as a condition on a resource's (type, id) columns."""
+
+    def sql(self, owner_type: Any, owner_id: Any) -> ColumnElement[bool]: ...
+
+
 @dataclass
 class UnitOfWork:
     conn: Connection
     ctx: RequestContext
     changes: list[Change] = field(default_factory=list)
+    # Set by the authorization hook when the caller may see only some rows: searches,
+    # includes and history AND it into their SQL.
+    row_filter: RowFilter | None = None
+    notes: dict[str, Any] = field(default_factory=dict)  # hooks' per-transaction state
     _staged: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
 
     def stage(self, table: Table, row: dict[str, Any]) -> None:
@@ -404,6 +415,9 @@ def history_page(
                 ),
             )
         )
+    if uow.row_filter is not None:
+        owner_type = rtype if rtype else h.c.resource_type
+        query = query.where(uow.row_filter.sql(owner_type, h.c.id))
     query = query.order_by(
         h.c.last_updated.desc(), h.c.resource_type, h.c.id, h.c.version_id.desc()
     ).limit(limit)

@@ -48,6 +48,8 @@ def search(
     )
     where = [type_filter, resource.c.deleted.is_(False)]
     where += _criteria_sql(params, owner_type, base_url)
+    if uow.row_filter is not None:
+        where.append(uow.row_filter.sql(owner_type, resource.c.id))
     count = min(params.count if params.count is not None else DEFAULT_COUNT, MAX_COUNT)
     total = _total(uow, where, params)
     if count == 0 or params.summary == "count":
@@ -274,5 +276,7 @@ def _fetch(uow: UnitOfWork, keys: list[tuple[str, str]]) -> list[StoredVersion]:
         query = select(*CURRENT_COLUMNS).where(
             resource.c.resource_type == rtype, resource.c.id.in_(ids), resource.c.deleted.is_(False)
         )
+        if uow.row_filter is not None:  # an included resource is shown only if allowed
+            query = query.where(uow.row_filter.sql(rtype, resource.c.id))
         out.extend(to_version(r) for r in uow.conn.execute(query))
     return out

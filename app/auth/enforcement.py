@@ -1,0 +1,226 @@
+"""Scopes enforced in the one door: the SMART access hook.
+
+For every interaction the hook (1) requires a grant and, for a token, that it is still live
+(not revoked) in the request's own transaction, (2) finds the scopes that permit the
+interaction's permission (c r u d s) on its type, refusing with 403 when none does, and (3)
+hands the storage layer a *row filter* when those scopes confine what may be touched: the
+Patient compartment of a `patient/` scope (or of a patient user's `user/` scopes) and the
+granular `?param=value` restrictions of v2 scopes. Searches, includes and history apply the
+filter in SQL, so another patient's resource is never returned or counted; reads and writes
+check the resource before (and, for writes, after) the change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, false, or_, select, true
+
+from app.auth import compartment
+from app.auth.grant import Grant
+from app.auth.scopes import EXPLICIT_ONLY_TYPES, ResourceScope
+from app.auth.tokens import TokenService
+from app.errors import Forbidden, Unauthorized
+from app.fhir.hooks import Hook, Interaction
+from app.fhir.search.criteria import criterion_sql
+from app.fhir.search.params import parse_criterion
+from app.fhir.storage import StoredVersion, UnitOfWork
+from app.fhir.tables import resource
+from app.fhir.validation import known_resource_types
+
+PERMISSION = {
+    "read": "r", "vread": "r", "history-instance": "r",
+    "search-type": "s", "search-system": "s", "history-type": "s", "history-system": "s",
+    "create": "c", "update": "u", "patch": "u", "delete": "d",
+}  # fmt: skip
+WRITES = frozenset({"create", "update", "patch"})
+UNCHECKED = frozenset({"capabilities", "transaction", "batch"})  # their entries are checked
+LIVE_NOTE = "smart.token-live"
+
+
+def bearer_challenge(error: str | None = None, description: str | None = None) -> dict[str, str]:
+    value = 'Bearer realm="medisentinel"'
+    if error:
+        value += f', error="{error}"'
+    if description:
+        value += f', error_description="{description}"'
+    return {"WWW-Authenticate": value}
+
+
+def unauthorized(description: str) -> Unauthorized:
+    return Unauthorized(description, headers=bearer_challenge("invalid_token", description))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One way a grant reaches a type: confined to a patient's compartment and/or a query."""
+
+    patient: str | None
+    query: tuple[tuple[str, str], ...]
+
+
+class AccessFilter:
+    """Which rows of which types a grant may touch with one permission, as SQL."""
+
+    def __init__(self, grant: Grant, permission: str, types: list[str], base_url: str) -> None:
+        self.grant = grant
+        self.permission = permission
+        self.types = types
+        self.base_url = base_url
+
+    def rules(self, rtype: str) -> list[Rule] | None:
+        """None: every row of the type; []: none at all; else any of the rules."""
+        rules: list[Rule] = []
+        for scope in self.grant.scopes.matching(rtype, self.permission):
+            rule = _rule(self.grant, scope, rtype)
+            if rule is None:
+                continue  # the scope cannot apply (a patient scope without a patient)
+            if rule.patient is None and not rule.query:
+                return None
+            rules.append(rule)
+        return rules
+
+    def unrestricted(self) -> bool:
+        return all(self.rules(t) is None for t in self.types)
+
+    def sql(self, owner_type: Any, owner_id: Any) -> ColumnElement[bool]:
+        if isinstance(owner_type, str):
+            return self._type_sql(owner_type, owner_type, owner_id)
+        free, parts = [], []
+        for rtype in self.types:
+            rules = self.rules(rtype)
+            if rules is None:
+                free.append(rtype)
+            elif rules:
+                parts.append(and_(owner_type == rtype, self._type_sql(rtype, rtype, owner_id)))
+        if free:
+            parts.append(owner_type.in_(free))
+        return or_(*parts) if parts else false()
+
+    def _type_sql(self, rtype: str, owner_type: Any, owner_id: Any) -> ColumnElement[bool]:
+        rules = self.rules(rtype)
+        if rules is None:
+            return true()
+        return or_(*[self._rule_sql(rtype, rule, owner_id) for rule in rules]) if rules else false()
+
+    def _rule_sql(self, rtype: str, rule: Rule, owner_id: Any) -> ColumnElement[bool]:
+        conditions = []
+        if rule.patient is not None:
+            conditions.append(
+                compartment.in_compartment(rtype, owner_id, rule.patient, self.base_url)
+            )
+        for key, value in rule.query:
+            criterion = parse_criterion(rtype, key, value)
+            conditions.append(
+                criterion_sql(criterion, (rtype, owner_id), self.base_url, top=False, drive=False)
+            )
+        return and_(*conditions)
+
+
+def _rule(grant: Grant, scope: ResourceScope, rtype: str) -> Rule | None:
+    if rtype in EXPLICIT_ONLY_TYPES and scope.context != "system":
+        # The audit trail: a user scope reaches it only for a compliance officer.
+        if scope.context == "patient" or grant.role != "compliance":
+            return None
+    patient: str | None = None
+    if scope.context == "patient":
+        if grant.patient is None:
+            return None
+        patient = grant.patient
+    elif scope.context == "user" and grant.role == "patient":
+        patient = (grant.fhir_user or "").removeprefix("Patient/") or None
+        if patient is None:
+            return None
+    if patient is not None and not compartment.is_confined_type(rtype):
+        patient = None
+    return Rule(patient, scope.query)
+
+
+class SmartAccessHook(Hook):
+    def __init__(self, tokens: TokenService) -> None:
+        self.tokens = tokens
+
+    def authorize(self, uow: UnitOfWork, interaction: Interaction) -> None:
+        grant = self._live_grant(uow)
+        uow.row_filter = None
+        if interaction.name in UNCHECKED:
+            return
+        permission = PERMISSION.get(interaction.name)
+        if permission is None:  # operations, maintenance: the server's own identities only
+            if not grant.scopes.matching(interaction.resource_type or "*", "u"):
+                raise Forbidden(f"{interaction.name} needs a system scope")
+            return
+        if self._is_own_user_resource(grant, interaction):
+            return
+        types = self._types(interaction)
+        access = AccessFilter(grant, permission, types, uow.ctx.base_url)
+        if not any(access.rules(t) != [] for t in types):
+            raise Forbidden(_refusal(grant, permission, interaction))
+        if interaction.resource_type and access.rules(interaction.resource_type) == []:
+            raise Forbidden(_refusal(grant, permission, interaction))
+        if access.unrestricted():
+            return
+        uow.row_filter = access
+        if interaction.id and interaction.resource_type:
+            self._check_existing(uow, access, interaction.resource_type, interaction.id)
+
+    def on_access(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> None:
+        access = uow.row_filter
+        if not isinstance(access, AccessFilter) or interaction.name not in WRITES:
+            return
+        uow.flush()  # the new index rows decide whether the result is still allowed
+        if not _matches(uow, access, version.resource_type, version.id):
+            raise Forbidden(
+                f"the {version.resource_type} written is outside what this token may write"
+            )
+
+    # ------------------------------------------------------------------ internals
+
+    def _live_grant(self, uow: UnitOfWork) -> Grant:
+        grant = uow.ctx.grant
+        if grant is None:
+            raise unauthorized("a bearer token is required")
+        if grant.token_id is not None and not uow.notes.get(LIVE_NOTE):
+            if not self.tokens.is_live(uow.conn, grant.token_id):
+                raise unauthorized("the access token was revoked or has expired")
+            uow.notes[LIVE_NOTE] = True
+        return grant
+
+    @staticmethod
+    def _types(interaction: Interaction) -> list[str]:
+        if interaction.resource_type:
+            return [interaction.resource_type]
+        return list(interaction.types) or sorted(known_resource_types())
+
+    @staticmethod
+    def _is_own_user_resource(grant: Grant, interaction: Interaction) -> bool:
+        """The id_token's fhirUser is readable with the token that came with it."""
+        if interaction.name not in ("read", "vread") or grant.fhir_user is None:
+            return False
+        if not ({"fhirUser", "openid"} & grant.scopes.others):
+            return False
+        return grant.fhir_user == f"{interaction.resource_type}/{interaction.id}"
+
+    @staticmethod
+    def _check_existing(uow: UnitOfWork, access: AccessFilter, rtype: str, rid: str) -> None:
+        row = uow.conn.execute(
+            select(resource.c.id).where(resource.c.resource_type == rtype, resource.c.id == rid)
+        ).first()
+        if row is not None and not _matches(uow, access, rtype, rid):
+            raise Forbidden(f"{rtype}/{rid} is outside what this token may access")
+
+
+def _matches(uow: UnitOfWork, access: AccessFilter, rtype: str, rid: str) -> bool:
+    query = select(resource.c.id).where(
+        resource.c.resource_type == rtype,
+        resource.c.id == rid,
+        access.sql(rtype, resource.c.id),
+    )
+    return uow.conn.execute(query).first() is not None
+
+
+def _refusal(grant: Grant, permission: str, interaction: Interaction) -> str:
+    what = interaction.resource_type or "these types"
+    names = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+    return f"the token's scopes do not allow {names[permission]} on {what}"

@@ -1,0 +1,302 @@
+"""Access, refresh and id tokens: issued, verified, refreshed with rotation, introspected and
+revoked.
+
+Access tokens are RS256 JWTs (verifiable without the database) whose jti is also recorded,
+so a revoked token stops working at once; refresh tokens are opaque and stored as digests.
+Every token descends from a *family* (the code or grant that started it): reusing a rotated
+refresh token or a spent authorization code revokes the whole family.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from sqlalchemy import Connection, insert, select, update
+
+from app.auth import secrets
+from app.auth.errors import invalid_grant, invalid_scope
+from app.auth.grant import Grant
+from app.auth.keys import ALGORITHM, KeyStore
+from app.auth.scopes import parse_scopes
+from app.auth.tables import issued_token
+from app.settings import Settings
+
+CACHE_SIZE = 10_000
+
+
+class InvalidToken(Exception):
+    """The bearer token is not one we issued, or it expired or was revoked (HTTP 401)."""
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    access: int
+    offline: int
+    online: int
+
+
+class TokenService:
+    def __init__(self, keys: KeyStore, settings: Settings) -> None:
+        self.keys = keys
+        self.issuer = settings.fhir_base_url
+        self.audience = settings.fhir_base_url
+        self.lifetimes = Lifetimes(
+            settings.access_token_seconds,
+            settings.refresh_token_seconds,
+            settings.online_refresh_seconds,
+        )
+        self._verified: OrderedDict[str, Grant] = OrderedDict()
+
+    # ------------------------------------------------------------------ issuing
+
+    def issue(
+        self,
+        conn: Connection,
+        client_id: str,
+        claims: dict[str, Any],
+        *,
+        family: str | None = None,
+        with_id_token: bool = False,
+    ) -> dict[str, Any]:
+        """A token response (SMART App Launch 2.x, "access token response")."""
+        family = family or uuid.uuid4().hex
+        scopes = parse_scopes(claims["scope"])
+        access_token, expires_in = self._access_token(conn, client_id, claims, family)
+        response: dict[str, Any] = {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+            "scope": claims["scope"],
+        }
+        for name in ("patient", "encounter"):
+            if claims.get(name):
+                response[name] = claims[name]
+        if claims.get("patient") or claims.get("encounter"):
+            response["need_patient_banner"] = bool(claims.get("need_patient_banner", True))
+            response["smart_style_url"] = f"{self.issuer}/.well-known/smart-style.json"
+        refresh = "offline" if "offline_access" in scopes else None
+        refresh = refresh or ("online" if "online_access" in scopes else None)
+        if refresh and claims.get("sub_kind") == "user":
+            response["refresh_token"] = self._refresh_token(
+                conn, client_id, claims, family, refresh
+            )
+        if with_id_token and "openid" in scopes and claims.get("fhirUser"):
+            response["id_token"] = self.id_token(client_id, claims)
+        return response
+
+    def id_token(self, client_id: str, claims: dict[str, Any]) -> str:
+        stamp = secrets.now()
+        body: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": claims["sub"],
+            "aud": client_id,
+            "iat": stamp,
+            "exp": stamp + self.lifetimes.access,
+            "fhirUser": _absolute(self.issuer, claims["fhirUser"]),
+        }
+        if claims.get("nonce"):
+            body["nonce"] = claims["nonce"]
+        return self._sign(body)
+
+    def _access_token(
+        self, conn: Connection, client_id: str, claims: dict[str, Any], family: str
+    ) -> tuple[str, int]:
+        stamp, jti = secrets.now(), uuid.uuid4().hex
+        lifetime = self.lifetimes.access
+        body = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": claims["sub"],
+            "client_id": client_id,
+            "scope": claims["scope"],
+            "iat": stamp,
+            "exp": stamp + lifetime,
+            "jti": jti,
+        }
+        for name in ("patient", "encounter", "fhirUser", "role"):
+            if claims.get(name):
+                body[name] = claims[name]
+        self._record(conn, jti, "access", client_id, family, claims, stamp + lifetime)
+        return self._sign(body), lifetime
+
+    def _refresh_token(
+        self, conn: Connection, client_id: str, claims: dict[str, Any], family: str, kind: str
+    ) -> str:
+        token = secrets.new_secret()
+        lifetime = self.lifetimes.offline if kind == "offline" else self.lifetimes.online
+        record = {**claims, "refresh_kind": kind}
+        self._record(
+            conn, secrets.digest(token), "refresh", client_id, family, record,
+            secrets.now() + lifetime,
+        )  # fmt: skip
+        return token
+
+    def _record(
+        self,
+        conn: Connection,
+        key: str,
+        kind: str,
+        client_id: str,
+        family: str,
+        claims: dict[str, Any],
+        expires_at: int,
+    ) -> None:
+        conn.execute(
+            insert(issued_token).values(
+                token_hash=key, kind=kind, client_id=client_id, family=family,
+                claims=json.dumps(claims), issued_at=secrets.now(), expires_at=expires_at,
+            )
+        )  # fmt: skip
+
+    def _sign(self, body: dict[str, Any]) -> str:
+        key = self.keys.signing_key()
+        return jwt.encode({"alg": ALGORITHM, "kid": key.kid, "typ": "JWT"}, body, key.private)
+
+    # ------------------------------------------------------------------ refreshing
+
+    def refresh(
+        self, conn: Connection, client_id: str, token: str, scope: str | None
+    ) -> dict[str, Any]:
+        """Rotate a refresh token: the old one is spent; using it again revokes the family."""
+        row = self._live_row(conn, secrets.digest(token), "refresh")
+        if row is None or row.client_id != client_id:
+            raise invalid_grant("the refresh token is not valid for this client")
+        if row.rotated_at is not None:
+            self.revoke_family(conn, row.family)
+            raise invalid_grant("the refresh token was already used; its grant is revoked")
+        claims = json.loads(row.claims)
+        if scope:
+            claims["scope"] = _narrowed(claims["scope"], scope)
+        conn.execute(
+            update(issued_token)
+            .where(issued_token.c.token_hash == row.token_hash)
+            .values(rotated_at=secrets.now())
+        )
+        return self.issue(conn, client_id, claims, family=row.family, with_id_token=True)
+
+    # ------------------------------------------------------------------ checking
+
+    def verify(self, token: str) -> Grant:
+        """Signature, issuer, audience and expiry (no database: revocation is checked by
+        :meth:`is_live` inside the request's transaction)."""
+        grant = self._verified.get(token)
+        if grant is None:
+            grant = self._decode(token)
+            self._remember(token, grant)
+        if grant.expires_at is not None and grant.expires_at <= secrets.now():
+            raise InvalidToken("the access token has expired")
+        return grant
+
+    def is_live(self, conn: Connection, token_id: str) -> bool:
+        row = conn.execute(
+            select(issued_token.c.revoked_at, issued_token.c.expires_at).where(
+                issued_token.c.token_hash == token_id
+            )
+        ).first()
+        return row is not None and row.revoked_at is None and row.expires_at > secrets.now()
+
+    def _decode(self, token: str) -> Grant:
+        try:
+            header = jws.extract_compact(token.encode()).protected
+            key = self.keys.verification_key(str(header.get("kid", "")))
+            if key is None:
+                raise InvalidToken("the access token was not signed by this server")
+            claims = jwt.decode(token, key, algorithms=[ALGORITHM]).claims
+        except (JoseError, ValueError) as exc:
+            raise InvalidToken("the access token is malformed or its signature is wrong") from exc
+        if claims.get("iss") != self.issuer or claims.get("aud") != self.audience:
+            raise InvalidToken("the access token was issued for another server")
+        if not claims.get("jti") or not isinstance(claims.get("exp"), int):
+            raise InvalidToken("the access token lacks jti or exp")
+        return Grant(
+            client_id=claims["client_id"],
+            scopes=parse_scopes(claims.get("scope", "")),
+            subject=claims["sub"],
+            role=claims.get("role"),
+            fhir_user=claims.get("fhirUser"),
+            patient=claims.get("patient"),
+            encounter=claims.get("encounter"),
+            token_id=claims["jti"],
+            expires_at=claims["exp"],
+        )
+
+    def _remember(self, token: str, grant: Grant) -> None:
+        self._verified[token] = grant
+        if len(self._verified) > CACHE_SIZE:
+            self._verified.popitem(last=False)
+
+    # ------------------------------------------------------------------ introspection
+
+    def introspect(self, conn: Connection, token: str) -> dict[str, Any]:
+        """RFC 7662: details of an active token, `{"active": false}` and nothing else otherwise."""
+        row = None
+        try:
+            grant = self.verify(token)
+            row = self._live_row(conn, grant.token_id or "", "access")
+        except InvalidToken:
+            row = self._live_row(conn, secrets.digest(token), "refresh")
+        if row is None or row.rotated_at is not None:
+            return {"active": False}
+        claims = json.loads(row.claims)
+        out: dict[str, Any] = {
+            "active": True,
+            "scope": claims["scope"],
+            "client_id": row.client_id,
+            "exp": row.expires_at,
+            "iat": row.issued_at,
+            "iss": self.issuer,
+            "sub": claims["sub"],
+            "token_type": "Bearer" if row.kind == "access" else "refresh_token",
+        }
+        for name in ("patient", "encounter", "fhirUser"):
+            if claims.get(name):
+                out[name] = claims[name]
+        return out
+
+    def revoke(self, conn: Connection, token: str) -> None:
+        """RFC 7009: revoke the token and everything of its family; unknown tokens are fine."""
+        key = secrets.digest(token)
+        try:
+            key = self.verify(token).token_id or key
+        except InvalidToken:
+            pass
+        row = conn.execute(
+            select(issued_token.c.family).where(issued_token.c.token_hash == key)
+        ).first()
+        if row is not None:
+            self.revoke_family(conn, row.family)
+
+    def revoke_family(self, conn: Connection, family: str) -> None:
+        conn.execute(
+            update(issued_token)
+            .where(issued_token.c.family == family, issued_token.c.revoked_at.is_(None))
+            .values(revoked_at=secrets.now())
+        )
+
+    def _live_row(self, conn: Connection, key: str, kind: str) -> Any:
+        row = conn.execute(select(issued_token).where(issued_token.c.token_hash == key)).first()
+        if row is None or row.kind != kind:
+            return None
+        if row.revoked_at is not None or row.expires_at <= secrets.now():
+            return None
+        return row
+
+
+def _narrowed(granted: str, requested: str) -> str:
+    """A refresh may ask for less than was granted, never more."""
+    have = set(granted.split())
+    wanted = requested.split()
+    beyond = [s for s in wanted if s not in have]
+    if beyond:
+        raise invalid_scope(f"a refresh cannot add scopes: {' '.join(beyond)}")
+    return " ".join(wanted)
+
+
+def _absolute(base: str, reference: str) -> str:
+    return reference if "://" in reference else f"{base}/{reference}"
