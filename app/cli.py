@@ -1,4 +1,5 @@
-"""The `medisentinel` command: serve, migrate, load."""
+"""The `medisentinel` command: serve, migrate, load, reindex, and the authorization server's
+client, user, launch, token and keys (implemented in app.auth.commands)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     reindex.add_argument("types", nargs="*", metavar="TYPE")
     reindex.add_argument("--batch-size", type=int, default=500)
 
+    _add_auth_commands(commands)
+
     args = parser.parse_args(argv)
+    if args.command in AUTH_COMMANDS:
+        from app.auth import commands as auth_commands
+
+        return auth_commands.run(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "migrate":
@@ -52,6 +59,47 @@ def main(argv: list[str] | None = None) -> int:
         token=args.token,
         batch_size=args.batch_size,
     )
+
+
+AUTH_COMMANDS = frozenset({"client", "user", "launch", "token", "keys"})
+
+
+def _add_auth_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from app.auth.grant import ROLES
+
+    client = commands.add_parser("client", help="register and list OAuth client applications")
+    client_actions = client.add_subparsers(dest="action", required=True)
+    create = client_actions.add_parser("create", help="register a client; prints its client_id")
+    create.add_argument("name")
+    create.add_argument("--kind", required=True, choices=("public", "confidential", "backend"))
+    create.add_argument("--redirect-uri", action="append", default=[], metavar="URI")
+    create.add_argument("--launch-uri", metavar="URI")
+    create.add_argument("--scope", required=True, help="the scopes it may ever be granted")
+    keys = create.add_mutually_exclusive_group()
+    keys.add_argument("--jwks", type=Path, metavar="FILE", help="JWK Set (or one JWK) file")
+    keys.add_argument("--jwks-uri", metavar="URL")
+    client_actions.add_parser("list", help="print the registrations (never secrets)")
+
+    user = commands.add_parser("user", help="create user accounts")
+    user_actions = user.add_subparsers(dest="action", required=True)
+    create = user_actions.add_parser("create", help="create a user; password read from stdin")
+    create.add_argument("username")
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--fhir-user", metavar="Type/id")
+    create.add_argument("--password-stdin", action="store_true", required=True)
+
+    launch = commands.add_parser("launch", help="create an EHR launch context; prints its id")
+    launch.add_argument("--patient", required=True, metavar="ID")
+    launch.add_argument("--encounter", metavar="ID")
+
+    token = commands.add_parser("token", help="issue an access token to a registered client")
+    token.add_argument("--client", required=True, metavar="NAME")
+    token.add_argument("--scope", required=True)
+
+    keys_parser = commands.add_parser("keys", help="list or rotate the token signing keys")
+    keys_actions = keys_parser.add_subparsers(dest="action", required=True)
+    keys_actions.add_parser("list", help="print the signing keys (public data only)")
+    keys_actions.add_parser("rotate", help="retire the signing key, create a new one")
 
 
 def _migrate() -> int:

@@ -11,9 +11,11 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from app.api import fhir as fhir_api
 from app.auth.enforcement import SmartAccessHook
+from app.auth.router import routes as auth_routes
 from app.auth.server import AuthServer
 from app.db import create_db_engine, refresh_statistics
 from app.errors import FhirError, InvalidRequest, MethodNotAllowed, NotFound, ServerError
@@ -50,7 +52,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.fhir_router = FhirRouter(
         service, default_count=settings.default_page_size, max_count=settings.max_page_size
     )
+    app.router.routes.extend(auth_routes())  # before /fhir/{path}: .well-known lives there
     app.router.routes.extend(fhir_api.routes())
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"],
+        allow_headers=["*"],
+        expose_headers=["Location", "Content-Location", "ETag", "Last-Modified"],
+        max_age=600,
+    )
     _install_error_handlers(app)
     return app
 

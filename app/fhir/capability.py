@@ -48,11 +48,41 @@ def _cached(base_url: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
+                "security": _security(base_url),
                 "resource": [_resource(t) for t in sorted(bindings.resource_types())],
                 "interaction": [
                     {"code": "transaction"},
                     {"code": "batch"},
                     {"code": "history-system"},
+                ],
+            }
+        ],
+    }
+
+
+def _security(base_url: str) -> dict[str, Any]:
+    """SMART on FHIR: the service code and the oauth-uris extension (SMART App Launch 2.x)."""
+    root = base_url[: -len("/fhir")] if base_url.endswith("/fhir") else base_url
+    uris = {"authorize": "authorize", "token": "token", "introspect": "introspect",
+            "revoke": "revoke"}  # fmt: skip
+    return {
+        "cors": True,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ],
+                "text": "OAuth2 using SMART-on-FHIR profile (see .well-known/smart-configuration)",
+            }
+        ],
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [
+                    {"url": name, "valueUri": f"{root}/auth/{path}"} for name, path in uris.items()
                 ],
             }
         ],

@@ -1,0 +1,254 @@
+"""The browser side of the authorization code flow: /auth/authorize, then the login page, the
+patient picker (standalone launch asking for launch/patient), the consent page, and the
+redirect back to the app with a code.
+
+A pending request lives in the `auth_request` table, bound to the browser by a cookie, so
+the forms carry only its id. Until the client and its redirect URI are known to be
+registered, errors are shown as a page and never redirected (an open redirector otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import Connection, delete, insert, select, update
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from app.auth import clients, launch, pkce, secrets, users
+from app.auth.clients import ClientRecord
+from app.auth.codes import create_code
+from app.auth.scopes import Scopes, narrow
+from app.auth.tables import auth_request
+from app.settings import Settings
+
+COOKIE = "medisentinel_auth"
+PAGES = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+
+
+class PageError(Exception):
+    """Shown to the user; never redirected."""
+
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(description)
+        self.error, self.description, self.status = error, description, status
+
+
+class RedirectError(Exception):
+    """Sent back to the (verified) redirect URI, with state."""
+
+    def __init__(self, redirect_uri: str, error: str, description: str, state: str | None):
+        super().__init__(description)
+        self.redirect_uri, self.error, self.description, self.state = (
+            redirect_uri, error, description, state,
+        )  # fmt: skip
+
+
+@dataclass
+class Pending:
+    id: str
+    params: dict[str, Any]
+    username: str | None
+    patient: str | None
+    encounter: str | None
+
+
+def render(template: str, status: int = 200, **values: Any) -> HTMLResponse:
+    html = PAGES.get_template(template).render(**values)
+    headers = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+               "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; "
+               "form-action *"}  # fmt: skip
+    return HTMLResponse(html, status_code=status, headers=headers)
+
+
+def error_page(error: PageError) -> HTMLResponse:
+    return render("error.html", error.status, error=error.error, description=error.description)
+
+
+def error_redirect(error: RedirectError) -> Response:
+    params = {"error": error.error, "error_description": error.description}
+    if error.state is not None:
+        params["state"] = error.state
+    return RedirectResponse(_with_query(error.redirect_uri, params), status_code=303)
+
+
+# ---------------------------------------------------------------------- /auth/authorize
+
+
+def validate_request(conn: Connection, params: dict[str, str], settings: Settings) -> ClientRecord:
+    """Check an authorization request; PageError before the redirect URI is trusted,
+    RedirectError after."""
+    client = clients.get_client(conn, params.get("client_id", ""))
+    if client is None:
+        raise PageError("invalid_client", "unknown client_id")
+    if client.kind == "backend":
+        raise PageError("unauthorized_client", "a backend client cannot use this flow")
+    redirect_uri = params.get("redirect_uri")
+    if redirect_uri is None and len(client.redirect_uris) == 1:
+        redirect_uri = params["redirect_uri"] = client.redirect_uris[0]
+    if redirect_uri not in client.redirect_uris:  # exact string match, nothing looser
+        raise PageError("invalid_request", "redirect_uri is not registered for this client")
+    state = params.get("state")
+
+    def refuse(error: str, description: str) -> RedirectError:
+        return RedirectError(redirect_uri, error, description, state)
+
+    if params.get("response_type") != "code":
+        raise refuse("unsupported_response_type", "response_type must be code")
+    if not pkce.valid_challenge(params.get("code_challenge"), params.get("code_challenge_method")):
+        raise refuse("invalid_request", "PKCE is required: code_challenge with method S256")
+    if (params.get("aud") or "").rstrip("/") != settings.fhir_base_url:
+        raise refuse("invalid_request", f"aud must be this FHIR server: {settings.fhir_base_url}")
+    if not params.get("scope"):
+        raise refuse("invalid_scope", "scope is required")
+    if params.get("launch") and launch.get_launch(conn, params["launch"]) is None:
+        raise refuse("invalid_request", "unknown or expired launch")
+    return client
+
+
+def start(conn: Connection, params: dict[str, str], browser: str, settings: Settings) -> str:
+    """Record the validated request; returns its id."""
+    conn.execute(delete(auth_request).where(auth_request.c.expires_at < secrets.now()))
+    request_id = secrets.new_secret(24)
+    context = launch.get_launch(conn, params["launch"]) if params.get("launch") else None
+    conn.execute(
+        insert(auth_request).values(
+            id=request_id,
+            browser_hash=secrets.digest(browser),
+            params=json.dumps(params),
+            patient=context.patient if context else None,
+            encounter=context.encounter if context else None,
+            expires_at=secrets.now() + settings.login_seconds,
+        )
+    )
+    return request_id
+
+
+def load_pending(conn: Connection, request: Request, request_id: str) -> Pending:
+    row = conn.execute(select(auth_request).where(auth_request.c.id == request_id)).first()
+    browser = request.cookies.get(COOKIE, "")
+    if row is None or row.expires_at < secrets.now():
+        raise PageError("invalid_request", "this sign-in has expired; start again from the app")
+    if not browser or not secrets.constant_time_equal(row.browser_hash, secrets.digest(browser)):
+        raise PageError("invalid_request", "this sign-in was started in another browser")
+    return Pending(row.id, json.loads(row.params), row.username, row.patient, row.encounter)
+
+
+def set_user(conn: Connection, pending: Pending, username: str) -> None:
+    conn.execute(
+        update(auth_request).where(auth_request.c.id == pending.id).values(username=username)
+    )
+    pending.username = username
+
+
+def set_patient(conn: Connection, pending: Pending, patient: str) -> None:
+    conn.execute(
+        update(auth_request).where(auth_request.c.id == pending.id).values(patient=patient)
+    )
+    pending.patient = patient
+
+
+def finish(conn: Connection, pending: Pending) -> None:
+    conn.execute(delete(auth_request).where(auth_request.c.id == pending.id))
+
+
+# ---------------------------------------------------------------------- what may be granted
+
+
+def grantable(conn: Connection, pending: Pending) -> Scopes:
+    """Requested scopes, less what the client is not registered for and system/ scopes
+    (a person's browser never grants those)."""
+    client = clients.get_client(conn, pending.params["client_id"])
+    assert client is not None
+    granted, _refused = narrow(pending.params["scope"], client.scope)
+    resources = tuple(s for s in granted.resources if s.context != "system")
+    return Scopes(resources, granted.others)
+
+
+def needs_patient_pick(conn: Connection, pending: Pending) -> bool:
+    if pending.patient is not None or "launch/patient" not in grantable(conn, pending):
+        return False
+    user = users.get_user(conn, pending.username or "")
+    if user is not None and user.role == "patient" and user.fhir_user:
+        set_patient(conn, pending, user.fhir_user.removeprefix("Patient/"))
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ScopeGroup:
+    key: str
+    title: str
+    scopes: tuple[str, ...]
+
+
+def scope_groups(scopes: Scopes) -> list[ScopeGroup]:
+    """What the consent page lists; each group is allowed or denied as a whole."""
+    by_type: dict[str, list[str]] = {}
+    for scope in scopes.resources:
+        by_type.setdefault(scope.resource_type, []).append(scope.text)
+    groups = [
+        ScopeGroup(
+            f"type:{rtype}",
+            "All your data" if rtype == "*" else f"{rtype} records",
+            tuple(texts),
+        )
+        for rtype, texts in sorted(by_type.items())
+    ]
+    identity = tuple(s for s in ("openid", "fhirUser", "profile") if s in scopes)
+    if identity:
+        groups.append(ScopeGroup("identity", "Who you are (your name and role)", identity))
+    staying = tuple(s for s in ("offline_access", "online_access") if s in scopes)
+    if staying:
+        groups.append(ScopeGroup("session", "Stay connected after you leave", staying))
+    return groups
+
+
+def consented_scope(scopes: Scopes, allowed_groups: set[str]) -> str:
+    keep: list[str] = []
+    for group in scope_groups(scopes):
+        if group.key in allowed_groups:
+            keep.extend(group.scopes)
+    keep.extend(sorted(s for s in scopes.others if s.startswith("launch")))
+    return " ".join(keep)
+
+
+def issue_code(
+    conn: Connection, pending: Pending, scope: str, settings: Settings
+) -> tuple[str, str]:
+    """The code and the redirect URL that carries it."""
+    user = users.get_user(conn, pending.username or "")
+    if user is None:
+        raise PageError("access_denied", "sign in first")
+    params = pending.params
+    claims = {
+        "scope": scope,
+        "sub": user.username,
+        "sub_kind": "user",
+        "role": user.role,
+        "fhirUser": user.fhir_user,
+        "patient": pending.patient,
+        "encounter": pending.encounter,
+        "need_patient_banner": not params.get("launch"),
+        "redirect_uri": params["redirect_uri"],
+        "code_challenge": params["code_challenge"],
+        "nonce": params.get("nonce"),
+    }
+    code = create_code(conn, params["client_id"], claims, settings.authorization_code_seconds)
+    finish(conn, pending)
+    query = {"code": code}
+    if params.get("state") is not None:
+        query["state"] = params["state"]
+    return code, _with_query(params["redirect_uri"], query)
+
+
+def _with_query(uri: str, params: dict[str, str]) -> str:
+    return uri + ("&" if "?" in uri else "?") + urlencode(params)
