@@ -1,0 +1,108 @@
+"""Shared set-up for the SMART tests: registering clients and users straight in the
+authorization server's tables, and a minimal browser (httpx with cookies) that walks the
+login, picker and consent forms the way a person would."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urljoin, urlparse
+
+import httpx
+
+from app.auth import clients, users
+from app.auth.server import AuthServer
+
+PASSWORD = "correct horse battery staple"
+CALLBACK = "http://127.0.0.1:9/callback"  # never contacted: the test reads the redirect
+
+
+@dataclass(frozen=True)
+class Registered:
+    client_id: str
+    client_secret: str | None
+    name: str
+
+
+def register_client(auth: AuthServer, kind: str, scope: str, **extra: Any) -> Registered:
+    name = f"{kind}-{uuid.uuid4().hex[:10]}"
+    if kind != "backend" and "redirect_uris" not in extra:
+        extra["redirect_uris"] = [CALLBACK]
+    with auth.engine.begin() as conn:
+        made = clients.create_client(conn, name, kind, scope=scope, **extra)
+    return Registered(made.record.client_id, made.client_secret, name)
+
+
+def register_user(auth: AuthServer, role: str, fhir_user: str | None) -> str:
+    username = f"{role}-{uuid.uuid4().hex[:10]}"
+    with auth.engine.begin() as conn:
+        users.create_user(conn, username, role, PASSWORD, fhir_user=fhir_user)
+    return username
+
+
+class Browser:
+    """Follows redirects on our server; stops at the app's redirect URI and returns it."""
+
+    def __init__(self, server_root: str) -> None:
+        self.root = server_root
+        self.http = httpx.Client(base_url=server_root, follow_redirects=False, timeout=30)
+        self.last: httpx.Response | None = None
+
+    def open(self, url: str) -> httpx.Response:
+        response = self.http.get(url)
+        return self._follow(response)
+
+    def submit(self, path: str, data: dict[str, Any]) -> httpx.Response:
+        return self._follow(self.http.post(path, data=data))
+
+    def _follow(self, response: httpx.Response) -> httpx.Response:
+        while response.status_code in (302, 303) and self._ours(response.headers["location"]):
+            response = self.http.get(urljoin(str(response.url), response.headers["location"]))
+        self.last = response
+        return response
+
+    def _ours(self, location: str) -> bool:
+        return location.startswith("/") or location.startswith(self.root)
+
+    def request_id(self) -> str:
+        assert self.last is not None
+        match = re.search(r'name="request" value="([^"]+)"', self.last.text)
+        assert match, self.last.text
+        return match.group(1)
+
+    def sign_in(
+        self,
+        authorize_url: str,
+        username: str,
+        *,
+        password: str = PASSWORD,
+        patient: str | None = None,
+        groups: list[str] | None = None,
+        decision: str = "allow",
+    ) -> str:
+        """The whole dance; returns the URL the browser is sent back to."""
+        page = self.open(authorize_url)
+        if page.status_code in (302, 303):
+            return page.headers["location"]
+        assert "/auth/login" in str(page.url), page.text
+        page = self.submit("/auth/login", {"request": self.request_id(),
+                                           "username": username, "password": password})  # fmt: skip
+        if "/auth/picker" in str(page.url):
+            assert patient is not None, "the picker was shown but no patient given"
+            page = self.submit("/auth/picker", {"request": self.request_id(), "patient": patient})
+        if page.status_code in (302, 303):
+            return page.headers["location"]
+        assert "/auth/consent" in str(page.url), page.text
+        chosen = groups if groups is not None else re.findall(r'name="group" value="([^"]+)"',
+                                                              page.text)  # fmt: skip
+        form: dict[str, Any] = {"request": self.request_id(), "decision": decision}
+        form["group"] = chosen
+        done = self.http.post("/auth/consent", data=form)
+        assert done.status_code == 303, done.text
+        return done.headers["location"]
+
+
+def query_of(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
