@@ -162,7 +162,8 @@ def test_client_list_never_shows_secrets(cli: Cli, jwk_file: Path) -> None:
 def test_user_create_reads_password_from_stdin_and_stores_argon2id(cli: Cli) -> None:
     password = "correct horse battery"
     user = cli.ok("user", "create", "dr-who", "--role", "practitioner",
-                  "--fhir-user", "Practitioner/77", "--password-stdin", stdin=password + "\n")  # fmt: skip
+                  "--fhir-user", "Practitioner/77", "--password-stdin",
+                  stdin=password + "\n")  # fmt: skip
     assert user == {"username": "dr-who", "role": "practitioner", "fhir_user": "Practitioner/77"}
     [(stored,)] = cli.query("select password_hash from auth_user where username = ?", "dr-who")
     assert stored.startswith("$argon2id$")
