@@ -325,3 +325,26 @@ def test_backend_token_with_the_cli_style_local_issue(world: World) -> None:
     access = str(issued["access_token"])
     assert _get(world, access, f"Patient/{world.patient_a}").status_code == 200
     assert isinstance(issued["expires_in"], int) and issued["expires_in"] > time.time() * 0
+
+
+def test_a_rotation_elsewhere_is_followed_without_restart(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`keys rotate` in another process: this server signs with the new key soon after, and
+    tokens signed with the old one keep working."""
+    from app.auth import keys as keys_module
+
+    app = register_client(world.auth, "backend", "system/Patient.rs", jwks={"keys": []})
+    before = str(world.auth.local_token(app.name, "system/Patient.rs")["access_token"])
+    other_process = keys_module.KeyStore(world.auth.engine, world.auth.keys.sealer)
+    new_kid = other_process.rotate(keep_for_seconds=3600)
+    monkeypatch.setattr(keys_module, "RECHECK_SECONDS", 0)
+    after = str(world.auth.local_token(app.name, "system/Patient.rs")["access_token"])
+    header = jwt.decode(
+        after,
+        KeySet.import_key_set(httpx.get(f"{world.root}/auth/jwks").json()),
+        algorithms=["RS256"],
+    ).header
+    assert header["kid"] == new_kid
+    assert _get(world, before, f"Patient/{world.patient_a}").status_code == 200
+    assert _get(world, after, f"Patient/{world.patient_a}").status_code == 200

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,8 @@ from app.auth.secrets import now
 from app.auth.tables import signing_key
 
 log = logging.getLogger(__name__)
-ALGORITHM = "RS256"  # SMART requires RS256 for id_tokens; access tokens use it too
+ALGORITHM = "RS256"
+RECHECK_SECONDS = 30  # SMART requires RS256 for id_tokens; access tokens use it too
 
 
 class MasterKeyError(RuntimeError):
@@ -85,14 +87,27 @@ class KeyStore:
         self.sealer = sealer
         self._lock = threading.Lock()
         self._signing: SigningKey | None = None
+        self._checked = 0.0
         self._public: dict[str, RSAKey] = {}
 
     def signing_key(self) -> SigningKey:
-        if self._signing is None:
+        """The active key; re-checked now and then, so that a `keys rotate` run by another
+        process (the CLI, another worker) is followed without a restart."""
+        if self._signing is None or time.monotonic() - self._checked > RECHECK_SECONDS:
             with self._lock:
-                if self._signing is None:
-                    self._signing = self._load_or_create()
+                if self._signing is None or time.monotonic() - self._checked > RECHECK_SECONDS:
+                    if self._signing is None or self._active_kid() != self._signing.kid:
+                        self._signing = self._load_or_create()
+                    self._checked = time.monotonic()
         return self._signing
+
+    def _active_kid(self) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(signing_key.c.kid)
+                .where(signing_key.c.retired_at.is_(None))
+                .order_by(signing_key.c.created_at.desc())
+            ).scalar()
 
     def verification_key(self, kid: str) -> RSAKey | None:
         key = self._public.get(kid)
