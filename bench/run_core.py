@@ -180,8 +180,10 @@ class RawClient:
         self._prefix = prefix.rstrip("/")
         self._slots = asyncio.Semaphore(connections)
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        auth = f"Authorization: {HEADERS['Authorization']}\r\n" if "Authorization" in HEADERS else ""
         self._fixed = (
             f"Host: {host}:{port}\r\nAccept: {FHIR_JSON}\r\nUser-Agent: medisentinel-bench\r\n"
+            + auth
         ).encode()
 
     async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
@@ -573,6 +575,7 @@ class Server:
         self.base = f"http://{HOST}:{self.port}/fhir"
         self.postmaster: int | None = None  # set once we know PostgreSQL runs on this machine
         self.log_path = workdir / "server.log"
+        self.workdir = workdir
         env = dict(os.environ)
         env.update(
             {
@@ -594,6 +597,7 @@ class Server:
             "--workers",
             str(workers),
         ]
+        self.env = env
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         # cwd = the temp dir, so a stray .env or ./data where the caller stands plays no part.
         self.proc = subprocess.Popen(
@@ -609,6 +613,23 @@ class Server:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def issue_token(self) -> str:
+        """A backend client with every system scope, and a token for it, through the CLI
+        (same database, same master key file under the work dir as the server)."""
+        scope = "system/*.cruds"
+        name = f"bench-{os.getpid()}"
+
+        def cli(*argv: str) -> str:
+            done = subprocess.run(
+                [*server_command(), *argv], cwd=self.workdir, env=self.env,
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            return done.stdout
+
+        cli("client", "create", name, "--kind", "backend", "--scope", scope,
+            "--jwks-uri", "https://bench.invalid/jwks")  # fmt: skip
+        return str(json.loads(cli("token", "--client", name, "--scope", scope))["access_token"])
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -843,6 +864,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         asyncio.run(server.wait_ready())
         ready_s = time.perf_counter() - started
+        HEADERS["Authorization"] = f"Bearer {server.issue_token()}"
         engine_info = describe_engine(args.database_url)
         server.postmaster = engine_info.get("postmaster_pid")
         if args.pid_file:

@@ -242,6 +242,7 @@ async def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--url", required=True)
+    parser.add_argument("--token", help="bearer token (medisentinel token --client ...)")
     parser.add_argument("--patients", type=int, default=1000)
     parser.add_argument("--observations", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=4)
@@ -251,7 +252,10 @@ async def main() -> None:
     args = parser.parse_args()
     sizes = f"{args.patients} Patients, {args.patients} Devices, {args.observations} Observations"
     print(f"data size: {sizes}")
-    async with httpx.AsyncClient(base_url=args.url.rstrip("/"), timeout=600) as client:
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    async with httpx.AsyncClient(
+        base_url=args.url.rstrip("/"), headers=headers, timeout=600
+    ) as client:
         if not args.skip_load:
             await load(client, args)
         report = await time_queries(client, args)

@@ -4,6 +4,7 @@ searches, includes, revincludes, history and transaction entries."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 import uuid
@@ -457,3 +458,24 @@ def test_granular_v2_scope_restricts_by_category(
     assert httpx.get(
         f"{world.base}/Observation/{vital_id}", headers=_fhir(access)
     ).status_code == 200  # fmt: skip
+
+
+def test_secrets_codes_and_tokens_never_reach_the_logs(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        code, verifier = _code(world)
+        issued = _exchange(world, code, verifier).json()
+        access, refresh = issued["access_token"], issued["refresh_token"]
+        httpx.get(f"{world.base}/Patient/{world.other}", headers=_fhir(access))  # 403
+        _exchange(world, code, verifier)  # reuse: refused
+        httpx.post(f"{world.root}/auth/introspect", data={"token": access})  # no client: 401
+        secret_app = register_client(world.auth, "confidential", "patient/*.rs")
+        httpx.post(
+            f"{world.root}/auth/token",
+            data={"grant_type": "refresh_token", "refresh_token": refresh},
+            auth=(secret_app.client_id, "wrong-secret"),
+        )
+    logged = caplog.text
+    for secret in (code, verifier, access, refresh, "wrong-secret", secret_app.client_secret):
+        assert secret and secret not in logged
