@@ -180,7 +180,8 @@ class RawClient:
         self._prefix = prefix.rstrip("/")
         self._slots = asyncio.Semaphore(connections)
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        auth = f"Authorization: {HEADERS['Authorization']}\r\n" if "Authorization" in HEADERS else ""
+        token = HEADERS.get("Authorization")
+        auth = f"Authorization: {token}\r\n" if token else ""
         self._fixed = (
             f"Host: {host}:{port}\r\nAccept: {FHIR_JSON}\r\nUser-Agent: medisentinel-bench\r\n"
             + auth
