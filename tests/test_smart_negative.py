@@ -481,3 +481,11 @@ def test_secrets_codes_and_tokens_never_reach_the_logs(
     logged = "\n".join(f"{r.getMessage()} {r.args!r}" for r in server_side)
     for secret in (code, verifier, access, refresh, "wrong-secret", secret_app.client_secret):
         assert secret and secret not in logged
+
+
+def test_consent_with_nothing_ticked_is_a_refusal(world: World) -> None:
+    url, _ = _authorize_url(world, state="none-ticked")
+    back = Browser(world.root).sign_in(url, world.user, patient=world.mine, groups=[])
+    assert query_of(back) == {
+        "error": "access_denied", "error_description": "nothing was shared", "state": "none-ticked"
+    }  # fmt: skip

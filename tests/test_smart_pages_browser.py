@@ -190,7 +190,8 @@ def test_practitioner_standalone_launch_picks_a_patient(
     page.click("#choose")
 
     wait_for_path(page, "/auth/consent")
-    assert page.locator("#patient").inner_text() == chosen
+    assert page.locator("#patient").get_attribute("data-id") == chosen
+    assert marker in page.locator("#patient").inner_text()  # the name, not only the id
     screenshot = tmp_path / "consent.png"
     page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -207,6 +208,7 @@ def test_practitioner_standalone_launch_picks_a_patient(
     granted = token["scope"].split()
     assert "patient/*.rs" in granted and "launch/patient" in granted
     assert token.get("refresh_token")
+    assert token.get("id_token")  # openid was granted
     access = token["access_token"]
     assert fhir_get(base_url, access, f"Patient/{chosen}").status_code == 200
     for other in others:
@@ -338,7 +340,7 @@ def test_patient_user_skips_the_picker(
     page.goto(app.authorize_url())
     sign_in(page, username)
     wait_for_path(page, "/auth/consent")
-    assert page.locator("#patient").inner_text() == own
+    assert page.locator("#patient").get_attribute("data-id") == own
     page.click("#allow")
 
     back = back_at_app(page, app_callback)

@@ -193,14 +193,12 @@ class ScopeGroup:
 def scope_groups(scopes: Scopes) -> list[ScopeGroup]:
     """What the consent page lists; each group is allowed or denied as a whole."""
     by_type: dict[str, list[str]] = {}
+    contexts: dict[str, set[str]] = {}
     for scope in scopes.resources:
         by_type.setdefault(scope.resource_type, []).append(scope.text)
+        contexts.setdefault(scope.resource_type, set()).add(scope.context)
     groups = [
-        ScopeGroup(
-            f"type:{rtype}",
-            "All your data" if rtype == "*" else f"{rtype} records",
-            tuple(texts),
-        )
+        ScopeGroup(f"type:{rtype}", _group_title(rtype, contexts[rtype]), tuple(texts))
         for rtype, texts in sorted(by_type.items())
     ]
     identity = tuple(s for s in ("openid", "fhirUser", "profile") if s in scopes)
@@ -210,6 +208,13 @@ def scope_groups(scopes: Scopes) -> list[ScopeGroup]:
     if staying:
         groups.append(ScopeGroup("session", "Stay connected after you leave", staying))
     return groups
+
+
+def _group_title(rtype: str, contexts: set[str]) -> str:
+    whose = "this patient's" if contexts == {"patient"} else "the"
+    if rtype == "*":
+        return "All of this patient's records" if whose != "the" else "All records you can see"
+    return f"{rtype} records" if whose == "the" else f"{rtype} records of this patient"
 
 
 def consented_scope(scopes: Scopes, allowed_groups: set[str]) -> str:

@@ -347,9 +347,10 @@ async def picker(request: Request) -> Response:
         pending = flow.load_pending(conn, request, request_id)
         if pending.username is None:
             raise flow.PageError("access_denied", "sign in first")
-        return pending
+        client = clients.get_client(conn, pending.params["client_id"])
+        return pending, client.name if client else ""
 
-    pending: flow.Pending = await _run(request, work)
+    pending, client_name = await _run(request, work)
     ctx = _user_context(request, pending)
     if request.method == "POST":
         chosen = params.get("patient", "")
@@ -365,7 +366,7 @@ async def picker(request: Request) -> Response:
     query = [("name", name)] if name else []
     found = _patients(app, ctx, [*query, ("_count", "50"), ("_sort", "family")])
     return flow.render(
-        "picker.html", client_name="", request_id=request_id, action="/auth/picker",
+        "picker.html", client_name=client_name, request_id=request_id, action="/auth/picker",
         name=name, patients=found,
     )  # fmt: skip
 
@@ -396,6 +397,14 @@ def _patients(app: Any, ctx: RequestContext, query: list[tuple[str, str]]) -> li
     with service.unit_of_work(ctx, write=False) as uow:
         result = service.search(uow, "Patient", params)
     return [_patient_choice(v) for v in result.versions]
+
+
+def _patient_label(request: Request, pending: flow.Pending) -> dict[str, str] | None:
+    """The chosen patient as the consent page names them (read as the signed-in user)."""
+    if pending.patient is None:
+        return None
+    found = _patients(request.app, _user_context(request, pending), [("_id", pending.patient)])
+    return found[0] if found else {"id": pending.patient, "label": pending.patient}
 
 
 def _patient_choice(version: Any) -> dict[str, str]:
@@ -430,11 +439,14 @@ async def consent(request: Request) -> Response:
             return flow.render(
                 "consent.html", client_name=client.name if client else "",
                 request_id=request_id, action="/auth/consent",
-                groups=flow.scope_groups(scopes), patient_label=pending.patient,
+                groups=flow.scope_groups(scopes), patient=_patient_label(request, pending),
             )  # fmt: skip
         if params.get("decision") != "allow":
             flow.finish(conn, pending)
             raise flow.RedirectError(redirect_uri, "access_denied", "the user denied access", state)
+        if not groups_chosen:  # nothing shared is a refusal, not an empty grant
+            flow.finish(conn, pending)
+            raise flow.RedirectError(redirect_uri, "access_denied", "nothing was shared", state)
         scope = flow.consented_scope(scopes, groups_chosen)
         _code, url = flow.issue_code(conn, pending, scope, settings)
         return RedirectResponse(url, status_code=303)
