@@ -348,3 +348,59 @@ def test_a_rotation_elsewhere_is_followed_without_restart(
     assert header["kid"] == new_kid
     assert _get(world, before, f"Patient/{world.patient_a}").status_code == 200
     assert _get(world, after, f"Patient/{world.patient_a}").status_code == 200
+
+
+def test_authorize_by_post_and_online_access(world: World) -> None:
+    """authorize-post and permission-online: the same request as a form POST; online_access
+    gives a refresh token too."""
+    scope = "launch/patient patient/Patient.rs online_access"
+    app = register_client(world.auth, "public", scope)
+    user = register_user(world.auth, "patient", f"Patient/{world.patient_a}")
+    verifier = secrets.token_urlsafe(48)
+    oauth = _oauth(world, app.client_id, scope)
+    url, state = oauth.create_authorization_url(
+        f"{world.root}/auth/authorize", code_verifier=verifier, aud=world.base
+    )
+    browser = Browser(world.root)
+    query = url.split("?", 1)[1]
+    started = browser.http.post(
+        "/auth/authorize", content=query,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert started.status_code == 303 and "/auth/login" in started.headers["location"]
+    back = browser.sign_in(url, user)
+    token = oauth.fetch_token(
+        f"{world.root}/auth/token", authorization_response=back, code_verifier=verifier
+    )
+    assert token["refresh_token"] and "online_access" in token["scope"].split()
+
+
+def test_confidential_asymmetric_client_uses_a_signed_assertion(world: World) -> None:
+    """client-confidential-asymmetric: an app with registered keys, private_key_jwt at the
+    token endpoint of the authorization code flow."""
+    key = ECKey.generate_key("P-384", parameters={"kid": uuid.uuid4().hex[:8]})
+    scope = "launch/patient patient/*.rs"
+    app = register_client(
+        world.auth, "confidential", scope, jwks={"keys": [key.as_dict(private=False)]}
+    )
+    assert app.client_secret is None  # keys, not a secret
+    user = register_user(world.auth, "practitioner", f"Practitioner/{world.practitioner}")
+    token_url = f"{world.root}/auth/token"
+    oauth = OAuth2Client(
+        app.client_id, client_secret=key, scope=scope, redirect_uri=CALLBACK,
+        code_challenge_method="S256",
+        token_endpoint_auth_method=SmartKeyJWT(token_url, alg="ES384", headers={"kid": key.kid}),
+    )  # fmt: skip
+    verifier = secrets.token_urlsafe(48)
+    url, _ = oauth.create_authorization_url(
+        f"{world.root}/auth/authorize", code_verifier=verifier, aud=world.base
+    )
+    back = Browser(world.root).sign_in(url, user, patient=world.patient_b)
+    token = oauth.fetch_token(token_url, authorization_response=back, code_verifier=verifier)
+    assert token["patient"] == world.patient_b
+    # Without the assertion the same kind of request is refused.
+    refused = httpx.post(
+        token_url, data={"grant_type": "authorization_code", "code": "x",
+                         "client_id": app.client_id},
+    )  # fmt: skip
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
