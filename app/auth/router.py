@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -15,6 +16,7 @@ from starlette.routing import Route
 from app.auth import authorize as flow
 from app.auth import clients, launch, users
 from app.auth.client_auth import authenticate_client
+from app.auth.clients import ClientRecord
 from app.auth.discovery import openid_configuration, smart_configuration
 from app.auth.errors import OAuthError, invalid_request
 from app.auth.grant import Grant
@@ -65,7 +67,6 @@ def _settings(request: Request) -> Settings:
 async def _run(request: Request, work: Callable[[Connection], Any]) -> Any:
     """Run `work` in one write transaction on a worker thread. It commits even when `work`
     raises OAuthError: what it wrote first (a spent code, a revoked family) must stay."""
-    from starlette.concurrency import run_in_threadpool
 
     def in_transaction() -> Any:
         with _auth(request).engine.connect() as conn:
@@ -117,8 +118,6 @@ async def smart_style(request: Request) -> Response:
 
 
 async def jwks(request: Request) -> Response:
-    from starlette.concurrency import run_in_threadpool
-
     keys = await run_in_threadpool(_auth(request).keys.jwks)
     return JSONResponse(keys, headers={"Cache-Control": "max-age=300"})
 
@@ -126,20 +125,35 @@ async def jwks(request: Request) -> Response:
 # ---------------------------------------------------------------------- token endpoints
 
 
+ClientAction = Callable[[Connection, ClientRecord, dict[str, str]], Any]
+
+
+async def _as_client(request: Request, action: ClientAction) -> Any:
+    """Authenticate the calling client from the form, then run `action` in one transaction.
+    Raises OAuthError (rendered by the caller)."""
+    form = await _form(request)
+    token_url = f"{_settings(request).server_root}/auth/token"
+    authorization = request.headers.get("authorization")
+
+    def work(conn: Connection) -> Any:
+        client = authenticate_client(conn, form, authorization, token_url)
+        return action(conn, client, form)
+
+    return await _run(request, work)
+
+
+def _token_param(form: dict[str, str]) -> str:
+    if not form.get("token"):
+        raise invalid_request("token is required")
+    return form["token"]
+
+
 async def token(request: Request) -> Response:
+    tokens = _auth(request).tokens
     try:
-        form = await _form(request)
-        settings = _settings(request)
-        token_url = f"{settings.server_root}/auth/token"
-        auth = _auth(request)
-
-        def work(conn: Connection) -> dict[str, Any]:
-            client = authenticate_client(
-                conn, form, request.headers.get("authorization"), token_url
-            )
-            return exchange(conn, auth.tokens, client, form)
-
-        body = await _run(request, work)
+        body = await _as_client(
+            request, lambda conn, client, form: exchange(conn, tokens, client, form)
+        )
     except OAuthError as exc:
         return oauth_error_response(exc)
     return JSONResponse(body, headers=NO_STORE)
@@ -147,18 +161,11 @@ async def token(request: Request) -> Response:
 
 async def introspect(request: Request) -> Response:
     """RFC 7662, for registered clients (resource servers, the app itself)."""
+    tokens = _auth(request).tokens
     try:
-        form = await _form(request)
-        token_url = f"{_settings(request).server_root}/auth/token"
-        auth = _auth(request)
-
-        def work(conn: Connection) -> dict[str, Any]:
-            authenticate_client(conn, form, request.headers.get("authorization"), token_url)
-            if not form.get("token"):
-                raise invalid_request("token is required")
-            return auth.tokens.introspect(conn, form["token"])
-
-        body = await _run(request, work)
+        body = await _as_client(
+            request, lambda conn, _client, form: tokens.introspect(conn, _token_param(form))
+        )
     except OAuthError as exc:
         return oauth_error_response(exc)
     return JSONResponse(body, headers=NO_STORE)
@@ -166,18 +173,11 @@ async def introspect(request: Request) -> Response:
 
 async def revoke(request: Request) -> Response:
     """RFC 7009: 200 whether or not the token was known."""
+    tokens = _auth(request).tokens
     try:
-        form = await _form(request)
-        token_url = f"{_settings(request).server_root}/auth/token"
-        auth = _auth(request)
-
-        def work(conn: Connection) -> None:
-            authenticate_client(conn, form, request.headers.get("authorization"), token_url)
-            if not form.get("token"):
-                raise invalid_request("token is required")
-            auth.tokens.revoke(conn, form["token"])
-
-        await _run(request, work)
+        await _as_client(
+            request, lambda conn, _client, form: tokens.revoke(conn, _token_param(form))
+        )
     except OAuthError as exc:
         return oauth_error_response(exc)
     return Response(status_code=200, headers=NO_STORE)
