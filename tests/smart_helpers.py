@@ -104,5 +104,12 @@ class Browser:
         return done.headers["location"]
 
 
+def create_resource(http: httpx.Client, body: dict[str, Any]) -> str:
+    """POST a resource with an already-authorized client; its new id."""
+    response = http.post(f"/{body['resourceType']}", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
 def query_of(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}

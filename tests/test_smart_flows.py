@@ -21,7 +21,14 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from app.auth.server import AuthServer
 from tests.conftest import LiveServer
-from tests.smart_helpers import CALLBACK, Browser, query_of, register_client, register_user
+from tests.smart_helpers import (
+    CALLBACK,
+    Browser,
+    create_resource,
+    query_of,
+    register_client,
+    register_user,
+)
 
 
 @dataclass(frozen=True)
@@ -42,9 +49,7 @@ def world(live_server: LiveServer, auth_headers: dict[str, str]) -> World:
     with httpx.Client(base_url=base, headers=auth_headers, timeout=30) as http:
 
         def create(body: dict[str, Any]) -> str:
-            response = http.post(f"/{body['resourceType']}", json=body)
-            assert response.status_code == 201, response.text
-            return str(response.json()["id"])
+            return create_resource(http, body)
 
         a = create({"resourceType": "Patient", "name": [{"family": "Alpha"}]})
         b = create({"resourceType": "Patient", "name": [{"family": "Beta"}]})

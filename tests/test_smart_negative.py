@@ -24,7 +24,14 @@ from app.auth.tables import authorization_code
 from app.auth.tokens import TokenService
 from app.settings import Settings
 from tests.conftest import LiveServer
-from tests.smart_helpers import CALLBACK, Browser, query_of, register_client, register_user
+from tests.smart_helpers import (
+    CALLBACK,
+    Browser,
+    create_resource,
+    query_of,
+    register_client,
+    register_user,
+)
 
 SCOPE = "launch/patient openid fhirUser patient/*.cruds offline_access"
 
@@ -50,9 +57,7 @@ def world(live_server: LiveServer, auth_headers: dict[str, str]) -> World:
     with httpx.Client(base_url=base, headers=auth_headers, timeout=30) as http:
 
         def create(body: dict[str, Any]) -> str:
-            response = http.post(f"/{body['resourceType']}", json=body)
-            assert response.status_code == 201, response.text
-            return str(response.json()["id"])
+            return create_resource(http, body)
 
         marker = uuid.uuid4().hex[:8]
         mine = create({"resourceType": "Patient", "name": [{"family": f"Mine{marker}"}]})
