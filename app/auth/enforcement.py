@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, or_, select, true
+from sqlalchemy import ColumnElement, and_, false, not_, or_, select, true
 
 from app.auth import compartment
 from app.auth.grant import Grant
@@ -68,9 +68,15 @@ class AccessFilter:
         self.permission = permission
         self.types = types
         self.base_url = base_url
+        self._rules: dict[str, list[Rule] | None] = {}
 
     def rules(self, rtype: str) -> list[Rule] | None:
         """None: every row of the type; []: none at all; else any of the rules."""
+        if rtype not in self._rules:
+            self._rules[rtype] = self._derive_rules(rtype)
+        return self._rules[rtype]
+
+    def _derive_rules(self, rtype: str) -> list[Rule] | None:
         rules: list[Rule] = []
         for scope in self.grant.scopes.matching(rtype, self.permission):
             rule = _rule(self.grant, scope, rtype)
@@ -86,19 +92,19 @@ class AccessFilter:
 
     def sql(self, owner_type: Any, owner_id: Any) -> ColumnElement[bool]:
         if isinstance(owner_type, str):
-            return self._type_sql(owner_type, owner_type, owner_id)
+            return self._type_sql(owner_type, owner_id)
         free, parts = [], []
         for rtype in self.types:
             rules = self.rules(rtype)
             if rules is None:
                 free.append(rtype)
             elif rules:
-                parts.append(and_(owner_type == rtype, self._type_sql(rtype, rtype, owner_id)))
+                parts.append(and_(owner_type == rtype, self._type_sql(rtype, owner_id)))
         if free:
             parts.append(owner_type.in_(free))
         return or_(*parts) if parts else false()
 
-    def _type_sql(self, rtype: str, owner_type: Any, owner_id: Any) -> ColumnElement[bool]:
+    def _type_sql(self, rtype: str, owner_id: Any) -> ColumnElement[bool]:
         rules = self.rules(rtype)
         if rules is None:
             return true()
@@ -155,9 +161,7 @@ class SmartAccessHook(Hook):
             return
         types = self._types(interaction)
         access = AccessFilter(grant, permission, types, uow.ctx.base_url)
-        if not any(access.rules(t) != [] for t in types):
-            raise Forbidden(_refusal(grant, permission, interaction))
-        if interaction.resource_type and access.rules(interaction.resource_type) == []:
+        if not any(access.rules(t) != [] for t in types):  # a type-level call: its one type
             raise Forbidden(_refusal(grant, permission, interaction))
         if access.unrestricted():
             return
@@ -204,10 +208,15 @@ class SmartAccessHook(Hook):
 
     @staticmethod
     def _check_existing(uow: UnitOfWork, access: AccessFilter, rtype: str, rid: str) -> None:
-        row = uow.conn.execute(
-            select(resource.c.id).where(resource.c.resource_type == rtype, resource.c.id == rid)
+        """A resource that exists but lies outside the filter is refused (one query)."""
+        outside = uow.conn.execute(
+            select(resource.c.id).where(
+                resource.c.resource_type == rtype,
+                resource.c.id == rid,
+                not_(access.sql(rtype, resource.c.id)),
+            )
         ).first()
-        if row is not None and not _matches(uow, access, rtype, rid):
+        if outside is not None:
             raise Forbidden(f"{rtype}/{rid} is outside what this token may access")
 
 
