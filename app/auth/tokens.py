@@ -235,12 +235,7 @@ class TokenService:
 
     def introspect(self, conn: Connection, token: str) -> dict[str, Any]:
         """RFC 7662: details of an active token, `{"active": false}` and nothing else otherwise."""
-        row = None
-        try:
-            grant = self.verify(token)
-            row = self._live_row(conn, grant.token_id or "", "access")
-        except InvalidToken:
-            row = self._live_row(conn, secrets.digest(token), "refresh")
+        row = self._live_row(conn, *self._stored_key(token))
         if row is None or row.rotated_at is not None:
             return {"active": False}
         claims = json.loads(row.claims)
@@ -261,11 +256,7 @@ class TokenService:
 
     def revoke(self, conn: Connection, token: str) -> None:
         """RFC 7009: revoke the token and everything of its family; unknown tokens are fine."""
-        key = secrets.digest(token)
-        try:
-            key = self.verify(token).token_id or key
-        except InvalidToken:
-            pass
+        key, _kind = self._stored_key(token)
         row = conn.execute(
             select(issued_token.c.family).where(issued_token.c.token_hash == key)
         ).first()
@@ -278,6 +269,14 @@ class TokenService:
             .where(issued_token.c.family == family, issued_token.c.revoked_at.is_(None))
             .values(revoked_at=secrets.now())
         )
+
+    def _stored_key(self, token: str) -> tuple[str, str]:
+        """Where a presented token is recorded: an access token (a valid JWT of ours) by its
+        jti, anything else as a refresh token, by its digest."""
+        try:
+            return self.verify(token).token_id or "", "access"
+        except InvalidToken:
+            return secrets.digest(token), "refresh"
 
     def _live_row(self, conn: Connection, key: str, kind: str) -> Any:
         row = conn.execute(select(issued_token).where(issued_token.c.token_hash == key)).first()
