@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, NoReturn
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -123,8 +123,3 @@ class CallbackServer:
     def callbacks(self) -> list[str]:
         """The requests that reached /callback (leaving out e.g. /favicon.ico)."""
         return [p for p in self.requests if urlsplit(p).path == "/callback"]
-
-
-def query_of(url: str) -> dict[str, str]:
-    """The query parameters of a URL, each given once."""
-    return {k: v[0] for k, v in parse_qs(urlsplit(url).query, keep_blank_values=True).items()}

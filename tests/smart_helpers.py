@@ -112,4 +112,5 @@ def create_resource(http: httpx.Client, body: dict[str, Any]) -> str:
 
 
 def query_of(url: str) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
+    """The query parameters of a URL, each given once."""
+    return {k: v[0] for k, v in parse_qs(urlparse(url).query, keep_blank_values=True).items()}

@@ -13,16 +13,16 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import pytest
 
-from app.auth import clients, users
 from app.auth.pkce import s256
-from tests.browser import CallbackServer, launch_chromium, query_of
+from tests.browser import CallbackServer, launch_chromium
 from tests.conftest import LiveServer
-from tests.helpers import FHIR_JSON, patient
+from tests.helpers import patient
+from tests.smart_helpers import PASSWORD, create_resource, query_of, register_user
+from tests.smart_helpers import register_client as public_app
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-PASSWORD = "browser-test-password"
 STANDALONE = "launch/patient openid fhirUser patient/*.rs offline_access"
 PRACTITIONER = "openid fhirUser user/*.rs"
 TIMEOUT_MS = 15_000
@@ -62,25 +62,9 @@ def path_of(url: str) -> str:
 
 
 def register_client(live_server: LiveServer, scope: str, redirect_uri: str) -> str:
-    with live_server.app.state.auth.engine.begin() as conn:
-        name = f"browser-{uuid.uuid4().hex[:10]}"
-        made = clients.create_client(
-            conn, name, "public", scope=scope, redirect_uris=[redirect_uri]
-        )
-    return made.record.client_id
-
-
-def register_user(live_server: LiveServer, role: str, fhir_user: str) -> str:
-    username = f"{role}-{uuid.uuid4().hex[:10]}"
-    with live_server.app.state.auth.engine.begin() as conn:
-        users.create_user(conn, username, role, PASSWORD, fhir_user=fhir_user)
-    return username
-
-
-def create(client: httpx.Client, body: dict[str, Any]) -> str:
-    response = client.post(f"/{body['resourceType']}", json=body, headers=FHIR_JSON)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
+    """A public app redirecting to `redirect_uri`; its client_id."""
+    auth = live_server.app.state.auth
+    return public_app(auth, "public", scope, redirect_uris=[redirect_uri]).client_id
 
 
 class AppRequest:
@@ -164,9 +148,13 @@ def test_practitioner_standalone_launch_picks_a_patient(
 ) -> None:
     marker = "brw" + uuid.uuid4().hex[:10]
     families = [f"{marker}alpha", f"{marker}bravo", f"{marker}charlie"]
-    ids = [create(client, patient(name=[{"family": f, "given": ["Sam"]}])) for f in families]
-    doctor = create(client, {"resourceType": "Practitioner", "name": [{"family": f"{marker}doc"}]})
-    username = register_user(live_server, "practitioner", f"Practitioner/{doctor}")
+    ids = [
+        create_resource(client, patient(name=[{"family": f, "given": ["Sam"]}])) for f in families
+    ]
+    doctor = create_resource(
+        client, {"resourceType": "Practitioner", "name": [{"family": f"{marker}doc"}]}
+    )
+    username = register_user(live_server.app.state.auth, "practitioner", f"Practitioner/{doctor}")
     app = AppRequest(
         live_server,
         register_client(live_server, STANDALONE, app_callback.callback_url),
@@ -218,8 +206,10 @@ def test_practitioner_standalone_launch_picks_a_patient(
 def test_wrong_password_stays_on_the_login_page(
     page: Page, app_callback: CallbackServer, live_server: LiveServer, client: httpx.Client
 ) -> None:
-    doctor = create(client, {"resourceType": "Practitioner", "name": [{"family": "Login"}]})
-    username = register_user(live_server, "practitioner", f"Practitioner/{doctor}")
+    doctor = create_resource(
+        client, {"resourceType": "Practitioner", "name": [{"family": "Login"}]}
+    )
+    username = register_user(live_server.app.state.auth, "practitioner", f"Practitioner/{doctor}")
     app = AppRequest(
         live_server,
         register_client(live_server, PRACTITIONER, app_callback.callback_url),
@@ -246,8 +236,8 @@ def test_wrong_password_stays_on_the_login_page(
 def test_deny_on_consent_returns_access_denied(
     page: Page, app_callback: CallbackServer, live_server: LiveServer, client: httpx.Client
 ) -> None:
-    doctor = create(client, {"resourceType": "Practitioner", "name": [{"family": "Deny"}]})
-    username = register_user(live_server, "practitioner", f"Practitioner/{doctor}")
+    doctor = create_resource(client, {"resourceType": "Practitioner", "name": [{"family": "Deny"}]})
+    username = register_user(live_server.app.state.auth, "practitioner", f"Practitioner/{doctor}")
     app = AppRequest(
         live_server,
         register_client(live_server, PRACTITIONER, app_callback.callback_url),
@@ -269,8 +259,8 @@ def test_deny_on_consent_returns_access_denied(
 def test_unticked_offline_group_gives_no_refresh_token(
     page: Page, app_callback: CallbackServer, live_server: LiveServer, client: httpx.Client
 ) -> None:
-    own = create(client, patient())
-    username = register_user(live_server, "patient", f"Patient/{own}")
+    own = create_resource(client, patient())
+    username = register_user(live_server.app.state.auth, "patient", f"Patient/{own}")
     app = AppRequest(
         live_server,
         register_client(live_server, STANDALONE, app_callback.callback_url),
@@ -326,8 +316,8 @@ def test_patient_user_skips_the_picker(
     client: httpx.Client,
     base_url: str,
 ) -> None:
-    own = create(client, patient())
-    username = register_user(live_server, "patient", f"Patient/{own}")
+    own = create_resource(client, patient())
+    username = register_user(live_server.app.state.auth, "patient", f"Patient/{own}")
     app = AppRequest(
         live_server,
         register_client(live_server, STANDALONE, app_callback.callback_url),
