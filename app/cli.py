@@ -1,5 +1,5 @@
-"""The `medisentinel` command: serve, migrate, load, reindex, and the authorization server's
-client, user, launch, token and keys (implemented in app.auth.commands)."""
+"""The `medisentinel` command: serve, migrate, load, reindex, the authorization server's
+client, user, launch, token and keys (app.auth.commands), and audit (audit.commands)."""
 
 from __future__ import annotations
 
@@ -36,12 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     reindex.add_argument("--batch-size", type=int, default=500)
 
     _add_auth_commands(commands)
+    from audit.commands import add_commands as add_audit_commands
+
+    add_audit_commands(commands)
 
     args = parser.parse_args(argv)
     if args.command in AUTH_COMMANDS:
         from app.auth import commands as auth_commands
 
         return auth_commands.run(args)
+    if args.command == "audit":
+        from audit.commands import run as run_audit
+
+        return run_audit(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "migrate":

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.auth.grant import Grant
+
+
+@dataclass
+class Trail:
+    """Per-request notes of the audit hook: interactions awaiting their audit record, and
+    whether a failure has been recorded (so the edge does not record it twice)."""
+
+    pending: list[Any] = field(default_factory=list)
+    failure_recorded: bool = False
 
 
 @dataclass(frozen=True)
@@ -17,6 +27,8 @@ class RequestContext:
     remote_addr: str | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     base_url: str = ""
+    request_line: str = ""  # e.g. "GET /fhir/Patient?name=x": what the caller asked for
+    trail: Trail = field(default_factory=Trail, compare=False, repr=False)
 
     @classmethod
     def system(cls, base_url: str = "", channel: str = "system") -> RequestContext:

@@ -23,6 +23,9 @@ from app.fhir.hooks import OutboxHook, Pipeline
 from app.fhir.router import FhirRouter
 from app.fhir.service import FhirService
 from app.settings import Settings, get_settings
+from audit import checkpoints as audit_checkpoints
+from audit.hook import AuditHook
+from audit.trail import AuditTrail
 
 log = logging.getLogger("medisentinel")
 
@@ -32,15 +35,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = create_db_engine(settings.database_url, pool_size=settings.db_pool_size)
     auth = AuthServer(engine, settings)
     # Authorization first: nothing is read or written for a caller it refuses.
-    pipeline = Pipeline([SmartAccessHook(auth.tokens), OutboxHook()])
+    trail = AuditTrail(engine, settings.fhir_base_url)
+    # Audit first: an interaction is noted before authorization may refuse it (a refusal is
+    # recorded too); then authorization: nothing is read or written for a caller it refuses.
+    pipeline = Pipeline([AuditHook(trail), SmartAccessHook(auth.tokens), OutboxHook()])
     service = FhirService(engine, pipeline)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(auth.keys.signing_key)  # the first start creates it
         statistics = asyncio.create_task(_keep_statistics_fresh(engine))
+        signing = asyncio.create_task(
+            _keep_signing_audit_heads(engine, auth, settings.audit_checkpoint_seconds)
+        )
         yield
         statistics.cancel()
+        signing.cancel()
         engine.dispose()
 
     app = FastAPI(title="MediSentinel", lifespan=lifespan, docs_url="/docs", redoc_url=None)
@@ -49,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.pipeline = pipeline
     app.state.service = service
     app.state.auth = auth
+    app.state.audit = trail
     app.state.fhir_router = FhirRouter(
         service, default_count=settings.default_page_size, max_count=settings.max_page_size
     )
@@ -74,6 +85,16 @@ async def _keep_statistics_fresh(engine: Engine, every_seconds: float = 600) -> 
         except Exception:  # a busy database only delays the next refresh
             log.warning("could not refresh database statistics", exc_info=True)
         await asyncio.sleep(every_seconds)
+
+
+async def _keep_signing_audit_heads(engine: Engine, auth: AuthServer, every: float) -> None:
+    """Sign the audit chain heads now and then (only when records were added)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.to_thread(audit_checkpoints.take, engine, auth.keys)
+        except Exception:  # the next round tries again; verify reports long gaps as such
+            log.warning("could not take an audit checkpoint", exc_info=True)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     online_refresh_seconds: int = 12 * 3600  # online_access: a working day
     authorization_code_seconds: int = 60
     login_seconds: int = 600  # time to log in and consent
+    # Audit trail
+    audit_retention_days: int = Field(
+        default=7 * 365, description="audit records younger than this can never be archived"
+    )
+    audit_checkpoint_seconds: int = Field(
+        default=300, description="how often a server signs the audit chain heads"
+    )
     cors_origins: str = Field(
         default="*", description="origins allowed to call the API from a browser (comma list)"
     )

@@ -42,7 +42,27 @@ async def fhir_endpoint(request: Request) -> Response:
     """Every FHIR URL. A plain Starlette endpoint: FastAPI's dependency machinery would add
     per-request work for nothing, since FHIR routing happens in app.fhir.router."""
     path = request.path_params.get("path", "")
-    ctx = _context(request, path)  # first: no valid token, no further processing
+    try:
+        ctx = _context(request, path)  # first: no valid token, no further processing
+    except FhirError as exc:
+        await _audit_refusal(request, _anonymous(request), exc)
+        raise
+    try:
+        return await _serve(request, ctx, path)
+    except FhirError as exc:
+        if not ctx.trail.failure_recorded:
+            await _audit_refusal(request, ctx, exc)
+        raise
+
+
+async def _audit_refusal(request: Request, ctx: RequestContext, error: FhirError) -> None:
+    """A request refused outside the door's interactions (no token, unparseable body):
+    recorded all the same. If even that cannot be written the answer becomes a 500."""
+    trail = request.app.state.audit
+    await run_in_threadpool(trail.record_request_failure, ctx, error)
+
+
+async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
     query = request.query_params
     fmt = formats.response_format(request.headers.get("accept"), query.get("_format"))
     pretty = query.get("_pretty") == "true"
@@ -88,7 +108,23 @@ def _context(request: Request, path: str) -> RequestContext:
         grant=grant,
         remote_addr=client.host if client else None,
         base_url=request.app.state.settings.fhir_base_url,
+        request_line=_request_line(request),
     )
+
+
+def _anonymous(request: Request) -> RequestContext:
+    client = request.client
+    return RequestContext(
+        channel="rest",
+        remote_addr=client.host if client else None,
+        base_url=request.app.state.settings.fhir_base_url,
+        request_line=_request_line(request),
+    )
+
+
+def _request_line(request: Request) -> str:
+    query = request.url.query
+    return f"{request.method} {request.url.path}" + (f"?{query}" if query else "")
 
 
 def _render(

@@ -116,6 +116,22 @@ class KeyStore:
             key = self._public.get(kid)
         return key
 
+    def genuine_key(self, kid: str) -> RSAKey | None:
+        """A key by kid, retired or not, proven ours: its private half opens under the master
+        key (authenticated encryption), so a key row planted in the database is refused.
+        Used to verify what the server signed long ago (audit checkpoints)."""
+        with self.engine.connect() as conn:
+            sealed = conn.execute(
+                select(signing_key.c.private_key).where(signing_key.c.kid == kid)
+            ).scalar()
+        if sealed is None:
+            return None
+        try:
+            pem = self.sealer.open(sealed, kid)
+        except Exception:
+            return None
+        return RSAKey.import_key(pem, parameters={"kid": kid, "alg": ALGORITHM})
+
     def jwks(self) -> dict[str, Any]:
         self._reload_public()
         return {"keys": [key.as_dict(private=False) for key in self._public.values()]}

@@ -399,6 +399,18 @@ def _patients(app: Any, ctx: RequestContext, query: list[tuple[str, str]]) -> li
     return [_patient_choice(v) for v in result.versions]
 
 
+def _consent_patient(request: Request, request_id: str) -> dict[str, str] | None:
+    """The patient the consent page names, or None (the page itself reports a bad request)."""
+    try:
+        with _auth(request).engine.connect() as conn:
+            pending = flow.load_pending(conn, request, request_id)
+    except (flow.PageError, OAuthError):
+        return None
+    if pending.username is None:
+        return None
+    return _patient_label(request, pending)
+
+
 def _patient_label(request: Request, pending: flow.Pending) -> dict[str, str] | None:
     """The chosen patient as the consent page names them (read as the signed-in user)."""
     if pending.patient is None:
@@ -425,6 +437,9 @@ async def consent(request: Request) -> Response:
     groups_chosen: set[str] = set()
     if request.method == "POST":
         groups_chosen = {str(g) for g in (await request.form()).getlist("group")}
+    # Named before the write transaction: reading the patient goes through the door, which
+    # writes its audit record (on SQLite that needs the write lock this page would hold).
+    label = await run_in_threadpool(_consent_patient, request, request_id)
 
     def work(conn: Connection) -> Response:
         pending = flow.load_pending(conn, request, request_id)
@@ -439,7 +454,7 @@ async def consent(request: Request) -> Response:
             return flow.render(
                 "consent.html", client_name=client.name if client else "",
                 request_id=request_id, action="/auth/consent",
-                groups=flow.scope_groups(scopes), patient=_patient_label(request, pending),
+                groups=flow.scope_groups(scopes), patient=label,
             )  # fmt: skip
         if params.get("decision") != "allow":
             flow.finish(conn, pending)

@@ -38,8 +38,7 @@ class FhirRouter:
 
             return transaction.process_bundle(self, ctx, request)
         write = request.method in WRITE_METHODS
-        single_read = request.method == "GET" and len(request.segments) in (2, 4)
-        with self.service.unit_of_work(ctx, write=write, single_read=single_read) as uow:
+        with self.service.unit_of_work(ctx, write=write) as uow:
             return self.handle(uow, request)
 
     def handle(self, uow: UnitOfWork, request: FhirRequest) -> FhirResponse:

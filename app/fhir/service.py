@@ -67,19 +67,12 @@ class FhirService:
     # ------------------------------------------------------------ transactions
 
     @contextmanager
-    def unit_of_work(
-        self, ctx: RequestContext, *, write: bool, single_read: bool = False
-    ) -> Iterator[UnitOfWork]:
+    def unit_of_work(self, ctx: RequestContext, *, write: bool) -> Iterator[UnitOfWork]:
         """One transaction: commits on success (after before_commit hooks), rolls back on error.
-
-        `single_read` marks a unit that reads one row and writes nothing (a read or vread):
-        it may skip the transaction round trips.
-        """
+        `write=False` promises that the interactions only read (hooks may still record)."""
         try:
             try:
-                with storage.open_unit_of_work(
-                    self.engine, ctx, write=write, single_read=single_read
-                ) as uow:
+                with storage.open_unit_of_work(self.engine, ctx, write=write) as uow:
                     yield uow
                     self.pipeline.before_commit(uow)
             except (sqlalchemy.exc.IntegrityError, psycopg.errors.IntegrityError) as exc:

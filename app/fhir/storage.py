@@ -9,7 +9,7 @@ round trips, not hundreds.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -79,6 +79,10 @@ class UnitOfWork:
     # includes and history AND it into their SQL.
     row_filter: RowFilter | None = None
     notes: dict[str, Any] = field(default_factory=dict)  # hooks' per-transaction state
+    # False for a SQLite read-only unit, which must not write: hooks queue their writes in
+    # `after_read` instead (see open_unit_of_work).
+    write: bool = True
+    after_read: list[Callable[[UnitOfWork], None]] = field(default_factory=list)
     _staged: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
 
     def stage(self, table: Table, row: dict[str, Any]) -> None:
@@ -130,19 +134,27 @@ def _insert_statement(table: Table) -> Insert:
 
 
 @contextmanager
-def open_unit_of_work(
-    engine: Engine, ctx: RequestContext, *, write: bool, single_read: bool = False
-) -> Iterator[UnitOfWork]:
-    """`single_read`: one SELECT needs no transaction; on PostgreSQL skip BEGIN/COMMIT."""
+def open_unit_of_work(engine: Engine, ctx: RequestContext, *, write: bool) -> Iterator[UnitOfWork]:
+    """One transaction. A read-only unit on SQLite runs as a shared (deferred) transaction;
+    what its hooks must still write (the audit record of the read) is queued in
+    `uow.after_read` and written in a short write transaction on the same connection before
+    the unit ends: a deferred SQLite transaction that has read cannot safely start writing
+    (another writer may have moved the database on), and readers must not queue behind the
+    single writer lock for the whole of their read."""
     with engine.connect() as conn:
-        options: dict[str, Any] = {"for_write": write}
-        if single_read and not write and engine.dialect.name == "postgresql":
-            options["isolation_level"] = "AUTOCOMMIT"
-        conn = conn.execution_options(**options)
+        conn = conn.execution_options(for_write=write)
+        deferred = not write and engine.dialect.name == "sqlite"
         with conn.begin():
-            uow = UnitOfWork(conn=conn, ctx=ctx)
+            uow = UnitOfWork(conn=conn, ctx=ctx, write=not deferred)
             yield uow
             uow.flush()
+        if uow.after_read:
+            conn.execution_options(for_write=True)
+            with conn.begin():
+                writer = UnitOfWork(conn=conn, ctx=ctx)
+                for step in uow.after_read:
+                    step(writer)
+                writer.flush()
 
 
 # ---------------------------------------------------------------- reads

@@ -1,0 +1,86 @@
+"""`medisentinel audit ...`: verify the chain, take a checkpoint, export a date range,
+archive what is older than the retention period. Local operator commands: they work on the
+database directly, need no running server, and print JSON.
+
+`verify` exits 1 when anything does not fit (the first finding is printed first), 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from app.auth.keys import KeyStore, Sealer, load_master_key
+from app.db import create_db_engine, run_migrations
+from app.settings import Settings, get_settings
+from audit import checkpoints, export
+from audit.verify import verify
+
+
+def add_commands(commands: Any) -> None:
+    audit = commands.add_parser(
+        "audit", help="verify, checkpoint, export or archive the audit trail"
+    )
+    actions = audit.add_subparsers(dest="action", required=True)
+    check = actions.add_parser("verify", help="walk the hash chain; exit 1 on any finding")
+    check.add_argument("--since", help="start at the last checkpoint before this date/time")
+    check.add_argument("--export", type=Path, metavar="FILE", help="verify an exported file")
+    actions.add_parser("checkpoint", help="sign the current chain heads now")
+    out = actions.add_parser("export", help="write a date range as NDJSON plus its chain data")
+    out.add_argument("--from", dest="start", required=True, help="date or date-time (UTC)")
+    out.add_argument("--to", dest="end", required=True, help="date or date-time, exclusive")
+    out.add_argument("--out", type=Path, required=True, metavar="FILE.ndjson")
+    archive = actions.add_parser(
+        "archive", help="move records older than the retention period to a file"
+    )
+    archive.add_argument("--before", required=True, help="date or date-time (UTC)")
+    archive.add_argument("--out", type=Path, required=True, metavar="FILE.ndjson")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if args.action == "verify" and args.export:
+        report = export.verify_file(args.export)
+        print(json.dumps(report, indent=2))
+        return 0 if report["ok"] else 1
+    run_migrations(settings.database_url)
+    engine = create_db_engine(settings.database_url, pool_size=2)
+    keys = key_store(engine, settings)
+    try:
+        if args.action == "verify":
+            since = to_us(args.since) if args.since else None
+            result = verify(engine, keys, since=since)
+            print(json.dumps(result.summary(), indent=2))
+            return 0 if result.ok else 1
+        if args.action == "checkpoint":
+            taken = checkpoints.take(engine, keys, only_if_changed=False)
+            print(json.dumps({"checkpoint": taken}))
+            return 0
+        if args.action == "export":
+            summary = export.write(engine, keys, to_us(args.start), to_us(args.end), args.out)
+            print(json.dumps(summary, indent=2))
+            return 0
+        summary = export.archive(engine, keys, settings, to_us(args.before), args.out)
+        print(json.dumps(summary, indent=2))
+        return 0
+    except export.ArchiveRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+
+
+def key_store(engine: Any, settings: Settings) -> KeyStore:
+    return KeyStore(engine, Sealer(load_master_key(settings.master_key, settings.master_key_file)))
+
+
+def to_us(value: str) -> int:
+    """`2026-11-21` or an ISO date-time (UTC when no offset) -> epoch microseconds."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1_000_000)

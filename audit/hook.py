@@ -1,0 +1,112 @@
+"""The audit hook: every interaction through the door leaves an AuditEvent.
+
+Registered first in the pipeline, so an interaction is noted before authorization can refuse
+it. Accesses accumulate on the interaction (the resources read or written, the patients they
+concern); just before the transaction commits, each interaction becomes one chained record
+in that same transaction. When the unit fails, every interaction it attempted is recorded as
+failed, in a transaction of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.context import RequestContext
+from app.errors import MethodNotAllowed
+from app.fhir import jsonio
+from app.fhir.hooks import Hook, Interaction
+from app.fhir.storage import StoredVersion, UnitOfWork
+from audit.chain import AuditRecord
+from audit.events import SUCCESS, Entities, EventKind, Outcome
+from audit.patients import patients_of
+from audit.trail import AuditTrail, actor_of, outcome_of
+
+WRITES = frozenset({"create", "update", "patch", "delete"})
+# Interactions whose result is a list: the query and patients are recorded, not each resource.
+LISTINGS = frozenset({"search-type", "search-system", "history-type", "history-system"})
+
+
+@dataclass
+class Pending:
+    interaction: Interaction
+    query: str | None = None
+    resources: list[str] = field(default_factory=list)
+    patients: list[str] = field(default_factory=list)
+
+
+class AuditHook(Hook):
+    def __init__(self, trail: AuditTrail) -> None:
+        self.trail = trail
+
+    def authorize(self, uow: UnitOfWork, interaction: Interaction) -> None:
+        pending = uow.ctx.trail.pending
+        last = pending[-1] if pending else None
+        if (
+            last is not None
+            and not last.resources
+            and last.interaction.name in WRITES
+            and interaction.name in WRITES
+            and last.interaction.resource_type == interaction.resource_type
+        ):
+            # A conditional write authorizes by its criteria, then as the write it becomes.
+            pending[-1] = Pending(interaction, query=last.query or interaction.query or None)
+        else:
+            pending.append(Pending(interaction, query=_query(interaction)))
+        if interaction.resource_type == "AuditEvent" and interaction.name in WRITES:
+            raise MethodNotAllowed("AuditEvent is written by the server only; it is read-only")
+
+    def on_access(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> None:
+        pending = uow.ctx.trail.pending
+        if not pending:
+            return
+        current = pending[-1]
+        if current.interaction.name not in LISTINGS:
+            ref = f"{version.resource_type}/{version.id}/_history/{version.version_id}"
+            current.resources.append(ref)
+        if version.resource_type == "Patient":  # itself, deleted or not
+            found = [version.id]
+        elif version.resource_type == "AuditEvent" or version.content is None:
+            return
+        else:
+            found = patients_of(version.resource_type, jsonio.loads(version.content))
+        for patient in found:
+            if patient not in current.patients:
+                current.patients.append(patient)
+
+    def before_commit(self, uow: UnitOfWork) -> None:
+        pending = uow.ctx.trail.pending
+        records = [self._record(uow.ctx, p, SUCCESS) for p in pending]
+        pending.clear()
+        self.trail.append_in(uow, records)
+
+    def on_failure(
+        self, ctx: RequestContext, interaction: Interaction | None, error: Exception
+    ) -> None:
+        pending = ctx.trail.pending
+        if not pending:
+            self.trail.record_request_failure(ctx, error)
+            return
+        outcome = outcome_of(error)
+        records = [self._record(ctx, p, outcome) for p in pending]
+        pending.clear()
+        self.trail.record(records)
+        ctx.trail.failure_recorded = True
+
+    def _record(self, ctx: RequestContext, pending: Pending, outcome: Outcome) -> AuditRecord:
+        interaction = pending.interaction
+        resources = pending.resources
+        if not resources and interaction.resource_type and interaction.id:
+            resources = [f"{interaction.resource_type}/{interaction.id}"]
+        entities = Entities(
+            resources=resources,
+            patients=pending.patients,
+            query=pending.query,
+            description=ctx.request_line or None,
+        )
+        return self.trail.build(EventKind.rest(interaction.name), actor_of(ctx), outcome, entities)
+
+
+def _query(interaction: Interaction) -> str | None:
+    if interaction.name in LISTINGS or interaction.query:
+        return interaction.query
+    return None

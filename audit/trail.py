@@ -1,0 +1,131 @@
+"""The audit trail's writer: turns what happened into chained AuditEvent records.
+
+Used by the door's audit hook (hook.py) inside a unit of work, and on its own, in a short
+transaction of its own, for events that happen outside the door: a request refused at the
+edge (no token, a body that does not parse), a sign-in, a token issued or revoked.
+
+Fail closed: if a record cannot be written, `AuditUnavailable` (500) is raised and the
+caller's answer is replaced by it; nothing the record would have covered leaves the server.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import Engine
+
+from app.context import RequestContext
+from app.errors import FhirError, ServerError
+from app.fhir import storage
+from app.fhir.storage import UnitOfWork
+from audit import chain
+from audit.chain import AuditRecord
+from audit.events import Actor, Entities, EventKind, Outcome, audit_event
+
+log = logging.getLogger("medisentinel.audit")
+
+
+class AuditUnavailable(ServerError):
+    """The audit record could not be written: the request is refused (fail closed)."""
+
+
+def actor_of(ctx: RequestContext) -> Actor:
+    grant = ctx.grant
+    username = grant.subject if grant is not None and grant.role is not None else None
+    return Actor(
+        client_id=ctx.client_id,
+        user=ctx.user,
+        username=username,
+        address=ctx.remote_addr,
+        channel=ctx.channel,
+    )
+
+
+def outcome_of(error: BaseException) -> Outcome:
+    if isinstance(error, FhirError):
+        return Outcome.for_status(error.status, f"{error.status} {error.message}")
+    return Outcome("8", f"500 {type(error).__name__}")
+
+
+class AuditTrail:
+    def __init__(self, engine: Engine, server: str) -> None:
+        self.engine = engine
+        self.server = server  # this server's base URL: AuditEvent.source.site
+
+    def build(
+        self, kind: EventKind, actor: Actor, outcome: Outcome, entities: Entities
+    ) -> AuditRecord:
+        recorded = storage.now_us()
+        event = audit_event(
+            kind, actor, outcome, entities, recorded_us=recorded, server=self.server
+        )
+        return chain.record(event, recorded)
+
+    def append_in(self, uow: UnitOfWork, records: list[AuditRecord]) -> None:
+        """Chain records in the unit's own transaction (or, for a SQLite read-only unit,
+        in the short write transaction that follows it, before the unit returns)."""
+        if not records:
+            return
+        if uow.write:
+            uow.flush()  # the unit's own writes first: their conflicts are theirs (409), not ours
+            self._guarded(chain.append, uow, records)
+        else:
+            uow.after_read.append(lambda writer: self._guarded(chain.append, writer, records))
+
+    def record(self, records: list[AuditRecord]) -> None:
+        """Chain records in a transaction of their own."""
+        if not records:
+            return
+        ctx = RequestContext.system()
+        try:
+            with storage.open_unit_of_work(self.engine, ctx, write=True) as uow:
+                chain.append(uow, records)
+        except Exception as exc:
+            log.critical("audit record could not be written: %s", exc, exc_info=True)
+            raise AuditUnavailable("the audit trail is unavailable; request refused") from exc
+
+    def record_event(
+        self,
+        kind: EventKind,
+        actor: Actor,
+        outcome: Outcome,
+        entities: Entities | None = None,
+    ) -> None:
+        self.record([self.build(kind, actor, outcome, entities or Entities())])
+
+    def record_request_failure(self, ctx: RequestContext, error: BaseException) -> None:
+        """A request that failed before (or outside) any interaction of the door."""
+        kind = EventKind.rest(_interaction_guess(ctx.request_line))
+        entities = Entities(description=ctx.request_line or None)
+        self.record([self.build(kind, actor_of(ctx), outcome_of(error), entities)])
+        ctx.trail.failure_recorded = True
+
+    @staticmethod
+    def _guarded(append: Any, uow: UnitOfWork, records: list[AuditRecord]) -> None:
+        try:
+            append(uow, records)
+        except Exception as exc:
+            log.critical("audit record could not be written: %s", exc, exc_info=True)
+            raise AuditUnavailable("the audit trail is unavailable; request refused") from exc
+
+
+def _interaction_guess(request_line: str) -> str:
+    """The REST interaction a request line asked for, for requests refused before the door
+    knew: GET -> read/search, POST -> create (or a Bundle), PUT -> update ..."""
+    method, _, target = request_line.partition(" ")
+    path = target.split("?", 1)[0].removeprefix("/fhir").strip("/")
+    segments = [s for s in path.split("/") if s]
+    if method in ("GET", "HEAD"):
+        if "_history" in segments:
+            return "vread" if segments[-1] != "_history" else "history-instance"
+        return "read" if len(segments) == 2 else "search-type" if segments else "search-system"
+    if method == "POST":
+        return (
+            "transaction"
+            if not segments
+            else "search-type"
+            if path.endswith("_search")
+            else "create"
+        )
+    return {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, "operation")
