@@ -26,6 +26,7 @@ from app.settings import Settings, get_settings
 from audit import checkpoints as audit_checkpoints
 from audit.hook import AuditHook
 from audit.trail import AuditTrail
+from audit.web import routes as audit_web_routes
 
 log = logging.getLogger("medisentinel")
 
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     auth = AuthServer(engine, settings)
     # Authorization first: nothing is read or written for a caller it refuses.
     trail = AuditTrail(engine, settings.fhir_base_url)
+    auth.events = trail.record_auth
     # Audit first: an interaction is noted before authorization may refuse it (a refusal is
     # recorded too); then authorization: nothing is read or written for a caller it refuses.
     pipeline = Pipeline([AuditHook(trail), SmartAccessHook(auth.tokens), OutboxHook()])
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service, default_count=settings.default_page_size, max_count=settings.max_page_size
     )
     app.router.routes.extend(auth_routes())  # before /fhir/{path}: .well-known lives there
+    app.router.routes.extend(audit_web_routes())  # the compliance console, /audit/
     app.router.routes.extend(fhir_api.routes())
     app.add_middleware(
         CORSMiddleware,

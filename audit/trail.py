@@ -15,13 +15,14 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from app.auth.server import AuthEvent
 from app.context import RequestContext
 from app.errors import FhirError, ServerError
 from app.fhir import storage
 from app.fhir.storage import UnitOfWork
 from audit import chain
 from audit.chain import AuditRecord
-from audit.events import Actor, Entities, EventKind, Outcome, audit_event
+from audit.events import SUCCESS, Actor, Entities, EventKind, Outcome, audit_event
 
 log = logging.getLogger("medisentinel.audit")
 
@@ -93,6 +94,21 @@ class AuditTrail:
         entities: Entities | None = None,
     ) -> None:
         self.record([self.build(kind, actor, outcome, entities or Entities())])
+
+    def record_auth(self, event: AuthEvent) -> None:
+        """An authorization server event (sign-in, consent, token issued/refused/...)."""
+        actor = Actor(
+            client_id=event.client_id,
+            user=event.fhir_user,
+            username=event.username,
+            address=event.address,
+            channel="auth",
+        )
+        outcome = SUCCESS if event.ok else Outcome("4", event.detail)
+        entities = Entities(
+            patients=[event.patient] if event.patient else [], description=event.detail or None
+        )
+        self.record_event(EventKind.auth(event.what), actor, outcome, entities)
 
     def record_request_failure(self, ctx: RequestContext, error: BaseException) -> None:
         """A request that failed before (or outside) any interaction of the door."""

@@ -96,7 +96,6 @@ def verify_on(conn: Connection, keys: KeyStore, *, since: int | None = None) -> 
         start = anchors.get(pid, (0, GENESIS))
         _walk_partition(conn, pid, start, heads.get(pid), report)
     _check_checkpoints(conn, [m for m in marks if m.valid], anchors, report)
-    report.findings.sort(key=lambda f: (f.recorded is None, f.recorded or 0))
     return report
 
 

@@ -223,7 +223,8 @@ def test_a_failed_transaction_records_its_entries_as_failed(
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {"resourceType": "Patient"},
+             "request": {"method": "POST", "url": "Patient"}},
             {"resource": {"resourceType": "Patient", "gender": "nope"},
              "request": {"method": "POST", "url": "Patient"}},
         ],
@@ -269,8 +270,8 @@ def test_a_request_without_a_token_is_recorded(client: httpx.Client, base_url: s
 
 
 def test_audit_events_cannot_be_written_through_the_api(client: httpx.Client) -> None:
-    event = {"resourceType": "AuditEvent", "type": {"code": "rest"}, "recorded": "2026-01-01T00:00:00Z",
-             "agent": [{"requestor": True}], "source": {"observer": {"display": "x"}}}  # fmt: skip
+    event = {"resourceType": "AuditEvent", "type": {"code": "rest"},
+             "recorded": "2026-01-01T00:00:00Z", "agent": [{"requestor": True}], "source": {"observer": {"display": "x"}}}  # fmt: skip
     assert client.post("AuditEvent", json=event).status_code == 405
     some = client.get("AuditEvent", params={"_count": "1"}).json()["entry"][0]["resource"]
     assert client.put(f"AuditEvent/{some['id']}", json=some).status_code == 405
@@ -320,3 +321,51 @@ def test_when_the_audit_record_cannot_be_written_the_request_fails_closed(
     assert "Closed" not in read.text
     assert created.status_code == 500
     assert client.get("Patient", params={"family": "Lost"}).json()["total"] == 0
+
+
+def test_sign_in_consent_and_token_events_are_recorded(
+    live_server: LiveServer, client: httpx.Client
+) -> None:
+    from app.auth.pkce import s256
+    from tests.smart_helpers import CALLBACK, PASSWORD, Browser, query_of, register_user
+
+    auth = live_server.app.state.auth
+    root = live_server.settings.server_root
+    app = register_client(auth, "public", "openid fhirUser user/Patient.rs")
+    username = register_user(auth, "practitioner", "Practitioner/audit-doc")
+    verifier = "v" * 64
+    authorize = f"{root}/auth/authorize?" + httpx.QueryParams({
+        "response_type": "code", "client_id": app.client_id, "redirect_uri": CALLBACK,
+        "scope": "openid fhirUser user/Patient.rs", "state": "s", "aud": live_server.base_url,
+        "code_challenge": s256(verifier), "code_challenge_method": "S256",
+    }).__str__()  # fmt: skip
+    browser = Browser(root)
+    page = browser.open(authorize)
+    wrong = browser.submit("/auth/login", {"request": browser.request_id(),
+                                           "username": username, "password": "nope"})  # fmt: skip
+    assert wrong.status_code == 401
+    code = query_of(browser.sign_in(authorize, username))["code"]
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": CALLBACK,
+            "client_id": app.client_id, "code_verifier": verifier}  # fmt: skip
+    issued = httpx.post(f"{root}/auth/token", data=form)
+    assert issued.status_code == 200
+    again = httpx.post(f"{root}/auth/token", data=form)  # a spent code
+    assert again.status_code == 400
+    assert page.status_code == 200
+
+    found = client.get("AuditEvent", params={"agent:identifier": f"{CLIENT}|{app.client_id}",
+                                             "type": "110114", "_sort": "date"})  # fmt: skip
+    events = [e["resource"] for e in found.json()["entry"]]
+    assert [(subtype(e), e["outcome"]) for e in events] == [
+        ("login", "4"),
+        ("login", "0"),
+        ("consent", "0"),
+        ("token-issued", "0"),
+        ("token-refused", "4"),
+    ]
+    users_named = {a.get("altId") for e in events[:4] for a in e["agent"]}
+    assert username in users_named
+    issued_event = events[3]
+    assert any(a["who"].get("reference") == "Practitioner/audit-doc" for a in issued_event["agent"])
+    assert "invalid_grant" in events[4]["outcomeDesc"]
+    assert PASSWORD not in str(events) and code not in str(events)

@@ -21,7 +21,7 @@ from app.auth.discovery import openid_configuration, smart_configuration
 from app.auth.errors import OAuthError, invalid_request
 from app.auth.grant import Grant
 from app.auth.scopes import parse_scopes
-from app.auth.server import AuthServer
+from app.auth.server import AuthEvent, AuthServer
 from app.auth.token_endpoint import exchange
 from app.context import RequestContext
 from app.errors import FhirError
@@ -150,37 +150,96 @@ def _token_param(form: dict[str, str]) -> str:
 
 async def token(request: Request) -> Response:
     tokens = _auth(request).tokens
+    form: dict[str, str] = {}
     try:
+        form = await _form(request)
         body = await _as_client(
             request, lambda conn, client, form: exchange(conn, tokens, client, form)
         )
     except OAuthError as exc:
+        await _record(request, "token-refused", False, _caller_id(request, form), detail=_why(exc))
         return oauth_error_response(exc)
+    what = "token-refreshed" if form.get("grant_type") == "refresh_token" else "token-issued"
+    grant = _auth(request).tokens.verify(body["access_token"])
+    await _record(request, what, True, grant.client_id, grant=grant, detail=body.get("scope", ""))
     return JSONResponse(body, headers=NO_STORE)
 
 
 async def introspect(request: Request) -> Response:
     """RFC 7662, for registered clients (resource servers, the app itself)."""
-    tokens = _auth(request).tokens
-    try:
-        body = await _as_client(
-            request, lambda conn, _client, form: tokens.introspect(conn, _token_param(form))
-        )
-    except OAuthError as exc:
-        return oauth_error_response(exc)
-    return JSONResponse(body, headers=NO_STORE)
+    return await _token_management(request, "token-introspected")
 
 
 async def revoke(request: Request) -> Response:
     """RFC 7009: 200 whether or not the token was known."""
+    return await _token_management(request, "token-revoked")
+
+
+async def _token_management(request: Request, what: str) -> Response:
     tokens = _auth(request).tokens
+
+    def action(conn: Connection, client: ClientRecord, form: dict[str, str]) -> Any:
+        token = _token_param(form)
+        if what == "token-revoked":
+            tokens.revoke(conn, token)
+            return client.client_id, None
+        return client.client_id, tokens.introspect(conn, token)
+
     try:
-        await _as_client(
-            request, lambda conn, _client, form: tokens.revoke(conn, _token_param(form))
-        )
+        client_id, body = await _as_client(request, action)
     except OAuthError as exc:
+        await _record(request, what, False, _caller_id(request, {}), detail=_why(exc))
         return oauth_error_response(exc)
-    return Response(status_code=200, headers=NO_STORE)
+    detail = "" if body is None else f"active={str(body.get('active')).lower()}"
+    await _record(request, what, True, client_id, detail=detail)
+    if body is None:
+        return Response(status_code=200, headers=NO_STORE)
+    return JSONResponse(body, headers=NO_STORE)
+
+
+async def _record(
+    request: Request,
+    what: str,
+    ok: bool,
+    client_id: str | None,
+    *,
+    grant: Grant | None = None,
+    username: str | None = None,
+    detail: str = "",
+) -> None:
+    """One authorization event to the audit trail (in its own transaction, before the answer
+    leaves: if it cannot be recorded the answer is a 500)."""
+    client = request.client
+    event = AuthEvent(
+        what=what,
+        ok=ok,
+        client_id=client_id,
+        username=username or (grant.subject if grant and grant.role else None),
+        fhir_user=grant.fhir_user if grant else None,
+        patient=grant.patient if grant else None,
+        address=client.host if client else None,
+        detail=detail,
+    )
+    await run_in_threadpool(_auth(request).record, event)
+
+
+def _caller_id(request: Request, form: dict[str, str]) -> str | None:
+    """Who a refused client said it was (form, assertion issuer or Basic user), unverified."""
+    if form.get("client_id"):
+        return form["client_id"]
+    authorization = request.headers.get("authorization", "")
+    if authorization.lower().startswith("basic "):
+        import base64
+
+        try:
+            return base64.b64decode(authorization[6:]).decode().split(":", 1)[0] or None
+        except ValueError:
+            return None
+    return None
+
+
+def _why(exc: OAuthError) -> str:
+    return f"{exc.error}: {exc.description}"
 
 
 # ---------------------------------------------------------------------- admin API
@@ -313,8 +372,11 @@ async def login(request: Request) -> Response:
     params = await _params(request)
     request_id = params.get("request", "")
 
+    seen: dict[str, Any] = {}
+
     def work(conn: Connection) -> Response:
         pending = flow.load_pending(conn, request, request_id)
+        seen["client_id"] = pending.params["client_id"]
         client = clients.get_client(conn, pending.params["client_id"])
         page: dict[str, Any] = {"client_name": client.name if client else "",
                                 "request_id": request_id, "action": "/auth/login"}  # fmt: skip
@@ -328,7 +390,15 @@ async def login(request: Request) -> Response:
         flow.set_user(conn, pending, user.username)
         return _next_step(conn, pending)
 
-    return await _run(request, work)  # type: ignore[no-any-return]
+    response: Response = await _run(request, work)
+    if request.method == "POST":
+        ok = response.status_code != 401
+        await _record(
+            request, "login", ok, seen.get("client_id"),
+            username=params.get("username") or None,
+            detail="signed in" if ok else "wrong username or password",
+        )  # fmt: skip
+    return response
 
 
 def _next_step(conn: Connection, pending: flow.Pending) -> Response:
@@ -440,9 +510,12 @@ async def consent(request: Request) -> Response:
     # Named before the write transaction: reading the patient goes through the door, which
     # writes its audit record (on SQLite that needs the write lock this page would hold).
     label = await run_in_threadpool(_consent_patient, request, request_id)
+    seen: dict[str, Any] = {}
 
     def work(conn: Connection) -> Response:
         pending = flow.load_pending(conn, request, request_id)
+        seen.update(client_id=pending.params.get("client_id"), username=pending.username,
+                    patient=pending.patient)  # fmt: skip
         if pending.username is None:
             raise flow.PageError("access_denied", "sign in first")
         if flow.needs_patient_pick(conn, pending):
@@ -464,6 +537,24 @@ async def consent(request: Request) -> Response:
             raise flow.RedirectError(redirect_uri, "access_denied", "nothing was shared", state)
         scope = flow.consented_scope(scopes, groups_chosen)
         _code, url = flow.issue_code(conn, pending, scope, settings)
+        seen["scope"] = scope
         return RedirectResponse(url, status_code=303)
 
-    return await _run(request, work)  # type: ignore[no-any-return]
+    try:
+        response: Response = await _run(request, work)
+    except flow.RedirectError as exc:
+        if request.method == "POST" and seen:
+            await _consent_event(request, seen, False, f"access_denied: {exc.description}")
+        raise
+    if request.method == "POST" and "scope" in seen:
+        await _consent_event(request, seen, True, f"granted {seen['scope']}")
+    return response
+
+
+async def _consent_event(request: Request, seen: dict[str, Any], ok: bool, detail: str) -> None:
+    client = request.client
+    event = AuthEvent(
+        "consent", ok, seen.get("client_id"), username=seen.get("username"),
+        patient=seen.get("patient"), address=client.host if client else None, detail=detail,
+    )  # fmt: skip
+    await run_in_threadpool(_auth(request).record, event)

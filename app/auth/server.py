@@ -3,6 +3,9 @@ check at the edge of the FHIR API."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from sqlalchemy import Engine
 
 from app.auth import clients
@@ -15,13 +18,36 @@ from app.auth.tokens import InvalidToken, TokenService
 from app.settings import Settings
 
 
+@dataclass(frozen=True)
+class AuthEvent:
+    """Something the authorization server did, for the audit trail."""
+
+    what: str  # login | consent | token-issued | token-refreshed | token-refused
+    #            token-introspected | token-revoked
+    ok: bool
+    client_id: str | None = None
+    username: str | None = None
+    fhir_user: str | None = None
+    patient: str | None = None
+    address: str | None = None
+    detail: str = ""
+
+
 class AuthServer:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
+        # Where authorization events go (the audit trail, wired in app.main). Unset, the
+        # endpoints that produce events refuse to work rather than go unrecorded.
+        self.events: Callable[[AuthEvent], None] | None = None
         master = load_master_key(settings.master_key, settings.master_key_file)
         self.keys = KeyStore(engine, Sealer(master))
         self.tokens = TokenService(self.keys, settings)
+
+    def record(self, event: AuthEvent) -> None:
+        if self.events is None:
+            raise RuntimeError("authorization events have nowhere to go: no audit trail wired")
+        self.events(event)
 
     def authenticate(self, authorization: str | None) -> Grant | None:
         """The grant a request's Authorization header carries; None when it has none.

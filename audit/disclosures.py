@@ -1,0 +1,201 @@
+"""Accounting of disclosures for one patient (45 CFR 164.528): when, to whom, what, and why.
+
+Read from the audit trail through the one door, with the caller's grant (so asking is itself
+audited, and only a compliance officer or a `system/AuditEvent.rs` client may ask): every
+successful RESTful interaction that read or executed something concerning the patient,
+i.e. AuditEvents with `patient=Patient/{id}`, `type=rest`, `action=R,E` and `outcome=0`,
+oldest first, all pages.
+
+What each AuditEvent gives (see audit/events.py for its shape):
+
+* date       AuditEvent.recorded
+* recipient  the client agent's client_id (who.identifier, system urn:medisentinel:client),
+             and the user agent's fhirUser reference and username (altId), when a user acted
+* what       the resources returned (entity role 4, `Type/id/_history/n`); for a search
+             (which records its query, not each result) the search itself, `Type?criteria`
+* query      the request line the recipient sent
+* purpose    AuditEvent.purposeOfEvent when the request stated one (else empty)
+
+Disclosures the rule exempts (to the individual, for treatment, payment or operations...)
+are listed too: telling them apart needs knowledge the trail does not hold.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from app.context import RequestContext
+from app.errors import InvalidRequest
+from app.fhir import jsonio, storage
+from app.fhir.instants import to_instant
+from app.fhir.search import SearchParams
+from app.fhir.service import FhirService
+from app.fhir.validation import is_valid_id
+from audit.events import EVENT_TYPE
+from audit.web.facts import facts_of
+
+PAGE_SIZE = 1000
+DISCLOSING_ACTIONS = "R,E"
+CSV_COLUMNS = ("date", "client_id", "user", "username", "what", "query", "purpose",
+               "interaction", "event")  # fmt: skip
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A FHIR date or dateTime (YYYY, YYYY-MM, YYYY-MM-DD, or with a time and a zone).
+_DATE = re.compile(
+    r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$"
+)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    client_id: str | None
+    user: str | None  # fhirUser reference, e.g. Practitioner/123
+    username: str | None
+
+
+@dataclass(frozen=True)
+class Disclosure:
+    date: str
+    recipient: Recipient
+    what: tuple[str, ...]
+    query: str | None
+    purpose: str | None
+    interaction: str | None  # the restful-interaction code: read, search-type ...
+    event: str  # AuditEvent/id: the record this line comes from
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "date": self.date,
+            "recipient": {
+                "client_id": self.recipient.client_id,
+                "user": self.recipient.user,
+                "username": self.recipient.username,
+            },
+            "what": list(self.what),
+            "query": self.query,
+            "purpose": self.purpose,
+            "interaction": self.interaction,
+            "event": self.event,
+        }
+
+
+@dataclass
+class Accounting:
+    patient: str  # Patient/id
+    generated: str
+    since: str | None = None
+    until: str | None = None
+    disclosures: list[Disclosure] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "patient": self.patient,
+            "generated": self.generated,
+            "from": self.since,
+            "to": self.until,
+            "disclosures": [d.to_json() for d in self.disclosures],
+        }
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(CSV_COLUMNS)
+        for d in self.disclosures:
+            row = [d.date, d.recipient.client_id, d.recipient.user, d.recipient.username,
+                   " ".join(d.what), d.query, d.purpose, d.interaction, d.event]  # fmt: skip
+            writer.writerow([_cell(v) for v in row])
+        return out.getvalue()
+
+
+def _cell(value: str | None) -> str:
+    """A CSV cell a spreadsheet will not run as a formula (OWASP CSV injection)."""
+    text = value or ""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def date_bound(value: str | None, name: str) -> str | None:
+    """A from/to bound as given (a FHIR date or dateTime), None when empty; 400 otherwise."""
+    if not value:
+        return None
+    value = value.strip()
+    if not _DATE.match(value):
+        raise InvalidRequest(f"{name} must be a date (YYYY-MM-DD) or a dateTime, not {value!r}")
+    return value
+
+
+def criteria(
+    patient_id: str, since: str | None = None, until: str | None = None
+) -> list[tuple[str, str]]:
+    pairs = [
+        ("patient", f"Patient/{patient_id}"),
+        ("type", f"{EVENT_TYPE}|rest"),
+        ("action", DISCLOSING_ACTIONS),
+        ("outcome", "0"),
+    ]
+    if since:
+        pairs.append(("date", f"ge{since}"))
+    if until:
+        pairs.append(("date", f"le{until}"))
+    return pairs
+
+
+def account(
+    service: FhirService,
+    ctx: RequestContext,
+    patient_id: str,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    page_size: int = PAGE_SIZE,
+) -> Accounting:
+    """Every disclosure of the patient's data in [since, until] (dates or instants, inclusive),
+    oldest first. Raises what the door raises (403 without an AuditEvent scope)."""
+    if not is_valid_id(patient_id):
+        raise InvalidRequest(f"{patient_id!r} is not a valid resource id")
+    accounting = Accounting(
+        f"Patient/{patient_id}", to_instant(storage.now_us()), since or None, until or None
+    )
+    base = [*criteria(patient_id, since, until), ("_sort", "date"), ("_count", str(page_size))]
+    cursor: str | None = None
+    with service.unit_of_work(ctx, write=False) as uow:
+        while True:
+            pairs = base + ([("_page", cursor)] if cursor else [])
+            params = SearchParams.parse(pairs, "AuditEvent", strict=True)
+            result = service.search(uow, "AuditEvent", params)
+            for version in result.versions:
+                if version.content is not None:
+                    accounting.disclosures.append(disclosure_of(jsonio.loads(version.content)))
+            cursor = result.next_page
+            if not cursor:
+                break
+    return accounting
+
+
+def disclosure_of(event: dict[str, Any]) -> Disclosure:
+    facts = facts_of(event)
+    return Disclosure(
+        date=facts.recorded,
+        recipient=Recipient(facts.client_id, facts.user, facts.username),
+        what=facts.resources or _searched(facts.request, facts.query),
+        query=facts.request or facts.query,
+        purpose=facts.purpose,
+        interaction=facts.subtype or None,
+        event=f"AuditEvent/{facts.id}",
+    )
+
+
+def _searched(request_line: str | None, query: str | None) -> tuple[str, ...]:
+    """What a search disclosed, as the search itself: `Observation?subject=Patient/1`."""
+    if not request_line:
+        return ()
+    _method, _, target = request_line.partition(" ")
+    path = urlsplit(target).path.removeprefix("/fhir").strip("/")
+    segments = [s for s in path.split("/") if s and s != "_search"]
+    if len(segments) != 1:
+        return ()
+    criteria_text = unquote(query) if query else ""
+    return (f"{segments[0]}?{criteria_text}" if criteria_text else segments[0],)

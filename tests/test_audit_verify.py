@@ -1,0 +1,256 @@
+"""Tamper evidence: rows of the audit chain edited, deleted, inserted or reordered directly in
+the database (SQLite or PostgreSQL, whichever the suite runs on) are caught by verify; the
+PostgreSQL trigger refuses UPDATE, DELETE and TRUNCATE; the CLI exits non-zero on a finding,
+exports verify offline, and archiving respects the retention period and keeps the rest
+verifiable.
+
+The tamper tests work inside a transaction that is rolled back afterwards, so the shared test
+database stays intact for the rest of the suite."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy.exc
+from sqlalchemy import Connection, text
+
+from app.context import RequestContext
+from app.main import create_app
+from app.settings import Settings
+from audit import checkpoints
+from audit.chain import content_hash, link_hash
+from audit.verify import verify_on
+from tests.conftest import TEST_MASTER_KEY, LiveServer
+from tests.smart_helpers import create_resource
+
+
+@pytest.fixture(scope="module")
+def chain_ready(live_server: LiveServer, auth_headers: dict[str, str]) -> None:
+    """Enough records in the trail, and a checkpoint over them."""
+    with httpx.Client(base_url=live_server.base_url, headers=auth_headers) as http:
+        pid = create_resource(http, {"resourceType": "Patient"})
+        for _ in range(6):
+            assert http.get(f"Patient/{pid}").status_code == 200
+    checkpoints.take(live_server.app.state.engine, live_server.app.state.auth.keys)
+
+
+@pytest.fixture
+def tamper(live_server: LiveServer, chain_ready: None, is_postgres: bool) -> Iterator[Connection]:
+    """A connection inside a transaction that is always rolled back."""
+    with live_server.app.state.engine.connect() as conn:
+        transaction = conn.begin()
+        if is_postgres:  # the table owner may switch the guard off: an attacker with DDL rights
+            conn.execute(text("ALTER TABLE audit_event DISABLE TRIGGER audit_event_no_update"))
+        try:
+            yield conn
+        finally:
+            transaction.rollback()
+
+
+def findings(conn: Connection, live_server: LiveServer) -> list[Any]:
+    return verify_on(conn, live_server.app.state.auth.keys).findings
+
+
+def a_partition(conn: Connection) -> tuple[int, int]:
+    """(partition, a pseq in the middle of it), on the partition with the most records."""
+    pid, last = conn.execute(
+        text("SELECT partition_id, max(pseq) FROM audit_event GROUP BY partition_id "
+             "ORDER BY count(*) DESC LIMIT 1")
+    ).one()  # fmt: skip
+    assert last >= 4
+    return pid, last // 2
+
+
+def test_the_untouched_chain_verifies(live_server: LiveServer, chain_ready: None) -> None:
+    with live_server.app.state.engine.connect() as conn:
+        report = verify_on(conn, live_server.app.state.auth.keys)
+    assert report.ok, report.summary()
+    assert report.records > 5 and report.checkpoints >= 1
+
+
+def test_an_edited_record_is_caught(tamper: Connection, live_server: LiveServer) -> None:
+    pid, pseq = a_partition(tamper)
+    tamper.execute(
+        text("UPDATE audit_event SET content = :c WHERE partition_id = :p AND pseq = :s"),
+        {"c": b'{"resourceType":"AuditEvent","id":"forged"}', "p": pid, "s": pseq},
+    )
+    first = findings(tamper, live_server)[0]
+    assert (first.kind, first.partition, first.pseq) == ("modified", pid, pseq)
+
+
+def test_a_deleted_record_is_caught(tamper: Connection, live_server: LiveServer) -> None:
+    pid, pseq = a_partition(tamper)
+    tamper.execute(
+        text("DELETE FROM audit_event WHERE partition_id = :p AND pseq = :s"),
+        {"p": pid, "s": pseq},
+    )
+    first = findings(tamper, live_server)[0]
+    assert (first.kind, first.pseq) == ("deleted", pseq + 1)
+    assert f"{pseq}..{pseq}" in first.detail
+
+
+def test_an_inserted_record_is_caught_even_with_correct_hashes(
+    tamper: Connection, live_server: LiveServer
+) -> None:
+    pid, _ = a_partition(tamper)
+    last, prev = tamper.execute(
+        text("SELECT pseq, chain_hash FROM audit_event WHERE partition_id = :p "
+             "ORDER BY pseq DESC LIMIT 1"), {"p": pid}
+    ).one()  # fmt: skip
+    content = b'{"resourceType":"AuditEvent","id":"planted"}'
+    digest = content_hash(content)
+    tamper.execute(
+        text("INSERT INTO audit_event (id, partition_id, pseq, recorded, content, content_hash,"
+             " prev_hash, chain_hash) VALUES ('planted', :p, :s, 0, :c, :d, :prev, :h)"),
+        {"p": pid, "s": last + 1, "c": content, "d": digest, "prev": bytes(prev),
+         "h": link_hash(bytes(prev), digest, pid, last + 1)},
+    )  # fmt: skip
+    kinds = {(f.kind, f.pseq) for f in findings(tamper, live_server)}
+    assert ("inserted", last + 1) in kinds
+
+
+def test_reordered_records_are_caught(tamper: Connection, live_server: LiveServer) -> None:
+    pid, pseq = a_partition(tamper)
+    swap = "UPDATE audit_event SET pseq = :to WHERE partition_id = :p AND pseq = :s"
+    tamper.execute(text(swap), {"to": -1, "p": pid, "s": pseq})
+    tamper.execute(text(swap), {"to": pseq, "p": pid, "s": pseq + 1})
+    tamper.execute(text(swap), {"to": pseq + 1, "p": pid, "s": -1})
+    first = findings(tamper, live_server)[0]
+    assert (first.kind, first.pseq) == ("reordered", pseq)
+
+
+def test_a_rewritten_chain_is_caught_by_the_signed_checkpoint(
+    tamper: Connection, live_server: LiveServer
+) -> None:
+    """An attacker who edits a record and recomputes every hash after it still cannot
+    re-sign the checkpoint."""
+    pid, pseq = a_partition(tamper)
+    rows = tamper.execute(
+        text("SELECT pseq, content, prev_hash FROM audit_event WHERE partition_id = :p "
+             "AND pseq >= :s ORDER BY pseq"), {"p": pid, "s": pseq}
+    ).all()  # fmt: skip
+    prev = bytes(rows[0].prev_hash)
+    for row in rows:
+        content = (
+            row.content.replace(b'"outcome":"0"', b'"outcome":"4"')
+            if row.pseq == pseq
+            else row.content
+        )
+        digest = content_hash(content)
+        chained = link_hash(prev, digest, pid, row.pseq)
+        tamper.execute(
+            text("UPDATE audit_event SET content = :c, content_hash = :d, prev_hash = :prev,"
+                 " chain_hash = :h WHERE partition_id = :p AND pseq = :s"),
+            {"c": content, "d": digest, "prev": prev, "h": chained, "p": pid, "s": row.pseq},
+        )  # fmt: skip
+        prev = chained
+    kinds = {f.kind for f in findings(tamper, live_server)}
+    assert "modified" in kinds
+
+
+def test_postgres_refuses_changes_to_the_audit_table(
+    live_server: LiveServer, chain_ready: None, is_postgres: bool
+) -> None:
+    if not is_postgres:
+        pytest.skip("the append-only trigger is PostgreSQL's (SQLite: no UPDATE path in code)")
+    engine = live_server.app.state.engine
+    for statement in (
+        "UPDATE audit_event SET content = content",
+        "DELETE FROM audit_event",
+        "TRUNCATE audit_event",
+    ):
+        with pytest.raises(sqlalchemy.exc.DBAPIError, match="append-only"):
+            with engine.begin() as conn:
+                conn.execute(text(statement))
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "audit", *args],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def own_database(tmp_path: Path) -> tuple[dict[str, str], Settings]:
+    """A separate SQLite database with some audited activity, for the CLI."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    env = {"MEDISENTINEL_DATABASE_URL": url, "MEDISENTINEL_MASTER_KEY": TEST_MASTER_KEY}
+    settings = Settings(database_url=url, master_key=TEST_MASTER_KEY)
+    from app.db import run_migrations
+
+    run_migrations(url)
+    app = create_app(settings)
+    service = app.state.service
+    for n in range(5):
+        with service.unit_of_work(RequestContext.system(), write=True) as uow:
+            service.create(
+                uow,
+                "Patient",
+                {"resourceType": "Patient", "id": None}
+                if False
+                else {"resourceType": "Patient", "gender": "other", "name": [{"family": f"F{n}"}]},
+            )
+    app.state.engine.dispose()
+    return env, settings
+
+
+def test_cli_verify_exits_non_zero_on_a_finding(
+    own_database: tuple[dict[str, str], Settings],
+) -> None:
+    env, settings = own_database
+    ok = cli(env, "verify")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["ok"] is True
+    import sqlite3
+
+    db = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
+    db.execute("UPDATE audit_event SET content = x'7b7d' WHERE pseq = 2")
+    db.commit()
+    db.close()
+    bad = cli(env, "verify")
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout)["first_problem"].startswith("MODIFIED: partition 1 record 2")
+
+
+def test_cli_export_verifies_offline_and_archive_respects_retention(
+    own_database: tuple[dict[str, str], Settings], tmp_path: Path
+) -> None:
+    env, _ = own_database
+    out = tmp_path / "range.ndjson"
+    exported = cli(env, "export", "--from", "2000-01-01", "--to", "2100-01-01", "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)["records"] == 5
+    lines = out.read_bytes().splitlines()
+    assert all(json.loads(line)["resourceType"] == "AuditEvent" for line in lines)
+    checked = cli(env, "verify", "--export", str(out))
+    assert checked.returncode == 0, checked.stdout
+    assert json.loads(checked.stdout)["anchored_by_checkpoint"] == 5
+    out.write_bytes(out.read_bytes().replace(b'"action":"C"', b'"action":"R"', 1))
+    assert cli(env, "verify", "--export", str(out)).returncode == 1
+
+    refused = cli(env, "archive", "--before", "2100-01-01", "--out", str(tmp_path / "a.ndjson"))
+    assert refused.returncode == 2 and "retention" in refused.stderr
+    now = datetime.now(UTC).isoformat()
+    archived = cli(
+        {**env, "MEDISENTINEL_AUDIT_RETENTION_DAYS": "0"},
+        "archive", "--before", now, "--out", str(tmp_path / "a.ndjson"),
+    )  # fmt: skip
+    assert archived.returncode == 0, archived.stderr
+    assert json.loads(archived.stdout)["archived"] == 4  # the newest record stays as the head
+    after = cli(env, "verify")
+    assert after.returncode == 0, after.stdout
+    assert json.loads(after.stdout)["records"] == 1
+    assert cli(env, "verify", "--export", str(tmp_path / "a.ndjson")).returncode == 0
