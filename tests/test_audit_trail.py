@@ -271,7 +271,8 @@ def test_a_request_without_a_token_is_recorded(client: httpx.Client, base_url: s
 
 def test_audit_events_cannot_be_written_through_the_api(client: httpx.Client) -> None:
     event = {"resourceType": "AuditEvent", "type": {"code": "rest"},
-             "recorded": "2026-01-01T00:00:00Z", "agent": [{"requestor": True}], "source": {"observer": {"display": "x"}}}  # fmt: skip
+             "recorded": "2026-01-01T00:00:00Z", "agent": [{"requestor": True}],
+             "source": {"observer": {"display": "x"}}}  # fmt: skip
     assert client.post("AuditEvent", json=event).status_code == 405
     some = client.get("AuditEvent", params={"_count": "1"}).json()["entry"][0]["resource"]
     assert client.put(f"AuditEvent/{some['id']}", json=some).status_code == 405
