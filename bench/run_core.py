@@ -74,7 +74,7 @@ FHIR_JSON = "application/fhir+json"
 HEADERS = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
 LOINC = ["8867-4", "8310-5", "9279-1", "59408-5", "8480-6"]
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", ""}
-PHASES = ("create", "txn", "read")
+PHASES = ("create", "txn", "read", "search")
 
 
 # ----------------------------------------------------------------------------- workload
@@ -381,7 +381,12 @@ class PhaseResult:
         secs = self.duration_s or float("nan")
         d: dict[str, Any] = {
             "phase": self.phase,
-            "unit": {"create": "resources", "txn": "resources", "read": "reads"}[self.phase],
+            "unit": {
+                "create": "resources",
+                "txn": "resources",
+                "read": "reads",
+                "search": "searches",
+            }[self.phase],
             "concurrency": self.concurrency,
             "duration_s": round(self.duration_s, 3),
             "ops": self.ops,
@@ -515,12 +520,20 @@ async def drive(
                 raise RuntimeError(f"GET Observation/{oid} -> {status}")
             return 1
 
-        ops = {"create": create, "txn": txn, "read": read}
+        async def search() -> int:
+            pid = random.choice(patient_ids)
+            path = f"/Observation?subject=Patient/{pid}&_count={args.search_count}"
+            status, _ = await client.request("GET", path)
+            if status != 200:
+                raise RuntimeError(f"GET {path} -> {status}")
+            return 1
+
+        ops = {"create": create, "txn": txn, "read": read, "search": search}
         for phase in args.phases:
             conc = (
                 (args.txn_concurrency or args.concurrency) if phase == "txn" else args.concurrency
             )
-            if phase == "read" and not observation_ids:
+            if phase in ("read", "search") and not observation_ids:
                 for _ in range(max(100, 10 * conc)):  # something to read, made untimed
                     await create()
             if args.quiet_wait:
@@ -571,7 +584,9 @@ def server_command() -> list[str]:
 class Server:
     """`medisentinel serve` in its own process group; stop() kills the whole group."""
 
-    def __init__(self, database_url: str, workers: int, workdir: Path) -> None:
+    def __init__(
+        self, database_url: str, workers: int, workdir: Path, *, no_audit: bool = False
+    ) -> None:
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}/fhir"
         self.postmaster: int | None = None  # set once we know PostgreSQL runs on this machine
@@ -598,6 +613,12 @@ class Server:
             "--workers",
             str(workers),
         ]
+        if no_audit:
+            subprocess.run(server_command() + ["migrate"], env=env, cwd=workdir, check=True)
+            env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+            self.cmd = [sys.executable, "-m", "uvicorn", "bench.noaudit:create_app", "--factory",
+                        "--host", HOST, "--port", str(self.port), "--workers", str(workers),
+                        "--log-level", "warning", "--no-access-log"]  # fmt: skip
         self.env = env
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         # cwd = the temp dir, so a stray .env or ./data where the caller stands plays no part.
@@ -818,7 +839,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--phases",
         default=",".join(PHASES),
-        help="comma list, in order, of create,txn,read (default: all)",
+        help="comma list, in order, of create,txn,read,search (default: all)",
     )
     p.add_argument("--bundle-size", type=int, default=100, help="entries per transaction (100)")
     p.add_argument("--patients", type=int, default=20, help="Patients the Observations refer to")
@@ -830,6 +851,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " that costs ~20x less CPU per request",
     )
     p.add_argument("--no-warmup", action="store_true", help="no untimed warm-up before phases")
+    p.add_argument("--search-count", type=int, default=10, help="_count of the search phase (10)")
+    p.add_argument(
+        "--no-audit",
+        action="store_true",
+        help="serve bench/noaudit.py's app: the audit hook swapped for a no-op, to measure"
+        " what auditing costs (the product itself cannot turn auditing off)",
+    )
     p.add_argument(
         "--quiet-wait",
         type=float,
@@ -861,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
 
     server: Server | None = None
     try:
-        server = Server(args.database_url, args.workers, workdir)
+        server = Server(args.database_url, args.workers, workdir, no_audit=args.no_audit)
         started = time.perf_counter()
         asyncio.run(server.wait_ready())
         ready_s = time.perf_counter() - started
