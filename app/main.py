@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
@@ -35,7 +34,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = create_db_engine(settings.database_url, pool_size=settings.db_pool_size)
     auth = AuthServer(engine, settings)
-    # Authorization first: nothing is read or written for a caller it refuses.
     trail = AuditTrail(engine, settings.fhir_base_url)
     auth.events = trail.record_auth
     # Audit first: an interaction is noted before authorization may refuse it (a refusal is
@@ -46,13 +44,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(auth.keys.signing_key)  # the first start creates it
-        statistics = asyncio.create_task(_keep_statistics_fresh(engine))
-        signing = asyncio.create_task(
-            _keep_signing_audit_heads(engine, auth, settings.audit_checkpoint_seconds)
-        )
+        # Planner statistics now and then (a no-op on PostgreSQL), and signed audit heads
+        # (only when records were added): a failed round only delays the next.
+        background = [
+            asyncio.create_task(_every(600, refresh_statistics, engine)),
+            asyncio.create_task(
+                _every(settings.audit_checkpoint_seconds, audit_checkpoints.take, engine, auth.keys,
+                       first_now=False)
+            ),
+        ]  # fmt: skip
         yield
-        statistics.cancel()
-        signing.cancel()
+        for task in background:
+            task.cancel()
         engine.dispose()
 
     app = FastAPI(title="MediSentinel", lifespan=lifespan, docs_url="/docs", redoc_url=None)
@@ -80,24 +83,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def _keep_statistics_fresh(engine: Engine, every_seconds: float = 600) -> None:
-    """Refresh the query planner's statistics now and then (a no-op on PostgreSQL)."""
+async def _every(
+    seconds: float, work: Callable[..., object], *args: object, first_now: bool = True
+) -> None:
+    """Run `work(*args)` on a worker thread every `seconds`, logging (not raising) failures."""
+    if not first_now:
+        await asyncio.sleep(seconds)
     while True:
         try:
-            await asyncio.to_thread(refresh_statistics, engine)
-        except Exception:  # a busy database only delays the next refresh
-            log.warning("could not refresh database statistics", exc_info=True)
-        await asyncio.sleep(every_seconds)
-
-
-async def _keep_signing_audit_heads(engine: Engine, auth: AuthServer, every: float) -> None:
-    """Sign the audit chain heads now and then (only when records were added)."""
-    while True:
-        await asyncio.sleep(every)
-        try:
-            await asyncio.to_thread(audit_checkpoints.take, engine, auth.keys)
-        except Exception:  # the next round tries again; verify reports long gaps as such
-            log.warning("could not take an audit checkpoint", exc_info=True)
+            await asyncio.to_thread(work, *args)
+        except Exception:  # a busy or briefly unreachable database only delays the next round
+            log.warning("background task %s failed", work.__qualname__, exc_info=True)
+        await asyncio.sleep(seconds)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

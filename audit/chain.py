@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import TextClause, insert, select, text, update
+from sqlalchemy import select, text, update
 
 from app.fhir import jsonio, storage
 from app.fhir.search.indexer import Rows, index_rows
@@ -62,12 +61,12 @@ def append(uow: UnitOfWork, records: list[AuditRecord]) -> None:
     if not records:
         return
     partition_id, pseq, prev = _hold_partition(uow, len(records))
-    rows = []
     for item in records:
         pseq += 1
         digest = content_hash(item.content)
         chained = link_hash(prev, digest, partition_id, pseq)
-        rows.append(
+        uow.stage(
+            audit_event,
             {
                 "id": item.id,
                 "partition_id": partition_id,
@@ -77,12 +76,10 @@ def append(uow: UnitOfWork, records: list[AuditRecord]) -> None:
                 "content_hash": digest,
                 "prev_hash": prev,
                 "chain_hash": chained,
-            }
+            },
         )
         prev = chained
         _stage_searchable_copy(uow, item)
-    for row in rows:
-        uow.stage(audit_event, row)
 
 
 # ---------------------------------------------------------------- partitions
@@ -92,10 +89,10 @@ def _hold_partition(uow: UnitOfWork, count: int) -> tuple[int, int, bytes]:
     """(partition id, last pseq before ours, its chain hash); `count` pseqs are reserved."""
     uow.flush()
     if uow.dialect == "postgresql":
-        row = uow.conn.execute(_pg_hold(), {"n": count}).first()
+        row = uow.conn.execute(_PG_HOLD_FREE, {"n": count}).first()
         if row is None:
             partition_id = _new_partition(uow)
-            row = uow.conn.execute(_pg_hold_one(), {"n": count, "pid": partition_id}).first()
+            row = uow.conn.execute(_PG_HOLD_GIVEN, {"n": count, "pid": partition_id}).first()
             assert row is not None
         return row.partition_id, row.prev_pseq, row.chain_hash or GENESIS
     # SQLite has one writer at a time: a single partition, read and moved in place.
@@ -123,19 +120,17 @@ def _new_partition(uow: UnitOfWork) -> int:
             text("SELECT coalesce(max(partition_id), 0) + 1 FROM audit_partition")
         ).scalar_one()
         inserted = uow.conn.execute(
-            _insert_partition(uow.dialect), {"pid": proposed, "now": storage.now_us()}
+            _INSERT_PARTITION, {"pid": proposed, "now": storage.now_us()}
         ).first()
         if inserted is not None:
             return int(proposed)
     raise RuntimeError("could not create an audit partition")
 
 
-@lru_cache(maxsize=2)
-def _insert_partition(dialect: str) -> TextClause:
-    return text(
-        "INSERT INTO audit_partition (partition_id, last_pseq, created) VALUES (:pid, 0, :now) "
-        "ON CONFLICT DO NOTHING RETURNING partition_id"
-    )
+_INSERT_PARTITION = text(
+    "INSERT INTO audit_partition (partition_id, last_pseq, created) VALUES (:pid, 0, :now) "
+    "ON CONFLICT DO NOTHING RETURNING partition_id"
+)
 
 
 def _chain_hash_at(uow: UnitOfWork, partition_id: int, pseq: int) -> bytes:
@@ -163,19 +158,14 @@ FROM head LEFT JOIN audit_event e
 """
 
 
-@lru_cache(maxsize=1)
-def _pg_hold() -> TextClause:
-    """One round trip: take the lowest free partition, reserve pseqs, fetch the last hash."""
-    pick = (
-        "SELECT partition_id FROM audit_partition ORDER BY partition_id "
+# One round trip: take the lowest free partition, reserve pseqs, fetch the last hash.
+_PG_HOLD_FREE = text(
+    _PG_HOLD.format(
+        pick="SELECT partition_id FROM audit_partition ORDER BY partition_id "
         "LIMIT 1 FOR UPDATE SKIP LOCKED"
     )
-    return text(_PG_HOLD.format(pick=pick))
-
-
-@lru_cache(maxsize=1)
-def _pg_hold_one() -> TextClause:
-    return text(_PG_HOLD.format(pick=":pid"))
+)
+_PG_HOLD_GIVEN = text(_PG_HOLD.format(pick=":pid"))  # a partition this transaction just made
 
 
 # ---------------------------------------------------------------- searchable copy
@@ -191,6 +181,3 @@ def _stage_searchable_copy(uow: UnitOfWork, item: AuditRecord) -> None:
 def searchable_rows(event: dict[str, Any]) -> Rows:
     """The AuditEvent's index rows, from the generic indexer (see docs/audit.md for cost)."""
     return index_rows("AuditEvent", event["id"], event)
-
-
-__all__ = ["GENESIS", "AuditRecord", "append", "content_hash", "insert", "link_hash", "record"]

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, func, insert, select
 
 from app.auth.keys import KeyStore
 from app.fhir import storage
-from audit.tables import audit_checkpoint, audit_event
+from audit.tables import audit_archive, audit_checkpoint, audit_event
 
 Heads = dict[int, tuple[int, bytes]]  # partition -> (pseq, chain hash)
 
@@ -96,6 +96,16 @@ def take(engine: Engine, keys: KeyStore, *, only_if_changed: bool = True) -> int
                 .returning(audit_checkpoint.c.id)
             ).scalar_one()
         )
+
+
+def latest_archive(conn: Connection, keys: KeyStore) -> tuple[int, Heads | None] | None:
+    """The newest archive marker: (its id, the heads it anchors, or None if its signature
+    does not verify); None when nothing was ever archived."""
+    row = conn.execute(select(audit_archive).order_by(audit_archive.c.id.desc())).first()
+    if row is None:
+        return None
+    payload = open_signed(keys, row.kid, row.jws)
+    return row.id, decode_heads(payload["heads"]) if payload else None
 
 
 def load_all(

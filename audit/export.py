@@ -189,13 +189,12 @@ def archive(
 
 
 def _current_anchors(conn: Connection, keys: KeyStore) -> checkpoints.Heads:
-    row = conn.execute(select(audit_archive).order_by(audit_archive.c.id.desc())).first()
-    if row is None:
+    archive = checkpoints.latest_archive(conn, keys)
+    if archive is None:
         return {}
-    payload = checkpoints.open_signed(keys, row.kid, row.jws)
-    if payload is None:
+    if archive[1] is None:
         raise ArchiveRefused("the last archive marker does not verify; run audit verify")
-    return checkpoints.decode_heads(payload["heads"])
+    return archive[1]
 
 
 def _archivable_runs(conn: Connection, before: int, anchors: checkpoints.Heads) -> Runs:

@@ -74,23 +74,22 @@ class AuditHook(Hook):
                 current.patients.append(patient)
 
     def before_commit(self, uow: UnitOfWork) -> None:
-        pending = uow.ctx.trail.pending
-        records = [self._record(uow.ctx, p, SUCCESS) for p in pending]
-        pending.clear()
-        self.trail.append_in(uow, records)
+        self.trail.append_in(uow, self._drain(uow.ctx, SUCCESS))
 
     def on_failure(
         self, ctx: RequestContext, interaction: Interaction | None, error: Exception
     ) -> None:
-        pending = ctx.trail.pending
-        if not pending:
+        if not ctx.trail.pending:
             self.trail.record_request_failure(ctx, error)
             return
-        outcome = outcome_of(error)
-        records = [self._record(ctx, p, outcome) for p in pending]
-        pending.clear()
-        self.trail.record(records)
+        self.trail.record(self._drain(ctx, outcome_of(error)))
         ctx.trail.failure_recorded = True
+
+    def _drain(self, ctx: RequestContext, outcome: Outcome) -> list[AuditRecord]:
+        """Every pending interaction as a record with this outcome; none left pending."""
+        records = [self._record(ctx, p, outcome) for p in ctx.trail.pending]
+        ctx.trail.pending.clear()
+        return records
 
     def _record(self, ctx: RequestContext, pending: Pending, outcome: Outcome) -> AuditRecord:
         interaction = pending.interaction

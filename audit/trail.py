@@ -11,7 +11,8 @@ caller's answer is replaced by it; nothing the record would have covered leaves 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import Engine
 
@@ -70,21 +71,19 @@ class AuditTrail:
             return
         if uow.write:
             uow.flush()  # the unit's own writes first: their conflicts are theirs (409), not ours
-            self._guarded(chain.append, uow, records)
+            _append_or_refuse(uow, records)
         else:
-            uow.after_read.append(lambda writer: self._guarded(chain.append, writer, records))
+            uow.after_read.append(lambda writer: _append_or_refuse(writer, records))
 
     def record(self, records: list[AuditRecord]) -> None:
         """Chain records in a transaction of their own."""
         if not records:
             return
-        ctx = RequestContext.system()
-        try:
-            with storage.open_unit_of_work(self.engine, ctx, write=True) as uow:
-                chain.append(uow, records)
-        except Exception as exc:
-            log.critical("audit record could not be written: %s", exc, exc_info=True)
-            raise AuditUnavailable("the audit trail is unavailable; request refused") from exc
+        with (
+            _fail_closed(),
+            storage.open_unit_of_work(self.engine, RequestContext.system(), write=True) as uow,
+        ):
+            chain.append(uow, records)
 
     def record_event(
         self,
@@ -117,13 +116,20 @@ class AuditTrail:
         self.record([self.build(kind, actor_of(ctx), outcome_of(error), entities)])
         ctx.trail.failure_recorded = True
 
-    @staticmethod
-    def _guarded(append: Any, uow: UnitOfWork, records: list[AuditRecord]) -> None:
-        try:
-            append(uow, records)
-        except Exception as exc:
-            log.critical("audit record could not be written: %s", exc, exc_info=True)
-            raise AuditUnavailable("the audit trail is unavailable; request refused") from exc
+
+@contextmanager
+def _fail_closed() -> Iterator[None]:
+    """Any failure to write an audit record becomes AuditUnavailable (500)."""
+    try:
+        yield
+    except Exception as exc:
+        log.critical("audit record could not be written: %s", exc, exc_info=True)
+        raise AuditUnavailable("the audit trail is unavailable; request refused") from exc
+
+
+def _append_or_refuse(uow: UnitOfWork, records: list[AuditRecord]) -> None:
+    with _fail_closed():
+        chain.append(uow, records)
 
 
 def _interaction_guess(request_line: str) -> str:
@@ -137,11 +143,7 @@ def _interaction_guess(request_line: str) -> str:
             return "vread" if segments[-1] != "_history" else "history-instance"
         return "read" if len(segments) == 2 else "search-type" if segments else "search-system"
     if method == "POST":
-        return (
-            "transaction"
-            if not segments
-            else "search-type"
-            if path.endswith("_search")
-            else "create"
-        )
+        if not segments:
+            return "transaction"
+        return "search-type" if path.endswith("_search") else "create"
     return {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, "operation")

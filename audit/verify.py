@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine, select
 from app.auth.keys import KeyStore
 from audit import checkpoints
 from audit.chain import GENESIS, link_hash
-from audit.tables import audit_archive, audit_event, audit_partition
+from audit.tables import audit_event, audit_partition
 
 BATCH = 5000
 
@@ -108,15 +108,15 @@ def _anchors(
 ) -> dict[int, tuple[int, bytes]]:
     """Where each partition's walk starts: after an archived segment, or at a checkpoint."""
     anchors: dict[int, tuple[int, bytes]] = {}
-    archive = conn.execute(select(audit_archive).order_by(audit_archive.c.id.desc())).first()
+    archive = checkpoints.latest_archive(conn, keys)
     if archive is not None:
-        payload = checkpoints.open_signed(keys, archive.kid, archive.jws)
-        if payload is None:
+        archive_id, heads = archive
+        if heads is None:
             report.findings.append(
-                Finding("checkpoint", None, None, f"archive marker {archive.id} signature invalid")
+                Finding("checkpoint", None, None, f"archive marker {archive_id} signature invalid")
             )
         else:
-            anchors.update(checkpoints.decode_heads(payload["heads"]))
+            anchors.update(heads)
     if since is not None:
         earlier = [m for m in marks if m.valid and m.created <= since]
         if earlier:

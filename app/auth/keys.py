@@ -89,6 +89,7 @@ class KeyStore:
         self._signing: SigningKey | None = None
         self._checked = 0.0
         self._public: dict[str, RSAKey] = {}
+        self._genuine: dict[str, RSAKey] = {}  # kid -> key proven by unsealing
 
     def signing_key(self) -> SigningKey:
         """The active key; re-checked now and then, so that a `keys rotate` run by another
@@ -119,7 +120,10 @@ class KeyStore:
     def genuine_key(self, kid: str) -> RSAKey | None:
         """A key by kid, retired or not, proven ours: its private half opens under the master
         key (authenticated encryption), so a key row planted in the database is refused.
-        Used to verify what the server signed long ago (audit checkpoints)."""
+        Used to verify what the server signed long ago (audit checkpoints); cached, since a
+        kid's key never changes and `audit verify` checks every checkpoint."""
+        if kid in self._genuine:
+            return self._genuine[kid]
         with self.engine.connect() as conn:
             sealed = conn.execute(
                 select(signing_key.c.private_key).where(signing_key.c.kid == kid)
@@ -130,7 +134,9 @@ class KeyStore:
             pem = self.sealer.open(sealed, kid)
         except Exception:
             return None
-        return RSAKey.import_key(pem, parameters={"kid": kid, "alg": ALGORITHM})
+        key = RSAKey.import_key(pem, parameters={"kid": kid, "alg": ALGORITHM})
+        self._genuine[kid] = key
+        return key
 
     def jwks(self) -> dict[str, Any]:
         self._reload_public()

@@ -3,6 +3,7 @@ consent), token, introspection, revocation, EHR launch contexts and client regis
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -160,7 +161,7 @@ async def token(request: Request) -> Response:
         await _record(request, "token-refused", False, _caller_id(request, form), detail=_why(exc))
         return oauth_error_response(exc)
     what = "token-refreshed" if form.get("grant_type") == "refresh_token" else "token-issued"
-    grant = _auth(request).tokens.verify(body["access_token"])
+    grant = tokens.verify(body["access_token"])
     await _record(request, what, True, grant.client_id, grant=grant, detail=body.get("scope", ""))
     return JSONResponse(body, headers=NO_STORE)
 
@@ -205,6 +206,7 @@ async def _record(
     *,
     grant: Grant | None = None,
     username: str | None = None,
+    patient: str | None = None,
     detail: str = "",
 ) -> None:
     """One authorization event to the audit trail (in its own transaction, before the answer
@@ -216,7 +218,7 @@ async def _record(
         client_id=client_id,
         username=username or (grant.subject if grant and grant.role else None),
         fhir_user=grant.fhir_user if grant else None,
-        patient=grant.patient if grant else None,
+        patient=patient or (grant.patient if grant else None),
         address=client.host if client else None,
         detail=detail,
     )
@@ -229,8 +231,6 @@ def _caller_id(request: Request, form: dict[str, str]) -> str | None:
         return form["client_id"]
     authorization = request.headers.get("authorization", "")
     if authorization.lower().startswith("basic "):
-        import base64
-
         try:
             return base64.b64decode(authorization[6:]).decode().split(":", 1)[0] or None
         except ValueError:
@@ -552,9 +552,7 @@ async def consent(request: Request) -> Response:
 
 
 async def _consent_event(request: Request, seen: dict[str, Any], ok: bool, detail: str) -> None:
-    client = request.client
-    event = AuthEvent(
-        "consent", ok, seen.get("client_id"), username=seen.get("username"),
-        patient=seen.get("patient"), address=client.host if client else None, detail=detail,
+    await _record(
+        request, "consent", ok, seen.get("client_id"), username=seen.get("username"),
+        patient=seen.get("patient"), detail=detail,
     )  # fmt: skip
-    await run_in_threadpool(_auth(request).record, event)
