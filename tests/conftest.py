@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -18,6 +19,10 @@ from app.auth import clients
 from app.db import run_migrations
 from app.main import create_app
 from app.settings import Settings
+from tests.browser import launch_chromium
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 TEST_MASTER_KEY = "test-master-key-" + "0" * 32
 
@@ -123,3 +128,26 @@ def client(base_url: str, auth_headers: dict[str, str]) -> Iterator[httpx.Client
     headers = {"Accept": "application/fhir+json", **auth_headers}
     with httpx.Client(base_url=base_url, headers=headers, timeout=30) as http:
         yield http
+
+
+# ---------------------------------------------------------------- browser tests
+
+BROWSER_TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    """Headless Chromium (tests/browser.py: skipped, or failed in CI, when it is missing)."""
+    with launch_chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(chromium: Browser) -> Iterator[Page]:
+    """A fresh browser context (no cookies from other tests) and a page in it."""
+    context = chromium.new_context()
+    context.set_default_timeout(BROWSER_TIMEOUT_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -16,31 +15,12 @@ import pytest
 from sqlalchemy import select
 
 from app.auth.tables import issued_token
-from tests.browser import launch_chromium
 from tests.conftest import LiveServer
 from tests.helpers import observation, patient
 from tests.smart_helpers import PASSWORD, create_resource, query_of, register_user
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
-
-TIMEOUT_MS = 15_000
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with launch_chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def page(chromium: Browser) -> Iterator[Page]:
-    context = chromium.new_context()
-    context.set_default_timeout(TIMEOUT_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    from playwright.sync_api import Page
 
 
 @dataclass(frozen=True)

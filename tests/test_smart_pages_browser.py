@@ -14,38 +14,20 @@ import httpx
 import pytest
 
 from app.auth.pkce import s256
-from tests.browser import CallbackServer, launch_chromium
+from tests.browser import CallbackServer
 from tests.conftest import LiveServer
 from tests.helpers import patient
 from tests.smart_helpers import PASSWORD, create_resource, query_of, register_user
 from tests.smart_helpers import register_client as public_app
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Page
 
 STANDALONE = "launch/patient openid fhirUser patient/*.rs offline_access"
 PRACTITIONER = "openid fhirUser user/*.rs"
-TIMEOUT_MS = 15_000
 
 
 # ---------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with launch_chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def page(chromium: Browser) -> Iterator[Page]:
-    """A fresh browser context (no cookies from other tests) and a page in it."""
-    context = chromium.new_context()
-    context.set_default_timeout(TIMEOUT_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
 
 
 @pytest.fixture
