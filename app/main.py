@@ -23,7 +23,8 @@ from app.fhir.router import FhirRouter
 from app.fhir.service import FhirService
 from app.settings import Settings, get_settings
 from audit import checkpoints as audit_checkpoints
-from audit.hook import AuditHook
+from audit import indexing as audit_indexing
+from audit.hook import AuditCatchUpHook, AuditHook
 from audit.trail import AuditTrail
 from audit.web import routes as audit_web_routes
 
@@ -37,8 +38,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     trail = AuditTrail(engine, settings.fhir_base_url)
     auth.events = trail.record_auth
     # Audit first: an interaction is noted before authorization may refuse it (a refusal is
-    # recorded too); then authorization: nothing is read or written for a caller it refuses.
-    pipeline = Pipeline([AuditHook(trail), SmartAccessHook(auth.tokens), OutboxHook()])
+    # recorded too); reads of the audit trail first make its recent records searchable
+    # (AuditCatchUpHook); then authorization: nothing is read or written for a caller it refuses.
+    pipeline = Pipeline(
+        [AuditHook(trail), AuditCatchUpHook(engine), SmartAccessHook(auth.tokens), OutboxHook()]
+    )
     service = FhirService(engine, pipeline)
 
     @asynccontextmanager
@@ -49,6 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         background = [
             asyncio.create_task(_every(600, refresh_statistics, engine)),
             asyncio.create_task(
+                _every(settings.audit_index_seconds, audit_indexing.catch_up_all, engine)
+            ),
+            asyncio.create_task(
                 _every(settings.audit_checkpoint_seconds, audit_checkpoints.take, engine, auth.keys,
                        first_now=False)
             ),
@@ -56,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         for task in background:
             task.cancel()
+        trail.reads.close()
         engine.dispose()
 
     app = FastAPI(title="MediSentinel", lifespan=lifespan, docs_url="/docs", redoc_url=None)

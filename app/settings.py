@@ -55,6 +55,23 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: int = Field(
         default=300, description="how often a server signs the audit chain heads"
     )
+    audit_index_seconds: float = Field(
+        default=1.0,
+        description="how often a server copies new audit records into the searchable "
+        "AuditEvent store (searching AuditEvent always catches up first)",
+    )
+    # HL7 v2 feeds
+    mllp_enabled: bool = Field(default=True, description="start the MLLP listener with `serve`")
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = 2575
+    mllp_allowlist: str = Field(
+        default="",
+        description="comma list of IPs/CIDRs allowed to connect over MLLP (empty: everyone)",
+    )
+    mllp_tls_cert: Path | None = Field(default=None, description="PEM certificate: MLLP over TLS")
+    mllp_tls_key: Path | None = Field(default=None, description="PEM private key for the above")
+    mllp_idle_seconds: float = 300.0
+    mllp_max_message_bytes: int = 16 * 1024 * 1024
     cors_origins: str = Field(
         default="*", description="origins allowed to call the API from a browser (comma list)"
     )

@@ -13,9 +13,10 @@ transaction leaves its partition as it was, and every partition is a gap-free ch
 order (pseq) is the order its records committed in. Signed checkpoints (checkpoints.py) pin
 all partition heads at a moment in time.
 
-The searchable copy (resource, history and index rows, type AuditEvent) is staged in the same
-transaction: the FHIR search engine serves AuditEvent like any other type. No change events
-are written for it, so audit records never feed subscriptions (or audit themselves).
+Only the chain record is written here. The searchable copy (resource, history and index rows,
+type AuditEvent, which the FHIR search engine serves like any other type) is built from the
+chain shortly after, in batches (indexing.py). No change events are written for it, so audit
+records never feed subscriptions (or audit themselves).
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from typing import Any
 from sqlalchemy import select, text, update
 
 from app.fhir import jsonio, storage
-from app.fhir.search.indexer import Rows, index_rows
-from app.fhir.storage import StoredVersion, UnitOfWork
+from app.fhir.storage import UnitOfWork
 from audit.tables import audit_event, audit_partition
 
 GENESIS = bytes(32)  # the "previous hash" of every partition's first record
@@ -57,8 +57,16 @@ def record(event: dict[str, Any], recorded: int) -> AuditRecord:
 
 
 def append(uow: UnitOfWork, records: list[AuditRecord]) -> None:
-    """Chain `records` onto a partition this transaction holds, and stage their copies."""
+    """Chain `records` onto a partition this transaction holds."""
     if not records:
+        return
+    if uow.dialect == "postgresql":
+        uow.flush()
+        if _insert_pg(uow.conn.connection.driver_connection, records) == len(records):
+            return
+        partition_id = _new_partition(uow)  # every partition is held: add one
+        held = _insert_pg(uow.conn.connection.driver_connection, records, partition_id)
+        assert held == len(records)
         return
     partition_id, pseq, prev = _hold_partition(uow, len(records))
     for item in records:
@@ -79,22 +87,103 @@ def append(uow: UnitOfWork, records: list[AuditRecord]) -> None:
             },
         )
         prev = chained
-        _stage_searchable_copy(uow, item)
+
+
+def append_and_commit_pg(driver_connection: Any, records: list[AuditRecord]) -> bool:
+    """PostgreSQL: chain `records` and commit, in one network round trip (both statements
+    and COMMIT pipelined). False when every partition was held and nothing was written."""
+    with driver_connection.pipeline():
+        inserted = _send_pg(driver_connection, records, None)
+        driver_connection.commit()
+    return bool(inserted.rowcount == len(records))
+
+
+def _insert_pg(driver_connection: Any, records: list[AuditRecord], pid: int | None = None) -> int:
+    """Hold a partition (the lowest free one, or `pid`), link and insert `records`, in one
+    round trip; how many rows were inserted (0 when no partition was free)."""
+    with driver_connection.pipeline():
+        inserted = _send_pg(driver_connection, records, pid)
+    return int(inserted.rowcount)
+
+
+def _send_pg(driver_connection: Any, records: list[AuditRecord], pid: int | None) -> Any:
+    pick = _PICK_FREE if pid is None else str(int(pid))
+    driver_connection.execute(_PG_TAKE_HEAD.format(pick=pick), {"n": len(records)})
+    return driver_connection.execute(_PG_LINK_AND_INSERT, _params(records))
+
+
+def _params(records: list[AuditRecord]) -> dict[str, Any]:
+    return {
+        "genesis": GENESIS,
+        "ids": [r.id for r in records],
+        "recorded": [r.recorded for r in records],
+        "contents": [r.content for r in records],
+        "digests": [content_hash(r.content) for r in records],
+    }
+
+
+_PICK_FREE = (
+    "SELECT partition_id FROM audit_partition ORDER BY partition_id LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+
+# The PostgreSQL append, in two statements sent together. The first takes a free partition
+# head (locked until commit), reserves pseqs and notes (partition, previous pseq) in a
+# transaction-local setting. The second reads the previous record's chain hash and links the
+# new records -- it must be a separate statement: a statement sees the database as of its
+# start, and the head may have been released by a transaction that committed after the first
+# statement began (its last record would be invisible to it). The link is link_hash's
+# (sha256 of prev || content hash || partition id and pseq as 8-byte big-endian integers,
+# which int8send gives), checked by `audit verify` like any other record.
+_PG_TAKE_HEAD = """
+WITH head AS (
+    UPDATE audit_partition SET last_pseq = last_pseq + %(n)s
+    WHERE partition_id = ({pick})
+    RETURNING partition_id, last_pseq - %(n)s AS prev_pseq
+)
+SELECT set_config('medisentinel.audit_head', partition_id || ' ' || prev_pseq, true) FROM head
+"""
+
+_PG_LINK_AND_INSERT = """
+WITH RECURSIVE noted AS (
+    SELECT current_setting('medisentinel.audit_head', true) AS head
+),
+start AS (
+    SELECT split_part(head, ' ', 1)::bigint AS partition_id,
+           split_part(head, ' ', 2)::bigint AS prev_pseq
+    FROM noted WHERE coalesce(head, '') <> ''
+),
+prev AS (
+    SELECT start.partition_id, start.prev_pseq, coalesce(e.chain_hash, %(genesis)b) AS chain_hash
+    FROM start LEFT JOIN audit_event e
+        ON e.partition_id = start.partition_id AND e.pseq = start.prev_pseq
+),
+item AS (
+    SELECT * FROM unnest(%(ids)b::text[], %(recorded)b::bigint[], %(contents)b::bytea[],
+                         %(digests)b::bytea[])
+        WITH ORDINALITY AS t(id, recorded, content, content_hash, ord)
+),
+linked (ord, pseq, prev_hash, chain_hash) AS (
+    SELECT 0::bigint, prev.prev_pseq, NULL::bytea, prev.chain_hash FROM prev
+    UNION ALL
+    SELECT item.ord, linked.pseq + 1, linked.chain_hash,
+           sha256(linked.chain_hash || item.content_hash
+                  || int8send((SELECT partition_id FROM start)) || int8send(linked.pseq + 1))
+    FROM linked JOIN item ON item.ord = linked.ord + 1
+)
+INSERT INTO audit_event
+    (id, partition_id, pseq, recorded, content, content_hash, prev_hash, chain_hash)
+SELECT item.id, start.partition_id, linked.pseq, item.recorded, item.content,
+       item.content_hash, linked.prev_hash, linked.chain_hash
+FROM linked JOIN item ON item.ord = linked.ord CROSS JOIN start
+"""
 
 
 # ---------------------------------------------------------------- partitions
 
 
 def _hold_partition(uow: UnitOfWork, count: int) -> tuple[int, int, bytes]:
-    """(partition id, last pseq before ours, its chain hash); `count` pseqs are reserved."""
+    """SQLite: (partition id, last pseq before ours, its chain hash); `count` pseqs reserved."""
     uow.flush()
-    if uow.dialect == "postgresql":
-        row = uow.conn.execute(_PG_HOLD_FREE, {"n": count}).first()
-        if row is None:
-            partition_id = _new_partition(uow)
-            row = uow.conn.execute(_PG_HOLD_GIVEN, {"n": count, "pid": partition_id}).first()
-            assert row is not None
-        return row.partition_id, row.prev_pseq, row.chain_hash or GENESIS
     # SQLite has one writer at a time: a single partition, read and moved in place.
     head = uow.conn.execute(
         select(audit_partition.c.partition_id, audit_partition.c.last_pseq)
@@ -144,40 +233,3 @@ def _chain_hash_at(uow: UnitOfWork, partition_id: int, pseq: int) -> bytes:
     if found is None:
         raise RuntimeError(f"audit partition {partition_id} has lost its head record {pseq}")
     return bytes(found)
-
-
-_PG_HOLD = """
-WITH head AS (
-    UPDATE audit_partition SET last_pseq = last_pseq + :n
-    WHERE partition_id = ({pick})
-    RETURNING partition_id, last_pseq - :n AS prev_pseq
-)
-SELECT head.partition_id, head.prev_pseq, e.chain_hash
-FROM head LEFT JOIN audit_event e
-    ON e.partition_id = head.partition_id AND e.pseq = head.prev_pseq
-"""
-
-
-# One round trip: take the lowest free partition, reserve pseqs, fetch the last hash.
-_PG_HOLD_FREE = text(
-    _PG_HOLD.format(
-        pick="SELECT partition_id FROM audit_partition ORDER BY partition_id "
-        "LIMIT 1 FOR UPDATE SKIP LOCKED"
-    )
-)
-_PG_HOLD_GIVEN = text(_PG_HOLD.format(pick=":pid"))  # a partition this transaction just made
-
-
-# ---------------------------------------------------------------- searchable copy
-
-
-def _stage_searchable_copy(uow: UnitOfWork, item: AuditRecord) -> None:
-    version = StoredVersion("AuditEvent", item.id, 1, item.recorded, False, item.content)
-    storage.stage_insert_current(uow, version)
-    storage.stage_history(uow, version, "POST")
-    storage.replace_index(uow, "AuditEvent", item.id, searchable_rows(item.event), new=True)
-
-
-def searchable_rows(event: dict[str, Any]) -> Rows:
-    """The AuditEvent's index rows, from the generic indexer (see docs/audit.md for cost)."""
-    return index_rows("AuditEvent", event["id"], event)

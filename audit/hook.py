@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sqlalchemy import Engine
+
 from app.context import RequestContext
 from app.errors import MethodNotAllowed
 from app.fhir import jsonio
 from app.fhir.hooks import Hook, Interaction
 from app.fhir.storage import StoredVersion, UnitOfWork
+from audit import indexing
 from audit.chain import AuditRecord
 from audit.events import SUCCESS, Entities, EventKind, Outcome
 from audit.patients import patients_of
@@ -103,6 +106,33 @@ class AuditHook(Hook):
             description=ctx.request_line or None,
         )
         return self.trail.build(EventKind.rest(interaction.name), actor_of(ctx), outcome, entities)
+
+
+class AuditCatchUpHook(Hook):
+    """Before the audit trail is read, make every committed record searchable.
+
+    Requests write only chain records; their searchable copies follow in background batches
+    (indexing.py). A compliance officer must still see everything committed before the search,
+    so reads of AuditEvent (and system-wide listings, which may include it) catch up first, in
+    a transaction of their own: on PostgreSQL the read's next statement sees it committed; a
+    SQLite read unit's snapshot starts at its first read, which comes after this hook (hence
+    its place before authorization, which reads the token's state). A SQLite write unit holds
+    the only write lock, so there the copy is made inside it.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def authorize(self, uow: UnitOfWork, interaction: Interaction) -> None:
+        reads_trail = interaction.resource_type == "AuditEvent" or (
+            interaction.resource_type is None and interaction.name in LISTINGS
+        )
+        if not reads_trail or interaction.name in WRITES:
+            return
+        if uow.dialect == "sqlite" and uow.write:
+            indexing.catch_up(uow)
+        else:
+            indexing.catch_up_now(self.engine)
 
 
 def _query(interaction: Interaction) -> str | None:

@@ -5,8 +5,9 @@ refuses UPDATE and DELETE on `audit_event`).
 that are returned and hashed. Rows are chained per partition: every writer appends to a
 partition it holds for the length of its transaction (see chain.py), so concurrent writers
 never wait for each other and each partition's chain verifies on its own. The searchable copy
-of each AuditEvent (resource row + index rows) is written in the same transaction; the chain,
-not the copy, is what `medisentinel audit verify` trusts.
+of each AuditEvent (resource row + index rows) is built from the chain shortly after, in
+batches (indexing.py; `audit_indexed` says how far); the chain, not the copy, is what
+`medisentinel audit verify` trusts.
 
 Times are integer microseconds since the Unix epoch, like the FHIR tables.
 """
@@ -65,4 +66,14 @@ audit_archive = Table(
     Column("before", BigInteger, nullable=False),  # records recorded before this were archived
     Column("kid", String(64), nullable=False),
     Column("jws", Text, nullable=False),  # {"before", "file_sha256", "heads": {pid: [pseq, hash]}}
+)
+
+# How far each partition has been copied into the searchable AuditEvent store (indexing.py).
+# Within a partition records commit in pseq order (the head is held until commit), so
+# "everything up to pseq" is a complete description of what is copied.
+audit_indexed = Table(
+    "audit_indexed",
+    metadata,
+    Column("partition_id", Integer, primary_key=True, autoincrement=False),
+    Column("pseq", BigInteger, nullable=False),
 )

@@ -24,6 +24,7 @@ from app.fhir.storage import UnitOfWork
 from audit import chain
 from audit.chain import AuditRecord
 from audit.events import SUCCESS, Actor, Entities, EventKind, Outcome, audit_event
+from audit.group import GroupCommit
 
 log = logging.getLogger("medisentinel.audit")
 
@@ -54,6 +55,7 @@ class AuditTrail:
     def __init__(self, engine: Engine, server: str) -> None:
         self.engine = engine
         self.server = server  # this server's base URL: AuditEvent.source.site
+        self.reads = GroupCommit(engine)  # records of read-only units, many per transaction
 
     def build(
         self, kind: EventKind, actor: Actor, outcome: Outcome, entities: Entities
@@ -65,15 +67,16 @@ class AuditTrail:
         return chain.record(event, recorded)
 
     def append_in(self, uow: UnitOfWork, records: list[AuditRecord]) -> None:
-        """Chain records in the unit's own transaction (or, for a SQLite read-only unit,
-        in the short write transaction that follows it, before the unit returns)."""
+        """Chain records in the unit's own transaction; a read-only unit's are committed
+        with other reads' (group.py) before this returns, i.e. before its data leaves."""
         if not records:
             return
-        if uow.write:
-            uow.flush()  # the unit's own writes first: their conflicts are theirs (409), not ours
-            _append_or_refuse(uow, records)
-        else:
-            uow.after_read.append(lambda writer: _append_or_refuse(writer, records))
+        if uow.read_only:
+            with _fail_closed():
+                self.reads.append(records)
+            return
+        uow.flush()  # the unit's own writes first: their conflicts are theirs (409), not ours
+        _append_or_refuse(uow, records)
 
     def record(self, records: list[AuditRecord]) -> None:
         """Chain records in a transaction of their own."""

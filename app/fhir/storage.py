@@ -9,7 +9,7 @@ round trips, not hundreds.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -79,10 +79,9 @@ class UnitOfWork:
     # includes and history AND it into their SQL.
     row_filter: RowFilter | None = None
     notes: dict[str, Any] = field(default_factory=dict)  # hooks' per-transaction state
-    # False for a SQLite read-only unit, which must not write: hooks queue their writes in
-    # `after_read` instead (see open_unit_of_work).
+    # False for a SQLite read-only unit, which must not write at all (see open_unit_of_work).
     write: bool = True
-    after_read: list[Callable[[UnitOfWork], None]] = field(default_factory=list)
+    read_only: bool = False  # opened for reads only: what hooks record goes elsewhere
     _staged: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
 
     def stage(self, table: Table, row: dict[str, Any]) -> None:
@@ -135,26 +134,17 @@ def _insert_statement(table: Table) -> Insert:
 
 @contextmanager
 def open_unit_of_work(engine: Engine, ctx: RequestContext, *, write: bool) -> Iterator[UnitOfWork]:
-    """One transaction. A read-only unit on SQLite runs as a shared (deferred) transaction;
-    what its hooks must still write (the audit record of the read) is queued in
-    `uow.after_read` and written in a short write transaction on the same connection before
-    the unit ends: a deferred SQLite transaction that has read cannot safely start writing
-    (another writer may have moved the database on), and readers must not queue behind the
-    single writer lock for the whole of their read."""
+    """One transaction. A read-only unit on SQLite runs as a shared (deferred) transaction, so
+    readers never queue behind the single writer lock; it must not write (a deferred SQLite
+    transaction that has read cannot safely start writing), and hooks that must record
+    something about a read (its audit record) write it elsewhere (`uow.read_only` says so)."""
     with engine.connect() as conn:
         conn = conn.execution_options(for_write=write)
         deferred = not write and engine.dialect.name == "sqlite"
         with conn.begin():
-            uow = UnitOfWork(conn=conn, ctx=ctx, write=not deferred)
+            uow = UnitOfWork(conn=conn, ctx=ctx, write=not deferred, read_only=not write)
             yield uow
             uow.flush()
-        if uow.after_read:
-            conn.execution_options(for_write=True)
-            with conn.begin():
-                writer = UnitOfWork(conn=conn, ctx=ctx)
-                for step in uow.after_read:
-                    step(writer)
-                writer.flush()
 
 
 # ---------------------------------------------------------------- reads

@@ -47,9 +47,7 @@ def upgrade() -> None:
         sa.Column("prev_hash", sa.LargeBinary, nullable=False),
         sa.Column("chain_hash", sa.LargeBinary, nullable=False),
     )
-    op.create_index(
-        "ux_audit_partition_pseq", "audit_event", ["partition_id", "pseq"], unique=True
-    )
+    op.create_index("ux_audit_partition_pseq", "audit_event", ["partition_id", "pseq"], unique=True)
     op.create_index("ix_audit_recorded", "audit_event", ["recorded"])
     op.create_table(
         "audit_partition",
