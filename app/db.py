@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 import migrations
@@ -62,6 +64,20 @@ def _sqlite_engine(url: str) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that will write: on SQLite it takes the write lock at BEGIN (IMMEDIATE).
+
+    `engine.begin()` starts a deferred transaction there, and a deferred transaction that
+    reads and then writes fails at once ("database is locked", no busy wait) when another
+    connection wrote in between -- which background writers (audit copies, group commits)
+    make likely. Nested reads on other connections stay possible (WAL readers never wait)."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(for_write=True)
+        with conn.begin():
+            yield conn
 
 
 def refresh_statistics(engine: Engine) -> None:

@@ -19,6 +19,7 @@ from joserfc.jwk import RSAKey
 from sqlalchemy import Connection, Engine, func, insert, select
 
 from app.auth.keys import KeyStore
+from app.db import write_transaction
 from app.fhir import storage
 from audit.tables import audit_archive, audit_checkpoint, audit_event
 
@@ -88,7 +89,7 @@ def take(engine: Engine, keys: KeyStore, *, only_if_changed: bool = True) -> int
                 return None
     created = storage.now_us()
     kid, token = sign(keys, {"created": created, "heads": encode_heads(heads)})
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         return int(
             conn.execute(
                 insert(audit_checkpoint)

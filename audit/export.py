@@ -22,6 +22,7 @@ from joserfc.jwk import RSAKey
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select
 
 from app.auth.keys import KeyStore
+from app.db import write_transaction
 from app.fhir import storage
 from app.fhir.tables import INDEX_TABLES, resource, resource_history
 from app.settings import Settings
@@ -168,7 +169,7 @@ def archive(
             return {"archived": 0}
         summary = _write_runs(conn, keys, runs, out, {"before": before})
     heads = dict(anchors)
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         for pid, (_lo, hi) in runs.items():
             chained = conn.execute(
                 select(audit_event.c.chain_hash).where(

@@ -16,7 +16,7 @@ import uvicorn
 from sqlalchemy import create_engine, text
 
 from app.auth import clients
-from app.db import run_migrations
+from app.db import run_migrations, write_transaction
 from app.main import create_app
 from app.settings import Settings
 from tests.browser import launch_chromium
@@ -109,10 +109,10 @@ TEST_SCOPE = "system/*.cruds system/AuditEvent.rs"
 def system_token(live_server: LiveServer) -> str:
     """A backend client with every system scope, and a token for it."""
     auth = live_server.app.state.auth
-    with auth.engine.begin() as conn:
+    with write_transaction(auth.engine) as conn:
         registered = clients.get_client_by_name(conn, TEST_CLIENT) is not None
     if not registered:
-        with auth.engine.begin() as conn:
+        with write_transaction(auth.engine) as conn:
             jwks: dict[str, list[object]] = {"keys": []}
             clients.create_client(conn, TEST_CLIENT, "backend", scope=TEST_SCOPE, jwks=jwks)
     return str(auth.local_token(TEST_CLIENT, TEST_SCOPE)["access_token"])

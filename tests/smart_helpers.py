@@ -14,6 +14,7 @@ import httpx
 
 from app.auth import clients, users
 from app.auth.server import AuthServer
+from app.db import write_transaction
 
 PASSWORD = "correct horse battery staple"
 CALLBACK = "http://127.0.0.1:9/callback"  # never contacted: the test reads the redirect
@@ -30,14 +31,14 @@ def register_client(auth: AuthServer, kind: str, scope: str, **extra: Any) -> Re
     name = f"{kind}-{uuid.uuid4().hex[:10]}"
     if kind != "backend" and "redirect_uris" not in extra:
         extra["redirect_uris"] = [CALLBACK]
-    with auth.engine.begin() as conn:
+    with write_transaction(auth.engine) as conn:
         made = clients.create_client(conn, name, kind, scope=scope, **extra)
     return Registered(made.record.client_id, made.client_secret, name)
 
 
 def register_user(auth: AuthServer, role: str, fhir_user: str | None) -> str:
     username = f"{role}-{uuid.uuid4().hex[:10]}"
-    with auth.engine.begin() as conn:
+    with write_transaction(auth.engine) as conn:
         users.create_user(conn, username, role, PASSWORD, fhir_user=fhir_user)
     return username
 

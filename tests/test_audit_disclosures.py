@@ -17,6 +17,7 @@ import pytest
 from app.auth import clients
 from app.auth.pkce import s256
 from app.auth.server import AuthServer
+from app.db import write_transaction
 from app.fhir.instants import to_instant
 from tests.conftest import LiveServer
 from tests.helpers import observation, patient
@@ -61,7 +62,7 @@ def user_token(live_server: LiveServer, role: str, fhir_user: str | None, scope:
 def backend_token(auth: AuthServer, scope: str) -> tuple[str, str]:
     """(client_id, access token) of a new backend client registered for `scope`."""
     name = f"backend-{secrets.token_hex(5)}"
-    with auth.engine.begin() as conn:
+    with write_transaction(auth.engine) as conn:
         made = clients.create_client(conn, name, "backend", scope=scope, jwks={"keys": []})
     return made.record.client_id, str(auth.local_token(name, scope)["access_token"])
 

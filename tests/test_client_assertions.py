@@ -27,7 +27,7 @@ from app.auth.assertions import JwksFetcher, fetch_jwks, verify_client_assertion
 from app.auth.clients import ClientRecord
 from app.auth.errors import OAuthError
 from app.auth.tables import used_assertion
-from app.db import create_db_engine
+from app.db import create_db_engine, write_transaction
 
 TOKEN_URL = "https://fhir.example.org/auth/token"
 
@@ -248,7 +248,7 @@ def test_reused_jti_refused(engine: Engine, rsa_key: RSAKey) -> None:
 def test_expired_jtis_are_swept(engine: Engine, rsa_key: RSAKey) -> None:
     client = make_client(public_set(rsa_key))
     old = int(time.time()) - assertions.LEEWAY_SECONDS - 10
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         conn.execute(insert(used_assertion).values(client_id="gone", jti="j", expires_at=old))
     verify(engine, sign(rsa_key, client), client)
     with engine.connect() as conn:

@@ -22,6 +22,7 @@ from app.auth.pkce import s256
 from app.auth.server import AuthServer
 from app.auth.tables import authorization_code
 from app.auth.tokens import TokenService
+from app.db import write_transaction
 from app.settings import Settings
 from tests.conftest import LiveServer
 from tests.smart_helpers import (
@@ -220,7 +221,7 @@ def test_reused_code_is_refused_and_revokes_what_it_issued(world: World) -> None
 
 def test_expired_code_is_invalid_grant(world: World) -> None:
     code, verifier = _code(world)
-    with world.auth.engine.begin() as conn:
+    with write_transaction(world.auth.engine) as conn:
         conn.execute(
             update(authorization_code)
             .where(authorization_code.c.used_at.is_(None))
@@ -298,13 +299,13 @@ def test_missing_bad_expired_and_revoked_tokens_get_401(world: World) -> None:
     expired_settings = world.settings.model_copy(update={"access_token_seconds": -5})
     expiring = TokenService(world.auth.keys, expired_settings)
     app = register_client(world.auth, "backend", "system/Patient.rs", jwks={"keys": []})
-    with world.auth.engine.begin() as conn:
+    with write_transaction(world.auth.engine) as conn:
         claims = {"scope": "system/Patient.rs", "sub": app.client_id}
         expired = expiring.issue(conn, app.client_id, claims)["access_token"]
     assert httpx.get(f"{world.base}/Patient", headers=_fhir(expired)).status_code == 401
     live = str(world.auth.local_token(app.name, "system/Patient.rs")["access_token"])
     assert httpx.get(f"{world.base}/Patient", headers=_fhir(live)).status_code == 200
-    with world.auth.engine.begin() as conn:
+    with write_transaction(world.auth.engine) as conn:
         world.auth.tokens.revoke(conn, live)
     assert httpx.get(f"{world.base}/Patient", headers=_fhir(live)).status_code == 401
     # A bad body is not even parsed without a valid token.

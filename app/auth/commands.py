@@ -23,7 +23,7 @@ from app.auth import clients, launch, users
 from app.auth.errors import OAuthError, invalid_request
 from app.auth.keys import MasterKeyError
 from app.auth.tables import signing_key
-from app.db import create_db_engine, run_migrations
+from app.db import create_db_engine, run_migrations, write_transaction
 from app.settings import Settings, get_settings
 
 # A rotated key keeps verifying this long beyond the access token lifetime (clock skew, and
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
 def client_create(engine: Engine, _settings: Settings, args: argparse.Namespace) -> Any:
     jwks = read_jwks(args.jwks) if args.jwks is not None else None
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         new = clients.create_client(
             conn,
             args.name,
@@ -113,7 +113,7 @@ def read_jwks(path: Path) -> dict[str, Any]:
 
 def user_create(engine: Engine, _settings: Settings, args: argparse.Namespace) -> Any:
     password = read_password()
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         user = users.create_user(conn, args.username, args.role, password, args.fhir_user)
     return {"username": user.username, "role": user.role, "fhir_user": user.fhir_user}
 
@@ -137,7 +137,7 @@ def launch_create(engine: Engine, _settings: Settings, args: argparse.Namespace)
         value = getattr(args, name)
         if value is not None and not _FHIR_ID.match(value):
             raise invalid_request(f"--{name} must be a FHIR id such as 123 (not Type/123)")
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         context = launch.create_launch(
             conn, patient=args.patient, encounter=args.encounter, created_by="cli"
         )

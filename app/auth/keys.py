@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, insert, or_, select, update
 
 from app.auth.secrets import now
 from app.auth.tables import signing_key
+from app.db import write_transaction
 
 log = logging.getLogger(__name__)
 ALGORITHM = "RS256"
@@ -77,6 +78,14 @@ class Sealer:
 class SigningKey:
     kid: str
     private: RSAKey
+
+
+_ACTIVE_KEY = (
+    select(signing_key)
+    .where(signing_key.c.retired_at.is_(None))
+    .order_by(signing_key.c.created_at.desc())
+    .limit(1)
+)
 
 
 class KeyStore:
@@ -147,7 +156,7 @@ class KeyStore:
 
     def rotate(self, keep_for_seconds: int) -> str:
         """Retire the active key (it verifies for `keep_for_seconds` more) and make a new one."""
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             stamp = now()
             conn.execute(
                 update(signing_key)
@@ -163,17 +172,16 @@ class KeyStore:
     # ------------------------------------------------------------------ internals
 
     def _load_or_create(self) -> SigningKey:
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                select(signing_key)
-                .where(signing_key.c.retired_at.is_(None))
-                .order_by(signing_key.c.created_at.desc())
-            ).first()
-            if row is None:
-                self._create(conn)
-                row = conn.execute(
-                    select(signing_key).where(signing_key.c.retired_at.is_(None))
-                ).first()
+        # Read first: loading the existing key must not take SQLite's write lock (a caller
+        # may already hold it, e.g. an audit archive signing its marker).
+        with self.engine.connect() as conn:
+            row = conn.execute(_ACTIVE_KEY).first()
+        if row is None:
+            with write_transaction(self.engine) as conn:
+                row = conn.execute(_ACTIVE_KEY).first()
+                if row is None:
+                    self._create(conn)
+                    row = conn.execute(_ACTIVE_KEY).first()
         assert row is not None
         pem = self.sealer.open(row.private_key, row.kid)
         private = RSAKey.import_key(pem, parameters={"kid": row.kid, "alg": ALGORITHM})

@@ -15,6 +15,7 @@ from app.auth.grant import Grant
 from app.auth.keys import KeyStore, Sealer, load_master_key
 from app.auth.scopes import narrow
 from app.auth.tokens import InvalidToken, TokenService
+from app.db import write_transaction
 from app.settings import Settings
 
 
@@ -66,7 +67,7 @@ class AuthServer:
         """A token for a registered backend client, issued without the OAuth round trip:
         `medisentinel token` for local operators (it reads the database directly)."""
         self.keys.signing_key()  # created (in its own transaction) before ours begins
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             client = clients.get_client_by_name(conn, client_name)
             if client is None:
                 raise OAuthError("invalid_client", f"no client named {client_name!r}")

@@ -38,6 +38,7 @@ from app.auth.keys import load_master_key
 from app.auth.pkce import s256
 from app.auth.server import AuthServer
 from app.auth.tables import oauth_client
+from app.db import write_transaction
 from app.errors import Unauthorized
 from app.settings import Settings
 
@@ -76,7 +77,7 @@ def console_client(auth: AuthServer) -> str:
     the first time it is needed."""
     uri = redirect_uri(auth.settings)
     for _ in range(3):
-        with auth.engine.begin() as conn:
+        with write_transaction(auth.engine) as conn:
             found = clients.get_client_by_name(conn, CLIENT_NAME)
             if found is None:
                 try:
