@@ -1,5 +1,6 @@
 """The `medisentinel` command: serve, migrate, load, reindex, the authorization server's
-client, user, launch, token and keys (app.auth.commands), and audit (audit.commands)."""
+client, user, launch, token and keys (app.auth.commands), audit (audit.commands), and the
+HL7 v2 feeds' mllp and hl7 (hl7_adapters.commands)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     from audit.commands import add_commands as add_audit_commands
 
     add_audit_commands(commands)
+    from hl7_adapters.commands import add_commands as add_hl7_commands
+
+    add_hl7_commands(commands)
 
     args = parser.parse_args(argv)
     if args.command in AUTH_COMMANDS:
@@ -49,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         from audit.commands import run as run_audit
 
         return run_audit(args)
+    if args.command in ("hl7", "mllp"):
+        from hl7_adapters.commands import run as run_hl7
+
+        return run_hl7(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "migrate":

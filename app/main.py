@@ -27,6 +27,7 @@ from audit import indexing as audit_indexing
 from audit.hook import AuditCatchUpHook, AuditHook
 from audit.trail import AuditTrail
 from audit.web import routes as audit_web_routes
+from hl7_adapters import feeds as hl7_feeds
 
 log = logging.getLogger("medisentinel")
 
@@ -60,7 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        first_now=False)
             ),
         ]  # fmt: skip
+        await feeds.start()  # the MLLP listener, when enabled
         yield
+        await feeds.stop()
         for task in background:
             task.cancel()
         trail.reads.close()
@@ -79,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.extend(auth_routes())  # before /fhir/{path}: .well-known lives there
     app.router.routes.extend(audit_web_routes())  # the compliance console, /audit/
     app.router.routes.extend(fhir_api.routes())
+    feeds = hl7_feeds.install(app)  # POST /hl7/v2; the lifespan runs the MLLP listener
     app.add_middleware(
         CORSMiddleware,
         allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],

@@ -88,7 +88,11 @@ class LiveServer:
 def live_server(database_url: str) -> Iterator[LiveServer]:
     port = _free_port()
     settings = Settings(
-        database_url=database_url, host="127.0.0.1", port=port, master_key=TEST_MASTER_KEY
+        database_url=database_url,
+        host="127.0.0.1",
+        port=port,
+        master_key=TEST_MASTER_KEY,
+        mllp_port=0,  # the MLLP listener on a free port: app.state.hl7.mllp_port
     )
     server = LiveServer(settings)
     server.start()

@@ -1,0 +1,380 @@
+"""Apply a MappingResult through the one door, inside the caller's unit of work.
+
+The mapping (``mapping/``) is pure; this module is where a mapped message meets the stored
+data. Everything goes through :class:`FhirService` (authorization, audit, outbox happen there);
+only the feed's own bookkeeping (the event clock, ``tables.py``) is written directly, in the
+same transaction.
+
+Per planned resource, in the order given:
+
+* ``upsert``: find by ``match``; when found, the mapped top-level elements replace the stored
+  ones, ``nulls`` are removed, everything else is kept, and the result is written with
+  If-Match on the version just read (a concurrent writer makes it fail, and the caller
+  retries the whole message). An upsert whose event time is older than the event time that
+  last wrote the resource leaves it alone (a warning goes into the ACK): messages for one
+  patient that arrive out of order must not make newer data older.
+* ``ensure``: find by ``match``, use it unchanged; create it when nothing matches.
+* ``create``: always a new resource.
+
+``urn:uuid:`` references between planned resources are rewritten to ``Type/id``.
+
+Patients follow FHIR's Patient.link: a merge (A40) retires a Patient (``active: false``,
+``link`` replaced-by the survivor) and the survivor gets ``link`` replaces. A match that finds
+a retired Patient follows replaced-by to the survivor, so later messages naming the old
+identifier land on the survivor; such a redirected upsert does not replace the survivor's
+identifiers with the retired ones it was found by.
+
+Then one Provenance names every resource the message wrote (target, versioned), the message
+in the store (entity.what.identifier) and the feed (agent).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.errors import Gone, NotFound
+from app.fhir import jsonio
+from app.fhir.instants import to_instant
+from app.fhir.service import FhirService, WriteOutcome
+from app.fhir.storage import StoredVersion, UnitOfWork, now_us
+from hl7_adapters.ack import AckError
+from hl7_adapters.edits import (
+    CONTROL_CHARACTERS,
+    UnresolvedReference,
+    add_replaces,
+    fhir_strings,
+    link,
+    merge_elements,
+    placeholder_patient,
+    replaced_by,
+    retire,
+    rewrite,
+    without_server_elements,
+)
+from hl7_adapters.mapping.plan import MappingResult, Merge, Planned
+from hl7_adapters.tables import hl7_resource_clock
+
+MESSAGE_SYSTEM = "urn:medisentinel:hl7v2:message"  # Identifier.system of a message store id
+APPLICATION_SYSTEM = "urn:medisentinel:hl7v2:application"  # ... of a sending application
+EVENT_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0003"
+PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+JSON = dict[str, Any]
+MAX_LINK_HOPS = 10  # replaced-by chains longer than this are a loop or a mess; stop there
+
+
+class ApplyError(Exception):
+    """The message cannot be applied as mapped (an ambiguous match, an unknown survivor):
+    AE with this error. Raised before anything is committed; the unit rolls back."""
+
+    def __init__(self, error: AckError) -> None:
+        super().__init__(error.text)
+        self.error = error
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """What the Provenance says about the message and its sender."""
+
+    id: str  # the message store id
+    code: str  # MSH-9.1
+    trigger: str  # MSH-9.2
+    control_id: str
+    sending_application: str
+    sending_facility: str
+
+
+@dataclass
+class Applied:
+    produced: list[str] = field(default_factory=list)  # Type/id/_history/n, in write order
+    resolved: dict[str, str] = field(default_factory=dict)  # full_url -> Type/id
+    patients: list[str] = field(default_factory=list)  # Patient ids the message concerns
+    warnings: list[AckError] = field(default_factory=list)
+    provenance_id: str | None = None
+
+
+def lock_keys(uow: UnitOfWork, keys: Iterable[str]) -> None:
+    """Serialize transactions that touch the same keys (a patient, a matched resource, a
+    message's control id) until this transaction ends.
+
+    PostgreSQL: transaction-scoped advisory locks, all taken in one statement in ascending
+    order so that two messages sharing several keys cannot deadlock. SQLite needs none: a
+    write transaction (BEGIN IMMEDIATE) already excludes every other writer.
+    """
+    if uow.dialect != "postgresql":
+        return
+    numbers = sorted({_key_number(k) for k in keys if k})
+    if numbers:
+        uow.conn.execute(_LOCK, {"keys": numbers})
+
+
+_LOCK = text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k")
+
+
+def _key_number(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+
+
+def plan_keys(result: MappingResult) -> list[str]:
+    """The lock keys of a mapped message: its patient and everything it finds by a match."""
+    keys = [f"Patient?{result.patient_match}"] if result.patient_match else []
+    keys += [f"{p.resource_type}?{p.match}" for p in result.planned if p.match]
+    for merge in result.merges:
+        keys += [f"Patient?{merge.survivor}", f"Patient?{merge.retired}"]
+    return keys
+
+
+class Applier:
+    def __init__(self, service: FhirService) -> None:
+        self.service = service
+
+    def apply(
+        self,
+        uow: UnitOfWork,
+        result: MappingResult,
+        message: MessageRef,
+        *,
+        event_time: int | None,
+    ) -> Applied:
+        result, stripped = fhir_strings(result)
+        run = _Run(self.service, uow, message, event_time)
+        if stripped:
+            run.applied.warnings.append(CONTROL_CHARACTERS)
+        for planned in result.planned:
+            run.planned(planned)
+        for merge in result.merges:
+            run.merge(merge)
+        run.provenance()
+        return run.applied
+
+
+class _Run:
+    """One message being applied: its resolved references, cache of what it read, output."""
+
+    def __init__(
+        self, service: FhirService, uow: UnitOfWork, message: MessageRef, event_time: int | None
+    ) -> None:
+        self.service = service
+        self.uow = uow
+        self.message = message
+        self.event_time = event_time
+        self.applied = Applied()
+        self._bodies: dict[tuple[str, str], tuple[StoredVersion, dict[str, Any]]] = {}
+
+    # ------------------------------------------------------------ planned resources
+
+    def planned(self, p: Planned) -> None:
+        rtype = p.resource_type
+        try:
+            body = rewrite(without_server_elements(p.resource), self.applied.resolved)
+        except UnresolvedReference as exc:
+            raise ApplyError(AckError(207, str(exc))) from exc
+        found = self._find(rtype, p.match) if p.match and p.mode != "create" else None
+        if found is None:
+            outcome = self.service.create(self.uow, rtype, body)
+            self._wrote(p.full_url, outcome)
+            if p.mode == "upsert":
+                self._set_clock(rtype, outcome.version.id)
+            return
+        rid, redirected = found
+        self._resolve(p.full_url, rtype, rid)
+        if p.mode == "ensure":
+            return
+        stale_after = self._clock(rtype, rid)
+        if self.event_time is not None and stale_after is not None:
+            if self.event_time < stale_after:
+                self.applied.warnings.append(_stale_warning(rtype, rid, stale_after))
+                return
+        stored, current = self._body(rtype, rid)
+        keep = ("identifier",) if redirected else ()
+        merged = merge_elements(current, body, p.nulls, keep)
+        if merged != current:
+            outcome = self.service.update(
+                self.uow, rtype, rid, merged, if_match=f'W/"{stored.version_id}"'
+            )
+            self._wrote(p.full_url, outcome)
+        self._set_clock(rtype, rid)
+
+    def _find(self, rtype: str, match: str) -> tuple[str, bool] | None:
+        """(id, found through replaced-by links) of the one resource `match` names."""
+        ids = self.service.find_ids(self.uow, rtype, match, limit=10)
+        if not ids:
+            return None
+        ends = {self._survivor(i) if rtype == "Patient" else i for i in ids}
+        if len(ends) > 1:
+            raise ApplyError(
+                AckError(205, f"{len(ends)} {rtype} resources match {match}; cannot choose")
+            )
+        end = ends.pop()
+        return end, end not in ids
+
+    def _survivor(self, pid: str) -> str:
+        """Follow Patient.link replaced-by to the patient that is current."""
+        seen = {pid}
+        for _ in range(MAX_LINK_HOPS):
+            try:
+                _, body = self._body("Patient", pid)
+            except (NotFound, Gone):
+                break
+            successor = replaced_by(body)
+            if successor is None or successor in seen:
+                break
+            seen.add(successor)
+            pid = successor
+        return pid
+
+    # ------------------------------------------------------------ merges (A40)
+
+    def merge(self, m: Merge) -> None:
+        survivor_ref = self.applied.resolved.get(m.survivor_full_url or "")
+        if survivor_ref is not None:
+            survivor = survivor_ref.split("/", 1)[1]
+        else:
+            found = self._find("Patient", m.survivor)
+            if found is None:
+                raise ApplyError(
+                    AckError(204, f"the surviving patient ({m.survivor}) is not known", "E", "PID")
+                )
+            survivor = found[0]
+        retired = [
+            i for i in self.service.find_ids(self.uow, "Patient", m.retired, limit=10)
+            if i != survivor
+        ]  # fmt: skip
+        if not retired:
+            placeholder = placeholder_patient(m.retired)
+            if placeholder is None:
+                self.applied.warnings.append(
+                    AckError(204, f"no patient matches {m.retired}; nothing retired", "W", "MRG")
+                )
+                return
+            # The retired record never reached us: keep its identifier, pointing at the
+            # survivor, so that later messages naming it still land on the survivor.
+            placeholder["link"] = [link(survivor, "replaced-by")]
+            outcome = self.service.create(self.uow, "Patient", placeholder)
+            self._wrote(None, outcome)
+            retired = [outcome.version.id]
+        else:
+            for rid in retired:
+                self._edit("Patient", rid, functools.partial(retire, survivor=survivor))
+        self._edit("Patient", survivor, functools.partial(add_replaces, retired=retired))
+        self._note_patient(survivor)
+
+    def _edit(self, rtype: str, rid: str, change: Callable[[JSON], JSON]) -> None:
+        """Update a resource with `change` applied to it (If-Match); nothing if unchanged."""
+        stored, current = self._body(rtype, rid)
+        changed = change(dict(current))
+        if changed != current:
+            outcome = self.service.update(
+                self.uow, rtype, rid, changed, if_match=f'W/"{stored.version_id}"'
+            )
+            self._wrote(None, outcome)
+
+    # ------------------------------------------------------------ provenance
+
+    def provenance(self) -> None:
+        if not self.applied.produced:
+            return
+        m = self.message
+        body: dict[str, Any] = {
+            "resourceType": "Provenance",
+            "target": [{"reference": ref} for ref in self.applied.produced],
+            "recorded": to_instant(now_us()),
+            "agent": [
+                {
+                    "type": {"coding": [{"system": PARTICIPANT_TYPE, "code": "author"}]},
+                    "who": {
+                        "identifier": {
+                            "system": APPLICATION_SYSTEM,
+                            "value": m.sending_application or "unknown",
+                        },
+                        "display": " / ".join(
+                            v for v in (m.sending_application, m.sending_facility) if v
+                        )
+                        or "unknown",
+                    },
+                }
+            ],
+            "entity": [
+                {
+                    "role": "source",
+                    "what": {
+                        "identifier": {"system": MESSAGE_SYSTEM, "value": m.id},
+                        "display": f"HL7 v2 {m.code}^{m.trigger} {m.control_id}".strip(),
+                    },
+                }
+            ],
+        }
+        if self.event_time is not None:
+            body["occurredDateTime"] = to_instant(self.event_time)
+        if m.trigger:  # the v2-to-FHIR IG: MSH-9.2 as Provenance.activity (HL7 table 0003)
+            body["activity"] = {"coding": [{"system": EVENT_TYPE_SYSTEM, "code": m.trigger}]}
+        outcome = self.service.create(self.uow, "Provenance", body)
+        self.applied.provenance_id = outcome.version.id
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _body(self, rtype: str, rid: str) -> tuple[StoredVersion, dict[str, Any]]:
+        """The current version and its JSON, read through the door once per message."""
+        key = (rtype, rid)
+        if key not in self._bodies:
+            version = self.service.read(self.uow, rtype, rid)
+            self._bodies[key] = (version, jsonio.loads(version.content or b"{}"))
+        return self._bodies[key]
+
+    def _wrote(self, full_url: str | None, outcome: WriteOutcome) -> None:
+        v = outcome.version
+        self._bodies[(v.resource_type, v.id)] = (v, jsonio.loads(v.content or b"{}"))
+        self.applied.produced.append(f"{v.resource_type}/{v.id}/_history/{v.version_id}")
+        if full_url:
+            self._resolve(full_url, v.resource_type, v.id)
+        elif v.resource_type == "Patient":
+            self._note_patient(v.id)
+
+    def _resolve(self, full_url: str, rtype: str, rid: str) -> None:
+        self.applied.resolved[full_url] = f"{rtype}/{rid}"
+        if rtype == "Patient":
+            self._note_patient(rid)
+
+    def _note_patient(self, pid: str) -> None:
+        if pid not in self.applied.patients:
+            self.applied.patients.append(pid)
+
+    def _clock(self, rtype: str, rid: str) -> int | None:
+        c = hl7_resource_clock.c
+        found = self.uow.conn.execute(
+            select(c.event_time).where(c.resource_type == rtype, c.resource_id == rid)
+        ).scalar()
+        return int(found) if found is not None else None
+
+    def _set_clock(self, rtype: str, rid: str) -> None:
+        """Remember the event time that wrote the resource (none known: the clock stays)."""
+        if self.event_time is None:
+            return
+        values = {
+            "resource_type": rtype,
+            "resource_id": rid,
+            "event_time": self.event_time,
+            "message_id": self.message.id,
+        }
+        dialect_insert = postgresql.insert if self.uow.dialect == "postgresql" else sqlite.insert
+        stmt = dialect_insert(hl7_resource_clock).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["resource_type", "resource_id"],
+            set_={"event_time": stmt.excluded.event_time, "message_id": stmt.excluded.message_id},
+        )
+        self.uow.flush()
+        self.uow.conn.execute(stmt)
+
+
+def _stale_warning(rtype: str, rid: str, newer: int) -> AckError:
+    return AckError(
+        0,
+        f"{rtype}/{rid} holds data from {to_instant(newer)}, newer than this message; kept",
+        "W",
+    )

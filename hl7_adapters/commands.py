@@ -1,0 +1,139 @@
+"""`medisentinel mllp` (the MLLP listener alone) and `medisentinel hl7 errors|reprocess`.
+
+Local operator commands, like `medisentinel audit`: they migrate first, work on the database
+directly, print JSON, and print `error: ...` to stderr with exit status 2 on refusal.
+
+`hl7 reprocess` runs stored messages again after a mapping fix, through the same pipeline and
+door as a live message (as the feed identity `hl7-reprocess:<MSH-3>`); each message's row
+records the new outcome (status, error, produced resources, reprocess count) and the run is
+audited. It exits 1 when a message is still not accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+from app.fhir.instants import to_instant
+from app.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+COMMANDS = frozenset({"mllp", "hl7"})
+
+
+def add_commands(commands: Any) -> None:
+    mllp = commands.add_parser("mllp", help="run the HL7 v2 MLLP listener on its own")
+    mllp.add_argument("--host", help="bind address (MEDISENTINEL_MLLP_HOST)")
+    mllp.add_argument("--port", type=int, help="port (MEDISENTINEL_MLLP_PORT)")
+    hl7 = commands.add_parser("hl7", help="the HL7 v2 message store: error queue, reprocess")
+    actions = hl7.add_subparsers(dest="action", required=True)
+    errors = actions.add_parser("errors", help="list messages in error (oldest first)")
+    errors.add_argument("--limit", type=int, default=100)
+    again = actions.add_parser("reprocess", help="run stored messages again (after a fix)")
+    which = again.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", help="a message id (from `hl7 errors`)")
+    which.add_argument("--errors", action="store_true", help="every message in the queue")
+    again.add_argument("--limit", type=int, default=1000, help="at most this many (--errors)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.db import run_migrations
+
+    settings = get_settings()
+    run_migrations(settings.database_url)
+    if args.command == "mllp":
+        return _serve_mllp(settings, args.host, args.port)
+    if args.action == "errors":
+        return _errors(settings, args.limit)
+    return _reprocess(settings, args.id, args.errors, args.limit)
+
+
+def _app(settings: Settings) -> FastAPI:
+    """The server's own wiring (door, hooks, audit, feeds): the CLI makes no twin of it."""
+    from app.main import create_app
+
+    return create_app(settings)
+
+
+def _errors(settings: Settings, limit: int) -> int:
+    from app.db import create_db_engine
+    from hl7_adapters import store
+
+    engine = create_db_engine(settings.database_url, pool_size=1)
+    try:
+        rows = [_printable(store.summary(r)) for r in store.error_queue(engine, limit=limit)]
+    finally:
+        engine.dispose()
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
+def _reprocess(settings: Settings, message_id: str | None, everything: bool, limit: int) -> int:
+    from hl7_adapters import store
+    from hl7_adapters.feeds import feed_identity
+
+    app = _app(settings)
+    ingest = app.state.hl7.ingest
+    identity = feed_identity(
+        "hl7-reprocess",
+        address=None,
+        base_url=settings.fhir_base_url,
+        request_line="CLI hl7 reprocess",
+    )
+    try:
+        if everything:
+            ids = [r.id for r in store.error_queue(app.state.engine, limit=limit)]
+        else:
+            assert message_id is not None
+            ids = [message_id]
+        results = []
+        for one in ids:
+            try:
+                results.append(_printable(ingest.reprocess(one, identity)))
+            except (LookupError, ValueError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+    finally:
+        app.state.engine.dispose()
+    print(json.dumps(results, indent=2))
+    return 0 if all(r["status"] == "accepted" for r in results) else 1
+
+
+def _printable(summary: dict[str, Any]) -> dict[str, Any]:
+    return {**summary, "received": to_instant(summary["received"])}
+
+
+def _serve_mllp(settings: Settings, host: str | None, port: int | None) -> int:
+    overrides: dict[str, Any] = {"mllp_enabled": True}
+    if host:
+        overrides["mllp_host"] = host
+    if port is not None:
+        overrides["mllp_port"] = port
+    app = _app(settings.model_copy(update=overrides))
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(_listen(app))
+    return 0
+
+
+async def _listen(app: FastAPI) -> int:
+    """The app's lifespan without HTTP: background tasks and the listener, until a signal."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with app.router.lifespan_context(app):
+        feeds = app.state.hl7
+        if feeds.listener is None:
+            print("error: the MLLP listener could not start (see the log)", file=sys.stderr)
+            return 2
+        s = feeds.settings
+        print(f"MLLP listening on {s.mllp_host}:{feeds.mllp_port}", flush=True)
+        await stop.wait()
+    return 0

@@ -1,0 +1,161 @@
+"""Pure edits of FHIR JSON made while applying a mapped message (no database, no door):
+cleaning the plan's strings, rewriting references, merging an upsert into the stored resource,
+and Patient.link surgery for merges. Kept apart from apply.py so that the applier reads as
+the sequence of door interactions it is."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
+
+from hl7_adapters.ack import AckError
+from hl7_adapters.mapping.plan import MappingResult
+
+
+class UnresolvedReference(ValueError):
+    """A planned resource refers to a urn:uuid: no earlier planned resource has."""
+
+
+# FHIR strings "SHALL NOT contain Unicode character points below 32, except for u0009
+# (horizontal tab), u0010 (carriage return) and u0013 (line feed)"; PostgreSQL refuses NUL.
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+CONTROL_CHARACTERS = AckError(
+    102, "control characters removed from values (FHIR strings cannot hold them)", "W"
+)
+
+
+def fhir_strings(result: MappingResult) -> tuple[MappingResult, bool]:
+    """The plan with every control character FHIR forbids removed from its values and match
+    queries (a mutated or broken feed sends them), and whether any was."""
+    found: list[bool] = []
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, str):
+            if node.isprintable() or not _FORBIDDEN.search(node):
+                return node
+            found.append(True)
+            return _FORBIDDEN.sub("", node)
+        if isinstance(node, dict):
+            return {k: clean(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return node
+
+    def query(text: str | None) -> str | None:  # URL-encoded: %00 is a NUL too
+        if text is None:
+            return None
+        pairs = parse_qsl(text, keep_blank_values=True)
+        if not any(_FORBIDDEN.search(v) for _, v in pairs):
+            return text
+        found.append(True)
+        return urlencode([(k, _FORBIDDEN.sub("", v)) for k, v in pairs], quote_via=quote)
+
+    planned = [
+        dataclasses.replace(p, resource=clean(p.resource), match=query(p.match))
+        for p in result.planned
+    ]
+    merges = [
+        dataclasses.replace(m, survivor=query(m.survivor) or "", retired=query(m.retired) or "")
+        for m in result.merges
+    ]
+    if not found:
+        return result, False
+    return dataclasses.replace(result, planned=planned, merges=merges), True
+
+
+def without_server_elements(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k not in ("id", "meta")}
+
+
+def rewrite(node: Any, resolved: dict[str, str]) -> Any:
+    """A copy of `node` with every urn:uuid: reference replaced by the Type/id it became."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str) and value.startswith("urn:uuid:"):
+                if value not in resolved:
+                    raise UnresolvedReference(f"mapping refers to {value} before it exists")
+                out[key] = resolved[value]
+            else:
+                out[key] = rewrite(value, resolved)
+        return out
+    if isinstance(node, list):
+        return [rewrite(item, resolved) for item in node]
+    return node
+
+
+def merge_elements(
+    stored: dict[str, Any], mapped: dict[str, Any], nulls: frozenset[str], keep: tuple[str, ...]
+) -> dict[str, Any]:
+    """Mapped top-level elements replace stored ones; `nulls` go; the rest (and `keep`) stays."""
+    merged = dict(stored)
+    for key, value in mapped.items():
+        if key not in keep:
+            merged[key] = value
+    for key in nulls:
+        if key not in keep:
+            merged.pop(key, None)
+    return merged
+
+
+def link(pid: str, kind: str) -> dict[str, Any]:
+    return {"other": {"reference": f"Patient/{pid}"}, "type": kind}
+
+
+def replaced_by(body: dict[str, Any]) -> str | None:
+    for link in body.get("link") or []:
+        ref = (link.get("other") or {}).get("reference", "")
+        if link.get("type") == "replaced-by" and ref.startswith("Patient/"):
+            return str(ref.removeprefix("Patient/"))
+    return None
+
+
+def retire(body: dict[str, Any], survivor: str) -> dict[str, Any]:
+    links = [link for link in body.get("link") or [] if link.get("type") != "replaced-by"]
+    return {**body, "active": False, "link": [*links, link(survivor, "replaced-by")]}
+
+
+def add_replaces(body: dict[str, Any], retired: list[str]) -> dict[str, Any]:
+    links = list(body.get("link") or [])
+    for rid in retired:
+        wanted = link(rid, "replaces")
+        if wanted not in links:
+            links.append(wanted)
+    return {**body, "link": links}
+
+
+def placeholder_patient(query: str) -> dict[str, Any] | None:
+    """An inactive Patient carrying the identifier a merge retires, when `query` is just
+    `identifier=[system|]value`; None for anything else."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if len(pairs) != 1 or pairs[0][0] != "identifier" or not pairs[0][1]:
+        return None
+    parts = token_parts(pairs[0][1])
+    system, value = (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
+    if not value:
+        return None
+    identifier = {"system": system, "value": value} if system else {"value": value}
+    return {"resourceType": "Patient", "identifier": [identifier], "active": False}
+
+
+def token_parts(token: str) -> list[str]:
+    """A FHIR search token split on its first unescaped `|`, search escapes (backslash
+    before \\ | , $) undone."""
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for ch in token:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "|" and not parts:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts

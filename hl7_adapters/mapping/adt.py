@@ -1,0 +1,387 @@
+"""ADT -> Patient, Encounter, RelatedPerson, AllergyIntolerance, Practitioner, Location; A40.
+
+Follows the IG message maps ADT_A01/A02/A03/A04/A05/A08/A11 (mappings/messages) and the
+segment maps PID[Patient], PV1[Encounter], PV2[Encounter], NK1[RelatedPerson],
+AL1[AllergyIntolerance]. How each resource is found again:
+
+* Patient: upsert, matched by PID-3 (patient.py).
+* Encounter: upsert, matched by the PV1-19 visit number. Without a visit number an Encounter
+  is created only by the events that start a visit (A01/A04/A05); for the other events there
+  is nothing to find, so no Encounter is planned and a warning says so.
+* Encounter.status: the IG "Event[EncounterStatus]" map by trigger; for A08/A28/A31 (which
+  the IG maps to "unknown") the PV1 map instead: "finished" when PV1-45 is valued, else by
+  patient class. An update message therefore never turns a real status into "unknown".
+* RelatedPerson (NK1): upsert, matched by a derived identifier
+  ``urn:medisentinel:hl7v2:nk1|<patient system>|<patient id>|<NK1-1 set id>`` (the NK1's
+  position when NK1-1 is empty), so a re-sent A08 updates the same contacts.
+* AllergyIntolerance (AL1): upsert, matched by ``urn:medisentinel:hl7v2:al1|<patient
+  system>|<patient id>|<AL1-3 coding system>|<AL1-3 code, else text>``.
+* Practitioner (PV1-7/8/9/17): ensure by XCN.1 identifier; a doctor without XCN.1 is named
+  by display only. Location (PV1-3/6): ensure by PL identifier (datatypes.location).
+* A40: every PID/MRG pair gives a Merge(survivor = PID-3 match, retired = MRG-1 match) and
+  the surviving Patient (upsert).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hl7_adapters.ack import AckError
+from hl7_adapters.mapping import datatypes as dt
+from hl7_adapters.mapping import identifiers as ids
+from hl7_adapters.mapping import tables as t
+from hl7_adapters.mapping.context import MapContext, Where, first, val
+from hl7_adapters.mapping.patient import build_patient, patient_match
+from hl7_adapters.mapping.plan import Merge, Mode
+from hl7_adapters.values import Segment
+
+JSON = dict[str, Any]
+VISIT_STARTING = frozenset({"A01", "A04", "A05"})
+PERSON_ONLY = frozenset({"A28", "A31"})
+
+
+class PatientRef:
+    """The Patient a message is about: its planned full_url and match identifier."""
+
+    def __init__(self, full_url: str, match: str, identifier: JSON) -> None:
+        self.full_url = full_url
+        self.match = match
+        self.identifier = identifier
+
+    @property
+    def key(self) -> str:
+        return ids.key_part(self.identifier)
+
+
+def plan_patient(ctx: MapContext, pid: Segment, mode: Mode) -> PatientRef | None:
+    """Plan the Patient of one PID (mode upsert for ADT, ensure for ORU)."""
+    match, identifier = patient_match(ctx, pid)
+    resource, nulls = build_patient(ctx, pid)
+    if not match:
+        return None
+    url = ctx.add(resource, mode, match, nulls)
+    return PatientRef(url, match, identifier)
+
+
+def map_adt(ctx: MapContext, trigger: str) -> tuple[PatientRef | None, list[Merge]]:
+    msg = ctx.msg
+    if trigger == "A40":
+        return _merge(ctx)
+    pid = msg.segment("PID")
+    if pid is None:
+        ctx.errors.append(_missing("PID", f"ADT^{trigger} has no PID segment"))
+        return None, []
+    patient = plan_patient(ctx, pid, "upsert")
+    if patient is None:
+        return None, []
+    pv1 = msg.segment("PV1")
+    if pv1 is not None:
+        plan_encounter(ctx, pv1, msg.segment("PV2"), patient, trigger, "upsert")
+    for position, nk1 in enumerate(msg.segments("NK1"), start=1):
+        _related_person(ctx, nk1, position, patient)
+    for al1 in msg.segments("AL1"):
+        _allergy(ctx, al1, patient)
+    return patient, []
+
+
+def _missing(segment: str, text: str) -> AckError:
+    """HL7 table 0357 code 100: "required segments are missing" is a segment sequence error."""
+    return AckError(100, text, "E", segment)
+
+
+# --------------------------------------------------------------------------- A40
+
+
+def _merge(ctx: MapContext) -> tuple[PatientRef | None, list[Merge]]:
+    merges: list[Merge] = []
+    first_patient: PatientRef | None = None
+    pid: Segment | None = None
+    for seg in ctx.msg.segment_list:
+        if seg.id == "PID":
+            pid = seg
+        elif seg.id == "MRG":
+            if pid is None:
+                ctx.at(seg).error(100, "MRG without a preceding PID")
+                continue
+            survivor = plan_patient(ctx, pid, "upsert")
+            retired, _ = patient_match(ctx, seg, 1)
+            if survivor is not None and retired:
+                merges.append(Merge(survivor.match, retired, survivor.full_url))
+                first_patient = first_patient or survivor
+            pid = None
+    if not merges and not ctx.errors:
+        ctx.errors.append(_missing("MRG", "ADT^A40 holds no PID/MRG pair"))
+    return first_patient, merges
+
+
+# --------------------------------------------------------------------------- Encounter
+
+
+def practitioner_ref(ctx: MapContext, rep: Any, where: Where) -> JSON | None:
+    resource, identifier, display = dt.practitioner(rep, where)
+    if resource is None or identifier is None:
+        return {"display": display} if display else None
+    url = ctx.add(resource, "ensure", ids.match_of(identifier))
+    ref: JSON = {"reference": url}
+    if display:
+        ref["display"] = display
+    return ref
+
+
+def _location_ref(ctx: MapContext, rep: Any, where: Where) -> JSON | None:
+    resource, identifier = dt.location(rep, where)
+    if resource is None or identifier is None:
+        return None
+    ref: JSON = {"reference": ctx.add(resource, "ensure", ids.match_of(identifier))}
+    if resource.get("name"):
+        ref["display"] = resource["name"]
+    return ref
+
+
+def _status(trigger: str, pv1: Segment, klass: str) -> str:
+    if trigger in t.EVENT_ENCOUNTER_STATUS:
+        return t.EVENT_ENCOUNTER_STATUS[trigger]
+    if val(first(pv1, 45)):
+        return "finished"
+    return t.PATIENT_CLASS_STATUS_0004.get(klass, "unknown")
+
+
+def plan_encounter(
+    ctx: MapContext,
+    pv1: Segment,
+    pv2: Segment | None,
+    patient: PatientRef,
+    trigger: str,
+    mode: Mode,
+) -> str | None:
+    """PV1 (+PV2) -> Encounter; returns its full_url, None when none is planned."""
+    at = ctx.at(pv1)
+    visit = None
+    visit_rep = first(pv1, 19)
+    if visit_rep is not None:
+        visit = dt.cx_identifier(visit_rep, at.sub(19, 1), default_type="VN")
+    if visit is None and (mode != "upsert" or trigger not in VISIT_STARTING):
+        if mode == "upsert" and trigger not in PERSON_ONLY:
+            at.sub(19).warn(
+                101,
+                f"PV1-19 (visit number) is empty: ADT^{trigger} cannot update "
+                "an Encounter; none mapped",
+            )
+        return None
+    klass_code = val(first(pv1, 2)).upper()
+    klass = t.PATIENT_CLASS_0004.get(klass_code)
+    if klass is None:
+        at.sub(2).warn(
+            103 if klass_code else 101,
+            f"PV1-2 patient class '{klass_code}' is not in HL7 table 0004; "
+            "Encounter.class set to U (unknown)"
+            if klass_code
+            else "PV1-2 patient class is empty; Encounter.class set to U (unknown)",
+        )
+        klass, klass_code = t.PATIENT_CLASS_0004["U"], "U"
+    resource: JSON = {
+        "resourceType": "Encounter",
+        "status": _status(trigger, pv1, klass_code),
+        "class": {"system": klass.system, "code": klass.code, "display": klass.display},
+        "subject": {"reference": patient.full_url},
+    }
+    identifiers = [visit] if visit else []
+    for i, rep in at.sub(50).reps():
+        alt = dt.cx_identifier(rep, at.sub(50, i))
+        if alt:
+            identifiers.append(alt)
+    if identifiers:
+        resource["identifier"] = identifiers
+    admission = dt.codeable_concept(first(pv1, 4))
+    if admission:
+        resource["type"] = [admission]
+    service = dt.codeable_concept(first(pv1, 10))
+    if service:
+        resource["serviceType"] = service
+    participants = _participants(ctx, pv1, at)
+    if participants:
+        resource["participant"] = participants
+    locations = []
+    for field, status in ((3, "planned" if klass_code == "P" else "active"), (6, "completed")):
+        place = first(pv1, field)
+        ref = _location_ref(ctx, place, at.sub(field, 1)) if place is not None else None
+        if ref:
+            locations.append({"location": ref, "status": status})
+    if locations:
+        resource["location"] = locations
+    period = {
+        "start": at.sub(44).datetime(val(first(pv1, 44))),
+        "end": at.sub(45).datetime(val(first(pv1, 45))),
+    }
+    period = {k: v for k, v in period.items() if v}
+    if period:
+        resource["period"] = period
+    hospitalization = _hospitalization(ctx, pv1, at)
+    if hospitalization:
+        resource["hospitalization"] = hospitalization
+    if pv2 is not None:
+        reason = dt.codeable_concept(first(pv2, 3))  # PV2-3 admit reason
+        if reason:
+            resource["reasonCode"] = [reason]
+    match = ids.match_of(visit) if visit else None
+    return ctx.add(resource, mode if match else "create", match)
+
+
+def _participants(ctx: MapContext, pv1: Segment, at: Where) -> list[JSON]:
+    out = []
+    for field, role in t.PV1_PARTICIPANTS:
+        for i, rep in at.sub(field).reps():
+            ref = practitioner_ref(ctx, rep, at.sub(field, i))
+            if ref:
+                out.append({"type": [{"coding": [role._asdict()]}], "individual": ref})
+    return out
+
+
+def _hospitalization(ctx: MapContext, pv1: Segment, at: Where) -> JSON:
+    data: JSON = {}
+    pre = first(pv1, 5)
+    if pre is not None:
+        ident = dt.cx_identifier(pre, at.sub(5, 1))
+        if ident:
+            data["preAdmissionIdentifier"] = ident
+    for field, element in ((14, "admitSource"), (36, "dischargeDisposition")):
+        concept = dt.codeable_concept(first(pv1, field))
+        if concept:
+            data[element] = concept
+    return data
+
+
+# --------------------------------------------------------------------------- NK1, AL1
+
+
+def _related_person(ctx: MapContext, nk1: Segment, position: int, patient: PatientRef) -> None:
+    at = ctx.at(nk1)
+    set_id = val(first(nk1, 1)) or str(position)
+    key = {"system": ids.RELATED_PERSON_KEY_SYSTEM, "value": f"{patient.key}|{set_id}"}
+    identifiers = [key]
+    for i, rep in at.sub(33).reps():
+        ident = dt.cx_identifier(rep, at.sub(33, i))
+        if ident:
+            identifiers.append(ident)
+    resource: JSON = {
+        "resourceType": "RelatedPerson",
+        "identifier": identifiers,
+        "patient": {"reference": patient.full_url},
+    }
+    relationship = []
+    rel = dt.mapped_concept(first(nk1, 3), t.RELATIONSHIP_0063, "0063", at.sub(3))
+    if rel:
+        relationship.append(rel)
+    role = first(nk1, 7)
+    if role is not None and val(role):
+        code = val(role).upper()
+        if code in t.CONTACT_ROLE_0131:
+            relationship.append(
+                {
+                    "coding": [
+                        {
+                            "system": t.V2 + "0131",
+                            "code": code,
+                            "display": t.CONTACT_ROLE_0131[code],
+                        }
+                    ]
+                }
+            )
+        else:
+            at.sub(7).warn(103, f"NK1-7: '{val(role)}' is not in HL7 table 0131")
+    if relationship:
+        resource["relationship"] = relationship
+    names = [
+        n
+        for f in (2, 30)
+        for i, r in at.sub(f).reps()
+        if (n := dt.human_name(r, at.sub(f, i))) is not None
+    ]
+    if names:
+        resource["name"] = names
+    telecom = [
+        c
+        for f, use in ((5, None), (6, "work"), (31, None))
+        for i, r in at.sub(f).reps()
+        if (c := dt.contact_point(r, at.sub(f, i), use)) is not None
+    ]
+    if telecom:
+        resource["telecom"] = telecom
+    addresses = [
+        a
+        for f in (4, 32)
+        for i, r in at.sub(f).reps()
+        if (a := dt.address(r, at.sub(f, i))) is not None
+    ]
+    if addresses:
+        resource["address"] = addresses
+    gender_code = val(first(nk1, 15)).upper()
+    if gender_code:
+        gender = t.GENDER_0001.get(gender_code)
+        if gender:
+            resource["gender"] = gender
+        else:
+            at.sub(15).warn(103, f"NK1-15: '{gender_code}' is not in HL7 table 0001")
+    birth = at.sub(16).date(val(first(nk1, 16)))
+    if birth:
+        resource["birthDate"] = birth
+    period = {
+        "start": at.sub(8).date(val(first(nk1, 8))),
+        "end": at.sub(9).date(val(first(nk1, 9))),
+    }
+    period = {k: v for k, v in period.items() if v}
+    if period:
+        resource["period"] = period
+    ctx.add(resource, "upsert", ids.match_of(key))
+
+
+def _allergy(ctx: MapContext, al1: Segment, patient: PatientRef) -> None:
+    at = ctx.at(al1)
+    allergen = first(al1, 3)
+    code = dt.codeable_concept(allergen)
+    if code is None:
+        at.sub(3).warn(101, "AL1-3 (allergen) is empty; allergy left out")
+        return
+    coding = (code.get("coding") or [{}])[0]
+    key_code = coding.get("code") or code.get("text", "")
+    key = {
+        "system": ids.ALLERGY_KEY_SYSTEM,
+        "value": f"{patient.key}|{coding.get('system', '')}|{key_code}",
+    }
+    resource: JSON = {
+        "resourceType": "AllergyIntolerance",
+        "identifier": [key],
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                    "code": "active",
+                }
+            ]
+        },
+        "code": code,
+        "patient": {"reference": patient.full_url},
+    }
+    kind = val(first(al1, 2)).upper()
+    if kind:
+        if kind not in t.ALLERGEN_CODES_0127:
+            at.sub(2).warn(103, f"AL1-2: '{kind}' is not in HL7 table 0127")
+        if kind in t.ALLERGY_TYPE_0127:
+            resource["type"] = t.ALLERGY_TYPE_0127[kind]
+        if kind in t.ALLERGEN_CATEGORY_0127:
+            resource["category"] = [t.ALLERGEN_CATEGORY_0127[kind]]
+    severity = val(first(al1, 4)).upper()
+    if severity and severity not in t.ALLERGY_SEVERITY_CODES_0128:
+        at.sub(4).warn(103, f"AL1-4: '{severity}' is not in HL7 table 0128")
+    if severity in t.ALLERGY_CRITICALITY_0128:
+        resource["criticality"] = t.ALLERGY_CRITICALITY_0128[severity]
+    manifestations = [{"text": text} for _, rep in at.sub(5).reps() if (text := at.text(rep))]
+    if manifestations:
+        reaction: JSON = {"manifestation": manifestations}
+        if severity in t.ALLERGY_SEVERITY_0128:
+            reaction["severity"] = t.ALLERGY_SEVERITY_0128[severity]
+        resource["reaction"] = [reaction]
+    onset = at.sub(6).datetime(val(first(al1, 6)))
+    if onset:
+        resource["onsetDateTime"] = onset
+    ctx.add(resource, "upsert", ids.match_of(key))

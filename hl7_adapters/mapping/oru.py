@@ -1,0 +1,315 @@
+"""ORU^R01 -> DiagnosticReport per OBR, Observation per OBX (IG ORU_R01 message map, segment
+maps OBR[DiagnosticReport] and OBX[Observation], NTE[Observation]).
+
+* Patient (PID): mode "ensure", same match as ADT (patient.py): a result arriving before its
+  patient still lands and links; a later ADT upserts that same Patient.
+* Encounter (PV1): "ensure" by PV1-19, only when a visit number is sent.
+* DiagnosticReport: upsert, matched by the filler order number (OBR-3, else ORC-3), else the
+  placer number (OBR-2, else ORC-2). When two OBRs of one message carry the same number, the
+  later one falls back to its placer number. Without any order number it is created.
+* Observation: upsert, matched by a derived identifier (system
+  ``urn:medisentinel:hl7v2:obx``), value ``<order system>|<order number>|<OBX-3 system>|
+  <OBX-3 code>|<OBX-4 sub-id>`` (``#n`` appended for a repeat within one order), so a
+  corrected result (OBX-11 "C") re-sent for the same order updates the same Observation.
+  OBX rows before any OBR (v2.7+ patient observations) use ``patient:<patient id>`` as the
+  order part. OBX-21, when sent, is kept as a second identifier.
+* DiagnosticReport.status from OBR-25 (IG "ResultStatus[Non-Queries]"); when OBR-25 is
+  empty (IHE PCD never sends it) it is derived from the Observations' statuses.
+* NTE after an OBX -> Observation.note. NTE after an OBR is not mapped (an R4
+  DiagnosticReport has no note).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hl7_adapters.ack import AckError
+from hl7_adapters.mapping import datatypes as dt
+from hl7_adapters.mapping import identifiers as ids
+from hl7_adapters.mapping import obx as ox
+from hl7_adapters.mapping import tables as t
+from hl7_adapters.mapping.adt import PatientRef, plan_encounter, plan_patient, practitioner_ref
+from hl7_adapters.mapping.context import MapContext, Where, first, new_full_url, val
+from hl7_adapters.mapping.pcd import Entry, arrange, is_pcd
+from hl7_adapters.values import Segment
+
+JSON = dict[str, Any]
+
+
+@dataclass
+class Group:
+    """One OBR (or the patient-level OBX rows before any OBR) and what belongs to it."""
+
+    patient: PatientRef
+    encounter: str | None
+    obr: Segment | None
+    orc: Segment | None
+    entries: list[Entry] = field(default_factory=list)
+
+
+def map_oru(ctx: MapContext) -> PatientRef | None:
+    groups = _groups(ctx)
+    if groups is None:
+        return None
+    pcd = is_pcd(ctx.msg)
+    used_orders: set[str] = set()
+    first_patient: PatientRef | None = None
+    for number, group in enumerate(groups, start=1):
+        first_patient = first_patient or group.patient
+        _map_group(ctx, group, number, pcd, used_orders)
+    return first_patient
+
+
+def _groups(ctx: MapContext) -> list[Group] | None:
+    """Walk the segments: PID starts a patient, PV1 its visit, OBR an order, OBX a result."""
+    groups: list[Group] = []
+    patient: PatientRef | None = None
+    encounter: str | None = None
+    pending_orc: Segment | None = None
+    current: Group | None = None
+    saw_pid = False
+    segments = ctx.msg.segment_list
+    for index, seg in enumerate(segments):
+        if seg.id == "PID":
+            saw_pid = True
+            patient, encounter, current = plan_patient(ctx, seg, "ensure"), None, None
+        elif seg.id == "PV1" and patient is not None:
+            pv2 = segments[index + 1] if index + 1 < len(segments) else None
+            encounter = plan_encounter(
+                ctx, seg, pv2 if pv2 and pv2.id == "PV2" else None, patient, "R01", "ensure"
+            )
+        elif seg.id == "ORC":
+            pending_orc = seg
+        elif seg.id == "OBR" and patient is not None:
+            current = Group(patient, encounter, seg, pending_orc)
+            groups.append(current)
+            pending_orc = None
+        elif seg.id == "OBX" and patient is not None:
+            if current is None:
+                current = Group(patient, encounter, None, None)
+                groups.append(current)
+            current.entries.append(Entry(seg, [], ctx.at(seg)))
+        elif seg.id == "NTE" and current is not None and current.entries:
+            current.entries[-1].notes.append(seg)
+    if not saw_pid:
+        ctx.errors.append(AckError(100, "ORU^R01 has no PID segment", "E", "PID"))
+        return None
+    return groups
+
+
+# --------------------------------------------------------------------------- orders
+
+
+def _order_identifiers(group: Group) -> tuple[JSON | None, JSON | None]:
+    """(placer, filler) EI -> Identifier, from OBR-2/3, else ORC-2/3."""
+    obr, orc = group.obr, group.orc
+    placer = dt.ei_identifier(first(obr, 2), "PLAC") or dt.ei_identifier(first(orc, 2), "PLAC")
+    filler = dt.ei_identifier(first(obr, 3), "FILL") or dt.ei_identifier(first(orc, 3), "FILL")
+    return placer, filler
+
+
+def _order_key(
+    ctx: MapContext, group: Group, number: int, used: set[str]
+) -> tuple[str, JSON | None]:
+    """(order part of Observation keys, identifier the DiagnosticReport is matched by)."""
+    if group.obr is None:
+        return f"patient:{group.patient.key}", None
+    placer, filler = _order_identifiers(group)
+    for candidate in (filler, placer):
+        if candidate is not None:
+            key = ids.key_part(candidate)
+            if key not in used:
+                used.add(key)
+                return key, candidate
+    return f"message:{ctx.msg.control_id}|{number}", None
+
+
+def _map_group(ctx: MapContext, group: Group, number: int, pcd: bool, used: set[str]) -> None:
+    order_key, order_id = _order_key(ctx, group, number, used)
+    obr_time = None
+    if group.obr is not None:
+        obr_time = ctx.at(group.obr, 7).datetime(val(first(group.obr, 7)))
+    arrange(ctx, group.entries, pcd)
+    seen: dict[str, int] = {}
+    for entry in group.entries:
+        if entry.observation:
+            entry.full_url = new_full_url()
+    observations = []
+    for entry in group.entries:
+        built = _observation(ctx, group, entry, order_key, obr_time, seen)
+        if built is not None and entry.observation:
+            observations.append((entry, built))
+    # Dependency order: members before the groups that list them. Groups (PCD channels) go
+    # last, deepest first; everything else keeps message order.
+    plain = [o for o in observations if not o[0].members]
+    groups = sorted((o for o in observations if o[0].members), key=lambda o: -o[0].depth)
+    for entry, (resource, match) in plain + groups:
+        members = [m.full_url for m in entry.members if m.full_url]
+        if members:
+            resource["hasMember"] = [{"reference": url} for url in members]
+        ctx.add(resource, "upsert", match, full_url=entry.full_url)
+    if group.obr is not None:
+        roots = [e for e, _ in observations if e.parent is None]
+        statuses = [resource["status"] for _, (resource, _) in observations]
+        _diagnostic_report(ctx, group, order_id, roots, statuses, obr_time)
+
+
+def _diagnostic_report(
+    ctx: MapContext,
+    group: Group,
+    order_id: JSON | None,
+    roots: list[Entry],
+    statuses: list[str],
+    start: str | None,
+) -> None:
+    obr = group.obr
+    assert obr is not None
+    at = ctx.at(obr)
+    code = dt.codeable_concept(first(obr, 4))
+    if code is None:
+        at.sub(4).error(101, "OBR-4 (universal service identifier) is empty")
+        return
+    placer, filler = _order_identifiers(group)
+    resource: JSON = {"resourceType": "DiagnosticReport"}
+    identifiers = [i for i in (placer, filler) if i is not None]
+    if identifiers:
+        resource["identifier"] = identifiers
+    resource["status"] = _report_status(at.sub(25), val(first(obr, 25)), statuses)
+    section = val(first(obr, 24))
+    if section:
+        resource["category"] = [{"coding": [{"system": t.V2 + "0074", "code": section}]}]
+    resource["code"] = code
+    resource["subject"] = {"reference": group.patient.full_url}
+    if group.encounter:
+        resource["encounter"] = {"reference": group.encounter}
+    end = at.sub(8).datetime(val(first(obr, 8)))
+    if start and end:
+        resource["effectivePeriod"] = {"start": start, "end": end}
+    elif start:
+        resource["effectiveDateTime"] = start
+    issued = at.sub(22).instant(val(first(obr, 22)))
+    if issued:
+        resource["issued"] = issued
+    if roots:
+        resource["result"] = [{"reference": e.full_url} for e in roots]
+    match = ids.match_of(order_id) if order_id else None
+    ctx.add(resource, "upsert" if match else "create", match)
+
+
+def _report_status(where: Where, code: str, statuses: list[str]) -> str:
+    if code:
+        found = t.RESULT_STATUS_0123.get(code.upper())
+        if found:
+            return found
+        where.warn(103, f"OBR-25: '{code}' is not in HL7 table 0123; status derived from OBX-11")
+    kinds = set(statuses) - {"unknown"}
+    if not kinds:
+        return "unknown"
+    if len(kinds) == 1:
+        only = kinds.pop()
+        same = {
+            "final": "final",
+            "preliminary": "preliminary",
+            "registered": "registered",
+            "cancelled": "cancelled",
+            "entered-in-error": "entered-in-error",
+            "corrected": "corrected",
+            "amended": "amended",
+        }
+        return same.get(only, "partial")
+    if kinds <= {"final", "corrected", "amended"}:
+        return "corrected"
+    return "partial"
+
+
+# --------------------------------------------------------------------------- observations
+
+
+def _code_key(code: JSON) -> str:
+    coding = (code.get("coding") or [{}])[0]
+    if coding.get("code"):
+        return f"{coding.get('system', '')}|{coding['code']}"
+    return f"|{code.get('text', '')}"
+
+
+def _observation(
+    ctx: MapContext,
+    group: Group,
+    entry: Entry,
+    order_key: str,
+    obr_time: str | None,
+    seen: dict[str, int],
+) -> tuple[JSON, str] | None:
+    obx, at = entry.obx, entry.where
+    code = dt.codeable_concept(first(obx, 3))
+    if code is None:
+        at.sub(3).error(101, "OBX-3 (observation identifier) is empty", 1)
+        return None
+    if not entry.observation:
+        return None
+    value = f"{order_key}|{_code_key(code)}|{entry.sub_id}"
+    seen[value] = seen.get(value, 0) + 1
+    if seen[value] > 1:
+        value += f"#{seen[value]}"
+    key = {"system": ids.OBSERVATION_KEY_SYSTEM, "value": value}
+    identifiers = [key]
+    instance = dt.ei_identifier(first(obx, 21), "FILL")
+    if instance:
+        identifiers.append(instance)
+    resource: JSON = {
+        "resourceType": "Observation",
+        "identifier": identifiers,
+        "status": ox.status(obx, at),
+        "code": code,
+        "subject": {"reference": group.patient.full_url},
+    }
+    if group.encounter:
+        resource["encounter"] = {"reference": group.encounter}
+    effective = at.sub(14).datetime(val(first(obx, 14))) or obr_time
+    if effective:
+        resource["effectiveDateTime"] = effective
+    performers = [
+        ref
+        for i, rep in at.sub(16).reps()
+        if (ref := practitioner_ref(ctx, rep, at.sub(16, i))) is not None
+    ]
+    if performers:
+        resource["performer"] = performers
+    resource.update(ox.values(obx, at, code))
+    if not any(k.startswith("value") or k == "component" for k in resource):
+        absent = ox.data_absent_reason(obx)
+        if absent:
+            resource["dataAbsentReason"] = absent
+    interpretation = ox.interpretations(obx, at)
+    if interpretation:
+        resource["interpretation"] = interpretation
+    notes = _notes(ctx, entry.notes)
+    if notes:
+        resource["note"] = notes
+    for n, element in ((20, "bodySite"), (17, "method")):
+        concept = dt.codeable_concept(first(obx, n))
+        if concept:
+            resource[element] = concept
+    if entry.device:
+        resource["device"] = entry.device
+    ranges = ox.reference_range(obx, ox.units(obx))
+    if ranges:
+        resource["referenceRange"] = ranges
+    return resource, ids.match_of(key)
+
+
+def _notes(ctx: MapContext, ntes: list[Segment]) -> list[JSON]:
+    """NTE-3 (FT, repeating lines) -> Annotation.text; NTE-6 -> Annotation.time."""
+    out = []
+    for nte in ntes:
+        at = ctx.at(nte, 3)
+        text = "\n".join(s for _, rep in at.reps() if (s := at.text(rep)))
+        if not text:
+            continue
+        note: JSON = {"text": text}
+        when = ctx.at(nte, 6).datetime(val(first(nte, 6)))
+        if when:
+            note["time"] = when
+        out.append(note)
+    return out

@@ -1,0 +1,213 @@
+"""PID -> Patient (IG "Segment PID to Patient Map", mappings/segments PID[Patient]).
+
+Mapped: PID-2/3/4 identifiers (CX, type from CX.5, system and assigner from CX.4), PID-19
+SSN, PID-5 and PID-9 names, PID-7 birthDate, PID-8 gender, PID-11 addresses with PID-12
+county, PID-13/14/40 telecoms, PID-15 communication.language, PID-16 maritalStatus, PID-24/25
+multipleBirth, PID-29/30 deceased. Not mapped (no core element, extensions left for later):
+PID-6, PID-10, PID-17, PID-22, PID-23, PID-26..28, PID-31..39, the birth-time extension.
+
+**Match rule.** A Patient is found by the first PID-3 repetition that has a value and a
+system (see identifiers.hd_system); failing that, the first with a value, matched as a
+system-less identifier. That identifier is the same whichever message (ADT upsert, ORU
+ensure, A40 survivor) carries the PID.
+
+**nulls.** A top-level element is listed when its source fields hold ``""`` and none of them
+holds a value (PID-13 ``""`` with PID-14 empty -> ``telecom``). For the choice elements
+(deceased[x], multipleBirth[x]) the variant not sent is also listed whenever one is set, so a
+merge-update never leaves both variants on the stored Patient.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hl7_adapters.mapping import datatypes as dt
+from hl7_adapters.mapping import identifiers as ids
+from hl7_adapters.mapping import tables as t
+from hl7_adapters.mapping.context import MapContext, Where, field_is_null, first, val
+from hl7_adapters.values import Repetition, Segment
+
+JSON = dict[str, Any]
+SSN_SYSTEM = "http://hl7.org/fhir/sid/us-ssn"
+BCP47 = "urn:ietf:bcp:47"
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
+
+# Top-level element -> the PID fields it is built from (for nulls).
+_SOURCES: dict[str, tuple[int, ...]] = {
+    "name": (5, 9),
+    "birthDate": (7,),
+    "gender": (8,),
+    "address": (11, 12),
+    "telecom": (13, 14, 40),
+    "communication": (15,),
+    "maritalStatus": (16,),
+    "deceasedDateTime": (29,),
+    "deceasedBoolean": (30,),
+    "multipleBirthInteger": (25,),
+    "multipleBirthBoolean": (24,),
+}
+_CHOICES = (
+    ("deceasedDateTime", "deceasedBoolean"),
+    ("multipleBirthInteger", "multipleBirthBoolean"),
+)
+
+
+def patient_identifiers(ctx: MapContext, pid: Segment, field: int = 3) -> list[JSON]:
+    """The Identifiers of one CX field (PID-3, MRG-1), in order, without empty ones."""
+    where = ctx.at(pid, field)
+    found = []
+    for i, rep in where.reps():
+        ident = dt.cx_identifier(rep, where.sub(field, i))
+        if ident is not None:
+            found.append(ident)
+    return found
+
+
+def match_identifier(identifiers: list[JSON]) -> JSON | None:
+    """The identifier a Patient is matched by (rule in the module doc)."""
+    for ident in identifiers:
+        if ident.get("system"):
+            return ident
+    return identifiers[0] if identifiers else None
+
+
+def patient_match(ctx: MapContext, pid: Segment, field: int = 3) -> tuple[str, JSON]:
+    """(match query, identifier) for PID-3 (or MRG-1); a missing value is a content error."""
+    ident = match_identifier(patient_identifiers(ctx, pid, field))
+    if ident is None:
+        ctx.at(pid, field).error(
+            101,
+            f"{pid.id}-{field} holds no identifier value (CX.1); the patient cannot be identified",
+            1,
+        )
+        return "", {}
+    return ids.match_of(ident), ident
+
+
+def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
+    """(Patient resource, nulls) for one PID segment."""
+    at = ctx.at(pid)
+    identifiers: list[JSON] = []
+    for field in (2, 3, 4):
+        for ident in patient_identifiers(ctx, pid, field):
+            if all(
+                (i.get("system"), i["value"]) != (ident.get("system"), ident["value"])
+                for i in identifiers
+            ):
+                identifiers.append(ident)
+    ssn = val(first(pid, 19))
+    if ssn and all(i["value"] != ssn for i in identifiers):
+        identifiers.append(
+            {
+                "type": {
+                    "coding": [
+                        {"system": t.V2 + "0203", "code": "SS", "display": "Social Security number"}
+                    ]
+                },
+                "system": SSN_SYSTEM,
+                "value": ssn,
+            }
+        )
+
+    names = [
+        n
+        for f in (5, 9)
+        for i, r in at.sub(f).reps()
+        if (n := dt.human_name(r, at.sub(f, i))) is not None
+    ]
+    addresses = [a for i, r in at.sub(11).reps() if (a := dt.address(r, at.sub(11, i))) is not None]
+    county = val(first(pid, 12))
+    if county:
+        if not addresses:
+            addresses = [{"district": county}]
+        elif len(addresses) == 1 and "district" not in addresses[0]:
+            addresses[0]["district"] = county
+    telecom = [
+        c
+        for f, use in ((13, "home"), (14, "work"), (40, None))
+        for i, r in at.sub(f).reps()
+        if (c := dt.contact_point(r, at.sub(f, i), use)) is not None
+    ]
+
+    resource: JSON = {"resourceType": "Patient", "identifier": identifiers}
+    if names:
+        resource["name"] = names
+    birth = at.sub(7).date(val(first(pid, 7)))
+    if birth:
+        resource["birthDate"] = birth
+    gender = _gender(at.sub(8), val(first(pid, 8)))
+    if gender:
+        resource["gender"] = gender
+    if addresses:
+        resource["address"] = addresses
+    if telecom:
+        resource["telecom"] = telecom
+    language = _language(first(pid, 15))
+    if language:
+        resource["communication"] = [{"language": language}]
+    marital = dt.mapped_concept(first(pid, 16), t.MARITAL_0002, "0002", at.sub(16))
+    if marital:
+        resource["maritalStatus"] = marital
+    _choices(resource, pid, at)
+    return resource, _nulls(pid, resource)
+
+
+def _language(rep: Repetition | None) -> JSON | None:
+    """PID-15: a code that is a language tag (``en``, ``en-US``, ``ara``) sent as HL70296,
+    ISO639 or without a system is given the BCP-47 system FHIR binds languages to."""
+    concept = dt.codeable_concept(rep)
+    for coding in (concept or {}).get("coding", []):
+        system = coding.get("system")
+        if _LANGUAGE_TAG.fullmatch(coding["code"]) and system in (None, BCP47, t.V2 + "0296"):
+            coding["system"] = BCP47
+    return concept
+
+
+def _gender(where: Where, code: str) -> str | None:
+    if not code:
+        return None
+    gender = t.GENDER_0001.get(code.upper())
+    if gender is None:
+        where.warn(103, f"PID-8: '{code}' is not in HL7 table 0001; gender left out")
+    return gender
+
+
+def _boolean(where: Where, code: str) -> bool | None:
+    if not code:
+        return None
+    found = t.YES_NO_0136.get(code.upper())
+    if found is None:
+        where.warn(103, f"{where.name()}: '{code}' is not Y or N (HL7 table 0136); left out")
+    return found
+
+
+def _choices(resource: JSON, pid: Segment, at: Where) -> None:
+    """deceased[x] (PID-29, else PID-30) and multipleBirth[x] (PID-25, else PID-24)."""
+    died = at.sub(29).datetime(val(first(pid, 29)))
+    if died:
+        resource["deceasedDateTime"] = died
+    else:
+        dead = _boolean(at.sub(30), val(first(pid, 30)))
+        if dead is not None:
+            resource["deceasedBoolean"] = dead
+    order = val(first(pid, 25))
+    if order.isdigit():
+        resource["multipleBirthInteger"] = int(order)
+    else:
+        multiple = _boolean(at.sub(24), val(first(pid, 24)))
+        if multiple is not None:
+            resource["multipleBirthBoolean"] = multiple
+
+
+def _nulls(pid: Segment, resource: JSON) -> frozenset[str]:
+    nulls = {
+        element
+        for element, fields in _SOURCES.items()
+        if element not in resource and any(field_is_null(pid, f) for f in fields)
+    }
+    for pair in _CHOICES:
+        for element in pair:
+            if element in resource:
+                nulls.update(other for other in pair if other != element)
+    return frozenset(nulls)

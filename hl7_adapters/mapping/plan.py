@@ -1,0 +1,72 @@
+"""What a mapped HL7 v2 message asks of the FHIR store: the contract between mapping and applying.
+
+Mapping (the rest of this package) is pure: ER7 message in, a :class:`MappingResult` out, no
+database. Applying (``hl7_adapters/apply.py``) turns the result into interactions on the one
+door, inside one unit of work, in the order given. Keeping the two apart lets every mapping
+table be tested field by field without a server, and keeps the door the only writer.
+
+References between planned resources use their ``full_url`` (``urn:uuid:...``), as inside a
+FHIR transaction Bundle; the applier rewrites them to the ids the resources end up with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hl7_adapters.ack import AckError
+
+# upsert: find by `match`; if found, merge the mapped elements into it (elements present in
+#         the message replace the stored ones, `nulls` are removed, the rest is kept) and
+#         update; else create. (A08 updating a Patient, a corrected OBX updating its Observation.)
+# ensure: find by `match`; if found, use it unchanged; else create. (A Practitioner named in
+#         PV1-7, a Device named in OBX-18, the Patient of an ORU whose PID only identifies.)
+# create: always a new resource (nothing identifies it across messages).
+Mode = Literal["upsert", "ensure", "create"]
+
+
+@dataclass
+class Planned:
+    full_url: str  # "urn:uuid:<uuid4>"; other planned resources reference it by this
+    resource: dict[str, Any]  # FHIR R4 JSON, without id/meta
+    mode: Mode = "create"
+    match: str | None = None  # search query that finds the stored instance: "identifier=sys|val"
+    nulls: frozenset[str] = frozenset()  # top-level elements the message deleted with ""
+
+    @property
+    def resource_type(self) -> str:
+        return str(self.resource["resourceType"])
+
+
+@dataclass
+class Merge:
+    """A40: the patient found by `retired` is merged into the one found by `survivor`."""
+
+    survivor: str  # Patient search query, e.g. "identifier=urn:oid:2.16.840.1.113883.19|123"
+    retired: str
+    survivor_full_url: str | None = None  # when the message also planned the survivor
+
+
+@dataclass
+class MappingResult:
+    planned: list[Planned] = field(default_factory=list)  # dependency order: referenced first
+    merges: list[Merge] = field(default_factory=list)
+    event_time: str | None = None  # FHIR instant of EVN-2, else MSH-7 (ordering of updates)
+    patient_match: str | None = None  # the Patient this message is about (ordering key)
+    warnings: list[AckError] = field(default_factory=list)  # non-fatal: ERR severity W in the AA
+
+
+class MappingError(Exception):
+    """Content the mapping cannot accept (a required field missing or unreadable): AE."""
+
+    def __init__(self, errors: list[AckError]) -> None:
+        super().__init__("; ".join(e.text for e in errors))
+        self.errors = errors
+
+
+class UnsupportedMessage(Exception):
+    """A message type, trigger or version this server does not map: AR."""
+
+    def __init__(self, error: AckError) -> None:
+        super().__init__(error.text)
+        self.error = error

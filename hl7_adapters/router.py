@@ -1,0 +1,64 @@
+"""POST /hl7/v2: one ER7 message (or batch) in the body, its ACK in the answer.
+
+The HL7 v2 over HTTP way for senders that cannot keep an MLLP connection: a backend-services
+bearer token is required (401 without, as on /fhir), and its grant is what the door enforces
+for every resource the message writes (a token without the needed `system/` scopes gets an
+AR, and nothing is written). The answer is 200 with the ACK whatever the HL7 outcome: the
+ACK says it. Unlike MLLP, an ACK is always sent, even when MSH-15/16 ask for none: an HTTP
+request must be answered, and the answer costs nothing more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.auth.enforcement import unauthorized
+from app.context import RequestContext
+from app.errors import FhirError, UnsupportedMediaType
+
+ER7_TYPE = "x-application/hl7-v2+er7"
+ACCEPTED_TYPES = frozenset({ER7_TYPE, "application/hl7-v2", "application/hl7-v2+er7", "text/plain"})
+
+
+def routes() -> list[Route]:
+    return [Route("/hl7/v2", hl7_endpoint, methods=["POST"], include_in_schema=False)]
+
+
+async def hl7_endpoint(request: Request) -> Response:
+    ctx = _anonymous(request)
+    try:
+        grant = request.app.state.auth.authenticate(request.headers.get("authorization"))
+        if grant is None:
+            raise unauthorized("a bearer token is required")
+        ctx = dataclasses.replace(ctx, client_id=grant.client_id, user=grant.fhir_user, grant=grant)
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in ACCEPTED_TYPES:
+            raise UnsupportedMediaType(
+                f"send the ER7 message as {ER7_TYPE}, application/hl7-v2 or text/plain"
+            )
+        body = await request.body()
+        if len(body) > request.app.state.settings.mllp_max_message_bytes:
+            raise FhirError("HL7 message too large", status=413)
+    except FhirError as exc:  # refused before any message was read: audited all the same
+        await run_in_threadpool(request.app.state.audit.record_request_failure, ctx, exc)
+        raise
+    ingest = request.app.state.hl7.ingest
+    ack = await run_in_threadpool(
+        ingest.handle, body, channel="http", peer=ctx.remote_addr, ctx=ctx, always_ack=True
+    )
+    return Response(content=ack, media_type=ER7_TYPE)
+
+
+def _anonymous(request: Request) -> RequestContext:
+    client = request.client
+    return RequestContext(
+        channel="hl7",
+        remote_addr=client.host if client else None,
+        base_url=request.app.state.settings.fhir_base_url,
+        request_line=f"{request.method} {request.url.path}",
+    )

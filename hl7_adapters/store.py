@@ -1,0 +1,199 @@
+"""Rows of the message store (``tables.py``): building them, finding earlier receipts of the
+same message, writing them in the caller's unit of work, and the error queue.
+
+Writes happen inside a unit of work opened on the door (``FhirService.unit_of_work``), so a
+message's row commits or rolls back with the resources it produced and its audit record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+
+from app.fhir.storage import UnitOfWork, now_us
+from hl7_adapters.er7 import Message
+from hl7_adapters.tables import HEADER_LIMIT, QUEUED, hl7_message
+
+c = hl7_message.c
+ERROR_LIMIT = 4000
+
+
+def clean(value: str, limit: int = HEADER_LIMIT) -> str:
+    """A value fit for a text column: no control characters but line breaks and tabs
+    (PostgreSQL refuses NUL in text), cut to `limit`. The raw bytes keep the exact value."""
+    if value.isprintable():
+        return value[:limit]
+    kept = "".join(ch if ch in "\r\n\t" or ch.isprintable() else "" for ch in value[: limit * 2])
+    return kept[:limit]
+
+
+def new_row(raw: bytes, msg: Message | None, *, channel: str, peer: str | None) -> dict[str, Any]:
+    """A complete row (every column: staged rows are inserted column for column) for a
+    message as received; status and outcome columns are filled in when it is decided."""
+    row: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "received": now_us(),
+        "channel": channel,
+        "peer": clean(peer or "", 128) or None,
+        "sending_application": "",
+        "sending_facility": "",
+        "receiving_application": "",
+        "receiving_facility": "",
+        "control_id": "",
+        "message_code": "",
+        "trigger_event": "",
+        "version": "",
+        "event_time": None,
+        "content_hash": hashlib.sha256(raw).digest(),
+        "raw": raw,
+        "status": "rejected",
+        "ack": None,
+        "ack_code": None,
+        "error": None,
+        "produced": None,
+        "provenance_id": None,
+        "duplicate_of": None,
+        "superseded_by": None,
+        "control_id_reuse_of": None,
+        "reprocess_count": 0,
+        "reprocessed_at": None,
+    }
+    if msg is not None:
+        row.update(header_values(msg))
+    return row
+
+
+def header_values(msg: Message) -> dict[str, str]:
+    return {
+        "sending_application": clean(msg.sending_application.raw),
+        "sending_facility": clean(msg.sending_facility.raw),
+        "receiving_application": clean(msg.receiving_application.raw),
+        "receiving_facility": clean(msg.receiving_facility.raw),
+        "control_id": clean(msg.control_id),
+        "message_code": clean(msg.message_code, 16),
+        "trigger_event": clean(msg.trigger_event, 16),
+        "version": clean(msg.version, 16),
+    }
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """What the store already holds under a message's sender and control id."""
+
+    accepted: Any | None  # the latest accepted receipt of the same bytes (a re-send of it)
+    failed: list[str]  # error/rejected receipts of the same bytes (a retry supersedes them)
+    other_content: str | None  # a receipt with the same control id but other bytes
+
+
+def earlier(uow: UnitOfWork, row: dict[str, Any]) -> Earlier:
+    uow.flush()
+    key = (
+        (c.sending_application == row["sending_application"])
+        & (c.sending_facility == row["sending_facility"])
+        & (c.control_id == row["control_id"])
+    )
+    same = list(
+        uow.conn.execute(
+            select(c.id, c.status, c.ack, c.reprocess_count)
+            .where(key, c.content_hash == row["content_hash"], c.id != row["id"])
+            .where(c.status.in_(("accepted", *QUEUED)))
+            .order_by(c.received.desc())
+        )
+    )
+    accepted = next((r for r in same if r.status == "accepted"), None)
+    other = uow.conn.execute(
+        select(c.id).where(key, c.content_hash != row["content_hash"]).limit(1)
+    ).scalar()
+    return Earlier(accepted, [r.id for r in same if r.status in QUEUED], other)
+
+
+def save(uow: UnitOfWork, row: dict[str, Any], *, reprocessed: bool, supersedes: list[str]) -> None:
+    """Insert a new receipt, or (reprocess) record the new outcome on the stored one; mark
+    earlier failed receipts of the same bytes as superseded by it."""
+    if row["error"]:  # error texts quote the sender's values, which may hold any byte
+        row["error"] = clean(row["error"], ERROR_LIMIT)
+    if reprocessed:
+        uow.flush()
+        uow.conn.execute(
+            update(hl7_message)
+            .where(c.id == row["id"])
+            .values(
+                status=row["status"],
+                error=row["error"],
+                produced=row["produced"],
+                provenance_id=row["provenance_id"],
+                event_time=row["event_time"],
+                reprocess_count=c.reprocess_count + 1,
+                reprocessed_at=now_us(),
+            )
+        )
+    else:
+        uow.stage(hl7_message, row)
+    if supersedes:
+        uow.flush()
+        uow.conn.execute(
+            update(hl7_message)
+            .where(c.id.in_(supersedes), c.status.in_(QUEUED))
+            .values(status="superseded", superseded_by=row["id"])
+        )
+
+
+def produced_json(refs: list[str]) -> str | None:
+    return json.dumps(refs) if refs else None
+
+
+# ---------------------------------------------------------------- reading (CLI, tests)
+
+SUMMARY_COLUMNS = (
+    c.id,
+    c.received,
+    c.channel,
+    c.peer,
+    c.status,
+    c.sending_application,
+    c.sending_facility,
+    c.control_id,
+    c.message_code,
+    c.trigger_event,
+    c.version,
+    c.ack_code,
+    c.error,
+    c.produced,
+    c.provenance_id,
+    c.duplicate_of,
+    c.superseded_by,
+    c.control_id_reuse_of,
+    c.reprocess_count,
+)
+
+
+def summary(row: Any) -> dict[str, Any]:
+    """A row as JSON-friendly values (never the raw message: it is PHI)."""
+    out = {col.name: getattr(row, col.name) for col in SUMMARY_COLUMNS}
+    out["produced"] = json.loads(row.produced) if row.produced else []
+    return out
+
+
+def load(engine: Engine, message_id: str) -> Any | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(*SUMMARY_COLUMNS, c.raw, c.ack).where(c.id == message_id)
+        ).first()
+
+
+def error_queue(engine: Engine, *, limit: int = 100) -> list[Any]:
+    """Messages waiting for a fix, oldest first."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(*SUMMARY_COLUMNS)
+                .where(c.status.in_(QUEUED))
+                .order_by(c.received, c.id)
+                .limit(limit)
+            )
+        )

@@ -1,0 +1,503 @@
+"""HL7 v2 ADT -> FHIR mapping (hl7_adapters.mapping), field by field on our own fixtures.
+
+Fixtures: tests/hl7_fixtures/mapping/ (adt_a01_v251: v2.5.1 with escapes, repetitions and
+every segment we map; adt_a08_v23_nulls: v2.3 with ``""`` deletes and bad codes;
+adt_a40_pairs: two PID/MRG pairs) and tests/hl7_fixtures/adt_a40_two_pairs.hl7 (v2.4).
+Every planned resource is validated with app.fhir.validation.validate_resource.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.fhir.validation import validate_resource
+from hl7_adapters.er7 import Message, parse_message
+from hl7_adapters.mapping import (
+    MappingError,
+    MappingResult,
+    Planned,
+    UnsupportedMessage,
+    map_message,
+)
+from hl7_adapters.mapping.identifiers import identifier_match
+
+FIXTURES = Path(__file__).parent / "hl7_fixtures"
+MAPPING = FIXTURES / "mapping"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+
+
+def load(name: str) -> Message:
+    return parse_message((MAPPING / name).read_bytes())
+
+
+def references(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["reference"]] if isinstance(node.get("reference"), str) else []
+        return found + [r for v in node.values() for r in references(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in references(v)]
+    return []
+
+
+def check(result: MappingResult) -> MappingResult:
+    """Every resource valid R4; references only to resources planned earlier; matches set."""
+    seen: set[str] = set()
+    for planned in result.planned:
+        validate_resource(planned.resource, expected_type=planned.resource_type)
+        assert planned.full_url.startswith("urn:uuid:")
+        assert "id" not in planned.resource and "meta" not in planned.resource
+        for ref in references(planned.resource):
+            assert ref in seen, f"{planned.resource_type} references {ref} before it is planned"
+        if planned.mode in ("upsert", "ensure"):
+            assert planned.match and planned.match.startswith("identifier=")
+        seen.add(planned.full_url)
+    return result
+
+
+def mapped(msg: Message | bytes | str) -> MappingResult:
+    if isinstance(msg, str):
+        msg = msg.replace("\n", "\r").encode()
+    if isinstance(msg, bytes):
+        msg = parse_message(msg)
+    return check(map_message(msg))
+
+
+def only(result: MappingResult, rtype: str) -> Planned:
+    found = of_type(result, rtype)
+    assert len(found) == 1, f"expected one {rtype}, got {len(found)}"
+    return found[0]
+
+
+def of_type(result: MappingResult, rtype: str) -> list[Planned]:
+    return [p for p in result.planned if p.resource_type == rtype]
+
+
+def by_url(result: MappingResult, url: str) -> Planned:
+    return next(p for p in result.planned if p.full_url == url)
+
+
+# --------------------------------------------------------------------------- A01 v2.5.1
+
+
+def test_a01_patient_field_by_field() -> None:
+    result = mapped(load("adt_a01_v251.hl7"))
+    patient = only(result, "Patient")
+    res = patient.resource
+    assert patient.mode == "upsert"
+    assert patient.match == "identifier=urn:oid:1.2.3.4|12345"
+    assert result.patient_match == patient.match
+    assert result.event_time == "2024-01-31T15:44:00+01:00"  # EVN-2, not MSH-7
+    assert result.merges == [] and result.warnings == []
+
+    mr, ss, pi = res["identifier"]  # the empty third PID-3 repetition is skipped
+    assert mr == {
+        "type": {"coding": [{"system": V2_0203, "code": "MR", "display": "Medical record number"}]},
+        "system": "urn:oid:1.2.3.4",
+        "value": "12345",
+        "assigner": {
+            "identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:oid:1.2.3.4"},
+            "display": "GENHOSP",
+        },
+    }
+    assert (ss["system"], ss["value"], ss["type"]["coding"][0]["code"]) == (
+        "urn:oid:2.16.840.1.113883.4.1",
+        "987-65-4321",
+        "SS",
+    )
+    assert (pi["system"], pi["value"], pi["assigner"]) == (
+        "urn:medisentinel:hl7v2:aa:LOCALREG",
+        "X99",
+        {"display": "LOCALREG"},
+    )
+
+    official, nickname = res["name"]
+    assert official == {
+        "use": "official",
+        "family": "O^Brien&Smith",  # \S\ and \T\ unescaped
+        "given": ["Mary", "Ann"],
+        "prefix": ["Dr."],
+        "suffix": ["Jr", "PhD"],
+    }
+    assert nickname == {"use": "nickname", "family": "Molly"}
+    assert res["birthDate"] == "1970-03-15"
+    assert res["gender"] == "female"
+    home, postal = res["address"]
+    assert home == {
+        "use": "home",
+        "line": ["12 Main St~Apt 4", "Unit B"],  # \R\ is a literal repetition character
+        "city": "Springfield",
+        "state": "IL",
+        "postalCode": "62701",
+        "country": "USA",
+        "district": "Sangamon",
+    }
+    assert postal["type"] == "postal" and "use" not in postal
+    assert res["telecom"] == [
+        {"system": "phone", "value": "+1 555 5551234", "use": "home"},
+        {"system": "email", "value": "mary@example.org", "use": "home"},
+        {"system": "phone", "value": "(555)555-9876", "use": "work"},
+    ]
+    assert res["communication"] == [
+        {
+            "language": {
+                "coding": [{"system": "urn:ietf:bcp:47", "code": "en", "display": "English"}]
+            }
+        }
+    ]
+    assert res["maritalStatus"]["coding"] == [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus",
+            "code": "M",
+            "display": "Married",
+        },
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/v2-0002",
+            "code": "M",
+            "display": "Married",
+        },
+    ]
+    assert res["deceasedBoolean"] is False  # PID-30 N
+    assert patient.nulls == {"deceasedDateTime"}  # the other deceased[x] variant is cleared
+
+
+def test_a01_encounter_practitioners_location() -> None:
+    result = mapped(load("adt_a01_v251.hl7"))
+    patient = only(result, "Patient")
+    encounter = only(result, "Encounter")
+    enc = encounter.resource
+    assert encounter.mode == "upsert"
+    assert encounter.match == "identifier=urn:oid:1.2.3.4|V0001"
+    assert enc["status"] == "in-progress"
+    assert enc["class"] == {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+        "code": "IMP",
+        "display": "inpatient encounter",
+    }
+    assert enc["subject"] == {"reference": patient.full_url}
+    visit = enc["identifier"][0]
+    assert (visit["value"], visit["system"], visit["type"]["coding"][0]["code"]) == (
+        "V0001",
+        "urn:oid:1.2.3.4",
+        "VN",
+    )
+    assert enc["period"] == {"start": "2024-01-31T15:00:00+01:00"}
+    assert enc["serviceType"] == {"coding": [{"code": "MED"}]}
+    assert enc["reasonCode"] == [{"coding": [{"code": "CHEST", "display": "Chest pain"}]}]
+    assert enc["hospitalization"] == {"admitSource": {"coding": [{"code": "7"}]}}
+
+    (where,) = enc["location"]
+    location = by_url(result, where["location"]["reference"])
+    assert where["status"] == "active"
+    assert location.mode == "ensure"
+    assert location.resource["name"] == "WARD1 101 A"
+    assert location.resource["identifier"] == [
+        {"system": "urn:medisentinel:hl7v2:location", "value": "GENHOSP^WARD1^101^A"}
+    ]
+    assert location.resource["physicalType"]["coding"][0]["code"] == "bd"
+
+    roles = [
+        (p["type"][0]["coding"][0]["code"], p["individual"].get("display"))
+        for p in enc["participant"]
+    ]
+    assert roles == [
+        ("ATND", "Dr. Alice Attend MD"),
+        ("ATND", "Ned Nameless"),
+        ("REF", "Rita Refer"),
+        ("ADM", "Adam Admit"),
+        ("ADM", "Dr. Alice Attend MD"),
+    ]
+    ned = enc["participant"][1]["individual"]
+    assert "reference" not in ned  # no XCN.1: named only, never a duplicate Practitioner
+    practitioners = of_type(result, "Practitioner")
+    assert len(practitioners) == 3  # Alice appears twice (PV1-7, PV1-17) and is planned once
+    alice = by_url(result, enc["participant"][0]["individual"]["reference"])
+    assert enc["participant"][4]["individual"]["reference"] == alice.full_url
+    assert alice.mode == "ensure" and alice.match == "identifier=urn:oid:1.2.3.4|1234"
+    assert alice.resource["name"] == [
+        {
+            "use": "official",
+            "family": "Attend",
+            "given": ["Alice"],
+            "prefix": ["Dr."],
+            "suffix": ["MD"],
+        }
+    ]
+    assert alice.resource["identifier"][0]["type"]["coding"][0]["code"] == "DN"
+    rita = by_url(result, enc["participant"][2]["individual"]["reference"])
+    assert rita.match == "identifier=|2222"  # no XCN.9: a system-less identifier
+
+
+def test_a01_related_persons() -> None:
+    result = mapped(load("adt_a01_v251.hl7"))
+    patient = only(result, "Patient")
+    spouse, mother = of_type(result, "RelatedPerson")
+    key = "urn:oid:1.2.3.4|12345"
+    assert spouse.mode == "upsert"
+    assert spouse.resource["identifier"] == [
+        {"system": "urn:medisentinel:hl7v2:nk1", "value": f"{key}|1"}
+    ]
+    assert spouse.match == identifier_match("urn:medisentinel:hl7v2:nk1", f"{key}|1")
+    assert mother.resource["identifier"][0]["value"] == f"{key}|2"
+    res = spouse.resource
+    assert res["patient"] == {"reference": patient.full_url}
+    relationship, role = res["relationship"]
+    assert relationship["coding"][0] == {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode",
+        "code": "SPS",
+        "display": "spouse",
+    }
+    assert relationship["coding"][1]["code"] == "SPO"
+    assert role == {
+        "coding": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/v2-0131",
+                "code": "N",
+                "display": "Next-of-Kin",
+            }
+        ]
+    }
+    assert res["name"] == [{"use": "official", "family": "Smith", "given": ["John"]}]
+    assert res["telecom"] == [
+        {"system": "phone", "value": "+1 555 5559999", "use": "home"},
+        {"system": "phone", "value": "+1 555 5550000", "use": "work"},
+    ]
+    assert res["address"][0]["line"] == ["1 Elm St"]
+    assert (res["gender"], res["birthDate"]) == ("male", "1968-01-01")
+    assert mother.resource["relationship"][0]["coding"][0]["code"] == "MTH"
+
+
+def test_a01_allergies() -> None:
+    result = mapped(load("adt_a01_v251.hl7"))
+    penicillin, peanuts = of_type(result, "AllergyIntolerance")
+    rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
+    res = penicillin.resource
+    assert penicillin.mode == "upsert"
+    assert res["identifier"] == [
+        {"system": "urn:medisentinel:hl7v2:al1", "value": f"urn:oid:1.2.3.4|12345|{rxnorm}|70618"}
+    ]
+    assert res["code"] == {"coding": [{"system": rxnorm, "code": "70618", "display": "Penicillin"}]}
+    assert res["clinicalStatus"]["coding"][0]["code"] == "active"
+    assert (res["type"], res["category"], res["criticality"]) == ("allergy", ["medication"], "high")
+    assert res["reaction"] == [
+        {"manifestation": [{"text": "Hives"}, {"text": "Rash"}], "severity": "severe"}
+    ]
+    assert res["onsetDateTime"] == "2020-01-01"
+    food = peanuts.resource
+    assert food["code"] == {"text": "Peanuts"}
+    assert food["identifier"][0]["value"] == "urn:oid:1.2.3.4|12345||Peanuts"
+    assert (food["category"], food["criticality"]) == (["food"], "low")
+    assert "reaction" not in food
+
+
+def test_resend_gives_the_same_matches() -> None:
+    """A re-sent message must find the same resources: every match is deterministic."""
+    first = mapped(load("adt_a01_v251.hl7"))
+    second = mapped(load("adt_a01_v251.hl7"))
+    assert [(p.resource_type, p.mode, p.match) for p in first.planned] == [
+        (p.resource_type, p.mode, p.match) for p in second.planned
+    ]
+    assert len({p.full_url for p in first.planned} & {p.full_url for p in second.planned}) == 0
+
+
+# --------------------------------------------------------------------------- A08 v2.3
+
+
+def test_a08_v23_nulls_and_warnings() -> None:
+    result = mapped(load("adt_a08_v23_nulls.hl7"))
+    patient = only(result, "Patient")
+    res = patient.resource
+    assert patient.match == "identifier=urn:medisentinel:hl7v2:aa:OLDHOSP|4711"
+    assert patient.nulls == {
+        "telecom",  # PID-13 "" (PID-14, PID-40 empty)
+        "maritalStatus",  # PID-16 ""
+        "deceasedDateTime",  # PID-29 ""
+        "deceasedBoolean",  # PID-30 ""
+        "multipleBirthInteger",  # PID-24 Y set multipleBirthBoolean
+    }
+    assert "telecom" not in res and "maritalStatus" not in res
+    assert "address" not in res and "address" not in patient.nulls  # empty is not a delete
+    assert res["identifier"][0] == {"value": "4711"}  # PID-2 without assigning authority
+    assert res["name"] == [{"family": "DOE", "given": ["JOHN", "Q"]}]
+    assert res["multipleBirthBoolean"] is True
+    assert "birthDate" not in res and "gender" not in res
+    warnings = [(w.code, w.segment, w.sequence, w.field, w.severity) for w in result.warnings]
+    assert (102, "PID", 1, 7, "W") in warnings  # 19450229 does not exist
+    assert (103, "PID", 1, 8, "W") in warnings  # X is not in table 0001
+    assert result.event_time == "2003-02-01T11:59:00"  # v2.3 without offset, as sent
+
+    encounter = only(result, "Encounter")
+    assert encounter.match == "identifier=|VN42"
+    assert encounter.resource["status"] == "in-progress"  # A08: from PV1 (class O, no PV1-45)
+    assert encounter.resource["class"]["code"] == "AMB"
+    # PV1-44 has a time but neither it nor MSH-7 has a zone: FHIR needs one, so a date.
+    assert encounter.resource["period"] == {"start": "2003-02-01"}
+    assert (102, "PV1", 1, 44, "W") in warnings
+
+
+def test_default_offset_completes_times_without_zone() -> None:
+    msg = load("adt_a08_v23_nulls.hl7")
+    result = check(map_message(msg, default_offset="-05:00"))
+    encounter = only(result, "Encounter")
+    assert encounter.resource["period"] == {"start": "2003-02-01T09:00:00-05:00"}
+    assert result.event_time == "2003-02-01T11:59:00-05:00"
+
+
+# --------------------------------------------------------------------------- events
+
+TEMPLATE = (
+    "MSH|^~\\&|REG|GENHOSP|MEDISENTINEL|HUB|20240301080000+0100||ADT^{trigger}|C{trigger}|P|2.5\n"
+    "EVN|{trigger}|20240301080000+0100\n"
+    "PID|1||555^^^GENHOSP^MR||Event^Eve||19900101|F\n"
+    "PV1|1|{klass}|WARD2^1^1||||||||||||||||{visit}|||||||||||||||||||||||||{admit}|{discharge}\n"
+)
+
+
+def adt(trigger: str, klass: str = "I", visit: str = "V77", discharge: str = "") -> str:
+    return TEMPLATE.format(
+        trigger=trigger, klass=klass, visit=visit, admit="20240301070000+0100", discharge=discharge
+    )
+
+
+@pytest.mark.parametrize(
+    ("trigger", "klass", "discharge", "status"),
+    [
+        ("A01", "I", "", "in-progress"),  # IG Event[EncounterStatus]
+        ("A02", "I", "", "in-progress"),
+        ("A03", "I", "20240302100000+0100", "finished"),
+        ("A04", "O", "", "planned"),
+        ("A05", "P", "", "planned"),
+        ("A11", "I", "", "cancelled"),
+        ("A13", "I", "", "in-progress"),
+        ("A08", "I", "", "in-progress"),  # no event status: PV1 class I
+        ("A08", "I", "20240302100000+0100", "finished"),  # PV1-45 valued
+        ("A08", "P", "", "planned"),  # PV1 class P
+        ("A31", "E", "", "in-progress"),
+    ],
+)
+def test_encounter_status_by_event(trigger: str, klass: str, discharge: str, status: str) -> None:
+    result = mapped(adt(trigger, klass, discharge=discharge))
+    encounter = only(result, "Encounter")
+    assert encounter.resource["status"] == status
+    assert encounter.mode == "upsert"
+    assert encounter.match == "identifier=|V77"
+    if discharge:
+        assert encounter.resource["period"]["end"] == "2024-03-02T10:00:00+01:00"
+    planned_location = only(result, "Location")
+    expected = "planned" if klass == "P" else "active"
+    assert encounter.resource["location"] == [
+        {
+            "location": {"reference": planned_location.full_url, "display": "WARD2 1 1"},
+            "status": expected,
+        }
+    ]
+
+
+def test_visit_number_rules() -> None:
+    created = mapped(adt("A04", visit=""))  # a new visit without number: created
+    encounter = only(created, "Encounter")
+    assert (encounter.mode, encounter.match) == ("create", None)
+    updated = mapped(adt("A08", visit=""))  # nothing to find: no Encounter, a warning
+    assert of_type(updated, "Encounter") == []
+    assert [(w.code, w.segment, w.field) for w in updated.warnings] == [(101, "PV1", 19)]
+    person = mapped(adt("A28", visit=""))  # a person-level event: silently none
+    assert of_type(person, "Encounter") == [] and person.warnings == []
+
+
+def test_patient_class_missing_is_unknown() -> None:
+    result = mapped(adt("A01", klass=""))
+    assert only(result, "Encounter").resource["class"]["code"] == "U"
+    assert [(w.code, w.segment, w.field) for w in result.warnings] == [(101, "PV1", 2)]
+
+
+def test_old_message_trigger_from_evn() -> None:
+    """v2.2 without MSH-9.2: the event comes from EVN-1."""
+    text = (
+        "MSH|^~\\&|REG|GENHOSP|MEDISENTINEL|HUB|199901011200||ADT|OLD1|P|2.2\n"
+        "EVN|A01|199901011200\n"
+        "PID|1||123^^^GENHOSP||OLD^TIMER||19300101|M\n"
+    )
+    result = mapped(text)
+    assert only(result, "Patient").resource["name"] == [{"family": "OLD", "given": ["TIMER"]}]
+    assert of_type(result, "Encounter") == []  # no PV1
+
+
+# --------------------------------------------------------------------------- A40
+
+
+def test_a40_two_pairs() -> None:
+    result = mapped(load("adt_a40_pairs.hl7"))
+    one, two = of_type(result, "Patient")
+    assert [(m.survivor, m.retired, m.survivor_full_url) for m in result.merges] == [
+        (
+            "identifier=urn:oid:1.2.3.4|KEEP1",
+            "identifier=urn:oid:1.2.3.4|GONE1",
+            one.full_url,
+        ),
+        (
+            "identifier=urn:oid:1.2.3.4|KEEP2",
+            "identifier=urn:medisentinel:hl7v2:aa:OTHERHOSP|GONE2",
+            two.full_url,
+        ),
+    ]
+    assert (one.mode, one.match) == ("upsert", "identifier=urn:oid:1.2.3.4|KEEP1")
+    assert one.resource["name"] == [{"family": "Keep", "given": ["One"]}]
+    assert two.resource["gender"] == "female"
+    assert result.patient_match == one.match
+
+
+def test_a40_v24_fixture_without_structure() -> None:
+    result = mapped(parse_message((FIXTURES / "adt_a40_two_pairs.hl7").read_bytes()))
+    assert [(m.survivor, m.retired) for m in result.merges] == [
+        (
+            "identifier=urn:medisentinel:hl7v2:aa:GENHOSP|SURV1",
+            "identifier=urn:medisentinel:hl7v2:aa:GENHOSP|OLD1",
+        ),
+        (
+            "identifier=urn:medisentinel:hl7v2:aa:GENHOSP|SURV2",
+            "identifier=urn:medisentinel:hl7v2:aa:GENHOSP|OLD2",
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def errors_of(text: str) -> list[tuple[int, str, int | None, int | None, int | None]]:
+    with pytest.raises(MappingError) as caught:
+        mapped(text)
+    return [(e.code, e.segment, e.sequence, e.field, e.component) for e in caught.value.errors]
+
+
+def test_content_errors_name_their_location() -> None:
+    head = "MSH|^~\\&|REG|GENHOSP|MEDISENTINEL|HUB|20240301080000+0100||ADT^A01|E1|P|2.5\n"
+    assert errors_of(head + "EVN|A01|20240301080000\n") == [(100, "PID", None, None, None)]
+    assert errors_of(head + "PID|1||^^^GENHOSP^MR||No^Id\n") == [(101, "PID", 1, 3, 1)]
+    merge = head.replace("ADT^A01", "ADT^A40") + "PID|1||1^^^H^MR||A^B\nMRG|^^^H^MR\n"
+    assert errors_of(merge) == [(101, "MRG", 1, 1, 1)]
+    with pytest.raises(MappingError) as caught:
+        mapped(head + "PID|1||^^^GENHOSP^MR||No^Id\n")
+    assert caught.value.errors[0].severity == "E"
+    assert "PID-3" in caught.value.errors[0].text
+
+
+@pytest.mark.parametrize(
+    ("msh9", "version", "code", "field"),
+    [
+        ("ORM^O01", "2.5", 200, 9),
+        ("MDM^T02", "2.5", 200, 9),
+        ("ADT^A99", "2.5", 201, 9),
+        ("ORU^R30", "2.5", 201, 9),
+        ("ADT^A01", "2.1", 203, 12),
+        ("ADT^A01", "2.9", 203, 12),
+        ("ADT^A01", "", 203, 12),
+    ],
+)
+def test_unsupported_messages(msh9: str, version: str, code: int, field: int) -> None:
+    text = f"MSH|^~\\&|X|Y|Z|W|20240301||{msh9}|U1|P|{version}\nPID|1||1^^^H^MR||A^B\n"
+    with pytest.raises(UnsupportedMessage) as caught:
+        mapped(text)
+    err = caught.value.error
+    assert (err.code, err.segment, err.sequence, err.field) == (code, "MSH", 1, field)
