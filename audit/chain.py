@@ -57,16 +57,16 @@ def record(event: dict[str, Any], recorded: int) -> AuditRecord:
 
 
 def append(uow: UnitOfWork, records: list[AuditRecord]) -> None:
-    """Chain `records` onto a partition this transaction holds."""
+    """Chain `records` onto a partition this transaction holds.
+
+    On PostgreSQL the two statements that do it are sent with the unit's COMMIT (one network
+    round trip for the staged rows, the records and the commit); they take a partition head
+    at the very end of the transaction, so it is held for microseconds."""
     if not records:
         return
     if uow.dialect == "postgresql":
-        uow.flush()
-        if _insert_pg(uow.conn.connection.driver_connection, records) == len(records):
-            return
-        partition_id = _new_partition(uow)  # every partition is held: add one
-        held = _insert_pg(uow.conn.connection.driver_connection, records, partition_id)
-        assert held == len(records)
+        uow.with_commit.append((_PG_TAKE_HEAD, {"n": len(records)}))
+        uow.with_commit.append((_PG_LINK_AND_INSERT, _params(records)))
         return
     partition_id, pseq, prev = _hold_partition(uow, len(records))
     for item in records:
@@ -89,29 +89,6 @@ def append(uow: UnitOfWork, records: list[AuditRecord]) -> None:
         prev = chained
 
 
-def append_and_commit_pg(driver_connection: Any, records: list[AuditRecord]) -> bool:
-    """PostgreSQL: chain `records` and commit, in one network round trip (both statements
-    and COMMIT pipelined). False when every partition was held and nothing was written."""
-    with driver_connection.pipeline():
-        inserted = _send_pg(driver_connection, records, None)
-        driver_connection.commit()
-    return bool(inserted.rowcount == len(records))
-
-
-def _insert_pg(driver_connection: Any, records: list[AuditRecord], pid: int | None = None) -> int:
-    """Hold a partition (the lowest free one, or `pid`), link and insert `records`, in one
-    round trip; how many rows were inserted (0 when no partition was free)."""
-    with driver_connection.pipeline():
-        inserted = _send_pg(driver_connection, records, pid)
-    return int(inserted.rowcount)
-
-
-def _send_pg(driver_connection: Any, records: list[AuditRecord], pid: int | None) -> Any:
-    pick = _PICK_FREE if pid is None else str(int(pid))
-    driver_connection.execute(_PG_TAKE_HEAD.format(pick=pick), {"n": len(records)})
-    return driver_connection.execute(_PG_LINK_AND_INSERT, _params(records))
-
-
 def _params(records: list[AuditRecord]) -> dict[str, Any]:
     return {
         "genesis": GENESIS,
@@ -122,26 +99,16 @@ def _params(records: list[AuditRecord]) -> dict[str, Any]:
     }
 
 
-_PICK_FREE = (
-    "SELECT partition_id FROM audit_partition ORDER BY partition_id LIMIT 1 FOR UPDATE SKIP LOCKED"
-)
-
-# The PostgreSQL append, in two statements sent together. The first takes a free partition
-# head (locked until commit), reserves pseqs and notes (partition, previous pseq) in a
-# transaction-local setting. The second reads the previous record's chain hash and links the
-# new records -- it must be a separate statement: a statement sees the database as of its
-# start, and the head may have been released by a transaction that committed after the first
-# statement began (its last record would be invisible to it). The link is link_hash's
-# (sha256 of prev || content hash || partition id and pseq as 8-byte big-endian integers,
-# which int8send gives), checked by `audit verify` like any other record.
-_PG_TAKE_HEAD = """
-WITH head AS (
-    UPDATE audit_partition SET last_pseq = last_pseq + %(n)s
-    WHERE partition_id = ({pick})
-    RETURNING partition_id, last_pseq - %(n)s AS prev_pseq
-)
-SELECT set_config('medisentinel.audit_head', partition_id || ' ' || prev_pseq, true) FROM head
-"""
+# The PostgreSQL append, in two statements. The first takes a free partition head (locked
+# until commit; audit_take_head, migration 0009, makes a partition when all are held),
+# reserves pseqs and notes "partition previous_pseq" in a transaction-local setting. The
+# second reads the previous record's chain hash and links the new records -- a separate
+# statement because a statement sees the database as of its start, and the head may have
+# been released by a transaction that committed after the first statement began (its last
+# record would be invisible to it). An unset head makes the second fail (no silent skip).
+# The link is link_hash's (sha256 of prev || content hash || partition id and pseq as 8-byte
+# big-endian integers, which int8send gives), checked by `audit verify` like any other.
+_PG_TAKE_HEAD = "SELECT set_config('medisentinel.audit_head', audit_take_head(%(n)s), true)"
 
 _PG_LINK_AND_INSERT = """
 WITH RECURSIVE noted AS (
@@ -150,7 +117,7 @@ WITH RECURSIVE noted AS (
 start AS (
     SELECT split_part(head, ' ', 1)::bigint AS partition_id,
            split_part(head, ' ', 2)::bigint AS prev_pseq
-    FROM noted WHERE coalesce(head, '') <> ''
+    FROM noted
 ),
 prev AS (
     SELECT start.partition_id, start.prev_pseq, coalesce(e.chain_hash, %(genesis)b) AS chain_hash

@@ -1,12 +1,12 @@
-"""Group commit: the audit records of many concurrent reads, appended in one transaction.
+"""Group commit (SQLite): the audit records of many concurrent reads, in one transaction.
 
-A write's audit record commits in the write's own transaction. A read has nothing of its own
-to commit, yet its record must be durable before its data leaves (fail closed). Giving every
-read a transaction of its own for one row made the trail cost a read about half its
-throughput on PostgreSQL: a commit (and WAL flush) per read. Here concurrent reads hand
-their records to whichever of them is writing next; it appends everything pending in one
-transaction and one flush, and wakes the others when it has committed -- or failed, in which
-case every read of the batch is refused (AuditUnavailable, 500), as a lone read would be.
+A read-only SQLite unit is a shared (deferred) transaction that must not write, yet its
+audit record must be durable before its data leaves (fail closed). A write transaction of
+its own for each read would queue every reader behind SQLite's single write lock, one by
+one. Here concurrent reads hand their records to whichever of them is writing next; it
+appends everything pending in one transaction, and wakes the others when it has committed --
+or failed, in which case every read of the batch is refused (AuditUnavailable, 500), as a
+lone read would be. (On PostgreSQL a read's records are simply sent with its own COMMIT.)
 
 The batch is written on a connection of its own (a pool of one), never one from the request
 pool: a writer waiting for a pool connection held by readers that wait for the writer would
@@ -81,12 +81,8 @@ class GroupCommit:
             slot.error, slot.done = error, True
 
     def _append(self, records: list[AuditRecord]) -> None:
-        engine = self._writer_engine()
-        if engine.dialect.name == "postgresql":  # one round trip when a partition is free
-            with engine.connect() as conn:
-                if chain.append_and_commit_pg(conn.connection.driver_connection, records):
-                    return
-        with storage.open_unit_of_work(engine, RequestContext.system(), write=True) as uow:
+        context = RequestContext.system()
+        with storage.open_unit_of_work(self._writer_engine(), context, write=True) as uow:
             chain.append(uow, records)
 
     def _writer_engine(self) -> Engine:

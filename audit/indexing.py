@@ -58,7 +58,7 @@ def catch_up(uow: UnitOfWork, *, wait: bool = True, limit: int | None = None) ->
             done = rows[-1].pseq
             copied += len(rows)
             _move_cursor(uow, partition_id, done)
-        uow.flush()
+        uow.flush_bulk()
     return copied
 
 

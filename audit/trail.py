@@ -55,7 +55,7 @@ class AuditTrail:
     def __init__(self, engine: Engine, server: str) -> None:
         self.engine = engine
         self.server = server  # this server's base URL: AuditEvent.source.site
-        self.reads = GroupCommit(engine)  # records of read-only units, many per transaction
+        self.reads = GroupCommit(engine)  # SQLite read-only units' records, many per commit
 
     def build(
         self, kind: EventKind, actor: Actor, outcome: Outcome, entities: Entities
@@ -67,11 +67,12 @@ class AuditTrail:
         return chain.record(event, recorded)
 
     def append_in(self, uow: UnitOfWork, records: list[AuditRecord]) -> None:
-        """Chain records in the unit's own transaction; a read-only unit's are committed
-        with other reads' (group.py) before this returns, i.e. before its data leaves."""
+        """Chain records in the unit's own transaction; a SQLite read-only unit's (which must
+        not write) are committed with other reads' (group.py) before this returns, i.e.
+        before its data leaves."""
         if not records:
             return
-        if uow.read_only:
+        if not uow.write:
             with _fail_closed():
                 self.reads.append(records)
             return

@@ -81,7 +81,9 @@ class UnitOfWork:
     notes: dict[str, Any] = field(default_factory=dict)  # hooks' per-transaction state
     # False for a SQLite read-only unit, which must not write at all (see open_unit_of_work).
     write: bool = True
-    read_only: bool = False  # opened for reads only: what hooks record goes elsewhere
+    # PostgreSQL: statements (SQL, parameters) sent together with COMMIT, after every staged
+    # row, in the same network round trip (the audit records; see audit/chain.py).
+    with_commit: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     _staged: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
 
     def stage(self, table: Table, row: dict[str, Any]) -> None:
@@ -98,6 +100,22 @@ class UnitOfWork:
         for table, rows in staged.items():
             self.conn.execute(_insert_statement(table), rows)
 
+    def flush_bulk(self) -> None:
+        """Send staged inserts of a bulk job (thousands of rows): on PostgreSQL with COPY,
+        which costs a fraction of an INSERT per row."""
+        if self.dialect != "postgresql" or not self._staged:
+            self.flush()
+            return
+        staged, self._staged = self._staged, {}
+        driver = self.conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor:
+            for table, rows in staged.items():
+                columns = tuple(rows[0])
+                with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(tuple(row[c] for c in columns))
+
     @property
     def dialect(self) -> str:
         return self.conn.dialect.name
@@ -113,11 +131,27 @@ def _flush_pipelined(conn: Connection, staged: dict[Table, list[dict[str, Any]]]
     driver = conn.connection.driver_connection
     assert driver is not None
     with driver.pipeline(), driver.cursor() as cursor:
-        for table, rows in staged.items():
-            columns = tuple(rows[0])
-            cursor.executemany(
-                _pg_insert_sql(table.name, columns), [tuple(r[c] for c in columns) for r in rows]
-            )
+        _send_staged(cursor, staged)
+
+
+def _send_staged(cursor: Any, staged: dict[Table, list[dict[str, Any]]]) -> None:
+    for table, rows in staged.items():
+        columns = tuple(rows[0])
+        cursor.executemany(
+            _pg_insert_sql(table.name, columns), [tuple(r[c] for c in columns) for r in rows]
+        )
+
+
+def _commit_pipelined(uow: UnitOfWork) -> None:
+    """Staged rows, the statements sent with the commit, and COMMIT: one round trip."""
+    staged, uow._staged = uow._staged, {}
+    driver = uow.conn.connection.driver_connection
+    assert driver is not None
+    with driver.pipeline(), driver.cursor() as cursor:
+        _send_staged(cursor, staged)
+        for sql, params in uow.with_commit:
+            cursor.execute(sql, params)
+        driver.commit()
 
 
 @cache
@@ -137,14 +171,19 @@ def open_unit_of_work(engine: Engine, ctx: RequestContext, *, write: bool) -> It
     """One transaction. A read-only unit on SQLite runs as a shared (deferred) transaction, so
     readers never queue behind the single writer lock; it must not write (a deferred SQLite
     transaction that has read cannot safely start writing), and hooks that must record
-    something about a read (its audit record) write it elsewhere (`uow.read_only` says so)."""
+    something about a read (its audit record) write it elsewhere (`uow.write` is False).
+    On PostgreSQL the staged rows, the statements queued in `uow.with_commit` and COMMIT go
+    in one network round trip."""
     with engine.connect() as conn:
         conn = conn.execution_options(for_write=write)
         deferred = not write and engine.dialect.name == "sqlite"
         with conn.begin():
-            uow = UnitOfWork(conn=conn, ctx=ctx, write=not deferred, read_only=not write)
+            uow = UnitOfWork(conn=conn, ctx=ctx, write=not deferred)
             yield uow
-            uow.flush()
+            if uow.dialect == "postgresql":
+                _commit_pipelined(uow)  # SQLAlchemy's COMMIT that follows finds nothing to do
+            else:
+                uow.flush()
 
 
 # ---------------------------------------------------------------- reads
