@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     mllp_tls_cert: Path | None = Field(default=None, description="PEM certificate: MLLP over TLS")
     mllp_tls_key: Path | None = Field(default=None, description="PEM private key for the above")
     mllp_idle_seconds: float = 300.0
+    hl7_default_offset: str | None = Field(
+        default=None,
+        pattern=r"^[+-](0\d|1[0-4]):[0-5]\d$",
+        description="the feeds' UTC offset (e.g. +01:00) for times sent without one; unset: "
+        "such times are kept as dates only, with a warning in the ACK",
+    )
     mllp_max_message_bytes: int = 16 * 1024 * 1024
     cors_origins: str = Field(
         default="*", description="origins allowed to call the API from a browser (comma list)"

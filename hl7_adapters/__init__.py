@@ -10,7 +10,14 @@ Layout (each module says why it is the way it is):
 * ``ack``        ACK/NAK building (original and enhanced mode, ERR segments)
 * ``framing``    MLLP deframing; ``mllp`` the asyncio listener and a client
 
-FHIR mapping, the message store and wiring into the server live elsewhere.
+Into the server:
+
+* ``mapping``    message -> the FHIR resources it asks for (pure; the v2-to-FHIR IG tables)
+* ``ingest``     bytes -> ACK: duplicates, mapping, ``apply`` (through the one door), the
+                 message ``store``, audit, Provenance, in one transaction; ACK after commit
+* ``feeds``      the MLLP listener in ``serve``; ``router`` POST /hl7/v2; ``commands`` the CLI
+
+docs/hl7v2.md tells the whole story.
 """
 
 from hl7_adapters.ack import AckError, build_ack, build_nak, build_unreadable_ack

@@ -6,8 +6,9 @@ message, so these functions return None instead of raising and the mapper decide
 
 FHIR has no minute or hour precision for dateTime: a value with hours but no seconds is
 completed with ``:00`` seconds (as the v2-to-FHIR IG does). A date-only value drops any offset,
-because FHIR dates carry none. A value without an offset stays without one (valid FHIR; the
-caller may supply the sender's zone with ``default_offset``).
+because FHIR dates carry none. A value with a time but without an offset is NOT valid FHIR
+(a dateTime with a time needs a zone): the caller supplies the sender's zone with
+``default_offset``, or keeps only the date (mapping/context.py does the latter, with a warning).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from functools import cache
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -91,13 +92,33 @@ def merge_elements(
 ) -> dict[str, Any]:
     """Mapped top-level elements replace stored ones; `nulls` go; the rest (and `keep`) stays."""
     merged = dict(stored)
+    siblings = _choice_siblings(str(stored.get("resourceType") or mapped.get("resourceType")))
     for key, value in mapped.items():
         if key not in keep:
             merged[key] = value
+            for other in siblings.get(key, ()):  # effectiveDateTime replaces effectivePeriod
+                merged.pop(other, None)
     for key in nulls:
         if key not in keep:
             merged.pop(key, None)
     return merged
+
+
+@cache
+def _choice_siblings(resource_type: str) -> dict[str, frozenset[str]]:
+    """For each top-level choice variant of a type (Observation.valueQuantity), the other
+    variants of the same element: a resource holds at most one of them."""
+    from fhirpathpy.models import models
+
+    found: dict[str, frozenset[str]] = {}
+    for path, types in models["r4"]["choiceTypePaths"].items():
+        owner, _, element = path.partition(".")
+        if owner != resource_type or "." in element:
+            continue
+        variants = frozenset(element + t for t in types)
+        for variant in variants:
+            found[variant] = variants - {variant}
+    return found
 
 
 def link(pid: str, kind: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from fastapi import FastAPI
 
@@ -24,7 +24,7 @@ from app.context import RequestContext
 from app.settings import Settings
 from hl7_adapters import store
 from hl7_adapters.er7 import Message
-from hl7_adapters.ingest import ContextFor, Hl7Ingest
+from hl7_adapters.ingest import ContextFor, Hl7Ingest, default_mapper
 from hl7_adapters.mllp import Handler, MLLPServer
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,9 @@ def install(app: FastAPI) -> Hl7Feeds:
     return the feeds (the app's lifespan starts and stops the listener)."""
     from hl7_adapters.router import routes
 
-    feeds = Hl7Feeds(Hl7Ingest(app.state.service, app.state.audit), app.state.settings)
+    settings: Settings = app.state.settings
+    mapper = partial(default_mapper, default_offset=settings.hl7_default_offset)
+    feeds = Hl7Feeds(Hl7Ingest(app.state.service, app.state.audit, mapper=mapper), settings)
     app.state.hl7 = feeds
     app.router.routes.extend(routes())
     return feeds

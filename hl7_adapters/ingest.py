@@ -67,12 +67,13 @@ RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlo
 _MSA1 = re.compile(rb"(?:^|[\r\n])MSA(.)([A-Z]{2})")
 
 
-def default_mapper(msg: Message) -> MappingResult:
+def default_mapper(msg: Message, *, default_offset: str | None = None) -> MappingResult:
     """The package's mapping (imported late: the listener must start even while it is absent
-    or broken; every message then waits in the error queue for a reprocess)."""
+    or broken; every message then waits in the error queue for a reprocess).
+    `default_offset`: the feeds' zone for times sent without one (settings)."""
     from hl7_adapters.mapping import map_message  # type: ignore[attr-defined]
 
-    result: MappingResult = map_message(msg)
+    result: MappingResult = map_message(msg, default_offset=default_offset)
     return result
 
 

@@ -46,6 +46,7 @@ def test_serve_migrates_and_answers(tmp_path: Path) -> None:
         "MEDISENTINEL_DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",
         "MEDISENTINEL_PORT": str(port),
         "MEDISENTINEL_MASTER_KEY_FILE": str(tmp_path / "master.key"),
+        "MEDISENTINEL_MLLP_ENABLED": "false",  # tests/test_hl7_mllp_server.py covers it
     }
     process = subprocess.Popen(
         [*CLI, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

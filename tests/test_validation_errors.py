@@ -54,6 +54,8 @@ def test_missing_required_element_names_path(client: httpx.Client) -> None:
         (patient(name=[{"given": "Ada"}]), "Patient.name[0].given"),
         (patient(multipleBirthInteger=1.5), "Patient.multipleBirthInteger"),
         (patient(unknownElement=1), "Patient.unknownElement"),
+        (patient(name=[{"family": "Nul\u0000l"}]), "Patient.name[0].family"),
+        (patient(gender="male", name=[{"text": "bell\u0007"}]), "Patient.name[0].text"),
     ],
 )
 def test_bad_datatype_names_path(client: httpx.Client, resource: dict, path: str) -> None:
@@ -114,3 +116,10 @@ def test_errors_in_xml_when_asked(client: httpx.Client) -> None:
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/fhir+xml")
     assert b"<OperationOutcome" in response.content
+
+
+def test_tab_cr_lf_are_allowed_in_strings(client: httpx.Client) -> None:
+    response = client.post(
+        "/Patient", json=patient(name=[{"text": "a\tb\r\nc"}]), headers=FHIR_JSON
+    )
+    assert response.status_code == 201, response.text
