@@ -174,10 +174,23 @@ def test_writes_are_recorded_with_their_actions(caller: Any, client: httpx.Clien
         ("patch", "U", "0"),
         ("delete", "D", "0"),
     ]
+    # each version written; for the delete, the version deleted (whose data it was)
     assert [entity_refs(e, "4") for e in events] == [
-        [f"Patient/{pid}/_history/{n}"] for n in (1, 2, 3, 4)
+        [f"Patient/{pid}/_history/{n}"] for n in (1, 2, 3, 3)
     ]
     assert all(entity_refs(e, "1") == [pid and f"Patient/{pid}"] for e in events)
+
+
+def test_deleting_a_patients_observation_records_the_patient(
+    caller: Any, client: httpx.Client, patient_with_observation: tuple[str, str]
+) -> None:
+    patient, observation = patient_with_observation
+    me = caller("system/Observation.cruds")
+    assert me.http.delete(f"Observation/{observation}").status_code in (200, 204)
+    [event] = events_of(client, me.client_id)
+    assert (subtype(event), event["action"]) == ("delete", "D")
+    assert entity_refs(event, "4") == [f"Observation/{observation}/_history/1"]
+    assert entity_refs(event, "1") == [f"Patient/{patient}"]
 
 
 def test_each_entry_of_a_transaction_is_recorded(caller: Any, client: httpx.Client) -> None:

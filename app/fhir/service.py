@@ -340,7 +340,9 @@ class FhirService:
             raise Conflict(f"{rtype}/{rid} was changed concurrently; retry")
         storage.stage_history(uow, version, "DELETE")
         storage.delete_index(uow, rtype, rid)
-        self._changed(uow, Change("delete", version))
+        # What was accessed is the version deleted (it says whose data it was: the audit
+        # trail's patient); the change is the deletion itself.
+        self._changed(uow, Change("delete", version), accessed=current)
         return version
 
     def conditional_delete(self, uow: UnitOfWork, rtype: str, query: str) -> StoredVersion | None:
@@ -407,13 +409,15 @@ class FhirService:
         storage.replace_index(uow, version.resource_type, version.id, rows, new=new)
         self._changed(uow, Change("patch" if method == "PATCH" else interaction, version))
 
-    def _changed(self, uow: UnitOfWork, change: Change) -> None:
+    def _changed(
+        self, uow: UnitOfWork, change: Change, *, accessed: StoredVersion | None = None
+    ) -> None:
         uow.changes.append(change)
         self.pipeline.on_change(uow, change)
         self.pipeline.on_access(
             uow,
             Interaction(change.interaction, change.version.resource_type, change.version.id),
-            change.version,
+            accessed or change.version,
         )
 
 
