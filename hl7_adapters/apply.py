@@ -69,6 +69,14 @@ JSON = dict[str, Any]
 MAX_LINK_HOPS = 10  # replaced-by chains longer than this are a loop or a mess; stop there
 
 
+PATIENT_REFERENCES = ("subject", "patient")  # where a mapped resource names its patient
+
+
+def _patient_id(reference: Any) -> str | None:
+    ref = reference.get("reference", "") if isinstance(reference, dict) else ""
+    return ref.removeprefix("Patient/") if ref.startswith("Patient/") else None
+
+
 class ApplyError(Exception):
     """The message cannot be applied as mapped (an ambiguous match, an unknown survivor):
     AE with this error. Raised before anything is committed; the unit rolls back."""
@@ -192,6 +200,7 @@ class _Run:
                 self.applied.warnings.append(_stale_warning(rtype, rid, stale_after))
                 return
         stored, current = self._body(rtype, rid)
+        self._refuse_moving_between_patients(rtype, rid, p.match, current, body)
         keep = ("identifier",) if redirected else ()
         merged = merge_elements(current, body, p.nulls, keep)
         if merged != current:
@@ -200,6 +209,24 @@ class _Run:
             )
             self._wrote(p.full_url, outcome)
         self._set_clock(rtype, rid)
+
+    def _refuse_moving_between_patients(
+        self, rtype: str, rid: str, match: str | None, stored: JSON, mapped: JSON
+    ) -> None:
+        """An update never refiles a result under another patient: a reused order number or
+        identifier for a different person is an error in the data (AE 205), not a correction.
+        Patients merged into one (A40) count as the same."""
+        for key in PATIENT_REFERENCES:
+            before = _patient_id(stored.get(key))
+            after = _patient_id(mapped.get(key))
+            if before and after and self._survivor(before) != self._survivor(after):
+                raise ApplyError(
+                    AckError(
+                        205,
+                        f"{rtype}/{rid} (matched by {match}) belongs to Patient/{before}; "
+                        f"this message would move it to Patient/{after}",
+                    )
+                )
 
     def _find(self, rtype: str, match: str) -> tuple[str, bool] | None:
         """(id, found through replaced-by links) of the one resource `match` names."""
