@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from app.db import write_transaction
 from tests.conftest import LiveServer
 from tests.smart_helpers import create_resource, register_client
 
@@ -303,7 +304,7 @@ def test_when_the_audit_record_cannot_be_written_the_request_fails_closed(
 ) -> None:
     pid = create_resource(client, {"resourceType": "Patient", "name": [{"family": "Closed"}]})
     engine = live_server.app.state.engine
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         if is_postgres:
             conn.execute(text(
                 "CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS "
@@ -324,7 +325,7 @@ def test_when_the_audit_record_cannot_be_written_the_request_fails_closed(
             "Patient", json={"resourceType": "Patient", "name": [{"family": "Lost"}]}
         )
     finally:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             conn.execute(
                 text("DROP TRIGGER audit_down" + (" ON audit_event" if is_postgres else ""))
             )

@@ -47,6 +47,9 @@ def chain_ready(live_server: LiveServer, auth_headers: dict[str, str]) -> None:
 def tamper(live_server: LiveServer, chain_ready: None, is_postgres: bool) -> Iterator[Connection]:
     """A connection inside a transaction that is always rolled back."""
     with live_server.app.state.engine.connect() as conn:
+        # a write transaction from the start (SQLite: BEGIN IMMEDIATE): one that reads
+        # first cannot start writing if a background writer got in between
+        conn = conn.execution_options(for_write=True)
         transaction = conn.begin()
         if is_postgres:  # the table owner may switch the guard off: an attacker with DDL rights
             conn.execute(text("ALTER TABLE audit_event DISABLE TRIGGER audit_event_no_update"))

@@ -25,7 +25,7 @@ from sqlalchemy import Engine, select, text
 
 from app.auth.grant import Grant
 from app.context import RequestContext
-from app.db import run_migrations
+from app.db import run_migrations, write_transaction
 from app.main import create_app
 from app.settings import Settings
 from audit.events import HL7V2_EVENT
@@ -392,7 +392,7 @@ class failing_inserts:
         self.engine, self.pg, self.marker = engine, is_postgres, marker
 
     def __enter__(self) -> None:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             if self.pg:
                 conn.execute(text(
                     "CREATE FUNCTION hl7_test_fail() RETURNS trigger LANGUAGE plpgsql AS $$ "
@@ -412,7 +412,7 @@ class failing_inserts:
                 ))  # fmt: skip
 
     def __exit__(self, *exc: object) -> None:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             if self.pg:
                 conn.execute(text("DROP TRIGGER hl7_test_fail ON resource"))
                 conn.execute(text("DROP FUNCTION hl7_test_fail()"))
@@ -583,7 +583,9 @@ def test_every_message_leaves_a_message_level_audit_event(
 @pytest.fixture(autouse=True)
 def _no_leftover_trigger(engine: Engine, is_postgres: bool) -> Iterator[None]:
     yield
-    with engine.begin() as conn:  # a failed test must not leave the failing trigger behind
+    with write_transaction(
+        engine
+    ) as conn:  # a failed test must not leave the failing trigger behind
         if is_postgres:
             conn.execute(text("DROP TRIGGER IF EXISTS hl7_test_fail ON resource"))
             conn.execute(text("DROP FUNCTION IF EXISTS hl7_test_fail()"))
