@@ -26,6 +26,12 @@ identifiers with the retired ones it was found by.
 
 Then one Provenance names every resource the message wrote (target, versioned), the message
 in the store (entity.what.identifier) and the feed (agent).
+
+Cost: every match is looked up before the first write (lookahead.py says when such a
+result is still used), so the rows the writes stage go out in one batch instead of one flush
+per resource. For the same reason the event clock rows are written once per message, at the
+end (on PostgreSQL in the same round trip as COMMIT): the clock is read only for a resource
+found by its match, and a message never reads back the time it is writing.
 """
 
 from __future__ import annotations
@@ -36,10 +42,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.dialects import sqlite
 
-from app.errors import Gone, NotFound
+from app.errors import FhirError, Gone, NotFound
 from app.fhir import jsonio
 from app.fhir.instants import to_instant
 from app.fhir.service import FhirService, WriteOutcome
@@ -58,6 +64,7 @@ from hl7_adapters.edits import (
     rewrite,
     without_server_elements,
 )
+from hl7_adapters.lookahead import Lookahead
 from hl7_adapters.mapping.plan import MappingResult, Merge, Planned
 from hl7_adapters.tables import hl7_resource_clock
 
@@ -154,11 +161,13 @@ class Applier:
         run = _Run(self.service, uow, message, event_time)
         if stripped:
             run.applied.warnings.append(CONTROL_CHARACTERS)
+        run.look_ahead(result.planned)
         for planned in result.planned:
             run.planned(planned)
         for merge in result.merges:
             run.merge(merge)
         run.provenance()
+        run.write_clocks()
         return run.applied
 
 
@@ -174,6 +183,10 @@ class _Run:
         self.event_time = event_time
         self.applied = Applied()
         self._bodies: dict[tuple[str, str], tuple[StoredVersion, dict[str, Any]]] = {}
+        self._clocks: dict[tuple[str, str], None] = {}  # resources whose clock this sets
+        self._ahead: Lookahead[tuple[str, bool] | None] = Lookahead(
+            self._find, lambda found: [found[0]] if found else [], (ApplyError, FhirError)
+        )
 
     # ------------------------------------------------------------ planned resources
 
@@ -183,7 +196,7 @@ class _Run:
             body = rewrite(without_server_elements(p.resource), self.applied.resolved)
         except UnresolvedReference as exc:
             raise ApplyError(AckError(207, str(exc))) from exc
-        found = self._find(rtype, p.match) if p.match and p.mode != "create" else None
+        found = self._ahead.find(rtype, p.match) if p.match and p.mode != "create" else None
         if found is None:
             outcome = self.service.create(self.uow, rtype, body)
             self._wrote(p.full_url, outcome)
@@ -227,6 +240,12 @@ class _Run:
                         f"this message would move it to Patient/{after}",
                     )
                 )
+
+    def look_ahead(self, planned: list[Planned]) -> None:
+        """Every match, looked up while nothing is staged (see lookahead.py)."""
+        self._ahead.prepare(
+            [(p.resource_type, p.match) for p in planned if p.match and p.mode != "create"]
+        )
 
     def _find(self, rtype: str, match: str) -> tuple[str, bool] | None:
         """(id, found through replaced-by links) of the one resource `match` names."""
@@ -356,7 +375,9 @@ class _Run:
 
     def _wrote(self, full_url: str | None, outcome: WriteOutcome) -> None:
         v = outcome.version
-        self._bodies[(v.resource_type, v.id)] = (v, jsonio.loads(v.content or b"{}"))
+        body = jsonio.loads(v.content or b"{}")
+        self._bodies[(v.resource_type, v.id)] = (v, body)
+        self._ahead.wrote(v.resource_type, v.id, body)
         self.applied.produced.append(f"{v.resource_type}/{v.id}/_history/{v.version_id}")
         if full_url:
             self._resolve(full_url, v.resource_type, v.id)
@@ -373,30 +394,60 @@ class _Run:
             self.applied.patients.append(pid)
 
     def _clock(self, rtype: str, rid: str) -> int | None:
-        c = hl7_resource_clock.c
-        found = self.uow.conn.execute(
-            select(c.event_time).where(c.resource_type == rtype, c.resource_id == rid)
-        ).scalar()
+        found = self.uow.conn.execute(_CLOCK_OF, {"rtype": rtype, "rid": rid}).scalar()
         return int(found) if found is not None else None
 
     def _set_clock(self, rtype: str, rid: str) -> None:
-        """Remember the event time that wrote the resource (none known: the clock stays)."""
-        if self.event_time is None:
+        """Remember the event time that wrote the resource (none known: the clock stays);
+        written by write_clocks at the end of the message."""
+        if self.event_time is not None:
+            self._clocks[(rtype, rid)] = None
+
+    def write_clocks(self) -> None:
+        """One statement for every clock the message sets. On PostgreSQL it goes with COMMIT
+        (uow.with_commit, one round trip); nothing in the message reads it back."""
+        if not self._clocks or self.event_time is None:
             return
-        values = {
-            "resource_type": rtype,
-            "resource_id": rid,
-            "event_time": self.event_time,
-            "message_id": self.message.id,
-        }
-        dialect_insert = postgresql.insert if self.uow.dialect == "postgresql" else sqlite.insert
-        stmt = dialect_insert(hl7_resource_clock).values(**values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["resource_type", "resource_id"],
-            set_={"event_time": stmt.excluded.event_time, "message_id": stmt.excluded.message_id},
-        )
-        self.uow.flush()
-        self.uow.conn.execute(stmt)
+        keys = list(self._clocks)
+        if self.uow.dialect == "postgresql":
+            params = {
+                "types": [t for t, _ in keys],
+                "ids": [i for _, i in keys],
+                "event_time": self.event_time,
+                "message_id": self.message.id,
+            }
+            self.uow.with_commit.append((_PG_CLOCKS, params))
+            return
+        rows = [
+            {"resource_type": t, "resource_id": i, "event_time": self.event_time,
+             "message_id": self.message.id}
+            for t, i in keys
+        ]  # fmt: skip
+        self.uow.conn.execute(_sqlite_clock_upsert(), rows)
+
+
+# Built once: constructing a statement costs more than running the cached compiled form.
+_CLOCK_OF = select(hl7_resource_clock.c.event_time).where(
+    hl7_resource_clock.c.resource_type == bindparam("rtype"),
+    hl7_resource_clock.c.resource_id == bindparam("rid"),
+)
+_PG_CLOCKS = (
+    "INSERT INTO hl7_resource_clock (resource_type, resource_id, event_time, message_id)"
+    " SELECT t, i, %(event_time)s::bigint, %(message_id)s::text"
+    " FROM unnest(%(types)s::text[], %(ids)s::text[]) AS u(t, i)"
+    " ON CONFLICT (resource_type, resource_id) DO UPDATE"
+    " SET event_time = EXCLUDED.event_time, message_id = EXCLUDED.message_id"
+)
+
+
+@functools.cache
+def _sqlite_clock_upsert() -> Any:
+    """Built once (constructing the statement costs more than running it)."""
+    stmt = sqlite.insert(hl7_resource_clock)
+    return stmt.on_conflict_do_update(
+        index_elements=["resource_type", "resource_id"],
+        set_={"event_time": stmt.excluded.event_time, "message_id": stmt.excluded.message_id},
+    )
 
 
 def _stale_warning(rtype: str, rid: str, newer: int) -> AckError:

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, bindparam, select, update
 
 from app.fhir.storage import UnitOfWork, now_us
 from hl7_adapters.er7 import Message
@@ -90,25 +90,34 @@ class Earlier:
     other_content: str | None  # a receipt with the same control id but other bytes
 
 
+# The two look-ups of `earlier`, built once (every message runs them; constructing a
+# statement costs more than running its cached compiled form).
+_KEY = (
+    (c.sending_application == bindparam("app"))
+    & (c.sending_facility == bindparam("facility"))
+    & (c.control_id == bindparam("control"))
+)
+_SAME_CONTENT = (
+    select(c.id, c.status, c.ack, c.reprocess_count)
+    .where(_KEY, c.content_hash == bindparam("hash"), c.id != bindparam("id"))
+    .where(c.status.in_(("accepted", *QUEUED)))
+    .order_by(c.received.desc())
+)
+_OTHER_CONTENT = select(c.id).where(_KEY, c.content_hash != bindparam("hash")).limit(1)
+
+
 def earlier(uow: UnitOfWork, row: dict[str, Any]) -> Earlier:
     uow.flush()
-    key = (
-        (c.sending_application == row["sending_application"])
-        & (c.sending_facility == row["sending_facility"])
-        & (c.control_id == row["control_id"])
-    )
-    same = list(
-        uow.conn.execute(
-            select(c.id, c.status, c.ack, c.reprocess_count)
-            .where(key, c.content_hash == row["content_hash"], c.id != row["id"])
-            .where(c.status.in_(("accepted", *QUEUED)))
-            .order_by(c.received.desc())
-        )
-    )
+    params = {
+        "app": row["sending_application"],
+        "facility": row["sending_facility"],
+        "control": row["control_id"],
+        "hash": row["content_hash"],
+        "id": row["id"],
+    }
+    same = list(uow.conn.execute(_SAME_CONTENT, params))
     accepted = next((r for r in same if r.status == "accepted"), None)
-    other = uow.conn.execute(
-        select(c.id).where(key, c.content_hash != row["content_hash"]).limit(1)
-    ).scalar()
+    other = uow.conn.execute(_OTHER_CONTENT, params).scalar()
     return Earlier(accepted, [r.id for r in same if r.status in QUEUED], other)
 
 
