@@ -134,15 +134,8 @@ class Where:
         the value is kept at date precision, with a warning.
         """
         value = value.strip()
-        if not value:
-            return None
-        result = to_fhir_datetime(value, self.ctx.zone)
+        result = self._parsed(value, component)
         if result is None:
-            self.warn(
-                102,
-                f"{self.name(component)}: '{value}' is not a valid date/time; left out",
-                component,
-            )
             return None
         if "T" in result and not _has_zone(result):
             self.warn(
@@ -154,13 +147,8 @@ class Where:
             return result[:10]
         return result
 
-    def date(self, value: str, component: int | None = None) -> str | None:
-        found = self.datetime(value, component)
-        return None if found is None else found[:10]
-
-    def instant(self, value: str, component: int | None = None) -> str | None:
-        """A DTM as FHIR instant: seconds and an offset (the sender's MSH-7 zone if absent)."""
-        value = value.strip()
+    def _parsed(self, value: str, component: int | None) -> str | None:
+        """The stripped DTM as FHIR dateTime; None when empty or invalid (with a warning)."""
         if not value:
             return None
         result = to_fhir_datetime(value, self.ctx.zone)
@@ -170,6 +158,17 @@ class Where:
                 f"{self.name(component)}: '{value}' is not a valid date/time; left out",
                 component,
             )
+        return result
+
+    def date(self, value: str, component: int | None = None) -> str | None:
+        found = self.datetime(value, component)
+        return None if found is None else found[:10]
+
+    def instant(self, value: str, component: int | None = None) -> str | None:
+        """A DTM as FHIR instant: seconds and an offset (the sender's MSH-7 zone if absent)."""
+        value = value.strip()
+        result = self._parsed(value, component)
+        if result is None:
             return None
         if len(result) < 20 or not _has_zone(result):
             self.warn(
