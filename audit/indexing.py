@@ -80,7 +80,7 @@ def catch_up_now(engine: Engine) -> int:
 
 
 def backlog(engine: Engine) -> int:
-    """Records not yet searchable (for `audit verify` and the console's status)."""
+    """How many chain records are not yet searchable (the copier's lag)."""
     with engine.connect() as conn:
         heads = conn.execute(
             select(func.coalesce(func.sum(audit_partition.c.last_pseq), 0))
