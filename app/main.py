@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from app.api import fhir as fhir_api
 from app.auth.enforcement import SmartAccessHook
+from app.auth.revocations import RevocationWatch
 from app.auth.router import routes as auth_routes
 from app.auth.server import AuthServer
 from app.db import create_db_engine, refresh_statistics
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(auth.keys.signing_key)  # the first start creates it
+        watch = _watch_revocations(auth, settings)
         # Planner statistics now and then (a no-op on PostgreSQL), and signed audit heads
         # (only when records were added): a failed round only delays the next.
         background = [
@@ -66,6 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await feeds.stop()
         for task in background:
             task.cancel()
+        if watch is not None:
+            await asyncio.to_thread(watch.stop)
         trail.reads.close()
         engine.dispose()
 
@@ -93,6 +97,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     return app
+
+
+def _watch_revocations(auth: AuthServer, settings: Settings) -> RevocationWatch | None:
+    """PostgreSQL: hear of token revocations instead of looking each request's token up."""
+    if not settings.database_url.startswith("postgresql"):
+        return None
+    watch = RevocationWatch(settings.database_url, settings.access_token_seconds)
+    watch.start()
+    auth.tokens.watch = watch
+    return watch
 
 
 async def _every(

@@ -23,6 +23,7 @@ from app.auth import secrets
 from app.auth.errors import invalid_grant, invalid_scope
 from app.auth.grant import Grant
 from app.auth.keys import ALGORITHM, KeyStore
+from app.auth.revocations import RevocationWatch, notify_revoked
 from app.auth.scopes import parse_scopes
 from app.auth.tables import issued_token
 from app.settings import Settings
@@ -52,6 +53,8 @@ class TokenService:
             settings.online_refresh_seconds,
         )
         self._verified: OrderedDict[str, Grant] = OrderedDict()
+        # Set by the app on PostgreSQL: revocations pushed to this process (revocations.py).
+        self.watch: RevocationWatch | None = None
 
     # ------------------------------------------------------------------ issuing
 
@@ -194,12 +197,22 @@ class TokenService:
         return grant
 
     def is_live(self, conn: Connection, token_id: str) -> bool:
+        """Not revoked and not expired: known to this process (revocations.py), or looked up."""
+        now = secrets.now()
+        watch = self.watch
+        if watch is not None and watch.is_known_live(token_id, now):
+            return True
+        generation = watch.generation() if watch is not None else None
         row = conn.execute(
             select(issued_token.c.revoked_at, issued_token.c.expires_at).where(
                 issued_token.c.token_hash == token_id
             )
         ).first()
-        return row is not None and row.revoked_at is None and row.expires_at > secrets.now()
+        if row is None or row.revoked_at is not None or row.expires_at <= now:
+            return False
+        if watch is not None:
+            watch.note_live(token_id, row.expires_at, generation)
+        return True
 
     def _decode(self, token: str) -> Grant:
         try:
@@ -264,11 +277,19 @@ class TokenService:
             self.revoke_family(conn, row.family)
 
     def revoke_family(self, conn: Connection, family: str) -> None:
-        conn.execute(
+        """Revoke every token of the family; every process hears of it on commit."""
+        revoked = conn.execute(
             update(issued_token)
             .where(issued_token.c.family == family, issued_token.c.revoked_at.is_(None))
             .values(revoked_at=secrets.now())
-        )
+            .returning(issued_token.c.token_hash, issued_token.c.kind)
+        ).all()
+        access_ids = [row.token_hash for row in revoked if row.kind == "access"]
+        if not access_ids:
+            return
+        if self.watch is not None:
+            self.watch.mark_revoked(access_ids)  # only ever makes this process ask the database
+        notify_revoked(conn, access_ids)
 
     def _stored_key(self, token: str) -> tuple[str, str]:
         """Where a presented token is recorded: an access token (a valid JWT of ours) by its
