@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.helpers import patient, unique
 
@@ -167,3 +168,38 @@ def test_reindex_refuses_unknown_type(database_url: str) -> None:
         [*CLI, "reindex", "Pationt"], env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2
+
+
+
+def test_postgres_stores_documents_lz4_compressed(
+    database_url: str, is_postgres: bool, base_url: str, auth_headers: dict[str, str]
+) -> None:
+    """Migration 0010: large values (resource JSON, history, audit records, raw HL7) are
+    compressed with LZ4 on a server that has it (Debian's and the postgres image's do)."""
+    if not is_postgres:
+        pytest.skip("column compression is a PostgreSQL setting")
+    body = patient(text={"status": "generated", "div": f"<div>{'note ' * 2000}</div>"})
+    created = httpx.post(f"{base_url}/Patient", json=body, headers=auth_headers)
+    assert created.status_code == 201, created.text
+    new_id = created.json()["id"]
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        methods = dict(conn.execute(text(
+            "SELECT c.relname || '.' || a.attname, a.attcompression FROM pg_attribute a "
+            "JOIN pg_class c ON c.oid = a.attrelid WHERE c.relname IN "
+            "('resource', 'resource_history', 'audit_event', 'hl7_message') "
+            "AND a.attname IN ('content', 'content_jsonb', 'raw')"
+        )).all())  # fmt: skip
+        stored = conn.execute(
+            text("SELECT pg_column_compression(content) FROM resource "
+                 "WHERE resource_type = 'Patient' AND id = :id"), {"id": new_id}
+        ).scalar()  # fmt: skip
+    engine.dispose()
+    assert methods == {
+        "resource.content": "l",
+        "resource.content_jsonb": "l",
+        "resource_history.content": "l",
+        "audit_event.content": "l",
+        "hl7_message.raw": "l",
+    }
+    assert stored == "lz4"
