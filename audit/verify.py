@@ -8,6 +8,7 @@ For each partition, records are read in pseq order and checked:
 * chain_hash = link(prev_hash, content_hash, partition, pseq) else: modified / reordered
 * the global insertion sequence grows with pseq               else: reordered
 * no record lies beyond the partition's head                  else: inserted
+* the last record is the partition's head                     else: deleted (the newest)
 
 Then every signed checkpoint's heads must still be there with the same hash (a chain that was
 recomputed after a rewrite, or a deleted tail, fails here), and a checkpoint whose signature
@@ -68,8 +69,14 @@ class Report:
 
 
 def verify(engine: Engine, keys: KeyStore, *, since: int | None = None) -> Report:
+    """Verify one snapshot of the trail. The server keeps appending while this runs: read
+    committed, the heads read first would lag the records read later, and every record added
+    meanwhile would look inserted. (A SQLite read transaction is a snapshot already.)"""
     with engine.connect() as conn:
-        return verify_on(conn, keys, since=since)
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            return verify_on(conn, keys, since=since)
 
 
 def verify_on(conn: Connection, keys: KeyStore, *, since: int | None = None) -> Report:
@@ -173,6 +180,12 @@ def _walk_partition(
         if head is not None and row.pseq > head:
             add("inserted", f"lies beyond the partition head ({head})")
         expected, prev, last_seq = row.pseq + 1, stored_chain, row.seq
+    # A record's pseq is reserved on its partition head in the transaction that writes it, so
+    # in any snapshot the head is the newest record: a shorter chain lost its newest records.
+    if head is not None and expected - 1 < head:
+        report.findings.append(
+            Finding("deleted", pid, expected, f"the newest records {expected}..{head} are missing")
+        )
 
 
 def _adder(report: Report, pid: int, row: Any) -> Any:

@@ -27,7 +27,9 @@ from app.context import RequestContext
 from app.main import create_app
 from app.settings import Settings
 from audit import checkpoints
+from audit import verify as verify_module
 from audit.chain import content_hash, link_hash
+from audit.events import SUCCESS, Actor, EventKind
 from audit.verify import verify_on
 from tests.conftest import TEST_MASTER_KEY, LiveServer
 from tests.smart_helpers import create_resource
@@ -99,6 +101,50 @@ def test_a_deleted_record_is_caught(tamper: Connection, live_server: LiveServer)
     first = findings(tamper, live_server)[0]
     assert (first.kind, first.pseq) == ("deleted", pseq + 1)
     assert f"{pseq}..{pseq}" in first.detail
+
+
+@pytest.fixture
+def a_record_after_the_checkpoint(
+    live_server: LiveServer, auth_headers: dict[str, str], chain_ready: None
+) -> None:
+    with httpx.Client(base_url=live_server.base_url, headers=auth_headers) as http:
+        assert http.get("metadata").status_code == 200  # audited like any read
+        assert http.get("Patient", params={"_count": 1}).status_code == 200
+
+
+def test_deleting_the_newest_records_is_caught(
+    a_record_after_the_checkpoint: None, tamper: Connection, live_server: LiveServer
+) -> None:
+    """No later record and no checkpoint covers a partition's newest record: its head does."""
+    pid, pseq = tamper.execute(
+        text("SELECT partition_id, pseq FROM audit_event ORDER BY seq DESC LIMIT 1")
+    ).one()
+    tamper.execute(
+        text("DELETE FROM audit_event WHERE partition_id = :p AND pseq = :s"),
+        {"p": pid, "s": pseq},
+    )
+    found = [(f.kind, f.partition, f.pseq, f.detail) for f in findings(tamper, live_server)]
+    assert ("deleted", pid, pseq, f"the newest records {pseq}..{pseq} are missing") in found
+
+
+def test_verify_reads_one_snapshot_while_the_server_appends(
+    live_server: LiveServer, chain_ready: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records committed while verify walks (the server never stops) are not findings."""
+    state = live_server.app.state
+    real_walk = verify_module._walk_partition
+    appended: list[int] = []
+
+    def walk_after_an_append(*args: Any) -> None:
+        if not appended:  # another connection commits a record after verify has begun
+            state.audit.record_event(EventKind.rest("read"), Actor(client_id="meanwhile"),
+                                     SUCCESS)  # fmt: skip
+            appended.append(1)
+        real_walk(*args)
+
+    monkeypatch.setattr(verify_module, "_walk_partition", walk_after_an_append)
+    report = verify_module.verify(state.engine, state.auth.keys)
+    assert appended and report.ok, report.summary()
 
 
 def test_an_inserted_record_is_caught_even_with_correct_hashes(
