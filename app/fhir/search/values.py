@@ -7,6 +7,7 @@ applied to search input (see criteria.py), so the two always agree.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -23,8 +24,13 @@ HUMAN_NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
 ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
 
 
+@functools.lru_cache(maxsize=8192)
 def normalize(text: str) -> str:
-    """Case- and accent-insensitive form used by string search: 'Zoë' -> 'zoe'."""
+    """Case- and accent-insensitive form used by string search: 'Zoë' -> 'zoe'.
+
+    Cached: every write indexes the same displays, names and cities over and over."""
+    if text.isascii():  # NFKD leaves ASCII alone and none of it is a combining mark
+        return " ".join(text.lower().split())
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(stripped.casefold().split())
