@@ -111,7 +111,9 @@ def _printable(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _serve_mllp(settings: Settings, host: str | None, port: int | None) -> int:
-    overrides: dict[str, Any] = {"mllp_enabled": True}
+    # One process: the port is bound exclusively (no SO_REUSEPORT even when
+    # MEDISENTINEL_WORKERS is set for `serve`), so a port already served exits 2.
+    overrides: dict[str, Any] = {"mllp_enabled": True, "workers": 1}
     if host:
         overrides["mllp_host"] = host
     if port is not None:

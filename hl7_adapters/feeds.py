@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from functools import lru_cache, partial
 
@@ -115,11 +116,25 @@ class Hl7Feeds:
         return handle
 
     async def start(self) -> None:
-        """Start the listener (if enabled). A port already taken (another worker process
-        holds it) is logged, not fatal: HTTP keeps serving."""
+        """Start the listener (if enabled).
+
+        With several worker processes (`workers` > 1) every one of them binds the port with
+        SO_REUSEPORT where the platform balances it (Linux), and the kernel spreads the
+        connections over them. One process (`workers` 1, `medisentinel mllp`) binds it
+        exclusively, so a second server on the same port fails loudly instead of silently
+        taking half of the connections. A port that cannot be bound (held by another program,
+        or by another worker where it cannot be shared) is logged, not fatal: HTTP keeps
+        serving."""
         s = self.settings
         if not s.mllp_enabled:
             return
+        shared = s.workers > 1
+        if shared and s.mllp_port == 0:
+            log.warning(
+                "MLLP port 0 with %d workers: each worker listens on a port of its own "
+                "(port 0 cannot be shared); set a fixed MEDISENTINEL_MLLP_PORT",
+                s.workers,
+            )
         listener = MLLPServer(
             self.mllp_handler(),
             s.mllp_host,
@@ -128,11 +143,18 @@ class Hl7Feeds:
             idle_timeout=s.mllp_idle_seconds or None,
             allowlist=allowlist(s),
             ssl_context=tls_context(s),
+            reuse_port=shared,
         )
         try:
             await listener.start()
         except OSError as exc:
-            log.error("MLLP listener not started on %s:%s: %s", s.mllp_host, s.mllp_port, exc)
+            log.error(
+                "MLLP listener not started on %s:%s (pid %d): %s",
+                s.mllp_host,
+                s.mllp_port,
+                os.getpid(),
+                exc,
+            )
             return
         self.listener = listener
 

@@ -15,6 +15,12 @@ can take down the listener or another connection:
 
 The handler may return ``b""`` to send nothing (MSH-15/16 asked for no acknowledgment).
 Message content is never logged (it is PHI); peers, sizes and outcomes are.
+
+Several processes, one port: with ``reuse_port`` (Linux, SO_REUSEPORT) every worker process
+of a server binds the same host:port and the kernel hands each new *connection* to one of
+them; a connection then stays with that process, so the order above holds per connection.
+A port held by a socket that did not set SO_REUSEPORT, or by a process of another user,
+still cannot be bound: ``start`` raises OSError as without the option.
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
+import socket
 import ssl
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 
@@ -37,6 +46,10 @@ Handler = Callable[[bytes, str], Awaitable[bytes]]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _READ_SIZE = 64 * 1024
 _HEAD_BYTES = 64 * 1024  # how much of an oversize frame is examined for its MSH
+# Whether several processes can share one listening port with the kernel spreading the
+# connections between them: Linux's SO_REUSEPORT. (macOS and the BSDs have the option but
+# do not balance TCP connections over the sockets; there a port stays with one process.)
+REUSE_PORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
 def parse_allowlist(entries: Iterable[str]) -> list[Network]:
@@ -89,7 +102,10 @@ class MLLPServer:
     (an empty list admits nobody). ``ssl_context``: a server-side context turns TLS on.
     ``idle_timeout``: seconds without a byte before a connection is closed (None: never).
     ``max_frame_bytes``: the largest message accepted; ``max_connections``: beyond it, new
-    connections are refused like a peer outside the allowlist.
+    connections are refused like a peer outside the allowlist. ``reuse_port``: bind with
+    SO_REUSEPORT where the platform balances it (``REUSE_PORT``), so that the other worker
+    processes of the same server can bind the same fixed port; ignored elsewhere. Port 0
+    cannot be shared: each listener asking for it gets a port of its own.
     """
 
     def __init__(
@@ -104,6 +120,7 @@ class MLLPServer:
         ssl_context: ssl.SSLContext | None = None,
         handshake_timeout: float = 10.0,
         max_connections: int = 1024,
+        reuse_port: bool = False,
     ) -> None:
         self.handler = handler
         self.host = host
@@ -114,6 +131,7 @@ class MLLPServer:
         self.ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
+        self.reuse_port = reuse_port and REUSE_PORT
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -135,9 +153,13 @@ class MLLPServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _GuardedProtocol(self), self.host, self.requested_port
+            lambda: _GuardedProtocol(self),
+            self.host,
+            self.requested_port,
+            reuse_port=self.reuse_port,
         )
-        log.info("MLLP listening on %s:%s", self.host, self.port)
+        shared = ", port shared (SO_REUSEPORT)" if self.reuse_port else ""
+        log.info("MLLP listening on %s:%s (pid %d%s)", self.host, self.port, os.getpid(), shared)
 
     async def serve_forever(self) -> None:
         if self._server is None:
