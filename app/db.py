@@ -92,6 +92,7 @@ def refresh_statistics(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA analysis_limit=1000")
         conn.exec_driver_sql("ANALYZE")
+        conn.commit()  # the statistics are rows (sqlite_stat1): kept only if committed
 
 
 def run_migrations(url: str) -> None:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from app.db import create_db_engine, refresh_statistics, run_migrations, write_transaction
 from tests.helpers import patient, unique
 
 CLI = [sys.executable, "-m", "app.cli"]
@@ -170,7 +171,6 @@ def test_reindex_refuses_unknown_type(database_url: str) -> None:
     assert result.returncode == 2
 
 
-
 def test_postgres_stores_documents_lz4_compressed(
     database_url: str, is_postgres: bool, base_url: str, auth_headers: dict[str, str]
 ) -> None:
@@ -203,3 +203,25 @@ def test_postgres_stores_documents_lz4_compressed(
         "hl7_message.raw": "l",
     }
     assert stored == "lz4"
+
+
+def test_sqlite_planner_statistics_are_kept(tmp_path: Path) -> None:
+    """refresh_statistics (server start, every 10 minutes, reindex) leaves sqlite_stat1 rows:
+    without them SQLite plans patient + code + date as a scan (BENCHMARKS.md)."""
+    url = f"sqlite:///{tmp_path / 'stats.db'}"
+    run_migrations(url)
+    engine = create_db_engine(url)
+    try:
+        with write_transaction(engine) as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, "
+                    "content) VALUES ('Patient', 'p1', 1, 0, false, '{}')"
+                )
+            )
+        refresh_statistics(engine)
+        with engine.connect() as conn:
+            tables = conn.execute(text("SELECT DISTINCT tbl FROM sqlite_stat1")).scalars().all()
+    finally:
+        engine.dispose()
+    assert "resource" in tables
