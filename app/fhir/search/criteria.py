@@ -1,23 +1,47 @@
 """SQL for search criteria: one builder per parameter type, over the index tables.
 
-Every builder answers "does the resource (owner_type, owner_id) match?" as a boolean SQL
+Every criterion answers "does the resource (owner_type, owner_id) match?" as a boolean SQL
 expression, so criteria compose freely: AND across parameters, OR across values, and chains
 / reverse chains simply nest a criterion on another resource's id.
+
+Two steps, so that the next search of the same shape can reuse the SQL (engine.py):
+1. `plan(c, base_url)`: plain Python data (nested tuples, cheap) naming the SQL needed, each
+   searched value wrapped as `Value(...)`. Every decision that depends on a value (token
+   `system|code` or `|code`, date prefix, absolute reference, ...) is taken here, so plans
+   that differ only in their `Value`s need the same SQL.
+2. `plan_sql(plan, owner, ...)`: SQLAlchemy over the index tables. A `Value` is bound inline;
+   a `Slot` (where `split` took a Value out) is the parameter `:v<n>`, given at execution.
+
+Plan nodes, criterion level (tag first):
+  ("index", kind, name, mode, cond)   rows of index table `kind` for parameter `name`; mode:
+        match | not (token :not) | missing (:missing=true) | present (:missing=false)
+  ("id", Value(ids), negate)          the resource id (_id, _id:not)
+  ("updated", cond)                   the resource's lastUpdated (cond over "low" / "high")
+  ("chain", name, ((target_type, plan), ...))   a reference whose target matches a plan
+  ("has", source_type, param, plan)   referenced by a resource that matches a plan (_has)
+  ("true",) / ("false",)
+Conditions on one index row (`cond`), columns by name:
+  ("cmp", op, column, Value)  op: = < <= > >=       ("null", column)
+  ("like", column, Value)     ("in", column, Value(tuple))
+  ("and", (cond, ...)) ("or", (cond, ...)) ("not", cond) ("true",) ("false",)
+  ("view", ((name, column), ...), cond)   names in cond mean other columns (composites)
 """
 
 from __future__ import annotations
 
+import operator
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     FromClause,
-    Table,
     and_,
+    bindparam,
     exists,
     false,
     not_,
@@ -32,131 +56,118 @@ from app.fhir.search.params import RESOURCE_COLUMNS, Criterion, join_values, par
 from app.fhir.tables import INDEX_TABLES, resource, search_reference
 
 Owner = tuple[Any, Any]  # (resource type: str or column, resource id: column)
+Plan = tuple[Any, ...]
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 _PREFIXED = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+0-9.])")
 _ESCAPED = re.compile(r"\\(.)")
+TRUE: Plan = ("true",)
+FALSE: Plan = ("false",)
+
+
+@dataclass(frozen=True, eq=False)  # never compared: split() replaces every one by a Slot
+class Value:
+    """A value from the request, as it will be bound."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where split() took a Value out: rendered as the parameter `:v<index>`."""
+
+    index: int
+
+
+def split(node: Any) -> tuple[Any, list[Any]]:
+    """(the plan with each Value replaced by a numbered Slot, the values in slot order).
+    The first part is hashable: equal for plans that need the same SQL."""
+    found: list[Any] = []
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, Value):
+            found.append(list(item.value) if isinstance(item.value, tuple) else item.value)
+            return Slot(len(found) - 1)
+        if isinstance(item, tuple):
+            return tuple([walk(i) for i in item])
+        return item
+
+    return walk(node), found
 
 
 def criterion_sql(
     c: Criterion, owner: Owner, base_url: str, *, top: bool, drive: bool = True
 ) -> ColumnElement[bool]:
-    """`drive`: written as `id IN (SELECT ...)` so the database can start from these index
-    rows; otherwise as a correlated EXISTS, a cheap per-candidate check. The engine lets the
-    most selective-looking criterion drive (SQLite follows the form literally)."""
-    owner_type, owner_id = owner
+    """The criterion as SQL with its values bound inline (for callers building their own
+    statements; the search engine splits the plan and caches the SQL per shape instead)."""
+    return plan_sql(plan(c, base_url), owner, base_url, top=top, drive=drive)
+
+
+# ------------------------------------------------------------------ planning
+
+
+def plan(c: Criterion, base_url: str) -> Plan:
     if c.has_type:
-        return _has(c, owner, base_url)
+        assert c.chain is not None
+        return ("has", c.has_type, c.has_param, plan(c.chain, base_url))
     if c.chain is not None:
-        return _chain(c, owner, base_url)
+        assert c.chain_type is not None
+        leaf = c.chain.leaf()
+        targets = []
+        for target in c.chain_type.split("|"):
+            inner = parse_criterion(target, c.chain.key(), join_values(leaf.values))
+            targets.append((target, plan(inner, base_url)))
+        return ("chain", c.name, tuple(targets))
     if c.name in RESOURCE_COLUMNS and c.modifier == "missing":
-        return false() if c.values == ("true",) else true()  # every resource has both
+        return FALSE if c.values == ("true",) else TRUE  # every resource has both
     if c.name == "_id":
-        match_id = owner_id.in_(list(c.values))
-        return not_(match_id) if c.modifier == "not" else match_id
+        return ("id", Value(c.values), c.modifier == "not")
     if c.name == "_lastUpdated":
-        return _last_updated(c, owner, top=top)
-    # No alias: each criterion is its own subquery (aliasing copies every column: ~0.2 ms).
-    table = INDEX_TABLES[c.kind.split(":")[0]]
-    owned = [table.c.resource_type == owner_type, table.c.param == c.name]
+        return ("updated", ("or", tuple(_date_condition(v) for v in c.values)))
+    kind = c.kind.split(":")[0]
     if c.modifier == "missing":
-        if c.values == ("true",):
-            return not_(exists().where(*owned, table.c.resource_id == owner_id))
-        return owner_id.in_(select(table.c.resource_id).where(*owned))
-    match = or_(*[_value_sql(c, table, v, base_url) for v in c.values])
-    if c.kind == "token" and c.modifier == "not":
-        return not_(exists().where(*owned, table.c.resource_id == owner_id, match))
-    if not drive:
-        return exists().where(*owned, table.c.resource_id == owner_id, match)
-    # `id IN (SELECT resource_id ...)`: PostgreSQL and SQLite can drive the query from the
-    # index rows (with only correlated EXISTS, SQLite scans every resource of the type).
-    return owner_id.in_(select(table.c.resource_id).where(*owned, match))
+        return ("index", kind, c.name, "missing" if c.values == ("true",) else "present", TRUE)
+    match = ("or", tuple(_value_plan(c, v, base_url) for v in c.values))
+    mode = "not" if c.kind == "token" and c.modifier == "not" else "match"
+    return ("index", kind, c.name, mode, match)
 
 
-def _value_sql(c: Criterion, table: Table, value: str, base_url: str) -> ColumnElement[bool]:
+def _value_plan(c: Criterion, value: str, base_url: str) -> Plan:
     if c.kind.startswith("composite:"):
-        return _composite(table, value, c.kind.split(":")[1], base_url)
-    builder = _BUILDERS[c.kind]
-    return builder(table, value, c.modifier, base_url)
+        return _composite(value, c.kind.split(":")[1], base_url)
+    return _BUILDERS[c.kind](value, c.modifier, base_url)
+
+
+def _eq(column: str, value: Any) -> Plan:
+    return ("cmp", "=", column, Value(value))
+
+
+def _and(*conds: Plan) -> Plan:
+    return ("and", conds)
+
+
+def _or(*conds: Plan) -> Plan:
+    return ("or", conds)
 
 
 # ------------------------------------------------------------------ composite
 
+_FIRST = (("system", "c1_system"), ("code", "c1_code"))
+_SECOND = (
+    ("system", "c2_system"), ("code", "c2_code"), ("value", "c2_value"), ("unit", "c2_unit"),
+    ("low", "c2_low"), ("high", "c2_high"), ("exact", "c2_text"),
+)  # fmt: skip
+_SECOND_STRING = tuple((n, "c2_text" if n == "value" else col) for n, col in _SECOND)
 
-class _Columns:
-    """Presents some composite columns under the names a single-type builder expects, so
-    `code$value` reuses the token and quantity/date/string builders unchanged."""
 
-    def __init__(self, **columns: Any) -> None:
-        self.c = SimpleNamespace(**columns)
-
-
-def _composite(t: Table, value: str, second: str, base_url: str) -> ColumnElement[bool]:
+def _composite(value: str, second: str, base_url: str) -> Plan:
+    """`code$value` reuses the token and quantity/date/string builders unchanged, with their
+    column names mapped to the composite table's columns."""
     parts = _UNESCAPED_DOLLAR.split(value)
     if len(parts) != 2:
         raise InvalidRequest(f"'{value}' must be two values joined by '$'")
-    first_view = _Columns(system=t.c.c1_system, code=t.c.c1_code)
-    second_view = _Columns(
-        system=t.c.c2_system, code=t.c.c2_code, value=t.c.c2_value, unit=t.c.c2_unit,
-        low=t.c.c2_low, high=t.c.c2_high, exact=t.c.c2_text,
-    )  # fmt: skip
-    if second == "string":
-        second_view.c.value = t.c.c2_text
-    first = _token(first_view, parts[0], None, base_url)  # type: ignore[arg-type]
-    return and_(first, _BUILDERS[second](second_view, parts[1], None, base_url))  # type: ignore[arg-type]
-
-
-# ------------------------------------------------------------------ chains
-
-
-def _chain(c: Criterion, owner: Owner, base_url: str) -> ColumnElement[bool]:
-    assert c.chain is not None and c.chain_type is not None
-    ref = search_reference.alias()
-    leaf = c.chain.leaf()
-    alternatives = []
-    for target in c.chain_type.split("|"):
-        inner = parse_criterion(target, c.chain.key(), join_values(leaf.values))
-        alternatives.append(
-            and_(
-                ref.c.target_type == target,
-                criterion_sql(inner, (target, ref.c.target_id), base_url, top=False),
-            )
-        )
-    return owner[1].in_(
-        select(ref.c.resource_id).where(
-            ref.c.resource_type == owner[0],
-            ref.c.param == c.name,
-            is_local(ref, base_url),
-            or_(*alternatives),
-        )
-    )
-
-
-def _has(c: Criterion, owner: Owner, base_url: str) -> ColumnElement[bool]:
-    assert c.chain is not None and c.has_type is not None
-    ref = search_reference.alias()
-    return owner[1].in_(
-        select(ref.c.target_id).where(
-            ref.c.resource_type == c.has_type,
-            ref.c.param == c.has_param,
-            ref.c.target_type == owner[0],
-            is_local(ref, base_url),
-            criterion_sql(c.chain, (c.has_type, ref.c.resource_id), base_url, top=False),
-        )
-    )
-
-
-def _last_updated(c: Criterion, owner: Owner, *, top: bool) -> ColumnElement[bool]:
-    if top:
-        column = resource.c.last_updated
-        return or_(*[_date_condition(column, column + 1, v) for v in c.values])
-    other = resource.alias()
-    return exists().where(
-        other.c.resource_type == owner[0],
-        other.c.id == owner[1],
-        or_(
-            *[_date_condition(other.c.last_updated, other.c.last_updated + 1, v) for v in c.values]
-        ),
-    )
+    first = ("view", _FIRST, _token(parts[0], None, base_url))
+    view = _SECOND_STRING if second == "string" else _SECOND
+    return _and(first, ("view", view, _BUILDERS[second](parts[1], None, base_url)))
 
 
 # ------------------------------------------------------------------ token
@@ -184,44 +195,44 @@ def unescape(value: str) -> str:
     return _ESCAPED.sub(r"\1", value)
 
 
-def _token(t: Table, value: str, modifier: str | None, _base: str) -> ColumnElement[bool]:
+def _token(value: str, modifier: str | None, _base: str) -> Plan:
     if modifier == "text":
         text = values.normalize(unescape(value))
-        return t.c.display.like(f"%{_like_escape(text)}%", escape="\\")
+        return ("like", "display", Value(f"%{_like_escape(text)}%"))
     parts = split_token(value)
     if modifier == "of-type":
         if len(parts) != 3:
             raise InvalidRequest(f":of-type needs system|code|value, got '{value}'")
-        return and_(t.c.type_system == parts[0], t.c.type_code == parts[1], t.c.code == parts[2])
+        return _and(_eq("type_system", parts[0]), _eq("type_code", parts[1]), _eq("code", parts[2]))
     if len(parts) == 1:
-        return t.c.code == parts[0]
+        return _eq("code", parts[0])
     system, code = parts[0], "|".join(parts[1:])
-    conditions = [t.c.system.is_(None) if system == "" else t.c.system == system]
+    conditions = [("null", "system") if system == "" else _eq("system", system)]
     if code:
-        conditions.append(t.c.code == code)
-    return and_(*conditions)
+        conditions.append(_eq("code", code))
+    return _and(*conditions)
 
 
 # ------------------------------------------------------------------ string, uri
 
 
-def _string(t: Table, value: str, modifier: str | None, _base: str) -> ColumnElement[bool]:
+def _string(value: str, modifier: str | None, _base: str) -> Plan:
     value = unescape(value)
     if modifier == "exact":
-        return t.c.exact == value
+        return _eq("exact", value)
     normalized = values.normalize(value)
     if modifier == "contains":
-        return t.c.value.like(f"%{_like_escape(normalized)}%", escape="\\")
-    return prefix_range(t.c.value, normalized)
+        return ("like", "value", Value(f"%{_like_escape(normalized)}%"))
+    return _prefix_range("value", normalized)
 
 
-def _uri(t: Table, value: str, modifier: str | None, _base: str) -> ColumnElement[bool]:
+def _uri(value: str, modifier: str | None, _base: str) -> Plan:
     value = unescape(value)
     if modifier == "below":  # the searched uri or anything under it, by path segment
-        return or_(t.c.value == value, prefix_range(t.c.value, value.rstrip("/") + "/"))
+        return _or(_eq("value", value), _prefix_range("value", value.rstrip("/") + "/"))
     if modifier == "above":  # the searched uri or one of its path ancestors
-        return t.c.value.in_(uri_ancestors(value))
-    return t.c.value == value
+        return ("in", "value", Value(tuple(uri_ancestors(value))))
+    return _eq("value", value)
 
 
 def uri_ancestors(uri: str) -> list[str]:
@@ -236,12 +247,12 @@ def uri_ancestors(uri: str) -> list[str]:
     return sorted(found)
 
 
-def prefix_range(column: Any, prefix: str) -> ColumnElement[bool]:
+def _prefix_range(column: str, prefix: str) -> Plan:
     """column starts with prefix, as an index-friendly range: [prefix, prefix-successor)."""
     if not prefix:
-        return true()
+        return TRUE
     successor = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    return and_(column >= prefix, column < successor)
+    return _and(("cmp", ">=", column, Value(prefix)), ("cmp", "<", column, Value(successor)))
 
 
 def _like_escape(text: str) -> str:
@@ -251,70 +262,71 @@ def _like_escape(text: str) -> str:
 # ------------------------------------------------------------------ reference
 
 
-def _reference(t: Table, value: str, modifier: str | None, base_url: str) -> ColumnElement[bool]:
+def _reference(value: str, modifier: str | None, base_url: str) -> Plan:
     if modifier == "identifier":
         parts = split_token(value)
         if len(parts) == 1:
-            return t.c.identifier_value == parts[0]
-        system_match = (
-            t.c.identifier_system == parts[0] if parts[0] else t.c.identifier_system.is_(None)
-        )
-        return and_(system_match, t.c.identifier_value == parts[1]) if parts[1] else system_match
-    local = is_local(t, base_url)
+            return _eq("identifier_value", parts[0])
+        system = _eq("identifier_system", parts[0]) if parts[0] else ("null", "identifier_system")
+        return _and(system, _eq("identifier_value", parts[1])) if parts[1] else system
+    local = _local(base_url)
     if modifier:  # :[Type]
-        return and_(t.c.target_type == modifier, t.c.target_id == value, local)
+        return _and(_eq("target_type", modifier), _eq("target_id", value), local)
     if base_url and value.startswith(base_url + "/"):
         value = value[len(base_url) + 1 :]
     if value.startswith(("http:", "https:", "urn:")):
-        return t.c.url == value
+        return _eq("url", value)
     rtype, rid = values.parse_reference(value)
     if rtype:
-        return and_(t.c.target_type == rtype, t.c.target_id == rid, local)
-    return and_(t.c.target_id == value, local)
+        return _and(_eq("target_type", rtype), _eq("target_id", rid), local)
+    return _and(_eq("target_id", value), local)
+
+
+def _local(base_url: str) -> Plan:
+    """See is_local."""
+    if not base_url:
+        return TRUE
+    return _or(("null", "url"), ("like", "url", Value(_like_escape(base_url) + "/%")))
 
 
 def is_local(t: FromClause, base_url: str) -> ColumnElement[bool]:
     """The reference row points at a resource on this server: a relative reference, or an
     absolute one under our base. http://elsewhere/fhir/Patient/1 is not our Patient/1 (the
     indexer parses type and id from any absolute URL; only the url column tells them apart)."""
-    if not base_url:
-        return true()
-    return or_(t.c.url.is_(None), t.c.url.like(_like_escape(base_url) + "/%", escape="\\"))
+    return _cond_sql(_local(base_url), lambda name: t.c[name])
 
 
 # ------------------------------------------------------------------ date
 
 
-def _date(t: Table, value: str, modifier: str | None, _base: str) -> ColumnElement[bool]:
-    return _date_condition(t.c.low, t.c.high, value)
-
-
-def _date_condition(low: Any, high: Any, raw: str) -> ColumnElement[bool]:
+def _date_condition(raw: str) -> Plan:
+    """On the columns "low" and "high": the indexed value's range [low, high)."""
     prefix, text = _prefix(raw)
     span = values.date_range(text)
     if span is None:
         raise InvalidRequest(f"'{text}' is not a valid date")
     p_low, p_high = span
-    within = and_(low >= p_low, high <= p_high)
+    within = _and(("cmp", ">=", "low", Value(p_low)), ("cmp", "<=", "high", Value(p_high)))
+    simple = {
+        "gt": ("high", ">", p_high), "lt": ("low", "<", p_low),
+        "sa": ("low", ">=", p_high), "eb": ("high", "<=", p_low),
+    }  # fmt: skip
+    if prefix in simple:
+        column, op, bound = simple[prefix]
+        return ("cmp", op, column, Value(bound))
     if prefix == "eq":
         return within
     if prefix == "ne":
-        return not_(within)
-    if prefix == "gt":
-        return high > p_high
-    if prefix == "lt":
-        return low < p_low
+        return ("not", within)
     if prefix == "ge":
-        return or_(high > p_high, within)
+        return _or(("cmp", ">", "high", Value(p_high)), within)
     if prefix == "le":
-        return or_(low < p_low, within)
-    if prefix == "sa":
-        return low >= p_high
-    if prefix == "eb":
-        return high <= p_low
+        return _or(("cmp", "<", "low", Value(p_low)), within)
     now = int(datetime.now(UTC).timestamp() * 1_000_000)
     slack = abs(now - p_low) // 10  # ap: within 10% of the distance to now
-    return and_(high > p_low - slack, low < p_high + slack)
+    return _and(
+        ("cmp", ">", "high", Value(p_low - slack)), ("cmp", "<", "low", Value(p_high + slack))
+    )
 
 
 def _prefix(raw: str) -> tuple[str, str]:
@@ -325,11 +337,8 @@ def _prefix(raw: str) -> tuple[str, str]:
 # ------------------------------------------------------------------ number, quantity
 
 
-def _number(t: Table, value: str, modifier: str | None, _base: str) -> ColumnElement[bool]:
-    return _number_condition(t.c.value, value)
-
-
-def _number_condition(column: Any, raw: str) -> ColumnElement[bool]:
+def _number_condition(raw: str) -> Plan:
+    """On the column "value"."""
     prefix, text = _prefix(raw)
     number = values.to_decimal(text)
     if number is None:
@@ -338,44 +347,163 @@ def _number_condition(column: Any, raw: str) -> ColumnElement[bool]:
     half = Decimal(5).scaleb(number.as_tuple().exponent - 1)  # type: ignore[operator]
     low, high = number - half, number + half
     if prefix == "eq":
-        return and_(column >= low, column < high)
+        return _and(("cmp", ">=", "value", Value(low)), ("cmp", "<", "value", Value(high)))
     if prefix == "ne":
-        return or_(column < low, column >= high)
-    if prefix in ("gt", "sa"):
-        return column > number
-    if prefix in ("lt", "eb"):
-        return column < number
-    if prefix == "ge":
-        return column >= number
-    if prefix == "le":
-        return column <= number
+        return _or(("cmp", "<", "value", Value(low)), ("cmp", ">=", "value", Value(high)))
+    op = {"gt": ">", "sa": ">", "lt": "<", "eb": "<", "ge": ">=", "le": "<="}.get(prefix)
+    if op is not None:
+        return ("cmp", op, "value", Value(number))
     slack = abs(number) / 10  # ap: within 10%
-    return and_(column >= number - slack, column <= number + slack)
+    return _and(
+        ("cmp", ">=", "value", Value(number - slack)), ("cmp", "<=", "value", Value(number + slack))
+    )
 
 
-def _quantity(t: Table, value: str, modifier: str | None, _base: str) -> ColumnElement[bool]:
+def _quantity(value: str, modifier: str | None, _base: str) -> Plan:
     parts = split_token(value)
     if len(parts) not in (1, 3):
         raise InvalidRequest(f"'{value}' is not number|system|code")
-    conditions = [_number_condition(t.c.value, parts[0])]
+    conditions = [_number_condition(parts[0])]
     if len(parts) == 3:
         system, code = parts[1], parts[2]
         if system:
-            conditions.append(t.c.system == system)
+            conditions.append(_eq("system", system))
         if code:
             # With a system, the coded unit (a uncoded one only as a fallback); without one,
             # "number||code" matches either the code or the human unit (Quantity.unit).
-            unit = and_(t.c.code.is_(None), t.c.unit == code) if system else t.c.unit == code
-            conditions.append(or_(t.c.code == code, unit))
-    return and_(*conditions)
+            unit = _and(("null", "code"), _eq("unit", code)) if system else _eq("unit", code)
+            conditions.append(_or(_eq("code", code), unit))
+    return _and(*conditions)
 
 
-_BUILDERS = {
+_BUILDERS: dict[str, Callable[[str, str | None, str], Plan]] = {
     "token": _token,
     "string": _string,
     "uri": _uri,
     "reference": _reference,
-    "date": _date,
-    "number": _number,
+    "date": lambda value, _modifier, _base: _date_condition(value),
+    "number": lambda value, _modifier, _base: _number_condition(value),
     "quantity": _quantity,
 }
+
+# ------------------------------------------------------------------ rendering
+
+
+def plan_sql(
+    node: Plan, owner: Owner, base_url: str, *, top: bool, drive: bool = True
+) -> ColumnElement[bool]:
+    """`drive`: written as `id IN (SELECT ...)` so the database can start from these index
+    rows; otherwise as a correlated EXISTS, a cheap per-candidate check. The engine lets the
+    most selective-looking criterion drive (SQLite follows the form literally)."""
+    owner_type, owner_id = owner
+    tag = node[0]
+    if tag in ("true", "false"):
+        return true() if tag == "true" else false()
+    if tag == "id":
+        match_id = owner_id.in_(_bind(node[1], owner_id, expanding=True))
+        return not_(match_id) if node[2] else match_id
+    if tag == "updated":
+        return _updated(node[1], owner, top=top)
+    if tag == "chain":
+        return _chain(node, owner, base_url)
+    if tag == "has":
+        return _has(node, owner, base_url)
+    assert tag == "index", node
+    _, kind, name, mode, cond = node
+    # No alias: each criterion is its own subquery (aliasing copies every column: ~0.2 ms).
+    table = INDEX_TABLES[kind]
+    owned = [table.c.resource_type == owner_type, table.c.param == name]
+    if mode == "missing":
+        return not_(exists().where(*owned, table.c.resource_id == owner_id))
+    if mode == "present":
+        return owner_id.in_(select(table.c.resource_id).where(*owned))
+    match = _cond_sql(cond, lambda column: table.c[column])
+    if mode == "not":
+        return not_(exists().where(*owned, table.c.resource_id == owner_id, match))
+    if not drive:
+        return exists().where(*owned, table.c.resource_id == owner_id, match)
+    # `id IN (SELECT resource_id ...)`: PostgreSQL and SQLite can drive the query from the
+    # index rows (with only correlated EXISTS, SQLite scans every resource of the type).
+    return owner_id.in_(select(table.c.resource_id).where(*owned, match))
+
+
+def _chain(node: Plan, owner: Owner, base_url: str) -> ColumnElement[bool]:
+    _, name, targets = node
+    ref = search_reference.alias()
+    alternatives = [
+        and_(
+            ref.c.target_type == target,
+            plan_sql(inner, (target, ref.c.target_id), base_url, top=False),
+        )
+        for target, inner in targets
+    ]
+    return owner[1].in_(
+        select(ref.c.resource_id).where(
+            ref.c.resource_type == owner[0],
+            ref.c.param == name,
+            is_local(ref, base_url),
+            or_(*alternatives),
+        )
+    )
+
+
+def _has(node: Plan, owner: Owner, base_url: str) -> ColumnElement[bool]:
+    _, source_type, param, inner = node
+    ref = search_reference.alias()
+    return owner[1].in_(
+        select(ref.c.target_id).where(
+            ref.c.resource_type == source_type,
+            ref.c.param == param,
+            ref.c.target_type == owner[0],
+            is_local(ref, base_url),
+            plan_sql(inner, (source_type, ref.c.resource_id), base_url, top=False),
+        )
+    )
+
+
+def _updated(cond: Plan, owner: Owner, *, top: bool) -> ColumnElement[bool]:
+    if top:
+        column = resource.c.last_updated
+        return _cond_sql(cond, {"low": column, "high": column + 1}.__getitem__)
+    other = resource.alias()
+    columns = {"low": other.c.last_updated, "high": other.c.last_updated + 1}
+    return exists().where(
+        other.c.resource_type == owner[0],
+        other.c.id == owner[1],
+        _cond_sql(cond, columns.__getitem__),
+    )
+
+
+_COMPARE = {"=": operator.eq, "<": operator.lt, "<=": operator.le, ">": operator.gt,
+            ">=": operator.ge}  # fmt: skip
+
+
+def _cond_sql(cond: Plan, column: Callable[[str], ColumnElement[Any]]) -> ColumnElement[bool]:
+    """`column`: the SQL for a column name of the plan (the composite views, lastUpdated)."""
+    tag = cond[0]
+    if tag == "cmp":
+        _, op, name, value = cond
+        compared: ColumnElement[bool] = _COMPARE[op](column(name), _bind(value, column(name)))
+        return compared
+    if tag == "null":
+        return column(cond[1]).is_(None)
+    if tag == "like":
+        return column(cond[1]).like(_bind(cond[2], column(cond[1])), escape="\\")
+    if tag == "in":
+        return column(cond[1]).in_(_bind(cond[2], column(cond[1]), expanding=True))
+    if tag in ("and", "or"):
+        parts = [_cond_sql(c, column) for c in cond[1]]
+        return and_(*parts) if tag == "and" else or_(*parts)
+    if tag == "not":
+        return not_(_cond_sql(cond[1], column))
+    if tag == "view":
+        names = dict(cond[1])
+        return _cond_sql(cond[2], lambda name: column(names.get(name, name)))
+    assert tag in ("true", "false"), cond
+    return true() if tag == "true" else false()
+
+
+def _bind(value: Value | Slot, column: Any, *, expanding: bool = False) -> Any:
+    if isinstance(value, Slot):  # typed like the column, as an inline value would be
+        return bindparam(f"v{value.index}", type_=column.type, expanding=expanding)
+    return list(value.value) if expanding else value.value

@@ -3,17 +3,18 @@ totals, and _include / _revinclude."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, literal, or_, select
 
 from app.errors import InvalidRequest
-from app.fhir.search.criteria import criterion_sql, is_local
+from app.fhir.search.criteria import Plan, is_local, plan, plan_sql, split
 from app.fhir.search.params import Include, SearchParams, encode_cursor, lookup
 from app.fhir.search.values import MAX_TIME, MIN_TIME
-from app.fhir.storage import CURRENT_COLUMNS, StoredVersion, UnitOfWork, to_version
+from app.fhir.storage import CURRENT_COLUMNS, RowFilter, StoredVersion, UnitOfWork, to_version
 from app.fhir.tables import INDEX_TABLES, resource, search_reference
 
 DEFAULT_COUNT = 50
@@ -40,30 +41,37 @@ def search(
 ) -> SearchResult:
     """Search one type, or several (system search with resource-level criteria)."""
     uow.flush()
-    owner_type: Any = rtypes[0] if len(rtypes) == 1 else resource.c.resource_type
-    type_filter = (
-        resource.c.resource_type == rtypes[0]
-        if len(rtypes) == 1
-        else resource.c.resource_type.in_(rtypes)
-    )
-    where = [type_filter, resource.c.deleted.is_(False)]
-    where += _criteria_sql(params, owner_type, base_url)
-    if uow.row_filter is not None:
-        where.append(uow.row_filter.sql(owner_type, resource.c.id))
     count = min(params.count if params.count is not None else DEFAULT_COUNT, MAX_COUNT)
-    total = _total(uow, where, params)
+    backwards = bool(params.page and params.page.get("dir") == "prev")
+    # The SQL depends only on the search's shape; its values go in as parameters.
+    form, values = split(_criteria_plans(params, base_url))
+    bound = {f"v{i}": value for i, value in enumerate(values)}
+    if params.page:
+        position = params.page.get("at")
+        if not isinstance(position, list) or len(position) != len(params.sort) + 1:
+            raise InvalidRequest("_page does not belong to this search", expression="_page")
+        bound.update({f"at{i}": _from_json(v) for i, v in enumerate(position)})
+    shape = Shape(
+        tuple(rtypes), base_url, form, params.sort, count,
+        page="prev" if backwards else "next" if params.page else None,
+        total=params.total in ("accurate", "estimate") or params.summary == "count",
+    )  # fmt: skip
+    if uow.row_filter is None:
+        statements = _cached_statements(shape)
+    else:  # the filter is this caller's own SQL: never shared with other callers
+        statements = _statements(shape, uow.row_filter)
+    total = None
+    if statements.total is not None:
+        total = int(uow.conn.execute(statements.total, bound).scalar_one())
     if count == 0 or params.summary == "count":
         return SearchResult([], total, None, None, params.ignored, [])
-    keys = _sort_keys(rtypes[0], params.sort, owner_type)
-    backwards = bool(params.page and params.page.get("dir") == "prev")
-    query = _page_query(where, keys, params, backwards).limit(count + 1)
-    rows = list(uow.conn.execute(query))
+    rows = list(uow.conn.execute(statements.page, bound))
     more = len(rows) > count
     rows = rows[:count]
     if backwards:
         rows.reverse()
     versions = [to_version(r) for r in rows]
-    next_page, previous_page = _cursors(rows, len(keys), params, more, backwards)
+    next_page, previous_page = _cursors(rows, len(params.sort) + 1, params, more, backwards)
     if total is None and not params.page and not more:
         total = len(versions)
     included, warnings = _includes(uow, versions, params.includes, base_url)
@@ -72,10 +80,58 @@ def search(
     )
 
 
-def _version(row: Any) -> StoredVersion:
-    return StoredVersion(
-        row.resource_type, row.id, row.version_id, row.last_updated, row.deleted, row.content
+# ------------------------------------------------------------------ statements per shape
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Everything the SQL of a search depends on; the searched values are not part of it
+    (they are the parameters :v0, :v1, ... and the cursor's :at0, :at1, ...)."""
+
+    rtypes: tuple[str, ...]
+    base_url: str
+    criteria: tuple[Any, ...]  # the criteria's plans with their values taken out (split)
+    sort: tuple[str, ...]
+    count: int
+    page: str | None  # continuing from a cursor: "next" or "prev"
+    total: bool  # count the matches too
+
+
+@dataclass(frozen=True)
+class Statements:
+    page: Select[Any]
+    total: Select[Any] | None
+
+
+def _statements(shape: Shape, row_filter: RowFilter | None) -> Statements:
+    """Built from the shape alone (and the caller's row filter, if any), so a statement can
+    only ever be shared by searches that need exactly that SQL."""
+    rtypes = list(shape.rtypes)
+    owner_type: Any = rtypes[0] if len(rtypes) == 1 else resource.c.resource_type
+    type_filter = (
+        resource.c.resource_type == rtypes[0]
+        if len(rtypes) == 1
+        else resource.c.resource_type.in_(rtypes)
     )
+    where = [type_filter, resource.c.deleted.is_(False)]
+    where += [
+        plan_sql(node, (owner_type, resource.c.id), shape.base_url, top=True, drive=i == 0)
+        for i, node in enumerate(shape.criteria)
+    ]
+    if row_filter is not None:
+        where.append(row_filter.sql(owner_type, resource.c.id))
+    total = select(func.count()).select_from(resource).where(*where) if shape.total else None
+    keys = _sort_keys(rtypes[0], shape.sort, owner_type)
+    page = _page_query(where, keys, shape, shape.page == "prev").limit(shape.count + 1)
+    return Statements(page, total)
+
+
+# Searches of the same shape (most: the same requests with other values) share statements:
+# building one costs more than running it, and SQLAlchemy compiles each only once (its own
+# cache of compiled statements holds 500 per engine: more shapes would not stay compiled).
+_cached_statements = functools.lru_cache(maxsize=500)(
+    functools.partial(_statements, row_filter=None)
+)
 
 
 # Which criterion should drive the query: the likeliest to be selective goes first.
@@ -83,25 +139,12 @@ _SELECTIVITY = ["_id", "reference", "token", "composite", "string", "uri", "quan
                 "number", "date"]  # fmt: skip
 
 
-def _criteria_sql(
-    params: SearchParams, owner_type: Any, base_url: str
-) -> list[ColumnElement[bool]]:
+def _criteria_plans(params: SearchParams, base_url: str) -> tuple[Plan, ...]:
     def rank(c: Any) -> int:
         kind = "_id" if c.name == "_id" else c.kind.split(":")[0]
         return _SELECTIVITY.index(kind) if kind in _SELECTIVITY else len(_SELECTIVITY)
 
-    ordered = sorted(params.criteria, key=rank)
-    return [
-        criterion_sql(c, (owner_type, resource.c.id), base_url, top=True, drive=i == 0)
-        for i, c in enumerate(ordered)
-    ]
-
-
-def _total(uow: UnitOfWork, where: list[ColumnElement[bool]], params: SearchParams) -> int | None:
-    if params.total in ("accurate", "estimate") or params.summary == "count":
-        query = select(func.count()).select_from(resource).where(*where)
-        return int(uow.conn.execute(query).scalar_one())
-    return None
+    return tuple(plan(c, base_url) for c in sorted(params.criteria, key=rank))
 
 
 # ------------------------------------------------------------------ sorting and paging
@@ -152,15 +195,15 @@ def _sort_key(rtype: str, name: str, descending: bool, owner_type: Any) -> SortK
 
 
 def _page_query(
-    where: list[ColumnElement[bool]], keys: list[SortKey], params: SearchParams, backwards: bool
+    where: list[ColumnElement[bool]], keys: list[SortKey], paged: Any, backwards: bool
 ) -> Select[Any]:
+    """The matches in order. `paged.page` (a Shape, or SearchParams): continue after the cursor
+    position, given as the parameters :at0, :at1, ... in the sort keys' order."""
     labelled = [k.expression.label(f"sort_{i}") for i, k in enumerate(keys)]
     query = select(*CURRENT_COLUMNS, *labelled).where(*where)
-    if params.page:
-        position = params.page.get("at")
-        if not isinstance(position, list) or len(position) != len(keys):
-            raise InvalidRequest("_page does not belong to this search", expression="_page")
-        query = query.where(_beyond(keys, [_from_json(v) for v in position], backwards))
+    if paged.page:
+        position = [bindparam(f"at{i}", type_=k.expression.type) for i, k in enumerate(keys)]
+        query = query.where(_beyond(keys, position, backwards))
     order = []
     for key in keys:
         descending = key.descending != backwards  # walking backwards flips every direction
@@ -242,27 +285,47 @@ def _include_round(
     by_type: dict[str, list[str]] = {}
     for version in frontier:
         by_type.setdefault(version.resource_type, []).append(version.id)
-    ref = search_reference
     for inc in includes:
         if inc.reverse:
             targets = [(t, ids) for t, ids in by_type.items() if inc.target_type in (None, t)]
             for target_type, ids in targets:
-                query = select(ref.c.resource_id).where(
-                    ref.c.resource_type == inc.source_type, ref.c.param == inc.param,
-                    ref.c.target_type == target_type, ref.c.target_id.in_(ids),
-                    is_local(ref, base_url),
-                ).limit(MAX_INCLUDES + 1)  # fmt: skip
-                wanted.update((inc.source_type, rid) for (rid,) in uow.conn.execute(query))
+                query = _revinclude_query(inc.source_type, inc.param, target_type, base_url)
+                found = uow.conn.execute(query, {"ids": ids})
+                wanted.update((inc.source_type, rid) for (rid,) in found)
         elif inc.source_type in by_type:
-            query = select(ref.c.target_type, ref.c.target_id).where(
-                ref.c.resource_type == inc.source_type, ref.c.param == inc.param,
-                ref.c.resource_id.in_(by_type[inc.source_type]), ref.c.target_id.is_not(None),
-                is_local(ref, base_url),
-            )  # fmt: skip
-            if inc.target_type:
-                query = query.where(ref.c.target_type == inc.target_type)
-            wanted.update((t, i) for t, i in uow.conn.execute(query) if t)
+            query = _include_query(inc.source_type, inc.param, inc.target_type, base_url)
+            found = uow.conn.execute(query, {"ids": by_type[inc.source_type]})
+            wanted.update((t, i) for t, i in found if t)
     return _fetch(uow, sorted(wanted - seen))
+
+
+# The include statements are few and depend only on their arguments: built once (the ids
+# are bound at execution).
+
+
+@functools.lru_cache(maxsize=1000)
+def _revinclude_query(source_type: str, param: str, target_type: str, base_url: str) -> Select[Any]:
+    """Resources of source_type whose `param` refers to one of target_type's :ids."""
+    ref = search_reference
+    return select(ref.c.resource_id).where(
+        ref.c.resource_type == source_type, ref.c.param == param,
+        ref.c.target_type == target_type, ref.c.target_id.in_(bindparam("ids", expanding=True)),
+        is_local(ref, base_url),
+    ).limit(MAX_INCLUDES + 1)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1000)
+def _include_query(
+    source_type: str, param: str, target_type: str | None, base_url: str
+) -> Select[Any]:
+    """What `param` of the source_type resources :ids refers to (of target_type, if given)."""
+    ref = search_reference
+    query = select(ref.c.target_type, ref.c.target_id).where(
+        ref.c.resource_type == source_type, ref.c.param == param,
+        ref.c.resource_id.in_(bindparam("ids", expanding=True)), ref.c.target_id.is_not(None),
+        is_local(ref, base_url),
+    )  # fmt: skip
+    return query.where(ref.c.target_type == target_type) if target_type else query
 
 
 def _fetch(uow: UnitOfWork, keys: list[tuple[str, str]]) -> list[StoredVersion]:
@@ -273,10 +336,18 @@ def _fetch(uow: UnitOfWork, keys: list[tuple[str, str]]) -> list[StoredVersion]:
         by_type.setdefault(rtype, []).append(rid)
     out: list[StoredVersion] = []
     for rtype, ids in by_type.items():
-        query = select(*CURRENT_COLUMNS).where(
-            resource.c.resource_type == rtype, resource.c.id.in_(ids), resource.c.deleted.is_(False)
-        )
+        query = _fetch_query(rtype)
         if uow.row_filter is not None:  # an included resource is shown only if allowed
             query = query.where(uow.row_filter.sql(rtype, resource.c.id))
-        out.extend(to_version(r) for r in uow.conn.execute(query))
+        out.extend(to_version(r) for r in uow.conn.execute(query, {"ids": ids}))
     return out
+
+
+@functools.lru_cache(maxsize=1000)
+def _fetch_query(rtype: str) -> Select[Any]:
+    """The current, not deleted, resources of rtype with the :ids."""
+    return select(*CURRENT_COLUMNS).where(
+        resource.c.resource_type == rtype,
+        resource.c.id.in_(bindparam("ids", expanding=True)),
+        resource.c.deleted.is_(False),
+    )

@@ -1,0 +1,148 @@
+"""The search engine shares one SQL statement between searches of the same shape (engine.py
+`_cached_statements`). These tests guard what makes that safe: values are parameters, never
+part of the shared SQL; values that need different SQL (`S|v`, `|v`, `v`, `S|`; date
+prefixes; :missing=true/false) make different shapes; a caller's row filter is never shared.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import ColumnElement
+
+from app.context import RequestContext
+from app.db import create_db_engine
+from app.fhir.hooks import Pipeline
+from app.fhir.search import SearchParams, engine
+from app.fhir.search.criteria import plan, split
+from app.fhir.search.params import parse_criterion
+from app.fhir.service import FhirService
+
+CTX = RequestContext.system("http://shape-cache.test/fhir")
+
+
+@pytest.fixture(scope="module")
+def service(database_url: str) -> Iterator[FhirService]:
+    db = create_db_engine(database_url, pool_size=2)
+    yield FhirService(db, Pipeline())
+    db.dispose()
+
+
+@pytest.fixture(scope="module")
+def people(service: FhirService) -> dict[str, Any]:
+    """Three Patients with identifiers of a system and values no other test uses."""
+    system, v1, v2 = (f"urn:shape:{uuid.uuid4().hex}" for _ in range(3))
+    bodies = {
+        "p1": {"identifier": [{"system": system, "value": v1}], "birthDate": "1960-05-05",
+               "gender": "female"},
+        "p2": {"identifier": [{"system": system, "value": v2}], "birthDate": "1980-05-05"},
+        "p3": {"identifier": [{"value": v1}], "birthDate": "1980-05-05"},
+    }  # fmt: skip
+    ids = {}
+    with service.unit_of_work(CTX, write=True) as uow:
+        for label, body in bodies.items():
+            created = service.create(uow, "Patient", {"resourceType": "Patient", **body})
+            ids[label] = created.version.id
+    return {"S": system, "V1": v1, "V2": v2, "ids": ids, "all": ",".join(ids.values())}
+
+
+def found(service: FhirService, query: str, row_filter: Any = None) -> set[str]:
+    with service.unit_of_work(CTX, write=False) as uow:
+        uow.row_filter = row_filter
+        params = SearchParams.parse_query(query, "Patient")
+        result = service.search(uow, "Patient", params)
+    return {v.id for v in result.versions}
+
+
+# query template -> the labels it must find; run in this order, so each search follows
+# others with the same parameter names (the ones a shape key that ignored values would mix).
+CASES = [
+    ("identifier={S}|{V1}", {"p1"}),
+    ("identifier={S}|{V2}", {"p2"}),
+    ("identifier=|{V1}", {"p3"}),
+    ("identifier={V1}", {"p1", "p3"}),
+    ("identifier={S}|", {"p1", "p2"}),
+    ("identifier:not={S}|{V1}&_id={all}", {"p2", "p3"}),
+    ("_id={all}&birthdate=lt1970", {"p1"}),
+    ("_id={all}&birthdate=ge1970", {"p2", "p3"}),
+    ("_id={all}&birthdate=1980-05", {"p2", "p3"}),
+    ("_id={all}&gender:missing=true", {"p2", "p3"}),
+    ("_id={all}&gender:missing=false", {"p1"}),
+    ("_id={p1}&identifier={S}|", {"p1"}),
+    ("_id={p2}&identifier={S}|", {"p2"}),
+]
+
+
+def test_searches_of_one_shape_get_their_own_values(
+    service: FhirService, people: dict[str, Any]
+) -> None:
+    labels = {v: k for k, v in people["ids"].items()}
+    values = {**people, **people["ids"]}
+    for template, expected in CASES + CASES[::-1]:
+        query = template.format(**values)
+        assert {labels.get(i, i) for i in found(service, query)} == expected, template
+
+
+def test_a_shape_is_built_once(service: FhirService, people: dict[str, Any]) -> None:
+    found(service, f"identifier={people['S']}|{people['V1']}&_count=7")
+    before = engine._cached_statements.cache_info()
+    assert found(service, f"identifier={people['S']}|{people['V2']}&_count=7") == {
+        people["ids"]["p2"]
+    }
+    after = engine._cached_statements.cache_info()
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses)
+
+
+class OnlyIds:
+    """A row filter (as app.auth.enforcement makes them) allowing some ids."""
+
+    def __init__(self, *ids: str) -> None:
+        self.ids = list(ids)
+
+    def sql(self, owner_type: Any, owner_id: Any) -> ColumnElement[bool]:
+        return owner_id.in_(self.ids)  # type: ignore[no-any-return]
+
+
+def test_a_row_filter_is_never_shared(service: FhirService, people: dict[str, Any]) -> None:
+    ids, query = people["ids"], f"identifier={people['S']}|"
+    before = engine._cached_statements.cache_info()
+    assert found(service, query, OnlyIds(ids["p1"])) == {ids["p1"]}
+    assert found(service, query, OnlyIds(ids["p2"])) == {ids["p2"]}
+    assert found(service, query, OnlyIds()) == set()
+    assert engine._cached_statements.cache_info() == before  # built per search, not cached
+    assert found(service, query) == {ids["p1"], ids["p2"]}
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("identifier=a|b", "identifier=|b"),
+        ("identifier=a|b", "identifier=b"),
+        ("identifier=a|b", "identifier=a|"),
+        ("identifier=a|b", "identifier:not=a|b"),
+        ("birthdate=ge2000", "birthdate=lt2000"),
+        ("birthdate=2000", "birthdate=ne2000"),
+        ("gender:missing=true", "gender:missing=false"),
+        ("general-practitioner=Practitioner/1", "general-practitioner=1"),
+        ("general-practitioner=Practitioner/1", "general-practitioner=http://x.org/Practitioner/1"),
+        ("name=abc", "name:contains=abc"),
+        ("name=abc", "name:exact=abc"),
+        ("identifier=a,b", "identifier=a"),
+    ],
+)
+def test_values_needing_other_sql_make_other_shapes(first: str, second: str) -> None:
+    def form(query: str) -> Any:
+        key, _, value = query.partition("=")
+        return split(plan(parse_criterion("Patient", key, value), "http://b/fhir"))[0]
+
+    assert form(first) != form(second)
+
+
+def test_same_sql_same_shape_and_values_in_slot_order() -> None:
+    one = split(plan(parse_criterion("Patient", "birthdate", "ge2000"), ""))
+    two = split(plan(parse_criterion("Patient", "birthdate", "ge1999-12"), ""))
+    assert one[0] == two[0]
+    assert one[1] != two[1] and len(one[1]) == len(two[1])
