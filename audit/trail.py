@@ -76,7 +76,11 @@ class AuditTrail:
             with _fail_closed():
                 self.reads.append(records)
             return
-        uow.flush()  # the unit's own writes first: their conflicts are theirs (409), not ours
+        if uow.dialect != "postgresql":
+            # The unit's own writes first: their conflicts are theirs (409), not ours. (On
+            # PostgreSQL the records go after the staged rows in the COMMIT round trip, where
+            # a conflicting row still fails as the write's own: see FhirService.unit_of_work.)
+            uow.flush()
         _append_or_refuse(uow, records)
 
     def record(self, records: list[AuditRecord]) -> None:
