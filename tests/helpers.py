@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
@@ -36,3 +37,12 @@ def observation(**extra: Any) -> dict[str, Any]:
 
 def issue_paths(outcome: dict[str, Any]) -> list[str]:
     return [e for i in outcome.get("issue", []) for e in i.get("expression", [])]
+
+
+def server_env(database_url: str, master_key: str, **settings: str) -> dict[str, str]:
+    """The environment of a `medisentinel` subprocess on the test database: ours, plus
+    MEDISENTINEL_<NAME> for each setting (`mllp_port="2575"` -> MEDISENTINEL_MLLP_PORT)."""
+    env = {**os.environ, "MEDISENTINEL_DATABASE_URL": database_url,
+           "MEDISENTINEL_MASTER_KEY": master_key}  # fmt: skip
+    env.update({f"MEDISENTINEL_{name.upper()}": value for name, value in settings.items()})
+    return env

@@ -8,7 +8,6 @@ message store.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import socket
@@ -28,6 +27,7 @@ from hl7_adapters.feeds import Hl7Feeds
 from hl7_adapters.framing import frame
 from hl7_adapters.mllp import MLLPClient
 from tests.conftest import TEST_MASTER_KEY, LiveServer
+from tests.helpers import server_env
 from tests.test_hl7_ingest import (
     err_fields,
     failing_inserts,
@@ -366,15 +366,10 @@ def test_serve_and_the_mllp_command_run_the_listener(
     command: str, database_url: str, client: httpx.Client
 ) -> None:
     mllp_port, http_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "MEDISENTINEL_DATABASE_URL": database_url,
-        "MEDISENTINEL_MASTER_KEY": TEST_MASTER_KEY,
-        "MEDISENTINEL_PORT": str(http_port),
-        "MEDISENTINEL_MLLP_PORT": str(mllp_port),
-        # `serve` follows the setting; `mllp` turns the listener on whatever it says
-        "MEDISENTINEL_MLLP_ENABLED": "true" if command == "serve" else "false",
-    }
+    # `serve` follows MEDISENTINEL_MLLP_ENABLED; `mllp` turns the listener on whatever it says
+    enabled = "true" if command == "serve" else "false"
+    env = server_env(database_url, TEST_MASTER_KEY, port=str(http_port),
+                     mllp_port=str(mllp_port), mllp_enabled=enabled)  # fmt: skip
     argv = [sys.executable, "-m", "app.cli", command]
     process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

@@ -30,6 +30,7 @@ from hl7_adapters.feeds import Hl7Feeds
 from hl7_adapters.framing import frame
 from hl7_adapters.mllp import REUSE_PORT, Handler, MLLPClient, MLLPServer
 from tests.conftest import TEST_MASTER_KEY, LiveServer
+from tests.helpers import server_env
 from tests.test_hl7_ingest import err_fields, msa, rows_for, unique_id
 from tests.test_hl7_mllp_server import a01, patients, run, send_all
 
@@ -214,13 +215,7 @@ def test_one_process_binds_exclusively_and_the_mllp_command_still_exits_2(
     alone = Hl7Feeds(
         ingest, live_server.settings.model_copy(update={"mllp_port": port, "workers": 1})
     )
-    env = {
-        **os.environ,
-        "MEDISENTINEL_DATABASE_URL": database_url,
-        "MEDISENTINEL_MASTER_KEY": TEST_MASTER_KEY,
-        "MEDISENTINEL_MLLP_PORT": str(port),
-        "MEDISENTINEL_WORKERS": "2",
-    }
+    env = server_env(database_url, TEST_MASTER_KEY, mllp_port=str(port), workers="2")
 
     async def scenario() -> tuple[int | None, bytes]:
         async with MLLPServer(handler, port=port, reuse_port=True):
@@ -246,14 +241,8 @@ def test_serve_with_two_workers_takes_mllp_in_both_and_keeps_the_order(
 ) -> None:
     engine = live_server.app.state.engine
     mllp_port, http_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "MEDISENTINEL_DATABASE_URL": database_url,
-        "MEDISENTINEL_MASTER_KEY": TEST_MASTER_KEY,
-        "MEDISENTINEL_PORT": str(http_port),
-        "MEDISENTINEL_MLLP_PORT": str(mllp_port),
-        "MEDISENTINEL_MLLP_ENABLED": "true",
-    }
+    env = server_env(database_url, TEST_MASTER_KEY, port=str(http_port),
+                     mllp_port=str(mllp_port), mllp_enabled="true")  # fmt: skip
     own = [unique_id("P") for _ in range(CONNECTIONS)]
     shared_mrn = unique_id("SHARED")
 
