@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -149,3 +150,34 @@ def test_sqlite_has_no_listener_and_asks_every_time(
     with write_transaction(live_server.app.state.engine) as conn:
         _elsewhere(live_server).revoke(conn, token)
     assert httpx.get(f"{live_server.base_url}/Patient", headers=headers).status_code == 401
+
+
+class _DeafWatch(RevocationWatch):
+    """A listener whose notifications stop arriving (a pooling proxy that moved its LISTEN to
+    another server connection, or a half-open TCP connection): stands for what is outside."""
+
+    deaf = False
+
+    def _send_beat(self, conn: Any) -> None:
+        if not self.deaf:
+            super()._send_beat(conn)
+
+
+def test_a_listener_that_stops_hearing_itself_trusts_nothing(
+    postgres_only: None, database_url: str
+) -> None:
+    watch = _DeafWatch(database_url, max_token_seconds=3600, trust_seconds=1.5)
+    watch.start()
+    try:
+        assert watch.wait_connected(10)
+        now = int(time.time())
+        watch.note_live("jti-1", now + 600, watch.generation())
+        assert watch.is_known_live("jti-1", now)
+        watch.deaf = True  # revocations might now be missed: stop trusting within 1.5 s
+        assert _until(lambda: not watch.is_known_live("jti-1", int(time.time())), 4.0)
+        assert watch.generation() is None
+        watch.deaf = False  # heard again after reconnecting: trusted again, memory cleared
+        assert watch.wait_connected(10)
+        assert not watch.is_known_live("jti-1", int(time.time()))
+    finally:
+        watch.stop()

@@ -13,6 +13,12 @@ BENCHMARKS.md). Instead, on PostgreSQL:
 * whenever the listener is not connected (starting, lost, SQLite), nothing is trusted and
   every request asks the database, as before: fail closed.
 
+A connection can look alive and hear nothing: a half-open TCP connection after a failover, or
+a transaction-pooling proxy (PgBouncer) that runs LISTEN on a server connection it then gives
+to someone else. So the listener notifies *itself* every second and trusts only while its own
+heartbeat keeps coming back (within `trust_seconds`); otherwise it reconnects, and meanwhile
+every request asks the database.
+
 Races. A token looked up as live just before its revocation committed is remembered only if no
 notification named it meanwhile (`revoked` keeps every jti named since the listener connected,
 for as long as an access token can live), and the listener's connection generation is the one
@@ -23,9 +29,11 @@ processes learn of them when the notification arrives, about a millisecond after
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
+from typing import Any
 
 import psycopg
 from sqlalchemy import Connection, text
@@ -36,7 +44,9 @@ log = logging.getLogger(__name__)
 CHANNEL = "medisentinel_token_revoked"
 LIVE_CACHE_SIZE = 10_000
 RETRY_SECONDS = 2.0
-POLL_SECONDS = 1.0  # how often the listener thread looks up from waiting, to notice stop()
+POLL_SECONDS = 1.0  # how often the listener sends its heartbeat and looks up from waiting
+TRUST_SECONDS = 5.0  # trust nothing when our own heartbeat has not come back for this long
+_BEAT = "~beat"  # heartbeat payloads start with this (a jti is hex: never confused)
 _NOTIFY_CHUNK = 100  # jtis per notification (the payload limit is 8,000 bytes)
 
 
@@ -51,7 +61,9 @@ def notify_revoked(conn: Connection, token_ids: list[str]) -> None:
 
 
 class RevocationWatch:
-    def __init__(self, database_url: str, max_token_seconds: int) -> None:
+    def __init__(
+        self, database_url: str, max_token_seconds: int, *, trust_seconds: float = TRUST_SECONDS
+    ) -> None:
         url = make_url(database_url)
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._max_age = max_token_seconds
@@ -60,6 +72,9 @@ class RevocationWatch:
         self._revoked: dict[str, float] = {}  # jti -> when we heard (monotonic)
         self._generation = 0  # +1 on every (re)connection; 0 = never connected
         self._connected = False
+        self._trust_seconds = trust_seconds
+        self._heard_beat = 0.0  # when our own heartbeat last came back (monotonic)
+        self._beat_payload = f"{_BEAT} {os.getpid()}-{id(self)}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.backend_pid: int | None = None  # the listening session's, for diagnostics
@@ -69,11 +84,11 @@ class RevocationWatch:
     def generation(self) -> int | None:
         """The current connection generation, None when not listening (trust nothing)."""
         with self._lock:
-            return self._generation if self._connected else None
+            return self._generation if self._trusting() else None
 
     def is_known_live(self, token_id: str, now: int) -> bool:
         with self._lock:
-            if not self._connected or token_id in self._revoked:
+            if not self._trusting() or token_id in self._revoked:
                 return False
             expires_at = self._live.get(token_id)
             return expires_at is not None and expires_at > now
@@ -81,7 +96,7 @@ class RevocationWatch:
     def note_live(self, token_id: str, expires_at: int, generation: int | None) -> None:
         """The database said `token_id` is live, in a lookup that began under `generation`."""
         with self._lock:
-            if generation is None or not self._connected or generation != self._generation:
+            if generation is None or not self._trusting() or generation != self._generation:
                 return
             if token_id in self._revoked:
                 return
@@ -89,6 +104,11 @@ class RevocationWatch:
             self._live.move_to_end(token_id)
             if len(self._live) > LIVE_CACHE_SIZE:
                 self._live.popitem(last=False)
+
+    def _trusting(self) -> bool:
+        """Listening, and heard from ourselves lately (call with the lock held)."""
+        fresh = time.monotonic() - self._heard_beat < self._trust_seconds
+        return self._connected and fresh
 
     def mark_revoked(self, token_ids: list[str]) -> None:
         with self._lock:
@@ -139,10 +159,25 @@ class RevocationWatch:
                 self._live.clear()
                 self._generation += 1
                 self._connected = True
+            connected_at = time.monotonic()
             while not self._stop.is_set():
+                self._send_beat(conn)
                 for note in conn.notifies(timeout=POLL_SECONDS):
-                    self.mark_revoked(note.payload.split())
+                    self._heard(note.payload)
+                silent_since = max(self._heard_beat, connected_at)
+                if time.monotonic() - silent_since >= self._trust_seconds:
+                    raise RuntimeError("our own notifications do not come back")
                 self._forget_old_revocations()
+
+    def _send_beat(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self._beat_payload))
+
+    def _heard(self, payload: str) -> None:
+        if payload == self._beat_payload:
+            with self._lock:
+                self._heard_beat = time.monotonic()
+        elif not payload.startswith(_BEAT):  # other processes' heartbeats are theirs
+            self.mark_revoked(payload.split())
 
     def _set_disconnected(self) -> None:
         with self._lock:
