@@ -22,6 +22,7 @@ from app.auth.server import AuthServer
 from app.db import create_db_engine
 from app.settings import Settings
 from tests.conftest import TEST_MASTER_KEY
+from tests.helpers import server_env
 
 CLI = [sys.executable, "-m", "app.cli"]
 MASTER_KEY = "cli-test-master-key-" + "1" * 32
@@ -265,12 +266,7 @@ def test_keys_rotate_refuses_a_wrong_master_key(cli: Cli, jwk_file: Path) -> Non
 
 
 def test_cli_token_opens_the_live_server(base_url: str, database_url: str, jwk_file: Path) -> None:
-    env = {
-        **os.environ,
-        "MEDISENTINEL_DATABASE_URL": database_url,
-        "MEDISENTINEL_MASTER_KEY": TEST_MASTER_KEY,
-        "MEDISENTINEL_BASE_URL": base_url,
-    }
+    env = server_env(database_url, TEST_MASTER_KEY, base_url=base_url)
     name = f"cli-e2e-{uuid.uuid4().hex[:12]}"
 
     def run(*args: str) -> Any:

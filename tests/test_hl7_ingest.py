@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -44,6 +43,7 @@ from hl7_adapters.mapping.plan import (
 )
 from hl7_adapters.tables import hl7_message
 from tests.conftest import TEST_MASTER_KEY, LiveServer
+from tests.helpers import server_env
 
 SYSTEM = "urn:test:mrn"
 
@@ -623,11 +623,7 @@ CLI = [sys.executable, "-m", "app.cli"]
 
 
 def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "MEDISENTINEL_DATABASE_URL": database_url,
-        "MEDISENTINEL_MASTER_KEY": TEST_MASTER_KEY,
-    }
+    env = server_env(database_url, TEST_MASTER_KEY)
     return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
