@@ -4,8 +4,8 @@ Timestamps are stored as integer microseconds since the Unix epoch (UTC): identi
 and PostgreSQL, totally ordered, and cheap to compare for `_since` and paging.
 
 `content` holds the exact JSON bytes we return (the client's JSON plus server-owned meta), so a
-read never re-serializes. On PostgreSQL the current table also carries `content_jsonb`, a
-generated JSONB copy for ad-hoc SQL and future indexes.
+read never re-serializes. (No JSONB twin: it cost a third of every row insert and nothing read
+it; migration 0011.)
 """
 
 from __future__ import annotations

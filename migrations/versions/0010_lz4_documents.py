@@ -22,7 +22,7 @@ depends_on = None
 
 DOCUMENT_COLUMNS = [
     ("resource", "content"),
-    ("resource", "content_jsonb"),
+    ("resource", "content_jsonb"),  # dropped again by 0011
     ("resource_history", "content"),
     ("audit_event", "content"),
     ("hl7_message", "raw"),
