@@ -32,6 +32,12 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
     )
 
 
+def libpq_dsn(url: str) -> str:
+    """A PostgreSQL SQLAlchemy URL as psycopg.connect() takes it (for connections a process
+    holds for its lifetime, outside the pool: listeners, the audit appender)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def _sqlite_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.database and parsed.database != ":memory:":

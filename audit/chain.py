@@ -154,6 +154,7 @@ def _hold_partition(uow: UnitOfWork, count: int) -> tuple[int, int, bytes]:
     # SQLite has one writer at a time: a single partition, read and moved in place.
     head = uow.conn.execute(
         select(audit_partition.c.partition_id, audit_partition.c.last_pseq)
+        .where(audit_partition.c.dedicated.is_(False))
         .order_by(audit_partition.c.partition_id)
         .limit(1)
     ).first()

@@ -1,22 +1,24 @@
-"""Group commit (SQLite): the audit records of many concurrent reads, in one transaction.
+"""Group commit: the audit records of many concurrent reads, in one transaction.
 
-A read-only SQLite unit is a shared (deferred) transaction that must not write, yet its
-audit record must be durable before its data leaves (fail closed). A write transaction of
-its own for each read would queue every reader behind SQLite's single write lock, one by
-one. Here concurrent reads hand their records to whichever of them is writing next; it
-appends everything pending in one transaction, and wakes the others when it has committed --
-or failed, in which case every read of the batch is refused (AuditUnavailable, 500), as a
-lone read would be. (On PostgreSQL a read's records are simply sent with its own COMMIT.)
+A read's audit record must be durable before its data leaves (fail closed), but a read has
+nothing else to commit: on SQLite its unit is a shared (deferred) transaction that must not
+write at all, and on PostgreSQL a writing transaction per read cost more than the read. Here
+concurrent reads hand their records to whichever of them is writing next; it appends
+everything pending in one transaction, and wakes the others when it has committed -- or
+failed, in which case every read of the batch is refused (AuditUnavailable, 500), as a lone
+read would be.
 
-The batch is written on a connection of its own (a pool of one), never one from the request
-pool: a writer waiting for a pool connection held by readers that wait for the writer would
-be a deadlock.
+What writes a batch depends on the database: on SQLite a unit of work on a connection of its
+own (a pool of one, never one from the request pool: a writer waiting for a pool connection
+held by readers that wait for the writer would be a deadlock); on PostgreSQL this process's
+partition appender (appender.py).
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlalchemy import Engine
 
@@ -24,6 +26,7 @@ from app.context import RequestContext
 from app.db import create_db_engine
 from app.fhir import storage
 from audit import chain
+from audit.appender import PartitionAppender
 from audit.chain import AuditRecord
 
 WAIT_SECONDS = 30.0  # longer than any healthy commit; then the read is refused
@@ -38,8 +41,7 @@ class _Slot:
 
 class GroupCommit:
     def __init__(self, engine: Engine) -> None:
-        self._source = engine
-        self._engine: Engine | None = None
+        self._writer = batch_writer(engine)
         self._cv = threading.Condition()
         self._pending: list[_Slot] = []
         self._writing = False
@@ -67,23 +69,48 @@ class GroupCommit:
             raise slot.error
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
+        self._writer.close()
 
     def _write(self, batch: list[_Slot]) -> None:
         records = [record for slot in batch for record in slot.records]
         error: BaseException | None = None
         try:
-            self._append(records)
+            self._writer.append(records)
         except Exception as exc:  # handed to every read of the batch
             error = exc
         for slot in batch:
             slot.error, slot.done = error, True
 
-    def _append(self, records: list[AuditRecord]) -> None:
+
+class BatchWriter(Protocol):
+    """Commits one batch of records (one caller at a time)."""
+
+    def append(self, records: list[AuditRecord]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def batch_writer(engine: Engine) -> BatchWriter:
+    if engine.dialect.name == "postgresql":
+        return PartitionAppender(engine.url.render_as_string(hide_password=False))
+    return UnitOfWorkWriter(engine)
+
+
+class UnitOfWorkWriter:
+    """A batch chained like any write (chain.append), in a transaction of its own."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._source = engine
+        self._engine: Engine | None = None
+
+    def append(self, records: list[AuditRecord]) -> None:
         context = RequestContext.system()
         with storage.open_unit_of_work(self._writer_engine(), context, write=True) as uow:
             chain.append(uow, records)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
 
     def _writer_engine(self) -> Engine:
         if self._engine is None:

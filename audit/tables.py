@@ -14,7 +14,18 @@ Times are integer microseconds since the Unix epoch, like the FHIR tables.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    false,
+)
 
 from app.fhir.tables import SequenceId, metadata
 
@@ -35,13 +46,15 @@ audit_event = Table(
 )
 
 # The head of each partition: its last pseq (the last record holds the chain hash). A writer
-# locks one head row (FOR UPDATE SKIP LOCKED) until it commits; verify never trusts these rows.
+# locks one shared head row (FOR UPDATE SKIP LOCKED) until it commits; a dedicated partition
+# belongs to one process's appender while it runs (appender.py); verify never trusts these rows.
 audit_partition = Table(
     "audit_partition",
     metadata,
     Column("partition_id", Integer, primary_key=True, autoincrement=False),
     Column("last_pseq", BigInteger, nullable=False),
     Column("created", BigInteger, nullable=False),
+    Column("dedicated", Boolean, nullable=False, server_default=false()),
 )
 
 # Signed snapshots of every partition head: a chain rewritten after a checkpoint no longer

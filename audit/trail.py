@@ -55,7 +55,7 @@ class AuditTrail:
     def __init__(self, engine: Engine, server: str) -> None:
         self.engine = engine
         self.server = server  # this server's base URL: AuditEvent.source.site
-        self.reads = GroupCommit(engine)  # SQLite read-only units' records, many per commit
+        self.reads = GroupCommit(engine)  # read-only units' records, many per commit
 
     def build(
         self, kind: EventKind, actor: Actor, outcome: Outcome, entities: Entities
@@ -67,12 +67,11 @@ class AuditTrail:
         return chain.record(event, recorded)
 
     def append_in(self, uow: UnitOfWork, records: list[AuditRecord]) -> None:
-        """Chain records in the unit's own transaction; a SQLite read-only unit's (which must
-        not write) are committed with other reads' (group.py) before this returns, i.e.
-        before its data leaves."""
+        """Chain records in the unit's own transaction; a read-only unit's are committed
+        with other reads' (group.py) before this returns, i.e. before its data leaves."""
         if not records:
             return
-        if not uow.write:
+        if uow.read_only:
             with _fail_closed():
                 self.reads.append(records)
             return
@@ -84,8 +83,12 @@ class AuditTrail:
         _append_or_refuse(uow, records)
 
     def record(self, records: list[AuditRecord]) -> None:
-        """Chain records in a transaction of their own."""
+        """Chain records in a transaction of their own (on PostgreSQL, with other reads')."""
         if not records:
+            return
+        if self.engine.dialect.name == "postgresql":
+            with _fail_closed():
+                self.reads.append(records)
             return
         with (
             _fail_closed(),

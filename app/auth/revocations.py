@@ -37,7 +37,8 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Connection, text
-from sqlalchemy.engine import make_url
+
+from app.db import libpq_dsn
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,7 @@ class RevocationWatch:
     def __init__(
         self, database_url: str, max_token_seconds: int, *, trust_seconds: float = TRUST_SECONDS
     ) -> None:
-        url = make_url(database_url)
-        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._dsn = libpq_dsn(database_url)
         self._max_age = max_token_seconds
         self._lock = threading.Lock()
         self._live: OrderedDict[str, int] = OrderedDict()  # jti -> expires_at (epoch s)

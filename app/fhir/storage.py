@@ -81,6 +81,8 @@ class UnitOfWork:
     notes: dict[str, Any] = field(default_factory=dict)  # hooks' per-transaction state
     # False for a SQLite read-only unit, which must not write at all (see open_unit_of_work).
     write: bool = True
+    # The caller promised to only read (write=False): hooks record elsewhere (audit group.py).
+    read_only: bool = False
     # PostgreSQL: statements (SQL, parameters) sent together with COMMIT, after every staged
     # row, in the same network round trip (the audit records; see audit/chain.py).
     with_commit: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -178,7 +180,7 @@ def open_unit_of_work(engine: Engine, ctx: RequestContext, *, write: bool) -> It
         conn = conn.execution_options(for_write=write)
         deferred = not write and engine.dialect.name == "sqlite"
         with conn.begin():
-            uow = UnitOfWork(conn=conn, ctx=ctx, write=not deferred)
+            uow = UnitOfWork(conn=conn, ctx=ctx, write=not deferred, read_only=not write)
             yield uow
             if uow.dialect == "postgresql":
                 _commit_pipelined(uow)  # SQLAlchemy's COMMIT that follows finds nothing to do

@@ -1,0 +1,176 @@
+"""PostgreSQL: reads' audit records go through their process's partition appender (one
+dedicated partition per process, hashes computed in Python, batches of records per commit).
+
+What must hold: reads land on dedicated partitions and writes never do; two appenders never
+share a partition; an appender that lost its connection or its partition starts over from
+what the database holds; and after all of it the whole trail still verifies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy import Engine, text
+
+from app.db import libpq_dsn
+from audit.appender import PartitionAppender
+from audit.chain import AuditRecord
+from audit.events import SUCCESS, Actor, Entities, EventKind
+from audit.verify import verify_on
+from tests.conftest import LiveServer
+from tests.smart_helpers import create_resource
+
+
+@pytest.fixture
+def engine(live_server: LiveServer, is_postgres: bool) -> Engine:
+    if not is_postgres:
+        pytest.skip("the partition appender is PostgreSQL's (SQLite has one writer anyway)")
+    engine: Engine = live_server.app.state.engine
+    return engine
+
+
+@pytest.fixture
+def appenders(database_url: str) -> Iterator[list[PartitionAppender]]:
+    made: list[PartitionAppender] = []
+    yield made
+    for appender in made:
+        appender.close()
+
+
+def new_appender(database_url: str, appenders: list[PartitionAppender]) -> PartitionAppender:
+    appender = PartitionAppender(database_url)
+    appenders.append(appender)
+    return appender
+
+
+def records(live_server: LiveServer, n: int, note: str) -> list[AuditRecord]:
+    trail = live_server.app.state.audit
+    kind = EventKind.rest("read")
+    return [
+        trail.build(kind, Actor(client_id="appender-test"), SUCCESS, Entities(description=note))
+        for _ in range(n)
+    ]
+
+
+def partition_of(engine: Engine, record_id: str) -> tuple[int, bool]:
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT e.partition_id, p.dedicated FROM audit_event e "
+                 "JOIN audit_partition p USING (partition_id) WHERE e.id = :id"),
+            {"id": record_id},
+        ).one()  # fmt: skip
+    return int(row.partition_id), bool(row.dedicated)
+
+
+def assert_trail_verifies(engine: Engine, live_server: LiveServer) -> None:
+    with engine.connect() as conn:
+        report = verify_on(conn, live_server.app.state.auth.keys)
+    assert report.findings == [], report.findings
+
+
+def test_reads_go_to_dedicated_partitions_and_writes_never_do(
+    engine: Engine, live_server: LiveServer, auth_headers: dict[str, str]
+) -> None:
+    with httpx.Client(base_url=live_server.base_url, headers=auth_headers) as http:
+        pid = create_resource(http, {"resourceType": "Patient"})
+        assert http.get(f"Patient/{pid}").status_code == 200
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT e.content, p.dedicated FROM audit_event e "
+                 "JOIN audit_partition p USING (partition_id) "
+                 "WHERE convert_from(e.content, 'UTF8') LIKE :pattern"),
+            {"pattern": f'%"Patient/{pid}%'},
+        ).all()  # fmt: skip
+    kinds = {(b'"code":"read"' in bytes(r.content), bool(r.dedicated)) for r in rows}
+    assert (True, True) in kinds  # the read: on a dedicated partition
+    assert (False, False) in kinds  # the create: on a shared one, in its own transaction
+    assert (True, False) not in kinds and (False, True) not in kinds
+
+
+def test_two_appenders_hold_different_partitions_and_chain_in_order(
+    engine: Engine, live_server: LiveServer, database_url: str, appenders: list[PartitionAppender]
+) -> None:
+    first, second = new_appender(database_url, appenders), new_appender(database_url, appenders)
+    batch_a, batch_b = records(live_server, 3, "a"), records(live_server, 2, "b")
+    first.append(batch_a)
+    second.append(batch_b)
+    first.append(records(live_server, 1, "a2"))
+    assert first.partition_id != second.partition_id
+    assert partition_of(engine, batch_a[0].id) == (first.partition_id, True)
+    assert partition_of(engine, batch_b[0].id) == (second.partition_id, True)
+    with engine.connect() as conn:
+        pseqs = conn.execute(
+            text("SELECT pseq FROM audit_event WHERE partition_id = :p ORDER BY pseq"),
+            {"p": first.partition_id},
+        ).scalars().all()  # fmt: skip
+    assert pseqs == list(range(1, len(pseqs) + 1))  # gap-free
+    assert_trail_verifies(engine, live_server)
+
+
+def test_an_appender_whose_connection_dies_starts_over(
+    engine: Engine, live_server: LiveServer, database_url: str, appenders: list[PartitionAppender]
+) -> None:
+    appender = new_appender(database_url, appenders)
+    appender.append(records(live_server, 2, "before"))
+    with engine.connect() as conn:
+        conn.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE application_name = 'medisentinel audit appender' "
+                 "AND pid <> pg_backend_pid() AND backend_start = ("
+                 "  SELECT max(backend_start) FROM pg_stat_activity "
+                 "  WHERE application_name = 'medisentinel audit appender')")
+        )  # fmt: skip
+        conn.commit()
+    with pytest.raises(psycopg.OperationalError):
+        appender.append(records(live_server, 1, "lost"))  # refused: the read would be refused
+    after = records(live_server, 2, "after")
+    appender.append(after)  # reconnected, head reloaded from the database
+    assert partition_of(engine, after[0].id)[1] is True
+    assert_trail_verifies(engine, live_server)
+
+
+def test_an_appender_that_lost_its_partition_is_refused_then_moves_on(
+    engine: Engine, live_server: LiveServer, database_url: str, appenders: list[PartitionAppender]
+) -> None:
+    """Ownership is an advisory lock; the chain's safety is (partition, pseq) being unique.
+    If the lock is lost while the connection lives, another appender may take the partition:
+    the stale one's next append collides and is refused, and it then holds another one."""
+    stale = new_appender(database_url, appenders)
+    stale.append(records(live_server, 1, "stale-1"))
+    taken = stale.partition_id
+    assert stale._conn is not None
+    stale._conn.execute("SELECT pg_advisory_unlock_all()")
+    stale._conn.commit()
+    # A new appender takes the lowest free dedicated partition; make sure that is ours by
+    # holding every other free one for the length of the test.
+    blockers = []
+    with psycopg.connect(libpq_dsn(database_url), autocommit=True) as probe:
+        free = [
+            pid
+            for (pid,) in probe.execute(
+                "SELECT partition_id FROM audit_partition WHERE dedicated AND partition_id <> %s",
+                (taken,),
+            ).fetchall()
+        ]
+    for pid in free:
+        blocker = psycopg.connect(libpq_dsn(database_url), autocommit=True)
+        if blocker.execute("SELECT pg_try_advisory_lock(%s, %s)", (0x4D534150, pid)).fetchone()[0]:  # type: ignore[index]
+            blockers.append(blocker)
+        else:
+            blocker.close()
+    try:
+        thief = new_appender(database_url, appenders)
+        thief.append(records(live_server, 2, "thief"))
+        assert thief.partition_id == taken
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            stale.append(records(live_server, 1, "stale-2"))
+        moved = records(live_server, 1, "stale-3")
+        stale.append(moved)
+    finally:
+        for blocker in blockers:
+            blocker.close()
+    assert stale.partition_id != taken
+    assert partition_of(engine, moved[0].id) == (stale.partition_id, True)
+    assert_trail_verifies(engine, live_server)
