@@ -384,3 +384,31 @@ def test_sign_in_consent_and_token_events_are_recorded(
     assert any(a["who"].get("reference") == "Practitioner/audit-doc" for a in issued_event["agent"])
     assert "invalid_grant" in events[4]["outcomeDesc"]
     assert PASSWORD not in str(events) and code not in str(events)
+
+
+def test_the_audit_index_keeps_what_compliance_searches_by_and_nothing_else(
+    client: httpx.Client, live_server: LiveServer
+) -> None:
+    """fhir_profiles/medisentinel/indexed_search_parameters.json narrows AuditEvent's index:
+    the CapabilityStatement offers exactly the kept parameters, a strict search by a left-out
+    one is refused, and no index rows are written for them."""
+    kept = {"_security", "_source", "_tag", "action", "address", "agent", "agent-name", "altid",
+            "date", "entity", "outcome", "patient", "source", "subtype", "type"}  # fmt: skip
+    statement = client.get("metadata").json()
+    audit = next(r for r in statement["rest"][0]["resource"] if r["type"] == "AuditEvent")
+    offered = {p["name"] for p in audit["searchParam"]}
+    assert kept <= offered and not offered & {"entity-role", "entity-type", "site", "_profile"}
+    refused = client.get(
+        "AuditEvent", params={"entity-role": "4"}, headers={"Prefer": "handling=strict"}
+    )
+    assert refused.status_code == 400 and "entity-role" in refused.text
+    some = client.get("AuditEvent", params={"action": "R", "_count": "1"}).json()
+    event_id = some["entry"][0]["resource"]["id"]
+    with live_server.app.state.engine.connect() as conn:
+        params = set(conn.execute(text(
+            "SELECT param FROM search_token WHERE resource_type = 'AuditEvent' "
+            "AND resource_id = :id UNION SELECT param FROM search_uri "
+            "WHERE resource_type = 'AuditEvent' AND resource_id = :id"), {"id": event_id}
+        ).scalars())  # fmt: skip
+    assert {"action", "type", "subtype", "outcome"} <= params
+    assert not params & {"entity-role", "entity-type", "site", "_profile"}

@@ -25,6 +25,7 @@ from app.fhir.search.fhirpath import (
 )
 
 TABLE_FILE = "search_parameters.json"
+NARROWED_FILE = "indexed_search_parameters.json"  # in fhir_profiles/medisentinel/
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,27 @@ def _table() -> dict[str, Any]:
     return data
 
 
-def _data_file() -> Path:
+def _data_file(folder: str = "r4_core", name: str = TABLE_FILE) -> Path:
     for entry in fhir_profiles.__path__:  # a package or a namespace package
-        candidate = Path(entry) / "r4_core" / TABLE_FILE
+        candidate = Path(entry) / folder / name
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(
-        f"fhir_profiles/r4_core/{TABLE_FILE} is missing; run "
-        "python -m fhir_profiles.generate_search_parameters"
+        f"fhir_profiles/{folder}/{name} is missing (r4_core: run "
+        "python -m fhir_profiles.generate_search_parameters)"
     )
+
+
+@functools.cache
+def _narrowed() -> dict[str, frozenset[str]]:
+    data = json.loads(_data_file("medisentinel", NARROWED_FILE).read_text(encoding="utf-8"))
+    return {rtype: frozenset(v["parameters"]) for rtype, v in data.items() if rtype[0] != "_"}
+
+
+def offered(resource_type: str, code: str) -> bool:
+    """False for a parameter our profiles leave out of a type's index (see the file)."""
+    kept = _narrowed().get(resource_type)
+    return kept is None or code in kept
 
 
 def _build(resource_type: str, code: str, row: dict[str, Any]) -> SearchParamDef:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Table
 
 from app.fhir.search import values
-from app.fhir.search.definitions import SearchParamDef, params_for
+from app.fhir.search.definitions import SearchParamDef, offered, params_for
 from app.fhir.tables import (
     search_composite,
     search_date,
@@ -124,6 +124,8 @@ _BUILDERS: dict[str, tuple[Table, Any]] = {
 
 def indexed_param(rtype: str, param: SearchParamDef) -> bool:
     if param.code in FROM_RESOURCE_TABLE:
+        return False
+    if not offered(rtype, param.code):
         return False
     if param.type == "composite":
         return composite_kinds(rtype, param) is not None
