@@ -7,7 +7,8 @@ PostgreSQL time per read (pg_stat_statements), ten times the read itself. Instea
 of a process's concurrent reads (and of events outside the door: sign-ins, refused requests)
 go in one transaction at a time (group.py decides who writes), onto a partition this process
 holds while it runs. The previous chain hash is then known here: hashes are computed in
-Python and a batch is its INSERTs, one UPDATE of the head and COMMIT, in one round trip.
+Python and a batch is one statement (its rows and the head's new position) in autocommit:
+one round trip.
 
 Holding a partition is a session advisory lock, taken on a connection the appender keeps.
 Correctness does not rest on it: (partition_id, pseq) is unique, so if two appenders ever
@@ -31,12 +32,23 @@ from audit.chain import GENESIS, AuditRecord, content_hash, link_hash
 
 LOCK_CLASS = 0x4D534150  # "MSAP": advisory lock (class, partition id) of an appender
 
-_INSERT = (
-    "INSERT INTO audit_event "
-    "(id, partition_id, pseq, recorded, content, content_hash, prev_hash, chain_hash) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+# One statement, run in autocommit: the records and the head move together or not at all,
+# in one round trip without pipeline mode or an explicit COMMIT (each cost as much Python as
+# the statement itself). The rows come as arrays, so the statement has one shape whatever
+# the batch size, and is prepared once per connection.
+_APPEND = """
+WITH added AS (
+    INSERT INTO audit_event
+        (id, partition_id, pseq, recorded, content, content_hash, prev_hash, chain_hash)
+    SELECT r.id, %(partition)s, r.pseq, r.recorded, r.content, r.content_hash, r.prev_hash,
+           r.chain_hash
+    FROM unnest(%(ids)s::text[], %(pseqs)s::bigint[], %(recorded)s::bigint[],
+                %(contents)s::bytea[], %(digests)s::bytea[], %(prevs)s::bytea[],
+                %(chained)s::bytea[])
+        AS r(id, pseq, recorded, content, content_hash, prev_hash, chain_hash)
 )
-_ADVANCE = "UPDATE audit_partition SET last_pseq = %s WHERE partition_id = %s"
+UPDATE audit_partition SET last_pseq = %(last)s WHERE partition_id = %(partition)s
+"""
 _DEDICATED = "SELECT partition_id FROM audit_partition WHERE dedicated ORDER BY partition_id"
 _NEW_DEDICATED = (
     "INSERT INTO audit_partition (partition_id, last_pseq, created, dedicated) "
@@ -64,11 +76,8 @@ class PartitionAppender:
         with self._lock:
             try:
                 conn = self._connection()
-                rows, pseq, prev = self._link(records)
-                with conn.pipeline(), conn.cursor() as cursor:
-                    cursor.executemany(_INSERT, rows)
-                    cursor.execute(_ADVANCE, (pseq, self.partition_id))
-                    conn.commit()
+                params, pseq, prev = self._link(records)
+                conn.execute(_APPEND, params, prepare=True)
             except Exception:
                 self._drop()  # start over from what the database holds
                 raise
@@ -78,28 +87,42 @@ class PartitionAppender:
         with self._lock:
             self._drop()
 
-    def _link(self, records: list[AuditRecord]) -> tuple[list[tuple[Any, ...]], int, bytes]:
-        rows: list[tuple[Any, ...]] = []
+    def _link(self, records: list[AuditRecord]) -> tuple[dict[str, Any], int, bytes]:
+        """The statement's parameters, and the head after it."""
         pseq, prev = self._pseq, self._prev
+        pseqs, digests, prevs, chained = [], [], [], []
         for item in records:
             pseq += 1
             digest = content_hash(item.content)
-            chained = link_hash(prev, digest, self.partition_id, pseq)
-            rows.append(
-                (item.id, self.partition_id, pseq, item.recorded, item.content, digest, prev,
-                 chained)
-            )  # fmt: skip
-            prev = chained
-        return rows, pseq, prev
+            link = link_hash(prev, digest, self.partition_id, pseq)
+            pseqs.append(pseq)
+            digests.append(digest)
+            prevs.append(prev)
+            chained.append(link)
+            prev = link
+        params = {
+            "partition": self.partition_id,
+            "ids": [r.id for r in records],
+            "pseqs": pseqs,
+            "recorded": [r.recorded for r in records],
+            "contents": [r.content for r in records],
+            "digests": digests,
+            "prevs": prevs,
+            "chained": chained,
+            "last": pseq,
+        }
+        return params, pseq, prev
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        conn = psycopg.connect(self._dsn, application_name="medisentinel audit appender")
+        conn = psycopg.connect(
+            self._dsn, application_name="medisentinel audit appender", autocommit=True
+        )
         try:
-            self.partition_id = _hold_partition(conn)
-            self._pseq, self._prev = _head(conn, self.partition_id)
-            conn.commit()
+            with conn.transaction():
+                self.partition_id = _hold_partition(conn)
+                self._pseq, self._prev = _head(conn, self.partition_id)
         except Exception:
             conn.close()
             raise

@@ -149,6 +149,9 @@ def _commit_pipelined(uow: UnitOfWork) -> None:
     staged, uow._staged = uow._staged, {}
     driver = uow.conn.connection.driver_connection
     assert driver is not None
+    if not staged and not uow.with_commit:
+        driver.commit()  # a read: entering and leaving pipeline mode costs more than it saves
+        return
     with driver.pipeline(), driver.cursor() as cursor:
         _send_staged(cursor, staged)
         for sql, params in uow.with_commit:
