@@ -46,6 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         [AuditHook(trail), AuditCatchUpHook(engine), SmartAccessHook(auth.tokens), OutboxHook()]
     )
     service = FhirService(engine, pipeline)
+    copier = audit_indexing.BackgroundCopier(
+        engine, lambda: service.last_unit_started, settings.audit_index_max_lag_seconds
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -55,9 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # (only when records were added): a failed round only delays the next.
         background = [
             asyncio.create_task(_every(600, refresh_statistics, engine)),
-            asyncio.create_task(
-                _every(settings.audit_index_seconds, audit_indexing.catch_up_all, engine)
-            ),
+            asyncio.create_task(_every(settings.audit_index_seconds, copier.round)),
             asyncio.create_task(
                 _every(settings.audit_checkpoint_seconds, audit_checkpoints.take, engine, auth.keys,
                        first_now=False)

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
         description="how often a server copies new audit records into the searchable "
         "AuditEvent store (searching AuditEvent always catches up first)",
     )
+    audit_index_max_lag_seconds: float = Field(
+        default=30.0,
+        description="while the server is busy, the searchable copy may fall this far behind "
+        "the audit chain (it catches up whenever the server idles, and before any search of "
+        "AuditEvent); 0 copies every round regardless of load",
+    )
     # HL7 v2 feeds
     mllp_enabled: bool = Field(default=True, description="start the MLLP listener with `serve`")
     mllp_host: str = "127.0.0.1"

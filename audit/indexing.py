@@ -5,7 +5,9 @@ store as well (resource, history and about twenty index rows, some fifty b-tree 
 cost an audited read three quarters of its throughput on PostgreSQL, so the copy is made
 here instead, in batches:
 
-* every server process runs :func:`catch_up_all` every ``audit_index_seconds`` (1 s);
+* every server process runs a round every ``audit_index_seconds`` (1 s): everything when
+  the process is idle, only records older than ``audit_index_max_lag_seconds`` while it
+  serves requests (:class:`BackgroundCopier`);
 * a search or read of AuditEvent catches up first (the audit hook calls :func:`catch_up`),
   so a compliance officer always sees every record committed before the search began.
 
@@ -19,6 +21,8 @@ commit together. The chain stays the evidence: `audit verify` never reads the co
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from sqlalchemy import Engine, func, insert, select, text, update
 
@@ -34,11 +38,14 @@ BATCH = 500  # records copied per statement round; a background round commits af
 _LOCK_KEY = 0x4D53_4155_4458  # "MSAUDX": the PostgreSQL advisory lock of the copier
 
 
-def catch_up(uow: UnitOfWork, *, wait: bool = True, limit: int | None = None) -> int:
+def catch_up(
+    uow: UnitOfWork, *, wait: bool = True, limit: int | None = None, before: int | None = None
+) -> int:
     """Copy records not yet searchable, inside `uow`'s transaction; how many were copied.
 
     `wait=False` gives up at once when another copier is at work (background rounds);
-    `limit` stops after about that many (so a background transaction stays short)."""
+    `limit` stops after about that many (so a background transaction stays short);
+    `before` (epoch µs) leaves records recorded from then on for a later round."""
     if not _serialize(uow, wait):
         return 0
     copied = 0
@@ -51,6 +58,13 @@ def catch_up(uow: UnitOfWork, *, wait: bool = True, limit: int | None = None) ->
                 .order_by(audit_event.c.pseq)
                 .limit(BATCH)
             ).all()  # fmt: skip
+            full = len(rows) == BATCH
+            if before is not None:
+                # The cursor says "everything up to pseq": stop at the first recent record
+                # (not skip it), even if one after it was recorded a moment earlier.
+                recent = next((i for i, r in enumerate(rows) if r.recorded >= before), None)
+                if recent is not None:
+                    rows, full = rows[:recent], False
             if not rows:
                 break
             for row in rows:
@@ -58,19 +72,46 @@ def catch_up(uow: UnitOfWork, *, wait: bool = True, limit: int | None = None) ->
             done = rows[-1].pseq
             copied += len(rows)
             _move_cursor(uow, partition_id, done)
+            if not full:
+                break
         uow.flush_bulk()
     return copied
 
 
-def catch_up_all(engine: Engine) -> int:
-    """A background round: copy the whole backlog, committing every few batches."""
+def catch_up_all(engine: Engine, *, before: int | None = None) -> int:
+    """A background round: copy the backlog (recorded before `before`, if given),
+    committing every few batches."""
     total = 0
     while True:
         with storage.open_unit_of_work(engine, RequestContext.system(), write=True) as uow:
-            copied = catch_up(uow, wait=False, limit=4 * BATCH)
+            copied = catch_up(uow, wait=False, limit=4 * BATCH, before=before)
         total += copied
         if copied < 4 * BATCH:
             return total
+
+
+class BackgroundCopier:
+    """Each server process's background rounds, yielding to requests.
+
+    Copying a record costs about as much as the read it records (its resource, history and
+    index rows), so a round that copies while requests are being served takes that capacity
+    from them. A round therefore copies everything only when this process has started no
+    unit of work for `IDLE_SECONDS`; while it is busy, only what has waited `max_lag`
+    seconds. Under sustained load the copy thus runs `max_lag` behind and pays the same
+    cost, later; a search of AuditEvent still catches up on everything first (AuditCatchUpHook).
+    """
+
+    IDLE_SECONDS = 0.5
+
+    def __init__(self, engine: Engine, busy_since: Callable[[], float], max_lag: float) -> None:
+        self.engine = engine
+        self.busy_since = busy_since  # monotonic time of this process's latest unit of work
+        self.max_lag_us = int(max_lag * 1_000_000)
+
+    def round(self) -> int:
+        if self.max_lag_us <= 0 or time.monotonic() - self.busy_since() >= self.IDLE_SECONDS:
+            return catch_up_all(self.engine)
+        return catch_up_all(self.engine, before=storage.now_us() - self.max_lag_us)
 
 
 def catch_up_now(engine: Engine) -> int:

@@ -7,8 +7,10 @@ whose background rounds never start, so what each step copies is exactly what it
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from fastapi import FastAPI
@@ -23,6 +25,7 @@ from app.fhir.tables import resource
 from app.main import create_app
 from app.settings import Settings
 from audit import indexing
+from audit.events import SUCCESS, Actor, Entities, EventKind
 from audit.tables import audit_event, audit_indexed, audit_partition
 from audit.verify import verify_on
 from tests.conftest import TEST_MASTER_KEY
@@ -185,3 +188,38 @@ def test_copiers_racing_writers_copy_each_record_exactly_once(
     with service.engine.connect() as conn:
         report = verify_on(conn, app.state.auth.keys)
     assert report.ok, report.summary()  # every partition's chain links up, under contention
+
+
+def test_a_busy_process_copies_only_what_has_waited_max_lag(service: FhirService) -> None:
+    """BackgroundCopier: busy (a unit started just now) -> only records older than max_lag;
+    idle -> everything."""
+    copier = indexing.BackgroundCopier(service.engine, lambda: service.last_unit_started, 0.3)
+    pid = create_patient(service)
+    read_patient(service, pid)  # the process is busy: this unit started a moment ago
+    assert copier.round() == 0
+    assert indexing.backlog(service.engine) == 2
+    time.sleep(0.35)
+    read_patient(service, pid)  # still busy; the first two records have now waited 0.3 s
+    assert copier.round() == 2
+    assert indexing.backlog(service.engine) == 1
+    time.sleep(indexing.BackgroundCopier.IDLE_SECONDS + 0.05)  # idle: no unit for a while
+    assert copier.round() == 1
+    assert indexing.backlog(service.engine) == 0
+
+
+def test_a_lagging_round_stops_at_a_recent_record_rather_than_skip_it(
+    service: FhirService, app: FastAPI
+) -> None:
+    """A partition's cursor means "copied up to this pseq": a round copying only old records
+    must not copy one that follows a recent one (it would move the cursor past the recent
+    one, which would then never be copied)."""
+    trail = app.state.audit
+    kind = EventKind.rest("read")
+    recent = trail.build(kind, Actor(client_id="lag-test"), SUCCESS, Entities())
+    old = replace(trail.build(kind, Actor(client_id="lag-test"), SUCCESS, Entities()),
+                  recorded=recent.recorded - 3_600_000_000)  # fmt: skip
+    trail.record([recent, old])  # one batch: pseq n is recent, n + 1 is an hour older
+    cutoff = recent.recorded - 60_000_000
+    assert indexing.catch_up_all(service.engine, before=cutoff) == 0
+    assert indexing.catch_up_all(service.engine) == 2
+    assert indexing.backlog(service.engine) == 0

@@ -9,6 +9,7 @@ app.fhir.router and app.api; this module knows none of them.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,6 +64,7 @@ class FhirService:
     def __init__(self, engine: Engine, pipeline: Pipeline) -> None:
         self.engine = engine
         self.pipeline = pipeline
+        self.last_unit_started = 0.0  # time.monotonic() of the latest unit of work
 
     # ------------------------------------------------------------ transactions
 
@@ -70,6 +72,7 @@ class FhirService:
     def unit_of_work(self, ctx: RequestContext, *, write: bool) -> Iterator[UnitOfWork]:
         """One transaction: commits on success (after before_commit hooks), rolls back on error.
         `write=False` promises that the interactions only read (hooks may still record)."""
+        self.last_unit_started = time.monotonic()  # background work yields to requests
         try:
             try:
                 with storage.open_unit_of_work(self.engine, ctx, write=write) as uow:
