@@ -35,19 +35,20 @@ LOCK_CLASS = 0x4D534150  # "MSAP": advisory lock (class, partition id) of an app
 # One statement, run in autocommit: the records and the head move together or not at all,
 # in one round trip without pipeline mode or an explicit COMMIT (each cost as much Python as
 # the statement itself). The rows come as arrays, so the statement has one shape whatever
-# the batch size, and is prepared once per connection.
+# the batch size, and is prepared once per connection. Parameters go in binary (%b): as
+# text, every record's bytes were hex-encoded to twice their size first.
 _APPEND = """
 WITH added AS (
     INSERT INTO audit_event
         (id, partition_id, pseq, recorded, content, content_hash, prev_hash, chain_hash)
-    SELECT r.id, %(partition)s, r.pseq, r.recorded, r.content, r.content_hash, r.prev_hash,
+    SELECT r.id, %(partition)b, r.pseq, r.recorded, r.content, r.content_hash, r.prev_hash,
            r.chain_hash
-    FROM unnest(%(ids)s::text[], %(pseqs)s::bigint[], %(recorded)s::bigint[],
-                %(contents)s::bytea[], %(digests)s::bytea[], %(prevs)s::bytea[],
-                %(chained)s::bytea[])
+    FROM unnest(%(ids)b::text[], %(pseqs)b::bigint[], %(recorded)b::bigint[],
+                %(contents)b::bytea[], %(digests)b::bytea[], %(prevs)b::bytea[],
+                %(chained)b::bytea[])
         AS r(id, pseq, recorded, content, content_hash, prev_hash, chain_hash)
 )
-UPDATE audit_partition SET last_pseq = %(last)s WHERE partition_id = %(partition)s
+UPDATE audit_partition SET last_pseq = %(last)b WHERE partition_id = %(partition)b
 """
 _DEDICATED = "SELECT partition_id FROM audit_partition WHERE dedicated ORDER BY partition_id"
 _NEW_DEDICATED = (
