@@ -7,6 +7,7 @@ search never sees a resource without its index or an index without its resource.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Table
@@ -32,10 +33,8 @@ Rows = dict[Table, list[dict[str, Any]]]
 
 def index_rows(rtype: str, rid: str, resource: dict[str, Any]) -> Rows:
     rows: Rows = {}
-    for code, param in params_for(rtype).items():
-        if not indexed_param(rtype, param):
-            continue
-        if param.type == "composite":
+    for code, param, kind in _indexed(rtype):
+        if kind is None:  # composite
             composite = _composites(rtype, param, resource)
             if composite:
                 owner = {"resource_type": rtype, "resource_id": rid, "param": code}
@@ -44,11 +43,18 @@ def index_rows(rtype: str, rid: str, resource: dict[str, Any]) -> Rows:
         nodes = param.evaluate(resource, resource)
         if not nodes:
             continue
-        table, build = _BUILDERS[param.type]
-        owner = {"resource_type": rtype, "resource_id": rid, "param": code}
-        built = [{**owner, **columns} for columns in _unique(build(nodes))]
-        if built:
-            rows.setdefault(table, []).extend(built)
+        table, columns, values_of = kind
+        seen: set[tuple[Any, ...]] = set()  # the same value reached through two branches
+        built = rows.get(table)
+        for found in values_of(nodes):
+            if found in seen:
+                continue
+            seen.add(found)
+            row = {"resource_type": rtype, "resource_id": rid, "param": code}
+            row.update(zip(columns, found))  # noqa: B905 - values.py yields exactly these
+            if built is None:
+                built = rows[table] = []
+            built.append(row)
     return rows
 
 
@@ -64,62 +70,36 @@ def _unique(items: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _tokens(nodes: list[Any]) -> Any:
-    for system, code, display, type_system, type_code in values.token_values(nodes):
-        yield {
-            "system": system,
-            "code": code,
-            "display": display,
-            "type_system": type_system,
-            "type_code": type_code,
-        }
+# Per parameter type: its index table, the value columns in the order values.py yields them.
+Kind = tuple[Table, tuple[str, ...], Callable[[list[Any]], Iterable[tuple[Any, ...]]]]
 
 
-def _strings(nodes: list[Any]) -> Any:
-    for normalized, exact in values.string_values(nodes):
-        yield {"value": normalized, "exact": exact}
+def _singles(values_of: Callable[[list[Any]], Iterable[Any]]) -> Callable[[list[Any]], Any]:
+    return lambda nodes: ((value,) for value in values_of(nodes))
 
 
-def _references(nodes: list[Any]) -> Any:
-    for target_type, target_id, url, id_system, id_value in values.reference_values(nodes):
-        yield {
-            "target_type": target_type,
-            "target_id": target_id,
-            "url": url,
-            "identifier_system": id_system,
-            "identifier_value": id_value,
-        }
+_KINDS: dict[str, Kind] = {
+    "token": (search_token, ("system", "code", "display", "type_system", "type_code"),
+              values.token_values),
+    "string": (search_string, ("value", "exact"), values.string_values),
+    "reference": (search_reference,
+                  ("target_type", "target_id", "url", "identifier_system", "identifier_value"),
+                  values.reference_values),
+    "date": (search_date, ("low", "high"), values.date_values),
+    "number": (search_number, ("value",), _singles(values.number_values)),
+    "quantity": (search_quantity, ("value", "system", "code", "unit"), values.quantity_values),
+    "uri": (search_uri, ("value",), _singles(values.uri_values)),
+}  # fmt: skip
 
 
-def _dates(nodes: list[Any]) -> Any:
-    for low, high in values.date_values(nodes):
-        yield {"low": low, "high": high}
-
-
-def _numbers(nodes: list[Any]) -> Any:
-    for number in values.number_values(nodes):
-        yield {"value": number}
-
-
-def _quantities(nodes: list[Any]) -> Any:
-    for value, system, code, unit in values.quantity_values(nodes):
-        yield {"value": value, "system": system, "code": code, "unit": unit}
-
-
-def _uris(nodes: list[Any]) -> Any:
-    for uri in values.uri_values(nodes):
-        yield {"value": uri}
-
-
-_BUILDERS: dict[str, tuple[Table, Any]] = {
-    "token": (search_token, _tokens),
-    "string": (search_string, _strings),
-    "reference": (search_reference, _references),
-    "date": (search_date, _dates),
-    "number": (search_number, _numbers),
-    "quantity": (search_quantity, _quantities),
-    "uri": (search_uri, _uris),
-}
+@functools.cache
+def _indexed(rtype: str) -> tuple[tuple[str, SearchParamDef, Kind | None], ...]:
+    """The parameters indexed for a type (decided once per type, not per resource)."""
+    return tuple(
+        (code, param, None if param.type == "composite" else _KINDS[param.type])
+        for code, param in params_for(rtype).items()
+        if indexed_param(rtype, param)
+    )
 
 
 def indexed_param(rtype: str, param: SearchParamDef) -> bool:
@@ -129,7 +109,7 @@ def indexed_param(rtype: str, param: SearchParamDef) -> bool:
         return False
     if param.type == "composite":
         return composite_kinds(rtype, param) is not None
-    return param.type in _BUILDERS
+    return param.type in _KINDS
 
 
 # ------------------------------------------------------------------ composites
