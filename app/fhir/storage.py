@@ -9,10 +9,11 @@ round trips, not hundreds.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
+from operator import itemgetter
 from typing import Any, Protocol
 
 from sqlalchemy import (
@@ -114,9 +115,10 @@ class UnitOfWork:
         with driver.cursor() as cursor:
             for table, rows in staged.items():
                 columns = tuple(rows[0])
+                values_of = _row_values(columns)
                 with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
                     for row in rows:
-                        copy.write_row(tuple(row[c] for c in columns))
+                        copy.write_row(values_of(row))
 
     @property
     def dialect(self) -> str:
@@ -139,9 +141,18 @@ def _flush_pipelined(conn: Connection, staged: dict[Table, list[dict[str, Any]]]
 def _send_staged(cursor: Any, staged: dict[Table, list[dict[str, Any]]]) -> None:
     for table, rows in staged.items():
         columns = tuple(rows[0])
-        cursor.executemany(
-            _pg_insert_sql(table.name, columns), [tuple(r[c] for c in columns) for r in rows]
-        )
+        values_of = _row_values(columns)
+        cursor.executemany(_pg_insert_sql(table.name, columns), [values_of(r) for r in rows])
+
+
+@cache
+def _row_values(columns: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A staged row's values in `columns` order (itemgetter: C speed, thousands of rows a
+    second go through here)."""
+    if len(columns) == 1:
+        (only,) = columns
+        return lambda row: (row[only],)
+    return itemgetter(*columns)
 
 
 def _commit_pipelined(uow: UnitOfWork) -> None:
