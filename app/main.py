@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             task.cancel()
         if watch is not None:
             await asyncio.to_thread(watch.stop)
-        trail.reads.close()
+        trail.group_commit.close()
         engine.dispose()
 
     app = FastAPI(title="MediSentinel", lifespan=lifespan, docs_url="/docs", redoc_url=None)

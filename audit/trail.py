@@ -55,7 +55,7 @@ class AuditTrail:
     def __init__(self, engine: Engine, server: str) -> None:
         self.engine = engine
         self.server = server  # this server's base URL: AuditEvent.source.site
-        self.reads = GroupCommit(engine)  # read-only units' records, many per commit
+        self.group_commit = GroupCommit(engine)  # records of many reads, one commit
 
     def build(
         self, kind: EventKind, actor: Actor, outcome: Outcome, entities: Entities
@@ -73,7 +73,7 @@ class AuditTrail:
             return
         if uow.read_only:
             with _fail_closed():
-                self.reads.append(records)
+                self.group_commit.append(records)
             return
         if uow.dialect != "postgresql":
             # The unit's own writes first: their conflicts are theirs (409), not ours. (On
@@ -88,7 +88,7 @@ class AuditTrail:
             return
         if self.engine.dialect.name == "postgresql":
             with _fail_closed():
-                self.reads.append(records)
+                self.group_commit.append(records)
             return
         with (
             _fail_closed(),

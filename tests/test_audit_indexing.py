@@ -54,7 +54,7 @@ def own_database(database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
 def app(own_database: str) -> Iterator[FastAPI]:
     app = create_app(Settings(database_url=own_database, master_key=TEST_MASTER_KEY))
     yield app
-    app.state.audit.reads.close()
+    app.state.audit.group_commit.close()
     app.state.engine.dispose()
 
 

@@ -43,7 +43,7 @@ def effective_times(live_server: LiveServer, mrn: str, offset: str | None) -> li
             f"subject.identifier=urn:oid:1.2.3.4|{mrn}", "Observation"
         )
         found = service.search(uow, "Observation", params)
-    app.state.audit.reads.close()
+    app.state.audit.group_commit.close()
     app.state.engine.dispose()
     return [json.loads(v.content or b"{}")["effectiveDateTime"] for v in found.versions]
 
