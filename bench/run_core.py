@@ -45,6 +45,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -821,6 +823,63 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+@dataclass
+class Served:
+    """A benchmark's server, ready: what the run's header line and JSON document need."""
+
+    server: Server
+    engine_info: dict[str, Any]
+    ready_s: float
+
+
+@contextmanager
+def serve_for_bench(
+    args: argparse.Namespace,
+    prefix: str,
+    *,
+    no_audit: bool = False,
+    also_ready: Callable[[Server], Coroutine[Any, Any, None]] | None = None,
+) -> Iterator[Served]:
+    """Start the server on args.database_url (a fresh SQLite file in a temp dir when unset),
+    wait until it (and `also_ready`) answers, write --pid-file; on leaving, check it
+    survived the run, stop it and remove the temp dir. Shared by run_core and run_hl7."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    if not args.database_url:
+        args.database_url = f"sqlite:///{workdir / 'bench.db'}"
+    check_loopback_db(args.database_url)
+    server: Server | None = None
+    try:
+        server = Server(args.database_url, args.workers, workdir, no_audit=no_audit)
+        started = time.perf_counter()
+        asyncio.run(server.wait_ready())
+        if also_ready is not None:
+            asyncio.run(also_ready(server))
+        ready_s = time.perf_counter() - started
+        engine_info = describe_engine(args.database_url)
+        server.postmaster = engine_info.get("postmaster_pid")
+        if args.pid_file:
+            args.pid_file.write_text(f"{server.pid}\n")
+        yield Served(server, engine_info, ready_s)
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"server died during the run:\n{server.log_tail()}")
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def finish(args: argparse.Namespace, document: dict[str, Any], summary: str) -> int:
+    """Write --json-out, print the document (--json) or the summary line; 1 if any phase
+    had errors."""
+    if args.json_out:
+        args.json_out.write_text(json.dumps(document, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(summary, flush=True)
+    return 1 if any(r["errors"] for r in document["results"]) else 0
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=(__doc__ or "").split("\n\n")[0],
@@ -882,60 +941,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="medisentinel-bench-"))
-    if not args.database_url:
-        args.database_url = f"sqlite:///{workdir / 'bench.db'}"
-    check_loopback_db(args.database_url)
-
-    server: Server | None = None
-    try:
-        server = Server(args.database_url, args.workers, workdir, no_audit=args.no_audit)
-        started = time.perf_counter()
-        asyncio.run(server.wait_ready())
-        ready_s = time.perf_counter() - started
+    with serve_for_bench(args, "medisentinel-bench-", no_audit=args.no_audit) as served:
+        server, engine_info = served.server, served.engine_info
         HEADERS["Authorization"] = f"Bearer {server.issue_token()}"
-        engine_info = describe_engine(args.database_url)
-        server.postmaster = engine_info.get("postmaster_pid")
-        if args.pid_file:
-            args.pid_file.write_text(f"{server.pid}\n")
         if not args.json:
             print(
                 f"# MediSentinel core benchmark: {engine_label(engine_info)}"
                 f" ({engine_info['url']}), {args.workers} worker(s), {args.concurrency}"
                 f" {args.client} clients, {args.seconds:g}s per phase; server pid {server.pid}"
-                f" at {server.base}, ready in {ready_s:.1f}s",
+                f" at {server.base}, ready in {served.ready_s:.1f}s",
                 flush=True,
             )
         results = asyncio.run(drive(args, server, engine_info))
         final_count = count_resources(args.database_url)
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"server died during the run:\n{server.log_tail()}")
-        document = {
-            "benchmark": "medisentinel-core",
-            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": machine_info(),
-            "engine": engine_info,
-            "workers": args.workers,
-            "client": args.client,
-            "concurrency": args.concurrency,
-            "txn_concurrency": args.txn_concurrency or args.concurrency,
-            "seconds_per_phase": args.seconds,
-            "bundle_size": args.bundle_size,
-            "patients": args.patients,
-            "resources_at_end": final_count,
-            "results": results,
-        }
-        if args.json_out:
-            args.json_out.write_text(json.dumps(document, indent=2) + "\n")
-        if args.json:
-            print(json.dumps(document, indent=2))
-        else:
-            print(f"# resources in the database at the end: {final_count}", flush=True)
-        return 1 if any(r["errors"] for r in results) else 0
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    document = {
+        "benchmark": "medisentinel-core",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine_info(),
+        "engine": engine_info,
+        "workers": args.workers,
+        "client": args.client,
+        "concurrency": args.concurrency,
+        "txn_concurrency": args.txn_concurrency or args.concurrency,
+        "seconds_per_phase": args.seconds,
+        "bundle_size": args.bundle_size,
+        "patients": args.patients,
+        "resources_at_end": final_count,
+        "results": results,
+    }
+    return finish(args, document, f"# resources in the database at the end: {final_count}")
 
 
 if __name__ == "__main__":

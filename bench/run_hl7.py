@@ -46,9 +46,7 @@ import argparse
 import asyncio
 import json
 import re
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -64,12 +62,12 @@ from run_core import (  # noqa: E402
     HOST,
     CpuMeter,
     Server,
-    check_loopback_db,
-    describe_engine,
     engine_label,
+    finish,
     free_port,
     machine_info,
     percentile,
+    serve_for_bench,
     wait_for_quiet_machine,
 )
 
@@ -427,10 +425,6 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="medisentinel-hl7bench-"))
-    if not args.database_url:
-        args.database_url = f"sqlite:///{workdir / 'bench.db'}"
-    check_loopback_db(args.database_url)
     mllp_port = free_port()
     # run_core.Server copies this process's environment when it starts the server.
     os.environ.update(
@@ -438,18 +432,11 @@ def main(argv: list[str] | None = None) -> int:
         MEDISENTINEL_MLLP_HOST=HOST,
         MEDISENTINEL_MLLP_PORT=str(mllp_port),
     )
-    server: Server | None = None
-    try:
-        server = Server(args.database_url, args.workers, workdir)
-        started = time.perf_counter()
-        asyncio.run(server.wait_ready())
-        asyncio.run(wait_mllp(mllp_port, server))
-        ready_s = time.perf_counter() - started
-        engine_info = describe_engine(args.database_url)
-        server.postmaster = engine_info.get("postmaster_pid")
+    with serve_for_bench(
+        args, "medisentinel-hl7bench-", also_ready=lambda server: wait_mllp(mllp_port, server)
+    ) as served:
+        server, engine_info = served.server, served.engine_info
         label = engine_label(engine_info)
-        if args.pid_file:
-            args.pid_file.write_text(f"{server.pid}\n")
         if not args.json:
             settings = ", ".join(
                 f"{k}={engine_info[k]}"
@@ -462,38 +449,26 @@ def main(argv: list[str] | None = None) -> int:
                 f" {args.seconds:g}s per phase"
                 + ("" if args.no_analyze else ", ANALYZE before each phase")
                 + f"; server pid {server.pid}, MLLP port {mllp_port},"
-                f" ready in {ready_s:.1f}s",
+                f" ready in {served.ready_s:.1f}s",
                 flush=True,
             )
         results = asyncio.run(drive(args, mllp_port, server, label))
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"server died during the run:\n{server.log_tail()}")
         by_type = resources_by_type(args.database_url)
-        document = {
-            "benchmark": "medisentinel-hl7-mllp",
-            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": machine_info(),
-            "engine": engine_info,
-            "workers": args.workers,
-            "client": args.client,
-            "concurrency": args.concurrency,
-            "seconds_per_phase": args.seconds,
-            "rate": args.rate,
-            "patients": args.patients,
-            "resources_at_end": by_type,
-            "results": results,
-        }
-        if args.json_out:
-            args.json_out.write_text(json.dumps(document, indent=2) + "\n")
-        if args.json:
-            print(json.dumps(document, indent=2))
-        else:
-            print(f"# resources at the end: {json.dumps(by_type, sort_keys=True)}", flush=True)
-        return 1 if any(r["errors"] for r in results) else 0
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    document = {
+        "benchmark": "medisentinel-hl7-mllp",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_info(),
+        "engine": engine_info,
+        "workers": args.workers,
+        "client": args.client,
+        "concurrency": args.concurrency,
+        "seconds_per_phase": args.seconds,
+        "rate": args.rate,
+        "patients": args.patients,
+        "resources_at_end": by_type,
+        "results": results,
+    }
+    return finish(args, document, f"# resources at the end: {json.dumps(by_type, sort_keys=True)}")
 
 
 if __name__ == "__main__":
