@@ -868,16 +868,39 @@ def serve_for_bench(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def finish(args: argparse.Namespace, document: dict[str, Any], summary: str) -> int:
-    """Write --json-out, print the document (--json) or the summary line; 1 if any phase
-    had errors."""
+def finish(
+    args: argparse.Namespace,
+    name: str,
+    served: Served,
+    results: list[dict[str, Any]],
+    resources_at_end: Any,
+    summary: str,
+    **settings: Any,
+) -> int:
+    """The run's JSON document (what ran where, with which settings, and the results):
+    written to --json-out, printed with --json, else the summary line; 1 if any phase had
+    errors."""
+    document = {
+        "benchmark": name,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_info(),
+        "engine": served.engine_info,
+        "workers": args.workers,
+        "client": args.client,
+        "concurrency": args.concurrency,
+        "seconds_per_phase": args.seconds,
+        "patients": args.patients,
+        **settings,
+        "resources_at_end": resources_at_end,
+        "results": results,
+    }
     if args.json_out:
         args.json_out.write_text(json.dumps(document, indent=2) + "\n")
     if args.json:
         print(json.dumps(document, indent=2))
     else:
         print(summary, flush=True)
-    return 1 if any(r["errors"] for r in document["results"]) else 0
+    return 1 if any(r["errors"] for r in results) else 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -954,22 +977,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         results = asyncio.run(drive(args, server, engine_info))
         final_count = count_resources(args.database_url)
-    document = {
-        "benchmark": "medisentinel-core",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine_info(),
-        "engine": engine_info,
-        "workers": args.workers,
-        "client": args.client,
-        "concurrency": args.concurrency,
-        "txn_concurrency": args.txn_concurrency or args.concurrency,
-        "seconds_per_phase": args.seconds,
-        "bundle_size": args.bundle_size,
-        "patients": args.patients,
-        "resources_at_end": final_count,
-        "results": results,
-    }
-    return finish(args, document, f"# resources in the database at the end: {final_count}")
+    return finish(
+        args, "medisentinel-core", served, results, final_count,
+        f"# resources in the database at the end: {final_count}",
+        txn_concurrency=args.txn_concurrency or args.concurrency, bundle_size=args.bundle_size,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

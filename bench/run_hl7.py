@@ -65,7 +65,6 @@ from run_core import (  # noqa: E402
     engine_label,
     finish,
     free_port,
-    machine_info,
     percentile,
     serve_for_bench,
     wait_for_quiet_machine,
@@ -454,21 +453,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         results = asyncio.run(drive(args, mllp_port, server, label))
         by_type = resources_by_type(args.database_url)
-    document = {
-        "benchmark": "medisentinel-hl7-mllp",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine_info(),
-        "engine": engine_info,
-        "workers": args.workers,
-        "client": args.client,
-        "concurrency": args.concurrency,
-        "seconds_per_phase": args.seconds,
-        "rate": args.rate,
-        "patients": args.patients,
-        "resources_at_end": by_type,
-        "results": results,
-    }
-    return finish(args, document, f"# resources at the end: {json.dumps(by_type, sort_keys=True)}")
+    return finish(
+        args, "medisentinel-hl7-mllp", served, results, by_type,
+        f"# resources at the end: {json.dumps(by_type, sort_keys=True)}", rate=args.rate,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
