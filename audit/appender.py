@@ -28,7 +28,7 @@ import psycopg
 
 from app.db import libpq_dsn
 from app.fhir import storage
-from audit.chain import GENESIS, AuditRecord, content_hash, link_hash
+from audit.chain import GENESIS, AuditRecord, linked
 
 LOCK_CLASS = 0x4D534150  # "MSAP": advisory lock (class, partition id) of an appender
 
@@ -90,29 +90,19 @@ class PartitionAppender:
 
     def _link(self, records: list[AuditRecord]) -> tuple[dict[str, Any], int, bytes]:
         """The statement's parameters, and the head after it."""
-        pseq, prev = self._pseq, self._prev
-        pseqs, digests, prevs, chained = [], [], [], []
-        for item in records:
-            pseq += 1
-            digest = content_hash(item.content)
-            link = link_hash(prev, digest, self.partition_id, pseq)
-            pseqs.append(pseq)
-            digests.append(digest)
-            prevs.append(prev)
-            chained.append(link)
-            prev = link
+        chain = linked(records, self.partition_id, self._pseq, self._prev)
         params = {
             "partition": self.partition_id,
-            "ids": [r.id for r in records],
-            "pseqs": pseqs,
-            "recorded": [r.recorded for r in records],
-            "contents": [r.content for r in records],
-            "digests": digests,
-            "prevs": prevs,
-            "chained": chained,
-            "last": pseq,
+            "ids": [link.record.id for link in chain],
+            "pseqs": [link.pseq for link in chain],
+            "recorded": [link.record.recorded for link in chain],
+            "contents": [link.record.content for link in chain],
+            "digests": [link.content_hash for link in chain],
+            "prevs": [link.prev_hash for link in chain],
+            "chained": [link.chain_hash for link in chain],
+            "last": chain[-1].pseq,
         }
-        return params, pseq, prev
+        return params, chain[-1].pseq, chain[-1].chain_hash
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is not None and not self._conn.closed:

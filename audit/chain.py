@@ -52,6 +52,31 @@ def link_hash(prev: bytes, digest: bytes, partition_id: int, pseq: int) -> bytes
     ).digest()
 
 
+@dataclass(frozen=True)
+class Linked:
+    """A record's place in its partition's chain."""
+
+    record: AuditRecord
+    pseq: int
+    content_hash: bytes
+    prev_hash: bytes
+    chain_hash: bytes
+
+
+def linked(
+    records: list[AuditRecord], partition_id: int, last_pseq: int, prev: bytes
+) -> list[Linked]:
+    """`records`, in order, chained after a partition's record `last_pseq` (hash `prev`)."""
+    chain = []
+    for item in records:
+        last_pseq += 1
+        digest = content_hash(item.content)
+        chained = link_hash(prev, digest, partition_id, last_pseq)
+        chain.append(Linked(item, last_pseq, digest, prev, chained))
+        prev = chained
+    return chain
+
+
 def record(event: dict[str, Any], recorded: int) -> AuditRecord:
     return AuditRecord(event["id"], recorded, jsonio.dumps(event), event)
 
@@ -69,24 +94,20 @@ def append(uow: UnitOfWork, records: list[AuditRecord]) -> None:
         uow.with_commit.append((_PG_LINK_AND_INSERT, _params(records)))
         return
     partition_id, pseq, prev = _hold_partition(uow, len(records))
-    for item in records:
-        pseq += 1
-        digest = content_hash(item.content)
-        chained = link_hash(prev, digest, partition_id, pseq)
+    for link in linked(records, partition_id, pseq, prev):
         uow.stage(
             audit_event,
             {
-                "id": item.id,
+                "id": link.record.id,
                 "partition_id": partition_id,
-                "pseq": pseq,
-                "recorded": item.recorded,
-                "content": item.content,
-                "content_hash": digest,
-                "prev_hash": prev,
-                "chain_hash": chained,
+                "pseq": link.pseq,
+                "recorded": link.record.recorded,
+                "content": link.record.content,
+                "content_hash": link.content_hash,
+                "prev_hash": link.prev_hash,
+                "chain_hash": link.chain_hash,
             },
         )
-        prev = chained
 
 
 def _params(records: list[AuditRecord]) -> dict[str, Any]:

@@ -103,13 +103,13 @@ class BackgroundCopier:
 
     IDLE_SECONDS = 0.5
 
-    def __init__(self, engine: Engine, busy_since: Callable[[], float], max_lag: float) -> None:
+    def __init__(self, engine: Engine, last_busy: Callable[[], float], max_lag: float) -> None:
         self.engine = engine
-        self.busy_since = busy_since  # monotonic time of this process's latest unit of work
+        self.last_busy = last_busy  # monotonic time this process last started a unit of work
         self.max_lag_us = int(max_lag * 1_000_000)
 
     def round(self) -> int:
-        if self.max_lag_us <= 0 or time.monotonic() - self.busy_since() >= self.IDLE_SECONDS:
+        if self.max_lag_us <= 0 or time.monotonic() - self.last_busy() >= self.IDLE_SECONDS:
             return catch_up_all(self.engine)
         return catch_up_all(self.engine, before=storage.now_us() - self.max_lag_us)
 
