@@ -1,41 +1,53 @@
-"""PostgreSQL: one process's read records, chained in batches onto a partition of its own.
+"""PostgreSQL: this process's audit partitions, chained in Python.
 
-A read's record must be durable before its data leaves (fail closed), yet a read has nothing
-else to commit. Chained in the read's own transaction, every read became a writing
-transaction with two more statements (take a shared head, link in SQL): about 300 µs of
-PostgreSQL time per read (pg_stat_statements), ten times the read itself. Instead the records
-of a process's concurrent reads (and of events outside the door: sign-ins, refused requests)
-go in one transaction at a time (group.py decides who writes), onto a partition this process
-holds while it runs. The previous chain hash is then known here: hashes are computed in
-Python and a batch is one statement (its rows and the head's new position) in autocommit:
-one round trip.
+A record's place in the chain is its partition and pseq; the previous record's chain hash
+must be known to link it. On a partition that only this process appends to, both are known
+here, so the hashes are computed in Python and a record costs one row in one statement. (A
+shared head taken in SQL, `audit_take_head`, and linking in SQL cost a write about 220 µs of
+PostgreSQL time for its record, pg_stat_statements: as much as its resource, history and
+index rows together.)
 
-Holding a partition is a session advisory lock, taken on a connection the appender keeps.
-Correctness does not rest on it: (partition_id, pseq) is unique, so if two appenders ever
-believed they held the same partition, the second to append a pseq would fail; and after any
-failure (a refused insert, a lost connection, a COMMIT whose outcome is unknown) the appender
-drops its connection and reloads the head from the database before appending again.
-Writes keep chaining in their own transactions (chain.py): `audit_take_head` never hands out
-a dedicated partition.
+* Reads' records (and events outside the door: sign-ins, refused requests) must be durable
+  before the data leaves, yet a read has nothing else to commit. The records of a process's
+  concurrent reads go in one batch at a time (group.py decides who writes) onto the read
+  partition, with one statement (its rows and the head's new position) in autocommit: one
+  round trip. See :meth:`PartitionAppender.append`.
+* A write's records must commit with the write. The unit takes a partition of its own from
+  the process's pool of write partitions, links its records after that partition's head,
+  and sends the same statement with its COMMIT; the partition goes back to the pool when the
+  transaction has ended, with the new head if it committed. See
+  :meth:`PartitionAppender.append_in`. Concurrent writers never wait for each other: the pool
+  grows when every partition is out.
+
+Holding partitions is a session advisory lock per partition, taken on a connection the
+appender keeps (the "holder"). Correctness does not rest on it: (partition_id, pseq) is
+unique, so if two appenders ever believed they held the same partition, the second to
+append a pseq would fail; after any failure (a refused insert, a lost connection, a COMMIT
+whose outcome is unknown) the partition's head is reloaded from the database before it is
+used again, and if the holder connection itself was lost, every partition it held is let go
+and taken again (or another one) with its head reloaded.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from app.db import libpq_dsn
 from app.fhir import storage
-from audit.chain import GENESIS, AuditRecord, linked
+from app.fhir.storage import UnitOfWork
+from audit.chain import GENESIS, AuditRecord, Linked, linked
 
 LOCK_CLASS = 0x4D534150  # "MSAP": advisory lock (class, partition id) of an appender
 
-# One statement, run in autocommit: the records and the head move together or not at all,
-# in one round trip without pipeline mode or an explicit COMMIT (each cost as much Python as
-# the statement itself). The rows come as arrays, so the statement has one shape whatever
-# the batch size, and is prepared once per connection. Parameters go in binary (%b): as
+# One statement: the records and the head move together or not at all. For reads it runs in
+# autocommit, one round trip without pipeline mode or an explicit COMMIT (each cost as much
+# Python as the statement itself); for writes it goes with the unit's COMMIT. The rows come
+# as arrays, so the statement has one shape whatever the batch size, and is prepared once
+# per connection. Parameters go in binary (%b): as
 # text, every record's bytes were hex-encoded to twice their size first.
 _APPEND = """
 WITH added AS (
@@ -61,75 +73,142 @@ _LAST_RECORD = (
 )
 
 
+@dataclass
+class _Head:
+    """A partition this process holds, and its last record."""
+
+    partition_id: int
+    pseq: int
+    prev: bytes
+    generation: int  # the holder connection it was locked on (see PartitionAppender)
+    stale: bool = False  # its last commit's outcome is unknown: reload before use
+
+
 class PartitionAppender:
     def __init__(self, database_url: str) -> None:
         self._dsn = libpq_dsn(database_url)
-        self._lock = threading.Lock()  # callers serialize already; this makes it certain
+        self._lock = threading.Lock()  # the holder connection and the pool
         self._conn: psycopg.Connection[Any] | None = None
-        self.partition_id = 0
-        self._pseq = 0
-        self._prev = GENESIS
+        self._generation = 0  # bumped whenever the holder connection is dropped
+        self._reads: _Head | None = None
+        self._free: list[_Head] = []  # write partitions not in use
+        self._out: dict[int, _Head] = {}  # write partitions in a transaction now
+
+    @property
+    def partition_id(self) -> int:
+        """The read partition (0 before the first append)."""
+        return self._reads.partition_id if self._reads is not None else 0
 
     def append(self, records: list[AuditRecord]) -> None:
-        """Chain `records` onto this process's partition and commit them; raise otherwise."""
+        """Chain `records` onto the read partition and commit them; raise otherwise."""
         if not records:
             return
         with self._lock:
             try:
                 conn = self._connection()
-                params, pseq, prev = self._link(records)
+                if self._reads is None:
+                    self._reads = self._take_partition(conn)
+                params, chain = _statement(self._reads, records)
                 conn.execute(_APPEND, params, prepare=True)
             except Exception:
                 self._drop()  # start over from what the database holds
                 raise
-            self._pseq, self._prev = pseq, prev
+            self._reads.pseq, self._reads.prev = chain[-1].pseq, chain[-1].chain_hash
+
+    def append_in(self, uow: UnitOfWork, records: list[AuditRecord]) -> None:
+        """Chain `records` in `uow`'s transaction: sent with its COMMIT (storage.py), on a
+        write partition the unit holds until the transaction has ended."""
+        if not records:
+            return
+        head = self._checkout()
+        try:
+            params, chain = _statement(head, records)
+        except BaseException:
+            self._checkin(head, None)
+            raise
+        uow.with_commit.append((_APPEND, params))
+        uow.after_end.append(lambda committed: self._checkin(head, chain if committed else None))
 
     def close(self) -> None:
         with self._lock:
             self._drop()
 
-    def _link(self, records: list[AuditRecord]) -> tuple[dict[str, Any], int, bytes]:
-        """The statement's parameters, and the head after it."""
-        chain = linked(records, self.partition_id, self._pseq, self._prev)
-        params = {
-            "partition": self.partition_id,
-            "ids": [link.record.id for link in chain],
-            "pseqs": [link.pseq for link in chain],
-            "recorded": [link.record.recorded for link in chain],
-            "contents": [link.record.content for link in chain],
-            "digests": [link.content_hash for link in chain],
-            "prevs": [link.prev_hash for link in chain],
-            "chained": [link.chain_hash for link in chain],
-            "last": chain[-1].pseq,
-        }
-        return params, chain[-1].pseq, chain[-1].chain_hash
+    def _checkout(self) -> _Head:
+        with self._lock:
+            try:
+                conn = self._connection()
+                head = self._free.pop() if self._free else self._take_partition(conn)
+                if head.stale:
+                    head.pseq, head.prev = _head(conn, head.partition_id)
+                    head.stale = False
+            except Exception:
+                self._drop()
+                raise
+            self._out[head.partition_id] = head
+            return head
+
+    def _checkin(self, head: _Head, chain: list[Linked] | None) -> None:
+        """Back to the pool: with its new head after a commit; to be reloaded otherwise."""
+        with self._lock:
+            del self._out[head.partition_id]
+            if head.generation != self._generation:
+                return  # its lock went with the holder connection it was taken on
+            if chain is None:
+                head.stale = True
+            else:
+                head.pseq, head.prev = chain[-1].pseq, chain[-1].chain_hash
+            self._free.append(head)
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        conn = psycopg.connect(
+        self._conn = psycopg.connect(
             self._dsn, application_name="medisentinel audit appender", autocommit=True
         )
-        try:
-            with conn.transaction():
-                self.partition_id = _hold_partition(conn)
-                self._pseq, self._prev = _head(conn, self.partition_id)
-        except Exception:
-            conn.close()
-            raise
-        self._conn = conn
-        return conn
+        return self._conn
+
+    def _take_partition(self, conn: psycopg.Connection[Any]) -> _Head:
+        """Lock a dedicated partition (not one this process holds already) and load its head."""
+        mine = set(self._out) | {h.partition_id for h in self._free}
+        if self._reads is not None:
+            mine.add(self._reads.partition_id)
+        with conn.transaction():
+            partition_id = _hold_partition(conn, mine)
+            pseq, prev = _head(conn, partition_id)
+        return _Head(partition_id, pseq, prev, self._generation)
 
     def _drop(self) -> None:
+        """Let go of the holder connection and, with it, every partition it locked."""
         if self._conn is not None:
-            self._conn.close()  # its advisory lock goes with it
+            self._conn.close()
         self._conn = None
+        self._generation += 1
+        self._reads = None
+        self._free.clear()  # partitions still out are let go when they come back
 
 
-def _hold_partition(conn: psycopg.Connection[Any]) -> int:
-    """A dedicated partition no other appender holds, made if there is none."""
+def _statement(head: _Head, records: list[AuditRecord]) -> tuple[dict[str, Any], list[Linked]]:
+    """`records` chained after `head`, and the parameters of the statement that adds them."""
+    chain = linked(records, head.partition_id, head.pseq, head.prev)
+    params = {
+        "partition": head.partition_id,
+        "ids": [link.record.id for link in chain],
+        "pseqs": [link.pseq for link in chain],
+        "recorded": [link.record.recorded for link in chain],
+        "contents": [link.record.content for link in chain],
+        "digests": [link.content_hash for link in chain],
+        "prevs": [link.prev_hash for link in chain],
+        "chained": [link.chain_hash for link in chain],
+        "last": chain[-1].pseq,
+    }
+    return params, chain
+
+
+def _hold_partition(conn: psycopg.Connection[Any], mine: set[int]) -> int:
+    """A dedicated partition no other appender holds, made if there is none. (`mine`: those
+    this session holds already, which its advisory locks would hand out again.)"""
     for (partition_id,) in conn.execute(_DEDICATED).fetchall():
-        if _try_lock(conn, partition_id):
+        if partition_id not in mine and _try_lock(conn, partition_id):
             return int(partition_id)
     while True:  # two processes may propose the same number; ON CONFLICT makes one retry
         made = conn.execute(_NEW_DEDICATED, (storage.now_us(),)).fetchone()

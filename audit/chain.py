@@ -6,12 +6,11 @@ its partition:
     chain_hash = SHA-256(prev_chain_hash || content_hash || partition_id (8 bytes) || pseq (8))
 
 A single global chain would make every audited transaction wait for the one before it to
-commit; readers would be serialized. Instead a writer takes any partition head nobody holds
-(`FOR UPDATE SKIP LOCKED`), creating a new partition when all are busy, and keeps it until its
-transaction ends. Concurrent writers therefore never wait for each other, a rolled-back
-transaction leaves its partition as it was, and every partition is a gap-free chain whose
-order (pseq) is the order its records committed in. Signed checkpoints (checkpoints.py) pin
-all partition heads at a moment in time.
+commit; readers would be serialized. Instead records go to partitions, each a gap-free chain
+whose order (pseq) is the order its records committed in: on PostgreSQL each server process
+holds partitions of its own and links records in Python (appender.py); SQLite, with one
+writer at a time, appends to one shared partition (here). Signed checkpoints
+(checkpoints.py) pin all partition heads at a moment in time.
 
 Only the chain record is written here. The searchable copy (resource, history and index rows,
 type AuditEvent, which the FHIR search engine serves like any other type) is built from the
@@ -82,16 +81,10 @@ def record(event: dict[str, Any], recorded: int) -> AuditRecord:
 
 
 def append(uow: UnitOfWork, records: list[AuditRecord]) -> None:
-    """Chain `records` onto a partition this transaction holds.
-
-    On PostgreSQL the two statements that do it are sent with the unit's COMMIT (one network
-    round trip for the staged rows, the records and the commit); they take a partition head
-    at the very end of the transaction, so it is held for microseconds."""
+    """Chain `records` onto the shared partition, in `uow`'s transaction (SQLite, which has
+    one writer at a time; PostgreSQL appends through each process's own partitions,
+    appender.py)."""
     if not records:
-        return
-    if uow.dialect == "postgresql":
-        uow.with_commit.append((_PG_TAKE_HEAD, {"n": len(records)}))
-        uow.with_commit.append((_PG_LINK_AND_INSERT, _params(records)))
         return
     partition_id, pseq, prev = _hold_partition(uow, len(records))
     for link in linked(records, partition_id, pseq, prev):
@@ -108,62 +101,6 @@ def append(uow: UnitOfWork, records: list[AuditRecord]) -> None:
                 "chain_hash": link.chain_hash,
             },
         )
-
-
-def _params(records: list[AuditRecord]) -> dict[str, Any]:
-    return {
-        "genesis": GENESIS,
-        "ids": [r.id for r in records],
-        "recorded": [r.recorded for r in records],
-        "contents": [r.content for r in records],
-        "digests": [content_hash(r.content) for r in records],
-    }
-
-
-# The PostgreSQL append, in two statements. The first takes a free partition head (locked
-# until commit; audit_take_head, migration 0009, makes a partition when all are held),
-# reserves pseqs and notes "partition previous_pseq" in a transaction-local setting. The
-# second reads the previous record's chain hash and links the new records -- a separate
-# statement because a statement sees the database as of its start, and the head may have
-# been released by a transaction that committed after the first statement began (its last
-# record would be invisible to it). An unset head makes the second fail (no silent skip).
-# The link is link_hash's (sha256 of prev || content hash || partition id and pseq as 8-byte
-# big-endian integers, which int8send gives), checked by `audit verify` like any other.
-_PG_TAKE_HEAD = "SELECT set_config('medisentinel.audit_head', audit_take_head(%(n)s), true)"
-
-_PG_LINK_AND_INSERT = """
-WITH RECURSIVE noted AS (
-    SELECT current_setting('medisentinel.audit_head', true) AS head
-),
-start AS (
-    SELECT split_part(head, ' ', 1)::bigint AS partition_id,
-           split_part(head, ' ', 2)::bigint AS prev_pseq
-    FROM noted
-),
-prev AS (
-    SELECT start.partition_id, start.prev_pseq, coalesce(e.chain_hash, %(genesis)b) AS chain_hash
-    FROM start LEFT JOIN audit_event e
-        ON e.partition_id = start.partition_id AND e.pseq = start.prev_pseq
-),
-item AS (
-    SELECT * FROM unnest(%(ids)b::text[], %(recorded)b::bigint[], %(contents)b::bytea[],
-                         %(digests)b::bytea[])
-        WITH ORDINALITY AS t(id, recorded, content, content_hash, ord)
-),
-linked (ord, pseq, prev_hash, chain_hash) AS (
-    SELECT 0::bigint, prev.prev_pseq, NULL::bytea, prev.chain_hash FROM prev
-    UNION ALL
-    SELECT item.ord, linked.pseq + 1, linked.chain_hash,
-           sha256(linked.chain_hash || item.content_hash
-                  || int8send((SELECT partition_id FROM start)) || int8send(linked.pseq + 1))
-    FROM linked JOIN item ON item.ord = linked.ord + 1
-)
-INSERT INTO audit_event
-    (id, partition_id, pseq, recorded, content, content_hash, prev_hash, chain_hash)
-SELECT item.id, start.partition_id, linked.pseq, item.recorded, item.content,
-       item.content_hash, linked.prev_hash, linked.chain_hash
-FROM linked JOIN item ON item.ord = linked.ord CROSS JOIN start
-"""
 
 
 # ---------------------------------------------------------------- partitions

@@ -8,10 +8,10 @@ everything pending in one transaction, and wakes the others when it has committe
 failed, in which case every read of the batch is refused (AuditUnavailable, 500), as a lone
 read would be.
 
-What writes a batch depends on the database: on SQLite a unit of work on a connection of its
-own (a pool of one, never one from the request pool: a writer waiting for a pool connection
-held by readers that wait for the writer would be a deadlock); on PostgreSQL this process's
-partition appender (appender.py).
+What writes a batch depends on the database (trail.py picks): on SQLite a unit of work on a
+connection of its own (UnitOfWorkWriter: a pool of one, never one from the request pool: a
+writer waiting for a pool connection held by readers that wait for the writer would be a
+deadlock); on PostgreSQL this process's partition appender (appender.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from app.context import RequestContext
 from app.db import create_db_engine
 from app.fhir import storage
 from audit import chain
-from audit.appender import PartitionAppender
 from audit.chain import AuditRecord
 
 WAIT_SECONDS = 30.0  # longer than any healthy commit; then the read is refused
@@ -40,8 +39,8 @@ class _Slot:
 
 
 class GroupCommit:
-    def __init__(self, engine: Engine) -> None:
-        self._writer = batch_writer(engine)
+    def __init__(self, writer: BatchWriter) -> None:
+        self._writer = writer
         self._cv = threading.Condition()
         self._pending: list[_Slot] = []
         self._writing = False
@@ -88,12 +87,6 @@ class BatchWriter(Protocol):
     def append(self, records: list[AuditRecord]) -> None: ...
 
     def close(self) -> None: ...
-
-
-def batch_writer(engine: Engine) -> BatchWriter:
-    if engine.dialect.name == "postgresql":
-        return PartitionAppender(engine.url.render_as_string(hide_password=False))
-    return UnitOfWorkWriter(engine)
 
 
 class UnitOfWorkWriter:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import Engine, func, insert, select, text, update
 
@@ -51,20 +52,8 @@ def catch_up(
     copied = 0
     for partition_id, done in _cursors(uow).items():
         while limit is None or copied < limit:
-            rows = uow.conn.execute(
-                select(audit_event.c.id, audit_event.c.pseq, audit_event.c.recorded,
-                       audit_event.c.content)
-                .where(audit_event.c.partition_id == partition_id, audit_event.c.pseq > done)
-                .order_by(audit_event.c.pseq)
-                .limit(BATCH)
-            ).all()  # fmt: skip
+            rows = _next_batch(uow, partition_id, done, before)
             full = len(rows) == BATCH
-            if before is not None:
-                # The cursor says "everything up to pseq": stop at the first recent record
-                # (not skip it), even if one after it was recorded a moment earlier.
-                recent = next((i for i, r in enumerate(rows) if r.recorded >= before), None)
-                if recent is not None:
-                    rows, full = rows[:recent], False
             if not rows:
                 break
             for row in rows:
@@ -139,6 +128,37 @@ def _serialize(uow: UnitOfWork, wait: bool) -> bool:
     return bool(
         uow.conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _LOCK_KEY}).scalar()
     )
+
+
+def _next_batch(uow: UnitOfWork, partition_id: int, done: int, before: int | None) -> list[Any]:
+    """The partition's records after pseq `done` (up to BATCH), stopping at the first one
+    recorded at or after `before` if given: the cursor says "everything up to pseq", so a
+    round must stop at a recent record, not skip it, even if one after it is older."""
+    after_done = [audit_event.c.partition_id == partition_id, audit_event.c.pseq > done]
+    if before is not None:
+        # Positions first, documents only for what is old enough: a busy process's round
+        # usually copies nothing, and fetching 500 documents to drop them cost 2.7 ms.
+        positions = uow.conn.execute(
+            select(audit_event.c.pseq, audit_event.c.recorded)
+            .where(*after_done)
+            .order_by(audit_event.c.pseq)
+            .limit(BATCH)
+        ).all()
+        recent = next((i for i, r in enumerate(positions) if r.recorded >= before), None)
+        if recent is not None:
+            positions = positions[:recent]
+        if not positions:
+            return []
+        after_done.append(audit_event.c.pseq <= positions[-1].pseq)
+    return list(
+        uow.conn.execute(
+            select(audit_event.c.id, audit_event.c.pseq, audit_event.c.recorded,
+                   audit_event.c.content)
+            .where(*after_done)
+            .order_by(audit_event.c.pseq)
+            .limit(BATCH)
+        ).all()
+    )  # fmt: skip
 
 
 def _cursors(uow: UnitOfWork) -> dict[int, int]:

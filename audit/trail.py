@@ -22,9 +22,10 @@ from app.errors import FhirError, ServerError
 from app.fhir import storage
 from app.fhir.storage import UnitOfWork
 from audit import chain
+from audit.appender import PartitionAppender
 from audit.chain import AuditRecord
 from audit.events import SUCCESS, Actor, Entities, EventKind, Outcome, audit_event
-from audit.group import GroupCommit
+from audit.group import GroupCommit, UnitOfWorkWriter
 
 log = logging.getLogger("medisentinel.audit")
 
@@ -55,7 +56,12 @@ class AuditTrail:
     def __init__(self, engine: Engine, server: str) -> None:
         self.engine = engine
         self.server = server  # this server's base URL: AuditEvent.source.site
-        self.group_commit = GroupCommit(engine)  # records of many reads, one commit
+        # PostgreSQL: this process's audit partitions, for reads' batches and writes' units.
+        self.appender: PartitionAppender | None = None
+        if engine.dialect.name == "postgresql":
+            self.appender = PartitionAppender(engine.url.render_as_string(hide_password=False))
+        # Records of many reads, one commit.
+        self.group_commit = GroupCommit(self.appender or UnitOfWorkWriter(engine))
 
     def build(
         self, kind: EventKind, actor: Actor, outcome: Outcome, entities: Entities
@@ -75,18 +81,20 @@ class AuditTrail:
             with _fail_closed():
                 self.group_commit.append(records)
             return
-        if uow.dialect != "postgresql":
-            # The unit's own writes first: their conflicts are theirs (409), not ours. (On
-            # PostgreSQL the records go after the staged rows in the COMMIT round trip, where
-            # a conflicting row still fails as the write's own: see FhirService.unit_of_work.)
-            uow.flush()
+        if self.appender is not None:
+            # Sent after the staged rows in the COMMIT round trip, where a conflicting row
+            # still fails as the write's own (409: see FhirService.unit_of_work).
+            with _fail_closed():
+                self.appender.append_in(uow, records)
+            return
+        uow.flush()  # the unit's own writes first: their conflicts are theirs (409), not ours
         _append_or_refuse(uow, records)
 
     def record(self, records: list[AuditRecord]) -> None:
         """Chain records in a transaction of their own (on PostgreSQL, with other reads')."""
         if not records:
             return
-        if self.engine.dialect.name == "postgresql":
+        if self.appender is not None:
             with _fail_closed():
                 self.group_commit.append(records)
             return

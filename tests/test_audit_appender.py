@@ -1,9 +1,12 @@
-"""PostgreSQL: reads' audit records go through their process's partition appender (one
-dedicated partition per process, hashes computed in Python, batches of records per commit).
+"""PostgreSQL: audit records go through their process's partition appender (partitions the
+process holds, hashes computed in Python): reads' in batches onto the read partition, each
+write's in its own transaction onto a write partition it holds until that ends.
 
-What must hold: reads land on dedicated partitions and writes never do; two appenders never
-share a partition; an appender that lost its connection or its partition starts over from
-what the database holds; and after all of it the whole trail still verifies."""
+What must hold: reads and writes land on different partitions of their process; concurrent
+writes hold different partitions; a write that rolls back leaves its partition's chain as it
+was; two appenders never share a partition; an appender that lost its connection or its
+partition starts over from what the database holds; and after all of it the whole trail
+still verifies."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
+from app.context import RequestContext
 from app.db import libpq_dsn
 from audit.appender import PartitionAppender
 from audit.chain import AuditRecord
@@ -70,7 +74,7 @@ def assert_trail_verifies(engine: Engine, live_server: LiveServer) -> None:
     assert report.findings == [], report.findings
 
 
-def test_reads_go_to_dedicated_partitions_and_writes_never_do(
+def test_reads_and_writes_go_to_different_partitions_of_the_process(
     engine: Engine, live_server: LiveServer, auth_headers: dict[str, str]
 ) -> None:
     with httpx.Client(base_url=live_server.base_url, headers=auth_headers) as http:
@@ -78,15 +82,46 @@ def test_reads_go_to_dedicated_partitions_and_writes_never_do(
         assert http.get(f"Patient/{pid}").status_code == 200
     with engine.connect() as conn:
         rows = conn.execute(
-            text("SELECT e.content, p.dedicated FROM audit_event e "
+            text("SELECT e.content, e.partition_id, p.dedicated FROM audit_event e "
                  "JOIN audit_partition p USING (partition_id) "
                  "WHERE convert_from(e.content, 'UTF8') LIKE :pattern"),
             {"pattern": f'%"Patient/{pid}%'},
         ).all()  # fmt: skip
-    kinds = {(b'"code":"read"' in bytes(r.content), bool(r.dedicated)) for r in rows}
-    assert (True, True) in kinds  # the read: on a dedicated partition
-    assert (False, False) in kinds  # the create: on a shared one, in its own transaction
-    assert (True, False) not in kinds and (False, True) not in kinds
+    partitions = {b'"code":"read"' in bytes(r.content): r.partition_id for r in rows}
+    assert set(partitions) == {True, False}  # the read and the create
+    assert all(r.dedicated for r in rows)
+    assert partitions[True] == live_server.app.state.audit.appender.partition_id
+    assert partitions[False] != partitions[True]
+
+
+def test_concurrent_writes_hold_different_partitions_and_a_rollback_leaves_no_trace(
+    engine: Engine, live_server: LiveServer, database_url: str, appenders: list[PartitionAppender]
+) -> None:
+    appender = new_appender(database_url, appenders)
+    service = live_server.app.state.service
+    ctx = RequestContext.system()
+    first_batch, second_batch = records(live_server, 2, "w1"), records(live_server, 1, "w2")
+    with service.unit_of_work(ctx, write=True) as first:
+        appender.append_in(first, first_batch)
+        with service.unit_of_work(ctx, write=True) as second:
+            appender.append_in(second, second_batch)  # while the first still holds its own
+    first_partition = partition_of(engine, first_batch[0].id)[0]
+    assert partition_of(engine, second_batch[0].id)[0] != first_partition
+
+    rolled_back = records(live_server, 1, "rolled back")
+    with pytest.raises(RuntimeError), service.unit_of_work(ctx, write=True) as failing:
+        appender.append_in(failing, rolled_back)
+        raise RuntimeError("the write fails after its record was linked")
+    after = records(live_server, 1, "after")
+    with service.unit_of_work(ctx, write=True) as uow:
+        appender.append_in(uow, after)
+    with engine.connect() as conn:
+        found = conn.execute(
+            text("SELECT count(*) FROM audit_event WHERE id = :id"), {"id": rolled_back[0].id}
+        ).scalar()
+    assert found == 0
+    assert partition_of(engine, after[0].id)[1] is True
+    assert_trail_verifies(engine, live_server)
 
 
 def test_two_appenders_hold_different_partitions_and_chain_in_order(

@@ -87,6 +87,9 @@ class UnitOfWork:
     # PostgreSQL: statements (SQL, parameters) sent together with COMMIT, after every staged
     # row, in the same network round trip (the audit records; see audit/chain.py).
     with_commit: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # Called once the transaction has ended, with True if it committed (False: rolled back,
+    # or its outcome is unknown). Hooks release what they held for the commit here.
+    after_end: list[Callable[[bool], None]] = field(default_factory=list)
     _staged: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
 
     def stage(self, table: Table, row: dict[str, Any]) -> None:
@@ -193,13 +196,19 @@ def open_unit_of_work(engine: Engine, ctx: RequestContext, *, write: bool) -> It
     with engine.connect() as conn:
         conn = conn.execution_options(for_write=write)
         deferred = not write and engine.dialect.name == "sqlite"
-        with conn.begin():
-            uow = UnitOfWork(conn=conn, ctx=ctx, write=not deferred, read_only=not write)
-            yield uow
-            if uow.dialect == "postgresql":
-                _commit_pipelined(uow)  # SQLAlchemy's COMMIT that follows finds nothing to do
-            else:
-                uow.flush()
+        uow = UnitOfWork(conn=conn, ctx=ctx, write=not deferred, read_only=not write)
+        committed = False
+        try:
+            with conn.begin():
+                yield uow
+                if uow.dialect == "postgresql":
+                    _commit_pipelined(uow)  # SQLAlchemy's COMMIT that follows finds nothing
+                else:
+                    uow.flush()
+            committed = True
+        finally:
+            for ended in uow.after_end:
+                ended(committed)
 
 
 # ---------------------------------------------------------------- reads
