@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from app.api import fhir as fhir_api
+from app.api.fast_path import MediSentinelApp
 from app.auth.enforcement import SmartAccessHook
 from app.auth.revocations import RevocationWatch
 from app.auth.router import routes as auth_routes
@@ -74,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         trail.group_commit.close()
         engine.dispose()
 
-    app = FastAPI(title="MediSentinel", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = MediSentinelApp(title="MediSentinel", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.pipeline = pipeline
