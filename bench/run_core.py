@@ -8,7 +8,8 @@ Starts `medisentinel serve` itself as a subprocess on a free loopback port, wait
   txn     100-entry transaction Bundle (POST at the base): resources/s, p50/p95 per bundle
   read    GET Observation/{id} over every Observation created by the phases before it
 
-Each phase runs for --seconds (default 10) after a short untimed warm-up. Every figure is
+Each phase runs for --seconds (default 10) after the planner statistics are refreshed
+(ANALYZE; --no-analyze to skip) and a short untimed warm-up. Every figure is
 printed with the data size (resources before the phase, how many were made or read, how long),
 the DB engine and the CPU that the server, the load generator, PostgreSQL and the rest of the
 machine used meanwhile. The server (its whole process group) is killed at the end, whatever
@@ -538,6 +539,8 @@ async def drive(
             if phase in ("read", "search") and not observation_ids:
                 for _ in range(max(100, 10 * conc)):  # something to read, made untimed
                     await create()
+            if not args.no_analyze:
+                await asyncio.to_thread(refresh_statistics, args.database_url)
             if args.quiet_wait:
                 await asyncio.to_thread(wait_for_quiet_machine, args.quiet_wait, server)
             warmup = 0 if args.no_warmup else (2 * conc if phase == "txn" else max(20, 8 * conc))
@@ -751,6 +754,24 @@ def describe_engine(url: str) -> dict[str, Any]:
     return info
 
 
+def refresh_statistics(url: str) -> None:
+    """ANALYZE (on SQLite the way app.db.refresh_statistics does it). A benchmark grows its
+    tables from empty within seconds, which a production database does not; with statistics
+    taken when a table was nearly empty (or none yet) the planner picks plans for tiny tables:
+    a subject search took 6 ms of PostgreSQL CPU instead of under 1 ms (session 7)."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
+    finally:
+        engine.dispose()
+
+
 def count_resources(url: str) -> int | None:
     """Rows in the current-resource table (all types, deleted ones too), None if unknown."""
     from sqlalchemy import create_engine, inspect, text
@@ -933,6 +954,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " that costs ~20x less CPU per request",
     )
     p.add_argument("--no-warmup", action="store_true", help="no untimed warm-up before phases")
+    p.add_argument("--no-analyze", action="store_true", help="no ANALYZE before each phase")
     p.add_argument("--search-count", type=int, default=10, help="_count of the search phase (10)")
     p.add_argument(
         "--no-audit",

@@ -66,6 +66,7 @@ from run_core import (  # noqa: E402
     finish,
     free_port,
     percentile,
+    refresh_statistics,
     serve_for_bench,
     wait_for_quiet_machine,
 )
@@ -150,18 +151,6 @@ def data_size(url: str) -> dict[str, int]:
         }
 
     return dict(_on_db(url, count, {}))
-
-
-def refresh_statistics(url: str) -> None:
-    """ANALYZE (on SQLite the way app.db.refresh_statistics does it)."""
-
-    def analyze(conn: Any) -> None:
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("PRAGMA analysis_limit=1000")
-        conn.exec_driver_sql("ANALYZE")
-        conn.commit()
-
-    _on_db(url, analyze)
 
 
 def resources_by_type(url: str) -> dict[str, int]:

@@ -119,7 +119,10 @@ search_reference = Table(
     Column("url", Text, nullable=True),
     Column("identifier_system", Text, nullable=True),
     Column("identifier_value", Text, nullable=True),
-    Index("ix_reference_lookup", "resource_type", "param", "target_id", "target_type"),
+    # The id last: a search walks its matches in id order (the default sort), page by page.
+    Index(
+        "ix_reference_lookup", "resource_type", "param", "target_id", "target_type", "resource_id"
+    ),
     Index("ix_reference_target", "target_type", "target_id", "param"),
     Index("ix_reference_owner", "resource_type", "resource_id", "param"),
 )
