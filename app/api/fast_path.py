@@ -56,20 +56,29 @@ class MediSentinelApp(FastAPI):
             return False
         if scope["method"] not in fhir_api.FHIR_METHODS:
             return False  # OPTIONS and the like: the full way answers them (405 or CORS)
-        if any(route.matches(scope)[0] != Match.NONE for route in self._other_fhir_routes()):
-            return False
-        return not any(name == b"origin" for name, _ in scope["headers"])
+        for name, _ in scope["headers"]:
+            if name == b"origin":
+                return False
+        exact, patterns = self._other_fhir_routes()
+        return path not in exact and not any(r.matches(scope)[0] != Match.NONE for r in patterns)
 
-    def _other_fhir_routes(self) -> tuple[Route, ...]:
-        """Routes under /fhir other than the FHIR endpoint (looked up once)."""
-        found: tuple[Route, ...] | None = getattr(self.state, "other_fhir_routes", None)
+    def _other_fhir_routes(self) -> tuple[frozenset[str], tuple[Route, ...]]:
+        """Routes under /fhir other than the FHIR endpoint (looked up once): the paths of
+        those without parameters (a set lookup per request), and the others."""
+        found: tuple[frozenset[str], tuple[Route, ...]] | None = getattr(
+            self.state, "other_fhir_routes", None
+        )
         if found is None:
-            found = tuple(
+            others = [
                 route
                 for route in self.router.routes
                 if isinstance(route, Route)
                 and route.path.startswith("/fhir/")
                 and route.endpoint is not fhir_api.fhir_endpoint
+            ]
+            found = (
+                frozenset(r.path for r in others if "{" not in r.path),
+                tuple(r for r in others if "{" in r.path),
             )
             self.state.other_fhir_routes = found
         return found
