@@ -146,3 +146,34 @@ def test_same_sql_same_shape_and_values_in_slot_order() -> None:
     two = split(plan(parse_criterion("Patient", "birthdate", "ge1999-12"), ""))
     assert one[0] == two[0]
     assert one[1] != two[1] and len(one[1]) == len(two[1])
+
+
+def test_searches_are_planned_for_their_values_never_from_a_prepared_statement(
+    service: FhirService, people: dict[str, Any], is_postgres: bool
+) -> None:
+    """psycopg prepares a statement after five runs on a connection, and PostgreSQL may then
+    plan it generically, without the values: for searches that plan was found fetching every
+    match of a reference to sort them (storage.planned_for_values). Other statements may
+    still be prepared."""
+    if not is_postgres:
+        pytest.skip("prepared statements and generic plans are PostgreSQL's")
+    with service.unit_of_work(CTX, write=False) as uow:
+        for _ in range(12):  # well past psycopg's threshold of five
+            params = SearchParams.parse_query(f"identifier={people['S']}|{people['V1']}", "Patient")
+            assert [v.id for v in service.search(uow, "Patient", params).versions] == [
+                people["ids"]["p1"]
+            ]
+        statements = prepared_statements(uow)
+        for _ in range(6):  # the same connection still prepares what it runs outside searches
+            uow.conn.exec_driver_sql("SELECT count(*) FROM resource WHERE resource_type = %s",
+                                     ("Patient",))  # fmt: skip
+        after = prepared_statements(uow)
+    searches = [s for s in statements if s.startswith("SELECT") and "search_token" in s]
+    assert not searches, searches
+    assert any("count(*) FROM resource" in s for s in after), after
+
+
+def prepared_statements(uow: Any) -> list[str]:
+    """What this session has prepared (its own connection's, in PostgreSQL's view)."""
+    rows = uow.conn.exec_driver_sql("SELECT statement FROM pg_prepared_statements")
+    return [str(row[0]).lstrip() for row in rows]

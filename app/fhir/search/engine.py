@@ -14,7 +14,14 @@ from app.errors import InvalidRequest
 from app.fhir.search.criteria import Plan, is_local, plan, plan_sql, split
 from app.fhir.search.params import Include, SearchParams, encode_cursor, lookup
 from app.fhir.search.values import MAX_TIME, MIN_TIME
-from app.fhir.storage import CURRENT_COLUMNS, RowFilter, StoredVersion, UnitOfWork, to_version
+from app.fhir.storage import (
+    CURRENT_COLUMNS,
+    RowFilter,
+    StoredVersion,
+    UnitOfWork,
+    planned_for_values,
+    to_version,
+)
 from app.fhir.tables import INDEX_TABLES, resource, search_reference
 
 DEFAULT_COUNT = 50
@@ -61,11 +68,12 @@ def search(
     else:  # the filter is this caller's own SQL: never shared with other callers
         statements = _statements(shape, uow.row_filter)
     total = None
-    if statements.total is not None:
-        total = int(uow.conn.execute(statements.total, bound).scalar_one())
-    if count == 0 or params.summary == "count":
-        return SearchResult([], total, None, None, params.ignored, [])
-    rows = list(uow.conn.execute(statements.page, bound))
+    with planned_for_values(uow):
+        if statements.total is not None:
+            total = int(uow.conn.execute(statements.total, bound).scalar_one())
+        if count == 0 or params.summary == "count":
+            return SearchResult([], total, None, None, params.ignored, [])
+        rows = list(uow.conn.execute(statements.page, bound))
     more = len(rows) > count
     rows = rows[:count]
     if backwards:
