@@ -47,8 +47,8 @@ LOCK_CLASS = 0x4D534150  # "MSAP": advisory lock (class, partition id) of an app
 # autocommit, one round trip without pipeline mode or an explicit COMMIT (each cost as much
 # Python as the statement itself); for writes it goes with the unit's COMMIT. The rows come
 # as arrays, so the statement has one shape whatever the batch size, and is prepared once
-# per connection. Parameters go in binary (%b): as
-# text, every record's bytes were hex-encoded to twice their size first.
+# per connection. Parameters go in binary (%b): as text, every record's bytes were
+# hex-encoded to twice their size first.
 _APPEND = """
 WITH added AS (
     INSERT INTO audit_event

@@ -129,7 +129,7 @@ class AuditCatchUpHook(Hook):
         )
         if not reads_trail or interaction.name in WRITES:
             return
-        if uow.dialect == "sqlite" and uow.write:
+        if uow.dialect == "sqlite" and not uow.read_only:
             indexing.catch_up(uow)
         else:
             indexing.catch_up_now(self.engine)

@@ -78,8 +78,7 @@ class AuditTrail:
         if not records:
             return
         if uow.read_only:
-            with _fail_closed():
-                self.group_commit.append(records)
+            self.record(records)
             return
         if self.appender is not None:
             # Sent after the staged rows in the COMMIT round trip, where a conflicting row
@@ -88,21 +87,15 @@ class AuditTrail:
                 self.appender.append_in(uow, records)
             return
         uow.flush()  # the unit's own writes first: their conflicts are theirs (409), not ours
-        _append_or_refuse(uow, records)
+        with _fail_closed():
+            chain.append(uow, records)
 
     def record(self, records: list[AuditRecord]) -> None:
-        """Chain records in a transaction of their own (on PostgreSQL, with other reads')."""
+        """Chain records in a transaction of their own, with other reads' (group.py)."""
         if not records:
             return
-        if self.appender is not None:
-            with _fail_closed():
-                self.group_commit.append(records)
-            return
-        with (
-            _fail_closed(),
-            storage.open_unit_of_work(self.engine, RequestContext.system(), write=True) as uow,
-        ):
-            chain.append(uow, records)
+        with _fail_closed():
+            self.group_commit.append(records)
 
     def record_event(
         self,
@@ -144,11 +137,6 @@ def _fail_closed() -> Iterator[None]:
     except Exception as exc:
         log.critical("audit record could not be written: %s", exc, exc_info=True)
         raise AuditUnavailable("the audit trail is unavailable; request refused") from exc
-
-
-def _append_or_refuse(uow: UnitOfWork, records: list[AuditRecord]) -> None:
-    with _fail_closed():
-        chain.append(uow, records)
 
 
 def _interaction_guess(request_line: str) -> str:

@@ -80,9 +80,8 @@ class UnitOfWork:
     # includes and history AND it into their SQL.
     row_filter: RowFilter | None = None
     notes: dict[str, Any] = field(default_factory=dict)  # hooks' per-transaction state
-    # False for a SQLite read-only unit, which must not write at all (see open_unit_of_work).
-    write: bool = True
-    # The caller promised to only read (write=False): hooks record elsewhere (audit group.py).
+    # The caller promised to only read (write=False): hooks record elsewhere (audit group.py);
+    # on SQLite such a unit is a shared transaction that must not write at all.
     read_only: bool = False
     # PostgreSQL: statements (SQL, parameters) sent together with COMMIT, after every staged
     # row, in the same network round trip (the audit records; see audit/chain.py).
@@ -190,13 +189,12 @@ def open_unit_of_work(engine: Engine, ctx: RequestContext, *, write: bool) -> It
     """One transaction. A read-only unit on SQLite runs as a shared (deferred) transaction, so
     readers never queue behind the single writer lock; it must not write (a deferred SQLite
     transaction that has read cannot safely start writing), and hooks that must record
-    something about a read (its audit record) write it elsewhere (`uow.write` is False).
+    something about a read (its audit record) write it elsewhere (`uow.read_only`).
     On PostgreSQL the staged rows, the statements queued in `uow.with_commit` and COMMIT go
     in one network round trip."""
     with engine.connect() as conn:
         conn = conn.execution_options(for_write=write)
-        deferred = not write and engine.dialect.name == "sqlite"
-        uow = UnitOfWork(conn=conn, ctx=ctx, write=not deferred, read_only=not write)
+        uow = UnitOfWork(conn=conn, ctx=ctx, read_only=not write)
         committed = False
         try:
             with conn.begin():
