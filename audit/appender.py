@@ -7,17 +7,17 @@ shared head taken in SQL, `audit_take_head`, and linking in SQL cost a write abo
 PostgreSQL time for its record, pg_stat_statements: as much as its resource, history and
 index rows together.)
 
-* Reads' records (and events outside the door: sign-ins, refused requests) must be durable
-  before the data leaves, yet a read has nothing else to commit. The records of a process's
-  concurrent reads go in one batch at a time (group.py decides who writes) onto the read
-  partition, with one statement (its rows and the head's new position) in autocommit: one
-  round trip. See :meth:`PartitionAppender.append`.
-* A write's records must commit with the write. The unit takes a partition of its own from
-  the process's pool of write partitions, links its records after that partition's head,
-  and sends the same statement with its COMMIT; the partition goes back to the pool when the
-  transaction has ended, with the new head if it committed. See
-  :meth:`PartitionAppender.append_in`. Concurrent writers never wait for each other: the pool
-  grows when every partition is out.
+* A unit of work's records (a read's or a write's) must commit with it. The unit takes a
+  partition of its own from the process's pool, links its records after that partition's
+  head, and sends the statement with its COMMIT (a read, in autocommit, sends just the
+  statement: one round trip after its SELECT); the partition goes back to the pool when the
+  unit has ended, with the new head if it committed. See :meth:`PartitionAppender.append_in`.
+  Concurrent units never wait for each other: the pool grows when every partition is out.
+* Events outside the door (sign-ins, refused requests) have no unit: they are handed to the
+  group commit (group.py), which appends a batch at a time onto the read partition, with one
+  statement in autocommit. See :meth:`PartitionAppender.append`. (Reads went this way until
+  session 8: waking the batch's waiting threads cost each read more server CPU than its own
+  statement does, and its BEGIN and COMMIT round trips as much again.)
 
 Holding partitions is a session advisory lock per partition, taken on a connection the
 appender keeps (the "holder"). Correctness does not rest on it: (partition_id, pseq) is
@@ -43,9 +43,10 @@ from audit.chain import GENESIS, AuditRecord, Linked, linked
 
 LOCK_CLASS = 0x4D534150  # "MSAP": advisory lock (class, partition id) of an appender
 
-# One statement: the records and the head move together or not at all. For reads it runs in
-# autocommit, one round trip without pipeline mode or an explicit COMMIT (each cost as much
-# Python as the statement itself); for writes it goes with the unit's COMMIT. The rows come
+# One statement: the records and the head move together or not at all. For a read unit and
+# a group-commit batch it runs in autocommit, one round trip without pipeline mode or an
+# explicit COMMIT (each cost as much Python as the statement itself); for a write it goes
+# with the unit's COMMIT. The rows come
 # as arrays, so the statement has one shape whatever the batch size, and is prepared once
 # per connection. Parameters go in binary (%b): as text, every record's bytes were
 # hex-encoded to twice their size first.
@@ -59,6 +60,17 @@ WITH added AS (
                 %(contents)b::bytea[], %(digests)b::bytea[], %(prevs)b::bytea[],
                 %(chained)b::bytea[])
         AS r(id, pseq, recorded, content, content_hash, prev_hash, chain_hash)
+)
+UPDATE audit_partition SET last_pseq = %(last)b WHERE partition_id = %(partition)b
+"""
+# The same for one record (a read's, a single write's: most units), without arrays: psycopg
+# builds binary arrays in Python, which cost more than the rest of the statement.
+_APPEND_ONE = """
+WITH added AS (
+    INSERT INTO audit_event
+        (id, partition_id, pseq, recorded, content, content_hash, prev_hash, chain_hash)
+    VALUES (%(id)b::text, %(partition)b::integer, %(last)b::bigint, %(recorded)b::bigint,
+            %(content)b::bytea, %(digest)b::bytea, %(prev)b::bytea, %(chained)b::bytea)
 )
 UPDATE audit_partition SET last_pseq = %(last)b WHERE partition_id = %(partition)b
 """
@@ -108,8 +120,8 @@ class PartitionAppender:
                 conn = self._connection()
                 if self._reads is None:
                     self._reads = self._take_partition(conn)
-                params, chain = _statement(self._reads, records)
-                conn.execute(_APPEND, params, prepare=True)
+                sql, params, chain = _statement(self._reads, records)
+                conn.execute(sql, params, prepare=True)
             except Exception:
                 self._drop()  # start over from what the database holds
                 raise
@@ -122,11 +134,11 @@ class PartitionAppender:
             return
         head = self._checkout()
         try:
-            params, chain = _statement(head, records)
+            sql, params, chain = _statement(head, records)
         except BaseException:
             self._checkin(head, None)
             raise
-        uow.with_commit.append((_APPEND, params))
+        uow.with_commit.append((sql, params))
         uow.after_end.append(lambda committed: self._checkin(head, chain if committed else None))
 
     def close(self) -> None:
@@ -187,9 +199,25 @@ class PartitionAppender:
         self._free.clear()  # partitions still out are let go when they come back
 
 
-def _statement(head: _Head, records: list[AuditRecord]) -> tuple[dict[str, Any], list[Linked]]:
-    """`records` chained after `head`, and the parameters of the statement that adds them."""
+def _statement(head: _Head, records: list[AuditRecord]) -> tuple[str, dict[str, Any], list[Linked]]:
+    """`records` chained after `head`, and the statement (SQL, parameters) that adds them."""
     chain = linked(records, head.partition_id, head.pseq, head.prev)
+    if len(chain) == 1:
+        (only,) = chain
+        return (
+            _APPEND_ONE,
+            {
+                "partition": head.partition_id,
+                "id": only.record.id,
+                "last": only.pseq,
+                "recorded": only.record.recorded,
+                "content": only.record.content,
+                "digest": only.content_hash,
+                "prev": only.prev_hash,
+                "chained": only.chain_hash,
+            },
+            chain,
+        )
     params = {
         "partition": head.partition_id,
         "ids": [link.record.id for link in chain],
@@ -201,7 +229,7 @@ def _statement(head: _Head, records: list[AuditRecord]) -> tuple[dict[str, Any],
         "chained": [link.chain_hash for link in chain],
         "last": chain[-1].pseq,
     }
-    return params, chain
+    return _APPEND, params, chain
 
 
 def _hold_partition(conn: psycopg.Connection[Any], mine: set[int]) -> int:

@@ -1,12 +1,12 @@
 """Group commit: the audit records of many concurrent reads, in one transaction.
 
-A read's audit record must be durable before its data leaves (fail closed), but a read has
-nothing else to commit: on SQLite its unit is a shared (deferred) transaction that must not
-write at all, and on PostgreSQL a writing transaction per read cost more than the read. Here
-concurrent reads hand their records to whichever of them is writing next; it appends
-everything pending in one transaction, and wakes the others when it has committed -- or
-failed, in which case every read of the batch is refused (AuditUnavailable, 500), as a lone
-read would be.
+A read's audit record must be durable before its data leaves (fail closed), but on SQLite a
+read has nothing else to commit: its unit is a shared (deferred) transaction that must not
+write at all. Here concurrent reads hand their records to whichever of them is writing next;
+it appends everything pending in one transaction, and wakes the others when it has committed
+-- or failed, in which case every read of the batch is refused (AuditUnavailable, 500), as a
+lone read would be. Events outside the door (sign-ins, refused requests) come here too, on
+either database. (A PostgreSQL read unit chains its own record instead: trail.py.)
 
 What writes a batch depends on the database (trail.py picks): on SQLite a unit of work on a
 connection of its own (UnitOfWorkWriter: a pool of one, never one from the request pool: a

@@ -73,12 +73,10 @@ class AuditTrail:
         return chain.record(event, recorded)
 
     def append_in(self, uow: UnitOfWork, records: list[AuditRecord]) -> None:
-        """Chain records in the unit's own transaction; a read-only unit's are committed
-        with other reads' (group.py) before this returns, i.e. before its data leaves."""
+        """Chain records in the unit's own transaction (on PostgreSQL a read unit's own
+        statement, in autocommit, after its reads); a SQLite read unit's are committed with
+        other reads' (group.py) before this returns, i.e. before its data leaves."""
         if not records:
-            return
-        if uow.read_only:
-            self.record(records)
             return
         if self.appender is not None:
             # Sent after the staged rows in the COMMIT round trip, where a conflicting row
@@ -86,12 +84,15 @@ class AuditTrail:
             with _fail_closed():
                 self.appender.append_in(uow, records)
             return
+        if uow.read_only:
+            self.record(records)
+            return
         uow.flush()  # the unit's own writes first: their conflicts are theirs (409), not ours
         with _fail_closed():
             chain.append(uow, records)
 
     def record(self, records: list[AuditRecord]) -> None:
-        """Chain records in a transaction of their own, with other reads' (group.py)."""
+        """Chain records in a transaction of their own, with other events' (group.py)."""
         if not records:
             return
         with _fail_closed():

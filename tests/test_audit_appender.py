@@ -1,8 +1,9 @@
 """PostgreSQL: audit records go through their process's partition appender (partitions the
-process holds, hashes computed in Python): reads' in batches onto the read partition, each
-write's in its own transaction onto a write partition it holds until that ends.
+process holds, hashes computed in Python): each unit of work's (a read's or a write's) with
+its own statement onto a partition of the pool it holds until that ends; events outside the
+door (refusals, sign-ins) in batches onto the read partition.
 
-What must hold: reads and writes land on different partitions of their process; concurrent
+What must hold: units and events outside the door land on different partitions; concurrent
 writes hold different partitions; a write that rolls back leaves its partition's chain as it
 was; two appenders never share a partition; an appender that lost its connection or its
 partition starts over from what the database holds; and after all of it the whole trail
@@ -74,24 +75,30 @@ def assert_trail_verifies(engine: Engine, live_server: LiveServer) -> None:
     assert report.findings == [], report.findings
 
 
-def test_reads_and_writes_go_to_different_partitions_of_the_process(
+def test_reads_and_writes_chain_on_write_partitions_and_refusals_on_the_read_partition(
     engine: Engine, live_server: LiveServer, auth_headers: dict[str, str]
 ) -> None:
     with httpx.Client(base_url=live_server.base_url, headers=auth_headers) as http:
         pid = create_resource(http, {"resourceType": "Patient"})
         assert http.get(f"Patient/{pid}").status_code == 200
+    with httpx.Client(base_url=live_server.base_url) as anonymous:
+        assert anonymous.get(f"Patient/{pid}?refused=yes").status_code == 401
     with engine.connect() as conn:
         rows = conn.execute(
             text("SELECT e.content, e.partition_id, p.dedicated FROM audit_event e "
                  "JOIN audit_partition p USING (partition_id) "
                  "WHERE convert_from(e.content, 'UTF8') LIKE :pattern"),
-            {"pattern": f'%"Patient/{pid}%'},
+            {"pattern": f"%Patient/{pid}%"},
         ).all()  # fmt: skip
-    partitions = {b'"code":"read"' in bytes(r.content): r.partition_id for r in rows}
-    assert set(partitions) == {True, False}  # the read and the create
-    assert all(r.dedicated for r in rows)
-    assert partitions[True] == live_server.app.state.audit.appender.partition_id
-    assert partitions[False] != partitions[True]
+    assert len(rows) == 3 and all(r.dedicated for r in rows)
+    refused = [r.partition_id for r in rows if b"refused=yes" in bytes(r.content)]
+    chained_in_unit = [r.partition_id for r in rows if b"refused=yes" not in bytes(r.content)]
+    # The refusal happened outside any unit of work: it went through the group commit.
+    assert refused == [live_server.app.state.audit.appender.partition_id]
+    # The create and the read each chained their record in their own statement, on a
+    # partition of the pool (the same one, taken again: they did not overlap).
+    assert len(chained_in_unit) == 2 and refused[0] not in chained_in_unit
+    assert_trail_verifies(engine, live_server)
 
 
 def test_concurrent_writes_hold_different_partitions_and_a_rollback_leaves_no_trace(

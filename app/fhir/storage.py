@@ -80,8 +80,9 @@ class UnitOfWork:
     # includes and history AND it into their SQL.
     row_filter: RowFilter | None = None
     notes: dict[str, Any] = field(default_factory=dict)  # hooks' per-transaction state
-    # The caller promised to only read (write=False): hooks record elsewhere (audit group.py);
-    # on SQLite such a unit is a shared transaction that must not write at all.
+    # The caller promised to only read (write=False). On SQLite such a unit is a shared
+    # transaction that must not write at all (hooks record elsewhere: audit group.py); on
+    # PostgreSQL it runs in autocommit and sends only `with_commit`, after its reads.
     read_only: bool = False
     # PostgreSQL: statements (SQL, parameters) sent together with COMMIT, after every staged
     # row, in the same network round trip (the audit records; see audit/chain.py).
@@ -163,13 +164,32 @@ def _commit_pipelined(uow: UnitOfWork) -> None:
     driver = uow.conn.connection.driver_connection
     assert driver is not None
     if not staged and not uow.with_commit:
-        driver.commit()  # a read: entering and leaving pipeline mode costs more than it saves
+        driver.commit()  # nothing written: pipeline mode would cost more than it saves
         return
     with driver.pipeline(), driver.cursor() as cursor:
         _send_staged(cursor, staged)
         for sql, params in uow.with_commit:
             cursor.execute(sql, params)
         driver.commit()
+
+
+def _end_read(uow: UnitOfWork) -> None:
+    """A PostgreSQL read unit (autocommit) sends what hooks queued for its commit (its audit
+    record): one statement is one round trip and commits alone; several go in a transaction
+    of their own, to commit together."""
+    if uow._staged:
+        raise RuntimeError("a read-only unit of work staged rows to write")
+    if not uow.with_commit:
+        return
+    driver = uow.conn.connection.driver_connection
+    assert driver is not None
+    if len(uow.with_commit) == 1:
+        ((sql, params),) = uow.with_commit
+        driver.execute(sql, params)
+        return
+    with driver.transaction(), driver.pipeline(), driver.cursor() as cursor:
+        for sql, params in uow.with_commit:
+            cursor.execute(sql, params)
 
 
 @cache
@@ -191,18 +211,27 @@ def open_unit_of_work(engine: Engine, ctx: RequestContext, *, write: bool) -> It
     transaction that has read cannot safely start writing), and hooks that must record
     something about a read (its audit record) write it elsewhere (`uow.read_only`).
     On PostgreSQL the staged rows, the statements queued in `uow.with_commit` and COMMIT go
-    in one network round trip."""
+    in one network round trip; a read-only unit runs in autocommit (see _end_read)."""
     with engine.connect() as conn:
-        conn = conn.execution_options(for_write=write)
+        postgresql = conn.dialect.name == "postgresql"
+        if postgresql and not write:
+            # No BEGIN and COMMIT round trips around a read: at READ COMMITTED a transaction
+            # gives its statements nothing that autocommit does not (each still sees the
+            # data committed when it starts), and a read holds no locks.
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            conn = conn.execution_options(for_write=write)
         uow = UnitOfWork(conn=conn, ctx=ctx, read_only=not write)
         committed = False
         try:
             with conn.begin():
                 yield uow
-                if uow.dialect == "postgresql":
+                if not postgresql:
+                    uow.flush()
+                elif write:
                     _commit_pipelined(uow)  # SQLAlchemy's COMMIT that follows finds nothing
                 else:
-                    uow.flush()
+                    _end_read(uow)
             committed = True
         finally:
             for ended in uow.after_end:
