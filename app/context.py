@@ -16,6 +16,10 @@ class Trail:
 
     pending: list[Any] = field(default_factory=list)
     failure_recorded: bool = False
+    # Set by a caller that commits read units' records itself before it answers (the FHIR
+    # endpoint: audit/async_commit.py); they wait in `deferred` until then.
+    may_defer: bool = False
+    deferred: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             task.cancel()
         if watch is not None:
             await asyncio.to_thread(watch.stop)
+        if trail.async_commit is not None:
+            await trail.async_commit.close()
         trail.group_commit.close()
         engine.dispose()
 

@@ -13,6 +13,8 @@ index rows together.)
   statement: one round trip after its SELECT); the partition goes back to the pool when the
   unit has ended, with the new head if it committed. See :meth:`PartitionAppender.append_in`.
   Concurrent units never wait for each other: the pool grows when every partition is out.
+  (Reads through the FHIR endpoint hand their records to the event loop's group commit
+  instead, which holds one partition of the pool for its batches: async_commit.py.)
 * Events outside the door (sign-ins, refused requests) have no unit: they are handed to the
   group commit (group.py), which appends a batch at a time onto the read partition, with one
   statement in autocommit. See :meth:`PartitionAppender.append`. (Reads went this way until
@@ -98,7 +100,7 @@ class _Head:
 
 class PartitionAppender:
     def __init__(self, database_url: str) -> None:
-        self._dsn = libpq_dsn(database_url)
+        self.dsn = libpq_dsn(database_url)
         self._lock = threading.Lock()  # the holder connection and the pool
         self._conn: psycopg.Connection[Any] | None = None
         self._generation = 0  # bumped whenever the holder connection is dropped
@@ -132,20 +134,32 @@ class PartitionAppender:
         write partition the unit holds until the transaction has ended."""
         if not records:
             return
-        head = self._checkout()
+        head = self.checkout()
         try:
             sql, params, chain = _statement(head, records)
         except BaseException:
-            self._checkin(head, None)
+            self.checkin(head, None)
             raise
         uow.with_commit.append((sql, params))
-        uow.after_end.append(lambda committed: self._checkin(head, chain if committed else None))
+        uow.after_end.append(lambda committed: self.checkin(head, chain if committed else None))
+
+    def statement(
+        self, head: _Head, records: list[AuditRecord]
+    ) -> tuple[str, dict[str, Any], list[Linked]]:
+        """For a holder of `head` (async_commit.py): the statement that chains `records`."""
+        return _statement(head, records)
+
+    def advance(self, head: _Head, chain: list[Linked]) -> None:
+        """`chain` was committed on `head`, which its holder keeps using."""
+        with self._lock:
+            head.pseq, head.prev = chain[-1].pseq, chain[-1].chain_hash
 
     def close(self) -> None:
         with self._lock:
             self._drop()
 
-    def _checkout(self) -> _Head:
+    def checkout(self) -> _Head:
+        """A partition of the pool for the caller alone, until :meth:`checkin`."""
         with self._lock:
             try:
                 conn = self._connection()
@@ -159,7 +173,7 @@ class PartitionAppender:
             self._out[head.partition_id] = head
             return head
 
-    def _checkin(self, head: _Head, chain: list[Linked] | None) -> None:
+    def checkin(self, head: _Head, chain: list[Linked] | None) -> None:
         """Back to the pool: with its new head after a commit; to be reloaded otherwise."""
         with self._lock:
             del self._out[head.partition_id]
@@ -175,7 +189,7 @@ class PartitionAppender:
         if self._conn is not None and not self._conn.closed:
             return self._conn
         self._conn = psycopg.connect(
-            self._dsn, application_name="medisentinel audit appender", autocommit=True
+            self.dsn, application_name="medisentinel audit appender", autocommit=True
         )
         return self._conn
 

@@ -23,6 +23,7 @@ from app.fhir import storage
 from app.fhir.storage import UnitOfWork
 from audit import chain
 from audit.appender import PartitionAppender
+from audit.async_commit import AsyncGroupCommit
 from audit.chain import AuditRecord
 from audit.events import SUCCESS, Actor, Entities, EventKind, Outcome, audit_event
 from audit.group import GroupCommit, UnitOfWorkWriter
@@ -60,8 +61,10 @@ class AuditTrail:
         self.appender: PartitionAppender | None = None
         if engine.dialect.name == "postgresql":
             self.appender = PartitionAppender(engine.url.render_as_string(hide_password=False))
-        # Records of many reads, one commit.
+        # Records of many reads, one commit: on worker threads, and on PostgreSQL for the
+        # FHIR endpoint's reads in its event loop.
         self.group_commit = GroupCommit(self.appender or UnitOfWorkWriter(engine))
+        self.async_commit = AsyncGroupCommit(self.appender) if self.appender else None
 
     def build(
         self, kind: EventKind, actor: Actor, outcome: Outcome, entities: Entities
@@ -79,6 +82,9 @@ class AuditTrail:
         if not records:
             return
         if self.appender is not None:
+            if uow.read_only and uow.ctx.trail.may_defer and self.async_commit is not None:
+                uow.ctx.trail.deferred.extend(records)  # see commit_deferred
+                return
             # Sent after the staged rows in the COMMIT round trip, where a conflicting row
             # still fails as the write's own (409: see FhirService.unit_of_work).
             with _fail_closed():
@@ -90,6 +96,16 @@ class AuditTrail:
         uow.flush()  # the unit's own writes first: their conflicts are theirs (409), not ours
         with _fail_closed():
             chain.append(uow, records)
+
+    async def commit_deferred(self, ctx: RequestContext) -> None:
+        """Commit the records the request's read units left in `ctx.trail.deferred`, with
+        other requests' (async_commit.py); the request must not answer before this returns."""
+        records, ctx.trail.deferred = ctx.trail.deferred, []
+        if not records:
+            return
+        assert self.async_commit is not None
+        with _fail_closed():
+            await self.async_commit.append(records)
 
     def record(self, records: list[AuditRecord]) -> None:
         """Chain records in a transaction of their own, with other events' (group.py)."""

@@ -11,6 +11,7 @@ still verifies."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
@@ -21,6 +22,7 @@ from sqlalchemy import Engine, text
 from app.context import RequestContext
 from app.db import libpq_dsn
 from audit.appender import PartitionAppender
+from audit.async_commit import AsyncGroupCommit
 from audit.chain import AuditRecord
 from audit.events import SUCCESS, Actor, Entities, EventKind
 from audit.verify import verify_on
@@ -215,4 +217,60 @@ def test_an_appender_that_lost_its_partition_is_refused_then_moves_on(
             blocker.close()
     assert stale.partition_id != taken
     assert partition_of(engine, moved[0].id) == (stale.partition_id, True)
+    assert_trail_verifies(engine, live_server)
+
+
+def test_concurrent_reads_through_the_endpoint_are_committed_in_batches_that_verify(
+    engine: Engine, live_server: LiveServer, auth_headers: dict[str, str]
+) -> None:
+    """The FHIR endpoint's reads hand their records to the event loop's group commit
+    (audit/async_commit.py): every read is recorded, on the partition that task holds."""
+    with httpx.Client(base_url=live_server.base_url, headers=auth_headers) as http:
+        pid = create_resource(http, {"resourceType": "Patient"})
+
+    async def read_many() -> list[int]:
+        async with httpx.AsyncClient(base_url=live_server.base_url, headers=auth_headers) as http:
+            answers = await asyncio.gather(*(http.get(f"Patient/{pid}") for _ in range(40)))
+        return [a.status_code for a in answers]
+
+    assert asyncio.run(read_many()) == [200] * 40
+    with engine.connect() as conn:
+        partitions = conn.execute(
+            text("SELECT partition_id FROM audit_event "
+                 "WHERE convert_from(content, 'UTF8') LIKE :read"),
+            {"read": f'%"code":"read"%Patient/{pid}/_history/1%'},
+        ).scalars().all()  # fmt: skip
+    assert len(partitions) == 40
+    assert set(partitions) == {live_server.app.state.audit.async_commit._head.partition_id}
+    assert_trail_verifies(engine, live_server)
+
+
+def test_a_failed_batch_fails_each_of_its_requests_and_the_next_batch_starts_over(
+    engine: Engine, live_server: LiveServer, database_url: str, appenders: list[PartitionAppender]
+) -> None:
+    committer = AsyncGroupCommit(new_appender(database_url, appenders))
+    first, lost, after = (
+        records(live_server, n, note) for n, note in ((2, "1"), (3, "x"), (2, "2"))
+    )
+
+    async def scenario() -> list[BaseException | None]:
+        await committer.append(first)
+        assert committer._conn is not None
+        backend = committer._conn.info.backend_pid
+        with engine.connect() as conn:  # the batches' connection dies under them
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+            conn.commit()
+        outcomes = await asyncio.gather(
+            *(committer.append([record]) for record in lost), return_exceptions=True
+        )
+        await committer.append(after)  # a new connection, the head reloaded
+        await committer.close()
+        return [o if isinstance(o, BaseException) else None for o in outcomes]
+
+    outcomes = asyncio.run(scenario())
+    assert all(isinstance(o, psycopg.OperationalError) for o in outcomes), outcomes
+    with engine.connect() as conn:
+        stored = set(conn.execute(text("SELECT id FROM audit_event")).scalars())
+    assert {r.id for r in first + after} <= stored
+    assert not {r.id for r in lost} & stored
     assert_trail_verifies(engine, live_server)

@@ -83,6 +83,8 @@ async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
         if not (method == "POST" and path.endswith("_search")):
             raise InvalidRequest(f"{method} needs a resource in the body")
     fhir_router: FhirRouter = request.app.state.fhir_router
+    trail = request.app.state.audit
+    ctx.trail.may_defer = trail.async_commit is not None  # reads' records: committed below
     try:
         response = await run_in_threadpool(fhir_router.dispatch, ctx, fhir_request)
     except FhirError:
@@ -92,6 +94,9 @@ async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
         # responding, which drops the client's keep-alive connection.
         log.exception("unhandled error on %s /fhir/%s", request.method, path)
         raise ServerError(f"internal server error (request {ctx.request_id})") from exc
+    finally:
+        # Before anything is answered: if they cannot be committed, the answer is a 500.
+        await trail.commit_deferred(ctx)
     return _render(response, fhir_request, fmt, pretty, head=request.method == "HEAD")
 
 
