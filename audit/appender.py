@@ -48,10 +48,9 @@ LOCK_CLASS = 0x4D534150  # "MSAP": advisory lock (class, partition id) of an app
 # One statement: the records and the head move together or not at all. For a read unit and
 # a group-commit batch it runs in autocommit, one round trip without pipeline mode or an
 # explicit COMMIT (each cost as much Python as the statement itself); for a write it goes
-# with the unit's COMMIT. The rows come
-# as arrays, so the statement has one shape whatever the batch size, and is prepared once
-# per connection. Parameters go in binary (%b): as text, every record's bytes were
-# hex-encoded to twice their size first.
+# with the unit's COMMIT. The rows come as arrays, so the statement has one shape whatever
+# the batch size, and is prepared once per connection. Parameters go in binary (%b): as
+# text, every record's bytes were hex-encoded to twice their size first.
 _APPEND = """
 WITH added AS (
     INSERT INTO audit_event
@@ -88,7 +87,7 @@ _LAST_RECORD = (
 
 
 @dataclass
-class _Head:
+class Head:
     """A partition this process holds, and its last record."""
 
     partition_id: int
@@ -97,6 +96,10 @@ class _Head:
     generation: int  # the holder connection it was locked on (see PartitionAppender)
     stale: bool = False  # its last commit's outcome is unknown: reload before use
 
+    def advance(self, chain: list[Linked]) -> None:
+        """`chain` (from :func:`statement`) was committed on this partition."""
+        self.pseq, self.prev = chain[-1].pseq, chain[-1].chain_hash
+
 
 class PartitionAppender:
     def __init__(self, database_url: str) -> None:
@@ -104,9 +107,9 @@ class PartitionAppender:
         self._lock = threading.Lock()  # the holder connection and the pool
         self._conn: psycopg.Connection[Any] | None = None
         self._generation = 0  # bumped whenever the holder connection is dropped
-        self._reads: _Head | None = None
-        self._free: list[_Head] = []  # write partitions not in use
-        self._out: dict[int, _Head] = {}  # write partitions in a transaction now
+        self._reads: Head | None = None
+        self._free: list[Head] = []  # write partitions not in use
+        self._out: dict[int, Head] = {}  # write partitions in a transaction now
 
     @property
     def partition_id(self) -> int:
@@ -122,12 +125,12 @@ class PartitionAppender:
                 conn = self._connection()
                 if self._reads is None:
                     self._reads = self._take_partition(conn)
-                sql, params, chain = _statement(self._reads, records)
+                sql, params, chain = statement(self._reads, records)
                 conn.execute(sql, params, prepare=True)
             except Exception:
                 self._drop()  # start over from what the database holds
                 raise
-            self._reads.pseq, self._reads.prev = chain[-1].pseq, chain[-1].chain_hash
+            self._reads.advance(chain)
 
     def append_in(self, uow: UnitOfWork, records: list[AuditRecord]) -> None:
         """Chain `records` in `uow`'s transaction: sent with its COMMIT (storage.py), on a
@@ -136,29 +139,18 @@ class PartitionAppender:
             return
         head = self.checkout()
         try:
-            sql, params, chain = _statement(head, records)
+            sql, params, chain = statement(head, records)
         except BaseException:
             self.checkin(head, None)
             raise
         uow.with_commit.append((sql, params))
         uow.after_end.append(lambda committed: self.checkin(head, chain if committed else None))
 
-    def statement(
-        self, head: _Head, records: list[AuditRecord]
-    ) -> tuple[str, dict[str, Any], list[Linked]]:
-        """For a holder of `head` (async_commit.py): the statement that chains `records`."""
-        return _statement(head, records)
-
-    def advance(self, head: _Head, chain: list[Linked]) -> None:
-        """`chain` was committed on `head`, which its holder keeps using."""
-        with self._lock:
-            head.pseq, head.prev = chain[-1].pseq, chain[-1].chain_hash
-
     def close(self) -> None:
         with self._lock:
             self._drop()
 
-    def checkout(self) -> _Head:
+    def checkout(self) -> Head:
         """A partition of the pool for the caller alone, until :meth:`checkin`."""
         with self._lock:
             try:
@@ -173,7 +165,7 @@ class PartitionAppender:
             self._out[head.partition_id] = head
             return head
 
-    def checkin(self, head: _Head, chain: list[Linked] | None) -> None:
+    def checkin(self, head: Head, chain: list[Linked] | None) -> None:
         """Back to the pool: with its new head after a commit; to be reloaded otherwise."""
         with self._lock:
             del self._out[head.partition_id]
@@ -182,7 +174,7 @@ class PartitionAppender:
             if chain is None:
                 head.stale = True
             else:
-                head.pseq, head.prev = chain[-1].pseq, chain[-1].chain_hash
+                head.advance(chain)
             self._free.append(head)
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -193,7 +185,7 @@ class PartitionAppender:
         )
         return self._conn
 
-    def _take_partition(self, conn: psycopg.Connection[Any]) -> _Head:
+    def _take_partition(self, conn: psycopg.Connection[Any]) -> Head:
         """Lock a dedicated partition (not one this process holds already) and load its head."""
         mine = set(self._out) | {h.partition_id for h in self._free}
         if self._reads is not None:
@@ -201,7 +193,7 @@ class PartitionAppender:
         with conn.transaction():
             partition_id = _hold_partition(conn, mine)
             pseq, prev = _head(conn, partition_id)
-        return _Head(partition_id, pseq, prev, self._generation)
+        return Head(partition_id, pseq, prev, self._generation)
 
     def _drop(self) -> None:
         """Let go of the holder connection and, with it, every partition it locked."""
@@ -213,7 +205,7 @@ class PartitionAppender:
         self._free.clear()  # partitions still out are let go when they come back
 
 
-def _statement(head: _Head, records: list[AuditRecord]) -> tuple[str, dict[str, Any], list[Linked]]:
+def statement(head: Head, records: list[AuditRecord]) -> tuple[str, dict[str, Any], list[Linked]]:
     """`records` chained after `head`, and the statement (SQL, parameters) that adds them."""
     chain = linked(records, head.partition_id, head.pseq, head.prev)
     if len(chain) == 1:

@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from audit.appender import PartitionAppender
+from audit.appender import Head, PartitionAppender, statement
 from audit.chain import AuditRecord
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class AsyncGroupCommit:
         self._pending: list[tuple[list[AuditRecord], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._head: Any = None  # the partition this task chains onto (appender._Head)
+        self._head: Head | None = None  # the partition this task chains onto
 
     async def append(self, records: list[AuditRecord]) -> None:
         """Return once `records` are committed; raise what the commit raised otherwise."""
@@ -80,9 +80,9 @@ class AsyncGroupCommit:
             self._conn = await psycopg.AsyncConnection.connect(
                 self._appender.dsn, application_name="medisentinel audit batches", autocommit=True
             )
-        sql, params, chain = self._appender.statement(self._head, records)
+        sql, params, chain = statement(self._head, records)
         await self._conn.execute(sql, params, prepare=True)
-        self._appender.advance(self._head, chain)
+        self._head.advance(chain)  # ours alone while it is out of the pool
 
     async def _reset(self) -> None:
         """After a failure (or at shutdown): a new connection and a reloaded partition."""

@@ -57,12 +57,12 @@ class AuditTrail:
     def __init__(self, engine: Engine, server: str) -> None:
         self.engine = engine
         self.server = server  # this server's base URL: AuditEvent.source.site
-        # PostgreSQL: this process's audit partitions, for reads' batches and writes' units.
+        # PostgreSQL: this process's audit partitions, for units of work and batches.
         self.appender: PartitionAppender | None = None
         if engine.dialect.name == "postgresql":
             self.appender = PartitionAppender(engine.url.render_as_string(hide_password=False))
-        # Records of many reads, one commit: on worker threads, and on PostgreSQL for the
-        # FHIR endpoint's reads in its event loop.
+        # Records of many callers, one commit: on worker threads (SQLite reads; events
+        # outside the door), and in the event loop for the FHIR endpoint's PostgreSQL reads.
         self.group_commit = GroupCommit(self.appender or UnitOfWorkWriter(engine))
         self.async_commit = AsyncGroupCommit(self.appender) if self.appender else None
 

@@ -23,7 +23,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.db import libpq_dsn, run_migrations  # noqa: E402
-from audit.appender import _NEW_DEDICATED, PartitionAppender, _Head  # noqa: E402
+from audit.appender import _NEW_DEDICATED, Head, statement  # noqa: E402
 from audit.chain import GENESIS, AuditRecord  # noqa: E402
 
 
@@ -32,9 +32,9 @@ def backend_cpu(pid: int) -> float:
     return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(conn: psycopg.Connection, appender: PartitionAppender, batch: int, n: int) -> str:
+def run(conn: psycopg.Connection, batch: int, n: int) -> str:
     (partition,) = conn.execute(_NEW_DEDICATED, (0,)).fetchone() or (0,)
-    head = _Head(partition, 0, GENESIS, 0)
+    head = Head(partition, 0, GENESIS, 0)
     content = b'{"resourceType":"AuditEvent","note":"' + b"x" * 1950 + b'"}'  # ~2 KB, as reads'
     backend = conn.info.backend_pid
     db0, cpu0, wall0 = backend_cpu(backend), time.process_time(), time.perf_counter()
@@ -43,9 +43,9 @@ def run(conn: psycopg.Connection, appender: PartitionAppender, batch: int, n: in
             AuditRecord(str(uuid.uuid4()), time.time_ns() // 1000, content, {})
             for _ in range(batch)
         ]
-        sql, params, chain = appender.statement(head, records)
+        sql, params, chain = statement(head, records)
         conn.execute(sql, params, prepare=True)
-        head.pseq, head.prev = chain[-1].pseq, chain[-1].chain_hash
+        head.advance(chain)
     done = (n // batch) * batch
     db = (backend_cpu(backend) - db0) / done * 1e6
     cpu = (time.process_time() - cpu0) / done * 1e6
@@ -62,11 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=6000, help="records per batch size")
     args = parser.parse_args(argv)
     run_migrations(args.database_url)
-    appender = PartitionAppender(args.database_url)
     with psycopg.connect(libpq_dsn(args.database_url), autocommit=True) as conn:
         print(f"# {args.records} records per batch size, one statement per batch", flush=True)
         for batch in (1, 2, 4, 8, 1):
-            print(run(conn, appender, batch, args.records), flush=True)
+            print(run(conn, batch, args.records), flush=True)
     return 0
 
 
