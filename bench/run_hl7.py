@@ -28,7 +28,7 @@ The server's whole process group is killed at the end, whatever happens.
 
     python bench/run_hl7.py                                    # fresh SQLite in a temp dir
     python bench/run_hl7.py --workers 2 \\
-        --database-url postgresql+psycopg://postgres@127.0.0.1:55432/hl7bench
+        --database-url postgresql+psycopg://postgres@127.0.0.1:25432/hl7bench
     python bench/run_hl7.py --seconds 2 --concurrency 2 --patients 20   # smoke
     python bench/run_hl7.py --json
 
