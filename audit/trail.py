@@ -97,15 +97,24 @@ class AuditTrail:
         with _fail_closed():
             chain.append(uow, records)
 
-    async def commit_deferred(self, ctx: RequestContext) -> None:
+    def expect_deferred(self) -> bool:
+        """Tell the batch writer that a request which may leave records is being served (it
+        may wait a moment for them: async_commit.py); False when nothing is batched."""
+        if self.async_commit is None:
+            return False
+        self.async_commit.expect()
+        return True
+
+    async def commit_deferred(self, ctx: RequestContext, *, expected: bool = False) -> None:
         """Commit the records the request's read units left in `ctx.trail.deferred`, with
-        other requests' (async_commit.py); the request must not answer before this returns."""
+        other requests' (async_commit.py); the request must not answer before this returns.
+        `expected`: `expect_deferred` was called for this request."""
         records, ctx.trail.deferred = ctx.trail.deferred, []
-        if not records:
+        if self.async_commit is None:
+            assert not records
             return
-        assert self.async_commit is not None
         with _fail_closed():
-            await self.async_commit.append(records)
+            await self.async_commit.append(records, expected=expected)
 
     def record(self, records: list[AuditRecord]) -> None:
         """Chain records in a transaction of their own, with other events' (group.py)."""

@@ -12,6 +12,7 @@ still verifies."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -273,4 +274,60 @@ def test_a_failed_batch_fails_each_of_its_requests_and_the_next_batch_starts_ove
         stored = set(conn.execute(text("SELECT id FROM audit_event")).scalars())
     assert {r.id for r in first + after} <= stored
     assert not {r.id for r in lost} & stored
+    assert_trail_verifies(engine, live_server)
+
+
+class CountingCommit(AsyncGroupCommit):
+    """Records how many records each statement carried (the batches as written)."""
+
+    def __init__(self, appender: PartitionAppender) -> None:
+        super().__init__(appender)
+        self.batches: list[int] = []
+
+    async def _write(self, records: list[AuditRecord]) -> None:
+        await super()._write(records)
+        self.batches.append(len(records))
+
+
+def test_a_batch_waits_for_reads_in_service_and_a_lone_read_does_not_wait(
+    engine: Engine, live_server: LiveServer, database_url: str, appenders: list[PartitionAppender]
+) -> None:
+    committer = CountingCommit(new_appender(database_url, appenders))
+    committer.FILL_SECONDS = 30.0  # any wait would show; none of the cases below may take it
+
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        await committer.append(records(live_server, 1, "warm"))  # connection and partition
+        started = loop.time()
+        await committer.append(records(live_server, 1, "alone"))  # nobody else in service
+        alone = loop.time() - started
+
+        # Three reads in service; their records arrive one by one: one statement for all.
+        for _ in range(3):
+            committer.expect()
+
+        async def read(delay: float, note: str) -> None:
+            await asyncio.sleep(delay)
+            await committer.append(records(live_server, 1, note), expected=True)
+
+        await asyncio.gather(read(0, "a"), read(0.05, "b"), read(0.1, "c"))
+
+        # Two in service, one ends without records: the other's record is written at once.
+        committer.expect()
+        committer.expect()
+
+        async def no_records() -> None:
+            await asyncio.sleep(0.05)
+            await committer.append([], expected=True)
+
+        await asyncio.gather(read(0, "d"), no_records())
+        await committer.close()
+        return alone
+
+    started = time.monotonic()
+    alone = asyncio.run(scenario())
+    assert alone < 5, alone
+    assert time.monotonic() - started < 10  # the read left alone was not held for 30 s
+    assert committer.batches == [1, 1, 3, 1]
+    assert committer._in_service == 0
     assert_trail_verifies(engine, live_server)

@@ -85,6 +85,8 @@ async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
     fhir_router: FhirRouter = request.app.state.fhir_router
     trail = request.app.state.audit
     ctx.trail.may_defer = trail.async_commit is not None  # reads' records: committed below
+    # Reads leave records for the batch writer, which waits a moment for those in service.
+    expected = _reads(fhir_request) and trail.expect_deferred()
     try:
         response = await run_in_threadpool(fhir_router.dispatch, ctx, fhir_request)
     except FhirError:
@@ -96,8 +98,12 @@ async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
         raise ServerError(f"internal server error (request {ctx.request_id})") from exc
     finally:
         # Before anything is answered: if they cannot be committed, the answer is a 500.
-        await trail.commit_deferred(ctx)
+        await trail.commit_deferred(ctx, expected=expected)
     return _render(response, fhir_request, fmt, pretty, head=request.method == "HEAD")
+
+
+def _reads(fhir_request: FhirRequest) -> bool:
+    return fhir_request.method == "GET" or fhir_request.path.endswith("_search")
 
 
 def _context(request: Request, path: str) -> RequestContext:
