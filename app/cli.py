@@ -129,7 +129,7 @@ def _migrate() -> int:
 def _serve(args: argparse.Namespace) -> int:
     import os
 
-    import uvicorn
+    from app.serving import serve
 
     # Flags override the environment so worker processes (which re-read settings) agree.
     for name in ("host", "port", "workers"):
@@ -140,8 +140,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     _migrate()
     print(f"serving FHIR at {settings.fhir_base_url}")
-    uvicorn.run(
-        "app.main:create_app",
+    serve(
+        app="app.main:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
