@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
         ]  # fmt: skip
         await feeds.start()  # the MLLP listener, when enabled
+        _freeze_startup_objects()
         yield
         await feeds.stop()
         for task in background:
@@ -111,6 +113,22 @@ def _watch_revocations(auth: AuthServer, settings: Settings) -> RevocationWatch 
     watch.start()
     auth.tokens.watch = watch
     return watch
+
+
+_frozen = False
+
+
+def _freeze_startup_objects() -> None:
+    """What a process loads to serve (search parameter and value set tables, models, ...)
+    lives as long as it does: out of the cyclic collector's reach, a full collection under
+    load walks only what requests left. A worker tracked ~190,000 objects after warming up,
+    and each full collection took ~70 ms of its CPU (a latency spike for every request in
+    flight). Once per process: objects frozen are never collected, and tests start many apps."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 async def _every(
