@@ -620,10 +620,10 @@ class Server:
         ]
         if no_audit:
             subprocess.run(server_command() + ["migrate"], env=env, cwd=workdir, check=True)
-            env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-            self.cmd = [sys.executable, "-m", "uvicorn", "bench.noaudit:create_app", "--factory",
-                        "--host", HOST, "--port", str(self.port), "--workers", str(workers),
-                        "--log-level", "warning", "--no-access-log"]  # fmt: skip
+            root = str(Path(__file__).resolve().parents[1])
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), root) if p)
+            self.cmd = [sys.executable, "-m", "bench.noaudit", "--host", HOST,
+                        "--port", str(self.port), "--workers", str(workers)]  # fmt: skip
         self.env = env
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         # cwd = the temp dir, so a stray .env or ./data where the caller stands plays no part.
