@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await feeds.start()  # the MLLP listener, when enabled
         _freeze_startup_objects()
         yield
+        copier.stopping.set()  # a round in progress ends after its current batch
         await feeds.stop()
         for task in background:
             task.cancel()

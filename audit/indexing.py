@@ -21,6 +21,7 @@ commit together. The chain stays the evidence: `audit verify` never reads the co
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -67,16 +68,19 @@ def catch_up(
     return copied
 
 
-def catch_up_all(engine: Engine, *, before: int | None = None) -> int:
+def catch_up_all(
+    engine: Engine, *, before: int | None = None, stop: Callable[[], bool] = lambda: False
+) -> int:
     """A background round: copy the backlog (recorded before `before`, if given),
-    committing every few batches."""
+    committing every few batches, until done or `stop()` says so."""
     total = 0
-    while True:
+    while not stop():
         with storage.open_unit_of_work(engine, RequestContext.system(), write=True) as uow:
             copied = catch_up(uow, wait=False, limit=4 * BATCH, before=before)
         total += copied
         if copied < 4 * BATCH:
-            return total
+            break
+    return total
 
 
 class BackgroundCopier:
@@ -96,11 +100,15 @@ class BackgroundCopier:
         self.engine = engine
         self.last_busy = last_busy  # monotonic time this process last started a unit of work
         self.max_lag_us = int(max_lag * 1_000_000)
+        # Set at shutdown: a round runs on a thread that cancelling its task cannot stop, and
+        # the process would wait for it to copy the whole backlog before exiting.
+        self.stopping = threading.Event()
 
     def round(self) -> int:
+        stop = self.stopping.is_set
         if self.max_lag_us <= 0 or time.monotonic() - self.last_busy() >= self.IDLE_SECONDS:
-            return catch_up_all(self.engine)
-        return catch_up_all(self.engine, before=storage.now_us() - self.max_lag_us)
+            return catch_up_all(self.engine, stop=stop)
+        return catch_up_all(self.engine, before=storage.now_us() - self.max_lag_us, stop=stop)
 
 
 def catch_up_now(engine: Engine) -> int:

@@ -119,6 +119,29 @@ def test_searching_the_trail_sees_every_record_committed_before_it(service: Fhir
     assert indexing.backlog(service.engine) == 1  # caught up; only the search's own record
 
 
+def test_a_background_round_told_to_stop_ends_after_its_current_batch(
+    service: FhirService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At shutdown (BackgroundCopier.stopping) a round stops between its transactions instead
+    of copying the whole backlog first; what it copied is committed, the rest waits."""
+    indexing.catch_up_now(service.engine)
+    pid = create_patient(service)
+    for _ in range(11):
+        read_patient(service, pid)
+    assert indexing.backlog(service.engine) == 12
+    monkeypatch.setattr(indexing, "BATCH", 2)  # a round's transaction: 4 batches, 8 records
+    asked: list[int] = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) > 1  # after the first transaction
+
+    assert indexing.catch_up_all(service.engine, stop=stop) == 8
+    assert indexing.backlog(service.engine) == 4
+    assert indexing.catch_up_all(service.engine, stop=lambda: True) == 0
+    assert indexing.catch_up_all(service.engine) == 4
+
+
 def test_a_background_round_copies_the_backlog_once(service: FhirService) -> None:
     pid = create_patient(service)
     for _ in range(5):

@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api import formats
+from app.api.worker_threads import run_in_worker
 from app.auth.enforcement import unauthorized
 from app.auth.grant import Grant
 from app.context import RequestContext
@@ -60,7 +60,7 @@ async def _audit_refusal(request: Request, ctx: RequestContext, error: FhirError
     """A request refused outside the door's interactions (no token, unparseable body):
     recorded all the same. If even that cannot be written the answer becomes a 500."""
     trail = request.app.state.audit
-    await run_in_threadpool(trail.record_request_failure, ctx, error)
+    await run_in_worker(trail.record_request_failure, ctx, error)
 
 
 async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
@@ -88,7 +88,7 @@ async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
     # Reads leave records for the batch writer, which waits a moment for those in service.
     expected = _reads(fhir_request) and trail.expect_deferred()
     try:
-        response = await run_in_threadpool(fhir_router.dispatch, ctx, fhir_request)
+        response = await run_in_worker(fhir_router.dispatch, ctx, fhir_request)
     except FhirError:
         raise
     except Exception as exc:
