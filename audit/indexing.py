@@ -144,8 +144,18 @@ def _next_batch(uow: UnitOfWork, partition_id: int, done: int, before: int | Non
     round must stop at a recent record, not skip it, even if one after it is older."""
     after_done = [audit_event.c.partition_id == partition_id, audit_event.c.pseq > done]
     if before is not None:
-        # Positions first, documents only for what is old enough: a busy process's round
-        # usually copies nothing, and fetching 500 documents to drop them cost 2.7 ms.
+        # A busy process's round usually copies nothing: the next record is too recent. Asking
+        # for its time alone is one index probe; the positions below read up to 500 rows
+        # (0.78 ms of PostgreSQL per partition and round, every second, in each process).
+        following = uow.conn.execute(
+            select(audit_event.c.recorded).where(
+                audit_event.c.partition_id == partition_id, audit_event.c.pseq == done + 1
+            )
+        ).scalar()
+        if following is not None and following >= before:
+            return []  # (none at done + 1: nothing new, or a gap; the query below tells)
+        # Positions first, documents only for what is old enough: fetching 500 documents to
+        # drop them cost 2.7 ms.
         positions = uow.conn.execute(
             select(audit_event.c.pseq, audit_event.c.recorded)
             .where(*after_done)
