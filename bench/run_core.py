@@ -54,6 +54,9 @@ from typing import Any, Protocol
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported
+from procnet import connections_per_worker  # noqa: E402
+
 try:  # the server depends on orjson, so the venv has it; plain json works too
     import orjson
 
@@ -378,6 +381,9 @@ class PhaseResult:
     error_samples: list[str] = field(default_factory=list)
     cpu_pct: dict[str, float] = field(default_factory=dict)
     read_pool: int | None = None
+    # Open connections per worker process at the end of the phase (Linux): with every
+    # connection on one of two workers, that one runs out of its core (BENCHMARKS, session 9).
+    connections: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -409,6 +415,8 @@ class PhaseResult:
         }
         if self.read_pool is not None:
             d["read_pool_ids"] = self.read_pool
+        if self.connections:
+            d["connections_per_worker"] = self.connections
         return d
 
 
@@ -461,6 +469,7 @@ async def run_phase(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     result.duration_s = time.perf_counter() - t0
     result.cpu_pct = CpuMeter.percent(cpu0, meter.sample(), result.duration_s)
+    result.connections = connections_per_worker(meter.server.port, meter.server.proc.pid)
     return result
 
 
@@ -817,7 +826,12 @@ def format_line(r: dict[str, Any], label: str, workers: int, client: str) -> str
         f" per {per} | {size} in {r['duration_s']:.1f}s,"
         f" {r['resources_existing_before']} resources existed before, errors {r['errors']}"
         + (f" | CPU% of a core: {cpu_text}" if cpu_text else "")
+        + (f" | connections per worker {spread}" if (spread := _spread(r)) else "")
     )
+
+
+def _spread(r: dict[str, Any]) -> str:
+    return "/".join(str(n) for n in r.get("connections_per_worker", []))
 
 
 def machine_info() -> dict[str, Any]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import signal
 import socket
@@ -26,6 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.procnet import ESTABLISHED, LISTEN
+from bench.procnet import held as _held
 from hl7_adapters.feeds import Hl7Feeds
 from hl7_adapters.framing import frame
 from hl7_adapters.mllp import REUSE_PORT, Handler, MLLPClient, MLLPServer
@@ -37,7 +38,6 @@ from tests.test_hl7_mllp_server import a01, patients, run, send_all
 pytestmark = pytest.mark.skipif(not REUSE_PORT, reason="SO_REUSEPORT balancing is Linux's")
 
 CONNECTIONS = 20
-LISTEN, ESTABLISHED = "0A", "01"  # TCP states in /proc/net/tcp
 
 
 def _free_port() -> int:
@@ -52,60 +52,6 @@ def _handler(live_server: LiveServer) -> Handler:
 
 
 # ---------------------------------------------------------------- who holds a socket (/proc)
-
-
-def _sockets_on(port: int) -> dict[int, str]:
-    """inode -> TCP state of every socket whose local port is `port`."""
-    found: dict[int, str] = {}
-    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
-        if not table.exists():
-            continue
-        for line in table.read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[9] != "0":
-                found[int(fields[9])] = fields[3]
-    return found
-
-
-def _socket_inodes(pid: int) -> set[int]:
-    inodes: set[int] = set()
-    try:
-        fds = list(Path(f"/proc/{pid}/fd").iterdir())
-    except OSError:  # the process is gone
-        return inodes
-    for fd in fds:
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[len("socket:[") : -1]))
-    return inodes
-
-
-def _children(parent: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:  # field 4, after "(comm)"
-            kids.append(int(entry.name))
-    return kids
-
-
-def _held(port: int, parent: int) -> dict[int, Counter[str]]:
-    """Per child process of `parent`: the states of the sockets on local `port` it holds."""
-    sockets = _sockets_on(port)
-    held = {}
-    for pid in _children(parent):
-        states = Counter(sockets[i] for i in _socket_inodes(pid) if i in sockets)
-        if states:
-            held[pid] = states
-    return held
 
 
 def _wait_for_listeners(port: int, process: subprocess.Popen[bytes], count: int) -> list[int]:

@@ -13,18 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.procnet import ESTABLISHED, LISTEN, held, socket_inodes, sockets_on
 from hl7_adapters.mllp import REUSE_PORT
 from tests.conftest import TEST_MASTER_KEY
 from tests.helpers import server_env
-from tests.test_hl7_mllp_workers import (
-    ESTABLISHED,
-    LISTEN,
-    _free_port,
-    _held,
-    _socket_inodes,
-    _sockets_on,
-    _wait_for_listeners,
-)
+from tests.test_hl7_mllp_workers import _free_port, _wait_for_listeners
 
 pytestmark = pytest.mark.skipif(not REUSE_PORT, reason="SO_REUSEPORT balancing is Linux's")
 
@@ -55,16 +48,16 @@ def test_two_workers_each_listen_on_their_own_socket_and_both_take_connections(
         process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
         try:
             workers = _wait_for_listeners(port, process, 2)
-            states = _sockets_on(port)
+            states = sockets_on(port)
             listening = {
-                pid: {i for i in _socket_inodes(pid) if states.get(i) == LISTEN} for pid in workers
+                pid: {i for i in socket_inodes(pid) if states.get(i) == LISTEN} for pid in workers
             }
             connections = [
                 socket.create_connection(("127.0.0.1", port)) for _ in range(CONNECTIONS)
             ]
             try:
                 answers = [_get(sock, "/fhir/metadata") for sock in connections]
-                held = _held(port, process.pid)  # while the connections are open
+                holding = held(port, process.pid)  # while the connections are open
             finally:
                 for sock in connections:
                     sock.close()
@@ -77,7 +70,7 @@ def test_two_workers_each_listen_on_their_own_socket_and_both_take_connections(
     # one listening socket per worker (uvicorn's own mode shares the supervisor's one)
     first, second = (listening[pid] for pid in workers)
     assert len(first) == len(second) == 1 and not first & second, listening
-    counts = {pid: held.get(pid, Counter())[ESTABLISHED] for pid in workers}
+    counts = {pid: holding.get(pid, Counter())[ESTABLISHED] for pid in workers}
     assert sum(counts.values()) == CONNECTIONS, counts
     # 20 connections all hashed to one of two sockets: odds 2 in a million
     assert all(count > 0 for count in counts.values()), counts
