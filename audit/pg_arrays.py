@@ -28,13 +28,13 @@ class PackedArray(bytes):
     element_oid = 0
 
     @classmethod
+    def _packed(cls, count: int, elements: Iterable[bytes]) -> PackedArray:
+        return cls(_HEAD.pack(1, 0, cls.element_oid, count, 1) + b"".join(elements))
+
+    @classmethod
     def of_bytes(cls, items: Iterable[bytes]) -> PackedArray:
         listed = list(items)
-        parts = [_HEAD.pack(1, 0, cls.element_oid, len(listed), 1)]
-        for item in listed:
-            parts.append(_LENGTH.pack(len(item)))
-            parts.append(item)
-        return cls(b"".join(parts))
+        return cls._packed(len(listed), (_LENGTH.pack(len(i)) + i for i in listed))
 
 
 class TextArray(PackedArray):
@@ -59,8 +59,7 @@ class Int8Array(PackedArray):
     @classmethod
     def of(cls, items: Iterable[int]) -> PackedArray:
         listed = list(items)
-        head = _HEAD.pack(1, 0, _INT8, len(listed), 1)
-        return cls(head + b"".join(_INT8_ITEM.pack(8, value) for value in listed))
+        return cls._packed(len(listed), (_INT8_ITEM.pack(8, value) for value in listed))
 
 
 def _dumper(array_oid: int) -> type[Dumper]:

@@ -42,7 +42,9 @@ def socket_inodes(pid: int) -> set[int]:
 
 
 def children(parent: int) -> list[int]:
-    kids = []
+    kids: list[int] = []
+    if not Path("/proc").is_dir():  # not Linux: nobody can be told apart
+        return kids
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
