@@ -71,7 +71,7 @@ class AuditHook(Hook):
         elif version.resource_type == "AuditEvent" or version.content is None:
             return
         else:
-            found = patients_of(version.resource_type, jsonio.loads(version.content))
+            found = patients_of(version.resource_type, jsonio.loads_stored(version.content))
         for patient in found:
             if patient not in current.patients:
                 current.patients.append(patient)

@@ -6,6 +6,7 @@ write path, then time the searches our targets are stated in.
         --observations 1000000              # the stated size (PostgreSQL)
     python bench/search_scale.py --url ... --patients 1000 --observations 100000   # SQLite
     python bench/search_scale.py --url ... --skip-load --patients 1000 ...   # time only
+    ... --skip-load --repeat 0 --throughput 20   # only fhirload's search, 16 raw clients
 
 Data: Patients (with an MRN identifier), one Device each, and Observations spread over two
 years, one series per patient (observations/patients of them): a vital sign (heart rate,
@@ -33,7 +34,9 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -233,6 +236,52 @@ async def time_queries(
     return report
 
 
+async def search_throughput(args: argparse.Namespace) -> dict[str, float]:
+    """fhirload's search phase at this data size: `subject + code, _count=10` (the patient's
+    own series) from --search-clients clients for --throughput seconds, with run_core's
+    low-overhead client (httpx alone tops out near 560 requests/s on a 2-core box)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import run_core  # a sibling script: its raw HTTP client
+
+    if args.token:
+        run_core.HEADERS["Authorization"] = f"Bearer {args.token}"
+    url = urlsplit(args.url)
+    client = run_core.RawClient(
+        url.hostname or "127.0.0.1", url.port or 80, url.path, args.search_clients
+    )
+    rng = random.Random(12)
+    latencies: list[float] = []
+    deadline = time.perf_counter() + args.throughput
+
+    async def one_client() -> None:
+        while time.perf_counter() < deadline:
+            p = rng.randrange(args.patients)
+            path = f"/Observation?subject=Patient/p{p}&code={series_code(p)}&_count=10"
+            started = time.perf_counter()
+            status, _ = await client.request("GET", path)
+            if status != 200:
+                raise RuntimeError(f"search answered {status}")
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one_client() for _ in range(args.search_clients)))
+    elapsed = time.perf_counter() - started
+    await client.aclose()
+    latencies.sort()
+    result = {
+        "searches_s": len(latencies) / elapsed,
+        "p50": _quantile(latencies, 0.5),
+        "p95": _quantile(latencies, 0.95),
+        "p99": _quantile(latencies, 0.99),
+    }
+    print(
+        f"search throughput ({args.search_clients} clients, {elapsed:.0f}s): "
+        f"{result['searches_s']:.1f} searches/s  p50 {result['p50']:.1f}  "
+        f"p95 {result['p95']:.1f}  p99 {result['p99']:.1f} ms"
+    )
+    return result
+
+
 def _quantile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
@@ -249,6 +298,11 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--throughput", type=float, default=0, metavar="SECONDS",
+        help="then run fhirload's search (subject + code, _count=10) this long",
+    )  # fmt: skip
+    parser.add_argument("--search-clients", type=int, default=16)
     args = parser.parse_args()
     sizes = f"{args.patients} Patients, {args.patients} Devices, {args.observations} Observations"
     print(f"data size: {sizes}")
@@ -258,7 +312,9 @@ async def main() -> None:
     ) as client:
         if not args.skip_load:
             await load(client, args)
-        report = await time_queries(client, args)
+        report: dict[str, Any] = await time_queries(client, args)
+    if args.throughput > 0:
+        report["throughput"] = await search_throughput(args)
     if args.json:
         print(json.dumps(report))
 

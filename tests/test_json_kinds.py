@@ -399,3 +399,19 @@ def test_summary_table() -> None:
     assert {"medicationCodeableConcept", "medicationReference"} <= set(
         summary["MedicationRequest"]["mandatory"]
     )
+
+
+def test_stored_content_parses_for_lookups_even_beyond_a_double() -> None:
+    """loads_stored (orjson, for looking into stored content) sees what loads sees; a number
+    orjson refuses is handled by loads instead of failing the read."""
+    from app.fhir.jsonio import loads_stored
+
+    shape = '{"resourceType":"Observation","subject":{"reference":"Patient/%s"},"valueQuantity":%s}'
+    stored = (shape % ("p1", '{"value":1.50}')).encode()
+    parsed = loads_stored(stored)
+    assert parsed["subject"] == {"reference": "Patient/p1"}
+    assert parsed["valueQuantity"]["value"] == 1.5
+    huge = (shape % ("p2", '{"value":1e400}')).encode()
+    parsed = loads_stored(huge)
+    assert parsed["subject"] == {"reference": "Patient/p2"}
+    assert parsed["valueQuantity"]["value"] == Decimal("1e400")

@@ -693,6 +693,12 @@ CASES: dict[str, list[tuple[str, str]]] = {
         ("Observation?status:not=final", "temp local freetext"),
         ("Observation?status=FINAL", ""),
         ("Observation?status=final&code=8310-5", ""),
+        # Several criteria on one index table: the first drives, the others are checked on
+        # its rows (engine._criteria_sql); each must still be its own row of that table.
+        (f"Observation?status=final&code={LOINC}|8867-4", "hr"),
+        ("Observation?code:text=heart&status:not=final", "local"),
+        ("Observation?status:not=final&code:text=heart", "local"),
+        (f"Observation?code:text=heart&code:not={LOINC}|8867-4", "local"),
     ],
     "references": [
         ("Observation?subject={id:pa}", "o-rel"),
@@ -714,6 +720,7 @@ CASES: dict[str, list[tuple[str, str]]] = {
         ("Observation?subject=http://other.example.org/fhir/Patient/{id:pa}", "o-foreign"),
         ("Observation?subject=Patient/{id:pa},Device/{id:dev}", "o-rel o-dev"),
         ("Observation?subject=Patient/{id:pa}&subject=Device/{id:dev}", ""),
+        ("Observation?subject=Patient/{id:pa}&patient=Patient/{id:pa}", "o-rel"),
         # a reference to another server's Patient/<id> is not a reference to ours
         ("Observation?subject:Patient.name=refa", "o-rel"),
         ("Patient?_has:Observation:subject:_id={id:o-foreign}", ""),

@@ -599,3 +599,49 @@ def test_composite_code_value_pairs_match_on_the_same_component(client: httpx.Cl
     assert [e["resource"]["id"] for e in combo["entry"]] == [low]
     bad = client.get("/Observation", params={"component-code-value-quantity": "8480-6"})
     assert bad.status_code == 400
+
+
+def _post(http: httpx.Client, body: dict[str, Any]) -> str:
+    response = http.post(f"/{body['resourceType']}", json=body, headers=FHIR_JSON)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def test_reference_driven_pages_come_from_index_rows(world: World) -> None:
+    """subject=... (+ other index criteria) in id order is paged on index rows before any
+    resource is fetched (engine._page_of_ids): every match once, pages full, previous links
+    exact, a deleted match gone, a resource matched by two of its references counted once."""
+    http = world.http
+    patient = _post(http, {"resourceType": "Patient"})
+    doctor, nurse = (_post(http, {"resourceType": "Practitioner"}) for _ in range(2))
+    subject = {"reference": f"Patient/{patient}"}
+    both = [{"reference": f"Practitioner/{doctor}"}, {"reference": f"Practitioner/{nurse}"}]
+    wanted, other = [], []
+    for n in range(9):
+        body = obs(
+            subject=subject,
+            status="final" if n % 3 else "amended",
+            code={"coding": [{"system": "urn:test", "code": "hit" if n % 2 else "miss"}]},
+            performer=both,
+        )
+        (wanted if n % 2 and n % 3 else other).append(_post(http, body))
+    criteria = [("subject", f"Patient/{patient}"), ("code", "urn:test|hit"), ("status", "final")]
+    pages = walk(http, "Observation", [*criteria, ("_count", "1")])
+    found = [i for p in pages for _, i in entries(p, "match")]
+    assert found == sorted(wanted), "in id order, each once"
+    assert [len(entries(p, "match")) for p in pages] == [1] * len(wanted)
+    back = [pages[-1]]
+    while (url := link(back[-1], "previous")) is not None:
+        assert len(back) <= len(pages)
+        back.append(http.get(url).json())
+    assert [entries(p, "match") for p in reversed(back)] == [entries(p, "match") for p in pages]
+
+    assert http.delete(f"/Observation/{wanted[0]}").status_code in (200, 204)
+    pages = walk(http, "Observation", [*criteria, ("_count", "2")])
+    assert [i for p in pages for _, i in entries(p, "match")] == sorted(wanted[1:])
+
+    everyone = sorted([*wanted[1:], *other])
+    either = f"Practitioner/{doctor},Practitioner/{nurse}"  # two index rows per resource
+    by_either = walk(http, "Observation", [("performer", either), ("_count", "3")])
+    assert [len(entries(p, "match")) for p in by_either[:-1]] == [3] * (len(by_either) - 1)
+    assert [i for p in by_either for _, i in entries(p, "match")] == everyone

@@ -40,6 +40,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     FromClause,
+    Select,
     and_,
     bindparam,
     exists,
@@ -425,6 +426,22 @@ def plan_sql(
     # `id IN (SELECT resource_id ...)`: PostgreSQL and SQLite can drive the query from the
     # index rows (with only correlated EXISTS, SQLite scans every resource of the type).
     return owner_id.in_(select(table.c.resource_id).where(*owned, match))
+
+
+def matching_ids(node: Plan, others: list[Plan], owner_type: str, base_url: str) -> Select[Any]:
+    """The ids matching index criterion `node` and every one of `others` (index criteria
+    too), from index rows alone: `node`'s rows, each checked against `others` by its
+    resource id. The engine pages on this for a reference-driven search (engine.py)."""
+    _, kind, name, _, cond = node
+    rows = INDEX_TABLES[kind].alias()  # so that a check on the same table is a row of its own
+    owner = (owner_type, rows.c.resource_id)
+    checks = [plan_sql(other, owner, base_url, top=False, drive=False) for other in others]
+    return select(rows.c.resource_id).where(
+        rows.c.resource_type == owner_type,
+        rows.c.param == name,
+        _cond_sql(cond, lambda column: rows.c[column]),
+        *checks,
+    )
 
 
 def _chain(node: Plan, owner: Owner, base_url: str) -> ColumnElement[bool]:

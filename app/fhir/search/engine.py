@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, bindparam, func, literal, or_, select
 
 from app.errors import InvalidRequest
-from app.fhir.search.criteria import Plan, is_local, plan, plan_sql, split
+from app.fhir.search.criteria import Plan, is_local, matching_ids, plan, plan_sql, split
 from app.fhir.search.params import Include, SearchParams, encode_cursor, lookup
 from app.fhir.search.values import MAX_TIME, MIN_TIME
 from app.fhir.storage import (
@@ -130,8 +130,38 @@ def _statements(shape: Shape, row_filter: RowFilter | None) -> Statements:
         where.append(row_filter.sql(owner_type, resource.c.id))
     total = select(func.count()).select_from(resource).where(*where) if shape.total else None
     keys = _sort_keys(rtypes[0], shape.sort, owner_type)
-    page = _page_query(where, keys, shape, shape.page == "prev").limit(shape.count + 1)
+    backwards = shape.page == "prev"
+    ids = _page_of_ids(shape, backwards) if row_filter is None else None
+    if ids is not None:
+        where = [type_filter, resource.c.deleted.is_(False), resource.c.id.in_(ids)]
+    page = _page_query(where, keys, shape, backwards).limit(shape.count + 1)
     return Statements(page, total)
+
+
+def _page_of_ids(shape: Shape, backwards: bool) -> Select[Any] | None:
+    """For a search driven by a reference (`subject=...`, `patient=...`) in the default order
+    (by id) whose other criteria are all index criteria: the page's ids, found from index rows
+    alone, or None for any other search.
+
+    The reference lookup index ends with the resource id, so these rows come in id order and
+    the database stops at the end of the page; only the page's resources are fetched. The
+    general form fetches every resource the reference matches before checking the rest and
+    sorting: at a million Observations, `subject=p&code=c&_count=10` read all ~100 of the
+    patient's Observations (2.7-3.5 ms against 0.6-0.7). Index rows exist only for current,
+    undeleted resources (storage.replace_index / delete_index), so the page is never short."""
+    if len(shape.rtypes) != 1 or shape.sort or not shape.criteria:
+        return None
+    driver, *others = shape.criteria
+    if driver[0] != "index" or driver[1] != "reference" or driver[3] != "match":
+        return None
+    if any(other[0] != "index" for other in others):
+        return None
+    ids = matching_ids(driver, others, shape.rtypes[0], shape.base_url)
+    column = ids.selected_columns[0]
+    if shape.page:  # continuing from a cursor: its id is :at0 (the only sort key)
+        at = bindparam("at0", type_=column.type)
+        ids = ids.where(column < at if backwards else column > at)
+    return ids.distinct().order_by(column.desc() if backwards else column).limit(shape.count + 1)
 
 
 # Searches of the same shape (most: the same requests with other values) share statements:
