@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 import migrations
 
@@ -99,6 +100,56 @@ def refresh_statistics(engine: Engine) -> None:
         conn.exec_driver_sql("PRAGMA analysis_limit=1000")
         conn.exec_driver_sql("ANALYZE")
         conn.commit()  # the statistics are rows (sqlite_stat1): kept only if committed
+
+
+# PostgreSQL: a table is re-analyzed by the server once this many rows changed since its
+# statistics were taken (and at least GROWN_ROWS): autovacuum waits for its next round (up to
+# a minute) and a tenth of the table, so a database filled from empty planned every search
+# with the statistics of its first seconds.
+GROWN_FRACTION = 0.2
+GROWN_ROWS = 500
+GROWN_CHECK_SECONDS = 10.0  # how often each server process looks (one cheap query)
+_STATISTICS_LOCK = 0x4D53_5354_4154  # "MSSTAT": one process at a time analyzes
+
+_GROWN_TABLES = text(
+    "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema()"
+    " AND n_mod_since_analyze > greatest(:rows, :fraction * n_live_tup) ORDER BY relname"
+)
+
+
+def analyze_grown_tables(engine: Engine) -> list[str]:
+    """PostgreSQL: ANALYZE the tables that changed much since their last statistics; the
+    names analyzed. A store filled from empty in seconds otherwise ran its searches and
+    identifier matches on plans made for empty tables until autovacuum came round (a
+    subject + code search 90 ms instead of 0.2; an HL7 identifier match 3 ms instead of
+    0.2). ANALYZE reads a sample and blocks neither reads nor writes; a table that another
+    ANALYZE (autovacuum's) holds is left for the next round. No-op on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return []
+    analyzed: list[str] = []
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        if not conn.execute(
+            text("SELECT pg_try_advisory_lock(:k)"), {"k": _STATISTICS_LOCK}
+        ).scalar():
+            return []
+        try:
+            conn.execute(text("SET lock_timeout = '200ms'"))
+            grown = (
+                conn.execute(_GROWN_TABLES, {"rows": GROWN_ROWS, "fraction": GROWN_FRACTION})
+                .scalars()
+                .all()
+            )
+            for name in grown:
+                try:
+                    conn.execute(text(f'ANALYZE "{name}"'))
+                    analyzed.append(name)
+                except OperationalError:  # lock_timeout: autovacuum is analyzing it
+                    continue
+        finally:
+            conn.execute(text("RESET lock_timeout"))
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _STATISTICS_LOCK})
+    return analyzed
 
 
 def run_migrations(url: str) -> None:

@@ -19,7 +19,12 @@ from app.auth.enforcement import SmartAccessHook
 from app.auth.revocations import RevocationWatch
 from app.auth.router import routes as auth_routes
 from app.auth.server import AuthServer
-from app.db import create_db_engine, refresh_statistics
+from app.db import (
+    GROWN_CHECK_SECONDS,
+    analyze_grown_tables,
+    create_db_engine,
+    refresh_statistics,
+)
 from app.errors import FhirError, InvalidRequest, MethodNotAllowed, NotFound, ServerError
 from app.fhir.hooks import OutboxHook, Pipeline
 from app.fhir.router import FhirRouter
@@ -56,10 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(auth.keys.signing_key)  # the first start creates it
         watch = _watch_revocations(auth, settings)
-        # Planner statistics now and then (a no-op on PostgreSQL), and signed audit heads
-        # (only when records were added): a failed round only delays the next.
+        # Planner statistics now and then (SQLite: all of them; PostgreSQL: tables that grew
+        # since), and signed audit heads (only when records were added): a failed round only
+        # delays the next.
         background = [
             asyncio.create_task(_every(600, refresh_statistics, engine)),
+            asyncio.create_task(_every(GROWN_CHECK_SECONDS, analyze_grown_tables, engine)),
             asyncio.create_task(_every(settings.audit_index_seconds, copier.round)),
             asyncio.create_task(
                 _every(settings.audit_checkpoint_seconds, audit_checkpoints.take, engine, auth.keys,

@@ -1,0 +1,67 @@
+"""PostgreSQL planner statistics kept fresh by the server (app.db.analyze_grown_tables): a table
+that changed by a fifth since its last ANALYZE is analyzed, a small change is not."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+
+from app.db import GROWN_ROWS, analyze_grown_tables, create_db_engine
+
+PROBE = "statistics_probe"
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def _changed_since_analyze(engine: Engine, at_least: int) -> int:
+    """Rows changed since the probe's last ANALYZE, once the inserting session's counts have
+    reached the statistics (a backend reports them after its transaction, within a second)."""
+    deadline = time.monotonic() + 10
+    while True:
+        with engine.connect() as conn:
+            changed = conn.execute(
+                text("SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = :t"),
+                {"t": PROBE},
+            ).scalar()
+        if (changed or 0) >= at_least or time.monotonic() > deadline:
+            return int(changed or 0)
+        time.sleep(0.2)
+
+
+def test_grown_tables_are_analyzed(engine: Engine, is_postgres: bool) -> None:
+    if not is_postgres:
+        assert analyze_grown_tables(engine) == []  # SQLite's are refreshed whole
+        return
+    with engine.begin() as conn:
+        # autovacuum off for the probe, so that only the function under test analyzes it
+        conn.execute(text(f"CREATE TABLE {PROBE} (n int) WITH (autovacuum_enabled = false)"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"INSERT INTO {PROBE} SELECT generate_series(1, {4 * GROWN_ROWS})"))
+        assert _changed_since_analyze(engine, 4 * GROWN_ROWS) >= 4 * GROWN_ROWS
+        assert PROBE in analyze_grown_tables(engine)
+        with engine.connect() as conn:
+            analyzed, changed = conn.execute(
+                text(
+                    "SELECT last_analyze IS NOT NULL, n_mod_since_analyze"
+                    " FROM pg_stat_user_tables WHERE relname = :t"
+                ),
+                {"t": PROBE},
+            ).one()
+        assert analyzed and changed == 0
+
+        with engine.begin() as conn:  # a tenth more: below both thresholds
+            conn.execute(text(f"INSERT INTO {PROBE} SELECT generate_series(1, 10)"))
+        assert _changed_since_analyze(engine, 10) >= 10
+        assert PROBE not in analyze_grown_tables(engine)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP TABLE {PROBE}"))
