@@ -120,10 +120,11 @@ _GROWN_TABLES = text(
 def analyze_grown_tables(engine: Engine) -> list[str]:
     """PostgreSQL: ANALYZE the tables that changed much since their last statistics; the
     names analyzed. A store filled from empty in seconds otherwise ran its searches and
-    identifier matches on plans made for empty tables until autovacuum came round (a
-    subject + code search 90 ms instead of 0.2; an HL7 identifier match 3 ms instead of
-    0.2). ANALYZE reads a sample and blocks neither reads nor writes; a table that another
-    ANALYZE (autovacuum's) holds is left for the next round. No-op on SQLite."""
+    identifier matches on plans made for empty tables until autovacuum came round
+    (fhirload's search phase on a fresh database: 145 searches/s with a p50 of 91 ms, 282/s
+    and 38 ms with this; an HL7 identifier match took 3 ms instead of 0.2). ANALYZE reads a
+    sample and blocks neither reads nor writes; a table that another ANALYZE (autovacuum's)
+    holds is left for the next round. No-op on SQLite."""
     if engine.dialect.name != "postgresql":
         return []
     analyzed: list[str] = []

@@ -413,7 +413,7 @@ def plan_sql(
     _, kind, name, mode, cond = node
     # No alias: each criterion is its own subquery (aliasing copies every column: ~0.2 ms).
     table = INDEX_TABLES[kind]
-    owned = [table.c.resource_type == owner_type, table.c.param == name]
+    owned = _rows_of(table, owner_type, name)
     if mode == "missing":
         return not_(exists().where(*owned, table.c.resource_id == owner_id))
     if mode == "present":
@@ -436,12 +436,13 @@ def matching_ids(node: Plan, others: list[Plan], owner_type: str, base_url: str)
     rows = INDEX_TABLES[kind].alias()  # so that a check on the same table is a row of its own
     owner = (owner_type, rows.c.resource_id)
     checks = [plan_sql(other, owner, base_url, top=False, drive=False) for other in others]
-    return select(rows.c.resource_id).where(
-        rows.c.resource_type == owner_type,
-        rows.c.param == name,
-        _cond_sql(cond, lambda column: rows.c[column]),
-        *checks,
-    )
+    match = _cond_sql(cond, lambda column: rows.c[column])
+    return select(rows.c.resource_id).where(*_rows_of(rows, owner_type, name), match, *checks)
+
+
+def _rows_of(table: Any, owner_type: Any, name: str) -> list[ColumnElement[bool]]:
+    """An index table's rows of one search parameter for one resource type."""
+    return [table.c.resource_type == owner_type, table.c.param == name]
 
 
 def _chain(node: Plan, owner: Owner, base_url: str) -> ColumnElement[bool]:
