@@ -229,9 +229,8 @@ async def time_queries(
             latencies.setdefault(name, []).append((time.perf_counter() - started) * 1000)
     report = {}
     for name, values in latencies.items():
-        values.sort()
-        p50, p95, p99 = (_quantile(values, q) for q in (0.5, 0.95, 0.99))
-        report[name] = {"p50": p50, "p95": p95, "p99": p99, "n": len(values)}
+        report[name] = {**_percentiles(values), "n": len(values)}
+        p50, p95, p99 = report[name]["p50"], report[name]["p95"], report[name]["p99"]
         print(f"{name:18s} p50 {p50:7.1f}  p95 {p95:7.1f}  p99 {p99:7.1f} ms  (n={len(values)})")
     return report
 
@@ -267,19 +266,19 @@ async def search_throughput(args: argparse.Namespace) -> dict[str, float]:
     await asyncio.gather(*(one_client() for _ in range(args.search_clients)))
     elapsed = time.perf_counter() - started
     await client.aclose()
-    latencies.sort()
-    result = {
-        "searches_s": len(latencies) / elapsed,
-        "p50": _quantile(latencies, 0.5),
-        "p95": _quantile(latencies, 0.95),
-        "p99": _quantile(latencies, 0.99),
-    }
+    result = {"searches_s": len(latencies) / elapsed, **_percentiles(latencies)}
     print(
         f"search throughput ({args.search_clients} clients, {elapsed:.0f}s): "
         f"{result['searches_s']:.1f} searches/s  p50 {result['p50']:.1f}  "
         f"p95 {result['p95']:.1f}  p99 {result['p99']:.1f} ms"
     )
     return result
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    """p50 / p95 / p99 of `values` (sorted in place)."""
+    values.sort()
+    return {f"p{round(q * 100)}": _quantile(values, q) for q in (0.5, 0.95, 0.99)}
 
 
 def _quantile(ordered: list[float], q: float) -> float:
