@@ -185,7 +185,10 @@ class _Run:
         self._bodies: dict[tuple[str, str], tuple[StoredVersion, dict[str, Any]]] = {}
         self._clocks: dict[tuple[str, str], None] = {}  # resources whose clock this sets
         self._ahead: Lookahead[tuple[str, bool] | None] = Lookahead(
-            self._find, lambda found: [found[0]] if found else [], (ApplyError, FhirError)
+            self._find,
+            self._find_many,
+            lambda found: [found[0]] if found else [],
+            (ApplyError, FhirError),
         )
 
     # ------------------------------------------------------------ planned resources
@@ -249,7 +252,20 @@ class _Run:
 
     def _find(self, rtype: str, match: str) -> tuple[str, bool] | None:
         """(id, found through replaced-by links) of the one resource `match` names."""
-        ids = self.service.find_ids(self.uow, rtype, match, limit=10)
+        return self._one(rtype, match, self.service.find_ids(self.uow, rtype, match, limit=10))
+
+    def _find_many(self, keys: list[tuple[str, str]]) -> list[tuple[str, bool] | None | Exception]:
+        """`_find` for each (type, match), in one round trip; an error is returned, not raised."""
+        outcomes: list[tuple[str, bool] | None | Exception] = []
+        found = self.service.find_ids_many(self.uow, keys, limit=10)
+        for (rtype, match), ids in zip(keys, found, strict=True):
+            try:
+                outcomes.append(ids if isinstance(ids, Exception) else self._one(rtype, match, ids))
+            except ApplyError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _one(self, rtype: str, match: str, ids: list[str]) -> tuple[str, bool] | None:
         if not ids:
             return None
         ends = {self._survivor(i) if rtype == "Patient" else i for i in ids}

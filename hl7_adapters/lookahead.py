@@ -7,9 +7,10 @@ executemany per table): measured on PostgreSQL, those flushes were about a fifth
 ingest's CPU. Looking every match up first, while nothing is staged yet, the rows of the
 writes that follow are sent in one batch (when the message's audit record is added).
 
-The searches are the same ones, each asked on its own (no OR of several values: its plans
-proved fragile on young tables), in the same order; only when they run changes. A result
-found ahead is used only while nothing the message wrote since could change it:
+The searches are the same ones, all sent in one statement (``FhirService.find_ids_many``:
+each its own branch with its own plan, not one OR of several values, whose plans proved
+fragile on young tables); only when they run changes. A result found ahead is used only
+while nothing the message wrote since could change it:
 
 * a plain ``identifier=[system|]value`` match: unless a resource of that type written by
   this message carries that value (compared ignoring case and surrounding space, a superset
@@ -66,29 +67,32 @@ class Lookahead(Generic[Found]):
 
     `find(rtype, match)` returns the result to keep, or raises one of `errors` to keep (content
     errors only: a database error ends the transaction, so it is raised at once);
-    `ids_of(result)` the resource ids the result names."""
+    `find_many(keys)` does the same for several (type, match) keys at once, returning each
+    one's result or error; `ids_of(result)` the resource ids the result names."""
 
     def __init__(
         self,
         find: Callable[[str, str], Found],
+        find_many: Callable[[list[tuple[str, str]]], list[Found | Exception]],
         ids_of: Callable[[Found], list[str]],
         errors: tuple[type[Exception], ...],
     ) -> None:
-        self._find, self._ids_of, self._errors = find, ids_of, errors
+        self._find, self._find_many, self._ids_of, self._errors = find, find_many, ids_of, errors
         self._ahead: dict[tuple[str, str], tuple[Found | None, Exception | None]] = {}
         self._written_values: dict[str, set[str]] = {}
         self._written_ids: dict[str, set[str]] = {}
         self._wrote_any = False
 
     def prepare(self, matches: list[tuple[str, str]]) -> None:
-        """Look up each (type, match) once, in order, before anything is written."""
-        for key in matches:
-            if key in self._ahead:
-                continue
-            try:
-                self._ahead[key] = (self._find(*key), None)
-            except self._errors as exc:
-                self._ahead[key] = (None, exc)
+        """Look up each (type, match) once, all together, before anything is written."""
+        keys = [key for key in dict.fromkeys(matches) if key not in self._ahead]
+        for key, outcome in zip(keys, self._find_many(keys), strict=True):
+            if isinstance(outcome, self._errors):
+                self._ahead[key] = (None, outcome)
+            elif isinstance(outcome, Exception):
+                raise outcome
+            else:
+                self._ahead[key] = (outcome, None)
 
     def find(self, rtype: str, match: str) -> Found:
         """The result for a match: the one found ahead while still valid, else a new search."""

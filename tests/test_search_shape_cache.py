@@ -11,10 +11,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, event
 
 from app.context import RequestContext
 from app.db import create_db_engine
+from app.errors import InvalidRequest
 from app.fhir.hooks import Pipeline
 from app.fhir.search import SearchParams, engine
 from app.fhir.search.criteria import plan, split
@@ -177,3 +178,48 @@ def prepared_statements(uow: Any) -> list[str]:
     """What this session has prepared (its own connection's, in PostgreSQL's view)."""
     rows = uow.conn.exec_driver_sql("SELECT statement FROM pg_prepared_statements")
     return [str(row[0]).lstrip() for row in rows]
+
+
+def test_many_searches_in_one_statement_each_get_their_own_values(
+    service: FhirService, people: dict[str, Any]
+) -> None:
+    """`find_ids_many` (engine.first_ids) sends every search as one UNION ALL branch; each
+    branch's values must be its own (several branches share a shape here), and a query that
+    fails alone is reported in its place without spoiling the others."""
+    labels = {v: k for k, v in people["ids"].items()}
+    values = {**people, **people["ids"]}
+    cases = [(template.format(**values), expected) for template, expected in CASES]
+    queries = [("Patient", query) for query, _ in cases]
+    queries.insert(3, ("Patient", "no-such-parameter=1"))
+    queries.append(("Observation", f"subject=Patient/{people['ids']['p1']}"))  # another type
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    with service.unit_of_work(CTX, write=False) as uow:
+        event.listen(uow.conn, "before_cursor_execute", count)
+        results = service.find_ids_many(uow, queries, limit=10)
+        event.remove(uow.conn, "before_cursor_execute", count)
+        alone = [
+            service.find_ids(uow, rtype, query, limit=10)
+            for rtype, query in queries
+            if "no-such" not in query
+        ]
+    assert len(statements) == 1, statements
+    error = results.pop(3)
+    assert isinstance(error, InvalidRequest) and "no-such-parameter" in str(error)
+    assert results[-1] == [] and alone[-1] == []
+    for (query, expected), ids in zip(cases, results[:-1], strict=True):
+        assert not isinstance(ids, Exception)
+        assert {labels.get(i, i) for i in ids} == expected, query
+    assert [sorted(ids) for ids in results] == [sorted(ids) for ids in alone]  # type: ignore[arg-type]
+
+
+def test_many_searches_keep_each_ones_limit(service: FhirService, people: dict[str, Any]) -> None:
+    query = f"identifier={people['S']}|"  # two matches
+    with service.unit_of_work(CTX, write=False) as uow:
+        one, both = service.find_ids_many(uow, [("Patient", query)] * 2, limit=1)
+        assert one == both and len(one) == 1  # type: ignore[arg-type]
+        (pair,) = service.find_ids_many(uow, [("Patient", query)], limit=2)
+    assert sorted(pair) == sorted([people["ids"]["p1"], people["ids"]["p2"]])  # type: ignore[arg-type]

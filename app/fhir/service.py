@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from app.context import RequestContext
 from app.errors import (
     Conflict,
+    FhirError,
     Gone,
     InvalidRequest,
     NotFound,
@@ -35,6 +36,7 @@ from app.fhir import jsonio, storage
 from app.fhir.hooks import Interaction, Pipeline
 from app.fhir.instants import to_instant
 from app.fhir.search import SearchParams, SearchResult, search
+from app.fhir.search.engine import first_ids
 from app.fhir.search.indexer import index_rows
 from app.fhir.storage import Change, HistoryCursor, StoredVersion, UnitOfWork
 from app.fhir.validation import is_valid_id, known_resource_types, validate_resource
@@ -179,11 +181,27 @@ class FhirService:
 
     def find_ids(self, uow: UnitOfWork, rtype: str, query: str, *, limit: int = 2) -> list[str]:
         """Ids matching conditional criteria (strict: an unknown parameter is an error)."""
-        params = SearchParams.parse_query(query, rtype, strict=True)
-        if not params.criteria:
-            raise InvalidRequest("conditional criteria are empty")
-        found = search(uow, [rtype], params.with_count(limit), base_url=uow.ctx.base_url)
+        params = _conditional(rtype, query, limit)
+        found = search(uow, [rtype], params, base_url=uow.ctx.base_url)
         return [v.id for v in found.versions]
+
+    def find_ids_many(
+        self, uow: UnitOfWork, queries: list[tuple[str, str]], *, limit: int = 2
+    ) -> list[list[str] | FhirError]:
+        """`find_ids` for each (type, criteria), in one database round trip: per query its
+        ids, or the error that query alone raises (the others are still looked up)."""
+        results: list[list[str] | FhirError] = []
+        asked: list[tuple[int, tuple[str, SearchParams]]] = []
+        for rtype, query in queries:
+            try:
+                asked.append((len(results), (rtype, _conditional(rtype, query, limit))))
+                results.append([])
+            except FhirError as exc:
+                results.append(exc)
+        found = first_ids(uow, [search for _, search in asked], base_url=uow.ctx.base_url)
+        for (position, _), ids in zip(asked, found, strict=True):
+            results[position] = ids
+        return results
 
     # ------------------------------------------------------------ writes
 
@@ -422,6 +440,14 @@ class FhirService:
             Interaction(change.interaction, change.version.resource_type, change.version.id),
             accessed or change.version,
         )
+
+
+def _conditional(rtype: str, query: str, limit: int) -> SearchParams:
+    """Conditional criteria (strict: an unknown parameter is an error), at most `limit`."""
+    params = SearchParams.parse_query(query, rtype, strict=True)
+    if not params.criteria:
+        raise InvalidRequest("conditional criteria are empty")
+    return params.with_count(limit)
 
 
 def _check_if_match(if_match: str | None, current: StoredVersion) -> None:
