@@ -223,3 +223,23 @@ def test_many_searches_keep_each_ones_limit(service: FhirService, people: dict[s
         assert one == both and len(one) == 1  # type: ignore[arg-type]
         (pair,) = service.find_ids_many(uow, [("Patient", query)], limit=2)
     assert sorted(pair) == sorted([people["ids"]["p1"], people["ids"]["p2"]])  # type: ignore[arg-type]
+
+
+def test_identifier_lookups_may_be_prepared_other_batches_never(
+    service: FhirService, people: dict[str, Any], is_postgres: bool
+) -> None:
+    """A batch of identifier lookups (what HL7 messages send) may become a prepared
+    statement: an identifier names one resource, so a generic plan is the right one, and
+    planning each branch cost more than running it. A batch with any other criterion is
+    planned for its values like every search."""
+    if not is_postgres:
+        pytest.skip("prepared statements and generic plans are PostgreSQL's")
+    by_identifier = [("Patient", f"identifier={people['S']}|{people['V1']}")] * 2
+    mixed = [by_identifier[0], ("Patient", f"birthdate=1980-05-05&_id={people['all']}")]
+    with service.unit_of_work(CTX, write=False) as uow:
+        for _ in range(12):  # well past psycopg's threshold of five
+            assert service.find_ids_many(uow, by_identifier) == [[people["ids"]["p1"]]] * 2
+            found = service.find_ids_many(uow, mixed)
+            assert sorted(found[1]) == sorted([people["ids"]["p2"], people["ids"]["p3"]])  # type: ignore[arg-type]
+        batches = [s for s in prepared_statements(uow) if "UNION ALL" in s]
+    assert len(batches) == 1 and "search_date" not in batches[0], batches
