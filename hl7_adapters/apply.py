@@ -220,9 +220,7 @@ class _Run:
         keep = ("identifier",) if redirected else ()
         merged = merge_elements(current, body, p.nulls, keep)
         if merged != current:
-            outcome = self.service.update(
-                self.uow, rtype, rid, merged, if_match=f'W/"{stored.version_id}"'
-            )
+            outcome = self._update(rtype, rid, stored, merged)
             self._wrote(p.full_url, outcome)
         self._set_clock(rtype, rid)
 
@@ -332,9 +330,7 @@ class _Run:
         stored, current = self._body(rtype, rid)
         changed = change(dict(current))
         if changed != current:
-            outcome = self.service.update(
-                self.uow, rtype, rid, changed, if_match=f'W/"{stored.version_id}"'
-            )
+            outcome = self._update(rtype, rid, stored, changed)
             self._wrote(None, outcome)
 
     # ------------------------------------------------------------ provenance
@@ -388,6 +384,16 @@ class _Run:
             version = self.service.read(self.uow, rtype, rid)
             self._bodies[key] = (version, jsonio.loads(version.content or b"{}"))
         return self._bodies[key]
+
+    def _update(
+        self, rtype: str, rid: str, stored: StoredVersion, body: dict[str, Any]
+    ) -> WriteOutcome:
+        """Update the version this message read (`_body`), without reading it again: the
+        update applies only if it is still current (else 409, and the message is retried)."""
+        return self.service.update(
+            self.uow, rtype, rid, body, if_match=f'W/"{stored.version_id}"',
+            prefetched=True, current=stored,
+        )  # fmt: skip
 
     def _wrote(self, full_url: str | None, outcome: WriteOutcome) -> None:
         v = outcome.version

@@ -282,6 +282,41 @@ def test_an_older_message_does_not_overwrite_newer_data(
     assert stored["name"] == [{"family": "April"}]
 
 
+def test_an_upsert_whose_resource_changes_meanwhile_is_retried_and_loses_nothing(
+    send: Callable[..., bytes],
+    client: httpx.Client,
+    live_server: LiveServer,
+    monkeypatch: pytest.MonkeyPatch,
+    is_postgres: bool,
+) -> None:
+    """The applier updates the version it read without reading it again: a REST update
+    landing between that read and the write makes the write a 409, and the message is
+    applied again on the new version (neither change is lost)."""
+    if not is_postgres:
+        pytest.skip("SQLite's write transaction excludes the concurrent update")
+    mrn = unique_id("P")
+    send(adt(unique_id(), mrn), result(patient(mrn, name=[{"family": "Before"}])))
+    [stored] = search(client, "Patient", identifier=f"{SYSTEM}|{mrn}")
+    service = live_server.app.state.service
+    real_update, calls = service.update, []
+
+    def update_after_a_concurrent_one(uow: Any, *args: Any, **kwargs: Any) -> Any:
+        if uow.ctx.channel == "hl7":  # (the REST update below comes through here too)
+            calls.append(args[0])
+            if len(calls) == 1:  # another client changes the patient after the message read it
+                changed = {**stored, "telecom": [{"system": "phone", "value": "555-0100"}]}
+                assert client.put(f"/Patient/{stored['id']}", json=changed).status_code == 200
+        return real_update(uow, *args, **kwargs)
+
+    monkeypatch.setattr(service, "update", update_after_a_concurrent_one)
+    ack = send(adt(unique_id(), mrn, trigger="A08"), result(named(mrn, "After")))
+    assert msa(ack)[0] == "AA"
+    assert calls == ["Patient", "Patient"]  # the first try failed on the stale version
+    [final] = search(client, "Patient", identifier=f"{SYSTEM}|{mrn}")
+    assert final["name"] == [{"family": "After"}] and final["meta"]["versionId"] == "3"
+    assert final["telecom"] == [{"system": "phone", "value": "555-0100"}]
+
+
 def test_merge_retires_links_and_later_messages_land_on_the_survivor(
     send: Callable[..., bytes], client: httpx.Client
 ) -> None:
