@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, literal, null, select, union_all, update
 
 from app.fhir.storage import UnitOfWork, now_us
 from hl7_adapters.er7 import Message
@@ -90,20 +90,30 @@ class Earlier:
     other_content: str | None  # a receipt with the same control id but other bytes
 
 
-# The two look-ups of `earlier`, built once (every message runs them; constructing a
-# statement costs more than running its cached compiled form).
+# The look-up of `earlier`, built once (every message runs it; constructing a statement
+# costs more than running its cached compiled form): receipts of the same bytes, and one
+# receipt of other bytes, in one round trip (a UNION ALL; each part keeps its own filter, so a
+# sender that reuses control ids for new messages never makes it fetch them all).
 _KEY = (
     (c.sending_application == bindparam("app"))
     & (c.sending_facility == bindparam("facility"))
     & (c.control_id == bindparam("control"))
 )
-_SAME_CONTENT = (
-    select(c.id, c.status, c.ack, c.reprocess_count)
-    .where(_KEY, c.content_hash == bindparam("hash"), c.id != bindparam("id"))
-    .where(c.status.in_(("accepted", *QUEUED)))
-    .order_by(c.received.desc())
+_SAME_CONTENT = select(
+    literal(True).label("same"), c.id, c.status, c.ack, c.reprocess_count, c.received
+).where(
+    _KEY,
+    c.content_hash == bindparam("hash"),
+    c.id != bindparam("id"),
+    c.status.in_(("accepted", *QUEUED)),
 )
-_OTHER_CONTENT = select(c.id).where(_KEY, c.content_hash != bindparam("hash")).limit(1)
+_ONE_OTHER_CONTENT = (
+    select(c.id).where(_KEY, c.content_hash != bindparam("hash")).limit(1).subquery()
+)
+_EARLIER = union_all(
+    _SAME_CONTENT,
+    select(literal(False), _ONE_OTHER_CONTENT.c.id, null(), null(), null(), null()),
+)
 
 
 def earlier(uow: UnitOfWork, row: dict[str, Any]) -> Earlier:
@@ -115,9 +125,10 @@ def earlier(uow: UnitOfWork, row: dict[str, Any]) -> Earlier:
         "hash": row["content_hash"],
         "id": row["id"],
     }
-    same = list(uow.conn.execute(_SAME_CONTENT, params))
+    found = list(uow.conn.execute(_EARLIER, params))
+    same = sorted((r for r in found if r.same), key=lambda r: r.received, reverse=True)
     accepted = next((r for r in same if r.status == "accepted"), None)
-    other = uow.conn.execute(_OTHER_CONTENT, params).scalar()
+    other = next((r.id for r in found if not r.same), None)
     return Earlier(accepted, [r.id for r in same if r.status in QUEUED], other)
 
 
