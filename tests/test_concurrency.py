@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import httpx
 
+from app.context import RequestContext
+from app.db import create_db_engine
+from app.fhir import storage
+from app.fhir.hooks import Pipeline
+from app.fhir.service import FhirService
 from tests.helpers import FHIR_JSON, patient
 
 WRITERS = 12
@@ -90,3 +96,27 @@ def test_concurrent_transactions_creating_one_id_never_lose_a_version(
         history = http.get(f"/Patient/{rid}/_history").json()
     versions = sorted(int(e["resource"]["meta"]["versionId"]) for e in history["entry"])
     assert versions == list(range(1, statuses.count(200) + 1))
+
+
+def test_moving_the_current_row_from_a_stale_version_changes_nothing(database_url: str) -> None:
+    """storage.update_current moves the row and drops its index rows in one go (one
+    statement on PostgreSQL); from a version that is no longer current it must do neither,
+    and from the current one both."""
+    db = create_db_engine(database_url, pool_size=1)
+    service = FhirService(db, Pipeline())
+    ctx = RequestContext.system("http://stale-move.test/fhir")
+    family = f"Stale{uuid.uuid4().hex[:8]}"
+    try:
+        with service.unit_of_work(ctx, write=True) as uow:
+            body = {"resourceType": "Patient", "name": [{"family": family}]}
+            created = service.create(uow, "Patient", body).version
+        with service.unit_of_work(ctx, write=True) as uow:
+            moved = replace(created, version_id=3, content=b'{"resourceType":"Patient"}')
+            assert not storage.update_current(uow, moved, expected_version=2)
+            assert storage.get_current(uow, "Patient", created.id) == replace(created, method="")
+            assert service.find_ids(uow, "Patient", f"family={family}") == [created.id]
+            assert storage.update_current(uow, replace(moved, version_id=2), expected_version=1)
+            assert storage.get_current(uow, "Patient", created.id).version_id == 2  # type: ignore[union-attr]
+            assert service.find_ids(uow, "Patient", f"family={family}") == []
+    finally:
+        db.dispose()

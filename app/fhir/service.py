@@ -236,7 +236,7 @@ class FhirService:
             storage.stage_insert_current(uow, version)
         elif not storage.try_insert_current(uow, version):
             raise Conflict(f"{rtype}/{rid} already exists")
-        self._record(uow, version, "create", "POST", body, new=True)
+        self._record(uow, version, "create", "POST", body)
         return WriteOutcome(version, created=True)
 
     def update(
@@ -265,10 +265,10 @@ class FhirService:
             version = self._stamp(rtype, rid, body, 1)
             if prefetched:  # batched; a concurrent create of the same id fails the commit (409)
                 storage.stage_insert_current(uow, version)
-                self._record(uow, version, "create", method, body, new=True)
+                self._record(uow, version, "create", method, body)
                 return WriteOutcome(version, created=True)
             if storage.try_insert_current(uow, version):
-                self._record(uow, version, "create", method, body, new=True)
+                self._record(uow, version, "create", method, body)
                 return WriteOutcome(version, created=True)
             # Someone created it between our read and insert: fall through as an update.
             current = storage.get_current(uow, rtype, rid, lock=True)
@@ -277,7 +277,7 @@ class FhirService:
         version = self._stamp(rtype, rid, body, current.version_id + 1)
         if not storage.update_current(uow, version, expected_version=current.version_id):
             raise Conflict(f"{rtype}/{rid} was changed concurrently; retry")
-        self._record(uow, version, "update", method, body, new=False)
+        self._record(uow, version, "update", method, body)
         return WriteOutcome(version, created=current.deleted)
 
     def conditional_update(
@@ -321,7 +321,7 @@ class FhirService:
         version = self._stamp(rtype, rid, patched, current.version_id + 1)
         if not storage.update_current(uow, version, expected_version=current.version_id):
             raise Conflict(f"{rtype}/{rid} was changed concurrently; retry")
-        self._record(uow, version, "update", "PATCH", patched, new=False)
+        self._record(uow, version, "update", "PATCH", patched)
         return WriteOutcome(version)
 
     def conditional_patch(
@@ -359,8 +359,7 @@ class FhirService:
         )
         if not storage.update_current(uow, version, expected_version=current.version_id):
             raise Conflict(f"{rtype}/{rid} was changed concurrently; retry")
-        storage.stage_history(uow, version, "DELETE")
-        storage.delete_index(uow, rtype, rid)
+        storage.stage_history(uow, version, "DELETE")  # (update_current dropped its index rows)
         # What was accessed is the version deleted (it says whose data it was: the audit
         # trail's patient); the change is the deletion itself.
         self._changed(uow, Change("delete", version), accessed=current)
@@ -422,12 +421,11 @@ class FhirService:
         interaction: str,
         method: str,
         body: dict[str, Any],
-        *,
-        new: bool,
     ) -> None:
+        """History and index rows of a version just written (a created resource has no
+        index rows yet; update_current dropped an updated one's)."""
         storage.stage_history(uow, version, method)
-        rows = index_rows(version.resource_type, version.id, body)
-        storage.replace_index(uow, version.resource_type, version.id, rows, new=new)
+        storage.stage_index(uow, index_rows(version.resource_type, version.id, body))
         self._changed(uow, Change("patch" if method == "PATCH" else interaction, version))
 
     def _changed(
