@@ -79,15 +79,15 @@ class Slot:
     index: int
 
 
-def split(node: Any) -> tuple[Any, list[Any]]:
-    """(the plan with each Value replaced by a numbered Slot, the values in slot order).
-    The first part is hashable: equal for plans that need the same SQL."""
+def split(node: Any, first: int = 0) -> tuple[Any, list[Any]]:
+    """(the plan with each Value replaced by a numbered Slot, from `first` on; the values in
+    slot order). The first part is hashable: equal for plans that need the same SQL."""
     found: list[Any] = []
 
     def walk(item: Any) -> Any:
         if isinstance(item, Value):
             found.append(list(item.value) if isinstance(item.value, tuple) else item.value)
-            return Slot(len(found) - 1)
+            return Slot(first + len(found) - 1)
         if isinstance(item, tuple):
             return tuple([walk(i) for i in item])
         return item

@@ -24,7 +24,6 @@ from sqlalchemy import (
 from app.errors import InvalidRequest
 from app.fhir.search.criteria import (
     Plan,
-    Slot,
     is_local,
     matching_ids,
     plan,
@@ -67,7 +66,7 @@ def search(
 ) -> SearchResult:
     """Search one type, or several (system search with resource-level criteria)."""
     uow.flush()
-    count = min(params.count if params.count is not None else DEFAULT_COUNT, MAX_COUNT)
+    count = _page_size(params)
     backwards = bool(params.page and params.page.get("dir") == "prev")
     # The SQL depends only on the search's shape; its values go in as parameters.
     form, values = split(_criteria_plans(params, base_url))
@@ -107,6 +106,10 @@ def search(
     )
 
 
+def _page_size(params: SearchParams) -> int:
+    return min(params.count if params.count is not None else DEFAULT_COUNT, MAX_COUNT)
+
+
 def first_ids(
     uow: UnitOfWork, searches: list[tuple[str, SearchParams]], *, base_url: str = ""
 ) -> list[list[str]]:
@@ -127,10 +130,10 @@ def first_ids(
     shapes: list[Shape] = []
     bound: dict[str, Any] = {}
     for rtype, params in searches:
-        form, values = split(_criteria_plans(params, base_url))
-        form = _slots_from(form, len(bound))  # each branch's values get names of their own
+        # Each branch's values get names of their own: its slots continue the previous ones.
+        form, values = split(_criteria_plans(params, base_url), first=len(bound))
         bound.update({f"v{len(bound) + i}": value for i, value in enumerate(values)})
-        count = min(params.count if params.count is not None else DEFAULT_COUNT, MAX_COUNT)
+        count = _page_size(params)
         shapes.append(Shape((rtype,), base_url, form, params.sort, count, None, False))
     found: list[list[str]] = [[] for _ in searches]
     # Identifier lookups plan alike whatever the value (an identifier names one resource),
@@ -157,15 +160,6 @@ def _identifier_lookup(shape: Shape) -> bool:
     return not shape.sort and all(
         node[:4] == ("index", "token", "identifier", "match") for node in shape.criteria
     )
-
-
-def _slots_from(form: Any, offset: int) -> Any:
-    """The plan with every Slot moved up by `offset` (so :v0 becomes :v<offset>, ...)."""
-    if isinstance(form, Slot):
-        return Slot(form.index + offset)
-    if isinstance(form, tuple):
-        return tuple([_slots_from(item, offset) for item in form])
-    return form
 
 
 # ------------------------------------------------------------------ statements per shape
