@@ -243,3 +243,25 @@ def test_identifier_lookups_may_be_prepared_other_batches_never(
             assert sorted(found[1]) == sorted([people["ids"]["p2"], people["ids"]["p3"]])  # type: ignore[arg-type]
         batches = [s for s in prepared_statements(uow) if "UNION ALL" in s]
     assert len(batches) == 1 and "search_date" not in batches[0], batches
+
+
+def test_many_more_searches_than_one_statement_takes(
+    service: FhirService, people: dict[str, Any]
+) -> None:
+    """An HL7 message may match hundreds of identifiers (a device's OBX); SQLite refuses a
+    UNION ALL of more than 500 parts, so they go in statements of engine.BATCH_BRANCHES."""
+    one, two = f"identifier={people['S']}|{people['V1']}", f"identifier={people['S']}|"
+    queries = [("Patient", one), ("Patient", two), ("Patient", "identifier=none|none")] * 200
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    with service.unit_of_work(CTX, write=False) as uow:
+        event.listen(uow.conn, "before_cursor_execute", count)
+        found = service.find_ids_many(uow, queries, limit=10)
+        event.remove(uow.conn, "before_cursor_execute", count)
+    ids = people["ids"]
+    expected = [[ids["p1"]], sorted([ids["p1"], ids["p2"]]), []] * 200
+    assert [sorted(f) for f in found] == expected  # type: ignore[arg-type]
+    assert len(statements) == len(queries) // engine.BATCH_BRANCHES

@@ -45,6 +45,7 @@ from app.fhir.tables import INDEX_TABLES, resource, search_reference
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
 MAX_INCLUDES = 1000  # beyond this, includes are cut and the Bundle says so
+BATCH_BRANCHES = 100  # first_ids: searches per statement (SQLite allows 500 UNION terms)
 SORT_COLUMN = {"string": "value", "token": "code", "reference": "target_id", "number": "value",
                "quantity": "value", "uri": "value"}  # fmt: skip
 TEXT_LAST = "\U0010ffff"
@@ -121,6 +122,10 @@ def first_ids(
     Each search is a UNION ALL branch with its own parameters, so each keeps the plan it gets
     alone (one OR of all the values planned badly on young tables). A caller with a row filter,
     or a search continuing from a cursor, is asked one by one."""
+    if len(searches) > BATCH_BRANCHES:
+        return [ids for start in range(0, len(searches), BATCH_BRANCHES)
+                for ids in first_ids(uow, searches[start : start + BATCH_BRANCHES],
+                                     base_url=base_url)]  # fmt: skip
     if uow.row_filter is not None or any(params.page for _, params in searches):
         return [[v.id for v in search(uow, [t], p, base_url=base_url).versions]
                 for t, p in searches]  # fmt: skip
