@@ -317,6 +317,41 @@ def test_an_upsert_whose_resource_changes_meanwhile_is_retried_and_loses_nothing
     assert final["telecom"] == [{"system": "phone", "value": "555-0100"}]
 
 
+def test_a_message_matching_hundreds_of_resources_is_applied_and_resent_cleanly(
+    send: Callable[..., bytes], client: httpx.Client
+) -> None:
+    """A device's ORU can carry hundreds of OBX, each matched by its identifier before the
+    first write (more than one lookup statement takes: SQLite refuses a UNION of 500+)."""
+    mrn, tag = unique_id("P"), unique_id("R")
+    subject = patient(mrn, mode="ensure")
+
+    def readings(value: int) -> MappingResult:
+        planned = [subject]
+        for i in range(520):
+            body = {
+                "resourceType": "Observation",
+                "status": "final",
+                "identifier": [{"system": SYSTEM, "value": f"{tag}-{i}"}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "subject": {"reference": subject.full_url},
+                "valueQuantity": {"value": value, "unit": "/min"},
+            }
+            match = f"identifier={SYSTEM}|{tag}-{i}"
+            planned.append(Planned(f"urn:uuid:{uuid.uuid4()}", body, "upsert", match))  # type: ignore[arg-type]
+        return result(*planned)
+
+    assert msa(send(adt(unique_id(), mrn, trigger="A01"), readings(70)))[0] == "AA"
+    assert msa(send(adt(unique_id(), mrn, trigger="A01"), readings(71)))[0] == "AA"
+    found = client.get("/Observation", params={"identifier": f"{SYSTEM}|{tag}-519"}).json()
+    assert [e["resource"]["valueQuantity"]["value"] for e in found["entry"]] == [71]
+    assert [e["resource"]["meta"]["versionId"] for e in found["entry"]] == ["2"]
+    [subject_found] = search(client, "Patient", identifier=f"{SYSTEM}|{mrn}")
+    total = client.get(
+        "/Observation", params={"subject": f"Patient/{subject_found['id']}", "_summary": "count"}
+    ).json()["total"]
+    assert total == 520  # updated in place, none created twice
+
+
 def test_merge_retires_links_and_later_messages_land_on_the_survivor(
     send: Callable[..., bytes], client: httpx.Client
 ) -> None:
