@@ -14,11 +14,12 @@ from app.context import RequestContext
 from app.errors import InvalidRequest, MethodNotAllowed, NotFound, information_outcome
 from app.fhir import bundles, capability
 from app.fhir.exchange import FhirRequest, FhirResponse
+from app.fhir.history import HistoryCursor
 from app.fhir.instants import parse_http_date, parse_instant
 from app.fhir.search import SearchParams
 from app.fhir.search.params import RESULT_PARAMS, decode_cursor, encode_cursor, parse_criterion
 from app.fhir.service import FhirService, WriteOutcome
-from app.fhir.storage import HistoryCursor, UnitOfWork
+from app.fhir.storage import UnitOfWork
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 

@@ -33,12 +33,13 @@ from app.errors import (
     Unprocessable,
 )
 from app.fhir import jsonio, storage
+from app.fhir.history import HistoryCursor, history_page
 from app.fhir.hooks import Interaction, Pipeline
 from app.fhir.instants import to_instant
 from app.fhir.search import SearchParams, SearchResult, search
 from app.fhir.search.engine import first_ids
 from app.fhir.search.indexer import index_rows
-from app.fhir.storage import Change, HistoryCursor, StoredVersion, UnitOfWork
+from app.fhir.storage import Change, StoredVersion, UnitOfWork
 from app.fhir.validation import is_valid_id, known_resource_types, validate_resource
 
 
@@ -165,7 +166,7 @@ class FhirService:
         self.pipeline.authorize(uow, interaction)
         if rid is not None and storage.get_current(uow, rtype or "", rid) is None:
             raise NotFound(f"{rtype}/{rid} is not known")
-        rows = storage.history_page(
+        rows = history_page(
             uow, rtype=rtype, rid=rid, since=since, at_or_before=at, after=cursor, limit=count + 1
         )
         page, more = rows[:count], len(rows) > count

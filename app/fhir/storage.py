@@ -25,13 +25,11 @@ from sqlalchemy import (
     Table,
     TextClause,
     Update,
-    and_,
     bindparam,
     delete,
     exists,
     func,
     insert,
-    or_,
     select,
     text,
     update,
@@ -519,78 +517,3 @@ def _current_values(version: StoredVersion) -> dict[str, Any]:
         "deleted": version.deleted,
         "content": version.content,
     }
-
-
-# ---------------------------------------------------------------- history
-
-
-@dataclass(frozen=True)
-class HistoryCursor:
-    """Keyset position: the last entry of the previous page (newest first ordering)."""
-
-    last_updated: int
-    resource_type: str
-    id: str
-    version_id: int
-
-
-def history_page(
-    uow: UnitOfWork,
-    *,
-    rtype: str | None,
-    rid: str | None,
-    since: int | None,
-    at_or_before: int | None,
-    after: HistoryCursor | None,
-    limit: int,
-) -> list[StoredVersion]:
-    """Versions newest first; `after` continues a previous page without OFFSET."""
-    uow.flush()
-    h = resource_history
-    query = select(
-        h.c.resource_type, h.c.id, h.c.version_id, h.c.last_updated, h.c.method, h.c.content
-    )
-    if rtype:
-        query = query.where(h.c.resource_type == rtype)
-    if rid:
-        query = query.where(h.c.id == rid)
-    if since is not None:
-        query = query.where(h.c.last_updated >= since)
-    if at_or_before is not None:
-        query = query.where(h.c.last_updated <= at_or_before)
-    if after is not None:
-        query = query.where(
-            or_(
-                h.c.last_updated < after.last_updated,
-                and_(
-                    h.c.last_updated == after.last_updated,
-                    or_(
-                        h.c.resource_type > after.resource_type,
-                        and_(h.c.resource_type == after.resource_type, h.c.id > after.id),
-                        and_(
-                            h.c.resource_type == after.resource_type,
-                            h.c.id == after.id,
-                            h.c.version_id < after.version_id,
-                        ),
-                    ),
-                ),
-            )
-        )
-    if uow.row_filter is not None:
-        owner_type = rtype if rtype else h.c.resource_type
-        query = query.where(uow.row_filter.sql(owner_type, h.c.id))
-    query = query.order_by(
-        h.c.last_updated.desc(), h.c.resource_type, h.c.id, h.c.version_id.desc()
-    ).limit(limit)
-    return [
-        StoredVersion(
-            r.resource_type,
-            r.id,
-            r.version_id,
-            r.last_updated,
-            r.method == "DELETE",
-            r.content,
-            r.method,
-        )
-        for r in uow.conn.execute(query)
-    ]
