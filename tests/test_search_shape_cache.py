@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -192,15 +193,9 @@ def test_many_searches_in_one_statement_each_get_their_own_values(
     queries = [("Patient", query) for query, _ in cases]
     queries.insert(3, ("Patient", "no-such-parameter=1"))
     queries.append(("Observation", f"subject=Patient/{people['ids']['p1']}"))  # another type
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
     with service.unit_of_work(CTX, write=False) as uow:
-        event.listen(uow.conn, "before_cursor_execute", count)
-        results = service.find_ids_many(uow, queries, limit=10)
-        event.remove(uow.conn, "before_cursor_execute", count)
+        with statements_sent(uow) as statements:
+            results = service.find_ids_many(uow, queries, limit=10)
         alone = [
             service.find_ids(uow, rtype, query, limit=10)
             for rtype, query in queries
@@ -252,16 +247,24 @@ def test_many_more_searches_than_one_statement_takes(
     UNION ALL of more than 500 parts, so they go in statements of engine.BATCH_BRANCHES."""
     one, two = f"identifier={people['S']}|{people['V1']}", f"identifier={people['S']}|"
     queries = [("Patient", one), ("Patient", two), ("Patient", "identifier=none|none")] * 200
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    with service.unit_of_work(CTX, write=False) as uow:
-        event.listen(uow.conn, "before_cursor_execute", count)
+    with service.unit_of_work(CTX, write=False) as uow, statements_sent(uow) as statements:
         found = service.find_ids_many(uow, queries, limit=10)
-        event.remove(uow.conn, "before_cursor_execute", count)
     ids = people["ids"]
     expected = [[ids["p1"]], sorted([ids["p1"], ids["p2"]]), []] * 200
     assert [sorted(f) for f in found] == expected  # type: ignore[arg-type]
     assert len(statements) == len(queries) // engine.BATCH_BRANCHES
+
+
+@contextmanager
+def statements_sent(uow: Any) -> Iterator[list[str]]:
+    """The SQL statements the unit's connection sends meanwhile."""
+    sent: list[str] = []
+
+    def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(uow.conn, "before_cursor_execute", note)
+    try:
+        yield sent
+    finally:
+        event.remove(uow.conn, "before_cursor_execute", note)
