@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, select, text, tuple_
 from sqlalchemy.dialects import sqlite
 
 from app.errors import FhirError, Gone, NotFound
@@ -184,6 +184,10 @@ class _Run:
         self.applied = Applied()
         self._bodies: dict[tuple[str, str], tuple[StoredVersion, dict[str, Any]]] = {}
         self._clocks: dict[tuple[str, str], None] = {}  # resources whose clock this sets
+        # Clocks read so far, and resources found ahead whose clocks are read with the first
+        # (the table changes only at the end of the message, under the message's locks).
+        self._clocks_read: dict[tuple[str, str], int | None] = {}
+        self._clocks_ahead: list[tuple[str, str]] = []
         self._ahead: Lookahead[tuple[str, bool] | None] = Lookahead(
             self._find,
             self._find_many,
@@ -247,6 +251,7 @@ class _Run:
         self._ahead.prepare(
             [(p.resource_type, p.match) for p in planned if p.match and p.mode != "create"]
         )
+        self._clocks_ahead = self._ahead.found()
 
     def _find(self, rtype: str, match: str) -> tuple[str, bool] | None:
         """(id, found through replaced-by links) of the one resource `match` names."""
@@ -416,8 +421,17 @@ class _Run:
             self.applied.patients.append(pid)
 
     def _clock(self, rtype: str, rid: str) -> int | None:
-        found = self.uow.conn.execute(_CLOCK_OF, {"rtype": rtype, "rid": rid}).scalar()
-        return int(found) if found is not None else None
+        """The event time that last wrote the resource (None: none known). The first call
+        reads the clocks of everything found ahead too, in the same statement."""
+        key = (rtype, rid)
+        if key not in self._clocks_read:
+            keys = {key, *self._clocks_ahead} - self._clocks_read.keys()
+            self._clocks_ahead = []
+            self._clocks_read.update(dict.fromkeys(keys))
+            found = self.uow.conn.execute(_CLOCKS_OF, {"keys": sorted(keys)})
+            for found_type, found_id, event_time in found:
+                self._clocks_read[(found_type, found_id)] = int(event_time)
+        return self._clocks_read[key]
 
     def _set_clock(self, rtype: str, rid: str) -> None:
         """Remember the event time that wrote the resource (none known: the clock stays);
@@ -449,9 +463,14 @@ class _Run:
 
 
 # Built once: constructing a statement costs more than running the cached compiled form.
-_CLOCK_OF = select(hl7_resource_clock.c.event_time).where(
-    hl7_resource_clock.c.resource_type == bindparam("rtype"),
-    hl7_resource_clock.c.resource_id == bindparam("rid"),
+_CLOCKS_OF = select(
+    hl7_resource_clock.c.resource_type,
+    hl7_resource_clock.c.resource_id,
+    hl7_resource_clock.c.event_time,
+).where(
+    tuple_(hl7_resource_clock.c.resource_type, hl7_resource_clock.c.resource_id).in_(
+        bindparam("keys", expanding=True)
+    )
 )
 _PG_CLOCKS = (
     "INSERT INTO hl7_resource_clock (resource_type, resource_id, event_time, message_id)"

@@ -104,6 +104,15 @@ class Lookahead(Generic[Found]):
             raise error
         return result  # type: ignore[return-value]  # no error: the result was stored
 
+    def found(self) -> list[tuple[str, str]]:
+        """(type, id) of every resource found ahead and not yet used."""
+        return [
+            (rtype, rid)
+            for (rtype, _), (result, _) in self._ahead.items()
+            if result is not None
+            for rid in self._ids_of(result)
+        ]
+
     def wrote(self, rtype: str, rid: str, body: dict[str, Any]) -> None:
         """Note a resource this message created or updated (`body`: as stored)."""
         self._wrote_any = True

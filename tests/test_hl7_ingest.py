@@ -282,6 +282,39 @@ def test_an_older_message_does_not_overwrite_newer_data(
     assert stored["name"] == [{"family": "April"}]
 
 
+def test_each_resource_of_a_message_keeps_its_own_clock(
+    send: Callable[..., bytes], client: httpx.Client
+) -> None:
+    """A message's resources are checked against their own event times (read together):
+    here the patient was written by a newer message and the visit by an older one."""
+    mrn, visit = unique_id("P"), unique_id("V")
+
+    def encounter(subject: Planned, status: str) -> Planned:
+        body = {
+            "resourceType": "Encounter",
+            "status": status,
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+            "identifier": [{"system": SYSTEM, "value": visit}],
+            "subject": {"reference": subject.full_url},
+        }
+        return Planned(f"urn:uuid:{uuid.uuid4()}", body, "upsert", f"identifier={SYSTEM}|{visit}")  # type: ignore[arg-type]
+
+    first = named(mrn, "January")
+    send(adt(unique_id(), mrn), result(first, encounter(first, "planned"), when="2024-01-01"))
+    send(adt(unique_id(), mrn, trigger="A08"), result(named(mrn, "March"), when="2024-03-01"))
+    middle = named(mrn, "February")
+    ack = send(
+        adt(unique_id(), mrn, trigger="A08"),
+        result(middle, encounter(middle, "in-progress"), when="2024-02-01"),
+    )
+    assert msa(ack)[0] == "AA"
+    assert [(code, severity) for _, code, severity in err_fields(ack)] == [("0", "W")]
+    [stored] = search(client, "Patient", identifier=f"{SYSTEM}|{mrn}")
+    assert stored["name"] == [{"family": "March"}]  # newer than this message: kept
+    [visit_stored] = search(client, "Encounter", identifier=f"{SYSTEM}|{visit}")
+    assert visit_stored["status"] == "in-progress"  # older than this message: updated
+
+
 def test_an_upsert_whose_resource_changes_meanwhile_is_retried_and_loses_nothing(
     send: Callable[..., bytes],
     client: httpx.Client,
