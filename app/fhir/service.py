@@ -183,8 +183,8 @@ class FhirService:
     def find_ids(self, uow: UnitOfWork, rtype: str, query: str, *, limit: int = 2) -> list[str]:
         """Ids matching conditional criteria (strict: an unknown parameter is an error)."""
         params = _conditional(rtype, query, limit)
-        found = search(uow, [rtype], params, base_url=uow.ctx.base_url)
-        return [v.id for v in found.versions]
+        (found,) = first_ids(uow, [(rtype, params)], base_url=uow.ctx.base_url)
+        return found
 
     def find_ids_many(
         self, uow: UnitOfWork, queries: list[tuple[str, str]], *, limit: int = 2
