@@ -115,9 +115,9 @@ def first_ids(
     uow: UnitOfWork, searches: list[tuple[str, SearchParams]], *, base_url: str = ""
 ) -> list[list[str]]:
     """The ids on each search's first page (its own _count and _sort; as a set, their order
-    not kept), for several searches of one type each, in one statement: lookups a caller
-    needs together before it writes (an HL7 ORU^R01 matches ~10 identifiers, one round trip
-    each when asked one by one).
+    not kept), for several searches of one type each, in one statement: conditional lookups
+    (FhirService.find_ids, one search) and those a caller needs together before it writes (an
+    HL7 ORU^R01 matches ~10 identifiers, one round trip each when asked one by one).
 
     Each search is a UNION ALL branch with its own parameters, so each keeps the plan it gets
     alone (one OR of all the values planned badly on young tables). A caller with a row filter,
@@ -227,7 +227,8 @@ def _page_of_ids(shape: Shape, backwards: bool) -> Select[Any] | None:
     general form fetches every resource the reference matches before checking the rest and
     sorting: at a million Observations, `subject=p&code=c&_count=10` read all ~100 of the
     patient's Observations (2.7-3.5 ms against 0.6-0.7). Index rows exist only for current,
-    undeleted resources (storage.replace_index / delete_index), so the page is never short."""
+    undeleted resources (storage.update_current drops an old version's; a deletion stages
+    none), so the page is never short."""
     if len(shape.rtypes) != 1 or shape.sort or not shape.criteria:
         return None
     driver, *others = shape.criteria
