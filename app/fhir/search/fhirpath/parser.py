@@ -1,0 +1,298 @@
+"""The FHIRPath subset of search expressions: tokens, syntax tree, recursive-descent parser;
+anything outside the subset raises :class:`Unsupported` (the caller falls back to fhirpathpy).
+Also the text-level union splitter the search-parameter generator shares."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+
+class Unsupported(Exception):
+    """The native compiler does not handle this expression: use fhirpathpy instead."""
+
+
+_TOKEN = re.compile(
+    r"""\s+
+    | (?P<str>'(?:[^'\\]|\\.)*')
+    | (?P<num>\d+(?:\.\d+)?)
+    | (?P<id>[A-Za-z_][A-Za-z0-9_]*|`[^`]+`)
+    | (?P<var>%[A-Za-z_][A-Za-z0-9_]*|\$this)
+    | (?P<op>!=|[.()\[\]|=,])
+    """,
+    re.VERBOSE,
+)
+_ESCAPES = {"'": "'", '"': '"', "`": "`", "\\": "\\", "/": "/", "r": "\r", "n": "\n"}
+_ESCAPES |= {"t": "\t", "f": "\f"}
+
+
+class Token(NamedTuple):
+    kind: str  # str | num | id | var | op | end
+    text: str
+    value: Any = None
+
+
+def _unescape(body: str) -> str:
+    def repl(m: re.Match[str]) -> str:
+        esc = m.group(1)
+        if esc.startswith("u"):
+            return chr(int(esc[1:], 16))
+        if esc not in _ESCAPES:
+            raise Unsupported(f"string escape \\{esc}")
+        return _ESCAPES[esc]
+
+    return re.sub(r"\\(u[0-9a-fA-F]{4}|.)", repl, body)
+
+
+def tokenize(expression: str) -> list[Token]:
+    tokens: list[Token] = []
+    pos = 0
+    while pos < len(expression):
+        m = _TOKEN.match(expression, pos)
+        if m is None:
+            raise Unsupported(f"unexpected {expression[pos : pos + 10]!r}")
+        pos = m.end()
+        kind = m.lastgroup
+        if kind is None:  # whitespace
+            continue
+        text = m.group()
+        value: Any = text
+        if kind == "str":
+            value = _unescape(text[1:-1])
+        elif kind == "num":
+            if "." in text:
+                raise Unsupported("decimal literal")
+            value = int(text)
+        elif kind == "id" and text.startswith("`"):
+            value = text[1:-1]
+        tokens.append(Token(kind, text, value))
+    tokens.append(Token("end", ""))
+    return tokens
+
+
+# AST nodes ------------------------------------------------------------------------------
+
+
+class Literal(NamedTuple):
+    value: Any
+
+
+class Var(NamedTuple):
+    name: str  # %resource, %rootResource, $this
+
+
+class Call(NamedTuple):
+    name: str
+    args: tuple[Any, ...]
+
+
+class Field(NamedTuple):
+    name: str
+
+
+class Index(NamedTuple):
+    position: int
+
+
+class Path(NamedTuple):
+    head: Any  # None: the input collection; otherwise an AST node
+    steps: tuple[Any, ...]  # Field | Call | Index
+
+
+class Union(NamedTuple):
+    branches: tuple[Any, ...]
+
+
+class And(NamedTuple):
+    left: Any
+    right: Any
+
+
+class Compare(NamedTuple):
+    op: str  # = | !=
+    left: Any
+    right: Any
+
+
+class IsType(NamedTuple):
+    operand: Any
+    type_name: str
+
+
+_UNSUPPORTED_KEYWORDS = frozenset({"or", "xor", "implies", "div", "mod", "in", "contains"})
+
+
+class Parser:
+    """Recursive descent over the FHIRPath subset; anything else raises Unsupported.
+
+    Precedence (FHIRPath): ``.``/``[]`` > ``is``/``as`` > ``|`` > ``=``/``!=`` > ``and``.
+    ``x as T`` and ``x.as(T)`` become an ``ofType(T)`` step (the native semantics).
+    """
+
+    def __init__(self, expression: str) -> None:
+        self.tokens = tokenize(expression)
+        self.pos = 0
+
+    def parse(self) -> Any:
+        node = self.parse_and()
+        if self.peek().kind != "end":
+            raise Unsupported(f"unexpected {self.peek().text!r}")
+        return node
+
+    def peek(self, ahead: int = 0) -> Token:
+        return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
+
+    def take(self, text: str | None = None) -> Token:
+        token = self.peek()
+        if text is not None and token.text != text:
+            raise Unsupported(f"expected {text!r}, got {token.text!r}")
+        self.pos += 1
+        return token
+
+    def at_keyword(self, word: str) -> bool:
+        token = self.peek()
+        return token.kind == "id" and token.text == word and self.peek(1).text != "("
+
+    def parse_and(self) -> Any:
+        node = self.parse_equality()
+        while self.at_keyword("and"):
+            self.take()
+            node = And(node, self.parse_equality())
+        if self.peek().kind == "id" and self.peek().text in _UNSUPPORTED_KEYWORDS:
+            raise Unsupported(f"operator {self.peek().text}")
+        return node
+
+    def parse_equality(self) -> Any:
+        node = self.parse_union()
+        if self.peek().text in ("=", "!="):
+            op = self.take().text
+            node = Compare(op, node, self.parse_union())
+        return node
+
+    def parse_union(self) -> Any:
+        branches = [self.parse_type()]
+        while self.peek().text == "|":
+            self.take()
+            branches.append(self.parse_type())
+        return branches[0] if len(branches) == 1 else Union(tuple(branches))
+
+    def parse_type(self) -> Any:
+        node = self.parse_postfix()
+        while self.at_keyword("as") or self.at_keyword("is"):
+            op = self.take().text
+            type_name = self.parse_type_name()
+            if op == "is":
+                node = IsType(node, type_name)
+            else:
+                node = _append(node, (Call("ofType", (type_name,)),))
+        return node
+
+    def parse_type_name(self) -> str:
+        parts = [self.take_identifier()]
+        while self.peek().text == "." and self.peek(1).kind == "id":
+            self.take(".")
+            parts.append(self.take_identifier())
+        return ".".join(parts)
+
+    def take_identifier(self) -> str:
+        token = self.take()
+        if token.kind != "id":
+            raise Unsupported(f"expected a name, got {token.text!r}")
+        return str(token.value)
+
+    def parse_postfix(self) -> Any:
+        node = self.parse_term()
+        steps: list[Any] = []
+        while True:
+            if self.peek().text == ".":
+                self.take()
+                steps.append(self.parse_invocation())
+            elif self.peek().text == "[":
+                self.take()
+                token = self.take()
+                if token.kind != "num":
+                    raise Unsupported("non-literal index")
+                self.take("]")
+                steps.append(Index(token.value))
+            else:
+                return _append(node, tuple(steps)) if steps else node
+
+    def parse_term(self) -> Any:
+        token = self.peek()
+        if token.text == "(":
+            self.take()
+            node = self.parse_and()
+            self.take(")")
+            return node
+        if token.kind in ("str", "num"):
+            self.take()
+            return Literal(token.value)
+        if token.kind == "id" and token.text in ("true", "false"):
+            self.take()
+            return Literal(token.text == "true")
+        if token.kind == "var":
+            self.take()
+            return Var(token.text)
+        if token.kind == "id":
+            return Path(None, (self.parse_invocation(),))
+        raise Unsupported(f"unexpected {token.text!r}")
+
+    def parse_invocation(self) -> Any:
+        name = self.take_identifier()
+        if self.peek().text != "(":
+            return Field(name)
+        self.take("(")
+        args: list[Any] = []
+        while self.peek().text != ")":
+            if args:
+                self.take(",")
+            args.append(self.parse_and())
+        self.take(")")
+        if name in ("as", "ofType", "is"):
+            return Call("ofType" if name != "is" else "is", (_type_arg(args),))
+        return Call(name, tuple(args))
+
+
+def _type_arg(args: list[Any]) -> str:
+    """The type specifier argument of as()/ofType()/is(): a dotted name."""
+    if len(args) != 1 or not isinstance(args[0], Path) or args[0].head is not None:
+        raise Unsupported("type argument")
+    if not all(isinstance(step, Field) for step in args[0].steps):
+        raise Unsupported("type argument")
+    return ".".join(step.name for step in args[0].steps)
+
+
+def _append(node: Any, steps: tuple[Any, ...]) -> Path:
+    """``node`` followed by more steps; a parenthesised path just grows."""
+    if isinstance(node, Path):
+        return Path(node.head, node.steps + steps)
+    return Path(node, steps)
+
+
+def parse(expression: str) -> Any:
+    return Parser(expression).parse()
+
+
+def split_union(expression: str) -> list[str]:
+    """Source text of the top-level ``|`` branches (quotes and parens respected)."""
+    branches: list[str] = []
+    depth, start, quote, i = 0, 0, "", 0
+    while i < len(expression):
+        ch = expression[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "'`":
+            quote = ch
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            branches.append(expression[start:i].strip())
+            start = i + 1
+        i += 1
+    branches.append(expression[start:].strip())
+    return [b for b in branches if b]
