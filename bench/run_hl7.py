@@ -57,8 +57,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-from hl7_messages import Traffic  # noqa: E402
-from run_core import (  # noqa: E402
+from harness import (  # noqa: E402
     HOST,
     CpuMeter,
     Server,
@@ -70,6 +69,7 @@ from run_core import (  # noqa: E402
     serve_for_bench,
     wait_for_quiet_machine,
 )
+from hl7_messages import Traffic  # noqa: E402
 
 from hl7_adapters.mllp import MLLPClient  # noqa: E402
 
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     mllp_port = free_port()
-    # run_core.Server copies this process's environment when it starts the server.
+    # harness.Server copies this process's environment when it starts the server.
     os.environ.update(
         MEDISENTINEL_MLLP_ENABLED="true",
         MEDISENTINEL_MLLP_HOST=HOST,

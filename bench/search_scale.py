@@ -237,15 +237,15 @@ async def time_queries(
 
 async def search_throughput(args: argparse.Namespace) -> dict[str, float]:
     """fhirload's search phase at this data size: `subject + code, _count=10` (the patient's
-    own series) from --search-clients clients for --throughput seconds, with run_core's
-    low-overhead client (httpx alone tops out near 560 requests/s on a 2-core box)."""
+    own series) from --search-clients clients for --throughput seconds, with the benchmarks'
+    low-overhead client (httpx alone tops out near 650-730 requests/s on a 2-core box)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import run_core  # a sibling script: its raw HTTP client
+    import load_clients  # a sibling script: the raw HTTP client
 
     if args.token:
-        run_core.HEADERS["Authorization"] = f"Bearer {args.token}"
+        load_clients.HEADERS["Authorization"] = f"Bearer {args.token}"
     url = urlsplit(args.url)
-    client = run_core.RawClient(
+    client = load_clients.RawClient(
         url.hostname or "127.0.0.1", url.port or 80, url.path, args.search_clients
     )
     rng = random.Random(12)
