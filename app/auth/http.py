@@ -1,0 +1,92 @@
+"""What the authorization server's HTTP endpoints share (router.py, sign_in.py): the app's
+auth server and settings, a write transaction on a worker thread, RFC 6749 form parsing,
+OAuth error answers, and the audit record of each authorization event."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from app.auth.errors import OAuthError, invalid_request
+from app.auth.grant import Grant
+from app.auth.server import AuthEvent, AuthServer
+from app.settings import Settings
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def auth_server(request: Request) -> AuthServer:
+    return request.app.state.auth  # type: ignore[no-any-return]
+
+
+def settings_of(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+async def in_transaction(request: Request, work: Callable[[Connection], Any]) -> Any:
+    """Run `work` in one write transaction on a worker thread. It commits even when `work`
+    raises OAuthError: what it wrote first (a spent code, a revoked family) must stay."""
+
+    def run() -> Any:
+        with auth_server(request).engine.connect() as conn:
+            conn = conn.execution_options(for_write=True)
+            with conn.begin():
+                try:
+                    return work(conn)
+                except OAuthError as exc:
+                    return exc
+
+    result = await run_in_threadpool(run)
+    if isinstance(result, OAuthError):
+        raise result
+    return result
+
+
+async def read_form(request: Request, repeatable: tuple[str, ...] = ()) -> dict[str, str]:
+    """Form parameters; RFC 6749 section 3.2: a parameter may not be repeated."""
+    form = await request.form()
+    pairs = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    names = [k for k, _ in pairs]
+    repeated = sorted({k for k in names if names.count(k) > 1} - set(repeatable))
+    if repeated:
+        raise invalid_request(f"parameters may not be repeated: {', '.join(repeated)}")
+    return dict(pairs)
+
+
+def oauth_error_response(error: OAuthError) -> Response:
+    headers = dict(NO_STORE)
+    if error.status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="medisentinel"'
+    return JSONResponse(error.to_json(), status_code=error.status, headers=headers)
+
+
+async def record_auth_event(
+    request: Request,
+    what: str,
+    ok: bool,
+    client_id: str | None,
+    *,
+    grant: Grant | None = None,
+    username: str | None = None,
+    patient: str | None = None,
+    detail: str = "",
+) -> None:
+    """One authorization event to the audit trail (in its own transaction, before the answer
+    leaves: if it cannot be recorded the answer is a 500)."""
+    client = request.client
+    event = AuthEvent(
+        what=what,
+        ok=ok,
+        client_id=client_id,
+        username=username or (grant.subject if grant and grant.role else None),
+        fhir_user=grant.fhir_user if grant else None,
+        patient=patient or (grant.patient if grant else None),
+        address=client.host if client else None,
+        detail=detail,
+    )
+    await run_in_threadpool(auth_server(request).record, event)
