@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from lxml import etree
 
-try:
-    from app.fhir.jsonio import DecimalLiteral
-except ImportError:  # jsonio not there: a plain Decimal still keeps the digits
-    DecimalLiteral = Decimal  # type: ignore[misc,assignment]
+from app.fhir.jsonio import DecimalLiteral
 from app.fhir.xml.table import (
     DECIMAL_RE,
     FHIR_NS,

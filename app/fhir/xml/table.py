@@ -10,19 +10,12 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from lxml import etree
 
 import fhir_profiles
-
-try:
-    from app.fhir.jsonio import DecimalLiteral
-except ImportError:  # jsonio not there: a plain Decimal still keeps the digits
-    DecimalLiteral = Decimal  # type: ignore[misc,assignment]
-
 
 FHIR_NS = "http://hl7.org/fhir"
 XHTML_NS = "http://www.w3.org/1999/xhtml"

@@ -10,10 +10,6 @@ from typing import Any
 
 from lxml import etree
 
-try:
-    from app.fhir.jsonio import DecimalLiteral
-except ImportError:  # jsonio not there: a plain Decimal still keeps the digits
-    DecimalLiteral = Decimal  # type: ignore[misc,assignment]
 from app.fhir.xml.table import (
     FHIR_NS,
     NAMED_ENTITY_RE,
