@@ -220,11 +220,11 @@ class Server:
     def pid(self) -> int:
         return self.proc.pid
 
-    def issue_token(self) -> str:
-        """A backend client with every system scope, and a token for it, through the CLI
-        (same database, same master key file under the work dir as the server)."""
+    def issue_token(self, client_name: str = "") -> str:
+        """A backend client with every system scope, and a token for it (its audience: this
+        server's base URL), through the CLI (same database, same master key as the server)."""
         scope = "system/*.cruds"
-        name = f"bench-{os.getpid()}"
+        name = client_name or f"bench-{os.getpid()}"
 
         def cli(*argv: str) -> str:
             done = subprocess.run(
