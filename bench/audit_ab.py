@@ -11,6 +11,7 @@ the same spells; the verdict is the median of the per-round ratios (audited / no
 
     python bench/audit_ab.py --database-url postgresql+psycopg://postgres@127.0.0.1:55433/EMPTY_DB
         [--workers 2] [--concurrency 16] [--rounds 6] [--seconds 4] [--phases read,search]
+        [--versus ../other-worktree]   # two code versions instead, both audited
 
 Both servers share the data (Observations created through the audited one before the first
 round) and the master key; each gets a token of its own (its audience is its base URL).
@@ -51,7 +52,7 @@ from harness import (  # noqa: E402
 from load_clients import HEADERS, RawClient  # noqa: E402
 from run_core import dumps, loads, observation, run_phase  # noqa: E402
 
-SIDES = ("audited", "no-op")
+SIDES = ["audited", "no-op"]
 
 
 @dataclass
@@ -73,6 +74,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--patients", type=int, default=20)
     p.add_argument("--observations", type=int, default=400, help="made before the rounds")
     p.add_argument("--quiet-wait", type=float, default=10.0, help="max wait for a quiet machine")
+    p.add_argument(
+        "--versus",
+        type=Path,
+        help="instead of the no-op app, the product from this other source tree (a git worktree"
+        " of another commit, say): two versions side by side, both audited",
+    )
     args = p.parse_args(argv)
     args.phases = [ph.strip() for ph in args.phases.split(",") if ph.strip()]
     if not set(args.phases) <= {"read", "search"} or not args.phases:
@@ -162,15 +169,21 @@ async def rounds(args: argparse.Namespace, sides: list[Side]) -> dict[str, list[
 
 def summary(results: dict[str, list[list[float]]]) -> list[str]:
     lines = []
+    a, b = SIDES
     for phase, per_round in results.items():
         ratios = [on / off for on, off in per_round if off > 0]
         on = statistics.median(f[0] for f in per_round)
         off = statistics.median(f[1] for f in per_round)
         cost = 1 - statistics.median(ratios)
+        verdict = (
+            f"the audit costs {100 * cost:.0f} %"
+            if b == "no-op"
+            else f"{a} is {100 * -cost:+.0f} % against {b}"
+        )
         lines.append(
-            f"{phase:6s} audited median {on:.1f}/s, no-op median {off:.1f}/s; per-round"
-            f" audited/no-op {min(ratios):.2f}-{max(ratios):.2f}, median"
-            f" {statistics.median(ratios):.2f}: the audit costs {100 * cost:.0f} %"
+            f"{phase:6s} {a} median {on:.1f}/s, {b} median {off:.1f}/s; per-round"
+            f" {a}/{b} {min(ratios):.2f}-{max(ratios):.2f}, median"
+            f" {statistics.median(ratios):.2f}: {verdict}"
         )
     return lines
 
@@ -184,12 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     # Shared by both servers (and the CLI that issues the token): one set of signing keys.
     os.environ["MEDISENTINEL_MASTER_KEY"] = secrets.token_urlsafe(36)
     os.environ["MEDISENTINEL_AUDIT_INDEX_SECONDS"] = "86400"
+    if args.versus:
+        SIDES[:] = ["this", "versus"]
     workdirs = [Path(tempfile.mkdtemp(prefix=f"medisentinel-ab-{n}-")) for n in SIDES]
     servers: list[Server] = []
     try:
         servers.append(Server(args.database_url, args.workers, workdirs[0]))
         asyncio.run(servers[0].wait_ready())  # it migrates the database first
-        servers.append(Server(args.database_url, args.workers, workdirs[1], no_audit=True))
+        if args.versus:  # Server copies this process's environment when it starts
+            os.environ["PYTHONPATH"] = str(args.versus.resolve())
+            servers.append(Server(args.database_url, args.workers, workdirs[1]))
+        else:
+            servers.append(Server(args.database_url, args.workers, workdirs[1], no_audit=True))
         asyncio.run(servers[1].wait_ready())
         for server in servers:
             server.postmaster = info.get("postmaster_pid")
