@@ -50,7 +50,7 @@ from harness import (  # noqa: E402
     wait_for_quiet_machine,
 )
 from load_clients import HEADERS, RawClient  # noqa: E402
-from run_core import dumps, loads, observation, run_phase  # noqa: E402
+from run_core import dumps, loads, observation, reader, run_phase, searcher  # noqa: E402
 
 SIDES = ["audited", "no-op"]
 
@@ -108,21 +108,7 @@ async def seed(client: RawClient, patients: int, observations: int) -> tuple[lis
 
 
 def operation(phase: str, client: RawClient, patients: list[str], observations: list[str]) -> Any:
-    async def read() -> int:
-        oid = random.choice(observations)
-        status, _ = await client.request("GET", f"/Observation/{oid}")
-        if status != 200:
-            raise RuntimeError(f"GET Observation/{oid} -> {status}")
-        return 1
-
-    async def search() -> int:
-        path = f"/Observation?subject=Patient/{random.choice(patients)}&_count=10"
-        status, _ = await client.request("GET", path)
-        if status != 200:
-            raise RuntimeError(f"GET {path} -> {status}")
-        return 1
-
-    return read if phase == "read" else search
+    return reader(client, observations) if phase == "read" else searcher(client, patients, 10)
 
 
 def order_of(round_index: int) -> tuple[int, int]:

@@ -40,6 +40,7 @@ import random
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,35 @@ async def run_phase(
     return result
 
 
+Operation = Callable[[], Awaitable[int]]
+
+
+def reader(client: LoadClient, observation_ids: list[str]) -> Operation:
+    """GET one Observation by id, picked from `observation_ids` (which may grow meanwhile)."""
+
+    async def read() -> int:
+        oid = random.choice(observation_ids)
+        status, _ = await client.request("GET", f"/Observation/{oid}")
+        if status != 200:
+            raise RuntimeError(f"GET Observation/{oid} -> {status}")
+        return 1
+
+    return read
+
+
+def searcher(client: LoadClient, patient_ids: list[str], count: int) -> Operation:
+    """fhirload's search: one patient's Observations, `_count` of them."""
+
+    async def search() -> int:
+        path = f"/Observation?subject=Patient/{random.choice(patient_ids)}&_count={count}"
+        status, _ = await client.request("GET", path)
+        if status != 200:
+            raise RuntimeError(f"GET {path} -> {status}")
+        return 1
+
+    return search
+
+
 async def drive(
     args: argparse.Namespace, server: Server, engine_info: dict[str, Any]
 ) -> list[dict[str, Any]]:
@@ -291,21 +321,8 @@ async def drive(
                     observation_ids.append(parts[-1])
             return args.bundle_size
 
-        async def read() -> int:
-            oid = random.choice(observation_ids)
-            status, _ = await client.request("GET", f"/Observation/{oid}")
-            if status != 200:
-                raise RuntimeError(f"GET Observation/{oid} -> {status}")
-            return 1
-
-        async def search() -> int:
-            pid = random.choice(patient_ids)
-            path = f"/Observation?subject=Patient/{pid}&_count={args.search_count}"
-            status, _ = await client.request("GET", path)
-            if status != 200:
-                raise RuntimeError(f"GET {path} -> {status}")
-            return 1
-
+        read = reader(client, observation_ids)
+        search = searcher(client, patient_ids, args.search_count)
         ops = {"create": create, "txn": txn, "read": read, "search": search}
         for phase in args.phases:
             conc = (
