@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api import formats
-from app.api.worker_threads import run_in_worker
+from app.api.worker_threads import run_in_worker, run_instance_read
 from app.auth.enforcement import unauthorized
 from app.auth.grant import Grant
 from app.context import RequestContext
@@ -88,7 +88,8 @@ async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
     # Reads leave records for the batch writer, which waits a moment for those in service.
     expected = _reads(fhir_request) and trail.expect_deferred()
     try:
-        response = await run_in_worker(fhir_router.dispatch, ctx, fhir_request)
+        run = run_instance_read if is_instance_read(fhir_request) else run_in_worker
+        response = await run(fhir_router.dispatch, ctx, fhir_request)
     except FhirError:
         raise
     except Exception as exc:
@@ -104,6 +105,16 @@ async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
 
 def _reads(fhir_request: FhirRequest) -> bool:
     return fhir_request.method == "GET" or fhir_request.path.endswith("_search")
+
+
+def is_instance_read(fhir_request: FhirRequest) -> bool:
+    """GET Type/id: one resource by id (not `Type/_history`, `Type/$operation`, ...)."""
+    if fhir_request.method != "GET":
+        return False
+    rtype, slash, rid = fhir_request.path.partition("/")
+    if not (slash and rtype and rid) or "/" in rid:
+        return False
+    return rtype[0] not in "_$" and rid[0] not in "_$"
 
 
 def _context(request: Request, path: str) -> RequestContext:

@@ -22,13 +22,34 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 THREADS = 40  # anyio's default limit for run_in_threadpool
+# Reads of one resource by id (a primary-key lookup each) get a small pool of their own. Under
+# load a read spends far longer waiting for its thread and the GIL than working (BENCHMARKS.md
+# session 12: ~8-10 ms of hand-offs for under 1 ms of work, with 40 threads contending);
+# four threads for them read 5-11 % faster side by side (bench/audit_ab.py --versus). Only
+# these: anything that may run long (searches, history, operations, writes) keeps the large
+# pool, so it cannot hold up the rest.
+READ_THREADS = 4
 _executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="medisentinel-fhir")
+_read_executor = ThreadPoolExecutor(
+    max_workers=READ_THREADS, thread_name_prefix="medisentinel-read"
+)
 
 
 async def run_in_worker(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    return await _run(_executor, func, *args, **kwargs)
+
+
+async def run_instance_read(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """`run_in_worker` for a read of one resource by id (see READ_THREADS)."""
+    return await _run(_read_executor, func, *args, **kwargs)
+
+
+async def _run(
+    executor: ThreadPoolExecutor, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+) -> T:
     context = contextvars.copy_context()
     call = functools.partial(context.run, func, *args, **kwargs)
-    done = asyncio.get_running_loop().run_in_executor(_executor, call)
+    done = asyncio.get_running_loop().run_in_executor(executor, call)
     try:
         return await asyncio.shield(done)
     except asyncio.CancelledError:
