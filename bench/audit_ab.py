@@ -52,7 +52,8 @@ from harness import (  # noqa: E402
 from load_clients import HEADERS, RawClient  # noqa: E402
 from run_core import dumps, loads, observation, reader, run_phase, searcher  # noqa: E402
 
-SIDES = ["audited", "no-op"]
+AUDIT_SIDES = ("audited", "no-op")
+VERSUS_SIDES = ("this", "versus")
 
 
 @dataclass
@@ -117,7 +118,7 @@ def order_of(round_index: int) -> tuple[int, int]:
 
 
 async def rounds(args: argparse.Namespace, sides: list[Side]) -> dict[str, list[list[float]]]:
-    """Per phase, per round, the ops/s of each side (in SIDES order)."""
+    """Per phase, per round, the ops/s of each side (in the order of the sides given)."""
     audited = sides[0].client
     patients, observations = await seed(audited, args.patients, args.observations)
     await asyncio.to_thread(refresh_statistics, args.database_url)
@@ -153,9 +154,9 @@ async def rounds(args: argparse.Namespace, sides: list[Side]) -> dict[str, list[
     return results
 
 
-def summary(results: dict[str, list[list[float]]]) -> list[str]:
+def summary(results: dict[str, list[list[float]]], sides: tuple[str, str]) -> list[str]:
     lines = []
-    a, b = SIDES
+    a, b = sides
     for phase, per_round in results.items():
         ratios = [on / off for on, off in per_round if off > 0]
         on = statistics.median(f[0] for f in per_round)
@@ -183,9 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     # Shared by both servers (and the CLI that issues the token): one set of signing keys.
     os.environ["MEDISENTINEL_MASTER_KEY"] = secrets.token_urlsafe(36)
     os.environ["MEDISENTINEL_AUDIT_INDEX_SECONDS"] = "86400"
-    if args.versus:
-        SIDES[:] = ["this", "versus"]
-    workdirs = [Path(tempfile.mkdtemp(prefix=f"medisentinel-ab-{n}-")) for n in SIDES]
+    names = VERSUS_SIDES if args.versus else AUDIT_SIDES
+    workdirs = [Path(tempfile.mkdtemp(prefix=f"medisentinel-ab-{n}-")) for n in names]
     servers: list[Server] = []
     try:
         servers.append(Server(args.database_url, args.workers, workdirs[0]))
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         # A token's audience is one server's base URL: each side gets its own.
         tokens = [
             server.issue_token(f"bench-ab-{name}")
-            for name, server in zip(SIDES, servers, strict=True)
+            for name, server in zip(names, servers, strict=True)
         ]
         print(
             f"# audit A/B: {engine_label(info)}, {args.workers} worker(s) per server,"
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
 
         async def run() -> dict[str, list[list[float]]]:
             sides = []
-            for name, server, token in zip(SIDES, servers, tokens, strict=True):
+            for name, server, token in zip(names, servers, tokens, strict=True):
                 HEADERS["Authorization"] = f"Bearer {token}"  # read once, by the client made here
                 client = RawClient(HOST, server.port, "/fhir", args.concurrency)
                 sides.append(Side(name, server, client, CpuMeter(server)))
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                     await side.client.aclose()
 
         results = asyncio.run(run())
-        for line in summary(results):
+        for line in summary(results, names):
             print(line, flush=True)
         print(f"# resources in the database at the end: {count_resources(args.database_url)}")
         for server in servers:
