@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, urlencode
 
 from app.errors import InvalidRequest
+from app.fhir import bindings
 from app.fhir.search.definitions import SearchParamDef, params_for
 from app.fhir.search.indexer import composite_kinds, indexed_param
 
@@ -34,10 +35,32 @@ MODIFIERS = {
 
 # _id and _lastUpdated are columns of the resource table: only these modifiers apply to them.
 RESOURCE_COLUMN_MODIFIERS = {"_id": {"not", "missing"}, "_lastUpdated": {"missing"}}
+# Every modifier R4 defines (besides a reference's :[Type]): asked for and not supported here
+# is "not-supported"; anything else is simply invalid.
+FHIR_MODIFIERS = {"missing", "exact", "contains", "text", "not", "above", "below", "in",
+                  "not-in", "of-type", "identifier", "type"}  # fmt: skip
 
 
 class UnsupportedParameter(InvalidRequest):
-    """A parameter (or modifier) this server does not know for the type."""
+    """A parameter this server does not know for the type: ignored in lenient handling."""
+
+
+class UnsupportedModifier(InvalidRequest):
+    """A modifier (or reference :Type) that is unknown, not supported, or not valid on the
+    parameter. Never ignored, even in lenient handling: without it the criterion would mean
+    something else (Patient?name:foo=x is not Patient?name=x)."""
+
+    def __init__(self, message: str, *, expression: str, fhir_defined: bool = False) -> None:
+        super().__init__(message, expression=expression)
+        self.expression, self.fhir_defined = expression, fhir_defined
+        if fhir_defined:  # a modifier of the FHIR specification that this server lacks
+            self.issues = [replace(i, code="not-supported") for i in self.issues]
+
+    def under(self, prefix: str) -> UnsupportedModifier:
+        """The same refusal, located in the whole chained key (`subject.` + `name:foo`)."""
+        return UnsupportedModifier(
+            self.message, expression=prefix + self.expression, fhir_defined=self.fhir_defined
+        )
 
 
 @dataclass(frozen=True)
@@ -46,21 +69,25 @@ class Criterion:
     kind: str  # its type: token, string, reference, date, number, quantity, uri
     modifier: str | None = None
     values: tuple[str, ...] = ()
-    chain: Criterion | None = None  # applies to the resources this reference points to
-    chain_type: str | None = None  # the type named in subject:Patient.x (None: any target)
+    # A chain (subject.name=x) or a reverse chain (_has): the criterion on the other resource,
+    # as written (for a chain: parsed on the first target type that has the parameter) ...
+    chain: Criterion | None = None
+    # ... and for a chain, per target type searched, the criterion parsed on that type.
+    targets: tuple[tuple[str, Criterion], ...] = ()
+    chain_type: str | None = None  # the type named in subject:Patient.x (None: not named)
     has_type: str | None = None  # _has: the referring type ...
     has_param: str | None = None  # ... and its reference parameter pointing at us
 
     def key(self) -> str:
-        """The query-string key this criterion came from."""
+        """The query-string key this criterion came from, as written (paging links repeat
+        it, so it must parse to the same criterion again)."""
         if self.has_type:
             assert self.chain is not None
             return f"_has:{self.has_type}:{self.has_param}:{self.chain.key()}"
-        head = self.name + (f":{self.modifier}" if self.modifier else "")
         if self.chain is not None:
             head = self.name + (f":{self.chain_type}" if self.chain_type else "")
             return f"{head}.{self.chain.key()}"
-        return head
+        return self.name + (f":{self.modifier}" if self.modifier else "")
 
     def leaf(self) -> Criterion:
         return self.chain.leaf() if self.chain is not None else self
@@ -177,12 +204,8 @@ def parse_criterion(rtype: str, key: str, value: str) -> Criterion:
     kind, param = lookup(rtype, name)
     if dot:
         return _parse_chain(rtype, name, kind, param, modifier or None, rest, value)
-    allowed = RESOURCE_COLUMN_MODIFIERS.get(name) or MODIFIERS.get(kind.split(":")[0], set())
-    if modifier and modifier not in allowed:
-        if not (kind == "reference" and modifier[:1].isupper()):
-            raise UnsupportedParameter(
-                f"modifier ':{modifier}' is not supported on '{name}'", expression=key
-            )
+    if modifier:
+        _check_modifier(rtype, name, kind, param, modifier)
     if modifier == "missing" and value not in ("true", "false"):
         raise InvalidRequest(f"{key} must be true or false", expression=key)
     values = tuple(_split_values(value))
@@ -191,41 +214,61 @@ def parse_criterion(rtype: str, key: str, value: str) -> Criterion:
     return Criterion(name, kind, modifier or None, values)
 
 
+def _check_modifier(
+    rtype: str, name: str, kind: str, param: SearchParamDef | None, modifier: str
+) -> None:
+    if kind == "reference" and modifier[:1].isupper():
+        assert param is not None
+        _check_target(rtype, name, param, modifier)
+        return
+    allowed = RESOURCE_COLUMN_MODIFIERS.get(name) or MODIFIERS.get(kind.split(":")[0], set())
+    if modifier not in allowed:
+        raise UnsupportedModifier(
+            f"the '{name}' parameter has the modifier '{modifier}', which is not supported "
+            f"on {rtype}.{name}",
+            expression=f"{name}:{modifier}",
+            fhir_defined=modifier in FHIR_MODIFIERS,
+        )
+
+
+def _check_target(rtype: str, name: str, param: SearchParamDef, target: str) -> None:
+    """`name:Type` (a reference's :Type modifier, or the type of a chain link)."""
+    if target not in bindings.resource_types() or (param.targets and target not in param.targets):
+        raise UnsupportedModifier(
+            f"{rtype}.{name} cannot refer to '{target}' (it refers to "
+            f"{', '.join(param.targets) or 'any resource type'})",
+            expression=f"{name}:{target}",
+        )
+
+
 def _parse_chain(
     rtype: str, name: str, kind: str, param: SearchParamDef | None, type_modifier: str | None,
     rest: str, value: str,
 ) -> Criterion:  # fmt: skip
+    """`name[:Type].rest`: `rest` parsed on each target type that has it (on the named type
+    only, if there is one); the chain matches a reference to a matching resource of any of
+    them. Refused only when no target type has the parameter."""
     if kind != "reference" or param is None:
         raise UnsupportedParameter(
             f"'{name}' is not a reference: it cannot be chained", expression=name
         )
-    targets = [type_modifier] if type_modifier else list(param.targets)
-    if type_modifier and type_modifier not in param.targets:
-        raise UnsupportedParameter(f"'{name}' cannot refer to {type_modifier}", expression=name)
-    inner = None
-    for target in targets:  # the first target type that understands the rest
+    if type_modifier:
+        _check_target(rtype, name, param, type_modifier)
+    head = f"{name}:{type_modifier}" if type_modifier else name
+    targets: list[tuple[str, Criterion]] = []
+    refusal: UnsupportedModifier | None = None
+    for target in [type_modifier] if type_modifier else param.targets:
         try:
-            inner = parse_criterion(target, rest, value)
-            break
+            targets.append((target, parse_criterion(target, rest, value)))
         except UnsupportedParameter:
             continue
-    if inner is None:
-        raise UnsupportedParameter(
+        except UnsupportedModifier as exc:  # may be fine on another target type
+            refusal = refusal or exc.under(f"{head}.")
+    if not targets:
+        raise refusal or UnsupportedParameter(
             f"cannot chain '{rest}' through '{name}'", expression=f"{name}.{rest}"
         )
-    if not type_modifier and len(targets) > 1:
-        # Without a type, the chained parameter must mean the same thing on every target.
-        usable = [t for t in targets if _understands(t, rest, value)]
-        return Criterion(name, kind, None, (), inner, "|".join(usable))
-    return Criterion(name, kind, None, (), inner, targets[0])
-
-
-def _understands(rtype: str, key: str, value: str) -> bool:
-    try:
-        parse_criterion(rtype, key, value)
-        return True
-    except UnsupportedParameter:
-        return False
+    return Criterion(name, kind, None, (), targets[0][1], tuple(targets), type_modifier)
 
 
 def _parse_has(rtype: str, key: str, value: str) -> Criterion:
@@ -242,8 +285,11 @@ def _parse_has(rtype: str, key: str, value: str) -> Criterion:
         raise UnsupportedParameter(
             f"{source_type}.{ref_param} cannot refer to {rtype}", expression=key
         )
-    inner = parse_criterion(source_type, rest, value)
-    return Criterion("_has", "reference", None, (), inner, None, source_type, ref_param)
+    try:
+        inner = parse_criterion(source_type, rest, value)
+    except UnsupportedModifier as exc:
+        raise exc.under(f"_has:{source_type}:{ref_param}:") from None
+    return Criterion("_has", "reference", chain=inner, has_type=source_type, has_param=ref_param)
 
 
 def _split_values(value: str) -> list[str]:
