@@ -22,6 +22,7 @@ RESULT_PARAMS = {
     "_include", "_revinclude",
 }  # fmt: skip
 RESOURCE_COLUMNS = {"_id": "token", "_lastUpdated": "date"}
+WILDCARD = "*"  # _include / _revinclude: any reference parameter
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
     "token": {"not", "text", "of-type", "missing"},
@@ -95,13 +96,15 @@ class Criterion:
 
 @dataclass(frozen=True)
 class Include:
-    source_type: str
-    param: str
+    source_type: str  # or WILDCARD: any type (`_include=*`)
+    param: str  # or WILDCARD: every reference parameter (`Type:*`, `*`)
     target_type: str | None
     iterate: bool
     reverse: bool
 
     def value(self) -> str:
+        if self.source_type == WILDCARD:
+            return WILDCARD
         return ":".join(p for p in (self.source_type, self.param, self.target_type) if p)
 
 
@@ -132,7 +135,7 @@ class SearchParams:
         for key, value in pairs:
             base = key.split(":")[0]
             if base in ("_include", "_revinclude"):
-                includes.append(_parse_include(key, value, strict))
+                includes.append(_parse_include(key, value))
             elif base in RESULT_PARAMS:
                 shaping[base] = value
             else:
@@ -320,20 +323,42 @@ def join_values(values: tuple[str, ...]) -> str:
     return ",".join(v.replace(",", "\\,") for v in values)
 
 
-def _parse_include(key: str, value: str, strict: bool) -> Include:
+def _parse_include(key: str, value: str) -> Include:
+    """`Type:param[:Target]`; `Type:*[:Target]` for every reference parameter of Type; `*`
+    for every reference parameter of any type (R4 search.html#include)."""
+    _, _, modifier = key.partition(":")
+    if modifier not in ("", "iterate", "recurse"):
+        raise UnsupportedModifier(
+            f"{key}: the modifier '{modifier}' is not supported (only :iterate)", expression=key
+        )
     reverse = key.startswith("_revinclude")
-    iterate = key.endswith(":iterate") or key.endswith(":recurse")
+    iterate = modifier != ""
+    if value == WILDCARD:
+        return Include(WILDCARD, WILDCARD, None, iterate, reverse)
     parts = value.split(":")
     if len(parts) not in (2, 3):
-        raise InvalidRequest(f"{key}={value} must be Type:parameter[:targetType]", expression=key)
-    source_type, param = parts[0], parts[1]
-    target = parts[2] if len(parts) == 3 else None
-    kind, _ = lookup(source_type, param)
-    if kind != "reference":
         raise InvalidRequest(
-            f"{key}: '{source_type}:{param}' is not a reference parameter", expression=key
+            f"{key}={value} must be Type:parameter[:targetType] or *", expression=key
         )
-    return Include(source_type, param, target, iterate, reverse)
+    source_type, name = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    param = None
+    if name == WILDCARD:
+        if not params_for(source_type):
+            raise InvalidRequest(f"{key}: '{source_type}' is not a resource type", expression=key)
+    else:
+        kind, param = lookup(source_type, name)
+        if kind != "reference" or param is None:
+            raise InvalidRequest(
+                f"{key}: '{source_type}:{name}' is not a reference parameter", expression=key
+            )
+    if target is not None:
+        targets = param.targets if param is not None else ()
+        if target not in bindings.resource_types() or (targets and target not in targets):
+            raise InvalidRequest(
+                f"{key}: {source_type}:{name} cannot refer to '{target}'", expression=key
+            )
+    return Include(source_type, name, target, iterate, reverse)
 
 
 def _int_param(shaping: dict[str, str], name: str) -> int | None:
