@@ -69,7 +69,7 @@ def check_search_form(content_type: str | None) -> None:
     type would be silently ignored, so it is refused."""
     if _media(content_type or "") != FORM_TYPE:
         raise UnsupportedMediaType(
-            f"POST _search needs a {FORM_TYPE} body, not '{content_type or 'none'}'"
+            f"POST _search takes its parameters as {FORM_TYPE}, not '{content_type or 'none'}'"
         )
 
 

@@ -39,7 +39,7 @@ RESOURCE_COLUMN_MODIFIERS = {"_id": {"not", "missing"}, "_lastUpdated": {"missin
 # Every modifier R4 defines (besides a reference's :[Type]): asked for and not supported here
 # is "not-supported"; anything else is simply invalid.
 FHIR_MODIFIERS = {"missing", "exact", "contains", "text", "not", "above", "below", "in",
-                  "not-in", "of-type", "identifier", "type"}  # fmt: skip
+                  "not-in", "of-type", "identifier"}  # fmt: skip
 
 
 class UnsupportedParameter(InvalidRequest):
@@ -236,12 +236,18 @@ def _check_modifier(
 
 def _check_target(rtype: str, name: str, param: SearchParamDef, target: str) -> None:
     """`name:Type` (a reference's :Type modifier, or the type of a chain link)."""
-    if target not in bindings.resource_types() or (param.targets and target not in param.targets):
+    if not _can_refer_to(param.targets, target):
         raise UnsupportedModifier(
             f"{rtype}.{name} cannot refer to '{target}' (it refers to "
             f"{', '.join(param.targets) or 'any resource type'})",
             expression=f"{name}:{target}",
         )
+
+
+def _can_refer_to(targets: tuple[str, ...], target: str) -> bool:
+    """A resource type a reference parameter with these targets may point at (one that
+    declares none: any type)."""
+    return target in bindings.resource_types() and (not targets or target in targets)
 
 
 def _parse_chain(
@@ -271,7 +277,9 @@ def _parse_chain(
         raise refusal or UnsupportedParameter(
             f"cannot chain '{rest}' through '{name}'", expression=f"{name}.{rest}"
         )
-    return Criterion(name, kind, None, (), targets[0][1], tuple(targets), type_modifier)
+    return Criterion(
+        name, kind, chain=targets[0][1], targets=tuple(targets), chain_type=type_modifier
+    )
 
 
 def _parse_has(rtype: str, key: str, value: str) -> Criterion:
@@ -352,12 +360,10 @@ def _parse_include(key: str, value: str) -> Include:
             raise InvalidRequest(
                 f"{key}: '{source_type}:{name}' is not a reference parameter", expression=key
             )
-    if target is not None:
-        targets = param.targets if param is not None else ()
-        if target not in bindings.resource_types() or (targets and target not in targets):
-            raise InvalidRequest(
-                f"{key}: {source_type}:{name} cannot refer to '{target}'", expression=key
-            )
+    if target is not None and not _can_refer_to(param.targets if param else (), target):
+        raise InvalidRequest(
+            f"{key}: {source_type}:{name} cannot refer to '{target}'", expression=key
+        )
     return Include(source_type, name, target, iterate, reverse)
 
 
