@@ -116,6 +116,18 @@ def test_chain_paging_links_repeat_the_chain_as_written(
     assert nxt.status_code == 200, nxt.text
 
 
+def test_system_search_chain_paging_links(world: World) -> None:
+    loaded = world.load("refs", SCENARIOS)
+    criterion = ("subject.name", "smithy")
+    pairs = [("_type", "Observation,Encounter"), criterion, loaded.scope, ("_count", "2")]
+    pages = walk(world.http, "", pairs)
+    assert len(pages) == 3
+    for page in pages:
+        outcome_free(page)
+        assert criterion in parse_qsl(urlsplit(link(page, "self")).query)
+    assert sorted(m for p in pages for m in labels_of(world, p)) == ["o1", "o2", "o3", "o5", "o6"]
+
+
 CHAIN_CASES = [
     # the inner link names no type: Practitioner and Organization have `name`, PractitionerRole not
     ("Observation?patient.general-practitioner.name=house", "o1 o2 o6"),
