@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.fhir.search import engine
+from app.fhir.search import SearchParams, engine
 from tests.test_search_params import World, entries, get_bundle, outcome_free, split_query
 from tests.test_search_requests import SCENARIOS as REQUEST_SCENARIOS
 
@@ -144,6 +144,25 @@ def test_wildcard_links_repeat_the_wildcard(world: World) -> None:
     outcome_free(bundle)
     nxt = next(ln["url"] for ln in bundle["link"] if ln["relation"] == "next")
     assert "_include=%2A" in nxt and "_revinclude=Observation%3A%2A" in nxt
+
+
+def test_types_an_include_may_return() -> None:
+    """What an access check must consider for each include (the alternatives it may return)."""
+
+    def returned(key: str, value: str) -> tuple[str, ...]:
+        (include,) = SearchParams.parse([(key, value)], "Observation").includes
+        return include.returned_types()
+
+    assert returned("_include", "Observation:subject") == ("Device", "Group", "Location", "Patient")
+    assert returned("_include", "Observation:subject:Patient") == ("Patient",)
+    assert {"Patient", "Practitioner", "Encounter", "Specimen"} <= set(
+        returned("_include", "Observation:*")
+    )
+    assert "Specimen" not in returned("_include", "Patient:*")
+    assert len(returned("_include", "*")) > 100
+    assert returned("_revinclude", "Observation:*") == ("Observation",)
+    anything = returned("_revinclude", "*")
+    assert "Observation" in anything and "AuditEvent" not in anything
 
 
 # =========================================================================== invalid includes

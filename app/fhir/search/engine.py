@@ -30,7 +30,14 @@ from app.fhir.search.criteria import (
     plan_sql,
     split,
 )
-from app.fhir.search.params import WILDCARD, Include, SearchParams, encode_cursor, lookup
+from app.fhir.search.params import (
+    WILDCARD,
+    WILDCARD_REVINCLUDE_SKIPS,
+    Include,
+    SearchParams,
+    encode_cursor,
+    lookup,
+)
 from app.fhir.search.values import MAX_TIME, MIN_TIME
 from app.fhir.storage import (
     CURRENT_COLUMNS,
@@ -45,10 +52,6 @@ from app.fhir.tables import INDEX_TABLES, resource, search_reference
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
 MAX_INCLUDES = 1000  # beyond this, includes are cut and the Bundle says so
-# One AuditEvent is written per access, each referring to what was accessed: `_revinclude=*`
-# would return a resource's access log (growing with every such search). Asked by name
-# (_revinclude=AuditEvent:entity), it is still included.
-WILDCARD_REVINCLUDE_SKIPS = ("AuditEvent",)
 BATCH_BRANCHES = 100  # first_ids: searches per statement (SQLite allows 500 UNION terms)
 SORT_COLUMN = {"string": "value", "token": "code", "reference": "target_id", "number": "value",
                "quantity": "value", "uri": "value"}  # fmt: skip

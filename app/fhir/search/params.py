@@ -23,6 +23,10 @@ RESULT_PARAMS = {
 }  # fmt: skip
 RESOURCE_COLUMNS = {"_id": "token", "_lastUpdated": "date"}
 WILDCARD = "*"  # _include / _revinclude: any reference parameter
+# One AuditEvent is written per access, each referring to what was accessed: `_revinclude=*`
+# would return a resource's access log (growing with every such search). Asked by name
+# (_revinclude=AuditEvent:entity), it is still included.
+WILDCARD_REVINCLUDE_SKIPS = ("AuditEvent",)
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
     "token": {"not", "text", "of-type", "missing"},
@@ -73,9 +77,10 @@ class Criterion:
     # A chain (subject.name=x) or a reverse chain (_has): the criterion on the other resource,
     # as written (for a chain: parsed on the first target type that has the parameter) ...
     chain: Criterion | None = None
-    # ... and for a chain, per target type searched, the criterion parsed on that type.
+    # ... and for a chain, per target type searched, the criterion parsed on that type,
     targets: tuple[tuple[str, Criterion], ...] = ()
-    chain_type: str | None = None  # the type named in subject:Patient.x (None: not named)
+    chain_type: str | None = None  # those types joined by "|" (what the chain reaches) and
+    named_type: str | None = None  # the type named in subject:Patient.x, if one is
     has_type: str | None = None  # _has: the referring type ...
     has_param: str | None = None  # ... and its reference parameter pointing at us
 
@@ -86,7 +91,7 @@ class Criterion:
             assert self.chain is not None
             return f"_has:{self.has_type}:{self.has_param}:{self.chain.key()}"
         if self.chain is not None:
-            head = self.name + (f":{self.chain_type}" if self.chain_type else "")
+            head = self.name + (f":{self.named_type}" if self.named_type else "")
             return f"{head}.{self.chain.key()}"
         return self.name + (f":{self.modifier}" if self.modifier else "")
 
@@ -106,6 +111,23 @@ class Include:
         if self.source_type == WILDCARD:
             return WILDCARD
         return ":".join(p for p in (self.source_type, self.param, self.target_type) if p)
+
+    def returned_types(self) -> tuple[str, ...]:
+        """The types whose resources this include may return, as alternatives (what an access
+        check must consider); a wildcard or an untyped reference may return several."""
+        if self.reverse:
+            if self.source_type != WILDCARD:
+                return (self.source_type,)
+            return tuple(sorted(bindings.resource_types() - set(WILDCARD_REVINCLUDE_SKIPS)))
+        if self.target_type:
+            return (self.target_type,)
+        sources = bindings.resource_types() if self.source_type == WILDCARD else {self.source_type}
+        found: set[str] = set()
+        for source in sources:
+            for code, param in params_for(source).items():
+                if param.type == "reference" and self.param in (WILDCARD, code):
+                    found.update(param.targets or bindings.resource_types())
+        return tuple(sorted(found))
 
 
 @dataclass(frozen=True)
@@ -278,8 +300,9 @@ def _parse_chain(
             f"cannot chain '{rest}' through '{name}'", expression=f"{name}.{rest}"
         )
     return Criterion(
-        name, kind, chain=targets[0][1], targets=tuple(targets), chain_type=type_modifier
-    )
+        name, kind, chain=targets[0][1], targets=tuple(targets),
+        chain_type="|".join(t for t, _ in targets), named_type=type_modifier,
+    )  # fmt: skip
 
 
 def _parse_has(rtype: str, key: str, value: str) -> Criterion:
