@@ -72,6 +72,8 @@ async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
     if len(raw) > settings.max_body_bytes:
         raise FhirError("request body too large", status=413)
     method = "GET" if request.method == "HEAD" else request.method
+    if raw and _is_post_search(method, path):
+        formats.check_search_form(request.headers.get("content-type"))
     fhir_request = FhirRequest(
         method=method,
         path=path.strip("/"),
@@ -172,12 +174,22 @@ def _apply_prefer(response: FhirResponse, request: FhirRequest) -> Any:
     return response.body
 
 
+def _is_post_search(method: str, path: str) -> bool:
+    return method == "POST" and path.strip("/").rsplit("/", 1)[-1] == "_search"
+
+
 def _apply_shaping(body: Any, request: FhirRequest) -> Any:
-    params = dict(request.query)
+    pairs = list(request.query)
+    post_search = _is_post_search(request.method, request.path)
+    if post_search and isinstance(request.body, list):
+        pairs += request.body  # POST _search means what GET means: URL and form together
+    params = dict(pairs)
     summary = params.get("_summary")
     elements = tuple(e for e in params.get("_elements", "").split(",") if e)
     shaping.check_summary(summary)
-    if request.method != "GET" or (summary in (None, "false") and not elements):
+    if not (request.method == "GET" or post_search) or (
+        summary in (None, "false") and not elements
+    ):
         return body
     if isinstance(body, RawJson):
         return shaping.shape(body.parse(), summary, elements)

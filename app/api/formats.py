@@ -12,6 +12,7 @@ XML_TYPE = "application/fhir+xml; charset=utf-8"
 
 _JSON_NAMES = {"json", "application/json", "application/fhir+json", "text/json"}
 _XML_NAMES = {"xml", "application/xml", "application/fhir+xml", "text/xml"}
+FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 def _media(value: str) -> str:
@@ -56,11 +57,20 @@ def parse_body(content_type: str | None, raw: bytes, *, method: str) -> Any:
         raise InvalidRequest(
             f"invalid FHIR XML: {exc}", expression=getattr(exc, "path", None)
         ) from exc
-    if media == "application/x-www-form-urlencoded" and method == "POST":
+    if media == FORM_TYPE and method == "POST":
         from urllib.parse import parse_qsl
 
         return parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
     raise UnsupportedMediaType(f"Content-Type '{content_type}' is not supported")
+
+
+def check_search_form(content_type: str | None) -> None:
+    """POST _search takes its parameters as a form (R4 http.html#search): a body of any other
+    type would be silently ignored, so it is refused."""
+    if _media(content_type or "") != FORM_TYPE:
+        raise UnsupportedMediaType(
+            f"POST _search takes its parameters as {FORM_TYPE}, not '{content_type or 'none'}'"
+        )
 
 
 def render(body: Any, fmt: str, *, pretty: bool) -> tuple[bytes, str]:

@@ -10,11 +10,12 @@ from functools import cache
 from typing import Any
 
 from app.fhir import bindings
-from app.fhir.search.definitions import params_for
+from app.fhir.search.definitions import SearchParamDef, params_for
 from app.fhir.search.indexer import indexed_param
-from app.fhir.search.params import RESOURCE_COLUMNS
+from app.fhir.search.params import RESOURCE_COLUMNS, WILDCARD
 
 SOFTWARE_VERSION = "0.1.0"
+RESOURCE_PARAM_URL = "http://hl7.org/fhir/SearchParameter/Resource-"
 TYPE_INTERACTIONS = [
     "read",
     "vread",
@@ -53,8 +54,10 @@ def _cached(base_url: str) -> dict[str, Any]:
                 "interaction": [
                     {"code": "transaction"},
                     {"code": "batch"},
+                    {"code": "search-system"},
                     {"code": "history-system"},
                 ],
+                "searchParam": _system_search_params(),
             }
         ],
     }
@@ -100,12 +103,64 @@ def _resource(rtype: str) -> dict[str, Any]:
         "conditionalRead": "full-support",
         "conditionalUpdate": True,
         "conditionalDelete": "single",
-        "searchInclude": sorted(
-            f"{rtype}:{c}" for c, p in params_for(rtype).items() if p.type == "reference"
-        ),
-        "searchRevInclude": [],
+        "searchInclude": [WILDCARD, f"{rtype}:{WILDCARD}", *_includes(rtype)],
+        "searchRevInclude": [WILDCARD, *_revincludes().get(rtype, [])],
         "searchParam": _search_params(rtype),
     }
+
+
+def _references(rtype: str) -> list[tuple[str, SearchParamDef]]:
+    """The reference parameters of rtype that are indexed (what _include can follow)."""
+    return [
+        (code, p)
+        for code, p in sorted(params_for(rtype).items())
+        if p.type == "reference" and indexed_param(rtype, p)
+    ]
+
+
+def _includes(rtype: str) -> list[str]:
+    return [f"{rtype}:{code}" for code, _ in _references(rtype)]
+
+
+@cache
+def _revincludes() -> dict[str, list[str]]:
+    """Per target type, `Source:param` of every indexed reference parameter that can refer
+    to it (a parameter without declared targets can refer to any type)."""
+    found: dict[str, list[str]] = {}
+    types = sorted(bindings.resource_types())
+    for source in types:
+        for code, param in _references(source):
+            for target in param.targets or types:
+                found.setdefault(target, []).append(f"{source}:{code}")
+    return found
+
+
+def _system_search_params() -> list[dict[str, Any]]:
+    """What GET [base]?... searches every type by: the resource table's columns, the
+    parameters defined on Resource (each where indexed), and _type."""
+    types = sorted(bindings.resource_types())
+    out: list[dict[str, Any]] = [{"name": n, "type": k} for n, k in RESOURCE_COLUMNS.items()]
+    common = {
+        code: param
+        for t in types
+        for code, param in params_for(t).items()
+        if param.url.startswith(RESOURCE_PARAM_URL) and code not in RESOURCE_COLUMNS
+    }
+    for code, param in sorted(common.items()):
+        lacking = [t for t in types if not _indexed(t, code)]
+        if len(lacking) == len(types):
+            continue
+        entry = {"name": code, "type": param.type, "definition": param.url}
+        if lacking:
+            entry["documentation"] = f"not searchable on {', '.join(lacking)}"
+        out.append(entry)
+    out.append({"name": "_type", "type": "token", "documentation": "the resource types searched"})
+    return out
+
+
+def _indexed(rtype: str, code: str) -> bool:
+    param = params_for(rtype).get(code)
+    return param is not None and indexed_param(rtype, param)
 
 
 def _search_params(rtype: str) -> list[dict[str, Any]]:

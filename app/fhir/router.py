@@ -17,7 +17,13 @@ from app.fhir.exchange import FhirRequest, FhirResponse
 from app.fhir.history import HistoryCursor
 from app.fhir.instants import parse_http_date, parse_instant
 from app.fhir.search import SearchParams
-from app.fhir.search.params import RESULT_PARAMS, decode_cursor, encode_cursor, parse_criterion
+from app.fhir.search.params import (
+    RESULT_PARAMS,
+    UnsupportedParameter,
+    decode_cursor,
+    encode_cursor,
+    parse_criterion,
+)
 from app.fhir.service import FhirService, WriteOutcome
 from app.fhir.storage import UnitOfWork
 
@@ -53,6 +59,10 @@ class FhirRouter:
             if method != "GET":
                 raise MethodNotAllowed("metadata is read-only")
             return FhirResponse(200, capability.capability_statement(uow.ctx.base_url))
+        if segments == ["_search"]:  # system search by POST: GET [base]?... with a form body
+            if method != "POST":
+                raise MethodNotAllowed("use GET on the base URL or POST on _search")
+            return self._search(uow, request, None)
         if segments[0] == "_history" and len(segments) == 1:
             return self._history(uow, request, None, None)
         if segments[0].startswith("$") or any(s.startswith("$") for s in segments):
@@ -237,12 +247,16 @@ def _shared_parameters(
         if name in RESULT_PARAMS or name.startswith("_") and name != "_has":
             kept.append((key, value))
             continue
-        kinds = set()
+        kinds, errors = set(), []
         for rtype in types or [""]:
             try:
                 kinds.add(parse_criterion(rtype, key, value).kind if rtype else None)
-            except InvalidRequest:
+            except UnsupportedParameter:
                 kinds.add(None)
+            except InvalidRequest as exc:  # known, but a bad modifier or value: never ignored
+                errors.append(exc)
+        if errors and None not in kinds:
+            raise errors[0]
         if len(kinds) == 1 and None not in kinds:
             kept.append((key, value))
         elif strict:

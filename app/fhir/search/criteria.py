@@ -53,7 +53,7 @@ from sqlalchemy import (
 
 from app.errors import InvalidRequest
 from app.fhir.search import values
-from app.fhir.search.params import RESOURCE_COLUMNS, Criterion, join_values, parse_criterion
+from app.fhir.search.params import RESOURCE_COLUMNS, Criterion
 from app.fhir.tables import INDEX_TABLES, resource, search_reference
 
 Owner = tuple[Any, Any]  # (resource type: str or column, resource id: column)
@@ -111,13 +111,7 @@ def plan(c: Criterion, base_url: str) -> Plan:
         assert c.chain is not None
         return ("has", c.has_type, c.has_param, plan(c.chain, base_url))
     if c.chain is not None:
-        assert c.chain_type is not None
-        leaf = c.chain.leaf()
-        targets = []
-        for target in c.chain_type.split("|"):
-            inner = parse_criterion(target, c.chain.key(), join_values(leaf.values))
-            targets.append((target, plan(inner, base_url)))
-        return ("chain", c.name, tuple(targets))
+        return ("chain", c.name, tuple((t, plan(inner, base_url)) for t, inner in c.targets))
     if c.name in RESOURCE_COLUMNS and c.modifier == "missing":
         return FALSE if c.values == ("true",) else TRUE  # every resource has both
     if c.name == "_id":

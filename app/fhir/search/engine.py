@@ -30,7 +30,14 @@ from app.fhir.search.criteria import (
     plan_sql,
     split,
 )
-from app.fhir.search.params import Include, SearchParams, encode_cursor, lookup
+from app.fhir.search.params import (
+    WILDCARD,
+    WILDCARD_REVINCLUDE_SKIPS,
+    Include,
+    SearchParams,
+    encode_cursor,
+    lookup,
+)
 from app.fhir.search.values import MAX_TIME, MIN_TIME
 from app.fhir.storage import (
     CURRENT_COLUMNS,
@@ -378,17 +385,16 @@ def _includes(
     included: list[StoredVersion] = []
     frontier = matches
     warnings: list[str] = []
-    for round_number in range(4):  # the matches, then up to three :iterate rounds
-        active = [i for i in includes if round_number == 0 or i.iterate]
+    active = list(includes)  # the first round: every include, over the matches
+    while frontier:  # then :iterate ones over what the last round found, until nothing new
         found = _include_round(uow, frontier, active, seen, base_url)
+        active = [i for i in includes if i.iterate]
         if len(included) + len(found) > MAX_INCLUDES:
             found = found[: MAX_INCLUDES - len(included)]
             warnings.append(f"included resources were limited to {MAX_INCLUDES}; narrow the search")
         included.extend(found)
         seen.update((v.resource_type, v.id) for v in found)
-        frontier = found
-        if not found or warnings:
-            break
+        frontier = [] if warnings else found
     return included, tuple(warnings)
 
 
@@ -408,11 +414,12 @@ def _include_round(
             targets = [(t, ids) for t, ids in by_type.items() if inc.target_type in (None, t)]
             for target_type, ids in targets:
                 query = _revinclude_query(inc.source_type, inc.param, target_type, base_url)
-                found = uow.conn.execute(query, {"ids": ids})
-                wanted.update((inc.source_type, rid) for (rid,) in found)
-        elif inc.source_type in by_type:
-            query = _include_query(inc.source_type, inc.param, inc.target_type, base_url)
-            found = uow.conn.execute(query, {"ids": by_type[inc.source_type]})
+                wanted.update(tuple(row) for row in uow.conn.execute(query, {"ids": ids}))
+            continue
+        sources = by_type if inc.source_type == WILDCARD else [inc.source_type]
+        for source_type in [t for t in sources if t in by_type]:
+            query = _include_query(source_type, inc.param, inc.target_type, base_url)
+            found = uow.conn.execute(query, {"ids": by_type[source_type]})
             wanted.update((t, i) for t, i in found if t)
     return _fetch(uow, sorted(wanted - seen))
 
@@ -423,26 +430,37 @@ def _include_round(
 
 @functools.lru_cache(maxsize=1000)
 def _revinclude_query(source_type: str, param: str, target_type: str, base_url: str) -> Select[Any]:
-    """Resources of source_type whose `param` refers to one of target_type's :ids."""
+    """(type, id) of the resources of source_type whose `param` refers to one of target_type's
+    :ids; WILDCARD for any type, any reference parameter (the target index serves both)."""
     ref = search_reference
-    return select(ref.c.resource_id).where(
-        ref.c.resource_type == source_type, ref.c.param == param,
+    query = select(ref.c.resource_type, ref.c.resource_id).where(
         ref.c.target_type == target_type, ref.c.target_id.in_(bindparam("ids", expanding=True)),
         is_local(ref, base_url),
-    ).limit(MAX_INCLUDES + 1)  # fmt: skip
+    )  # fmt: skip
+    if source_type != WILDCARD:
+        query = query.where(ref.c.resource_type == source_type)
+    else:  # the audit trail refers to everything read: only an explicit _revinclude gets it
+        query = query.where(ref.c.resource_type.not_in(WILDCARD_REVINCLUDE_SKIPS))
+    if param != WILDCARD:
+        query = query.where(ref.c.param == param)
+    # Distinct before the limit: one resource may refer to a match through several parameters.
+    return query.distinct().limit(MAX_INCLUDES + 1)
 
 
 @functools.lru_cache(maxsize=1000)
 def _include_query(
     source_type: str, param: str, target_type: str | None, base_url: str
 ) -> Select[Any]:
-    """What `param` of the source_type resources :ids refers to (of target_type, if given)."""
+    """What `param` (WILDCARD: any reference parameter) of the source_type resources :ids
+    refers to (of target_type, if given)."""
     ref = search_reference
     query = select(ref.c.target_type, ref.c.target_id).where(
-        ref.c.resource_type == source_type, ref.c.param == param,
+        ref.c.resource_type == source_type,
         ref.c.resource_id.in_(bindparam("ids", expanding=True)), ref.c.target_id.is_not(None),
         is_local(ref, base_url),
     )  # fmt: skip
+    if param != WILDCARD:
+        query = query.where(ref.c.param == param)
     return query.where(ref.c.target_type == target_type) if target_type else query
 
 

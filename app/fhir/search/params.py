@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, urlencode
 
 from app.errors import InvalidRequest
+from app.fhir import bindings
 from app.fhir.search.definitions import SearchParamDef, params_for
 from app.fhir.search.indexer import composite_kinds, indexed_param
 
@@ -21,6 +22,11 @@ RESULT_PARAMS = {
     "_include", "_revinclude",
 }  # fmt: skip
 RESOURCE_COLUMNS = {"_id": "token", "_lastUpdated": "date"}
+WILDCARD = "*"  # _include / _revinclude: any reference parameter
+# One AuditEvent is written per access, each referring to what was accessed: `_revinclude=*`
+# would return a resource's access log (growing with every such search). Asked by name
+# (_revinclude=AuditEvent:entity), it is still included.
+WILDCARD_REVINCLUDE_SKIPS = ("AuditEvent",)
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
     "token": {"not", "text", "of-type", "missing"},
@@ -34,10 +40,32 @@ MODIFIERS = {
 
 # _id and _lastUpdated are columns of the resource table: only these modifiers apply to them.
 RESOURCE_COLUMN_MODIFIERS = {"_id": {"not", "missing"}, "_lastUpdated": {"missing"}}
+# Every modifier R4 defines (besides a reference's :[Type]): asked for and not supported here
+# is "not-supported"; anything else is simply invalid.
+FHIR_MODIFIERS = {"missing", "exact", "contains", "text", "not", "above", "below", "in",
+                  "not-in", "of-type", "identifier"}  # fmt: skip
 
 
 class UnsupportedParameter(InvalidRequest):
-    """A parameter (or modifier) this server does not know for the type."""
+    """A parameter this server does not know for the type: ignored in lenient handling."""
+
+
+class UnsupportedModifier(InvalidRequest):
+    """A modifier (or reference :Type) that is unknown, not supported, or not valid on the
+    parameter. Never ignored, even in lenient handling: without it the criterion would mean
+    something else (Patient?name:foo=x is not Patient?name=x)."""
+
+    def __init__(self, message: str, *, expression: str, fhir_defined: bool = False) -> None:
+        super().__init__(message, expression=expression)
+        self.expression, self.fhir_defined = expression, fhir_defined
+        if fhir_defined:  # a modifier of the FHIR specification that this server lacks
+            self.issues = [replace(i, code="not-supported") for i in self.issues]
+
+    def under(self, prefix: str) -> UnsupportedModifier:
+        """The same refusal, located in the whole chained key (`subject.` + `name:foo`)."""
+        return UnsupportedModifier(
+            self.message, expression=prefix + self.expression, fhir_defined=self.fhir_defined
+        )
 
 
 @dataclass(frozen=True)
@@ -46,21 +74,26 @@ class Criterion:
     kind: str  # its type: token, string, reference, date, number, quantity, uri
     modifier: str | None = None
     values: tuple[str, ...] = ()
-    chain: Criterion | None = None  # applies to the resources this reference points to
-    chain_type: str | None = None  # the type named in subject:Patient.x (None: any target)
+    # A chain (subject.name=x) or a reverse chain (_has): the criterion on the other resource,
+    # as written (for a chain: parsed on the first target type that has the parameter) ...
+    chain: Criterion | None = None
+    # ... and for a chain, per target type searched, the criterion parsed on that type,
+    targets: tuple[tuple[str, Criterion], ...] = ()
+    chain_type: str | None = None  # those types joined by "|" (what the chain reaches) and
+    named_type: str | None = None  # the type named in subject:Patient.x, if one is
     has_type: str | None = None  # _has: the referring type ...
     has_param: str | None = None  # ... and its reference parameter pointing at us
 
     def key(self) -> str:
-        """The query-string key this criterion came from."""
+        """The query-string key this criterion came from, as written (paging links repeat
+        it, so it must parse to the same criterion again)."""
         if self.has_type:
             assert self.chain is not None
             return f"_has:{self.has_type}:{self.has_param}:{self.chain.key()}"
-        head = self.name + (f":{self.modifier}" if self.modifier else "")
         if self.chain is not None:
-            head = self.name + (f":{self.chain_type}" if self.chain_type else "")
+            head = self.name + (f":{self.named_type}" if self.named_type else "")
             return f"{head}.{self.chain.key()}"
-        return head
+        return self.name + (f":{self.modifier}" if self.modifier else "")
 
     def leaf(self) -> Criterion:
         return self.chain.leaf() if self.chain is not None else self
@@ -68,14 +101,33 @@ class Criterion:
 
 @dataclass(frozen=True)
 class Include:
-    source_type: str
-    param: str
+    source_type: str  # or WILDCARD: any type (`_include=*`)
+    param: str  # or WILDCARD: every reference parameter (`Type:*`, `*`)
     target_type: str | None
     iterate: bool
     reverse: bool
 
     def value(self) -> str:
+        if self.source_type == WILDCARD:
+            return WILDCARD
         return ":".join(p for p in (self.source_type, self.param, self.target_type) if p)
+
+    def returned_types(self) -> tuple[str, ...]:
+        """The types whose resources this include may return, as alternatives (what an access
+        check must consider); a wildcard or an untyped reference may return several."""
+        if self.reverse:
+            if self.source_type != WILDCARD:
+                return (self.source_type,)
+            return tuple(sorted(bindings.resource_types() - set(WILDCARD_REVINCLUDE_SKIPS)))
+        if self.target_type:
+            return (self.target_type,)
+        sources = bindings.resource_types() if self.source_type == WILDCARD else {self.source_type}
+        found: set[str] = set()
+        for source in sources:
+            for code, param in params_for(source).items():
+                if param.type == "reference" and self.param in (WILDCARD, code):
+                    found.update(param.targets or bindings.resource_types())
+        return tuple(sorted(found))
 
 
 @dataclass(frozen=True)
@@ -105,7 +157,7 @@ class SearchParams:
         for key, value in pairs:
             base = key.split(":")[0]
             if base in ("_include", "_revinclude"):
-                includes.append(_parse_include(key, value, strict))
+                includes.append(_parse_include(key, value))
             elif base in RESULT_PARAMS:
                 shaping[base] = value
             else:
@@ -177,12 +229,8 @@ def parse_criterion(rtype: str, key: str, value: str) -> Criterion:
     kind, param = lookup(rtype, name)
     if dot:
         return _parse_chain(rtype, name, kind, param, modifier or None, rest, value)
-    allowed = RESOURCE_COLUMN_MODIFIERS.get(name) or MODIFIERS.get(kind.split(":")[0], set())
-    if modifier and modifier not in allowed:
-        if not (kind == "reference" and modifier[:1].isupper()):
-            raise UnsupportedParameter(
-                f"modifier ':{modifier}' is not supported on '{name}'", expression=key
-            )
+    if modifier:
+        _check_modifier(rtype, name, kind, param, modifier)
     if modifier == "missing" and value not in ("true", "false"):
         raise InvalidRequest(f"{key} must be true or false", expression=key)
     values = tuple(_split_values(value))
@@ -191,41 +239,70 @@ def parse_criterion(rtype: str, key: str, value: str) -> Criterion:
     return Criterion(name, kind, modifier or None, values)
 
 
+def _check_modifier(
+    rtype: str, name: str, kind: str, param: SearchParamDef | None, modifier: str
+) -> None:
+    if kind == "reference" and modifier[:1].isupper():
+        assert param is not None
+        _check_target(rtype, name, param, modifier)
+        return
+    allowed = RESOURCE_COLUMN_MODIFIERS.get(name) or MODIFIERS.get(kind.split(":")[0], set())
+    if modifier not in allowed:
+        raise UnsupportedModifier(
+            f"the '{name}' parameter has the modifier '{modifier}', which is not supported "
+            f"on {rtype}.{name}",
+            expression=f"{name}:{modifier}",
+            fhir_defined=modifier in FHIR_MODIFIERS,
+        )
+
+
+def _check_target(rtype: str, name: str, param: SearchParamDef, target: str) -> None:
+    """`name:Type` (a reference's :Type modifier, or the type of a chain link)."""
+    if not _can_refer_to(param.targets, target):
+        raise UnsupportedModifier(
+            f"{rtype}.{name} cannot refer to '{target}' (it refers to "
+            f"{', '.join(param.targets) or 'any resource type'})",
+            expression=f"{name}:{target}",
+        )
+
+
+def _can_refer_to(targets: tuple[str, ...], target: str) -> bool:
+    """A resource type a reference parameter with these targets may point at (one that
+    declares none: any type)."""
+    return target in bindings.resource_types() and (not targets or target in targets)
+
+
 def _parse_chain(
     rtype: str, name: str, kind: str, param: SearchParamDef | None, type_modifier: str | None,
     rest: str, value: str,
 ) -> Criterion:  # fmt: skip
+    """`name[:Type].rest`: `rest` parsed on each target type that has it (on the named type
+    only, if there is one); the chain matches a reference to a matching resource of any of
+    them. Refused only when no target type has the parameter."""
     if kind != "reference" or param is None:
         raise UnsupportedParameter(
             f"'{name}' is not a reference: it cannot be chained", expression=name
         )
-    targets = [type_modifier] if type_modifier else list(param.targets)
-    if type_modifier and type_modifier not in param.targets:
-        raise UnsupportedParameter(f"'{name}' cannot refer to {type_modifier}", expression=name)
-    inner = None
-    for target in targets:  # the first target type that understands the rest
+    if type_modifier:
+        _check_target(rtype, name, param, type_modifier)
+    head = f"{name}:{type_modifier}" if type_modifier else name
+    targets: list[tuple[str, Criterion]] = []
+    refusal: UnsupportedModifier | None = None
+    for target in [type_modifier] if type_modifier else param.targets:
         try:
-            inner = parse_criterion(target, rest, value)
-            break
+            targets.append((target, parse_criterion(target, rest, value)))
         except UnsupportedParameter:
             continue
-    if inner is None:
-        raise UnsupportedParameter(
+        except UnsupportedModifier as exc:  # may be fine on another target type
+            refusal = refusal or exc.under(f"{head}.")
+    if not targets:
+        raise refusal or UnsupportedParameter(
             f"cannot chain '{rest}' through '{name}'", expression=f"{name}.{rest}"
         )
-    if not type_modifier and len(targets) > 1:
-        # Without a type, the chained parameter must mean the same thing on every target.
-        usable = [t for t in targets if _understands(t, rest, value)]
-        return Criterion(name, kind, None, (), inner, "|".join(usable))
-    return Criterion(name, kind, None, (), inner, targets[0])
-
-
-def _understands(rtype: str, key: str, value: str) -> bool:
-    try:
-        parse_criterion(rtype, key, value)
-        return True
-    except UnsupportedParameter:
-        return False
+    return Criterion(
+        name, kind, chain=targets[0][1], targets=tuple(targets),
+        chain_type="|".join(t for t, _ in targets), named_type=type_modifier,
+    )  # fmt: skip
 
 
 def _parse_has(rtype: str, key: str, value: str) -> Criterion:
@@ -242,8 +319,11 @@ def _parse_has(rtype: str, key: str, value: str) -> Criterion:
         raise UnsupportedParameter(
             f"{source_type}.{ref_param} cannot refer to {rtype}", expression=key
         )
-    inner = parse_criterion(source_type, rest, value)
-    return Criterion("_has", "reference", None, (), inner, None, source_type, ref_param)
+    try:
+        inner = parse_criterion(source_type, rest, value)
+    except UnsupportedModifier as exc:
+        raise exc.under(f"_has:{source_type}:{ref_param}:") from None
+    return Criterion("_has", "reference", chain=inner, has_type=source_type, has_param=ref_param)
 
 
 def _split_values(value: str) -> list[str]:
@@ -274,20 +354,40 @@ def join_values(values: tuple[str, ...]) -> str:
     return ",".join(v.replace(",", "\\,") for v in values)
 
 
-def _parse_include(key: str, value: str, strict: bool) -> Include:
+def _parse_include(key: str, value: str) -> Include:
+    """`Type:param[:Target]`; `Type:*[:Target]` for every reference parameter of Type; `*`
+    for every reference parameter of any type (R4 search.html#include)."""
+    _, _, modifier = key.partition(":")
+    if modifier not in ("", "iterate", "recurse"):
+        raise UnsupportedModifier(
+            f"{key}: the modifier '{modifier}' is not supported (only :iterate)", expression=key
+        )
     reverse = key.startswith("_revinclude")
-    iterate = key.endswith(":iterate") or key.endswith(":recurse")
+    iterate = modifier != ""
+    if value == WILDCARD:
+        return Include(WILDCARD, WILDCARD, None, iterate, reverse)
     parts = value.split(":")
     if len(parts) not in (2, 3):
-        raise InvalidRequest(f"{key}={value} must be Type:parameter[:targetType]", expression=key)
-    source_type, param = parts[0], parts[1]
-    target = parts[2] if len(parts) == 3 else None
-    kind, _ = lookup(source_type, param)
-    if kind != "reference":
         raise InvalidRequest(
-            f"{key}: '{source_type}:{param}' is not a reference parameter", expression=key
+            f"{key}={value} must be Type:parameter[:targetType] or *", expression=key
         )
-    return Include(source_type, param, target, iterate, reverse)
+    source_type, name = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    param = None
+    if name == WILDCARD:
+        if not params_for(source_type):
+            raise InvalidRequest(f"{key}: '{source_type}' is not a resource type", expression=key)
+    else:
+        kind, param = lookup(source_type, name)
+        if kind != "reference" or param is None:
+            raise InvalidRequest(
+                f"{key}: '{source_type}:{name}' is not a reference parameter", expression=key
+            )
+    if target is not None and not _can_refer_to(param.targets if param else (), target):
+        raise InvalidRequest(
+            f"{key}: {source_type}:{name} cannot refer to '{target}'", expression=key
+        )
+    return Include(source_type, name, target, iterate, reverse)
 
 
 def _int_param(shaping: dict[str, str], name: str) -> int | None:
