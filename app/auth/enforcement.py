@@ -19,12 +19,13 @@ from sqlalchemy import ColumnElement, and_, false, not_, or_, select, true
 
 from app.auth import compartment
 from app.auth.grant import Grant
+from app.auth.reach import Reached, reached
 from app.auth.scopes import EXPLICIT_ONLY_TYPES, ResourceScope
 from app.auth.tokens import TokenService
-from app.errors import Forbidden, Unauthorized
+from app.errors import FhirError, Forbidden, Unauthorized
 from app.fhir.hooks import Hook, Interaction
 from app.fhir.search.criteria import criterion_sql
-from app.fhir.search.params import parse_criterion
+from app.fhir.search.params import SearchParams, parse_criterion
 from app.fhir.storage import StoredVersion, UnitOfWork
 from app.fhir.tables import resource
 from app.fhir.validation import known_resource_types
@@ -35,6 +36,8 @@ PERMISSION = {
     "create": "c", "update": "u", "patch": "u", "delete": "d",
 }  # fmt: skip
 WRITES = frozenset({"create", "update", "patch"})
+WRITE_PERMISSIONS = frozenset("cud")
+PERMISSION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 UNCHECKED = frozenset({"capabilities", "transaction", "batch"})  # their entries are checked
 LIVE_NOTE = "smart.token-live"
 
@@ -50,6 +53,18 @@ def bearer_challenge(error: str | None = None, description: str | None = None) -
 
 def unauthorized(description: str) -> Unauthorized:
     return Unauthorized(description, headers=bearer_challenge("invalid_token", description))
+
+
+def token_required() -> Unauthorized:
+    """No credentials at all: RFC 6750 section 3.1 says the challenge then carries no error."""
+    return Unauthorized("a bearer token is required", headers=bearer_challenge())
+
+
+def forbidden(description: str, expression: str | None = None) -> Forbidden:
+    """The token is valid but its scopes do not reach this (RFC 6750: insufficient_scope)."""
+    return Forbidden(
+        description, expression=expression, headers=bearer_challenge("insufficient_scope")
+    )
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,7 @@ class AccessFilter:
         self.types = types
         self.base_url = base_url
         self._rules: dict[str, list[Rule] | None] = {}
+        self._siblings: dict[str, AccessFilter] = {permission: self}
 
     def rules(self, rtype: str) -> list[Rule] | None:
         """None: every row of the type; []: none at all; else any of the rules."""
@@ -79,7 +95,7 @@ class AccessFilter:
     def _derive_rules(self, rtype: str) -> list[Rule] | None:
         rules: list[Rule] = []
         for scope in self.grant.scopes.matching(rtype, self.permission):
-            rule = _rule(self.grant, scope, rtype)
+            rule = _rule(self.grant, scope, rtype, self.permission)
             if rule is None:
                 continue  # the scope cannot apply (a patient scope without a patient)
             if rule.patient is None and not rule.query:
@@ -89,6 +105,22 @@ class AccessFilter:
 
     def unrestricted(self) -> bool:
         return all(self.rules(t) is None for t in self.types)
+
+    def for_permission(self, permission: str) -> AccessFilter:
+        """The same grant's filter for another permission (the types a search reaches)."""
+        if permission not in self._siblings:
+            self._siblings[permission] = AccessFilter(
+                self.grant, permission, self.types, self.base_url
+            )
+        return self._siblings[permission]
+
+    def criteria_sql(self, rtype: str, owner_id: Any) -> ColumnElement[bool]:
+        """The resources a chain or `_has` may test criteria on: those the grant may search."""
+        return self.for_permission("s")._type_sql(rtype, owner_id)
+
+    def included_sql(self, rtype: str, owner_id: Any) -> ColumnElement[bool]:
+        """The resources `_include` / `_revinclude` may return: those the grant may read."""
+        return self.for_permission("r")._type_sql(rtype, owner_id)
 
     def sql(self, owner_type: Any, owner_id: Any) -> ColumnElement[bool]:
         if isinstance(owner_type, str):
@@ -116,6 +148,14 @@ class AccessFilter:
             conditions.append(
                 compartment.in_compartment(rtype, owner_id, rule.patient, self.base_url)
             )
+            if self.permission in WRITE_PERMISSIONS:  # nothing that is also another's
+                conditions.append(
+                    not_(
+                        compartment.in_other_compartment(
+                            rtype, owner_id, rule.patient, self.base_url
+                        )
+                    )
+                )
         for key, value in rule.query:
             criterion = parse_criterion(rtype, key, value)
             conditions.append(
@@ -124,7 +164,7 @@ class AccessFilter:
         return and_(*conditions)
 
 
-def _rule(grant: Grant, scope: ResourceScope, rtype: str) -> Rule | None:
+def _rule(grant: Grant, scope: ResourceScope, rtype: str, permission: str) -> Rule | None:
     if rtype in EXPLICIT_ONLY_TYPES and scope.context != "system":
         # The audit trail: a user scope reaches it only for a compliance officer.
         if scope.context == "patient" or grant.role != "compliance":
@@ -139,6 +179,10 @@ def _rule(grant: Grant, scope: ResourceScope, rtype: str) -> Rule | None:
         if patient is None:
             return None
     if patient is not None and not compartment.is_confined_type(rtype):
+        # No patient's data: readable, but shared by everyone, so a grant confined to one
+        # patient (SMART: data about the patient in context) may not change it.
+        if permission in WRITE_PERMISSIONS:
+            return None
         patient = None
     return Rule(patient, scope.query)
 
@@ -155,15 +199,18 @@ class SmartAccessHook(Hook):
         permission = PERMISSION.get(interaction.name)
         if permission is None:  # operations, maintenance: the server's own identities only
             if not grant.scopes.matching(interaction.resource_type or "*", "u"):
-                raise Forbidden(f"{interaction.name} needs a system scope")
+                raise forbidden(f"{interaction.name} needs a system scope")
             return
         if self._is_own_user_resource(grant, interaction):
             return
         types = self._types(interaction)
         access = AccessFilter(grant, permission, types, uow.ctx.base_url)
         if not any(access.rules(t) != [] for t in types):  # a type-level call: its one type
-            raise Forbidden(_refusal(grant, permission, interaction))
-        if access.unrestricted():
+            raise forbidden(_refusal(permission, interaction.resource_type or "these types"))
+        restricted = not access.unrestricted()
+        for reach in _reached(interaction):
+            restricted = _check_reached(access, reach) or restricted
+        if not restricted:
             return
         uow.row_filter = access
         if interaction.id and interaction.resource_type:
@@ -175,7 +222,7 @@ class SmartAccessHook(Hook):
             return
         uow.flush()  # the new index rows decide whether the result is still allowed
         if not _matches(uow, access, version.resource_type, version.id):
-            raise Forbidden(
+            raise forbidden(
                 f"the {version.resource_type} written is outside what this token may write"
             )
 
@@ -217,7 +264,7 @@ class SmartAccessHook(Hook):
             )
         ).first()
         if outside is not None:
-            raise Forbidden(f"{rtype}/{rid} is outside what this token may access")
+            raise forbidden(f"{rtype}/{rid} is outside what this token may access")
 
 
 def _matches(uow: UnitOfWork, access: AccessFilter, rtype: str, rid: str) -> bool:
@@ -229,7 +276,30 @@ def _matches(uow: UnitOfWork, access: AccessFilter, rtype: str, rid: str) -> boo
     return uow.conn.execute(query).first() is not None
 
 
-def _refusal(grant: Grant, permission: str, interaction: Interaction) -> str:
-    what = interaction.resource_type or "these types"
-    names = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
-    return f"the token's scopes do not allow {names[permission]} on {what}"
+def _refusal(permission: str, what: str) -> str:
+    return f"the token's scopes do not allow {PERMISSION_NAMES[permission]} on {what}"
+
+
+def _reached(interaction: Interaction) -> list[Reached]:
+    """The other types a search (or a conditional write's criteria) reaches."""
+    params = interaction.search
+    if params is None and interaction.query and interaction.resource_type:
+        try:
+            params = SearchParams.parse_query(interaction.query, interaction.resource_type)
+        except FhirError:
+            return []  # the interaction itself refuses the same criteria, with this error
+    return reached(params) if params is not None else []
+
+
+def _check_reached(access: AccessFilter, reach: Reached) -> bool:
+    """Refuses a parameter none of whose types the grant allows (an out-of-scope type is
+    never silently dropped from what the client named); True when the types it reaches need
+    the row filter (some of their rows, or some of the alternative types, are not allowed)."""
+    sibling = access.for_permission(reach.permission)
+    rules = [sibling.rules(t) for t in reach.types]
+    if reach.types and all(r == [] for r in rules):
+        what = ", ".join(reach.types)
+        raise forbidden(
+            f"{reach.parameter}: {_refusal(reach.permission, what)}", expression=reach.parameter
+        )
+    return not reach.types or any(r is not None for r in rules)
