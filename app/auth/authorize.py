@@ -27,6 +27,7 @@ from app.auth.tables import auth_request
 from app.settings import Settings
 
 COOKIE = "medisentinel_auth"
+IMPLICIT_REDIRECT = "medisentinel_redirect_uri_implicit"
 PAGES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(["html"]),
@@ -94,8 +95,10 @@ def validate_request(
     if client.kind == "backend":
         raise PageError("unauthorized_client", "a backend client cannot use this flow")
     redirect_uri = params.get("redirect_uri")
+    params.pop(IMPLICIT_REDIRECT, None)  # ours to set, never the request's
     if redirect_uri is None and len(client.redirect_uris) == 1:
         redirect_uri = params["redirect_uri"] = client.redirect_uris[0]
+        params[IMPLICIT_REDIRECT] = "true"  # the token request need not repeat it
     if redirect_uri not in client.redirect_uris:  # exact string match, nothing looser
         raise PageError("invalid_request", "redirect_uri is not registered for this client")
     state = params.get("state")
@@ -269,6 +272,8 @@ def issue_code(
         "encounter": pending.encounter,
         "need_patient_banner": not params.get("launch"),
         "redirect_uri": params["redirect_uri"],
+        # RFC 6749 section 4.1.3: the token request repeats redirect_uri only if this did.
+        "redirect_uri_required": IMPLICIT_REDIRECT not in params,
         "code_challenge": params["code_challenge"],
         "nonce": params.get("nonce"),
     }

@@ -12,6 +12,7 @@ check the resource before (and, for writes, after) the change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from app.errors import FhirError, Forbidden, Unauthorized
 from app.fhir.hooks import Hook, Interaction
 from app.fhir.search.criteria import criterion_sql
 from app.fhir.search.params import SearchParams, parse_criterion
-from app.fhir.storage import StoredVersion, UnitOfWork
+from app.fhir.storage import StoredVersion, UnitOfWork, get_current
 from app.fhir.tables import resource
 from app.fhir.validation import known_resource_types
 
@@ -187,9 +188,15 @@ def _rule(grant: Grant, scope: ResourceScope, rtype: str, permission: str) -> Ru
     return Rule(patient, scope.query)
 
 
+Witness = Callable[[UnitOfWork, Interaction, StoredVersion], None]
+
+
 class SmartAccessHook(Hook):
-    def __init__(self, tokens: TokenService) -> None:
+    def __init__(self, tokens: TokenService, witness: Witness | None = None) -> None:
         self.tokens = tokens
+        # Told of an existing resource this hook refuses (the audit hook's on_access): the
+        # record of the refusal then names whose data was asked for (the patients it holds).
+        self.witness = witness
 
     def authorize(self, uow: UnitOfWork, interaction: Interaction) -> None:
         grant = self._live_grant(uow)
@@ -214,7 +221,7 @@ class SmartAccessHook(Hook):
             return
         uow.row_filter = access
         if interaction.id and interaction.resource_type:
-            self._check_existing(uow, access, interaction.resource_type, interaction.id)
+            self._check_existing(uow, access, interaction)
 
     def on_access(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> None:
         access = uow.row_filter
@@ -231,7 +238,7 @@ class SmartAccessHook(Hook):
     def _live_grant(self, uow: UnitOfWork) -> Grant:
         grant = uow.ctx.grant
         if grant is None:
-            raise unauthorized("a bearer token is required")
+            raise token_required()
         if grant.token_id is not None and not uow.notes.get(LIVE_NOTE):
             if not self.tokens.is_live(uow.conn, grant.token_id):
                 raise unauthorized("the access token was revoked or has expired")
@@ -253,9 +260,11 @@ class SmartAccessHook(Hook):
             return False
         return grant.fhir_user == f"{interaction.resource_type}/{interaction.id}"
 
-    @staticmethod
-    def _check_existing(uow: UnitOfWork, access: AccessFilter, rtype: str, rid: str) -> None:
+    def _check_existing(
+        self, uow: UnitOfWork, access: AccessFilter, interaction: Interaction
+    ) -> None:
         """A resource that exists but lies outside the filter is refused (one query)."""
+        rtype, rid = interaction.resource_type or "", interaction.id or ""
         outside = uow.conn.execute(
             select(resource.c.id).where(
                 resource.c.resource_type == rtype,
@@ -264,6 +273,9 @@ class SmartAccessHook(Hook):
             )
         ).first()
         if outside is not None:
+            current = get_current(uow, rtype, rid) if self.witness else None
+            if self.witness and current is not None:
+                self.witness(uow, interaction, current)
             raise forbidden(f"{rtype}/{rid} is outside what this token may access")
 
 

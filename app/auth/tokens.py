@@ -89,11 +89,13 @@ class TokenService:
             response["refresh_token"] = self._refresh_token(
                 conn, client_id, claims, family, refresh
             )
-        if with_id_token and "openid" in scopes and claims.get("fhirUser"):
-            response["id_token"] = self.id_token(client_id, claims)
+        if with_id_token and "openid" in scopes and claims.get("sub_kind") == "user":
+            response["id_token"] = self.id_token(client_id, claims, "fhirUser" in scopes)
         return response
 
-    def id_token(self, client_id: str, claims: dict[str, Any]) -> str:
+    def id_token(self, client_id: str, claims: dict[str, Any], fhir_user: bool) -> str:
+        """OpenID Connect: for every user granted `openid`; the fhirUser claim only with the
+        `fhirUser` scope (SMART App Launch) and for a user who has a FHIR resource."""
         stamp = secrets.now()
         body: dict[str, Any] = {
             "iss": self.issuer,
@@ -101,8 +103,9 @@ class TokenService:
             "aud": client_id,
             "iat": stamp,
             "exp": stamp + self.lifetimes.access,
-            "fhirUser": _absolute(self.issuer, claims["fhirUser"]),
         }
+        if fhir_user and claims.get("fhirUser"):
+            body["fhirUser"] = _absolute(self.issuer, claims["fhirUser"])
         if claims.get("nonce"):
             body["nonce"] = claims["nonce"]
         return self._sign(body)
