@@ -176,6 +176,22 @@ def test_wildcard_never_reaches_the_audit_trail(world: World, auth_headers: dict
 # ---------------------------------------------------------------------- confined grants
 
 
+def test_confined_grant_reaches_only_its_scopes_types(world: World) -> None:
+    only_obs = _token(world, "launch/patient patient/Observation.rs", role="practitioner",
+                      fhirUser=f"Practitioner/{world.practitioner}", patient=world.pa)  # fmt: skip
+    for name, value in [
+        ("_include", "Observation:subject"),
+        ("_include", "Observation:performer:Practitioner"),
+        ("_revinclude", "Provenance:target"),
+        ("subject:Patient.name", f"Ann{world.marker}"),
+    ]:
+        response = _get(world, only_obs, "Observation", **{name: value})
+        _refused(response, f"{name}={value}" if name.startswith("_") else name)
+    mine = _get(world, only_obs, "Observation", **{"_has:Provenance:target:agent": "x"})
+    _refused(mine, "_has:Provenance:target:agent")
+    assert _ids(_get(world, only_obs, "Observation")) >= {("Observation", world.shared)}
+
+
 def test_chains_and_has_see_only_the_compartment(world: World, ann: dict[str, str]) -> None:
     mine = {**_obs(world.pa), "hasMember": [{"reference": f"Observation/{world.obs_pb}"}]}
     made = httpx.post(f"{world.base}/Observation", json=mine, headers=ann)
