@@ -246,3 +246,15 @@ def test_confined_grant_reads_but_never_writes_shared_resources(
     organization = {"resourceType": "Organization", "name": "mine"}
     _refused(httpx.post(f"{world.base}/Organization", json=organization, headers=ann))
     assert _get(world, ann, f"Organization/{world.organization}").status_code == 200
+
+
+def test_conditional_writes_reach_only_scoped_types(world: World) -> None:
+    wild = _backend(world, "system/*.cruds")
+    oracle = httpx.delete(f"{world.base}/Patient?_has:AuditEvent:patient:outcome=0", headers=wild)
+    _refused(oracle, "_has:AuditEvent:patient:outcome")
+    only_obs = _backend(world, "system/Observation.cruds")
+    query = f"subject:Patient.name=Bea{world.marker}"
+    put = httpx.put(f"{world.base}/Observation?{query}", json=_obs(world.pb), headers=only_obs)
+    _refused(put, "subject:Patient.name")
+    made = httpx.put(f"{world.base}/Observation?{query}", json=_obs(world.pb), headers=wild)
+    assert made.status_code == 412, made.text  # allowed: the criteria match pb's several

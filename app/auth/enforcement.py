@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from sqlalchemy import ColumnElement, and_, false, not_, or_, select, true
 
@@ -296,6 +297,9 @@ def _reached(interaction: Interaction) -> list[Reached]:
     """The other types a search (or a conditional write's criteria) reaches."""
     params = interaction.search
     if params is None and interaction.query and interaction.resource_type:
+        keys = [key for key, _ in parse_qsl(interaction.query, keep_blank_values=True)]
+        if not any("." in key or key.startswith("_has:") for key in keys):
+            return []  # the usual conditional write (an identifier): nothing to parse
         try:
             params = SearchParams.parse_query(interaction.query, interaction.resource_type)
         except FhirError:
