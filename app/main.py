@@ -49,9 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Audit first: an interaction is noted before authorization may refuse it (a refusal is
     # recorded too); reads of the audit trail first make its recent records searchable
     # (AuditCatchUpHook); then authorization: nothing is read or written for a caller it refuses.
-    pipeline = Pipeline(
-        [AuditHook(trail), AuditCatchUpHook(engine), SmartAccessHook(auth.tokens), OutboxHook()]
-    )
+    audit_hook = AuditHook(trail)
+    # A refused resource is shown to the audit hook, so the refusal names its patients.
+    smart = SmartAccessHook(auth.tokens, witness=audit_hook.on_access)
+    pipeline = Pipeline([audit_hook, AuditCatchUpHook(engine), smart, OutboxHook()])
     service = FhirService(engine, pipeline)
     copier = audit_indexing.BackgroundCopier(
         engine, lambda: service.last_unit_started, settings.audit_index_max_lag_seconds

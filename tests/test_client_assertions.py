@@ -224,6 +224,14 @@ def test_far_future_exp_refused(engine: Engine, rsa_key: RSAKey) -> None:
     assert "far-future" in refused(engine, token, client)
 
 
+def test_exp_is_capped_at_five_minutes_without_leeway(engine: Engine, rsa_key: RSAKey) -> None:
+    client = make_client(public_set(rsa_key))
+    now = int(time.time())
+    assert verify(engine, sign(rsa_key, client, exp=now + 300), client, now=now) == client
+    token = sign(rsa_key, client, exp=now + 330)
+    assert "far-future" in refused(engine, token, client, now=now)
+
+
 def test_future_iat_refused(engine: Engine, rsa_key: RSAKey) -> None:
     client = make_client(public_set(rsa_key))
     token = sign(rsa_key, client, iat=int(time.time()) + 200)

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from app.api import formats
 from app.api.worker_threads import run_in_worker, run_instance_read
-from app.auth.enforcement import unauthorized
+from app.auth.enforcement import token_required
 from app.auth.grant import Grant
 from app.context import RequestContext
 from app.errors import FhirError, InvalidRequest, ServerError, information_outcome
@@ -124,7 +124,7 @@ def _context(request: Request, path: str) -> RequestContext:
     door checks that it is still live and that its scopes allow each interaction."""
     grant = request.app.state.auth.authenticate(request.headers.get("authorization"))
     if grant is None and path.strip("/") not in OPEN_PATHS:
-        raise unauthorized("a bearer token is required")
+        raise token_required()
     return _request_context(request, grant)
 
 

@@ -233,7 +233,10 @@ def _check_claims(
         raise invalid_client("the exp claim is required")
     if exp < now - LEEWAY_SECONDS:
         raise invalid_client("the assertion has expired (exp is in the past)")
-    if exp > now + MAX_LIFETIME_SECONDS + LEEWAY_SECONDS:
+    # SMART Backend Services: exp SHALL be no more than five minutes in the future. The clock
+    # skew leeway applies where it shortens nothing (an assertion just past its exp, an iat a
+    # little ahead); it never lengthens the replay window the cap bounds.
+    if exp > now + MAX_LIFETIME_SECONDS:
         limit = MAX_LIFETIME_SECONDS
         raise invalid_client(f"far-future assertion: exp may be at most {limit} s from now")
     for name in ("iat", "nbf"):

@@ -21,13 +21,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth import clients, launch, pkce, secrets, users
-from app.auth.clients import ClientRecord
 from app.auth.codes import create_code
 from app.auth.scopes import Scopes, narrow
 from app.auth.tables import auth_request
 from app.settings import Settings
 
 COOKIE = "medisentinel_auth"
+IMPLICIT_REDIRECT = "medisentinel_redirect_uri_implicit"
 PAGES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(["html"]),
@@ -83,17 +83,22 @@ def error_redirect(error: RedirectError) -> Response:
 # ---------------------------------------------------------------------- /auth/authorize
 
 
-def validate_request(conn: Connection, params: dict[str, str], settings: Settings) -> ClientRecord:
+def validate_request(
+    conn: Connection, params: dict[str, str], settings: Settings
+) -> launch.LaunchContext | None:
     """Check an authorization request; PageError before the redirect URI is trusted,
-    RedirectError after."""
+    RedirectError after. Returns the EHR launch context it names, which it takes (single use:
+    the request fails as a whole if anything else is wrong, and the launch stays)."""
     client = clients.get_client(conn, params.get("client_id", ""))
     if client is None:
         raise PageError("invalid_client", "unknown client_id")
     if client.kind == "backend":
         raise PageError("unauthorized_client", "a backend client cannot use this flow")
     redirect_uri = params.get("redirect_uri")
+    params.pop(IMPLICIT_REDIRECT, None)  # ours to set, never the request's
     if redirect_uri is None and len(client.redirect_uris) == 1:
         redirect_uri = params["redirect_uri"] = client.redirect_uris[0]
+        params[IMPLICIT_REDIRECT] = "true"  # the token request need not repeat it
     if redirect_uri not in client.redirect_uris:  # exact string match, nothing looser
         raise PageError("invalid_request", "redirect_uri is not registered for this client")
     state = params.get("state")
@@ -109,16 +114,24 @@ def validate_request(conn: Connection, params: dict[str, str], settings: Setting
         raise refuse("invalid_request", f"aud must be this FHIR server: {settings.fhir_base_url}")
     if not params.get("scope"):
         raise refuse("invalid_scope", "scope is required")
-    if params.get("launch") and launch.get_launch(conn, params["launch"]) is None:
-        raise refuse("invalid_request", "unknown or expired launch")
-    return client
+    if not params.get("launch"):
+        return None
+    context = launch.take_launch(conn, params["launch"])
+    if context is None:
+        raise refuse("invalid_request", "unknown, expired or already used launch")
+    return context
 
 
-def start(conn: Connection, params: dict[str, str], browser: str, settings: Settings) -> str:
-    """Record the validated request; returns its id."""
+def start(
+    conn: Connection,
+    params: dict[str, str],
+    browser: str,
+    settings: Settings,
+    context: launch.LaunchContext | None,
+) -> str:
+    """Record the validated request with its launch context; returns its id."""
     conn.execute(delete(auth_request).where(auth_request.c.expires_at < secrets.now()))
     request_id = secrets.new_secret(24)
-    context = launch.get_launch(conn, params["launch"]) if params.get("launch") else None
     conn.execute(
         insert(auth_request).values(
             id=request_id,
@@ -171,6 +184,20 @@ def grantable(conn: Connection, pending: Pending) -> Scopes:
     granted, _refused = narrow(pending.params["scope"], client.scope)
     resources = tuple(s for s in granted.resources if s.context != "system")
     return Scopes(resources, granted.others)
+
+
+def check_patient_context(conn: Connection, pending: Pending) -> None:
+    """A patient signing in acts only for herself: a launch naming another patient is refused
+    (sent back to the app as access_denied), never turned into that patient's context."""
+    user = users.get_user(conn, pending.username or "")
+    if user is None or user.role != "patient" or pending.patient is None:
+        return
+    if f"Patient/{pending.patient}" != user.fhir_user:
+        finish(conn, pending)
+        raise RedirectError(
+            pending.params["redirect_uri"], "access_denied",
+            "the launch is for another patient than the one signed in", pending.params.get("state"),
+        )  # fmt: skip
 
 
 def needs_patient_pick(conn: Connection, pending: Pending) -> bool:
@@ -233,6 +260,7 @@ def issue_code(
     user = users.get_user(conn, pending.username or "")
     if user is None:
         raise PageError("access_denied", "sign in first")
+    check_patient_context(conn, pending)
     params = pending.params
     claims = {
         "scope": scope,
@@ -244,6 +272,8 @@ def issue_code(
         "encounter": pending.encounter,
         "need_patient_banner": not params.get("launch"),
         "redirect_uri": params["redirect_uri"],
+        # RFC 6749 section 4.1.3: the token request repeats redirect_uri only if this did.
+        "redirect_uri_required": IMPLICIT_REDIRECT not in params,
         "code_challenge": params["code_challenge"],
         "nonce": params.get("nonce"),
     }

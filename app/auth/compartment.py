@@ -6,6 +6,7 @@ hold no patient's data and are not confined."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,16 +37,41 @@ def in_compartment(
     params = patient_compartment().get(owner_type)
     if not params:
         return true()
-    ref = search_reference
-    refers = exists().where(
+    refers = _refers(owner_type, owner_id, params, base_url, lambda target: target == patient_id)
+    return or_(owner_id == patient_id, refers) if owner_type == "Patient" else refers
+
+
+def in_other_compartment(
+    owner_type: str, owner_id: Any, patient_id: str, base_url: str
+) -> ColumnElement[bool]:
+    """Is the resource in the compartment of any Patient other than Patient/patient_id? A
+    write confined to one patient may not put data into (or change) another's compartment."""
+    params = patient_compartment().get(owner_type)
+    if not params:
+        return false()
+    refers = _refers(owner_type, owner_id, params, base_url, lambda target: target != patient_id)
+    return or_(owner_id != patient_id, refers) if owner_type == "Patient" else refers
+
+
+def _refers(
+    owner_type: str,
+    owner_id: Any,
+    params: tuple[str, ...],
+    base_url: str,
+    patient: Callable[[Any], ColumnElement[bool]],
+) -> ColumnElement[bool]:
+    """One of the resource's compartment parameters refers to a local Patient whose id
+    satisfies `patient`. An alias of its own: the filter is nested inside queries over
+    search_reference (chains, _has), whose rows the bare table could be correlated with."""
+    ref = search_reference.alias()
+    return exists().where(
         ref.c.resource_type == owner_type,
         ref.c.resource_id == owner_id,
         ref.c.param.in_(params),
         ref.c.target_type == "Patient",
-        ref.c.target_id == patient_id,
+        patient(ref.c.target_id),
         is_local(ref, base_url),
     )
-    return or_(owner_id == patient_id, refers) if owner_type == "Patient" else refers
 
 
 def in_compartment_any_type(

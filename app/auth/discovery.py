@@ -29,11 +29,14 @@ CAPABILITIES = [
     "permission-v2",
     "sso-openid-connect",
 ]
+# Wildcards never reach AuditEvent (docs/smart.md): its scopes are listed by name.
 SCOPES_SUPPORTED = [
-    "openid", "fhirUser", "launch", "launch/patient", "offline_access", "online_access",
-    "patient/*.rs", "patient/*.cruds", "user/*.rs", "user/*.cruds", "system/*.rs",
-    "system/*.cruds", "patient/*.read", "user/*.read", "user/*.write", "system/*.read",
-    "system/*.write",
+    "openid", "fhirUser", "profile", "launch", "launch/patient", "launch/encounter",
+    "offline_access", "online_access",
+    "patient/*.rs", "patient/*.cud", "patient/*.cruds", "user/*.rs", "user/*.cud",
+    "user/*.cruds", "system/*.rs", "system/*.cud", "system/*.cruds",
+    "patient/*.read", "patient/*.write", "user/*.read", "user/*.write", "system/*.read",
+    "system/*.write", "user/AuditEvent.rs", "system/AuditEvent.rs",
 ]  # fmt: skip
 
 

@@ -12,20 +12,23 @@ check the resource before (and, for writes, after) the change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from sqlalchemy import ColumnElement, and_, false, not_, or_, select, true
 
 from app.auth import compartment
 from app.auth.grant import Grant
+from app.auth.reach import Reached, reached
 from app.auth.scopes import EXPLICIT_ONLY_TYPES, ResourceScope
 from app.auth.tokens import TokenService
-from app.errors import Forbidden, Unauthorized
+from app.errors import FhirError, Forbidden, Unauthorized
 from app.fhir.hooks import Hook, Interaction
 from app.fhir.search.criteria import criterion_sql
-from app.fhir.search.params import parse_criterion
-from app.fhir.storage import StoredVersion, UnitOfWork
+from app.fhir.search.params import SearchParams, parse_criterion
+from app.fhir.storage import StoredVersion, UnitOfWork, get_current
 from app.fhir.tables import resource
 from app.fhir.validation import known_resource_types
 
@@ -35,6 +38,8 @@ PERMISSION = {
     "create": "c", "update": "u", "patch": "u", "delete": "d",
 }  # fmt: skip
 WRITES = frozenset({"create", "update", "patch"})
+WRITE_PERMISSIONS = frozenset("cud")
+PERMISSION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 UNCHECKED = frozenset({"capabilities", "transaction", "batch"})  # their entries are checked
 LIVE_NOTE = "smart.token-live"
 
@@ -50,6 +55,18 @@ def bearer_challenge(error: str | None = None, description: str | None = None) -
 
 def unauthorized(description: str) -> Unauthorized:
     return Unauthorized(description, headers=bearer_challenge("invalid_token", description))
+
+
+def token_required() -> Unauthorized:
+    """No credentials at all: RFC 6750 section 3.1 says the challenge then carries no error."""
+    return Unauthorized("a bearer token is required", headers=bearer_challenge())
+
+
+def forbidden(description: str, expression: str | None = None) -> Forbidden:
+    """The token is valid but its scopes do not reach this (RFC 6750: insufficient_scope)."""
+    return Forbidden(
+        description, expression=expression, headers=bearer_challenge("insufficient_scope")
+    )
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,7 @@ class AccessFilter:
         self.types = types
         self.base_url = base_url
         self._rules: dict[str, list[Rule] | None] = {}
+        self._siblings: dict[str, AccessFilter] = {permission: self}
 
     def rules(self, rtype: str) -> list[Rule] | None:
         """None: every row of the type; []: none at all; else any of the rules."""
@@ -79,7 +97,7 @@ class AccessFilter:
     def _derive_rules(self, rtype: str) -> list[Rule] | None:
         rules: list[Rule] = []
         for scope in self.grant.scopes.matching(rtype, self.permission):
-            rule = _rule(self.grant, scope, rtype)
+            rule = _rule(self.grant, scope, rtype, self.permission)
             if rule is None:
                 continue  # the scope cannot apply (a patient scope without a patient)
             if rule.patient is None and not rule.query:
@@ -89,6 +107,22 @@ class AccessFilter:
 
     def unrestricted(self) -> bool:
         return all(self.rules(t) is None for t in self.types)
+
+    def for_permission(self, permission: str) -> AccessFilter:
+        """The same grant's filter for another permission (the types a search reaches)."""
+        if permission not in self._siblings:
+            self._siblings[permission] = AccessFilter(
+                self.grant, permission, self.types, self.base_url
+            )
+        return self._siblings[permission]
+
+    def criteria_sql(self, rtype: str, owner_id: Any) -> ColumnElement[bool]:
+        """The resources a chain or `_has` may test criteria on: those the grant may search."""
+        return self.for_permission("s")._type_sql(rtype, owner_id)
+
+    def included_sql(self, rtype: str, owner_id: Any) -> ColumnElement[bool]:
+        """The resources `_include` / `_revinclude` may return: those the grant may read."""
+        return self.for_permission("r")._type_sql(rtype, owner_id)
 
     def sql(self, owner_type: Any, owner_id: Any) -> ColumnElement[bool]:
         if isinstance(owner_type, str):
@@ -116,6 +150,14 @@ class AccessFilter:
             conditions.append(
                 compartment.in_compartment(rtype, owner_id, rule.patient, self.base_url)
             )
+            if self.permission in WRITE_PERMISSIONS:  # nothing that is also another's
+                conditions.append(
+                    not_(
+                        compartment.in_other_compartment(
+                            rtype, owner_id, rule.patient, self.base_url
+                        )
+                    )
+                )
         for key, value in rule.query:
             criterion = parse_criterion(rtype, key, value)
             conditions.append(
@@ -124,7 +166,7 @@ class AccessFilter:
         return and_(*conditions)
 
 
-def _rule(grant: Grant, scope: ResourceScope, rtype: str) -> Rule | None:
+def _rule(grant: Grant, scope: ResourceScope, rtype: str, permission: str) -> Rule | None:
     if rtype in EXPLICIT_ONLY_TYPES and scope.context != "system":
         # The audit trail: a user scope reaches it only for a compliance officer.
         if scope.context == "patient" or grant.role != "compliance":
@@ -139,13 +181,23 @@ def _rule(grant: Grant, scope: ResourceScope, rtype: str) -> Rule | None:
         if patient is None:
             return None
     if patient is not None and not compartment.is_confined_type(rtype):
+        # No patient's data: readable, but shared by everyone, so a grant confined to one
+        # patient (SMART: data about the patient in context) may not change it.
+        if permission in WRITE_PERMISSIONS:
+            return None
         patient = None
     return Rule(patient, scope.query)
 
 
+Witness = Callable[[UnitOfWork, Interaction, StoredVersion], None]
+
+
 class SmartAccessHook(Hook):
-    def __init__(self, tokens: TokenService) -> None:
+    def __init__(self, tokens: TokenService, witness: Witness | None = None) -> None:
         self.tokens = tokens
+        # Told of an existing resource this hook refuses (the audit hook's on_access): the
+        # record of the refusal then names whose data was asked for (the patients it holds).
+        self.witness = witness
 
     def authorize(self, uow: UnitOfWork, interaction: Interaction) -> None:
         grant = self._live_grant(uow)
@@ -155,19 +207,22 @@ class SmartAccessHook(Hook):
         permission = PERMISSION.get(interaction.name)
         if permission is None:  # operations, maintenance: the server's own identities only
             if not grant.scopes.matching(interaction.resource_type or "*", "u"):
-                raise Forbidden(f"{interaction.name} needs a system scope")
+                raise forbidden(f"{interaction.name} needs a system scope")
             return
         if self._is_own_user_resource(grant, interaction):
             return
         types = self._types(interaction)
         access = AccessFilter(grant, permission, types, uow.ctx.base_url)
         if not any(access.rules(t) != [] for t in types):  # a type-level call: its one type
-            raise Forbidden(_refusal(grant, permission, interaction))
-        if access.unrestricted():
+            raise forbidden(_refusal(permission, interaction.resource_type or "these types"))
+        restricted = not access.unrestricted()
+        for reach in _reached(interaction):
+            restricted = _check_reached(access, reach) or restricted
+        if not restricted:
             return
         uow.row_filter = access
         if interaction.id and interaction.resource_type:
-            self._check_existing(uow, access, interaction.resource_type, interaction.id)
+            self._check_existing(uow, access, interaction)
 
     def on_access(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> None:
         access = uow.row_filter
@@ -175,7 +230,7 @@ class SmartAccessHook(Hook):
             return
         uow.flush()  # the new index rows decide whether the result is still allowed
         if not _matches(uow, access, version.resource_type, version.id):
-            raise Forbidden(
+            raise forbidden(
                 f"the {version.resource_type} written is outside what this token may write"
             )
 
@@ -184,7 +239,7 @@ class SmartAccessHook(Hook):
     def _live_grant(self, uow: UnitOfWork) -> Grant:
         grant = uow.ctx.grant
         if grant is None:
-            raise unauthorized("a bearer token is required")
+            raise token_required()
         if grant.token_id is not None and not uow.notes.get(LIVE_NOTE):
             if not self.tokens.is_live(uow.conn, grant.token_id):
                 raise unauthorized("the access token was revoked or has expired")
@@ -206,9 +261,11 @@ class SmartAccessHook(Hook):
             return False
         return grant.fhir_user == f"{interaction.resource_type}/{interaction.id}"
 
-    @staticmethod
-    def _check_existing(uow: UnitOfWork, access: AccessFilter, rtype: str, rid: str) -> None:
+    def _check_existing(
+        self, uow: UnitOfWork, access: AccessFilter, interaction: Interaction
+    ) -> None:
         """A resource that exists but lies outside the filter is refused (one query)."""
+        rtype, rid = interaction.resource_type or "", interaction.id or ""
         outside = uow.conn.execute(
             select(resource.c.id).where(
                 resource.c.resource_type == rtype,
@@ -217,7 +274,10 @@ class SmartAccessHook(Hook):
             )
         ).first()
         if outside is not None:
-            raise Forbidden(f"{rtype}/{rid} is outside what this token may access")
+            current = get_current(uow, rtype, rid) if self.witness else None
+            if self.witness and current is not None:
+                self.witness(uow, interaction, current)
+            raise forbidden(f"{rtype}/{rid} is outside what this token may access")
 
 
 def _matches(uow: UnitOfWork, access: AccessFilter, rtype: str, rid: str) -> bool:
@@ -229,7 +289,33 @@ def _matches(uow: UnitOfWork, access: AccessFilter, rtype: str, rid: str) -> boo
     return uow.conn.execute(query).first() is not None
 
 
-def _refusal(grant: Grant, permission: str, interaction: Interaction) -> str:
-    what = interaction.resource_type or "these types"
-    names = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
-    return f"the token's scopes do not allow {names[permission]} on {what}"
+def _refusal(permission: str, what: str) -> str:
+    return f"the token's scopes do not allow {PERMISSION_NAMES[permission]} on {what}"
+
+
+def _reached(interaction: Interaction) -> list[Reached]:
+    """The other types a search (or a conditional write's criteria) reaches."""
+    params = interaction.search
+    if params is None and interaction.query and interaction.resource_type:
+        keys = [key for key, _ in parse_qsl(interaction.query, keep_blank_values=True)]
+        if not any("." in key or key.startswith("_has:") for key in keys):
+            return []  # the usual conditional write (an identifier): nothing to parse
+        try:
+            params = SearchParams.parse_query(interaction.query, interaction.resource_type)
+        except FhirError:
+            return []  # the interaction itself refuses the same criteria, with this error
+    return reached(params) if params is not None else []
+
+
+def _check_reached(access: AccessFilter, reach: Reached) -> bool:
+    """Refuses a parameter none of whose types the grant allows (an out-of-scope type is
+    never silently dropped from what the client named); True when the types it reaches need
+    the row filter (some of their rows, or some of the alternative types, are not allowed)."""
+    sibling = access.for_permission(reach.permission)
+    rules = [sibling.rules(t) for t in reach.types]
+    if reach.types and all(r == [] for r in rules):
+        what = ", ".join(reach.types)
+        raise forbidden(
+            f"{reach.parameter}: {_refusal(reach.permission, what)}", expression=reach.parameter
+        )
+    return not reach.types or any(r is not None for r in rules)

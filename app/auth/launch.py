@@ -1,11 +1,13 @@
 """EHR launch contexts: the EHR (or an operator) binds a patient, and optionally an
-encounter, to a one-time `launch` value that the app passes to /auth/authorize."""
+encounter, to a one-time `launch` value that the app passes to /auth/authorize. The first
+authorization request that names it takes it (single use): a launch handed to one app and
+user cannot give its patient context to any other, nor to the same one again."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, insert
 
 from app.auth import secrets
 from app.auth.tables import launch_context
@@ -40,11 +42,19 @@ def create_launch(
     return launch
 
 
-def get_launch(conn: Connection, launch_id: str) -> LaunchContext | None:
+def take_launch(conn: Connection, launch_id: str) -> LaunchContext | None:
+    """The launch's context, removed in the same statement (None when unknown, expired or
+    already taken): of two requests racing for one launch, only one gets it."""
     row = conn.execute(
-        select(launch_context).where(
-            launch_context.c.launch_id == launch_id,
-            launch_context.c.expires_at >= secrets.now(),
+        delete(launch_context)
+        .where(launch_context.c.launch_id == launch_id)
+        .returning(
+            launch_context.c.launch_id,
+            launch_context.c.patient,
+            launch_context.c.encounter,
+            launch_context.c.expires_at,
         )
     ).first()
-    return LaunchContext(row.launch_id, row.patient, row.encounter) if row else None
+    if row is None or row.expires_at < secrets.now():
+        return None
+    return LaunchContext(row.launch_id, row.patient, row.encounter)

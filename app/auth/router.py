@@ -9,6 +9,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from joserfc import jws
+from joserfc.errors import JoseError
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -19,7 +21,7 @@ from app.auth import clients, launch
 from app.auth.client_auth import authenticate_client
 from app.auth.clients import ClientRecord
 from app.auth.discovery import openid_configuration, smart_configuration
-from app.auth.errors import OAuthError, invalid_request
+from app.auth.errors import OAuthError, invalid_client, invalid_request
 from app.auth.grant import Grant
 from app.auth.http import (
     NO_STORE,
@@ -130,12 +132,15 @@ async def token(request: Request) -> Response:
 
 
 async def introspect(request: Request) -> Response:
-    """RFC 7662, for registered clients (resource servers, the app itself)."""
+    """RFC 7662 section 2.1: only for clients that authenticate (a secret or a signed
+    assertion; a public client only names itself, which anyone can), and each learns only
+    about its own tokens."""
     return await _token_management(request, "token-introspected")
 
 
 async def revoke(request: Request) -> Response:
-    """RFC 7009: 200 whether or not the token was known."""
+    """RFC 7009: 200 whether or not the token was known; only the caller's own tokens are
+    revoked (public clients too: they may give up what they were issued)."""
     return await _token_management(request, "token-revoked")
 
 
@@ -145,26 +150,51 @@ async def _token_management(request: Request, what: str) -> Response:
     def action(conn: Connection, client: ClientRecord, form: dict[str, str]) -> Any:
         token = _token_param(form)
         if what == "token-revoked":
-            tokens.revoke(conn, token)
-            return client.client_id, None
-        return client.client_id, tokens.introspect(conn, token)
+            owner = tokens.revoke(conn, token, client.client_id)
+            return client.client_id, None, _revocation_detail(client.client_id, owner)
+        if client.is_public:
+            raise invalid_client("introspection needs client authentication")
+        body = tokens.introspect(conn, token, client.client_id)
+        owner = tokens.owner(conn, token)
+        return client.client_id, body, _introspection_detail(client.client_id, owner, body)
 
+    form: dict[str, str] = {}
     try:
-        client_id, body = await _as_client(request, action)
+        form = await read_form(request)
+        client_id, body, detail = await _as_client(request, action)
     except OAuthError as exc:
-        await record_auth_event(request, what, False, _caller_id(request, {}), detail=_why(exc))
+        await record_auth_event(request, what, False, _caller_id(request, form), detail=_why(exc))
         return oauth_error_response(exc)
-    detail = "" if body is None else f"active={str(body.get('active')).lower()}"
     await record_auth_event(request, what, True, client_id, detail=detail)
     if body is None:
         return Response(status_code=200, headers=NO_STORE)
     return JSONResponse(body, headers=NO_STORE)
 
 
+def _revocation_detail(caller: str, owner: str | None) -> str:
+    """What the audit record says was affected (the answer to the caller says nothing)."""
+    if owner is None:
+        return "unknown token: nothing revoked"
+    if owner != caller:
+        return f"token of client {owner}, not the caller's: nothing revoked"
+    return f"token of client {owner}: revoked with its family"
+
+
+def _introspection_detail(caller: str, owner: str | None, body: dict[str, Any]) -> str:
+    active = f"active={str(bool(body.get('active'))).lower()}"
+    if owner is None:
+        return f"{active}; unknown token"
+    if owner != caller:
+        return f"{active}; token of client {owner}, not the caller's"
+    return f"{active}; token of client {owner}, subject {body.get('sub', '?')}"
+
+
 def _caller_id(request: Request, form: dict[str, str]) -> str | None:
     """Who a refused client said it was (form, assertion issuer or Basic user), unverified."""
     if form.get("client_id"):
         return form["client_id"]
+    if form.get("client_assertion"):
+        return _assertion_issuer(form["client_assertion"])
     authorization = request.headers.get("authorization", "")
     if authorization.lower().startswith("basic "):
         try:
@@ -172,6 +202,17 @@ def _caller_id(request: Request, form: dict[str, str]) -> str | None:
         except ValueError:
             return None
     return None
+
+
+def _assertion_issuer(assertion: str) -> str | None:
+    """The `iss` a client assertion claims, read without verifying it: only ever recorded as
+    who a refused caller said it was."""
+    try:
+        claims = json.loads(jws.extract_compact(assertion.encode()).payload)
+    except (JoseError, ValueError):
+        return None
+    issuer = claims.get("iss") if isinstance(claims, dict) else None
+    return issuer[:255] if isinstance(issuer, str) and issuer else None
 
 
 def _why(exc: OAuthError) -> str:

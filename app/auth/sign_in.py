@@ -52,8 +52,8 @@ async def authorize(request: Request) -> Response:
     browser = request.cookies.get(flow.COOKIE) or flow.secrets.new_secret()
 
     def work(conn: Connection) -> str:
-        flow.validate_request(conn, params, settings)
-        return flow.start(conn, params, browser, settings)
+        context = flow.validate_request(conn, params, settings)
+        return flow.start(conn, params, browser, settings, context)
 
     request_id = await in_transaction(request, work)
     response = RedirectResponse(f"/auth/login?request={request_id}", status_code=303)
@@ -84,18 +84,29 @@ async def login(request: Request) -> Response:
         flow.set_user(conn, pending, user.username)
         return _next_step(conn, pending)
 
-    response: Response = await in_transaction(request, work)
+    try:
+        response: Response = await in_transaction(request, work)
+    except flow.RedirectError as exc:  # signed in, but what was asked is refused
+        await _login_event(request, params, seen, True, f"signed in; {exc.description}")
+        raise
     if request.method == "POST":
         ok = response.status_code != 401
-        await record_auth_event(
-            request, "login", ok, seen.get("client_id"),
-            username=params.get("username") or None,
-            detail="signed in" if ok else "wrong username or password",
-        )  # fmt: skip
+        detail = "signed in" if ok else "wrong username or password"
+        await _login_event(request, params, seen, ok, detail)
     return response
 
 
+async def _login_event(
+    request: Request, params: dict[str, str], seen: dict[str, Any], ok: bool, detail: str
+) -> None:
+    await record_auth_event(
+        request, "login", ok, seen.get("client_id"), username=params.get("username") or None,
+        detail=detail,
+    )  # fmt: skip
+
+
 def _next_step(conn: Connection, pending: flow.Pending) -> Response:
+    flow.check_patient_context(conn, pending)
     if flow.needs_patient_pick(conn, pending):
         return RedirectResponse(f"/auth/picker?request={pending.id}", status_code=303)
     return RedirectResponse(f"/auth/consent?request={pending.id}", status_code=303)

@@ -38,7 +38,10 @@ def _authorization_code(
     if not code:
         raise invalid_request("code is required")
     family, claims = consume_code(conn, tokens, code, client.client_id)
-    if form.get("redirect_uri") != claims["redirect_uri"]:
+    sent = form.get("redirect_uri")
+    if (sent is not None or claims.get("redirect_uri_required", True)) and (
+        sent != claims["redirect_uri"]
+    ):
         raise invalid_grant("redirect_uri differs from the one in the authorization request")
     if not pkce.verifier_matches(form.get("code_verifier"), claims["code_challenge"]):
         raise invalid_grant("code_verifier is missing or does not match the code_challenge")

@@ -89,11 +89,13 @@ class TokenService:
             response["refresh_token"] = self._refresh_token(
                 conn, client_id, claims, family, refresh
             )
-        if with_id_token and "openid" in scopes and claims.get("fhirUser"):
-            response["id_token"] = self.id_token(client_id, claims)
+        if with_id_token and "openid" in scopes and claims.get("sub_kind") == "user":
+            response["id_token"] = self.id_token(client_id, claims, "fhirUser" in scopes)
         return response
 
-    def id_token(self, client_id: str, claims: dict[str, Any]) -> str:
+    def id_token(self, client_id: str, claims: dict[str, Any], fhir_user: bool) -> str:
+        """OpenID Connect: for every user granted `openid`; the fhirUser claim only with the
+        `fhirUser` scope (SMART App Launch) and for a user who has a FHIR resource."""
         stamp = secrets.now()
         body: dict[str, Any] = {
             "iss": self.issuer,
@@ -101,8 +103,9 @@ class TokenService:
             "aud": client_id,
             "iat": stamp,
             "exp": stamp + self.lifetimes.access,
-            "fhirUser": _absolute(self.issuer, claims["fhirUser"]),
         }
+        if fhir_user and claims.get("fhirUser"):
+            body["fhirUser"] = _absolute(self.issuer, claims["fhirUser"])
         if claims.get("nonce"):
             body["nonce"] = claims["nonce"]
         return self._sign(body)
@@ -246,10 +249,13 @@ class TokenService:
 
     # ------------------------------------------------------------------ introspection
 
-    def introspect(self, conn: Connection, token: str) -> dict[str, Any]:
-        """RFC 7662: details of an active token, `{"active": false}` and nothing else otherwise."""
+    def introspect(self, conn: Connection, token: str, client_id: str) -> dict[str, Any]:
+        """RFC 7662: details of an active token issued to `client_id` (the authenticated
+        caller), `{"active": false}` and nothing else otherwise: section 2.2 answers a token
+        the caller may not introspect exactly as an unknown one, so no client learns about
+        another's tokens."""
         row = self._live_row(conn, *self._stored_key(token))
-        if row is None or row.rotated_at is not None:
+        if row is None or row.rotated_at is not None or row.client_id != client_id:
             return {"active": False}
         claims = json.loads(row.claims)
         out: dict[str, Any] = {
@@ -267,14 +273,31 @@ class TokenService:
                 out[name] = claims[name]
         return out
 
-    def revoke(self, conn: Connection, token: str) -> None:
-        """RFC 7009: revoke the token and everything of its family; unknown tokens are fine."""
+    def revoke(self, conn: Connection, token: str, client_id: str | None = None) -> str | None:
+        """RFC 7009: revoke the token and everything of its family; unknown tokens are fine.
+        With `client_id` (the authenticated caller at /auth/revoke) only a token issued to that
+        client is revoked; another client's is left alone, and the caller is answered as for
+        an unknown token (section 2.2), so revocation is no oracle on other clients' tokens.
+        Returns the client the token was issued to, None when it is unknown."""
         key, _kind = self._stored_key(token)
         row = conn.execute(
-            select(issued_token.c.family).where(issued_token.c.token_hash == key)
+            select(issued_token.c.family, issued_token.c.client_id).where(
+                issued_token.c.token_hash == key
+            )
         ).first()
-        if row is not None:
+        if row is None:
+            return None
+        if client_id is None or row.client_id == client_id:
             self.revoke_family(conn, row.family)
+        return str(row.client_id)
+
+    def owner(self, conn: Connection, token: str) -> str | None:
+        """The client a token was issued to (whatever its state), None when unknown."""
+        key, _kind = self._stored_key(token)
+        found = conn.execute(
+            select(issued_token.c.client_id).where(issued_token.c.token_hash == key)
+        ).scalar()
+        return str(found) if found is not None else None
 
     def revoke_family(self, conn: Connection, family: str) -> None:
         """Revoke every token of the family; every process hears of it on commit."""

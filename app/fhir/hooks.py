@@ -12,11 +12,15 @@ The service calls, in order, for every interaction:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from app.context import RequestContext
 from app.fhir import storage
 from app.fhir.storage import Change, StoredVersion, UnitOfWork
+
+if TYPE_CHECKING:
+    from app.fhir.search.params import SearchParams
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,9 @@ class Interaction:
     id: str | None = None
     query: str = ""
     types: tuple[str, ...] = ()  # the types a system-level search covers
+    # A search's parsed parameters: the types its chains, _has and includes reach are
+    # authorized too (app.auth.reach). Not compared: it holds a dict (the cursor).
+    search: SearchParams | None = field(default=None, compare=False)
 
 
 class Hook:

@@ -139,7 +139,7 @@ class FhirService:
             self.check_type(name)
         level = "search-type" if rtype else "search-system"
         interaction = Interaction(
-            level, rtype, query=params.query_string(), types=tuple(types or ())
+            level, rtype, query=params.query_string(), types=tuple(types or ()), search=params
         )
         self.pipeline.authorize(uow, interaction)
         searched = [rtype] if rtype else (types or sorted(known_resource_types()))

@@ -70,6 +70,11 @@ class RowFilter(Protocol):
 
     def sql(self, owner_type: Any, owner_id: Any) -> ColumnElement[bool]: ...
 
+    # The resources of `rtype` that a chain or _has tests, and those an include returns.
+    def criteria_sql(self, rtype: str, owner_id: Any) -> ColumnElement[bool]: ...
+
+    def included_sql(self, rtype: str, owner_id: Any) -> ColumnElement[bool]: ...
+
 
 @dataclass
 class UnitOfWork:

@@ -54,6 +54,7 @@ from sqlalchemy import (
 from app.errors import InvalidRequest
 from app.fhir.search import values
 from app.fhir.search.params import RESOURCE_COLUMNS, Criterion
+from app.fhir.storage import RowFilter
 from app.fhir.tables import INDEX_TABLES, resource, search_reference
 
 Owner = tuple[Any, Any]  # (resource type: str or column, resource id: column)
@@ -385,11 +386,18 @@ _BUILDERS: dict[str, Callable[[str, str | None, str], Plan]] = {
 
 
 def plan_sql(
-    node: Plan, owner: Owner, base_url: str, *, top: bool, drive: bool = True
+    node: Plan,
+    owner: Owner,
+    base_url: str,
+    *,
+    top: bool,
+    drive: bool = True,
+    access: RowFilter | None = None,
 ) -> ColumnElement[bool]:
     """`drive`: written as `id IN (SELECT ...)` so the database can start from these index
     rows; otherwise as a correlated EXISTS, a cheap per-candidate check. The engine lets the
-    most selective-looking criterion drive (SQLite follows the form literally)."""
+    most selective-looking criterion drive (SQLite follows the form literally). `access`: the
+    caller's row filter, which the resources a chain or _has tests must pass too."""
     owner_type, owner_id = owner
     tag = node[0]
     if tag in ("true", "false"):
@@ -400,9 +408,9 @@ def plan_sql(
     if tag == "updated":
         return _updated(node[1], owner, top=top)
     if tag == "chain":
-        return _chain(node, owner, base_url)
+        return _chain(node, owner, base_url, access)
     if tag == "has":
-        return _has(node, owner, base_url)
+        return _has(node, owner, base_url, access)
     assert tag == "index", node
     _, kind, name, mode, cond = node
     # No alias: each criterion is its own subquery (aliasing copies every column: ~0.2 ms).
@@ -439,13 +447,16 @@ def _rows_of(table: Any, owner_type: Any, name: str) -> list[ColumnElement[bool]
     return [table.c.resource_type == owner_type, table.c.param == name]
 
 
-def _chain(node: Plan, owner: Owner, base_url: str) -> ColumnElement[bool]:
+def _chain(
+    node: Plan, owner: Owner, base_url: str, access: RowFilter | None
+) -> ColumnElement[bool]:
     _, name, targets = node
     ref = search_reference.alias()
     alternatives = [
         and_(
             ref.c.target_type == target,
-            plan_sql(inner, (target, ref.c.target_id), base_url, top=False),
+            plan_sql(inner, (target, ref.c.target_id), base_url, top=False, access=access),
+            *_allowed(access, target, ref.c.target_id),
         )
         for target, inner in targets
     ]
@@ -459,7 +470,7 @@ def _chain(node: Plan, owner: Owner, base_url: str) -> ColumnElement[bool]:
     )
 
 
-def _has(node: Plan, owner: Owner, base_url: str) -> ColumnElement[bool]:
+def _has(node: Plan, owner: Owner, base_url: str, access: RowFilter | None) -> ColumnElement[bool]:
     _, source_type, param, inner = node
     ref = search_reference.alias()
     return owner[1].in_(
@@ -468,9 +479,16 @@ def _has(node: Plan, owner: Owner, base_url: str) -> ColumnElement[bool]:
             ref.c.param == param,
             ref.c.target_type == owner[0],
             is_local(ref, base_url),
-            plan_sql(inner, (source_type, ref.c.resource_id), base_url, top=False),
+            plan_sql(inner, (source_type, ref.c.resource_id), base_url, top=False, access=access),
+            *_allowed(access, source_type, ref.c.resource_id),
         )
     )
+
+
+def _allowed(access: RowFilter | None, rtype: str, rid: Any) -> list[ColumnElement[bool]]:
+    """A chained or reverse-chained resource counts only if the caller may search it:
+    otherwise the search would answer questions about data it may not see."""
+    return [] if access is None else [access.criteria_sql(rtype, rid)]
 
 
 def _updated(cond: Plan, owner: Owner, *, top: bool) -> ColumnElement[bool]:

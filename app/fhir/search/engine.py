@@ -209,7 +209,14 @@ def _statements(shape: Shape, row_filter: RowFilter | None) -> Statements:
     )
     where = [type_filter, resource.c.deleted.is_(False)]
     where += [
-        plan_sql(node, (owner_type, resource.c.id), shape.base_url, top=True, drive=i == 0)
+        plan_sql(
+            node,
+            (owner_type, resource.c.id),
+            shape.base_url,
+            top=True,
+            drive=i == 0,
+            access=row_filter,
+        )
         for i, node in enumerate(shape.criteria)
     ]
     if row_filter is not None:
@@ -474,7 +481,7 @@ def _fetch(uow: UnitOfWork, keys: list[tuple[str, str]]) -> list[StoredVersion]:
     for rtype, ids in by_type.items():
         query = _fetch_query(rtype)
         if uow.row_filter is not None:  # an included resource is shown only if allowed
-            query = query.where(uow.row_filter.sql(rtype, resource.c.id))
+            query = query.where(uow.row_filter.included_sql(rtype, resource.c.id))
         out.extend(to_version(r) for r in uow.conn.execute(query, {"ids": ids}))
     return out
 
