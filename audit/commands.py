@@ -53,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "verify":
             since = to_us(args.since) if args.since else None
-            result = verify(engine, keys, since=since)
+            result = verify(
+                engine, keys, since=since, checkpoint_seconds=settings.audit_checkpoint_seconds
+            )
             print(json.dumps(result.summary(), indent=2))
             return 0 if result.ok else 1
         if args.action == "checkpoint":

@@ -55,6 +55,7 @@ def tamper(live_server: LiveServer, chain_ready: None, is_postgres: bool) -> Ite
         transaction = conn.begin()
         if is_postgres:  # the table owner may switch the guard off: an attacker with DDL rights
             conn.execute(text("ALTER TABLE audit_event DISABLE TRIGGER audit_event_no_update"))
+            conn.execute(text("ALTER TABLE audit_checkpoint DISABLE TRIGGER USER"))
         try:
             yield conn
         finally:
@@ -206,6 +207,120 @@ def test_a_rewritten_chain_is_caught_by_the_signed_checkpoint(
     assert "modified" in kinds
 
 
+def rechain_from(conn: Connection, pid: int, pseq: int, edit: bytes, to: bytes) -> None:
+    """Edit record `pseq` (replace `edit` by `to`) and recompute every hash after it."""
+    rows = conn.execute(
+        text("SELECT pseq, content, prev_hash FROM audit_event WHERE partition_id = :p "
+             "AND pseq >= :s ORDER BY pseq"), {"p": pid, "s": pseq}
+    ).all()  # fmt: skip
+    prev = bytes(rows[0].prev_hash)
+    for row in rows:
+        content = row.content.replace(edit, to) if row.pseq == pseq else row.content
+        digest = content_hash(content)
+        chained = link_hash(prev, digest, pid, row.pseq)
+        conn.execute(
+            text("UPDATE audit_event SET content = :c, content_hash = :d, prev_hash = :prev,"
+                 " chain_hash = :h WHERE partition_id = :p AND pseq = :s"),
+            {"c": content, "d": digest, "prev": prev, "h": chained, "p": pid, "s": row.pseq},
+        )  # fmt: skip
+        prev = chained
+
+
+@pytest.fixture
+def numbered_checkpoints(live_server: LiveServer, chain_ready: None) -> list[int]:
+    state = live_server.app.state
+    return [
+        checkpoints.take(state.engine, state.auth.keys, only_if_changed=False) or 0
+        for _ in range(3)
+    ]
+
+
+def test_checkpoints_are_numbered_and_linked(
+    numbered_checkpoints: list[int], live_server: LiveServer
+) -> None:
+    with live_server.app.state.engine.connect() as conn:
+        marks = checkpoints.load_all(conn, live_server.app.state.auth.keys)
+    assert [m.n for m in marks] == list(range(1, len(marks) + 1))
+    assert all(b.prev == a.digest for a, b in zip(marks, marks[1:], strict=False))
+
+
+def test_a_deleted_checkpoint_is_caught(
+    numbered_checkpoints: list[int], tamper: Connection, live_server: LiveServer
+) -> None:
+    tamper.execute(
+        text("DELETE FROM audit_checkpoint WHERE id = :i"), {"i": numbered_checkpoints[1]}
+    )
+    details = [(f.kind, f.detail) for f in findings(tamper, live_server)]
+    assert any(kind == "checkpoint" and "missing (deleted)" in d for kind, d in details), details
+
+
+def test_a_rewrite_hidden_by_deleting_every_checkpoint_is_caught(
+    tamper: Connection, live_server: LiveServer
+) -> None:
+    """The probe's case: edit, re-hash, delete the checkpoints. The records are then covered
+    by no checkpoint although newer ones exist (interval 0 here: the suite's records are
+    seconds apart, a real trail's hours)."""
+    pid, pseq = a_partition(tamper)
+    rechain_from(tamper, pid, pseq, b'"outcome":"0"', b'"outcome":"4"')
+    tamper.execute(text("DELETE FROM audit_checkpoint"))
+    kinds = {f.kind for f in verify_on(tamper, live_server.app.state.auth.keys,
+                                       checkpoint_seconds=0).findings}  # fmt: skip
+    assert "unanchored" in kinds
+
+
+def test_records_younger_than_the_interval_need_no_checkpoint(
+    live_server: LiveServer, a_record_after_the_checkpoint: None
+) -> None:
+    """The records after the newest checkpoint (the server has not signed them yet) are no
+    finding with the real interval."""
+    with live_server.app.state.engine.connect() as conn:
+        report = verify_on(conn, live_server.app.state.auth.keys, checkpoint_seconds=300)
+    assert report.ok, report.summary()
+
+
+@pytest.mark.parametrize("column", ["recorded", "id"])
+def test_the_id_and_recorded_columns_are_checked_against_the_record(
+    column: str, tamper: Connection, live_server: LiveServer
+) -> None:
+    pid, pseq = a_partition(tamper)
+    change = "recorded = recorded - 86400000000" if column == "recorded" else "id = 'forged'"
+    tamper.execute(
+        text(f"UPDATE audit_event SET {change} WHERE partition_id = :p AND pseq = :s"),
+        {"p": pid, "s": pseq},
+    )
+    found = [(f.kind, f.pseq, f.detail) for f in findings(tamper, live_server)]
+    assert ("modified", pseq, f"the {column} column does not match the record's "
+            + ("time" if column == "recorded" else "id")) in found  # fmt: skip
+
+
+@pytest.fixture
+def copied(live_server: LiveServer, chain_ready: None) -> None:
+    from audit.indexing import catch_up_now
+
+    catch_up_now(live_server.app.state.engine)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE resource SET content = :c WHERE resource_type = 'AuditEvent' AND id = :i",
+        "DELETE FROM resource WHERE resource_type = 'AuditEvent' AND id = :i",
+        "UPDATE resource SET id = 'planted' WHERE resource_type = 'AuditEvent' AND id = :i",
+        "DELETE FROM resource_history WHERE resource_type = 'AuditEvent' AND id = :i",
+    ],
+)
+def test_the_searchable_copy_is_compared_with_the_chain(
+    change: str, copied: None, tamper: Connection, live_server: LiveServer
+) -> None:
+    """Searches, the console and the accounting of disclosures read the copy."""
+    event_id = tamper.execute(
+        text("SELECT id FROM audit_event ORDER BY seq LIMIT 1 OFFSET 2")
+    ).scalar_one()
+    tamper.execute(text(change), {"c": b'{"resourceType":"AuditEvent"}', "i": event_id})
+    copy_findings = [f.detail for f in findings(tamper, live_server) if f.kind == "copy"]
+    assert copy_findings, "the copy's change was not found"
+
+
 def test_postgres_refuses_changes_to_the_audit_table(
     live_server: LiveServer, chain_ready: None, is_postgres: bool
 ) -> None:
@@ -216,6 +331,9 @@ def test_postgres_refuses_changes_to_the_audit_table(
         "UPDATE audit_event SET content = content",
         "DELETE FROM audit_event",
         "TRUNCATE audit_event",
+        "UPDATE audit_checkpoint SET created = created",
+        "DELETE FROM audit_checkpoint",
+        "TRUNCATE audit_checkpoint",
     ):
         with pytest.raises(sqlalchemy.exc.DBAPIError, match="append-only"):
             with engine.begin() as conn:
