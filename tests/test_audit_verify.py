@@ -421,3 +421,130 @@ def test_cli_export_verifies_offline_and_archive_respects_retention(
     assert after.returncode == 0, after.stdout
     assert json.loads(after.stdout)["records"] == 1
     assert cli(env, "verify", "--export", str(tmp_path / "a.ndjson")).returncode == 0
+
+
+# ---------------------------------------------------------------- forged exports (S2)
+
+
+@pytest.fixture
+def exported(own_database: tuple[dict[str, str], Settings], tmp_path: Path) -> Path:
+    env, _ = own_database
+    out = tmp_path / "range.ndjson"
+    made = cli(env, "export", "--from", "2000-01-01", "--to", "2100-01-01", "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    return out
+
+
+def published_jwks(settings: Settings, path: Path) -> Path:
+    """The server's /.well-known/jwks.json, as an auditor would save it."""
+    from app.db import create_db_engine
+    from audit.commands import key_store
+
+    engine = create_db_engine(settings.database_url, pool_size=1)
+    path.write_text(json.dumps(key_store(engine, settings).jwks()))
+    engine.dispose()
+    return path
+
+
+def forge(export: Path, *, drop_line: int) -> dict[str, Any]:
+    """The probe's forgery: one line dropped, another changed, the chain re-hashed."""
+    lines = export.read_bytes().split(b"\n")[:-1]
+    chain = json.loads(export.with_name(export.name + ".chain.json").read_text())
+    del lines[drop_line]
+    del chain["records"][drop_line]
+    lines[0] = lines[0].replace(b'"action":"', b'"action":"X', 1)
+    prev = bytes(32)
+    for n, (line, info) in enumerate(zip(lines, chain["records"], strict=True), start=1):
+        digest = content_hash(line)
+        chained = link_hash(prev, digest, info["partition"], n)
+        info.update(pseq=n, prev_hash=prev.hex(), content_hash=digest.hex(),
+                    chain_hash=chained.hex())  # fmt: skip
+        prev = chained
+    export.write_bytes(b"\n".join(lines) + b"\n")
+    chain["forged_head"] = [chain["records"][-1]["partition"], len(lines), prev.hex()]
+    return chain
+
+
+def save_chain(export: Path, chain: dict[str, Any]) -> None:
+    export.with_name(export.name + ".chain.json").write_text(json.dumps(chain))
+
+
+def test_an_export_verifies_against_the_published_jwks(
+    exported: Path, own_database: tuple[dict[str, str], Settings], tmp_path: Path
+) -> None:
+    env, settings = own_database
+    jwks = published_jwks(settings, tmp_path / "jwks.json")
+    checked = cli({}, "verify", "--export", str(exported), "--jwks", str(jwks))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["ok"] and report["anchored_by_checkpoint"] == report["records"] == 5
+
+
+def test_a_forged_export_without_its_markers_is_not_verified(
+    exported: Path, own_database: tuple[dict[str, str], Settings]
+) -> None:
+    env, _ = own_database
+    chain = forge(exported, drop_line=2)
+    for drop in ("end", "start"):
+        chain.pop(drop, None)
+    save_chain(exported, chain)
+    checked = cli(env, "verify", "--export", str(exported))
+    assert checked.returncode == 1
+    report = json.loads(checked.stdout)
+    assert report["ok"] is False and report["anchored_by_checkpoint"] == 0
+    assert "nothing anchors the export's end: not verified" in report["problems"]
+
+
+def test_a_forged_export_signed_with_a_key_it_carries_is_not_verified(
+    exported: Path, own_database: tuple[dict[str, str], Settings], tmp_path: Path
+) -> None:
+    """The attacker signs the end marker with their own key under the server's kid and puts
+    that key in the file's jwks: only independently trusted keys count."""
+    from joserfc import jws
+    from joserfc.jwk import RSAKey
+
+    env, settings = own_database
+    chain = forge(exported, drop_line=2)
+    kid = chain["end"]["kid"]
+    attacker = RSAKey.generate_key(2048, parameters={"kid": kid})
+    pid, pseq, head = chain.pop("forged_head")
+    payload = json.dumps({"created": 4102444800000000, "heads": {str(pid): [pseq, head]}},
+                         sort_keys=True, separators=(",", ":")).encode()  # fmt: skip
+    chain["end"]["jws"] = jws.serialize_compact({"alg": "RS256", "kid": kid}, payload, attacker)
+    chain["jwks"] = {"keys": [attacker.as_dict(private=False)]}
+    save_chain(exported, chain)
+    jwks = published_jwks(settings, tmp_path / "jwks.json")
+    for trust in ((), ("--jwks", str(jwks))):
+        checked = cli(env, "verify", "--export", str(exported), *trust)
+        assert checked.returncode == 1, checked.stdout
+        problems = json.loads(checked.stdout)["problems"]
+        assert any("signature does not verify" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_records_dropped_at_either_end_of_an_export_are_caught(
+    where: str, exported: Path, own_database: tuple[dict[str, str], Settings]
+) -> None:
+    """Whole lines cut off at the start or the end leave a chain that still links: the signed
+    start (the trail's beginning here) and end heads show the cut."""
+    env, _ = own_database
+    lines = exported.read_bytes().split(b"\n")[:-1]
+    chain = json.loads(exported.with_name(exported.name + ".chain.json").read_text())
+    index = 0 if where == "first" else -1
+    del lines[index]
+    del chain["records"][index]
+    exported.write_bytes(b"\n".join(lines) + b"\n")
+    save_chain(exported, chain)
+    checked = cli(env, "verify", "--export", str(exported))
+    assert checked.returncode == 1, checked.stdout
+    assert "records dropped" in json.loads(checked.stdout)["problems"][0]
+
+
+def test_verifying_an_export_without_trusted_keys_is_refused(
+    exported: Path, tmp_path: Path
+) -> None:
+    elsewhere = {"MEDISENTINEL_DATABASE_URL": f"sqlite:///{tmp_path / 'none.db'}",
+                 "MEDISENTINEL_MASTER_KEY_FILE": str(tmp_path / "no-key")}  # fmt: skip
+    refused = cli(elsewhere, "verify", "--export", str(exported))
+    assert refused.returncode == 2 and "--jwks" in refused.stderr
+    assert not (tmp_path / "none.db").exists() and not (tmp_path / "no-key").exists()
