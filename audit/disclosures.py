@@ -16,6 +16,11 @@ What each AuditEvent gives (see audit/events.py for its shape):
 * query      the request line the recipient sent
 * purpose    AuditEvent.purposeOfEvent when the request stated one (else empty)
 
+The sign-in pages' own patient look-ups (the picker's list, the consent page's patient;
+client agent `medisentinel-sign-in`) are left out: the server shows the user signing in whom
+they may choose, before the app holds any token, and nothing goes to the app. They stay in
+the trail.
+
 Disclosures the rule exempts (to the individual, for treatment, payment or operations...)
 are listed too: telling them apart needs knowledge the trail does not hold.
 """
@@ -36,7 +41,7 @@ from app.fhir.instants import to_instant
 from app.fhir.search import SearchParams
 from app.fhir.service import FhirService
 from app.fhir.validation import is_valid_id
-from audit.events import EVENT_TYPE
+from audit.events import EVENT_TYPE, SIGN_IN_CLIENT
 from audit.web.facts import facts_of
 
 PAGE_SIZE = 1000
@@ -168,7 +173,9 @@ def account(
             result = service.search(uow, "AuditEvent", params)
             for version in result.versions:
                 if version.content is not None:
-                    accounting.disclosures.append(disclosure_of(jsonio.loads(version.content)))
+                    found = disclosure_of(jsonio.loads(version.content))
+                    if found.recipient.client_id != SIGN_IN_CLIENT:
+                        accounting.disclosures.append(found)
             cursor = result.next_page
             if not cursor:
                 break

@@ -22,6 +22,9 @@ OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 CLIENT_SYSTEM = "urn:medisentinel:client"  # Identifier.system of an OAuth client_id
+# The client agent of the sign-in pages' own look-ups (the patient picker, the consent page's
+# patient): the server acting for the user signing in, not the app asking for a token.
+SIGN_IN_CLIENT = "medisentinel-sign-in"
 AUTH_EVENT = "urn:medisentinel:audit:auth-event"  # our subtypes of authorization events
 HL7V2_EVENT = "urn:medisentinel:audit:hl7v2-event"
 BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/"
