@@ -201,8 +201,11 @@ def _searched(request_line: str | None, query: str | None) -> tuple[str, ...]:
         return ()
     _method, _, target = request_line.partition(" ")
     path = urlsplit(target).path.removeprefix("/fhir").strip("/")
-    segments = [s for s in path.split("/") if s and s != "_search"]
-    if len(segments) != 1:
-        return ()
-    criteria_text = unquote(query) if query else ""
-    return (f"{segments[0]}?{criteria_text}" if criteria_text else segments[0],)
+    # `Observation?code=x`, `Observation/_history?_since=...`, `?_type=Observation&...` (a
+    # system-wide search): the listing the recipient was sent, not a single resource.
+    listed = "/".join(s for s in path.split("/") if s and s != "_search")
+    # The recorded query (a POST _search's form too), else the request line's own.
+    criteria_text = unquote(query or urlsplit(target).query)
+    if not criteria_text:
+        return (listed,) if listed else ()
+    return (f"{listed}?{criteria_text}",)

@@ -294,3 +294,21 @@ def test_the_sign_in_pages_look_ups_are_not_disclosures_to_the_app(
     assert mentioning, looked_up
     user = [a for a in mentioning[0]["agent"] if a.get("altId")]
     assert user and user[0]["altId"] == username
+
+
+def test_a_history_listing_is_accounted_as_the_listing(
+    live_server: LiveServer, story: Story, auth_headers: dict[str, str], system_token: str
+) -> None:
+    """A type history, like a search, records its query, not each version: `what` is the
+    listing the recipient was sent."""
+    since = to_instant(time.time_ns() // 1000)
+    with httpx.Client(base_url=live_server.base_url, headers=auth_headers, timeout=30) as admin:
+        create_resource(admin, observation(subject={"reference": f"Patient/{story.patient}"}))
+    reader, token = backend_token(live_server.app.state.auth, "system/*.rs")
+    with httpx.Client(base_url=live_server.base_url, headers=bearer(token), timeout=30) as http:
+        assert http.get("/Observation/_history", params={"_since": since}).status_code == 200
+    listed = accounting(live_server, story.patient, system_token).json()["disclosures"]
+    [mine] = [d for d in listed if d["recipient"]["client_id"] == reader]
+    assert mine["interaction"] == "history-type"
+    assert mine["what"] == [f"Observation/_history?_since={since}"]
+    assert mine["query"].startswith("GET /fhir/Observation/_history?_since=")
