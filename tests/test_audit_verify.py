@@ -548,3 +548,30 @@ def test_verifying_an_export_without_trusted_keys_is_refused(
     refused = cli(elsewhere, "verify", "--export", str(exported))
     assert refused.returncode == 2 and "--jwks" in refused.stderr
     assert not (tmp_path / "none.db").exists() and not (tmp_path / "no-key").exists()
+
+
+def test_a_server_signs_the_heads_when_it_stops(
+    own_database: tuple[dict[str, str], Settings],
+) -> None:
+    """Records a server (or a crashed run) left unsigned are covered when a server starts and
+    when it stops, so verify may expect every record older than two intervals to be covered."""
+    import asyncio
+
+    from audit.checkpoints import current_heads, load_all
+
+    _env, settings = own_database
+    app = create_app(settings)
+    engine, keys = app.state.engine, app.state.auth.keys
+    with engine.connect() as conn:
+        assert load_all(conn, keys) == []  # the records were written without a server
+
+    async def start_and_stop() -> None:
+        async with app.router.lifespan_context(app):
+            pass
+
+    asyncio.run(start_and_stop())
+    engine = create_app(settings).state.engine
+    with engine.connect() as conn:
+        marks, heads = load_all(conn, keys), current_heads(conn)
+    engine.dispose()
+    assert heads and marks and marks[-1].heads == heads
