@@ -11,8 +11,9 @@ What each AuditEvent gives (see audit/events.py for its shape):
 * date       AuditEvent.recorded
 * recipient  the client agent's client_id (who.identifier, system urn:medisentinel:client),
              and the user agent's fhirUser reference and username (altId), when a user acted
-* what       the resources returned (entity role 4, `Type/id/_history/n`); for a search
-             (which records its query, not each result) the search itself, `Type?criteria`
+* what       the resources returned (entity role 4, `Type/id/_history/n`); for a search or
+             a history listing (which record their query, not each result) the listing as
+             the request line names it, `Type?criteria`, `Type/_history?_since=...`
 * query      the request line the recipient sent
 * purpose    AuditEvent.purposeOfEvent when the request stated one (else empty)
 
