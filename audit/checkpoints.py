@@ -1,6 +1,13 @@
 """Signed checkpoints: every partition's head (last pseq and chain hash) at one moment, signed
 with the server's signing key (RS256, compact JWS).
 
+Checkpoints chain to each other: each payload carries its number `n` (1, 2, 3 ...) and `prev`,
+the SHA-256 of the previous checkpoint's JWS. Rows of `audit_checkpoint` can be deleted by
+anyone who can write the database but not re-signed, so verify finds a gap in the numbers, a
+broken link, or (all of them deleted, or the newest ones) chain records older than the
+checkpoint interval that no checkpoint covers. Checkpoints signed before numbering (no `n`)
+still anchor heads but take no part in the sequence.
+
 A hash chain alone can be recomputed by anyone who can write the table; a checkpoint cannot be
 forged without the key, whose private half is sealed under the master key. So a rewrite of
 anything before the newest checkpoint, or a deletion of records it covers, is caught by
@@ -10,13 +17,14 @@ takes one on demand (`medisentinel audit checkpoint`) and before archiving.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jws
 from joserfc.jwk import RSAKey
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, func, insert, select, text
 
 from app.auth.keys import KeyStore
 from app.db import write_transaction
@@ -24,6 +32,7 @@ from app.fhir import storage
 from audit.tables import audit_archive, audit_checkpoint, audit_event
 
 Heads = dict[int, tuple[int, bytes]]  # partition -> (pseq, chain hash)
+_LOCK_KEY = 0x4D53_4155_4443  # "MSAUDC": PostgreSQL advisory lock numbering the checkpoints
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,13 @@ class Checkpoint:
     heads: Heads
     valid: bool  # the signature verifies with a genuine server key
     kid: str
+    n: int | None = None  # its number in the sequence (None: signed before numbering)
+    prev: str = ""  # SHA-256 (hex) of the previous checkpoint's JWS
+    digest: str = ""  # SHA-256 (hex) of its own JWS: what the next one's `prev` must be
+
+
+def jws_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def current_heads(conn: Connection) -> Heads:
@@ -87,9 +103,16 @@ def take(engine: Engine, keys: KeyStore, *, only_if_changed: bool = True) -> int
             last = load_all(conn, keys, limit_latest=1)
             if last and last[-1].heads == heads:
                 return None
-    created = storage.now_us()
-    kid, token = sign(keys, {"created": created, "heads": encode_heads(heads)})
+    keys.signing_key()  # first use may create it in a transaction of its own: not inside ours
     with write_transaction(engine) as conn:
+        # Numbered in one writer at a time (SQLite: the write lock taken at BEGIN), so two
+        # server processes never both sign number n + 1.
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+        number, prev = _next_number(conn)
+        created = storage.now_us()
+        payload = {"created": created, "heads": encode_heads(heads), "n": number, "prev": prev}
+        kid, token = sign(keys, payload)
         return int(
             conn.execute(
                 insert(audit_checkpoint)
@@ -97,6 +120,27 @@ def take(engine: Engine, keys: KeyStore, *, only_if_changed: bool = True) -> int
                 .returning(audit_checkpoint.c.id)
             ).scalar_one()
         )
+
+
+def _next_number(conn: Connection) -> tuple[int, str]:
+    """The next checkpoint's number and `prev` link. The newest row's payload is read without
+    checking its signature: if it was planted, the new checkpoint links to a forgery and
+    verify reports the break (the forgery is found invalid, the sequence does not follow)."""
+    row = conn.execute(
+        select(audit_checkpoint.c.jws).order_by(audit_checkpoint.c.id.desc()).limit(1)
+    ).first()
+    if row is None:
+        return 1, ""
+    try:
+        number = int(_payload(row.jws)["n"])
+    except Exception:
+        number = 0  # signed before numbering (or unreadable): the sequence starts again at 1
+    return number + 1, jws_digest(row.jws)
+
+
+def _payload(token: str) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads(jws.extract_compact(token.encode()).payload)
+    return payload
 
 
 def latest_archive(conn: Connection, keys: KeyStore) -> tuple[int, Heads | None] | None:
@@ -120,6 +164,12 @@ def load_all(
     for row in conn.execute(query):
         payload = open_signed(keys, row.kid, row.jws)
         valid = payload is not None and payload.get("created") == row.created
-        heads = decode_heads(payload["heads"]) if payload else {}
-        found.append(Checkpoint(row.id, row.created, heads, valid, row.kid))
+        signed = payload or {}
+        heads = decode_heads(signed["heads"]) if payload else {}
+        number = signed.get("n")
+        found.append(
+            Checkpoint(row.id, row.created, heads, valid, row.kid,
+                       int(number) if number is not None else None,
+                       str(signed.get("prev", "")), jws_digest(row.jws))
+        )  # fmt: skip
     return list(reversed(found))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from app.auth.keys import KeyStore, Sealer, load_master_key
 from app.db import create_db_engine, run_migrations
 from app.settings import Settings, get_settings
-from audit import checkpoints, export
+from audit import checkpoints, export, export_verify
 from audit.verify import verify
 
 
@@ -29,6 +30,12 @@ def add_commands(commands: Any) -> None:
     check = actions.add_parser("verify", help="walk the hash chain; exit 1 on any finding")
     check.add_argument("--since", help="start at the last checkpoint before this date/time")
     check.add_argument("--export", type=Path, metavar="FILE", help="verify an exported file")
+    check.add_argument(
+        "--jwks",
+        metavar="FILE|URL",
+        help="with --export: the keys to trust (the server's /.well-known/jwks.json, saved or"
+        " fetched); without it, this server's own keys from its database",
+    )
     actions.add_parser("checkpoint", help="sign the current chain heads now")
     out = actions.add_parser("export", help="write a date range as NDJSON plus its chain data")
     out.add_argument("--from", dest="start", required=True, help="date or date-time (UTC)")
@@ -44,16 +51,16 @@ def add_commands(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     if args.action == "verify" and args.export:
-        report = export.verify_file(args.export)
-        print(json.dumps(report, indent=2))
-        return 0 if report["ok"] else 1
+        return _verify_export(args.export, args.jwks, settings)
     run_migrations(settings.database_url)
     engine = create_db_engine(settings.database_url, pool_size=2)
     keys = key_store(engine, settings)
     try:
         if args.action == "verify":
             since = to_us(args.since) if args.since else None
-            result = verify(engine, keys, since=since)
+            result = verify(
+                engine, keys, since=since, checkpoint_seconds=settings.audit_checkpoint_seconds
+            )
             print(json.dumps(result.summary(), indent=2))
             return 0 if result.ok else 1
         if args.action == "checkpoint":
@@ -67,11 +74,56 @@ def run(args: argparse.Namespace) -> int:
         summary = export.archive(engine, keys, settings, to_us(args.before), args.out)
         print(json.dumps(summary, indent=2))
         return 0
-    except export.ArchiveRefused as exc:
+    except (export.ArchiveRefused, export.ExportRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         engine.dispose()
+
+
+def _verify_export(path: Path, jwks: str | None, settings: Settings) -> int:
+    """Check an export against keys trusted independently of it, never the keys it carries."""
+    if jwks is not None:
+        try:
+            trusted = export_verify.load_jwks(_read(jwks))
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: cannot read the JWKS {jwks}: {exc}", file=sys.stderr)
+            return 2
+        report = export_verify.verify_file(path, trusted)
+    else:
+        engine = _existing_database(settings)
+        if engine is None:
+            print(
+                "error: no trusted keys: pass --jwks FILE|URL (the server's published"
+                " /.well-known/jwks.json), or run this where the server's database and master"
+                " key are",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            report = export_verify.verify_file(path, key_store(engine, settings).genuine_key)
+        finally:
+            engine.dispose()
+    print(json.dumps(report, indent=2))
+    return 0 if report["ok"] else 1
+
+
+def _read(source: str) -> str:
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=30) as answer:  # noqa: S310 (an http URL)
+            return str(answer.read().decode())
+    return Path(source).read_text()
+
+
+def _existing_database(settings: Settings) -> Any:
+    """The server's database, if this machine has it and its master key (nothing created)."""
+    if not settings.master_key and not settings.master_key_file.exists():
+        return None
+    if settings.is_sqlite:
+        file = settings.database_url.split("///", 1)[-1]
+        if not Path(file).exists():
+            return None
+    return create_db_engine(settings.database_url, pool_size=2)
 
 
 def key_store(engine: Any, settings: Settings) -> KeyStore:

@@ -11,10 +11,16 @@ What each AuditEvent gives (see audit/events.py for its shape):
 * date       AuditEvent.recorded
 * recipient  the client agent's client_id (who.identifier, system urn:medisentinel:client),
              and the user agent's fhirUser reference and username (altId), when a user acted
-* what       the resources returned (entity role 4, `Type/id/_history/n`); for a search
-             (which records its query, not each result) the search itself, `Type?criteria`
+* what       the resources returned (entity role 4, `Type/id/_history/n`); for a search or
+             a history listing (which record their query, not each result) the listing as
+             the request line names it, `Type?criteria`, `Type/_history?_since=...`
 * query      the request line the recipient sent
 * purpose    AuditEvent.purposeOfEvent when the request stated one (else empty)
+
+The sign-in pages' own patient look-ups (the picker's list, the consent page's patient;
+client agent `medisentinel-sign-in`) are left out: the server shows the user signing in whom
+they may choose, before the app holds any token, and nothing goes to the app. They stay in
+the trail.
 
 Disclosures the rule exempts (to the individual, for treatment, payment or operations...)
 are listed too: telling them apart needs knowledge the trail does not hold.
@@ -36,7 +42,7 @@ from app.fhir.instants import to_instant
 from app.fhir.search import SearchParams
 from app.fhir.service import FhirService
 from app.fhir.validation import is_valid_id
-from audit.events import EVENT_TYPE
+from audit.events import EVENT_TYPE, SIGN_IN_CLIENT
 from audit.web.facts import facts_of
 
 PAGE_SIZE = 1000
@@ -168,7 +174,9 @@ def account(
             result = service.search(uow, "AuditEvent", params)
             for version in result.versions:
                 if version.content is not None:
-                    accounting.disclosures.append(disclosure_of(jsonio.loads(version.content)))
+                    found = disclosure_of(jsonio.loads(version.content))
+                    if found.recipient.client_id != SIGN_IN_CLIENT:
+                        accounting.disclosures.append(found)
             cursor = result.next_page
             if not cursor:
                 break
@@ -194,8 +202,11 @@ def _searched(request_line: str | None, query: str | None) -> tuple[str, ...]:
         return ()
     _method, _, target = request_line.partition(" ")
     path = urlsplit(target).path.removeprefix("/fhir").strip("/")
-    segments = [s for s in path.split("/") if s and s != "_search"]
-    if len(segments) != 1:
-        return ()
-    criteria_text = unquote(query) if query else ""
-    return (f"{segments[0]}?{criteria_text}" if criteria_text else segments[0],)
+    # `Observation?code=x`, `Observation/_history?_since=...`, `?_type=Observation&...` (a
+    # system-wide search): the listing the recipient was sent, not a single resource.
+    listed = "/".join(s for s in path.split("/") if s and s != "_search")
+    # The recorded query (a POST _search's form too), else the request line's own.
+    criteria_text = unquote(query or urlsplit(target).query)
+    if not criteria_text:
+        return (listed,) if listed else ()
+    return (f"{listed}?{criteria_text}",)

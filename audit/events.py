@@ -22,6 +22,9 @@ OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 CLIENT_SYSTEM = "urn:medisentinel:client"  # Identifier.system of an OAuth client_id
+# The client agent of the sign-in pages' own look-ups (the patient picker, the consent page's
+# patient): the server acting for the user signing in, not the app asking for a token.
+SIGN_IN_CLIENT = "medisentinel-sign-in"
 AUTH_EVENT = "urn:medisentinel:audit:auth-event"  # our subtypes of authorization events
 HL7V2_EVENT = "urn:medisentinel:audit:hl7v2-event"
 BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/"
@@ -35,16 +38,13 @@ ACTIONS = {
     "create": "C",
     "read": "R",
     "vread": "R",
-    "search-type": "R",
-    "search-system": "R",
-    "history-instance": "R",
-    "history-type": "R",
-    "history-system": "R",
     "capabilities": "R",
     "update": "U",
     "patch": "U",
     "delete": "D",
-}  # anything else (transaction, batch, operation, sign-in ...) executes: E
+}  # anything else executes: E. That includes searches and history listings (queries: BALP's
+# Query profile, e.g. AuditEvent-ex-auditBasicQueryGetNoPatient, has action E), transactions,
+# batches, operations and sign-ins.
 
 SOURCE_ROLE = {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]}
 DESTINATION_ROLE = {"coding": [{"system": DCM, "code": "110152", "display": "Destination Role ID"}]}
@@ -85,18 +85,35 @@ class EventKind:
 
 _REST_CODES = {"reindex": "operation"}
 _PROFILES = {
-    "C": "IHE.BasicAudit.Create",
-    "R": "IHE.BasicAudit.Read",
-    "U": "IHE.BasicAudit.Update",
-    "D": "IHE.BasicAudit.Delete",
+    "C": "Create",
+    "R": "Read",
+    "U": "Update",
+    "D": "Delete",
 }
 
 
 def _rest_kind(code: str, action: str) -> EventKind:
     profile = _PROFILES.get(action, "")
-    if code.startswith("search"):
-        profile = "IHE.BasicAudit.Query"
+    if code.startswith(("search", "history")):
+        profile = "Query"
     return EventKind(REST_TYPE, {"system": RESTFUL, "code": code, "display": code}, action, profile)
+
+
+def _profile(kind: EventKind, outcome: Outcome, entities: Entities) -> str | None:
+    """The BALP profile the event conforms to. BALP's profiles describe successful events
+    (failures follow FHIR's access-denied pattern: no profile claimed); its Patient* variants
+    (PatientRead, PatientQuery ...) hold exactly one patient entity, so an event concerning
+    one patient claims the variant, one concerning several the plain profile."""
+    if not kind.profile or outcome.code != "0":
+        return None
+    return _PROFILE_URLS[kind.profile, len(entities.patients) == 1]
+
+
+_PROFILE_URLS = {  # built once: every read builds an event
+    (name, one_patient): f"{BALP}IHE.BasicAudit.{'Patient' if one_patient else ''}{name}"
+    for name in ("Create", "Read", "Update", "Delete", "Query")
+    for one_patient in (False, True)
+}
 
 
 @dataclass(frozen=True)
@@ -151,8 +168,9 @@ def audit_event(
         "id": event_id or str(uuid.uuid4()),
         "meta": {"versionId": "1", "lastUpdated": recorded},
     }
-    if kind.profile:
-        event["meta"]["profile"] = [BALP + kind.profile]
+    profile = _profile(kind, outcome, entities)
+    if profile:
+        event["meta"]["profile"] = [profile]
     event["type"] = kind.type
     event["subtype"] = [kind.subtype]
     event["action"] = kind.action

@@ -1,13 +1,17 @@
-"""Export a date range of the audit trail, verify such an export offline, and archive what is
-older than the retention period.
+"""Export a date range of the audit trail and archive what is older than the retention period
+(verifying an export offline: export_verify.py).
 
 An export is two files: FILE.ndjson holds the AuditEvents exactly as stored (one per line,
 byte for byte what was hashed: any FHIR bulk-data consumer can read it), and
 FILE.ndjson.chain.json holds what is needed to verify them without the database: each line's
-partition, position and hashes, the signed checkpoints taken while (and just after) they were
-written, and the public keys that signed those checkpoints. Records are exported as whole
-pseq-contiguous runs of each partition, so the runs chain on their own; a checkpoint head that
-falls inside a run proves every record up to it was there, unchanged, when it was signed.
+partition, position and hashes, and two signed markers. The export is the segment of the
+trail between them: `start`, the newest checkpoint signed before the range began (or the last
+archive marker, or nothing: the beginning of the trail), and `end`, the first checkpoint signed
+after it ended (an archive's own marker for an archive). For every partition the file holds
+every record after the start marker's head up to the end marker's head, so each run is
+anchored at both ends by a signature: nothing can be dropped from it, at either end or in the
+middle, and no partition can be left out, without a signature failing. The range is widened to
+those markers (at most about one checkpoint interval on each side).
 """
 
 from __future__ import annotations
@@ -17,9 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from joserfc import jws
-from joserfc.jwk import RSAKey
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select
+from sqlalchemy import Connection, Engine, Row, and_, delete, func, insert, select
 
 from app.auth.keys import KeyStore
 from app.db import write_transaction
@@ -27,38 +29,100 @@ from app.fhir import storage
 from app.fhir.tables import INDEX_TABLES, resource, resource_history
 from app.settings import Settings
 from audit import checkpoints
-from audit.chain import link_hash
 from audit.tables import audit_archive, audit_checkpoint, audit_event
 
-FORMAT = "medisentinel-audit-export/1"
+FORMAT = "medisentinel-audit-export/2"
 Runs = dict[int, tuple[int, int]]  # partition -> (first pseq, last pseq), inclusive
+# A record is recorded when built and committed a little later: the end checkpoint is one
+# signed at least this long after the range ended, so that records in flight are in it.
+END_MARGIN_US = 5_000_000
 
 
 class ArchiveRefused(Exception):
     pass
 
 
+class ExportRefused(Exception):
+    pass
+
+
 def write(engine: Engine, keys: KeyStore, start: int, end: int, out: Path) -> dict[str, Any]:
-    """Records recorded in [start, end), widened to whole runs per partition."""
-    checkpoints.take(engine, keys)  # anchor the newest records too
+    """Records recorded in [start, end), widened to the signed markers around the range."""
+    end = min(end, storage.now_us())  # nothing is recorded in the future
+    if end <= start:
+        raise ExportRefused("--to must be after --from (and --from in the past)")
+    checkpoints.take(engine, keys, only_if_changed=False)  # an end marker for recent records
     with engine.connect() as conn:
-        runs = _runs(conn, start, end)
-        return _write_runs(conn, keys, runs, out, {"from": start, "to": end})
+        first = _start_marker(conn, keys, start)
+        last = _end_marker(conn, keys, end)
+        start_heads = _heads_of(first)
+        runs = {
+            pid: (start_heads.get(pid, (0, b""))[0] + 1, pseq)
+            for pid, (pseq, _) in _heads_of(last).items()
+            if pseq > start_heads.get(pid, (0, b""))[0]
+        }
+        summary = _write_lines(conn, runs, out)
+    _write_chain(out, summary.pop("lines"), first, last, keys, {"from": start, "to": end})
+    return {**summary, "from": start, "to": end, "covers": _covers(first, last)}
 
 
-def _runs(conn: Connection, start: int, end: int) -> Runs:
-    e = audit_event.c
+Marker = dict[str, Any]  # {"kind", "id", "created", "kid", "jws", "heads"}
+
+
+def _start_marker(conn: Connection, keys: KeyStore, start: int) -> Marker | None:
+    """The newest checkpoint signed at or before `start` and after the last archive (whose
+    records are gone), else the last archive marker, else None (the beginning)."""
+    archived = _archive_marker(conn, keys)
+    after = archived["created"] if archived else -1
+    c = audit_checkpoint.c
     rows = conn.execute(
-        select(e.partition_id, func.min(e.pseq), func.max(e.pseq))
-        .where(e.recorded >= start, e.recorded < end)
-        .group_by(e.partition_id)
-    ).all()
-    return {pid: (int(lo), int(hi)) for pid, lo, hi in rows}
+        select(audit_checkpoint).where(c.created <= start, c.created >= after).order_by(c.id.desc())
+    )
+    return _first_valid(rows, keys, "checkpoint") or archived
 
 
-def _write_runs(
-    conn: Connection, keys: KeyStore, runs: Runs, out: Path, extra: dict[str, Any]
-) -> dict[str, Any]:
+def _end_marker(conn: Connection, keys: KeyStore, end: int) -> Marker:
+    c = audit_checkpoint.c
+    later = conn.execute(
+        select(audit_checkpoint).where(c.created >= end + END_MARGIN_US).order_by(c.id)
+    )
+    found = _first_valid(later, keys, "checkpoint")
+    if found is None:  # the range reaches (nearly) now: the checkpoint just taken
+        newest = conn.execute(select(audit_checkpoint).order_by(c.id.desc()))
+        found = _first_valid(newest, keys, "checkpoint")
+    if found is None:
+        raise ExportRefused("no checkpoint verifies with this server's keys; run audit verify")
+    return found
+
+
+def _archive_marker(conn: Connection, keys: KeyStore) -> Marker | None:
+    rows = conn.execute(select(audit_archive).order_by(audit_archive.c.id.desc()).limit(1))
+    return _first_valid(rows, keys, "archive")
+
+
+def _first_valid(rows: Any, keys: KeyStore, kind: str) -> Marker | None:
+    for row in rows:
+        payload = checkpoints.open_signed(keys, row.kid, row.jws)
+        if payload is not None:
+            return _marker(row, kind, payload)
+    return None
+
+
+def _marker(row: Row[Any], kind: str, payload: dict[str, Any]) -> Marker:
+    heads = checkpoints.decode_heads(payload["heads"])
+    return {"kind": kind, "id": row.id, "created": row.created, "kid": row.kid,
+            "jws": row.jws, "heads": heads}  # fmt: skip
+
+
+def _heads_of(marker: Marker | None) -> checkpoints.Heads:
+    return marker["heads"] if marker else {}
+
+
+def _covers(first: Marker | None, last: Marker) -> dict[str, Any]:
+    return {"after": first["created"] if first else None, "until": last["created"]}
+
+
+def _write_lines(conn: Connection, runs: Runs, out: Path) -> dict[str, Any]:
     e = audit_event.c
     lines: list[dict[str, Any]] = []
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -82,68 +146,36 @@ def _write_runs(
                         "chain_hash": bytes(row.chain_hash).hex(),
                     }
                 )
-    marks = conn.execute(select(audit_checkpoint).order_by(audit_checkpoint.c.id)).all()
-    kids = sorted({m.kid for m in marks})
+    return {"file": str(out), "records": len(lines), "sha256": digest.hexdigest(), "lines": lines}
+
+
+def _write_chain(
+    out: Path,
+    lines: list[dict[str, Any]],
+    first: Marker | None,
+    last: Marker,
+    keys: KeyStore,
+    extra: dict[str, Any],
+) -> None:
+    """The verification data. The public keys are carried for information only: a verifier
+    must not trust keys the file brings (export_verify.py)."""
+    kids = sorted({m["kid"] for m in (first, last) if m})
     public = [k.as_dict(private=False) for k in (keys.genuine_key(kid) for kid in kids) if k]
     chain = {
         "format": FORMAT,
         **extra,
         "records": lines,
-        "checkpoints": [{"id": m.id, "kid": m.kid, "jws": m.jws} for m in marks],
+        "start": _public_marker(first),
+        "end": _public_marker(last),
         "jwks": {"keys": public},
     }
     out.with_name(out.name + ".chain.json").write_text(json.dumps(chain, indent=1))
-    return {"file": str(out), "records": len(lines), "sha256": digest.hexdigest(), **extra}
 
 
-def verify_file(path: Path) -> dict[str, Any]:
-    """Check an export against its own chain data and the signatures it carries."""
-    chain = json.loads(path.with_name(path.name + ".chain.json").read_text())
-    contents = path.read_bytes().split(b"\n")[:-1]
-    records = chain["records"]
-    problems: list[str] = []
-    if len(contents) != len(records):
-        problems.append(f"{len(contents)} lines but {len(records)} chain entries")
-    by_position: dict[tuple[int, int], str] = {}
-    previous: dict[int, tuple[int, str]] = {}
-    for n, (content, info) in enumerate(zip(contents, records, strict=False), start=1):
-        pid, pseq = info["partition"], info["pseq"]
-        digest = hashlib.sha256(content).hexdigest()
-        if digest != info["content_hash"]:
-            problems.append(f"line {n}: content was modified")
-        linked = link_hash(bytes.fromhex(info["prev_hash"]), bytes.fromhex(digest), pid, pseq).hex()
-        if linked != info["chain_hash"]:
-            problems.append(f"line {n}: chain hash does not match")
-        before = previous.get(pid)
-        if before and (before[0] + 1 != pseq or before[1] != info["prev_hash"]):
-            problems.append(f"line {n}: does not follow partition {pid} record {before[0]}")
-        previous[pid] = (pseq, info["chain_hash"])
-        by_position[(pid, pseq)] = info["chain_hash"]
-    anchored: dict[int, int] = {}
-    keys = {k["kid"]: RSAKey.import_key(k) for k in chain["jwks"]["keys"]}
-    for mark in chain["checkpoints"]:
-        key = keys.get(mark["kid"])
-        try:
-            payload = json.loads(jws.deserialize_compact(mark["jws"], key).payload) if key else None
-        except Exception:
-            payload = None
-        if payload is None:
-            problems.append(f"checkpoint {mark['id']}: signature does not verify")
-            continue
-        for pid_text, (pseq, head) in payload["heads"].items():
-            stored = by_position.get((int(pid_text), int(pseq)))
-            if stored is not None and stored != head:
-                problems.append(f"partition {pid_text} record {pseq}: differs from checkpoint")
-            elif stored is not None:
-                anchored[int(pid_text)] = max(anchored.get(int(pid_text), 0), int(pseq))
-    covered = sum(1 for r in records if r["pseq"] <= anchored.get(r["partition"], 0))
-    return {
-        "ok": not problems,
-        "records": len(records),
-        "anchored_by_checkpoint": covered,
-        "signing_keys": sorted(keys),
-        "problems": problems[:50],
-    }
+def _public_marker(marker: Marker | None) -> dict[str, Any] | None:
+    if marker is None:
+        return None
+    return {k: marker[k] for k in ("kind", "id", "kid", "jws")}
 
 
 # ---------------------------------------------------------------- archiving
@@ -164,10 +196,12 @@ def archive(
     checkpoints.take(engine, keys)
     with engine.connect() as conn:
         anchors = _current_anchors(conn, keys)
+        previous = _archive_marker(conn, keys)
         runs = _archivable_runs(conn, before, anchors)
         if not runs:
             return {"archived": 0}
-        summary = _write_runs(conn, keys, runs, out, {"before": before})
+        summary = _write_lines(conn, runs, out)
+    lines = summary.pop("lines")
     heads = dict(anchors)
     with write_transaction(engine) as conn:
         for pid, (_lo, hi) in runs.items():
@@ -181,9 +215,16 @@ def archive(
         payload = {"before": before, "created": created, "file_sha256": summary["sha256"],
                    "heads": checkpoints.encode_heads(heads)}  # fmt: skip
         kid, token = checkpoints.sign(keys, payload)
-        conn.execute(
-            insert(audit_archive).values(created=created, before=before, kid=kid, jws=token)
-        )
+        marker_id = conn.execute(
+            insert(audit_archive)
+            .values(created=created, before=before, kid=kid, jws=token)
+            .returning(audit_archive.c.id)
+        ).scalar_one()
+        # The file ends where the new marker's heads are: it is the archive's own end anchor.
+        # Written before the rows go (a failure here rolls the deletion back).
+        marker = {"kind": "archive", "id": marker_id, "created": created, "kid": kid,
+                  "jws": token, "heads": heads}  # fmt: skip
+        _write_chain(out, lines, previous, marker, keys, {"before": before})
         for pid, (lo, hi) in runs.items():
             _delete_run(conn, pid, lo, hi)
     return {**summary, "archived": summary["records"]}

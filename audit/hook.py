@@ -9,7 +9,7 @@ failed, in a transaction of its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Engine
 
@@ -20,7 +20,7 @@ from app.fhir.hooks import Hook, Interaction
 from app.fhir.storage import StoredVersion, UnitOfWork
 from audit import indexing
 from audit.chain import AuditRecord
-from audit.events import SUCCESS, Entities, EventKind, Outcome
+from audit.events import SIGN_IN_CLIENT, SUCCESS, Actor, Entities, EventKind, Outcome
 from audit.patients import patients_of
 from audit.trail import AuditTrail, actor_of, outcome_of
 
@@ -99,13 +99,16 @@ class AuditHook(Hook):
         resources = pending.resources
         if not resources and interaction.resource_type and interaction.id:
             resources = [f"{interaction.resource_type}/{interaction.id}"]
+        actor, description = actor_of(ctx), ctx.request_line or None
+        if ctx.channel == "auth":
+            actor, description = _sign_in_page(ctx, actor)
         entities = Entities(
             resources=resources,
             patients=pending.patients,
             query=pending.query,
-            description=ctx.request_line or None,
+            description=description,
         )
-        return self.trail.build(EventKind.rest(interaction.name), actor_of(ctx), outcome, entities)
+        return self.trail.build(EventKind.rest(interaction.name), actor, outcome, entities)
 
 
 class AuditCatchUpHook(Hook):
@@ -133,6 +136,16 @@ class AuditCatchUpHook(Hook):
             indexing.catch_up(uow)
         else:
             indexing.catch_up_now(self.engine)
+
+
+def _sign_in_page(ctx: RequestContext, actor: Actor) -> tuple[Actor, str]:
+    """The sign-in pages look patients up through the door (the picker's list, the consent
+    page's patient) for the user signing in, before the app holds any token: the client agent
+    is the server's sign-in page, the app is named in the description."""
+    return (
+        replace(actor, client_id=SIGN_IN_CLIENT),
+        f"patient look-up by the sign-in page, for client {ctx.client_id}",
+    )
 
 
 def _query(interaction: Interaction) -> str | None:

@@ -9,10 +9,15 @@ For each partition, records are read in pseq order and checked:
 * the global insertion sequence grows with pseq               else: reordered
 * no record lies beyond the partition's head                  else: inserted
 * the last record is the partition's head                     else: deleted (the newest)
+* the `id` and `recorded` columns say what the content says   else: modified
 
 Then every signed checkpoint's heads must still be there with the same hash (a chain that was
 recomputed after a rewrite, or a deleted tail, fails here), and a checkpoint whose signature
-does not verify is itself a finding. `--since` starts each partition at the newest checkpoint
+does not verify is itself a finding. Checkpoints must form an unbroken numbered sequence, and
+records older than the checkpoint interval (relative to the newest record) must be covered by
+one (marks.py): deleting checkpoints to hide a rewrite is caught. Last, the searchable copy
+(AuditEvent resources, which searches, the console and the accounting of disclosures read)
+must match the chain (copies.py). `--since` starts each partition at the newest checkpoint
 taken before that time (its signature anchors the walk) instead of at the beginning.
 """
 
@@ -26,7 +31,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from app.auth.keys import KeyStore
-from audit import checkpoints
+from app.fhir import jsonio
+from app.fhir.instants import to_instant
+from audit import checkpoints, copies, marks
 from audit.chain import GENESIS, link_hash
 from audit.tables import audit_event, audit_partition
 
@@ -35,7 +42,7 @@ BATCH = 5000
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # modified | deleted | inserted | reordered | checkpoint
+    kind: str  # modified | deleted | inserted | reordered | checkpoint | unanchored | copy
     partition: int | None
     pseq: int | None
     detail: str
@@ -68,28 +75,44 @@ class Report:
         }
 
 
-def verify(engine: Engine, keys: KeyStore, *, since: int | None = None) -> Report:
+def verify(
+    engine: Engine,
+    keys: KeyStore,
+    *,
+    since: int | None = None,
+    checkpoint_seconds: int = marks.DEFAULT_INTERVAL,
+) -> Report:
     """Verify one snapshot of the trail. The server keeps appending while this runs: read
     committed, the heads read first would lag the records read later, and every record added
-    meanwhile would look inserted. (A SQLite read transaction is a snapshot already.)"""
+    meanwhile would look inserted. (A SQLite read transaction is a snapshot already.)
+    `checkpoint_seconds`: how often the servers sign the heads (the setting)."""
     with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            return verify_on(conn, keys, since=since)
+            return verify_on(conn, keys, since=since, checkpoint_seconds=checkpoint_seconds)
 
 
-def verify_on(conn: Connection, keys: KeyStore, *, since: int | None = None) -> Report:
+def verify_on(
+    conn: Connection,
+    keys: KeyStore,
+    *,
+    since: int | None = None,
+    checkpoint_seconds: int = marks.DEFAULT_INTERVAL,
+) -> Report:
     """The same on an open connection (what it sees is what is checked)."""
     report = Report()
-    marks = checkpoints.load_all(conn, keys)
-    report.checkpoints = len(marks)
-    for mark in marks:
+    signed = checkpoints.load_all(conn, keys)
+    report.checkpoints = len(signed)
+    for mark in signed:
         if not mark.valid:
             report.findings.append(
                 Finding("checkpoint", None, None, f"checkpoint {mark.id} signature invalid")
             )
-    anchors = _anchors(conn, keys, report, marks, since)
+    valid = [m for m in signed if m.valid]
+    report.findings.extend(Finding("checkpoint", None, None, d) for d in marks.sequence(valid))
+    anchors = _anchors(conn, keys, report, signed, since)
+    covered = marks.covered(valid, anchors)
     heads = dict(
         conn.execute(select(audit_partition.c.partition_id, audit_partition.c.last_pseq)).all()
     )
@@ -97,12 +120,19 @@ def verify_on(conn: Connection, keys: KeyStore, *, since: int | None = None) -> 
         set(heads) | {r[0] for r in conn.execute(select(audit_event.c.partition_id).distinct())}
     )
     report.partitions = len(partitions)
+    tails: dict[int, marks.Tail] = {}
     for pid in partitions:
         if pid not in heads:
             report.findings.append(Finding("inserted", pid, None, "unknown partition"))
         start = anchors.get(pid, (0, GENESIS))
-        _walk_partition(conn, pid, start, heads.get(pid), report)
-    _check_checkpoints(conn, [m for m in marks if m.valid], anchors, report)
+        tails[pid] = marks.Tail(covered.get(pid, 0))
+        _walk_partition(conn, pid, start, heads.get(pid), report, tails[pid])
+    _check_checkpoints(conn, valid, anchors, report)
+    for pid, pseq, detail in marks.unanchored(tails, checkpoint_seconds):
+        report.findings.append(Finding("unanchored", pid, pseq, detail))
+    report.findings.extend(
+        Finding("copy", None, None, d) for d in copies.differences(conn, anchors)
+    )
     return report
 
 
@@ -137,7 +167,16 @@ def _rows(conn: Connection, pid: int, after: int) -> Iterator[Any]:
     e = audit_event.c
     while True:
         batch = conn.execute(
-            select(e.seq, e.pseq, e.recorded, e.content, e.content_hash, e.prev_hash, e.chain_hash)
+            select(
+                e.seq,
+                e.id,
+                e.pseq,
+                e.recorded,
+                e.content,
+                e.content_hash,
+                e.prev_hash,
+                e.chain_hash,
+            )  # fmt: skip
             .where(e.partition_id == pid, e.pseq > after)
             .order_by(e.pseq)
             .limit(BATCH)
@@ -154,18 +193,23 @@ def _walk_partition(
     start: tuple[int, bytes],
     head: int | None,
     report: Report,
+    tail: marks.Tail | None = None,
 ) -> None:
     expected, prev = start[0] + 1, start[1]
     last_seq = -1
     for row in _rows(conn, pid, start[0]):
         report.records += 1
         add = _adder(report, pid, row)
+        if tail is not None:
+            tail.saw(row.pseq, row.recorded)
         stored_prev, stored_chain = bytes(row.prev_hash), bytes(row.chain_hash)
         digest = bytes(row.content_hash)
         if row.pseq != expected:
             add("deleted", f"records {expected}..{row.pseq - 1} are missing")
         if hashlib.sha256(row.content).digest() != digest:
             add("modified", "content does not match its hash")
+        elif mismatch := _columns_mismatch(row):
+            add("modified", mismatch)
         elif link_hash(stored_prev, digest, pid, row.pseq) != stored_chain:
             moved = _position_of(stored_prev, digest, stored_chain, pid, conn)
             if moved is not None:
@@ -186,6 +230,20 @@ def _walk_partition(
         report.findings.append(
             Finding("deleted", pid, expected, f"the newest records {expected}..{head} are missing")
         )
+
+
+def _columns_mismatch(row: Any) -> str | None:
+    """The `id` and `recorded` columns are outside the hash; they must say what the hashed
+    content says (searches by date and the console read the columns' copy)."""
+    try:
+        event = jsonio.loads_stored(bytes(row.content))
+    except Exception:
+        return "content is not JSON"
+    if not isinstance(event, dict) or event.get("id") != row.id:
+        return "the id column does not match the record's id"
+    if event.get("recorded") != to_instant(row.recorded):
+        return "the recorded column does not match the record's time"
+    return None
 
 
 def _adder(report: Report, pid: int, row: Any) -> Any:

@@ -256,3 +256,59 @@ def test_refusals_are_audited(
         for e in entry["resource"].get("entity", [])
     ]
     assert f"GET /audit/disclosures/{story.patient}" in lines
+
+
+def test_the_sign_in_pages_look_ups_are_not_disclosures_to_the_app(
+    live_server: LiveServer, story: Story, system_token: str
+) -> None:
+    """The patient picker lists patients and the consent page names the one chosen, as the
+    user signing in, before the app holds a token: the trail keeps those searches under the
+    server's sign-in page (the app named in the description); the accounting leaves them out."""
+    auth = live_server.app.state.auth
+    root = live_server.settings.server_root
+    scope = "openid fhirUser launch/patient patient/*.rs"
+    app = register_client(auth, "public", scope)
+    username = register_user(auth, "practitioner", f"Practitioner/{story.practitioner}")
+    query = httpx.QueryParams(
+        response_type="code", client_id=app.client_id, redirect_uri=CALLBACK, scope=scope,
+        state="s", aud=live_server.base_url, code_challenge=s256("v" * 50),
+        code_challenge_method="S256",
+    )  # fmt: skip
+    back = Browser(root).sign_in(f"{root}/auth/authorize?{query}", username, patient=story.patient)
+    assert "code" in query_of(back), back
+
+    listed = accounting(live_server, story.patient, system_token).json()["disclosures"]
+    recipients = {d["recipient"]["client_id"] for d in listed}
+    assert app.client_id not in recipients and "medisentinel-sign-in" not in recipients
+
+    trail = httpx.get(
+        f"{live_server.base_url}/AuditEvent",
+        params={"patient": f"Patient/{story.patient}", "subtype": "search-type",
+                "agent:identifier": "urn:medisentinel:client|medisentinel-sign-in"},
+        headers=bearer(system_token), timeout=30,
+    ).json()  # fmt: skip
+    looked_up = [e["resource"] for e in trail.get("entry", [])]
+    mentioning = [e for e in looked_up
+                  if any(x.get("description", "").endswith(f"for client {app.client_id}")
+                         for x in e.get("entity", []))]  # fmt: skip
+    assert mentioning, looked_up
+    user = [a for a in mentioning[0]["agent"] if a.get("altId")]
+    assert user and user[0]["altId"] == username
+
+
+def test_a_history_listing_is_accounted_as_the_listing(
+    live_server: LiveServer, story: Story, auth_headers: dict[str, str], system_token: str
+) -> None:
+    """A type history, like a search, records its query, not each version: `what` is the
+    listing the recipient was sent."""
+    since = to_instant(time.time_ns() // 1000)
+    with httpx.Client(base_url=live_server.base_url, headers=auth_headers, timeout=30) as admin:
+        create_resource(admin, observation(subject={"reference": f"Patient/{story.patient}"}))
+    reader, token = backend_token(live_server.app.state.auth, "system/*.rs")
+    with httpx.Client(base_url=live_server.base_url, headers=bearer(token), timeout=30) as http:
+        assert http.get("/Observation/_history", params={"_since": since}).status_code == 200
+    listed = accounting(live_server, story.patient, system_token).json()["disclosures"]
+    [mine] = [d for d in listed if d["recipient"]["client_id"] == reader]
+    assert mine["interaction"] == "history-type"
+    assert mine["what"] == [f"Observation/_history?_since={since}"]
+    assert mine["query"].startswith("GET /fhir/Observation/_history?_since=")

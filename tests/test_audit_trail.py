@@ -20,6 +20,7 @@ from tests.conftest import LiveServer
 from tests.smart_helpers import create_resource, register_client
 
 CLIENT = "urn:medisentinel:client"
+BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/"
 
 
 @dataclass
@@ -119,7 +120,8 @@ def test_a_read_is_recorded_with_the_resource_the_patient_and_the_client(
     assert agent["requestor"] is True
     assert agent["network"]["address"] == "127.0.0.1"
     assert event["source"]["observer"]["display"] == "MediSentinel"
-    assert "IHE.BasicAudit.Read" in event["meta"]["profile"][0]
+    # one patient concerned: BALP's PatientRead (a Read whose patient entity is 1..1)
+    assert event["meta"]["profile"] == [BALP + "IHE.BasicAudit.PatientRead"]
 
 
 def test_a_search_records_the_query_and_every_patient_concerned(
@@ -144,10 +146,38 @@ def test_a_search_records_the_query_and_every_patient_concerned(
     found = me.http.get("Observation", params={"code": f"urn:t|{code}"})
     assert found.status_code == 200 and found.json()["total"] == 3
     [event] = events_of(client, me.client_id)
-    assert (subtype(event), event["action"], event["outcome"]) == ("search-type", "R", "0")
+    # a query executes (BALP Query, action E); several patients: not PatientQuery (1..1)
+    assert (subtype(event), event["action"], event["outcome"]) == ("search-type", "E", "0")
+    assert event["meta"]["profile"] == [BALP + "IHE.BasicAudit.Query"]
     assert sorted(entity_refs(event, "1")) == sorted(f"Patient/{p}" for p in patients)
     assert unquote(query_of(event) or "") == f"code=urn:t|{code}"
     assert entity_refs(event, "4") == []  # a query lists patients, not every resource
+
+
+def test_a_one_patient_search_and_a_history_are_patient_queries_executed(
+    caller: Any, client: httpx.Client, patient_with_observation: tuple[str, str]
+) -> None:
+    """BALP: a query of one patient's data is a PatientQuery with action E; history listings
+    are queries too; a refused query claims no profile (BALP's are for successes)."""
+    patient, observation = patient_with_observation
+    me = caller("system/Observation.rs")
+    assert me.http.get("Observation", params={"subject": f"Patient/{patient}"}).status_code == 200
+    assert me.http.get(f"Observation/{observation}/_history").status_code == 200
+    assert me.http.get("Patient", params={"_id": patient}).status_code == 403
+    found = events_of(client, me.client_id)
+    assert [(subtype(e), e["action"], e["outcome"]) for e in found] == [
+        ("search-type", "E", "0"),
+        ("history-instance", "E", "0"),
+        ("search-type", "E", "4"),
+    ]
+    assert [e["meta"].get("profile") for e in found] == [
+        [BALP + "IHE.BasicAudit.PatientQuery"],
+        [BALP + "IHE.BasicAudit.PatientQuery"],
+        None,
+    ]
+    searches = client.get("AuditEvent", params={"action": "E", "subtype": "search-type",
+                                                "agent-name": me.client_id})  # fmt: skip
+    assert searches.status_code == 200 and searches.json()["total"] == 2
 
 
 def test_writes_are_recorded_with_their_actions(caller: Any, client: httpx.Client) -> None:

@@ -55,6 +55,7 @@ def tamper(live_server: LiveServer, chain_ready: None, is_postgres: bool) -> Ite
         transaction = conn.begin()
         if is_postgres:  # the table owner may switch the guard off: an attacker with DDL rights
             conn.execute(text("ALTER TABLE audit_event DISABLE TRIGGER audit_event_no_update"))
+            conn.execute(text("ALTER TABLE audit_checkpoint DISABLE TRIGGER USER"))
         try:
             yield conn
         finally:
@@ -206,6 +207,120 @@ def test_a_rewritten_chain_is_caught_by_the_signed_checkpoint(
     assert "modified" in kinds
 
 
+def rechain_from(conn: Connection, pid: int, pseq: int, edit: bytes, to: bytes) -> None:
+    """Edit record `pseq` (replace `edit` by `to`) and recompute every hash after it."""
+    rows = conn.execute(
+        text("SELECT pseq, content, prev_hash FROM audit_event WHERE partition_id = :p "
+             "AND pseq >= :s ORDER BY pseq"), {"p": pid, "s": pseq}
+    ).all()  # fmt: skip
+    prev = bytes(rows[0].prev_hash)
+    for row in rows:
+        content = row.content.replace(edit, to) if row.pseq == pseq else row.content
+        digest = content_hash(content)
+        chained = link_hash(prev, digest, pid, row.pseq)
+        conn.execute(
+            text("UPDATE audit_event SET content = :c, content_hash = :d, prev_hash = :prev,"
+                 " chain_hash = :h WHERE partition_id = :p AND pseq = :s"),
+            {"c": content, "d": digest, "prev": prev, "h": chained, "p": pid, "s": row.pseq},
+        )  # fmt: skip
+        prev = chained
+
+
+@pytest.fixture
+def numbered_checkpoints(live_server: LiveServer, chain_ready: None) -> list[int]:
+    state = live_server.app.state
+    return [
+        checkpoints.take(state.engine, state.auth.keys, only_if_changed=False) or 0
+        for _ in range(3)
+    ]
+
+
+def test_checkpoints_are_numbered_and_linked(
+    numbered_checkpoints: list[int], live_server: LiveServer
+) -> None:
+    with live_server.app.state.engine.connect() as conn:
+        marks = checkpoints.load_all(conn, live_server.app.state.auth.keys)
+    assert [m.n for m in marks] == list(range(1, len(marks) + 1))
+    assert all(b.prev == a.digest for a, b in zip(marks, marks[1:], strict=False))
+
+
+def test_a_deleted_checkpoint_is_caught(
+    numbered_checkpoints: list[int], tamper: Connection, live_server: LiveServer
+) -> None:
+    tamper.execute(
+        text("DELETE FROM audit_checkpoint WHERE id = :i"), {"i": numbered_checkpoints[1]}
+    )
+    details = [(f.kind, f.detail) for f in findings(tamper, live_server)]
+    assert any(kind == "checkpoint" and "missing (deleted)" in d for kind, d in details), details
+
+
+def test_a_rewrite_hidden_by_deleting_every_checkpoint_is_caught(
+    tamper: Connection, live_server: LiveServer
+) -> None:
+    """The probe's case: edit, re-hash, delete the checkpoints. The records are then covered
+    by no checkpoint although newer ones exist (interval 0 here: the suite's records are
+    seconds apart, a real trail's hours)."""
+    pid, pseq = a_partition(tamper)
+    rechain_from(tamper, pid, pseq, b'"outcome":"0"', b'"outcome":"4"')
+    tamper.execute(text("DELETE FROM audit_checkpoint"))
+    kinds = {f.kind for f in verify_on(tamper, live_server.app.state.auth.keys,
+                                       checkpoint_seconds=0).findings}  # fmt: skip
+    assert "unanchored" in kinds
+
+
+def test_records_younger_than_the_interval_need_no_checkpoint(
+    live_server: LiveServer, a_record_after_the_checkpoint: None
+) -> None:
+    """The records after the newest checkpoint (the server has not signed them yet) are no
+    finding with the real interval."""
+    with live_server.app.state.engine.connect() as conn:
+        report = verify_on(conn, live_server.app.state.auth.keys, checkpoint_seconds=300)
+    assert report.ok, report.summary()
+
+
+@pytest.mark.parametrize("column", ["recorded", "id"])
+def test_the_id_and_recorded_columns_are_checked_against_the_record(
+    column: str, tamper: Connection, live_server: LiveServer
+) -> None:
+    pid, pseq = a_partition(tamper)
+    change = "recorded = recorded - 86400000000" if column == "recorded" else "id = 'forged'"
+    tamper.execute(
+        text(f"UPDATE audit_event SET {change} WHERE partition_id = :p AND pseq = :s"),
+        {"p": pid, "s": pseq},
+    )
+    found = [(f.kind, f.pseq, f.detail) for f in findings(tamper, live_server)]
+    assert ("modified", pseq, f"the {column} column does not match the record's "
+            + ("time" if column == "recorded" else "id")) in found  # fmt: skip
+
+
+@pytest.fixture
+def copied(live_server: LiveServer, chain_ready: None) -> None:
+    from audit.indexing import catch_up_now
+
+    catch_up_now(live_server.app.state.engine)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE resource SET content = :c WHERE resource_type = 'AuditEvent' AND id = :i",
+        "DELETE FROM resource WHERE resource_type = 'AuditEvent' AND id = :i",
+        "UPDATE resource SET id = 'planted' WHERE resource_type = 'AuditEvent' AND id = :i",
+        "DELETE FROM resource_history WHERE resource_type = 'AuditEvent' AND id = :i",
+    ],
+)
+def test_the_searchable_copy_is_compared_with_the_chain(
+    change: str, copied: None, tamper: Connection, live_server: LiveServer
+) -> None:
+    """Searches, the console and the accounting of disclosures read the copy."""
+    event_id = tamper.execute(
+        text("SELECT id FROM audit_event ORDER BY seq LIMIT 1 OFFSET 2")
+    ).scalar_one()
+    tamper.execute(text(change), {"c": b'{"resourceType":"AuditEvent"}', "i": event_id})
+    copy_findings = [f.detail for f in findings(tamper, live_server) if f.kind == "copy"]
+    assert copy_findings, "the copy's change was not found"
+
+
 def test_postgres_refuses_changes_to_the_audit_table(
     live_server: LiveServer, chain_ready: None, is_postgres: bool
 ) -> None:
@@ -216,6 +331,9 @@ def test_postgres_refuses_changes_to_the_audit_table(
         "UPDATE audit_event SET content = content",
         "DELETE FROM audit_event",
         "TRUNCATE audit_event",
+        "UPDATE audit_checkpoint SET created = created",
+        "DELETE FROM audit_checkpoint",
+        "TRUNCATE audit_checkpoint",
     ):
         with pytest.raises(sqlalchemy.exc.DBAPIError, match="append-only"):
             with engine.begin() as conn:
@@ -303,3 +421,157 @@ def test_cli_export_verifies_offline_and_archive_respects_retention(
     assert after.returncode == 0, after.stdout
     assert json.loads(after.stdout)["records"] == 1
     assert cli(env, "verify", "--export", str(tmp_path / "a.ndjson")).returncode == 0
+
+
+# ---------------------------------------------------------------- forged exports (S2)
+
+
+@pytest.fixture
+def exported(own_database: tuple[dict[str, str], Settings], tmp_path: Path) -> Path:
+    env, _ = own_database
+    out = tmp_path / "range.ndjson"
+    made = cli(env, "export", "--from", "2000-01-01", "--to", "2100-01-01", "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    return out
+
+
+def published_jwks(settings: Settings, path: Path) -> Path:
+    """The server's /.well-known/jwks.json, as an auditor would save it."""
+    from app.db import create_db_engine
+    from audit.commands import key_store
+
+    engine = create_db_engine(settings.database_url, pool_size=1)
+    path.write_text(json.dumps(key_store(engine, settings).jwks()))
+    engine.dispose()
+    return path
+
+
+def forge(export: Path, *, drop_line: int) -> dict[str, Any]:
+    """The probe's forgery: one line dropped, another changed, the chain re-hashed."""
+    lines = export.read_bytes().split(b"\n")[:-1]
+    chain = json.loads(export.with_name(export.name + ".chain.json").read_text())
+    del lines[drop_line]
+    del chain["records"][drop_line]
+    lines[0] = lines[0].replace(b'"action":"', b'"action":"X', 1)
+    prev = bytes(32)
+    for n, (line, info) in enumerate(zip(lines, chain["records"], strict=True), start=1):
+        digest = content_hash(line)
+        chained = link_hash(prev, digest, info["partition"], n)
+        info.update(pseq=n, prev_hash=prev.hex(), content_hash=digest.hex(),
+                    chain_hash=chained.hex())  # fmt: skip
+        prev = chained
+    export.write_bytes(b"\n".join(lines) + b"\n")
+    chain["forged_head"] = [chain["records"][-1]["partition"], len(lines), prev.hex()]
+    return chain
+
+
+def save_chain(export: Path, chain: dict[str, Any]) -> None:
+    export.with_name(export.name + ".chain.json").write_text(json.dumps(chain))
+
+
+def test_an_export_verifies_against_the_published_jwks(
+    exported: Path, own_database: tuple[dict[str, str], Settings], tmp_path: Path
+) -> None:
+    env, settings = own_database
+    jwks = published_jwks(settings, tmp_path / "jwks.json")
+    checked = cli({}, "verify", "--export", str(exported), "--jwks", str(jwks))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["ok"] and report["anchored_by_checkpoint"] == report["records"] == 5
+
+
+def test_a_forged_export_without_its_markers_is_not_verified(
+    exported: Path, own_database: tuple[dict[str, str], Settings]
+) -> None:
+    env, _ = own_database
+    chain = forge(exported, drop_line=2)
+    for drop in ("end", "start"):
+        chain.pop(drop, None)
+    save_chain(exported, chain)
+    checked = cli(env, "verify", "--export", str(exported))
+    assert checked.returncode == 1
+    report = json.loads(checked.stdout)
+    assert report["ok"] is False and report["anchored_by_checkpoint"] == 0
+    assert "nothing anchors the export's end: not verified" in report["problems"]
+
+
+def test_a_forged_export_signed_with_a_key_it_carries_is_not_verified(
+    exported: Path, own_database: tuple[dict[str, str], Settings], tmp_path: Path
+) -> None:
+    """The attacker signs the end marker with their own key under the server's kid and puts
+    that key in the file's jwks: only independently trusted keys count."""
+    from joserfc import jws
+    from joserfc.jwk import RSAKey
+
+    env, settings = own_database
+    chain = forge(exported, drop_line=2)
+    kid = chain["end"]["kid"]
+    attacker = RSAKey.generate_key(2048, parameters={"kid": kid})
+    pid, pseq, head = chain.pop("forged_head")
+    payload = json.dumps({"created": 4102444800000000, "heads": {str(pid): [pseq, head]}},
+                         sort_keys=True, separators=(",", ":")).encode()  # fmt: skip
+    chain["end"]["jws"] = jws.serialize_compact({"alg": "RS256", "kid": kid}, payload, attacker)
+    chain["jwks"] = {"keys": [attacker.as_dict(private=False)]}
+    save_chain(exported, chain)
+    jwks = published_jwks(settings, tmp_path / "jwks.json")
+    for trust in ((), ("--jwks", str(jwks))):
+        checked = cli(env, "verify", "--export", str(exported), *trust)
+        assert checked.returncode == 1, checked.stdout
+        problems = json.loads(checked.stdout)["problems"]
+        assert any("signature does not verify" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_records_dropped_at_either_end_of_an_export_are_caught(
+    where: str, exported: Path, own_database: tuple[dict[str, str], Settings]
+) -> None:
+    """Whole lines cut off at the start or the end leave a chain that still links: the signed
+    start (the trail's beginning here) and end heads show the cut."""
+    env, _ = own_database
+    lines = exported.read_bytes().split(b"\n")[:-1]
+    chain = json.loads(exported.with_name(exported.name + ".chain.json").read_text())
+    index = 0 if where == "first" else -1
+    del lines[index]
+    del chain["records"][index]
+    exported.write_bytes(b"\n".join(lines) + b"\n")
+    save_chain(exported, chain)
+    checked = cli(env, "verify", "--export", str(exported))
+    assert checked.returncode == 1, checked.stdout
+    assert "records dropped" in json.loads(checked.stdout)["problems"][0]
+
+
+def test_verifying_an_export_without_trusted_keys_is_refused(
+    exported: Path, tmp_path: Path
+) -> None:
+    elsewhere = {"MEDISENTINEL_DATABASE_URL": f"sqlite:///{tmp_path / 'none.db'}",
+                 "MEDISENTINEL_MASTER_KEY_FILE": str(tmp_path / "no-key")}  # fmt: skip
+    refused = cli(elsewhere, "verify", "--export", str(exported))
+    assert refused.returncode == 2 and "--jwks" in refused.stderr
+    assert not (tmp_path / "none.db").exists() and not (tmp_path / "no-key").exists()
+
+
+def test_a_server_signs_the_heads_when_it_stops(
+    own_database: tuple[dict[str, str], Settings],
+) -> None:
+    """Records a server (or a crashed run) left unsigned are covered when a server starts and
+    when it stops, so verify may expect every record older than two intervals to be covered."""
+    import asyncio
+
+    from audit.checkpoints import current_heads, load_all
+
+    _env, settings = own_database
+    app = create_app(settings)
+    engine, keys = app.state.engine, app.state.auth.keys
+    with engine.connect() as conn:
+        assert load_all(conn, keys) == []  # the records were written without a server
+
+    async def start_and_stop() -> None:
+        async with app.router.lifespan_context(app):
+            pass
+
+    asyncio.run(start_and_stop())
+    engine = create_app(settings).state.engine
+    with engine.connect() as conn:
+        marks, heads = load_all(conn, keys), current_heads(conn)
+    engine.dispose()
+    assert heads and marks and marks[-1].heads == heads

@@ -219,7 +219,7 @@ def test_compliance_officer_filters_pages_and_opens_an_event(
 
     # The officer's own looking is on the trail: searches of AuditEvent by this user.
     page.goto(console_url(live_server, f"/audit/?user={officer}&count=50"))
-    assert "R" in column(page, ".action")
+    assert "E" in column(page, ".action")  # its searches: queries execute (BALP)
     assert any("/audit/" in r for r in column(page, "td.mono:last-child"))
 
     # The accounting of disclosures, linked for the patient filter, opens with the session.

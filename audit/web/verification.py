@@ -35,17 +35,18 @@ class Status:
         return None if self.checked_at is None else int(time.time() - self.checked_at)
 
 
-def _walk(engine: Any, keys: Any) -> dict[str, Any]:
+def _walk(engine: Any, keys: Any, checkpoint_seconds: int) -> dict[str, Any]:
     from audit.verify import verify  # imported late: the console works (status unavailable)
     # even while the verifier is being changed
 
-    report = verify(engine, keys)
+    report = verify(engine, keys, checkpoint_seconds=checkpoint_seconds)
     return dict(report.summary())
 
 
 class Verifier:
-    def __init__(self, engine: Any, keys: Any) -> None:
+    def __init__(self, engine: Any, keys: Any, checkpoint_seconds: int) -> None:
         self.engine, self.keys = engine, keys
+        self.checkpoint_seconds = checkpoint_seconds
         self.last: Status | None = None
         self.task: asyncio.Task[Status] | None = None
 
@@ -64,7 +65,9 @@ class Verifier:
 
     async def _run(self) -> Status:
         try:
-            summary = await asyncio.to_thread(_walk, self.engine, self.keys)
+            summary = await asyncio.to_thread(
+                _walk, self.engine, self.keys, self.checkpoint_seconds
+            )
         except Exception as exc:
             log.exception("audit chain verification could not run")
             status = Status("unavailable", time.time(), error=f"{type(exc).__name__}: {exc}")
@@ -78,5 +81,7 @@ def verifier(request: Request) -> Verifier:
     state = request.app.state
     found = getattr(state, "audit_console_verifier", None)
     if found is None:
-        found = state.audit_console_verifier = Verifier(state.engine, state.auth.keys)
+        found = state.audit_console_verifier = Verifier(
+            state.engine, state.auth.keys, state.settings.audit_checkpoint_seconds
+        )
     return found  # type: ignore[no-any-return]
