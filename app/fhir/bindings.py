@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import fhir_profiles
+from app.fhir.jsonio import IntegerLiteral
 
 # What the binding walker does with an element; resolved once so the hot loop only compares
 # ints.
@@ -378,7 +379,8 @@ class _KindWalker(_Walker):
             if value is True or value is False:
                 return
         elif kind == _K_INTEGER:
-            if type(value) is int:  # not bool, not a Decimal (even an integral 1.0)
+            # not bool, not a decimal (even an integral 1.0); -0 and huge literals are integers
+            if type(value) is int or isinstance(value, IntegerLiteral):
                 return
         elif kind == _K_DECIMAL:
             if isinstance(value, int | Decimal | float) and not isinstance(value, bool):
@@ -390,7 +392,9 @@ class _KindWalker(_Walker):
                 return
         elif kind == _K_RESOURCE:
             if isinstance(value, dict):
-                self.resource(value, path, depth)  # unknown resourceType: not ours
+                if value.get("resourceType") not in resource_types():
+                    self.out.append((f"{path}.resourceType", "must be an R4 resource type"))
+                self.resource(value, path, depth)
                 return
         # Primitive arrays (and their "_name" partners) may hold null placeholders that keep
         # the two arrays aligned.
@@ -413,7 +417,7 @@ def _describe(value: Any) -> str:
         return f"a boolean ({'true' if value else 'false'})"
     if isinstance(value, str):
         return "a string"
-    if isinstance(value, int):
+    if isinstance(value, int | IntegerLiteral):
         return "an integer"
     if isinstance(value, Decimal | float):
         literal = getattr(value, "literal", None) or str(value)
@@ -431,8 +435,9 @@ def check_json_kinds(resource: dict[str, Any]) -> list[tuple[str, str]]:
     Covers primitives of the wrong kind (a boolean given as ``"yes"`` or ``1``, an integer as
     ``"3"``, ``true`` or ``1.0``, a string as a number ...), arrays where a single value
     belongs and the reverse, and objects where a primitive belongs and the reverse. Null is
-    accepted only as an item of a primitive array or of its ``_name`` partner. Unknown
-    elements and an unknown or missing ``resourceType`` are not reported.
+    accepted only as an item of a primitive array or of its ``_name`` partner. A nested
+    resource without an R4 ``resourceType`` is reported; unknown elements, and the top-level
+    ``resourceType`` (the caller's check), are not.
     """
     walker = _KindWalker()
     walker.run(resource)

@@ -19,7 +19,7 @@ from fhir.resources.R4B import get_fhir_model_class  # noqa: TID251 - the one pl
 from pydantic import ValidationError
 
 from app.errors import Issue, ResourceInvalid
-from app.fhir import bindings
+from app.fhir import bindings, jsonio
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 # FHIR strings "SHALL NOT contain Unicode character points below 32, except for u0009 (horizontal
@@ -42,8 +42,35 @@ def _model_class(resource_type: str) -> Any | None:
     """The R4B model, or None for the few R4 types R4B dropped (table checks still apply)."""
     try:
         return get_fhir_model_class(resource_type)
-    except KeyError:
+    except (KeyError, ValueError):  # fhir.resources raises ValueError for an unknown name
         return None
+
+
+# What an R4-only resource nested in an R4B one stands in as for the model check: a type
+# with no required elements, so the model judges everything around it. The nested resource
+# itself still gets the table checks.
+def _stand_in(nested: dict[str, Any]) -> dict[str, Any]:
+    stand_in: dict[str, Any] = {"resourceType": "Parameters"}
+    if isinstance(nested.get("id"), str):
+        stand_in["id"] = nested["id"]
+    return stand_in
+
+
+def _without_r4_only(value: Any, *, root: bool = False) -> Any:
+    """A copy of `value` in which every nested resource without an R4B model (an R4-only
+    type, or no resource type at all) is replaced by a stand-in; `value` if there is none."""
+    if isinstance(value, dict):
+        if not root and "resourceType" in value:
+            rtype = value["resourceType"]
+            if not isinstance(rtype, str) or _model_class(rtype) is None:
+                return _stand_in(value)
+        items = {k: _without_r4_only(v) for k, v in value.items()}
+        changed = any(items[k] is not v for k, v in value.items())
+        return items if changed else value
+    if isinstance(value, list):
+        copied = [_without_r4_only(v) for v in value]
+        return copied if any(c is not v for c, v in zip(copied, value, strict=True)) else value
+    return value
 
 
 def validate_resource(
@@ -51,6 +78,10 @@ def validate_resource(
 ) -> None:
     """Raise ResourceInvalid naming every problem found, or return quietly."""
     rtype = _check_envelope(resource, expected_type)
+    try:  # a body was checked when parsed; a patch result was not
+        jsonio.check_depth(resource)
+    except jsonio.FhirJsonError as exc:
+        raise ResourceInvalid(str(exc), expression=rtype) from exc
     issues: list[Issue] = []
     if expected_id is not None:
         body_id = resource.get("id")
@@ -114,16 +145,23 @@ def _control_character_issues(path: str, value: Any) -> list[Issue]:
     return found
 
 
-def _model_issues(rtype: str, resource: dict[str, Any]) -> list[Issue]:
+def _model_issues(rtype: str, resource: dict[str, Any], path: str = "") -> list[Issue]:
+    """The model's issues; `path` roots them (a contained resource checked on its own)."""
+    path = path or rtype
     model = _model_class(rtype)
-    if model is None:
-        return []
+    if model is None:  # an R4-only type: its contained R4B resources are still checked
+        return [
+            issue
+            for index, item in enumerate(resource.get("contained") or [])
+            if isinstance(item, dict) and isinstance(item.get("resourceType"), str)
+            for issue in _model_issues(item["resourceType"], item, f"{path}.contained[{index}]")
+        ]
     try:
-        model.model_validate(resource)
+        model.model_validate(_without_r4_only(resource, root=True))
     except ValidationError as exc:
-        return [_issue_from_pydantic(rtype, err) for err in exc.errors()]
-    except (TypeError, ValueError) as exc:  # a model validator that raised outside pydantic
-        return [Issue("error", "invalid", str(exc), (rtype,))]
+        return [_issue_from_pydantic(path, err) for err in exc.errors()]
+    except (KeyError, TypeError, ValueError) as exc:  # a validator raising outside pydantic
+        return [Issue("error", "invalid", str(exc), (path,))]
     return []
 
 
