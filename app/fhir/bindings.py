@@ -442,3 +442,43 @@ def check_json_kinds(resource: dict[str, Any]) -> list[tuple[str, str]]:
     walker = _KindWalker()
     walker.run(resource)
     return walker.out
+
+
+class _TypedWalker(_Walker):
+    """Collects where elements of some types sit: (container, key or index, type code)."""
+
+    __slots__ = ("out", "wanted")
+
+    def __init__(self, wanted: frozenset[str]) -> None:
+        super().__init__(_kind_tables())
+        self.wanted = wanted
+        self.out: list[tuple[dict[str, Any] | list[Any], str | int, str]] = []
+
+    def walk(self, obj: dict[str, Any], fields: _Fields, path: str, depth: int) -> None:
+        for key, value in obj.items():
+            field = fields.get(key)
+            if field is None or field.type_code not in self.wanted:
+                continue
+            if isinstance(value, list):
+                self.out.extend((value, i, field.type_code) for i in range(len(value)))
+            else:
+                self.out.append((obj, key, field.type_code))
+        super().walk(obj, fields, path, depth)
+
+    def visit(self, value: Any, field: _Field, path: str, depth: int) -> None:
+        if not isinstance(value, dict):
+            return
+        if field.kind == _K_RESOURCE:
+            self.resource(value, path, depth)
+        elif field.children:
+            self.walk(value, field.children, path, depth)
+
+
+def typed_elements(
+    resource: dict[str, Any], type_codes: frozenset[str]
+) -> list[tuple[dict[str, Any] | list[Any], str | int, str]]:
+    """Where in `resource` (nested resources included) elements of `type_codes` sit, as
+    (container, key or index, type code), so that a caller can rewrite them in place."""
+    walker = _TypedWalker(type_codes)
+    walker.run(resource)
+    return walker.out
