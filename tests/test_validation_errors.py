@@ -245,3 +245,22 @@ def test_deep_json_patch_result_is_400(client: httpx.Client) -> None:
         headers={"Content-Type": "application/json-patch+json"},
     )
     assert_outcome(response, 400)
+
+
+def test_issue_codes_and_whole_messages(client: httpx.Client) -> None:
+    obs = observation()
+    del obs["status"]
+    body = assert_outcome(client.post("/Observation", json=obs, headers=FHIR_JSON), 400)
+    assert [(i["code"], i["expression"]) for i in body["issue"]] == [
+        ("required", ["Observation.status"])
+    ]
+    empty = patient(name=[{"family": ""}])
+    body = assert_outcome(client.post("/Patient", json=empty, headers=FHIR_JSON), 400)
+    message = body["issue"][0]["diagnostics"]
+    assert "\n" not in message and message.endswith("'"), message  # the pattern, whole
+    for wrong in ("maybe", "yes", 1):
+        body = assert_outcome(
+            client.post("/Patient", json=patient(active=wrong), headers=FHIR_JSON), 400
+        )
+        assert len(body["issue"]) == 1, body  # one error, one issue
+        assert body["issue"][0]["expression"] == ["Patient.active"]

@@ -103,8 +103,11 @@ def validate_resource(
             Issue("error", "value", "id must match [A-Za-z0-9-.]{1,64}", (f"{rtype}.id",))
         )
     issues.extend(_control_character_issues(rtype, resource))
-    issues.extend(_model_issues(rtype, resource))
-    issues.extend(_table_issues(resource))
+    table_issues = _table_issues(resource)
+    # A value of the wrong JSON kind upsets the model too; the kind check says it precisely.
+    kind_paths = {i.expression for i in table_issues if i.code == "value"}
+    issues.extend(i for i in _model_issues(rtype, resource) if i.expression not in kind_paths)
+    issues.extend(table_issues)
     if issues:
         raise ResourceInvalid(issues[0].diagnostics, issues=_dedupe(issues))
 
@@ -168,10 +171,12 @@ def _model_issues(rtype: str, resource: dict[str, Any], path: str = "") -> list[
 def _issue_from_pydantic(rtype: str, err: Any) -> Issue:
     path = _loc_to_path(rtype, err.get("loc", ()))
     kind = err.get("type", "")
-    code = (
-        "required" if kind == "missing" else "structure" if kind == "extra_forbidden" else "value"
-    )
-    message = str(err.get("msg", "invalid")).split("\n")[0]
+    message = str(err.get("msg", "invalid"))
+    # fhir.resources reports a missing required element from a model validator.
+    missing = kind == "missing" or message.endswith("is required.")
+    code = "required" if missing else "structure" if kind == "extra_forbidden" else "value"
+    # One line (patterns hold control characters), nothing cut.
+    message = message.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
     if kind == "extra_forbidden":
         message = "unknown element"
     return Issue("error", code, f"{path}: {message}", (path,))
