@@ -264,3 +264,80 @@ def test_issue_codes_and_whole_messages(client: httpx.Client) -> None:
         )
         assert len(body["issue"]) == 1, body  # one error, one issue
         assert body["issue"][0]["expression"] == ["Patient.active"]
+
+
+XHTML = 'xmlns="http://www.w3.org/1999/xhtml"'
+
+
+@pytest.mark.parametrize(
+    "div",
+    [
+        f"<div {XHTML}><script>alert(1)</script></div>",
+        f'<div {XHTML}><p onclick="alert(1)">x</p></div>',
+        f'<div {XHTML}><a href="javascript:alert(1)">x</a></div>',
+        f"<div {XHTML}><iframe>x</iframe></div>",
+        f"<div {XHTML}><form>x</form></div>",
+        "not xhtml",
+        "<div>no namespace</div>",
+        f"<p {XHTML}>not a div</p>",
+        f"<div {XHTML}>   </div>",
+        f"<div {XHTML}><p>unclosed</div>",
+    ],
+)
+def test_narrative_must_be_safe_xhtml_with_content(client: httpx.Client, div: str) -> None:
+    resource = patient(text={"status": "generated", "div": div})
+    body = assert_outcome(client.post("/Patient", json=resource, headers=FHIR_JSON), 400)
+    assert "Patient.text.div" in issue_paths(body)
+
+
+def test_narrative_with_allowed_markup_is_kept(client: httpx.Client) -> None:
+    div = (
+        f'<div {XHTML}><p class="c" style="color:red">a&nbsp;b</p><table border="1"><tr>'
+        '<td colspan="2"><a href="Patient/1">x</a><img src="#a" alt="i"/></td></tr></table>'
+        '<span xml:lang="en">y</span></div>'
+    )
+    resource = patient(text={"status": "generated", "div": div})
+    created = client.post("/Patient", json=resource, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    assert created.json()["text"]["div"] == div
+    contained = patient(contained=[patient(id="c", text={"status": "generated", "div": "x"})])
+    body = assert_outcome(client.post("/Patient", json=contained, headers=FHIR_JSON), 400)
+    assert "Patient.contained[0].text.div" in issue_paths(body)
+
+
+@pytest.mark.parametrize(
+    ("resource", "path"),
+    [
+        (patient(name=[{"given": [None]}]), "Patient.name[0].given[0]"),
+        (
+            patient(name=[{"given": ["a", None], "_given": [None, None]}]),
+            "Patient.name[0].given[1]",
+        ),
+        (patient(identifier=[{}]), "Patient.identifier[0]"),
+        (patient(meta={}), "Patient.meta"),
+        (patient(name=[{"id": "only-an-id"}]), "Patient.name[0]"),
+        (patient(name=[]), "Patient.name"),
+        (patient(name=[{"given": []}]), "Patient.name[0].given"),
+        (patient(extension=[{"url": "http://x"}]), "Patient.extension[0]"),
+        (
+            patient(extension=[{"url": "http://x", "valueString": "a",
+                                "extension": [{"url": "y", "valueString": "b"}]}]),
+            "Patient.extension[0]",
+        ),
+        (patient(_birthDate={}), "Patient._birthDate"),
+    ],
+)  # fmt: skip
+def test_core_json_rules_and_invariants(client: httpx.Client, resource: dict, path: str) -> None:
+    body = assert_outcome(client.post("/Patient", json=resource, headers=FHIR_JSON), 400)
+    assert path in issue_paths(body), body
+
+
+def test_core_json_rules_allow_what_is_right(client: httpx.Client) -> None:
+    ext = {"url": "http://x", "valueString": "v"}
+    resource = patient(
+        name=[{"given": ["a", None], "_given": [None, {"extension": [ext]}]}],
+        extension=[{"url": "http://x", "extension": [ext]}],
+        _birthDate={"extension": [ext]},
+    )
+    created = client.post("/Patient", json=resource, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text

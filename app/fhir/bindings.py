@@ -444,15 +444,19 @@ def check_json_kinds(resource: dict[str, Any]) -> list[tuple[str, str]]:
     return walker.out
 
 
+# (container, key or index, type code, path) of one element value
+TypedElement = tuple[dict[str, Any] | list[Any], str | int, str, str]
+
+
 class _TypedWalker(_Walker):
-    """Collects where elements of some types sit: (container, key or index, type code)."""
+    """Collects where the elements of some types sit."""
 
     __slots__ = ("out", "wanted")
 
     def __init__(self, wanted: frozenset[str]) -> None:
         super().__init__(_kind_tables())
         self.wanted = wanted
-        self.out: list[tuple[dict[str, Any] | list[Any], str | int, str]] = []
+        self.out: list[TypedElement] = []
 
     def walk(self, obj: dict[str, Any], fields: _Fields, path: str, depth: int) -> None:
         for key, value in obj.items():
@@ -460,9 +464,11 @@ class _TypedWalker(_Walker):
             if field is None or field.type_code not in self.wanted:
                 continue
             if isinstance(value, list):
-                self.out.extend((value, i, field.type_code) for i in range(len(value)))
+                self.out.extend(
+                    (value, i, field.type_code, f"{path}.{key}[{i}]") for i in range(len(value))
+                )
             else:
-                self.out.append((obj, key, field.type_code))
+                self.out.append((obj, key, field.type_code, f"{path}.{key}"))
         super().walk(obj, fields, path, depth)
 
     def visit(self, value: Any, field: _Field, path: str, depth: int) -> None:
@@ -474,11 +480,9 @@ class _TypedWalker(_Walker):
             self.walk(value, field.children, path, depth)
 
 
-def typed_elements(
-    resource: dict[str, Any], type_codes: frozenset[str]
-) -> list[tuple[dict[str, Any] | list[Any], str | int, str]]:
+def typed_elements(resource: dict[str, Any], type_codes: frozenset[str]) -> list[TypedElement]:
     """Where in `resource` (nested resources included) elements of `type_codes` sit, as
-    (container, key or index, type code), so that a caller can rewrite them in place."""
+    (container, key or index, type code, path), so that a caller can check or rewrite them."""
     walker = _TypedWalker(type_codes)
     walker.run(resource)
     return walker.out

@@ -227,7 +227,7 @@ def _rewrite_links(resource: dict[str, Any], id_map: dict[str, str]) -> None:
     uuid, and <a href="" & <img src="" in the narrative" (references: _rewrite_references)."""
     if not id_map:
         return
-    for container, key, type_code in bindings.typed_elements(resource, LINK_TYPES):
+    for container, key, type_code, _ in bindings.typed_elements(resource, LINK_TYPES):
         holder = cast(Any, container)
         value = holder[key]
         if not isinstance(value, str):

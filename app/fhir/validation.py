@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from app.errors import Issue, ResourceInvalid
 from app.fhir import bindings, jsonio
+from app.fhir.core_rules import core_rule_issues
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 # FHIR strings "SHALL NOT contain Unicode character points below 32, except for u0009 (horizontal
@@ -103,6 +104,7 @@ def validate_resource(
             Issue("error", "value", "id must match [A-Za-z0-9-.]{1,64}", (f"{rtype}.id",))
         )
     issues.extend(_control_character_issues(rtype, resource))
+    issues.extend(core_rule_issues(resource, rtype))
     table_issues = _table_issues(resource)
     # A value of the wrong JSON kind upsets the model too; the kind check says it precisely.
     kind_paths = {i.expression for i in table_issues if i.code == "value"}
