@@ -12,6 +12,7 @@ Three checks, each reporting element paths:
 from __future__ import annotations
 
 import re
+from contextlib import suppress
 from functools import cache
 from typing import Any
 
@@ -162,10 +163,23 @@ def _model_issues(rtype: str, resource: dict[str, Any], path: str = "") -> list[
             for issue in _model_issues(item["resourceType"], item, f"{path}.contained[{index}]")
         ]
     try:
-        model.model_validate(_without_r4_only(resource, root=True))
+        return _run_model(model, resource, path)
+    except KeyError as exc:
+        # fhir.resources found a nested resource of a type it has no model for, and gave
+        # up; validate again with stand-ins there (rare, so the copy is made only now).
+        stood_in = _without_r4_only(resource, root=True)
+        if stood_in is not resource:
+            with suppress(KeyError):
+                return _run_model(model, stood_in, path)
+        return [Issue("error", "invalid", f"cannot be validated: {exc}", (path,))]
+
+
+def _run_model(model: Any, resource: dict[str, Any], path: str) -> list[Issue]:
+    try:
+        model.model_validate(resource)
     except ValidationError as exc:
         return [_issue_from_pydantic(path, err) for err in exc.errors()]
-    except (KeyError, TypeError, ValueError) as exc:  # a validator raising outside pydantic
+    except (TypeError, ValueError) as exc:  # a validator raising outside pydantic
         return [Issue("error", "invalid", str(exc), (path,))]
     return []
 
