@@ -168,6 +168,9 @@ def test_r4_only_types_get_the_table_and_request_checks(client: httpx.Client) ->
     bad_kind = {"resourceType": rtype, "status": "draft", "date": 2020}
     body = assert_outcome(client.post(f"/{rtype}", json=bad_kind, headers=FHIR_JSON), 400)
     assert f"{rtype}.date" in issue_paths(body)
+    unknown = {"resourceType": rtype, "status": "draft", "outcome": {"nonsense": 1}}
+    body = assert_outcome(client.post(f"/{rtype}", json=unknown, headers=FHIR_JSON), 400)
+    assert f"{rtype}.outcome.nonsense" in issue_paths(body)
     wrong_id = {"resourceType": rtype, "id": "other"}
     assert_outcome(client.put(f"/{rtype}/one", json=wrong_id, headers=FHIR_JSON), 400)
     # An R4B resource contained in one is still judged by its model.

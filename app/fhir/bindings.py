@@ -358,12 +358,31 @@ def check_required_bindings(resource: dict[str, Any]) -> list[BindingViolation]:
     return walker.out
 
 
-class _KindWalker(_Walker):
-    __slots__ = ("out",)
+UNKNOWN_ELEMENT = "unknown element"
 
-    def __init__(self) -> None:
+
+class _KindWalker(_Walker):
+    __slots__ = ("out", "strict", "strict_types")
+
+    def __init__(self, strict_types: frozenset[str]) -> None:
         super().__init__(_kind_tables())
         self.out: list[tuple[str, str]] = []
+        self.strict_types = strict_types
+        self.strict = False  # inside a resource of strict_types: report unknown elements
+
+    def resource(self, obj: dict[str, Any], path: str | None, depth: int) -> None:
+        outer, self.strict = self.strict, obj.get("resourceType") in self.strict_types
+        super().resource(obj, path, depth)
+        self.strict = outer
+
+    def walk(self, obj: dict[str, Any], fields: _Fields, path: str, depth: int) -> None:
+        if self.strict:
+            self.out.extend(
+                (f"{path}.{key}", UNKNOWN_ELEMENT)
+                for key in obj
+                if key not in fields and key != "resourceType"
+            )
+        super().walk(obj, fields, path, depth)
 
     def visit(self, value: Any, field: _Field, path: str, depth: int) -> None:
         kind = field.kind
@@ -429,17 +448,20 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def check_json_kinds(resource: dict[str, Any]) -> list[tuple[str, str]]:
+def check_json_kinds(
+    resource: dict[str, Any], strict_types: frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
     """``(path, message)`` for every value whose JSON kind is wrong for its element.
 
     Covers primitives of the wrong kind (a boolean given as ``"yes"`` or ``1``, an integer as
     ``"3"``, ``true`` or ``1.0``, a string as a number ...), arrays where a single value
     belongs and the reverse, and objects where a primitive belongs and the reverse. Null is
     accepted only as an item of a primitive array or of its ``_name`` partner. A nested
-    resource without an R4 ``resourceType`` is reported; unknown elements, and the top-level
-    ``resourceType`` (the caller's check), are not.
+    resource without an R4 ``resourceType`` is reported; the top-level ``resourceType`` (the
+    caller's check) is not, nor are unknown elements, except in resources of
+    ``strict_types`` (those no other check looks at).
     """
-    walker = _KindWalker()
+    walker = _KindWalker(strict_types)
     walker.run(resource)
     return walker.out
 

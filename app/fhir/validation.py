@@ -220,13 +220,22 @@ def _table_issues(resource: dict[str, Any]) -> list[Issue]:
         )
         for v in bindings.check_required_bindings(resource)
     ]
-    kind_check = getattr(bindings, "check_json_kinds", None)
-    if kind_check is not None:
-        issues.extend(
-            Issue("error", "value", f"{path}: {message}", (path,))
-            for path, message in kind_check(resource)
+    issues.extend(
+        Issue(
+            "error",
+            "structure" if message == bindings.UNKNOWN_ELEMENT else "value",
+            f"{path}: {message}",
+            (path,),
         )
+        for path, message in bindings.check_json_kinds(resource, _r4_only_types())
+    )
     return issues
+
+
+@cache
+def _r4_only_types() -> frozenset[str]:
+    """The R4 types without an R4B model: only the tables can find unknown elements there."""
+    return frozenset(t for t in known_resource_types() if _model_class(t) is None)
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:
