@@ -1,12 +1,17 @@
 """Is this a valid R4 resource? The only module that imports fhir.resources (R4B models).
 
-Three checks, each reporting element paths:
+Four checks, each reporting element paths:
 1. structure and datatypes, by the fhir.resources R4B pydantic models (cardinality, required
    elements, primitive formats, unknown elements);
 2. JSON kinds pydantic's lax mode lets through ("active": "yes" is not a boolean) and
    required terminology bindings (fhir.resources checks neither), from tables generated from
    the official definitions (app.fhir.bindings);
-3. the request-level rules: resourceType and id agree with the URL.
+3. the request-level rules: resourceType and id agree with the URL;
+4. the core rules the models skip: JSON representation, ele-1, ext-1, narrative XHTML
+   (app.fhir.core_rules).
+
+The R4 types R4B dropped have no model: checks 2-4 only, the tables also reporting unknown
+elements in them. Nesting deeper than jsonio.MAX_DEPTH is refused before anything recurses.
 """
 
 from __future__ import annotations
