@@ -151,6 +151,15 @@ def test_integer_literals_beyond_64_bits_and_minus_zero_are_kept(client: httpx.C
         assert f'<value value="{literal}"/>' in xml.text
 
 
+def test_integer_minus_zero_is_kept_in_json_and_xml(client: httpx.Client) -> None:
+    raw = '{"resourceType":"Patient","multipleBirthInteger":-0}'
+    created = client.post("/Patient", content=raw, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    assert '"multipleBirthInteger":-0}' in created.text
+    xml = client.get(f"/Patient/{created.json()['id']}", params={"_format": "xml"})
+    assert '<multipleBirthInteger value="-0"/>' in xml.text
+
+
 def test_out_of_range_integer_is_400(client: httpx.Client) -> None:
     raw = '{"resourceType":"Patient","multipleBirthInteger":100000000000000000000000000001}'
     response = client.post("/Patient", content=raw, headers=FHIR_JSON)

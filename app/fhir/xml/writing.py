@@ -8,6 +8,7 @@ from typing import Any
 
 from lxml import etree
 
+from app.fhir.jsonio import IntegerLiteral
 from app.fhir.xml.narrative import parse_div
 from app.fhir.xml.table import (
     FHIR_NS,
@@ -184,6 +185,8 @@ def _format_number(value: Any, is_decimal: bool) -> str | None:
     if isinstance(value, Decimal):
         if not value.is_finite() or (not is_decimal and value != value.to_integral_value()):
             return None
+        if isinstance(value, IntegerLiteral):  # -0, or beyond 64 bits: as the client sent it
+            return value.literal
         if not is_decimal:
             return str(int(value))
         literal = getattr(value, "literal", None)  # DecimalLiteral: exactly what the client sent
