@@ -70,18 +70,37 @@ class FhirError(Exception):
     def outcome(self) -> dict[str, Any]:
         return operation_outcome(self.issues)
 
-    def prefixed(self, path: str) -> FhirError:
-        """The same error, its element paths re-rooted (e.g. under Bundle.entry[3])."""
+    def prefixed(self, path: str, resource_type: str | None = None) -> FhirError:
+        """The same error, its element paths re-rooted (e.g. under Bundle.entry[3]).
+
+        Paths in the entry's resource (`Observation.status`, with `resource_type`
+        Observation) become `Bundle.entry[3].resource.status`; paths already rooted at `path`
+        are left alone."""
+
+        def rooted(expression: str) -> str:
+            if expression == path or expression.startswith((f"{path}.", f"{path}[")):
+                return expression
+            if resource_type and expression == "resourceType":
+                return f"{path}.resource.resourceType"
+            if resource_type and expression.startswith(resource_type):
+                rest = expression[len(resource_type) :]
+                if rest == "" or rest[0] in ".[":
+                    return f"{path}.resource{rest}"
+            return f"{path}.{expression}"
+
+        def told(text: str) -> str:
+            return text if text.startswith(path) else f"{path}: {text}"
+
         self.issues = [
             Issue(
                 i.severity,
                 i.code,
-                f"{path}: {i.diagnostics}",
-                tuple(f"{path}.{e}" for e in i.expression) or (path,),
+                told(i.diagnostics),
+                tuple(rooted(e) for e in i.expression) or (path,),
             )
             for i in self.issues
         ]
-        self.message = f"{path}: {self.message}"
+        self.message = told(self.message)
         return self
 
 

@@ -179,7 +179,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             error = NotFound(f"no endpoint at {request.url.path}")
         elif exc.status_code == 405:
-            error = MethodNotAllowed(f"{request.method} is not allowed at {request.url.path}")
+            error = MethodNotAllowed(
+                f"{request.method} is not allowed at {request.url.path}",
+                headers=dict(exc.headers or {}),  # Allow (for /fhir: set by error_response)
+            )
         else:
             error = FhirError(str(exc.detail), status=exc.status_code)
         return fhir_api.error_response(error, request)

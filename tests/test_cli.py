@@ -178,7 +178,8 @@ def test_postgres_stores_documents_lz4_compressed(
     compressed with LZ4 on a server that has it (Debian's and the postgres image's do)."""
     if not is_postgres:
         pytest.skip("column compression is a PostgreSQL setting")
-    body = patient(text={"status": "generated", "div": f"<div>{'note ' * 2000}</div>"})
+    div = f'<div xmlns="http://www.w3.org/1999/xhtml">{"note " * 2000}</div>'
+    body = patient(text={"status": "generated", "div": div})
     created = httpx.post(f"{base_url}/Patient", json=body, headers=auth_headers)
     assert created.status_code == 201, created.text
     new_id = created.json()["id"]

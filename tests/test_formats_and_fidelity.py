@@ -134,3 +134,56 @@ def test_capability_statement(client: httpx.Client) -> None:
         .headers["content-type"]
         .startswith("application/fhir+xml")
     )
+
+
+def test_integer_literals_beyond_64_bits_and_minus_zero_are_kept(client: httpx.Client) -> None:
+    for literal in ("100000000000000000000000000001", "-18446744073709551617", "-0"):
+        raw = (
+            '{"resourceType":"Observation","status":"final","code":{"text":"x"},'
+            f'"valueQuantity":{{"value":{literal}}}}}'
+        )
+        created = client.post("/Observation", content=raw, headers=FHIR_JSON)
+        assert created.status_code == 201, created.text
+        assert f'"value":{literal}}}' in created.text
+        read = client.get(f"/Observation/{created.json()['id']}")
+        assert f'"value":{literal}}}' in read.text
+        xml = client.get(f"/Observation/{created.json()['id']}", params={"_format": "xml"})
+        assert f'<value value="{literal}"/>' in xml.text
+
+
+def test_integer_minus_zero_is_kept_in_json_and_xml(client: httpx.Client) -> None:
+    raw = '{"resourceType":"Patient","multipleBirthInteger":-0}'
+    created = client.post("/Patient", content=raw, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    assert '"multipleBirthInteger":-0}' in created.text
+    xml = client.get(f"/Patient/{created.json()['id']}", params={"_format": "xml"})
+    assert '<multipleBirthInteger value="-0"/>' in xml.text
+
+
+def test_out_of_range_integer_is_400(client: httpx.Client) -> None:
+    raw = '{"resourceType":"Patient","multipleBirthInteger":100000000000000000000000000001}'
+    response = client.post("/Patient", content=raw, headers=FHIR_JSON)
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == ["Patient.multipleBirthInteger"]
+
+
+def test_xml_number_literals_follow_the_fhir_regexes(client: httpx.Client) -> None:
+    xml_type = {"Content-Type": "application/fhir+xml"}
+    for value in ("01.5", "1.", ".5", "+1.5", "0x10"):
+        document = (
+            '<Observation xmlns="http://hl7.org/fhir"><status value="final"/>'
+            f'<code><text value="x"/></code><valueQuantity><value value="{value}"/>'
+            "</valueQuantity></Observation>"
+        )
+        response = client.post("/Observation", content=document, headers=xml_type)
+        assert response.status_code == 400, (value, response.text)
+        issue = response.json()["issue"][0]
+        assert issue["expression"] == ["Observation.valueQuantity.value"]
+    for value in ("007", "+1", "1.0"):
+        document = (
+            '<Patient xmlns="http://hl7.org/fhir">'
+            f'<multipleBirthInteger value="{value}"/></Patient>'
+        )
+        response = client.post("/Patient", content=document, headers=xml_type)
+        assert response.status_code == 400, (value, response.text)
+        assert response.json()["issue"][0]["expression"] == ["Patient.multipleBirthInteger"]

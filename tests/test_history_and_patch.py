@@ -107,3 +107,12 @@ def test_failed_write_leaves_no_outbox_row(client: httpx.Client, database_url: s
         ).all()
     engine.dispose()
     assert count == []
+
+
+def test_patch_needs_the_json_patch_media_type(client: httpx.Client) -> None:
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    ops = [{"op": "replace", "path": "/gender", "value": "male"}]
+    for media in ("application/fhir+json", "application/json", "application/fhir+xml"):
+        response = client.patch(f"/Patient/{rid}", json=ops, headers={"Content-Type": media})
+        assert response.status_code == 415, (media, response.text)
+    assert client.get(f"/Patient/{rid}").json()["meta"]["versionId"] == "1"

@@ -231,6 +231,14 @@ MUST_FLAG: list[tuple[str, dict[str, Any], list[tuple[str, str]]]] = [
             ("Patient.gender", NOT_ARRAY),
         ],
     ),
+    (
+        "contained resource of no R4 type",
+        _obs(contained=[{"resourceType": "Nope", "status": 1}, {"status": 1}]),
+        [
+            ("Observation.contained[0].resourceType", "must be an R4 resource type"),
+            ("Observation.contained[1].resourceType", "must be an R4 resource type"),
+        ],
+    ),
 ]
 
 MUST_PASS: list[tuple[str, Any]] = [
@@ -267,8 +275,6 @@ MUST_PASS: list[tuple[str, Any]] = [
     ("unknown resource type", {"resourceType": "NotAResource", "active": "yes"}),
     ("missing resource type", {"active": "yes"}),
     ("resource type that is not a string", {"resourceType": 5, "active": "yes"}),
-    ("contained with unknown type", _obs(contained=[{"resourceType": "Nope", "status": 1}])),
-    ("contained without type", _obs(contained=[{"status": 1}])),
     ("bundle entry with known resource", _bundle(_patient(active=True, birthDate="1970"))),
     ("not a dict", None),
     ("a list", []),

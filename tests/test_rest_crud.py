@@ -159,3 +159,82 @@ def test_conditional_read_not_modified(client: httpx.Client) -> None:
 def test_observation_round_trip(client: httpx.Client) -> None:
     created = create(client, observation()).json()
     assert client.get(f"/Observation/{created['id']}").json()["valueQuantity"]["value"] == 72
+
+
+def test_if_match_star_and_lists(client: httpx.Client) -> None:
+    created = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()
+    rid = created["id"]
+    star = client.put(f"/Patient/{rid}", json=created, headers={**FHIR_JSON, "If-Match": "*"})
+    assert star.status_code == 200, star.text
+    listed = {**FHIR_JSON, "If-Match": 'W/"7", W/"2"'}
+    assert client.put(f"/Patient/{rid}", json=created, headers=listed).status_code == 200
+    assert client.delete(f"/Patient/{rid}").status_code == 204
+    gone = client.put(f"/Patient/{rid}", json=created, headers={**FHIR_JSON, "If-Match": "*"})
+    assert gone.status_code == 412
+    new = client.put("/Patient/never-there", json=patient(id="never-there"),
+                     headers={**FHIR_JSON, "If-Match": "*"})  # fmt: skip
+    assert new.status_code == 412
+
+
+def test_if_none_match_star_and_lists_on_read(client: httpx.Client) -> None:
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    assert client.get(f"/Patient/{rid}", headers={"If-None-Match": "*"}).status_code == 304
+    listed = {"If-None-Match": 'W/"9", W/"1"'}
+    assert client.get(f"/Patient/{rid}", headers=listed).status_code == 304
+    assert client.get(f"/Patient/{rid}", headers={"If-None-Match": 'W/"9"'}).status_code == 200
+
+
+def test_accept_quality_values_are_honoured(client: httpx.Client) -> None:
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    cases = {
+        "application/fhir+xml;q=0.1, application/fhir+json;q=0.9": "application/fhir+json",
+        "application/fhir+json;q=0.2, application/fhir+xml": "application/fhir+xml",
+        "application/fhir+json;q=0, application/fhir+xml;q=0.5": "application/fhir+xml",
+    }
+    for accept, media in cases.items():
+        response = client.get(f"/Patient/{rid}", headers={"Accept": accept})
+        assert response.headers["content-type"].startswith(media), accept
+    refused = client.get(f"/Patient/{rid}", headers={"Accept": "application/fhir+json;q=0"})
+    assert refused.status_code == 406
+
+
+def test_head_carries_the_headers_of_get(client: httpx.Client) -> None:
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    got = client.get(f"/Patient/{rid}")
+    head = client.head(f"/Patient/{rid}")
+    assert head.status_code == 200
+    assert head.content == b""
+    for name in ("content-type", "content-length", "etag", "last-modified"):
+        assert head.headers[name] == got.headers[name], name
+
+
+def test_405_says_what_is_allowed(client: httpx.Client) -> None:
+    cases = [
+        ("PUT", "/Patient", "GET, HEAD, POST"),
+        ("DELETE", "/metadata", "GET, HEAD"),
+        ("OPTIONS", "/metadata", "GET, HEAD"),
+        ("POST", "/Patient/x/_history/1", "GET, HEAD"),
+        ("GET", "/Patient/_search", "POST"),
+        ("PUT", "", "GET, HEAD, POST"),
+    ]
+    for method, path, allowed in cases:
+        response = client.request(method, path, json=patient(), headers=FHIR_JSON)
+        assert response.status_code == 405, (method, path, response.text)
+        assert response.headers["allow"] == allowed, (method, path)
+
+
+def test_matched_conditional_create_outcome_says_nothing_was_created(
+    client: httpx.Client,
+) -> None:
+    mrn = unique("m")
+    ident = [{"system": "http://example.org/mrn", "value": mrn}]
+    client.post("/Patient", json=patient(identifier=ident), headers=FHIR_JSON)
+    headers = {
+        **FHIR_JSON,
+        "If-None-Exist": f"identifier=http://example.org/mrn|{mrn}",
+        "Prefer": "return=OperationOutcome",
+    }
+    response = client.post("/Patient", json=patient(identifier=ident), headers=headers)
+    assert response.status_code == 200
+    message = response.json()["issue"][0]["diagnostics"]
+    assert "nothing was created" in message and "updated" not in message

@@ -229,3 +229,157 @@ def test_bad_bundles_are_refused(client: httpx.Client) -> None:
     response = post_bundle(client, no_request)
     assert response.status_code == 400
     assert "Bundle.entry[0]" in response.json()["issue"][0]["diagnostics"]
+
+
+def _created_id(entry: dict) -> str:
+    return str(entry["response"]["location"].split("/")[1])
+
+
+def test_transaction_rewrites_urn_uuid_in_uri_elements_and_narrative(
+    client: httpx.Client,
+) -> None:
+    org_urn = f"urn:uuid:{uuid.uuid4()}"
+    div = (
+        '<div xmlns="http://www.w3.org/1999/xhtml"><a href="' + org_urn + '">org</a>'
+        "<img src='" + org_urn + "'/></div>"
+    )
+    pat = patient(
+        text={"status": "generated", "div": div},
+        extension=[
+            {"url": "http://example.org/uri", "valueUri": org_urn},
+            {"url": "http://example.org/url", "valueUrl": org_urn},
+            {"url": "http://example.org/str", "valueString": org_urn},
+        ],
+        # Identifier.value is a string: an identifier that looks like the link is kept.
+        identifier=[{"system": org_urn, "value": org_urn}],
+        managingOrganization={"reference": org_urn},
+    )
+    tx = bundle(
+        "transaction",
+        [
+            {
+                "fullUrl": org_urn,
+                "resource": {"resourceType": "Organization", "name": "O"},
+                "request": {"method": "POST", "url": "Organization"},
+            },
+            {"resource": pat, "request": {"method": "POST", "url": "Patient"}},
+        ],
+    )
+    response = post_bundle(client, tx)
+    assert response.status_code == 200, response.text
+    org_entry, pat_entry = response.json()["entry"]
+    org = f"Organization/{_created_id(org_entry)}"
+    stored = client.get(f"/Patient/{_created_id(pat_entry)}").json()
+    assert [e.get("valueUri") or e.get("valueUrl") for e in stored["extension"][:2]] == [org, org]
+    assert stored["extension"][2]["valueString"] == org_urn
+    assert stored["identifier"] == [{"system": org, "value": org_urn}]
+    assert f'href="{org}"' in stored["text"]["div"]
+    assert f"src='{org}'" in stored["text"]["div"]
+    assert org_urn not in stored["text"]["div"]
+    assert stored["managingOrganization"]["reference"] == org
+
+
+def test_transaction_conditional_update_with_another_body_id_is_400(
+    client: httpx.Client,
+) -> None:
+    mrn = unique("cu")
+    existing = client.post(
+        "/Patient", json=patient(identifier=[{"system": SYSTEM, "value": mrn}]), headers=FHIR_JSON
+    ).json()
+    other = patient(id="someone-else", identifier=[{"system": SYSTEM, "value": mrn}])
+    tx = bundle(
+        "transaction",
+        [{"resource": other, "request": {"method": "PUT", "url": f"Patient?identifier={mrn}"}}],
+    )
+    response = post_bundle(client, tx)
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[0].resource.id"]
+    assert client.get(f"/Patient/{existing['id']}").json()["meta"]["versionId"] == "1"
+    assert client.get("/Patient/someone-else").status_code == 404
+
+
+def test_duplicate_full_urls_are_refused_naming_both_entries(client: httpx.Client) -> None:
+    urn = f"urn:uuid:{uuid.uuid4()}"
+    entries = [
+        {"fullUrl": urn, "resource": patient(), "request": {"method": "POST", "url": "Patient"}},
+        {"fullUrl": urn, "resource": patient(), "request": {"method": "POST", "url": "Patient"}},
+    ]
+    for kind in ("transaction", "batch"):
+        response = post_bundle(client, bundle(kind, entries))
+        assert response.status_code == 400, response.text
+        issue = response.json()["issue"][0]
+        assert issue["expression"] == ["Bundle.entry[0].fullUrl", "Bundle.entry[1].fullUrl"]
+
+
+def test_transaction_prefer_minimal_keeps_read_results(client: httpx.Client) -> None:
+    created = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()
+    tx = bundle(
+        "transaction",
+        [
+            {"request": {"method": "GET", "url": f"Patient/{created['id']}"}},
+            {"resource": patient(), "request": {"method": "POST", "url": "Patient"}},
+        ],
+    )
+    read, write = post_bundle(client, tx, Prefer="return=minimal").json()["entry"]
+    assert read["resource"]["id"] == created["id"]
+    assert "resource" not in write
+
+
+def test_transaction_errors_name_the_entry_and_the_element(client: httpx.Client) -> None:
+    missing_ref = observation(subject={"reference": f"Patient?identifier={unique('none')}"})
+    bad_param = observation(subject={"reference": "Patient?no-such-param=1"})
+    for resource, status in ((missing_ref, 412), (bad_param, 400)):
+        tx = bundle(
+            "transaction",
+            [
+                {"resource": patient(), "request": {"method": "POST", "url": "Patient"}},
+                {"resource": resource, "request": {"method": "POST", "url": "Observation"}},
+            ],
+        )
+        response = post_bundle(client, tx)
+        assert response.status_code == status, response.text
+        issue = response.json()["issue"][0]
+        assert issue["diagnostics"].startswith("Bundle.entry[1]")
+        assert issue["expression"] == ["Bundle.entry[1].resource.subject.reference"]
+    invalid = bundle(
+        "transaction",
+        [
+            {
+                "resource": observation(status="bogus"),
+                "request": {"method": "POST", "url": "Observation"},
+            }
+        ],
+    )
+    issue = post_bundle(client, invalid).json()["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[0].resource.status"]
+    batch = bundle("batch", [{"request": {"method": "FOO", "url": "Patient"}}])
+    outcome = post_bundle(client, batch).json()["entry"][0]["response"]["outcome"]
+    assert outcome["issue"][0]["expression"] == ["Bundle.entry[0].request.method"]
+    assert outcome["issue"][0]["diagnostics"].count("Bundle.entry[0]") == 1
+
+
+def test_overlapping_targets_are_400_naming_both_entries(client: httpx.Client) -> None:
+    mrn = unique("ov")
+    rid = client.post(
+        "/Patient", json=patient(identifier=[{"system": SYSTEM, "value": mrn}]), headers=FHIR_JSON
+    ).json()["id"]
+    by_id = {"resource": patient(id=rid), "request": {"method": "PUT", "url": f"Patient/{rid}"}}
+    by_condition = {
+        "resource": patient(identifier=[{"system": SYSTEM, "value": mrn}]),
+        "request": {"method": "PUT", "url": f"Patient?identifier={SYSTEM}|{mrn}"},
+    }
+    delete_by_condition = {
+        "request": {"method": "DELETE", "url": f"Patient?identifier={SYSTEM}|{mrn}"}
+    }
+    delete_by_id = {"request": {"method": "DELETE", "url": f"Patient/{rid}"}}
+    for pair in (
+        [by_id, by_condition],
+        [delete_by_id, by_id],
+        [delete_by_condition, by_id],
+    ):
+        response = post_bundle(client, bundle("transaction", pair))
+        assert response.status_code == 400, response.text
+        issue = response.json()["issue"][0]
+        assert issue["expression"] == ["Bundle.entry[0].request.url", "Bundle.entry[1].request.url"]
+    assert client.get(f"/Patient/{rid}").json()["meta"]["versionId"] == "1"

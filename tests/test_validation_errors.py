@@ -123,3 +123,224 @@ def test_tab_cr_lf_are_allowed_in_strings(client: httpx.Client) -> None:
         "/Patient", json=patient(name=[{"text": "a\tb\r\nc"}]), headers=FHIR_JSON
     )
     assert response.status_code == 201, response.text
+
+
+# The R4 types R4B dropped: fhir.resources has no model for them, the table checks apply.
+R4_ONLY_TYPES = [
+    "EffectEvidenceSynthesis",
+    "RiskEvidenceSynthesis",
+    "MedicinalProduct",
+    "MedicinalProductAuthorization",
+    "MedicinalProductContraindication",
+    "MedicinalProductIndication",
+    "MedicinalProductIngredient",
+    "MedicinalProductInteraction",
+    "MedicinalProductManufactured",
+    "MedicinalProductPackaged",
+    "MedicinalProductPharmaceutical",
+    "MedicinalProductUndesirableEffect",
+    "SubstanceNucleicAcid",
+    "SubstancePolymer",
+    "SubstanceProtein",
+    "SubstanceReferenceInformation",
+    "SubstanceSourceMaterial",
+    "SubstanceSpecification",
+]
+
+
+@pytest.mark.parametrize("rtype", R4_ONLY_TYPES)
+def test_r4_only_types_are_created_and_updated(client: httpx.Client, rtype: str) -> None:
+    created = client.post(f"/{rtype}", json={"resourceType": rtype}, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    rid = created.json()["id"]
+    updated = client.put(
+        f"/{rtype}/{rid}", json={"resourceType": rtype, "id": rid}, headers=FHIR_JSON
+    )
+    assert updated.status_code == 200, updated.text
+    assert client.get(f"/{rtype}/{rid}").json()["meta"]["versionId"] == "2"
+
+
+def test_r4_only_types_get_the_table_and_request_checks(client: httpx.Client) -> None:
+    rtype = "EffectEvidenceSynthesis"
+    bad_code = {"resourceType": rtype, "status": "nonsense"}
+    body = assert_outcome(client.post(f"/{rtype}", json=bad_code, headers=FHIR_JSON), 400)
+    assert f"{rtype}.status" in issue_paths(body)
+    bad_kind = {"resourceType": rtype, "status": "draft", "date": 2020}
+    body = assert_outcome(client.post(f"/{rtype}", json=bad_kind, headers=FHIR_JSON), 400)
+    assert f"{rtype}.date" in issue_paths(body)
+    unknown = {"resourceType": rtype, "status": "draft", "outcome": {"nonsense": 1}}
+    body = assert_outcome(client.post(f"/{rtype}", json=unknown, headers=FHIR_JSON), 400)
+    assert f"{rtype}.outcome.nonsense" in issue_paths(body)
+    wrong_id = {"resourceType": rtype, "id": "other"}
+    assert_outcome(client.put(f"/{rtype}/one", json=wrong_id, headers=FHIR_JSON), 400)
+    # An R4B resource contained in one is still judged by its model.
+    contained = {"resourceType": rtype, "contained": [patient(id="p", birthDate="1970-13-45")]}
+    body = assert_outcome(client.post(f"/{rtype}", json=contained, headers=FHIR_JSON), 400)
+    assert f"{rtype}.contained[0].birthDate" in issue_paths(body)
+
+
+def test_r4_only_types_may_be_contained(client: httpx.Client) -> None:
+    nested = {"resourceType": "RiskEvidenceSynthesis", "id": "e", "status": "draft"}
+    created = client.post("/Patient", json=patient(contained=[nested]), headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    assert created.json()["contained"] == [nested]
+    # ... and still get the table checks, with the model checking everything around them.
+    bad = {**nested, "status": "nonsense"}
+    resource = patient(contained=[bad], gender="robot")
+    body = assert_outcome(client.post("/Patient", json=resource, headers=FHIR_JSON), 400)
+    assert {"Patient.contained[0].status", "Patient.gender"} <= set(issue_paths(body))
+
+
+@pytest.mark.parametrize("nested_type", ["Nope", "Citation", 7])
+def test_contained_resource_of_no_r4_type_is_refused(
+    client: httpx.Client, nested_type: object
+) -> None:
+    resource = patient(contained=[{"resourceType": nested_type, "id": "x"}])
+    body = assert_outcome(client.post("/Patient", json=resource, headers=FHIR_JSON), 400)
+    assert "Patient.contained[0].resourceType" in issue_paths(body)
+
+
+def _nested_extensions(depth: int) -> str:
+    inner = '{"url":"http://y","valueString":"z"}'
+    chain = '{"url":"http://x","extension":[' * depth + inner + "]}" * depth
+    return '{"resourceType":"Patient","extension":[' + chain + "]}"
+
+
+@pytest.mark.parametrize("depth", [70, 150, 600, 100_000])
+def test_deep_json_nesting_is_400_not_500(client: httpx.Client, depth: int) -> None:
+    body = assert_outcome(post(client, "/Patient", _nested_extensions(depth)), 400)
+    assert "levels deep" in body["issue"][0]["diagnostics"]
+
+
+def test_json_nesting_within_the_limit_is_accepted_and_served_in_every_format(
+    client: httpx.Client,
+) -> None:
+    created = post(client, "/Patient", _nested_extensions(60))
+    assert created.status_code == 201, created.text
+    rid = created.json()["id"]
+    for params in ({}, {"_format": "xml"}, {"_pretty": "true"}):
+        assert client.get(f"/Patient/{rid}", params=params).status_code == 200
+    assert client.get(f"/Patient/{rid}/_history").status_code == 200
+
+
+@pytest.mark.parametrize("depth", [70, 200, 100_000])
+def test_deep_xml_nesting_is_400_not_500(client: httpx.Client, depth: int) -> None:
+    document = (
+        '<Patient xmlns="http://hl7.org/fhir">'
+        + '<extension url="http://x">' * depth
+        + '<valueString value="z"/>'
+        + "</extension>" * depth
+        + "</Patient>"
+    )
+    response = post(client, "/Patient", document, **{"Content-Type": "application/fhir+xml"})
+    assert_outcome(response, 400)
+
+
+def test_deep_json_patch_result_is_400(client: httpx.Client) -> None:
+    created = client.post("/Patient", json=patient(), headers=FHIR_JSON)
+    deep: object = {"url": "http://y", "valueString": "z"}
+    for _ in range(100):
+        deep = {"url": "http://x", "extension": [deep]}
+    patch = [{"op": "add", "path": "/extension", "value": [deep]}]
+    response = client.patch(
+        f"/Patient/{created.json()['id']}",
+        json=patch,
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert_outcome(response, 400)
+
+
+def test_issue_codes_and_whole_messages(client: httpx.Client) -> None:
+    obs = observation()
+    del obs["status"]
+    body = assert_outcome(client.post("/Observation", json=obs, headers=FHIR_JSON), 400)
+    assert [(i["code"], i["expression"]) for i in body["issue"]] == [
+        ("required", ["Observation.status"])
+    ]
+    empty = patient(name=[{"family": ""}])
+    body = assert_outcome(client.post("/Patient", json=empty, headers=FHIR_JSON), 400)
+    message = body["issue"][0]["diagnostics"]
+    assert "\n" not in message and message.endswith("'"), message  # the pattern, whole
+    for wrong in ("maybe", "yes", 1):
+        body = assert_outcome(
+            client.post("/Patient", json=patient(active=wrong), headers=FHIR_JSON), 400
+        )
+        assert len(body["issue"]) == 1, body  # one error, one issue
+        assert body["issue"][0]["expression"] == ["Patient.active"]
+
+
+XHTML = 'xmlns="http://www.w3.org/1999/xhtml"'
+
+
+@pytest.mark.parametrize(
+    "div",
+    [
+        f"<div {XHTML}><script>alert(1)</script></div>",
+        f'<div {XHTML}><p onclick="alert(1)">x</p></div>',
+        f'<div {XHTML}><a href="javascript:alert(1)">x</a></div>',
+        f"<div {XHTML}><iframe>x</iframe></div>",
+        f"<div {XHTML}><form>x</form></div>",
+        "not xhtml",
+        "<div>no namespace</div>",
+        f"<p {XHTML}>not a div</p>",
+        f"<div {XHTML}>   </div>",
+        f"<div {XHTML}><p>unclosed</div>",
+    ],
+)
+def test_narrative_must_be_safe_xhtml_with_content(client: httpx.Client, div: str) -> None:
+    resource = patient(text={"status": "generated", "div": div})
+    body = assert_outcome(client.post("/Patient", json=resource, headers=FHIR_JSON), 400)
+    assert "Patient.text.div" in issue_paths(body)
+
+
+def test_narrative_with_allowed_markup_is_kept(client: httpx.Client) -> None:
+    div = (
+        f'<div {XHTML}><p class="c" style="color:red">a&nbsp;b</p><table border="1"><tr>'
+        '<td colspan="2"><a href="Patient/1">x</a><img src="#a" alt="i"/></td></tr></table>'
+        '<span xml:lang="en">y</span></div>'
+    )
+    resource = patient(text={"status": "generated", "div": div})
+    created = client.post("/Patient", json=resource, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    assert created.json()["text"]["div"] == div
+    contained = patient(contained=[patient(id="c", text={"status": "generated", "div": "x"})])
+    body = assert_outcome(client.post("/Patient", json=contained, headers=FHIR_JSON), 400)
+    assert "Patient.contained[0].text.div" in issue_paths(body)
+
+
+@pytest.mark.parametrize(
+    ("resource", "path"),
+    [
+        (patient(name=[{"given": [None]}]), "Patient.name[0].given[0]"),
+        (
+            patient(name=[{"given": ["a", None], "_given": [None, None]}]),
+            "Patient.name[0].given[1]",
+        ),
+        (patient(identifier=[{}]), "Patient.identifier[0]"),
+        (patient(meta={}), "Patient.meta"),
+        (patient(name=[{"id": "only-an-id"}]), "Patient.name[0]"),
+        (patient(name=[]), "Patient.name"),
+        (patient(name=[{"given": []}]), "Patient.name[0].given"),
+        (patient(extension=[{"url": "http://x"}]), "Patient.extension[0]"),
+        (
+            patient(extension=[{"url": "http://x", "valueString": "a",
+                                "extension": [{"url": "y", "valueString": "b"}]}]),
+            "Patient.extension[0]",
+        ),
+        (patient(_birthDate={}), "Patient._birthDate"),
+    ],
+)  # fmt: skip
+def test_core_json_rules_and_invariants(client: httpx.Client, resource: dict, path: str) -> None:
+    body = assert_outcome(client.post("/Patient", json=resource, headers=FHIR_JSON), 400)
+    assert path in issue_paths(body), body
+
+
+def test_core_json_rules_allow_what_is_right(client: httpx.Client) -> None:
+    ext = {"url": "http://x", "valueString": "v"}
+    resource = patient(
+        name=[{"given": ["a", None], "_given": [None, {"extension": [ext]}]}],
+        extension=[{"url": "http://x", "extension": [ext]}],
+        _birthDate={"extension": [ext]},
+    )
+    created = client.post("/Patient", json=resource, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text

@@ -153,9 +153,12 @@ def _render(
     body = _apply_prefer(response, request)
     body = _apply_shaping(body, request)
     headers = dict(response.headers)
-    if body is None or head:
+    if body is None:
         return Response(status_code=response.status, headers=headers)
     content, media_type = formats.render(body, fmt, pretty=pretty)
+    if head:  # GET's headers, its length included, without the content (RFC 9110 9.3.2)
+        headers["Content-Length"] = str(len(content))
+        return Response(status_code=response.status, headers=headers, media_type=media_type)
     return Response(
         content=content, status_code=response.status, headers=headers, media_type=media_type
     )
@@ -168,8 +171,13 @@ def _apply_prefer(response: FhirResponse, request: FhirRequest) -> Any:
     if "return=minimal" in prefer:
         return None
     if "return=OperationOutcome" in prefer:
-        verb = "created" if response.status == 201 else "updated"
         v = response.version
+        if request.method == "POST" and response.status == 200:  # If-None-Exist matched
+            return information_outcome(
+                f"{v.resource_type}/{v.id} (version {v.version_id}) matches If-None-Exist; "
+                "nothing was created"
+            )
+        verb = "created" if response.status == 201 else "updated"
         return information_outcome(f"{v.resource_type}/{v.id} {verb} (version {v.version_id})")
     return response.body
 
@@ -216,6 +224,25 @@ def error_response(error: FhirError, request: Request) -> Response:
         content, media_type = formats.render(error.outcome(), fmt, pretty=False)
     except Exception:  # never let rendering an error raise a second one
         content, media_type = jsonio.dumps(error.outcome()), formats.JSON_TYPE
+    headers = dict(error.headers)
+    path = request.url.path
+    if error.status == 405 and (path == "/fhir" or path.startswith("/fhir/")):
+        # RFC 9110 15.5.6: a 405 MUST say what the target does allow.
+        headers["Allow"] = allowed_methods(path[len("/fhir") :], has_query=bool(request.url.query))
     return Response(
-        content=content, status_code=error.status, headers=error.headers, media_type=media_type
+        content=content, status_code=error.status, headers=headers, media_type=media_type
     )
+
+
+def allowed_methods(path: str, *, has_query: bool) -> str:
+    """The methods the FHIR URL `path` (below /fhir) answers, for an Allow header."""
+    segments = [s for s in path.split("/") if s]
+    if not segments:
+        return "GET, HEAD, POST"  # system search; batch and transaction
+    if segments[-1] == "_search":
+        return "POST"
+    if segments[0] in ("metadata", "_history") or "_history" in segments:
+        return "GET, HEAD"
+    if len(segments) == 1:  # a type: conditional writes need criteria
+        return "GET, HEAD, POST, PUT, PATCH, DELETE" if has_query else "GET, HEAD, POST"
+    return "GET, HEAD, PUT, PATCH, DELETE"

@@ -9,6 +9,7 @@ from app.fhir import jsonio, xml
 
 JSON_TYPE = "application/fhir+json; charset=utf-8"
 XML_TYPE = "application/fhir+xml; charset=utf-8"
+JSON_PATCH = "application/json-patch+json"
 
 _JSON_NAMES = {"json", "application/json", "application/fhir+json", "text/json"}
 _XML_NAMES = {"xml", "application/xml", "application/fhir+xml", "text/xml"}
@@ -30,7 +31,7 @@ def response_format(accept: str | None, format_param: str | None) -> str:
         raise NotAcceptable(f"_format '{format_param}' is not supported (json, xml)")
     if not accept:
         return "json"
-    offered = [_media(part) for part in accept.split(",")]
+    offered = _by_preference(accept)
     for media in offered:
         if media in _JSON_NAMES or media in ("*/*", "application/*"):
             return "json"
@@ -41,13 +42,39 @@ def response_format(accept: str | None, format_param: str | None) -> str:
     raise NotAcceptable(f"none of the accepted types ({accept}) can be produced")
 
 
+def _by_preference(accept: str) -> list[str]:
+    """The media ranges of an Accept header, most preferred first (RFC 9110 12.5.1: by
+    quality value, ties in the order given); q=0 means "not acceptable" and is dropped."""
+    ranked: list[tuple[float, int, str]] = []
+    for index, part in enumerate(accept.split(",")):
+        media, *params = part.split(";")
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = 0.0  # an unreadable weight: do not guess a preference
+        if quality > 0 and media.strip():
+            ranked.append((-quality, index, media.strip().lower()))
+    return [media for _, _, media in sorted(ranked)]
+
+
 def parse_body(content_type: str | None, raw: bytes, *, method: str) -> Any:
     """The request body as JSON values (resource dict, JSON Patch list, or form pairs)."""
     if not raw:
         return None
     media = _media(content_type or "application/fhir+json")
+    if method == "PATCH" and media != JSON_PATCH:
+        # With a FHIR media type the body would be a FHIRPath Patch (a Parameters resource),
+        # which this server does not take; a bare array there is not a FHIR body either.
+        raise UnsupportedMediaType(
+            f"PATCH takes a JSON Patch as {JSON_PATCH}, not '{content_type or 'none'}' "
+            "(FHIRPath Patch is not supported)"
+        )
     try:
-        if media in _JSON_NAMES or media == "application/json-patch+json":
+        if media in _JSON_NAMES or media == JSON_PATCH:
             return jsonio.loads(raw)
         if media in _XML_NAMES:
             return xml.xml_to_json(raw)

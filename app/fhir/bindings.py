@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import fhir_profiles
+from app.fhir.jsonio import IntegerLiteral
 
 # What the binding walker does with an element; resolved once so the hot loop only compares
 # ints.
@@ -357,12 +358,31 @@ def check_required_bindings(resource: dict[str, Any]) -> list[BindingViolation]:
     return walker.out
 
 
-class _KindWalker(_Walker):
-    __slots__ = ("out",)
+UNKNOWN_ELEMENT = "unknown element"
 
-    def __init__(self) -> None:
+
+class _KindWalker(_Walker):
+    __slots__ = ("out", "strict", "strict_types")
+
+    def __init__(self, strict_types: frozenset[str]) -> None:
         super().__init__(_kind_tables())
         self.out: list[tuple[str, str]] = []
+        self.strict_types = strict_types
+        self.strict = False  # inside a resource of strict_types: report unknown elements
+
+    def resource(self, obj: dict[str, Any], path: str | None, depth: int) -> None:
+        outer, self.strict = self.strict, obj.get("resourceType") in self.strict_types
+        super().resource(obj, path, depth)
+        self.strict = outer
+
+    def walk(self, obj: dict[str, Any], fields: _Fields, path: str, depth: int) -> None:
+        if self.strict:
+            self.out.extend(
+                (f"{path}.{key}", UNKNOWN_ELEMENT)
+                for key in obj
+                if key not in fields and key != "resourceType"
+            )
+        super().walk(obj, fields, path, depth)
 
     def visit(self, value: Any, field: _Field, path: str, depth: int) -> None:
         kind = field.kind
@@ -378,7 +398,8 @@ class _KindWalker(_Walker):
             if value is True or value is False:
                 return
         elif kind == _K_INTEGER:
-            if type(value) is int:  # not bool, not a Decimal (even an integral 1.0)
+            # not bool, not a decimal (even an integral 1.0); -0 and huge literals are integers
+            if type(value) is int or isinstance(value, IntegerLiteral):
                 return
         elif kind == _K_DECIMAL:
             if isinstance(value, int | Decimal | float) and not isinstance(value, bool):
@@ -390,7 +411,9 @@ class _KindWalker(_Walker):
                 return
         elif kind == _K_RESOURCE:
             if isinstance(value, dict):
-                self.resource(value, path, depth)  # unknown resourceType: not ours
+                if value.get("resourceType") not in resource_types():
+                    self.out.append((f"{path}.resourceType", "must be an R4 resource type"))
+                self.resource(value, path, depth)
                 return
         # Primitive arrays (and their "_name" partners) may hold null placeholders that keep
         # the two arrays aligned.
@@ -413,7 +436,7 @@ def _describe(value: Any) -> str:
         return f"a boolean ({'true' if value else 'false'})"
     if isinstance(value, str):
         return "a string"
-    if isinstance(value, int):
+    if isinstance(value, int | IntegerLiteral):
         return "an integer"
     if isinstance(value, Decimal | float):
         literal = getattr(value, "literal", None) or str(value)
@@ -425,15 +448,63 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def check_json_kinds(resource: dict[str, Any]) -> list[tuple[str, str]]:
+def check_json_kinds(
+    resource: dict[str, Any], strict_types: frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
     """``(path, message)`` for every value whose JSON kind is wrong for its element.
 
     Covers primitives of the wrong kind (a boolean given as ``"yes"`` or ``1``, an integer as
     ``"3"``, ``true`` or ``1.0``, a string as a number ...), arrays where a single value
     belongs and the reverse, and objects where a primitive belongs and the reverse. Null is
-    accepted only as an item of a primitive array or of its ``_name`` partner. Unknown
-    elements and an unknown or missing ``resourceType`` are not reported.
+    accepted only as an item of a primitive array or of its ``_name`` partner. A nested
+    resource without an R4 ``resourceType`` is reported; the top-level ``resourceType`` (the
+    caller's check) is not, nor are unknown elements, except in resources of
+    ``strict_types`` (those no other check looks at).
     """
-    walker = _KindWalker()
+    walker = _KindWalker(strict_types)
+    walker.run(resource)
+    return walker.out
+
+
+# (container, key or index, type code, path) of one element value
+TypedElement = tuple[dict[str, Any] | list[Any], str | int, str, str]
+
+
+class _TypedWalker(_Walker):
+    """Collects where the elements of some types sit."""
+
+    __slots__ = ("out", "wanted")
+
+    def __init__(self, wanted: frozenset[str]) -> None:
+        super().__init__(_kind_tables())
+        self.wanted = wanted
+        self.out: list[TypedElement] = []
+
+    def walk(self, obj: dict[str, Any], fields: _Fields, path: str, depth: int) -> None:
+        for key, value in obj.items():
+            field = fields.get(key)
+            if field is None or field.type_code not in self.wanted:
+                continue
+            if isinstance(value, list):
+                self.out.extend(
+                    (value, i, field.type_code, f"{path}.{key}[{i}]") for i in range(len(value))
+                )
+            else:
+                self.out.append((obj, key, field.type_code, f"{path}.{key}"))
+        super().walk(obj, fields, path, depth)
+
+    def visit(self, value: Any, field: _Field, path: str, depth: int) -> None:
+        if not isinstance(value, dict):
+            return
+        if field.kind == _K_RESOURCE:
+            self.resource(value, path, depth)
+        elif field.children:
+            self.walk(value, field.children, path, depth)
+
+
+def typed_elements(resource: dict[str, Any], type_codes: frozenset[str]) -> list[TypedElement]:
+    """Where in `resource` (nested resources included) elements of `type_codes` sit, as
+    (container, key or index, type code, path), so that a caller can check or rewrite them."""
+    walker = _TypedWalker(type_codes)
     walker.run(resource)
     return walker.out

@@ -35,6 +35,28 @@ class DecimalLiteral(Decimal):
         return self
 
 
+class IntegerLiteral(DecimalLiteral):
+    """An integer literal a Python int would not give back verbatim: ``-0`` (it would become
+    ``0``) and anything beyond 64 bits (orjson cannot write such ints). Still a JSON integer
+    (``bindings`` accepts it where an integer belongs); written back exactly as sent."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (IntegerLiteral, (self.literal,))
+
+
+_INT64_DIGITS = len(str(2**63))
+
+
+def parse_int(literal: str) -> int | IntegerLiteral:
+    """A JSON integer literal: an int when that writes back the same, else IntegerLiteral."""
+    if literal == "-0" or len(literal) >= _INT64_DIGITS:
+        value = int(literal)
+        if literal == "-0" or not -(2**63) <= value < 2**64:
+            return IntegerLiteral(literal)
+        return value
+    return int(literal)
+
+
 class RawJson:
     """Stored resource bytes embedded in a response without re-encoding."""
 
@@ -62,11 +84,31 @@ class FhirJsonError(ValueError):
     """The body is not JSON a FHIR server can accept."""
 
 
+# How deeply objects and arrays may nest in one body. Real FHIR stays far below (a Bundle of
+# Questionnaires with items ten deep is about 30); past a few hundred levels the recursive
+# code downstream (model validation, XML output) would overflow Python's stack.
+MAX_DEPTH = 128
+
+
+def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
+    """Refuse `value` if objects and arrays nest more than `limit` deep (iterative, so any
+    depth can be measured)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            raise FhirJsonError(f"objects and arrays nest more than {limit} levels deep")
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+
+
 def _reject_constant(name: str) -> Any:
     raise FhirJsonError(f"{name} is not a valid JSON number")
 
 
-_decoder = json.JSONDecoder(parse_float=DecimalLiteral, parse_constant=_reject_constant)
+_decoder = json.JSONDecoder(
+    parse_float=DecimalLiteral, parse_int=parse_int, parse_constant=_reject_constant
+)
 
 
 def loads(data: bytes | str) -> Any:
@@ -79,11 +121,16 @@ def loads(data: bytes | str) -> Any:
     else:
         text = data
     try:
-        return _decoder.decode(text)
+        value = _decoder.decode(text)
     except json.JSONDecodeError as exc:
         raise FhirJsonError(
             f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except RecursionError as exc:  # the decoder recurses once per level
+        raise FhirJsonError(f"objects and arrays nest more than {MAX_DEPTH} levels deep") from exc
+    if isinstance(value, dict | list):
+        check_depth(value)
+    return value
 
 
 def loads_stored(content: bytes) -> Any:

@@ -278,8 +278,9 @@ def _write_response(base: str, outcome: WriteOutcome) -> FhirResponse:
 
 def _not_modified(request: FhirRequest, version_id: int, last_updated: int) -> bool:
     if_none_match = request.header("if-none-match")
-    if if_none_match:
-        return if_none_match.replace("W/", "").strip('" ') == str(version_id)
+    if if_none_match:  # RFC 9110 13.1.2: a list of entity tags, or "*" (it exists)
+        tags = {tag.strip().removeprefix("W/").strip('"') for tag in if_none_match.split(",")}
+        return "*" in tags or str(version_id) in tags
     since = request.header("if-modified-since")
     if since:
         moment = parse_http_date(since)

@@ -450,13 +450,16 @@ def _conditional(rtype: str, query: str, limit: int) -> SearchParams:
 
 
 def _check_if_match(if_match: str | None, current: StoredVersion) -> None:
+    """RFC 9110 13.1.1: a list of entity tags, or "*" (any current representation)."""
     if not if_match:
         return
-    wanted = if_match.strip()
-    if wanted.startswith("W/"):
-        wanted = wanted[2:]
-    wanted = wanted.strip('"')
-    if wanted != str(current.version_id):
+    tags = [tag.strip() for tag in if_match.split(",")]
+    if "*" in tags:
+        if current.deleted:
+            raise PreconditionFailed(f"If-Match * but {current.resource_type}/{current.id} "
+                                     "is deleted")  # fmt: skip
+        return
+    if str(current.version_id) not in {tag.removeprefix("W/").strip('"') for tag in tags}:
         raise PreconditionFailed(
             f"If-Match {if_match} does not match the current version {current.version_id}"
         )

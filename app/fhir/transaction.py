@@ -10,13 +10,16 @@ work and reports each entry's outcome.
 from __future__ import annotations
 
 import base64
+import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from app.context import RequestContext
-from app.errors import FhirError, InvalidRequest, PreconditionFailed, ServerError
-from app.fhir import jsonio, storage
+from app.errors import FhirError, InvalidRequest, Issue, PreconditionFailed, ServerError
+from app.fhir import bindings, jsonio, storage
 from app.fhir.bundles import new_bundle
 from app.fhir.exchange import FhirRequest, FhirResponse, RawJson
 from app.fhir.hooks import Interaction
@@ -27,6 +30,10 @@ from app.fhir.validation import is_valid_id
 if TYPE_CHECKING:
     from app.fhir.router import FhirRouter
 
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Link elements a transaction rewrites (canonical is a uri too); narrative links by regex.
+LINK_TYPES = frozenset({"uri", "url", "oid", "uuid", "canonical", "xhtml"})
+NARRATIVE_LINK = re.compile(r"""(\b(?:href|src)\s*=\s*)(["'])(.*?)\2""")
 PROCESSING_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 ENTRY_HEADERS = {
     "ifMatch": "if-match",
@@ -44,6 +51,7 @@ def process_bundle(router: FhirRouter, ctx: RequestContext, request: FhirRequest
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
         raise InvalidRequest("Bundle.entry must be an array", expression="Bundle.entry")
+    _refuse_duplicate_full_urls(entries)
     if kind == "transaction":
         return _transaction(router, ctx, entries, _wants_minimal(request))
     if kind == "batch":
@@ -61,26 +69,43 @@ def _transaction(
     router: FhirRouter, ctx: RequestContext, entries: list[Any], minimal: bool
 ) -> FhirResponse:
     requests = [_entry_request(i, e, ctx.base_url) for i, e in enumerate(entries)]
-    _refuse_duplicate_targets(requests)
     responses: list[FhirResponse | None] = [None] * len(requests)
     with router.service.unit_of_work(ctx, write=True) as uow:
         router.service.pipeline.authorize(uow, Interaction("transaction"))
         id_map = _assign_ids(router, uow, entries, requests)
+        _refuse_overlapping_targets(router, uow, requests)
         _prefetch_put_targets(uow, requests)
-        for request in requests:
+        for i, request in enumerate(requests):
             if request.body is not None and request.method in ("POST", "PUT"):
-                _rewrite_references(router, uow, request.body, id_map)
+                with _entry_errors(i, request):
+                    rtype = str(request.body.get("resourceType"))
+                    _rewrite_references(router, uow, request.body, id_map, rtype)
+                    _rewrite_links(request.body, id_map)
         order = sorted(range(len(requests)), key=lambda i: PROCESSING_ORDER[requests[i].method])
         for i in order:
-            try:
+            with _entry_errors(i, requests[i]):
                 responses[i] = router.handle(uow, requests[i])
-            except FhirError as exc:
-                raise exc.prefixed(f"Bundle.entry[{i}]") from exc
     bundle = new_bundle("transaction-response")
     bundle["entry"] = [
-        _response_entry(r, minimal, ctx.base_url) for r in responses if r is not None
+        _response_entry(r, minimal and q.method in WRITES, ctx.base_url)
+        for r, q in zip(responses, requests, strict=True)
+        if r is not None
     ]
     return FhirResponse(200, bundle)
+
+
+@contextmanager
+def _entry_errors(index: int, request: FhirRequest) -> Iterator[None]:
+    """Any error while handling entry `index` names the entry, its paths rooted there."""
+    try:
+        yield
+    except FhirError as exc:
+        raise _entry_error(exc, index, request.body) from exc
+
+
+def _entry_error(error: FhirError, index: int, resource: Any) -> FhirError:
+    rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+    return error.prefixed(f"Bundle.entry[{index}]", rtype if isinstance(rtype, str) else None)
 
 
 def _assign_ids(
@@ -94,10 +119,8 @@ def _assign_ids(
         if not segments:
             continue
         rtype = segments[0]
-        try:
+        with _entry_errors(i, request):
             target = _resolve_target(router, uow, request, rtype, segments)
-        except FhirError as exc:
-            raise exc.prefixed(f"Bundle.entry[{i}]") from exc
         if target and isinstance(full_url, str) and full_url:
             id_map[full_url] = f"{rtype}/{target}"
     return id_map
@@ -138,6 +161,12 @@ def _resolve_target(
                 f"conditional update '{request.query_string}' matches more than one {rtype}"
             )
         body_id = request.body.get("id") if isinstance(request.body, dict) else None
+        if found and body_id is not None and body_id != found[0]:  # as when sent alone
+            raise InvalidRequest(
+                f"resource id '{body_id}' does not match the resource the condition "
+                f"'{_criteria(request)}' found ({rtype}/{found[0]})",
+                expression=f"{rtype}.id",
+            )
         target = found[0] if found else body_id or str(uuid.uuid4())
         # From here on it is a plain update of a known id (update-as-create when new).
         request.path, request.query = f"{rtype}/{target}", []
@@ -149,49 +178,137 @@ def _resolve_target(
     return None
 
 
+def _criteria(request: FhirRequest) -> str:
+    return "&".join(f"{name}={value}" for name, value in request.query)
+
+
 def _rewrite_references(
-    router: FhirRouter, uow: UnitOfWork, node: Any, id_map: dict[str, str]
+    router: FhirRouter, uow: UnitOfWork, node: Any, id_map: dict[str, str], path: str
 ) -> None:
-    """Replace references to fullUrls (urn:uuid:...) and conditional references in place."""
+    """Replace references to fullUrls (urn:uuid:...) and conditional references in place;
+    `path` is where `node` sits (`Observation.subject`), for errors."""
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "reference" and isinstance(value, str):
-                node[key] = _resolve_reference(router, uow, value, id_map)
+                node[key] = _resolve_reference(router, uow, value, id_map, f"{path}.{key}")
             elif isinstance(value, dict | list):
-                _rewrite_references(router, uow, value, id_map)
+                _rewrite_references(router, uow, value, id_map, f"{path}.{key}")
     elif isinstance(node, list):
-        for item in node:
+        for index, item in enumerate(node):
             if isinstance(item, dict | list):
-                _rewrite_references(router, uow, item, id_map)
+                _rewrite_references(router, uow, item, id_map, f"{path}[{index}]")
 
 
 def _resolve_reference(
-    router: FhirRouter, uow: UnitOfWork, value: str, id_map: dict[str, str]
+    router: FhirRouter, uow: UnitOfWork, value: str, id_map: dict[str, str], path: str
 ) -> str:
     if value in id_map:
         return id_map[value]
     if "?" in value and not value.startswith(("http:", "https:", "urn:")):
         rtype, _, query = value.partition("?")
-        found = router.service.find_ids(uow, rtype, query)
+        try:
+            found = router.service.find_ids(uow, rtype, query)
+        except FhirError as exc:  # a bad criterion: say which reference holds it
+            raise type(exc)(
+                f"{path}: conditional reference '{value}': {exc.message}", expression=path
+            ) from exc
         if len(found) != 1:
             raise PreconditionFailed(
-                f"conditional reference '{value}' matches {len(found)} resources, not one"
+                f"{path}: conditional reference '{value}' matches {len(found)} resources, not one",
+                expression=path,
             )
         return f"{rtype}/{found[0]}"
     return value
 
 
-def _refuse_duplicate_targets(requests: list[FhirRequest]) -> None:
+def _rewrite_links(resource: dict[str, Any], id_map: dict[str, str]) -> None:
+    """R4 transaction: "Servers SHALL replace all matching links in the bundle, whether they
+    are found in the resource ids, resource references, elements of type uri, url, oid,
+    uuid, and <a href="" & <img src="" in the narrative" (references: _rewrite_references)."""
+    if not id_map:
+        return
+    for container, key, type_code, _ in bindings.typed_elements(resource, LINK_TYPES):
+        holder = cast(Any, container)
+        value = holder[key]
+        if not isinstance(value, str):
+            continue
+        if type_code == "xhtml":
+            holder[key] = NARRATIVE_LINK.sub(lambda m: _narrative_link(m, id_map), value)
+        elif value in id_map:
+            holder[key] = id_map[value]
+
+
+def _narrative_link(match: re.Match[str], id_map: dict[str, str]) -> str:
+    name, quote, target = match.groups()
+    return f"{name}{quote}{id_map.get(target, target)}{quote}"
+
+
+def _refuse_overlapping_targets(
+    router: FhirRouter, uow: UnitOfWork, requests: list[FhirRequest]
+) -> None:
+    """Two entries writing the same resource (by id, or by a condition that resolves to it)
+    have no defined outcome: refuse them by name rather than fail with a conflict that no
+    retry can clear. Runs after conditional updates have been resolved to their ids."""
     seen: dict[str, int] = {}
     for i, request in enumerate(requests):
-        if request.method in ("PUT", "PATCH", "DELETE") and len(request.segments) == 2:
-            key = request.path
+        with _entry_errors(i, request):
+            targets = _write_targets(router, uow, request)
+        for key in targets:
             if key in seen:
+                first = seen[key]
                 raise InvalidRequest(
-                    f"Bundle.entry[{i}] and Bundle.entry[{seen[key]}] both modify {key}",
-                    expression=f"Bundle.entry[{i}].request.url",
+                    f"Bundle.entry[{first}] and Bundle.entry[{i}] both modify {key}: "
+                    "a transaction may change each resource only once",
+                    issues=[
+                        Issue(
+                            "error",
+                            "invalid",
+                            f"Bundle.entry[{first}] and Bundle.entry[{i}] both modify {key}: "
+                            "a transaction may change each resource only once",
+                            (
+                                f"Bundle.entry[{first}].request.url",
+                                f"Bundle.entry[{i}].request.url",
+                            ),
+                        )
+                    ],
                 )
             seen[key] = i
+
+
+def _write_targets(router: FhirRouter, uow: UnitOfWork, request: FhirRequest) -> list[str]:
+    """The resources `request` would change (conditional deletes and patches looked up)."""
+    if request.method not in ("PUT", "PATCH", "DELETE"):
+        return []
+    segments = request.segments
+    if len(segments) == 2:
+        return [request.path]
+    if len(segments) == 1 and request.query and request.method != "PUT":
+        return [
+            f"{segments[0]}/{i}"
+            for i in router.service.find_ids(uow, segments[0], request.query_string)
+        ]
+    return []
+
+
+def _refuse_duplicate_full_urls(entries: list[Any]) -> None:
+    """bdl-7: "FullUrl must be unique in a bundle, or else entries with the same fullUrl must
+    have different meta.versionId"."""
+    seen: dict[tuple[str, Any], int] = {}
+    for i, entry in enumerate(entries):
+        full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
+        if not isinstance(full_url, str):
+            continue
+        resource = entry.get("resource")
+        meta = resource.get("meta") if isinstance(resource, dict) else None
+        key = (full_url, meta.get("versionId") if isinstance(meta, dict) else None)
+        if key in seen:
+            message = (
+                f"Bundle.entry[{seen[key]}] and Bundle.entry[{i}] have the same fullUrl "
+                f"'{full_url}' (bdl-7: fullUrl must be unique in a bundle)"
+            )
+            paths = (f"Bundle.entry[{seen[key]}].fullUrl", f"Bundle.entry[{i}].fullUrl")
+            raise InvalidRequest(message, issues=[Issue("error", "invariant", message, paths)])
+        seen[key] = i
 
 
 # ---------------------------------------------------------------- batch
@@ -211,7 +328,11 @@ def _batch(
                 response = router.handle(uow, request)
             out.append(_response_entry(response, minimal, ctx.base_url))
         except FhirError as exc:
-            out.append(_error_entry(exc.prefixed(f"Bundle.entry[{i}]")))
+            out.append(
+                _error_entry(
+                    _entry_error(exc, i, entry.get("resource") if isinstance(entry, dict) else None)
+                )
+            )
         except Exception as exc:  # one broken entry must not sink the others
             out.append(
                 _error_entry(

@@ -1,17 +1,23 @@
 """Is this a valid R4 resource? The only module that imports fhir.resources (R4B models).
 
-Three checks, each reporting element paths:
+Four checks, each reporting element paths:
 1. structure and datatypes, by the fhir.resources R4B pydantic models (cardinality, required
    elements, primitive formats, unknown elements);
 2. JSON kinds pydantic's lax mode lets through ("active": "yes" is not a boolean) and
    required terminology bindings (fhir.resources checks neither), from tables generated from
    the official definitions (app.fhir.bindings);
-3. the request-level rules: resourceType and id agree with the URL.
+3. the request-level rules: resourceType and id agree with the URL;
+4. the core rules the models skip: JSON representation, ele-1, ext-1, narrative XHTML
+   (app.fhir.core_rules).
+
+The R4 types R4B dropped have no model: checks 2-4 only, the tables also reporting unknown
+elements in them. Nesting deeper than jsonio.MAX_DEPTH is refused before anything recurses.
 """
 
 from __future__ import annotations
 
 import re
+from contextlib import suppress
 from functools import cache
 from typing import Any
 
@@ -19,7 +25,8 @@ from fhir.resources.R4B import get_fhir_model_class  # noqa: TID251 - the one pl
 from pydantic import ValidationError
 
 from app.errors import Issue, ResourceInvalid
-from app.fhir import bindings
+from app.fhir import bindings, jsonio
+from app.fhir.core_rules import core_rule_issues
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 # FHIR strings "SHALL NOT contain Unicode character points below 32, except for u0009 (horizontal
@@ -42,8 +49,35 @@ def _model_class(resource_type: str) -> Any | None:
     """The R4B model, or None for the few R4 types R4B dropped (table checks still apply)."""
     try:
         return get_fhir_model_class(resource_type)
-    except KeyError:
+    except (KeyError, ValueError):  # fhir.resources raises ValueError for an unknown name
         return None
+
+
+# What an R4-only resource nested in an R4B one stands in as for the model check: a type
+# with no required elements, so the model judges everything around it. The nested resource
+# itself still gets the table checks.
+def _stand_in(nested: dict[str, Any]) -> dict[str, Any]:
+    stand_in: dict[str, Any] = {"resourceType": "Parameters"}
+    if isinstance(nested.get("id"), str):
+        stand_in["id"] = nested["id"]
+    return stand_in
+
+
+def _without_r4_only(value: Any, *, root: bool = False) -> Any:
+    """A copy of `value` in which every nested resource without an R4B model (an R4-only
+    type, or no resource type at all) is replaced by a stand-in; `value` if there is none."""
+    if isinstance(value, dict):
+        if not root and "resourceType" in value:
+            rtype = value["resourceType"]
+            if not isinstance(rtype, str) or _model_class(rtype) is None:
+                return _stand_in(value)
+        items = {k: _without_r4_only(v) for k, v in value.items()}
+        changed = any(items[k] is not v for k, v in value.items())
+        return items if changed else value
+    if isinstance(value, list):
+        copied = [_without_r4_only(v) for v in value]
+        return copied if any(c is not v for c, v in zip(copied, value, strict=True)) else value
+    return value
 
 
 def validate_resource(
@@ -51,6 +85,10 @@ def validate_resource(
 ) -> None:
     """Raise ResourceInvalid naming every problem found, or return quietly."""
     rtype = _check_envelope(resource, expected_type)
+    try:  # a body was checked when parsed; a patch result was not
+        jsonio.check_depth(resource)
+    except jsonio.FhirJsonError as exc:
+        raise ResourceInvalid(str(exc), expression=rtype) from exc
     issues: list[Issue] = []
     if expected_id is not None:
         body_id = resource.get("id")
@@ -72,8 +110,12 @@ def validate_resource(
             Issue("error", "value", "id must match [A-Za-z0-9-.]{1,64}", (f"{rtype}.id",))
         )
     issues.extend(_control_character_issues(rtype, resource))
-    issues.extend(_model_issues(rtype, resource))
-    issues.extend(_table_issues(resource))
+    issues.extend(core_rule_issues(resource, rtype))
+    table_issues = _table_issues(resource)
+    # A value of the wrong JSON kind upsets the model too; the kind check says it precisely.
+    kind_paths = {i.expression for i in table_issues if i.code == "value"}
+    issues.extend(i for i in _model_issues(rtype, resource) if i.expression not in kind_paths)
+    issues.extend(table_issues)
     if issues:
         raise ResourceInvalid(issues[0].diagnostics, issues=_dedupe(issues))
 
@@ -114,26 +156,48 @@ def _control_character_issues(path: str, value: Any) -> list[Issue]:
     return found
 
 
-def _model_issues(rtype: str, resource: dict[str, Any]) -> list[Issue]:
+def _model_issues(rtype: str, resource: dict[str, Any], path: str = "") -> list[Issue]:
+    """The model's issues; `path` roots them (a contained resource checked on its own)."""
+    path = path or rtype
     model = _model_class(rtype)
-    if model is None:
-        return []
+    if model is None:  # an R4-only type: its contained R4B resources are still checked
+        return [
+            issue
+            for index, item in enumerate(resource.get("contained") or [])
+            if isinstance(item, dict) and isinstance(item.get("resourceType"), str)
+            for issue in _model_issues(item["resourceType"], item, f"{path}.contained[{index}]")
+        ]
+    try:
+        return _run_model(model, resource, path)
+    except KeyError as exc:
+        # fhir.resources found a nested resource of a type it has no model for, and gave
+        # up; validate again with stand-ins there (rare, so the copy is made only now).
+        stood_in = _without_r4_only(resource, root=True)
+        if stood_in is not resource:
+            with suppress(KeyError):
+                return _run_model(model, stood_in, path)
+        return [Issue("error", "invalid", f"cannot be validated: {exc}", (path,))]
+
+
+def _run_model(model: Any, resource: dict[str, Any], path: str) -> list[Issue]:
     try:
         model.model_validate(resource)
     except ValidationError as exc:
-        return [_issue_from_pydantic(rtype, err) for err in exc.errors()]
-    except (TypeError, ValueError) as exc:  # a model validator that raised outside pydantic
-        return [Issue("error", "invalid", str(exc), (rtype,))]
+        return [_issue_from_pydantic(path, err) for err in exc.errors()]
+    except (TypeError, ValueError) as exc:  # a validator raising outside pydantic
+        return [Issue("error", "invalid", str(exc), (path,))]
     return []
 
 
 def _issue_from_pydantic(rtype: str, err: Any) -> Issue:
     path = _loc_to_path(rtype, err.get("loc", ()))
     kind = err.get("type", "")
-    code = (
-        "required" if kind == "missing" else "structure" if kind == "extra_forbidden" else "value"
-    )
-    message = str(err.get("msg", "invalid")).split("\n")[0]
+    message = str(err.get("msg", "invalid"))
+    # fhir.resources reports a missing required element from a model validator.
+    missing = kind == "missing" or message.endswith("is required.")
+    code = "required" if missing else "structure" if kind == "extra_forbidden" else "value"
+    # One line (patterns hold control characters), nothing cut.
+    message = message.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
     if kind == "extra_forbidden":
         message = "unknown element"
     return Issue("error", code, f"{path}: {message}", (path,))
@@ -161,13 +225,22 @@ def _table_issues(resource: dict[str, Any]) -> list[Issue]:
         )
         for v in bindings.check_required_bindings(resource)
     ]
-    kind_check = getattr(bindings, "check_json_kinds", None)
-    if kind_check is not None:
-        issues.extend(
-            Issue("error", "value", f"{path}: {message}", (path,))
-            for path, message in kind_check(resource)
+    issues.extend(
+        Issue(
+            "error",
+            "structure" if message == bindings.UNKNOWN_ELEMENT else "value",
+            f"{path}: {message}",
+            (path,),
         )
+        for path, message in bindings.check_json_kinds(resource, _r4_only_types())
+    )
     return issues
+
+
+@cache
+def _r4_only_types() -> frozenset[str]:
+    """The R4 types without an R4B model: only the tables can find unknown elements there."""
+    return frozenset(t for t in known_resource_types() if _model_class(t) is None)
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:

@@ -6,12 +6,11 @@ from typing import Any
 
 from lxml import etree
 
-from app.fhir.jsonio import DecimalLiteral
+from app.fhir.jsonio import DecimalLiteral, FhirJsonError, check_depth, parse_int
 from app.fhir.xml.table import (
-    DECIMAL_RE,
     FHIR_NS,
-    INTEGER_RE,
     NO_ATTRIBUTES,
+    NUMBER_RES,
     PRIMITIVE_ATTRIBUTES,
     XHTML_NS,
     FhirXmlError,
@@ -33,7 +32,12 @@ from app.fhir.xml.table import (
 def xml_to_json(data: bytes | str) -> dict[str, Any]:
     """Convert one FHIR XML resource into its FHIR JSON form."""
     root = parse_xml(data, "document")
-    return _resource_from_xml(root, "")
+    resource = _resource_from_xml(root, "")
+    try:
+        check_depth(resource)  # arrays add JSON levels the XML does not have
+    except FhirJsonError as exc:
+        raise FhirXmlError(str(exc)) from exc
+    return resource
 
 
 def _resource_from_xml(el: etree._Element, path: str) -> dict[str, Any]:
@@ -155,13 +159,12 @@ def _parse_primitive(raw: str, field: Field, path: str) -> Any:
             raise FhirXmlError(f"invalid boolean {raw!r}", path)
         return raw == "true"
     if field.json_kind == "number":
-        if field.type_code == "decimal":
-            if not DECIMAL_RE.fullmatch(raw):
-                raise FhirXmlError(f"invalid decimal {raw!r}", path)
-            return DecimalLiteral(raw)  # keeps "1.50" as written
-        if not INTEGER_RE.fullmatch(raw):
+        pattern = NUMBER_RES.get(field.type_code, NUMBER_RES["integer"])
+        if not pattern.fullmatch(raw):
             raise FhirXmlError(f"invalid {field.type_code} {raw!r}", path)
-        return int(raw)
+        if field.type_code == "decimal":
+            return DecimalLiteral(raw)  # keeps "1.50" as written
+        return parse_int(raw.removeprefix("+"))
     return raw
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from lxml import etree
 
 import fhir_profiles
+from app.fhir.jsonio import MAX_DEPTH
 
 FHIR_NS = "http://hl7.org/fhir"
 XHTML_NS = "http://www.w3.org/1999/xhtml"
@@ -28,8 +29,14 @@ PRIMITIVE_ATTRIBUTES = frozenset({"id", "value"})
 NO_ATTRIBUTES: frozenset[str] = frozenset()
 XML_ENTITIES = frozenset({"lt", "gt", "amp", "quot", "apos"})
 
-INTEGER_RE = re.compile(r"-?[0-9]+")
-DECIMAL_RE = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+# The FHIR R4 regexes of the number types (a JSON number is checked by the JSON grammar, an
+# XML attribute only by these: "01.5" would otherwise reach the stored JSON verbatim).
+NUMBER_RES = {
+    "decimal": re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"),
+    "integer": re.compile(r"-?([0]|([1-9][0-9]*))"),
+    "positiveInt": re.compile(r"\+?[1-9][0-9]*"),
+    "unsignedInt": re.compile(r"[0]|([1-9][0-9]*)"),
+}
 _DECLARATION_RE = re.compile(r"^\ufeff?\s*<\?xml[^>]*\?>")
 NAMED_ENTITY_RE = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
 
@@ -175,7 +182,17 @@ def parse_xml(data: bytes | str, what: str, path: str = "") -> etree._Element:
     docinfo = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         raise FhirXmlError(f"{what} must not contain a DOCTYPE or entity declarations", path)
+    if _depth(root) > MAX_DEPTH:  # the conversions recurse once per level
+        raise FhirXmlError(f"{what}: elements nest more than {MAX_DEPTH} levels deep", path)
     return root
+
+
+def _depth(root: etree._Element) -> int:
+    deepest = depth = 0
+    for event, _ in etree.iterwalk(root, events=("start", "end")):
+        depth += 1 if event == "start" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def split_tag(tag: str) -> tuple[str, str]:

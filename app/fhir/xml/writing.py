@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import html.entities
 import math
-import re
 from decimal import Decimal
 from typing import Any
 
 from lxml import etree
 
+from app.fhir.jsonio import IntegerLiteral
+from app.fhir.xml.narrative import parse_div
 from app.fhir.xml.table import (
     FHIR_NS,
-    NAMED_ENTITY_RE,
     XHTML_NS,
     XML_DECLARATION,
-    XML_ENTITIES,
     FhirXmlError,
     Field,
     TypeInfo,
     child_path,
     clean_xhtml,
     element_table,
-    parse_xml,
     split_tag,
     type_info,
 )
@@ -188,6 +185,8 @@ def _format_number(value: Any, is_decimal: bool) -> str | None:
     if isinstance(value, Decimal):
         if not value.is_finite() or (not is_decimal and value != value.to_integral_value()):
             return None
+        if isinstance(value, IntegerLiteral):  # -0, or beyond 64 bits: as the client sent it
+            return value.literal
         if not is_decimal:
             return str(int(value))
         literal = getattr(value, "literal", None)  # DecimalLiteral: exactly what the client sent
@@ -202,22 +201,13 @@ def _format_number(value: Any, is_decimal: bool) -> str | None:
 def _div_from_string(value: Any, path: str) -> etree._Element:
     if not isinstance(value, str):
         raise FhirXmlError("narrative div must be a string", path)
-    # HTML named entities (&nbsp;) are not defined in XML without a DTD; use code points.
-    text = NAMED_ENTITY_RE.sub(_numeric_entity, value)
-    div = parse_xml(text, "narrative div", path)
+    div = parse_div(value, path)
     for node in div.iter():
         if isinstance(node.tag, str) and not node.tag.startswith("{"):
             node.tag = f"{{{XHTML_NS}}}{node.tag}"  # tolerate a div written without xmlns
     if split_tag(div.tag) != (XHTML_NS, "div"):
         raise FhirXmlError("narrative must be an XHTML <div>", path)
     return clean_xhtml(div, path)
-
-
-def _numeric_entity(match: re.Match[str]) -> str:
-    name = match.group(1)
-    if name in XML_ENTITIES or name not in html.entities.name2codepoint:
-        return match.group(0)
-    return f"&#{html.entities.name2codepoint[name]};"
 
 
 def _indent(el: etree._Element, level: int) -> None:

@@ -1,0 +1,82 @@
+"""Rules every R4 resource follows that the models do not check (validation.py's fourth
+check): the JSON representation's own rules, ele-1, ext-1, and the narrative's txt-1/txt-2.
+
+- http://hl7.org/fhir/R4/json.html: arrays are never empty; `null` in an array of primitives
+  only holds a place where the `_name` partner array carries the element's id or extensions.
+- ele-1: "All FHIR elements must have a @value or children" (an `id` alone is not a child).
+- ext-1: "Must have either extensions or value[x], not both".
+- txt-1 / txt-2: the narrative div is XHTML with the allowed elements and attributes only
+  (no scripts, no event attributes) and some non-whitespace content.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.errors import Issue
+from app.fhir.xml.narrative import div_problems
+
+EXTENSION_KEYS = ("extension", "modifierExtension")
+
+
+def core_rule_issues(resource: dict[str, Any], rtype: str) -> list[Issue]:
+    issues: list[Issue] = []
+    _walk(resource, rtype, issues)
+    return issues
+
+
+def _walk(value: Any, path: str, out: list[Issue]) -> None:
+    if isinstance(value, dict):
+        _check_object(value, path, out)
+        for key, item in value.items():
+            _walk(item, f"{path}.{key}", out)
+    elif isinstance(value, list):
+        if not value:
+            out.append(Issue("error", "structure", f"{path}: an array may not be empty", (path,)))
+        for index, item in enumerate(value):
+            _walk(item, f"{path}[{index}]", out)
+
+
+def _check_object(obj: dict[str, Any], path: str, out: list[Issue]) -> None:
+    if "resourceType" not in obj and not set(obj) - {"id"}:
+        message = f"{path}: an element must have a value or children (ele-1)"
+        out.append(Issue("error", "invariant", message, (path,)))
+    for key, value in obj.items():
+        if isinstance(value, list) and None in value:
+            _check_placeholders(obj, key, value, path, out)
+        # Every element named text that is an object is a Narrative (elements.json: the
+        # others are strings), and div is the only xhtml element.
+        if key == "text" and isinstance(value, dict) and isinstance(value.get("div"), str):
+            _check_div(value["div"], f"{path}.text.div", out)
+        if key in EXTENSION_KEYS and isinstance(value, list):
+            for index, extension in enumerate(value):
+                if isinstance(extension, dict):
+                    _check_extension(extension, f"{path}.{key}[{index}]", out)
+
+
+def _check_placeholders(
+    obj: dict[str, Any], key: str, values: list[Any], path: str, out: list[Issue]
+) -> None:
+    """A null in `name` (or `_name`) is a placeholder: the partner must fill that place."""
+    partner_key = key[1:] if key.startswith("_") else f"_{key}"
+    partner = obj.get(partner_key)
+    for index, value in enumerate(values):
+        filled = isinstance(partner, list) and index < len(partner) and partner[index] is not None
+        if value is None and not filled:
+            where = f"{path}.{key}[{index}]"
+            message = f"{where}: null is only allowed where {partner_key}[{index}] has content"
+            out.append(Issue("error", "structure", message, (where,)))
+
+
+def _check_extension(extension: dict[str, Any], path: str, out: list[Issue]) -> None:
+    has_value = any(k.startswith(("value", "_value")) for k in extension)
+    has_children = bool(extension.get("extension"))
+    if has_value == has_children:
+        message = f"{path}: an extension must have either extensions or value[x], not both (ext-1)"
+        out.append(Issue("error", "invariant", message, (path,)))
+
+
+def _check_div(div: str, path: str, out: list[Issue]) -> None:
+    for problem in div_problems(div):
+        code = "invariant" if "(txt-" in problem else "structure"
+        out.append(Issue("error", code, f"{path}: {problem}", (path,)))
