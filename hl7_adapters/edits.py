@@ -161,6 +161,17 @@ def placeholder_patient(query: str) -> dict[str, Any] | None:
     return {"resourceType": "Patient", "identifier": [identifier], "active": False}
 
 
+def shown(query: str) -> str:
+    """A match query as the sender wrote the identifier, for ACK texts: ``value (system)``,
+    neither URL-quoted nor search-escaped (never our resource ids)."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if len(pairs) != 1 or pairs[0][0] != "identifier":
+        return query
+    parts = token_parts(pairs[0][1])
+    system, value = (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
+    return f"{value} ({system})" if system else value
+
+
 def token_parts(token: str) -> list[str]:
     """A FHIR search token split on its first unescaped `|`, search escapes (backslash
     before \\ | , $) undone."""

@@ -29,6 +29,10 @@ REFUSED_CONTENT = ["15_ORU_R01_lab.hl7", "25_ORU_R01_textreport.hl7"]  # OBX wit
 # for another patient (same name, another identifier): refiling 21's results under that
 # patient would be wrong, so the server refuses it (AE 205) instead of moving them.
 REUSED_ORDER = "23_ORU_R01_pcd01.hl7"
+# Sample 19 (the IG's ORU test message) names sample 04's visit number (PV1-19) for its patient
+# under another assigning authority (1032702 of OrdOrg, not of V2FHIR): for us another patient,
+# so its results are not filed under 04's Encounter (AE 205 at PV1^1^19).
+REUSED_VISIT = "19_ORU_R01_lab.hl7"
 
 
 def fresh(raw: bytes) -> list[bytes]:
@@ -80,7 +84,7 @@ def test_admissions_are_accepted_and_the_patient_is_there(
 
 @pytest.mark.parametrize(
     ("name", "match", "family", "count"),
-    [(o[0], o[1], o[2], len(o[3])) for o in ORU if o[0] != REUSED_ORDER],
+    [(o[0], o[1], o[2], len(o[3])) for o in ORU if o[0] not in (REUSED_ORDER, REUSED_VISIT)],
 )
 def test_results_are_accepted_and_filed_under_the_patient(
     codes: dict[str, list[str]], client: httpx.Client, name: str, match: str, family: str,
@@ -92,8 +96,11 @@ def test_results_are_accepted_and_filed_under_the_patient(
     assert len(observations) >= count
 
 
-def test_a_result_reusing_another_patients_order_is_AE(codes: dict[str, list[str]]) -> None:
-    assert codes[REUSED_ORDER] == ["AE"]
+@pytest.mark.parametrize("name", [REUSED_ORDER, REUSED_VISIT])
+def test_a_result_reusing_another_patients_order_or_visit_is_AE(
+    codes: dict[str, list[str]], name: str
+) -> None:
+    assert codes[name] == ["AE"]
 
 
 @pytest.mark.parametrize("name", REFUSED_CONTENT)

@@ -9,6 +9,7 @@ must be refused as unsupported. Skipped when the corpus is absent.
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,12 @@ from hl7_adapters.er7 import Message, parse_messages
 from hl7_adapters.mapping import MappingError, MappingResult, UnsupportedMessage, map_message
 from tests.test_hl7_mapping_adt import check, of_type, only
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "hl7v2"
+# ../shared next to the checkout; MEDISENTINEL_HL7_CORPUS names it for a checkout elsewhere
+# (a worktree).
+CORPUS = Path(
+    os.environ.get("MEDISENTINEL_HL7_CORPUS")
+    or Path(__file__).resolve().parents[2] / "shared" / "hl7v2"
+)
 pytestmark = pytest.mark.skipif(
     not CORPUS.is_dir(), reason=f"shared HL7 v2 corpus not found at {CORPUS} (../shared absent)"
 )

@@ -106,7 +106,8 @@ def _merge(ctx: MapContext) -> tuple[PatientRef | None, list[Merge]]:
             survivor = plan_patient(ctx, pid, "upsert")
             retired, _ = patient_match(ctx, seg, 1)
             if survivor is not None and retired:
-                merges.append(Merge(survivor.match, retired, survivor.full_url))
+                origin = ctx.origin(seg, 1)
+                merges.append(Merge(survivor.match, retired, survivor.full_url, origin))
                 first_patient = first_patient or survivor
             pid = None
     if not merges and not ctx.errors:
@@ -224,7 +225,7 @@ def plan_encounter(
         if reason:
             resource["reasonCode"] = [reason]
     match = ids.match_of(visit) if visit else None
-    return ctx.add(resource, mode if match else "create", match)
+    return ctx.add(resource, mode if match else "create", match, origin=ctx.origin(pv1, 19))
 
 
 def _participants(ctx: MapContext, pv1: Segment, at: Where) -> list[JSON]:
@@ -332,7 +333,7 @@ def _related_person(ctx: MapContext, nk1: Segment, position: int, patient: Patie
     period = {k: v for k, v in period.items() if v}
     if period:
         resource["period"] = period
-    ctx.add(resource, "upsert", ids.match_of(key))
+    ctx.add(resource, "upsert", ids.match_of(key), origin=ctx.origin(nk1, 1))
 
 
 def _allergy(ctx: MapContext, al1: Segment, patient: PatientRef) -> None:
@@ -384,4 +385,4 @@ def _allergy(ctx: MapContext, al1: Segment, patient: PatientRef) -> None:
     onset = at.sub(6).datetime(val(first(al1, 6)))
     if onset:
         resource["onsetDateTime"] = onset
-    ctx.add(resource, "upsert", ids.match_of(key))
+    ctx.add(resource, "upsert", ids.match_of(key), origin=ctx.origin(al1, 3))

@@ -50,6 +50,10 @@ class MapContext:
     def sequence(self, seg: Segment) -> int:
         return self._sequence.get(id(seg), 1)
 
+    def origin(self, seg: Segment, field: int) -> tuple[str, int, int]:
+        """(segment ID, sequence, field): where a planned resource's match comes from."""
+        return seg.id, self.sequence(seg), field
+
     def at(self, seg: Segment, field: int | None = None, rep: int | None = None) -> Where:
         return Where(self, seg, field, rep)
 
@@ -71,6 +75,7 @@ class MapContext:
         match: str | None = None,
         nulls: frozenset[str] = frozenset(),
         full_url: str | None = None,
+        origin: tuple[str, int, int] | None = None,
     ) -> str:
         """Plan a resource; returns its full_url (the earlier one for a repeated match)."""
         rtype = str(resource["resourceType"])
@@ -80,7 +85,7 @@ class MapContext:
                 for key, value in resource.items():  # ensure: fill what the first lacked
                     earlier.resource.setdefault(key, value)
                 return earlier.full_url
-        planned = Planned(full_url or new_full_url(), resource, mode, match, nulls)
+        planned = Planned(full_url or new_full_url(), resource, mode, match, nulls, origin)
         self.planned.append(planned)
         if match is not None:
             self._by_match[(rtype, match)] = planned

@@ -148,7 +148,8 @@ def _map_group(ctx: MapContext, group: Group, number: int, pcd: bool, used: set[
         members = [m.full_url for m in entry.members if m.full_url]
         if members:
             resource["hasMember"] = [{"reference": url} for url in members]
-        ctx.add(resource, "upsert", match, full_url=entry.full_url)
+        origin = ctx.origin(entry.obx, 3)
+        ctx.add(resource, "upsert", match, full_url=entry.full_url, origin=origin)
     if group.obr is not None:
         roots = [e for e, _ in observations if e.parent is None]
         statuses = [resource["status"] for _, (resource, _) in observations]
@@ -194,7 +195,8 @@ def _diagnostic_report(
     if roots:
         resource["result"] = [{"reference": e.full_url} for e in roots]
     match = ids.match_of(order_id) if order_id else None
-    ctx.add(resource, "upsert" if match else "create", match)
+    origin = ctx.origin(obr, 3 if order_id is None or order_id == filler else 2)
+    ctx.add(resource, "upsert" if match else "create", match, origin=origin)
 
 
 def _report_status(where: Where, code: str, statuses: list[str]) -> str:

@@ -1,0 +1,191 @@
+"""Real ER7 through the real mapping and applier: what must never be filed wrongly or
+silently (the patient a result or visit belongs to, merges, required header fields,
+warnings of the parser), answered with the right ACK code and ERR location."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from hl7_adapters.ingest import Hl7Ingest
+from tests.conftest import LiveServer
+from tests.test_hl7_ingest import err_fields, msa, rows_for, search, unique_id
+
+AUTHORITY = "HOSP&1.2.3&ISO"
+SYSTEM = "urn:oid:1.2.3"
+Send = Callable[[bytes], bytes]
+
+
+def er7(*segments: str) -> bytes:
+    return ("\r".join(segments) + "\r").encode()
+
+
+def msh(kind: str, control: str, when: str = "20240601100000+0000", sender: str = "XAPP") -> str:
+    return f"MSH|^~\\&|{sender}|SFAC|RAPP|RFAC|{when}||{kind}|{control}|P|2.5.1"
+
+
+def pid(mrn: str, family: str = "Doe") -> str:
+    return f"PID|1||{mrn}^^^{AUTHORITY}^MR||{family}^Jo||19700101|F"
+
+
+def pv1(visit: str = "", klass: str = "I", admit: str = "") -> str:
+    number = f"{visit}^^^{AUTHORITY}^VN" if visit else ""
+    return "PV1|1|" + klass + "|" + "|" * 16 + number + "|" * 25 + admit
+
+
+def admission(control: str, mrn: str, visit: str = "", **kw: str) -> bytes:
+    return er7(
+        msh("ADT^A01^ADT_A01", control, kw.get("when", "20240601100000+0000")),
+        f"EVN|A01|{kw.get('when', '20240601100000+0000')}",
+        pid(mrn, kw.get("family", "Doe")),
+        pv1(visit, kw.get("klass", "I"), kw.get("admit", "")),
+    )
+
+
+def result(control: str, mrn: str, order: str, visit: str = "") -> bytes:
+    segments = [msh("ORU^R01^ORU_R01", control, "20240601110000+0000", "XLAB"), pid(mrn, "Roe")]
+    if visit:
+        segments.append(pv1(visit))
+    segments += [
+        f"OBR|1||{order}^XLAB|2345-7^Glucose^LN|||20240601103000+0000" + "|" * 18 + "F",
+        "OBX|1|NM|2345-7^Glucose^LN||99|mg/dL|||||F",
+    ]
+    return er7(*segments)
+
+
+def merge(control: str, survivor: str, retired: str, family: str = "Doe") -> bytes:
+    return er7(
+        msh("ADT^A40^ADT_A39", control, "20240601120000+0000"),
+        "EVN|A40|20240601120000+0000",
+        pid(survivor, family),
+        f"MRG|{retired}^^^{AUTHORITY}^MR",
+    )
+
+
+@pytest.fixture
+def send(live_server: LiveServer) -> Send:
+    app = live_server.app
+    ingest = Hl7Ingest(app.state.service, app.state.audit)
+    from hl7_adapters.feeds import feed_identity
+
+    identity = feed_identity("hl7-test", address="127.0.0.1", base_url=live_server.base_url)
+
+    def send(raw: bytes) -> bytes:
+        return ingest.handle(raw, channel="mllp", peer="127.0.0.1:1", ctx=identity)
+
+    return send
+
+
+@pytest.fixture
+def engine(live_server: LiveServer) -> Engine:
+    return live_server.app.state.engine  # type: ignore[no-any-return]
+
+
+def patients(client: httpx.Client, mrn: str) -> list[dict[str, Any]]:
+    return search(client, "Patient", identifier=f"{SYSTEM}|{mrn}")
+
+
+def texts(ack: bytes) -> str:
+    return ack.decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------- a visit of another patient
+
+
+def test_a_result_naming_another_patients_visit_is_AE_and_files_nothing(
+    send: Send, client: httpx.Client, engine: Engine
+) -> None:
+    first, second, visit, order = unique_id("A"), unique_id("B"), unique_id("V"), unique_id("F")
+    assert msa(send(admission(unique_id(), first, visit)))[0] == "AA"
+    control = unique_id()
+    ack = send(result(control, second, order, visit))
+    assert msa(ack) == ("AE", control)
+    assert err_fields(ack) == [("PV1^1^19", "205", "E")]
+    assert visit in texts(ack) and "Patient/" not in texts(ack) and "Encounter/" not in texts(ack)
+    assert search(client, "DiagnosticReport", identifier=order) == []
+    assert patients(client, second) == []  # not even the result's patient: one transaction
+    [row] = rows_for(engine, control)
+    assert row.status == "error"
+    # the same visit for its own patient is fine
+    assert msa(send(result(unique_id(), first, order, visit)))[0] == "AA"
+    [report] = search(client, "DiagnosticReport", identifier=order)
+    [encounter] = search(client, "Encounter", identifier=f"{SYSTEM}|{visit}")
+    assert report["encounter"]["reference"] == f"Encounter/{encounter['id']}"
+
+
+def test_an_update_moving_a_visit_to_another_patient_points_at_PV1_19(send: Send) -> None:
+    visit = unique_id("V")
+    assert msa(send(admission(unique_id(), unique_id("A"), visit)))[0] == "AA"
+    update = admission(unique_id(), unique_id("B"), visit).replace(b"A01^ADT_A01", b"A08^ADT_A01")
+    ack = send(update)
+    assert msa(ack)[0] == "AE"
+    assert err_fields(ack) == [("PV1^1^19", "205", "E")]
+    assert "Encounter/" not in texts(ack)
+
+
+# ---------------------------------------------------------------- merges
+
+
+def test_merging_a_patient_into_itself_is_AE_and_writes_nothing(
+    send: Send, client: httpx.Client
+) -> None:
+    mrn = unique_id("SELF")
+    assert msa(send(admission(unique_id(), mrn)))[0] == "AA"
+    [before] = patients(client, mrn)
+    ack = send(merge(unique_id(), mrn, mrn, family="Other"))
+    assert msa(ack)[0] == "AE"
+    assert err_fields(ack) == [("MRG^1^1", "205", "E")]
+    [after] = patients(client, mrn)
+    assert after == before
+    unknown = unique_id("SELF")  # neither known: still nothing created
+    assert msa(send(merge(unique_id(), unknown, unknown)))[0] == "AE"
+    assert patients(client, unknown) == []
+
+
+def test_a_reversed_merge_is_AE_and_leaves_the_survivor_alone(
+    send: Send, client: httpx.Client
+) -> None:
+    old, new = unique_id("OLD"), unique_id("NEW")
+    send(admission(unique_id(), old, family="Old"))
+    send(admission(unique_id(), new, family="New"))
+    assert msa(send(merge(unique_id(), new, old, family="New")))[0] == "AA"
+    [kept] = patients(client, new)
+    [retired] = patients(client, old)
+    ack = send(merge(unique_id(), old, new, family="Old"))
+    assert msa(ack)[0] == "AE"
+    assert err_fields(ack) == [("MRG^1^1", "205", "E")]
+    assert patients(client, new) == [kept]  # no placeholder carrying NEW, name kept
+    assert patients(client, old) == [retired]
+
+
+def test_merging_into_a_retired_patient_merges_into_its_survivor_with_a_warning(
+    send: Send, client: httpx.Client
+) -> None:
+    old, new, third = unique_id("OLD"), unique_id("NEW"), unique_id("THIRD")
+    for mrn in (old, new, third):
+        send(admission(unique_id(), mrn))
+    send(merge(unique_id(), new, old))
+    ack = send(merge(unique_id(), old, third))
+    assert msa(ack)[0] == "AA"
+    assert ("PID^1^3", "0", "W") in err_fields(ack)
+    [kept] = patients(client, new)
+    [gone] = patients(client, third)
+    assert gone["active"] is False
+    assert gone["link"] == [{"other": {"reference": f"Patient/{kept['id']}"}, "type": "replaced-by"}]
+
+
+def test_merging_an_unknown_patient_creates_the_placeholder_with_a_warning(
+    send: Send, client: httpx.Client
+) -> None:
+    survivor, retired = unique_id("SURV"), unique_id("GONE")
+    ack = send(merge(unique_id(), survivor, retired))
+    assert msa(ack)[0] == "AA"
+    assert err_fields(ack) == [("MRG^1^1", "204", "W")]
+    [kept] = patients(client, survivor)
+    [placeholder] = patients(client, retired)
+    assert placeholder["active"] is False
+    assert placeholder["link"][0]["other"]["reference"] == f"Patient/{kept['id']}"
