@@ -238,9 +238,10 @@ class _Run:
             if before and after and self._survivor(before) != self._survivor(after):
                 segment, sequence, field_ = p.origin or ("", None, None)
                 where = f"{segment}-{field_}: " if segment else ""
+                named = shown(p.match or "") or "named here"
                 text = (
-                    f"{where}{p.resource_type} {shown(p.match or '')} belongs to another "
-                    "patient than this message's; nothing of the message was filed"
+                    f"{where}the {p.resource_type} {named} belongs to another patient than "
+                    "this message's; nothing of the message was filed"
                 )
                 raise ApplyError(AckError(205, text, "E", segment, sequence, field_))
 

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from app.auth.grant import Grant
 from app.context import RequestContext
 from app.settings import Settings
-from hl7_adapters import store
+from hl7_adapters import checks, store
 from hl7_adapters.er7 import Message
 from hl7_adapters.ingest import ContextFor, Hl7Ingest, default_mapper
 from hl7_adapters.mllp import Handler, MLLPServer
@@ -175,7 +175,9 @@ def install(app: FastAPI) -> Hl7Feeds:
 
     settings: Settings = app.state.settings
     mapper = partial(default_mapper, default_offset=settings.hl7_default_offset)
-    feeds = Hl7Feeds(Hl7Ingest(app.state.service, app.state.audit, mapper=mapper), settings)
+    accepted = checks.processing_ids(settings.hl7_processing_ids)
+    ingest = Hl7Ingest(app.state.service, app.state.audit, mapper=mapper, processing_ids=accepted)
+    feeds = Hl7Feeds(ingest, settings)
     app.state.hl7 = feeds
     app.router.routes.extend(routes())
     return feeds

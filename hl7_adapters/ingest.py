@@ -47,7 +47,7 @@ from app.fhir.storage import UnitOfWork
 from audit.events import SUCCESS, Entities, EventKind
 from audit.events import Outcome as AuditOutcome
 from audit.trail import AuditTrail, actor_of
-from hl7_adapters import store
+from hl7_adapters import checks, store
 from hl7_adapters.ack import AckError, Outcome, build_ack, build_nak, build_unreadable_ack
 from hl7_adapters.apply import Applied, Applier, ApplyError, MessageRef, lock_keys, plan_keys
 from hl7_adapters.batch_ack import batch_ack
@@ -97,6 +97,7 @@ class Attempt:
     reprocess: bool = False  # re-running a stored message: its row is updated in place
     original: Any | None = None  # the accepted receipt this one re-sends (a duplicate)
     warnings: list[AckError] = field(default_factory=list)  # found while looking back
+    notes: list[AckError] = field(default_factory=list)  # the parser's repairs (checks.py)
 
 
 class Hl7Ingest:
@@ -107,10 +108,12 @@ class Hl7Ingest:
         *,
         mapper: Mapper | None = None,
         attempts: int = 3,
+        processing_ids: frozenset[str] = checks.PRODUCTION,
     ) -> None:
         self.service = service
         self.trail = trail
         self.mapper = mapper or default_mapper
+        self.processing_ids = processing_ids  # MSH-11 values taken (checks.refusal)
         self.applier = Applier(service)
         self.attempts = attempts
 
@@ -168,7 +171,8 @@ class Hl7Ingest:
             mapped = self._map(msg)
             row["event_time"] = _event_time(mapped, msg)
             context = self._context(ctx, msg)
-            self._run(Attempt(msg, row, mapped, context, force=True, reprocess=True))
+            notes = checks.warnings(msg)
+            self._run(Attempt(msg, row, mapped, context, True, reprocess=True, notes=notes))
         else:
             row = store.new_row(raw, None, channel=stored.channel, peer=stored.peer)
             row.update(id=stored.id, status="rejected", error=f"still unreadable: {problem}")
@@ -190,9 +194,13 @@ class Hl7Ingest:
         row = store.new_row(msg.raw, msg, channel=channel, peer=peer)
         mapped = self._map(msg)
         row["event_time"] = _event_time(mapped, msg)
-        return self._run(Attempt(msg, row, mapped, self._context(context_for, msg), force))
+        context = self._context(context_for, msg)
+        return self._run(Attempt(msg, row, mapped, context, force, notes=checks.warnings(msg)))
 
     def _map(self, msg: Message) -> MappingResult | Decision:
+        refused = checks.refusal(msg, self.processing_ids)
+        if refused is not None:
+            return Decision("reject", [refused], refused.text)
         try:
             return self.mapper(msg)
         except MappingError as exc:
@@ -237,9 +245,12 @@ class Hl7Ingest:
     def _look_back(self, uow: UnitOfWork, a: Attempt) -> list[str]:
         """Mark a re-send of an accepted message as a duplicate (with the ACK to repeat), note
         a reused control id; the failed receipts of the same bytes that this one supersedes."""
-        seen = store.earlier(uow, a.row)
-        a.original, a.warnings = seen.accepted, []
+        a.original, a.warnings = None, []
         a.row["control_id_reuse_of"] = None
+        if not a.row["control_id"]:  # refused (checks.refusal); no id to recognise it by
+            return []
+        seen = store.earlier(uow, a.row)
+        a.original = seen.accepted
         if seen.accepted is not None:
             return []
         if seen.other_content is not None:
@@ -261,7 +272,7 @@ class Hl7Ingest:
     ) -> bytes:
         """Fix the ACK, fill in the row, save it and the message's audit record (in `uow`)."""
         row, original = a.row, a.original
-        errors = [*decision.errors, *a.warnings]
+        errors = [*decision.errors, *a.warnings, *a.notes]
         if original is not None and original.ack is not None and not original.reprocess_count:
             ack = bytes(original.ack)  # exactly what the original got
         else:  # (a reprocessed original's ACK told of its failure: the answer now is this)
@@ -274,7 +285,7 @@ class Hl7Ingest:
         row.update(
             ack=ack or None,
             ack_code=_msa1(ack),
-            error=decision.detail or None,
+            error=_detail(decision.detail, a.notes),
             produced=store.produced_json(produced),
             provenance_id=applied.provenance_id if applied else None,
         )
@@ -291,7 +302,8 @@ class Hl7Ingest:
                 return self._conclude(uow, a, decision, None, supersedes)
         except Exception:
             log.exception("a failed HL7 message could not be stored (id %s)", a.row["id"])
-            return build_ack(a.msg, decision.outcome, decision.errors, force=a.force) or b""
+            errors = [*decision.errors, *a.notes]
+            return build_ack(a.msg, decision.outcome, errors, force=a.force) or b""
 
     def _unreadable(
         self, raw: bytes, problem: str, channel: str, peer: str | None, context_for: ContextFor
@@ -390,6 +402,15 @@ def _event_time(mapped: MappingResult | Decision, msg: Message) -> int | None:
         return parse_instant(value)
     except (ValueError, OverflowError):
         return None
+
+
+def _detail(detail: str, notes: list[AckError]) -> str | None:
+    """The row's error text: why it failed, and what the parser repaired (kept with the
+    message also when it was accepted, or when no ACK was sent)."""
+    repaired = "; ".join(n.text for n in notes)
+    if repaired:
+        detail = f"{detail}; parser warnings: {repaired}" if detail else f"warnings: {repaired}"
+    return detail or None  # (store.save cuts it to the column)
 
 
 def _msa1(ack: bytes) -> str | None:

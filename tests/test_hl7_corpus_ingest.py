@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from hl7_adapters.er7 import parse_messages
+from tests.test_hl7_ingest import err_fields
 from tests.test_hl7_mapping_corpus import ADT, CORPUS, ORU, UNSUPPORTED
 
 pytestmark = pytest.mark.skipif(
@@ -36,14 +37,18 @@ REUSED_VISIT = "19_ORU_R01_lab.hl7"
 
 
 def fresh(raw: bytes) -> list[bytes]:
-    """Each message of a file, its MSH-10 replaced by a new control id."""
+    """Each message of a file, its MSH-10 replaced by a new control id and its MSH-11
+    processing id made P: several samples say T or D (they are examples), which a server
+    refuses by default (AR 202, test_a_training_sample_is_refused_by_default)."""
     found = []
     for msg in parse_messages(raw):
         old = msg.get("MSH-10").encode()
         fs = msg.raw[3:4]
-        fields = msg.raw.split(fs, 10)
+        fields = msg.raw.split(fs, 11)
         assert fields[9] == old, (fields[9], old)
         fields[9] = uuid.uuid4().hex[:20].encode()
+        if fields[10][:1] in (b"T", b"D"):
+            fields[10] = b"P" + fields[10][1:]
         found.append(fs.join(fields))
     return found
 
@@ -116,3 +121,17 @@ def test_other_message_types_are_AR(codes: dict[str, list[str]], name: str) -> N
 def test_every_sample_was_answered(codes: dict[str, list[str]]) -> None:
     assert len(codes) == 35
     assert all(codes.values())
+
+
+def test_a_training_sample_is_refused_by_default(
+    base_url: str, auth_headers: dict[str, str]
+) -> None:
+    [message] = parse_messages((CORPUS / "08_ADT_A04.hl7").read_bytes())
+    assert message.processing_id == "T"
+    fs = message.raw[3:4]
+    fields = message.raw.split(fs, 10)
+    fields[9] = uuid.uuid4().hex[:20].encode()
+    with httpx.Client(base_url=base_url.removesuffix("/fhir"), headers=auth_headers) as http:
+        response = http.post("/hl7/v2", content=fs.join(fields), headers={"Content-Type": ER7})
+    assert parse_messages(response.content)[0].get("MSA-1") == "AR"
+    assert err_fields(response.content) == [("MSH^1^11", "202", "E")]

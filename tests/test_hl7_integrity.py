@@ -9,9 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
-from hl7_adapters.ingest import Hl7Ingest
+from hl7_adapters.checks import processing_ids
+from hl7_adapters.feeds import feed_identity
+from hl7_adapters.ingest import ContextFor, Hl7Ingest
+from hl7_adapters.tables import hl7_message
 from tests.conftest import LiveServer
 from tests.test_hl7_ingest import err_fields, msa, rows_for, search, unique_id
 
@@ -66,16 +69,18 @@ def merge(control: str, survivor: str, retired: str, family: str = "Doe") -> byt
     )
 
 
+def identity(live_server: LiveServer) -> ContextFor:
+    return feed_identity("hl7-test", address="127.0.0.1", base_url=live_server.base_url)
+
+
 @pytest.fixture
 def send(live_server: LiveServer) -> Send:
     app = live_server.app
     ingest = Hl7Ingest(app.state.service, app.state.audit)
-    from hl7_adapters.feeds import feed_identity
-
-    identity = feed_identity("hl7-test", address="127.0.0.1", base_url=live_server.base_url)
+    feed = identity(live_server)
 
     def send(raw: bytes) -> bytes:
-        return ingest.handle(raw, channel="mllp", peer="127.0.0.1:1", ctx=identity)
+        return ingest.handle(raw, channel="mllp", peer="127.0.0.1:1", ctx=feed)
 
     return send
 
@@ -175,7 +180,9 @@ def test_merging_into_a_retired_patient_merges_into_its_survivor_with_a_warning(
     [kept] = patients(client, new)
     [gone] = patients(client, third)
     assert gone["active"] is False
-    assert gone["link"] == [{"other": {"reference": f"Patient/{kept['id']}"}, "type": "replaced-by"}]
+    assert gone["link"] == [
+        {"other": {"reference": f"Patient/{kept['id']}"}, "type": "replaced-by"}
+    ]
 
 
 def test_merging_an_unknown_patient_creates_the_placeholder_with_a_warning(
@@ -189,3 +196,111 @@ def test_merging_an_unknown_patient_creates_the_placeholder_with_a_warning(
     [placeholder] = patients(client, retired)
     assert placeholder["active"] is False
     assert placeholder["link"][0]["other"]["reference"] == f"Patient/{kept['id']}"
+
+
+# ---------------------------------------------------------------- header checks, warnings
+
+
+def latest_row_with(engine: Engine, marker: bytes) -> Any:
+    with engine.connect() as conn:
+        rows = conn.execute(select(hl7_message).order_by(hl7_message.c.received.desc()).limit(20))
+        return next(r for r in rows if marker in bytes(r.raw))
+
+
+def test_a_message_without_a_control_id_is_AR_101_and_kept_as_rejected(
+    send: Send, client: httpx.Client, engine: Engine
+) -> None:
+    mrn = unique_id("NOID")
+    ack = send(admission("", mrn))
+    assert msa(ack) == ("AR", "")
+    assert err_fields(ack) == [("MSH^1^10", "101", "E")]
+    assert patients(client, mrn) == []
+    row = latest_row_with(engine, mrn.encode())
+    assert row.status == "rejected" and "MSH-10" in row.error
+    assert msa(send(admission("", mrn)))[0] == "AR"  # not taken for a re-send of anything
+
+
+def test_a_result_message_without_results_is_AE_100(send: Send, client: httpx.Client) -> None:
+    mrn = unique_id("NORES")
+    ack = send(er7(msh("ORU^R01^ORU_R01", unique_id()), pid(mrn), pv1()))
+    assert msa(ack)[0] == "AE"
+    assert err_fields(ack) == [("OBR", "100", "E")]
+    assert patients(client, mrn) == []
+
+
+def test_two_patients_in_one_admission_is_AE_100(send: Send, client: httpx.Client) -> None:
+    first, second = unique_id("ONE"), unique_id("TWO")
+    raw = admission(unique_id(), first) + pid(second).encode() + b"\r"
+    ack = send(raw)
+    assert msa(ack)[0] == "AE"
+    assert err_fields(ack) == [("PID^2", "100", "E")]
+    assert patients(client, first) == [] and patients(client, second) == []
+
+
+def header(control: str, charset: str = "", when: str = "20240601100000+0000") -> str:
+    return msh("ADT^A01^ADT_A01", control, when) + ("|" * 7 + charset if charset else "")
+
+
+def sample(case: str, control: str, body: str) -> bytes:
+    """The message with the problem `case` names (its body: EVN, PID, PV1)."""
+    plain = header(control)
+    if case == "utf8-declared-latin1-sent":
+        return (header(control, "UNICODE UTF-8") + "\r" + body).encode("latin-1")
+    if case == "ascii-declared-utf8-sent":
+        return (header(control, "ASCII") + "\r" + body).encode()
+    if case == "latin1-declared-utf8-sent":
+        return (header(control, "8859/1") + "\r" + body).encode()
+    if case == "junk-before-msh":
+        return b"xyz junk\r" + (plain + "\r" + body).encode()
+    if case == "msh2-three-characters":
+        return (plain.replace("^~\\&", "^~\\", 1) + "\r" + body).encode()
+    if case == "wrong-structure":
+        return (plain.replace("ADT_A01", "ORU_R01") + "\r" + body).encode()
+    when = "notadate" if case == "msh7-not-a-date" else ""
+    return (header(control, when=when) + "\r" + body).encode()
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("utf8-declared-latin1-sent", ("MSH^1^18", "102", "W")),
+        ("ascii-declared-utf8-sent", ("MSH^1^18", "102", "W")),
+        ("latin1-declared-utf8-sent", ("MSH^1^18", "102", "W")),
+        ("junk-before-msh", ("", "100", "W")),
+        ("msh2-three-characters", ("MSH^1^2", "102", "W")),
+        ("wrong-structure", ("MSH^1^9", "103", "W")),
+        ("msh7-not-a-date", ("MSH^1^7", "102", "W")),
+        ("msh7-empty", ("MSH^1^7", "101", "W")),
+    ],
+)
+def test_what_the_parser_repaired_is_warned_in_the_ack_and_kept(
+    send: Send, client: httpx.Client, engine: Engine, case: str, expected: tuple[str, str, str]
+) -> None:
+    mrn, control = unique_id("PW"), unique_id()
+    body = "\r".join(["EVN|A01", pid(mrn, "Müller"), pv1()]) + "\r"
+    raw = sample(case, control, body)
+    ack = send(raw)
+    assert msa(ack) == ("AA", control)
+    assert expected in err_fields(ack)
+    assert patients(client, mrn)
+    [row] = rows_for(engine, control)
+    assert row.status == "accepted" and "warnings:" in row.error
+
+
+def test_training_and_debugging_messages_are_AR_202_unless_taken(
+    live_server: LiveServer, send: Send, client: httpx.Client
+) -> None:
+    for processing in ("T", "D"):
+        mrn = unique_id("TRAIN")
+        raw = admission(unique_id(), mrn).replace(b"|P|2.5.1", f"|{processing}|2.5.1".encode())
+        ack = send(raw)
+        assert msa(ack)[0] == "AR"
+        assert err_fields(ack) == [("MSH^1^11", "202", "E")]
+        assert patients(client, mrn) == []
+    app = live_server.app
+    training = Hl7Ingest(app.state.service, app.state.audit, processing_ids=processing_ids("P,T"))
+    mrn = unique_id("TRAIN")
+    raw = admission(unique_id(), mrn).replace(b"|P|2.5.1", b"|T|2.5.1")
+    ack = training.handle(raw, channel="http", peer=None, ctx=identity(live_server))
+    assert msa(ack)[0] == "AA"
+    assert patients(client, mrn)

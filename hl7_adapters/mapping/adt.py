@@ -71,6 +71,10 @@ def map_adt(ctx: MapContext, trigger: str) -> tuple[PatientRef | None, list[Merg
     if pid is None:
         ctx.errors.append(_missing("PID", f"ADT^{trigger} has no PID segment"))
         return None, []
+    second = msg.segment("PID", 2)
+    if second is not None:  # one patient per ADT (but A40): which one is meant is a guess
+        ctx.at(second).error(100, f"ADT^{trigger} holds more than one PID segment")
+        return None, []
     patient = plan_patient(ctx, pid, "upsert")
     if patient is None:
         return None, []

@@ -95,6 +95,9 @@ def _groups(ctx: MapContext) -> list[Group] | None:
     if not saw_pid:
         ctx.errors.append(AckError(100, "ORU^R01 has no PID segment", "E", "PID"))
         return None
+    if not groups:  # a result message without results: nothing to file, and the sender must know
+        ctx.errors.append(AckError(100, "ORU^R01 has no OBR or OBX segment", "E", "OBR"))
+        return None
     return groups
 
 
@@ -125,6 +128,15 @@ def _order_key(
     return f"message:{ctx.msg.control_id}|{number}", None
 
 
+def _order_origin(
+    ctx: MapContext, group: Group, order_id: JSON | None
+) -> tuple[str, int, int] | None:
+    """OBR-3 (filler) or OBR-2 (placer): the field an order's matches come from (ERR-2)."""
+    if group.obr is None or order_id is None:
+        return None
+    return ctx.origin(group.obr, 3 if order_id == _order_identifiers(group)[1] else 2)
+
+
 def _map_group(ctx: MapContext, group: Group, number: int, pcd: bool, used: set[str]) -> None:
     order_key, order_id = _order_key(ctx, group, number, used)
     obr_time = None
@@ -148,7 +160,7 @@ def _map_group(ctx: MapContext, group: Group, number: int, pcd: bool, used: set[
         members = [m.full_url for m in entry.members if m.full_url]
         if members:
             resource["hasMember"] = [{"reference": url} for url in members]
-        origin = ctx.origin(entry.obx, 3)
+        origin = _order_origin(ctx, group, order_id) or ctx.origin(entry.obx, 3)
         ctx.add(resource, "upsert", match, full_url=entry.full_url, origin=origin)
     if group.obr is not None:
         roots = [e for e, _ in observations if e.parent is None]
@@ -195,8 +207,9 @@ def _diagnostic_report(
     if roots:
         resource["result"] = [{"reference": e.full_url} for e in roots]
     match = ids.match_of(order_id) if order_id else None
-    origin = ctx.origin(obr, 3 if order_id is None or order_id == filler else 2)
-    ctx.add(resource, "upsert" if match else "create", match, origin=origin)
+    ctx.add(
+        resource, "upsert" if match else "create", match, origin=_order_origin(ctx, group, order_id)
+    )
 
 
 def _report_status(where: Where, code: str, statuses: list[str]) -> str:
