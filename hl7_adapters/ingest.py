@@ -14,10 +14,11 @@ Decisions (docs/hl7v2.md has the whole story):
 * Batches (FHS/BHS): every message is processed and committed on its own, exactly as if sent
   alone; the reply is a batch of their ACKs (batch_ack.py). Several messages in one frame
   without an envelope are answered the same way, their ACKs one after the other.
-* Duplicates: the same sender (MSH-3 + MSH-4), control id (MSH-10) and bytes (SHA-256) as an
-  accepted message get the original ACK back; nothing is applied, a `duplicate` row and an
-  audit record are written. A re-send of a message that failed is a retry: it is processed,
-  and the earlier failed rows become `superseded`.
+* Duplicates: the same sender (MSH-3 + MSH-4), control id (MSH-10) and content (SHA-256 of
+  the bytes with line ends normalised, store.content_hash) as an accepted message get the
+  original ACK back; nothing is applied, a `duplicate` row and an audit record are written.
+  A re-send of a message that failed is a retry: it is processed, and the earlier failed
+  rows become `superseded`.
 * The same control id with different bytes is processed as the new message it is (refusing it
   would lose data from a sender that reset its counter) and is not silent: its row links the
   earlier message, and the AA carries a warning ERR (205, severity W, MSH-10).

@@ -304,3 +304,22 @@ def test_training_and_debugging_messages_are_AR_202_unless_taken(
     ack = training.handle(raw, channel="http", peer=None, ctx=identity(live_server))
     assert msa(ack)[0] == "AA"
     assert patients(client, mrn)
+
+
+# ---------------------------------------------------------------- duplicates
+
+
+def test_a_resend_differing_only_in_line_ends_is_a_duplicate(
+    send: Send, client: httpx.Client, engine: Engine
+) -> None:
+    mrn, control, visit = unique_id("DUP"), unique_id(), unique_id("V")
+    raw = admission(control, mrn, visit)
+    first = send(raw)
+    assert msa(first)[0] == "AA"
+    for variant in (raw.replace(b"\r", b"\r\n"), raw + b"\n", raw.replace(b"\r", b" \n")):
+        assert send(variant) == first  # the original ACK, nothing applied again
+    rows = rows_for(engine, control)
+    assert [r.status for r in rows] == ["accepted", "duplicate", "duplicate", "duplicate"]
+    assert rows[1].raw == raw.replace(b"\r", b"\r\n")  # kept as received
+    [patient] = patients(client, mrn)
+    assert patient["meta"]["versionId"] == "1"
