@@ -323,3 +323,18 @@ def test_a_resend_differing_only_in_line_ends_is_a_duplicate(
     assert rows[1].raw == raw.replace(b"\r", b"\r\n")  # kept as received
     [patient] = patients(client, mrn)
     assert patient["meta"]["versionId"] == "1"
+
+
+def test_an_admission_without_visit_number_resent_finds_its_encounter(
+    send: Send, client: httpx.Client
+) -> None:
+    mrn = unique_id("NOVN")
+    admit = "202406010930+0000"
+    for when in ("20240601100000+0000", "20240601100500+0000"):  # re-stamped, new MSH-10
+        assert msa(send(admission(unique_id(), mrn, when=when, admit=admit)))[0] == "AA"
+    [patient] = patients(client, mrn)
+    [encounter] = search(client, "Encounter", subject=f"Patient/{patient['id']}")
+    assert encounter["period"]["start"].startswith("2024-06-01T09:30")
+    # another admission of the same patient (another admit time) is another visit
+    send(admission(unique_id(), mrn, admit="202406051200+0000"))
+    assert len(search(client, "Encounter", subject=f"Patient/{patient['id']}")) == 2

@@ -6,8 +6,11 @@ AL1[AllergyIntolerance]. How each resource is found again:
 
 * Patient: upsert, matched by PID-3 (patient.py).
 * Encounter: upsert, matched by the PV1-19 visit number. Without a visit number an Encounter
-  is created only by the events that start a visit (A01/A04/A05); for the other events there
-  is nothing to find, so no Encounter is planned and a warning says so.
+  is planned only by the events that start a visit (A01/A04/A05), matched by a derived
+  identifier ``urn:medisentinel:hl7v2:visit|<patient system>|<patient id>|<PV1-44 as
+  sent>|<PV1-2 class>`` when PV1-44 (admit time) is sent, so a re-sent admission finds it,
+  else always created; for the other events there is nothing to find, so no Encounter is
+  planned and a warning says so.
 * Encounter.status: the IG "Event[EncounterStatus]" map by trigger; for A08/A28/A31 (which
   the IG maps to "unknown") the PV1 map instead: "finished" when PV1-45 is valued, else by
   patient class. An update message therefore never turns a real status into "unknown".
@@ -190,7 +193,8 @@ def plan_encounter(
         "class": {"system": klass.system, "code": klass.code, "display": klass.display},
         "subject": {"reference": patient.full_url},
     }
-    identifiers = [visit] if visit else []
+    key = None if visit else _visit_key(pv1, patient, klass_code)
+    identifiers = [i for i in (visit, key) if i]
     for i, rep in at.sub(50).reps():
         alt = dt.cx_identifier(rep, at.sub(50, i))
         if alt:
@@ -228,8 +232,22 @@ def plan_encounter(
         reason = dt.codeable_concept(first(pv2, 3))  # PV2-3 admit reason
         if reason:
             resource["reasonCode"] = [reason]
-    match = ids.match_of(visit) if visit else None
-    return ctx.add(resource, mode if match else "create", match, origin=ctx.origin(pv1, 19))
+    found_by = visit or key
+    match = ids.match_of(found_by) if found_by else None
+    origin = ctx.origin(pv1, 19 if visit else 44)
+    return ctx.add(resource, mode if match else "create", match, origin=origin)
+
+
+def _visit_key(pv1: Segment, patient: PatientRef, klass_code: str) -> JSON | None:
+    """The identifier of a visit sent without a visit number: patient, admit time (PV1-44 as
+    sent) and class, so that the same admission re-sent (a new MSH-10, a re-stamped MSH-7)
+    finds its Encounter instead of making another. None without an admit time: nothing
+    else tells two visits of one patient apart, so such an Encounter is always created."""
+    admitted = val(first(pv1, 44))
+    if not admitted:
+        return None
+    value = f"{patient.key}|{admitted}|{klass_code}"
+    return {"system": ids.VISIT_KEY_SYSTEM, "value": value}
 
 
 def _participants(ctx: MapContext, pv1: Segment, at: Where) -> list[JSON]:
