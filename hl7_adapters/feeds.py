@@ -26,7 +26,7 @@ from app.settings import Settings
 from hl7_adapters import checks, store
 from hl7_adapters.er7 import Message
 from hl7_adapters.ingest import ContextFor, Hl7Ingest, default_mapper
-from hl7_adapters.mllp import Handler, MLLPServer
+from hl7_adapters.mllp import Handler, MLLPServer, OversizeHandler, oversize_error
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,22 @@ class Hl7Feeds:
 
         return handle
 
+    def oversize_handler(self) -> OversizeHandler:
+        base_url = self.settings.fhir_base_url
+        limit = self.settings.mllp_max_message_bytes
+
+        async def refuse(head: bytes, size: int, peer: str) -> bytes:
+            identity = feed_identity(
+                "hl7-mllp", address=peer_address(peer), base_url=base_url, request_line="MLLP"
+            )
+            error = oversize_error(size, limit)
+            return await asyncio.to_thread(
+                self.ingest.refuse_oversize, head, size, error, channel="mllp", peer=peer,
+                ctx=identity,
+            )  # fmt: skip
+
+        return refuse
+
     async def start(self) -> None:
         """Start the listener (if enabled).
 
@@ -144,6 +160,7 @@ class Hl7Feeds:
             allowlist=allowlist(s),
             ssl_context=tls_context(s),
             reuse_port=shared,
+            oversize=self.oversize_handler(),
         )
         try:
             await listener.start()

@@ -52,7 +52,7 @@ from hl7_adapters import checks, store
 from hl7_adapters.ack import AckError, Outcome, build_ack, build_nak, build_unreadable_ack
 from hl7_adapters.apply import Applied, Applier, ApplyError, MessageRef, lock_keys, plan_keys
 from hl7_adapters.batch_ack import batch_ack
-from hl7_adapters.er7 import Hl7ParseError, Message, parse_batch
+from hl7_adapters.er7 import Hl7ParseError, Message, parse_batch, parse_messages
 from hl7_adapters.mapping.plan import MappingError, MappingResult, UnsupportedMessage
 from hl7_adapters.tables import QUEUED
 
@@ -149,6 +149,28 @@ class Hl7Ingest:
         except Exception:
             log.exception("HL7 input of %d bytes could not be handled", len(raw))
             return build_nak(raw, AckError(207, "Application internal error"))
+
+    def refuse_oversize(
+        self, head: bytes, size: int, error: AckError, *, channel: str, peer: str | None,
+        ctx: ContextFor,
+    ) -> bytes:  # fmt: skip
+        """A message over the size limit is not processed: AR/CR with `error`, and its first
+        bytes are kept, with its size and the reason, as a `truncated` row (outside the error
+        queue: a cut message must never be reprocessed; the sender has to send it again)."""
+        try:
+            found = parse_messages(head)
+        except Hl7ParseError:
+            found = []
+        msg = found[0] if found else None
+        ack = build_nak(head, error, "reject")
+        row = store.new_row(head, msg, channel=channel, peer=peer)
+        kept = f"{error.text}; its first {len(head)} of {size} bytes are kept"
+        row.update(status=store.TRUNCATED, ack=ack, ack_code=_msa1(ack), error=kept)
+        try:
+            self._store_alone(self._context(ctx, msg), row, reprocessed=False)
+        except Exception:
+            log.exception("an oversize HL7 message could not be stored")
+        return ack
 
     def reprocess(self, message_id: str, ctx: ContextFor) -> dict[str, Any]:
         """Run a stored error/rejected message again (after a mapping fix); its row records

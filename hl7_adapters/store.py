@@ -22,6 +22,7 @@ from hl7_adapters.tables import HEADER_LIMIT, QUEUED, hl7_message
 
 c = hl7_message.c
 ERROR_LIMIT = 4000
+TRUNCATED = "truncated"  # the status of a message over the size limit: only its head is kept
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _BOM = b"\xef\xbb\xbf"
 
