@@ -214,13 +214,13 @@ class _Run:
             if any(key in body for key in PATIENT_REFERENCES):  # an Encounter named by PV1-19
                 self._refuse_other_patients(p, self._body(rtype, rid)[1], body)
             return
+        stored, current = self._body(rtype, rid)
+        self._refuse_other_patients(p, current, body)  # (even when older: a mix-up is an error)
         stale_after = self._clock(rtype, rid)
         if self.event_time is not None and stale_after is not None:
             if self.event_time < stale_after:
-                self.applied.warnings.append(_stale_warning(rtype, rid, stale_after))
+                self.applied.warnings.append(_stale_warning(p, stale_after))
                 return
-        stored, current = self._body(rtype, rid)
-        self._refuse_other_patients(p, current, body)
         keep = ("identifier",) if redirected else ()
         merged = merge_elements(current, body, p.nulls, keep)
         if merged != current:
@@ -483,9 +483,9 @@ def _merge_error(
     return AckError(code, text, severity, segment, sequence, field_)
 
 
-def _stale_warning(rtype: str, rid: str, newer: int) -> AckError:
-    return AckError(
-        0,
-        f"{rtype}/{rid} holds data from {to_instant(newer)}, newer than this message; kept",
-        "W",
-    )
+def _stale_warning(p: Planned, newer: int) -> AckError:
+    """W: the resource holds data newer than the message (named as sent, not by our id)."""
+    segment, sequence, field_ = p.origin or ("", None, None)
+    named = shown(p.match or "") or "named here"
+    text = f"the {p.resource_type} {named} holds data from {to_instant(newer)}, newer than "
+    return AckError(0, text + "this message; kept", "W", segment, sequence, field_)

@@ -173,6 +173,10 @@ def shown(query: str) -> str:
         return query
     parts = token_parts(pairs[0][1])
     system, value = (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
+    if system == DERIVED_KEYS + "obx":  # <order system>|<order number>|<code>...
+        order = value.split("|")
+        if len(order) > 2 and not order[0].startswith(("patient:", "message:")):
+            return f"of order {order[1]} ({order[0]})" if order[0] else f"of order {order[1]}"
     if system.startswith(DERIVED_KEYS) and not system.startswith(DERIVED_KEYS + "aa:"):
         return ""
     return f"{value} ({system})" if system else value

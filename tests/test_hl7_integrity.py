@@ -338,3 +338,15 @@ def test_an_admission_without_visit_number_resent_finds_its_encounter(
     # another admission of the same patient (another admit time) is another visit
     send(admission(unique_id(), mrn, admit="202406051200+0000"))
     assert len(search(client, "Encounter", subject=f"Patient/{patient['id']}")) == 2
+
+
+def test_an_older_update_is_warned_about_by_the_identifier_sent(
+    send: Send, client: httpx.Client
+) -> None:
+    mrn = unique_id("LATE")
+    send(admission(unique_id(), mrn, when="20240601100000+0000", family="Newer"))
+    ack = send(admission(unique_id(), mrn, when="20240501100000+0000", family="Older"))
+    assert msa(ack)[0] == "AA"
+    assert ("PID^1^3", "0", "W") in err_fields(ack)
+    assert mrn in texts(ack) and "Patient/" not in texts(ack)
+    assert patients(client, mrn)[0]["name"][0]["family"] == "Newer"

@@ -62,7 +62,7 @@ def plan_patient(ctx: MapContext, pid: Segment, mode: Mode) -> PatientRef | None
     resource, nulls = build_patient(ctx, pid)
     if not match:
         return None
-    url = ctx.add(resource, mode, match, nulls)
+    url = ctx.add(resource, mode, match, nulls, origin=ctx.origin(pid, 3))
     return PatientRef(url, match, identifier)
 
 
