@@ -22,6 +22,7 @@ from hl7_adapters.mapping import (
     UnsupportedMessage,
     map_message,
 )
+from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping.identifiers import identifier_match
 
 FIXTURES = Path(__file__).parent / "hl7_fixtures"
@@ -396,8 +397,17 @@ def test_encounter_status_by_event(trigger: str, klass: str, discharge: str, sta
 
 
 def test_visit_number_rules() -> None:
-    created = mapped(adt("A04", visit=""))  # a new visit without number: created
+    # a new visit without number: found again by patient, admit time (PV1-44) and class
+    created = mapped(adt("A04", visit=""))
     encounter = only(created, "Encounter")
+    assert encounter.mode == "upsert"
+    assert encounter.match == ids.match_of(encounter.resource["identifier"][0])
+    key = encounter.resource["identifier"][0]
+    assert key["system"] == ids.VISIT_KEY_SYSTEM
+    assert key["value"].endswith("|20240301070000+0100|I")
+    # ... and without an admit time too: nothing to find it by, so it is created
+    bare = mapped(adt("A04", visit="").replace("20240301070000+0100", ""))
+    encounter = only(bare, "Encounter")
     assert (encounter.mode, encounter.match) == ("create", None)
     updated = mapped(adt("A08", visit=""))  # nothing to find: no Encounter, a warning
     assert of_type(updated, "Encounter") == []
