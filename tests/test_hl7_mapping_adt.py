@@ -396,6 +396,31 @@ def test_encounter_status_by_event(trigger: str, klass: str, discharge: str, sta
     ]
 
 
+def test_an_organisation_as_next_of_kin_is_a_patient_contact() -> None:
+    """IG ADT_A01: NK1-3 EMR or NK1-7 in E/F/I/S -> NK1[Patient]; others RelatedPerson."""
+    text = (
+        "MSH|^~\\&|NK|F|R|F|20240901100000+0000||ADT^A01^ADT_A01|NK-1|P|2.5.1\n"
+        "EVN|A01|20240901100000+0000\n"
+        "PID|1||NKP^^^HOSP&1.2.3&ISO^MR||Nk^P\n"
+        "NK1|1|Smith^Jane|EMC^Emergency contact^HL70063|||C^Emergency Contact^HL70131\n"
+        "NK1|2|Acme Corp|EMR^Employer^HL70063|||E^Employer^HL70131\n"
+        "NK1|3|State Agency|||||S^State Agency^HL70131||||||Acme State Office\n"
+    )
+    result = mapped(text)
+    person = only(result, "RelatedPerson")
+    assert person.resource["name"] == [{"family": "Smith", "given": ["Jane"]}]
+    relationship = person.resource["relationship"]
+    codes = [(c["system"][-4:], c["code"]) for r in relationship for c in r["coding"]]
+    assert codes == [("0131", "C"), ("0063", "EMC")]  # NK1-7 C not repeated
+    contacts = only(result, "Patient").resource["contact"]
+    assert [c["name"] for c in contacts] == [{"family": "Acme Corp"}, {"family": "State Agency"}]
+    employer = [
+        (c["system"][-4:], c["code"]) for r in contacts[0]["relationship"] for c in r["coding"]
+    ]
+    assert employer == [("0131", "E"), ("0063", "EMR")]  # the one concept, once
+    assert contacts[1]["organization"] == {"display": "Acme State Office"}
+
+
 def test_visit_number_rules() -> None:
     # a new visit without number: found again by patient, admit time (PV1-44) and class
     created = mapped(adt("A04", visit=""))

@@ -14,9 +14,8 @@ AL1[AllergyIntolerance]. How each resource is found again:
 * Encounter.status: the IG "Event[EncounterStatus]" map by trigger; for A08/A28/A31 (which
   the IG maps to "unknown") the PV1 map instead: "finished" when PV1-45 is valued, else by
   patient class. An update message therefore never turns a real status into "unknown".
-* RelatedPerson (NK1): upsert, matched by a derived identifier
-  ``urn:medisentinel:hl7v2:nk1|<patient system>|<patient id>|<NK1-1 set id>`` (the NK1's
-  position when NK1-1 is empty), so a re-sent A08 updates the same contacts.
+* NK1: RelatedPerson (upsert by a derived identifier), or Patient.contact for an
+  organisation (nk1.py).
 * AllergyIntolerance (AL1): upsert, matched by ``urn:medisentinel:hl7v2:al1|<patient
   system>|<patient id>|<AL1-3 coding system>|<AL1-3 code, else text>``.
 * Practitioner (PV1-7/8/9/17): ensure by XCN.1 identifier; a doctor without XCN.1 is named
@@ -34,6 +33,7 @@ from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, Where, first, val
+from hl7_adapters.mapping.nk1 import map_next_of_kin
 from hl7_adapters.mapping.patient import build_patient, patient_match
 from hl7_adapters.mapping.plan import Merge, Mode
 from hl7_adapters.values import Segment
@@ -84,8 +84,7 @@ def map_adt(ctx: MapContext, trigger: str) -> tuple[PatientRef | None, list[Merg
     pv1 = msg.segment("PV1")
     if pv1 is not None:
         plan_encounter(ctx, pv1, msg.segment("PV2"), patient, trigger, "upsert")
-    for position, nk1 in enumerate(msg.segments("NK1"), start=1):
-        _related_person(ctx, nk1, position, patient)
+    map_next_of_kin(ctx, msg.segments("NK1"), patient)
     for al1 in msg.segments("AL1"):
         _allergy(ctx, al1, patient)
     return patient, []
@@ -274,88 +273,7 @@ def _hospitalization(ctx: MapContext, pv1: Segment, at: Where) -> JSON:
     return data
 
 
-# --------------------------------------------------------------------------- NK1, AL1
-
-
-def _related_person(ctx: MapContext, nk1: Segment, position: int, patient: PatientRef) -> None:
-    at = ctx.at(nk1)
-    set_id = val(first(nk1, 1)) or str(position)
-    key = {"system": ids.RELATED_PERSON_KEY_SYSTEM, "value": f"{patient.key}|{set_id}"}
-    identifiers = [key]
-    for i, rep in at.sub(33).reps():
-        ident = dt.cx_identifier(rep, at.sub(33, i))
-        if ident:
-            identifiers.append(ident)
-    resource: JSON = {
-        "resourceType": "RelatedPerson",
-        "identifier": identifiers,
-        "patient": {"reference": patient.full_url},
-    }
-    relationship = []
-    rel = dt.mapped_concept(first(nk1, 3), t.RELATIONSHIP_0063, "0063", at.sub(3))
-    if rel:
-        relationship.append(rel)
-    role = first(nk1, 7)
-    if role is not None and val(role):
-        code = val(role).upper()
-        if code in t.CONTACT_ROLE_0131:
-            relationship.append(
-                {
-                    "coding": [
-                        {
-                            "system": t.V2 + "0131",
-                            "code": code,
-                            "display": t.CONTACT_ROLE_0131[code],
-                        }
-                    ]
-                }
-            )
-        else:
-            at.sub(7).warn(103, f"NK1-7: '{val(role)}' is not in HL7 table 0131")
-    if relationship:
-        resource["relationship"] = relationship
-    names = [
-        n
-        for f in (2, 30)
-        for i, r in at.sub(f).reps()
-        if (n := dt.human_name(r, at.sub(f, i))) is not None
-    ]
-    if names:
-        resource["name"] = names
-    telecom = [
-        c
-        for f, use in ((5, None), (6, "work"), (31, None))
-        for i, r in at.sub(f).reps()
-        if (c := dt.contact_point(r, at.sub(f, i), use)) is not None
-    ]
-    if telecom:
-        resource["telecom"] = telecom
-    addresses = [
-        a
-        for f in (4, 32)
-        for i, r in at.sub(f).reps()
-        if (a := dt.address(r, at.sub(f, i))) is not None
-    ]
-    if addresses:
-        resource["address"] = addresses
-    gender_code = val(first(nk1, 15)).upper()
-    if gender_code:
-        gender = t.GENDER_0001.get(gender_code)
-        if gender:
-            resource["gender"] = gender
-        else:
-            at.sub(15).warn(103, f"NK1-15: '{gender_code}' is not in HL7 table 0001")
-    birth = at.sub(16).date(val(first(nk1, 16)))
-    if birth:
-        resource["birthDate"] = birth
-    period = {
-        "start": at.sub(8).date(val(first(nk1, 8))),
-        "end": at.sub(9).date(val(first(nk1, 9))),
-    }
-    period = {k: v for k, v in period.items() if v}
-    if period:
-        resource["period"] = period
-    ctx.add(resource, "upsert", ids.match_of(key), origin=ctx.origin(nk1, 1))
+# --------------------------------------------------------------------------- AL1
 
 
 def _allergy(ctx: MapContext, al1: Segment, patient: PatientRef) -> None:

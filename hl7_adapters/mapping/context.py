@@ -68,6 +68,10 @@ class MapContext:
         if self.errors:
             raise MappingError(list(self.errors))
 
+    def resource_of(self, full_url: str) -> dict[str, Any]:
+        """The planned resource with this full_url (to add what a later segment maps)."""
+        return next(p.resource for p in self.planned if p.full_url == full_url)
+
     def add(
         self,
         resource: dict[str, Any],
