@@ -421,6 +421,31 @@ def test_an_organisation_as_next_of_kin_is_a_patient_contact() -> None:
     assert contacts[1]["organization"] == {"display": "Acme State Office"}
 
 
+def test_observations_and_drivers_licence_in_an_admission() -> None:
+    """IG ADT_A01: OBX -> Observation of the patient and encounter; PID-20 -> identifier DL."""
+    text = (
+        "MSH|^~\\&|A|F|R|F|20240901100000+0000||ADT^A01^ADT_A01|OB-1|P|2.5.1\n"
+        "EVN|A01|20240901100000+0000\n"
+        "PID|1||OBP^^^HOSP&1.2.3&ISO^MR||Ob^P" + "|" * 15 + "D1234567^CA^20301231\n"
+        "PV1|1|I" + "|" * 17 + "OBV^^^HOSP&1.2.3&ISO^VN\n"
+        "OBX|1|NM|8302-2^Body height^LN||180|cm^cm^UCUM|||||F\n"
+        "NTE|1||measured at admission\n"
+    )
+    result = mapped(text)
+    patient = only(result, "Patient")
+    [licence] = [i for i in patient.resource["identifier"] if i["value"] == "D1234567"]
+    assert licence["type"]["coding"][0]["code"] == "DL"
+    assert licence["period"] == {"end": "2030-12-31"} and licence["assigner"] == {"display": "CA"}
+    encounter = only(result, "Encounter")
+    height = only(result, "Observation")
+    assert height.resource["subject"] == {"reference": patient.full_url}
+    assert height.resource["encounter"] == {"reference": encounter.full_url}
+    assert height.resource["valueQuantity"]["value"] == 180
+    assert height.resource["note"] == [{"text": "measured at admission"}]
+    assert height.mode == "upsert" and "visit%3A" not in (height.match or "")
+    assert "OBV" in (height.resource["identifier"][0]["value"])  # keyed under the visit
+
+
 def test_visit_number_rules() -> None:
     # a new visit without number: found again by patient, admit time (PV1-44) and class
     created = mapped(adt("A04", visit=""))

@@ -113,6 +113,7 @@ def test_adt_01_details() -> None:
         "123456789",
         "PATID567",  # PID-4
         "PSSN123121234",  # PID-19
+        "DLN-123",  # PID-20, driver's licence
     ]
     encounter = only(result, "Encounter")
     assert encounter.match == "identifier=urn:medisentinel:hl7v2:aa:AccMng|40007716"
@@ -130,6 +131,9 @@ def test_adt_04_ig_test_message() -> None:
     (allergy,) = of_type(result, "AllergyIntolerance")
     assert allergy.resource["code"] == {"text": "Timothy Grass"}
     assert allergy.resource["category"] == ["environment"]  # LA pollen
+    (height,) = of_type(result, "Observation")  # IG ADT_A01: OBX[Observation]
+    assert height.resource["code"]["coding"][0]["code"] == "8302-2"
+    assert height.resource["valueQuantity"]["value"] == 190
 
 
 def test_adt_09_batch() -> None:

@@ -22,6 +22,8 @@ AL1[AllergyIntolerance]. How each resource is found again:
   by display only. Location (PV1-3/6): ensure by PL identifier (datatypes.location).
 * A40: every PID/MRG pair gives a Merge(survivor = PID-3 match, retired = MRG-1 match) and
   the surviving Patient (upsert).
+* OBX (e.g. height at admission): Observations of the patient and the Encounter, upserted
+  under the visit (``oru.map_adt_observations``, called by ``map_message``).
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ class Group:
     obr: Segment | None
     orc: Segment | None
     entries: list[Entry] = field(default_factory=list)
+    scope: str = ""  # the order part of Observation keys when there is no OBR ("patient:...")
 
 
 def map_oru(ctx: MapContext) -> PatientRef | None:
@@ -101,6 +102,31 @@ def _groups(ctx: MapContext) -> list[Group] | None:
     return groups
 
 
+def map_adt_observations(ctx: MapContext, patient: PatientRef) -> None:
+    """OBX in an ADT message (IG ADT_A01 message map: OBX[Observation], e.g. height and
+    weight at admission): Observations of the patient and the message's Encounter, upserted
+    under the visit (``visit:<visit identifier>``, else ``patient:<patient id>``) so that
+    a re-sent message updates them; NTE after an OBX is its note."""
+    entries: list[Entry] = []
+    current: Entry | None = None  # the OBX an NTE follows
+    for seg in ctx.msg.segment_list:
+        if seg.id == "OBX":
+            current = Entry(seg, [], ctx.at(seg))
+            entries.append(current)
+        elif seg.id == "NTE":
+            if current is not None:
+                current.notes.append(seg)
+        else:
+            current = None
+    if not entries:
+        return
+    encounter = next((p for p in ctx.planned if p.resource_type == "Encounter"), None)
+    visit = (encounter.resource.get("identifier") or [None])[0] if encounter else None
+    scope = f"visit:{ids.key_part(visit)}" if visit else ""
+    url = encounter.full_url if encounter else None
+    _map_group(ctx, Group(patient, url, None, None, entries, scope), 1, False, set())
+
+
 # --------------------------------------------------------------------------- orders
 
 
@@ -117,7 +143,7 @@ def _order_key(
 ) -> tuple[str, JSON | None]:
     """(order part of Observation keys, identifier the DiagnosticReport is matched by)."""
     if group.obr is None:
-        return f"patient:{group.patient.key}", None
+        return group.scope or f"patient:{group.patient.key}", None
     placer, filler = _order_identifiers(group)
     for candidate in (filler, placer):
         if candidate is not None:
