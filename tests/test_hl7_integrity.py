@@ -335,6 +335,12 @@ def test_an_admission_without_visit_number_resent_finds_its_encounter(
     [patient] = patients(client, mrn)
     [encounter] = search(client, "Encounter", subject=f"Patient/{patient['id']}")
     assert encounter["period"]["start"].startswith("2024-06-01T09:30")
+    # without an admit time, re-sent with a new MSH-10: found by its event time (EVN-2)
+    other = unique_id("NOVN")
+    for _ in range(2):
+        assert msa(send(admission(unique_id(), other)))[0] == "AA"
+    [again] = patients(client, other)
+    assert len(search(client, "Encounter", subject=f"Patient/{again['id']}")) == 1
     # another admission of the same patient (another admit time) is another visit
     send(admission(unique_id(), mrn, admit="202406051200+0000"))
     assert len(search(client, "Encounter", subject=f"Patient/{patient['id']}")) == 2

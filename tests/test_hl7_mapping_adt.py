@@ -454,10 +454,16 @@ def test_visit_number_rules() -> None:
     assert encounter.match == ids.match_of(encounter.resource["identifier"][0])
     key = encounter.resource["identifier"][0]
     assert key["system"] == ids.VISIT_KEY_SYSTEM
-    assert key["value"].endswith("|20240301070000+0100|I")
-    # ... and without an admit time too: nothing to find it by, so it is created
-    bare = mapped(adt("A04", visit="").replace("20240301070000+0100", ""))
-    encounter = only(bare, "Encounter")
+    assert key["value"].endswith("|admit:20240301070000+0100|I")
+    # without an admit time: the event time (EVN-2), else the message time (MSH-7)
+    no_admit = mapped(adt("A04", visit="").replace("20240301070000+0100", ""))
+    assert "|event:" in only(no_admit, "Encounter").resource["identifier"][0]["value"]
+    # no time at all: nothing to find it by, so it is created
+    timeless = (
+        "MSH|^~\\&|A|F|R|F|||ADT^A04^ADT_A01|T-1|P|2.5.1\n"
+        "PID|1||TL^^^HOSP&1.2.3&ISO^MR||Tl^P\nPV1|1|O\n"
+    )
+    encounter = only(mapped(timeless), "Encounter")
     assert (encounter.mode, encounter.match) == ("create", None)
     updated = mapped(adt("A08", visit=""))  # nothing to find: no Encounter, a warning
     assert of_type(updated, "Encounter") == []

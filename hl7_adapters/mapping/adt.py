@@ -7,10 +7,10 @@ AL1[AllergyIntolerance]. How each resource is found again:
 * Patient: upsert, matched by PID-3 (patient.py).
 * Encounter: upsert, matched by the PV1-19 visit number. Without a visit number an Encounter
   is planned only by the events that start a visit (A01/A04/A05), matched by a derived
-  identifier ``urn:medisentinel:hl7v2:visit|<patient system>|<patient id>|<PV1-44 as
-  sent>|<PV1-2 class>`` when PV1-44 (admit time) is sent, so a re-sent admission finds it,
-  else always created; for the other events there is nothing to find, so no Encounter is
-  planned and a warning says so.
+  identifier ``urn:medisentinel:hl7v2:visit|<patient system>|<patient id>|<time>|<PV1-2
+  class>`` (time: PV1-44, else EVN-2, else MSH-7; see _visit_key), so a re-sent admission
+  finds it; for the other events there is nothing to find, so no Encounter is planned and a
+  warning says so.
 * Encounter.status: the IG "Event[EncounterStatus]" map by trigger; for A08/A28/A31 (which
   the IG maps to "unknown") the PV1 map instead: "finished" when PV1-45 is valued, else by
   patient class. An update message therefore never turns a real status into "unknown".
@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from hl7_adapters.ack import AckError
+from hl7_adapters.er7 import Message
 from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import tables as t
@@ -194,7 +195,7 @@ def plan_encounter(
         "class": {"system": klass.system, "code": klass.code, "display": klass.display},
         "subject": {"reference": patient.full_url},
     }
-    key = None if visit else _visit_key(pv1, patient, klass_code)
+    key = None if visit else _visit_key(ctx.msg, pv1, patient, klass_code)
     identifiers = [i for i in (visit, key) if i]
     for i, rep in at.sub(50).reps():
         alt = dt.cx_identifier(rep, at.sub(50, i))
@@ -239,16 +240,23 @@ def plan_encounter(
     return ctx.add(resource, mode if match else "create", match, origin=origin)
 
 
-def _visit_key(pv1: Segment, patient: PatientRef, klass_code: str) -> JSON | None:
-    """The identifier of a visit sent without a visit number: patient, admit time (PV1-44 as
-    sent) and class, so that the same admission re-sent (a new MSH-10, a re-stamped MSH-7)
-    finds its Encounter instead of making another. None without an admit time: nothing
-    else tells two visits of one patient apart, so such an Encounter is always created."""
-    admitted = val(first(pv1, 44))
-    if not admitted:
-        return None
-    value = f"{patient.key}|{admitted}|{klass_code}"
-    return {"system": ids.VISIT_KEY_SYSTEM, "value": value}
+def _visit_key(msg: Message, pv1: Segment, patient: PatientRef, klass_code: str) -> JSON | None:
+    """The identifier of a visit sent without a visit number: patient, class and the first
+    of admit time (PV1-44), event time (EVN-2), message time (MSH-7), as sent and tagged by
+    which it is. The same admission re-sent (a new MSH-10; a re-stamped MSH-7 when PV1-44 or
+    EVN-2 is there) then finds its Encounter instead of making another; two admissions of
+    one patient in one class at the same second are taken for one. None when none of the
+    times is sent: nothing tells visits apart, so such an Encounter is always created."""
+    evn = msg.segment("EVN")
+    for tag, when in (
+        ("admit", val(first(pv1, 44))),
+        ("event", evn.get("2").strip() if evn is not None else ""),
+        ("sent", msg.timestamp),
+    ):
+        if when:
+            value = f"{patient.key}|{tag}:{when}|{klass_code}"
+            return {"system": ids.VISIT_KEY_SYSTEM, "value": value}
+    return None
 
 
 def _participants(ctx: MapContext, pv1: Segment, at: Where) -> list[JSON]:
