@@ -324,6 +324,7 @@ class _Run:
         """The Patient the PID names, after following merges: a PID naming a patient that
         was itself merged into another merges into that one (as every message naming a
         retired identifier lands on its survivor), with a warning."""
+        pair = m.origin[1] if m.origin else 1  # the n-th PID/MRG pair: PID n, MRG n
         survivor_ref = self.applied.resolved.get(m.survivor_full_url or "")
         if survivor_ref is not None:
             survivor = survivor_ref.split("/", 1)[1]
@@ -331,14 +332,14 @@ class _Run:
             found = self._find("Patient", m.survivor)
             if found is None:
                 text = f"the surviving patient {shown(m.survivor)} is not known"
-                raise ApplyError(AckError(204, text, "E", "PID", 1, 3))
+                raise ApplyError(AckError(204, text, "E", "PID", pair, 3))
             survivor = found[0]
         if survivor not in self.service.find_ids(self.uow, "Patient", m.survivor, limit=10):
             text = (
                 f"PID-3 {shown(m.survivor)} was itself merged into another patient; "
                 "merged into that surviving patient"
             )
-            self.applied.warnings.append(AckError(0, text, "W", "PID", 1, 3))
+            self.applied.warnings.append(AckError(0, text, "W", "PID", pair, 3))
         return survivor
 
     def _edit(self, rtype: str, rid: str, change: Callable[[JSON], JSON]) -> None:
