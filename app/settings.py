@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         description="the feeds' UTC offset (e.g. +01:00) for times sent without one; unset: "
         "such times are kept as dates only, with a warning in the ACK",
     )
+    hl7_processing_ids: str = Field(
+        default="P",
+        pattern=r"^\s*[PTDptd](\s*,\s*[PTDptd])*\s*$",
+        description="MSH-11 processing ids the feeds process (comma list of P, T, D); others "
+        "get AR 202",
+    )
     mllp_max_message_bytes: int = 16 * 1024 * 1024
     cors_origins: str = Field(
         default="*", description="origins allowed to call the API from a browser (comma list)"

@@ -36,8 +36,10 @@ Client: `--client raw` (default) is a lean asyncio MLLP client (write a frame, r
 0x1C 0x0D); `--client mllp` uses hl7_adapters.mllp.MLLPClient. Their CPU shows in the
 "client" column (which also includes generating the messages).
 
-Note: with several workers only one process runs the MLLP listener (docs/hl7v2.md), so the
-other workers serve HTTP only.
+Note: with several workers every worker runs the MLLP listener, each binding the port with
+SO_REUSEPORT (Linux), and the kernel spreads new connections over them (docs/hl7v2.md,
+"Several worker processes"): a connection stays on one worker, so use --concurrency > 1 to
+load more than one.
 """
 
 from __future__ import annotations

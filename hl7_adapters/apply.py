@@ -40,7 +40,7 @@ import functools
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import bindparam, select, text, tuple_
 from sqlalchemy.dialects import sqlite
@@ -49,7 +49,7 @@ from app.errors import FhirError, Gone, NotFound
 from app.fhir import jsonio
 from app.fhir.instants import to_instant
 from app.fhir.service import FhirService, WriteOutcome
-from app.fhir.storage import StoredVersion, UnitOfWork, now_us
+from app.fhir.storage import StoredVersion, UnitOfWork
 from hl7_adapters.ack import AckError
 from hl7_adapters.edits import (
     CONTROL_CHARACTERS,
@@ -62,16 +62,14 @@ from hl7_adapters.edits import (
     replaced_by,
     retire,
     rewrite,
+    shown,
     without_server_elements,
 )
 from hl7_adapters.lookahead import Lookahead
 from hl7_adapters.mapping.plan import MappingResult, Merge, Planned
+from hl7_adapters.provenance import provenance_body
 from hl7_adapters.tables import hl7_resource_clock
 
-MESSAGE_SYSTEM = "urn:medisentinel:hl7v2:message"  # Identifier.system of a message store id
-APPLICATION_SYSTEM = "urn:medisentinel:hl7v2:application"  # ... of a sending application
-EVENT_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0003"
-PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 JSON = dict[str, Any]
 MAX_LINK_HOPS = 10  # replaced-by chains longer than this are a loop or a mess; stop there
 
@@ -213,14 +211,16 @@ class _Run:
         rid, redirected = found
         self._resolve(p.full_url, rtype, rid)
         if p.mode == "ensure":
+            if any(key in body for key in PATIENT_REFERENCES):  # an Encounter named by PV1-19
+                self._refuse_other_patients(p, self._body(rtype, rid)[1], body)
             return
+        stored, current = self._body(rtype, rid)
+        self._refuse_other_patients(p, current, body)  # (even when older: a mix-up is an error)
         stale_after = self._clock(rtype, rid)
         if self.event_time is not None and stale_after is not None:
             if self.event_time < stale_after:
-                self.applied.warnings.append(_stale_warning(rtype, rid, stale_after))
+                self.applied.warnings.append(_stale_warning(p, stale_after))
                 return
-        stored, current = self._body(rtype, rid)
-        self._refuse_moving_between_patients(rtype, rid, p.match, current, body)
         keep = ("identifier",) if redirected else ()
         merged = merge_elements(current, body, p.nulls, keep)
         if merged != current:
@@ -228,23 +228,22 @@ class _Run:
             self._wrote(p.full_url, outcome)
         self._set_clock(rtype, rid)
 
-    def _refuse_moving_between_patients(
-        self, rtype: str, rid: str, match: str | None, stored: JSON, mapped: JSON
-    ) -> None:
-        """An update never refiles a result under another patient: a reused order number or
-        identifier for a different person is an error in the data (AE 205), not a correction.
-        Patients merged into one (A40) count as the same."""
+    def _refuse_other_patients(self, p: Planned, stored: JSON, mapped: JSON) -> None:
+        """Nothing is filed under, or moved to, another patient: a visit number, order number
+        or identifier of a different person found by the match is an error in the data (AE
+        205), not a correction. Patients merged into one (A40) count as the same."""
         for key in PATIENT_REFERENCES:
             before = _patient_id(stored.get(key))
             after = _patient_id(mapped.get(key))
             if before and after and self._survivor(before) != self._survivor(after):
-                raise ApplyError(
-                    AckError(
-                        205,
-                        f"{rtype}/{rid} (matched by {match}) belongs to Patient/{before}; "
-                        f"this message would move it to Patient/{after}",
-                    )
+                segment, sequence, field_ = p.origin or ("", None, None)
+                where = f"{segment}-{field_}: " if segment else ""
+                named = shown(p.match or "") or "named here"
+                text = (
+                    f"{where}the {p.resource_type} {named} belongs to another patient than "
+                    "this message's; nothing of the message was filed"
                 )
+                raise ApplyError(AckError(205, text, "E", segment, sequence, field_))
 
     def look_ahead(self, planned: list[Planned]) -> None:
         """Every match, looked up while nothing is staged (see lookahead.py)."""
@@ -273,9 +272,8 @@ class _Run:
             return None
         ends = {self._survivor(i) if rtype == "Patient" else i for i in ids}
         if len(ends) > 1:
-            raise ApplyError(
-                AckError(205, f"{len(ends)} {rtype} resources match {match}; cannot choose")
-            )
+            text = f"{len(ends)} {rtype} resources match {shown(match)}; cannot choose"
+            raise ApplyError(AckError(205, text))
         end = ends.pop()
         return end, end not in ids
 
@@ -297,25 +295,15 @@ class _Run:
     # ------------------------------------------------------------ merges (A40)
 
     def merge(self, m: Merge) -> None:
-        survivor_ref = self.applied.resolved.get(m.survivor_full_url or "")
-        if survivor_ref is not None:
-            survivor = survivor_ref.split("/", 1)[1]
-        else:
-            found = self._find("Patient", m.survivor)
-            if found is None:
-                raise ApplyError(
-                    AckError(204, f"the surviving patient ({m.survivor}) is not known", "E", "PID")
-                )
-            survivor = found[0]
-        retired = [
-            i for i in self.service.find_ids(self.uow, "Patient", m.retired, limit=10)
-            if i != survivor
-        ]  # fmt: skip
+        survivor = self._merge_survivor(m)
+        retired = self.service.find_ids(self.uow, "Patient", m.retired, limit=10)
+        if survivor in retired:  # PID and MRG name one patient (also: a merge reversed)
+            raise ApplyError(_merge_error(m, "names the surviving patient (PID-3) itself"))
         if not retired:
             placeholder = placeholder_patient(m.retired)
             if placeholder is None:
                 self.applied.warnings.append(
-                    AckError(204, f"no patient matches {m.retired}; nothing retired", "W", "MRG")
+                    _merge_error(m, "matches no patient; nothing retired", "W", 204)
                 )
                 return
             # The retired record never reached us: keep its identifier, pointing at the
@@ -324,11 +312,35 @@ class _Run:
             outcome = self.service.create(self.uow, "Patient", placeholder)
             self._wrote(None, outcome)
             retired = [outcome.version.id]
+            text = "is not known; an inactive Patient carrying it now points at the survivor"
+            self.applied.warnings.append(_merge_error(m, text, "W", 204))
         else:
             for rid in retired:
                 self._edit("Patient", rid, functools.partial(retire, survivor=survivor))
         self._edit("Patient", survivor, functools.partial(add_replaces, retired=retired))
         self._note_patient(survivor)
+
+    def _merge_survivor(self, m: Merge) -> str:
+        """The Patient the PID names, after following merges: a PID naming a patient that
+        was itself merged into another merges into that one (as every message naming a
+        retired identifier lands on its survivor), with a warning."""
+        pair = m.origin[1] if m.origin else 1  # the n-th PID/MRG pair: PID n, MRG n
+        survivor_ref = self.applied.resolved.get(m.survivor_full_url or "")
+        if survivor_ref is not None:
+            survivor = survivor_ref.split("/", 1)[1]
+        else:
+            found = self._find("Patient", m.survivor)
+            if found is None:
+                text = f"the surviving patient {shown(m.survivor)} is not known"
+                raise ApplyError(AckError(204, text, "E", "PID", pair, 3))
+            survivor = found[0]
+        if survivor not in self.service.find_ids(self.uow, "Patient", m.survivor, limit=10):
+            text = (
+                f"PID-3 {shown(m.survivor)} was itself merged into another patient; "
+                "merged into that surviving patient"
+            )
+            self.applied.warnings.append(AckError(0, text, "W", "PID", pair, 3))
+        return survivor
 
     def _edit(self, rtype: str, rid: str, change: Callable[[JSON], JSON]) -> None:
         """Update a resource with `change` applied to it (If-Match); nothing if unchanged."""
@@ -344,39 +356,11 @@ class _Run:
         if not self.applied.produced:
             return
         m = self.message
-        body: dict[str, Any] = {
-            "resourceType": "Provenance",
-            "target": [{"reference": ref} for ref in self.applied.produced],
-            "recorded": to_instant(now_us()),
-            "agent": [
-                {
-                    "type": {"coding": [{"system": PARTICIPANT_TYPE, "code": "author"}]},
-                    "who": {
-                        "identifier": {
-                            "system": APPLICATION_SYSTEM,
-                            "value": m.sending_application or "unknown",
-                        },
-                        "display": " / ".join(
-                            v for v in (m.sending_application, m.sending_facility) if v
-                        )
-                        or "unknown",
-                    },
-                }
-            ],
-            "entity": [
-                {
-                    "role": "source",
-                    "what": {
-                        "identifier": {"system": MESSAGE_SYSTEM, "value": m.id},
-                        "display": f"HL7 v2 {m.code}^{m.trigger} {m.control_id}".strip(),
-                    },
-                }
-            ],
-        }
-        if self.event_time is not None:
-            body["occurredDateTime"] = to_instant(self.event_time)
-        if m.trigger:  # the v2-to-FHIR IG: MSH-9.2 as Provenance.activity (HL7 table 0003)
-            body["activity"] = {"coding": [{"system": EVENT_TYPE_SYSTEM, "code": m.trigger}]}
+        body = provenance_body(
+            self.applied.produced, message_id=m.id, code=m.code, trigger=m.trigger,
+            control_id=m.control_id, application=m.sending_application,
+            facility=m.sending_facility, event_time=self.event_time,
+        )  # fmt: skip
         outcome = self.service.create(self.uow, "Provenance", body)
         self.applied.provenance_id = outcome.version.id
 
@@ -491,9 +475,18 @@ def _sqlite_clock_upsert() -> Any:
     )
 
 
-def _stale_warning(rtype: str, rid: str, newer: int) -> AckError:
-    return AckError(
-        0,
-        f"{rtype}/{rid} holds data from {to_instant(newer)}, newer than this message; kept",
-        "W",
-    )
+def _merge_error(
+    m: Merge, problem: str, severity: Literal["E", "W"] = "E", code: int = 205
+) -> AckError:
+    """An ERR about a merge's MRG-1 (`problem` follows the identifier in the text)."""
+    segment, sequence, field_ = m.origin or ("MRG", 1, 1)
+    text = f"MRG-1 {shown(m.retired)} {problem}"
+    return AckError(code, text, severity, segment, sequence, field_)
+
+
+def _stale_warning(p: Planned, newer: int) -> AckError:
+    """W: the resource holds data newer than the message (named as sent, not by our id)."""
+    segment, sequence, field_ = p.origin or ("", None, None)
+    named = shown(p.match or "") or "named here"
+    text = f"the {p.resource_type} {named} holds data from {to_instant(newer)}, newer than "
+    return AckError(0, text + "this message; kept", "W", segment, sequence, field_)

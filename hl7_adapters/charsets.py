@@ -107,7 +107,25 @@ def choose_codec(data: bytes, charset: str, warnings: list[str]) -> tuple[str, s
             "those bytes were decoded as Latin-1"
         )
         return codec, FALLBACK_ERRORS
+    if codec.startswith(("latin", "iso8859")) and _looks_like_utf8(data):
+        # A single-byte set decodes any bytes, so UTF-8 sent as 8859/1 comes out as mojibake
+        # ("MÃ¼ller") without an error: the declaration is honoured, but not silently.
+        warnings.append(
+            f"bytes look like UTF-8 although MSH-18 declares {charset.strip()!r}; "
+            f"decoded as {codec}"
+        )
     return codec, "strict"
+
+
+def _looks_like_utf8(data: bytes) -> bool:
+    """Non-ASCII bytes that are all valid UTF-8 sequences: rare by chance in 8-bit text."""
+    if data.isascii():
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def decode(data: bytes, charset: str, warnings: list[str]) -> tuple[str, str]:

@@ -161,6 +161,27 @@ def placeholder_patient(query: str) -> dict[str, Any] | None:
     return {"resourceType": "Patient", "identifier": [identifier], "active": False}
 
 
+DERIVED_KEYS = "urn:medisentinel:hl7v2:"  # ...:obx, :nk1, :al1, :location (mapping/identifiers)
+
+
+def shown(query: str) -> str:
+    """A match query as the sender wrote the identifier, for ACK texts: ``value (system)``,
+    neither URL-quoted nor search-escaped (never our resource ids). "" for the keys we derive
+    from several fields (an OBX's order and code): the ERR location names the field instead."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if len(pairs) != 1 or pairs[0][0] != "identifier":
+        return query
+    parts = token_parts(pairs[0][1])
+    system, value = (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
+    if system == DERIVED_KEYS + "obx":  # <order system>|<order number>|<code>...
+        order = value.split("|")
+        if len(order) > 2 and not order[0].startswith(("patient:", "message:")):
+            return f"of order {order[1]} ({order[0]})" if order[0] else f"of order {order[1]}"
+    if system.startswith(DERIVED_KEYS) and not system.startswith(DERIVED_KEYS + "aa:"):
+        return ""
+    return f"{value} ({system})" if system else value
+
+
 def token_parts(token: str) -> list[str]:
     """A FHIR search token split on its first unescaped `|`, search escapes (backslash
     before \\ | , $) undone."""

@@ -23,10 +23,10 @@ from fastapi import FastAPI
 from app.auth.grant import Grant
 from app.context import RequestContext
 from app.settings import Settings
-from hl7_adapters import store
+from hl7_adapters import checks, store
 from hl7_adapters.er7 import Message
 from hl7_adapters.ingest import ContextFor, Hl7Ingest, default_mapper
-from hl7_adapters.mllp import Handler, MLLPServer
+from hl7_adapters.mllp import Handler, MLLPServer, OversizeHandler, oversize_error
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,22 @@ class Hl7Feeds:
 
         return handle
 
+    def oversize_handler(self) -> OversizeHandler:
+        base_url = self.settings.fhir_base_url
+        limit = self.settings.mllp_max_message_bytes
+
+        async def refuse(head: bytes, size: int, peer: str) -> bytes:
+            identity = feed_identity(
+                "hl7-mllp", address=peer_address(peer), base_url=base_url, request_line="MLLP"
+            )
+            error = oversize_error(size, limit)
+            return await asyncio.to_thread(
+                self.ingest.refuse_oversize, head, size, error, channel="mllp", peer=peer,
+                ctx=identity,
+            )  # fmt: skip
+
+        return refuse
+
     async def start(self) -> None:
         """Start the listener (if enabled).
 
@@ -144,6 +160,7 @@ class Hl7Feeds:
             allowlist=allowlist(s),
             ssl_context=tls_context(s),
             reuse_port=shared,
+            oversize=self.oversize_handler(),
         )
         try:
             await listener.start()
@@ -175,7 +192,9 @@ def install(app: FastAPI) -> Hl7Feeds:
 
     settings: Settings = app.state.settings
     mapper = partial(default_mapper, default_offset=settings.hl7_default_offset)
-    feeds = Hl7Feeds(Hl7Ingest(app.state.service, app.state.audit, mapper=mapper), settings)
+    accepted = checks.processing_ids(settings.hl7_processing_ids)
+    ingest = Hl7Ingest(app.state.service, app.state.audit, mapper=mapper, processing_ids=accepted)
+    feeds = Hl7Feeds(ingest, settings)
     app.state.hl7 = feeds
     app.router.routes.extend(routes())
     return feeds

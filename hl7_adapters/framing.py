@@ -6,7 +6,10 @@ server and the client share one implementation. Rules:
 * bytes outside a frame are discarded (and counted);
 * a frame may arrive in any number of reads, and one read may hold several frames;
 * ``0x1C`` not followed by ``0x0D`` is payload, except before ``0x0B`` (a sender that forgot
-  the ``0x0D``), which ends the frame;
+  the ``0x0D``), which ends the frame; a ``0x1C`` that is the last byte received so far may
+  end the frame too: the reader decides (``end_pending`` / ``end_frame``) when nothing
+  follows it for a moment or the peer closes (``0x1C`` is no HL7 text character, so one
+  left hanging is an end block);
 * ``0x0B`` inside a frame means the sender started over: the unfinished frame is dropped;
 * a frame longer than ``max_frame_bytes`` is not buffered beyond that size: its first
   ``max_frame_bytes`` bytes are kept (enough to read its MSH for a NAK), the rest is
@@ -60,6 +63,24 @@ class FrameDecoder:
     def oversize(self) -> bool:
         """True while the current, unfinished frame has exceeded the limit."""
         return self._in_frame and self._size > self.max_frame_bytes
+
+    @property
+    def size(self) -> int:
+        """Bytes of the current, unfinished frame received so far."""
+        return self._size
+
+    @property
+    def end_pending(self) -> bool:
+        """True when the last byte received was ``0x1C`` inside a frame (its ``0x0D`` may
+        still come)."""
+        return self._pending_end
+
+    def end_frame(self) -> Frame:
+        """End the current frame at a pending ``0x1C`` that no ``0x0D`` followed."""
+        if not self._pending_end:
+            raise ValueError("no end block pending")
+        self._pending_end = False
+        return self._finish()
 
     @property
     def head(self) -> bytes:

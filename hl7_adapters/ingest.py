@@ -14,10 +14,11 @@ Decisions (docs/hl7v2.md has the whole story):
 * Batches (FHS/BHS): every message is processed and committed on its own, exactly as if sent
   alone; the reply is a batch of their ACKs (batch_ack.py). Several messages in one frame
   without an envelope are answered the same way, their ACKs one after the other.
-* Duplicates: the same sender (MSH-3 + MSH-4), control id (MSH-10) and bytes (SHA-256) as an
-  accepted message get the original ACK back; nothing is applied, a `duplicate` row and an
-  audit record are written. A re-send of a message that failed is a retry: it is processed,
-  and the earlier failed rows become `superseded`.
+* Duplicates: the same sender (MSH-3 + MSH-4), control id (MSH-10) and content (SHA-256 of
+  the bytes with line ends normalised, store.content_hash) as an accepted message get the
+  original ACK back; nothing is applied, a `duplicate` row and an audit record are written.
+  A re-send of a message that failed is a retry: it is processed, and the earlier failed
+  rows become `superseded`.
 * The same control id with different bytes is processed as the new message it is (refusing it
   would lose data from a sender that reset its counter) and is not silent: its row links the
   earlier message, and the AA carries a warning ERR (205, severity W, MSH-10).
@@ -47,11 +48,11 @@ from app.fhir.storage import UnitOfWork
 from audit.events import SUCCESS, Entities, EventKind
 from audit.events import Outcome as AuditOutcome
 from audit.trail import AuditTrail, actor_of
-from hl7_adapters import store
+from hl7_adapters import checks, store
 from hl7_adapters.ack import AckError, Outcome, build_ack, build_nak, build_unreadable_ack
 from hl7_adapters.apply import Applied, Applier, ApplyError, MessageRef, lock_keys, plan_keys
 from hl7_adapters.batch_ack import batch_ack
-from hl7_adapters.er7 import Hl7ParseError, Message, parse_batch
+from hl7_adapters.er7 import Hl7ParseError, Message, parse_batch, parse_messages
 from hl7_adapters.mapping.plan import MappingError, MappingResult, UnsupportedMessage
 from hl7_adapters.tables import QUEUED
 
@@ -97,6 +98,7 @@ class Attempt:
     reprocess: bool = False  # re-running a stored message: its row is updated in place
     original: Any | None = None  # the accepted receipt this one re-sends (a duplicate)
     warnings: list[AckError] = field(default_factory=list)  # found while looking back
+    notes: list[AckError] = field(default_factory=list)  # the parser's repairs (checks.py)
 
 
 class Hl7Ingest:
@@ -107,10 +109,12 @@ class Hl7Ingest:
         *,
         mapper: Mapper | None = None,
         attempts: int = 3,
+        processing_ids: frozenset[str] = checks.PRODUCTION,
     ) -> None:
         self.service = service
         self.trail = trail
         self.mapper = mapper or default_mapper
+        self.processing_ids = processing_ids  # MSH-11 values taken (checks.refusal)
         self.applier = Applier(service)
         self.attempts = attempts
 
@@ -146,6 +150,28 @@ class Hl7Ingest:
             log.exception("HL7 input of %d bytes could not be handled", len(raw))
             return build_nak(raw, AckError(207, "Application internal error"))
 
+    def refuse_oversize(
+        self, head: bytes, size: int, error: AckError, *, channel: str, peer: str | None,
+        ctx: ContextFor,
+    ) -> bytes:  # fmt: skip
+        """A message over the size limit is not processed: AR/CR with `error`, and its first
+        bytes are kept, with its size and the reason, as a `truncated` row (outside the error
+        queue: a cut message must never be reprocessed; the sender has to send it again)."""
+        try:
+            found = parse_messages(head)
+        except Hl7ParseError:
+            found = []
+        msg = found[0] if found else None
+        ack = build_nak(head, error, "reject")
+        row = store.new_row(head, msg, channel=channel, peer=peer)
+        kept = f"{error.text}; its first {len(head)} of {size} bytes are kept"
+        row.update(status=store.TRUNCATED, ack=ack, ack_code=_msa1(ack), error=kept)
+        try:
+            self._store_alone(self._context(ctx, msg), row, reprocessed=False)
+        except Exception:
+            log.exception("an oversize HL7 message could not be stored")
+        return ack
+
     def reprocess(self, message_id: str, ctx: ContextFor) -> dict[str, Any]:
         """Run a stored error/rejected message again (after a mapping fix); its row records
         the new outcome. Raises LookupError (unknown id) or ValueError (not in the queue)."""
@@ -168,7 +194,8 @@ class Hl7Ingest:
             mapped = self._map(msg)
             row["event_time"] = _event_time(mapped, msg)
             context = self._context(ctx, msg)
-            self._run(Attempt(msg, row, mapped, context, force=True, reprocess=True))
+            notes = checks.warnings(msg)
+            self._run(Attempt(msg, row, mapped, context, True, reprocess=True, notes=notes))
         else:
             row = store.new_row(raw, None, channel=stored.channel, peer=stored.peer)
             row.update(id=stored.id, status="rejected", error=f"still unreadable: {problem}")
@@ -190,9 +217,13 @@ class Hl7Ingest:
         row = store.new_row(msg.raw, msg, channel=channel, peer=peer)
         mapped = self._map(msg)
         row["event_time"] = _event_time(mapped, msg)
-        return self._run(Attempt(msg, row, mapped, self._context(context_for, msg), force))
+        context = self._context(context_for, msg)
+        return self._run(Attempt(msg, row, mapped, context, force, notes=checks.warnings(msg)))
 
     def _map(self, msg: Message) -> MappingResult | Decision:
+        refused = checks.refusal(msg, self.processing_ids)
+        if refused is not None:
+            return Decision("reject", [refused], refused.text)
         try:
             return self.mapper(msg)
         except MappingError as exc:
@@ -237,9 +268,12 @@ class Hl7Ingest:
     def _look_back(self, uow: UnitOfWork, a: Attempt) -> list[str]:
         """Mark a re-send of an accepted message as a duplicate (with the ACK to repeat), note
         a reused control id; the failed receipts of the same bytes that this one supersedes."""
-        seen = store.earlier(uow, a.row)
-        a.original, a.warnings = seen.accepted, []
+        a.original, a.warnings = None, []
         a.row["control_id_reuse_of"] = None
+        if not a.row["control_id"]:  # refused (checks.refusal); no id to recognise it by
+            return []
+        seen = store.earlier(uow, a.row)
+        a.original = seen.accepted
         if seen.accepted is not None:
             return []
         if seen.other_content is not None:
@@ -261,7 +295,7 @@ class Hl7Ingest:
     ) -> bytes:
         """Fix the ACK, fill in the row, save it and the message's audit record (in `uow`)."""
         row, original = a.row, a.original
-        errors = [*decision.errors, *a.warnings]
+        errors = [*decision.errors, *a.warnings, *a.notes]
         if original is not None and original.ack is not None and not original.reprocess_count:
             ack = bytes(original.ack)  # exactly what the original got
         else:  # (a reprocessed original's ACK told of its failure: the answer now is this)
@@ -274,7 +308,7 @@ class Hl7Ingest:
         row.update(
             ack=ack or None,
             ack_code=_msa1(ack),
-            error=decision.detail or None,
+            error=_detail(decision.detail, a.notes),
             produced=store.produced_json(produced),
             provenance_id=applied.provenance_id if applied else None,
         )
@@ -291,7 +325,8 @@ class Hl7Ingest:
                 return self._conclude(uow, a, decision, None, supersedes)
         except Exception:
             log.exception("a failed HL7 message could not be stored (id %s)", a.row["id"])
-            return build_ack(a.msg, decision.outcome, decision.errors, force=a.force) or b""
+            errors = [*decision.errors, *a.notes]
+            return build_ack(a.msg, decision.outcome, errors, force=a.force) or b""
 
     def _unreadable(
         self, raw: bytes, problem: str, channel: str, peer: str | None, context_for: ContextFor
@@ -390,6 +425,15 @@ def _event_time(mapped: MappingResult | Decision, msg: Message) -> int | None:
         return parse_instant(value)
     except (ValueError, OverflowError):
         return None
+
+
+def _detail(detail: str, notes: list[AckError]) -> str | None:
+    """The row's error text: why it failed, and what the parser repaired (kept with the
+    message also when it was accepted, or when no ACK was sent)."""
+    repaired = "; ".join(n.text for n in notes)
+    if repaired:
+        detail = f"{detail}; parser warnings: {repaired}" if detail else f"warnings: {repaired}"
+    return detail or None  # (store.save cuts it to the column)
 
 
 def _msa1(ack: bytes) -> str | None:

@@ -8,8 +8,11 @@ and one connection's messages are applied in the order they were sent. Nothing a
 can take down the listener or another connection:
 
 * the handler raising -> a NAK (AE/CE, ERR 207) built by ``ack.py``; the connection stays;
-* a frame over ``max_frame_bytes`` -> dropped and answered with AR/CR if its MSH can be read,
+* a frame over ``max_frame_bytes`` -> not processed; its head goes to ``oversize`` (which
+  keeps it and builds the AR/CR, ERR 104) and the answer is sent if its MSH can be read,
   otherwise the connection is closed at once (memory stays bounded either way);
+* a frame ending in ``0x1C`` without the ``0x0D`` -> ended after ``END_GRACE`` seconds of
+  silence, or when the peer closes its side (then answered before closing);
 * idle longer than ``idle_timeout`` -> closed; a peer vanishing mid-frame -> frame dropped;
 * a peer outside ``allowlist`` -> closed before a byte is read or a TLS handshake is spent.
 
@@ -43,6 +46,9 @@ from hl7_adapters.framing import Frame, FrameDecoder, frame
 log = logging.getLogger(__name__)
 
 Handler = Callable[[bytes, str], Awaitable[bytes]]
+# (head of the frame, its size so far, peer) -> the reject to send
+OversizeHandler = Callable[[bytes, int, str], Awaitable[bytes]]
+END_GRACE = 0.5  # seconds after a trailing 0x1C without 0x0D before the frame counts as ended
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _READ_SIZE = 64 * 1024
 _HEAD_BYTES = 64 * 1024  # how much of an oversize frame is examined for its MSH
@@ -121,8 +127,10 @@ class MLLPServer:
         handshake_timeout: float = 10.0,
         max_connections: int = 1024,
         reuse_port: bool = False,
+        oversize: OversizeHandler | None = None,
     ) -> None:
         self.handler = handler
+        self.oversize = oversize
         self.host = host
         self.requested_port = port
         self.max_frame_bytes = max_frame_bytes
@@ -240,12 +248,17 @@ class MLLPServer:
         except (OSError, ssl.SSLError, TimeoutError):
             writer.transport.abort()
 
-    async def _read(self, reader: asyncio.StreamReader) -> bytes | None:
-        """The next chunk; None when the peer stayed idle too long."""
+    async def _read(self, reader: asyncio.StreamReader, timeout: float | None) -> bytes | None:
+        """The next chunk; None when the peer stayed silent for `timeout` seconds."""
         try:
-            return await asyncio.wait_for(reader.read(_READ_SIZE), self.idle_timeout)
+            return await asyncio.wait_for(reader.read(_READ_SIZE), timeout)
         except TimeoutError:
             return None
+
+    async def _answer(self, writer: asyncio.StreamWriter, reply: bytes) -> None:
+        if reply:
+            writer.write(frame(reply))
+            await writer.drain()
 
     async def _converse(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
@@ -253,7 +266,17 @@ class MLLPServer:
         decoder = FrameDecoder(self.max_frame_bytes)
         checked = 0  # the oversize frame whose head was already examined
         while True:
-            chunk = await self._read(reader)
+            pending = decoder.end_pending
+            waited = min(END_GRACE, self.idle_timeout or END_GRACE) if pending else None
+            chunk = await self._read(reader, waited or self.idle_timeout)
+            if pending and not chunk and not self._closing:  # 0x1C, then silence or close
+                log.info("MLLP peer %s ended a frame without 0x0D", peer)
+                reply = await self._respond(decoder.end_frame(), peer)
+                if reply is None:
+                    return
+                await self._answer(writer, reply)
+                if chunk is None:
+                    continue  # silence: the sender waits for this ACK on an open connection
             if chunk is None:
                 log.info("MLLP connection %s idle for %ss; closed", peer, self.idle_timeout)
                 return
@@ -267,13 +290,12 @@ class MLLPServer:
                 reply = await self._respond(complete, peer)
                 if reply is None:
                     return
-                if reply:
-                    writer.write(frame(reply))
-                    await writer.drain()
+                await self._answer(writer, reply)
             if decoder.oversize and checked != decoder.frames_started:
                 checked = decoder.frames_started
                 if not _readable(decoder.head):
                     log.warning("MLLP peer %s: oversize frame, no readable MSH; closed", peer)
+                    await self._refuse(decoder.head, decoder.size, peer)
                     return
 
     async def _respond(self, complete: Frame, peer: str) -> bytes | None:
@@ -282,8 +304,7 @@ class MLLPServer:
             if not _readable(complete.payload):
                 return None
             log.warning("MLLP peer %s: frame of %d bytes over the limit", peer, complete.size)
-            text = f"message of {complete.size} bytes exceeds the {self.max_frame_bytes} limit"
-            return _nak(complete.payload[:_HEAD_BYTES], AckError(207, text), "reject")
+            return await self._refuse(complete.payload, complete.size, peer)
         self._in_handler += 1
         self._handlers_done.clear()
         try:
@@ -299,6 +320,23 @@ class MLLPServer:
             log.error("MLLP handler returned %s, not bytes", type(reply).__name__)
             return _nak(complete.payload, AckError(207, "Application internal error"))
         return bytes(reply)
+
+    async def _refuse(self, head: bytes, size: int, peer: str) -> bytes:
+        """The reject for a frame over the limit (kept by `oversize` when one is set)."""
+        head = head[:_HEAD_BYTES]
+        if self.oversize is not None:
+            try:
+                return await self.oversize(head, size, peer)
+            except Exception:
+                log.exception("MLLP oversize handler failed for a frame from %s", peer)
+        return _nak(head, oversize_error(size, self.max_frame_bytes), "reject")
+
+
+def oversize_error(size: int, limit: int) -> AckError:
+    """ERR for a message over the size limit: 104 (value too long) is the nearest HL7 table
+    0357 has; it points at the message's header, there being no one field at fault."""
+    text = f"message of {size} bytes exceeds the {limit}-byte limit; not processed"
+    return AckError(104, text, "E", "MSH", 1)
 
 
 class _GuardedProtocol(asyncio.StreamReaderProtocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,20 @@ from hl7_adapters.tables import HEADER_LIMIT, QUEUED, hl7_message
 
 c = hl7_message.c
 ERROR_LIMIT = 4000
+TRUNCATED = "truncated"  # the status of a message over the size limit: only its head is kept
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_BOM = b"\xef\xbb\xbf"
+
+
+def content_hash(raw: bytes) -> bytes:
+    """SHA-256 of a message as the duplicate check compares it: segments ended by CR, each
+    without trailing blanks, blank lines and a byte-order mark dropped. A re-send that
+    differs only there (CRLF or LF line ends, a trailing CR or LF, spaces at line ends) is
+    the same message; the raw bytes are stored as received. (A message already in that form
+    hashes as its raw bytes did before this normalisation existed.)"""
+    lines = _LINE_END.split(raw.removeprefix(_BOM))
+    kept = b"".join(line.rstrip(b" \t") + b"\r" for line in lines if line.strip(b" \t"))
+    return hashlib.sha256(kept).digest()
 
 
 def clean(value: str, limit: int = HEADER_LIMIT) -> str:
@@ -49,7 +64,7 @@ def new_row(raw: bytes, msg: Message | None, *, channel: str, peer: str | None) 
         "trigger_event": "",
         "version": "",
         "event_time": None,
-        "content_hash": hashlib.sha256(raw).digest(),
+        "content_hash": content_hash(raw),
         "raw": raw,
         "status": "rejected",
         "ack": None,

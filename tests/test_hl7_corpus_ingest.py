@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from hl7_adapters.er7 import parse_messages
+from tests.test_hl7_ingest import err_fields
 from tests.test_hl7_mapping_corpus import ADT, CORPUS, ORU, UNSUPPORTED
 
 pytestmark = pytest.mark.skipif(
@@ -29,17 +30,25 @@ REFUSED_CONTENT = ["15_ORU_R01_lab.hl7", "25_ORU_R01_textreport.hl7"]  # OBX wit
 # for another patient (same name, another identifier): refiling 21's results under that
 # patient would be wrong, so the server refuses it (AE 205) instead of moving them.
 REUSED_ORDER = "23_ORU_R01_pcd01.hl7"
+# Sample 19 (the IG's ORU test message) names sample 04's visit number (PV1-19) for its patient
+# under another assigning authority (1032702 of OrdOrg, not of V2FHIR): for us another patient,
+# so its results are not filed under 04's Encounter (AE 205 at PV1^1^19).
+REUSED_VISIT = "19_ORU_R01_lab.hl7"
 
 
 def fresh(raw: bytes) -> list[bytes]:
-    """Each message of a file, its MSH-10 replaced by a new control id."""
+    """Each message of a file, its MSH-10 replaced by a new control id and its MSH-11
+    processing id made P: several samples say T or D (they are examples), which a server
+    refuses by default (AR 202, test_a_training_sample_is_refused_by_default)."""
     found = []
     for msg in parse_messages(raw):
         old = msg.get("MSH-10").encode()
         fs = msg.raw[3:4]
-        fields = msg.raw.split(fs, 10)
+        fields = msg.raw.split(fs, 11)
         assert fields[9] == old, (fields[9], old)
         fields[9] = uuid.uuid4().hex[:20].encode()
+        if fields[10][:1] in (b"T", b"D"):
+            fields[10] = b"P" + fields[10][1:]
         found.append(fs.join(fields))
     return found
 
@@ -80,7 +89,7 @@ def test_admissions_are_accepted_and_the_patient_is_there(
 
 @pytest.mark.parametrize(
     ("name", "match", "family", "count"),
-    [(o[0], o[1], o[2], len(o[3])) for o in ORU if o[0] != REUSED_ORDER],
+    [(o[0], o[1], o[2], len(o[3])) for o in ORU if o[0] not in (REUSED_ORDER, REUSED_VISIT)],
 )
 def test_results_are_accepted_and_filed_under_the_patient(
     codes: dict[str, list[str]], client: httpx.Client, name: str, match: str, family: str,
@@ -92,8 +101,11 @@ def test_results_are_accepted_and_filed_under_the_patient(
     assert len(observations) >= count
 
 
-def test_a_result_reusing_another_patients_order_is_AE(codes: dict[str, list[str]]) -> None:
-    assert codes[REUSED_ORDER] == ["AE"]
+@pytest.mark.parametrize("name", [REUSED_ORDER, REUSED_VISIT])
+def test_a_result_reusing_another_patients_order_or_visit_is_AE(
+    codes: dict[str, list[str]], name: str
+) -> None:
+    assert codes[name] == ["AE"]
 
 
 @pytest.mark.parametrize("name", REFUSED_CONTENT)
@@ -109,3 +121,17 @@ def test_other_message_types_are_AR(codes: dict[str, list[str]], name: str) -> N
 def test_every_sample_was_answered(codes: dict[str, list[str]]) -> None:
     assert len(codes) == 35
     assert all(codes.values())
+
+
+def test_a_training_sample_is_refused_by_default(
+    base_url: str, auth_headers: dict[str, str]
+) -> None:
+    [message] = parse_messages((CORPUS / "08_ADT_A04.hl7").read_bytes())
+    assert message.processing_id == "T"
+    fs = message.raw[3:4]
+    fields = message.raw.split(fs, 10)
+    fields[9] = uuid.uuid4().hex[:20].encode()
+    with httpx.Client(base_url=base_url.removesuffix("/fhir"), headers=auth_headers) as http:
+        response = http.post("/hl7/v2", content=fs.join(fields), headers={"Content-Type": ER7})
+    assert parse_messages(response.content)[0].get("MSA-1") == "AR"
+    assert err_fields(response.content) == [("MSH^1^11", "202", "E")]

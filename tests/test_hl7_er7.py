@@ -8,6 +8,7 @@ segment-ID lines, plus the glued ``| OBX|`` pattern) and checked against MANIFES
 from __future__ import annotations
 
 import importlib
+import os
 import random
 import re
 from collections.abc import Iterator
@@ -24,7 +25,10 @@ from hl7_adapters.validation import check_segment_count
 from hl7_adapters.values import parse_path
 
 FIXTURES = Path(__file__).parent / "hl7_fixtures"
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "hl7v2"
+CORPUS = Path(  # MEDISENTINEL_HL7_CORPUS: the corpus for a checkout elsewhere (a worktree)
+    os.environ.get("MEDISENTINEL_HL7_CORPUS")
+    or Path(__file__).resolve().parents[2] / "shared" / "hl7v2"
+)
 BOM = b"\xef\xbb\xbf"
 
 

@@ -30,7 +30,6 @@ from app.settings import Settings
 from audit.events import HL7V2_EVENT
 from audit.tables import audit_event
 from hl7_adapters.ack import AckError
-from hl7_adapters.apply import MESSAGE_SYSTEM
 from hl7_adapters.er7 import Message, parse_message, parse_messages
 from hl7_adapters.feeds import feed_identity
 from hl7_adapters.ingest import ContextFor, Hl7Ingest
@@ -41,6 +40,7 @@ from hl7_adapters.mapping.plan import (
     Planned,
     UnsupportedMessage,
 )
+from hl7_adapters.provenance import MESSAGE_SYSTEM
 from hl7_adapters.tables import hl7_message
 from tests.conftest import TEST_MASTER_KEY, LiveServer
 from tests.helpers import server_env

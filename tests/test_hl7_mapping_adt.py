@@ -22,6 +22,7 @@ from hl7_adapters.mapping import (
     UnsupportedMessage,
     map_message,
 )
+from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping.identifiers import identifier_match
 
 FIXTURES = Path(__file__).parent / "hl7_fixtures"
@@ -395,9 +396,74 @@ def test_encounter_status_by_event(trigger: str, klass: str, discharge: str, sta
     ]
 
 
+def test_an_organisation_as_next_of_kin_is_a_patient_contact() -> None:
+    """IG ADT_A01: NK1-3 EMR or NK1-7 in E/F/I/S -> NK1[Patient]; others RelatedPerson."""
+    text = (
+        "MSH|^~\\&|NK|F|R|F|20240901100000+0000||ADT^A01^ADT_A01|NK-1|P|2.5.1\n"
+        "EVN|A01|20240901100000+0000\n"
+        "PID|1||NKP^^^HOSP&1.2.3&ISO^MR||Nk^P\n"
+        "NK1|1|Smith^Jane|EMC^Emergency contact^HL70063|||C^Emergency Contact^HL70131\n"
+        "NK1|2|Acme Corp|EMR^Employer^HL70063|||E^Employer^HL70131\n"
+        "NK1|3|State Agency|||||S^State Agency^HL70131||||||Acme State Office\n"
+    )
+    result = mapped(text)
+    person = only(result, "RelatedPerson")
+    assert person.resource["name"] == [{"family": "Smith", "given": ["Jane"]}]
+    relationship = person.resource["relationship"]
+    codes = [(c["system"][-4:], c["code"]) for r in relationship for c in r["coding"]]
+    assert codes == [("0131", "C"), ("0063", "EMC")]  # NK1-7 C not repeated
+    contacts = only(result, "Patient").resource["contact"]
+    assert [c["name"] for c in contacts] == [{"family": "Acme Corp"}, {"family": "State Agency"}]
+    employer = [
+        (c["system"][-4:], c["code"]) for r in contacts[0]["relationship"] for c in r["coding"]
+    ]
+    assert employer == [("0131", "E"), ("0063", "EMR")]  # the one concept, once
+    assert contacts[1]["organization"] == {"display": "Acme State Office"}
+
+
+def test_observations_and_drivers_licence_in_an_admission() -> None:
+    """IG ADT_A01: OBX -> Observation of the patient and encounter; PID-20 -> identifier DL."""
+    text = (
+        "MSH|^~\\&|A|F|R|F|20240901100000+0000||ADT^A01^ADT_A01|OB-1|P|2.5.1\n"
+        "EVN|A01|20240901100000+0000\n"
+        "PID|1||OBP^^^HOSP&1.2.3&ISO^MR||Ob^P" + "|" * 15 + "D1234567^CA^20301231\n"
+        "PV1|1|I" + "|" * 17 + "OBV^^^HOSP&1.2.3&ISO^VN\n"
+        "OBX|1|NM|8302-2^Body height^LN||180|cm^cm^UCUM|||||F\n"
+        "NTE|1||measured at admission\n"
+    )
+    result = mapped(text)
+    patient = only(result, "Patient")
+    [licence] = [i for i in patient.resource["identifier"] if i["value"] == "D1234567"]
+    assert licence["type"]["coding"][0]["code"] == "DL"
+    assert licence["period"] == {"end": "2030-12-31"} and licence["assigner"] == {"display": "CA"}
+    encounter = only(result, "Encounter")
+    height = only(result, "Observation")
+    assert height.resource["subject"] == {"reference": patient.full_url}
+    assert height.resource["encounter"] == {"reference": encounter.full_url}
+    assert height.resource["valueQuantity"]["value"] == 180
+    assert height.resource["note"] == [{"text": "measured at admission"}]
+    assert height.mode == "upsert" and "visit%3A" not in (height.match or "")
+    assert "OBV" in (height.resource["identifier"][0]["value"])  # keyed under the visit
+
+
 def test_visit_number_rules() -> None:
-    created = mapped(adt("A04", visit=""))  # a new visit without number: created
+    # a new visit without number: found again by patient, admit time (PV1-44) and class
+    created = mapped(adt("A04", visit=""))
     encounter = only(created, "Encounter")
+    assert encounter.mode == "upsert"
+    assert encounter.match == ids.match_of(encounter.resource["identifier"][0])
+    key = encounter.resource["identifier"][0]
+    assert key["system"] == ids.VISIT_KEY_SYSTEM
+    assert key["value"].endswith("|admit:20240301070000+0100|I")
+    # without an admit time: the event time (EVN-2), else the message time (MSH-7)
+    no_admit = mapped(adt("A04", visit="").replace("20240301070000+0100", ""))
+    assert "|event:" in only(no_admit, "Encounter").resource["identifier"][0]["value"]
+    # no time at all: nothing to find it by, so it is created
+    timeless = (
+        "MSH|^~\\&|A|F|R|F|||ADT^A04^ADT_A01|T-1|P|2.5.1\n"
+        "PID|1||TL^^^HOSP&1.2.3&ISO^MR||Tl^P\nPV1|1|O\n"
+    )
+    encounter = only(mapped(timeless), "Encounter")
     assert (encounter.mode, encounter.match) == ("create", None)
     updated = mapped(adt("A08", visit=""))  # nothing to find: no Encounter, a warning
     assert of_type(updated, "Encounter") == []

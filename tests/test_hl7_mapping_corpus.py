@@ -9,6 +9,7 @@ must be refused as unsupported. Skipped when the corpus is absent.
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,12 @@ from hl7_adapters.er7 import Message, parse_messages
 from hl7_adapters.mapping import MappingError, MappingResult, UnsupportedMessage, map_message
 from tests.test_hl7_mapping_adt import check, of_type, only
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "hl7v2"
+# ../shared next to the checkout; MEDISENTINEL_HL7_CORPUS names it for a checkout elsewhere
+# (a worktree).
+CORPUS = Path(
+    os.environ.get("MEDISENTINEL_HL7_CORPUS")
+    or Path(__file__).resolve().parents[2] / "shared" / "hl7v2"
+)
 pytestmark = pytest.mark.skipif(
     not CORPUS.is_dir(), reason=f"shared HL7 v2 corpus not found at {CORPUS} (../shared absent)"
 )
@@ -107,6 +113,7 @@ def test_adt_01_details() -> None:
         "123456789",
         "PATID567",  # PID-4
         "PSSN123121234",  # PID-19
+        "DLN-123",  # PID-20, driver's licence
     ]
     encounter = only(result, "Encounter")
     assert encounter.match == "identifier=urn:medisentinel:hl7v2:aa:AccMng|40007716"
@@ -124,6 +131,9 @@ def test_adt_04_ig_test_message() -> None:
     (allergy,) = of_type(result, "AllergyIntolerance")
     assert allergy.resource["code"] == {"text": "Timothy Grass"}
     assert allergy.resource["category"] == ["environment"]  # LA pollen
+    (height,) = of_type(result, "Observation")  # IG ADT_A01: OBX[Observation]
+    assert height.resource["code"]["coding"][0]["code"] == "8302-2"
+    assert height.resource["valueQuantity"]["value"] == 190
 
 
 def test_adt_09_batch() -> None:

@@ -88,6 +88,17 @@ def test_frame_decoder_rules() -> None:
     assert got == [b"MSH|1"] * 3
 
 
+def test_a_trailing_end_block_without_CR_is_pending_until_the_reader_ends_it() -> None:
+    dec = FrameDecoder()
+    assert dec.feed(b"\x0bMSH|1\x1c") == [] and dec.end_pending
+    assert dec.end_frame().payload == b"MSH|1"
+    assert not dec.in_frame and not dec.end_pending
+    with pytest.raises(ValueError):
+        dec.end_frame()
+    assert dec.feed(b"\x0bA\x1c") == [] and dec.end_pending
+    assert [f.payload for f in dec.feed(b"B\x1c\x0d")] == [b"A\x1cB"]  # data after all
+
+
 # --- the listener ---
 
 

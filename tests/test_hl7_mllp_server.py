@@ -428,3 +428,55 @@ def test_the_settings_switch_on_tls_and_the_allowlist(
         assert disabled.mllp_port is None
 
     run(scenario())
+
+
+# ---------------------------------------------------------------- frames at the edges
+
+
+def test_a_frame_ending_without_the_final_CR_is_answered(port: int, client: httpx.Client) -> None:
+    first, second = unique_id("P"), unique_id("P")
+
+    async def scenario() -> tuple[bytes, bytes]:
+        async with MLLPClient("127.0.0.1", port, timeout=10) as mllp:
+            await mllp.send_raw(b"\x0b" + a01(unique_id(), first) + b"\x1c")  # then silence
+            silent = await mllp.read_frame()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"\x0b" + a01(unique_id(), second) + b"\x1c")
+        writer.write_eof()  # then the sender closes its side
+        closed = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        return silent, closed
+
+    silent, closed = run(scenario())
+    assert msa(silent)[0] == "AA"
+    assert closed.startswith(b"\x0b") and closed.endswith(b"\x1c\x0d")
+    assert msa(closed[1:-2])[0] == "AA"
+    assert patients(client, first) and patients(client, second)
+
+
+def test_an_oversize_message_is_AR_104_and_its_head_kept(
+    live_server: LiveServer, engine: Engine
+) -> None:
+    settings = live_server.app.state.settings.model_copy(
+        update={"mllp_port": 0, "mllp_max_message_bytes": 4096, "workers": 1}
+    )
+    feeds = Hl7Feeds(live_server.app.state.hl7.ingest, settings)
+    control = unique_id()
+    big = a01(control, unique_id("P")).replace(b"Ada", b"Ada" + b"x" * 10_000, 1)
+
+    async def scenario() -> bytes:
+        await feeds.start()
+        try:
+            assert feeds.mllp_port
+            async with MLLPClient("127.0.0.1", feeds.mllp_port, timeout=10) as mllp:
+                return await mllp.send(big)
+        finally:
+            await feeds.stop()
+
+    nak = run(scenario())
+    assert msa(nak) == ("AR", control)
+    assert err_fields(nak) == [("MSH^1", "104", "E")]
+    [row] = rows_for(engine, control)
+    assert row.status == "truncated" and row.message_code == "ADT"
+    assert bytes(row.raw) == big[:4096] and str(len(big)) in row.error
+    assert row.ack == nak

@@ -38,7 +38,8 @@ def test_an_order_number_reused_for_another_patient_is_refused(
         assert post(http, oru(first, order, "190"))[0] == "AA"  # a correction: same patient
         code, text = post(http, oru(second, order, "201"))
     assert code == "AE"
-    assert "belongs to Patient/" in text
+    assert "belongs to another patient" in text and "Patient/" not in text
+    assert f"of order {order}" in text  # the order number as sent, not a search string
     found = client.get("/Observation", params={"subject.identifier": f"urn:oid:1.2.3.4|{first}"})
     (entry,) = found.json()["entry"]
     assert entry["resource"]["valueQuantity"]["value"] == 190  # corrected, and still theirs

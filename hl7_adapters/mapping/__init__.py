@@ -7,7 +7,8 @@ STU1) field by field; each module names the IG maps it implements:
 * ``identifiers`` identifier systems from assigning authorities, match queries
 * ``datatypes``   CX, EI, XPN, XAD, XTN, CWE, XCN, PL
 * ``patient``     PID -> Patient (and the Patient match rule, nulls)
-* ``adt``         ADT A01/A02/A03/A04/A05/A08/A11/A13/A28/A31, A40 merges
+* ``adt``         ADT A01/A02/A03/A04/A05/A08/A11/A13/A28/A31, A40 merges (``nk1``: NK1;
+                  OBX in an ADT: ``oru.map_adt_observations``)
 * ``oru`` ``obx`` ORU^R01 -> DiagnosticReport, Observation
 * ``pcd``         OBX-18 devices and the IHE PCD-01 containment tree
 * ``plan``        the output contract (MappingResult) shared with the applier
@@ -26,7 +27,7 @@ from hl7_adapters.dates import to_fhir_datetime
 from hl7_adapters.er7 import Message
 from hl7_adapters.mapping.adt import map_adt
 from hl7_adapters.mapping.context import MapContext
-from hl7_adapters.mapping.oru import map_oru
+from hl7_adapters.mapping.oru import map_adt_observations, map_oru
 from hl7_adapters.mapping.plan import (
     MappingError,
     MappingResult,
@@ -108,6 +109,8 @@ def map_message(msg: Message, *, default_offset: str | None = None) -> MappingRe
     merges: list[Merge] = []
     if msg.message_code == "ADT":
         patient, merges = map_adt(ctx, msg.trigger_event)
+        if patient is not None and not merges:
+            map_adt_observations(ctx, patient)
     else:
         patient = map_oru(ctx)
     ctx.raise_errors()

@@ -6,20 +6,24 @@ AL1[AllergyIntolerance]. How each resource is found again:
 
 * Patient: upsert, matched by PID-3 (patient.py).
 * Encounter: upsert, matched by the PV1-19 visit number. Without a visit number an Encounter
-  is created only by the events that start a visit (A01/A04/A05); for the other events there
-  is nothing to find, so no Encounter is planned and a warning says so.
+  is planned only by the events that start a visit (A01/A04/A05), matched by a derived
+  identifier ``urn:medisentinel:hl7v2:visit|<patient system>|<patient id>|<time>|<PV1-2
+  class>`` (time: PV1-44, else EVN-2, else MSH-7; see _visit_key), so a re-sent admission
+  finds it; for the other events there is nothing to find, so no Encounter is planned and a
+  warning says so.
 * Encounter.status: the IG "Event[EncounterStatus]" map by trigger; for A08/A28/A31 (which
   the IG maps to "unknown") the PV1 map instead: "finished" when PV1-45 is valued, else by
   patient class. An update message therefore never turns a real status into "unknown".
-* RelatedPerson (NK1): upsert, matched by a derived identifier
-  ``urn:medisentinel:hl7v2:nk1|<patient system>|<patient id>|<NK1-1 set id>`` (the NK1's
-  position when NK1-1 is empty), so a re-sent A08 updates the same contacts.
+* NK1: RelatedPerson (upsert by a derived identifier), or Patient.contact for an
+  organisation (nk1.py).
 * AllergyIntolerance (AL1): upsert, matched by ``urn:medisentinel:hl7v2:al1|<patient
   system>|<patient id>|<AL1-3 coding system>|<AL1-3 code, else text>``.
 * Practitioner (PV1-7/8/9/17): ensure by XCN.1 identifier; a doctor without XCN.1 is named
   by display only. Location (PV1-3/6): ensure by PL identifier (datatypes.location).
 * A40: every PID/MRG pair gives a Merge(survivor = PID-3 match, retired = MRG-1 match) and
   the surviving Patient (upsert).
+* OBX (e.g. height at admission): Observations of the patient and the Encounter, upserted
+  under the visit (``oru.map_adt_observations``, called by ``map_message``).
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from __future__ import annotations
 from typing import Any
 
 from hl7_adapters.ack import AckError
+from hl7_adapters.er7 import Message
 from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, Where, first, val
+from hl7_adapters.mapping.nk1 import map_next_of_kin
 from hl7_adapters.mapping.patient import build_patient, patient_match
 from hl7_adapters.mapping.plan import Merge, Mode
 from hl7_adapters.values import Segment
@@ -59,7 +65,7 @@ def plan_patient(ctx: MapContext, pid: Segment, mode: Mode) -> PatientRef | None
     resource, nulls = build_patient(ctx, pid)
     if not match:
         return None
-    url = ctx.add(resource, mode, match, nulls)
+    url = ctx.add(resource, mode, match, nulls, origin=ctx.origin(pid, 3))
     return PatientRef(url, match, identifier)
 
 
@@ -71,14 +77,17 @@ def map_adt(ctx: MapContext, trigger: str) -> tuple[PatientRef | None, list[Merg
     if pid is None:
         ctx.errors.append(_missing("PID", f"ADT^{trigger} has no PID segment"))
         return None, []
+    second = msg.segment("PID", 2)
+    if second is not None:  # one patient per ADT (but A40): which one is meant is a guess
+        ctx.at(second).error(100, f"ADT^{trigger} holds more than one PID segment")
+        return None, []
     patient = plan_patient(ctx, pid, "upsert")
     if patient is None:
         return None, []
     pv1 = msg.segment("PV1")
     if pv1 is not None:
         plan_encounter(ctx, pv1, msg.segment("PV2"), patient, trigger, "upsert")
-    for position, nk1 in enumerate(msg.segments("NK1"), start=1):
-        _related_person(ctx, nk1, position, patient)
+    map_next_of_kin(ctx, msg.segments("NK1"), patient)
     for al1 in msg.segments("AL1"):
         _allergy(ctx, al1, patient)
     return patient, []
@@ -106,7 +115,8 @@ def _merge(ctx: MapContext) -> tuple[PatientRef | None, list[Merge]]:
             survivor = plan_patient(ctx, pid, "upsert")
             retired, _ = patient_match(ctx, seg, 1)
             if survivor is not None and retired:
-                merges.append(Merge(survivor.match, retired, survivor.full_url))
+                origin = ctx.origin(seg, 1)
+                merges.append(Merge(survivor.match, retired, survivor.full_url, origin))
                 first_patient = first_patient or survivor
             pid = None
     if not merges and not ctx.errors:
@@ -185,7 +195,8 @@ def plan_encounter(
         "class": {"system": klass.system, "code": klass.code, "display": klass.display},
         "subject": {"reference": patient.full_url},
     }
-    identifiers = [visit] if visit else []
+    key = None if visit else _visit_key(ctx.msg, pv1, patient, klass_code)
+    identifiers = [i for i in (visit, key) if i]
     for i, rep in at.sub(50).reps():
         alt = dt.cx_identifier(rep, at.sub(50, i))
         if alt:
@@ -223,8 +234,29 @@ def plan_encounter(
         reason = dt.codeable_concept(first(pv2, 3))  # PV2-3 admit reason
         if reason:
             resource["reasonCode"] = [reason]
-    match = ids.match_of(visit) if visit else None
-    return ctx.add(resource, mode if match else "create", match)
+    found_by = visit or key
+    match = ids.match_of(found_by) if found_by else None
+    origin = ctx.origin(pv1, 19 if visit else 44)
+    return ctx.add(resource, mode if match else "create", match, origin=origin)
+
+
+def _visit_key(msg: Message, pv1: Segment, patient: PatientRef, klass_code: str) -> JSON | None:
+    """The identifier of a visit sent without a visit number: patient, class and the first
+    of admit time (PV1-44), event time (EVN-2), message time (MSH-7), as sent and tagged by
+    which it is. The same admission re-sent (a new MSH-10; a re-stamped MSH-7 when PV1-44 or
+    EVN-2 is there) then finds its Encounter instead of making another; two admissions of
+    one patient in one class at the same second are taken for one. None when none of the
+    times is sent: nothing tells visits apart, so such an Encounter is always created."""
+    evn = msg.segment("EVN")
+    for tag, when in (
+        ("admit", val(first(pv1, 44))),
+        ("event", evn.get("2").strip() if evn is not None else ""),
+        ("sent", msg.timestamp),
+    ):
+        if when:
+            value = f"{patient.key}|{tag}:{when}|{klass_code}"
+            return {"system": ids.VISIT_KEY_SYSTEM, "value": value}
+    return None
 
 
 def _participants(ctx: MapContext, pv1: Segment, at: Where) -> list[JSON]:
@@ -251,88 +283,7 @@ def _hospitalization(ctx: MapContext, pv1: Segment, at: Where) -> JSON:
     return data
 
 
-# --------------------------------------------------------------------------- NK1, AL1
-
-
-def _related_person(ctx: MapContext, nk1: Segment, position: int, patient: PatientRef) -> None:
-    at = ctx.at(nk1)
-    set_id = val(first(nk1, 1)) or str(position)
-    key = {"system": ids.RELATED_PERSON_KEY_SYSTEM, "value": f"{patient.key}|{set_id}"}
-    identifiers = [key]
-    for i, rep in at.sub(33).reps():
-        ident = dt.cx_identifier(rep, at.sub(33, i))
-        if ident:
-            identifiers.append(ident)
-    resource: JSON = {
-        "resourceType": "RelatedPerson",
-        "identifier": identifiers,
-        "patient": {"reference": patient.full_url},
-    }
-    relationship = []
-    rel = dt.mapped_concept(first(nk1, 3), t.RELATIONSHIP_0063, "0063", at.sub(3))
-    if rel:
-        relationship.append(rel)
-    role = first(nk1, 7)
-    if role is not None and val(role):
-        code = val(role).upper()
-        if code in t.CONTACT_ROLE_0131:
-            relationship.append(
-                {
-                    "coding": [
-                        {
-                            "system": t.V2 + "0131",
-                            "code": code,
-                            "display": t.CONTACT_ROLE_0131[code],
-                        }
-                    ]
-                }
-            )
-        else:
-            at.sub(7).warn(103, f"NK1-7: '{val(role)}' is not in HL7 table 0131")
-    if relationship:
-        resource["relationship"] = relationship
-    names = [
-        n
-        for f in (2, 30)
-        for i, r in at.sub(f).reps()
-        if (n := dt.human_name(r, at.sub(f, i))) is not None
-    ]
-    if names:
-        resource["name"] = names
-    telecom = [
-        c
-        for f, use in ((5, None), (6, "work"), (31, None))
-        for i, r in at.sub(f).reps()
-        if (c := dt.contact_point(r, at.sub(f, i), use)) is not None
-    ]
-    if telecom:
-        resource["telecom"] = telecom
-    addresses = [
-        a
-        for f in (4, 32)
-        for i, r in at.sub(f).reps()
-        if (a := dt.address(r, at.sub(f, i))) is not None
-    ]
-    if addresses:
-        resource["address"] = addresses
-    gender_code = val(first(nk1, 15)).upper()
-    if gender_code:
-        gender = t.GENDER_0001.get(gender_code)
-        if gender:
-            resource["gender"] = gender
-        else:
-            at.sub(15).warn(103, f"NK1-15: '{gender_code}' is not in HL7 table 0001")
-    birth = at.sub(16).date(val(first(nk1, 16)))
-    if birth:
-        resource["birthDate"] = birth
-    period = {
-        "start": at.sub(8).date(val(first(nk1, 8))),
-        "end": at.sub(9).date(val(first(nk1, 9))),
-    }
-    period = {k: v for k, v in period.items() if v}
-    if period:
-        resource["period"] = period
-    ctx.add(resource, "upsert", ids.match_of(key))
+# --------------------------------------------------------------------------- AL1
 
 
 def _allergy(ctx: MapContext, al1: Segment, patient: PatientRef) -> None:
@@ -384,4 +335,4 @@ def _allergy(ctx: MapContext, al1: Segment, patient: PatientRef) -> None:
     onset = at.sub(6).datetime(val(first(al1, 6)))
     if onset:
         resource["onsetDateTime"] = onset
-    ctx.add(resource, "upsert", ids.match_of(key))
+    ctx.add(resource, "upsert", ids.match_of(key), origin=ctx.origin(al1, 3))

@@ -50,6 +50,10 @@ class MapContext:
     def sequence(self, seg: Segment) -> int:
         return self._sequence.get(id(seg), 1)
 
+    def origin(self, seg: Segment, field: int) -> tuple[str, int, int]:
+        """(segment ID, sequence, field): where a planned resource's match comes from."""
+        return seg.id, self.sequence(seg), field
+
     def at(self, seg: Segment, field: int | None = None, rep: int | None = None) -> Where:
         return Where(self, seg, field, rep)
 
@@ -64,6 +68,10 @@ class MapContext:
         if self.errors:
             raise MappingError(list(self.errors))
 
+    def resource_of(self, full_url: str) -> dict[str, Any]:
+        """The planned resource with this full_url (to add what a later segment maps)."""
+        return next(p.resource for p in self.planned if p.full_url == full_url)
+
     def add(
         self,
         resource: dict[str, Any],
@@ -71,6 +79,7 @@ class MapContext:
         match: str | None = None,
         nulls: frozenset[str] = frozenset(),
         full_url: str | None = None,
+        origin: tuple[str, int, int] | None = None,
     ) -> str:
         """Plan a resource; returns its full_url (the earlier one for a repeated match)."""
         rtype = str(resource["resourceType"])
@@ -80,7 +89,7 @@ class MapContext:
                 for key, value in resource.items():  # ensure: fill what the first lacked
                     earlier.resource.setdefault(key, value)
                 return earlier.full_url
-        planned = Planned(full_url or new_full_url(), resource, mode, match, nulls)
+        planned = Planned(full_url or new_full_url(), resource, mode, match, nulls, origin)
         self.planned.append(planned)
         if match is not None:
             self._by_match[(rtype, match)] = planned

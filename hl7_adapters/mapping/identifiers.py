@@ -34,6 +34,7 @@ LOCAL = "urn:medisentinel:hl7v2"
 OBSERVATION_KEY_SYSTEM = f"{LOCAL}:obx"
 RELATED_PERSON_KEY_SYSTEM = f"{LOCAL}:nk1"
 ALLERGY_KEY_SYSTEM = f"{LOCAL}:al1"
+VISIT_KEY_SYSTEM = f"{LOCAL}:visit"  # a visit sent without PV1-19 (mapping/adt.py)
 LOCATION_KEY_SYSTEM = f"{LOCAL}:location"
 # IEEE EUI-64 as used by IHE PCD (OBX-18 "0123456789ABCDEF^EUI-64"): the IEEE 11073 system
 # identifier OID used by the HL7 Personal Health Device IG for Device.identifier.

@@ -46,6 +46,7 @@ class Group:
     obr: Segment | None
     orc: Segment | None
     entries: list[Entry] = field(default_factory=list)
+    scope: str = ""  # the order part of Observation keys when there is no OBR ("patient:...")
 
 
 def map_oru(ctx: MapContext) -> PatientRef | None:
@@ -95,7 +96,35 @@ def _groups(ctx: MapContext) -> list[Group] | None:
     if not saw_pid:
         ctx.errors.append(AckError(100, "ORU^R01 has no PID segment", "E", "PID"))
         return None
+    if not groups:  # a result message without results: nothing to file, and the sender must know
+        ctx.errors.append(AckError(100, "ORU^R01 has no OBR or OBX segment", "E", "OBR"))
+        return None
     return groups
+
+
+def map_adt_observations(ctx: MapContext, patient: PatientRef) -> None:
+    """OBX in an ADT message (IG ADT_A01 message map: OBX[Observation], e.g. height and
+    weight at admission): Observations of the patient and the message's Encounter, upserted
+    under the visit (``visit:<visit identifier>``, else ``patient:<patient id>``) so that
+    a re-sent message updates them; NTE after an OBX is its note."""
+    entries: list[Entry] = []
+    current: Entry | None = None  # the OBX an NTE follows
+    for seg in ctx.msg.segment_list:
+        if seg.id == "OBX":
+            current = Entry(seg, [], ctx.at(seg))
+            entries.append(current)
+        elif seg.id == "NTE":
+            if current is not None:
+                current.notes.append(seg)
+        else:
+            current = None
+    if not entries:
+        return
+    encounter = next((p for p in ctx.planned if p.resource_type == "Encounter"), None)
+    visit = (encounter.resource.get("identifier") or [None])[0] if encounter else None
+    scope = f"visit:{ids.key_part(visit)}" if visit else ""
+    url = encounter.full_url if encounter else None
+    _map_group(ctx, Group(patient, url, None, None, entries, scope), 1, False, set())
 
 
 # --------------------------------------------------------------------------- orders
@@ -114,7 +143,7 @@ def _order_key(
 ) -> tuple[str, JSON | None]:
     """(order part of Observation keys, identifier the DiagnosticReport is matched by)."""
     if group.obr is None:
-        return f"patient:{group.patient.key}", None
+        return group.scope or f"patient:{group.patient.key}", None
     placer, filler = _order_identifiers(group)
     for candidate in (filler, placer):
         if candidate is not None:
@@ -123,6 +152,15 @@ def _order_key(
                 used.add(key)
                 return key, candidate
     return f"message:{ctx.msg.control_id}|{number}", None
+
+
+def _order_origin(
+    ctx: MapContext, group: Group, order_id: JSON | None
+) -> tuple[str, int, int] | None:
+    """OBR-3 (filler) or OBR-2 (placer): the field an order's matches come from (ERR-2)."""
+    if group.obr is None or order_id is None:
+        return None
+    return ctx.origin(group.obr, 3 if order_id == _order_identifiers(group)[1] else 2)
 
 
 def _map_group(ctx: MapContext, group: Group, number: int, pcd: bool, used: set[str]) -> None:
@@ -148,7 +186,8 @@ def _map_group(ctx: MapContext, group: Group, number: int, pcd: bool, used: set[
         members = [m.full_url for m in entry.members if m.full_url]
         if members:
             resource["hasMember"] = [{"reference": url} for url in members]
-        ctx.add(resource, "upsert", match, full_url=entry.full_url)
+        origin = _order_origin(ctx, group, order_id) or ctx.origin(entry.obx, 3)
+        ctx.add(resource, "upsert", match, full_url=entry.full_url, origin=origin)
     if group.obr is not None:
         roots = [e for e, _ in observations if e.parent is None]
         statuses = [resource["status"] for _, (resource, _) in observations]
@@ -194,7 +233,9 @@ def _diagnostic_report(
     if roots:
         resource["result"] = [{"reference": e.full_url} for e in roots]
     match = ids.match_of(order_id) if order_id else None
-    ctx.add(resource, "upsert" if match else "create", match)
+    ctx.add(
+        resource, "upsert" if match else "create", match, origin=_order_origin(ctx, group, order_id)
+    )
 
 
 def _report_status(where: Where, code: str, statuses: list[str]) -> str:

@@ -1,10 +1,11 @@
 """PID -> Patient (IG "Segment PID to Patient Map", mappings/segments PID[Patient]).
 
 Mapped: PID-2/3/4 identifiers (CX, type from CX.5, system and assigner from CX.4), PID-19
-SSN, PID-5 and PID-9 names, PID-7 birthDate, PID-8 gender, PID-11 addresses with PID-12
-county, PID-13/14/40 telecoms, PID-15 communication.language, PID-16 maritalStatus, PID-24/25
-multipleBirth, PID-29/30 deceased. Not mapped (no core element, extensions left for later):
-PID-6, PID-10, PID-17, PID-22, PID-23, PID-26..28, PID-31..39, the birth-time extension.
+SSN, PID-20 driver's licence, PID-5 and PID-9 names, PID-7 birthDate, PID-8 gender, PID-11
+addresses with PID-12 county, PID-13/14/40 telecoms, PID-15 communication.language, PID-16
+maritalStatus, PID-24/25 multipleBirth, PID-29/30 deceased. Not mapped (no core element,
+extensions left for later): PID-6, PID-10, PID-17, PID-22, PID-23, PID-26..28, PID-31..39,
+the birth-time extension.
 
 **Match rule.** A Patient is found by the first PID-3 repetition that has a value and a
 system (see identifiers.hd_system); failing that, the first with a value, matched as a
@@ -85,6 +86,30 @@ def patient_match(ctx: MapContext, pid: Segment, field: int = 3) -> tuple[str, J
     return ids.match_of(ident), ident
 
 
+def _drivers_licence(pid: Segment, at: Where) -> JSON | None:
+    """PID-20 (DLN) -> an identifier of type DL (IG PID[Patient], DLN[Identifier]): DLN.1 the
+    value, DLN.2 the issuing state as assigner, DLN.3 the expiry as period.end."""
+    rep = first(pid, 20)
+    number = val(rep)
+    if rep is None or not number:
+        return None
+    licence: JSON = {
+        "type": {
+            "coding": [
+                {"system": t.V2 + "0203", "code": "DL", "display": "Driver's license number"}
+            ]
+        },
+        "value": number,
+    }
+    expires = at.sub(20).date(val(rep, 3), 3)
+    if expires:
+        licence["period"] = {"end": expires}
+    issuer = val(rep, 2)
+    if issuer:
+        licence["assigner"] = {"display": issuer}
+    return licence
+
+
 def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
     """(Patient resource, nulls) for one PID segment."""
     at = ctx.at(pid)
@@ -109,6 +134,9 @@ def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
                 "value": ssn,
             }
         )
+    licence = _drivers_licence(pid, at)
+    if licence and all(i["value"] != licence["value"] for i in identifiers):
+        identifiers.append(licence)
 
     names = [
         n

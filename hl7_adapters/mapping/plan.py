@@ -32,6 +32,9 @@ class Planned:
     mode: Mode = "create"
     match: str | None = None  # search query that finds the stored instance: "identifier=sys|val"
     nulls: frozenset[str] = frozenset()  # top-level elements the message deleted with ""
+    # Where the match comes from (segment, its sequence, field), for an ERR-2 that points
+    # the sender at the field to fix when the match finds the wrong patient's resource.
+    origin: tuple[str, int, int] | None = None
 
     @property
     def resource_type(self) -> str:
@@ -45,6 +48,7 @@ class Merge:
     survivor: str  # Patient search query, e.g. "identifier=urn:oid:2.16.840.1.113883.19|123"
     retired: str
     survivor_full_url: str | None = None  # when the message also planned the survivor
+    origin: tuple[str, int, int] | None = None  # the MRG-1 that names `retired` (ERR-2)
 
 
 @dataclass

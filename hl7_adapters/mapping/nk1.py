@@ -1,0 +1,171 @@
+"""NK1 -> RelatedPerson, or Patient.contact for an organisation (IG segment maps
+NK1[RelatedPerson] and NK1[Patient]).
+
+Which map: the IG's ADT_A01 message map sends an NK1 whose relationship (NK1-3) is EMR
+(employer) or whose contact role (NK1-7) is E, F, I or S (employer, federal agency,
+insurance company, state agency) to NK1[Patient], i.e. a ``Patient.contact``: such a
+"next of kin" is an organisation, not a person related to the patient. Every other NK1 is a
+RelatedPerson.
+
+* RelatedPerson: upsert, matched by a derived identifier ``urn:medisentinel:hl7v2:nk1|
+  <patient system>|<patient id>|<NK1-1 set id>`` (the NK1's position when NK1-1 is empty),
+  so a re-sent A08 updates the same contacts.
+* Patient.contact: the organisation contacts of the message replace the Patient's
+  ``contact`` (an upsert replaces each element the message maps; a message without such an
+  NK1 leaves the stored contacts alone). NK1-13 (organisation name) is the contact's
+  organisation, by display (no Organization resource is made for it).
+
+Relationship: NK1-3 through the IG concept map (HL7 table 0063), NK1-7 as table 0131; a
+concept already given by NK1-3 (EMR maps to 0131 E) is not repeated for NK1-7.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hl7_adapters.mapping import datatypes as dt
+from hl7_adapters.mapping import identifiers as ids
+from hl7_adapters.mapping import tables as t
+from hl7_adapters.mapping.context import MapContext, Where, first, val
+from hl7_adapters.values import Segment
+
+if TYPE_CHECKING:
+    from hl7_adapters.mapping.adt import PatientRef
+
+JSON = dict[str, Any]
+ORGANISATION_ROLES = frozenset({"E", "F", "I", "S"})  # NK1-7, HL7 table 0131
+
+
+def map_next_of_kin(ctx: MapContext, segments: list[Segment], patient: PatientRef) -> None:
+    contacts = []
+    for position, nk1 in enumerate(segments, start=1):
+        if is_organisation(nk1):
+            contacts.append(_patient_contact(ctx, nk1))
+        else:
+            _related_person(ctx, nk1, position, patient)
+    if contacts:
+        ctx.resource_of(patient.full_url)["contact"] = contacts
+
+
+def is_organisation(nk1: Segment) -> bool:
+    """The IG's condition for NK1[Patient]: NK1-3 EMR, or NK1-7 in E, F, I, S."""
+    relation = val(first(nk1, 3)).upper()
+    role = val(first(nk1, 7)).upper()
+    return relation == "EMR" or role in ORGANISATION_ROLES
+
+
+def _relationship(nk1: Segment, at: Where) -> list[JSON]:
+    """NK1-3 (table 0063, mapped) and NK1-7 (table 0131), without repeating a concept."""
+    relationship = []
+    rel = dt.mapped_concept(first(nk1, 3), t.RELATIONSHIP_0063, "0063", at.sub(3))
+    if rel:
+        relationship.append(rel)
+    role = first(nk1, 7)
+    if role is None or not val(role):
+        return relationship
+    code = val(role).upper()
+    if code not in t.CONTACT_ROLE_0131:
+        at.sub(7).warn(103, f"NK1-7: '{val(role)}' is not in HL7 table 0131")
+        return relationship
+    coding = {"system": t.V2 + "0131", "code": code, "display": t.CONTACT_ROLE_0131[code]}
+    given = [(c.get("system"), c.get("code")) for r in relationship for c in r.get("coding", [])]
+    if (coding["system"], coding["code"]) not in given:
+        relationship.append({"coding": [coding]})
+    return relationship
+
+
+def _telecom(nk1: Segment, at: Where, fields: tuple[tuple[int, str | None], ...]) -> list[JSON]:
+    return [
+        c
+        for f, use in fields
+        for i, r in at.sub(f).reps()
+        if (c := dt.contact_point(r, at.sub(f, i), use)) is not None
+    ]
+
+
+def _period(nk1: Segment, at: Where) -> JSON:
+    period = {
+        "start": at.sub(8).date(val(first(nk1, 8))),
+        "end": at.sub(9).date(val(first(nk1, 9))),
+    }
+    return {k: v for k, v in period.items() if v}
+
+
+def _patient_contact(ctx: MapContext, nk1: Segment) -> JSON:
+    """NK1[Patient]: one Patient.contact."""
+    at = ctx.at(nk1)
+    contact: JSON = {}
+    relationship = _relationship(nk1, at)
+    if relationship:
+        contact["relationship"] = relationship
+    name = next((n for i, r in at.sub(2).reps() if (n := dt.human_name(r, at.sub(2, i)))), None)
+    if name:
+        contact["name"] = name
+    telecom = _telecom(nk1, at, ((5, None), (6, "work"), (40, None), (41, None)))
+    if telecom:
+        contact["telecom"] = telecom
+    address = next((a for i, r in at.sub(4).reps() if (a := dt.address(r, at.sub(4, i)))), None)
+    if address:
+        contact["address"] = address
+    gender = t.GENDER_0001.get(val(first(nk1, 15)).upper())
+    if gender:
+        contact["gender"] = gender
+    organisation = val(first(nk1, 13))
+    if organisation:
+        contact["organization"] = {"display": organisation}
+    period = _period(nk1, at)
+    if period:
+        contact["period"] = period
+    return contact
+
+
+def _related_person(ctx: MapContext, nk1: Segment, position: int, patient: PatientRef) -> None:
+    at = ctx.at(nk1)
+    set_id = val(first(nk1, 1)) or str(position)
+    key = {"system": ids.RELATED_PERSON_KEY_SYSTEM, "value": f"{patient.key}|{set_id}"}
+    identifiers = [key]
+    for i, rep in at.sub(33).reps():
+        ident = dt.cx_identifier(rep, at.sub(33, i))
+        if ident:
+            identifiers.append(ident)
+    resource: JSON = {
+        "resourceType": "RelatedPerson",
+        "identifier": identifiers,
+        "patient": {"reference": patient.full_url},
+    }
+    relationship = _relationship(nk1, at)
+    if relationship:
+        resource["relationship"] = relationship
+    names = [
+        n
+        for f in (2, 30)
+        for i, r in at.sub(f).reps()
+        if (n := dt.human_name(r, at.sub(f, i))) is not None
+    ]
+    if names:
+        resource["name"] = names
+    telecom = _telecom(nk1, at, ((5, None), (6, "work"), (31, None)))
+    if telecom:
+        resource["telecom"] = telecom
+    addresses = [
+        a
+        for f in (4, 32)
+        for i, r in at.sub(f).reps()
+        if (a := dt.address(r, at.sub(f, i))) is not None
+    ]
+    if addresses:
+        resource["address"] = addresses
+    gender_code = val(first(nk1, 15)).upper()
+    if gender_code:
+        gender = t.GENDER_0001.get(gender_code)
+        if gender:
+            resource["gender"] = gender
+        else:
+            at.sub(15).warn(103, f"NK1-15: '{gender_code}' is not in HL7 table 0001")
+    birth = at.sub(16).date(val(first(nk1, 16)))
+    if birth:
+        resource["birthDate"] = birth
+    period = _period(nk1, at)
+    if period:
+        resource["period"] = period
+    ctx.add(resource, "upsert", ids.match_of(key), origin=ctx.origin(nk1, 1))
