@@ -115,3 +115,30 @@ def create_resource(http: httpx.Client, body: dict[str, Any]) -> str:
 def query_of(url: str) -> dict[str, str]:
     """The query parameters of a URL, each given once."""
     return {k: v[0] for k, v in parse_qs(urlparse(url).query, keep_blank_values=True).items()}
+
+
+@dataclass(frozen=True)
+class TwoPatients:
+    """Two patients, one Observation of the second, a Practitioner: what the SMART tests of
+    one patient's grant against another's data need."""
+
+    auth: AuthServer
+    root: str
+    base: str
+    pa: str
+    pb: str
+    obs_pb: str
+    practitioner: str
+
+
+def two_patients(live_server: Any, auth_headers: dict[str, str]) -> TwoPatients:
+    base = live_server.base_url
+    with httpx.Client(base_url=base, headers=auth_headers, timeout=30) as http:
+        pa = create_resource(http, {"resourceType": "Patient", "name": [{"family": "Ann"}]})
+        pb = create_resource(http, {"resourceType": "Patient", "name": [{"family": "Bea"}]})
+        obs_pb = create_resource(http, {"resourceType": "Observation", "status": "final",
+                                        "code": {"text": "x"},
+                                        "subject": {"reference": f"Patient/{pb}"}})  # fmt: skip
+        doc = create_resource(http, {"resourceType": "Practitioner"})
+    auth, root = live_server.app.state.auth, live_server.settings.server_root
+    return TwoPatients(auth, root, base, pa, pb, obs_pb, doc)

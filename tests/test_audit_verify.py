@@ -184,25 +184,7 @@ def test_a_rewritten_chain_is_caught_by_the_signed_checkpoint(
     """An attacker who edits a record and recomputes every hash after it still cannot
     re-sign the checkpoint."""
     pid, pseq = a_partition(tamper)
-    rows = tamper.execute(
-        text("SELECT pseq, content, prev_hash FROM audit_event WHERE partition_id = :p "
-             "AND pseq >= :s ORDER BY pseq"), {"p": pid, "s": pseq}
-    ).all()  # fmt: skip
-    prev = bytes(rows[0].prev_hash)
-    for row in rows:
-        content = (
-            row.content.replace(b'"outcome":"0"', b'"outcome":"4"')
-            if row.pseq == pseq
-            else row.content
-        )
-        digest = content_hash(content)
-        chained = link_hash(prev, digest, pid, row.pseq)
-        tamper.execute(
-            text("UPDATE audit_event SET content = :c, content_hash = :d, prev_hash = :prev,"
-                 " chain_hash = :h WHERE partition_id = :p AND pseq = :s"),
-            {"c": content, "d": digest, "prev": prev, "h": chained, "p": pid, "s": row.pseq},
-        )  # fmt: skip
-        prev = chained
+    rechain_from(tamper, pid, pseq, b'"outcome":"0"', b'"outcome":"4"')
     kinds = {f.kind for f in findings(tamper, live_server)}
     assert "modified" in kinds
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from fhirclient import client as smart_client
 from fhirclient.auth import FHIROAuth2Auth
@@ -21,7 +20,7 @@ from fhirclient.models.observation import Observation
 from fhirclient.models.patient import Patient
 from fhirpy import SyncFHIRClient
 
-from tests.test_search_params import SCENARIOS, SCOPE_SYSTEM, Loaded, World
+from tests.test_search_params import SCENARIOS, SCOPE_SYSTEM, Loaded, World, world_of
 
 FHIRCLIENT_MODELS = {"Patient": Patient, "Observation": Observation}
 
@@ -61,10 +60,7 @@ CASE_IDS = [f"{c[1]}?{'&'.join(f'{k}={v}' for k, v in c[2].items())}" for c in C
 
 @pytest.fixture(scope="module")
 def world(base_url: str, auth_headers: dict[str, str]) -> Iterator[World]:
-    with httpx.Client(
-        base_url=base_url, headers={"Accept": "application/fhir+json", **auth_headers}, timeout=60
-    ) as http:
-        yield World(http, base_url)
+    yield from world_of(base_url, auth_headers)
 
 
 @pytest.fixture(scope="module")

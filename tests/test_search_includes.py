@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from app.fhir.search import SearchParams, engine
-from tests.test_search_params import World, entries, get_bundle, outcome_free, split_query
+from tests.test_search_params import World, entries, get_bundle, outcome_free, split_query, world_of
 from tests.test_search_requests import SCENARIOS as REQUEST_SCENARIOS
 
 STRICT = {"Prefer": "handling=strict"}
@@ -24,10 +24,7 @@ DEPTH = 7
 
 @pytest.fixture(scope="module")
 def world(base_url: str, auth_headers: dict[str, str]) -> Iterator[World]:
-    with httpx.Client(
-        base_url=base_url, headers={"Accept": "application/fhir+json", **auth_headers}, timeout=60
-    ) as http:
-        yield World(http, base_url)
+    yield from world_of(base_url, auth_headers)
 
 
 def _org(level: int) -> dict[str, Any]:

@@ -65,6 +65,14 @@ class Loaded:
         return {key: label for label, key in self.ids.items()}
 
 
+def world_of(base_url: str, auth_headers: dict[str, str]) -> Iterator[World]:
+    """A World on its own client, for the `world` fixtures of the search test modules."""
+    with httpx.Client(
+        base_url=base_url, headers={"Accept": "application/fhir+json", **auth_headers}, timeout=60
+    ) as http:
+        yield World(http, base_url)
+
+
 class World:
     """Creates each scenario once per session, on first use."""
 
@@ -150,10 +158,7 @@ def outcome_free(bundle: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="session")
 def world(base_url: str, auth_headers: dict[str, str]) -> Iterator[World]:
-    with httpx.Client(
-        base_url=base_url, headers={"Accept": "application/fhir+json", **auth_headers}, timeout=60
-    ) as http:
-        yield World(http, base_url)
+    yield from world_of(base_url, auth_headers)
 
 
 # =========================================================================== scenarios

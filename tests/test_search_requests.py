@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from tests.test_search_params import World, entries, get_bundle, link, outcome_free, walk
+from tests.test_search_params import World, entries, get_bundle, link, outcome_free, walk, world_of
 
 STRICT = {"Prefer": "handling=strict"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -23,10 +23,7 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 @pytest.fixture(scope="module")
 def world(base_url: str, auth_headers: dict[str, str]) -> Iterator[World]:
-    with httpx.Client(
-        base_url=base_url, headers={"Accept": "application/fhir+json", **auth_headers}, timeout=60
-    ) as http:
-        yield World(http, base_url)
+    yield from world_of(base_url, auth_headers)
 
 
 def obs(subject: str, **extra: Any) -> dict[str, Any]:

@@ -27,16 +27,14 @@ from tests.test_search_params import (
     outcome_free,
     split_query,
     walk,
+    world_of,
 )
 from tests.test_search_params import SCENARIOS as CRITERIA_SCENARIOS
 
 
 @pytest.fixture(scope="module")
 def world(base_url: str, auth_headers: dict[str, str]) -> Iterator[World]:
-    with httpx.Client(
-        base_url=base_url, headers={"Accept": "application/fhir+json", **auth_headers}, timeout=60
-    ) as http:
-        yield World(http, base_url)
+    yield from world_of(base_url, auth_headers)
 
 
 def obs(**extra: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,45 +18,28 @@ from joserfc.jwk import KeySet, RSAKey
 from app.auth.assertions import CLIENT_ASSERTION_TYPE
 from app.auth.authorize import IMPLICIT_REDIRECT
 from app.auth.pkce import s256
-from app.auth.server import AuthServer
 from app.db import write_transaction
 from tests.conftest import LiveServer
 from tests.smart_helpers import (
     CALLBACK,
     Browser,
     Registered,
-    create_resource,
+    TwoPatients,
     query_of,
     register_client,
     register_user,
+    two_patients,
 )
 
 CLIENT = "urn:medisentinel:client"
 
 
-@dataclass(frozen=True)
-class World:
-    auth: AuthServer
-    root: str
-    base: str
-    pa: str
-    pb: str
-    obs_pb: str
-    practitioner: str
+World = TwoPatients
 
 
 @pytest.fixture(scope="module")
 def world(live_server: LiveServer, auth_headers: dict[str, str]) -> World:
-    base = live_server.base_url
-    with httpx.Client(base_url=base, headers=auth_headers, timeout=30) as http:
-        pa = create_resource(http, {"resourceType": "Patient", "name": [{"family": "Ann"}]})
-        pb = create_resource(http, {"resourceType": "Patient", "name": [{"family": "Bea"}]})
-        obs_pb = create_resource(http, {"resourceType": "Observation", "status": "final",
-                                        "code": {"text": "x"},
-                                        "subject": {"reference": f"Patient/{pb}"}})  # fmt: skip
-        doc = create_resource(http, {"resourceType": "Practitioner"})
-    settings = live_server.settings
-    return World(live_server.app.state.auth, settings.server_root, base, pa, pb, obs_pb, doc)
+    return two_patients(live_server, auth_headers)
 
 
 def _code_flow(

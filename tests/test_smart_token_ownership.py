@@ -6,47 +6,34 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 
 from app.auth.pkce import s256
-from app.auth.server import AuthServer
 from app.db import write_transaction
 from tests.conftest import LiveServer
 from tests.smart_helpers import (
     CALLBACK,
     Browser,
     Registered,
-    create_resource,
+    TwoPatients,
     query_of,
     register_client,
     register_user,
+    two_patients,
 )
 
 SCOPE = "launch launch/patient openid fhirUser patient/*.rs"
 
 
-@dataclass(frozen=True)
-class World:
-    auth: AuthServer
-    root: str
-    base: str
-    pa: str
-    pb: str
-    practitioner: str
+World = TwoPatients
 
 
 @pytest.fixture(scope="module")
 def world(live_server: LiveServer, auth_headers: dict[str, str]) -> World:
-    base = live_server.base_url
-    with httpx.Client(base_url=base, headers=auth_headers, timeout=30) as http:
-        pa = create_resource(http, {"resourceType": "Patient", "name": [{"family": "Ann"}]})
-        pb = create_resource(http, {"resourceType": "Patient", "name": [{"family": "Bea"}]})
-        doc = create_resource(http, {"resourceType": "Practitioner"})
-    return World(live_server.app.state.auth, live_server.settings.server_root, base, pa, pb, doc)
+    return two_patients(live_server, auth_headers)
 
 
 def _issue(world: World, app: Registered, scope: str = "system/Patient.rs") -> str:
