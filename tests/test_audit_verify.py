@@ -189,15 +189,20 @@ def test_a_rewritten_chain_is_caught_by_the_signed_checkpoint(
     assert "modified" in kinds
 
 
-def rechain_from(conn: Connection, pid: int, pseq: int, edit: bytes, to: bytes) -> None:
-    """Edit record `pseq` (replace `edit` by `to`) and recompute every hash after it."""
+def rechain_from(conn: Connection, pid: int, pseq: int, edit: bytes, to: bytes) -> int:
+    """Edit the first record from `pseq` on that holds `edit` (replace it by `to`) and
+    recompute every hash after it; returns the pseq edited. (Which records hold what depends
+    on the tests run before: the record in the middle may be a refusal, say.)"""
     rows = conn.execute(
         text("SELECT pseq, content, prev_hash FROM audit_event WHERE partition_id = :p "
              "AND pseq >= :s ORDER BY pseq"), {"p": pid, "s": pseq}
     ).all()  # fmt: skip
+    rows = rows[next(i for i, row in enumerate(rows) if edit in bytes(row.content)) :]
+    edited = rows[0].pseq
     prev = bytes(rows[0].prev_hash)
     for row in rows:
-        content = row.content.replace(edit, to) if row.pseq == pseq else row.content
+        content = bytes(row.content)
+        content = content.replace(edit, to) if row.pseq == edited else content
         digest = content_hash(content)
         chained = link_hash(prev, digest, pid, row.pseq)
         conn.execute(
@@ -206,6 +211,7 @@ def rechain_from(conn: Connection, pid: int, pseq: int, edit: bytes, to: bytes) 
             {"c": content, "d": digest, "prev": prev, "h": chained, "p": pid, "s": row.pseq},
         )  # fmt: skip
         prev = chained
+    return edited
 
 
 @pytest.fixture
