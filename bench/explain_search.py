@@ -16,8 +16,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.dialects import postgresql
 
 from app.fhir.search import SearchParams
-from app.fhir.search.criteria import criterion_sql
 from app.fhir.search.engine import _page_query, _sort_keys
+from app.fhir.search.sql import criterion_sql
 from app.fhir.tables import resource
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, false, or_, true, tuple_
 
-from app.fhir.search.criteria import is_local
+from app.fhir.search.sql import is_local
 from app.fhir.tables import search_reference
 
 TABLE = Path(__file__).resolve().parents[2] / "fhir_profiles" / "r4_core" / "compartments.json"

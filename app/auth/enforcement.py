@@ -26,8 +26,8 @@ from app.auth.scopes import EXPLICIT_ONLY_TYPES, ResourceScope
 from app.auth.tokens import TokenService
 from app.errors import FhirError, Forbidden, Unauthorized
 from app.fhir.hooks import Hook, Interaction
-from app.fhir.search.criteria import criterion_sql
 from app.fhir.search.params import SearchParams, parse_criterion
+from app.fhir.search.sql import criterion_sql
 from app.fhir.storage import StoredVersion, UnitOfWork, get_current
 from app.fhir.tables import resource
 from app.fhir.validation import known_resource_types

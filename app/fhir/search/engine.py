@@ -22,14 +22,7 @@ from sqlalchemy import (
 )
 
 from app.errors import InvalidRequest
-from app.fhir.search.criteria import (
-    Plan,
-    is_local,
-    matching_ids,
-    plan,
-    plan_sql,
-    split,
-)
+from app.fhir.search.criteria import Plan, plan, split
 from app.fhir.search.params import (
     WILDCARD,
     WILDCARD_REVINCLUDE_SKIPS,
@@ -38,6 +31,7 @@ from app.fhir.search.params import (
     encode_cursor,
     lookup,
 )
+from app.fhir.search.sql import is_local, matching_ids, plan_sql
 from app.fhir.search.values import MAX_TIME, MIN_TIME
 from app.fhir.storage import (
     CURRENT_COLUMNS,

@@ -1,0 +1,198 @@
+"""Step 2 of a search criterion (criteria.py has step 1 and the plan's grammar): a plan as
+SQLAlchemy over the index tables. A `Value` is bound inline; a `Slot` (where `split` took a
+Value out) is the parameter `:v<n>`, given at execution, so one statement serves every
+search of the same shape (engine.py)."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    false,
+    not_,
+    or_,
+    select,
+    true,
+)
+
+from app.fhir.search.criteria import Owner, Plan, Slot, Value, local_plan, plan
+from app.fhir.search.params import Criterion
+from app.fhir.storage import RowFilter
+from app.fhir.tables import INDEX_TABLES, resource, search_reference
+
+
+def criterion_sql(
+    c: Criterion, owner: Owner, base_url: str, *, top: bool, drive: bool = True
+) -> ColumnElement[bool]:
+    """The criterion as SQL with its values bound inline (for callers building their own
+    statements; the search engine splits the plan and caches the SQL per shape instead)."""
+    return plan_sql(plan(c, base_url), owner, base_url, top=top, drive=drive)
+
+
+def is_local(t: FromClause, base_url: str) -> ColumnElement[bool]:
+    """The reference row points at a resource on this server: a relative reference, or an
+    absolute one under our base. http://elsewhere/fhir/Patient/1 is not our Patient/1 (the
+    indexer parses type and id from any absolute URL; only the url column tells them apart)."""
+    return _cond_sql(local_plan(base_url), lambda name: t.c[name])
+
+
+def plan_sql(
+    node: Plan,
+    owner: Owner,
+    base_url: str,
+    *,
+    top: bool,
+    drive: bool = True,
+    access: RowFilter | None = None,
+) -> ColumnElement[bool]:
+    """`drive`: written as `id IN (SELECT ...)` so the database can start from these index
+    rows; otherwise as a correlated EXISTS, a cheap per-candidate check. The engine lets the
+    most selective-looking criterion drive (SQLite follows the form literally). `access`: the
+    caller's row filter, which the resources a chain or _has tests must pass too."""
+    owner_type, owner_id = owner
+    tag = node[0]
+    if tag in ("true", "false"):
+        return true() if tag == "true" else false()
+    if tag == "id":
+        match_id = owner_id.in_(_bind(node[1], owner_id, expanding=True))
+        return not_(match_id) if node[2] else match_id
+    if tag == "updated":
+        return _updated(node[1], owner, top=top)
+    if tag == "chain":
+        return _chain(node, owner, base_url, access)
+    if tag == "has":
+        return _has(node, owner, base_url, access)
+    assert tag == "index", node
+    _, kind, name, mode, cond = node
+    # No alias: each criterion is its own subquery (aliasing copies every column: ~0.2 ms).
+    table = INDEX_TABLES[kind]
+    owned = _rows_of(table, owner_type, name)
+    if mode == "missing":
+        return not_(exists().where(*owned, table.c.resource_id == owner_id))
+    if mode == "present":
+        return owner_id.in_(select(table.c.resource_id).where(*owned))
+    match = _cond_sql(cond, lambda column: table.c[column])
+    if mode == "not":
+        return not_(exists().where(*owned, table.c.resource_id == owner_id, match))
+    if not drive:
+        return exists().where(*owned, table.c.resource_id == owner_id, match)
+    # `id IN (SELECT resource_id ...)`: PostgreSQL and SQLite can drive the query from the
+    # index rows (with only correlated EXISTS, SQLite scans every resource of the type).
+    return owner_id.in_(select(table.c.resource_id).where(*owned, match))
+
+
+def matching_ids(node: Plan, others: list[Plan], owner_type: str, base_url: str) -> Select[Any]:
+    """The ids matching index criterion `node` and every one of `others` (index criteria
+    too), from index rows alone: `node`'s rows, each checked against `others` by its
+    resource id. The engine pages on this for a reference-driven search (engine.py)."""
+    _, kind, name, _, cond = node
+    rows = INDEX_TABLES[kind].alias()  # so that a check on the same table is a row of its own
+    owner = (owner_type, rows.c.resource_id)
+    checks = [plan_sql(other, owner, base_url, top=False, drive=False) for other in others]
+    match = _cond_sql(cond, lambda column: rows.c[column])
+    return select(rows.c.resource_id).where(*_rows_of(rows, owner_type, name), match, *checks)
+
+
+def _rows_of(table: Any, owner_type: Any, name: str) -> list[ColumnElement[bool]]:
+    """An index table's rows of one search parameter for one resource type."""
+    return [table.c.resource_type == owner_type, table.c.param == name]
+
+
+def _chain(
+    node: Plan, owner: Owner, base_url: str, access: RowFilter | None
+) -> ColumnElement[bool]:
+    _, name, targets = node
+    ref = search_reference.alias()
+    alternatives = [
+        and_(
+            ref.c.target_type == target,
+            plan_sql(inner, (target, ref.c.target_id), base_url, top=False, access=access),
+            *_allowed(access, target, ref.c.target_id),
+        )
+        for target, inner in targets
+    ]
+    return owner[1].in_(
+        select(ref.c.resource_id).where(
+            ref.c.resource_type == owner[0],
+            ref.c.param == name,
+            is_local(ref, base_url),
+            or_(*alternatives),
+        )
+    )
+
+
+def _has(node: Plan, owner: Owner, base_url: str, access: RowFilter | None) -> ColumnElement[bool]:
+    _, source_type, param, inner = node
+    ref = search_reference.alias()
+    return owner[1].in_(
+        select(ref.c.target_id).where(
+            ref.c.resource_type == source_type,
+            ref.c.param == param,
+            ref.c.target_type == owner[0],
+            is_local(ref, base_url),
+            plan_sql(inner, (source_type, ref.c.resource_id), base_url, top=False, access=access),
+            *_allowed(access, source_type, ref.c.resource_id),
+        )
+    )
+
+
+def _allowed(access: RowFilter | None, rtype: str, rid: Any) -> list[ColumnElement[bool]]:
+    """A chained or reverse-chained resource counts only if the caller may search it:
+    otherwise the search would answer questions about data it may not see."""
+    return [] if access is None else [access.criteria_sql(rtype, rid)]
+
+
+def _updated(cond: Plan, owner: Owner, *, top: bool) -> ColumnElement[bool]:
+    if top:
+        column = resource.c.last_updated
+        return _cond_sql(cond, {"low": column, "high": column + 1}.__getitem__)
+    other = resource.alias()
+    columns = {"low": other.c.last_updated, "high": other.c.last_updated + 1}
+    return exists().where(
+        other.c.resource_type == owner[0],
+        other.c.id == owner[1],
+        _cond_sql(cond, columns.__getitem__),
+    )
+
+
+_COMPARE = {"=": operator.eq, "<": operator.lt, "<=": operator.le, ">": operator.gt,
+            ">=": operator.ge}  # fmt: skip
+
+
+def _cond_sql(cond: Plan, column: Callable[[str], ColumnElement[Any]]) -> ColumnElement[bool]:
+    """`column`: the SQL for a column name of the plan (the composite views, lastUpdated)."""
+    tag = cond[0]
+    if tag == "cmp":
+        _, op, name, value = cond
+        compared: ColumnElement[bool] = _COMPARE[op](column(name), _bind(value, column(name)))
+        return compared
+    if tag == "null":
+        return column(cond[1]).is_(None)
+    if tag == "like":
+        return column(cond[1]).like(_bind(cond[2], column(cond[1])), escape="\\")
+    if tag == "in":
+        return column(cond[1]).in_(_bind(cond[2], column(cond[1]), expanding=True))
+    if tag in ("and", "or"):
+        parts = [_cond_sql(c, column) for c in cond[1]]
+        return and_(*parts) if tag == "and" else or_(*parts)
+    if tag == "not":
+        return not_(_cond_sql(cond[1], column))
+    if tag == "view":
+        names = dict(cond[1])
+        return _cond_sql(cond[2], lambda name: column(names.get(name, name)))
+    assert tag in ("true", "false"), cond
+    return true() if tag == "true" else false()
+
+
+def _bind(value: Value | Slot, column: Any, *, expanding: bool = False) -> Any:
+    if isinstance(value, Slot):  # typed like the column, as an inline value would be
+        return bindparam(f"v{value.index}", type_=column.type, expanding=expanding)
+    return list(value.value) if expanding else value.value
