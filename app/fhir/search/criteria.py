@@ -191,7 +191,7 @@ def _token(value: str, modifier: str | None, _base: str) -> Plan:
 def _string(value: str, modifier: str | None, _base: str) -> Plan:
     value = unescape(value)
     if modifier == "exact":
-        return _eq("exact", value)
+        return _eq("exact", values.canonical_text(value))
     normalized = values.normalize(value)
     if modifier == "contains":
         return ("like", "value", Value(f"%{_like_escape(normalized)}%"))
@@ -247,7 +247,10 @@ def _reference(value: str, modifier: str | None, base_url: str) -> Plan:
     if base_url and value.startswith(base_url + "/"):
         value = value[len(base_url) + 1 :]
     if value.startswith(("http:", "https:", "urn:")):
-        return _eq("url", value)
+        if "|" in value:  # a canonical with its version: that version only
+            return _eq("url", value)
+        # Without one: the canonical in any version too (url|version is how one is stored).
+        return _or(_eq("url", value), _prefix_range("url", value + "|"))
     rtype, rid = values.parse_reference(value)
     if rtype:
         return _and(_eq("target_type", rtype), _eq("target_id", rid), local)

@@ -36,6 +36,12 @@ def normalize(text: str) -> str:
     return " ".join(stripped.casefold().split())
 
 
+def canonical_text(text: str) -> str:
+    """The form :exact compares: NFC, so that "é" typed precomposed (U+00E9) and decomposed
+    (e + U+0301) are the same string, as Unicode says they are; case and accents still count."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
 # ------------------------------------------------------------------ string
 
 
@@ -43,7 +49,7 @@ def string_values(nodes: list[Any]) -> Iterator[tuple[str, str]]:
     """(normalized, exact) for strings, and for each part of HumanName / Address."""
     for node in nodes:
         if isinstance(node, str):
-            yield normalize(node), node
+            yield normalize(node), canonical_text(node)
         elif isinstance(node, dict):
             # HumanName has family/given/prefix/suffix, Address none of them (a name with only
             # a prefix, e.g. {"prefix": ["Sister"]}, is still a name).
@@ -51,7 +57,7 @@ def string_values(nodes: list[Any]) -> Iterator[tuple[str, str]]:
             parts = HUMAN_NAME_PARTS if is_name else ADDRESS_PARTS
             for part in parts:
                 for text in _strings(node.get(part)):
-                    yield normalize(text), text
+                    yield normalize(text), canonical_text(text)
 
 
 def _strings(value: Any) -> list[str]:
