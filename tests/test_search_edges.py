@@ -1,5 +1,6 @@
 """Search edge cases of the session-13 second probe: canonically equivalent Unicode in
-:exact, canonical references searched with and without their version.
+:exact, canonical references searched with and without their version, `_elements` and
+included resources, `_query` and `_summary=text` with includes refused.
 
 Scenarios work as in test_search_params.py (``{id:label}``; every query is ANDed with the
 scenario's ``_tag``).
@@ -14,6 +15,7 @@ import pytest
 
 from tests.test_search_params import World, entries, get_bundle, outcome_free, split_query, world_of
 
+STRICT = {"Prefer": "handling=strict"}
 NFC_RENEE = "Ren\u00e9e"  # é precomposed
 NFD_RENEE = "Rene\u0301e"  # e + combining acute accent
 QUESTIONNAIRE = "http://example.org/fhir/Questionnaire/intake"
@@ -37,6 +39,15 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
         "nfc": {"resourceType": "Patient", "name": [{"family": NFC_RENEE}]},
         "nfd": {"resourceType": "Patient", "name": [{"family": NFD_RENEE}]},
         "plain": {"resourceType": "Patient", "name": [{"family": "Renee"}]},
+    },
+    "shaping": {
+        "org": {"resourceType": "Organization", "name": "Edge Clinic", "active": True},
+        "pat": {
+            "resourceType": "Patient",
+            "gender": "female",
+            "name": [{"family": "Edgeworth"}],
+            "managingOrganization": {"reference": "Organization/{id:org}"},
+        },
     },
     "canonical": {
         "v2": answers(f"{QUESTIONNAIRE}|2.0"),
@@ -82,3 +93,44 @@ def test_search_edge_criteria(world: World, scenario: str, query: str, expected:
     labels = loaded.label_of()
     found = sorted(labels[m] for m in entries(bundle, "match"))
     assert found == sorted(expected.split()), query
+
+
+def test_elements_leave_included_resources_whole(world: World) -> None:
+    """R4 search, _elements: "The list of elements does not apply to included resources"."""
+    loaded = world.load("shaping", SCENARIOS)
+    pairs = [("_elements", "gender"), ("_include", "Patient:organization"), loaded.scope]
+    bundle = get_bundle(world.http, "Patient", pairs)
+    (match,) = [e["resource"] for e in bundle["entry"] if e["search"]["mode"] == "match"]
+    (included,) = [e["resource"] for e in bundle["entry"] if e["search"]["mode"] == "include"]
+    assert sorted(match) == ["gender", "id", "meta", "resourceType"]
+    assert (included["name"], included["active"]) == ("Edge Clinic", True)
+    assert "SUBSETTED" not in [t["code"] for t in included["meta"].get("tag", [])]
+    # _summary still applies to every resource of the page
+    summary = get_bundle(world.http, "Patient", [*pairs[1:], ("_summary", "data")])
+    assert all("text" not in e["resource"] for e in summary["entry"])
+
+
+@pytest.mark.parametrize("prefer", [{}, STRICT], ids=["lenient", "strict"])
+def test_named_query_is_refused(world: World, prefer: dict[str, str]) -> None:
+    """R4 search, _query: servers SHALL refuse a search whose _query they do not recognize
+    (this server recognizes none), so it is not merely ignored in lenient handling."""
+    loaded = world.load("shaping", SCENARIOS)
+    pairs = [("_query", "current-problems"), loaded.scope]
+    for path in ("/Patient", ""):
+        response = world.http.get(path, params=[*pairs, ("_type", "Patient")], headers=prefer)
+        assert response.status_code == 400, response.text
+        issue = response.json()["issue"][0]
+        assert (issue["code"], issue["expression"]) == ("not-supported", ["_query"])
+
+
+@pytest.mark.parametrize("include", ["_include", "_revinclude"])
+def test_summary_text_with_includes_is_refused(world: World, include: str) -> None:
+    """R4 search, _summary: "_include and _revinclude cannot be mixed with _summary=text"."""
+    loaded = world.load("shaping", SCENARIOS)
+    value = "Patient:organization" if include == "_include" else "Observation:subject"
+    pairs = [("_summary", "text"), (include, value), loaded.scope]
+    response = world.http.get("/Patient", params=pairs)
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == [include]
+    alone = get_bundle(world.http, "Patient", [("_summary", "text"), loaded.scope])
+    assert len(entries(alone, "match")) == 1

@@ -156,6 +156,8 @@ class SearchParams:
         includes: list[Include] = []
         for key, value in pairs:
             base = key.split(":")[0]
+            if base == "_query":
+                raise _named_query_refused(value)
             if base in ("_include", "_revinclude"):
                 includes.append(_parse_include(key, value))
             elif base in RESULT_PARAMS:
@@ -168,6 +170,10 @@ class SearchParams:
                         raise
                     ignored.append(key)
         sort = _sort_param(rtype, shaping.get("_sort"))
+        if shaping.get("_summary") == "text" and includes:
+            # R4 search 3.1.1.5.8: _include and _revinclude cannot be mixed with _summary=text.
+            key = "_revinclude" if includes[0].reverse else "_include"
+            raise InvalidRequest(f"{key} cannot be combined with _summary=text", expression=key)
         return cls(
             criteria=tuple(criteria),
             count=_int_param(shaping, "_count"),
@@ -203,6 +209,17 @@ class SearchParams:
             name = "_revinclude" if inc.reverse else "_include"
             pairs.append((name + (":iterate" if inc.iterate else ""), inc.value()))
         return pairs
+
+
+def _named_query_refused(name: str) -> InvalidRequest:
+    """R4 search 3.1.1.8: a server SHALL refuse a search whose `_query` it does not know; this
+    server knows none, so it is refused in lenient handling too (ignoring it would run some
+    other search than the one asked for)."""
+    error = InvalidRequest(
+        f"the named query '{name}' (_query) is not supported", expression="_query"
+    )
+    error.issues = [replace(i, code="not-supported") for i in error.issues]
+    return error
 
 
 def lookup(rtype: str, code: str) -> tuple[str, SearchParamDef | None]:
