@@ -134,3 +134,26 @@ def test_summary_text_with_includes_is_refused(world: World, include: str) -> No
     assert response.json()["issue"][0]["expression"] == [include]
     alone = get_bundle(world.http, "Patient", [("_summary", "text"), loaded.scope])
     assert len(entries(alone, "match")) == 1
+
+
+BAD_VALUES = [
+    ("Patient", "birthdate", "2000-13-45", "birthdate"),
+    ("Patient", "birthdate", "ge", "birthdate"),
+    ("Patient", "_lastUpdated", "xx", "_lastUpdated"),
+    ("Observation", "value-quantity", "abc", "value-quantity"),
+    ("Observation", "code-value-quantity", "8480-6", "code-value-quantity"),
+    ("Observation", "subject:Patient.birthdate", "1980-02-30", "subject:Patient.birthdate"),
+    ("Observation", "_sort", "-", "_sort"),
+    ("Observation", "_sort", "date,nosuch", "_sort"),
+]
+
+
+@pytest.mark.parametrize(("path", "key", "value", "expression"), BAD_VALUES)
+def test_a_value_that_cannot_be_searched_is_located(
+    world: World, path: str, key: str, value: str, expression: str
+) -> None:
+    """A 400 for a bad value names the query parameter it came from."""
+    loaded = world.load("shaping", SCENARIOS)
+    response = world.http.get(f"/{path}", params=[(key, value), loaded.scope])
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == [expression]

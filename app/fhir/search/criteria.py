@@ -84,11 +84,22 @@ def split(node: Any, first: int = 0) -> tuple[Any, list[Any]]:
 
 
 def plan(c: Criterion, base_url: str) -> Plan:
+    """The criterion's plan; a value it cannot search by (a date that is no date, ...) is a
+    400 located in the query parameter as written (`subject.birthdate`, `date`)."""
+    try:
+        return _plan(c, base_url)
+    except InvalidRequest as error:
+        if any(issue.expression for issue in error.issues):
+            raise
+        raise InvalidRequest(error.message, expression=c.key()) from error
+
+
+def _plan(c: Criterion, base_url: str) -> Plan:
     if c.has_type:
         assert c.chain is not None
-        return ("has", c.has_type, c.has_param, plan(c.chain, base_url))
+        return ("has", c.has_type, c.has_param, _plan(c.chain, base_url))
     if c.chain is not None:
-        return ("chain", c.name, tuple((t, plan(inner, base_url)) for t, inner in c.targets))
+        return ("chain", c.name, tuple((t, _plan(inner, base_url)) for t, inner in c.targets))
     if c.name in RESOURCE_COLUMNS and c.modifier == "missing":
         return FALSE if c.values == ("true",) else TRUE  # every resource has both
     if c.name == "_id":

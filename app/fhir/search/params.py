@@ -431,7 +431,12 @@ def _sort_param(rtype: str, value: str | None) -> tuple[str, ...]:
         return ()
     keys = tuple(k.strip() for k in value.split(",") if k.strip())
     for key in keys:
-        kind, _ = lookup(rtype, key.lstrip("-"))
+        try:
+            kind, _ = lookup(rtype, key.lstrip("-"))
+        except UnsupportedParameter as error:  # located in _sort, where the key was written
+            raise InvalidRequest(
+                f"cannot sort by '{key}': {error.message}", expression="_sort"
+            ) from error
         if kind.startswith("composite"):
             raise InvalidRequest(f"cannot sort by '{key}'", expression="_sort")
     return keys
