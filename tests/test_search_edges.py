@@ -18,6 +18,7 @@ from tests.test_search_params import World, entries, get_bundle, outcome_free, s
 STRICT = {"Prefer": "handling=strict"}
 NFC_RENEE = "Ren\u00e9e"  # é precomposed
 NFD_RENEE = "Rene\u0301e"  # e + combining acute accent
+GENDER = "http://hl7.org/fhir/administrative-gender"
 QUESTIONNAIRE = "http://example.org/fhir/Questionnaire/intake"
 
 
@@ -49,6 +50,11 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
             "managingOrganization": {"reference": "Organization/{id:org}"},
         },
     },
+    "codes": {
+        "male": {"resourceType": "Patient", "gender": "male"},
+        "female": {"resourceType": "Patient", "gender": "female"},
+        "none": {"resourceType": "Patient"},
+    },
     "canonical": {
         "v2": answers(f"{QUESTIONNAIRE}|2.0"),
         "v3": answers(f"{QUESTIONNAIRE}|3.0"),
@@ -64,6 +70,15 @@ CASES: dict[str, list[tuple[str, str]]] = {
         (f"Patient?family:exact={NFD_RENEE}", "nfc nfd"),
         ("Patient?family:exact=Renee", "plain"),  # accents still count
         (f"Patient?family={NFD_RENEE}", "nfc nfd plain"),
+    ],
+    "codes": [
+        # a code element's system is the one its value set implies (R4 search, token)
+        (f"Patient?gender={GENDER}|male", "male"),
+        (f"Patient?gender={GENDER}|male,{GENDER}|female", "male female"),
+        (f"Patient?gender:not={GENDER}|male", "female none"),
+        ("Patient?gender=http://example.org/other|male", ""),
+        ("Patient?gender=|male", "male"),
+        ("Patient?gender=male", "male"),
     ],
     "canonical": [
         # without a version: the canonical in any version (and unversioned)

@@ -117,7 +117,13 @@ def _plan(c: Criterion, base_url: str) -> Plan:
 def _value_plan(c: Criterion, value: str, base_url: str) -> Plan:
     if c.kind.startswith("composite:"):
         return _composite(value, c.kind.split(":")[1], base_url)
-    return _BUILDERS[c.kind](value, c.modifier, base_url)
+    found = _BUILDERS[c.kind](value, c.modifier, base_url)
+    if c.implied_system and c.modifier in (None, "not"):
+        parts = split_token(value)
+        if len(parts) == 2 and parts[0] == c.implied_system and parts[1]:
+            # a code element's rows hold no system: the one its value set implies
+            return _or(found, _and(("null", "system"), _eq("code", parts[1])))
+    return found
 
 
 def _eq(column: str, value: Any) -> Plan:

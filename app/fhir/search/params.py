@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode
 from app.errors import InvalidRequest
 from app.fhir import bindings
 from app.fhir.search.definitions import SearchParamDef, params_for
+from app.fhir.search.implied import implied_system
 from app.fhir.search.indexer import composite_kinds, indexed_param
 
 RESULT_PARAMS = {
@@ -83,6 +84,7 @@ class Criterion:
     named_type: str | None = None  # the type named in subject:Patient.x, if one is
     has_type: str | None = None  # _has: the referring type ...
     has_param: str | None = None  # ... and its reference parameter pointing at us
+    implied_system: str | None = None  # a token on a code element: its value set's system
 
     def key(self) -> str:
         """The query-string key this criterion came from, as written (paging links repeat
@@ -253,7 +255,8 @@ def parse_criterion(rtype: str, key: str, value: str) -> Criterion:
     values = tuple(_split_values(value))
     if not values:
         raise InvalidRequest(f"search parameter '{key}' has no value", expression=key)
-    return Criterion(name, kind, modifier or None, values)
+    implied = implied_system(rtype, name) if kind == "token" else None
+    return Criterion(name, kind, modifier or None, values, implied_system=implied)
 
 
 def _check_modifier(
