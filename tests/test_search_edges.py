@@ -8,6 +8,8 @@ scenario's ``_tag``).
 
 from __future__ import annotations
 
+import random
+import string
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +37,12 @@ def answers(questionnaire: str) -> dict[str, Any]:
     }
 
 
+# Longer than a PostgreSQL btree index entry holds (2,704 bytes), and incompressible.
+_LONG = random.Random(13)
+LONG_NAME = "".join(_LONG.choice(string.ascii_letters) for _ in range(6000))
+LONG_VALUE = "".join(_LONG.choice(string.ascii_letters + "é€") for _ in range(3000))
+LONG_URL = "http://example.org/fhir/ValueSet/" + "".join(_LONG.choices("abcdefgh", k=4000))
+
 SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
     "unicode": {
         "nfc": {"resourceType": "Patient", "name": [{"family": NFC_RENEE}]},
@@ -54,6 +62,15 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
         "male": {"resourceType": "Patient", "gender": "male"},
         "female": {"resourceType": "Patient", "gender": "female"},
         "none": {"resourceType": "Patient"},
+    },
+    "long": {
+        "person": {
+            "resourceType": "Patient",
+            "name": [{"family": LONG_NAME}],
+            "identifier": [{"system": "http://example.org/long", "value": LONG_VALUE}],
+        },
+        "other": {"resourceType": "Patient", "name": [{"family": LONG_NAME[:100]}]},
+        "valueset": {"resourceType": "ValueSet", "status": "draft", "url": LONG_URL},
     },
     "canonical": {
         "v2": answers(f"{QUESTIONNAIRE}|2.0"),
@@ -80,6 +97,16 @@ CASES: dict[str, list[tuple[str, str]]] = {
         ("Patient?gender=|male", "male"),
         ("Patient?gender=male", "male"),
     ],
+    "long": [
+        # values longer than an index entry are stored and found (compared on their start)
+        (f"Patient?family:exact={LONG_NAME}", "person"),
+        (f"Patient?family={LONG_NAME}", "person"),
+        (f"Patient?family={LONG_NAME[:2500]}", "person"),
+        (f"Patient?family={LONG_NAME[:100]}", "person other"),
+        (f"Patient?identifier=http://example.org/long|{LONG_VALUE}", "person"),
+        (f"Patient?identifier={LONG_VALUE}", "person"),
+        (f"ValueSet?url={LONG_URL}", "valueset"),
+    ],
     "canonical": [
         # without a version: the canonical in any version (and unversioned)
         (f"QuestionnaireResponse?questionnaire={QUESTIONNAIRE}", "v2 v3 bare"),
@@ -93,7 +120,7 @@ CASES: dict[str, list[tuple[str, str]]] = {
 
 def _case_params() -> list[Any]:
     return [
-        pytest.param(scenario, query, expected, id=f"{scenario}:{query}")
+        pytest.param(scenario, query, expected, id=f"{scenario}:{query[:80]}")
         for scenario, cases in CASES.items()
         for query, expected in cases
     ]

@@ -122,7 +122,7 @@ def _value_plan(c: Criterion, value: str, base_url: str) -> Plan:
         parts = split_token(value)
         if len(parts) == 2 and parts[0] == c.implied_system and parts[1]:
             # a code element's rows hold no system: the one its value set implies
-            return _or(found, _and(("null", "system"), _eq("code", parts[1])))
+            return _or(found, _and(("null", "system"), _eq("code", _as_indexed(parts[1]))))
     return found
 
 
@@ -192,14 +192,20 @@ def _token(value: str, modifier: str | None, _base: str) -> Plan:
     if modifier == "of-type":
         if len(parts) != 3:
             raise InvalidRequest(f":of-type needs system|code|value, got '{value}'")
-        return _and(_eq("type_system", parts[0]), _eq("type_code", parts[1]), _eq("code", parts[2]))
+        type_match = _and(_eq("type_system", parts[0]), _eq("type_code", parts[1]))
+        return _and(type_match, _eq("code", _as_indexed(parts[2])))
     if len(parts) == 1:
-        return _eq("code", parts[0])
-    system, code = parts[0], "|".join(parts[1:])
+        return _eq("code", _as_indexed(parts[0]))
+    system, code = _as_indexed(parts[0]), _as_indexed("|".join(parts[1:]))
     conditions = [("null", "system") if system == "" else _eq("system", system)]
     if code:
         conditions.append(_eq("code", code))
     return _and(*conditions)
+
+
+def _as_indexed(code: str) -> str:
+    """A token system or code cut as the index cuts it (values.capped)."""
+    return values.capped(code, values.CODE_BYTES)
 
 
 # ------------------------------------------------------------------ string, uri
@@ -209,14 +215,14 @@ def _string(value: str, modifier: str | None, _base: str) -> Plan:
     value = unescape(value)
     if modifier == "exact":
         return _eq("exact", values.canonical_text(value))
-    normalized = values.normalize(value)
+    normalized = values.capped(values.normalize(value))  # as indexed
     if modifier == "contains":
         return ("like", "value", Value(f"%{_like_escape(normalized)}%"))
     return _prefix_range("value", normalized)
 
 
 def _uri(value: str, modifier: str | None, _base: str) -> Plan:
-    value = unescape(value)
+    value = values.capped(unescape(value))  # as indexed
     if modifier == "below":  # the searched uri or anything under it, by path segment
         return _or(_eq("value", value), _prefix_range("value", value.rstrip("/") + "/"))
     if modifier == "above":  # the searched uri or one of its path ancestors
@@ -357,7 +363,7 @@ def _quantity(value: str, modifier: str | None, _base: str) -> Plan:
             # With a system, the coded unit (a uncoded one only as a fallback); without one,
             # "number||code" matches either the code or the human unit (Quantity.unit).
             unit = _and(("null", "code"), _eq("unit", code)) if system else _eq("unit", code)
-            conditions.append(_or(_eq("code", code), unit))
+            conditions.append(_or(_eq("code", _as_indexed(code)), unit))
     return _and(*conditions)
 
 
