@@ -8,6 +8,8 @@ scenario's ``_tag``).
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 import string
 from collections.abc import Iterator
@@ -15,7 +17,15 @@ from typing import Any
 
 import pytest
 
-from tests.test_search_params import World, entries, get_bundle, outcome_free, split_query, world_of
+from tests.test_search_params import (
+    World,
+    entries,
+    get_bundle,
+    outcome_free,
+    split_query,
+    walk,
+    world_of,
+)
 
 STRICT = {"Prefer": "handling=strict"}
 NFC_RENEE = "Ren\u00e9e"  # é precomposed
@@ -199,3 +209,42 @@ def test_a_value_that_cannot_be_searched_is_located(
     response = world.http.get(f"/{path}", params=[(key, value), loaded.scope])
     assert response.status_code == 400, response.text
     assert response.json()["issue"][0]["expression"] == [expression]
+
+
+def _cursor(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+FORGED_CURSORS = [
+    ({}, {"dir": "next", "at": [1]}),  # the id is text
+    ({}, {"dir": "next", "at": [None]}),
+    ({}, {"dir": "next", "at": [{"a": 1}]}),
+    ({}, {"dir": "sideways", "at": ["a"]}),
+    ({"_sort": "birthdate"}, {"dir": "next", "at": ["x", "a"]}),  # a date is an integer
+    ({"_sort": "birthdate"}, {"dir": "next", "at": [True, "a"]}),
+    ({"_sort": "-_lastUpdated"}, {"dir": "prev", "at": ["zz", "a"]}),
+    ({"_sort": "family"}, {"dir": "next", "at": [5, "a"]}),
+    ({"_sort": "family"}, {"dir": "next", "at": ["a"]}),  # one key short
+]
+
+
+@pytest.mark.parametrize(("sort", "forged"), FORGED_CURSORS)
+def test_a_forged_cursor_is_refused(
+    world: World, sort: dict[str, str], forged: dict[str, Any]
+) -> None:
+    """_page is the client's to send back: one that no search wrote is a 400, not a 500."""
+    loaded = world.load("shaping", SCENARIOS)
+    pairs = [*sort.items(), loaded.scope, ("_page", _cursor(forged))]
+    response = world.http.get("/Patient", params=pairs)
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == ["_page"]
+
+
+def test_a_token_sorted_search_pages_through_its_cursors(world: World) -> None:
+    """The cursors this server writes still read back (the missing value's sentinel too)."""
+    loaded = world.load("codes", SCENARIOS)
+    pairs = [("_sort", "-gender"), ("_count", "1"), loaded.scope]
+    pages = walk(world.http, "Patient", pairs)
+    assert [labels for page in pages for labels in entries(page, "match")] == [
+        loaded.ids[label] for label in ("male", "female", "none")
+    ]
