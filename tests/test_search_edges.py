@@ -82,6 +82,22 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
         "other": {"resourceType": "Patient", "name": [{"family": LONG_NAME[:100]}]},
         "valueset": {"resourceType": "ValueSet", "status": "draft", "url": LONG_URL},
     },
+    "by-url": {  # a url of this scenario's own, so no other resource names it
+        "q2": {
+            "resourceType": "Questionnaire",
+            "status": "active",
+            "url": "http://example.org/fhir/Questionnaire/by-url-{id:q2}",
+            "version": "2.0",
+        },
+        "q3": {
+            "resourceType": "Questionnaire",
+            "status": "active",
+            "url": "http://example.org/fhir/Questionnaire/by-url-{id:q2}",
+            "version": "3.0",
+        },
+        "r2": answers("http://example.org/fhir/Questionnaire/by-url-{id:q2}|2.0"),
+        "rbare": answers("http://example.org/fhir/Questionnaire/by-url-{id:q2}"),
+    },
     "canonical": {
         "v2": answers(f"{QUESTIONNAIRE}|2.0"),
         "v3": answers(f"{QUESTIONNAIRE}|3.0"),
@@ -248,3 +264,25 @@ def test_a_token_sorted_search_pages_through_its_cursors(world: World) -> None:
     assert [labels for page in pages for labels in entries(page, "match")] == [
         loaded.ids[label] for label in ("male", "female", "none")
     ]
+
+
+CANONICAL_INCLUDES = [
+    # a versioned canonical: that version; an unversioned one: every version
+    ("QuestionnaireResponse?_id={id:r2}&_include=QuestionnaireResponse:questionnaire", "q2"),
+    ("QuestionnaireResponse?_id={id:rbare}&_include=QuestionnaireResponse:questionnaire", "q2 q3"),
+    ("QuestionnaireResponse?_id={id:rbare}&_include=*", "q2 q3"),
+    ("Questionnaire?_id={id:q2}&_revinclude=QuestionnaireResponse:questionnaire", "r2 rbare"),
+    ("Questionnaire?_id={id:q3}&_revinclude=QuestionnaireResponse:questionnaire", "rbare"),
+    ("Questionnaire?_id={id:q3}&_revinclude=*", "rbare"),
+]
+
+
+@pytest.mark.parametrize(("query", "included"), CANONICAL_INCLUDES)
+def test_includes_follow_canonical_references(world: World, query: str, included: str) -> None:
+    """A canonical names a resource by url (and version), not by an address of ours."""
+    loaded = world.load("by-url", SCENARIOS)
+    path, pairs = split_query(loaded.render(query))
+    bundle = get_bundle(world.http, path, pairs)
+    labels = loaded.label_of()
+    found = sorted(labels.get(key, str(key)) for key in entries(bundle, "include"))
+    assert found == sorted(included.split()), query

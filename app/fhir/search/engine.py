@@ -21,7 +21,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from app.fhir.search import cursor
+from app.fhir.search import canonical, cursor
 from app.fhir.search.criteria import Plan, plan, split
 from app.fhir.search.params import (
     WILDCARD,
@@ -405,12 +405,17 @@ def _include_round(
             for target_type, ids in targets:
                 query = _revinclude_query(inc.source_type, inc.param, target_type, base_url)
                 wanted.update(tuple(row) for row in uow.conn.execute(query, {"ids": ids}))
+                wanted |= canonical.referring(uow, inc.source_type, inc.param, target_type, ids)
             continue
         sources = by_type if inc.source_type == WILDCARD else [inc.source_type]
         for source_type in [t for t in sources if t in by_type]:
             query = _include_query(source_type, inc.param, inc.target_type, base_url)
             found = uow.conn.execute(query, {"ids": by_type[source_type]})
             wanted.update((t, i) for t, i in found if t)
+            types = inc.returned_types()
+            wanted.update(
+                canonical.referred(uow, source_type, inc.param, by_type[source_type], types)
+            )
     return _fetch(uow, sorted(wanted - seen))
 
 
