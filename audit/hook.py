@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Engine
 
+from app.auth.reach import reached
 from app.context import RequestContext
 from app.errors import MethodNotAllowed
 from app.fhir import jsonio
@@ -127,8 +128,10 @@ class AuditCatchUpHook(Hook):
         self.engine = engine
 
     def authorize(self, uow: UnitOfWork, interaction: Interaction) -> None:
-        reads_trail = interaction.resource_type == "AuditEvent" or (
-            interaction.resource_type is None and interaction.name in LISTINGS
+        reads_trail = (
+            interaction.resource_type == "AuditEvent"
+            or (interaction.resource_type is None and interaction.name in LISTINGS)
+            or _search_reaches_trail(interaction)
         )
         if not reads_trail or interaction.name in WRITES:
             return
@@ -136,6 +139,13 @@ class AuditCatchUpHook(Hook):
             indexing.catch_up(uow)
         else:
             indexing.catch_up_now(self.engine)
+
+
+def _search_reaches_trail(interaction: Interaction) -> bool:
+    """A search of another type that returns or tests AuditEvents, through an include
+    (`Patient?_revinclude=AuditEvent:entity`), a chain or a `_has`: it reads the trail too."""
+    search = interaction.search
+    return search is not None and any("AuditEvent" in r.types for r in reached(search))
 
 
 def _sign_in_page(ctx: RequestContext, actor: Actor) -> tuple[Actor, str]:

@@ -119,6 +119,20 @@ def test_searching_the_trail_sees_every_record_committed_before_it(service: Fhir
     assert indexing.backlog(service.engine) == 1  # caught up; only the search's own record
 
 
+def test_a_revinclude_of_the_trail_sees_every_record_committed_before_it(
+    service: FhirService,
+) -> None:
+    """Another type's search that returns AuditEvents (_revinclude) catches up first too."""
+    pid = create_patient(service)
+    for _ in range(3):
+        read_patient(service, pid)
+    query = f"_id={pid}&_revinclude=AuditEvent:entity"
+    with service.unit_of_work(system(), write=False) as uow:
+        found = service.search(uow, "Patient", SearchParams.parse_query(query, "Patient"))
+    assert [v.id for v in found.versions] == [pid]
+    assert sum(v.resource_type == "AuditEvent" for v in found.included) == 4
+
+
 def test_a_background_round_told_to_stop_ends_after_its_current_batch(
     service: FhirService, monkeypatch: pytest.MonkeyPatch
 ) -> None:

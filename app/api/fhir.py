@@ -208,8 +208,10 @@ def _apply_shaping(body: Any, request: FhirRequest) -> Any:
     ):
         for entry in body.get("entry", []):
             resource = entry.get("resource")
-            if isinstance(resource, RawJson):
-                entry["resource"] = shaping.shape(resource.parse(), summary, elements)
+            # R4 search 3.1.1.5.9: "The list of elements does not apply to included resources."
+            chosen = () if entry.get("search", {}).get("mode") == "include" else elements
+            if isinstance(resource, RawJson) and (chosen or summary not in (None, "false")):
+                entry["resource"] = shaping.shape(resource.parse(), summary, chosen)
     return body
 
 

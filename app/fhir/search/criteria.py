@@ -84,11 +84,22 @@ def split(node: Any, first: int = 0) -> tuple[Any, list[Any]]:
 
 
 def plan(c: Criterion, base_url: str) -> Plan:
+    """The criterion's plan; a value it cannot search by (a date that is no date, ...) is a
+    400 located in the query parameter as written (`subject.birthdate`, `date`)."""
+    try:
+        return _plan(c, base_url)
+    except InvalidRequest as error:
+        if any(issue.expression for issue in error.issues):
+            raise
+        raise InvalidRequest(error.message, expression=c.key()) from error
+
+
+def _plan(c: Criterion, base_url: str) -> Plan:
     if c.has_type:
         assert c.chain is not None
-        return ("has", c.has_type, c.has_param, plan(c.chain, base_url))
+        return ("has", c.has_type, c.has_param, _plan(c.chain, base_url))
     if c.chain is not None:
-        return ("chain", c.name, tuple((t, plan(inner, base_url)) for t, inner in c.targets))
+        return ("chain", c.name, tuple((t, _plan(inner, base_url)) for t, inner in c.targets))
     if c.name in RESOURCE_COLUMNS and c.modifier == "missing":
         return FALSE if c.values == ("true",) else TRUE  # every resource has both
     if c.name == "_id":
@@ -106,7 +117,13 @@ def plan(c: Criterion, base_url: str) -> Plan:
 def _value_plan(c: Criterion, value: str, base_url: str) -> Plan:
     if c.kind.startswith("composite:"):
         return _composite(value, c.kind.split(":")[1], base_url)
-    return _BUILDERS[c.kind](value, c.modifier, base_url)
+    found = _BUILDERS[c.kind](value, c.modifier, base_url)
+    if c.implied_system and c.modifier in (None, "not"):
+        parts = split_token(value)
+        if len(parts) == 2 and parts[0] == c.implied_system and parts[1]:
+            # a code element's rows hold no system: the one its value set implies
+            return _or(found, _and(("null", "system"), _eq("code", _as_indexed(parts[1]))))
+    return found
 
 
 def _eq(column: str, value: Any) -> Plan:
@@ -175,14 +192,20 @@ def _token(value: str, modifier: str | None, _base: str) -> Plan:
     if modifier == "of-type":
         if len(parts) != 3:
             raise InvalidRequest(f":of-type needs system|code|value, got '{value}'")
-        return _and(_eq("type_system", parts[0]), _eq("type_code", parts[1]), _eq("code", parts[2]))
+        type_match = _and(_eq("type_system", parts[0]), _eq("type_code", parts[1]))
+        return _and(type_match, _eq("code", _as_indexed(parts[2])))
     if len(parts) == 1:
-        return _eq("code", parts[0])
-    system, code = parts[0], "|".join(parts[1:])
+        return _eq("code", _as_indexed(parts[0]))
+    system, code = _as_indexed(parts[0]), _as_indexed("|".join(parts[1:]))
     conditions = [("null", "system") if system == "" else _eq("system", system)]
     if code:
         conditions.append(_eq("code", code))
     return _and(*conditions)
+
+
+def _as_indexed(code: str) -> str:
+    """A token system or code cut as the index cuts it (values.capped)."""
+    return values.capped(code, values.CODE_BYTES)
 
 
 # ------------------------------------------------------------------ string, uri
@@ -191,15 +214,15 @@ def _token(value: str, modifier: str | None, _base: str) -> Plan:
 def _string(value: str, modifier: str | None, _base: str) -> Plan:
     value = unescape(value)
     if modifier == "exact":
-        return _eq("exact", value)
-    normalized = values.normalize(value)
+        return _eq("exact", values.canonical_text(value))
+    normalized = values.capped(values.normalize(value))  # as indexed
     if modifier == "contains":
         return ("like", "value", Value(f"%{_like_escape(normalized)}%"))
     return _prefix_range("value", normalized)
 
 
 def _uri(value: str, modifier: str | None, _base: str) -> Plan:
-    value = unescape(value)
+    value = values.capped(unescape(value))  # as indexed
     if modifier == "below":  # the searched uri or anything under it, by path segment
         return _or(_eq("value", value), _prefix_range("value", value.rstrip("/") + "/"))
     if modifier == "above":  # the searched uri or one of its path ancestors
@@ -247,7 +270,10 @@ def _reference(value: str, modifier: str | None, base_url: str) -> Plan:
     if base_url and value.startswith(base_url + "/"):
         value = value[len(base_url) + 1 :]
     if value.startswith(("http:", "https:", "urn:")):
-        return _eq("url", value)
+        if "|" in value:  # a canonical with its version: that version only
+            return _eq("url", value)
+        # Without one: the canonical in any version too (url|version is how one is stored).
+        return _or(_eq("url", value), _prefix_range("url", value + "|"))
     rtype, rid = values.parse_reference(value)
     if rtype:
         return _and(_eq("target_type", rtype), _eq("target_id", rid), local)
@@ -337,7 +363,7 @@ def _quantity(value: str, modifier: str | None, _base: str) -> Plan:
             # With a system, the coded unit (a uncoded one only as a fallback); without one,
             # "number||code" matches either the code or the human unit (Quantity.unit).
             unit = _and(("null", "code"), _eq("unit", code)) if system else _eq("unit", code)
-            conditions.append(_or(_eq("code", code), unit))
+            conditions.append(_or(_eq("code", _as_indexed(code)), unit))
     return _and(*conditions)
 
 

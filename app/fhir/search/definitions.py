@@ -54,12 +54,12 @@ class SearchParamDef:
 
 @functools.cache
 def _table() -> dict[str, Any]:
-    path = _data_file()
+    path = data_file()
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
 
 
-def _data_file(folder: str = "r4_core", name: str = TABLE_FILE) -> Path:
+def data_file(folder: str = "r4_core", name: str = TABLE_FILE) -> Path:
     for entry in fhir_profiles.__path__:  # a package or a namespace package
         candidate = Path(entry) / folder / name
         if candidate.is_file():
@@ -72,7 +72,7 @@ def _data_file(folder: str = "r4_core", name: str = TABLE_FILE) -> Path:
 
 @functools.cache
 def _narrowed() -> dict[str, frozenset[str]]:
-    data = json.loads(_data_file("medisentinel", NARROWED_FILE).read_text(encoding="utf-8"))
+    data = json.loads(data_file("medisentinel", NARROWED_FILE).read_text(encoding="utf-8"))
     return {rtype: frozenset(v["parameters"]) for rtype, v in data.items() if rtype[0] != "_"}
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from app.errors import InvalidRequest
+from app.fhir.search import canonical, cursor
 from app.fhir.search.criteria import Plan, plan, split
 from app.fhir.search.params import (
     WILDCARD,
@@ -74,10 +74,7 @@ def search(
     form, values = split(_criteria_plans(params, base_url))
     bound = {f"v{i}": value for i, value in enumerate(values)}
     if params.page:
-        position = params.page.get("at")
-        if not isinstance(position, list) or len(position) != len(params.sort) + 1:
-            raise InvalidRequest("_page does not belong to this search", expression="_page")
-        bound.update({f"at{i}": _from_json(v) for i, v in enumerate(position)})
+        bound.update(cursor.position(params, rtypes[0]))
     shape = Shape(
         tuple(rtypes), base_url, form, params.sort, count,
         page="prev" if backwards else "next" if params.page else None,
@@ -357,21 +354,13 @@ def _cursors(
         return None, None
 
     def at(row: Any) -> list[Any]:
-        return [_to_json(getattr(row, f"sort_{i}")) for i in range(width)]
+        return [cursor.to_json(getattr(row, f"sort_{i}")) for i in range(width)]
 
     has_next = more if not backwards else True
     has_previous = (params.page is not None) if not backwards else more
     next_page = encode_cursor({"dir": "next", "at": at(rows[-1])}) if has_next else None
     previous_page = encode_cursor({"dir": "prev", "at": at(rows[0])}) if has_previous else None
     return next_page, previous_page
-
-
-def _to_json(value: Any) -> Any:
-    return {"decimal": str(value)} if isinstance(value, Decimal) else value
-
-
-def _from_json(value: Any) -> Any:
-    return Decimal(value["decimal"]) if isinstance(value, dict) and "decimal" in value else value
 
 
 # ------------------------------------------------------------------ includes
@@ -416,12 +405,17 @@ def _include_round(
             for target_type, ids in targets:
                 query = _revinclude_query(inc.source_type, inc.param, target_type, base_url)
                 wanted.update(tuple(row) for row in uow.conn.execute(query, {"ids": ids}))
+                wanted |= canonical.referring(uow, inc.source_type, inc.param, target_type, ids)
             continue
         sources = by_type if inc.source_type == WILDCARD else [inc.source_type]
         for source_type in [t for t in sources if t in by_type]:
             query = _include_query(source_type, inc.param, inc.target_type, base_url)
             found = uow.conn.execute(query, {"ids": by_type[source_type]})
             wanted.update((t, i) for t, i in found if t)
+            types = inc.returned_types()
+            wanted.update(
+                canonical.referred(uow, source_type, inc.param, by_type[source_type], types)
+            )
     return _fetch(uow, sorted(wanted - seen))
 
 

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode
 from app.errors import InvalidRequest
 from app.fhir import bindings
 from app.fhir.search.definitions import SearchParamDef, params_for
+from app.fhir.search.implied import implied_system
 from app.fhir.search.indexer import composite_kinds, indexed_param
 
 RESULT_PARAMS = {
@@ -83,6 +84,7 @@ class Criterion:
     named_type: str | None = None  # the type named in subject:Patient.x, if one is
     has_type: str | None = None  # _has: the referring type ...
     has_param: str | None = None  # ... and its reference parameter pointing at us
+    implied_system: str | None = None  # a token on a code element: its value set's system
 
     def key(self) -> str:
         """The query-string key this criterion came from, as written (paging links repeat
@@ -156,6 +158,8 @@ class SearchParams:
         includes: list[Include] = []
         for key, value in pairs:
             base = key.split(":")[0]
+            if base == "_query":
+                raise _named_query_refused(value)
             if base in ("_include", "_revinclude"):
                 includes.append(_parse_include(key, value))
             elif base in RESULT_PARAMS:
@@ -168,6 +172,10 @@ class SearchParams:
                         raise
                     ignored.append(key)
         sort = _sort_param(rtype, shaping.get("_sort"))
+        if shaping.get("_summary") == "text" and includes:
+            # R4 search 3.1.1.5.8: _include and _revinclude cannot be mixed with _summary=text.
+            key = "_revinclude" if includes[0].reverse else "_include"
+            raise InvalidRequest(f"{key} cannot be combined with _summary=text", expression=key)
         return cls(
             criteria=tuple(criteria),
             count=_int_param(shaping, "_count"),
@@ -205,6 +213,17 @@ class SearchParams:
         return pairs
 
 
+def _named_query_refused(name: str) -> InvalidRequest:
+    """R4 search 3.1.1.8: a server SHALL refuse a search whose `_query` it does not know; this
+    server knows none, so it is refused in lenient handling too (ignoring it would run some
+    other search than the one asked for)."""
+    error = InvalidRequest(
+        f"the named query '{name}' (_query) is not supported", expression="_query"
+    )
+    error.issues = [replace(i, code="not-supported") for i in error.issues]
+    return error
+
+
 def lookup(rtype: str, code: str) -> tuple[str, SearchParamDef | None]:
     """(kind, definition) of a parameter of rtype, or raise UnsupportedParameter."""
     if code in RESOURCE_COLUMNS:
@@ -236,7 +255,8 @@ def parse_criterion(rtype: str, key: str, value: str) -> Criterion:
     values = tuple(_split_values(value))
     if not values:
         raise InvalidRequest(f"search parameter '{key}' has no value", expression=key)
-    return Criterion(name, kind, modifier or None, values)
+    implied = implied_system(rtype, name) if kind == "token" else None
+    return Criterion(name, kind, modifier or None, values, implied_system=implied)
 
 
 def _check_modifier(
@@ -414,7 +434,12 @@ def _sort_param(rtype: str, value: str | None) -> tuple[str, ...]:
         return ()
     keys = tuple(k.strip() for k in value.split(",") if k.strip())
     for key in keys:
-        kind, _ = lookup(rtype, key.lstrip("-"))
+        try:
+            kind, _ = lookup(rtype, key.lstrip("-"))
+        except UnsupportedParameter as error:  # located in _sort, where the key was written
+            raise InvalidRequest(
+                f"cannot sort by '{key}': {error.message}", expression="_sort"
+            ) from error
         if kind.startswith("composite"):
             raise InvalidRequest(f"cannot sort by '{key}'", expression="_sort")
     return keys

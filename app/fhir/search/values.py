@@ -36,6 +36,33 @@ def normalize(text: str) -> str:
     return " ".join(stripped.casefold().split())
 
 
+def canonical_text(text: str) -> str:
+    """The form :exact compares: NFC, so that "é" typed precomposed (U+00E9) and decomposed
+    (e + U+0301) are the same string, as Unicode says they are; case and accents still count."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
+# A btree index entry on PostgreSQL holds at most 2,704 bytes: a longer indexed value made
+# the write fail. Indexed text is therefore kept to its first INDEXED_BYTES bytes of UTF-8
+# (token system and code share one index entry, so half each), and searched values are cut
+# the same way (criteria.py): values longer than that compare on that much of their start.
+INDEXED_BYTES = 2000
+
+
+def capped(text: str, limit: int = INDEXED_BYTES) -> str:
+    """text cut to at most limit bytes of UTF-8, at a character boundary."""
+    if len(text) * 4 <= limit:  # the common case: no character takes more than 4 bytes
+        return text
+    return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
+
+
+CODE_BYTES = INDEXED_BYTES // 2  # a token's system and code share an index entry
+
+
+def capped_code(text: str | None) -> str | None:
+    return None if text is None else capped(text, CODE_BYTES)
+
+
 # ------------------------------------------------------------------ string
 
 
@@ -43,7 +70,7 @@ def string_values(nodes: list[Any]) -> Iterator[tuple[str, str]]:
     """(normalized, exact) for strings, and for each part of HumanName / Address."""
     for node in nodes:
         if isinstance(node, str):
-            yield normalize(node), node
+            yield capped(normalize(node)), canonical_text(node)
         elif isinstance(node, dict):
             # HumanName has family/given/prefix/suffix, Address none of them (a name with only
             # a prefix, e.g. {"prefix": ["Sister"]}, is still a name).
@@ -51,7 +78,7 @@ def string_values(nodes: list[Any]) -> Iterator[tuple[str, str]]:
             parts = HUMAN_NAME_PARTS if is_name else ADDRESS_PARTS
             for part in parts:
                 for text in _strings(node.get(part)):
-                    yield normalize(text), text
+                    yield capped(normalize(text)), canonical_text(text)
 
 
 def _strings(value: Any) -> list[str]:
@@ -69,6 +96,11 @@ Token = tuple[str | None, str | None, str | None, str | None, str | None]
 
 
 def token_values(nodes: list[Any]) -> Iterator[Token]:
+    for system, code, display, type_system, type_code in _tokens(nodes):
+        yield capped_code(system), capped_code(code), display, type_system, type_code
+
+
+def _tokens(nodes: list[Any]) -> Iterator[Token]:
     for node in nodes:
         if isinstance(node, bool):
             yield None, "true" if node else "false", None, None, None
@@ -252,13 +284,14 @@ def quantity_values(nodes: list[Any]) -> Iterator[Qty]:
         value = node.get("value")
         if isinstance(value, int | Decimal) and not isinstance(value, bool):
             code = _str(node.get("code")) or _str(node.get("currency"))
-            yield Decimal(value), _str(node.get("system")), code, _str(node.get("unit"))
+            unit = _str(node.get("unit"))
+            yield Decimal(value), _str(node.get("system")), capped_code(code), unit
 
 
 def uri_values(nodes: list[Any]) -> Iterator[str]:
     for node in nodes:
         if isinstance(node, str):
-            yield node
+            yield capped(node)
 
 
 def to_decimal(text: str) -> Decimal | None:

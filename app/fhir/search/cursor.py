@@ -1,0 +1,59 @@
+"""A paging cursor (`_page`) read back: its position, as the values the page query binds.
+
+A cursor is a client-held token: a forged or damaged one must be a 400, never a database
+error (PostgreSQL refuses to compare a text column with a number, SQLite a value with a
+JSON object). Each position value must have its sort key's type: the resource id and text
+keys a string, dates and _lastUpdated an integer (µs), numbers and quantities a decimal.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from app.errors import InvalidRequest
+from app.fhir.search.params import SearchParams, lookup
+
+DIRECTIONS = ("next", "prev")
+
+
+def to_json(value: Any) -> Any:
+    """A sort value as the cursor holds it (JSON has no decimal)."""
+    return {"decimal": str(value)} if isinstance(value, Decimal) else value
+
+
+def position(params: SearchParams, rtype: str) -> dict[str, Any]:
+    """The bound values :at0, :at1, ... of params.page, or a 400."""
+    page = params.page or {}
+    at = page.get("at")
+    if page.get("dir") not in DIRECTIONS or not isinstance(at, list):
+        raise _refused()
+    if len(at) != len(params.sort) + 1:
+        raise _refused()
+    kinds = [lookup(rtype, key.lstrip("-"))[0] for key in params.sort] + ["token"]  # id last
+    return {
+        f"at{i}": _value(kind, value) for i, (kind, value) in enumerate(zip(kinds, at, strict=True))
+    }
+
+
+def _value(kind: str, value: Any) -> Any:
+    if kind in ("number", "quantity"):
+        text = value.get("decimal") if isinstance(value, dict) else None
+        try:
+            number = Decimal(text) if isinstance(text, str) else None
+        except InvalidOperation:
+            number = None
+        if number is None or not number.is_finite():
+            raise _refused()
+        return number
+    if kind == "date":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _refused()
+        return value
+    if not isinstance(value, str):
+        raise _refused()
+    return value
+
+
+def _refused() -> InvalidRequest:
+    return InvalidRequest("_page does not belong to this search", expression="_page")

@@ -1,0 +1,288 @@
+"""Search edge cases of the session-13 second probe: canonically equivalent Unicode in
+:exact, canonical references searched with and without their version, `_elements` and
+included resources, `_query` and `_summary=text` with includes refused.
+
+Scenarios work as in test_search_params.py (``{id:label}``; every query is ANDed with the
+scenario's ``_tag``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import string
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.test_search_params import (
+    World,
+    entries,
+    get_bundle,
+    outcome_free,
+    split_query,
+    walk,
+    world_of,
+)
+
+STRICT = {"Prefer": "handling=strict"}
+NFC_RENEE = "Ren\u00e9e"  # é precomposed
+NFD_RENEE = "Rene\u0301e"  # e + combining acute accent
+GENDER = "http://hl7.org/fhir/administrative-gender"
+QUESTIONNAIRE = "http://example.org/fhir/Questionnaire/intake"
+
+
+@pytest.fixture(scope="module")
+def world(base_url: str, auth_headers: dict[str, str]) -> Iterator[World]:
+    yield from world_of(base_url, auth_headers)
+
+
+def answers(questionnaire: str) -> dict[str, Any]:
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "status": "completed",
+        "questionnaire": questionnaire,
+    }
+
+
+# Longer than a PostgreSQL btree index entry holds (2,704 bytes), and incompressible.
+_LONG = random.Random(13)
+LONG_NAME = "".join(_LONG.choice(string.ascii_letters) for _ in range(6000))
+LONG_VALUE = "".join(_LONG.choice(string.ascii_letters + "é€") for _ in range(3000))
+LONG_URL = "http://example.org/fhir/ValueSet/" + "".join(_LONG.choices("abcdefgh", k=4000))
+
+SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
+    "unicode": {
+        "nfc": {"resourceType": "Patient", "name": [{"family": NFC_RENEE}]},
+        "nfd": {"resourceType": "Patient", "name": [{"family": NFD_RENEE}]},
+        "plain": {"resourceType": "Patient", "name": [{"family": "Renee"}]},
+    },
+    "shaping": {
+        "org": {"resourceType": "Organization", "name": "Edge Clinic", "active": True},
+        "pat": {
+            "resourceType": "Patient",
+            "gender": "female",
+            "name": [{"family": "Edgeworth"}],
+            "managingOrganization": {"reference": "Organization/{id:org}"},
+        },
+    },
+    "codes": {
+        "male": {"resourceType": "Patient", "gender": "male"},
+        "female": {"resourceType": "Patient", "gender": "female"},
+        "none": {"resourceType": "Patient"},
+    },
+    "long": {
+        "person": {
+            "resourceType": "Patient",
+            "name": [{"family": LONG_NAME}],
+            "identifier": [{"system": "http://example.org/long", "value": LONG_VALUE}],
+        },
+        "other": {"resourceType": "Patient", "name": [{"family": LONG_NAME[:100]}]},
+        "valueset": {"resourceType": "ValueSet", "status": "draft", "url": LONG_URL},
+    },
+    "by-url": {  # a url of this scenario's own, so no other resource names it
+        "q2": {
+            "resourceType": "Questionnaire",
+            "status": "active",
+            "url": "http://example.org/fhir/Questionnaire/by-url-{id:q2}",
+            "version": "2.0",
+        },
+        "q3": {
+            "resourceType": "Questionnaire",
+            "status": "active",
+            "url": "http://example.org/fhir/Questionnaire/by-url-{id:q2}",
+            "version": "3.0",
+        },
+        "r2": answers("http://example.org/fhir/Questionnaire/by-url-{id:q2}|2.0"),
+        "rbare": answers("http://example.org/fhir/Questionnaire/by-url-{id:q2}"),
+    },
+    "canonical": {
+        "v2": answers(f"{QUESTIONNAIRE}|2.0"),
+        "v3": answers(f"{QUESTIONNAIRE}|3.0"),
+        "bare": answers(QUESTIONNAIRE),
+        "other": answers(f"{QUESTIONNAIRE}-2|2.0"),
+    },
+}
+
+CASES: dict[str, list[tuple[str, str]]] = {
+    "unicode": [
+        # the same text whichever way é is encoded, in the resource or in the query
+        (f"Patient?family:exact={NFC_RENEE}", "nfc nfd"),
+        (f"Patient?family:exact={NFD_RENEE}", "nfc nfd"),
+        ("Patient?family:exact=Renee", "plain"),  # accents still count
+        (f"Patient?family={NFD_RENEE}", "nfc nfd plain"),
+    ],
+    "codes": [
+        # a code element's system is the one its value set implies (R4 search, token)
+        (f"Patient?gender={GENDER}|male", "male"),
+        (f"Patient?gender={GENDER}|male,{GENDER}|female", "male female"),
+        (f"Patient?gender:not={GENDER}|male", "female none"),
+        ("Patient?gender=http://example.org/other|male", ""),
+        ("Patient?gender=|male", "male"),
+        ("Patient?gender=male", "male"),
+    ],
+    "long": [
+        # values longer than an index entry are stored and found (compared on their start)
+        (f"Patient?family:exact={LONG_NAME}", "person"),
+        (f"Patient?family={LONG_NAME}", "person"),
+        (f"Patient?family={LONG_NAME[:2500]}", "person"),
+        (f"Patient?family={LONG_NAME[:100]}", "person other"),
+        (f"Patient?identifier=http://example.org/long|{LONG_VALUE}", "person"),
+        (f"Patient?identifier={LONG_VALUE}", "person"),
+        (f"ValueSet?url={LONG_URL}", "valueset"),
+    ],
+    "canonical": [
+        # without a version: the canonical in any version (and unversioned)
+        (f"QuestionnaireResponse?questionnaire={QUESTIONNAIRE}", "v2 v3 bare"),
+        # with one: that version only
+        (f"QuestionnaireResponse?questionnaire={QUESTIONNAIRE}|2.0", "v2"),
+        (f"QuestionnaireResponse?questionnaire={QUESTIONNAIRE}|4.0", ""),
+        (f"QuestionnaireResponse?questionnaire={QUESTIONNAIRE}-2", "other"),
+    ],
+}
+
+
+def _case_params() -> list[Any]:
+    return [
+        pytest.param(scenario, query, expected, id=f"{scenario}:{query[:80]}")
+        for scenario, cases in CASES.items()
+        for query, expected in cases
+    ]
+
+
+@pytest.mark.parametrize(("scenario", "query", "expected"), _case_params())
+def test_search_edge_criteria(world: World, scenario: str, query: str, expected: str) -> None:
+    loaded = world.load(scenario, SCENARIOS)
+    path, pairs = split_query(loaded.render(query))
+    bundle = get_bundle(world.http, path, [*pairs, loaded.scope, ("_count", "100")])
+    outcome_free(bundle)
+    labels = loaded.label_of()
+    found = sorted(labels[m] for m in entries(bundle, "match"))
+    assert found == sorted(expected.split()), query
+
+
+def test_elements_leave_included_resources_whole(world: World) -> None:
+    """R4 search, _elements: "The list of elements does not apply to included resources"."""
+    loaded = world.load("shaping", SCENARIOS)
+    pairs = [("_elements", "gender"), ("_include", "Patient:organization"), loaded.scope]
+    bundle = get_bundle(world.http, "Patient", pairs)
+    (match,) = [e["resource"] for e in bundle["entry"] if e["search"]["mode"] == "match"]
+    (included,) = [e["resource"] for e in bundle["entry"] if e["search"]["mode"] == "include"]
+    assert sorted(match) == ["gender", "id", "meta", "resourceType"]
+    assert (included["name"], included["active"]) == ("Edge Clinic", True)
+    assert "SUBSETTED" not in [t["code"] for t in included["meta"].get("tag", [])]
+    # _summary still applies to every resource of the page
+    summary = get_bundle(world.http, "Patient", [*pairs[1:], ("_summary", "data")])
+    assert all("text" not in e["resource"] for e in summary["entry"])
+
+
+@pytest.mark.parametrize("prefer", [{}, STRICT], ids=["lenient", "strict"])
+def test_named_query_is_refused(world: World, prefer: dict[str, str]) -> None:
+    """R4 search, _query: servers SHALL refuse a search whose _query they do not recognize
+    (this server recognizes none), so it is not merely ignored in lenient handling."""
+    loaded = world.load("shaping", SCENARIOS)
+    pairs = [("_query", "current-problems"), loaded.scope]
+    for path in ("/Patient", ""):
+        response = world.http.get(path, params=[*pairs, ("_type", "Patient")], headers=prefer)
+        assert response.status_code == 400, response.text
+        issue = response.json()["issue"][0]
+        assert (issue["code"], issue["expression"]) == ("not-supported", ["_query"])
+
+
+@pytest.mark.parametrize("include", ["_include", "_revinclude"])
+def test_summary_text_with_includes_is_refused(world: World, include: str) -> None:
+    """R4 search, _summary: "_include and _revinclude cannot be mixed with _summary=text"."""
+    loaded = world.load("shaping", SCENARIOS)
+    value = "Patient:organization" if include == "_include" else "Observation:subject"
+    pairs = [("_summary", "text"), (include, value), loaded.scope]
+    response = world.http.get("/Patient", params=pairs)
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == [include]
+    alone = get_bundle(world.http, "Patient", [("_summary", "text"), loaded.scope])
+    assert len(entries(alone, "match")) == 1
+
+
+BAD_VALUES = [
+    ("Patient", "birthdate", "2000-13-45", "birthdate"),
+    ("Patient", "birthdate", "ge", "birthdate"),
+    ("Patient", "_lastUpdated", "xx", "_lastUpdated"),
+    ("Observation", "value-quantity", "abc", "value-quantity"),
+    ("Observation", "code-value-quantity", "8480-6", "code-value-quantity"),
+    ("Observation", "subject:Patient.birthdate", "1980-02-30", "subject:Patient.birthdate"),
+    ("Observation", "_sort", "-", "_sort"),
+    ("Observation", "_sort", "date,nosuch", "_sort"),
+]
+
+
+@pytest.mark.parametrize(("path", "key", "value", "expression"), BAD_VALUES)
+def test_a_value_that_cannot_be_searched_is_located(
+    world: World, path: str, key: str, value: str, expression: str
+) -> None:
+    """A 400 for a bad value names the query parameter it came from."""
+    loaded = world.load("shaping", SCENARIOS)
+    response = world.http.get(f"/{path}", params=[(key, value), loaded.scope])
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == [expression]
+
+
+def _cursor(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+FORGED_CURSORS = [
+    ({}, {"dir": "next", "at": [1]}),  # the id is text
+    ({}, {"dir": "next", "at": [None]}),
+    ({}, {"dir": "next", "at": [{"a": 1}]}),
+    ({}, {"dir": "sideways", "at": ["a"]}),
+    ({"_sort": "birthdate"}, {"dir": "next", "at": ["x", "a"]}),  # a date is an integer
+    ({"_sort": "birthdate"}, {"dir": "next", "at": [True, "a"]}),
+    ({"_sort": "-_lastUpdated"}, {"dir": "prev", "at": ["zz", "a"]}),
+    ({"_sort": "family"}, {"dir": "next", "at": [5, "a"]}),
+    ({"_sort": "family"}, {"dir": "next", "at": ["a"]}),  # one key short
+]
+
+
+@pytest.mark.parametrize(("sort", "forged"), FORGED_CURSORS)
+def test_a_forged_cursor_is_refused(
+    world: World, sort: dict[str, str], forged: dict[str, Any]
+) -> None:
+    """_page is the client's to send back: one that no search wrote is a 400, not a 500."""
+    loaded = world.load("shaping", SCENARIOS)
+    pairs = [*sort.items(), loaded.scope, ("_page", _cursor(forged))]
+    response = world.http.get("/Patient", params=pairs)
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == ["_page"]
+
+
+def test_a_token_sorted_search_pages_through_its_cursors(world: World) -> None:
+    """The cursors this server writes still read back (the missing value's sentinel too)."""
+    loaded = world.load("codes", SCENARIOS)
+    pairs = [("_sort", "-gender"), ("_count", "1"), loaded.scope]
+    pages = walk(world.http, "Patient", pairs)
+    assert [labels for page in pages for labels in entries(page, "match")] == [
+        loaded.ids[label] for label in ("male", "female", "none")
+    ]
+
+
+CANONICAL_INCLUDES = [
+    # a versioned canonical: that version; an unversioned one: every version
+    ("QuestionnaireResponse?_id={id:r2}&_include=QuestionnaireResponse:questionnaire", "q2"),
+    ("QuestionnaireResponse?_id={id:rbare}&_include=QuestionnaireResponse:questionnaire", "q2 q3"),
+    ("QuestionnaireResponse?_id={id:rbare}&_include=*", "q2 q3"),
+    ("Questionnaire?_id={id:q2}&_revinclude=QuestionnaireResponse:questionnaire", "r2 rbare"),
+    ("Questionnaire?_id={id:q3}&_revinclude=QuestionnaireResponse:questionnaire", "rbare"),
+    ("Questionnaire?_id={id:q3}&_revinclude=*", "rbare"),
+]
+
+
+@pytest.mark.parametrize(("query", "included"), CANONICAL_INCLUDES)
+def test_includes_follow_canonical_references(world: World, query: str, included: str) -> None:
+    """A canonical names a resource by url (and version), not by an address of ours."""
+    loaded = world.load("by-url", SCENARIOS)
+    path, pairs = split_query(loaded.render(query))
+    bundle = get_bundle(world.http, path, pairs)
+    labels = loaded.label_of()
+    found = sorted(labels.get(key, str(key)) for key in entries(bundle, "include"))
+    assert found == sorted(included.split()), query
