@@ -84,6 +84,22 @@ def test_no_token_is_challenged_without_an_error_code(world: World) -> None:
     assert bad.status_code == 401 and 'error="invalid_token"' in bad.headers["www-authenticate"]
 
 
+@pytest.mark.parametrize("path", ["/auth/launch", "/auth/clients"])
+def test_admin_endpoints_challenge_like_the_fhir_api(world: World, path: str) -> None:
+    missing = httpx.post(f"{world.root}{path}", json={"patient": world.pa})
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == 'Bearer realm="medisentinel"'
+    bad = httpx.post(f"{world.root}{path}", json={}, headers={"Authorization": "Bearer nonsense"})
+    assert bad.status_code == 401 and 'error="invalid_token"' in bad.headers["www-authenticate"]
+    app = register_client(world.auth, "backend", "system/Patient.rs", jwks={"keys": []})
+    weak = world.auth.local_token(app.name, "system/Patient.rs")["access_token"]
+    refused = httpx.post(
+        f"{world.root}{path}", json={}, headers={"Authorization": f"Bearer {weak}"}
+    )
+    assert refused.status_code == 403
+    assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+
+
 # ---------------------------------------------------------------------- id_token
 
 
@@ -107,6 +123,24 @@ def test_id_token_for_every_openid_user_with_fhir_user_only_when_asked(
     claims = jwt.decode(token["id_token"], keys, algorithms=["RS256"]).claims
     assert claims["sub"] == user and claims["aud"] == app.client_id
     assert ("fhirUser" in claims) == has_fhir_user
+
+
+@pytest.mark.parametrize(("scope", "readable"), [("openid", False), ("openid fhirUser", True)])
+def test_own_fhir_user_resource_needs_the_fhir_user_scope(
+    world: World, scope: str, readable: bool
+) -> None:
+    """SMART: `fhirUser` is the scope that asks for the user's FHIR resource; `openid`
+    alone (an id_token without the claim) reaches nothing beyond the token's other scopes."""
+    app = register_client(world.auth, "public", f"{scope} user/Observation.rs")
+    claims = {"scope": f"{scope} user/Observation.rs", "sub": "someone", "sub_kind": "user",
+              "role": "practitioner", "fhirUser": f"Practitioner/{world.practitioner}"}  # fmt: skip
+    with write_transaction(world.auth.engine) as conn:
+        token = world.auth.tokens.issue(conn, app.client_id, claims)["access_token"]
+    read = httpx.get(
+        f"{world.base}/Practitioner/{world.practitioner}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert read.status_code == (200 if readable else 403), read.text
 
 
 # ---------------------------------------------------------------------- redirect_uri

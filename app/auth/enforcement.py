@@ -254,10 +254,12 @@ class SmartAccessHook(Hook):
 
     @staticmethod
     def _is_own_user_resource(grant: Grant, interaction: Interaction) -> bool:
-        """The id_token's fhirUser is readable with the token that came with it."""
+        """The fhirUser is readable with a token granted the `fhirUser` scope (SMART: the
+        scope that asks for the user's FHIR resource); `openid` alone gives only an
+        id_token without the claim, so no reach to the resource either."""
         if interaction.name not in ("read", "vread") or grant.fhir_user is None:
             return False
-        if not ({"fhirUser", "openid"} & grant.scopes.others):
+        if "fhirUser" not in grant.scopes.others:
             return False
         return grant.fhir_user == f"{interaction.resource_type}/{interaction.id}"
 
