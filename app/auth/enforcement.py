@@ -24,6 +24,7 @@ from app.auth.grant import Grant
 from app.auth.reach import Reached, reached
 from app.auth.scopes import EXPLICIT_ONLY_TYPES, ResourceScope
 from app.auth.tokens import TokenService
+from app.auth.versions import version_visible
 from app.errors import FhirError, Forbidden, Unauthorized
 from app.fhir.hooks import Hook, Interaction
 from app.fhir.search.params import SearchParams, parse_criterion
@@ -38,6 +39,8 @@ PERMISSION = {
     "create": "c", "update": "u", "patch": "u", "delete": "d",
 }  # fmt: skip
 WRITES = frozenset({"create", "update", "patch"})
+# What returns versions other than the current one (judged on their content: versions.py).
+VERSIONED = frozenset({"vread", "history-instance", "history-type", "history-system"})
 WRITE_PERMISSIONS = frozenset("cud")
 PERMISSION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 UNCHECKED = frozenset({"capabilities", "transaction", "batch"})  # their entries are checked
@@ -226,6 +229,11 @@ class SmartAccessHook(Hook):
 
     def on_access(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> None:
         access = uow.row_filter
+        if interaction.name == "vread" and not self.visible(uow, interaction, version):
+            raise forbidden(
+                f"{version.resource_type}/{version.id} version {version.version_id} is outside"
+                " what this token may access"
+            )
         if not isinstance(access, AccessFilter) or interaction.name not in WRITES:
             return
         uow.flush()  # the new index rows decide whether the result is still allowed
@@ -233,6 +241,13 @@ class SmartAccessHook(Hook):
             raise forbidden(
                 f"the {version.resource_type} written is outside what this token may write"
             )
+
+    def visible(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> bool:
+        """An older version returned by history or vread: judged on its own content."""
+        access = uow.row_filter
+        if not isinstance(access, AccessFilter) or interaction.name not in VERSIONED:
+            return True
+        return version_visible(uow, access, version)
 
     # ------------------------------------------------------------------ internals
 

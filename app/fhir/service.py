@@ -170,9 +170,10 @@ class FhirService:
             uow, rtype=rtype, rid=rid, since=since, at_or_before=at, after=cursor, limit=count + 1
         )
         page, more = rows[:count], len(rows) > count
+        last = page[-1] if page else None  # the cursor goes on from what was read
+        page = [v for v in page if self.pipeline.visible(uow, interaction, v)]
         for version in page:
             self.pipeline.on_access(uow, interaction, version)
-        last = page[-1] if page else None
         next_cursor = (
             HistoryCursor(last.last_updated, last.resource_type, last.id, last.version_id)
             if more and last
