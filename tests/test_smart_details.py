@@ -17,6 +17,7 @@ from joserfc.jwk import KeySet, RSAKey
 
 from app.auth.assertions import CLIENT_ASSERTION_TYPE
 from app.auth.authorize import IMPLICIT_REDIRECT
+from app.auth.errors import OAuthError
 from app.auth.pkce import s256
 from app.db import write_transaction
 from tests.conftest import LiveServer
@@ -98,6 +99,31 @@ def test_admin_endpoints_challenge_like_the_fhir_api(world: World, path: str) ->
     )
     assert refused.status_code == 403
     assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "patient/Observation.xyz",  # malformed
+        "patient/Observation.rs?foo=bar",  # a restriction on no parameter of the type
+        "patient/Observation.rs?_count=1",  # a result parameter, not a criterion
+        "patient/Observation.rs?code:in=http://x.org/vs",  # an unsupported modifier
+    ],
+)
+def test_unusable_scopes_go_back_to_the_app_before_the_login(world: World, scope: str) -> None:
+    """RFC 6749 section 4.1.2.1: invalid_scope, redirected once the redirect URI is trusted;
+    a restriction that is no criterion is refused then, not granted to fail every request."""
+    app = register_client(world.auth, "public", "launch/patient patient/*.cruds")
+    query = {"response_type": "code", "client_id": app.client_id, "redirect_uri": CALLBACK,
+             "scope": f"launch/patient {scope}", "state": "bad-scope", "aud": world.base,
+             "code_challenge": s256("v" * 43), "code_challenge_method": "S256"}  # fmt: skip
+    answer = httpx.get(f"{world.root}/auth/authorize?{urlencode(query)}")
+    assert answer.status_code == 303, answer.text
+    back = query_of(answer.headers["location"])
+    assert answer.headers["location"].startswith(CALLBACK)
+    assert back["error"] == "invalid_scope" and back["state"] == "bad-scope"
+    with pytest.raises(OAuthError):  # nor can a client be registered with it
+        register_client(world.auth, "public", scope)
 
 
 # ---------------------------------------------------------------------- id_token
