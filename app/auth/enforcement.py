@@ -218,6 +218,7 @@ class SmartAccessHook(Hook):
         access = AccessFilter(grant, permission, types, uow.ctx.base_url)
         if not any(access.rules(t) != [] for t in types):  # a type-level call: its one type
             raise forbidden(_refusal(permission, interaction.resource_type or "these types"))
+        _check_named_types(access, interaction)
         restricted = not access.unrestricted()
         for reach in _reached(interaction):
             restricted = _check_reached(access, reach) or restricted
@@ -304,6 +305,14 @@ def _matches(uow: UnitOfWork, access: AccessFilter, rtype: str, rid: str) -> boo
         access.sql(rtype, resource.c.id),
     )
     return uow.conn.execute(query).first() is not None
+
+
+def _check_named_types(access: AccessFilter, interaction: Interaction) -> None:
+    """A system search's `_type` names its types: one the grant may not search is refused,
+    never silently left out (the client would believe it had seen everything)."""
+    named = [t for t in interaction.types if access.rules(t) == []]
+    if interaction.resource_type is None and named:
+        raise forbidden(f"_type: {_refusal(access.permission, ', '.join(named))}", "_type")
 
 
 def _refusal(permission: str, what: str) -> str:
