@@ -121,7 +121,7 @@ def validate_request(
         raise refuse(exc.error, exc.description) from None
     if not params.get("launch"):
         return None
-    context = launch.take_launch(conn, params["launch"])
+    context = launch.take_launch(conn, params["launch"], client.client_id)
     if context is None:
         raise refuse("invalid_request", "unknown, expired or already used launch")
     return context

@@ -240,7 +240,8 @@ def _admin_grant(request: Request, conn: Connection) -> Grant:
 
 
 async def create_launch(request: Request) -> Response:
-    """POST /auth/launch {"patient": "123", "encounter": "456"} -> {"launch": "..."}."""
+    """POST /auth/launch {"patient": "123", "encounter": "456", "client_id": "..."} ->
+    {"launch": "..."}; client_id (optional) binds it to that app."""
     body = await _json_body(request)
 
     def work(conn: Connection) -> dict[str, Any]:
@@ -251,10 +252,12 @@ async def create_launch(request: Request) -> Response:
                 patient=body.get("patient"),
                 encounter=body.get("encounter"),
                 created_by=grant.subject,
+                client=body.get("client_id"),
             )
         except ValueError as exc:
             raise invalid_request(str(exc)) from exc
-        return {"launch": made.launch_id, "patient": made.patient, "encounter": made.encounter}
+        return {"launch": made.launch_id, "patient": made.patient,
+                "encounter": made.encounter, "client_id": made.client_id}  # fmt: skip
 
     try:
         return JSONResponse(await in_transaction(request, work), status_code=201)
