@@ -5,6 +5,7 @@ patient context once, never to a patient user other than that patient."""
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from urllib.parse import urlencode
 
@@ -89,6 +90,38 @@ def test_revocation_touches_only_the_callers_own_tokens(world: World) -> None:
     own = _issue(world, public)
     assert httpx.post(url, data={"token": own, "client_id": public.client_id}).status_code == 200
     assert not _works(world, own)
+
+
+# ---------------------------------------------------------------------- refresh lifetimes
+
+
+def test_an_online_access_family_ends_a_working_day_after_the_sign_in(world: World) -> None:
+    """Rotation does not stretch online_access: every refresh token of the family expires
+    when the first would have (SMART: usable while the user is online)."""
+    scope = "patient/*.rs online_access"
+    app = register_client(world.auth, "public", scope)
+    online = world.auth.settings.online_refresh_seconds
+    signed_in = int(time.time()) - online + 3  # the sign-in was almost a working day ago
+    claims = {"scope": scope, "sub": "someone", "sub_kind": "user", "patient": world.pa,
+              "signed_in_at": signed_in}  # fmt: skip
+    with write_transaction(world.auth.engine) as conn:
+        first = world.auth.tokens.issue(conn, app.client_id, claims)["refresh_token"]
+
+    def refresh(token: str) -> httpx.Response:
+        return httpx.post(
+            f"{world.root}/auth/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": token,
+                "client_id": app.client_id,
+            },
+        )
+
+    rotated = refresh(first)
+    assert rotated.status_code == 200, rotated.text
+    time.sleep(4)
+    late = refresh(rotated.json()["refresh_token"])
+    assert late.status_code == 400 and late.json()["error"] == "invalid_grant", late.text
 
 
 # ---------------------------------------------------------------------- EHR launch
