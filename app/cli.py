@@ -106,6 +106,9 @@ def _add_auth_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     launch = commands.add_parser("launch", help="create an EHR launch context; prints its id")
     launch.add_argument("--patient", required=True, metavar="ID")
     launch.add_argument("--encounter", metavar="ID")
+    launch.add_argument(
+        "--client", metavar="CLIENT", help="client_id or name of the only app that may use it"
+    )
 
     token = commands.add_parser("token", help="issue an access token to a registered client")
     token.add_argument("--client", required=True, metavar="NAME")

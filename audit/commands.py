@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     keys = key_store(engine, settings)
     try:
         if args.action == "verify":
-            since = to_us(args.since) if args.since else None
+            since = to_us(args.since, "--since") if args.since else None
             result = verify(
                 engine, keys, since=since, checkpoint_seconds=settings.audit_checkpoint_seconds
             )
@@ -68,13 +68,14 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({"checkpoint": taken}))
             return 0
         if args.action == "export":
-            summary = export.write(engine, keys, to_us(args.start), to_us(args.end), args.out)
+            start, end = to_us(args.start, "--from"), to_us(args.end, "--to")
+            summary = export.write(engine, keys, start, end, args.out)
             print(json.dumps(summary, indent=2))
             return 0
-        summary = export.archive(engine, keys, settings, to_us(args.before), args.out)
+        summary = export.archive(engine, keys, settings, to_us(args.before, "--before"), args.out)
         print(json.dumps(summary, indent=2))
         return 0
-    except (export.ArchiveRefused, export.ExportRefused) as exc:
+    except (export.ArchiveRefused, export.ExportRefused, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -89,7 +90,7 @@ def _verify_export(path: Path, jwks: str | None, settings: Settings) -> int:
         except (OSError, ValueError, KeyError) as exc:
             print(f"error: cannot read the JWKS {jwks}: {exc}", file=sys.stderr)
             return 2
-        report = export_verify.verify_file(path, trusted)
+        report = _verified(path, trusted)
     else:
         engine = _existing_database(settings)
         if engine is None:
@@ -101,11 +102,26 @@ def _verify_export(path: Path, jwks: str | None, settings: Settings) -> int:
             )
             return 2
         try:
-            report = export_verify.verify_file(path, key_store(engine, settings).genuine_key)
+            report = _verified(path, key_store(engine, settings).genuine_key)
         finally:
             engine.dispose()
+    if isinstance(report, str):
+        print(f"error: {report}", file=sys.stderr)
+        return 2
     print(json.dumps(report, indent=2))
     return 0 if report["ok"] else 1
+
+
+def _verified(path: Path, trusted: export_verify.TrustedKey) -> dict[str, Any] | str:
+    """The verification report; or, when the file or its chain file cannot be read, why.
+    A file that reads but is not shaped like an export does not verify (ok false, exit 1)."""
+    try:
+        return export_verify.verify_file(path, trusted)
+    except OSError as exc:
+        return f"cannot read the export or its chain file ({path.name}.chain.json): {exc}"
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        problem = f"not a well-formed export: {type(exc).__name__}: {exc}"
+        return {"ok": False, "records": 0, "anchored_by_checkpoint": 0, "problems": [problem]}
 
 
 def _read(source: str) -> str:
@@ -130,9 +146,16 @@ def key_store(engine: Any, settings: Settings) -> KeyStore:
     return KeyStore(engine, Sealer(load_master_key(settings.master_key, settings.master_key_file)))
 
 
-def to_us(value: str) -> int:
+class UsageError(Exception):
+    """A command-line value the command cannot use (exit 2, like argparse's own errors)."""
+
+
+def to_us(value: str, flag: str) -> int:
     """`2026-11-21` or an ISO date-time (UTC when no offset) -> epoch microseconds."""
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{flag}: {value!r} is not a date or an ISO 8601 date-time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1_000_000)

@@ -236,7 +236,7 @@ def _entities(entities: Entities) -> list[dict[str, Any]]:
     )
     if entities.query is not None or entities.description:
         query: dict[str, Any] = {"type": OBJECT_TYPE, "role": QUERY_ROLE}
-        if entities.query is not None:
+        if entities.query:  # "" (no criteria) has no base64Binary: FHIR strings are never empty
             query["query"] = base64.b64encode(entities.query.encode()).decode()
         if entities.description:
             query["description"] = entities.description

@@ -180,6 +180,25 @@ def test_a_one_patient_search_and_a_history_are_patient_queries_executed(
     assert searches.status_code == 200 and searches.json()["total"] == 2
 
 
+def test_history_listings_record_their_criteria_and_no_empty_query(
+    caller: Any, client: httpx.Client, patient_with_observation: tuple[str, str]
+) -> None:
+    """BALP: the query entity holds what was asked for; a listing with no criteria has no
+    `query` element (a FHIR string or base64Binary is never empty)."""
+    _, observation = patient_with_observation
+    me = caller("system/Observation.rs")
+    since = "2020-01-01T00:00:00Z"
+    assert me.http.get("Observation/_history", params={"_since": since}).status_code == 200
+    assert me.http.get(f"Observation/{observation}/_history").status_code == 200
+    assert me.http.get("Observation").status_code == 200
+    typed, instance, everything = events_of(client, me.client_id)
+    assert subtype(typed) == "history-type"
+    assert unquote(query_of(typed) or "").startswith("_since=2020-01-01T00:00:00")
+    for event in (instance, everything):
+        [entity] = [e for e in event["entity"] if e["role"]["code"] == "24"]
+        assert entity.get("query", "missing") == "missing", entity
+
+
 def test_writes_are_recorded_with_their_actions(caller: Any, client: httpx.Client) -> None:
     me = caller("system/Patient.cruds")
     created = me.http.post("Patient", json={"resourceType": "Patient", "active": True})

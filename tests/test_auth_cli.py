@@ -199,6 +199,16 @@ def test_launch_prints_a_stored_launch_id(cli: Cli) -> None:
     assert cli.ok("launch", "--patient", "pat-2")["encounter"] is None
 
 
+def test_launch_for_one_client(cli: Cli, jwk_file: Path) -> None:
+    client = _backend(cli, "ehr-app", jwk_file)
+    by_name = cli.ok("launch", "--patient", "pat-3", "--client", "ehr-app")
+    by_id = cli.ok("launch", "--patient", "pat-3", "--client", client["client_id"])
+    assert by_name["client_id"] == by_id["client_id"] == client["client_id"]
+    rows = cli.query("select client_id from auth_launch where launch_id = ?", by_name["launch"])
+    assert rows == [(client["client_id"],)]
+    assert "no registered client" in cli.fails("launch", "--patient", "p", "--client", "nobody")
+
+
 # ---------------------------------------------------------------------- tokens and keys
 
 

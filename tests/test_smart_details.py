@@ -17,6 +17,7 @@ from joserfc.jwk import KeySet, RSAKey
 
 from app.auth.assertions import CLIENT_ASSERTION_TYPE
 from app.auth.authorize import IMPLICIT_REDIRECT
+from app.auth.errors import OAuthError
 from app.auth.pkce import s256
 from app.db import write_transaction
 from tests.conftest import LiveServer
@@ -84,6 +85,47 @@ def test_no_token_is_challenged_without_an_error_code(world: World) -> None:
     assert bad.status_code == 401 and 'error="invalid_token"' in bad.headers["www-authenticate"]
 
 
+@pytest.mark.parametrize("path", ["/auth/launch", "/auth/clients"])
+def test_admin_endpoints_challenge_like_the_fhir_api(world: World, path: str) -> None:
+    missing = httpx.post(f"{world.root}{path}", json={"patient": world.pa})
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == 'Bearer realm="medisentinel"'
+    bad = httpx.post(f"{world.root}{path}", json={}, headers={"Authorization": "Bearer nonsense"})
+    assert bad.status_code == 401 and 'error="invalid_token"' in bad.headers["www-authenticate"]
+    app = register_client(world.auth, "backend", "system/Patient.rs", jwks={"keys": []})
+    weak = world.auth.local_token(app.name, "system/Patient.rs")["access_token"]
+    refused = httpx.post(
+        f"{world.root}{path}", json={}, headers={"Authorization": f"Bearer {weak}"}
+    )
+    assert refused.status_code == 403
+    assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "patient/Observation.xyz",  # malformed
+        "patient/Observation.rs?foo=bar",  # a restriction on no parameter of the type
+        "patient/Observation.rs?_count=1",  # a result parameter, not a criterion
+        "patient/Observation.rs?code:in=http://x.org/vs",  # an unsupported modifier
+    ],
+)
+def test_unusable_scopes_go_back_to_the_app_before_the_login(world: World, scope: str) -> None:
+    """RFC 6749 section 4.1.2.1: invalid_scope, redirected once the redirect URI is trusted;
+    a restriction that is no criterion is refused then, not granted to fail every request."""
+    app = register_client(world.auth, "public", "launch/patient patient/*.cruds")
+    query = {"response_type": "code", "client_id": app.client_id, "redirect_uri": CALLBACK,
+             "scope": f"launch/patient {scope}", "state": "bad-scope", "aud": world.base,
+             "code_challenge": s256("v" * 43), "code_challenge_method": "S256"}  # fmt: skip
+    answer = httpx.get(f"{world.root}/auth/authorize?{urlencode(query)}")
+    assert answer.status_code == 303, answer.text
+    back = query_of(answer.headers["location"])
+    assert answer.headers["location"].startswith(CALLBACK)
+    assert back["error"] == "invalid_scope" and back["state"] == "bad-scope"
+    with pytest.raises(OAuthError):  # nor can a client be registered with it
+        register_client(world.auth, "public", scope)
+
+
 # ---------------------------------------------------------------------- id_token
 
 
@@ -107,6 +149,24 @@ def test_id_token_for_every_openid_user_with_fhir_user_only_when_asked(
     claims = jwt.decode(token["id_token"], keys, algorithms=["RS256"]).claims
     assert claims["sub"] == user and claims["aud"] == app.client_id
     assert ("fhirUser" in claims) == has_fhir_user
+
+
+@pytest.mark.parametrize(("scope", "readable"), [("openid", False), ("openid fhirUser", True)])
+def test_own_fhir_user_resource_needs_the_fhir_user_scope(
+    world: World, scope: str, readable: bool
+) -> None:
+    """SMART: `fhirUser` is the scope that asks for the user's FHIR resource; `openid`
+    alone (an id_token without the claim) reaches nothing beyond the token's other scopes."""
+    app = register_client(world.auth, "public", f"{scope} user/Observation.rs")
+    claims = {"scope": f"{scope} user/Observation.rs", "sub": "someone", "sub_kind": "user",
+              "role": "practitioner", "fhirUser": f"Practitioner/{world.practitioner}"}  # fmt: skip
+    with write_transaction(world.auth.engine) as conn:
+        token = world.auth.tokens.issue(conn, app.client_id, claims)["access_token"]
+    read = httpx.get(
+        f"{world.base}/Practitioner/{world.practitioner}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert read.status_code == (200 if readable else 403), read.text
 
 
 # ---------------------------------------------------------------------- redirect_uri

@@ -192,6 +192,17 @@ def test_confined_grant_reaches_only_its_scopes_types(world: World) -> None:
     assert _ids(_get(world, only_obs, "Observation")) >= {("Observation", world.shared)}
 
 
+def test_system_search_refuses_a_named_type_it_may_not_search(
+    world: World, auth_headers: dict[str, str]
+) -> None:
+    only_obs = _token(world, "launch/patient patient/Observation.rs", role="patient",
+                      fhirUser=f"Patient/{world.pa}", patient=world.pa)  # fmt: skip
+    _refused(_get(world, only_obs, "", _type="Observation,Condition"), "_type")
+    assert _get(world, only_obs, "", _type="Observation").status_code == 200
+    assert _get(world, only_obs, "").status_code == 200  # no _type: the types it may search
+    _refused(_get(world, _backend(world, "system/*.rs"), "", _type="Patient,AuditEvent"), "_type")
+
+
 def test_chains_and_has_see_only_the_compartment(world: World, ann: dict[str, str]) -> None:
     mine = {**_obs(world.pa), "hasMember": [{"reference": f"Observation/{world.obs_pb}"}]}
     made = httpx.post(f"{world.base}/Observation", json=mine, headers=ann)

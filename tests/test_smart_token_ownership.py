@@ -5,6 +5,7 @@ patient context once, never to a patient user other than that patient."""
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from urllib.parse import urlencode
 
@@ -91,11 +92,45 @@ def test_revocation_touches_only_the_callers_own_tokens(world: World) -> None:
     assert not _works(world, own)
 
 
+# ---------------------------------------------------------------------- refresh lifetimes
+
+
+def test_an_online_access_family_ends_a_working_day_after_the_sign_in(world: World) -> None:
+    """Rotation does not stretch online_access: every refresh token of the family expires
+    when the first would have (SMART: usable while the user is online)."""
+    scope = "patient/*.rs online_access"
+    app = register_client(world.auth, "public", scope)
+    online = world.auth.settings.online_refresh_seconds
+    signed_in = int(time.time()) - online + 3  # the sign-in was almost a working day ago
+    claims = {"scope": scope, "sub": "someone", "sub_kind": "user", "patient": world.pa,
+              "signed_in_at": signed_in}  # fmt: skip
+    with write_transaction(world.auth.engine) as conn:
+        first = world.auth.tokens.issue(conn, app.client_id, claims)["refresh_token"]
+
+    def refresh(token: str) -> httpx.Response:
+        return httpx.post(
+            f"{world.root}/auth/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": token,
+                "client_id": app.client_id,
+            },
+        )
+
+    rotated = refresh(first)
+    assert rotated.status_code == 200, rotated.text
+    time.sleep(4)
+    late = refresh(rotated.json()["refresh_token"])
+    assert late.status_code == 400 and late.json()["error"] == "invalid_grant", late.text
+
+
 # ---------------------------------------------------------------------- EHR launch
 
 
-def _launch(world: World, auth_headers: dict[str, str], patient: str) -> str:
-    made = httpx.post(f"{world.root}/auth/launch", json={"patient": patient}, headers=auth_headers)
+def _launch(world: World, auth_headers: dict[str, str], patient: str, **more: str) -> str:
+    made = httpx.post(
+        f"{world.root}/auth/launch", json={"patient": patient, **more}, headers=auth_headers
+    )
     assert made.status_code == 201, made.text
     return str(made.json()["launch"])
 
@@ -129,6 +164,24 @@ def test_a_launch_is_used_once(world: World, auth_headers: dict[str, str]) -> No
     assert again["error"] == "invalid_request" and "launch" in again["error_description"]
     elsewhere = register_client(world.auth, "public", SCOPE)
     assert _sign_in(world, elsewhere, doctor, launch)["error"] == "invalid_request"
+
+
+def test_a_launch_made_for_a_client_is_taken_by_that_client_only(
+    world: World, auth_headers: dict[str, str]
+) -> None:
+    app = register_client(world.auth, "public", SCOPE)
+    other = register_client(world.auth, "public", SCOPE)
+    doctor = register_user(world.auth, "practitioner", f"Practitioner/{world.practitioner}")
+    launch = _launch(world, auth_headers, world.pb, client_id=app.client_id)
+    stolen = _sign_in(world, other, doctor, launch)
+    assert stolen["error"] == "invalid_request" and "launch" in stolen["error_description"]
+    assert _sign_in(world, app, doctor, launch)["patient"] == world.pb  # still there for it
+    by_name = _launch(world, auth_headers, world.pb, client_id=app.name)
+    assert _sign_in(world, app, doctor, by_name)["patient"] == world.pb
+    for client in ("no-such-client", 42):
+        unknown = httpx.post(f"{world.root}/auth/launch", headers=auth_headers,
+                             json={"patient": world.pb, "client_id": client})  # fmt: skip
+        assert unknown.status_code == 400 and unknown.json()["error"] == "invalid_request"
 
 
 def test_a_patient_user_never_gets_another_patients_context(

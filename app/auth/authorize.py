@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth import clients, launch, pkce, secrets, users
 from app.auth.codes import create_code
+from app.auth.errors import OAuthError
 from app.auth.scopes import Scopes, narrow
 from app.auth.tables import auth_request
 from app.settings import Settings
@@ -114,9 +115,13 @@ def validate_request(
         raise refuse("invalid_request", f"aud must be this FHIR server: {settings.fhir_base_url}")
     if not params.get("scope"):
         raise refuse("invalid_scope", "scope is required")
+    try:  # a malformed scope is the app's error: sent back now, not shown after the login
+        narrow(params["scope"], client.scope)
+    except OAuthError as exc:
+        raise refuse(exc.error, exc.description) from None
     if not params.get("launch"):
         return None
-    context = launch.take_launch(conn, params["launch"])
+    context = launch.take_launch(conn, params["launch"], client.client_id)
     if context is None:
         raise refuse("invalid_request", "unknown, expired or already used launch")
     return context

@@ -138,10 +138,18 @@ def launch_create(engine: Engine, _settings: Settings, args: argparse.Namespace)
         if value is not None and not _FHIR_ID.match(value):
             raise invalid_request(f"--{name} must be a FHIR id such as 123 (not Type/123)")
     with write_transaction(engine) as conn:
-        context = launch.create_launch(
-            conn, patient=args.patient, encounter=args.encounter, created_by="cli"
-        )
-    return {"launch": context.launch_id, "patient": context.patient, "encounter": context.encounter}
+        try:
+            context = launch.create_launch(
+                conn,
+                patient=args.patient,
+                encounter=args.encounter,
+                created_by="cli",
+                client=args.client,
+            )
+        except ValueError as exc:
+            raise invalid_request(str(exc)) from exc
+    return {"launch": context.launch_id, "patient": context.patient,
+            "encounter": context.encounter, "client_id": context.client_id}  # fmt: skip
 
 
 def token(engine: Engine, settings: Settings, args: argparse.Namespace) -> Any:

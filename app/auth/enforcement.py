@@ -24,6 +24,7 @@ from app.auth.grant import Grant
 from app.auth.reach import Reached, reached
 from app.auth.scopes import EXPLICIT_ONLY_TYPES, ResourceScope
 from app.auth.tokens import TokenService
+from app.auth.versions import version_visible
 from app.errors import FhirError, Forbidden, Unauthorized
 from app.fhir.hooks import Hook, Interaction
 from app.fhir.search.params import SearchParams, parse_criterion
@@ -38,6 +39,8 @@ PERMISSION = {
     "create": "c", "update": "u", "patch": "u", "delete": "d",
 }  # fmt: skip
 WRITES = frozenset({"create", "update", "patch"})
+# What returns versions other than the current one (judged on their content: versions.py).
+VERSIONED = frozenset({"vread", "history-instance", "history-type", "history-system"})
 WRITE_PERMISSIONS = frozenset("cud")
 PERMISSION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 UNCHECKED = frozenset({"capabilities", "transaction", "batch"})  # their entries are checked
@@ -215,6 +218,7 @@ class SmartAccessHook(Hook):
         access = AccessFilter(grant, permission, types, uow.ctx.base_url)
         if not any(access.rules(t) != [] for t in types):  # a type-level call: its one type
             raise forbidden(_refusal(permission, interaction.resource_type or "these types"))
+        _check_named_types(access, interaction)
         restricted = not access.unrestricted()
         for reach in _reached(interaction):
             restricted = _check_reached(access, reach) or restricted
@@ -226,6 +230,11 @@ class SmartAccessHook(Hook):
 
     def on_access(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> None:
         access = uow.row_filter
+        if interaction.name == "vread" and not self.visible(uow, interaction, version):
+            raise forbidden(
+                f"{version.resource_type}/{version.id} version {version.version_id} is outside"
+                " what this token may access"
+            )
         if not isinstance(access, AccessFilter) or interaction.name not in WRITES:
             return
         uow.flush()  # the new index rows decide whether the result is still allowed
@@ -233,6 +242,13 @@ class SmartAccessHook(Hook):
             raise forbidden(
                 f"the {version.resource_type} written is outside what this token may write"
             )
+
+    def visible(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> bool:
+        """An older version returned by history or vread: judged on its own content."""
+        access = uow.row_filter
+        if not isinstance(access, AccessFilter) or interaction.name not in VERSIONED:
+            return True
+        return version_visible(uow, access, version)
 
     # ------------------------------------------------------------------ internals
 
@@ -254,10 +270,12 @@ class SmartAccessHook(Hook):
 
     @staticmethod
     def _is_own_user_resource(grant: Grant, interaction: Interaction) -> bool:
-        """The id_token's fhirUser is readable with the token that came with it."""
+        """The fhirUser is readable with a token granted the `fhirUser` scope (SMART: the
+        scope that asks for the user's FHIR resource); `openid` alone gives only an
+        id_token without the claim, so no reach to the resource either."""
         if interaction.name not in ("read", "vread") or grant.fhir_user is None:
             return False
-        if not ({"fhirUser", "openid"} & grant.scopes.others):
+        if "fhirUser" not in grant.scopes.others:
             return False
         return grant.fhir_user == f"{interaction.resource_type}/{interaction.id}"
 
@@ -287,6 +305,14 @@ def _matches(uow: UnitOfWork, access: AccessFilter, rtype: str, rid: str) -> boo
         access.sql(rtype, resource.c.id),
     )
     return uow.conn.execute(query).first() is not None
+
+
+def _check_named_types(access: AccessFilter, interaction: Interaction) -> None:
+    """A system search's `_type` names its types: one the grant may not search is refused,
+    never silently left out (the client would believe it had seen everything)."""
+    named = [t for t in interaction.types if access.rules(t) == []]
+    if interaction.resource_type is None and named:
+        raise forbidden(f"_type: {_refusal(access.permission, ', '.join(named))}", "_type")
 
 
 def _refusal(permission: str, what: str) -> str:

@@ -21,6 +21,7 @@ from app.auth import clients, launch
 from app.auth.client_auth import authenticate_client
 from app.auth.clients import ClientRecord
 from app.auth.discovery import openid_configuration, smart_configuration
+from app.auth.enforcement import forbidden, token_required, unauthorized
 from app.auth.errors import OAuthError, invalid_client, invalid_request
 from app.auth.grant import Grant
 from app.auth.http import (
@@ -226,20 +227,21 @@ def _admin_grant(request: Request, conn: Connection) -> Grant:
     """A live token with a system scope that may create anything, or an admin user's."""
     grant = auth_server(request).authenticate(request.headers.get("authorization"))
     if grant is None:
-        raise FhirError("a bearer token is required", status=401)
+        raise token_required()
     if grant.token_id and not auth_server(request).tokens.is_live(conn, grant.token_id):
-        raise FhirError("the access token was revoked or has expired", status=401)
+        raise unauthorized("the access token was revoked or has expired")
     system = any(
         s.context == "system" and s.resource_type == "*" and "c" in s.permissions
         for s in grant.scopes.resources
     )
     if not (system or grant.role == "admin"):
-        raise FhirError("this needs a system/*.c scope (or an administrator)", status=403)
+        raise forbidden("this needs a system/*.c scope (or an administrator)")
     return grant
 
 
 async def create_launch(request: Request) -> Response:
-    """POST /auth/launch {"patient": "123", "encounter": "456"} -> {"launch": "..."}."""
+    """POST /auth/launch {"patient": "123", "encounter": "456", "client_id": "..."} ->
+    {"launch": "..."}; client_id (optional) binds it to that app."""
     body = await _json_body(request)
 
     def work(conn: Connection) -> dict[str, Any]:
@@ -250,10 +252,12 @@ async def create_launch(request: Request) -> Response:
                 patient=body.get("patient"),
                 encounter=body.get("encounter"),
                 created_by=grant.subject,
+                client=body.get("client_id"),
             )
         except ValueError as exc:
             raise invalid_request(str(exc)) from exc
-        return {"launch": made.launch_id, "patient": made.patient, "encounter": made.encounter}
+        return {"launch": made.launch_id, "patient": made.patient,
+                "encounter": made.encounter, "client_id": made.client_id}  # fmt: skip
 
     try:
         return JSONResponse(await in_transaction(request, work), status_code=201)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from app.auth.errors import invalid_scope
+from app.errors import FhirError
 
 CONTEXTS = ("patient", "user", "system")
 V1_PERMISSIONS = {"read": "rs", "write": "cud", "*": "cruds"}
@@ -88,6 +89,8 @@ def parse_scope(text: str) -> ResourceScope | None:
     query = tuple(parse_qsl(match["query"], keep_blank_values=True)) if match["query"] else ()
     if query and v1:
         raise invalid_scope(f"malformed scope {text!r}: only v2 scopes take a restriction")
+    if query and match["type"] != "*":
+        _check_restriction(text, match["type"], query)
     return ResourceScope(match["context"], match["type"], frozenset(letters), query, text, v1)
 
 
@@ -120,6 +123,22 @@ def narrow(requested: str, allowed: str) -> tuple[Scopes, list[str]]:
             refused.append(word)
     others = frozenset(w for w in requested.split() if w in registered.others)
     return Scopes(tuple(granted), others), refused
+
+
+def _check_restriction(text: str, rtype: str, query: tuple[tuple[str, str], ...]) -> None:
+    """A restriction is search criteria on its type. One that is not (an unknown parameter,
+    _sort, _count, an unsupported modifier) is refused here, when the scope is registered or
+    asked for, rather than granted and then failing every request with a 400 about a
+    parameter the client never sent."""
+    # Imported here: the search package imports the request context, which holds a grant of
+    # these scopes.
+    from app.fhir.search.params import parse_criterion
+
+    for key, value in query:
+        try:
+            parse_criterion(rtype, key, value)
+        except FhirError as exc:
+            raise invalid_scope(f"scope {text!r}: {exc.message}") from None
 
 
 def _is_ordered_subset(letters: str) -> bool:

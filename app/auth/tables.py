@@ -96,6 +96,7 @@ launch_context = Table(
     Column("encounter", String(64), nullable=True),
     Column("created_by", String(200), nullable=False),
     Column("expires_at", BigInteger, nullable=False),
+    Column("client_id", String(64), nullable=True),  # migration 0017: NULL for any client
 )
 
 # RFC 7523 client assertions: a jti is accepted once per client until its exp has passed.

@@ -134,13 +134,17 @@ class TokenService:
     def _refresh_token(
         self, conn: Connection, client_id: str, claims: dict[str, Any], family: str, kind: str
     ) -> str:
-        token = secrets.new_secret()
-        lifetime = self.lifetimes.offline if kind == "offline" else self.lifetimes.online
-        record = {**claims, "refresh_kind": kind}
-        self._record(
-            conn, secrets.digest(token), "refresh", client_id, family, record,
-            secrets.now() + lifetime,
-        )  # fmt: skip
+        token, stamp = secrets.new_secret(), secrets.now()
+        # An online_access family ends a fixed time after the sign-in (SMART: usable while
+        # the user is online; here a working day), however often it is rotated; an offline
+        # one lives on while it is used.
+        signed_in = int(claims.get("signed_in_at", stamp))
+        record = {**claims, "refresh_kind": kind, "signed_in_at": signed_in}
+        if kind == "offline":
+            expires_at = stamp + self.lifetimes.offline
+        else:
+            expires_at = signed_in + self.lifetimes.online
+        self._record(conn, secrets.digest(token), "refresh", client_id, family, record, expires_at)
         return token
 
     def _record(

@@ -45,6 +45,11 @@ class Hook:
         self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion
     ) -> None: ...
 
+    def visible(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> bool:
+        """May a version a history returns be listed? (An access hook leaves out older
+        versions outside what the grant reaches; the row filter judges current ones only.)"""
+        return True
+
     def on_change(self, uow: UnitOfWork, change: Change) -> None: ...
 
     def before_commit(self, uow: UnitOfWork) -> None: ...
@@ -72,6 +77,9 @@ class Pipeline(Hook):
     def on_access(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> None:
         for hook in self.hooks:
             hook.on_access(uow, interaction, version)
+
+    def visible(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> bool:
+        return all(hook.visible(uow, interaction, version) for hook in self.hooks)
 
     def on_change(self, uow: UnitOfWork, change: Change) -> None:
         for hook in self.hooks:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import jsonpatch
 import psycopg.errors
@@ -162,7 +163,7 @@ class FhirService:
         if rtype is not None:
             self.check_type(rtype)
         level = "history-instance" if rid else "history-type" if rtype else "history-system"
-        interaction = Interaction(level, rtype, rid)
+        interaction = Interaction(level, rtype, rid, query=_history_query(since, at))
         self.pipeline.authorize(uow, interaction)
         if rid is not None and storage.get_current(uow, rtype or "", rid) is None:
             raise NotFound(f"{rtype}/{rid} is not known")
@@ -170,9 +171,10 @@ class FhirService:
             uow, rtype=rtype, rid=rid, since=since, at_or_before=at, after=cursor, limit=count + 1
         )
         page, more = rows[:count], len(rows) > count
+        last = page[-1] if page else None  # the cursor goes on from what was read
+        page = [v for v in page if self.pipeline.visible(uow, interaction, v)]
         for version in page:
             self.pipeline.on_access(uow, interaction, version)
-        last = page[-1] if page else None
         next_cursor = (
             HistoryCursor(last.last_updated, last.resource_type, last.id, last.version_id)
             if more and last
@@ -482,3 +484,10 @@ def _apply_json_patch(document: dict[str, Any], operations: Any) -> dict[str, An
     if not isinstance(result, dict):
         raise Unprocessable("JSON Patch result is not a resource")
     return result
+
+
+def _history_query(since: int | None, at: int | None) -> str:
+    """A history listing's criteria as a query string (the audit trail's BALP Query entity
+    records it, as a search's criteria; paging and _count are left out, as for searches)."""
+    pairs = [("_since", since), ("_at", at)]
+    return urlencode([(k, to_instant(v)) for k, v in pairs if v is not None])
