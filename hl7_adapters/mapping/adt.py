@@ -11,6 +11,8 @@ AL1[AllergyIntolerance]. How each resource is found again:
   class>`` (time: PV1-44, else EVN-2, else MSH-7; see _visit_key), so a re-sent admission
   finds it; for the other events there is nothing to find, so no Encounter is planned and a
   warning says so.
+* A13 (cancel discharge): status in-progress, and the discharge's period.end and
+  hospitalization.dischargeDisposition are removed from the stored Encounter (nulls).
 * Encounter.status: the IG "Event[EncounterStatus]" map by trigger; for A08/A28/A31 (which
   the IG maps to "unknown") the PV1 map instead: "finished" when PV1-45 is valued, else by
   patient class. An update message therefore never turns a real status into "unknown".
@@ -234,10 +236,29 @@ def plan_encounter(
         reason = dt.codeable_concept(first(pv2, 3))  # PV2-3 admit reason
         if reason:
             resource["reasonCode"] = [reason]
+    nulls = _cancel_discharge(resource) if trigger == "A13" else frozenset()
     found_by = visit or key
     match = ids.match_of(found_by) if found_by else None
     origin = ctx.origin(pv1, 19 if visit else 44)
-    return ctx.add(resource, mode if match else "create", match, origin=origin)
+    return ctx.add(resource, mode if match else "create", match, nulls, origin=origin)
+
+
+# What a discharge (A03) wrote that a cancel discharge (A13) takes back (IG ADT_A13: the
+# Encounter is in progress again, without discharge disposition or end of period).
+DISCHARGE_ELEMENTS = (("period", "end"), ("hospitalization", "dischargeDisposition"))
+
+
+def _cancel_discharge(resource: JSON) -> frozenset[str]:
+    """A13: the discharge's elements are left out of the mapped Encounter (a PV1-45/PV1-36
+    still sent is the discharge being cancelled) and removed from the stored one, also when
+    the A13 sends no PV1-44/PV1-14 and so replaces neither period nor hospitalization."""
+    for element, child in DISCHARGE_ELEMENTS:
+        part = resource.get(element)
+        if isinstance(part, dict):
+            part.pop(child, None)
+            if not part:
+                del resource[element]
+    return frozenset(f"{element}.{child}" for element, child in DISCHARGE_ELEMENTS)
 
 
 def _visit_key(msg: Message, pv1: Segment, patient: PatientRef, klass_code: str) -> JSON | None:

@@ -1,0 +1,97 @@
+"""Cancel events through the real mapping and the running server (POST /hl7/v2).
+
+IG ADT_A13 (cancel discharge): the Encounter is in progress again and what the discharge wrote
+(period.end, hospitalization.dischargeDisposition) is gone, also when the A13 sends no admit
+time or admit source of its own. IG ADT_A11 (cancel admit): the Encounter is cancelled.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.test_hl7_http import hl7, post, server_root  # noqa: F401  (fixtures)
+from tests.test_hl7_ingest import msa, search, unique_id
+
+__all__ = ["hl7", "server_root"]
+
+
+def adt(trigger: str, control: str, mrn: str, when: str, pv1: dict[int, str]) -> bytes:
+    fields = [""] * max(pv1)
+    for number, value in pv1.items():
+        fields[number - 1] = value
+    return (
+        f"MSH|^~\\&|ADT|HOSP|MS|MS|{when}+0000||ADT^{trigger}|{control}|P|2.5\r"
+        f"EVN|{trigger}|{when}+0000\r"
+        f"PID|1||{mrn}^^^HOSP^MR||Doe^Jane||19800101|F\r"
+        f"PV1|{'|'.join(fields)}\r"
+    ).encode()
+
+
+def visit_fields(visit: str, **extra: str) -> dict[int, str]:
+    fields = {1: "1", 2: "I", 3: "W1^101^A", 19: f"{visit}^^^HOSP^VN"}
+    fields.update({int(k[1:]): v for k, v in extra.items()})
+    return fields
+
+
+def encounter(client: httpx.Client, visit: str) -> dict:  # type: ignore[type-arg]
+    [found] = search(client, "Encounter", identifier=visit)
+    return found
+
+
+@pytest.mark.parametrize(
+    "a13_extra",
+    [
+        {},  # no PV1-44, PV1-14: nothing of the A13 replaces period or hospitalization
+        {"f44": "20240301100000+0000", "f14": "7"},  # both sent: replaced, end still dropped
+        {"f44": "20240301100000+0000", "f45": "20240302100000+0000", "f36": "01"},  # stale copy
+    ],
+)
+def test_a13_takes_the_discharge_back(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+    a13_extra: dict[str, str],
+) -> None:
+    mrn, visit = unique_id("P"), unique_id("V")
+    admit = visit_fields(visit, f14="7", f44="20240301100000+0000")
+    discharged = {**admit, 36: "01", 45: "20240302100000+0000"}
+    assert msa(post(hl7, adt("A01", unique_id(), mrn, "20240301100000", admit)).content)[0] == "AA"
+    answer = post(hl7, adt("A03", unique_id(), mrn, "20240302100000", discharged))
+    assert msa(answer.content)[0] == "AA"
+    before = encounter(client, visit)
+    assert before["status"] == "finished" and before["period"]["end"]
+    assert before["hospitalization"]["dischargeDisposition"]["coding"][0]["code"] == "01"
+
+    a13 = adt("A13", unique_id(), mrn, "20240302110000", visit_fields(visit, **a13_extra))
+    assert msa(post(hl7, a13).content)[0] == "AA"
+    after = encounter(client, visit)
+    assert after["status"] == "in-progress"
+    assert after["period"] == {"start": "2024-03-01T10:00:00+00:00"}
+    assert after["hospitalization"]["admitSource"]["coding"][0]["code"] == "7"
+    assert "dischargeDisposition" not in after["hospitalization"]
+
+
+def test_a13_on_a_visit_never_discharged_changes_no_period(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    mrn, visit = unique_id("P"), unique_id("V")
+    admit = visit_fields(visit, f44="20240301100000+0000")
+    assert msa(post(hl7, adt("A01", unique_id(), mrn, "20240301100000", admit)).content)[0] == "AA"
+    a13 = adt("A13", unique_id(), mrn, "20240301110000", visit_fields(visit))
+    assert msa(post(hl7, a13).content)[0] == "AA"
+    after = encounter(client, visit)
+    assert after["status"] == "in-progress" and "hospitalization" not in after
+    assert after["period"] == {"start": "2024-03-01T10:00:00+00:00"}
+
+
+def test_a11_cancels_the_admission(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    mrn, visit = unique_id("P"), unique_id("V")
+    admit = visit_fields(visit, f44="20240301100000+0000")
+    assert msa(post(hl7, adt("A01", unique_id(), mrn, "20240301100000", admit)).content)[0] == "AA"
+    a11 = adt("A11", unique_id(), mrn, "20240301110000", visit_fields(visit))
+    assert msa(post(hl7, a11).content)[0] == "AA"
+    assert encounter(client, visit)["status"] == "cancelled"
