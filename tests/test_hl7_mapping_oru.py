@@ -208,11 +208,9 @@ def test_repetitions_become_components(values: MappingResult) -> None:
 
 
 def test_unmapped_types_and_flags_are_warnings(values: MappingResult) -> None:
-    for code in ("X-ED", "X-ZZ"):
-        assert not any(k.startswith("value") for k in obs(values, code).resource)
+    assert not any(k.startswith("value") for k in obs(values, "X-ZZ").resource)
     found = {(w.code, w.segment, w.sequence, w.field, w.repetition) for w in values.warnings}
     assert found == {
-        (102, "OBX", 16, 2, None),  # ED is a value type we do not map
         (103, "OBX", 17, 2, None),  # ZZ is not a value type at all
         (103, "OBX", 19, 8, 2),  # abnormal flag ZZZ (the H before it is kept)
     }
@@ -342,6 +340,43 @@ def test_lenient_readings_are_warnings() -> None:
         (102, 2, 5),
         (102, 3, 5),
     }
+
+
+ATTACHMENT = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.valueAttachment"
+
+
+def test_encoded_data_and_reference_pointers_become_attachments(values: MappingResult) -> None:
+    """IG OBX map: OBX-2 ED (and RP) -> the R5 valueAttachment extension (R4 has no
+    Observation.valueAttachment); ED.5 base64 (Hex and A converted), ED.2/ED.3 contentType."""
+    [sent_in_fixture] = obs(values, "X-ED").resource["extension"]
+    assert sent_in_fixture == {"url": ATTACHMENT, "valueAttachment": {"data": "SGVsbG8="}}
+    result = mapped(
+        oru(
+            "OBX|1|ED|11502-2^Report^LN||^application^pdf^Base64^JVBERi0x||||||F",
+            "OBX|2|ED|11502-2^Report^LN||^AP^PDF^Hex^48656C6C6F||||||F",
+            "OBX|3|ED|11502-2^Report^LN||^TEXT^^A^Hello||||||F",
+            "OBX|4|RP|18748-4^Image^LN||http://pacs/x/1^PACS^image^jpeg||||||F",
+            "OBX|5|ED|11502-2^Report^LN||^AP^PDF^Base64^not*base64||||||F",
+        )
+    )
+    pdf, hexed, ascii_, pointer, broken = of_type(result, "Observation")
+    assert pdf.resource["extension"] == [
+        {
+            "url": ATTACHMENT,
+            "valueAttachment": {"contentType": "application/pdf", "data": "JVBERi0x"},
+        }
+    ]
+    assert hexed.resource["extension"][0]["valueAttachment"] == {
+        "contentType": "application/pdf",
+        "data": "SGVsbG8=",
+    }
+    assert ascii_.resource["extension"][0]["valueAttachment"] == {"data": "SGVsbG8="}
+    assert pointer.resource["extension"][0]["valueAttachment"] == {
+        "contentType": "image/jpeg",
+        "url": "http://pacs/x/1",
+    }
+    assert "extension" not in broken.resource
+    assert {(w.code, w.sequence, w.field) for w in result.warnings} == {(102, 5, 5)}
 
 
 def test_obx_before_any_obr_is_a_patient_observation() -> None:
