@@ -60,7 +60,12 @@ def test_a13_takes_the_discharge_back(
     assert msa(answer.content)[0] == "AA"
     before = encounter(client, visit)
     assert before["status"] == "finished" and before["period"]["end"]
-    assert before["hospitalization"]["dischargeDisposition"]["coding"][0]["code"] == "01"
+    assert before["hospitalization"]["dischargeDisposition"]["coding"] == [
+        {"system": "http://terminology.hl7.org/CodeSystem/v2-0112", "code": "01"}
+    ]
+    assert before["hospitalization"]["admitSource"]["coding"] == [
+        {"system": "http://terminology.hl7.org/CodeSystem/v2-0023", "code": "7"}
+    ]
 
     a13 = adt("A13", unique_id(), mrn, "20240302110000", visit_fields(visit, **a13_extra))
     assert msa(post(hl7, a13).content)[0] == "AA"

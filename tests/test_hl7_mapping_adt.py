@@ -30,6 +30,9 @@ MAPPING = FIXTURES / "mapping"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 
 
+V2 = "http://terminology.hl7.org/CodeSystem/v2-"
+
+
 def load(name: str) -> Message:
     return parse_message((MAPPING / name).read_bytes())
 
@@ -185,9 +188,13 @@ def test_a01_encounter_practitioners_location() -> None:
         "VN",
     )
     assert enc["period"] == {"start": "2024-01-31T15:00:00+01:00"}
-    assert enc["serviceType"] == {"coding": [{"code": "MED"}]}
+    # IS fields sent without a coding system are codes of their HL7 table (PV1-10 0069,
+    # PV1-14 0023); PV2-3 (admit reason) is bound to no table and stays without one
+    assert enc["serviceType"] == {"coding": [{"system": V2 + "0069", "code": "MED"}]}
     assert enc["reasonCode"] == [{"coding": [{"code": "CHEST", "display": "Chest pain"}]}]
-    assert enc["hospitalization"] == {"admitSource": {"coding": [{"code": "7"}]}}
+    assert enc["hospitalization"] == {
+        "admitSource": {"coding": [{"system": V2 + "0023", "code": "7"}]}
+    }
 
     (where,) = enc["location"]
     location = by_url(result, where["location"]["reference"])

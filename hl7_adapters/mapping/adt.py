@@ -205,10 +205,10 @@ def plan_encounter(
             identifiers.append(alt)
     if identifiers:
         resource["identifier"] = identifiers
-    admission = dt.codeable_concept(first(pv1, 4))
+    admission = dt.codeable_concept(first(pv1, 4), "0007")
     if admission:
         resource["type"] = [admission]
-    service = dt.codeable_concept(first(pv1, 10))
+    service = dt.codeable_concept(first(pv1, 10), "0069")
     if service:
         resource["serviceType"] = service
     participants = _participants(ctx, pv1, at)
@@ -297,8 +297,11 @@ def _hospitalization(ctx: MapContext, pv1: Segment, at: Where) -> JSON:
         ident = dt.cx_identifier(pre, at.sub(5, 1))
         if ident:
             data["preAdmissionIdentifier"] = ident
-    for field, element in ((14, "admitSource"), (36, "dischargeDisposition")):
-        concept = dt.codeable_concept(first(pv1, field))
+    for field, element, table in (
+        (14, "admitSource", "0023"),
+        (36, "dischargeDisposition", "0112"),
+    ):
+        concept = dt.codeable_concept(first(pv1, field), table)
         if concept:
             data[element] = concept
     return data

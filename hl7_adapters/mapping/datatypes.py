@@ -61,15 +61,20 @@ def _coding(code: str, display: str, system_name: str, version: str = "", oid: s
     )
 
 
-def codeable_concept(rep: Repetition | None) -> JSON | None:
+def codeable_concept(rep: Repetition | None, table: str = "") -> JSON | None:
     """CWE/CE/CNE -> CodeableConcept: triplets 1-3, 4-6 and 10-12, CWE.9 as text.
 
-    Without any code, CWE.2 becomes the text so that a text-only value is not lost.
+    Without any code, CWE.2 becomes the text so that a text-only value is not lost. ``table``:
+    the HL7 table a coded field is bound to (PV1-36 -> 0112); a code sent without a coding
+    system (CWE.3, or an IS field, which has none) is of that table and gets its system
+    (IG IS/CWE[CodeableConcept]: "http://terminology.hl7.org/CodeSystem/v2-" + table), so a
+    discharge disposition "01" is not a bare code nobody can interpret.
     """
     if rep is None:
         return None
+    first_system = val(rep, 3) or (f"HL7{table}" if table and not val(rep, 14) else "")
     codings = [
-        _coding(val(rep, 1), val(rep, 2), val(rep, 3), val(rep, 7), val(rep, 14)),
+        _coding(val(rep, 1), val(rep, 2), first_system, val(rep, 7), val(rep, 14)),
         _coding(val(rep, 4), val(rep, 5), val(rep, 6), val(rep, 8), val(rep, 17)),
         _coding(val(rep, 10), val(rep, 11), val(rep, 12), val(rep, 13), val(rep, 20)),
     ]
