@@ -238,6 +238,21 @@ def test_a01_encounter_practitioners_location() -> None:
     assert rita.match == "identifier=|2222"  # no XCN.9: a system-less identifier
 
 
+def test_professional_suffix_is_a_suffix() -> None:
+    """IG XPN[HumanName]: XPN.14 professional suffix -> suffix (XCN.21 in a doctor's name),
+    after XPN.4 and XPN.6; one sent twice is kept once."""
+    msg = (
+        "MSH|^~\\&|ADT|H|MS|MS|20240101120000+0000||ADT^A04|S1|P|2.5.1\r"
+        "PID|1||7^^^H&1.2.3&ISO^MR||Smith^John^Q^Jr^Dr^PhD^L^^^^^^^MD~Roe^Ann^^^^MD^L^^^^^^^MD\r"
+        "PV1|1|O|||||55^Who^Doc^^^^MD^^H&1.2.3&ISO^L^^^DN^^^^^^^^FACP|||||||||||||V1^^^H&1.2.3&ISO\r"
+    )
+    result = mapped(msg.encode())
+    names = only(result, "Patient").resource["name"]
+    assert [n["suffix"] for n in names] == [["Jr", "PhD", "MD"], ["MD"]]
+    doctor = only(result, "Practitioner").resource
+    assert doctor["name"][0]["suffix"] == ["MD", "FACP"]
+
+
 def test_a01_related_persons() -> None:
     result = mapped(load("adt_a01_v251.hl7"))
     patient = only(result, "Patient")

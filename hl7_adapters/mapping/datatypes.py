@@ -191,11 +191,15 @@ def _period(where: Where, start: str, end: str, component: int) -> JSON | None:
 
 
 def human_name(rep: Repetition, where: Where, name_type: int = 7) -> JSON | None:
-    """XPN -> HumanName (IG XPN[HumanName]); ``name_type`` is 10 inside an XCN."""
+    """XPN -> HumanName (IG XPN[HumanName], XCN[Practitioner] for the name); ``name_type`` is
+    10 inside an XCN."""
     offset = 0 if name_type == 7 else 1  # XCN: XPN.1 is XCN.2, ...
     family = val(rep, 1 + offset, 1)  # FN.1 surname
     given = [g for g in (val(rep, 2 + offset), val(rep, 3 + offset)) if g]
-    suffix = [s for s in (val(rep, 4 + offset), val(rep, 6 + offset)) if s]
+    # suffix: XPN.4 (Jr), XPN.6 (degree, PhD) and the professional suffix (XPN.14, XCN.21: MD)
+    professional = val(rep, 14 if name_type == 7 else 21)
+    parts = (val(rep, 4 + offset), val(rep, 6 + offset), professional)
+    suffix = list(dict.fromkeys(s for s in parts if s))
     prefix = [p for p in (val(rep, 5 + offset),) if p]
     if not (family or given or prefix or suffix):
         return None
