@@ -379,6 +379,66 @@ def test_encoded_data_and_reference_pointers_become_attachments(values: MappingR
     assert {(w.code, w.sequence, w.field) for w in result.warnings} == {(102, 5, 5)}
 
 
+def test_specimens_are_mapped_and_referenced() -> None:
+    """IG ORU_R01 SPECIMEN group: SPM -> Specimen of the patient, in DiagnosticReport.specimen,
+    and Observation.specimen when the order has one specimen."""
+    result = mapped(
+        oru(
+            "OBX|1|NM|2823-3^Potassium^LN||4.1|mmol/L^^UCUM|||||F",
+            "SPM|1|P77&LAB&1.2.9&ISO^F88&LAB&1.2.9&ISO||BLD^Blood^HL70487|||VENIP^Venipuncture^HL70488"
+            "|LACF^Left antecubital fossa^HL70550||||5^mL&milliliter&UCUM||Hemolyzed|||"
+            "20240201075000+0100^20240201075500+0100|20240201081000+0100||Y",
+        )
+    )
+    specimen = only(result, "Specimen")
+    res = specimen.resource
+    assert specimen.mode == "upsert" and specimen.match == "identifier=urn:oid:1.2.9|F88"
+    assert [(i["type"]["coding"][0]["code"], i["value"]) for i in res["identifier"]] == [
+        ("FILL", "F88"),
+        ("PLAC", "P77"),
+    ]
+    assert res["type"]["coding"][0] == {
+        "system": "http://terminology.hl7.org/CodeSystem/v2-0487",
+        "code": "BLD",
+        "display": "Blood",
+    }
+    assert res["status"] == "available"
+    assert res["subject"] == {"reference": only(result, "Patient").full_url}
+    assert res["receivedTime"] == "2024-02-01T08:10:00+01:00"
+    assert res["note"] == [{"text": "Hemolyzed"}]
+    collection = res["collection"]
+    assert collection["collectedPeriod"] == {
+        "start": "2024-02-01T07:50:00+01:00",
+        "end": "2024-02-01T07:55:00+01:00",
+    }
+    assert collection["method"]["coding"][0]["code"] == "VENIP"
+    assert collection["bodySite"]["coding"][0]["code"] == "LACF"
+    assert collection["quantity"] == {"value": 5, "unit": "milliliter"}
+    report = only(result, "DiagnosticReport").resource
+    assert report["specimen"] == [{"reference": specimen.full_url}]
+    (potassium,) = of_type(result, "Observation")
+    assert potassium.resource["specimen"] == {"reference": specimen.full_url}
+
+
+def test_specimens_without_an_authority_are_found_under_their_order() -> None:
+    result = mapped(
+        oru(
+            "OBX|1|NM|2823-3^Potassium^LN||4.1|mmol/L^^UCUM|||||F",
+            "SPM|1|SpecimenID||BLD",
+            "SPM|2|||SER",
+        )
+    )
+    first_spm, second_spm = of_type(result, "Specimen")
+    assert first_spm.match == "identifier=urn:medisentinel:hl7v2:spm|%5C|F1%5C|SpecimenID"
+    assert first_spm.resource["identifier"][1]["value"] == "SpecimenID"  # kept as sent
+    assert second_spm.resource["identifier"] == [
+        {"system": "urn:medisentinel:hl7v2:spm", "value": "|F1|2"}
+    ]
+    assert len(only(result, "DiagnosticReport").resource["specimen"]) == 2
+    (potassium,) = of_type(result, "Observation")
+    assert "specimen" not in potassium.resource  # two specimens: Observation holds one
+
+
 def test_obx_before_any_obr_is_a_patient_observation() -> None:
     text = oru().replace("OBR|1", "OBX|1|NM|29463-7^Weight^LN||80|kg^^UCUM|||||F\nOBR|1")
     result = mapped(text)

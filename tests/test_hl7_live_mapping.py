@@ -1,8 +1,9 @@
-"""Cancel events through the real mapping and the running server (POST /hl7/v2).
+"""Mappings checked through the real mapper, the door and the running server (POST /hl7/v2).
 
-IG ADT_A13 (cancel discharge): the Encounter is in progress again and what the discharge wrote
-(period.end, hospitalization.dischargeDisposition) is gone, also when the A13 sends no admit
-time or admit source of its own. IG ADT_A11 (cancel admit): the Encounter is cancelled.
+Cancel events: IG ADT_A13 (cancel discharge): the Encounter is in progress again and what
+the discharge wrote (period.end, hospitalization.dischargeDisposition) is gone, also when the
+A13 sends no admit time or admit source of its own. IG ADT_A11 (cancel admit): cancelled.
+ORU SPM segments: Specimen resources, referenced by the report and its results.
 """
 
 from __future__ import annotations
@@ -100,3 +101,34 @@ def test_a11_cancels_the_admission(
     a11 = adt("A11", unique_id(), mrn, "20240301110000", visit_fields(visit))
     assert msa(post(hl7, a11).content)[0] == "AA"
     assert encounter(client, visit)["status"] == "cancelled"
+
+
+def test_a_specimen_is_stored_once_and_referenced(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """IG ORU_R01 SPECIMEN group: SPM -> Specimen; a re-send (new MSH-10) updates it."""
+    mrn, order, specimen_id = unique_id("P"), unique_id("F"), unique_id("S")
+
+    def oru(control: str) -> bytes:
+        return (
+            f"MSH|^~\\&|LAB|HOSP|MS|MS|20240301120000+0000||ORU^R01^ORU_R01|{control}|P|2.5.1\r"
+            f"PID|1||{mrn}^^^HOSP^MR||Roe^Rich||19700101|M\r"
+            f"OBR|1||{order}^LAB^1.2.9^ISO|24331-1^Lipid^LN|||20240301080000+0000"
+            "||||||||||||||||||F\r"
+            "OBX|1|NM|2093-3^Chol^LN||250|mg/dL^^UCUM|||||F\r"
+            f"SPM|1|^{specimen_id}&LAB&1.2.9&ISO||SER^Serum^HL70487|||||||||||||"
+            "20240301075000+0000\r"
+        ).encode()
+
+    for _ in range(2):
+        assert msa(post(hl7, oru(unique_id())).content)[0] == "AA"
+    [specimen] = search(client, "Specimen", identifier=f"urn:oid:1.2.9|{specimen_id}")
+    assert specimen["type"]["coding"][0]["code"] == "SER"
+    assert specimen["collection"] == {"collectedDateTime": "2024-03-01T07:50:00+00:00"}
+    [patient] = search(client, "Patient", identifier=mrn)
+    assert specimen["subject"] == {"reference": f"Patient/{patient['id']}"}
+    [report] = search(client, "DiagnosticReport", identifier=order)
+    assert report["specimen"] == [{"reference": f"Specimen/{specimen['id']}"}]
+    [result] = search(client, "Observation", subject=f"Patient/{patient['id']}")
+    assert result["specimen"] == {"reference": f"Specimen/{specimen['id']}"}
