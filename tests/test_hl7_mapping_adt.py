@@ -253,6 +253,18 @@ def test_professional_suffix_is_a_suffix() -> None:
     assert doctor["name"][0]["suffix"] == ["MD", "FACP"]
 
 
+def test_street_address_parts_are_not_repeated() -> None:
+    """XAD.1 (SAD): SAD.1 is the whole street line; SAD.2 (street name) and SAD.3 (dwelling
+    number) are its parts and make the line only when SAD.1 is empty."""
+    msg = (
+        "MSH|^~\\&|ADT|H|MS|MS|20240101120000+0000||ADT^A04|S2|P|2.5.1\r"
+        "PID|1||7^^^H&1.2.3&ISO^MR||Roe^Ann||||||"
+        "1000 Hospital Lane&Hospital Lane&1000^^Town^ST~&Main St&12^^Town^ST\r"
+    )
+    addresses = only(mapped(msg.encode()), "Patient").resource["address"]
+    assert [a["line"] for a in addresses] == [["1000 Hospital Lane"], ["12 Main St"]]
+
+
 def test_a01_related_persons() -> None:
     result = mapped(load("adt_a01_v251.hl7"))
     patient = only(result, "Patient")

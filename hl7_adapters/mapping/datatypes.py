@@ -246,10 +246,11 @@ def name_display(name: JSON | None) -> str:
 def address(rep: Repetition, where: Where) -> JSON | None:
     """XAD -> Address (IG XAD[Address]).
 
-    Deviation: SAD.2 (street name) and SAD.3 (dwelling number) are folded into the first line
-    ("1000 Hospital Lane") instead of ADXP extensions, so the line reads as sent.
+    Deviation: the first line is SAD.1 (street address) as sent; only when it is empty are
+    SAD.3 (dwelling number) and SAD.2 (street name) joined into it ("1000 Hospital Lane")
+    instead of ADXP extensions. (SAD.2 and SAD.3 are parts of SAD.1, not more of the line.)
     """
-    street = " ".join(p for p in (val(rep, 1, 1), val(rep, 1, 2), val(rep, 1, 3)) if p)
+    street = val(rep, 1, 1) or " ".join(p for p in (val(rep, 1, 3), val(rep, 1, 2)) if p)
     lines = [line for line in (street, val(rep, 2)) if line]
     kind = val(rep, 7).upper()
     use = t.ADDRESS_USE_0190.get(kind)
