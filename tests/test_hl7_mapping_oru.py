@@ -379,6 +379,23 @@ def test_encoded_data_and_reference_pointers_become_attachments(values: MappingR
     assert {(w.code, w.sequence, w.field) for w in result.warnings} == {(102, 5, 5)}
 
 
+def test_date_ranges_are_periods() -> None:
+    """IG OBX map: OBX-2 DR -> valuePeriod (DR[Period]); it was left out with a warning."""
+    result = mapped(
+        oru(
+            "OBX|1|DR|X-DR^Range^L||20240101080000+0100^20240103+0100||||||F",
+            "OBX|2|DR|X-DR2^Open range^L||20240105||||||F",
+        )
+    )
+    closed, open_ended = of_type(result, "Observation")
+    assert closed.resource["valuePeriod"] == {
+        "start": "2024-01-01T08:00:00+01:00",
+        "end": "2024-01-03",
+    }
+    assert open_ended.resource["valuePeriod"] == {"start": "2024-01-05"}
+    assert not result.warnings
+
+
 def test_specimens_are_mapped_and_referenced() -> None:
     """IG ORU_R01 SPECIMEN group: SPM -> Specimen of the patient, in DiagnosticReport.specimen,
     and Observation.specimen when the order has one specimen."""

@@ -14,6 +14,7 @@ CF IS ID    valueCodeableConcept
 DT          valueDateTime (a date); TS/DTM valueDateTime
 TM          valueTime
 NR          valueRange
+DR          valuePeriod (DR.1 start, DR.2 end; IG DR[Period])
 ED          extension valueAttachment (R4 has no Observation.valueAttachment; the IG OBX map
             uses the R5 element's cross-version extension): ED.3 (with ED.2) the contentType,
             ED.5 the data, as base64 (sent Base64: kept; Hex or A: converted, IG ED map)
@@ -69,6 +70,7 @@ UNMAPPED_TYPES = t.VALUE_TYPES_0125 - {
     "DTM",
     "TM",
     "NR",
+    "DR",
     "ED",
     "RP",
 }
@@ -193,6 +195,10 @@ def one_value(kind: str, rep: Repetition, where: Where, unit: JSON) -> tuple[str
         if time is None:
             where.warn(102, f"OBX-5: '{val(rep, 1)}' is not a valid time; left out", 1)
         return ("valueTime", time) if time else None
+    if kind == "DR":
+        start, end = where.datetime(val(rep, 1), 1), where.datetime(val(rep, 2), 2)
+        period = {k: v for k, v in (("start", start), ("end", end)) if v}
+        return ("valuePeriod", period) if period else None
     if kind == "NR":
         low, high = decimal(val(rep, 1)), decimal(val(rep, 2))
         rng = {k: quantity(v, unit) for k, v in (("low", low), ("high", high)) if v is not None}
