@@ -3,7 +3,8 @@
 Cancel events: IG ADT_A13 (cancel discharge): the Encounter is in progress again and what
 the discharge wrote (period.end, hospitalization.dischargeDisposition) is gone, also when the
 A13 sends no admit time or admit source of its own. IG ADT_A11 (cancel admit): cancelled.
-ORU SPM segments: Specimen resources, referenced by the report and its results.
+ORU SPM segments: Specimen resources, referenced by the report and its results. ADT DG1
+segments: Conditions of the visit, updated (not copied) by an A08.
 """
 
 from __future__ import annotations
@@ -132,3 +133,18 @@ def test_a_specimen_is_stored_once_and_referenced(
     assert report["specimen"] == [{"reference": f"Specimen/{specimen['id']}"}]
     [result] = search(client, "Observation", subject=f"Patient/{patient['id']}")
     assert result["specimen"] == {"reference": f"Specimen/{specimen['id']}"}
+
+
+def test_diagnoses_are_stored_once_per_visit(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    mrn, visit = unique_id("P"), unique_id("V")
+    dg1 = "DG1|1||I63.9^Cerebral infarction^I10|Stroke|20240301100000+0000|A"
+    for trigger, when in (("A01", "20240301100000"), ("A08", "20240301110000")):
+        body = adt(trigger, unique_id(), mrn, when, visit_fields(visit)) + f"{dg1}\r".encode()
+        assert msa(post(hl7, body).content)[0] == "AA"
+    [found] = search(client, "Condition", code="I63.9")  # one Condition, not one per message
+    assert found["code"]["coding"][0]["code"] == "I63.9"
+    assert found["encounter"] == {"reference": f"Encounter/{encounter(client, visit)['id']}"}
+    assert found["meta"]["versionId"] == "1"  # the A08 changed nothing

@@ -265,6 +265,47 @@ def test_street_address_parts_are_not_repeated() -> None:
     assert [a["line"] for a in addresses] == [["1000 Hospital Lane"], ["12 Main St"]]
 
 
+def test_diagnoses_are_conditions_of_the_visit() -> None:
+    """IG DG1[Condition]: code (DG1-4 its text), onset, recorded date, asserter, DG1-20 kept;
+    category encounter-diagnosis, the message's Encounter; DG1-21 D -> entered-in-error."""
+    msg = (
+        "MSH|^~\\&|ADT|H|MS|MS|20240101120000+0000||ADT^A01|D1|P|2.5.1\r"
+        "PID|1||7^^^H&1.2.3&ISO^MR||Roe^Ann\r"
+        "PV1|1|I|||||||||||||||||V9^^^H&1.2.3&ISO^VN\r"
+        "DG1|1||I63.9^Cerebral infarction^I10|Stroke|20240101100000+0000|A|||||||||1|"
+        "55^Diag^Robin^^^^^^H&1.2.3&ISO|||20240101110000+0000|DX1^H^1.2.3^ISO\r"
+        "DG1|2||E11.9^Type 2 diabetes^I10||||||||||||||||||D\r"
+    )
+    result = mapped(msg.encode())
+    stroke, diabetes = of_type(result, "Condition")
+    encounter = only(result, "Encounter")
+    res = stroke.resource
+    assert stroke.mode == "upsert"
+    assert (
+        stroke.match
+        == "identifier=urn:medisentinel:hl7v2:dg1|urn:oid:1.2.3%5C|7%5C|id:urn:oid:1.2.3%5C|DX1"
+    )
+    assert res["identifier"][1] == {"system": "urn:oid:1.2.3", "value": "DX1"}
+    assert res["code"] == {
+        "coding": [
+            {"system": "http://hl7.org/fhir/sid/icd-10", "code": "I63.9",
+             "display": "Cerebral infarction"}
+        ],
+        "text": "Stroke",
+    }  # fmt: skip
+    assert res["category"][0]["coding"][0]["code"] == "encounter-diagnosis"
+    assert res["subject"] == {"reference": only(result, "Patient").full_url}
+    assert res["encounter"] == {"reference": encounter.full_url}
+    assert res["onsetDateTime"] == "2024-01-01T10:00:00+00:00"
+    assert res["recordedDate"] == "2024-01-01T11:00:00+00:00"
+    assert by_url(result, res["asserter"]["reference"]).resource["name"][0]["family"] == "Diag"
+    assert "verificationStatus" not in res
+    assert diabetes.resource["verificationStatus"]["coding"][0]["code"] == "entered-in-error"
+    assert diabetes.resource["identifier"][0]["value"].endswith(
+        "|urn:oid:1.2.3|V9|http://hl7.org/fhir/sid/icd-10|E11.9"
+    )
+
+
 def test_a01_related_persons() -> None:
     result = mapped(load("adt_a01_v251.hl7"))
     patient = only(result, "Patient")

@@ -18,6 +18,7 @@ AL1[AllergyIntolerance]. How each resource is found again:
   patient class. An update message therefore never turns a real status into "unknown".
 * NK1: RelatedPerson (upsert by a derived identifier), or Patient.contact for an
   organisation (nk1.py).
+* Condition (DG1): upsert, with the message's Encounter (dg1.py).
 * AllergyIntolerance (AL1): upsert, matched by ``urn:medisentinel:hl7v2:al1|<patient
   system>|<patient id>|<AL1-3 coding system>|<AL1-3 code, else text>``.
 * Practitioner (PV1-7/8/9/17): ensure by XCN.1 identifier; a doctor without XCN.1 is named
@@ -38,6 +39,7 @@ from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, Where, first, val
+from hl7_adapters.mapping.dg1 import map_diagnoses
 from hl7_adapters.mapping.nk1 import map_next_of_kin
 from hl7_adapters.mapping.patient import build_patient, patient_match
 from hl7_adapters.mapping.plan import Merge, Mode
@@ -87,9 +89,11 @@ def map_adt(ctx: MapContext, trigger: str) -> tuple[PatientRef | None, list[Merg
     if patient is None:
         return None, []
     pv1 = msg.segment("PV1")
+    encounter = None
     if pv1 is not None:
-        plan_encounter(ctx, pv1, msg.segment("PV2"), patient, trigger, "upsert")
+        encounter = plan_encounter(ctx, pv1, msg.segment("PV2"), patient, trigger, "upsert")
     map_next_of_kin(ctx, msg.segments("NK1"), patient)
+    map_diagnoses(ctx, msg.segments("DG1"), patient, encounter, practitioner_ref)
     for al1 in msg.segments("AL1"):
         _allergy(ctx, al1, patient)
     return patient, []
