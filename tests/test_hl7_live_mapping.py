@@ -12,8 +12,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.conftest import LiveServer
+from tests.smart_helpers import register_client
 from tests.test_hl7_http import hl7, post, server_root  # noqa: F401  (fixtures)
-from tests.test_hl7_ingest import msa, search, unique_id
+from tests.test_hl7_ingest import err_fields, msa, search, unique_id
 
 __all__ = ["hl7", "server_root"]
 
@@ -104,26 +106,26 @@ def test_a11_cancels_the_admission(
     assert encounter(client, visit)["status"] == "cancelled"
 
 
+def oru_with_specimen(mrn: str, order: str, specimen_id: str) -> bytes:
+    return (
+        f"MSH|^~\\&|LAB|HOSP|MS|MS|20240301120000+0000||ORU^R01^ORU_R01|{unique_id()}|P|2.5.1\r"
+        f"PID|1||{mrn}^^^HOSP^MR||Roe^Rich||19700101|M\r"
+        f"OBR|1||{order}^LAB^1.2.9^ISO|24331-1^Lipid^LN|||20240301080000+0000"
+        "||||||||||||||||||F\r"
+        "OBX|1|NM|2093-3^Chol^LN||250|mg/dL^^UCUM|||||F\r"
+        f"SPM|1|^{specimen_id}&LAB&1.2.9&ISO||SER^Serum^HL70487|||||||||||||"
+        "20240301075000+0000\r"
+    ).encode()
+
+
 def test_a_specimen_is_stored_once_and_referenced(
     hl7: httpx.Client,  # noqa: F811
     client: httpx.Client,
 ) -> None:
     """IG ORU_R01 SPECIMEN group: SPM -> Specimen; a re-send (new MSH-10) updates it."""
     mrn, order, specimen_id = unique_id("P"), unique_id("F"), unique_id("S")
-
-    def oru(control: str) -> bytes:
-        return (
-            f"MSH|^~\\&|LAB|HOSP|MS|MS|20240301120000+0000||ORU^R01^ORU_R01|{control}|P|2.5.1\r"
-            f"PID|1||{mrn}^^^HOSP^MR||Roe^Rich||19700101|M\r"
-            f"OBR|1||{order}^LAB^1.2.9^ISO|24331-1^Lipid^LN|||20240301080000+0000"
-            "||||||||||||||||||F\r"
-            "OBX|1|NM|2093-3^Chol^LN||250|mg/dL^^UCUM|||||F\r"
-            f"SPM|1|^{specimen_id}&LAB&1.2.9&ISO||SER^Serum^HL70487|||||||||||||"
-            "20240301075000+0000\r"
-        ).encode()
-
     for _ in range(2):
-        assert msa(post(hl7, oru(unique_id())).content)[0] == "AA"
+        assert msa(post(hl7, oru_with_specimen(mrn, order, specimen_id)).content)[0] == "AA"
     [specimen] = search(client, "Specimen", identifier=f"urn:oid:1.2.9|{specimen_id}")
     assert specimen["type"]["coding"][0]["code"] == "SER"
     assert specimen["collection"] == {"collectedDateTime": "2024-03-01T07:50:00+00:00"}
@@ -148,3 +150,43 @@ def test_diagnoses_are_stored_once_per_visit(
     assert found["code"]["coding"][0]["code"] == "I63.9"
     assert found["encounter"] == {"reference": f"Encounter/{encounter(client, visit)['id']}"}
     assert found["meta"]["versionId"] == "1"  # the A08 changed nothing
+
+
+# The lab-feed token of docs/hl7v2.md: written before Specimen and Condition were mapped.
+DOCS_LAB_SCOPE = (
+    "system/Patient.cru system/Observation.cru system/DiagnosticReport.cru "
+    "system/Encounter.cru system/Practitioner.cru system/Location.cru system/Device.cru "
+    "system/Provenance.c"
+)
+
+
+def test_a_grant_without_specimen_or_condition_still_gets_its_results_in(
+    live_server: LiveServer,
+    server_root: str,
+    client: httpx.Client,  # noqa: F811
+) -> None:
+    """Specimen and Condition are supplementary: a token without them gets AA with a
+    warning (ERR 207, W), the rest written and no reference to what was left out."""
+    auth = live_server.app.state.auth
+    feed = register_client(auth, "backend", DOCS_LAB_SCOPE, jwks={"keys": []})
+    token = auth.local_token(feed.name, DOCS_LAB_SCOPE)["access_token"]
+    mrn, order, specimen_id, visit = (unique_id(p) for p in "PFSV")
+    with httpx.Client(
+        base_url=server_root, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
+        answer = post(http, oru_with_specimen(mrn, order, specimen_id)).content
+        dg1 = b"DG1|1||I63.9^Cerebral infarction^I10|Stroke\r"
+        admit = post(
+            http, adt("A01", unique_id(), mrn, "20240301100000", visit_fields(visit)) + dg1
+        )
+    assert msa(answer)[0] == "AA", answer
+    assert ("207", "W") in {(code, severity) for _, code, severity in err_fields(answer)}
+    assert search(client, "Specimen", identifier=f"urn:oid:1.2.9|{specimen_id}") == []
+    [report] = search(client, "DiagnosticReport", identifier=order)
+    assert "specimen" not in report
+    [result] = search(client, "Observation", code="2093-3", subject=report["subject"]["reference"])
+    assert "specimen" not in result
+    assert msa(admit.content)[0] == "AA"
+    assert encounter(client, visit)["status"] == "in-progress"
+    [patient] = search(client, "Patient", identifier=mrn)
+    assert search(client, "Condition", subject=f"Patient/{patient['id']}") == []
