@@ -379,6 +379,17 @@ def test_encoded_data_and_reference_pointers_become_attachments(values: MappingR
     assert {(w.code, w.sequence, w.field) for w in result.warnings} == {(102, 5, 5)}
 
 
+@pytest.mark.parametrize(
+    ("obx11", "report"),
+    [("FC", "corrected"), ("FA", "amended"), ("CA", "amended"), ("FP", "partial")],
+)
+def test_report_status_from_mixed_results(obx11: str, report: str) -> None:
+    """OBR-25 empty: the report's status from its results' (FHIR: amended covers corrected)."""
+    text = oru(*(f"OBX|{i}|NM|{i}^T{i}^L||{i}||||||{s}" for i, s in enumerate(obx11, start=1)))
+    text = text.replace("||||||F\n", "||||||\n", 1)  # OBR-25 empty
+    assert only(mapped(text), "DiagnosticReport").resource["status"] == report
+
+
 def test_date_ranges_are_periods() -> None:
     """IG OBX map: OBX-2 DR -> valuePeriod (DR[Period]); it was left out with a warning."""
     result = mapped(

@@ -274,8 +274,10 @@ def _report_status(where: Where, code: str, statuses: list[str]) -> str:
             "amended": "amended",
         }
         return same.get(only, "partial")
-    if kinds <= {"final", "corrected", "amended"}:
+    if kinds <= {"final", "corrected"}:
         return "corrected"
+    if kinds <= {"final", "corrected", "amended"}:
+        return "amended"  # FHIR: amended is the broader state (corrected is a kind of it)
     return "partial"
 
 
