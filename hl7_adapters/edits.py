@@ -90,7 +90,11 @@ def rewrite(node: Any, resolved: dict[str, str]) -> Any:
 def merge_elements(
     stored: dict[str, Any], mapped: dict[str, Any], nulls: frozenset[str], keep: tuple[str, ...]
 ) -> dict[str, Any]:
-    """Mapped top-level elements replace stored ones; `nulls` go; the rest (and `keep`) stays."""
+    """Mapped top-level elements replace stored ones; `nulls` go; the rest (and `keep`) stays.
+
+    A null may name a child of a top-level element (``period.end``): that child goes, its
+    siblings stay, and an element left empty goes too (A13 ends a discharge this way).
+    """
     merged = dict(stored)
     siblings = _choice_siblings(str(stored.get("resourceType") or mapped.get("resourceType")))
     for key, value in mapped.items():
@@ -98,9 +102,18 @@ def merge_elements(
             merged[key] = value
             for other in siblings.get(key, ()):  # effectiveDateTime replaces effectivePeriod
                 merged.pop(other, None)
-    for key in nulls:
-        if key not in keep:
+    for path in nulls:
+        key, _, child = path.partition(".")
+        if key in keep:
+            continue
+        if not child:
             merged.pop(key, None)
+        elif isinstance(merged.get(key), dict) and child in merged[key]:
+            rest = {k: v for k, v in merged[key].items() if k != child}
+            if rest:
+                merged[key] = rest
+            else:
+                del merged[key]
     return merged
 
 

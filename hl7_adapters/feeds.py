@@ -36,6 +36,7 @@ WRITTEN_TYPES = (
     "Encounter",
     "RelatedPerson",
     "AllergyIntolerance",
+    "Condition",
     "Practitioner",
     "Location",
     "Organization",

@@ -54,6 +54,7 @@ from hl7_adapters.apply import Applied, Applier, ApplyError, MessageRef, lock_ke
 from hl7_adapters.batch_ack import batch_ack
 from hl7_adapters.er7 import Hl7ParseError, Message, parse_batch, parse_messages
 from hl7_adapters.mapping.plan import MappingError, MappingResult, UnsupportedMessage
+from hl7_adapters.optional import within_grant
 from hl7_adapters.tables import QUEUED
 
 log = logging.getLogger(__name__)
@@ -251,6 +252,8 @@ class Hl7Ingest:
     def _commit(self, a: Attempt) -> bytes:
         with self.service.unit_of_work(a.ctx, write=True) as uow:
             mapped = a.mapped if isinstance(a.mapped, MappingResult) else None
+            if mapped is not None:
+                mapped = within_grant(mapped, a.ctx.grant)
             lock_keys(uow, [_message_key(a.row), *(plan_keys(mapped) if mapped else [])])
             supersedes = [] if a.reprocess else self._look_back(uow, a)
             if a.original is not None:

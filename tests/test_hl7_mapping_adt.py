@@ -30,6 +30,9 @@ MAPPING = FIXTURES / "mapping"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 
 
+V2 = "http://terminology.hl7.org/CodeSystem/v2-"
+
+
 def load(name: str) -> Message:
     return parse_message((MAPPING / name).read_bytes())
 
@@ -185,9 +188,13 @@ def test_a01_encounter_practitioners_location() -> None:
         "VN",
     )
     assert enc["period"] == {"start": "2024-01-31T15:00:00+01:00"}
-    assert enc["serviceType"] == {"coding": [{"code": "MED"}]}
+    # IS fields sent without a coding system are codes of their HL7 table (PV1-10 0069,
+    # PV1-14 0023); PV2-3 (admit reason) is bound to no table and stays without one
+    assert enc["serviceType"] == {"coding": [{"system": V2 + "0069", "code": "MED"}]}
     assert enc["reasonCode"] == [{"coding": [{"code": "CHEST", "display": "Chest pain"}]}]
-    assert enc["hospitalization"] == {"admitSource": {"coding": [{"code": "7"}]}}
+    assert enc["hospitalization"] == {
+        "admitSource": {"coding": [{"system": V2 + "0023", "code": "7"}]}
+    }
 
     (where,) = enc["location"]
     location = by_url(result, where["location"]["reference"])
@@ -229,6 +236,74 @@ def test_a01_encounter_practitioners_location() -> None:
     assert alice.resource["identifier"][0]["type"]["coding"][0]["code"] == "DN"
     rita = by_url(result, enc["participant"][2]["individual"]["reference"])
     assert rita.match == "identifier=|2222"  # no XCN.9: a system-less identifier
+
+
+def test_professional_suffix_is_a_suffix() -> None:
+    """IG XPN[HumanName]: XPN.14 professional suffix -> suffix (XCN.21 in a doctor's name),
+    after XPN.4 and XPN.6; one sent twice is kept once."""
+    msg = (
+        "MSH|^~\\&|ADT|H|MS|MS|20240101120000+0000||ADT^A04|S1|P|2.5.1\r"
+        "PID|1||7^^^H&1.2.3&ISO^MR||Smith^John^Q^Jr^Dr^PhD^L^^^^^^^MD~Roe^Ann^^^^MD^L^^^^^^^MD\r"
+        "PV1|1|O|||||55^Who^Doc^^^^MD^^H&1.2.3&ISO^L^^^DN^^^^^^^^FACP|||||||||||||V1^^^H&1.2.3&ISO\r"
+    )
+    result = mapped(msg.encode())
+    names = only(result, "Patient").resource["name"]
+    assert [n["suffix"] for n in names] == [["Jr", "PhD", "MD"], ["MD"]]
+    doctor = only(result, "Practitioner").resource
+    assert doctor["name"][0]["suffix"] == ["MD", "FACP"]
+
+
+def test_street_address_parts_are_not_repeated() -> None:
+    """XAD.1 (SAD): SAD.1 is the whole street line; SAD.2 (street name) and SAD.3 (dwelling
+    number) are its parts and make the line only when SAD.1 is empty."""
+    msg = (
+        "MSH|^~\\&|ADT|H|MS|MS|20240101120000+0000||ADT^A04|S2|P|2.5.1\r"
+        "PID|1||7^^^H&1.2.3&ISO^MR||Roe^Ann||||||"
+        "1000 Hospital Lane&Hospital Lane&1000^^Town^ST~&Main St&12^^Town^ST\r"
+    )
+    addresses = only(mapped(msg.encode()), "Patient").resource["address"]
+    assert [a["line"] for a in addresses] == [["1000 Hospital Lane"], ["12 Main St"]]
+
+
+def test_diagnoses_are_conditions_of_the_visit() -> None:
+    """IG DG1[Condition]: code (DG1-4 its text), onset, recorded date, asserter, DG1-20 kept;
+    category encounter-diagnosis, the message's Encounter; DG1-21 D -> entered-in-error."""
+    msg = (
+        "MSH|^~\\&|ADT|H|MS|MS|20240101120000+0000||ADT^A01|D1|P|2.5.1\r"
+        "PID|1||7^^^H&1.2.3&ISO^MR||Roe^Ann\r"
+        "PV1|1|I|||||||||||||||||V9^^^H&1.2.3&ISO^VN\r"
+        "DG1|1||I63.9^Cerebral infarction^I10|Stroke|20240101100000+0000|A|||||||||1|"
+        "55^Diag^Robin^^^^^^H&1.2.3&ISO|||20240101110000+0000|DX1^H^1.2.3^ISO\r"
+        "DG1|2||E11.9^Type 2 diabetes^I10||||||||||||||||||D\r"
+    )
+    result = mapped(msg.encode())
+    stroke, diabetes = of_type(result, "Condition")
+    encounter = only(result, "Encounter")
+    res = stroke.resource
+    assert stroke.mode == "upsert"
+    assert (
+        stroke.match
+        == "identifier=urn:medisentinel:hl7v2:dg1|urn:oid:1.2.3%5C|7%5C|id:urn:oid:1.2.3%5C|DX1"
+    )
+    assert res["identifier"][1] == {"system": "urn:oid:1.2.3", "value": "DX1"}
+    assert res["code"] == {
+        "coding": [
+            {"system": "http://hl7.org/fhir/sid/icd-10", "code": "I63.9",
+             "display": "Cerebral infarction"}
+        ],
+        "text": "Stroke",
+    }  # fmt: skip
+    assert res["category"][0]["coding"][0]["code"] == "encounter-diagnosis"
+    assert res["subject"] == {"reference": only(result, "Patient").full_url}
+    assert res["encounter"] == {"reference": encounter.full_url}
+    assert res["onsetDateTime"] == "2024-01-01T10:00:00+00:00"
+    assert res["recordedDate"] == "2024-01-01T11:00:00+00:00"
+    assert by_url(result, res["asserter"]["reference"]).resource["name"][0]["family"] == "Diag"
+    assert "verificationStatus" not in res
+    assert diabetes.resource["verificationStatus"]["coding"][0]["code"] == "entered-in-error"
+    assert diabetes.resource["identifier"][0]["value"].endswith(
+        "|urn:oid:1.2.3|V9|http://hl7.org/fhir/sid/icd-10|E11.9"
+    )
 
 
 def test_a01_related_persons() -> None:

@@ -208,11 +208,9 @@ def test_repetitions_become_components(values: MappingResult) -> None:
 
 
 def test_unmapped_types_and_flags_are_warnings(values: MappingResult) -> None:
-    for code in ("X-ED", "X-ZZ"):
-        assert not any(k.startswith("value") for k in obs(values, code).resource)
+    assert not any(k.startswith("value") for k in obs(values, "X-ZZ").resource)
     found = {(w.code, w.segment, w.sequence, w.field, w.repetition) for w in values.warnings}
     assert found == {
-        (102, "OBX", 16, 2, None),  # ED is a value type we do not map
         (103, "OBX", 17, 2, None),  # ZZ is not a value type at all
         (103, "OBX", 19, 8, 2),  # abnormal flag ZZZ (the H before it is kept)
     }
@@ -342,6 +340,131 @@ def test_lenient_readings_are_warnings() -> None:
         (102, 2, 5),
         (102, 3, 5),
     }
+
+
+ATTACHMENT = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.valueAttachment"
+
+
+def test_encoded_data_and_reference_pointers_become_attachments(values: MappingResult) -> None:
+    """IG OBX map: OBX-2 ED (and RP) -> the R5 valueAttachment extension (R4 has no
+    Observation.valueAttachment); ED.5 base64 (Hex and A converted), ED.2/ED.3 contentType."""
+    [sent_in_fixture] = obs(values, "X-ED").resource["extension"]
+    assert sent_in_fixture == {"url": ATTACHMENT, "valueAttachment": {"data": "SGVsbG8="}}
+    result = mapped(
+        oru(
+            "OBX|1|ED|11502-2^Report^LN||^application^pdf^Base64^JVBERi0x||||||F",
+            "OBX|2|ED|11502-2^Report^LN||^AP^PDF^Hex^48656C6C6F||||||F",
+            "OBX|3|ED|11502-2^Report^LN||^TEXT^^A^Hello||||||F",
+            "OBX|4|RP|18748-4^Image^LN||http://pacs/x/1^PACS^image^jpeg||||||F",
+            "OBX|5|ED|11502-2^Report^LN||^AP^PDF^Base64^not*base64||||||F",
+        )
+    )
+    pdf, hexed, ascii_, pointer, broken = of_type(result, "Observation")
+    assert pdf.resource["extension"] == [
+        {
+            "url": ATTACHMENT,
+            "valueAttachment": {"contentType": "application/pdf", "data": "JVBERi0x"},
+        }
+    ]
+    assert hexed.resource["extension"][0]["valueAttachment"] == {
+        "contentType": "application/pdf",
+        "data": "SGVsbG8=",
+    }
+    assert ascii_.resource["extension"][0]["valueAttachment"] == {"data": "SGVsbG8="}
+    assert pointer.resource["extension"][0]["valueAttachment"] == {
+        "contentType": "image/jpeg",
+        "url": "http://pacs/x/1",
+    }
+    assert "extension" not in broken.resource
+    assert {(w.code, w.sequence, w.field) for w in result.warnings} == {(102, 5, 5)}
+
+
+@pytest.mark.parametrize(
+    ("obx11", "report"),
+    [("FC", "corrected"), ("FA", "amended"), ("CA", "amended"), ("FP", "partial")],
+)
+def test_report_status_from_mixed_results(obx11: str, report: str) -> None:
+    """OBR-25 empty: the report's status from its results' (FHIR: amended covers corrected)."""
+    text = oru(*(f"OBX|{i}|NM|{i}^T{i}^L||{i}||||||{s}" for i, s in enumerate(obx11, start=1)))
+    text = text.replace("||||||F\n", "||||||\n", 1)  # OBR-25 empty
+    assert only(mapped(text), "DiagnosticReport").resource["status"] == report
+
+
+def test_date_ranges_are_periods() -> None:
+    """IG OBX map: OBX-2 DR -> valuePeriod (DR[Period]); it was left out with a warning."""
+    result = mapped(
+        oru(
+            "OBX|1|DR|X-DR^Range^L||20240101080000+0100^20240103+0100||||||F",
+            "OBX|2|DR|X-DR2^Open range^L||20240105||||||F",
+        )
+    )
+    closed, open_ended = of_type(result, "Observation")
+    assert closed.resource["valuePeriod"] == {
+        "start": "2024-01-01T08:00:00+01:00",
+        "end": "2024-01-03",
+    }
+    assert open_ended.resource["valuePeriod"] == {"start": "2024-01-05"}
+    assert not result.warnings
+
+
+def test_specimens_are_mapped_and_referenced() -> None:
+    """IG ORU_R01 SPECIMEN group: SPM -> Specimen of the patient, in DiagnosticReport.specimen,
+    and Observation.specimen when the order has one specimen."""
+    result = mapped(
+        oru(
+            "OBX|1|NM|2823-3^Potassium^LN||4.1|mmol/L^^UCUM|||||F",
+            "SPM|1|P77&LAB&1.2.9&ISO^F88&LAB&1.2.9&ISO||BLD^Blood^HL70487|||VENIP^Venipuncture^HL70488"
+            "|LACF^Left antecubital fossa^HL70550||||5^mL&milliliter&UCUM||Hemolyzed|||"
+            "20240201075000+0100^20240201075500+0100|20240201081000+0100||Y",
+        )
+    )
+    specimen = only(result, "Specimen")
+    res = specimen.resource
+    assert specimen.mode == "upsert" and specimen.match == "identifier=urn:oid:1.2.9|F88"
+    assert [(i["type"]["coding"][0]["code"], i["value"]) for i in res["identifier"]] == [
+        ("FILL", "F88"),
+        ("PLAC", "P77"),
+    ]
+    assert res["type"]["coding"][0] == {
+        "system": "http://terminology.hl7.org/CodeSystem/v2-0487",
+        "code": "BLD",
+        "display": "Blood",
+    }
+    assert res["status"] == "available"
+    assert res["subject"] == {"reference": only(result, "Patient").full_url}
+    assert res["receivedTime"] == "2024-02-01T08:10:00+01:00"
+    assert res["note"] == [{"text": "Hemolyzed"}]
+    collection = res["collection"]
+    assert collection["collectedPeriod"] == {
+        "start": "2024-02-01T07:50:00+01:00",
+        "end": "2024-02-01T07:55:00+01:00",
+    }
+    assert collection["method"]["coding"][0]["code"] == "VENIP"
+    assert collection["bodySite"]["coding"][0]["code"] == "LACF"
+    assert collection["quantity"] == {"value": 5, "unit": "milliliter"}
+    report = only(result, "DiagnosticReport").resource
+    assert report["specimen"] == [{"reference": specimen.full_url}]
+    (potassium,) = of_type(result, "Observation")
+    assert potassium.resource["specimen"] == {"reference": specimen.full_url}
+
+
+def test_specimens_without_an_authority_are_found_under_their_order() -> None:
+    result = mapped(
+        oru(
+            "OBX|1|NM|2823-3^Potassium^LN||4.1|mmol/L^^UCUM|||||F",
+            "SPM|1|SpecimenID||BLD",
+            "SPM|2|||SER",
+        )
+    )
+    first_spm, second_spm = of_type(result, "Specimen")
+    assert first_spm.match == "identifier=urn:medisentinel:hl7v2:spm|%5C|F1%5C|SpecimenID"
+    assert first_spm.resource["identifier"][1]["value"] == "SpecimenID"  # kept as sent
+    assert second_spm.resource["identifier"] == [
+        {"system": "urn:medisentinel:hl7v2:spm", "value": "|F1|2"}
+    ]
+    assert len(only(result, "DiagnosticReport").resource["specimen"]) == 2
+    (potassium,) = of_type(result, "Observation")
+    assert "specimen" not in potassium.resource  # two specimens: Observation holds one
 
 
 def test_obx_before_any_obr_is_a_patient_observation() -> None:

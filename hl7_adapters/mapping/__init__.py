@@ -8,8 +8,10 @@ STU1) field by field; each module names the IG maps it implements:
 * ``datatypes``   CX, EI, XPN, XAD, XTN, CWE, XCN, PL
 * ``patient``     PID -> Patient (and the Patient match rule, nulls)
 * ``adt``         ADT A01/A02/A03/A04/A05/A08/A11/A13/A28/A31, A40 merges (``nk1``: NK1;
+                  ``dg1``: DG1;
                   OBX in an ADT: ``oru.map_adt_observations``)
 * ``oru`` ``obx`` ORU^R01 -> DiagnosticReport, Observation
+* ``specimen``    SPM -> Specimen (ORU^R01 SPECIMEN group)
 * ``pcd``         OBX-18 devices and the IHE PCD-01 containment tree
 * ``plan``        the output contract (MappingResult) shared with the applier
 

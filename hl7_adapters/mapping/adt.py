@@ -11,11 +11,14 @@ AL1[AllergyIntolerance]. How each resource is found again:
   class>`` (time: PV1-44, else EVN-2, else MSH-7; see _visit_key), so a re-sent admission
   finds it; for the other events there is nothing to find, so no Encounter is planned and a
   warning says so.
+* A13 (cancel discharge): status in-progress, and the discharge's period.end and
+  hospitalization.dischargeDisposition are removed from the stored Encounter (nulls).
 * Encounter.status: the IG "Event[EncounterStatus]" map by trigger; for A08/A28/A31 (which
   the IG maps to "unknown") the PV1 map instead: "finished" when PV1-45 is valued, else by
   patient class. An update message therefore never turns a real status into "unknown".
 * NK1: RelatedPerson (upsert by a derived identifier), or Patient.contact for an
   organisation (nk1.py).
+* Condition (DG1): upsert, with the message's Encounter (dg1.py).
 * AllergyIntolerance (AL1): upsert, matched by ``urn:medisentinel:hl7v2:al1|<patient
   system>|<patient id>|<AL1-3 coding system>|<AL1-3 code, else text>``.
 * Practitioner (PV1-7/8/9/17): ensure by XCN.1 identifier; a doctor without XCN.1 is named
@@ -36,6 +39,7 @@ from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, Where, first, val
+from hl7_adapters.mapping.dg1 import map_diagnoses
 from hl7_adapters.mapping.nk1 import map_next_of_kin
 from hl7_adapters.mapping.patient import build_patient, patient_match
 from hl7_adapters.mapping.plan import Merge, Mode
@@ -85,9 +89,11 @@ def map_adt(ctx: MapContext, trigger: str) -> tuple[PatientRef | None, list[Merg
     if patient is None:
         return None, []
     pv1 = msg.segment("PV1")
+    encounter = None
     if pv1 is not None:
-        plan_encounter(ctx, pv1, msg.segment("PV2"), patient, trigger, "upsert")
+        encounter = plan_encounter(ctx, pv1, msg.segment("PV2"), patient, trigger, "upsert")
     map_next_of_kin(ctx, msg.segments("NK1"), patient)
+    map_diagnoses(ctx, msg.segments("DG1"), patient, encounter, practitioner_ref)
     for al1 in msg.segments("AL1"):
         _allergy(ctx, al1, patient)
     return patient, []
@@ -203,10 +209,10 @@ def plan_encounter(
             identifiers.append(alt)
     if identifiers:
         resource["identifier"] = identifiers
-    admission = dt.codeable_concept(first(pv1, 4))
+    admission = dt.codeable_concept(first(pv1, 4), "0007")
     if admission:
         resource["type"] = [admission]
-    service = dt.codeable_concept(first(pv1, 10))
+    service = dt.codeable_concept(first(pv1, 10), "0069")
     if service:
         resource["serviceType"] = service
     participants = _participants(ctx, pv1, at)
@@ -234,10 +240,29 @@ def plan_encounter(
         reason = dt.codeable_concept(first(pv2, 3))  # PV2-3 admit reason
         if reason:
             resource["reasonCode"] = [reason]
+    nulls = _cancel_discharge(resource) if trigger == "A13" else frozenset()
     found_by = visit or key
     match = ids.match_of(found_by) if found_by else None
     origin = ctx.origin(pv1, 19 if visit else 44)
-    return ctx.add(resource, mode if match else "create", match, origin=origin)
+    return ctx.add(resource, mode if match else "create", match, nulls, origin=origin)
+
+
+# What a discharge (A03) wrote that a cancel discharge (A13) takes back (IG ADT_A13: the
+# Encounter is in progress again, without discharge disposition or end of period).
+DISCHARGE_ELEMENTS = (("period", "end"), ("hospitalization", "dischargeDisposition"))
+
+
+def _cancel_discharge(resource: JSON) -> frozenset[str]:
+    """A13: the discharge's elements are left out of the mapped Encounter (a PV1-45/PV1-36
+    still sent is the discharge being cancelled) and removed from the stored one, also when
+    the A13 sends no PV1-44/PV1-14 and so replaces neither period nor hospitalization."""
+    for element, child in DISCHARGE_ELEMENTS:
+        part = resource.get(element)
+        if isinstance(part, dict):
+            part.pop(child, None)
+            if not part:
+                del resource[element]
+    return frozenset(f"{element}.{child}" for element, child in DISCHARGE_ELEMENTS)
 
 
 def _visit_key(msg: Message, pv1: Segment, patient: PatientRef, klass_code: str) -> JSON | None:
@@ -276,8 +301,11 @@ def _hospitalization(ctx: MapContext, pv1: Segment, at: Where) -> JSON:
         ident = dt.cx_identifier(pre, at.sub(5, 1))
         if ident:
             data["preAdmissionIdentifier"] = ident
-    for field, element in ((14, "admitSource"), (36, "dischargeDisposition")):
-        concept = dt.codeable_concept(first(pv1, field))
+    for field, element, table in (
+        (14, "admitSource", "0023"),
+        (36, "dischargeDisposition", "0112"),
+    ):
+        concept = dt.codeable_concept(first(pv1, field), table)
         if concept:
             data[element] = concept
     return data

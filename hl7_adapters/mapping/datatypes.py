@@ -61,15 +61,20 @@ def _coding(code: str, display: str, system_name: str, version: str = "", oid: s
     )
 
 
-def codeable_concept(rep: Repetition | None) -> JSON | None:
+def codeable_concept(rep: Repetition | None, table: str = "") -> JSON | None:
     """CWE/CE/CNE -> CodeableConcept: triplets 1-3, 4-6 and 10-12, CWE.9 as text.
 
-    Without any code, CWE.2 becomes the text so that a text-only value is not lost.
+    Without any code, CWE.2 becomes the text so that a text-only value is not lost. ``table``:
+    the HL7 table a coded field is bound to (PV1-36 -> 0112); a code sent without a coding
+    system (CWE.3, or an IS field, which has none) is of that table and gets its system
+    (IG IS/CWE[CodeableConcept]: "http://terminology.hl7.org/CodeSystem/v2-" + table), so a
+    discharge disposition "01" is not a bare code nobody can interpret.
     """
     if rep is None:
         return None
+    first_system = val(rep, 3) or (f"HL7{table}" if table and not val(rep, 14) else "")
     codings = [
-        _coding(val(rep, 1), val(rep, 2), val(rep, 3), val(rep, 7), val(rep, 14)),
+        _coding(val(rep, 1), val(rep, 2), first_system, val(rep, 7), val(rep, 14)),
         _coding(val(rep, 4), val(rep, 5), val(rep, 6), val(rep, 8), val(rep, 17)),
         _coding(val(rep, 10), val(rep, 11), val(rep, 12), val(rep, 13), val(rep, 20)),
     ]
@@ -186,11 +191,15 @@ def _period(where: Where, start: str, end: str, component: int) -> JSON | None:
 
 
 def human_name(rep: Repetition, where: Where, name_type: int = 7) -> JSON | None:
-    """XPN -> HumanName (IG XPN[HumanName]); ``name_type`` is 10 inside an XCN."""
+    """XPN -> HumanName (IG XPN[HumanName], XCN[Practitioner] for the name); ``name_type`` is
+    10 inside an XCN."""
     offset = 0 if name_type == 7 else 1  # XCN: XPN.1 is XCN.2, ...
     family = val(rep, 1 + offset, 1)  # FN.1 surname
     given = [g for g in (val(rep, 2 + offset), val(rep, 3 + offset)) if g]
-    suffix = [s for s in (val(rep, 4 + offset), val(rep, 6 + offset)) if s]
+    # suffix: XPN.4 (Jr), XPN.6 (degree, PhD) and the professional suffix (XPN.14, XCN.21: MD)
+    professional = val(rep, 14 if name_type == 7 else 21)
+    parts = (val(rep, 4 + offset), val(rep, 6 + offset), professional)
+    suffix = list(dict.fromkeys(s for s in parts if s))
     prefix = [p for p in (val(rep, 5 + offset),) if p]
     if not (family or given or prefix or suffix):
         return None
@@ -237,10 +246,11 @@ def name_display(name: JSON | None) -> str:
 def address(rep: Repetition, where: Where) -> JSON | None:
     """XAD -> Address (IG XAD[Address]).
 
-    Deviation: SAD.2 (street name) and SAD.3 (dwelling number) are folded into the first line
-    ("1000 Hospital Lane") instead of ADXP extensions, so the line reads as sent.
+    Deviation: the first line is SAD.1 (street address) as sent; only when it is empty are
+    SAD.3 (dwelling number) and SAD.2 (street name) joined into it ("1000 Hospital Lane")
+    instead of ADXP extensions. (SAD.2 and SAD.3 are parts of SAD.1, not more of the line.)
     """
-    street = " ".join(p for p in (val(rep, 1, 1), val(rep, 1, 2), val(rep, 1, 3)) if p)
+    street = val(rep, 1, 1) or " ".join(p for p in (val(rep, 1, 3), val(rep, 1, 2)) if p)
     lines = [line for line in (street, val(rep, 2)) if line]
     kind = val(rep, 7).upper()
     use = t.ADDRESS_USE_0190.get(kind)

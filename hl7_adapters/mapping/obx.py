@@ -14,6 +14,11 @@ CF IS ID    valueCodeableConcept
 DT          valueDateTime (a date); TS/DTM valueDateTime
 TM          valueTime
 NR          valueRange
+DR          valuePeriod (DR.1 start, DR.2 end; IG DR[Period])
+ED          extension valueAttachment (R4 has no Observation.valueAttachment; the IG OBX map
+            uses the R5 element's cross-version extension): ED.3 (with ED.2) the contentType,
+            ED.5 the data, as base64 (sent Base64: kept; Hex or A: converted, IG ED map)
+RP          the same extension: RP.1 the url, RP.3/RP.4 the contentType (IG RP map)
 =========== ============================================================================
 
 Any other type is reported as a warning and its value left out. Several OBX-5 repetitions of
@@ -28,6 +33,8 @@ Units (OBX-6): ``Quantity.code``/``system`` only when OBX-6.3 names a known code
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from decimal import Decimal
 from typing import Any
@@ -63,6 +70,27 @@ UNMAPPED_TYPES = t.VALUE_TYPES_0125 - {
     "DTM",
     "TM",
     "NR",
+    "DR",
+    "ED",
+    "RP",
+}
+VALUE_ATTACHMENT = (
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.valueAttachment"
+)
+_MIME_TOP = frozenset({"application", "audio", "image", "model", "multipart", "text", "video"})
+# ED.3/RP.4 subtypes senders use instead of a MIME type (HL7 table 0291 and common practice).
+_SUBTYPE_MIME = {
+    "PDF": "application/pdf",
+    "RTF": "application/rtf",
+    "HTML": "text/html",
+    "XML": "text/xml",
+    "JPEG": "image/jpeg",
+    "JPG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "TIFF": "image/tiff",
+    "DICOM": "application/dicom",
+    "OCTET-STREAM": "application/octet-stream",
 }
 
 
@@ -167,11 +195,72 @@ def one_value(kind: str, rep: Repetition, where: Where, unit: JSON) -> tuple[str
         if time is None:
             where.warn(102, f"OBX-5: '{val(rep, 1)}' is not a valid time; left out", 1)
         return ("valueTime", time) if time else None
+    if kind == "DR":
+        start, end = where.datetime(val(rep, 1), 1), where.datetime(val(rep, 2), 2)
+        period = {k: v for k, v in (("start", start), ("end", end)) if v}
+        return ("valuePeriod", period) if period else None
     if kind == "NR":
         low, high = decimal(val(rep, 1)), decimal(val(rep, 2))
         rng = {k: quantity(v, unit) for k, v in (("low", low), ("high", high)) if v is not None}
         return ("valueRange", rng) if rng else None
     return None
+
+
+def _content_type(kind: str, subtype: str) -> str | None:
+    """A MIME type from a v2 type/subtype pair: "application"+"pdf", "AP"+"PDF", "text/html"."""
+    if "/" in subtype:
+        return subtype.lower()
+    if kind.lower() in _MIME_TOP and subtype:
+        return f"{kind.lower()}/{subtype.lower()}"
+    return _SUBTYPE_MIME.get(subtype.upper())
+
+
+def _encoded_data(rep: Repetition, where: Where) -> JSON | None:
+    """ED -> Attachment (IG ED[Attachment]): ED.5 as base64, ED.3 (ED.2) the contentType."""
+    data, encoding = val(rep, 5), val(rep, 4).upper()
+    if not data:
+        return None
+    try:
+        if encoding == "HEX":
+            data = base64.b64encode(bytes.fromhex(data)).decode()
+        elif encoding == "A":
+            data = base64.b64encode(data.encode()).decode()
+        else:  # Base64 (and unnamed): carried as sent, whitespace dropped
+            data = "".join(data.split())
+            base64.b64decode(data, validate=True)
+    except (ValueError, binascii.Error):
+        where.warn(102, f"OBX-5: ED data is not valid {encoding or 'Base64'}; value left out", 5)
+        return None
+    attachment: JSON = {"data": data}
+    mime = _content_type(val(rep, 2), val(rep, 3))
+    if mime:
+        attachment["contentType"] = mime
+    return attachment
+
+
+def _reference_pointer(rep: Repetition) -> JSON | None:
+    """RP -> Attachment (IG RP[Attachment]): RP.1 the url, RP.3/RP.4 the contentType."""
+    url = val(rep, 1)
+    if not url:
+        return None
+    attachment: JSON = {"url": url}
+    mime = _content_type(val(rep, 3), val(rep, 4))
+    if mime:
+        attachment["contentType"] = mime
+    return attachment
+
+
+def _attachments(kind: str, reps: list[tuple[int, Repetition]], where: Where) -> JSON:
+    found = [
+        a
+        for i, rep in reps
+        if (a := _encoded_data(rep, where.sub(5, i)) if kind == "ED" else _reference_pointer(rep))
+    ]
+    return (
+        {"extension": [{"url": VALUE_ATTACHMENT, "valueAttachment": a} for a in found]}
+        if found
+        else {}
+    )
 
 
 def values(obx: Segment, where: Where, code: JSON) -> JSON:
@@ -192,6 +281,8 @@ def values(obx: Segment, where: Where, code: JSON) -> JSON:
     if kind in UNMAPPED_TYPES:
         where.sub(2).warn(102, f"OBX-5 of type {kind} is not mapped; value left out")
         return {}
+    if kind in ("ED", "RP"):
+        return _attachments(kind, reps, where)
     unit = units(obx)
     if kind in TEXT_TYPES:
         text = "\n".join(s for _, rep in reps if (s := at5.text(rep)))

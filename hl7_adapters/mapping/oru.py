@@ -15,6 +15,8 @@ maps OBR[DiagnosticReport] and OBX[Observation], NTE[Observation]).
   order part. OBX-21, when sent, is kept as a second identifier.
 * DiagnosticReport.status from OBR-25 (IG "ResultStatus[Non-Queries]"); when OBR-25 is
   empty (IHE PCD never sends it) it is derived from the Observations' statuses.
+* SPM (v2.5+ SPECIMEN group) -> Specimen, referenced by the order's DiagnosticReport and, when
+  the order has one specimen, by its Observations (specimen.py).
 * NTE after an OBX -> Observation.note. NTE after an OBR is not mapped (an R4
   DiagnosticReport has no note).
 """
@@ -32,6 +34,7 @@ from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.adt import PatientRef, plan_encounter, plan_patient, practitioner_ref
 from hl7_adapters.mapping.context import MapContext, Where, first, new_full_url, val
 from hl7_adapters.mapping.pcd import Entry, arrange, is_pcd
+from hl7_adapters.mapping.specimen import plan_specimen
 from hl7_adapters.values import Segment
 
 JSON = dict[str, Any]
@@ -46,6 +49,7 @@ class Group:
     obr: Segment | None
     orc: Segment | None
     entries: list[Entry] = field(default_factory=list)
+    specimens: list[Segment] = field(default_factory=list)  # SPM of this order
     scope: str = ""  # the order part of Observation keys when there is no OBR ("patient:...")
 
 
@@ -91,6 +95,8 @@ def _groups(ctx: MapContext) -> list[Group] | None:
                 current = Group(patient, encounter, None, None)
                 groups.append(current)
             current.entries.append(Entry(seg, [], ctx.at(seg)))
+        elif seg.id == "SPM" and current is not None and current.obr is not None:
+            current.specimens.append(seg)
         elif seg.id == "NTE" and current is not None and current.entries:
             current.entries[-1].notes.append(seg)
     if not saw_pid:
@@ -124,7 +130,7 @@ def map_adt_observations(ctx: MapContext, patient: PatientRef) -> None:
     visit = (encounter.resource.get("identifier") or [None])[0] if encounter else None
     scope = f"visit:{ids.key_part(visit)}" if visit else ""
     url = encounter.full_url if encounter else None
-    _map_group(ctx, Group(patient, url, None, None, entries, scope), 1, False, set())
+    _map_group(ctx, Group(patient, url, None, None, entries, scope=scope), 1, False, set())
 
 
 # --------------------------------------------------------------------------- orders
@@ -169,6 +175,10 @@ def _map_group(ctx: MapContext, group: Group, number: int, pcd: bool, used: set[
     if group.obr is not None:
         obr_time = ctx.at(group.obr, 7).datetime(val(first(group.obr, 7)))
     arrange(ctx, group.entries, pcd)
+    specimens = [
+        plan_specimen(ctx, spm, group.patient.full_url, order_key, position)
+        for position, spm in enumerate(group.specimens, start=1)
+    ]
     seen: dict[str, int] = {}
     for entry in group.entries:
         if entry.observation:
@@ -186,12 +196,14 @@ def _map_group(ctx: MapContext, group: Group, number: int, pcd: bool, used: set[
         members = [m.full_url for m in entry.members if m.full_url]
         if members:
             resource["hasMember"] = [{"reference": url} for url in members]
+        if len(specimens) == 1:  # Observation.specimen holds one: named when unambiguous
+            resource["specimen"] = {"reference": specimens[0]}
         origin = _order_origin(ctx, group, order_id) or ctx.origin(entry.obx, 3)
         ctx.add(resource, "upsert", match, full_url=entry.full_url, origin=origin)
     if group.obr is not None:
         roots = [e for e, _ in observations if e.parent is None]
         statuses = [resource["status"] for _, (resource, _) in observations]
-        _diagnostic_report(ctx, group, order_id, roots, statuses, obr_time)
+        _diagnostic_report(ctx, group, order_id, roots, statuses, obr_time, specimens)
 
 
 def _diagnostic_report(
@@ -201,6 +213,7 @@ def _diagnostic_report(
     roots: list[Entry],
     statuses: list[str],
     start: str | None,
+    specimens: list[str],
 ) -> None:
     obr = group.obr
     assert obr is not None
@@ -230,6 +243,8 @@ def _diagnostic_report(
     issued = at.sub(22).instant(val(first(obr, 22)))
     if issued:
         resource["issued"] = issued
+    if specimens:
+        resource["specimen"] = [{"reference": url} for url in specimens]
     if roots:
         resource["result"] = [{"reference": e.full_url} for e in roots]
     match = ids.match_of(order_id) if order_id else None
@@ -259,8 +274,10 @@ def _report_status(where: Where, code: str, statuses: list[str]) -> str:
             "amended": "amended",
         }
         return same.get(only, "partial")
-    if kinds <= {"final", "corrected", "amended"}:
+    if kinds <= {"final", "corrected"}:
         return "corrected"
+    if kinds <= {"final", "corrected", "amended"}:
+        return "amended"  # FHIR: amended is the broader state (corrected is a kind of it)
     return "partial"
 
 

@@ -31,7 +31,9 @@ class Planned:
     resource: dict[str, Any]  # FHIR R4 JSON, without id/meta
     mode: Mode = "create"
     match: str | None = None  # search query that finds the stored instance: "identifier=sys|val"
-    nulls: frozenset[str] = frozenset()  # top-level elements the message deleted with ""
+    # Elements the message deleted (with "", or by its meaning: A13 ends a discharge):
+    # top-level names, or "element.child" for one child of a top-level element.
+    nulls: frozenset[str] = frozenset()
     # Where the match comes from (segment, its sequence, field), for an ERR-2 that points
     # the sender at the field to fix when the match finds the wrong patient's resource.
     origin: tuple[str, int, int] | None = None

@@ -1,0 +1,192 @@
+"""Mappings checked through the real mapper, the door and the running server (POST /hl7/v2).
+
+Cancel events: IG ADT_A13 (cancel discharge): the Encounter is in progress again and what
+the discharge wrote (period.end, hospitalization.dischargeDisposition) is gone, also when the
+A13 sends no admit time or admit source of its own. IG ADT_A11 (cancel admit): cancelled.
+ORU SPM segments: Specimen resources, referenced by the report and its results. ADT DG1
+segments: Conditions of the visit, updated (not copied) by an A08.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer
+from tests.smart_helpers import register_client
+from tests.test_hl7_http import hl7, post, server_root  # noqa: F401  (fixtures)
+from tests.test_hl7_ingest import err_fields, msa, search, unique_id
+
+__all__ = ["hl7", "server_root"]
+
+
+def adt(trigger: str, control: str, mrn: str, when: str, pv1: dict[int, str]) -> bytes:
+    fields = [""] * max(pv1)
+    for number, value in pv1.items():
+        fields[number - 1] = value
+    return (
+        f"MSH|^~\\&|ADT|HOSP|MS|MS|{when}+0000||ADT^{trigger}|{control}|P|2.5\r"
+        f"EVN|{trigger}|{when}+0000\r"
+        f"PID|1||{mrn}^^^HOSP^MR||Doe^Jane||19800101|F\r"
+        f"PV1|{'|'.join(fields)}\r"
+    ).encode()
+
+
+def visit_fields(visit: str, **extra: str) -> dict[int, str]:
+    fields = {1: "1", 2: "I", 3: "W1^101^A", 19: f"{visit}^^^HOSP^VN"}
+    fields.update({int(k[1:]): v for k, v in extra.items()})
+    return fields
+
+
+def encounter(client: httpx.Client, visit: str) -> dict:  # type: ignore[type-arg]
+    [found] = search(client, "Encounter", identifier=visit)
+    return found
+
+
+@pytest.mark.parametrize(
+    "a13_extra",
+    [
+        {},  # no PV1-44, PV1-14: nothing of the A13 replaces period or hospitalization
+        {"f44": "20240301100000+0000", "f14": "7"},  # both sent: replaced, end still dropped
+        {"f44": "20240301100000+0000", "f45": "20240302100000+0000", "f36": "01"},  # stale copy
+    ],
+)
+def test_a13_takes_the_discharge_back(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+    a13_extra: dict[str, str],
+) -> None:
+    mrn, visit = unique_id("P"), unique_id("V")
+    admit = visit_fields(visit, f14="7", f44="20240301100000+0000")
+    discharged = {**admit, 36: "01", 45: "20240302100000+0000"}
+    assert msa(post(hl7, adt("A01", unique_id(), mrn, "20240301100000", admit)).content)[0] == "AA"
+    answer = post(hl7, adt("A03", unique_id(), mrn, "20240302100000", discharged))
+    assert msa(answer.content)[0] == "AA"
+    before = encounter(client, visit)
+    assert before["status"] == "finished" and before["period"]["end"]
+    assert before["hospitalization"]["dischargeDisposition"]["coding"] == [
+        {"system": "http://terminology.hl7.org/CodeSystem/v2-0112", "code": "01"}
+    ]
+    assert before["hospitalization"]["admitSource"]["coding"] == [
+        {"system": "http://terminology.hl7.org/CodeSystem/v2-0023", "code": "7"}
+    ]
+
+    a13 = adt("A13", unique_id(), mrn, "20240302110000", visit_fields(visit, **a13_extra))
+    assert msa(post(hl7, a13).content)[0] == "AA"
+    after = encounter(client, visit)
+    assert after["status"] == "in-progress"
+    assert after["period"] == {"start": "2024-03-01T10:00:00+00:00"}
+    assert after["hospitalization"]["admitSource"]["coding"][0]["code"] == "7"
+    assert "dischargeDisposition" not in after["hospitalization"]
+
+
+def test_a13_on_a_visit_never_discharged_changes_no_period(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    mrn, visit = unique_id("P"), unique_id("V")
+    admit = visit_fields(visit, f44="20240301100000+0000")
+    assert msa(post(hl7, adt("A01", unique_id(), mrn, "20240301100000", admit)).content)[0] == "AA"
+    a13 = adt("A13", unique_id(), mrn, "20240301110000", visit_fields(visit))
+    assert msa(post(hl7, a13).content)[0] == "AA"
+    after = encounter(client, visit)
+    assert after["status"] == "in-progress" and "hospitalization" not in after
+    assert after["period"] == {"start": "2024-03-01T10:00:00+00:00"}
+
+
+def test_a11_cancels_the_admission(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    mrn, visit = unique_id("P"), unique_id("V")
+    admit = visit_fields(visit, f44="20240301100000+0000")
+    assert msa(post(hl7, adt("A01", unique_id(), mrn, "20240301100000", admit)).content)[0] == "AA"
+    a11 = adt("A11", unique_id(), mrn, "20240301110000", visit_fields(visit))
+    assert msa(post(hl7, a11).content)[0] == "AA"
+    assert encounter(client, visit)["status"] == "cancelled"
+
+
+def oru_with_specimen(mrn: str, order: str, specimen_id: str) -> bytes:
+    return (
+        f"MSH|^~\\&|LAB|HOSP|MS|MS|20240301120000+0000||ORU^R01^ORU_R01|{unique_id()}|P|2.5.1\r"
+        f"PID|1||{mrn}^^^HOSP^MR||Roe^Rich||19700101|M\r"
+        f"OBR|1||{order}^LAB^1.2.9^ISO|24331-1^Lipid^LN|||20240301080000+0000"
+        "||||||||||||||||||F\r"
+        "OBX|1|NM|2093-3^Chol^LN||250|mg/dL^^UCUM|||||F\r"
+        f"SPM|1|^{specimen_id}&LAB&1.2.9&ISO||SER^Serum^HL70487|||||||||||||"
+        "20240301075000+0000\r"
+    ).encode()
+
+
+def test_a_specimen_is_stored_once_and_referenced(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """IG ORU_R01 SPECIMEN group: SPM -> Specimen; a re-send (new MSH-10) updates it."""
+    mrn, order, specimen_id = unique_id("P"), unique_id("F"), unique_id("S")
+    for _ in range(2):
+        assert msa(post(hl7, oru_with_specimen(mrn, order, specimen_id)).content)[0] == "AA"
+    [specimen] = search(client, "Specimen", identifier=f"urn:oid:1.2.9|{specimen_id}")
+    assert specimen["type"]["coding"][0]["code"] == "SER"
+    assert specimen["collection"] == {"collectedDateTime": "2024-03-01T07:50:00+00:00"}
+    [patient] = search(client, "Patient", identifier=mrn)
+    assert specimen["subject"] == {"reference": f"Patient/{patient['id']}"}
+    [report] = search(client, "DiagnosticReport", identifier=order)
+    assert report["specimen"] == [{"reference": f"Specimen/{specimen['id']}"}]
+    [result] = search(client, "Observation", subject=f"Patient/{patient['id']}")
+    assert result["specimen"] == {"reference": f"Specimen/{specimen['id']}"}
+
+
+def test_diagnoses_are_stored_once_per_visit(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    mrn, visit = unique_id("P"), unique_id("V")
+    dg1 = "DG1|1||I63.9^Cerebral infarction^I10|Stroke|20240301100000+0000|A"
+    for trigger, when in (("A01", "20240301100000"), ("A08", "20240301110000")):
+        body = adt(trigger, unique_id(), mrn, when, visit_fields(visit)) + f"{dg1}\r".encode()
+        assert msa(post(hl7, body).content)[0] == "AA"
+    [found] = search(client, "Condition", code="I63.9")  # one Condition, not one per message
+    assert found["code"]["coding"][0]["code"] == "I63.9"
+    assert found["encounter"] == {"reference": f"Encounter/{encounter(client, visit)['id']}"}
+    assert found["meta"]["versionId"] == "1"  # the A08 changed nothing
+
+
+# The lab-feed token of docs/hl7v2.md: written before Specimen and Condition were mapped.
+DOCS_LAB_SCOPE = (
+    "system/Patient.cru system/Observation.cru system/DiagnosticReport.cru "
+    "system/Encounter.cru system/Practitioner.cru system/Location.cru system/Device.cru "
+    "system/Provenance.c"
+)
+
+
+def test_a_grant_without_specimen_or_condition_still_gets_its_results_in(
+    live_server: LiveServer,
+    server_root: str,
+    client: httpx.Client,  # noqa: F811
+) -> None:
+    """Specimen and Condition are supplementary: a token without them gets AA with a
+    warning (ERR 207, W), the rest written and no reference to what was left out."""
+    auth = live_server.app.state.auth
+    feed = register_client(auth, "backend", DOCS_LAB_SCOPE, jwks={"keys": []})
+    token = auth.local_token(feed.name, DOCS_LAB_SCOPE)["access_token"]
+    mrn, order, specimen_id, visit = (unique_id(p) for p in "PFSV")
+    with httpx.Client(
+        base_url=server_root, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
+        answer = post(http, oru_with_specimen(mrn, order, specimen_id)).content
+        dg1 = b"DG1|1||I63.9^Cerebral infarction^I10|Stroke\r"
+        admit = post(
+            http, adt("A01", unique_id(), mrn, "20240301100000", visit_fields(visit)) + dg1
+        )
+    assert msa(answer)[0] == "AA", answer
+    assert ("207", "W") in {(code, severity) for _, code, severity in err_fields(answer)}
+    assert search(client, "Specimen", identifier=f"urn:oid:1.2.9|{specimen_id}") == []
+    [report] = search(client, "DiagnosticReport", identifier=order)
+    assert "specimen" not in report
+    [result] = search(client, "Observation", code="2093-3", subject=report["subject"]["reference"])
+    assert "specimen" not in result
+    assert msa(admit.content)[0] == "AA"
+    assert encounter(client, visit)["status"] == "in-progress"
+    [patient] = search(client, "Patient", identifier=mrn)
+    assert search(client, "Condition", subject=f"Patient/{patient['id']}") == []
