@@ -128,3 +128,15 @@ def test_extension_value_partners_are_still_checked(client: httpx.Client) -> Non
             f"{root}._valueString.nonsense",
             f"{root}._valueString.extension[0].url",
         } <= paths, paths
+
+
+def test_code_regex_spaces_are_xml_schema_spaces(client: httpx.Client) -> None:
+    """FHIR's code regex [^\\s]+(\\s[^\\s]+)* is XML Schema's: a no-break space is not a space
+    there (official example CodeSystem-v2-0550 has "CHEST\u00a0"); real spaces still count."""
+    system = {"resourceType": "CodeSystem", "status": "draft", "content": "complete"}
+    body = created(client, {**system, "concept": [{"code": "CHEST\u00a0"}]})
+    assert body["concept"] == [{"code": "CHEST\u00a0"}]
+    for bad in ("a  b", " a", "a\t"):
+        assert "CodeSystem.concept[0].code" in refused_at(
+            client, {**system, "concept": [{"code": bad}]}
+        )
