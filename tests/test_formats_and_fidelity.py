@@ -102,6 +102,29 @@ def test_summary_and_elements_on_read(client: httpx.Client) -> None:
     assert client.get(f"/Patient/{rid}", params={"_summary": "bogus"}).status_code == 400
 
 
+def test_elements_names_a_choice_by_its_base_name(client: httpx.Client) -> None:
+    """_elements=value returns valueQuantity (the element is value[x]); a plain element named
+    like a choice (NutritionOrder.instantiates next to instantiatesUri) stays itself."""
+    body = observation(valueQuantity={"value": 1}, effectiveDateTime="2020-01-01")
+    rid = client.post("/Observation", json=body, headers=FHIR_JSON).json()["id"]
+    for asked in ("value,effective", "value[x],effective[x]"):
+        shown = client.get(f"/Observation/{rid}", params={"_elements": asked}).json()
+        assert shown["valueQuantity"] == {"value": 1}, asked
+        assert shown["effectiveDateTime"] == "2020-01-01" and "subject" not in shown
+    order = {
+        "resourceType": "NutritionOrder",
+        "status": "active",
+        "intent": "order",
+        "patient": {"reference": "Patient/p"},
+        "dateTime": "2020",
+        "instantiates": ["http://x.org/a"],
+        "instantiatesUri": ["http://x.org/b"],
+    }
+    rid = client.post("/NutritionOrder", json=order, headers=FHIR_JSON).json()["id"]
+    shown = client.get(f"/NutritionOrder/{rid}", params={"_elements": "instantiates"}).json()
+    assert "instantiates" in shown and "instantiatesUri" not in shown
+
+
 def test_summary_count_on_search(client: httpx.Client) -> None:
     rid = client.post("/Observation", json=observation(), headers=FHIR_JSON).json()["id"]
     counted = client.get("/Observation", params={"_id": rid, "_summary": "count"}).json()
