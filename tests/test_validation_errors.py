@@ -101,6 +101,27 @@ def test_unknown_format_is_406(client: httpx.Client) -> None:
     assert_outcome(client.get("/metadata", params={"_format": "text/csv"}), 406)
 
 
+def test_fhir_version_other_than_r4_is_refused(client: httpx.Client) -> None:
+    """The fhirVersion media type parameter (R4 versioning.html): 4.0 and 4.0.1 are served,
+    another version is 406 (Accept, _format) or 415 (Content-Type), not answered as R4."""
+    for version in ("4.0", "4.0.1"):
+        media = f"application/fhir+json; fhirVersion={version}"
+        created = post(client, "/Patient", '{"resourceType": "Patient"}', **{"Content-Type": media})
+        assert created.status_code == 201, created.text
+        assert client.get("/metadata", headers={"Accept": media}).status_code == 200
+    stu3 = "application/fhir+json; fhirVersion=3.0"
+    assert_outcome(client.get("/metadata", headers={"Accept": stu3}), 406)
+    assert_outcome(client.get("/metadata", params={"_format": stu3}), 406)
+    both = f"{stu3}, application/fhir+xml; fhirVersion=4.0; q=0.5"
+    assert (
+        client.get("/metadata", headers={"Accept": both})
+        .headers["content-type"]
+        .startswith("application/fhir+xml")
+    )
+    body = '{"resourceType": "Patient"}'
+    assert_outcome(post(client, "/Patient", body, **{"Content-Type": stu3}), 415)
+
+
 def test_unknown_endpoint_outside_fhir_is_outcome(client: httpx.Client, base_url: str) -> None:
     response = httpx.get(base_url.replace("/fhir", "/nothing-here"))
     assert_outcome(response, 404)
