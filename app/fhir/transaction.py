@@ -50,7 +50,7 @@ def _entry_headers(req: dict[str, Any]) -> dict[str, str]:
     headers = {h: str(req[k]) for k, h in ENTRY_HEADERS.items() if req.get(k)}
     since = headers.get("if-modified-since")
     if since is not None:
-        with suppress(ValueError, OverflowError):
+        with suppress(ValueError, OverflowError, OSError):
             headers["if-modified-since"] = to_http_date(parse_instant(since))
     return headers
 

@@ -204,11 +204,19 @@ def _model_issues(rtype: str, resource: dict[str, Any], path: str = "") -> list[
             if isinstance(item, dict) and isinstance(item.get("resourceType"), str)
             for issue in _model_issues(item["resourceType"], item, f"{path}.contained[{index}]")
         ]
+    try:
+        first: list[Issue] | None = _run_model(model, resource, path)
+    except KeyError:  # fhir.resources met a nested resource type it has no model for
+        first = None
+    if first == []:  # the common case, so the view below is only made when needed
+        return first
     partners: Partners = []
     view = _model_view(resource, path, partners, root=True)
+    if view is resource and first is not None:
+        return first
     try:
         issues = _run_model(model, view, path)
-    except KeyError as exc:  # fhir.resources met a nested resource type it has no model for
+    except KeyError as exc:
         return [Issue("error", "invalid", f"cannot be validated: {exc}", (path,))]
     element = _model_class("Element")
     for partner_path, partner in partners:
