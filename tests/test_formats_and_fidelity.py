@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import httpx
 
 from tests.helpers import FHIR_JSON, observation, patient
@@ -210,3 +212,38 @@ def test_xml_number_literals_follow_the_fhir_regexes(client: httpx.Client) -> No
         response = client.post("/Patient", content=document, headers=xml_type)
         assert response.status_code == 400, (value, response.text)
         assert response.json()["issue"][0]["expression"] == ["Patient.multipleBirthInteger"]
+
+
+def test_binary_is_read_in_its_native_form_when_no_fhir_format_is_asked(
+    client: httpx.Client,
+) -> None:
+    """R4 binary.html: a read of a Binary that does not ask for a FHIR content type gets the
+    content itself, as its own content type; */* or a FHIR type keeps the resource."""
+    data = b"%PDF-1.4 \x00\xff binary"
+    binary = {
+        "resourceType": "Binary",
+        "contentType": "application/pdf",
+        "data": base64.b64encode(data).decode(),
+    }
+    rid = client.post("/Binary", json=binary, headers=FHIR_JSON).json()["id"]
+    for path in (f"/Binary/{rid}", f"/Binary/{rid}/_history/1"):
+        for accept in ("application/pdf", "text/html;q=0.5, application/*+pdf, application/pdf"):
+            native = client.get(path, headers={"Accept": accept})
+            assert native.status_code == 200, native.text
+            assert native.headers["content-type"] == "application/pdf"
+            assert native.content == data and native.headers["etag"] == 'W/"1"'
+    head = client.head(f"/Binary/{rid}", headers={"Accept": "application/pdf"})
+    assert head.headers["content-type"] == "application/pdf" and not head.content
+    assert head.headers["content-length"] == str(len(data))
+    for accept, media in (
+        ("*/*", "application/fhir+json"),
+        ("application/*", "application/fhir+json"),
+        ("application/json", "application/fhir+json"),
+        ("application/fhir+xml", "application/fhir+xml"),
+    ):
+        shown = client.get(f"/Binary/{rid}", headers={"Accept": accept})
+        assert shown.status_code == 200 and shown.headers["content-type"].startswith(media)
+    refused = client.get(f"/Binary/{rid}", headers={"Accept": "image/png"})
+    assert refused.status_code == 406 and refused.json()["resourceType"] == "OperationOutcome"
+    missing = client.get("/Binary/nothing-here", headers={"Accept": "application/pdf"})
+    assert missing.status_code == 404

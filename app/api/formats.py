@@ -56,6 +56,26 @@ def response_format(accept: str | None, format_param: str | None) -> str:
     raise NotAcceptable(f"none of the accepted types ({accept}) can be produced")
 
 
+def native_binary_ranges(accept: str | None, format_param: str | None) -> list[str] | None:
+    """The media ranges a read of a Binary asks for in its native form, most preferred first,
+    or None when a FHIR format is wanted (R4 binary.html: a read that does not ask for a FHIR
+    content type gets the content itself). No Accept, _format, or a range a FHIR format
+    satisfies (*/*, application/*, application/json ...) keeps the Binary resource."""
+    if format_param or not accept:
+        return None
+    offered = _by_preference(accept)
+    fhir = _JSON_NAMES | _XML_NAMES | {"*/*", "application/*"}
+    if not offered or any(media in fhir for media in offered):
+        return None
+    return offered
+
+
+def media_matches(media_type: str, ranges: list[str]) -> bool:
+    """Does a content type (text/plain; charset=...) fall in one of the media ranges?"""
+    main, _, sub = _media(media_type).partition("/")
+    return any(r in (f"{main}/{sub}", f"{main}/*") for r in ranges)
+
+
 def _by_preference(accept: str) -> list[str]:
     """The media ranges of an Accept header, most preferred first (RFC 9110 12.5.1: by
     quality value, ties in the order given); q=0 means "not acceptable" and is dropped."""
