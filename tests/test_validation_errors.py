@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -120,6 +122,25 @@ def test_fhir_version_other_than_r4_is_refused(client: httpx.Client) -> None:
     )
     body = '{"resourceType": "Patient"}'
     assert_outcome(post(client, "/Patient", body, **{"Content-Type": stu3}), 415)
+
+
+@pytest.mark.parametrize(
+    ("resource", "path"),
+    [
+        ({"resourceType": "Binary", "contentType": "text/plain", "data": "!!!"}, "Binary.data"),
+        (patient(photo=[{"data": "aGVs*G8="}]), "Patient.photo[0].data"),
+        (
+            patient(extension=[{"url": "http://x.org/e", "valueBase64Binary": "a b c"}]),
+            "Patient.extension[0].valueBase64Binary",
+        ),
+    ],
+)
+def test_base64_that_is_not_is_refused(client: httpx.Client, resource: dict, path: str) -> None:
+    """The R4 base64Binary regex (with "/"): the models decode leniently and let "!!!" in."""
+    body = assert_outcome(post(client, f"/{resource['resourceType']}", json.dumps(resource)), 400)
+    assert path in issue_paths(body)
+    fine = {"resourceType": "Binary", "contentType": "text/plain", "data": "aGVs bG8/\r\n+A=="}
+    assert post(client, "/Binary", json.dumps(fine)).status_code == 201
 
 
 def test_unknown_endpoint_outside_fhir_is_outcome(client: httpx.Client, base_url: str) -> None:
