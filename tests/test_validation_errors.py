@@ -386,3 +386,20 @@ def test_core_json_rules_allow_what_is_right(client: httpx.Client) -> None:
     )
     created = client.post("/Patient", json=resource, headers=FHIR_JSON)
     assert created.status_code == 201, created.text
+
+
+def test_a_property_given_twice_is_refused(client: httpx.Client) -> None:
+    """{"gender": "male", "gender": "female"}: which was meant is unknowable; keeping the last
+    silently stored what the client may not have sent, so it is 400 (at any depth)."""
+    for body in (
+        '{"resourceType": "Patient", "gender": "male", "gender": "female"}',
+        '{"resourceType": "Patient", "name": [{"family": "A", "given": ["B"], "family": "C"}]}',
+    ):
+        outcome = assert_outcome(post(client, "/Patient", body), 400)
+        assert "appears twice" in outcome["issue"][0]["diagnostics"]
+    patch = '[{"op": "add", "path": "/active", "value": true, "value": false}]'
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    response = client.patch(
+        f"/Patient/{rid}", content=patch, headers={"Content-Type": "application/json-patch+json"}
+    )
+    assert_outcome(response, 400)
