@@ -93,7 +93,11 @@ def test_r4b_redesigned_evidence_is_refused(client: httpx.Client) -> None:
             "ActivityDefinition.subjectCanonical",
         ),
         (
-            patient(extension=[{"url": "http://x.org/e", "valueRatioRange": {}}]),
+            patient(
+                extension=[
+                    {"url": "http://x.org/e", "valueRatioRange": {"lowNumerator": {"value": 1}}}
+                ]
+            ),
             "Patient.extension[0].valueRatioRange",
         ),
     ],
