@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import httpx
 
 from tests.helpers import FHIR_JSON, observation, patient
@@ -102,6 +104,29 @@ def test_summary_and_elements_on_read(client: httpx.Client) -> None:
     assert client.get(f"/Patient/{rid}", params={"_summary": "bogus"}).status_code == 400
 
 
+def test_elements_names_a_choice_by_its_base_name(client: httpx.Client) -> None:
+    """_elements=value returns valueQuantity (the element is value[x]); a plain element named
+    like a choice (NutritionOrder.instantiates next to instantiatesUri) stays itself."""
+    body = observation(valueQuantity={"value": 1}, effectiveDateTime="2020-01-01")
+    rid = client.post("/Observation", json=body, headers=FHIR_JSON).json()["id"]
+    for asked in ("value,effective", "value[x],effective[x]"):
+        shown = client.get(f"/Observation/{rid}", params={"_elements": asked}).json()
+        assert shown["valueQuantity"] == {"value": 1}, asked
+        assert shown["effectiveDateTime"] == "2020-01-01" and "subject" not in shown
+    order = {
+        "resourceType": "NutritionOrder",
+        "status": "active",
+        "intent": "order",
+        "patient": {"reference": "Patient/p"},
+        "dateTime": "2020",
+        "instantiates": ["http://x.org/a"],
+        "instantiatesUri": ["http://x.org/b"],
+    }
+    rid = client.post("/NutritionOrder", json=order, headers=FHIR_JSON).json()["id"]
+    shown = client.get(f"/NutritionOrder/{rid}", params={"_elements": "instantiates"}).json()
+    assert "instantiates" in shown and "instantiatesUri" not in shown
+
+
 def test_summary_count_on_search(client: httpx.Client) -> None:
     rid = client.post("/Observation", json=observation(), headers=FHIR_JSON).json()["id"]
     counted = client.get("/Observation", params={"_id": rid, "_summary": "count"}).json()
@@ -187,3 +212,38 @@ def test_xml_number_literals_follow_the_fhir_regexes(client: httpx.Client) -> No
         response = client.post("/Patient", content=document, headers=xml_type)
         assert response.status_code == 400, (value, response.text)
         assert response.json()["issue"][0]["expression"] == ["Patient.multipleBirthInteger"]
+
+
+def test_binary_is_read_in_its_native_form_when_no_fhir_format_is_asked(
+    client: httpx.Client,
+) -> None:
+    """R4 binary.html: a read of a Binary that does not ask for a FHIR content type gets the
+    content itself, as its own content type; */* or a FHIR type keeps the resource."""
+    data = b"%PDF-1.4 \x00\xff binary"
+    binary = {
+        "resourceType": "Binary",
+        "contentType": "application/pdf",
+        "data": base64.b64encode(data).decode(),
+    }
+    rid = client.post("/Binary", json=binary, headers=FHIR_JSON).json()["id"]
+    for path in (f"/Binary/{rid}", f"/Binary/{rid}/_history/1"):
+        for accept in ("application/pdf", "text/html;q=0.5, application/*+pdf, application/pdf"):
+            native = client.get(path, headers={"Accept": accept})
+            assert native.status_code == 200, native.text
+            assert native.headers["content-type"] == "application/pdf"
+            assert native.content == data and native.headers["etag"] == 'W/"1"'
+    head = client.head(f"/Binary/{rid}", headers={"Accept": "application/pdf"})
+    assert head.headers["content-type"] == "application/pdf" and not head.content
+    assert head.headers["content-length"] == str(len(data))
+    for accept, media in (
+        ("*/*", "application/fhir+json"),
+        ("application/*", "application/fhir+json"),
+        ("application/json", "application/fhir+json"),
+        ("application/fhir+xml", "application/fhir+xml"),
+    ):
+        shown = client.get(f"/Binary/{rid}", headers={"Accept": accept})
+        assert shown.status_code == 200 and shown.headers["content-type"].startswith(media)
+    refused = client.get(f"/Binary/{rid}", headers={"Accept": "image/png"})
+    assert refused.status_code == 406 and refused.json()["resourceType"] == "OperationOutcome"
+    missing = client.get("/Binary/nothing-here", headers={"Accept": "application/pdf"})
+    assert missing.status_code == 404

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
 import httpx
@@ -116,3 +118,27 @@ def test_patch_needs_the_json_patch_media_type(client: httpx.Client) -> None:
         response = client.patch(f"/Patient/{rid}", json=ops, headers={"Content-Type": media})
         assert response.status_code == 415, (media, response.text)
     assert client.get(f"/Patient/{rid}").json()["meta"]["versionId"] == "1"
+
+
+def test_version_numbers_out_of_range_are_404_or_400_not_500(client: httpx.Client) -> None:
+    """A version number or _count no column holds ("²" is a digit to str.isdigit, 2**80 no
+    INTEGER), in a URL, a transaction entry or a paging token, is refused, not a 500."""
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    for version in ("99999999999999999999999", "2147483648", "\u00b2"):
+        response = client.get(f"/Patient/{rid}/_history/{version}")
+        assert response.status_code == 404, response.text
+        assert response.json()["resourceType"] == "OperationOutcome"
+    assert client.get(f"/Patient/{rid}/_history/1").status_code == 200
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"request": {"method": "GET", "url": f"Patient/{rid}/_history/{2**70}"}}],
+    }
+    response = client.post("/", json=bundle, headers=FHIR_JSON)
+    assert response.status_code == 200, response.text
+    assert response.json()["entry"][0]["response"]["status"].startswith("404")
+    assert client.get(f"/Patient/{rid}/_history", params={"_count": "\u00b2"}).status_code == 400
+    for at in ([2**70, "Patient", rid, 1], [1, "Patient", rid, 2**70]):
+        token = base64.urlsafe_b64encode(json.dumps({"at": at}).encode()).decode().rstrip("=")
+        response = client.get(f"/Patient/{rid}/_history", params={"_page": token})
+        assert response.status_code == 400, response.text

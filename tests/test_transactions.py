@@ -383,3 +383,24 @@ def test_overlapping_targets_are_400_naming_both_entries(client: httpx.Client) -
         issue = response.json()["issue"][0]
         assert issue["expression"] == ["Bundle.entry[0].request.url", "Bundle.entry[1].request.url"]
     assert client.get(f"/Patient/{rid}").json()["meta"]["versionId"] == "1"
+
+
+def test_batch_read_if_modified_since_is_a_fhir_instant(client: httpx.Client) -> None:
+    """Bundle.entry.request.ifModifiedSince is an instant (2099-01-01T00:00:00Z), not an
+    HTTP date: a read entry of a resource not modified since then answers 304."""
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    reads = [
+        ("2099-01-01T00:00:00Z", "304"),
+        ("2099-01-01T00:00:00.5+02:00", "304"),
+        ("2000-01-01T00:00:00Z", "200"),
+        ("Fri, 01 Jan 2099 00:00:00 GMT", "304"),  # an HTTP date from a lenient client
+        ("garbage", "200"),  # ignored, as in the header (RFC 9110 13.1.3)
+    ]
+    entries = [
+        {"request": {"method": "GET", "url": f"Patient/{rid}", "ifModifiedSince": since}}
+        for since, _ in reads
+    ]
+    response = post_bundle(client, bundle("batch", entries))
+    assert response.status_code == 200, response.text
+    statuses = [e["response"]["status"].split()[0] for e in response.json()["entry"]]
+    assert statuses == [status for _, status in reads]

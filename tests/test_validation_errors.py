@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -99,6 +101,46 @@ def test_unsupported_media_type_is_415(client: httpx.Client) -> None:
 
 def test_unknown_format_is_406(client: httpx.Client) -> None:
     assert_outcome(client.get("/metadata", params={"_format": "text/csv"}), 406)
+
+
+def test_fhir_version_other_than_r4_is_refused(client: httpx.Client) -> None:
+    """The fhirVersion media type parameter (R4 versioning.html): 4.0 and 4.0.1 are served,
+    another version is 406 (Accept, _format) or 415 (Content-Type), not answered as R4."""
+    for version in ("4.0", "4.0.1"):
+        media = f"application/fhir+json; fhirVersion={version}"
+        created = post(client, "/Patient", '{"resourceType": "Patient"}', **{"Content-Type": media})
+        assert created.status_code == 201, created.text
+        assert client.get("/metadata", headers={"Accept": media}).status_code == 200
+    stu3 = "application/fhir+json; fhirVersion=3.0"
+    assert_outcome(client.get("/metadata", headers={"Accept": stu3}), 406)
+    assert_outcome(client.get("/metadata", params={"_format": stu3}), 406)
+    both = f"{stu3}, application/fhir+xml; fhirVersion=4.0; q=0.5"
+    assert (
+        client.get("/metadata", headers={"Accept": both})
+        .headers["content-type"]
+        .startswith("application/fhir+xml")
+    )
+    body = '{"resourceType": "Patient"}'
+    assert_outcome(post(client, "/Patient", body, **{"Content-Type": stu3}), 415)
+
+
+@pytest.mark.parametrize(
+    ("resource", "path"),
+    [
+        ({"resourceType": "Binary", "contentType": "text/plain", "data": "!!!"}, "Binary.data"),
+        (patient(photo=[{"data": "aGVs*G8="}]), "Patient.photo[0].data"),
+        (
+            patient(extension=[{"url": "http://x.org/e", "valueBase64Binary": "a b c"}]),
+            "Patient.extension[0].valueBase64Binary",
+        ),
+    ],
+)
+def test_base64_that_is_not_is_refused(client: httpx.Client, resource: dict, path: str) -> None:
+    """The R4 base64Binary regex (with "/"): the models decode leniently and let "!!!" in."""
+    body = assert_outcome(post(client, f"/{resource['resourceType']}", json.dumps(resource)), 400)
+    assert path in issue_paths(body)
+    fine = {"resourceType": "Binary", "contentType": "text/plain", "data": "aGVs bG8/\r\n+A=="}
+    assert post(client, "/Binary", json.dumps(fine)).status_code == 201
 
 
 def test_unknown_endpoint_outside_fhir_is_outcome(client: httpx.Client, base_url: str) -> None:
@@ -344,3 +386,20 @@ def test_core_json_rules_allow_what_is_right(client: httpx.Client) -> None:
     )
     created = client.post("/Patient", json=resource, headers=FHIR_JSON)
     assert created.status_code == 201, created.text
+
+
+def test_a_property_given_twice_is_refused(client: httpx.Client) -> None:
+    """{"gender": "male", "gender": "female"}: which was meant is unknowable; keeping the last
+    silently stored what the client may not have sent, so it is 400 (at any depth)."""
+    for body in (
+        '{"resourceType": "Patient", "gender": "male", "gender": "female"}',
+        '{"resourceType": "Patient", "name": [{"family": "A", "given": ["B"], "family": "C"}]}',
+    ):
+        outcome = assert_outcome(post(client, "/Patient", body), 400)
+        assert "appears twice" in outcome["issue"][0]["diagnostics"]
+    patch = '[{"op": "add", "path": "/active", "value": true, "value": false}]'
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    response = client.patch(
+        f"/Patient/{rid}", content=patch, headers={"Content-Type": "application/json-patch+json"}
+    )
+    assert_outcome(response, 400)

@@ -6,6 +6,7 @@ content negotiation, Prefer, _summary/_elements on single resources, _pretty.
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any
 
@@ -18,7 +19,13 @@ from app.api.worker_threads import run_in_worker, run_instance_read
 from app.auth.enforcement import token_required
 from app.auth.grant import Grant
 from app.context import RequestContext
-from app.errors import FhirError, InvalidRequest, ServerError, information_outcome
+from app.errors import (
+    FhirError,
+    InvalidRequest,
+    NotAcceptable,
+    ServerError,
+    information_outcome,
+)
 from app.fhir import jsonio, shaping
 from app.fhir.exchange import FhirRequest, FhirResponse, RawJson
 from app.fhir.router import FhirRouter
@@ -65,7 +72,14 @@ async def _audit_refusal(request: Request, ctx: RequestContext, error: FhirError
 
 async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
     query = request.query_params
-    fmt = formats.response_format(request.headers.get("accept"), query.get("_format"))
+    native = None
+    if request.method in ("GET", "HEAD") and _is_binary_read(path):
+        native = formats.native_binary_ranges(request.headers.get("accept"), query.get("_format"))
+    fmt = (
+        "json"
+        if native
+        else formats.response_format(request.headers.get("accept"), query.get("_format"))
+    )
     pretty = query.get("_pretty") == "true"
     settings = request.app.state.settings
     raw = await request.body()
@@ -102,7 +116,35 @@ async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
     finally:
         # Before anything is answered: if they cannot be committed, the answer is a 500.
         await trail.commit_deferred(ctx, expected=expected)
+    if native and response.status == 200:
+        return _render_native_binary(response, native, head=request.method == "HEAD")
     return _render(response, fhir_request, fmt, pretty, head=request.method == "HEAD")
+
+
+def _is_binary_read(path: str) -> bool:
+    """GET Binary/id or Binary/id/_history/vid."""
+    parts = path.strip("/").split("/")
+    return parts[0] == "Binary" and (
+        len(parts) == 2 or (len(parts) == 4 and parts[2] == "_history")
+    )
+
+
+def _render_native_binary(response: FhirResponse, ranges: list[str], *, head: bool) -> Response:
+    """A Binary as its own content type and bytes; 406 if that type is not one asked for."""
+    binary = jsonio.materialize(response.body)
+    content_type = str(binary.get("contentType", ""))
+    if not formats.media_matches(content_type, ranges):
+        raise NotAcceptable(
+            f"this Binary is {content_type or 'of no content type'}; "
+            f"none of the accepted types ({', '.join(ranges)}) matches"
+        )
+    content = base64.b64decode(binary.get("data") or "")
+    # Set as stored: given as media_type, Starlette would add a charset to text/* types.
+    headers = {**response.headers, "Content-Type": content_type}
+    if head:
+        headers["Content-Length"] = str(len(content))
+        return Response(status_code=200, headers=headers)
+    return Response(content=content, status_code=200, headers=headers)
 
 
 def _reads(fhir_request: FhirRequest) -> bool:

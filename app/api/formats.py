@@ -20,10 +20,24 @@ def _media(value: str) -> str:
     return value.split(";")[0].strip().lower()
 
 
+def _other_fhir_version(params: list[str]) -> str | None:
+    """The fhirVersion a media type's parameters ask for, when it is not R4 (4.0, 4.0.1):
+    R4 versioning.html, a server does not answer in (or read) a version it does not serve."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "fhirversion":
+            version = value.strip().strip('"')
+            if version != "4.0" and not version.startswith("4.0."):
+                return version
+    return None
+
+
 def response_format(accept: str | None, format_param: str | None) -> str:
     """'json' or 'xml': _format wins over Accept; anything unknown asked for explicitly is 406."""
     if format_param:
         name = _media(format_param.replace(" ", "+"))  # '+' arrives as ' ' in a query string
+        if _other_fhir_version(format_param.split(";")[1:]) is not None:
+            raise NotAcceptable(f"_format '{format_param}': this server is R4 (4.0)")
         if name in _JSON_NAMES:
             return "json"
         if name in _XML_NAMES:
@@ -42,6 +56,26 @@ def response_format(accept: str | None, format_param: str | None) -> str:
     raise NotAcceptable(f"none of the accepted types ({accept}) can be produced")
 
 
+def native_binary_ranges(accept: str | None, format_param: str | None) -> list[str] | None:
+    """The media ranges a read of a Binary asks for in its native form, most preferred first,
+    or None when a FHIR format is wanted (R4 binary.html: a read that does not ask for a FHIR
+    content type gets the content itself). No Accept, _format, or a range a FHIR format
+    satisfies (*/*, application/*, application/json ...) keeps the Binary resource."""
+    if format_param or not accept:
+        return None
+    offered = _by_preference(accept)
+    fhir = _JSON_NAMES | _XML_NAMES | {"*/*", "application/*"}
+    if not offered or any(media in fhir for media in offered):
+        return None
+    return offered
+
+
+def media_matches(media_type: str, ranges: list[str]) -> bool:
+    """Does a content type (text/plain; charset=...) fall in one of the media ranges?"""
+    main, _, sub = _media(media_type).partition("/")
+    return any(r in (f"{main}/{sub}", f"{main}/*") for r in ranges)
+
+
 def _by_preference(accept: str) -> list[str]:
     """The media ranges of an Accept header, most preferred first (RFC 9110 12.5.1: by
     quality value, ties in the order given); q=0 means "not acceptable" and is dropped."""
@@ -56,6 +90,8 @@ def _by_preference(accept: str) -> list[str]:
                     quality = float(value.strip())
                 except ValueError:
                     quality = 0.0  # an unreadable weight: do not guess a preference
+        if _other_fhir_version(params) is not None:
+            continue  # this range is one we cannot produce
         if quality > 0 and media.strip():
             ranked.append((-quality, index, media.strip().lower()))
     return [media for _, _, media in sorted(ranked)]
@@ -66,6 +102,11 @@ def parse_body(content_type: str | None, raw: bytes, *, method: str) -> Any:
     if not raw:
         return None
     media = _media(content_type or "application/fhir+json")
+    version = _other_fhir_version((content_type or "").split(";")[1:])
+    if version is not None:
+        raise UnsupportedMediaType(
+            f"fhirVersion {version} is not supported (this server is R4, 4.0)"
+        )
     if method == "PATCH" and media != JSON_PATCH:
         # With a FHIR media type the body would be a FHIRPath Patch (a Parameters resource),
         # which this server does not take; a bare array there is not a FHIR body either.

@@ -18,6 +18,7 @@ same traversal (:class:`_Walker`), each with its own field tables:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -57,6 +58,11 @@ _EXPECTED = {
     _K_INTEGER: "a JSON integer",
     _K_DECIMAL: "a JSON number",
 }
+
+# base64Binary: R4's regex plus the "/" base64 needs (later releases add it), \s as XML
+# Schema's. The models decode leniently: "!!!" passed, read natively as empty content.
+BASE64 = re.compile(r"(?:[ \t\r\n]*[0-9a-zA-Z+/=]{4}[ \t\r\n]*)+")
+NOT_BASE64 = "not valid base64"
 
 # Deeper JSON than this is not real FHIR; stop there instead of hitting RecursionError
 # (each level costs two Python frames, and parsers accept up to ~1000 levels).
@@ -388,6 +394,8 @@ class _KindWalker(_Walker):
         kind = field.kind
         if kind == _K_STRING:
             if isinstance(value, str):
+                if field.type_code == "base64Binary" and not BASE64.fullmatch(value):
+                    self.out.append((path, NOT_BASE64))
                 return
         elif kind == _K_OBJECT:
             if isinstance(value, dict):
@@ -454,9 +462,10 @@ def check_json_kinds(
     """``(path, message)`` for every value whose JSON kind is wrong for its element.
 
     Covers primitives of the wrong kind (a boolean given as ``"yes"`` or ``1``, an integer as
-    ``"3"``, ``true`` or ``1.0``, a string as a number ...), arrays where a single value
-    belongs and the reverse, and objects where a primitive belongs and the reverse. Null is
-    accepted only as an item of a primitive array or of its ``_name`` partner. A nested
+    ``"3"``, ``true`` or ``1.0``, a string as a number, base64Binary that is not ...), arrays
+    where a single value belongs and the reverse, and objects where a primitive belongs and
+    the reverse. Null is accepted only as an item of a primitive array or of its ``_name``
+    partner. A nested
     resource without an R4 ``resourceType`` is reported; the top-level ``resourceType`` (the
     caller's check) is not, nor are unknown elements, except in resources of
     ``strict_types`` (those no other check looks at).

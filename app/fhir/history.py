@@ -10,6 +10,20 @@ from sqlalchemy import and_, or_, select
 from app.fhir.storage import StoredVersion, UnitOfWork
 from app.fhir.tables import resource_history
 
+# The columns' ranges (version_id is an INTEGER, last_updated a BIGINT on PostgreSQL): a
+# number from a URL or a paging token outside them would fail in the database, a 500.
+MAX_VERSION_ID = 2**31 - 1
+MAX_INSTANT_US = 2**63 - 1
+
+
+def parse_version_id(text: str) -> int | None:
+    """The version number a URL segment or header names, or None when it names none (only
+    ASCII digits count: "²".isdigit() is true, and int() refuses it)."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    number = int(text)
+    return number if number <= MAX_VERSION_ID else None
+
 
 @dataclass(frozen=True)
 class HistoryCursor:
@@ -19,6 +33,12 @@ class HistoryCursor:
     resource_type: str
     id: str
     version_id: int
+
+    def __post_init__(self) -> None:
+        if not (
+            0 <= self.version_id <= MAX_VERSION_ID and abs(self.last_updated) <= MAX_INSTANT_US
+        ):
+            raise ValueError("history position out of range")
 
 
 def history_page(

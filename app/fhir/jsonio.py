@@ -9,6 +9,7 @@ verbatim through ``orjson.Fragment``.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -106,8 +107,22 @@ def _reject_constant(name: str) -> Any:
     raise FhirJsonError(f"{name} is not a valid JSON number")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose property names are unique: with a name twice, which value was meant
+    is unknowable (RFC 8259 4: behaviour is unpredictable), so it is refused rather than
+    silently keeping the last, which a client or another parser may read differently."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        twice = next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+        raise FhirJsonError(f"invalid JSON: property '{twice}' appears twice in an object")
+    return obj
+
+
 _decoder = json.JSONDecoder(
-    parse_float=DecimalLiteral, parse_int=parse_int, parse_constant=_reject_constant
+    parse_float=DecimalLiteral,
+    parse_int=parse_int,
+    parse_constant=_reject_constant,
+    object_pairs_hook=_unique_keys,
 )
 
 

@@ -300,7 +300,7 @@ def _instant_param(query: dict[str, str], name: str) -> int | None:
 def _count(raw: str | None, default: int, maximum: int) -> int:
     if raw is None:
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise InvalidRequest("_count must be a non-negative integer", expression="_count")
     return max(1, min(int(raw), maximum))
 

@@ -34,7 +34,7 @@ from app.errors import (
     Unprocessable,
 )
 from app.fhir import jsonio, storage
-from app.fhir.history import HistoryCursor, history_page
+from app.fhir.history import HistoryCursor, history_page, parse_version_id
 from app.fhir.hooks import Interaction, Pipeline
 from app.fhir.instants import to_instant
 from app.fhir.search import SearchParams, SearchResult, search
@@ -115,9 +115,10 @@ class FhirService:
         self.check_type(rtype)
         interaction = Interaction("vread", rtype, rid)
         self.pipeline.authorize(uow, interaction)
-        if not version_id.isdigit():
+        number = parse_version_id(version_id)
+        if number is None:
             raise NotFound(f"{rtype}/{rid} has no version '{version_id}'")
-        version = storage.get_version(uow, rtype, rid, int(version_id))
+        version = storage.get_version(uow, rtype, rid, number)
         if version is None:
             raise NotFound(f"{rtype}/{rid} has no version {version_id}")
         if version.deleted:

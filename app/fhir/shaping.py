@@ -9,6 +9,7 @@ from typing import Any
 
 import fhir_profiles
 from app.errors import InvalidRequest
+from app.fhir.bindings import element_table
 
 SUBSETTED = {
     "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
@@ -25,6 +26,25 @@ def _summary_table() -> dict[str, dict[str, list[str]]]:
     return result
 
 
+@cache
+def _choice_names(rtype: str) -> dict[str, frozenset[str]]:
+    """The top-level choice elements of `rtype`: base name -> typed names (value ->
+    valueQuantity, valueString ...). A name is a choice's when it is a base plus its type's
+    name and at least one other element has the same base that way (birthDate is alone)."""
+    rows = element_table().get(rtype, [])
+    groups: dict[str, set[str]] = {}
+    for name, _is_array, type_code, _vs in rows:
+        suffix = type_code[:1].upper() + type_code[1:]
+        if len(name) > len(suffix) and name.endswith(suffix):
+            groups.setdefault(name.removesuffix(suffix), set()).add(name)
+    elements = {row[0] for row in rows}  # NutritionOrder has instantiates and instantiatesUri
+    return {
+        base: frozenset(names)
+        for base, names in groups.items()
+        if len(names) > 1 and base not in elements
+    }
+
+
 def check_summary(mode: str | None) -> None:
     if mode is not None and mode not in SUMMARY_MODES:
         raise InvalidRequest(
@@ -38,7 +58,12 @@ def shape(
     """The resource reduced per _summary / _elements (unchanged when neither applies)."""
     rtype = resource.get("resourceType", "")
     if elements:
-        keep = set(elements) | set(_summary_table().get(rtype, {}).get("mandatory", []))
+        keep = set(_summary_table().get(rtype, {}).get("mandatory", []))
+        for name in elements:
+            keep.add(name)
+            # A choice element is asked for by its base name ("value" or "value[x]"); it sits
+            # in the resource under a typed name (valueQuantity).
+            keep.update(_choice_names(rtype).get(name.removesuffix("[x]"), ()))
         return _subset(resource, keep)
     if summary in (None, "false"):
         return resource

@@ -13,7 +13,7 @@ import base64
 import re
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 
@@ -23,7 +23,7 @@ from app.fhir import bindings, jsonio, storage
 from app.fhir.bundles import new_bundle
 from app.fhir.exchange import FhirRequest, FhirResponse, RawJson
 from app.fhir.hooks import Interaction
-from app.fhir.instants import to_instant
+from app.fhir.instants import parse_instant, to_http_date, to_instant
 from app.fhir.storage import UnitOfWork
 from app.fhir.validation import is_valid_id
 
@@ -41,6 +41,18 @@ ENTRY_HEADERS = {
     "ifNoneMatch": "if-none-match",
     "ifModifiedSince": "if-modified-since",
 }
+
+
+def _entry_headers(req: dict[str, Any]) -> dict[str, str]:
+    """The HTTP headers an entry's request elements stand for. ifModifiedSince is a FHIR
+    instant there and an HTTP date in the header; one that is not an instant is passed as
+    given (a lenient client's HTTP date still works, garbage is ignored as in the header)."""
+    headers = {h: str(req[k]) for k, h in ENTRY_HEADERS.items() if req.get(k)}
+    since = headers.get("if-modified-since")
+    if since is not None:
+        with suppress(ValueError, OverflowError, OSError):
+            headers["if-modified-since"] = to_http_date(parse_instant(since))
+    return headers
 
 
 def process_bundle(router: FhirRouter, ctx: RequestContext, request: FhirRequest) -> FhirResponse:
@@ -362,7 +374,7 @@ def _entry_request(index: int, entry: Any, base_url: str) -> FhirRequest:
     url = req["url"]
     if url.startswith(base_url + "/"):
         url = url[len(base_url) + 1 :]
-    headers = {h: str(req[k]) for k, h in ENTRY_HEADERS.items() if req.get(k)}
+    headers = _entry_headers(req)
     body = entry.get("resource")
     if method == "PATCH":
         body = _patch_body(path, body)
