@@ -65,6 +65,13 @@ def test_bad_datatype_names_path(client: httpx.Client, resource: dict, path: str
     assert path in issue_paths(body), body
 
 
+def test_control_characters_in_property_names_are_named(client: httpx.Client) -> None:
+    resource = patient(**{"na\u0001me": [{"family": "X"}]})
+    body = assert_outcome(client.post("/Patient", json=resource, headers=FHIR_JSON), 400)
+    control = [i for i in body["issue"] if "control characters" in i["diagnostics"]]
+    assert [i["expression"] for i in control] == [["Patient.na\u0001me"]], body
+
+
 @pytest.mark.parametrize(
     ("resource", "path"),
     [

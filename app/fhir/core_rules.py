@@ -1,5 +1,6 @@
 """Rules every R4 resource follows that the models do not check (validation.py's fourth
 check): the JSON representation's own rules, ele-1, ext-1, and the narrative's txt-1/txt-2.
+One walk over the resource, which also finds the control characters FHIR strings may not hold.
 
 - http://hl7.org/fhir/R4/json.html: arrays are never empty; `null` in an array of primitives
   only holds a place where the `_name` partner array carries the element's id or extensions.
@@ -11,12 +12,15 @@ check): the JSON representation's own rules, ele-1, ext-1, and the narrative's t
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from app.errors import Issue
 from app.fhir.xml.narrative import div_problems
 
 EXTENSION_KEYS = ("extension", "modifierExtension")
+# Below U+0020 only tab, CR and LF may appear in a string (datatypes.html#string), keys too.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def core_rule_issues(resource: dict[str, Any], rtype: str) -> list[Issue]:
@@ -26,15 +30,25 @@ def core_rule_issues(resource: dict[str, Any], rtype: str) -> list[Issue]:
 
 
 def _walk(value: Any, path: str, out: list[Issue]) -> None:
-    if isinstance(value, dict):
+    if isinstance(value, str):
+        if CONTROL_CHARACTER.search(value):
+            _control_characters(path, out)
+    elif isinstance(value, dict):
         _check_object(value, path, out)
         for key, item in value.items():
+            if CONTROL_CHARACTER.search(key):
+                _control_characters(f"{path}.{key}", out)
             _walk(item, f"{path}.{key}", out)
     elif isinstance(value, list):
         if not value:
             out.append(Issue("error", "structure", f"{path}: an array may not be empty", (path,)))
         for index, item in enumerate(value):
             _walk(item, f"{path}[{index}]", out)
+
+
+def _control_characters(path: str, out: list[Issue]) -> None:
+    message = f"{path}: control characters (below U+0020, except tab, CR, LF) are not allowed"
+    out.append(Issue("error", "value", message, (path,)))
 
 
 def _check_object(obj: dict[str, Any], path: str, out: list[Issue]) -> None:

@@ -34,7 +34,6 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 # FHIR strings "SHALL NOT contain Unicode character points below 32, except for u0009 (horizontal
 # tab), u000D (carriage return) and u000A (line feed)"; fhir.resources lets them through, and
 # PostgreSQL refuses a NUL in text or jsonb (a 500 instead of a 400).
-CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def is_valid_id(value: str) -> bool:
@@ -146,7 +145,6 @@ def validate_resource(
         issues.append(
             Issue("error", "value", "id must match [A-Za-z0-9-.]{1,64}", (f"{rtype}.id",))
         )
-    issues.extend(_control_character_issues(rtype, resource))
     issues.extend(core_rule_issues(resource, rtype))
     table_issues = _table_issues(resource)
     # A value of the wrong JSON kind upsets the model too; the kind check says it precisely.
@@ -171,26 +169,6 @@ def _check_envelope(resource: Any, expected_type: str | None) -> str:
     if rtype not in known_resource_types():
         raise ResourceInvalid(f"'{rtype}' is not an R4 resource type", expression="resourceType")
     return rtype
-
-
-def _control_character_issues(path: str, value: Any) -> list[Issue]:
-    """Every string (value or key) holding a control character FHIR forbids, by path."""
-    if isinstance(value, str):
-        if CONTROL_CHARACTER.search(value):
-            message = (
-                f"{path}: control characters (below U+0020, except tab, CR, LF) are not allowed"
-            )
-            return [Issue("error", "value", message, (path,))]
-        return []
-    found: list[Issue] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found.extend(_control_character_issues(f"{path}.{key}", key))
-            found.extend(_control_character_issues(f"{path}.{key}", item))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found.extend(_control_character_issues(f"{path}[{index}]", item))
-    return found
 
 
 def _model_issues(rtype: str, resource: dict[str, Any], path: str = "") -> list[Issue]:
