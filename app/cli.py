@@ -45,6 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     add_hl7_commands(commands)
 
     args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except OperatorError as exc:
+        print(f"medisentinel {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+class OperatorError(Exception):
+    """A mistake in the operator's configuration or surroundings: one line, no traceback."""
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    _check_settings()
     if args.command in AUTH_COMMANDS:
         from app.auth import commands as auth_commands
 
@@ -120,11 +133,35 @@ def _add_auth_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     keys_actions.add_parser("rotate", help="retire the signing key, create a new one")
 
 
+def _check_settings() -> None:
+    from pydantic import ValidationError
+
+    try:
+        get_settings()
+    except ValidationError as exc:
+        problems = [
+            f"MEDISENTINEL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        ]
+        raise OperatorError("invalid setting " + "; ".join(problems)) from None
+
+
 def _migrate() -> int:
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
     from app.db import run_migrations
 
     settings = get_settings()
-    run_migrations(settings.database_url)
+    try:
+        run_migrations(settings.database_url)
+    except ArgumentError:
+        raise OperatorError(
+            f"MEDISENTINEL_DATABASE_URL is not a database URL: {settings.database_url!r}"
+        ) from None
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise OperatorError(
+            f"cannot reach the database {_redacted(settings.database_url)}: {reason}"
+        ) from None
     print(f"database is at the newest schema ({_redacted(settings.database_url)})")
     return 0
 
@@ -140,6 +177,7 @@ def _serve(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[f"MEDISENTINEL_{name.upper()}"] = str(value)
     get_settings.cache_clear()
+    _check_settings()  # the flags are settings too: --port 99999 is refused like the variable
     settings = get_settings()
     _migrate()
     print(f"serving FHIR at {settings.fhir_base_url}")

@@ -3,6 +3,7 @@ authorized and audited like any other client), with a progress bar and a summary
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,15 @@ class LoadSummary:
 
 
 def run_load(files: list[Path], *, url: str, token: str | None, batch_size: int = 100) -> int:
+    # Operator mistakes are refused before anything is posted, so a typo in the last of
+    # many file names does not leave a half-done load behind.
+    unreadable = [f"{path}: not a readable file" for path in files if not path.is_file()]
+    if batch_size < 1:
+        unreadable.append(f"--batch-size must be at least 1, not {batch_size}")
+    if unreadable:
+        for problem in unreadable:
+            print(f"medisentinel load: {problem}", file=sys.stderr)
+        return 2
     headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -34,8 +44,9 @@ def run_load(files: list[Path], *, url: str, token: str | None, batch_size: int 
         with tqdm(total=sum(p.stat().st_size for p in files), unit="B", unit_scale=True) as bar:
             for path in files:
                 summary.files += 1
-                for bundle, size in _bundles_of(path, batch_size):
-                    _post(client, bundle, summary, path)
+                for bundle, size in _bundles_of(path, batch_size, summary):
+                    if bundle is not None:
+                        _post(client, bundle, summary, path)
                     bar.update(size)
     elapsed = time.perf_counter() - started
     rate = summary.entries_ok / elapsed if elapsed else 0.0
@@ -48,36 +59,66 @@ def run_load(files: list[Path], *, url: str, token: str | None, batch_size: int 
     return 0 if summary.entries_failed == 0 else 1
 
 
-def _bundles_of(path: Path, batch_size: int) -> Iterator[tuple[dict[str, Any], int]]:
-    """Yield (bundle to post, bytes of input it covers) for a Bundle file or an NDJSON file."""
+def _bundles_of(
+    path: Path, batch_size: int, summary: LoadSummary
+) -> Iterator[tuple[dict[str, Any] | None, int]]:
+    """Yield (bundle to post, bytes of input it covers) for a Bundle file or an NDJSON file;
+    input that cannot be parsed is counted as failed in the summary (bundle None)."""
     if path.suffix.lower() in (".ndjson", ".jsonl"):
-        batch: list[dict[str, Any]] = []
-        consumed = 0
-        with path.open("rb") as handle:
-            for line in handle:
-                consumed += len(line)
-                if line.strip():
-                    batch.append(jsonio.loads(line))
-                if len(batch) >= batch_size:
-                    yield _as_transaction(batch), consumed
-                    batch, consumed = [], 0
-        if batch:
-            yield _as_transaction(batch), consumed
+        yield from _ndjson_bundles(path, batch_size, summary)
         return
-    document = jsonio.loads(path.read_bytes())
     size = path.stat().st_size
-    if document.get("resourceType") == "Bundle" and document.get("type") in (
+    document = _parse(path.read_bytes(), str(path), summary)
+    if document is None:
+        yield None, size
+    elif document.get("resourceType") == "Bundle" and document.get("type") in (
         "batch",
         "transaction",
     ):
         yield document, size
     elif document.get("resourceType") == "Bundle":
-        yield (
-            _as_transaction([e["resource"] for e in document.get("entry", []) if "resource" in e]),
-            size,
-        )
+        entries = document.get("entry")
+        resources = [
+            e["resource"] for e in entries or [] if isinstance(e, dict) and "resource" in e
+        ]
+        yield _as_transaction(resources), size
     else:
         yield _as_transaction([document]), size
+
+
+def _ndjson_bundles(
+    path: Path, batch_size: int, summary: LoadSummary
+) -> Iterator[tuple[dict[str, Any] | None, int]]:
+    """One transaction per batch_size lines; a bad line is reported and skipped, the rest
+    of the file is still loaded (NDJSON lines are independent resources)."""
+    batch: list[dict[str, Any]] = []
+    consumed = 0
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            consumed += len(line)
+            if line.strip():
+                resource = _parse(line, f"{path}:{number}", summary)
+                if resource is not None:
+                    batch.append(resource)
+            if len(batch) >= batch_size:
+                yield _as_transaction(batch), consumed
+                batch, consumed = [], 0
+    yield (_as_transaction(batch) if batch else None), consumed
+
+
+def _parse(data: bytes, where: str, summary: LoadSummary) -> dict[str, Any] | None:
+    """The JSON object in data, or None (counted as one failed entry) if there is none."""
+    try:
+        value = jsonio.loads(data)
+    except jsonio.FhirJsonError as exc:
+        problem = str(exc)
+    else:
+        if isinstance(value, dict):
+            return value
+        problem = "not a JSON object (a FHIR resource)"
+    summary.entries_failed += 1
+    summary.errors.append(f"{where}: {problem}")
+    return None
 
 
 def _as_transaction(resources: list[dict[str, Any]]) -> dict[str, Any]:
