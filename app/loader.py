@@ -77,11 +77,7 @@ def _bundles_of(
     ):
         yield document, size
     elif document.get("resourceType") == "Bundle":
-        entries = document.get("entry")
-        resources = [
-            e["resource"] for e in entries or [] if isinstance(e, dict) and "resource" in e
-        ]
-        yield _as_transaction(resources), size
+        yield _collection_as_transaction(document.get("entry") or []), size
     else:
         yield _as_transaction([document]), size
 
@@ -121,15 +117,29 @@ def _parse(data: bytes, where: str, summary: LoadSummary) -> dict[str, Any] | No
     return None
 
 
-def _as_transaction(resources: list[dict[str, Any]]) -> dict[str, Any]:
+def _collection_as_transaction(entries: list[Any]) -> dict[str, Any]:
+    """A collection (document, message, ...) Bundle's resources as one transaction, each with
+    its fullUrl: references between them (urn:uuid:...) are resolved only through it."""
+    resources = [e for e in entries if isinstance(e, dict) and "resource" in e]
+    return _as_transaction(
+        [e["resource"] for e in resources], [e.get("fullUrl") for e in resources]
+    )
+
+
+def _as_transaction(
+    resources: list[dict[str, Any]], full_urls: list[str | None] | None = None
+) -> dict[str, Any]:
     """PUT resources that carry an id (idempotent re-loads), POST the others."""
     entries = []
-    for resource in resources:
+    for index, resource in enumerate(resources):
         rtype, rid = resource.get("resourceType"), resource.get("id")
         request = (
             {"method": "PUT", "url": f"{rtype}/{rid}"} if rid else {"method": "POST", "url": rtype}
         )
-        entries.append({"resource": resource, "request": request})
+        entry: dict[str, Any] = {"resource": resource, "request": request}
+        if full_urls and full_urls[index]:
+            entry["fullUrl"] = full_urls[index]
+        entries.append(entry)
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
@@ -146,18 +156,25 @@ def _post(client: httpx.Client, bundle: dict[str, Any], summary: LoadSummary, pa
         summary.entries_failed += count
         summary.errors.append(f"{path}: HTTP {response.status_code} {_diagnostics(response)}")
         return
-    for entry in response.json().get("entry", []):
-        status = str(entry.get("response", {}).get("status", ""))
+    for index, entry in enumerate(response.json().get("entry", [])):
+        answer = entry.get("response", {})
+        status = str(answer.get("status", ""))
         if status[:1] in ("2", "3"):
             summary.entries_ok += 1
         else:
+            # A batch answers per entry: say which one failed and why, not just the status.
             summary.entries_failed += 1
-            summary.errors.append(f"{path}: entry {status}")
+            reason = _issues_text(answer.get("outcome") or {})
+            summary.errors.append(f"{path}: entry {index}: {status} {reason}".rstrip())
 
 
 def _diagnostics(response: httpx.Response) -> str:
     try:
-        issues = response.json().get("issue", [])
-        return "; ".join(str(i.get("diagnostics", i.get("code"))) for i in issues)[:300]
+        return _issues_text(response.json())
     except ValueError:
         return response.text[:300]
+
+
+def _issues_text(outcome: dict[str, Any]) -> str:
+    issues = outcome.get("issue", [])
+    return "; ".join(str(i.get("diagnostics", i.get("code"))) for i in issues)[:300]
