@@ -75,8 +75,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "migrate":
         return _migrate()
     if args.command == "reindex":
-        from app.reindex import run_reindex
+        from app.reindex import run_reindex, unknown_types
 
+        if unknown := unknown_types(args.types):  # before migrate: a typo changes nothing
+            raise OperatorError(f"unknown resource type(s): {', '.join(unknown)}")
         _migrate()
         return run_reindex(get_settings(), args.types, batch_size=args.batch_size)
     from app.loader import run_load
