@@ -82,3 +82,23 @@ def test_batch_entry_failure_names_the_entry_and_the_reason(
     assert "1 ok, 1 failed" in result.stdout
     assert f"{bundle}: entry 1: 400" in result.stdout
     assert "girl" in result.stdout
+
+
+def test_one_invalid_ndjson_resource_does_not_reject_its_neighbours(
+    tmp_path: Path, base_url: str, system_token: str, auth_headers: dict[str, str]
+) -> None:
+    first, bad, last = unique("first"), unique("bad"), unique("last")
+    ndjson = tmp_path / "one-bad.ndjson"
+    ndjson.write_text(
+        "\n".join(
+            json.dumps(resource)
+            for resource in (patient(id=first), patient(id=bad, gender="girl"), patient(id=last))
+        )
+        + "\n"
+    )
+    result = _load(ndjson, base_url, system_token)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 bundle(s): 2 ok, 1 failed" in result.stdout
+    assert "girl" in result.stdout
+    for rid, status in ((first, 200), (bad, 404), (last, 200)):
+        assert httpx.get(f"{base_url}/Patient/{rid}", headers=auth_headers).status_code == status
