@@ -40,14 +40,11 @@ def run_load(files: list[Path], *, url: str, token: str | None, batch_size: int 
         headers["Authorization"] = f"Bearer {token}"
     summary = LoadSummary()
     started = time.perf_counter()
-    with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=300) as client:
-        with tqdm(total=sum(p.stat().st_size for p in files), unit="B", unit_scale=True) as bar:
-            for path in files:
-                summary.files += 1
-                for bundle, size in _bundles_of(path, batch_size, summary):
-                    if bundle is not None:
-                        _post(client, bundle, summary, path, retry_as_batch=_is_ndjson(path))
-                    bar.update(size)
+    try:
+        _load_all(files, url, headers, batch_size, summary)
+    except NotAuthorized as exc:
+        # Every later request would be refused the same way: stop, say so once.
+        summary.errors.insert(0, f"stopped: {exc} (check --token and its scopes)")
     elapsed = time.perf_counter() - started
     rate = summary.entries_ok / elapsed if elapsed else 0.0
     print(
@@ -57,6 +54,23 @@ def run_load(files: list[Path], *, url: str, token: str | None, batch_size: int 
     for error in summary.errors[:20]:
         print(f"  {error}")
     return 0 if summary.entries_failed == 0 else 1
+
+
+class NotAuthorized(Exception):
+    """The server refused the token (401) or its scopes (403)."""
+
+
+def _load_all(
+    files: list[Path], url: str, headers: dict[str, str], batch_size: int, summary: LoadSummary
+) -> None:
+    with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=300) as client:
+        with tqdm(total=sum(p.stat().st_size for p in files), unit="B", unit_scale=True) as bar:
+            for path in files:
+                summary.files += 1
+                for bundle, size in _bundles_of(path, batch_size, summary):
+                    if bundle is not None:
+                        _post(client, bundle, summary, path, retry_as_batch=_is_ndjson(path))
+                    bar.update(size)
 
 
 def _is_ndjson(path: Path) -> bool:
@@ -176,7 +190,10 @@ def _post(
         return
     if response.status_code >= 400:
         summary.entries_failed += count
-        summary.errors.append(f"{path}: HTTP {response.status_code} {_diagnostics(response)}")
+        problem = f"HTTP {response.status_code} {_diagnostics(response)}"
+        if response.status_code in (401, 403):
+            raise NotAuthorized(problem)
+        summary.errors.append(f"{path}: {problem}")
         return
     for index, entry in enumerate(response.json().get("entry", [])):
         answer = entry.get("response", {})

@@ -102,3 +102,17 @@ def test_one_invalid_ndjson_resource_does_not_reject_its_neighbours(
     assert "girl" in result.stdout
     for rid, status in ((first, 200), (bad, 404), (last, 200)):
         assert httpx.get(f"{base_url}/Patient/{rid}", headers=auth_headers).status_code == status
+
+
+def test_load_stops_at_the_first_refused_token(tmp_path: Path, base_url: str) -> None:
+    ndjson = tmp_path / "many.ndjson"
+    ndjson.write_text("".join(json.dumps(patient()) + "\n" for _ in range(5)))
+    result = subprocess.run(
+        [*CLI, "load", str(ndjson), "--url", base_url, "--batch-size", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 bundle(s): 0 ok, 1 failed" in result.stdout  # not five 401s
+    assert "stopped: HTTP 401" in result.stdout
