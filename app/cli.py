@@ -45,11 +45,23 @@ def main(argv: list[str] | None = None) -> int:
     add_hl7_commands(commands)
 
     args = parser.parse_args(argv)
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
     try:
         return _dispatch(args)
     except OperatorError as exc:
-        print(f"medisentinel {args.command}: {exc}", file=sys.stderr)
-        return 2
+        problem = str(exc)
+    except ArgumentError:  # every command opens the database: one place for all of them
+        problem = f"MEDISENTINEL_DATABASE_URL is not a database URL: {_database_url()!r}"
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        problem = f"database {_redacted(_database_url())}: {reason}"
+    print(f"medisentinel {args.command}: {problem}", file=sys.stderr)
+    return 2
+
+
+def _database_url() -> str:
+    return get_settings().database_url
 
 
 class OperatorError(Exception):
@@ -148,22 +160,10 @@ def _check_settings() -> None:
 
 
 def _migrate() -> int:
-    from sqlalchemy.exc import ArgumentError, OperationalError
-
     from app.db import run_migrations
 
     settings = get_settings()
-    try:
-        run_migrations(settings.database_url)
-    except ArgumentError:
-        raise OperatorError(
-            f"MEDISENTINEL_DATABASE_URL is not a database URL: {settings.database_url!r}"
-        ) from None
-    except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise OperatorError(
-            f"cannot reach the database {_redacted(settings.database_url)}: {reason}"
-        ) from None
+    run_migrations(settings.database_url)
     print(f"database is at the newest schema ({_redacted(settings.database_url)})")
     return 0
 

@@ -112,12 +112,14 @@ def test_serve_refuses_a_port_flag_out_of_range(tmp_path: Path) -> None:
 
 def test_unreachable_database_is_one_line_with_the_password_hidden() -> None:
     url = "postgresql+psycopg://ops:s3cret@127.0.0.1:1/none"
-    for command in (["migrate"], ["serve"]):
+    commands = (["migrate"], ["serve"], ["client", "list"], ["audit", "verify"], ["hl7", "errors"])
+    for command in commands:
         result = _run(command, MEDISENTINEL_DATABASE_URL=url)
-        _assert_operator_error(result, "cannot reach the database", "127.0.0.1")
+        _assert_operator_error(result, "database postgresql+psycopg://ops:***@127.0.0.1:1/none")
         assert "s3cret" not in result.stderr
 
 
 def test_malformed_database_url_is_one_line() -> None:
-    result = _run(["migrate"], MEDISENTINEL_DATABASE_URL="nonsense")
-    _assert_operator_error(result, "MEDISENTINEL_DATABASE_URL")
+    for command in (["migrate"], ["keys", "list"]):
+        result = _run(command, MEDISENTINEL_DATABASE_URL="nonsense")
+        _assert_operator_error(result, "MEDISENTINEL_DATABASE_URL")
