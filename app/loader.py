@@ -67,9 +67,9 @@ def _load_all(
         with tqdm(total=sum(p.stat().st_size for p in files), unit="B", unit_scale=True) as bar:
             for path in files:
                 summary.files += 1
-                for bundle, size in _bundles_of(path, batch_size, summary):
+                for bundle, size, lines in _bundles_of(path, batch_size, summary):
                     if bundle is not None:
-                        _post(client, bundle, summary, path, retry_as_batch=_is_ndjson(path))
+                        _post(client, bundle, summary, path, lines=lines)
                     bar.update(size)
 
 
@@ -77,35 +77,36 @@ def _is_ndjson(path: Path) -> bool:
     return path.suffix.lower() in (".ndjson", ".jsonl")
 
 
-def _bundles_of(
-    path: Path, batch_size: int, summary: LoadSummary
-) -> Iterator[tuple[dict[str, Any] | None, int]]:
-    """Yield (bundle to post, bytes of input it covers) for a Bundle file or an NDJSON file;
-    input that cannot be parsed is counted as failed in the summary (bundle None)."""
+# (bundle to post or None, bytes of input it covers, NDJSON line number of each entry or None)
+Chunk = tuple[dict[str, Any] | None, int, list[int] | None]
+
+
+def _bundles_of(path: Path, batch_size: int, summary: LoadSummary) -> Iterator[Chunk]:
+    """The chunks of a Bundle file or an NDJSON file; input that cannot be parsed is counted
+    as failed in the summary (bundle None)."""
     if _is_ndjson(path):
         yield from _ndjson_bundles(path, batch_size, summary)
         return
     size = path.stat().st_size
     document = _parse(path.read_bytes(), str(path), summary)
     if document is None:
-        yield None, size
+        yield None, size, None
     elif document.get("resourceType") == "Bundle" and document.get("type") in (
         "batch",
         "transaction",
     ):
-        yield document, size
+        yield document, size, None
     elif document.get("resourceType") == "Bundle":
-        yield _collection_as_transaction(document.get("entry") or []), size
+        yield _collection_as_transaction(document.get("entry") or []), size, None
     else:
-        yield _as_transaction([document]), size
+        yield _as_transaction([document]), size, None
 
 
-def _ndjson_bundles(
-    path: Path, batch_size: int, summary: LoadSummary
-) -> Iterator[tuple[dict[str, Any] | None, int]]:
+def _ndjson_bundles(path: Path, batch_size: int, summary: LoadSummary) -> Iterator[Chunk]:
     """One transaction per batch_size lines; a bad line is reported and skipped, the rest
     of the file is still loaded (NDJSON lines are independent resources)."""
     batch: list[dict[str, Any]] = []
+    lines: list[int] = []
     consumed = 0
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
@@ -114,10 +115,11 @@ def _ndjson_bundles(
                 resource = _parse(line, f"{path}:{number}", summary)
                 if resource is not None:
                     batch.append(resource)
+                    lines.append(number)
             if len(batch) >= batch_size:
-                yield _as_transaction(batch), consumed
-                batch, consumed = [], 0
-    yield (_as_transaction(batch) if batch else None), consumed
+                yield _as_transaction(batch), consumed, lines
+                batch, lines, consumed = [], [], 0
+    yield (_as_transaction(batch) if batch else None), consumed, lines
 
 
 def _parse(data: bytes, where: str, summary: LoadSummary) -> dict[str, Any] | None:
@@ -171,11 +173,12 @@ def _post(
     summary: LoadSummary,
     path: Path,
     *,
-    retry_as_batch: bool = False,
+    lines: list[int] | None = None,
 ) -> None:
-    """Post one bundle and count its entries. NDJSON lines are independent resources, so a
-    transaction of them that is refused is posted again as a batch: the bad lines fail on
-    their own and the good ones are stored (a transaction is kept first: it is 2-3x faster)."""
+    """Post one bundle and count its entries. NDJSON lines (`lines`: their numbers) are
+    independent resources, so a transaction of them that is refused is posted again as a
+    batch: the bad lines fail on their own and the good ones are stored (a transaction is
+    kept first: it is 2-3x faster). Failed entries are named by line number where known."""
     summary.bundles += 1
     count = len(bundle.get("entry", []))
     try:
@@ -184,9 +187,10 @@ def _post(
         summary.entries_failed += count
         summary.errors.append(f"{path}: {exc}")
         return
-    if retry_as_batch and response.status_code in REFUSED_CONTENT:
+    refused = response.status_code in REFUSED_CONTENT
+    if refused and lines is not None and bundle["type"] == "transaction":
         summary.bundles -= 1  # the same bundle, posted again
-        _post(client, {**bundle, "type": "batch"}, summary, path)
+        _post(client, {**bundle, "type": "batch"}, summary, path, lines=lines)
         return
     if response.status_code >= 400:
         summary.entries_failed += count
@@ -204,7 +208,8 @@ def _post(
             # A batch answers per entry: say which one failed and why, not just the status.
             summary.entries_failed += 1
             reason = _issues_text(answer.get("outcome") or {})
-            summary.errors.append(f"{path}: entry {index}: {status} {reason}".rstrip())
+            where = f"{path}:{lines[index]}" if lines else f"{path}: entry {index}"
+            summary.errors.append(f"{where}: {status} {reason}".rstrip())
 
 
 def _diagnostics(response: httpx.Response) -> str:

@@ -99,6 +99,7 @@ def test_one_invalid_ndjson_resource_does_not_reject_its_neighbours(
     result = _load(ndjson, base_url, system_token)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 bundle(s): 2 ok, 1 failed" in result.stdout
+    assert f"{ndjson}:2: 400" in result.stdout  # the file's line, not the entry's index
     assert "girl" in result.stdout
     for rid, status in ((first, 200), (bad, 404), (last, 200)):
         assert httpx.get(f"{base_url}/Patient/{rid}", headers=auth_headers).status_code == status
