@@ -29,12 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--url", help="FHIR base URL (default: this server's base URL)")
     load.add_argument("--token", help="bearer token")
     load.add_argument(
-        "--batch-size", type=int, default=100, help="NDJSON resources per transaction"
+        "--batch-size", type=_positive_int, default=100, help="NDJSON resources per transaction"
     )
 
     reindex = commands.add_parser("reindex", help="rebuild search indexes (all types, or TYPE...)")
     reindex.add_argument("types", nargs="*", metavar="TYPE")
-    reindex.add_argument("--batch-size", type=int, default=500)
+    reindex.add_argument("--batch-size", type=_positive_int, default=500)
 
     _add_auth_commands(commands)
     from audit.commands import add_commands as add_audit_commands
@@ -101,6 +101,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         token=args.token,
         batch_size=args.batch_size,
     )
+
+
+def _positive_int(text: str) -> int:
+    # 0 made reindex do nothing and report success; a negative LIMIT is no limit on SQLite.
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 AUTH_COMMANDS = frozenset({"client", "user", "launch", "token", "keys"})

@@ -29,8 +29,6 @@ def run_load(files: list[Path], *, url: str, token: str | None, batch_size: int 
     # Operator mistakes are refused before anything is posted, so a typo in the last of
     # many file names does not leave a half-done load behind.
     unreadable = [f"{path}: not a readable file" for path in files if not path.is_file()]
-    if batch_size < 1:
-        unreadable.append(f"--batch-size must be at least 1, not {batch_size}")
     if unreadable:
         for problem in unreadable:
             print(f"medisentinel load: {problem}", file=sys.stderr)

@@ -48,12 +48,15 @@ def test_load_refuses_missing_file_and_directory_before_posting(
     assert httpx.get(f"{base_url}/Patient/{rid}", headers=auth_headers).status_code == 404
 
 
-def test_load_refuses_batch_size_below_one(tmp_path: Path, base_url: str) -> None:
-    good = tmp_path / "good.ndjson"
-    good.write_text(json.dumps(patient()) + "\n")
-    _assert_operator_error(
-        _run(["load", str(good), "--url", base_url, "--batch-size", "0"]), "--batch-size"
-    )
+@pytest.mark.parametrize("command", ["load", "reindex"])
+def test_batch_size_below_one_is_refused(tmp_path: Path, command: str) -> None:
+    # reindex --batch-size 0 reindexed nothing and said "0 failure(s)", exit 0.
+    args = [command, str(tmp_path / "x.ndjson")] if command == "load" else [command]
+    for size in ("0", "-3"):
+        result = _run([*args, "--batch-size", size])
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        assert "--batch-size: must be at least 1" in result.stderr.strip().splitlines()[-1]
 
 
 def test_load_skips_a_bad_ndjson_line_and_loads_the_rest(
