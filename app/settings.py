@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,11 +34,13 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=1000, ge=1)
     max_bundle_entries: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 
     # Authorization server (SMART on FHIR)
     master_key: str | None = Field(
-        default=None, description="secret that seals the signing keys (32+ characters)"
+        default=None,
+        min_length=32,
+        description="secret that seals the signing keys (32+ characters)",
     )
     master_key_file: Path = Field(
         default=Path("data") / "master.key",
@@ -99,6 +102,11 @@ class Settings(BaseSettings):
     cors_origins: str = Field(
         default="*", description="origins allowed to call the API from a browser (comma list)"
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value  # INFO works as well
 
     @field_validator("base_url")
     @classmethod

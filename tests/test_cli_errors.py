@@ -95,6 +95,8 @@ def test_load_skips_a_bad_ndjson_line_and_loads_the_rest(
         ("MEDISENTINEL_BASE_URL", "fhir.example.org/fhir"),
         ("MEDISENTINEL_WORKERS", "0"),
         ("MEDISENTINEL_MAX_PAGE_SIZE", "0"),
+        ("MEDISENTINEL_LOG_LEVEL", "loud"),
+        ("MEDISENTINEL_MASTER_KEY", "too-short"),
     ],
 )
 def test_invalid_setting_is_refused_naming_the_variable(
