@@ -17,7 +17,10 @@ COPY hl7_adapters ./hl7_adapters
 COPY agents ./agents
 COPY audit ./audit
 RUN pip install . \
-    && useradd --system --create-home --home-dir /var/lib/medisentinel --uid 10001 medisentinel
+    && useradd --system --create-home --home-dir /var/lib/medisentinel --uid 10001 medisentinel \
+    && install -d -o medisentinel -g medisentinel -m 700 /var/lib/medisentinel/data
+# data/ exists in the image, owned by the user, so a volume mounted there (docker-compose.yml)
+# starts with that owner and the server can write data/master.key into it.
 
 # Runs unprivileged; its working directory is writable, so the default SQLite URL
 # (sqlite:///data/medisentinel.db) works when no MEDISENTINEL_DATABASE_URL is given.

@@ -28,7 +28,8 @@ test: $(VENV)/.installed-test
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
-	$(BIN)/mypy app
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy app audit hl7_adapters agents
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run_core.py

@@ -29,12 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--url", help="FHIR base URL (default: this server's base URL)")
     load.add_argument("--token", help="bearer token")
     load.add_argument(
-        "--batch-size", type=int, default=100, help="NDJSON resources per transaction"
+        "--batch-size", type=_positive_int, default=100, help="NDJSON resources per transaction"
     )
 
     reindex = commands.add_parser("reindex", help="rebuild search indexes (all types, or TYPE...)")
     reindex.add_argument("types", nargs="*", metavar="TYPE")
-    reindex.add_argument("--batch-size", type=int, default=500)
+    reindex.add_argument("--batch-size", type=_positive_int, default=500)
 
     _add_auth_commands(commands)
     from audit.commands import add_commands as add_audit_commands
@@ -45,6 +45,31 @@ def main(argv: list[str] | None = None) -> int:
     add_hl7_commands(commands)
 
     args = parser.parse_args(argv)
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    try:
+        return _dispatch(args)
+    except OperatorError as exc:
+        problem = str(exc)
+    except ArgumentError:  # every command opens the database: one place for all of them
+        problem = f"MEDISENTINEL_DATABASE_URL is not a database URL: {_database_url()!r}"
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        problem = f"database {_redacted(_database_url())}: {reason}"
+    print(f"medisentinel {args.command}: {problem}", file=sys.stderr)
+    return 2
+
+
+def _database_url() -> str:
+    return get_settings().database_url
+
+
+class OperatorError(Exception):
+    """A mistake in the operator's configuration or surroundings: one line, no traceback."""
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    _check_settings()
     if args.command in AUTH_COMMANDS:
         from app.auth import commands as auth_commands
 
@@ -62,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         return _migrate()
     if args.command == "reindex":
-        from app.reindex import run_reindex
+        from app.reindex import run_reindex, unknown_types
 
+        if unknown := unknown_types(args.types):  # before migrate: a typo changes nothing
+            raise OperatorError(f"unknown resource type(s): {', '.join(unknown)}")
         _migrate()
         return run_reindex(get_settings(), args.types, batch_size=args.batch_size)
     from app.loader import run_load
@@ -74,6 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         token=args.token,
         batch_size=args.batch_size,
     )
+
+
+def _positive_int(text: str) -> int:
+    # 0 made reindex do nothing and report success; a negative LIMIT is no limit on SQLite.
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 AUTH_COMMANDS = frozenset({"client", "user", "launch", "token", "keys"})
@@ -120,6 +155,18 @@ def _add_auth_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     keys_actions.add_parser("rotate", help="retire the signing key, create a new one")
 
 
+def _check_settings() -> None:
+    from pydantic import ValidationError
+
+    try:
+        get_settings()
+    except ValidationError as exc:
+        problems = [
+            f"MEDISENTINEL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        ]
+        raise OperatorError("invalid setting " + "; ".join(problems)) from None
+
+
 def _migrate() -> int:
     from app.db import run_migrations
 
@@ -140,6 +187,7 @@ def _serve(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[f"MEDISENTINEL_{name.upper()}"] = str(value)
     get_settings.cache_clear()
+    _check_settings()  # the flags are settings too: --port 99999 is refused like the variable
     settings = get_settings()
     _migrate()
     print(f"serving FHIR at {settings.fhir_base_url}")

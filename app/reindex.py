@@ -19,14 +19,14 @@ from app.fhir.validation import known_resource_types
 from app.settings import Settings
 
 
+def unknown_types(types: list[str]) -> list[str]:
+    return [t for t in types if t not in known_resource_types()]
+
+
 def run_reindex(settings: Settings, types: list[str], *, batch_size: int = 500) -> int:
     engine = create_db_engine(settings.database_url)
     service = FhirService(engine, Pipeline())
     ctx = RequestContext.system(settings.fhir_base_url, channel="cli")
-    unknown = [t for t in types if t not in known_resource_types()]
-    if unknown:
-        print(f"unknown resource type(s): {', '.join(unknown)}")
-        return 2
     failures: list[str] = []
     done = 0
     try:

@@ -163,12 +163,19 @@ def test_reindex_rebuilds_missing_index_rows(
     assert [e["resource"]["id"] for e in found] == [rid]
 
 
-def test_reindex_refuses_unknown_type(database_url: str) -> None:
-    env = {**os.environ, "MEDISENTINEL_DATABASE_URL": database_url}
+def test_reindex_refuses_unknown_type(tmp_path: Path) -> None:
+    db = tmp_path / "untouched.db"
+    env = {**os.environ, "MEDISENTINEL_DATABASE_URL": f"sqlite:///{db}"}
     result = subprocess.run(
-        [*CLI, "reindex", "Pationt"], env=env, capture_output=True, text=True, timeout=120
+        [*CLI, "reindex", "Patient", "Pationt"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
+    assert result.stderr.strip() == "medisentinel reindex: unknown resource type(s): Pationt"
+    assert not db.exists()  # refused before migrating
 
 
 def test_postgres_stores_documents_lz4_compressed(
