@@ -19,7 +19,8 @@ What each AuditEvent gives (see audit/events.py for its shape):
 
 The sign-in pages' own patient look-ups (the picker's list, the consent page's patient;
 client agent `medisentinel-sign-in`) are left out: the server shows the user signing in whom
-they may choose, before the app holds any token, and nothing goes to the app. They stay in
+they may choose, before the app holds any token, and nothing goes to the app. So are an HL7 v2
+feed's reads and searches while it applies a message: its sender gets an ACK. Both stay in
 the trail.
 
 Disclosures the rule exempts (to the individual, for treatment, payment or operations...)
@@ -42,7 +43,7 @@ from app.fhir.instants import to_instant
 from app.fhir.search import SearchParams
 from app.fhir.service import FhirService
 from app.fhir.validation import is_valid_id
-from audit.events import EVENT_TYPE, SIGN_IN_CLIENT
+from audit.events import EVENT_TYPE, FEED_LOOKUP, SIGN_IN_CLIENT
 from audit.web.facts import facts_of
 
 PAGE_SIZE = 1000
@@ -175,12 +176,21 @@ def account(
             for version in result.versions:
                 if version.content is not None:
                     found = disclosure_of(jsonio.loads(version.content))
-                    if found.recipient.client_id != SIGN_IN_CLIENT:
+                    if _disclosed(found):
                         accounting.disclosures.append(found)
             cursor = result.next_page
             if not cursor:
                 break
     return accounting
+
+
+def _disclosed(found: Disclosure) -> bool:
+    """False for the server's own look-ups, whose results went to no recipient: the sign-in
+    pages' (shown to the user signing in, before the app holds a token) and an HL7 v2 feed's
+    while applying a message (its sender gets an ACK, nothing read)."""
+    if found.recipient.client_id == SIGN_IN_CLIENT:
+        return False
+    return not (found.query or "").startswith(FEED_LOOKUP)
 
 
 def disclosure_of(event: dict[str, Any]) -> Disclosure:

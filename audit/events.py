@@ -25,6 +25,9 @@ CLIENT_SYSTEM = "urn:medisentinel:client"  # Identifier.system of an OAuth clien
 # The client agent of the sign-in pages' own look-ups (the patient picker, the consent page's
 # patient): the server acting for the user signing in, not the app asking for a token.
 SIGN_IN_CLIENT = "medisentinel-sign-in"
+# The description of what an HL7 v2 feed reads or searches while applying its message (the
+# patient it names, the visit, the earlier result): the feed's sender gets only an ACK back.
+FEED_LOOKUP = "look-up while applying an HL7 v2 message; nothing returned to the sender"
 AUTH_EVENT = "urn:medisentinel:audit:auth-event"  # our subtypes of authorization events
 HL7V2_EVENT = "urn:medisentinel:audit:hl7v2-event"
 BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/"

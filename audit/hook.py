@@ -21,7 +21,7 @@ from app.fhir.hooks import Hook, Interaction
 from app.fhir.storage import StoredVersion, UnitOfWork
 from audit import indexing
 from audit.chain import AuditRecord
-from audit.events import SIGN_IN_CLIENT, SUCCESS, Actor, Entities, EventKind, Outcome
+from audit.events import FEED_LOOKUP, SIGN_IN_CLIENT, SUCCESS, Actor, Entities, EventKind, Outcome
 from audit.patients import patients_of
 from audit.trail import AuditTrail, actor_of, outcome_of
 
@@ -103,6 +103,8 @@ class AuditHook(Hook):
         actor, description = actor_of(ctx), ctx.request_line or None
         if ctx.channel == "auth":
             actor, description = _sign_in_page(ctx, actor)
+        elif ctx.channel == "hl7" and interaction.name not in WRITES:
+            description = f"{FEED_LOOKUP} ({description})" if description else FEED_LOOKUP
         entities = Entities(
             resources=resources,
             patients=pending.patients,

@@ -29,6 +29,7 @@ from tests.smart_helpers import (
     register_client,
     register_user,
 )
+from tests.test_hl7_mllp_server import a01, oru
 
 USER_SCOPE = "openid fhirUser user/*.rs"
 OFFICER_SCOPE = "openid fhirUser user/AuditEvent.rs"
@@ -312,3 +313,41 @@ def test_a_history_listing_is_accounted_as_the_listing(
     assert mine["interaction"] == "history-type"
     assert mine["what"] == [f"Observation/_history?_since={since}"]
     assert mine["query"].startswith("GET /fhir/Observation/_history?_since=")
+
+
+def test_an_hl7_feeds_look_ups_are_not_disclosures_to_its_sender(
+    live_server: LiveServer, system_token: str
+) -> None:
+    """An ORU^R01 finds its patient (and visit, practitioner...) through the door before it
+    writes: those searches concern the patient and are kept in the trail, but the sender got
+    an ACK, not what was found. Before the fix they were listed as disclosures with an empty
+    `what` (over MLLP) or `hl7/v2?identifier=...` (over HTTP)."""
+    feed, token = backend_token(live_server.app.state.auth, "system/*.cruds")
+    mrn = f"MRN{secrets.token_hex(4)}"
+    root = live_server.settings.server_root
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "x-application/hl7-v2+er7"}
+    for message in (a01(f"C{secrets.token_hex(4)}", mrn, visit=f"V{secrets.token_hex(4)}"),
+                    oru(f"C{secrets.token_hex(4)}", mrn, f"O{secrets.token_hex(4)}")):  # fmt: skip
+        ack = httpx.post(f"{root}/hl7/v2", content=message, headers=headers, timeout=30)
+        assert ack.status_code == 200 and b"MSA|AA|" in ack.content, ack.text
+    found = httpx.get(
+        f"{live_server.base_url}/Patient", params={"identifier": mrn},
+        headers=bearer(system_token), timeout=30,
+    ).json()  # fmt: skip
+    [pid] = [e["resource"]["id"] for e in found["entry"]]
+
+    trail = httpx.get(
+        f"{live_server.base_url}/AuditEvent",
+        params={"patient": f"Patient/{pid}", "action": "R,E",
+                "agent:identifier": f"urn:medisentinel:client|{feed}"},
+        headers=bearer(system_token), timeout=30,
+    ).json()  # fmt: skip
+    looked_up = [e["resource"] for e in trail.get("entry", [])]
+    descriptions = {x.get("description") for e in looked_up for x in e.get("entity", [])}
+    prefix = "look-up while applying an HL7 v2 message; nothing returned to the sender "
+    assert any(d and d.startswith(f"{prefix}(POST /hl7/v2 HL7 ORU^R01") for d in descriptions), (
+        descriptions
+    )
+
+    listed = accounting(live_server, pid, system_token).json()["disclosures"]
+    assert feed not in {d["recipient"]["client_id"] for d in listed}, listed
