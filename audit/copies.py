@@ -23,8 +23,9 @@ BATCH = 2000
 MAX_REPORTED = 200  # per kind of problem: enough to show the extent
 
 
-def differences(conn: Connection, anchors: Heads) -> list[str]:
-    """One line per copy that is missing, altered, or has no record in the chain."""
+def differences(conn: Connection, anchors: Heads, *, strays: bool = True) -> list[str]:
+    """One line per copy that is missing, altered, or (with `strays`) has no record in the
+    chain. Only the records after `anchors` are compared."""
     problems: list[str] = []
     cursors = dict(conn.execute(select(audit_indexed.c.partition_id, audit_indexed.c.pseq)).all())
     for pid, done in sorted(cursors.items()):
@@ -34,7 +35,7 @@ def differences(conn: Connection, anchors: Heads) -> list[str]:
                 problems.extend(_compare(conn, table, batch))
             if len(problems) > MAX_REPORTED:
                 return problems[:MAX_REPORTED]
-    for table in (resource, resource_history):
+    for table in (resource, resource_history) if strays else ():
         problems.extend(_strays(conn, table))
     return problems[:MAX_REPORTED]
 

@@ -19,6 +19,9 @@ one (marks.py): deleting checkpoints to hide a rewrite is caught. Last, the sear
 (AuditEvent resources, which searches, the console and the accounting of disclosures read)
 must match the chain (copies.py). `--since` starts each partition at the newest checkpoint
 taken before that time (its signature anchors the walk) instead of at the beginning.
+`resume` starts it where an earlier walk by the same process ended (the report's `heads`):
+the compliance console checks what was appended since its last walk that way (web/
+verification.py), and the remembered heads must still be in the chain, unchanged.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class Report:
     partitions: int = 0
     checkpoints: int = 0
     findings: list[Finding] = field(default_factory=list)
+    # Where the walk ended: each partition's last record (pseq, chain hash), to resume from.
+    heads: dict[int, tuple[int, bytes]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -81,6 +86,7 @@ def verify(
     *,
     since: int | None = None,
     checkpoint_seconds: int = marks.DEFAULT_INTERVAL,
+    resume: dict[int, tuple[int, bytes]] | None = None,
 ) -> Report:
     """Verify one snapshot of the trail. The server keeps appending while this runs: read
     committed, the heads read first would lag the records read later, and every record added
@@ -90,7 +96,9 @@ def verify(
         if conn.dialect.name == "postgresql":
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            return verify_on(conn, keys, since=since, checkpoint_seconds=checkpoint_seconds)
+            return verify_on(
+                conn, keys, since=since, checkpoint_seconds=checkpoint_seconds, resume=resume
+            )
 
 
 def verify_on(
@@ -99,6 +107,7 @@ def verify_on(
     *,
     since: int | None = None,
     checkpoint_seconds: int = marks.DEFAULT_INTERVAL,
+    resume: dict[int, tuple[int, bytes]] | None = None,
 ) -> Report:
     """The same on an open connection (what it sees is what is checked)."""
     report = Report()
@@ -112,6 +121,11 @@ def verify_on(
     valid = [m for m in signed if m.valid]
     report.findings.extend(Finding("checkpoint", None, None, d) for d in marks.sequence(valid))
     anchors = _anchors(conn, keys, report, signed, since)
+    if resume:
+        _check_resumed(conn, resume, report)
+        for pid, head in resume.items():
+            if head[0] > anchors.get(pid, (0, b""))[0]:
+                anchors[pid] = head
     covered = marks.covered(valid, anchors)
     heads = dict(
         conn.execute(select(audit_partition.c.partition_id, audit_partition.c.last_pseq)).all()
@@ -126,14 +140,32 @@ def verify_on(
             report.findings.append(Finding("inserted", pid, None, "unknown partition"))
         start = anchors.get(pid, (0, GENESIS))
         tails[pid] = marks.Tail(covered.get(pid, 0))
-        _walk_partition(conn, pid, start, heads.get(pid), report, tails[pid])
+        report.heads[pid] = _walk_partition(conn, pid, start, heads.get(pid), report, tails[pid])
     _check_checkpoints(conn, valid, anchors, report)
     for pid, pseq, detail in marks.unanchored(tails, checkpoint_seconds):
         report.findings.append(Finding("unanchored", pid, pseq, detail))
-    report.findings.extend(
-        Finding("copy", None, None, d) for d in copies.differences(conn, anchors)
-    )
+    # Stray copies are looked for in the whole copy (one anti-join), so not on a resumed walk.
+    differences = copies.differences(conn, anchors, strays=not resume)
+    report.findings.extend(Finding("copy", None, None, d) for d in differences)
     return report
+
+
+def _check_resumed(conn: Connection, resume: dict[int, tuple[int, bytes]], report: Report) -> None:
+    """The records an earlier walk ended at must still be there with the chain hash it saw:
+    a rewrite of the part already walked that re-hashed the chain up to now shows here."""
+    e = audit_event.c
+    for pid, (pseq, digest) in sorted(resume.items()):
+        if pseq == 0:
+            continue  # that partition was empty then
+        stored = conn.execute(
+            select(e.chain_hash).where(e.partition_id == pid, e.pseq == pseq)
+        ).scalar()
+        if stored is None:
+            report.findings.append(Finding("deleted", pid, pseq, "gone since the last walk"))
+        elif bytes(stored) != digest:
+            report.findings.append(
+                Finding("modified", pid, pseq, "chain hash changed since the last walk")
+            )
 
 
 def _anchors(
@@ -194,7 +226,8 @@ def _walk_partition(
     head: int | None,
     report: Report,
     tail: marks.Tail | None = None,
-) -> None:
+) -> tuple[int, bytes]:
+    """Check the partition's records after `start`; return its last (pseq, chain hash)."""
     expected, prev = start[0] + 1, start[1]
     last_seq = -1
     for row in _rows(conn, pid, start[0]):
@@ -230,6 +263,7 @@ def _walk_partition(
         report.findings.append(
             Finding("deleted", pid, expected, f"the newest records {expected}..{head} are missing")
         )
+    return expected - 1, prev
 
 
 def _columns_mismatch(row: Any) -> str | None:
