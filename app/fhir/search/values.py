@@ -186,7 +186,11 @@ def reference_values(nodes: list[Any]) -> Iterator[Ref]:
 def _reference_dict(node: dict[str, Any]) -> Iterator[Ref]:
     reference = node.get("reference")
     identifier = node.get("identifier") if isinstance(node.get("identifier"), dict) else None
-    if isinstance(reference, str) and not reference.startswith("#"):
+    if isinstance(reference, str) and reference.startswith("#"):
+        # a contained resource: the indexer resolves it (indexer._add_contained)
+        declared = node.get("type")
+        yield (declared if isinstance(declared, str) else None), None, reference, None, None
+    elif isinstance(reference, str):
         rtype, rid = parse_reference(reference)
         if rtype is None and isinstance(node.get("type"), str):
             rtype = node["type"]
