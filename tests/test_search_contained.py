@@ -109,3 +109,26 @@ def test_a_contained_subject_is_not_included_as_a_resource(world: World) -> None
     bundle = get_bundle(world.http, "Observation", pairs)
     assert entries(bundle, "match") == [loaded.ids["obs-in"]]
     assert entries(bundle, "include") == []
+
+
+@pytest.mark.parametrize(
+    ("path", "label", "include", "expected"),
+    [
+        ("Observation", "obs-unused", ("_include", "*"), "nobody"),
+        ("Observation", "obs-unused", ("_include", "Observation:*"), "nobody"),
+        ("Patient", "real", ("_revinclude", "*"), "obs-real"),
+        ("Patient", "real", ("_revinclude", "Observation:*"), "obs-real"),
+    ],
+)
+def test_wildcard_includes_follow_the_resources_own_references(
+    world: World, path: str, label: str, include: tuple[str, str], expected: str
+) -> None:
+    """obs-unused contains a Patient that links to `real`: the Observation itself does not
+    refer to `real`, so no wildcard (whose reach, and scopes, are the Observation's own
+    reference parameters) follows that link."""
+    loaded = world.load("contained", SCENARIOS)
+    pairs = [("_id", loaded.ids[label][1]), include, loaded.scope]
+    bundle = get_bundle(world.http, path, pairs)
+    labels = loaded.label_of()
+    included = sorted(labels.get(i, "/".join(i)) for i in entries(bundle, "include"))
+    assert included == expected.split()

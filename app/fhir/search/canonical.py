@@ -19,6 +19,7 @@ from sqlalchemy import select
 from app.fhir.search.definitions import params_for
 from app.fhir.search.fhirpath import result_types, split_union
 from app.fhir.search.params import WILDCARD, WILDCARD_REVINCLUDE_SKIPS
+from app.fhir.search.sql import own_params
 from app.fhir.storage import UnitOfWork
 from app.fhir.tables import search_reference, search_token, search_uri
 
@@ -89,8 +90,7 @@ def referring(
         query = query.where(ref.c.resource_type == source_type)
     else:  # as for literal references: the audit trail only when asked for by name
         query = query.where(ref.c.resource_type.not_in(WILDCARD_REVINCLUDE_SKIPS))
-    if param != WILDCARD:
-        query = query.where(ref.c.param == param)
+    query = query.where(ref.c.param == param if param != WILDCARD else own_params(ref))
     return {(t, i) for t, i in uow.conn.execute(query.distinct())}
 
 

@@ -31,7 +31,7 @@ from app.fhir.search.params import (
     encode_cursor,
     lookup,
 )
-from app.fhir.search.sql import is_local, matching_ids, plan_sql
+from app.fhir.search.sql import is_local, matching_ids, own_params, plan_sql
 from app.fhir.search.values import MAX_TIME, MIN_TIME
 from app.fhir.storage import (
     CURRENT_COLUMNS,
@@ -436,8 +436,7 @@ def _revinclude_query(source_type: str, param: str, target_type: str, base_url: 
         query = query.where(ref.c.resource_type == source_type)
     else:  # the audit trail refers to everything read: only an explicit _revinclude gets it
         query = query.where(ref.c.resource_type.not_in(WILDCARD_REVINCLUDE_SKIPS))
-    if param != WILDCARD:
-        query = query.where(ref.c.param == param)
+    query = query.where(ref.c.param == param if param != WILDCARD else own_params(ref))
     # Distinct before the limit: one resource may refer to a match through several parameters.
     return query.distinct().limit(MAX_INCLUDES + 1)
 
@@ -454,8 +453,7 @@ def _include_query(
         ref.c.resource_id.in_(bindparam("ids", expanding=True)), ref.c.target_id.is_not(None),
         is_local(ref, base_url),
     )  # fmt: skip
-    if param != WILDCARD:
-        query = query.where(ref.c.param == param)
+    query = query.where(ref.c.param == param if param != WILDCARD else own_params(ref))
     return query.where(ref.c.target_type == target_type) if target_type else query
 
 

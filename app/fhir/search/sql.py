@@ -118,6 +118,13 @@ def _rows_of(
     return [table.c.resource_type == owner_type, param]
 
 
+def own_params(table: Any) -> ColumnElement[bool]:
+    """The rows of the resource's own parameters, not of its contained resources (`#0.name`,
+    indexer.py): a wildcard include follows what the resource refers to, and the types it may
+    return (the scopes it needs, reach.py) are its own parameters' targets."""
+    return table.c.param.not_like("#%")
+
+
 def _chain(
     node: Plan,
     owner: Owner,
