@@ -132,3 +132,42 @@ def test_wildcard_includes_follow_the_resources_own_references(
     labels = loaded.label_of()
     included = sorted(labels.get(i, "/".join(i)) for i in entries(bundle, "include"))
     assert included == expected.split()
+
+
+@pytest.mark.parametrize("prefer", [{}, {"Prefer": "handling=strict"}], ids=["lenient", "strict"])
+@pytest.mark.parametrize(
+    ("pairs", "refusal"),
+    [
+        ([("_contained", "false")], None),  # the default, said aloud
+        ([("_containedType", "container")], None),
+        ([("_contained", "false"), ("_containedType", "contained")], None),
+        ([("_contained", "true")], ("not-supported", "_contained")),
+        (
+            [("_contained", "both"), ("_containedType", "contained")],
+            ("not-supported", "_contained"),
+        ),
+        ([("_contained", "yes")], ("invalid", "_contained")),
+        ([("_containedType", "inside")], ("invalid", "_containedType")),
+    ],
+)
+def test_contained_result_parameters(
+    world: World,
+    prefer: dict[str, str],
+    pairs: list[tuple[str, str]],
+    refusal: tuple[str, str] | None,
+) -> None:
+    """_contained=false (the default) is understood; returning contained resources or their
+    containers (true, both) is not supported and refused in either handling mode: ignoring
+    it would return other resources than the ones asked for."""
+    loaded = world.load("contained", SCENARIOS)
+    query = [("subject.name", loaded.render("Taylor-{m}")), *pairs, loaded.scope]
+    response = world.http.get("/Observation", params=query, headers=prefer)
+    if refusal is None:
+        assert response.status_code == 200, response.text
+        outcome_free(response.json())
+        matches = sorted(loaded.label_of()[m] for m in entries(response.json(), "match"))
+        assert matches == ["obs-in", "obs-real"]
+    else:
+        assert response.status_code == 400, response.text
+        issue = response.json()["issue"][0]
+        assert (issue["code"], issue["expression"][0]) == refusal
