@@ -271,12 +271,13 @@ def _next_calendar(year: int, month: int | None, day: int | None) -> int:
 # ------------------------------------------------------------------ number, quantity, uri
 
 
-# PostgreSQL's numeric holds at most 131,072 digits before the point and 16,383 after it: a
-# decimal beyond that (1e999999 is valid JSON and a valid FHIR decimal) made the write, or the
-# search, fail with a 500. Indexed and searched numbers are kept within these bounds, which
-# keeps every comparison between ordinary numbers as it was.
-NUMBER_LIMIT = Decimal("1e100000")  # larger magnitudes index and search as this
-NUMBER_PLACES = 16000  # digits after the point beyond these are rounded away
+# A decimal beyond what the index column holds (1e999999 is valid JSON and a valid FHIR
+# decimal) made the write, or the search, fail with a 500 on PostgreSQL (numeric: at most
+# 131,072 digits before the point, 16,383 after), and SQLite keeps a double (1e-999999 became
+# 0). Indexed and searched numbers are kept within bounds both hold, which leaves every
+# comparison between ordinary numbers as it was.
+NUMBER_LIMIT = Decimal("1e300")  # larger magnitudes index and search as this
+NUMBER_PLACES = 300  # digits after the point beyond these are rounded away
 _PLACE = Decimal(1).scaleb(-NUMBER_PLACES)
 
 
