@@ -74,7 +74,7 @@ def search(
     form, values = split(_criteria_plans(params, base_url))
     bound = {f"v{i}": value for i, value in enumerate(values)}
     if params.page:
-        bound.update(cursor.position(params, rtypes[0]))
+        bound.update(cursor.position(params, rtypes[0], several_types=len(rtypes) > 1))
     shape = Shape(
         tuple(rtypes), base_url, form, params.sort, count,
         page="prev" if backwards else "next" if params.page else None,
@@ -96,7 +96,8 @@ def search(
     if backwards:
         rows.reverse()
     versions = [to_version(r) for r in rows]
-    next_page, previous_page = _cursors(rows, len(params.sort) + 1, params, more, backwards)
+    width = len(params.sort) + cursor.tiebreakers(len(rtypes) > 1)
+    next_page, previous_page = _cursors(rows, width, params, more, backwards)
     if total is None and not params.page and not more:
         total = len(versions)
     included, warnings = _includes(uow, versions, params.includes, base_url)
@@ -213,7 +214,7 @@ def _statements(shape: Shape, row_filter: RowFilter | None) -> Statements:
     if row_filter is not None:
         where.append(row_filter.sql(owner_type, resource.c.id))
     total = select(func.count()).select_from(resource).where(*where) if shape.total else None
-    keys = _sort_keys(rtypes[0], shape.sort, owner_type)
+    keys = _sort_keys(rtypes[0], shape.sort, owner_type, several_types=len(rtypes) > 1)
     backwards = shape.page == "prev"
     ids = _page_of_ids(shape, backwards) if row_filter is None else None
     if ids is not None:
@@ -279,9 +280,15 @@ class SortKey:
     descending: bool
 
 
-def _sort_keys(rtype: str, sort: tuple[str, ...], owner_type: Any) -> list[SortKey]:
+def _sort_keys(
+    rtype: str, sort: tuple[str, ...], owner_type: Any, *, several_types: bool
+) -> list[SortKey]:
     keys = [_sort_key(rtype, key.lstrip("-"), key.startswith("-"), owner_type) for key in sort]
-    keys.append(SortKey(resource.c.id, False))  # a unique tiebreaker makes keyset paging exact
+    # Unique tiebreakers make keyset paging exact (cursor.tiebreakers): the id, and the type
+    # when several are searched (an id is unique within its type only).
+    keys.append(SortKey(resource.c.id, False))
+    if several_types:
+        keys.append(SortKey(resource.c.resource_type, False))
     return keys
 
 
