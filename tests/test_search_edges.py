@@ -98,6 +98,24 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
         "r2": answers("http://example.org/fhir/Questionnaire/by-url-{id:q2}|2.0"),
         "rbare": answers("http://example.org/fhir/Questionnaire/by-url-{id:q2}"),
     },
+    # number precision from the digits written, in exponent forms too (docs/search.md)
+    "exponents": {
+        f"f{label}": {
+            "resourceType": "ChargeItem",
+            "status": "billable",
+            "code": {"text": "exponent"},
+            "subject": {"reference": "Patient/exponent"},
+            "factorOverride": value,
+        }
+        for label, value in (
+            ("49", 49),
+            ("50", 50),
+            ("96", 96),
+            ("104", 104),
+            ("149", 149),
+            ("151", 151),
+        )  # fmt: skip
+    },
     "canonical": {
         "v2": answers(f"{QUESTIONNAIRE}|2.0"),
         "v3": answers(f"{QUESTIONNAIRE}|3.0"),
@@ -107,6 +125,23 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 CASES: dict[str, list[tuple[str, str]]] = {
+    "exponents": [
+        # "Values that equal 100, to 1 significant figures precision": [50, 150)
+        ("ChargeItem?factor-override=1e2", "f50 f96 f104 f149"),
+        ("ChargeItem?factor-override=1E2", "f50 f96 f104 f149"),
+        ("ChargeItem?factor-override=1.0e2", "f96 f104"),  # 2 figures: [95, 105)
+        ("ChargeItem?factor-override=1.5e2", "f149 f151"),  # [145, 155)
+        ("ChargeItem?factor-override=10e1", "f96 f104"),  # 2 figures too
+        ("ChargeItem?factor-override=ne1e2", "f49 f151"),
+        ("ChargeItem?factor-override=gt1e2", "f104 f149 f151"),  # prefixes: exactly 100
+        ("ChargeItem?factor-override=le1.04e2", "f49 f50 f96 f104"),
+        ("ChargeItem?factor-override=5e-1", ""),
+        # beyond what the index holds: no 500, and no match
+        ("ChargeItem?factor-override=1e9999999", ""),
+        ("ChargeItem?factor-override=1e-999999", ""),
+        ("ChargeItem?factor-override=lt1e999999", "f49 f50 f96 f104 f149 f151"),
+        ("ChargeItem?factor-override=gt-1e999999", "f49 f50 f96 f104 f149 f151"),
+    ],
     "unicode": [
         # the same text whichever way é is encoded, in the resource or in the query
         (f"Patient?family:exact={NFC_RENEE}", "nfc nfd"),
@@ -286,3 +321,25 @@ def test_includes_follow_canonical_references(world: World, query: str, included
     labels = loaded.label_of()
     found = sorted(labels.get(key, str(key)) for key in entries(bundle, "include"))
     assert found == sorted(included.split()), query
+
+
+@pytest.mark.parametrize("value", ["1e999999", "-1e999999", "1e-999999", "1e9999999"])
+def test_numbers_beyond_the_index_are_stored_and_searched(world: World, value: str) -> None:
+    """A decimal larger (or nearer zero) than PostgreSQL's numeric holds was a 500 on write
+    and on search; it is indexed within the index's bounds (docs/search.md)."""
+    loaded = world.load("exponents", SCENARIOS)
+    system, code = loaded.scope[1].split("|")
+    resource = {"resourceType": "ChargeItem", "status": "billable", "code": {"text": "huge"},
+                "subject": {"reference": "Patient/exponent"}, "factorOverride": "N",
+                "meta": {"tag": [{"system": system, "code": code}]}}  # fmt: skip
+    body = json.dumps(resource).replace('"N"', value)  # a JSON number Python cannot write
+    created = world.http.post(
+        "/ChargeItem", content=body, headers={"Content-Type": "application/fhir+json"}
+    )
+    assert created.status_code == 201, created.text
+    rid = created.json()["id"]
+    sign = "-" if value.startswith("-") else ""
+    tiny = "e-" in value
+    query = f"gt{sign}0" if tiny else (f"lt{sign}1e9" if sign else "gt1e9")
+    pairs = [("factor-override", query), ("_id", rid), loaded.scope]
+    assert entries(get_bundle(world.http, "ChargeItem", pairs), "match") == [("ChargeItem", rid)]

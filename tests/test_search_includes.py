@@ -14,9 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
+from app.context import RequestContext
+from app.db import create_db_engine
+from app.fhir.hooks import Pipeline
 from app.fhir.search import SearchParams, engine
+from app.fhir.service import FhirService
 from tests.test_search_params import World, entries, get_bundle, outcome_free, split_query, world_of
 from tests.test_search_requests import SCENARIOS as REQUEST_SCENARIOS
+from tests.test_search_shape_cache import statements_sent
 
 STRICT = {"Prefer": "handling=strict"}
 DEPTH = 7
@@ -222,3 +227,49 @@ def test_declared_system_parameters_work(client: httpx.Client, world: World) -> 
         "", params=[("_type", "Patient,Location"), ("name", "smithy"), loaded.scope]
     )
     assert len(entries(system.json(), "match")) == 4
+
+
+# =========================================================================== canonical includes
+
+CTX = RequestContext.system("http://includes.test/fhir")
+
+
+@pytest.fixture(scope="module")
+def service(database_url: str) -> Iterator[FhirService]:
+    db = create_db_engine(database_url, pool_size=2)
+    yield FhirService(db, Pipeline())
+    db.dispose()
+
+
+@pytest.mark.parametrize(
+    ("query", "canonical_lookups"),
+    [
+        ("_include=Observation:subject", 0),  # a Reference: never holds a canonical
+        ("_include=Observation:*", 0),  # none of Observation's reference parameters does
+        ("_include=QuestionnaireResponse:questionnaire", 1),  # a canonical element
+    ],
+)
+def test_forward_includes_look_for_canonicals_only_where_one_can_be(
+    service: FhirService, query: str, canonical_lookups: int
+) -> None:
+    """A forward include reads the canonicals (reference rows with a url) of a parameter
+    only if its element can hold one: it was one more statement per include and round for
+    every parameter, even `subject`. The includes found are the same."""
+    rtype = query.split("=")[1].split(":")[0]
+    with service.unit_of_work(CTX, write=True) as uow:
+        patient = service.create(uow, "Patient", {"resourceType": "Patient"}).version.id
+        body: dict[str, Any] = {"resourceType": rtype, "status": "final",
+                                "subject": {"reference": f"Patient/{patient}"}}  # fmt: skip
+        if rtype == "Observation":
+            body["code"] = {"text": "x"}
+        else:
+            body.update(status="completed", questionnaire="http://includes.test/Questionnaire/q")
+        source = service.create(uow, rtype, body).version.id
+    with service.unit_of_work(CTX, write=False) as uow, statements_sent(uow) as sent:
+        params = SearchParams.parse_query(f"_id={source}&{query}", rtype)
+        result = service.search(uow, rtype, params)
+    assert [v.id for v in result.versions] == [source]
+    if rtype == "Observation":
+        assert [(v.resource_type, v.id) for v in result.included] == [("Patient", patient)]
+    canonical_reads = [s for s in sent if "search_reference.url IS NOT NULL" in s]
+    assert len(canonical_reads) == canonical_lookups, sent

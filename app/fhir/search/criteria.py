@@ -331,22 +331,28 @@ def _prefix(raw: str) -> tuple[str, str]:
 def _number_condition(raw: str) -> Plan:
     """On the column "value"."""
     prefix, text = _prefix(raw)
-    number = values.to_decimal(text)
-    if number is None:
+    parsed = values.to_decimal(text)
+    if parsed is None:
         raise InvalidRequest(f"'{text}' is not a number")
-    # Precision comes from how the number was written: 100 means [99.5, 100.5).
+    number = values.bounded(parsed)  # 1e9999999 would overflow the arithmetic below
+    # Precision comes from how the number was written, digit by digit (R4 search.html,
+    # number: 100 means [99.5, 100.5), 100.00 [99.995, 100.005)). An exponent form counts its
+    # mantissa's digits too: 1e2 is "100, to 1 significant figures precision", [50, 150), and
+    # 1.0e2 [95, 105); the spec's table gives [95 ... 105) for 1e2, which contradicts its own
+    # "1 significant figures" and the digit rule of every other row (docs/search.md).
     half = Decimal(5).scaleb(number.as_tuple().exponent - 1)  # type: ignore[operator]
-    low, high = number - half, number + half
+    low, high = values.bounded(number - half), values.bounded(number + half)
     if prefix == "eq":
         return _and(("cmp", ">=", "value", Value(low)), ("cmp", "<", "value", Value(high)))
     if prefix == "ne":
         return _or(("cmp", "<", "value", Value(low)), ("cmp", ">=", "value", Value(high)))
     op = {"gt": ">", "sa": ">", "lt": "<", "eb": "<", "ge": ">=", "le": "<="}.get(prefix)
     if op is not None:
-        return ("cmp", op, "value", Value(number))
+        return ("cmp", op, "value", Value(values.bounded(number)))
     slack = abs(number) / 10  # ap: within 10%
     return _and(
-        ("cmp", ">=", "value", Value(number - slack)), ("cmp", "<=", "value", Value(number + slack))
+        ("cmp", ">=", "value", Value(values.bounded(number - slack))),
+        ("cmp", "<=", "value", Value(values.bounded(number + slack))),
     )
 
 

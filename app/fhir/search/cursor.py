@@ -22,15 +22,23 @@ def to_json(value: Any) -> Any:
     return {"decimal": str(value)} if isinstance(value, Decimal) else value
 
 
-def position(params: SearchParams, rtype: str) -> dict[str, Any]:
+def tiebreakers(several_types: bool) -> int:
+    """The keys after the sort keys that make every position unique: the id, and for a
+    search of several types the type too (Patient/1 and Organization/1 share an id; with
+    the id alone, a page that ended on one of them skipped the other)."""
+    return 2 if several_types else 1
+
+
+def position(params: SearchParams, rtype: str, *, several_types: bool = False) -> dict[str, Any]:
     """The bound values :at0, :at1, ... of params.page, or a 400."""
     page = params.page or {}
     at = page.get("at")
     if page.get("dir") not in DIRECTIONS or not isinstance(at, list):
         raise _refused()
-    if len(at) != len(params.sort) + 1:
+    extra = tiebreakers(several_types)
+    if len(at) != len(params.sort) + extra:
         raise _refused()
-    kinds = [lookup(rtype, key.lstrip("-"))[0] for key in params.sort] + ["token"]  # id last
+    kinds = [lookup(rtype, key.lstrip("-"))[0] for key in params.sort] + ["token"] * extra
     return {
         f"at{i}": _value(kind, value) for i, (kind, value) in enumerate(zip(kinds, at, strict=True))
     }

@@ -31,7 +31,7 @@ from app.fhir.search.params import (
     encode_cursor,
     lookup,
 )
-from app.fhir.search.sql import is_local, matching_ids, plan_sql
+from app.fhir.search.sql import is_local, matching_ids, own_params, plan_sql
 from app.fhir.search.values import MAX_TIME, MIN_TIME
 from app.fhir.storage import (
     CURRENT_COLUMNS,
@@ -74,7 +74,7 @@ def search(
     form, values = split(_criteria_plans(params, base_url))
     bound = {f"v{i}": value for i, value in enumerate(values)}
     if params.page:
-        bound.update(cursor.position(params, rtypes[0]))
+        bound.update(cursor.position(params, rtypes[0], several_types=len(rtypes) > 1))
     shape = Shape(
         tuple(rtypes), base_url, form, params.sort, count,
         page="prev" if backwards else "next" if params.page else None,
@@ -96,7 +96,8 @@ def search(
     if backwards:
         rows.reverse()
     versions = [to_version(r) for r in rows]
-    next_page, previous_page = _cursors(rows, len(params.sort) + 1, params, more, backwards)
+    width = len(params.sort) + cursor.tiebreakers(len(rtypes) > 1)
+    next_page, previous_page = _cursors(rows, width, params, more, backwards)
     if total is None and not params.page and not more:
         total = len(versions)
     included, warnings = _includes(uow, versions, params.includes, base_url)
@@ -213,7 +214,7 @@ def _statements(shape: Shape, row_filter: RowFilter | None) -> Statements:
     if row_filter is not None:
         where.append(row_filter.sql(owner_type, resource.c.id))
     total = select(func.count()).select_from(resource).where(*where) if shape.total else None
-    keys = _sort_keys(rtypes[0], shape.sort, owner_type)
+    keys = _sort_keys(rtypes[0], shape.sort, owner_type, several_types=len(rtypes) > 1)
     backwards = shape.page == "prev"
     ids = _page_of_ids(shape, backwards) if row_filter is None else None
     if ids is not None:
@@ -279,9 +280,15 @@ class SortKey:
     descending: bool
 
 
-def _sort_keys(rtype: str, sort: tuple[str, ...], owner_type: Any) -> list[SortKey]:
+def _sort_keys(
+    rtype: str, sort: tuple[str, ...], owner_type: Any, *, several_types: bool
+) -> list[SortKey]:
     keys = [_sort_key(rtype, key.lstrip("-"), key.startswith("-"), owner_type) for key in sort]
-    keys.append(SortKey(resource.c.id, False))  # a unique tiebreaker makes keyset paging exact
+    # Unique tiebreakers make keyset paging exact (cursor.tiebreakers): the id, and the type
+    # when several are searched (an id is unique within its type only).
+    keys.append(SortKey(resource.c.id, False))
+    if several_types:
+        keys.append(SortKey(resource.c.resource_type, False))
     return keys
 
 
@@ -436,8 +443,7 @@ def _revinclude_query(source_type: str, param: str, target_type: str, base_url: 
         query = query.where(ref.c.resource_type == source_type)
     else:  # the audit trail refers to everything read: only an explicit _revinclude gets it
         query = query.where(ref.c.resource_type.not_in(WILDCARD_REVINCLUDE_SKIPS))
-    if param != WILDCARD:
-        query = query.where(ref.c.param == param)
+    query = query.where(ref.c.param == param if param != WILDCARD else own_params(ref))
     # Distinct before the limit: one resource may refer to a match through several parameters.
     return query.distinct().limit(MAX_INCLUDES + 1)
 
@@ -454,8 +460,7 @@ def _include_query(
         ref.c.resource_id.in_(bindparam("ids", expanding=True)), ref.c.target_id.is_not(None),
         is_local(ref, base_url),
     )  # fmt: skip
-    if param != WILDCARD:
-        query = query.where(ref.c.param == param)
+    query = query.where(ref.c.param == param if param != WILDCARD else own_params(ref))
     return query.where(ref.c.target_type == target_type) if target_type else query
 
 

@@ -32,6 +32,16 @@ Rows = dict[Table, list[dict[str, Any]]]
 
 
 def index_rows(rtype: str, rid: str, resource: dict[str, Any]) -> Rows:
+    rows = _own_rows(rtype, rid, resource, resource)
+    contained = resource.get("contained")
+    if contained and isinstance(contained, list):
+        _add_contained(rows, rtype, rid, resource, contained)
+    return rows
+
+
+def _own_rows(rtype: str, rid: str, resource: dict[str, Any], root: dict[str, Any]) -> Rows:
+    """The rows of every parameter of rtype, evaluated on `resource` (`root`: the resource
+    that holds it, for `#id` references)."""
     rows: Rows = {}
     for code, param, kind in _indexed(rtype):
         if kind is None:  # composite
@@ -40,7 +50,7 @@ def index_rows(rtype: str, rid: str, resource: dict[str, Any]) -> Rows:
                 owner = {"resource_type": rtype, "resource_id": rid, "param": code}
                 rows.setdefault(search_composite, []).extend({**owner, **c} for c in composite)
             continue
-        nodes = param.evaluate(resource, resource)
+        nodes = param.evaluate(resource, root)
         if not nodes:
             continue
         table, columns, values_of = kind
@@ -56,6 +66,46 @@ def index_rows(rtype: str, rid: str, resource: dict[str, Any]) -> Rows:
                 built = rows[table] = []
             built.append(row)
     return rows
+
+
+# ------------------------------------------------------------------ contained resources
+# A contained resource has no identity of its own: it is part of its container (R4
+# references.html#contained), so its rows are the container's rows, owned by the container
+# (written and dropped with it), with the parameter named `#<position>.<code>`: `#0.name` is
+# the name of contained[0]. A reference to it (`#p1`) is indexed without a target id and with
+# the url `#<position>`, so that literal searches, includes and compartments never take it
+# for a resource of ours, and a chain can still go into it (sql.py: `subject.name=x` finds
+# the rows `<url>.name` of the same owner). Its position, not its id, names it: an id may be
+# 64 characters long, and a parameter name at most 64 in all.
+
+
+def contained_param(position: int, code: str) -> str:
+    return f"#{position}.{code}"
+
+
+def _add_contained(
+    rows: Rows, rtype: str, rid: str, container: dict[str, Any], contained: list[Any]
+) -> None:
+    positions: dict[str, tuple[int, str]] = {}  # contained id -> (position, type)
+    for position, inner in enumerate(contained):
+        if not isinstance(inner, dict):
+            continue
+        inner_type, inner_id = inner.get("resourceType"), inner.get("id")
+        if not isinstance(inner_type, str) or not params_for(inner_type):
+            continue
+        if isinstance(inner_id, str):
+            positions.setdefault(inner_id, (position, inner_type))
+        # evaluated with the container as root: a `#id` inside names a sibling (or `#` it)
+        for table, found in _own_rows(inner_type, rid, inner, container).items():
+            for row in found:
+                row["resource_type"] = rtype
+                row["param"] = contained_param(position, row["param"])
+            rows.setdefault(table, []).extend(found)
+    for row in rows.get(search_reference, ()):
+        url = row.get("url")
+        if url and url[0] == "#" and url[1:] in positions:
+            position, inner_type = positions[url[1:]]
+            row.update(target_type=inner_type, target_id=None, url=f"#{position}")
 
 
 def _unique(items: Any) -> list[dict[str, Any]]:

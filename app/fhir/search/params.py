@@ -160,6 +160,9 @@ class SearchParams:
             base = key.split(":")[0]
             if base == "_query":
                 raise _named_query_refused(value)
+            if base in CONTAINED_PARAMS:
+                _check_contained(base, value)
+                continue
             if base in ("_include", "_revinclude"):
                 includes.append(_parse_include(key, value))
             elif base in RESULT_PARAMS:
@@ -211,6 +214,28 @@ class SearchParams:
             name = "_revinclude" if inc.reverse else "_include"
             pairs.append((name + (":iterate" if inc.iterate else ""), inc.value()))
         return pairs
+
+
+# R4 search.html, "Contained Resources": what a search returns of contained resources.
+# Only the default is served (matches are never contained resources; chains still look into
+# them): returning them, or their containers, is refused rather than ignored, since ignoring
+# `_contained=true` would answer with other resources than the ones asked for.
+CONTAINED_PARAMS = {"_contained": ("false", "true", "both"),
+                    "_containedType": ("container", "contained")}  # fmt: skip
+
+
+def _check_contained(name: str, value: str) -> None:
+    allowed = CONTAINED_PARAMS[name]
+    if value not in allowed:
+        raise InvalidRequest(f"{name} must be one of {', '.join(allowed)}", expression=name)
+    if name == "_contained" and value != "false":
+        error = InvalidRequest(
+            f"_contained={value} is not supported: contained resources are searched only "
+            "through chains (subject.name=...), and a search returns stored resources only",
+            expression=name,
+        )
+        error.issues = [replace(i, code="not-supported") for i in error.issues]
+        raise error
 
 
 def _named_query_refused(name: str) -> InvalidRequest:

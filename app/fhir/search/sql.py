@@ -21,6 +21,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union_all,
 )
 
 from app.fhir.search.criteria import Owner, Plan, Slot, Value, local_plan, plan
@@ -52,29 +53,36 @@ def plan_sql(
     top: bool,
     drive: bool = True,
     access: RowFilter | None = None,
+    contained: ColumnElement[Any] | None = None,
 ) -> ColumnElement[bool]:
     """`drive`: written as `id IN (SELECT ...)` so the database can start from these index
     rows; otherwise as a correlated EXISTS, a cheap per-candidate check. The engine lets the
     most selective-looking criterion drive (SQLite follows the form literally). `access`: the
-    caller's row filter, which the resources a chain or _has tests must pass too."""
+    caller's row filter, which the resources a chain or _has tests must pass too.
+    `contained`: the criterion is on a contained resource of the owner, whose rows are the
+    owner's with parameters named `<contained>.<code>` (indexer.py; `contained` is SQL for
+    the `#<position>` part)."""
     owner_type, owner_id = owner
     tag = node[0]
     if tag in ("true", "false"):
         return true() if tag == "true" else false()
+    if contained is not None and tag in ("id", "updated", "has"):
+        return false()  # a contained resource has no id, version or referrers of its own
     if tag == "id":
         match_id = owner_id.in_(_bind(node[1], owner_id, expanding=True))
         return not_(match_id) if node[2] else match_id
     if tag == "updated":
         return _updated(node[1], owner, top=top)
     if tag == "chain":
-        return _chain(node, owner, base_url, access)
+        return _chain(node, owner, base_url, access, contained)
     if tag == "has":
         return _has(node, owner, base_url, access)
     assert tag == "index", node
     _, kind, name, mode, cond = node
     # No alias: each criterion is its own subquery (aliasing copies every column: ~0.2 ms).
     table = INDEX_TABLES[kind]
-    owned = _rows_of(table, owner_type, name)
+    owned = _rows_of(table, owner_type, name, contained)
+    drive = drive and contained is None  # correlated through the parameter's name
     if mode == "missing":
         return not_(exists().where(*owned, table.c.resource_id == owner_id))
     if mode == "present":
@@ -101,14 +109,32 @@ def matching_ids(node: Plan, others: list[Plan], owner_type: str, base_url: str)
     return select(rows.c.resource_id).where(*_rows_of(rows, owner_type, name), match, *checks)
 
 
-def _rows_of(table: Any, owner_type: Any, name: str) -> list[ColumnElement[bool]]:
-    """An index table's rows of one search parameter for one resource type."""
-    return [table.c.resource_type == owner_type, table.c.param == name]
+def _rows_of(
+    table: Any, owner_type: Any, name: str, contained: ColumnElement[Any] | None = None
+) -> list[ColumnElement[bool]]:
+    """An index table's rows of one search parameter for one resource type (of a contained
+    resource of it: see plan_sql)."""
+    param = table.c.param == (name if contained is None else contained + f".{name}")
+    return [table.c.resource_type == owner_type, param]
+
+
+def own_params(table: Any) -> ColumnElement[bool]:
+    """The rows of the resource's own parameters, not of its contained resources (`#0.name`,
+    indexer.py): a wildcard include follows what the resource refers to, and the types it may
+    return (the scopes it needs, reach.py) are its own parameters' targets."""
+    return table.c.param.not_like("#%")
 
 
 def _chain(
-    node: Plan, owner: Owner, base_url: str, access: RowFilter | None
+    node: Plan,
+    owner: Owner,
+    base_url: str,
+    access: RowFilter | None,
+    contained: ColumnElement[Any] | None = None,
 ) -> ColumnElement[bool]:
+    """The owner refers through `name` to a resource of ours that matches, or to one of its
+    own contained resources that does (R4 search.html: a chain is evaluated inside contained
+    resources). The two are one UNION ALL, so the chain can still drive the search."""
     _, name, targets = node
     ref = search_reference.alias()
     alternatives = [
@@ -119,14 +145,36 @@ def _chain(
         )
         for target, inner in targets
     ]
-    return owner[1].in_(
-        select(ref.c.resource_id).where(
-            ref.c.resource_type == owner[0],
-            ref.c.param == name,
-            is_local(ref, base_url),
-            or_(*alternatives),
-        )
+    referring = select(ref.c.resource_id).where(
+        *_rows_of(ref, owner[0], name, contained), is_local(ref, base_url), or_(*alternatives)
     )
+    # A contained resource is part of its owner: the owner's own access already covers it.
+    inner_ref = search_reference.alias()
+    inside = [
+        and_(
+            inner_ref.c.target_type == target,
+            plan_sql(
+                inner,
+                (owner[0], inner_ref.c.resource_id),
+                base_url,
+                top=False,
+                drive=False,
+                access=access,
+                contained=inner_ref.c.url,
+            ),
+        )  # fmt: skip
+        for target, inner in targets
+    ]
+    into_contained = select(inner_ref.c.resource_id).where(
+        *_rows_of(inner_ref, owner[0], name, contained),
+        inner_ref.c.target_id.is_(None),
+        inner_ref.c.url.like("#%"),
+        or_(*inside),
+    )
+    if contained is not None:  # inside a contained resource: the same owner's rows
+        referring = referring.where(ref.c.resource_id == owner[1])
+        into_contained = into_contained.where(inner_ref.c.resource_id == owner[1])
+    return owner[1].in_(union_all(referring, into_contained))
 
 
 def _has(node: Plan, owner: Owner, base_url: str, access: RowFilter | None) -> ColumnElement[bool]:

@@ -11,7 +11,7 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterator
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 from app.fhir.instants import parse_instant
@@ -186,7 +186,11 @@ def reference_values(nodes: list[Any]) -> Iterator[Ref]:
 def _reference_dict(node: dict[str, Any]) -> Iterator[Ref]:
     reference = node.get("reference")
     identifier = node.get("identifier") if isinstance(node.get("identifier"), dict) else None
-    if isinstance(reference, str) and not reference.startswith("#"):
+    if isinstance(reference, str) and reference.startswith("#"):
+        # a contained resource: the indexer resolves it (indexer._add_contained)
+        declared = node.get("type")
+        yield (declared if isinstance(declared, str) else None), None, reference, None, None
+    elif isinstance(reference, str):
         rtype, rid = parse_reference(reference)
         if rtype is None and isinstance(node.get("type"), str):
             rtype = node["type"]
@@ -267,10 +271,34 @@ def _next_calendar(year: int, month: int | None, day: int | None) -> int:
 # ------------------------------------------------------------------ number, quantity, uri
 
 
+# A decimal beyond what the index column holds (1e999999 is valid JSON and a valid FHIR
+# decimal) made the write, or the search, fail with a 500 on PostgreSQL (numeric: at most
+# 131,072 digits before the point, 16,383 after), and SQLite keeps a double (1e-999999 became
+# 0). Indexed and searched numbers are kept within bounds both hold, which leaves every
+# comparison between ordinary numbers as it was.
+NUMBER_LIMIT = Decimal("1e300")  # larger magnitudes index and search as this
+NUMBER_PLACES = 300  # digits after the point beyond these are rounded away
+_PLACE = Decimal(1).scaleb(-NUMBER_PLACES)
+
+
+def bounded(number: Decimal) -> Decimal:
+    """number within what the index column holds (same sign; ordinary numbers unchanged)."""
+    if number.copy_abs() > NUMBER_LIMIT:  # copy_abs: abs() would round, and overflow
+        return NUMBER_LIMIT.copy_sign(number)
+    exponent = number.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent >= -NUMBER_PLACES:
+        return number
+    if number.adjusted() < -NUMBER_PLACES:  # nearer zero than the last place: that place
+        return _PLACE.copy_sign(number)
+    # enough precision for every digit that stays (the default context keeps 28)
+    context = Context(prec=number.adjusted() + NUMBER_PLACES + 2)
+    return number.quantize(_PLACE, context=context)
+
+
 def number_values(nodes: list[Any]) -> Iterator[Decimal]:
     for node in nodes:
         if isinstance(node, int | Decimal) and not isinstance(node, bool):
-            yield Decimal(node)
+            yield bounded(Decimal(node))
 
 
 # (value, system, code, unit)
@@ -285,7 +313,7 @@ def quantity_values(nodes: list[Any]) -> Iterator[Qty]:
         if isinstance(value, int | Decimal) and not isinstance(value, bool):
             code = _str(node.get("code")) or _str(node.get("currency"))
             unit = _str(node.get("unit"))
-            yield Decimal(value), _str(node.get("system")), capped_code(code), unit
+            yield bounded(Decimal(value)), _str(node.get("system")), capped_code(code), unit
 
 
 def uri_values(nodes: list[Any]) -> Iterator[str]:

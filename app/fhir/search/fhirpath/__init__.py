@@ -65,6 +65,7 @@ __all__ = [
     "is_native_composite",
     "parse",
     "reference_type",
+    "result_types",
     "split_union",
 ]
 
@@ -80,6 +81,16 @@ def compile_expression(expression: str, base: str | None = None) -> Evaluator:
     if base is None:
         return _by_resource_type(expression)
     return _compile(expression, base)[0]
+
+
+@functools.lru_cache(maxsize=8192)
+def result_types(expression: str, base: str) -> tuple[str, ...] | None:
+    """The static type paths of what the expression returns on a ``base`` node (each
+    union branch's), or None when the compiler cannot tell (fhirpathpy would run it)."""
+    try:
+        return compile_node(parse(expression), Scope((base,), base.split(".", 1)[0])).types
+    except Unsupported:
+        return None
 
 
 def is_native(expression: str, base: str) -> bool:
