@@ -404,3 +404,34 @@ def test_batch_read_if_modified_since_is_a_fhir_instant(client: httpx.Client) ->
     assert response.status_code == 200, response.text
     statuses = [e["response"]["status"].split()[0] for e in response.json()["entry"]]
     assert statuses == [status for _, status in reads]
+
+
+def test_prefer_operation_outcome_puts_an_outcome_in_each_write_entry(
+    client: httpx.Client,
+) -> None:
+    """R4 Bundle.entry.response.outcome: with Prefer: return=OperationOutcome each write entry
+    answers with an outcome instead of its resource, in a transaction and in a batch alike."""
+    existing = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()
+    for kind in ("transaction", "batch"):
+        entries = [
+            {"resource": patient(), "request": {"method": "POST", "url": "Patient"}},
+            {
+                "resource": {**existing, "active": kind == "batch"},
+                "request": {"method": "PUT", "url": f"Patient/{existing['id']}"},
+            },
+            {"request": {"method": "GET", "url": f"Patient/{existing['id']}"}},
+        ]
+        response = post_bundle(
+            client, bundle(kind, entries), Prefer="handling=lenient, return=OperationOutcome"
+        )
+        assert response.status_code == 200, response.text
+        created, updated, read = response.json()["entry"]
+        for entry, verb in ((created, "created"), (updated, "updated")):
+            assert "resource" not in entry
+            outcome = entry["response"]["outcome"]
+            assert outcome["resourceType"] == "OperationOutcome"
+            assert outcome["issue"][0]["severity"] == "information"
+            assert verb in outcome["issue"][0]["diagnostics"]
+        assert created["response"]["status"] == "201 Created"
+        assert read["resource"]["id"] == existing["id"]
+        assert "outcome" not in read["response"]

@@ -24,10 +24,15 @@ from app.errors import (
     InvalidRequest,
     NotAcceptable,
     ServerError,
-    information_outcome,
 )
 from app.fhir import jsonio, shaping
-from app.fhir.exchange import FhirRequest, FhirResponse, RawJson
+from app.fhir.exchange import (
+    FhirRequest,
+    FhirResponse,
+    RawJson,
+    return_preference,
+    write_outcome,
+)
 from app.fhir.router import FhirRouter
 
 log = logging.getLogger(__name__)
@@ -209,18 +214,11 @@ def _render(
 def _apply_prefer(response: FhirResponse, request: FhirRequest) -> Any:
     if request.method not in ("POST", "PUT", "PATCH") or response.version is None:
         return response.body
-    prefer = request.header("prefer") or ""
-    if "return=minimal" in prefer:
+    preference = return_preference(request.header("prefer"))
+    if preference == "minimal":
         return None
-    if "return=OperationOutcome" in prefer:
-        v = response.version
-        if request.method == "POST" and response.status == 200:  # If-None-Exist matched
-            return information_outcome(
-                f"{v.resource_type}/{v.id} (version {v.version_id}) matches If-None-Exist; "
-                "nothing was created"
-            )
-        verb = "created" if response.status == 201 else "updated"
-        return information_outcome(f"{v.resource_type}/{v.id} {verb} (version {v.version_id})")
+    if preference == "OperationOutcome":
+        return write_outcome(request.method, response)
     return response.body
 
 
