@@ -10,6 +10,7 @@ work and reports each entry's outcome.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import uuid
 from collections.abc import Iterator
@@ -99,6 +100,9 @@ def _transaction(
                     rtype = str(request.body.get("resourceType"))
                     _rewrite_references(router, uow, request.body, id_map, rtype)
                     _rewrite_links(request.body, id_map)
+            elif request.method == "PATCH" and isinstance(request.body, list):
+                with _entry_errors(i, request):
+                    _rewrite_patch(router, uow, request.body, id_map, f"Bundle.entry[{i}]")
         order = sorted(range(len(requests)), key=lambda i: PROCESSING_ORDER[requests[i].method])
         for i in order:
             with _entry_errors(i, requests[i]):
@@ -237,6 +241,29 @@ def _resolve_reference(
             )
         return f"{rtype}/{found[0]}"
     return value
+
+
+def _rewrite_patch(
+    router: FhirRouter, uow: UnitOfWork, operations: list[Any], id_map: dict[str, str], entry: str
+) -> None:
+    """The JSON Patch of a PATCH entry links to the Bundle too ("all matching links in the
+    bundle"): a value set at a `.../reference` path, and `reference` elements inside object
+    values, are resolved as in a resource. A string at any other path is left alone: without
+    the element's type a `urn:uuid:` there may as well be an identifier's value."""
+    where = f"{entry}.resource.data"  # the patch travels base64-encoded in the Binary
+    try:
+        for index, operation in enumerate(operations):
+            if not isinstance(operation, dict) or "value" not in operation:
+                continue
+            value, target = operation["value"], operation.get("path")
+            name = f"JSON Patch operation {index} ({target})"
+            if isinstance(value, str) and isinstance(target, str) and target.endswith("/reference"):
+                operation["value"] = _resolve_reference(router, uow, value, id_map, name)
+            elif isinstance(value, dict | list):
+                _rewrite_references(router, uow, value, id_map, name)
+    except FhirError as exc:  # the element paths are inside the encoded patch: name the data
+        exc.issues = [dataclasses.replace(i, expression=(where,)) for i in exc.issues]
+        raise
 
 
 def _rewrite_links(resource: dict[str, Any], id_map: dict[str, str]) -> None:
