@@ -64,7 +64,8 @@ def test_r4_evidence_resources_are_accepted(client: httpx.Client, resource: dict
     body = created(client, resource)
     assert {k: body[k] for k in resource} == resource
     # ... contained, and in a transaction too
-    created(client, patient(contained=[{**resource, "id": "e"}]))
+    link = [{"url": "http://example.org/evidence", "valueReference": {"reference": "#e"}}]
+    created(client, patient(contained=[{**resource, "id": "e"}], extension=link))  # dom-3
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",

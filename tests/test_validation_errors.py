@@ -230,7 +230,11 @@ def test_r4_only_types_get_the_table_and_request_checks(client: httpx.Client) ->
 
 def test_r4_only_types_may_be_contained(client: httpx.Client) -> None:
     nested = {"resourceType": "RiskEvidenceSynthesis", "id": "e", "status": "draft"}
-    created = client.post("/Patient", json=patient(contained=[nested]), headers=FHIR_JSON)
+    # dom-3: a contained resource is referred to from the resource
+    link = [{"url": "http://example.org/evidence", "valueReference": {"reference": "#e"}}]
+    created = client.post(
+        "/Patient", json=patient(contained=[nested], extension=link), headers=FHIR_JSON
+    )
     assert created.status_code == 201, created.text
     assert created.json()["contained"] == [nested]
     # ... and still get the table checks, with the model checking everything around them.
