@@ -414,3 +414,34 @@ def test_a_property_given_twice_is_refused(client: httpx.Client) -> None:
         f"/Patient/{rid}", content=patch, headers={"Content-Type": "application/json-patch+json"}
     )
     assert_outcome(response, 400)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/fhir+json; charset=latin1", 415),
+        ("application/fhir+json; charset=ISO-8859-1", 415),
+        ("application/fhir+xml; charset=windows-1252", 415),
+        ("application/fhir+json; charset=UTF-8", 201),
+        ('application/fhir+json; charset="utf-8"', 201),
+        ("application/fhir+json", 201),
+    ],
+)
+def test_bodies_in_another_charset_than_utf8_are_415(
+    client: httpx.Client, content_type: str, status: int
+) -> None:
+    """R4 http.html: FHIR uses UTF-8 for all bodies. A Latin-1 body was read as UTF-8 (its
+    'é' a 400 at best, mojibake at worst); now the charset is refused by name."""
+    if "xml" in content_type:
+        body = '<Patient xmlns="http://hl7.org/fhir"><gender value="male"/></Patient>'
+    else:
+        body = json.dumps(patient(name=[{"family": "Lefèvre"}]), ensure_ascii=False)
+    encoding = "utf-8" if status == 201 else "latin-1"
+    response = client.post(
+        "/Patient", content=body.encode(encoding), headers={"Content-Type": content_type}
+    )
+    if status == 201:
+        assert response.status_code == 201, response.text
+        return
+    outcome = assert_outcome(response, 415)
+    assert "charset" in outcome["issue"][0]["diagnostics"]
