@@ -17,10 +17,12 @@ with ``npm pack`` into a temporary directory. Three files are written:
     a required binding in the core types points at and that can be expanded fully offline.
 
 ``summary.json``
-    ``{resourceType: {"summary": [...], "mandatory": [...]}}`` for every concrete resource type:
-    the JSON names of its top-level elements that are ``isSummary`` (always starting with
-    ``id`` and ``meta``) and that have ``min >= 1``, in snapshot order, with choice elements
-    expanded to their typed names (``value[x]`` -> ``valueQuantity``, ``valueString`` ...).
+    ``{resourceType: {"summary": [...], "mandatory": [...], "backbones": {path: [...]}}}`` for
+    every concrete resource type: the JSON names of its top-level elements that are
+    ``isSummary`` (always starting with ``id`` and ``meta``) and that have ``min >= 1``, and
+    for each backbone element (``Observation.component``) the names of its children that are
+    ``isSummary``, in snapshot order, with choice elements expanded to their typed names
+    (``value[x]`` -> ``valueQuantity``, ``valueString`` ...).
 
 Output is compact and deterministic so regenerating produces byte-identical files.
 """
@@ -211,16 +213,28 @@ def collect_summaries(core_sds: Iterable[Json]) -> dict[str, Json]:
             continue
         summary = ["id", "meta"]  # always part of a summary (resourceType is implicit)
         mandatory: list[str] = []
+        # The summary children of every backbone element (a _summary=true trims inside too).
+        backbones: dict[str, list[str]] = {}
         for element in sd["snapshot"]["element"][1:]:
-            if element["path"].count(".") != 1 or "sliceName" in element:
+            if "sliceName" in element:
                 continue
-            _, rows = element_rows(sd, element)
+            parent, rows = element_rows(sd, element)
             names = [row[0] for row, _ in rows]
+            if element["path"].count(".") != 1:
+                if element.get("isSummary"):
+                    backbones.setdefault(parent, []).extend(names)
+                else:
+                    backbones.setdefault(parent, [])
+                continue
             if element.get("isSummary"):
                 summary.extend(name for name in names if name not in summary)
             if element.get("min", 0) >= 1:
                 mandatory.extend(names)
-        summaries[sd["type"]] = {"summary": summary, "mandatory": mandatory}
+        summaries[sd["type"]] = {
+            "summary": summary,
+            "mandatory": mandatory,
+            "backbones": backbones,
+        }
     return dict(sorted(summaries.items()))
 
 
