@@ -141,6 +141,12 @@ def parse_body(content_type: str | None, raw: bytes, *, method: str) -> Any:
     raise UnsupportedMediaType(f"Content-Type '{content_type}' is not supported")
 
 
+def is_fhir_body_type(content_type: str) -> bool:
+    """Is a body of this Content-Type read as FHIR (JSON, XML), a JSON Patch or a form?"""
+    media = _media(content_type)
+    return media in _JSON_NAMES or media in _XML_NAMES or media in (JSON_PATCH, FORM_TYPE)
+
+
 def _charset(content_type: str | None) -> str | None:
     """The charset parameter of a Content-Type, lower-cased and unquoted, or None."""
     for param in (content_type or "").split(";")[1:]:
