@@ -111,6 +111,16 @@ def element_table() -> Mapping[str, list[list[Any]]]:
 
 
 @cache
+def required_elements() -> dict[str, tuple[tuple[str, frozenset[str]], ...]]:
+    """required.json: type or backbone path -> its min >= 1 elements, each as (name, the
+    JSON names that satisfy it: a choice's typed names)."""
+    doc: dict[str, list[list[Any]]] = _load_json("required.json")
+    return {
+        path: tuple((name, frozenset(names)) for name, names in rows) for path, rows in doc.items()
+    }
+
+
+@cache
 def resource_types() -> frozenset[str]:
     """Names of all concrete R4 resource types (no abstract Resource/DomainResource)."""
     return frozenset(_elements_doc()["resourceTypes"])

@@ -11,7 +11,8 @@ Four checks, each reporting element paths:
    (app.fhir.core_rules).
 
 The R4 types R4B dropped, and the two it redesigned (Evidence, EvidenceVariable: their R4B
-models refuse valid R4 and demand R4B-only elements), have no model: checks 2-4 only. The
+models refuse valid R4 and demand R4B-only elements), have no model: checks 2-4, and their
+required elements from the generated tables (app.fhir.cardinality). The
 tables report unknown elements everywhere, so that what only R4B defines
 (ActivityDefinition.subjectCanonical, Extension.valueRatioRange ...) is refused as it is in R4.
 Nesting deeper than jsonio.MAX_DEPTH is refused before anything recurses.
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 
 from app.errors import Issue, ResourceInvalid
 from app.fhir import bindings, jsonio
+from app.fhir.cardinality import missing_required
 from app.fhir.core_rules import core_rule_issues
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -73,22 +75,30 @@ def _stand_in(nested: dict[str, Any]) -> dict[str, Any]:
     return stand_in
 
 
+# (path, value) pairs the model view set aside: "_valueX" partners, stand-ins' originals
 Partners = list[tuple[str, dict[str, Any]]]
 
 
-def _model_view(value: Any, path: str, partners: Partners, *, root: bool = False) -> Any:
+def _has_model(resource_type: str) -> bool:
+    return _model_class(resource_type) is not None
+
+
+def _model_view(
+    value: Any, path: str, partners: Partners, stood_in: Partners, *, root: bool = False
+) -> Any:
     """`value` as the R4B model can judge it; `value` itself when nothing had to change.
 
     Every nested resource without an R4B model (an R4-only type, or no resource type at all)
-    is replaced by a stand-in. The "_valueX" partners of Extensions (the id and extensions of
-    a primitive value, a translation for instance) are valid R4 JSON the R4B Extension model
-    does not know: they are taken out and put in `partners` with their paths, to be judged
-    as the Elements they are.
+    is replaced by a stand-in, and put in `stood_in` with its path. The "_valueX" partners
+    of Extensions (the id and extensions of a primitive value, a translation for instance)
+    are valid R4 JSON the R4B Extension model does not know: they are taken out and put in
+    `partners` with their paths, to be judged as the Elements they are.
     """
     if isinstance(value, dict):
         if not root and "resourceType" in value:
             rtype = value["resourceType"]
             if not isinstance(rtype, str) or _model_class(rtype) is None:
+                stood_in.append((path, value))
                 return _stand_in(value)
         items = {}
         for key, item in value.items():
@@ -96,11 +106,11 @@ def _model_view(value: Any, path: str, partners: Partners, *, root: bool = False
                 item = [
                     _without_partners(e, f"{path}.{key}[{i}]", partners) for i, e in enumerate(item)
                 ]
-            items[key] = _model_view(item, f"{path}.{key}", partners)
+            items[key] = _model_view(item, f"{path}.{key}", partners, stood_in)
         changed = any(items[k] is not v for k, v in value.items())
         return items if changed else value
     if isinstance(value, list):
-        copied = [_model_view(v, f"{path}[{i}]", partners) for i, v in enumerate(value)]
+        copied = [_model_view(v, f"{path}[{i}]", partners, stood_in) for i, v in enumerate(value)]
         return copied if any(c is not v for c, v in zip(copied, value, strict=True)) else value
     return value
 
@@ -150,6 +160,8 @@ def validate_resource(
     # A value of the wrong JSON kind upsets the model too; the kind check says it precisely.
     kind_paths = {i.expression for i in table_issues if i.code == "value"}
     issues.extend(i for i in _model_issues(rtype, resource) if i.expression not in kind_paths)
+    if not _has_model(rtype):  # the R4 types R4B dropped or redesigned
+        issues.extend(missing_required(resource, rtype, _has_model))
     issues.extend(table_issues)
     if issues:
         raise ResourceInvalid(issues[0].diagnostics, issues=_dedupe(issues))
@@ -189,7 +201,8 @@ def _model_issues(rtype: str, resource: dict[str, Any], path: str = "") -> list[
     if first == []:  # the common case, so the view below is only made when needed
         return first
     partners: Partners = []
-    view = _model_view(resource, path, partners, root=True)
+    stood_in: Partners = []
+    view = _model_view(resource, path, partners, stood_in, root=True)
     if view is resource and first is not None:
         return first
     try:
@@ -199,6 +212,8 @@ def _model_issues(rtype: str, resource: dict[str, Any], path: str = "") -> list[
     element = _model_class("Element")
     for partner_path, partner in partners:
         issues.extend(_run_model(element, partner, partner_path))
+    for nested_path, nested in stood_in:  # no model judged them: their required elements
+        issues.extend(missing_required(nested, nested_path, _has_model))
     return issues
 
 
