@@ -5,7 +5,7 @@ Usage::
     python -m fhir_profiles.generate_core_tables [--package-dir DIR]
 
 Without ``--package-dir`` the official ``hl7.fhir.r4.examples@4.0.1`` npm package is fetched
-with ``npm pack`` into a temporary directory. Three files are written:
+with ``npm pack`` into a temporary directory. Four files are written:
 
 ``elements.json``
     ``{"fhirVersion", "resourceTypes", "primitiveTypes", "types"}`` where ``types`` maps every
@@ -17,10 +17,18 @@ with ``npm pack`` into a temporary directory. Three files are written:
     a required binding in the core types points at and that can be expanded fully offline.
 
 ``summary.json``
-    ``{resourceType: {"summary": [...], "mandatory": [...]}}`` for every concrete resource type:
-    the JSON names of its top-level elements that are ``isSummary`` (always starting with
-    ``id`` and ``meta``) and that have ``min >= 1``, in snapshot order, with choice elements
-    expanded to their typed names (``value[x]`` -> ``valueQuantity``, ``valueString`` ...).
+    ``{resourceType: {"summary": [...], "mandatory": [...], "backbones": {path: [...]}}}`` for
+    every concrete resource type: the JSON names of its top-level elements that are
+    ``isSummary`` (always starting with ``id`` and ``meta``) and that have ``min >= 1``, and
+    for each backbone element (``Observation.component``) the names of its children that are
+    ``isSummary``, in snapshot order, with choice elements expanded to their typed names
+    (``value[x]`` -> ``valueQuantity``, ``valueString`` ...).
+
+``required.json``
+    ``{typeOrBackbonePath: [[elementName, [jsonName, ...]], ...]}``: the elements with
+    ``min >= 1`` of every complex type, resource type and backbone element, each with the JSON
+    names that satisfy it (a choice: any of its typed names). The validator checks them in
+    the R4 types that have no R4B model.
 
 Output is compact and deterministic so regenerating produces byte-identical files.
 """
@@ -211,17 +219,44 @@ def collect_summaries(core_sds: Iterable[Json]) -> dict[str, Json]:
             continue
         summary = ["id", "meta"]  # always part of a summary (resourceType is implicit)
         mandatory: list[str] = []
+        # The summary children of every backbone element (a _summary=true trims inside too).
+        backbones: dict[str, list[str]] = {}
         for element in sd["snapshot"]["element"][1:]:
-            if element["path"].count(".") != 1 or "sliceName" in element:
+            if "sliceName" in element:
                 continue
-            _, rows = element_rows(sd, element)
+            parent, rows = element_rows(sd, element)
             names = [row[0] for row, _ in rows]
+            if element["path"].count(".") != 1:
+                if element.get("isSummary"):
+                    backbones.setdefault(parent, []).extend(names)
+                else:
+                    backbones.setdefault(parent, [])
+                continue
             if element.get("isSummary"):
                 summary.extend(name for name in names if name not in summary)
             if element.get("min", 0) >= 1:
                 mandatory.extend(names)
-        summaries[sd["type"]] = {"summary": summary, "mandatory": mandatory}
+        summaries[sd["type"]] = {
+            "summary": summary,
+            "mandatory": mandatory,
+            "backbones": backbones,
+        }
     return dict(sorted(summaries.items()))
+
+
+def collect_required(core_sds: Iterable[Json]) -> dict[str, list[Json]]:
+    """The required (min >= 1) child elements of every type and backbone path."""
+    required: dict[str, list[Json]] = {}
+    for sd in core_sds:
+        if sd["kind"] == "primitive-type":
+            continue
+        for element in sd["snapshot"]["element"][1:]:
+            if "sliceName" in element or element.get("min", 0) < 1:
+                continue
+            parent, rows = element_rows(sd, element)
+            name = element["path"].rsplit(".", 1)[1]
+            required.setdefault(parent, []).append([name, [row[0] for row, _ in rows]])
+    return dict(sorted(required.items()))
 
 
 # --------------------------------------------------------------------------- value sets
@@ -308,7 +343,7 @@ def _concept_codes(concepts: list[Json]) -> Iterator[str]:
 # --------------------------------------------------------------------------- assembly
 
 
-def build_tables(package_dir: Path) -> tuple[Json, Json, Json, dict[str, int]]:
+def build_tables(package_dir: Path) -> tuple[Json, Json, Json, Json, dict[str, int]]:
     sds = {sd["id"]: sd for sd in load_json_files(package_dir, "StructureDefinition-")}
     core = [sds[k] for k in sorted(sds) if is_core_type(sds[k])]
     if not core:
@@ -347,6 +382,7 @@ def build_tables(package_dir: Path) -> tuple[Json, Json, Json, dict[str, int]]:
         "systems": {url: sorted({s for s, _ in codes}) for url, codes in sorted(usable.items())},
     }
     summaries = collect_summaries(core)
+    required = collect_required(core)
     stats = {
         "types": len(types),
         "elements": sum(len(rows) for rows in types.values()),
@@ -354,7 +390,7 @@ def build_tables(package_dir: Path) -> tuple[Json, Json, Json, dict[str, int]]:
         "skipped": len(wanted) - len(usable),
         "summaries": len(summaries),
     }
-    return elements, valuesets, summaries, stats
+    return elements, valuesets, summaries, required, stats
 
 
 def write_json(path: Path, data: Json) -> None:
@@ -364,10 +400,11 @@ def write_json(path: Path, data: Json) -> None:
 
 
 def run(package_dir: Path, out_dir: Path) -> str:
-    elements, valuesets, summaries, stats = build_tables(package_dir)
+    elements, valuesets, summaries, required, stats = build_tables(package_dir)
     write_json(out_dir / "elements.json", elements)
     write_json(out_dir / "valuesets.json", valuesets)
     write_json(out_dir / "summary.json", summaries)
+    write_json(out_dir / "required.json", required)
     return (
         f"r4_core: {stats['types']} types, {stats['elements']} elements, "
         f"{stats['valuesets']} value sets, {stats['skipped']} skipped value sets, "

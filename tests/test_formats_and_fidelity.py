@@ -104,6 +104,63 @@ def test_summary_and_elements_on_read(client: httpx.Client) -> None:
     assert client.get(f"/Patient/{rid}", params={"_summary": "bogus"}).status_code == 400
 
 
+def test_summary_true_trims_inside_backbone_elements(client: httpx.Client) -> None:
+    """R4 _summary=true: the elements marked summary in the base definition, inside backbone
+    elements too (summary.json's backbones). A component keeps code and value, not its
+    interpretation; a series keeps its performer's actor, not its instances."""
+    component = {
+        "code": {"text": "systolic"},
+        "valueQuantity": {"value": 120},
+        "interpretation": [{"text": "high"}],
+        "referenceRange": [{"text": "< 130"}],
+    }
+    status_extension = {"extension": [{"url": "http://x.org/e", "valueString": "v"}]}
+    body = observation(component=[component], _status=status_extension)
+    rid = client.post("/Observation", json=body, headers=FHIR_JSON).json()["id"]
+    for params in ({"_summary": "true"}, {"_summary": "true", "_id": rid}):
+        url = f"/Observation/{rid}" if "_id" not in params else "/Observation"
+        shown = client.get(url, params=params).json()
+        if "_id" in params:
+            shown = shown["entry"][0]["resource"]
+        assert shown["component"] == [
+            {"code": {"text": "systolic"}, "valueQuantity": {"value": 120}}
+        ]
+        assert shown["_status"] == status_extension
+    study = {
+        "resourceType": "ImagingStudy",
+        "status": "available",
+        "subject": {"reference": "Patient/p"},
+        "series": [
+            {
+                "uid": "1.2.3",
+                "modality": {
+                    "system": "http://dicom.nema.org/resources/ontology/DCM",
+                    "code": "CT",
+                },
+                "performer": [
+                    {
+                        "actor": {"display": "Dr X"},
+                        "extension": [{"url": "http://x.org/e", "valueString": "y"}],
+                    }
+                ],
+                "instance": [{"uid": "1.2.3.4", "sopClass": {"code": "1.2"}}],
+            }
+        ],
+    }
+    sid = client.post("/ImagingStudy", json=study, headers=FHIR_JSON).json()["id"]
+    series = client.get(f"/ImagingStudy/{sid}", params={"_summary": "true"}).json()["series"]
+    assert series == [
+        {
+            "uid": "1.2.3",
+            "modality": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "CT"},
+            "performer": [{"actor": {"display": "Dr X"}}],
+        }
+    ]
+    # _summary=data keeps every element
+    data = client.get(f"/Observation/{rid}", params={"_summary": "data"}).json()
+    assert data["component"] == [component]
+
+
 def test_elements_names_a_choice_by_its_base_name(client: httpx.Client) -> None:
     """_elements=value returns valueQuantity (the element is value[x]); a plain element named
     like a choice (NutritionOrder.instantiates next to instantiatesUri) stays itself."""

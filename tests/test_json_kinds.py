@@ -387,7 +387,7 @@ def test_summary_table() -> None:
     summary = _summary()
     assert set(summary) == set(resource_types())
     for resource_type, entry in summary.items():
-        assert set(entry) == {"summary", "mandatory"}, resource_type
+        assert set(entry) == {"summary", "mandatory", "backbones"}, resource_type
         assert entry["summary"][:2] == ["id", "meta"], resource_type
         assert "resourceType" not in entry["summary"], resource_type
 
@@ -401,6 +401,9 @@ def test_summary_table() -> None:
     assert {"status", "code"} <= set(observation["mandatory"])
     assert "valueQuantity" in observation["summary"]
     assert "note" not in observation["summary"]
+    component = observation["backbones"]["Observation.component"]  # type: ignore[index]
+    assert {"code", "valueQuantity", "modifierExtension"} <= set(component)
+    assert not {"interpretation", "referenceRange", "extension"} & set(component)
     assert summary["Bundle"]["mandatory"] == ["type"]
     assert {"medicationCodeableConcept", "medicationReference"} <= set(
         summary["MedicationRequest"]["mandatory"]

@@ -64,7 +64,8 @@ def test_r4_evidence_resources_are_accepted(client: httpx.Client, resource: dict
     body = created(client, resource)
     assert {k: body[k] for k in resource} == resource
     # ... contained, and in a transaction too
-    created(client, patient(contained=[{**resource, "id": "e"}]))
+    link = [{"url": "http://example.org/evidence", "valueReference": {"reference": "#e"}}]
+    created(client, patient(contained=[{**resource, "id": "e"}], extension=link))  # dom-3
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -144,3 +145,58 @@ def test_code_regex_spaces_are_xml_schema_spaces(client: httpx.Client) -> None:
         assert "CodeSystem.concept[0].code" in refused_at(
             client, {**system, "concept": [{"code": bad}]}
         )
+
+
+def _structure_definition(element: dict) -> dict:
+    return {
+        "resourceType": "StructureDefinition",
+        "url": "http://example.org/StructureDefinition/p",
+        "name": "P",
+        "status": "draft",
+        "kind": "resource",
+        "abstract": False,
+        "type": "Patient",
+        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Patient",
+        "derivation": "constraint",
+        "differential": {"element": [{"id": "Patient.meta", "path": "Patient.meta", **element}]},
+    }
+
+
+META = {"profile": ["http://example.org/StructureDefinition/q"], "tag": [{"code": "t"}]}
+
+
+@pytest.mark.parametrize(
+    "element",
+    [
+        {"fixedMeta": META},
+        {"patternMeta": META},
+        {"defaultValueMeta": META},
+        {"example": [{"label": "e", "valueMeta": META}]},
+    ],
+    ids=["fixed", "pattern", "defaultValue", "example"],
+)
+def test_meta_in_open_types_is_accepted_and_judged_as_meta(
+    client: httpx.Client, element: dict
+) -> None:
+    """R4's open types include Meta (R4B's do not): fixedMeta, patternMeta,
+    defaultValueMeta, example.valueMeta and Extension.valueMeta are valid R4, and a Meta
+    there is judged as one."""
+    created(client, _structure_definition(element))
+    key = next(iter(element))
+    bad_meta = {"lastUpdated": "yesterday"}
+    if key == "example":
+        bad = {"example": [{"label": "e", "valueMeta": bad_meta}]}
+        path = "StructureDefinition.differential.element[0].example[0].valueMeta.lastUpdated"
+    else:
+        bad = {key: bad_meta}
+        path = f"StructureDefinition.differential.element[0].{key}.lastUpdated"
+    assert path in refused_at(client, _structure_definition(bad))
+
+
+def test_extension_value_meta_is_accepted(client: httpx.Client) -> None:
+    extension = [{"url": "http://example.org/m", "valueMeta": META}]
+    assert created(client, patient(extension=extension))["extension"] == extension
+    # where R4 has no such element it is still unknown
+    assert "Patient.name[0].valueMeta" in refused_at(
+        client, patient(name=[{"family": "x", "valueMeta": META}])
+    )

@@ -238,3 +238,38 @@ def test_matched_conditional_create_outcome_says_nothing_was_created(
     assert response.status_code == 200
     message = response.json()["issue"][0]["diagnostics"]
     assert "nothing was created" in message and "updated" not in message
+
+
+def test_put_with_if_none_match_star_only_creates(client: httpx.Client) -> None:
+    """RFC 9110 13.1.2: `If-None-Match: *` on a PUT holds only where no current version
+    exists; otherwise 412 and nothing is written. A deleted resource has none."""
+    rid = unique("inm")
+    star = {**FHIR_JSON, "If-None-Match": "*"}
+    first = client.put(f"/Patient/{rid}", json=patient(id=rid), headers=star)
+    assert first.status_code == 201, first.text
+    again = client.put(f"/Patient/{rid}", json=patient(id=rid, active=False), headers=star)
+    assert again.status_code == 412, again.text
+    assert again.json()["resourceType"] == "OperationOutcome"
+    listed = {**FHIR_JSON, "If-None-Match": 'W/"1"'}
+    assert client.put(f"/Patient/{rid}", json=patient(id=rid), headers=listed).status_code == 412
+    current = client.get(f"/Patient/{rid}")
+    assert current.headers["etag"] == 'W/"1"'
+    assert "active" not in current.json()
+    other = {**FHIR_JSON, "If-None-Match": 'W/"7"'}
+    assert client.put(f"/Patient/{rid}", json=patient(id=rid), headers=other).status_code == 200
+    assert client.delete(f"/Patient/{rid}").status_code == 204
+    revived = client.put(f"/Patient/{rid}", json=patient(id=rid), headers=star)
+    assert revived.status_code == 201, revived.text
+
+
+def test_transaction_put_entry_with_if_none_match_star(client: httpx.Client) -> None:
+    rid = unique("inm-tx")
+    entry = {
+        "resource": patient(id=rid),
+        "request": {"method": "PUT", "url": f"Patient/{rid}", "ifNoneMatch": "*"},
+    }
+    tx = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+    assert client.post("", json=tx, headers=FHIR_JSON).status_code == 200
+    refused = client.post("", json=tx, headers=FHIR_JSON)
+    assert refused.status_code == 412, refused.text
+    assert client.get(f"/Patient/{rid}").headers["etag"] == 'W/"1"'

@@ -404,3 +404,89 @@ def test_batch_read_if_modified_since_is_a_fhir_instant(client: httpx.Client) ->
     assert response.status_code == 200, response.text
     statuses = [e["response"]["status"].split()[0] for e in response.json()["entry"]]
     assert statuses == [status for _, status in reads]
+
+
+def test_prefer_operation_outcome_puts_an_outcome_in_each_write_entry(
+    client: httpx.Client,
+) -> None:
+    """R4 Bundle.entry.response.outcome: with Prefer: return=OperationOutcome each write entry
+    answers with an outcome instead of its resource, in a transaction and in a batch alike."""
+    existing = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()
+    for kind in ("transaction", "batch"):
+        entries = [
+            {"resource": patient(), "request": {"method": "POST", "url": "Patient"}},
+            {
+                "resource": {**existing, "active": kind == "batch"},
+                "request": {"method": "PUT", "url": f"Patient/{existing['id']}"},
+            },
+            {"request": {"method": "GET", "url": f"Patient/{existing['id']}"}},
+        ]
+        response = post_bundle(
+            client, bundle(kind, entries), Prefer="handling=lenient, return=OperationOutcome"
+        )
+        assert response.status_code == 200, response.text
+        created, updated, read = response.json()["entry"]
+        for entry, verb in ((created, "created"), (updated, "updated")):
+            assert "resource" not in entry
+            outcome = entry["response"]["outcome"]
+            assert outcome["resourceType"] == "OperationOutcome"
+            assert outcome["issue"][0]["severity"] == "information"
+            assert verb in outcome["issue"][0]["diagnostics"]
+        assert created["response"]["status"] == "201 Created"
+        assert read["resource"]["id"] == existing["id"]
+        assert "outcome" not in read["response"]
+
+
+def _patch_entry(url: str, ops: list[dict]) -> dict:
+    binary = {
+        "resourceType": "Binary",
+        "contentType": "application/json-patch+json",
+        "data": base64.b64encode(json.dumps(ops).encode()).decode(),
+    }
+    return {"resource": binary, "request": {"method": "PATCH", "url": url}}
+
+
+def test_transaction_patch_references_to_full_urls_are_rewritten(client: httpx.Client) -> None:
+    """R4 transaction: "Servers SHALL replace all matching links in the bundle": a JSON
+    Patch in a Binary that points at a urn:uuid: fullUrl gets the new id as well."""
+    old = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    subject = {"reference": f"Patient/{old}"}
+    obs = observation(subject=subject)
+    obs_id = client.post("/Observation", json=obs, headers=FHIR_JSON).json()["id"]
+    new_patient = f"urn:uuid:{uuid.uuid4()}"
+    ops = [
+        {"op": "replace", "path": "/subject/reference", "value": new_patient},
+        {"op": "add", "path": "/performer", "value": [{"reference": new_patient}]},
+    ]
+    tx = bundle(
+        "transaction",
+        [
+            _patch_entry(f"Observation/{obs_id}", ops),
+            {
+                "fullUrl": new_patient,
+                "resource": patient(),
+                "request": {"method": "POST", "url": "Patient"},
+            },
+        ],
+    )
+    response = post_bundle(client, tx)
+    assert response.status_code == 200, response.text
+    pat_id = response.json()["entry"][1]["response"]["location"].split("/")[1]
+    patched = client.get(f"/Observation/{obs_id}").json()
+    assert patched["subject"]["reference"] == f"Patient/{pat_id}"
+    assert patched["performer"] == [{"reference": f"Patient/{pat_id}"}]
+
+
+def test_transaction_patch_conditional_reference_must_match_one(client: httpx.Client) -> None:
+    old = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    subject = {"reference": f"Patient/{old}"}
+    obs = observation(subject=subject)
+    obs_id = client.post("/Observation", json=obs, headers=FHIR_JSON).json()["id"]
+    missing = f"Patient?identifier={unique('none')}"
+    ops = [{"op": "replace", "path": "/subject/reference", "value": missing}]
+    response = post_bundle(
+        client, bundle("transaction", [_patch_entry(f"Observation/{obs_id}", ops)])
+    )
+    assert response.status_code == 412, response.text
+    assert response.json()["issue"][0]["expression"] == ["Bundle.entry[0].resource.data"]
+    assert client.get(f"/Observation/{obs_id}").json()["subject"] == subject

@@ -197,16 +197,82 @@ R4_ONLY_TYPES = [
 ]
 
 
+_REF = {"reference": "Group/g"}
+_CONCEPT = {"text": "x"}
+# The required elements (min 1) of the R4-only types that have any (required.json).
+R4_ONLY_REQUIRED: dict[str, dict] = {
+    "EffectEvidenceSynthesis": {
+        "status": "draft",
+        "population": _REF,
+        "exposure": _REF,
+        "exposureAlternative": _REF,
+        "outcome": _REF,
+    },
+    "RiskEvidenceSynthesis": {"status": "draft", "population": _REF, "outcome": _REF},
+    "MedicinalProduct": {"name": [{"productName": "x"}]},
+    "MedicinalProductIngredient": {"role": _CONCEPT},
+    "MedicinalProductManufactured": {"manufacturedDoseForm": _CONCEPT, "quantity": {"value": 1}},
+    "MedicinalProductPackaged": {"packageItem": [{"type": _CONCEPT, "quantity": {"value": 1}}]},
+    "MedicinalProductPharmaceutical": {
+        "administrableDoseForm": _CONCEPT,
+        "routeOfAdministration": [{"code": _CONCEPT}],
+    },
+}
+
+
 @pytest.mark.parametrize("rtype", R4_ONLY_TYPES)
 def test_r4_only_types_are_created_and_updated(client: httpx.Client, rtype: str) -> None:
-    created = client.post(f"/{rtype}", json={"resourceType": rtype}, headers=FHIR_JSON)
+    body = {"resourceType": rtype, **R4_ONLY_REQUIRED.get(rtype, {})}
+    created = client.post(f"/{rtype}", json=body, headers=FHIR_JSON)
     assert created.status_code == 201, created.text
     rid = created.json()["id"]
-    updated = client.put(
-        f"/{rtype}/{rid}", json={"resourceType": rtype, "id": rid}, headers=FHIR_JSON
-    )
+    updated = client.put(f"/{rtype}/{rid}", json={**body, "id": rid}, headers=FHIR_JSON)
     assert updated.status_code == 200, updated.text
     assert client.get(f"/{rtype}/{rid}").json()["meta"]["versionId"] == "2"
+
+
+def test_r4_only_types_get_their_required_elements_checked(client: httpx.Client) -> None:
+    """No R4B model checks the R4-only types: their required elements (min 1) come from
+    required.json, in the resource, its backbone elements and its datatypes, wherever the
+    resource sits (alone, contained, in a Bundle entry)."""
+    rtype = "MedicinalProductPackaged"
+    missing = {"resourceType": rtype, "packageItem": [{"type": _CONCEPT}]}
+    body = assert_outcome(client.post(f"/{rtype}", json=missing, headers=FHIR_JSON), 400)
+    assert [(i["code"], i["expression"]) for i in body["issue"]] == [
+        ("required", [f"{rtype}.packageItem[0].quantity"])
+    ]
+    empty = {"resourceType": "EvidenceVariable", "status": "draft", "characteristic": [{}]}
+    body = assert_outcome(client.post("/EvidenceVariable", json=empty, headers=FHIR_JSON), 400)
+    assert "EvidenceVariable.characteristic[0].definition[x]" in issue_paths(body)
+    # a datatype inside one: Extension.url
+    no_url = {"resourceType": "SubstanceProtein", "extension": [{"valueString": "x"}]}
+    body = assert_outcome(client.post("/SubstanceProtein", json=no_url, headers=FHIR_JSON), 400)
+    assert "SubstanceProtein.extension[0].url" in issue_paths(body)
+    # contained in an R4B resource, and in a Bundle entry
+    nested = {"resourceType": "RiskEvidenceSynthesis", "id": "e", "status": "draft"}
+    link = [{"url": "http://example.org/evidence", "valueReference": {"reference": "#e"}}]
+    resource = patient(contained=[nested], extension=link)
+    body = assert_outcome(client.post("/Patient", json=resource, headers=FHIR_JSON), 400)
+    assert {"Patient.contained[0].population", "Patient.contained[0].outcome"} == set(
+        issue_paths(body)
+    )
+    entry = {"resource": nested, "request": {"method": "POST", "url": "RiskEvidenceSynthesis"}}
+    tx = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+    body = assert_outcome(client.post("", json=tx, headers=FHIR_JSON), 400)
+    assert "Bundle.entry[0].resource.population" in issue_paths(body)
+    # a primitive given by its extensions only (data absent) is there
+    absent = {
+        "extension": [
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                "valueCode": "unknown",
+            }
+        ]
+    }
+    ok = {**nested, "_status": absent, "population": _REF, "outcome": _REF}
+    del ok["status"]
+    created = client.post("/RiskEvidenceSynthesis", json=ok, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
 
 
 def test_r4_only_types_get_the_table_and_request_checks(client: httpx.Client) -> None:
@@ -229,8 +295,16 @@ def test_r4_only_types_get_the_table_and_request_checks(client: httpx.Client) ->
 
 
 def test_r4_only_types_may_be_contained(client: httpx.Client) -> None:
-    nested = {"resourceType": "RiskEvidenceSynthesis", "id": "e", "status": "draft"}
-    created = client.post("/Patient", json=patient(contained=[nested]), headers=FHIR_JSON)
+    nested = {
+        "resourceType": "RiskEvidenceSynthesis",
+        "id": "e",
+        **R4_ONLY_REQUIRED["RiskEvidenceSynthesis"],
+    }
+    # dom-3: a contained resource is referred to from the resource
+    link = [{"url": "http://example.org/evidence", "valueReference": {"reference": "#e"}}]
+    created = client.post(
+        "/Patient", json=patient(contained=[nested], extension=link), headers=FHIR_JSON
+    )
     assert created.status_code == 201, created.text
     assert created.json()["contained"] == [nested]
     # ... and still get the table checks, with the model checking everything around them.
@@ -410,3 +484,34 @@ def test_a_property_given_twice_is_refused(client: httpx.Client) -> None:
         f"/Patient/{rid}", content=patch, headers={"Content-Type": "application/json-patch+json"}
     )
     assert_outcome(response, 400)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/fhir+json; charset=latin1", 415),
+        ("application/fhir+json; charset=ISO-8859-1", 415),
+        ("application/fhir+xml; charset=windows-1252", 415),
+        ("application/fhir+json; charset=UTF-8", 201),
+        ('application/fhir+json; charset="utf-8"', 201),
+        ("application/fhir+json", 201),
+    ],
+)
+def test_bodies_in_another_charset_than_utf8_are_415(
+    client: httpx.Client, content_type: str, status: int
+) -> None:
+    """R4 http.html: FHIR uses UTF-8 for all bodies. A Latin-1 body was read as UTF-8 (its
+    'é' a 400 at best, mojibake at worst); now the charset is refused by name."""
+    if "xml" in content_type:
+        body = '<Patient xmlns="http://hl7.org/fhir"><gender value="male"/></Patient>'
+    else:
+        body = json.dumps(patient(name=[{"family": "Lefèvre"}]), ensure_ascii=False)
+    encoding = "utf-8" if status == 201 else "latin-1"
+    response = client.post(
+        "/Patient", content=body.encode(encoding), headers={"Content-Type": content_type}
+    )
+    if status == 201:
+        assert response.status_code == 201, response.text
+        return
+    outcome = assert_outcome(response, 415)
+    assert "charset" in outcome["issue"][0]["diagnostics"]

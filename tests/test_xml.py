@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from lxml import etree
 
@@ -337,17 +338,63 @@ def test_json_div_with_html_entity_and_pretty_print_leaves_xhtml_alone() -> None
     assert xml_to_json(xml)["text"]["div"] == f"<div {X}><p>a\u00a0b</p><p>c</p></div>"
 
 
-def test_input_order_is_lenient_output_order_is_canonical() -> None:
+@pytest.mark.parametrize(
+    ("body", "path", "first", "then"),
+    [
+        ('<gender value="female"/><active value="true"/>', "Patient.active", "active", "gender"),
+        (
+            '<name><given value="A"/><family value="L"/></name>',
+            "Patient.name[0].family",
+            "family",
+            "given",
+        ),
+        (
+            '<name><given value="A"/><family value="L"/><given value="B"/></name>',
+            "Patient.name[0].family",
+            "family",
+            "given",
+        ),
+        (
+            '<name><family value="L"/></name><gender value="male"/>'
+            '<name><family value="M"/></name>',
+            "Patient.name",
+            "name",
+            "gender",
+        ),
+    ],
+    ids=["top-level", "nested", "repeat-split", "array-split"],
+)
+def test_elements_out_of_order_are_refused_with_the_path(
+    body: str, path: str, first: str, then: str
+) -> None:
+    """R4 xml.html: "Elements must always appear in the order documented"; the schema is a
+    sequence, so an element's repeats stand together. A strict server refuses the rest."""
+    with pytest.raises(FhirXmlError) as caught:
+        xml_to_json(f"<Patient {F}>{body}</Patient>")
+    assert caught.value.path == path
+    assert f"<{first}> must come before <{then}>" in str(caught.value)
+
+
+def test_out_of_order_xml_is_a_400_naming_the_element(client: httpx.Client) -> None:
+    doc = f'<Patient {F}><gender value="female"/><id value="p"/></Patient>'
+    response = client.post(
+        "/Patient", content=doc, headers={"Content-Type": "application/fhir+xml"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == ["Patient.id"]
+
+
+def test_output_order_is_canonical() -> None:
     doc = f"""<Patient {F}>
-      <gender value="female"/>
-      <name><given value="Ann"/><family value="Lee"/></name>
       <id value="p"/>
       <active value="true"/>
+      <name><family value="Lee"/><given value="Ann"/></name>
+      <gender value="female"/>
     </Patient>"""
     out = xml_to_json(doc)
     assert list(out) == ["resourceType", "id", "active", "name", "gender"]
     assert list(out["name"][0]) == ["family", "given"]
-    xml = json_to_xml(out).decode()
+    xml = json_to_xml({**out, "gender": "female", "id": "p"}).decode()
     assert xml.index("<id ") < xml.index("<active ") < xml.index("<name>") < xml.index("<gender ")
     assert xml.index("<family ") < xml.index("<given ")
 

@@ -6,7 +6,6 @@ content negotiation, Prefer, _summary/_elements on single resources, _pretty.
 
 from __future__ import annotations
 
-import base64
 import logging
 from typing import Any
 
@@ -14,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.api import formats
+from app.api import binary, formats
 from app.api.worker_threads import run_in_worker, run_instance_read
 from app.auth.enforcement import token_required
 from app.auth.grant import Grant
@@ -22,12 +21,16 @@ from app.context import RequestContext
 from app.errors import (
     FhirError,
     InvalidRequest,
-    NotAcceptable,
     ServerError,
-    information_outcome,
 )
 from app.fhir import jsonio, shaping
-from app.fhir.exchange import FhirRequest, FhirResponse, RawJson
+from app.fhir.exchange import (
+    FhirRequest,
+    FhirResponse,
+    RawJson,
+    return_preference,
+    write_outcome,
+)
 from app.fhir.router import FhirRouter
 
 log = logging.getLogger(__name__)
@@ -73,7 +76,7 @@ async def _audit_refusal(request: Request, ctx: RequestContext, error: FhirError
 async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
     query = request.query_params
     native = None
-    if request.method in ("GET", "HEAD") and _is_binary_read(path):
+    if request.method in ("GET", "HEAD") and binary.is_read(path):
         native = formats.native_binary_ranges(request.headers.get("accept"), query.get("_format"))
     fmt = (
         "json"
@@ -93,7 +96,7 @@ async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
         path=path.strip("/"),
         query=[(k, v) for k, v in query.multi_items() if k not in HTTP_ONLY_PARAMS],
         headers={h: request.headers[h] for h in PASSED_HEADERS if h in request.headers},
-        body=formats.parse_body(request.headers.get("content-type"), raw, method=method),
+        body=_body(request, method, path, raw),
     )
     if method in ("POST", "PUT") and fhir_request.body is None:
         if not (method == "POST" and path.endswith("_search")):
@@ -117,34 +120,25 @@ async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
         # Before anything is answered: if they cannot be committed, the answer is a 500.
         await trail.commit_deferred(ctx, expected=expected)
     if native and response.status == 200:
-        return _render_native_binary(response, native, head=request.method == "HEAD")
+        return binary.render_native(response, native, head=request.method == "HEAD")
     return _render(response, fhir_request, fmt, pretty, head=request.method == "HEAD")
 
 
-def _is_binary_read(path: str) -> bool:
-    """GET Binary/id or Binary/id/_history/vid."""
-    parts = path.strip("/").split("/")
-    return parts[0] == "Binary" and (
-        len(parts) == 2 or (len(parts) == 4 and parts[2] == "_history")
-    )
-
-
-def _render_native_binary(response: FhirResponse, ranges: list[str], *, head: bool) -> Response:
-    """A Binary as its own content type and bytes; 406 if that type is not one asked for."""
-    binary = jsonio.materialize(response.body)
-    content_type = str(binary.get("contentType", ""))
-    if not formats.media_matches(content_type, ranges):
-        raise NotAcceptable(
-            f"this Binary is {content_type or 'of no content type'}; "
-            f"none of the accepted types ({', '.join(ranges)}) matches"
-        )
-    content = base64.b64decode(binary.get("data") or "")
-    # Set as stored: given as media_type, Starlette would add a charset to text/* types.
-    headers = {**response.headers, "Content-Type": content_type}
-    if head:
-        headers["Content-Length"] = str(len(content))
-        return Response(status_code=200, headers=headers)
-    return Response(content=content, status_code=200, headers=headers)
+def _body(request: Request, method: str, path: str, raw: bytes) -> Any:
+    """The request body as JSON values. A write to Binary of anything but a Binary resource
+    is raw content (R4 binary.html: "the data is accepted as is ... including when the
+    content type is application/fhir+xml or application/fhir+json, except for the special
+    case where the content is actually a Binary resource")."""
+    content_type = request.headers.get("content-type")
+    context = request.headers.get(binary.SECURITY_CONTEXT)
+    if not (raw and binary.is_write(method, path)):
+        return formats.parse_body(content_type, raw, method=method)
+    if content_type is not None and binary.is_native_type(content_type):
+        return binary.as_resource(path, content_type, raw, context)
+    parsed = formats.parse_body(content_type, raw, method=method)
+    if binary.is_binary_resource(parsed) or content_type is None:  # no type: FHIR JSON
+        return parsed
+    return binary.as_resource(path, content_type, raw, context)
 
 
 def _reads(fhir_request: FhirRequest) -> bool:
@@ -209,18 +203,11 @@ def _render(
 def _apply_prefer(response: FhirResponse, request: FhirRequest) -> Any:
     if request.method not in ("POST", "PUT", "PATCH") or response.version is None:
         return response.body
-    prefer = request.header("prefer") or ""
-    if "return=minimal" in prefer:
+    preference = return_preference(request.header("prefer"))
+    if preference == "minimal":
         return None
-    if "return=OperationOutcome" in prefer:
-        v = response.version
-        if request.method == "POST" and response.status == 200:  # If-None-Exist matched
-            return information_outcome(
-                f"{v.resource_type}/{v.id} (version {v.version_id}) matches If-None-Exist; "
-                "nothing was created"
-            )
-        verb = "created" if response.status == 201 else "updated"
-        return information_outcome(f"{v.resource_type}/{v.id} {verb} (version {v.version_id})")
+    if preference == "OperationOutcome":
+        return write_outcome(request.method, response)
     return response.body
 
 

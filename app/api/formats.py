@@ -14,6 +14,7 @@ JSON_PATCH = "application/json-patch+json"
 _JSON_NAMES = {"json", "application/json", "application/fhir+json", "text/json"}
 _XML_NAMES = {"xml", "application/xml", "application/fhir+xml", "text/xml"}
 FORM_TYPE = "application/x-www-form-urlencoded"
+UTF_8_NAMES = frozenset({"utf-8", "utf8"})
 
 
 def _media(value: str) -> str:
@@ -107,6 +108,14 @@ def parse_body(content_type: str | None, raw: bytes, *, method: str) -> Any:
         raise UnsupportedMediaType(
             f"fhirVersion {version} is not supported (this server is R4, 4.0)"
         )
+    charset = _charset(content_type)
+    if charset is not None and charset not in UTF_8_NAMES:
+        # R4 http.html: "FHIR uses UTF-8 for all request and response bodies". Decoding
+        # another charset would accept what no conformant client sends, and could not keep
+        # the client's bytes as they came (what a read returns).
+        raise UnsupportedMediaType(
+            f"charset '{charset}' is not supported: FHIR bodies are UTF-8 (charset=utf-8)"
+        )
     if method == "PATCH" and media != JSON_PATCH:
         # With a FHIR media type the body would be a FHIRPath Patch (a Parameters resource),
         # which this server does not take; a bare array there is not a FHIR body either.
@@ -130,6 +139,21 @@ def parse_body(content_type: str | None, raw: bytes, *, method: str) -> Any:
 
         return parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
     raise UnsupportedMediaType(f"Content-Type '{content_type}' is not supported")
+
+
+def is_fhir_body_type(content_type: str) -> bool:
+    """Is a body of this Content-Type read as FHIR (JSON, XML), a JSON Patch or a form?"""
+    media = _media(content_type)
+    return media in _JSON_NAMES or media in _XML_NAMES or media in (JSON_PATCH, FORM_TYPE)
+
+
+def _charset(content_type: str | None) -> str | None:
+    """The charset parameter of a Content-Type, lower-cased and unquoted, or None."""
+    for param in (content_type or "").split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
 
 
 def check_search_form(content_type: str | None) -> None:

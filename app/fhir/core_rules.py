@@ -8,6 +8,8 @@ One walk over the resource, which also finds the control characters FHIR strings
 - ext-1: "Must have either extensions or value[x], not both".
 - txt-1 / txt-2: the narrative div is XHTML with the allowed elements and attributes only
   (no scripts, no event attributes) and some non-whitespace content.
+The invariants that need the elements' types (dom-2..5, ref-1, cpt-2) are app.fhir.invariants',
+run when this walk sees something they could be about.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 from typing import Any
 
 from app.errors import Issue
+from app.fhir.invariants import invariant_issues, may_break_cpt_2
 from app.fhir.xml.narrative import div_problems
 
 EXTENSION_KEYS = ("extension", "modifierExtension")
@@ -25,25 +28,37 @@ CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 def core_rule_issues(resource: dict[str, Any], rtype: str) -> list[Issue]:
     issues: list[Issue] = []
-    _walk(resource, rtype, issues)
+    suspect = [False]
+    _walk(resource, rtype, issues, suspect)
+    if suspect[0]:  # the typed walk costs as much again: only where an invariant may break
+        issues.extend(invariant_issues(resource))
     return issues
 
 
-def _walk(value: Any, path: str, out: list[Issue]) -> None:
+def _walk(value: Any, path: str, out: list[Issue], suspect: list[bool]) -> None:
+    """`suspect[0]` is set where app.fhir.invariants has something to look at: a value
+    starting with '#' (a local reference), contained resources, a ContactPoint-like object
+    with a value and no system."""
     if isinstance(value, str):
         if CONTROL_CHARACTER.search(value):
             _control_characters(path, out)
+        if value.startswith("#"):
+            suspect[0] = True
     elif isinstance(value, dict):
         _check_object(value, path, out)
+        if "contained" in value or (
+            ("value" in value or "_value" in value) and may_break_cpt_2(value)
+        ):
+            suspect[0] = True
         for key, item in value.items():
             if CONTROL_CHARACTER.search(key):
                 _control_characters(f"{path}.{key}", out)
-            _walk(item, f"{path}.{key}", out)
+            _walk(item, f"{path}.{key}", out, suspect)
     elif isinstance(value, list):
         if not value:
             out.append(Issue("error", "structure", f"{path}: an array may not be empty", (path,)))
         for index, item in enumerate(value):
-            _walk(item, f"{path}[{index}]", out)
+            _walk(item, f"{path}[{index}]", out, suspect)
 
 
 def _control_characters(path: str, out: list[Issue]) -> None:

@@ -6,10 +6,12 @@ exactly like the same request sent alone.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from app.errors import information_outcome
 from app.fhir.instants import to_http_date
 from app.fhir.jsonio import RawJson
 from app.fhir.storage import StoredVersion
@@ -83,4 +85,40 @@ def version_url(version: StoredVersion) -> str:
     return f"{version.resource_type}/{version.id}/_history/{version.version_id}"
 
 
-__all__ = ["FhirRequest", "FhirResponse", "RawJson", "version_headers", "version_url"]
+def write_outcome(method: str, response: FhirResponse) -> dict[str, Any] | None:
+    """What `Prefer: return=OperationOutcome` answers for a write (R4 http.html#ops), as the
+    body of a single request or the `response.outcome` of a Bundle entry; None when
+    `response` is not about a version written (a read, a delete without one)."""
+    version = response.version
+    if method not in ("POST", "PUT", "PATCH") or version is None:
+        return None
+    name = f"{version.resource_type}/{version.id}"
+    if method == "POST" and response.status == 200:  # If-None-Exist matched
+        return information_outcome(
+            f"{name} (version {version.version_id}) matches If-None-Exist; nothing was created"
+        )
+    verb = "created" if response.status == 201 else "updated"
+    return information_outcome(f"{name} {verb} (version {version.version_id})")
+
+
+def return_preference(prefer: str | None) -> str:
+    """The `return` of a Prefer header: minimal, OperationOutcome or representation.
+    Preferences are separated by commas and their parameters by semicolons (RFC 7240)."""
+    for part in re.split(r"[,;]", prefer or ""):
+        name, _, value = part.strip().partition("=")
+        if name.strip() == "return" and value.strip().strip('"') in PREFER_RETURNS:
+            return value.strip().strip('"')
+    return "representation"
+
+
+PREFER_RETURNS = ("minimal", "OperationOutcome", "representation")
+
+__all__ = [
+    "FhirRequest",
+    "FhirResponse",
+    "RawJson",
+    "return_preference",
+    "version_headers",
+    "version_url",
+    "write_outcome",
+]

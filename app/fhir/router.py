@@ -108,7 +108,12 @@ class FhirRouter:
             case "PUT":
                 query = self._condition(request)
                 outcome = self.service.conditional_update(
-                    uow, rtype, query, request.body, if_match=request.header("if-match")
+                    uow,
+                    rtype,
+                    query,
+                    request.body,
+                    if_match=request.header("if-match"),
+                    if_none_match=request.header("if-none-match"),
                 )
                 return _write_response(base, outcome)
             case "PATCH":
@@ -155,6 +160,7 @@ class FhirRouter:
             case "PUT":
                 outcome = self.service.update(
                     uow, rtype, rid, request.body, if_match=if_match,
+                    if_none_match=request.header("if-none-match"),
                     prefetched=request.prefetched, current=request.current,
                 )  # fmt: skip
                 return _write_response(base, outcome)

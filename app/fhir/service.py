@@ -33,7 +33,7 @@ from app.errors import (
     ServerError,
     Unprocessable,
 )
-from app.fhir import jsonio, storage
+from app.fhir import jsonio, preconditions, storage
 from app.fhir.history import HistoryCursor, history_page, parse_version_id
 from app.fhir.hooks import Interaction, Pipeline
 from app.fhir.instants import to_instant
@@ -251,11 +251,13 @@ class FhirService:
         body: Any,
         *,
         if_match: str | None = None,
+        if_none_match: str | None = None,
         method: str = "PUT",
         prefetched: bool = False,
         current: StoredVersion | None = None,
     ) -> WriteOutcome:
-        """PUT. `prefetched`: a transaction already read (and locked) `current` for this id."""
+        """PUT. `prefetched`: a transaction already read (and locked) `current` for this id.
+        `if_none_match: *` makes it a create only (RFC 9110 13.1.2)."""
         self.check_type(rtype)
         self.pipeline.authorize(uow, Interaction("update", rtype, rid))
         if not is_valid_id(rid):
@@ -263,6 +265,7 @@ class FhirService:
         validate_resource(body, expected_type=rtype, expected_id=rid)
         if not prefetched:
             current = storage.get_current(uow, rtype, rid, lock=True)
+        preconditions.check_if_none_match(if_none_match, current)
         if current is None:
             if if_match:
                 raise PreconditionFailed(f"If-Match given but {rtype}/{rid} does not exist")
@@ -277,7 +280,8 @@ class FhirService:
             # Someone created it between our read and insert: fall through as an update.
             current = storage.get_current(uow, rtype, rid, lock=True)
             assert current is not None
-        _check_if_match(if_match, current)
+            preconditions.check_if_none_match(if_none_match, current)
+        preconditions.check_if_match(if_match, current)
         version = self._stamp(rtype, rid, body, current.version_id + 1)
         if not storage.update_current(uow, version, expected_version=current.version_id):
             raise Conflict(f"{rtype}/{rid} was changed concurrently; retry")
@@ -285,7 +289,14 @@ class FhirService:
         return WriteOutcome(version, created=current.deleted)
 
     def conditional_update(
-        self, uow: UnitOfWork, rtype: str, query: str, body: Any, *, if_match: str | None = None
+        self,
+        uow: UnitOfWork,
+        rtype: str,
+        query: str,
+        body: Any,
+        *,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
     ) -> WriteOutcome:
         self.check_type(rtype)
         # Authorized first so that the search for a match sees only what may be updated.
@@ -296,7 +307,9 @@ class FhirService:
             raise PreconditionFailed(f"conditional update '{query}' matches more than one {rtype}")
         if not matches:
             if body_id:
-                return self.update(uow, rtype, body_id, body, if_match=if_match)
+                return self.update(
+                    uow, rtype, body_id, body, if_match=if_match, if_none_match=if_none_match
+                )
             return self.create(uow, rtype, body)
         if body_id and body_id != matches[0]:
             raise InvalidRequest(
@@ -305,7 +318,9 @@ class FhirService:
             )
         if isinstance(body, dict) and not body_id:
             body = {**body, "id": matches[0]}
-        return self.update(uow, rtype, matches[0], body, if_match=if_match)
+        return self.update(
+            uow, rtype, matches[0], body, if_match=if_match, if_none_match=if_none_match
+        )
 
     def patch(
         self, uow: UnitOfWork, rtype: str, rid: str, operations: Any, *, if_match: str | None = None
@@ -317,7 +332,7 @@ class FhirService:
             raise NotFound(f"{rtype}/{rid} is not known")
         if current.deleted:
             raise Gone(f"{rtype}/{rid} was deleted")
-        _check_if_match(if_match, current)
+        preconditions.check_if_match(if_match, current)
         patched = _apply_json_patch(jsonio.loads(current.content or b"{}"), operations)
         if patched.get("resourceType") != rtype or patched.get("id") != rid:
             raise Unprocessable("a patch may not change resourceType or id")
@@ -355,7 +370,7 @@ class FhirService:
         current = storage.get_current(uow, rtype, rid, lock=True)
         if current is None:
             raise NotFound(f"{rtype}/{rid} is not known")
-        _check_if_match(if_match, current)
+        preconditions.check_if_match(if_match, current)
         if current.deleted:
             return None
         version = StoredVersion(
@@ -450,22 +465,6 @@ def _conditional(rtype: str, query: str, limit: int) -> SearchParams:
     if not params.criteria:
         raise InvalidRequest("conditional criteria are empty")
     return params.with_count(limit)
-
-
-def _check_if_match(if_match: str | None, current: StoredVersion) -> None:
-    """RFC 9110 13.1.1: a list of entity tags, or "*" (any current representation)."""
-    if not if_match:
-        return
-    tags = [tag.strip() for tag in if_match.split(",")]
-    if "*" in tags:
-        if current.deleted:
-            raise PreconditionFailed(f"If-Match * but {current.resource_type}/{current.id} "
-                                     "is deleted")  # fmt: skip
-        return
-    if str(current.version_id) not in {tag.removeprefix("W/").strip('"') for tag in tags}:
-        raise PreconditionFailed(
-            f"If-Match {if_match} does not match the current version {current.version_id}"
-        )
 
 
 def _apply_json_patch(document: dict[str, Any], operations: Any) -> dict[str, Any]:

@@ -20,10 +20,19 @@ ALWAYS_KEPT = ("resourceType", "id", "meta")
 
 
 @cache
-def _summary_table() -> dict[str, dict[str, list[str]]]:
+def _summary_table() -> dict[str, dict[str, Any]]:
+    """summary.json (fhir_profiles/generate_core_tables.py): per resource type its summary
+    and mandatory top-level names, and each backbone element's summary children."""
     path = Path(fhir_profiles.__file__).parent / "r4_core" / "summary.json"
-    result: dict[str, dict[str, list[str]]] = json.loads(path.read_text())
+    result: dict[str, dict[str, Any]] = json.loads(path.read_text())
     return result
+
+
+@cache
+def _child_types(path: str) -> dict[str, str]:
+    """The children of a type or backbone path: JSON name -> type code (a backbone's type
+    code is its own path, or the path it reuses: Questionnaire.item.item)."""
+    return {row[0]: row[2] for row in element_table().get(path, [])}
 
 
 @cache
@@ -69,12 +78,44 @@ def shape(
         return resource
     table = _summary_table().get(rtype, {})
     if summary == "true":
-        return _subset(resource, set(table.get("summary", [])))
+        subset = _subset(resource, set(table.get("summary", [])))
+        return _trim_backbones(subset, rtype, table.get("backbones", {}))
     if summary == "text":
         return _subset(resource, {"text", *table.get("mandatory", [])})
     if summary == "data":
         return _subset(resource, set(resource) - {"text"})
     return resource
+
+
+def _trim_backbones(
+    obj: dict[str, Any], path: str, backbones: dict[str, list[str]]
+) -> dict[str, Any]:
+    """R4 search.html _summary=true: only the elements marked summary, inside backbone
+    elements too (an Observation.component keeps code and value, not its referenceRange).
+    A backbone element left with nothing is dropped: an empty object is not valid FHIR."""
+    types = _child_types(path)
+    trimmed: dict[str, Any] = {}
+    for key, value in obj.items():
+        child = types.get(key)
+        if child not in backbones:
+            trimmed[key] = value
+            continue
+        if isinstance(value, list):
+            items = [_trim_item(item, child, backbones) for item in value]
+            kept = [item for item in items if item]
+            if kept:
+                trimmed[key] = kept
+        elif (item := _trim_item(value, child, backbones)) is not None:
+            trimmed[key] = item
+    return trimmed
+
+
+def _trim_item(value: Any, path: str, backbones: dict[str, list[str]]) -> Any:
+    if not isinstance(value, dict):
+        return value
+    keep = set(backbones[path])
+    inner = {k: v for k, v in value.items() if k in keep or k.lstrip("_") in keep}
+    return _trim_backbones(inner, path, backbones) or None
 
 
 def _subset(resource: dict[str, Any], keep: set[str]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ work and reports each entry's outcome.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import uuid
 from collections.abc import Iterator
@@ -21,7 +22,13 @@ from app.context import RequestContext
 from app.errors import FhirError, InvalidRequest, Issue, PreconditionFailed, ServerError
 from app.fhir import bindings, jsonio, storage
 from app.fhir.bundles import new_bundle
-from app.fhir.exchange import FhirRequest, FhirResponse, RawJson
+from app.fhir.exchange import (
+    FhirRequest,
+    FhirResponse,
+    RawJson,
+    return_preference,
+    write_outcome,
+)
 from app.fhir.hooks import Interaction
 from app.fhir.instants import parse_instant, to_http_date, to_instant
 from app.fhir.storage import UnitOfWork
@@ -65,9 +72,9 @@ def process_bundle(router: FhirRouter, ctx: RequestContext, request: FhirRequest
         raise InvalidRequest("Bundle.entry must be an array", expression="Bundle.entry")
     _refuse_duplicate_full_urls(entries)
     if kind == "transaction":
-        return _transaction(router, ctx, entries, _wants_minimal(request))
+        return _transaction(router, ctx, entries, return_preference(request.header("prefer")))
     if kind == "batch":
-        return _batch(router, ctx, entries, _wants_minimal(request))
+        return _batch(router, ctx, entries, return_preference(request.header("prefer")))
     raise InvalidRequest(
         f"Bundle.type '{kind}' cannot be processed; use batch or transaction",
         expression="Bundle.type",
@@ -78,7 +85,7 @@ def process_bundle(router: FhirRouter, ctx: RequestContext, request: FhirRequest
 
 
 def _transaction(
-    router: FhirRouter, ctx: RequestContext, entries: list[Any], minimal: bool
+    router: FhirRouter, ctx: RequestContext, entries: list[Any], preference: str
 ) -> FhirResponse:
     requests = [_entry_request(i, e, ctx.base_url) for i, e in enumerate(entries)]
     responses: list[FhirResponse | None] = [None] * len(requests)
@@ -93,13 +100,16 @@ def _transaction(
                     rtype = str(request.body.get("resourceType"))
                     _rewrite_references(router, uow, request.body, id_map, rtype)
                     _rewrite_links(request.body, id_map)
+            elif request.method == "PATCH" and isinstance(request.body, list):
+                with _entry_errors(i, request):
+                    _rewrite_patch(router, uow, request.body, id_map, f"Bundle.entry[{i}]")
         order = sorted(range(len(requests)), key=lambda i: PROCESSING_ORDER[requests[i].method])
         for i in order:
             with _entry_errors(i, requests[i]):
                 responses[i] = router.handle(uow, requests[i])
     bundle = new_bundle("transaction-response")
     bundle["entry"] = [
-        _response_entry(r, minimal and q.method in WRITES, ctx.base_url)
+        _response_entry(r, q.method, preference, ctx.base_url)
         for r, q in zip(responses, requests, strict=True)
         if r is not None
     ]
@@ -233,6 +243,29 @@ def _resolve_reference(
     return value
 
 
+def _rewrite_patch(
+    router: FhirRouter, uow: UnitOfWork, operations: list[Any], id_map: dict[str, str], entry: str
+) -> None:
+    """The JSON Patch of a PATCH entry links to the Bundle too ("all matching links in the
+    bundle"): a value set at a `.../reference` path, and `reference` elements inside object
+    values, are resolved as in a resource. A string at any other path is left alone: without
+    the element's type a `urn:uuid:` there may as well be an identifier's value."""
+    where = f"{entry}.resource.data"  # the patch travels base64-encoded in the Binary
+    try:
+        for index, operation in enumerate(operations):
+            if not isinstance(operation, dict) or "value" not in operation:
+                continue
+            value, target = operation["value"], operation.get("path")
+            name = f"JSON Patch operation {index} ({target})"
+            if isinstance(value, str) and isinstance(target, str) and target.endswith("/reference"):
+                operation["value"] = _resolve_reference(router, uow, value, id_map, name)
+            elif isinstance(value, dict | list):
+                _rewrite_references(router, uow, value, id_map, name)
+    except FhirError as exc:  # the element paths are inside the encoded patch: name the data
+        exc.issues = [dataclasses.replace(i, expression=(where,)) for i in exc.issues]
+        raise
+
+
 def _rewrite_links(resource: dict[str, Any], id_map: dict[str, str]) -> None:
     """R4 transaction: "Servers SHALL replace all matching links in the bundle, whether they
     are found in the resource ids, resource references, elements of type uri, url, oid,
@@ -327,7 +360,7 @@ def _refuse_duplicate_full_urls(entries: list[Any]) -> None:
 
 
 def _batch(
-    router: FhirRouter, ctx: RequestContext, entries: list[Any], minimal: bool
+    router: FhirRouter, ctx: RequestContext, entries: list[Any], preference: str
 ) -> FhirResponse:
     bundle = new_bundle("batch-response")
     out: list[dict[str, Any]] = []
@@ -338,7 +371,7 @@ def _batch(
                 raise InvalidRequest("a batch entry cannot itself be a batch or transaction")
             with router.service.unit_of_work(ctx, write=request.method != "GET") as uow:
                 response = router.handle(uow, request)
-            out.append(_response_entry(response, minimal, ctx.base_url))
+            out.append(_response_entry(response, request.method, preference, ctx.base_url))
         except FhirError as exc:
             out.append(
                 _error_entry(
@@ -409,9 +442,17 @@ def _status_line(status: int) -> str:
     return f"{status} {HTTPStatus(status).phrase}"
 
 
-def _response_entry(response: FhirResponse, minimal: bool, base_url: str) -> dict[str, Any]:
+def _response_entry(
+    response: FhirResponse, method: str, preference: str, base_url: str
+) -> dict[str, Any]:
+    """An entry of the response Bundle. `Prefer: return=minimal` drops a write's resource;
+    return=OperationOutcome puts an outcome in its place, in `response.outcome` (R4
+    Bundle.entry.response.outcome: "hints and warnings produced as part of processing this
+    entry"). Reads keep their results either way."""
     entry: dict[str, Any] = {}
-    if response.body is not None and not (minimal and isinstance(response.body, RawJson)):
+    outcome = write_outcome(method, response) if preference == "OperationOutcome" else None
+    written = method in WRITES and isinstance(response.body, RawJson)
+    if response.body is not None and not (written and preference != "representation"):
         entry["resource"] = response.body
     result: dict[str, Any] = {"status": _status_line(response.status)}
     version = response.version
@@ -421,6 +462,8 @@ def _response_entry(response: FhirResponse, minimal: bool, base_url: str) -> dic
         result["etag"] = response.headers["ETag"]
     if version is not None:
         result["lastModified"] = to_instant(version.last_updated)
+    if outcome is not None:
+        result["outcome"] = outcome
     entry["response"] = result
     if version is not None and not version.deleted:
         entry["fullUrl"] = f"{base_url}/{version.resource_type}/{version.id}"
@@ -430,7 +473,3 @@ def _response_entry(response: FhirResponse, minimal: bool, base_url: str) -> dic
 
 def _error_entry(error: FhirError) -> dict[str, Any]:
     return {"response": {"status": _status_line(error.status), "outcome": error.outcome()}}
-
-
-def _wants_minimal(request: FhirRequest) -> bool:
-    return "return=minimal" in (request.header("prefer") or "")

@@ -11,7 +11,8 @@ Four checks, each reporting element paths:
    (app.fhir.core_rules).
 
 The R4 types R4B dropped, and the two it redesigned (Evidence, EvidenceVariable: their R4B
-models refuse valid R4 and demand R4B-only elements), have no model: checks 2-4 only. The
+models refuse valid R4 and demand R4B-only elements), have no model: checks 2-4, and their
+required elements from the generated tables (app.fhir.cardinality). The
 tables report unknown elements everywhere, so that what only R4B defines
 (ActivityDefinition.subjectCanonical, Extension.valueRatioRange ...) is refused as it is in R4.
 Nesting deeper than jsonio.MAX_DEPTH is refused before anything recurses.
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 
 from app.errors import Issue, ResourceInvalid
 from app.fhir import bindings, jsonio
+from app.fhir.cardinality import missing_required
 from app.fhir.core_rules import core_rule_issues
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -73,44 +75,85 @@ def _stand_in(nested: dict[str, Any]) -> dict[str, Any]:
     return stand_in
 
 
+# (path, value) pairs the model view set aside: stand-ins' originals
 Partners = list[tuple[str, dict[str, Any]]]
+# (path, value, type) of the elements the model view set aside, to be judged on their own
+SetAside = list[tuple[str, dict[str, Any], str]]
 
 
-def _model_view(value: Any, path: str, partners: Partners, *, root: bool = False) -> Any:
+@cache
+def _open_type_gaps() -> dict[str, str]:
+    """The elements of an R4 open type that the R4B models lack, by JSON name, with their
+    type: R4's open types include Meta, R4B's do not, so `fixedMeta`, `patternMeta`,
+    `defaultValueMeta` and `valueMeta` (Extension, ElementDefinition.example) were refused.
+    Found from the tables and the Extension model (whose value[x] is the open type), not
+    listed by hand. Where R4 has no such element the table check refuses it."""
+    table = bindings.element_table()
+    extension = _model_class("Extension")
+    assert extension is not None
+    known = set(extension.model_fields)
+    types = {t for name, _, t, _ in table["Extension"] if name.startswith("value")}
+    lacking = {t for t in types if f"value{t[:1].upper()}{t[1:]}" not in known}
+    return {
+        name: type_code
+        for rows in table.values()
+        for name, _, type_code, _ in rows
+        if type_code in lacking and name.endswith(type_code[:1].upper() + type_code[1:])
+    }
+
+
+def _has_model(resource_type: str) -> bool:
+    return _model_class(resource_type) is not None
+
+
+def _model_view(
+    value: Any, path: str, partners: SetAside, stood_in: Partners, *, root: bool = False
+) -> Any:
     """`value` as the R4B model can judge it; `value` itself when nothing had to change.
 
     Every nested resource without an R4B model (an R4-only type, or no resource type at all)
-    is replaced by a stand-in. The "_valueX" partners of Extensions (the id and extensions of
-    a primitive value, a translation for instance) are valid R4 JSON the R4B Extension model
-    does not know: they are taken out and put in `partners` with their paths, to be judged
-    as the Elements they are.
+    is replaced by a stand-in, and put in `stood_in` with its path. The "_valueX" partners
+    of Extensions (the id and extensions of a primitive value, a translation for instance)
+    are valid R4 JSON the R4B Extension model does not know: they are taken out and put in
+    `partners` with their paths, to be judged as the Elements they are; so are the elements
+    of R4 open types R4B dropped (`fixedMeta` ...), to be judged as their type.
     """
     if isinstance(value, dict):
         if not root and "resourceType" in value:
             rtype = value["resourceType"]
             if not isinstance(rtype, str) or _model_class(rtype) is None:
+                stood_in.append((path, value))
                 return _stand_in(value)
         items = {}
+        gaps = _open_type_gaps()
         for key, item in value.items():
+            if key in gaps and isinstance(item, dict):
+                partners.append((f"{path}.{key}", item, gaps[key]))
+                # The model sees a boolean of the same choice in its place: the choice may
+                # be required (ElementDefinition.example.value[x]) and must stay single.
+                items[key.removesuffix(gaps[key]) + "Boolean"] = True
+                continue
             if key in _EXTENSION_KEYS and isinstance(item, list):
                 item = [
                     _without_partners(e, f"{path}.{key}[{i}]", partners) for i, e in enumerate(item)
                 ]
-            items[key] = _model_view(item, f"{path}.{key}", partners)
-        changed = any(items[k] is not v for k, v in value.items())
+            items[key] = _model_view(item, f"{path}.{key}", partners, stood_in)
+        changed = items.keys() != value.keys() or any(v is not value[k] for k, v in items.items())
         return items if changed else value
     if isinstance(value, list):
-        copied = [_model_view(v, f"{path}[{i}]", partners) for i, v in enumerate(value)]
+        copied = [_model_view(v, f"{path}[{i}]", partners, stood_in) for i, v in enumerate(value)]
         return copied if any(c is not v for c, v in zip(copied, value, strict=True)) else value
     return value
 
 
-def _without_partners(extension: Any, path: str, partners: Partners) -> Any:
+def _without_partners(extension: Any, path: str, partners: SetAside) -> Any:
     """An Extension without its "_valueX" key (recorded in `partners`), or as it is."""
     if not isinstance(extension, dict):
         return extension
     found = [k for k in extension if k.startswith("_value")]
-    partners.extend((f"{path}.{k}", extension[k]) for k in found if isinstance(extension[k], dict))
+    partners.extend(
+        (f"{path}.{k}", extension[k], "Element") for k in found if isinstance(extension[k], dict)
+    )
     if not found:
         return extension
     return {k: v for k, v in extension.items() if k not in found}
@@ -150,6 +193,8 @@ def validate_resource(
     # A value of the wrong JSON kind upsets the model too; the kind check says it precisely.
     kind_paths = {i.expression for i in table_issues if i.code == "value"}
     issues.extend(i for i in _model_issues(rtype, resource) if i.expression not in kind_paths)
+    if not _has_model(rtype):  # the R4 types R4B dropped or redesigned
+        issues.extend(missing_required(resource, rtype, _has_model))
     issues.extend(table_issues)
     if issues:
         raise ResourceInvalid(issues[0].diagnostics, issues=_dedupe(issues))
@@ -188,17 +233,19 @@ def _model_issues(rtype: str, resource: dict[str, Any], path: str = "") -> list[
         first = None
     if first == []:  # the common case, so the view below is only made when needed
         return first
-    partners: Partners = []
-    view = _model_view(resource, path, partners, root=True)
+    partners: SetAside = []
+    stood_in: Partners = []
+    view = _model_view(resource, path, partners, stood_in, root=True)
     if view is resource and first is not None:
         return first
     try:
         issues = _run_model(model, view, path)
     except KeyError as exc:
         return [Issue("error", "invalid", f"cannot be validated: {exc}", (path,))]
-    element = _model_class("Element")
-    for partner_path, partner in partners:
-        issues.extend(_run_model(element, partner, partner_path))
+    for partner_path, partner, type_code in partners:
+        issues.extend(_run_model(_model_class(type_code), partner, partner_path))
+    for nested_path, nested in stood_in:  # no model judged them: their required elements
+        issues.extend(missing_required(nested, nested_path, _has_model))
     return issues
 
 

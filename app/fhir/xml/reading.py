@@ -56,7 +56,7 @@ def _complex_from_xml(el: etree._Element, info: TypeInfo, path: str) -> dict[str
     values = attributes_of(el, info.attribute_names, path)
     groups = _group_children(el, info, path)
     out: dict[str, Any] = {}
-    # Emit in table order whatever order the input used, so output is canonical.
+    # Emit in table order (the input's, once checked), so output is canonical.
     for field in info.fields:
         if field.attribute:
             if field.name in values:
@@ -70,11 +70,21 @@ def _group_children(
     el: etree._Element, info: TypeInfo, path: str
 ) -> dict[str, list[etree._Element]]:
     groups: dict[str, list[etree._Element]] = {}
+    previous = ""
     for child in child_elements(el, path):
         ns, local = split_tag(child.tag)
         field = info.by_name.get(local)
         if field is None or field.attribute:
             raise FhirXmlError("unknown element", f"{path}.{local}")
+        # R4 xml.html: "Elements must always appear in the order documented" (the schema is a
+        # sequence, so the repeats of an element are next to each other too).
+        if previous and info.positions[local] < info.positions[previous]:
+            raise FhirXmlError(
+                f"out of order: <{local}> must come before <{previous}> "
+                "(FHIR XML elements follow the order of their definition)",
+                f"{path}.{local}",
+            )
+        previous = local
         expected = XHTML_NS if field.kind == "xhtml" else FHIR_NS
         if ns != expected:
             raise FhirXmlError(f"element must be in namespace {expected}", f"{path}.{local}")

@@ -68,6 +68,7 @@ class TypeInfo:
     is_resource: bool
     fields: tuple[Field, ...]  # table (= XML) order
     by_name: dict[str, Field]
+    positions: dict[str, int]  # a field's place in the table (= XML) order
     attribute_names: frozenset[str]  # fields carried as XML attributes
     json_keys: frozenset[str]  # every key a JSON object of this type may carry
 
@@ -103,6 +104,7 @@ class _Table:
             is_resource=is_resource,
             fields=fields,
             by_name={f.name: f for f in fields},
+            positions={f.name: i for i, f in enumerate(fields)},
             attribute_names=frozenset(f.name for f in fields if f.attribute),
             json_keys=frozenset(keys),
         )
