@@ -1,7 +1,6 @@
 """Invariants of the R4 base types that need the elements' types (app/fhir/invariants.py):
-dom-2, dom-4, dom-5 on contained resources, ref-1 on local references, cpt-2 on
-ContactPoints. Each refusal is a 400 OperationOutcome naming the element and the invariant.
-dom-3 is not enforced (a product owner's decision, see docs/fhir-core.md)."""
+dom-2..dom-5 on contained resources, ref-1 on local references, cpt-2 on ContactPoints.
+Each refusal is a 400 OperationOutcome naming the element and the invariant."""
 
 from __future__ import annotations
 
@@ -51,6 +50,7 @@ def _refused(client: httpx.Client, resource: dict[str, Any]) -> dict[str, Any]:
             "Observation.contained[0].contained",
             "dom-2",
         ),
+        (observation(contained=[CONTAINED_PATIENT]), "Observation.contained[0]", "dom-3"),
         (
             observation(
                 contained=[{**CONTAINED_PATIENT, "meta": {"versionId": "3"}}],
@@ -84,9 +84,7 @@ def test_what_the_invariants_allow_is_accepted(client: httpx.Client) -> None:
     accepted = [
         # a local reference that resolves
         observation(contained=[CONTAINED_PATIENT], subject={"reference": "#p1"}),
-        # a contained resource no one refers to (dom-3, not enforced)
-        observation(contained=[CONTAINED_PATIENT]),
-        # a contained resource referring to its container (ref-1's '#')
+        # a contained resource referring to its container (dom-3's other way; ref-1's '#')
         observation(
             contained=[
                 {**CONTAINED_PATIENT, "link": [{"other": {"reference": "#"}, "type": "seealso"}]}

@@ -23,13 +23,20 @@ def world(base_url: str, auth_headers: dict[str, str]) -> Iterator[World]:
     yield from world_of(base_url, auth_headers)
 
 
-def _observation(subject: str, *contained: dict[str, Any]) -> dict[str, Any]:
+# Refers to a contained resource from outside every search parameter: dom-3 wants each
+# contained resource referred to from elsewhere in its container.
+ALSO = "http://example.org/fhir/StructureDefinition/also-concerns"
+
+
+def _observation(subject: str, *contained: dict[str, Any], also: str = "") -> dict[str, Any]:
     body: dict[str, Any] = {
         "resourceType": "Observation",
         "status": "final",
         "code": {"text": "contained-{m}"},
         "subject": {"reference": subject},
     }
+    if also:
+        body["extension"] = [{"url": ALSO, "valueReference": {"reference": also}}]
     if contained:
         body["contained"] = list(contained)
     return body
@@ -45,7 +52,7 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
         "real": {"resourceType": "Patient", "name": [{"family": "Taylor-{m}"}]},
         "obs-real": _observation("Patient/{id:real}"),
         # the subject is contained; a second contained Patient is not the subject
-        "obs-in": _observation("#p1", TAYLOR, CLINIC, OTHER),
+        "obs-in": _observation("#p1", TAYLOR, CLINIC, OTHER, also="#p2"),
         # a contained Patient that is not the subject: the chain does not reach it
         "nobody": {"resourceType": "Patient", "name": [{"family": "Nobody-{m}"}]},
         "obs-unused": _observation(
@@ -56,6 +63,7 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
                 name=[{"family": "Lonely-{m}"}],
                 link=[{"other": {"reference": "Patient/{id:real}"}, "type": "seealso"}],
             ),
+            also="#p9",
         ),  # fmt: skip
         "enc-in": {
             "resourceType": "Encounter",
