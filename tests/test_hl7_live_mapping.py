@@ -190,3 +190,34 @@ def test_a_grant_without_specimen_or_condition_still_gets_its_results_in(
     assert encounter(client, visit)["status"] == "in-progress"
     [patient] = search(client, "Patient", identifier=mrn)
     assert search(client, "Condition", subject=f"Patient/{patient['id']}") == []
+
+
+def test_a_numeric_array_is_stored_as_sampled_data(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """OBX-2 NA -> valueSampledData, stored and read back with its unknown period."""
+    mrn, order = unique_id("P"), unique_id("F")
+    body = (
+        f"MSH|^~\\&|LAB|HOSP|MS|MS|20240301120000+0000||ORU^R01^ORU_R01|{unique_id()}|P|2.5.1\r"
+        f"PID|1||{mrn}^^^HOSP^MR||Roe^Rich||19700101|M\r"
+        f"OBR|1||{order}^LAB^1.2.9^ISO|11524-6^ECG^LN|||20240301080000+0000"
+        "||||||||||||||||||F\r"
+        "OBX|1|NA|131329^MDC_ECG_ELEC_POTL_I^MDC||12^-7^30~11^-6^28|uV^^UCUM|||||F\r"
+    ).encode()
+    assert msa(post(hl7, body).content)[0] == "AA"
+    [patient] = search(client, "Patient", identifier=mrn)
+    [result] = search(client, "Observation", subject=f"Patient/{patient['id']}")
+    assert result["valueSampledData"] == {
+        "origin": {"value": 0, "unit": "uV", "system": "http://unitsofmeasure.org", "code": "uV"},
+        "_period": {
+            "extension": [
+                {
+                    "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                    "valueCode": "unknown",
+                }
+            ]
+        },
+        "dimensions": 3,
+        "data": "12 -7 30 11 -6 28",
+    }
