@@ -94,15 +94,21 @@ def merge_elements(
 
     A null may name a child of a top-level element (``period.end``): that child goes, its
     siblings stay, and an element left empty goes too (A13 ends a discharge this way).
+    ``extension`` is merged per URL, and ``extension[<url>]`` as a null removes one URL's.
     """
     merged = dict(stored)
     siblings = _choice_siblings(str(stored.get("resourceType") or mapped.get("resourceType")))
     for key, value in mapped.items():
-        if key not in keep:
+        if key == "extension" and key not in keep:
+            merged[key] = _merged_extensions(stored.get(key), value)
+        elif key not in keep:
             merged[key] = value
             for other in siblings.get(key, ()):  # effectiveDateTime replaces effectivePeriod
                 merged.pop(other, None)
     for path in nulls:
+        if path.startswith("extension[") and path.endswith("]"):
+            _drop_extensions(merged, path[len("extension[") : -1])
+            continue
         key, _, child = path.partition(".")
         if key in keep:
             continue
@@ -115,6 +121,23 @@ def merge_elements(
             else:
                 del merged[key]
     return merged
+
+
+def _merged_extensions(stored: Any, mapped: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Extensions are replaced per URL: the message's own URLs replace the stored extensions
+    of those URLs, extensions of any other URL (another channel's, another field's) stay."""
+    sent = {e.get("url") for e in mapped}
+    kept = [e for e in stored or [] if isinstance(e, dict) and e.get("url") not in sent]
+    return kept + mapped
+
+
+def _drop_extensions(merged: dict[str, Any], url: str) -> None:
+    """A null for one extension URL (``extension[<url>]``): those extensions go."""
+    rest = [e for e in merged.get("extension") or [] if e.get("url") != url]
+    if rest:
+        merged["extension"] = rest
+    else:
+        merged.pop("extension", None)
 
 
 @cache

@@ -39,6 +39,7 @@ from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, Where, first, val
+from hl7_adapters.mapping.demographics import plan_observations
 from hl7_adapters.mapping.dg1 import map_diagnoses
 from hl7_adapters.mapping.nk1 import map_next_of_kin
 from hl7_adapters.mapping.patient import build_patient, patient_match
@@ -70,7 +71,10 @@ def plan_patient(ctx: MapContext, pid: Segment, mode: Mode) -> PatientRef | None
     if not match:
         return None
     url = ctx.add(resource, mode, match, nulls, origin=ctx.origin(pid, 3))
-    return PatientRef(url, match, identifier)
+    patient = PatientRef(url, match, identifier)
+    if mode == "upsert":  # an ADT's PID is the patient's record; an ORU's only names him
+        plan_observations(ctx, pid, url, patient.key)
+    return patient
 
 
 def map_adt(ctx: MapContext, trigger: str) -> tuple[PatientRef | None, list[Merge]]:

@@ -449,3 +449,26 @@ PV1_PARTICIPANTS: tuple[tuple[int, Code], ...] = (
     (9, Code(V3_PARTICIPATION, "CON", "consultant")),
     (17, Code(V3_PARTICIPATION, "ADM", "admitter")),
 )
+
+# IG PID[Patient]: PID fields the IG carries as FHIR core Patient extensions. "address":
+# valueAddress.text from an ST (PID-23 birth place); "code": a complex extension whose "code"
+# sub-extension holds the CWE as valueCodeableConcept (PID-26 citizenship, repeating; PID-28
+# nationality). One extension per repetition; (field, extension URL, kind, HL7 table).
+EXTENSION = "http://hl7.org/fhir/StructureDefinition/"
+PID_EXTENSIONS: tuple[tuple[int, str, str, str], ...] = (
+    (23, EXTENSION + "patient-birthPlace", "address", ""),
+    (26, EXTENSION + "patient-citizenship", "code", "0171"),
+    (28, EXTENSION + "patient-nationality", "code", "0212"),
+)
+
+# IG PID[Race] and PID[EthnicGroup] to Observation: PID-10 (table 0005) and PID-22 (0189)
+# are Observations of the patient (status final, the CWE as valueCodeableConcept), not
+# Patient elements. The IG assigns no Observation.code; the LOINC codes are local choices.
+LOINC = "http://loinc.org"
+PID_OBSERVATIONS: tuple[tuple[int, str, Code, str], ...] = (
+    (10, "race", Code(LOINC, "32624-9", "Race"), "0005"),
+    (22, "ethnicity", Code(LOINC, "69490-1", "Ethnicity OMB.1997"), "0189"),
+)
+SOCIAL_HISTORY = Code(
+    "http://terminology.hl7.org/CodeSystem/observation-category", "social-history", "Social History"
+)
