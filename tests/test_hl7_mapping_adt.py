@@ -461,7 +461,7 @@ def test_encounter_status_by_event(trigger: str, klass: str, discharge: str, sta
     assert encounter.match == "identifier=|V77"
     if discharge:
         assert encounter.resource["period"]["end"] == "2024-03-02T10:00:00+01:00"
-    planned_location = only(result, "Location")
+    *_, planned_location = of_type(result, "Location")  # ward, room, then the bed
     expected = "planned" if klass == "P" else "active"
     assert encounter.resource["location"] == [
         {
@@ -469,6 +469,61 @@ def test_encounter_status_by_event(trigger: str, klass: str, discharge: str, sta
             "status": expected,
         }
     ]
+
+
+LOCATION_KEY = "urn:medisentinel:hl7v2:location"
+
+
+def locations(pl: str) -> dict[str, Planned]:
+    """The Locations planned for a PV1-3, by name."""
+    result = mapped(
+        "MSH|^~\\&|A|F|R|F|20240901100000+0000||ADT^A01^ADT_A01|LOC-1|P|2.5.1\n"
+        "PID|1||LOC1^^^HOSP&1.2.3&ISO^MR||Loc^Pat\n"
+        f"PV1|1|I|{pl}" + "|" * 16 + "LOCV^^^HOSP&1.2.3&ISO^VN\n"
+    )
+    found = {p.resource["name"]: p for p in of_type(result, "Location")}
+    (stay,) = only(result, "Encounter").resource["location"]
+    assert stay["location"]["reference"] == list(found.values())[-1].full_url  # the leaf
+    return found
+
+
+def test_a_pl_is_a_location_hierarchy() -> None:
+    """IG PL[Location]: bed partOf room partOf floor partOf point of care partOf facility,
+    building partOf facility; every level ensured by its own identifier. It was one flat
+    Location for the most granular place."""
+    found = locations("WARD1^101^A^GENHOSP^^^EAST^3^Window bed")
+    assert list(found) == ["GENHOSP", "EAST", "WARD1", "3", "101", "Window bed"]
+    keys = {name: p.resource["identifier"][0] for name, p in found.items()}
+    assert {k["system"] for k in keys.values()} == {LOCATION_KEY}
+    assert {name: k["value"] for name, k in keys.items()} == {
+        "GENHOSP": "GENHOSP",
+        "EAST": "GENHOSP^building:EAST",
+        "WARD1": "GENHOSP^WARD1",
+        "3": "GENHOSP^WARD1^floor:3",
+        "101": "GENHOSP^WARD1^101",
+        "Window bed": "GENHOSP^WARD1^101^A",  # the key the flat Location had
+    }
+
+    def parent(name: str) -> str | None:
+        ref = found[name].resource.get("partOf", {}).get("reference")
+        return next((n for n, p in found.items() if p.full_url == ref), None)
+
+    assert [parent(n) for n in found] == [None, "GENHOSP", "GENHOSP", "WARD1", "3", "101"]
+    types = [p.resource["physicalType"]["coding"][0]["code"] for p in found.values()]
+    assert types == ["si", "bu", "wa", "lvl", "ro", "bd"]
+    assert all(p.mode == "ensure" and p.match for p in found.values())
+    assert found["Window bed"].resource.get("description") is None  # it is the name
+
+
+def test_missing_levels_are_skipped_and_pl10_names_the_leaf() -> None:
+    found = locations("WARD2^^B")
+    assert list(found) == ["WARD2", "WARD2 B"]
+    bed = found["WARD2 B"].resource
+    assert bed["partOf"] == {"reference": found["WARD2"].full_url}
+    assert bed["identifier"] == [{"system": LOCATION_KEY, "value": "^WARD2^^B"}]
+    found = locations("^202^^^^^^^^R202&HOSP&1.2.3&ISO")
+    assert list(found) == ["202"]
+    assert found["202"].resource["identifier"] == [{"system": "urn:oid:1.2.3", "value": "R202"}]
 
 
 def test_an_organisation_as_next_of_kin_is_a_patient_contact() -> None:

@@ -171,6 +171,38 @@ def test_concurrent_clients_one_new_patient_is_created_once(
         assert len(search(client, "Observation", subject=f"Patient/{found['id']}")) == 1
 
 
+def test_concurrent_admissions_to_one_new_ward_create_each_location_once(
+    port: int, client: httpx.Client
+) -> None:
+    """PV1-3 is a Location hierarchy (facility, building, ward, floor, room, bed); eight
+    connections admitting to beds of the same new room create its levels once."""
+    ward, fac = unique_id("W"), unique_id("F")
+
+    def admission(bed: int) -> bytes:
+        message = a01(unique_id(), unique_id("P"), visit=unique_id("V"))
+        return message.replace(b"|WARD^1^1|", f"|{ward}^12^{bed}^{fac}^^^EAST^2|".encode())
+
+    async def scenario() -> list[list[bytes]]:
+        return await asyncio.gather(*(send_all(port, [admission(bed)]) for bed in range(8)))
+
+    for acks in run(scenario()):
+        assert msa(acks[0])[0] == "AA", err_fields(acks[0])
+    system = "urn:medisentinel:hl7v2:location"
+    by_key = {
+        key: search(client, "Location", identifier=f"{system}|{key}")
+        for key in (fac, f"{fac}^building:EAST", f"{fac}^{ward}", f"{fac}^{ward}^floor:2")
+    }
+    by_key[f"{fac}^{ward}^12"] = search(client, "Location", identifier=f"{system}|{fac}^{ward}^12")
+    assert {key: len(found) for key, found in by_key.items()} == dict.fromkeys(by_key, 1)
+    [floor] = by_key[f"{fac}^{ward}^floor:2"]
+    [room] = by_key[f"{fac}^{ward}^12"]
+    assert room["partOf"] == {"reference": f"Location/{floor['id']}"}
+    beds = search(client, "Location", partof=f"Location/{room['id']}")
+    assert sorted(b["identifier"][0]["value"] for b in beds) == [
+        f"{fac}^{ward}^12^{bed}" for bed in range(8)
+    ]
+
+
 def test_frames_split_across_reads_and_joined_in_one_read(port: int) -> None:
     controls = [unique_id() for _ in range(3)]
     stream = b"".join(frame(a01(c, unique_id("P"))) for c in controls)

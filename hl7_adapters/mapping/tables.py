@@ -432,14 +432,17 @@ CODING_SYSTEMS_0396: dict[str, str] = {
     "UMLS": "http://www.nlm.nih.gov/research/umls",
 }
 
-# Location.physicalType (location-physical-type) for the most granular PL component.
+# Location.physicalType (location-physical-type) of the Location each PL component names
+# (mapping/locations.py): PL.3 bed, PL.2 room, PL.8 floor, PL.1 point of care, PL.7 building,
+# PL.4 facility.
 PHYSICAL_TYPE = "http://terminology.hl7.org/CodeSystem/location-physical-type"
 PL_PHYSICAL_TYPE: dict[int, Code] = {
     3: Code(PHYSICAL_TYPE, "bd", "Bed"),
     2: Code(PHYSICAL_TYPE, "ro", "Room"),
+    8: Code(PHYSICAL_TYPE, "lvl", "Level"),
     1: Code(PHYSICAL_TYPE, "wa", "Ward"),
     7: Code(PHYSICAL_TYPE, "bu", "Building"),
-    8: Code(PHYSICAL_TYPE, "lvl", "Level"),
+    4: Code(PHYSICAL_TYPE, "si", "Site"),
 }
 
 # IG PV1[Encounter]: participant types for the XCN fields of PV1.
