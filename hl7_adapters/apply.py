@@ -55,11 +55,13 @@ from hl7_adapters.edits import (
     CONTROL_CHARACTERS,
     UnresolvedReference,
     add_replaces,
+    drop_replaces,
     fhir_strings,
     link,
     merge_elements,
     placeholder_patient,
     replaced_by,
+    replaces,
     retire,
     rewrite,
     shown,
@@ -315,10 +317,27 @@ class _Run:
             text = "is not known; an inactive Patient carrying it now points at the survivor"
             self.applied.warnings.append(_merge_error(m, text, "W", 204))
         else:
-            for rid in retired:
-                self._edit("Patient", rid, functools.partial(retire, survivor=survivor))
+            retired = self._retire(retired, survivor)
         self._edit("Patient", survivor, functools.partial(add_replaces, retired=retired))
         self._note_patient(survivor)
+
+    def _retire(self, retired: list[str], survivor: str) -> list[str]:
+        """Retire each patient into `survivor` and keep every chain one hop long: a patient
+        merged earlier into a retired one (B into A, now A into C) points at the survivor
+        too, and an earlier survivor of a re-merged patient (B into A, now B into C) loses
+        its "replaces". Returns every patient the survivor now replaces."""
+        replaced = list(retired)
+        for rid in retired:
+            _, body = self._body("Patient", rid)
+            earlier, absorbed = replaced_by(body), replaces(body)
+            self._edit("Patient", rid, functools.partial(retire, survivor=survivor))
+            if earlier is not None and earlier != survivor:
+                self._edit("Patient", earlier, functools.partial(drop_replaces, retired=[rid]))
+            for other in absorbed:
+                if other != survivor and other not in replaced:
+                    self._edit("Patient", other, functools.partial(retire, survivor=survivor))
+                    replaced.append(other)
+        return replaced
 
     def _merge_survivor(self, m: Merge) -> str:
         """The Patient the PID names, after following merges: a PID naming a patient that

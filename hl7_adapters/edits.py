@@ -169,9 +169,32 @@ def replaced_by(body: dict[str, Any]) -> str | None:
     return None
 
 
+def replaces(body: dict[str, Any]) -> list[str]:
+    """The Patients this one replaces (merged into it earlier)."""
+    return [
+        str(ref.removeprefix("Patient/"))
+        for entry in body.get("link") or []
+        if entry.get("type") == "replaces"
+        and (ref := (entry.get("other") or {}).get("reference", "")).startswith("Patient/")
+    ]
+
+
 def retire(body: dict[str, Any], survivor: str) -> dict[str, Any]:
-    links = [link for link in body.get("link") or [] if link.get("type") != "replaced-by"]
-    return {**body, "active": False, "link": [*links, link(survivor, "replaced-by")]}
+    """Inactive, replaced by `survivor`. Its own replaced-by and replaces links go: the
+    patients it had replaced are the survivor's now (merge moves them), so no retired record
+    keeps a stale "replaces"."""
+    kept = [e for e in body.get("link") or [] if e.get("type") not in ("replaced-by", "replaces")]
+    return {**body, "active": False, "link": [*kept, link(survivor, "replaced-by")]}
+
+
+def drop_replaces(body: dict[str, Any], retired: list[str]) -> dict[str, Any]:
+    """Without the "replaces" links to `retired` (re-merged into another survivor)."""
+    gone = [link(rid, "replaces") for rid in retired]
+    links = [e for e in body.get("link") or [] if e not in gone]
+    out = {**body, "link": links}
+    if not links:
+        del out["link"]
+    return out
 
 
 def add_replaces(body: dict[str, Any], retired: list[str]) -> dict[str, Any]:
