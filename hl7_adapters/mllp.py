@@ -51,7 +51,7 @@ OversizeHandler = Callable[[bytes, int, str], Awaitable[bytes]]
 END_GRACE = 0.5  # seconds after a trailing 0x1C without 0x0D before the frame counts as ended
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _READ_SIZE = 64 * 1024
-_HEAD_BYTES = 64 * 1024  # how much of an oversize frame is examined for its MSH
+HEAD_BYTES = 64 * 1024  # how much of an oversize frame is examined for its MSH
 # Whether several processes can share one listening port with the kernel spreading the
 # connections between them: Linux's SO_REUSEPORT. (macOS and the BSDs have the option but
 # do not balance TCP connections over the sockets; there a port stays with one process.)
@@ -90,10 +90,10 @@ def _nak(raw: bytes, error: AckError, outcome: Outcome = "error") -> bytes:
         return f"MSH|^~\\&|||||{hl7_now()}||ACK|{new_control_id()}|P|2.5\rMSA|AR|\r".encode()
 
 
-def _readable(head: bytes) -> bool:
-    """Whether an MSH can be tokenized from the start of a frame."""
+def readable_head(head: bytes) -> bool:
+    """Whether an MSH can be tokenized from the start of a frame (or HTTP body)."""
     try:
-        return bool(parse_messages(head[:_HEAD_BYTES]))
+        return bool(parse_messages(head[:HEAD_BYTES]))
     except Hl7ParseError:
         return False
     except Exception:  # a tokenizer bug must not take the connection down
@@ -293,7 +293,7 @@ class MLLPServer:
                 await self._answer(writer, reply)
             if decoder.oversize and checked != decoder.frames_started:
                 checked = decoder.frames_started
-                if not _readable(decoder.head):
+                if not readable_head(decoder.head):
                     log.warning("MLLP peer %s: oversize frame, no readable MSH; closed", peer)
                     await self._refuse(decoder.head, decoder.size, peer)
                     return
@@ -301,7 +301,7 @@ class MLLPServer:
     async def _respond(self, complete: Frame, peer: str) -> bytes | None:
         """The ACK/NAK bytes for one frame; None to close the connection."""
         if complete.oversize:
-            if not _readable(complete.payload):
+            if not readable_head(complete.payload):
                 return None
             log.warning("MLLP peer %s: frame of %d bytes over the limit", peer, complete.size)
             return await self._refuse(complete.payload, complete.size, peer)
@@ -323,7 +323,7 @@ class MLLPServer:
 
     async def _refuse(self, head: bytes, size: int, peer: str) -> bytes:
         """The reject for a frame over the limit (kept by `oversize` when one is set)."""
-        head = head[:_HEAD_BYTES]
+        head = head[:HEAD_BYTES]
         if self.oversize is not None:
             try:
                 return await self.oversize(head, size, peer)
