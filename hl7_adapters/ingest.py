@@ -49,7 +49,14 @@ from audit.events import SUCCESS, Entities, EventKind
 from audit.events import Outcome as AuditOutcome
 from audit.trail import AuditTrail, actor_of
 from hl7_adapters import checks, store
-from hl7_adapters.ack import AckError, Outcome, build_ack, build_nak, build_unreadable_ack
+from hl7_adapters.ack import (
+    AckError,
+    Outcome,
+    build_ack,
+    build_nak,
+    build_unreadable_ack,
+    split_first,
+)
 from hl7_adapters.apply import Applied, Applier, ApplyError, MessageRef, lock_keys, plan_keys
 from hl7_adapters.batch_ack import batch_ack
 from hl7_adapters.er7 import Hl7ParseError, Message, parse_batch, parse_messages
@@ -130,26 +137,43 @@ class Hl7Ingest:
         ctx: RequestContext | ContextFor,
         always_ack: bool = False,
     ) -> bytes:
-        """The ACK (or batch of ACKs) for `raw`, after everything it caused has committed.
-        b"" when the sender asked for no acknowledgment (and `always_ack` is off). Never
-        raises: a bug here still answers, with a NAK (207)."""
+        """The ACK (or batch of ACKs) for `raw`, after everything it caused has committed:
+        `respond`'s replies one after the other (HTTP answers them in one body)."""
+        replies = self.respond(raw, channel=channel, peer=peer, ctx=ctx, always_ack=always_ack)
+        return b"".join(replies)
+
+    def respond(
+        self,
+        raw: bytes,
+        *,
+        channel: str,
+        peer: str | None,
+        ctx: RequestContext | ContextFor,
+        always_ack: bool = False,
+    ) -> list[bytes]:
+        """The replies for `raw`, each to go out as one MLLP frame: the ACK(s) (in enhanced
+        mode the commit ACKs), then the application ACKs enhanced mode asks for after them
+        (ack.py); a batch is answered in one batch of ACKs. Empty replies when the sender
+        asked for no acknowledgment (and `always_ack` is off). Never raises: a bug here
+        still answers, with a NAK (207)."""
         context_for = ctx if callable(ctx) else (lambda _msg, c=ctx: c)
         try:
             try:
                 batch = parse_batch(raw)
             except Hl7ParseError as exc:
-                return self._unreadable(raw, str(exc), channel, peer, context_for)
+                return [self._unreadable(raw, str(exc), channel, peer, context_for)]
             if not batch.messages:
-                return self._unreadable(raw, "no MSH segment found", channel, peer, context_for)
+                return [self._unreadable(raw, "no MSH segment found", channel, peer, context_for)]
             acks = [
-                self._received(m, channel, peer, context_for, always_ack) for m in batch.messages
+                split_first(self._received(m, channel, peer, context_for, always_ack))
+                for m in batch.messages
             ]
             if not batch.is_batch:  # one message; or several in one frame: each answered
-                return b"".join(acks)
-            return batch_ack(batch, [a for a in acks if a])
+                return [b"".join(first for first, _ in acks), b"".join(rest for _, rest in acks)]
+            return [batch_ack(batch, [a for pair in acks for a in pair if a])]
         except Exception:
             log.exception("HL7 input of %d bytes could not be handled", len(raw))
-            return build_nak(raw, AckError(207, "Application internal error"))
+            return [build_nak(raw, AckError(207, "Application internal error"))]
 
     def refuse_oversize(
         self, head: bytes, size: int, error: AckError, *, channel: str, peer: str | None,
@@ -328,8 +352,9 @@ class Hl7Ingest:
                 return self._conclude(uow, a, decision, None, supersedes)
         except Exception:
             log.exception("a failed HL7 message could not be stored (id %s)", a.row["id"])
-            errors = [*decision.errors, *a.notes]
-            return build_ack(a.msg, decision.outcome, errors, force=a.force) or b""
+            errors = [*decision.errors, *a.notes]  # not stored: CE in enhanced mode
+            ack = build_ack(a.msg, decision.outcome, errors, force=a.force, stored=False)
+            return ack or b""
 
     def _unreadable(
         self, raw: bytes, problem: str, channel: str, peer: str | None, context_for: ContextFor

@@ -45,7 +45,9 @@ from hl7_adapters.framing import Frame, FrameDecoder, frame
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[bytes, str], Awaitable[bytes]]
+# (frame payload, peer) -> the reply, or replies each sent as a frame of its own (an
+# enhanced-mode commit ACK, then the application ACK)
+Handler = Callable[[bytes, str], Awaitable[bytes | list[bytes]]]
 # (head of the frame, its size so far, peer) -> the reject to send
 OversizeHandler = Callable[[bytes, int, str], Awaitable[bytes]]
 END_GRACE = 0.5  # seconds after a trailing 0x1C without 0x0D before the frame counts as ended
@@ -255,9 +257,12 @@ class MLLPServer:
         except TimeoutError:
             return None
 
-    async def _answer(self, writer: asyncio.StreamWriter, reply: bytes) -> None:
-        if reply:
-            writer.write(frame(reply))
+    async def _answer(self, writer: asyncio.StreamWriter, reply: bytes | list[bytes]) -> None:
+        replies = reply if isinstance(reply, list) else [reply]
+        if any(replies):
+            for one in replies:
+                if one:
+                    writer.write(frame(one))
             await writer.drain()
 
     async def _converse(
@@ -298,7 +303,7 @@ class MLLPServer:
                     await self._refuse(decoder.head, decoder.size, peer)
                     return
 
-    async def _respond(self, complete: Frame, peer: str) -> bytes | None:
+    async def _respond(self, complete: Frame, peer: str) -> bytes | list[bytes] | None:
         """The ACK/NAK bytes for one frame; None to close the connection."""
         if complete.oversize:
             if not readable_head(complete.payload):
@@ -316,6 +321,8 @@ class MLLPServer:
             self._in_handler -= 1
             if not self._in_handler:
                 self._handlers_done.set()
+        if isinstance(reply, list) and all(isinstance(r, bytes | bytearray) for r in reply):
+            return [bytes(r) for r in reply]
         if not isinstance(reply, bytes | bytearray):
             log.error("MLLP handler returned %s, not bytes", type(reply).__name__)
             return _nak(complete.payload, AckError(207, "Application internal error"))

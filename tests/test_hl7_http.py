@@ -11,6 +11,7 @@ from sqlalchemy import Engine, select
 
 from app.auth import clients
 from audit.tables import audit_event
+from hl7_adapters.er7 import parse_messages
 from hl7_adapters.tables import hl7_message
 from tests.conftest import TEST_CLIENT, LiveServer
 from tests.smart_helpers import register_client
@@ -156,6 +157,17 @@ def test_http_always_answers_even_when_no_acknowledgment_is_asked_for(hl7: httpx
     control = unique_id()
     answer = post(hl7, a01(control, unique_id("P"), msh15="NE", msh16="NE"))
     assert answer.status_code == 200 and msa(answer.content) == ("CA", control)
+
+
+def test_enhanced_mode_over_http_answers_the_commit_and_the_application_ack(
+    hl7: httpx.Client,
+) -> None:
+    """MSH-15/16 AL/AL: the body holds the CA, then the AA (it held the CA only)."""
+    control = unique_id()
+    answer = post(hl7, a01(control, unique_id("P"), msh15="AL", msh16="AL"))
+    acks = parse_messages(answer.content)
+    assert answer.status_code == 200
+    assert [(a.get("MSA-1"), a.get("MSA-2")) for a in acks] == [("CA", control), ("AA", control)]
 
 
 def test_a_batch_over_http_gets_a_batch_of_acks(hl7: httpx.Client) -> None:

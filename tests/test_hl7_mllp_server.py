@@ -253,6 +253,57 @@ def test_enhanced_mode_commit_acks_and_silence_when_asked(port: int, engine: Eng
     assert row.status == "accepted" and row.ack is None
 
 
+def test_enhanced_mode_sends_the_commit_ack_then_the_application_ack(
+    port: int, engine: Engine, client: httpx.Client
+) -> None:
+    """HL7 v2 chapter 2, enhanced mode over MLLP: a CA once the message is in safe storage,
+    then the AA/AE/AR MSH-16 asks for, as a second frame on the connection; CR for a header
+    refusal (no application ACK follows); MSH-15 ER / MSH-16 AL: only the application ACK.
+    The CA used to be the only answer, and a content error a CE."""
+    good, bad, alien, er_only, after = (unique_id() for _ in range(5))
+    mrn = unique_id("P")
+    no_pid3 = a01(bad, "", msh15="AL", msh16="AL")
+    unsupported = a01(alien, unique_id("P"), msh15="AL", msh16="AL").replace(
+        b"ADT^A01^ADT_A01", b"ZZZ^Z01", 1
+    )
+
+    async def scenario() -> list[bytes]:
+        async with MLLPClient("127.0.0.1", port) as mllp:
+            frames = [await mllp.send(a01(good, mrn, msh15="AL", msh16="AL"))]
+            frames.append(await mllp.read_frame())  # the application ACK, second frame
+            frames += [await mllp.send(no_pid3), await mllp.read_frame()]
+            frames.append(await mllp.send(unsupported))  # CR only
+            frames.append(await mllp.send(a01(er_only, unique_id("P"), msh15="ER", msh16="AL")))
+            frames.append(await mllp.send(a01(after, unique_id("P"))))  # original mode
+            return frames
+
+    frames = run(scenario())
+    assert [msa(f) for f in frames] == [
+        ("CA", good),
+        ("AA", good),
+        ("CA", bad),
+        ("AE", bad),
+        ("CR", alien),
+        ("AA", er_only),
+        ("AA", after),
+    ]
+    assert err_fields(frames[0]) == [] and ("PID^1^3^^1", "101", "E") in err_fields(frames[3])
+    assert ("MSH^1^9", "200", "E") in err_fields(frames[4])
+    assert patients(client, mrn)
+    assert [r.status for r in rows_for(engine, bad)] == ["error"]  # stored: committed
+    [row] = rows_for(engine, good)
+    assert bytes(row.ack) == frames[0] + frames[1]  # a re-send gets both again
+
+    async def resend() -> list[bytes]:
+        async with MLLPClient("127.0.0.1", port) as mllp:
+            return [
+                await mllp.send(a01(good, mrn, msh15="AL", msh16="AL")),
+                await mllp.read_frame(),
+            ]
+
+    assert run(resend()) == frames[:2]
+
+
 # ---------------------------------------------------------------- content
 
 
