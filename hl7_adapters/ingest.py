@@ -32,17 +32,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy.exc
-
 from app.context import RequestContext, Trail
-from app.errors import FhirError
-from app.fhir.instants import parse_instant
 from app.fhir.service import FhirService
 from app.fhir.storage import UnitOfWork
 from audit.events import SUCCESS, Entities, EventKind
@@ -51,17 +46,17 @@ from audit.trail import AuditTrail, actor_of
 from hl7_adapters import checks, store
 from hl7_adapters.ack import (
     AckError,
-    Outcome,
     build_ack,
     build_nak,
     build_unreadable_ack,
     split_first,
 )
-from hl7_adapters.apply import Applied, Applier, ApplyError, MessageRef, lock_keys, plan_keys
+from hl7_adapters.apply import Applied, Applier, MessageRef, lock_keys, plan_keys
 from hl7_adapters.batch_ack import batch_ack
 from hl7_adapters.er7 import Hl7ParseError, Message, parse_batch, parse_messages
 from hl7_adapters.mapping.plan import MappingError, MappingResult, UnsupportedMessage
 from hl7_adapters.optional import within_grant
+from hl7_adapters.outcomes import Decision, event_time, failure, msa1, retryable, row_error
 from hl7_adapters.tables import QUEUED
 
 log = logging.getLogger(__name__)
@@ -72,8 +67,6 @@ Mapper = Callable[[Message], MappingResult]
 ContextFor = Callable[[Message | None], RequestContext]
 
 STATUS: dict[str, str] = {"accept": "accepted", "error": "error", "reject": "rejected"}
-RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
-_MSA1 = re.compile(rb"(?:^|[\r\n])MSA(.)([A-Z]{2})")
 
 
 def default_mapper(msg: Message, *, default_offset: str | None = None) -> MappingResult:
@@ -84,16 +77,6 @@ def default_mapper(msg: Message, *, default_offset: str | None = None) -> Mappin
 
     result: MappingResult = map_message(msg, default_offset=default_offset)
     return result
-
-
-@dataclass
-class Decision:
-    """How a message ended: the ACK outcome, its ERR segments, the text kept in the store."""
-
-    outcome: Outcome  # accept | error | reject
-    errors: list[AckError] = field(default_factory=list)
-    detail: str = ""
-    internal: bool = False  # our failure (audit outcome 8), not a problem with the content
 
 
 @dataclass
@@ -190,7 +173,7 @@ class Hl7Ingest:
         ack = build_nak(head, error, "reject")
         row = store.new_row(head, msg, channel=channel, peer=peer)
         kept = f"{error.text}; its first {len(head)} of {size} bytes are kept"
-        row.update(status=store.TRUNCATED, ack=ack, ack_code=_msa1(ack), error=kept)
+        row.update(status=store.TRUNCATED, ack=ack, ack_code=msa1(ack), error=kept)
         try:
             self._store_alone(self._context(ctx, msg), row, reprocessed=False)
         except Exception:
@@ -217,7 +200,7 @@ class Hl7Ingest:
             row = store.new_row(raw, msg, channel=stored.channel, peer=stored.peer)
             row["id"] = stored.id
             mapped = self._map(msg)
-            row["event_time"] = _event_time(mapped, msg)
+            row["event_time"] = event_time(mapped, msg)
             context = self._context(ctx, msg)
             notes = checks.warnings(msg)
             self._run(Attempt(msg, row, mapped, context, True, reprocess=True, notes=notes))
@@ -241,7 +224,7 @@ class Hl7Ingest:
     ) -> bytes:
         row = store.new_row(msg.raw, msg, channel=channel, peer=peer)
         mapped = self._map(msg)
-        row["event_time"] = _event_time(mapped, msg)
+        row["event_time"] = event_time(mapped, msg)
         context = self._context(context_for, msg)
         return self._run(Attempt(msg, row, mapped, context, force, notes=checks.warnings(msg)))
 
@@ -267,9 +250,9 @@ class Hl7Ingest:
             try:
                 return self._commit(attempt)
             except Exception as exc:
-                if _retryable(exc) and number < self.attempts:
+                if retryable(exc) and number < self.attempts:
                     continue
-                decision = _failure(exc)
+                decision = failure(exc)
                 break
         return self._conclude_failed(attempt, decision)
 
@@ -334,8 +317,8 @@ class Hl7Ingest:
         produced = applied.produced if applied else []
         row.update(
             ack=ack or None,
-            ack_code=_msa1(ack),
-            error=_detail(decision.detail, a.notes),
+            ack_code=msa1(ack),
+            error=row_error(decision.detail, a.notes),
             produced=store.produced_json(produced),
             provenance_id=applied.provenance_id if applied else None,
         )
@@ -362,7 +345,7 @@ class Hl7Ingest:
         """Input with no readable MSH: AR/CR, and the bytes kept as a rejected message."""
         ack = build_unreadable_ack(raw, problem)
         row = store.new_row(raw, None, channel=channel, peer=peer)
-        row.update(status="rejected", ack=ack, ack_code=_msa1(ack), error=problem)
+        row.update(status="rejected", ack=ack, ack_code=msa1(ack), error=problem)
         try:
             self._store_alone(self._context(context_for, None), row, reprocessed=False)
         except Exception:
@@ -441,55 +424,3 @@ def _message_ref(row: dict[str, Any]) -> MessageRef:
         row["sending_application"],
         row["sending_facility"],
     )
-
-
-def _event_time(mapped: MappingResult | Decision, msg: Message) -> int | None:
-    """EVN-2 as the mapping read it, else MSH-7, in epoch microseconds; None if neither."""
-    value = mapped.event_time if isinstance(mapped, MappingResult) else None
-    value = value or msg.timestamp_fhir
-    if not value:
-        return None
-    try:
-        return parse_instant(value)
-    except (ValueError, OverflowError):
-        return None
-
-
-def _detail(detail: str, notes: list[AckError]) -> str | None:
-    """The row's error text: why it failed, and what the parser repaired (kept with the
-    message also when it was accepted, or when no ACK was sent)."""
-    repaired = "; ".join(n.text for n in notes)
-    if repaired:
-        detail = f"{detail}; parser warnings: {repaired}" if detail else f"warnings: {repaired}"
-    return detail or None  # (store.save cuts it to the column)
-
-
-def _msa1(ack: bytes) -> str | None:
-    found = _MSA1.search(ack)
-    return found.group(2).decode() if found else None
-
-
-def _retryable(exc: Exception) -> bool:
-    if isinstance(exc, FhirError):
-        return exc.status in (409, 412)
-    if isinstance(exc, sqlalchemy.exc.DBAPIError):
-        return getattr(exc.orig, "sqlstate", None) in RETRY_SQLSTATES
-    return False
-
-
-def _failure(exc: Exception) -> Decision:
-    """What to answer when applying failed (the transaction rolled back)."""
-    if isinstance(exc, ApplyError):
-        return Decision("error", [exc.error], str(exc))
-    if isinstance(exc, FhirError) and exc.status < 500:
-        detail = f"{exc.status} {exc.message}"
-        if exc.status in (401, 403):
-            return Decision("reject", [AckError(207, f"not allowed: {exc.message}")], detail)
-        if exc.status in (409, 412):
-            text = "a record it changes was being changed concurrently; send it again"
-            return Decision("error", [AckError(206, text)], detail)
-        refused = AckError(207, f"refused by the FHIR store: {exc.message}")
-        return Decision("error", [refused], detail)
-    log.error("applying an HL7 message failed", exc_info=exc)
-    detail = f"{type(exc).__name__}: {exc}"[:4000]
-    return Decision("error", [AckError(207, "Application internal error")], detail, True)
