@@ -31,6 +31,7 @@ Decisions (docs/hl7v2.md has the whole story):
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -90,6 +91,9 @@ class Attempt:
     original: Any | None = None  # the accepted receipt this one re-sends (a duplicate)
     warnings: list[AckError] = field(default_factory=list)  # found while looking back
     notes: list[AckError] = field(default_factory=list)  # the parser's repairs (checks.py)
+    reapply: bool = False  # re-applying an accepted message: it stays accepted, come what may
+    before: list[str] = field(default_factory=list)  # what it produced before (reapply)
+    decision: Decision | None = None  # how this attempt ended
 
 
 class Hl7Ingest:
@@ -180,14 +184,25 @@ class Hl7Ingest:
             log.exception("an oversize HL7 message could not be stored")
         return ack
 
-    def reprocess(self, message_id: str, ctx: ContextFor) -> dict[str, Any]:
+    def reprocess(
+        self, message_id: str, ctx: ContextFor, *, accepted: bool = False
+    ) -> dict[str, Any]:
         """Run a stored error/rejected message again (after a mapping fix); its row records
-        the new outcome. Raises LookupError (unknown id) or ValueError (not in the queue)."""
+        the new outcome. Raises LookupError (unknown id) or ValueError (not in the queue).
+
+        ``accepted``: re-apply an accepted message instead (after a mapping improvement),
+        through the same door: its upserts find their resources and update them, so nothing
+        is duplicated, and a message whose mapping would create a resource again (nothing
+        identifies it, e.g. a visit without number or time) is left alone. The row stays
+        `accepted` whatever happens (its resources are there); the summary says
+        ``reapplied`` and, when not, why."""
         stored = store.load(self.service.engine, message_id)
         if stored is None:
             raise LookupError(f"no message {message_id} in the store")
-        if stored.status not in QUEUED:
-            raise ValueError(f"message {message_id} is {stored.status}; only {QUEUED} rerun")
+        wanted = ("accepted",) if accepted else QUEUED
+        if stored.status not in wanted:
+            hint = " (re-apply it with --accepted)" if stored.status == "accepted" else ""
+            raise ValueError(f"message {message_id} is {stored.status}; only {wanted} rerun{hint}")
         raw = bytes(stored.raw)
         try:
             messages = parse_batch(raw).messages
@@ -195,6 +210,7 @@ class Hl7Ingest:
             messages, problem = [], str(exc)
         else:
             problem = f"holds {len(messages)} messages, not one"
+        reason = None
         if len(messages) == 1:
             msg = messages[0]
             row = store.new_row(raw, msg, channel=stored.channel, peer=stored.peer)
@@ -203,14 +219,26 @@ class Hl7Ingest:
             row["event_time"] = event_time(mapped, msg)
             context = self._context(ctx, msg)
             notes = checks.warnings(msg)
-            self._run(Attempt(msg, row, mapped, context, True, reprocess=True, notes=notes))
+            reason = not_reappliable(mapped) if accepted else None
+            if reason is None:
+                before = json.loads(stored.produced) if accepted and stored.produced else []
+                attempt = Attempt(msg, row, mapped, context, True, reprocess=True, notes=notes)
+                attempt.reapply, attempt.before = accepted, before
+                self._run(attempt)
+                ended = attempt.decision
+                if accepted and ended is not None and ended.outcome != "accept":
+                    reason = ended.detail or "applying it failed"
+        elif accepted:
+            reason = f"unreadable now: {problem}"
         else:
             row = store.new_row(raw, None, channel=stored.channel, peer=stored.peer)
             row.update(id=stored.id, status="rejected", error=f"still unreadable: {problem}")
             self._store_alone(self._context(ctx, None), row, reprocessed=True)
         found = store.load(self.service.engine, message_id)
         assert found is not None
-        return store.summary(found)
+        if not accepted:
+            return store.summary(found)
+        return {**store.summary(found), "reapplied": reason is None, "reason": reason}
 
     # ------------------------------------------------------------ one message
 
@@ -305,6 +333,7 @@ class Hl7Ingest:
     ) -> bytes:
         """Fix the ACK, fill in the row, save it and the message's audit record (in `uow`)."""
         row, original = a.row, a.original
+        a.decision = decision
         errors = [*decision.errors, *a.warnings, *a.notes]
         if original is not None and original.ack is not None and not original.reprocess_count:
             ack = bytes(original.ack)  # exactly what the original got
@@ -315,6 +344,8 @@ class Hl7Ingest:
         else:
             row.update(status=STATUS[decision.outcome], duplicate_of=None)
         produced = applied.produced if applied else []
+        if a.reapply:  # what it produced first stays listed, the versions written now after
+            produced = [*a.before, *produced]
         row.update(
             ack=ack or None,
             ack_code=msa1(ack),
@@ -329,6 +360,14 @@ class Hl7Ingest:
     def _conclude_failed(self, a: Attempt, decision: Decision) -> bytes:
         """The message failed and its transaction rolled back: keep it, raw, as failed."""
         a.original = None  # a duplicate's answer needs its commit to stand: this one failed
+        if a.reapply:  # still accepted: the first application stands; the failure is audited
+            a.decision = decision
+            try:
+                with self.service.unit_of_work(a.ctx, write=True) as uow:
+                    self._audit(uow, a.ctx, {**a.row, "status": "error"}, decision, [], [])
+            except Exception:
+                log.exception("a failed re-application could not be audited (id %s)", a.row["id"])
+            return b""
         try:
             with self.service.unit_of_work(a.ctx, write=True) as uow:
                 supersedes = [] if a.reprocess else store.earlier(uow, a.row).failed
@@ -424,3 +463,16 @@ def _message_ref(row: dict[str, Any]) -> MessageRef:
         row["sending_application"],
         row["sending_facility"],
     )
+
+
+def not_reappliable(mapped: MappingResult | Decision) -> str | None:
+    """Why an accepted message cannot be re-applied without harm; None when it can."""
+    if isinstance(mapped, Decision):
+        return f"the mapping refuses it now: {mapped.detail}"
+    again = sorted({p.resource_type for p in mapped.planned if p.mode == "create"})
+    if again:
+        return (
+            f"it would create {', '.join(again)} again: nothing identifies "
+            "such a resource across messages (no visit or order number)"
+        )
+    return None
