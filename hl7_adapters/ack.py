@@ -11,11 +11,13 @@ Rules followed (HL7 v2 chapter 2, acknowledgment modes):
   could not be stored at all. It is sent when MSH-15 asks for it in that outcome (HL7 table
   0155: AL always, NE never, ER on CE/CR, SU on CA; empty counts as AL). Then, for a
   committed message, the application acknowledgment AA/AE/AR with the processing outcome,
-  when MSH-16 asks (the same table; empty: none). The two are separate ACK messages;
-  ``build_ack`` returns them one after the other, and ``split_first`` parts them (MLLP
-  sends them as two frames). When neither is wanted ``build_ack`` returns None -- unless
-  ``force`` is set (HTTP always answers; the MLLP server reports its own failures), which
-  yields the commit ACK, carrying the processing's findings as its ERR segments.
+  when MSH-16 asks (the same table; empty: none); for a message not committed only when
+  MSH-15 kept the commit ACK back (so NE/AL still hears AR for an unsupported message).
+  The two are separate ACK messages; ``build_ack`` returns them one after the other, and
+  ``split_first`` parts them (MLLP sends them as two frames). When neither is wanted
+  ``build_ack`` returns None -- unless ``force`` is set (HTTP always answers; the MLLP
+  server reports its own failures), which yields the commit ACK, carrying the processing's
+  findings as its ERR segments.
 * The ACK swaps sending and receiving application/facility, gets a new control ID, keeps
   MSH-2, MSH-11, MSH-12 and MSH-18 of the message, MSH-9 = ACK^<trigger>^ACK; MSA-2 = MSH-10.
 * ERR: v2.5+ uses ERR-2 (location), ERR-3 (HL7 table 0357 code), ERR-4 (severity) and ERR-8
@@ -138,7 +140,11 @@ def ack_codes(
     application = msg.application_ack_type
     wanted_application = bool(application) and _condition_met(application, outcome)
     codes = [ENHANCED_CODES[commit]] if wanted_commit else []
-    if commit == "accept" and wanted_application:
+    # The application ACK follows a committed message. A message not committed gets none --
+    # unless the sender hears of it no other way (MSH-15 NE/SU): then the AR/AE that MSH-16
+    # asks for, so that a sender waiting for its application ACK (IHE PCD-01: NE/AL) is not
+    # left waiting.
+    if wanted_application and (commit == "accept" or not wanted_commit):
         codes.append(ORIGINAL_CODES[outcome])
     if force and not codes:  # one answer, carrying whatever processing found
         codes.append(ENHANCED_CODES[commit])

@@ -151,11 +151,13 @@ BAD_FIELD = AckError(102, "PID-7 is not a date", "E", "PID", 1, 7)
         ("ER", "AL", "reject", [UNSUPPORTED], True, ["CR"]),
         ("SU", "AL", "error", [BAD_FIELD], True, ["CA", "AE"]),
         ("SU", "NE", "error", [BAD_FIELD], True, ["CA"]),
-        ("SU", "AL", "error", [BAD_FIELD], False, []),
+        ("SU", "AL", "error", [BAD_FIELD], False, ["AE"]),  # no CE asked for: the AE
         ("NE", "AL", "accept", [], True, ["AA"]),  # IHE PCD-01 style
         ("NE", "ER", "accept", [], True, []),
         ("NE", "ER", "error", [BAD_FIELD], True, ["AE"]),
-        ("NE", "ER", "reject", [UNSUPPORTED], True, []),  # commit rejected: no application ACK
+        # not committed, and the sender hears of it no other way: the application reject
+        ("NE", "ER", "reject", [UNSUPPORTED], True, ["AR"]),
+        ("NE", "AL", "reject", [UNSUPPORTED], True, ["AR"]),
         ("NE", "NE", "accept", [], True, []),
         ("NE", "NE", "error", [BAD_FIELD], True, []),
         ("", "AL", "accept", [], True, ["CA", "AA"]),  # MSH-15 empty counts as AL
