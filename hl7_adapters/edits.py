@@ -8,11 +8,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode
 
+from app.fhir.instants import to_instant
 from hl7_adapters.ack import AckError
-from hl7_adapters.mapping.plan import MappingResult
+from hl7_adapters.mapping.plan import MappingResult, Merge, Planned
 
 
 class UnresolvedReference(ValueError):
@@ -260,3 +261,23 @@ def token_parts(token: str) -> list[str]:
             current.append(ch)
     parts.append("".join(current))
     return parts
+
+
+# ---------------------------------------------------------------- ERRs about edits
+
+
+def merge_error(
+    m: Merge, problem: str, severity: Literal["E", "W"] = "E", code: int = 205
+) -> AckError:
+    """An ERR about a merge's MRG-1 (`problem` follows the identifier in the text)."""
+    segment, sequence, field_ = m.origin or ("MRG", 1, 1)
+    text = f"MRG-1 {shown(m.retired)} {problem}"
+    return AckError(code, text, severity, segment, sequence, field_)
+
+
+def stale_warning(p: Planned, newer: int) -> AckError:
+    """W: the resource holds data newer than the message (named as sent, not by our id)."""
+    segment, sequence, field_ = p.origin or ("", None, None)
+    named = shown(p.match or "") or "named here"
+    text = f"the {p.resource_type} {named} holds data from {to_instant(newer)}, newer than "
+    return AckError(0, text + "this message; kept", "W", segment, sequence, field_)
