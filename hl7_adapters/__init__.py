@@ -15,6 +15,7 @@ Into the server:
 * ``mapping``    message -> the FHIR resources it asks for (pure; the v2-to-FHIR IG tables)
 * ``ingest``     bytes -> ACK: duplicates, mapping, ``apply`` (through the one door), the
                  message ``store``, audit, Provenance, in one transaction; ACK after commit
+                 (``outcomes``: how a message ended); reprocess and re-apply
 * ``feeds``      the MLLP listener in ``serve``; ``router`` POST /hl7/v2; ``commands`` the CLI
 
 docs/hl7v2.md tells the whole story.

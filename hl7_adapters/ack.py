@@ -3,12 +3,21 @@
 Rules followed (HL7 v2 chapter 2, acknowledgment modes):
 
 * Original mode when MSH-15 and MSH-16 are both empty: one application ACK, AA/AE/AR.
-* Enhanced mode otherwise. Our reply is sent after the commit, i.e. it is a commit (accept)
-  acknowledgment: CA/CE/CR when MSH-15 asks for one in this outcome (AL, ER on errors, SU on
-  success; empty counts as AL). When it does not but MSH-16 does, the application answer
-  (AA/AE/AR) is sent instead, on the same connection, because nothing will be sent later.
-  When neither asks (e.g. NE/NE), ``build_ack`` returns None -- unless ``force`` is set, which
-  the MLLP server uses for its own failures so that a sender always learns of them.
+* Enhanced mode otherwise, as an integration engine answers: first the accept (commit)
+  acknowledgment, which says whether the message is in safe storage -- CA when it was
+  committed (whatever processing found: every message is kept in the message store), CR
+  when it was refused for its header (unsupported type, event or version, a processing id
+  not taken, no MSH-10, over the size limit: HL7 table 0008 "commit reject"), CE when it
+  could not be stored at all. It is sent when MSH-15 asks for it in that outcome (HL7 table
+  0155: AL always, NE never, ER on CE/CR, SU on CA; empty counts as AL). Then, for a
+  committed message, the application acknowledgment AA/AE/AR with the processing outcome,
+  when MSH-16 asks (the same table; empty: none); for a message not committed only when
+  MSH-15 kept the commit ACK back (so NE/AL still hears AR for an unsupported message).
+  The two are separate ACK messages; ``build_ack`` returns them one after the other, and
+  ``split_first`` parts them (MLLP sends them as two frames). When neither is wanted
+  ``build_ack`` returns None -- unless ``force`` is set (HTTP always answers; the MLLP
+  server reports its own failures), which yields the commit ACK, carrying the processing's
+  findings as its ERR segments.
 * The ACK swaps sending and receiving application/facility, gets a new control ID, keeps
   MSH-2, MSH-11, MSH-12 and MSH-18 of the message, MSH-9 = ACK^<trigger>^ACK; MSA-2 = MSH-10.
 * ERR: v2.5+ uses ERR-2 (location), ERR-3 (HL7 table 0357 code), ERR-4 (severity) and ERR-8
@@ -95,15 +104,69 @@ def _condition_met(condition: str, outcome: Outcome) -> bool:
     return True  # AL, empty, or a value we do not know: acknowledge rather than stay silent
 
 
-def ack_code(msg: Message, outcome: Outcome, *, force: bool = False) -> str | None:
-    """The MSA-1 code for an outcome under the message's acknowledgment mode, None for none."""
+# Errors that refuse a message for its header: the commit is rejected (CR), not only the
+# application's processing (HL7 table 0008: "interaction identifier, version or processing
+# mode incompatible"; we count the size limit and a missing control id with them).
+COMMIT_REJECT_CODES = frozenset({104, 200, 201, 202, 203})
+
+
+def _refuses_header(err: AckError) -> bool:
+    if err.severity not in ("E", "F"):
+        return False
+    return err.code in COMMIT_REJECT_CODES or (err.segment, err.field, err.code) == ("MSH", 10, 101)
+
+
+def commit_outcome(outcome: Outcome, errors: Sequence[AckError], stored: bool) -> Outcome:
+    """Enhanced mode's accept acknowledgment: reject for a header refusal, accept when the
+    message is in safe storage (whatever its processing found), error when it is not."""
+    if outcome == "reject" and any(_refuses_header(e) for e in errors):
+        return "reject"
+    return "accept" if stored else "error"
+
+
+def ack_codes(
+    msg: Message,
+    outcome: Outcome,
+    errors: Sequence[AckError] = (),
+    *,
+    stored: bool = True,
+    force: bool = False,
+) -> list[str]:
+    """The MSA-1 codes of the ACKs to send, in order (rules in the module doc); [] for none."""
     if not msg.enhanced_ack_mode:
-        return ORIGINAL_CODES[outcome]
-    if _condition_met(msg.accept_ack_type or "AL", outcome):
-        return ENHANCED_CODES[outcome]
-    if msg.application_ack_type and _condition_met(msg.application_ack_type, outcome):
-        return ORIGINAL_CODES[outcome]
-    return ENHANCED_CODES[outcome] if force else None
+        return [ORIGINAL_CODES[outcome]]
+    commit = commit_outcome(outcome, errors, stored)
+    wanted_commit = _condition_met(msg.accept_ack_type or "AL", commit)
+    application = msg.application_ack_type
+    wanted_application = bool(application) and _condition_met(application, outcome)
+    codes = [ENHANCED_CODES[commit]] if wanted_commit else []
+    # The application ACK follows a committed message. A message not committed gets none --
+    # unless the sender hears of it no other way (MSH-15 NE/SU): then the AR/AE that MSH-16
+    # asks for, so that a sender waiting for its application ACK (IHE PCD-01: NE/AL) is not
+    # left waiting.
+    if wanted_application and (commit == "accept" or not wanted_commit):
+        codes.append(ORIGINAL_CODES[outcome])
+    if force and not codes:  # one answer, carrying whatever processing found
+        codes.append(ENHANCED_CODES[commit])
+    return codes
+
+
+def ack_code(msg: Message, outcome: Outcome, *, force: bool = False) -> str | None:
+    """The MSA-1 code of the first ACK sent for an outcome, None when none is sent."""
+    codes = ack_codes(msg, outcome, force=force)
+    return codes[0] if codes else None
+
+
+_NEXT_MESSAGE = re.compile(rb"\rMSH")
+
+
+def split_first(acks: bytes) -> tuple[bytes, bytes]:
+    """(the first ACK message, the rest): an enhanced-mode commit ACK and the application
+    ACK after it. Within an ACK, CR only ends segments (texts are escaped)."""
+    found = _NEXT_MESSAGE.search(acks)
+    if found is None:
+        return acks, b""
+    return acks[: found.start() + 1], acks[found.start() + 1 :]
 
 
 def _join(values: Sequence[str], sep: str) -> str:
@@ -167,17 +230,37 @@ def build_ack(
     errors: Sequence[AckError] = (),
     *,
     force: bool = False,
+    stored: bool = True,
     code: str | None = None,
     control_id: str | None = None,
     timestamp: str | None = None,
 ) -> bytes | None:
-    """The encoded ACK for ``msg`` (same delimiters and character set), or None if not wanted.
+    """The encoded ACK(s) for ``msg`` (same delimiters and character set), or None if none is
+    wanted: in enhanced mode the commit ACK, then the application ACK (module doc).
 
+    ``stored``: whether the message is in safe storage (False: CE in enhanced mode).
     ``code`` overrides the MSA-1 code chosen from ``outcome`` and the MSH-15/16 rules.
     """
-    code = code or ack_code(msg, outcome, force=force)
-    if code is None:
+    codes = [code] if code else ack_codes(msg, outcome, errors, stored=stored, force=force)
+    if not codes:
         return None
+    parts = []
+    for n, one in enumerate(codes):
+        # A commit accept says the message is stored, no more: the findings of processing go
+        # in the application ACK that follows (or with the CA itself when none follows).
+        shown = () if one == "CA" and len(codes) > 1 else errors
+        ident = control_id if n == 0 else None
+        parts.append(_encode(msg, one, shown, ident, timestamp))
+    return b"".join(parts)
+
+
+def _encode(
+    msg: Message,
+    code: str,
+    errors: Sequence[AckError],
+    control_id: str | None,
+    timestamp: str | None,
+) -> bytes:
     msh, d = msg.msh, msg.delimiters
     version = msg.version
     trigger = escape(msg.trigger_event, d)
@@ -261,6 +344,8 @@ def build_nak(raw: bytes, error: AckError, outcome: Outcome = "error") -> bytes:
         messages = []
     if not messages:
         return build_unreadable_ack(raw, error.text)
-    nak = build_ack(messages[0], outcome, [error], force=True)
+    # Nothing of it was stored as received (a failure, or a reject of the header): in
+    # enhanced mode CE, or CR for a header refusal such as the size limit.
+    nak = build_ack(messages[0], outcome, [error], force=True, stored=False)
     assert nak is not None  # force=True always yields a code
     return nak

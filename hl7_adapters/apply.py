@@ -40,14 +40,13 @@ import functools
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import bindparam, select, text, tuple_
 from sqlalchemy.dialects import sqlite
 
 from app.errors import FhirError, Gone, NotFound
 from app.fhir import jsonio
-from app.fhir.instants import to_instant
 from app.fhir.service import FhirService, WriteOutcome
 from app.fhir.storage import StoredVersion, UnitOfWork
 from hl7_adapters.ack import AckError
@@ -55,14 +54,18 @@ from hl7_adapters.edits import (
     CONTROL_CHARACTERS,
     UnresolvedReference,
     add_replaces,
+    drop_replaces,
     fhir_strings,
     link,
     merge_elements,
+    merge_error,
     placeholder_patient,
     replaced_by,
+    replaces,
     retire,
     rewrite,
     shown,
+    stale_warning,
     without_server_elements,
 )
 from hl7_adapters.lookahead import Lookahead
@@ -219,7 +222,7 @@ class _Run:
         stale_after = self._clock(rtype, rid)
         if self.event_time is not None and stale_after is not None:
             if self.event_time < stale_after:
-                self.applied.warnings.append(_stale_warning(p, stale_after))
+                self.applied.warnings.append(stale_warning(p, stale_after))
                 return
         keep = ("identifier",) if redirected else ()
         merged = merge_elements(current, body, p.nulls, keep)
@@ -298,12 +301,12 @@ class _Run:
         survivor = self._merge_survivor(m)
         retired = self.service.find_ids(self.uow, "Patient", m.retired, limit=10)
         if survivor in retired:  # PID and MRG name one patient (also: a merge reversed)
-            raise ApplyError(_merge_error(m, "names the surviving patient (PID-3) itself"))
+            raise ApplyError(merge_error(m, "names the surviving patient (PID-3) itself"))
         if not retired:
             placeholder = placeholder_patient(m.retired)
             if placeholder is None:
                 self.applied.warnings.append(
-                    _merge_error(m, "matches no patient; nothing retired", "W", 204)
+                    merge_error(m, "matches no patient; nothing retired", "W", 204)
                 )
                 return
             # The retired record never reached us: keep its identifier, pointing at the
@@ -313,12 +316,29 @@ class _Run:
             self._wrote(None, outcome)
             retired = [outcome.version.id]
             text = "is not known; an inactive Patient carrying it now points at the survivor"
-            self.applied.warnings.append(_merge_error(m, text, "W", 204))
+            self.applied.warnings.append(merge_error(m, text, "W", 204))
         else:
-            for rid in retired:
-                self._edit("Patient", rid, functools.partial(retire, survivor=survivor))
+            retired = self._retire(retired, survivor)
         self._edit("Patient", survivor, functools.partial(add_replaces, retired=retired))
         self._note_patient(survivor)
+
+    def _retire(self, retired: list[str], survivor: str) -> list[str]:
+        """Retire each patient into `survivor` and keep every chain one hop long: a patient
+        merged earlier into a retired one (B into A, now A into C) points at the survivor
+        too, and an earlier survivor of a re-merged patient (B into A, now B into C) loses
+        its "replaces". Returns every patient the survivor now replaces."""
+        replaced = list(retired)
+        for rid in retired:
+            _, body = self._body("Patient", rid)
+            earlier, absorbed = replaced_by(body), replaces(body)
+            self._edit("Patient", rid, functools.partial(retire, survivor=survivor))
+            if earlier is not None and earlier != survivor:
+                self._edit("Patient", earlier, functools.partial(drop_replaces, retired=[rid]))
+            for other in absorbed:
+                if other != survivor and other not in replaced:
+                    self._edit("Patient", other, functools.partial(retire, survivor=survivor))
+                    replaced.append(other)
+        return replaced
 
     def _merge_survivor(self, m: Merge) -> str:
         """The Patient the PID names, after following merges: a PID naming a patient that
@@ -473,20 +493,3 @@ def _sqlite_clock_upsert() -> Any:
         index_elements=["resource_type", "resource_id"],
         set_={"event_time": stmt.excluded.event_time, "message_id": stmt.excluded.message_id},
     )
-
-
-def _merge_error(
-    m: Merge, problem: str, severity: Literal["E", "W"] = "E", code: int = 205
-) -> AckError:
-    """An ERR about a merge's MRG-1 (`problem` follows the identifier in the text)."""
-    segment, sequence, field_ = m.origin or ("MRG", 1, 1)
-    text = f"MRG-1 {shown(m.retired)} {problem}"
-    return AckError(code, text, severity, segment, sequence, field_)
-
-
-def _stale_warning(p: Planned, newer: int) -> AckError:
-    """W: the resource holds data newer than the message (named as sent, not by our id)."""
-    segment, sequence, field_ = p.origin or ("", None, None)
-    named = shown(p.match or "") or "named here"
-    text = f"the {p.resource_type} {named} holds data from {to_instant(newer)}, newer than "
-    return AckError(0, text + "this message; kept", "W", segment, sequence, field_)

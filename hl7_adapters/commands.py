@@ -6,7 +6,10 @@ directly, print JSON, and print `error: ...` to stderr with exit status 2 on ref
 `hl7 reprocess` runs stored messages again after a mapping fix, through the same pipeline and
 door as a live message (as the feed identity `hl7-reprocess:<MSH-3>`); each message's row
 records the new outcome (status, error, produced resources, reprocess count) and the run is
-audited. It exits 1 when a message is still not accepted.
+audited. It exits 1 when a message is still not accepted. With `--accepted` it re-applies
+accepted messages instead (one id, or those received `--since` [`--until`]), after a mapping
+improvement: upserts update what the first run wrote, nothing is duplicated (a message that
+would create a resource again is left alone), and it exits 1 when one was not re-applied.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-from app.fhir.instants import to_instant
+from app.fhir.instants import parse_instant, to_instant
 from app.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -40,7 +43,16 @@ def add_commands(commands: Any) -> None:
     which = again.add_mutually_exclusive_group(required=True)
     which.add_argument("id", nargs="?", help="a message id (from `hl7 errors`)")
     which.add_argument("--errors", action="store_true", help="every message in the queue")
-    again.add_argument("--limit", type=int, default=1000, help="at most this many (--errors)")
+    which.add_argument("--since", help="accepted messages received from then (with --accepted)")
+    again.add_argument("--until", help="... and before then (a date or instant, exclusive)")
+    again.add_argument(
+        "--accepted",
+        action="store_true",
+        help="re-apply accepted messages (an id, or --since) with today's mapping",
+    )
+    again.add_argument(
+        "--limit", type=int, default=1000, help="at most this many (--errors/--since)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +64,22 @@ def run(args: argparse.Namespace) -> int:
         return _serve_mllp(settings, args.host, args.port)
     if args.action == "errors":
         return _errors(settings, args.limit)
-    return _reprocess(settings, args.id, args.errors, args.limit)
+    if args.accepted and args.errors:
+        return _refuse("--accepted re-applies accepted messages; --errors takes the error queue")
+    if (args.since or args.until) and not args.accepted:
+        return _refuse("--since/--until select accepted messages: add --accepted")
+    if args.until and not args.since:
+        return _refuse("--until needs --since")
+    try:
+        window = [parse_instant(t) if t else None for t in (args.since, args.until)]
+    except ValueError as exc:
+        return _refuse(f"--since/--until: not a date or instant ({exc})")
+    return _reprocess(settings, args, window[0], window[1])
+
+
+def _refuse(text: str) -> int:
+    print(f"error: {text}", file=sys.stderr)
+    return 2
 
 
 def _app(settings: Settings) -> FastAPI:
@@ -75,7 +102,9 @@ def _errors(settings: Settings, limit: int) -> int:
     return 0
 
 
-def _reprocess(settings: Settings, message_id: str | None, everything: bool, limit: int) -> int:
+def _reprocess(
+    settings: Settings, args: argparse.Namespace, since: int | None, until: int | None
+) -> int:
     from hl7_adapters import store
     from hl7_adapters.feeds import feed_identity
 
@@ -85,24 +114,27 @@ def _reprocess(settings: Settings, message_id: str | None, everything: bool, lim
         "hl7-reprocess",
         address=None,
         base_url=settings.fhir_base_url,
-        request_line="CLI hl7 reprocess",
+        request_line="CLI hl7 reprocess" + (" --accepted" if args.accepted else ""),
     )
     try:
-        if everything:
-            ids = [r.id for r in store.error_queue(app.state.engine, limit=limit)]
+        if args.errors:
+            ids = [r.id for r in store.error_queue(app.state.engine, limit=args.limit)]
+        elif since is not None:
+            found = store.accepted_between(app.state.engine, since, until, limit=args.limit)
+            ids = [r.id for r in found]
         else:
-            assert message_id is not None
-            ids = [message_id]
+            ids = [args.id]
         results = []
         for one in ids:
             try:
-                results.append(_printable(ingest.reprocess(one, identity)))
+                results.append(_printable(ingest.reprocess(one, identity, accepted=args.accepted)))
             except (LookupError, ValueError) as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
+                return _refuse(str(exc))
     finally:
         app.state.engine.dispose()
     print(json.dumps(results, indent=2))
+    if args.accepted:
+        return 0 if all(r["reapplied"] for r in results) else 1
     return 0 if all(r["status"] == "accepted" for r in results) else 1
 
 

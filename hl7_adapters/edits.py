@@ -8,11 +8,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode
 
+from app.fhir.instants import to_instant
 from hl7_adapters.ack import AckError
-from hl7_adapters.mapping.plan import MappingResult
+from hl7_adapters.mapping.plan import MappingResult, Merge, Planned
 
 
 class UnresolvedReference(ValueError):
@@ -94,15 +95,21 @@ def merge_elements(
 
     A null may name a child of a top-level element (``period.end``): that child goes, its
     siblings stay, and an element left empty goes too (A13 ends a discharge this way).
+    ``extension`` is merged per URL, and ``extension[<url>]`` as a null removes one URL's.
     """
     merged = dict(stored)
     siblings = _choice_siblings(str(stored.get("resourceType") or mapped.get("resourceType")))
     for key, value in mapped.items():
-        if key not in keep:
+        if key == "extension" and key not in keep:
+            merged[key] = _merged_extensions(stored.get(key), value)
+        elif key not in keep:
             merged[key] = value
             for other in siblings.get(key, ()):  # effectiveDateTime replaces effectivePeriod
                 merged.pop(other, None)
     for path in nulls:
+        if path.startswith("extension[") and path.endswith("]"):
+            _drop_extensions(merged, path[len("extension[") : -1])
+            continue
         key, _, child = path.partition(".")
         if key in keep:
             continue
@@ -115,6 +122,23 @@ def merge_elements(
             else:
                 del merged[key]
     return merged
+
+
+def _merged_extensions(stored: Any, mapped: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Extensions are replaced per URL: the message's own URLs replace the stored extensions
+    of those URLs, extensions of any other URL (another channel's, another field's) stay."""
+    sent = {e.get("url") for e in mapped}
+    kept = [e for e in stored or [] if isinstance(e, dict) and e.get("url") not in sent]
+    return kept + mapped
+
+
+def _drop_extensions(merged: dict[str, Any], url: str) -> None:
+    """A null for one extension URL (``extension[<url>]``): those extensions go."""
+    rest = [e for e in merged.get("extension") or [] if e.get("url") != url]
+    if rest:
+        merged["extension"] = rest
+    else:
+        merged.pop("extension", None)
 
 
 @cache
@@ -146,9 +170,32 @@ def replaced_by(body: dict[str, Any]) -> str | None:
     return None
 
 
+def replaces(body: dict[str, Any]) -> list[str]:
+    """The Patients this one replaces (merged into it earlier)."""
+    return [
+        str(ref.removeprefix("Patient/"))
+        for entry in body.get("link") or []
+        if entry.get("type") == "replaces"
+        and (ref := (entry.get("other") or {}).get("reference", "")).startswith("Patient/")
+    ]
+
+
 def retire(body: dict[str, Any], survivor: str) -> dict[str, Any]:
-    links = [link for link in body.get("link") or [] if link.get("type") != "replaced-by"]
-    return {**body, "active": False, "link": [*links, link(survivor, "replaced-by")]}
+    """Inactive, replaced by `survivor`. Its own replaced-by and replaces links go: the
+    patients it had replaced are the survivor's now (merge moves them), so no retired record
+    keeps a stale "replaces"."""
+    kept = [e for e in body.get("link") or [] if e.get("type") not in ("replaced-by", "replaces")]
+    return {**body, "active": False, "link": [*kept, link(survivor, "replaced-by")]}
+
+
+def drop_replaces(body: dict[str, Any], retired: list[str]) -> dict[str, Any]:
+    """Without the "replaces" links to `retired` (re-merged into another survivor)."""
+    gone = [link(rid, "replaces") for rid in retired]
+    links = [e for e in body.get("link") or [] if e not in gone]
+    out = {**body, "link": links}
+    if not links:
+        del out["link"]
+    return out
 
 
 def add_replaces(body: dict[str, Any], retired: list[str]) -> dict[str, Any]:
@@ -214,3 +261,23 @@ def token_parts(token: str) -> list[str]:
             current.append(ch)
     parts.append("".join(current))
     return parts
+
+
+# ---------------------------------------------------------------- ERRs about edits
+
+
+def merge_error(
+    m: Merge, problem: str, severity: Literal["E", "W"] = "E", code: int = 205
+) -> AckError:
+    """An ERR about a merge's MRG-1 (`problem` follows the identifier in the text)."""
+    segment, sequence, field_ = m.origin or ("MRG", 1, 1)
+    text = f"MRG-1 {shown(m.retired)} {problem}"
+    return AckError(code, text, severity, segment, sequence, field_)
+
+
+def stale_warning(p: Planned, newer: int) -> AckError:
+    """W: the resource holds data newer than the message (named as sent, not by our id)."""
+    segment, sequence, field_ = p.origin or ("", None, None)
+    named = shown(p.match or "") or "named here"
+    text = f"the {p.resource_type} {named} holds data from {to_instant(newer)}, newer than "
+    return AckError(0, text + "this message; kept", "W", segment, sequence, field_)

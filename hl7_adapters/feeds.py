@@ -106,12 +106,12 @@ class Hl7Feeds:
     def mllp_handler(self) -> Handler:
         base_url = self.settings.fhir_base_url
 
-        async def handle(raw: bytes, peer: str) -> bytes:
+        async def handle(raw: bytes, peer: str) -> list[bytes]:
             identity = feed_identity(
                 "hl7-mllp", address=peer_address(peer), base_url=base_url, request_line="MLLP"
             )
             return await asyncio.to_thread(
-                self.ingest.handle, raw, channel="mllp", peer=peer, ctx=identity
+                self.ingest.respond, raw, channel="mllp", peer=peer, ctx=identity
             )
 
         return handle

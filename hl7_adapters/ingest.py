@@ -31,30 +31,33 @@ Decisions (docs/hl7v2.md has the whole story):
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy.exc
-
 from app.context import RequestContext, Trail
-from app.errors import FhirError
-from app.fhir.instants import parse_instant
 from app.fhir.service import FhirService
 from app.fhir.storage import UnitOfWork
 from audit.events import SUCCESS, Entities, EventKind
 from audit.events import Outcome as AuditOutcome
 from audit.trail import AuditTrail, actor_of
 from hl7_adapters import checks, store
-from hl7_adapters.ack import AckError, Outcome, build_ack, build_nak, build_unreadable_ack
-from hl7_adapters.apply import Applied, Applier, ApplyError, MessageRef, lock_keys, plan_keys
+from hl7_adapters.ack import (
+    AckError,
+    build_ack,
+    build_nak,
+    build_unreadable_ack,
+    split_first,
+)
+from hl7_adapters.apply import Applied, Applier, MessageRef, lock_keys, plan_keys
 from hl7_adapters.batch_ack import batch_ack
 from hl7_adapters.er7 import Hl7ParseError, Message, parse_batch, parse_messages
 from hl7_adapters.mapping.plan import MappingError, MappingResult, UnsupportedMessage
 from hl7_adapters.optional import within_grant
+from hl7_adapters.outcomes import Decision, event_time, failure, msa1, retryable, row_error
 from hl7_adapters.tables import QUEUED
 
 log = logging.getLogger(__name__)
@@ -65,8 +68,6 @@ Mapper = Callable[[Message], MappingResult]
 ContextFor = Callable[[Message | None], RequestContext]
 
 STATUS: dict[str, str] = {"accept": "accepted", "error": "error", "reject": "rejected"}
-RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
-_MSA1 = re.compile(rb"(?:^|[\r\n])MSA(.)([A-Z]{2})")
 
 
 def default_mapper(msg: Message, *, default_offset: str | None = None) -> MappingResult:
@@ -80,16 +81,6 @@ def default_mapper(msg: Message, *, default_offset: str | None = None) -> Mappin
 
 
 @dataclass
-class Decision:
-    """How a message ended: the ACK outcome, its ERR segments, the text kept in the store."""
-
-    outcome: Outcome  # accept | error | reject
-    errors: list[AckError] = field(default_factory=list)
-    detail: str = ""
-    internal: bool = False  # our failure (audit outcome 8), not a problem with the content
-
-
-@dataclass
 class Attempt:
     msg: Message
     row: dict[str, Any]  # the message store row being built
@@ -100,6 +91,9 @@ class Attempt:
     original: Any | None = None  # the accepted receipt this one re-sends (a duplicate)
     warnings: list[AckError] = field(default_factory=list)  # found while looking back
     notes: list[AckError] = field(default_factory=list)  # the parser's repairs (checks.py)
+    reapply: bool = False  # re-applying an accepted message: it stays accepted, come what may
+    before: list[str] = field(default_factory=list)  # what it produced before (reapply)
+    decision: Decision | None = None  # how this attempt ended
 
 
 class Hl7Ingest:
@@ -130,26 +124,43 @@ class Hl7Ingest:
         ctx: RequestContext | ContextFor,
         always_ack: bool = False,
     ) -> bytes:
-        """The ACK (or batch of ACKs) for `raw`, after everything it caused has committed.
-        b"" when the sender asked for no acknowledgment (and `always_ack` is off). Never
-        raises: a bug here still answers, with a NAK (207)."""
+        """The ACK (or batch of ACKs) for `raw`, after everything it caused has committed:
+        `respond`'s replies one after the other (HTTP answers them in one body)."""
+        replies = self.respond(raw, channel=channel, peer=peer, ctx=ctx, always_ack=always_ack)
+        return b"".join(replies)
+
+    def respond(
+        self,
+        raw: bytes,
+        *,
+        channel: str,
+        peer: str | None,
+        ctx: RequestContext | ContextFor,
+        always_ack: bool = False,
+    ) -> list[bytes]:
+        """The replies for `raw`, each to go out as one MLLP frame: the ACK(s) (in enhanced
+        mode the commit ACKs), then the application ACKs enhanced mode asks for after them
+        (ack.py); a batch is answered in one batch of ACKs. Empty replies when the sender
+        asked for no acknowledgment (and `always_ack` is off). Never raises: a bug here
+        still answers, with a NAK (207)."""
         context_for = ctx if callable(ctx) else (lambda _msg, c=ctx: c)
         try:
             try:
                 batch = parse_batch(raw)
             except Hl7ParseError as exc:
-                return self._unreadable(raw, str(exc), channel, peer, context_for)
+                return [self._unreadable(raw, str(exc), channel, peer, context_for)]
             if not batch.messages:
-                return self._unreadable(raw, "no MSH segment found", channel, peer, context_for)
+                return [self._unreadable(raw, "no MSH segment found", channel, peer, context_for)]
             acks = [
-                self._received(m, channel, peer, context_for, always_ack) for m in batch.messages
+                split_first(self._received(m, channel, peer, context_for, always_ack))
+                for m in batch.messages
             ]
             if not batch.is_batch:  # one message; or several in one frame: each answered
-                return b"".join(acks)
-            return batch_ack(batch, [a for a in acks if a])
+                return [b"".join(first for first, _ in acks), b"".join(rest for _, rest in acks)]
+            return [batch_ack(batch, [a for pair in acks for a in pair if a])]
         except Exception:
             log.exception("HL7 input of %d bytes could not be handled", len(raw))
-            return build_nak(raw, AckError(207, "Application internal error"))
+            return [build_nak(raw, AckError(207, "Application internal error"))]
 
     def refuse_oversize(
         self, head: bytes, size: int, error: AckError, *, channel: str, peer: str | None,
@@ -166,21 +177,32 @@ class Hl7Ingest:
         ack = build_nak(head, error, "reject")
         row = store.new_row(head, msg, channel=channel, peer=peer)
         kept = f"{error.text}; its first {len(head)} of {size} bytes are kept"
-        row.update(status=store.TRUNCATED, ack=ack, ack_code=_msa1(ack), error=kept)
+        row.update(status=store.TRUNCATED, ack=ack, ack_code=msa1(ack), error=kept)
         try:
             self._store_alone(self._context(ctx, msg), row, reprocessed=False)
         except Exception:
             log.exception("an oversize HL7 message could not be stored")
         return ack
 
-    def reprocess(self, message_id: str, ctx: ContextFor) -> dict[str, Any]:
+    def reprocess(
+        self, message_id: str, ctx: ContextFor, *, accepted: bool = False
+    ) -> dict[str, Any]:
         """Run a stored error/rejected message again (after a mapping fix); its row records
-        the new outcome. Raises LookupError (unknown id) or ValueError (not in the queue)."""
+        the new outcome. Raises LookupError (unknown id) or ValueError (not in the queue).
+
+        ``accepted``: re-apply an accepted message instead (after a mapping improvement),
+        through the same door: its upserts find their resources and update them, so nothing
+        is duplicated, and a message whose mapping would create a resource again (nothing
+        identifies it, e.g. a visit without number or time) is left alone. The row stays
+        `accepted` whatever happens (its resources are there); the summary says
+        ``reapplied`` and, when not, why."""
         stored = store.load(self.service.engine, message_id)
         if stored is None:
             raise LookupError(f"no message {message_id} in the store")
-        if stored.status not in QUEUED:
-            raise ValueError(f"message {message_id} is {stored.status}; only {QUEUED} rerun")
+        wanted = ("accepted",) if accepted else QUEUED
+        if stored.status not in wanted:
+            hint = " (re-apply it with --accepted)" if stored.status == "accepted" else ""
+            raise ValueError(f"message {message_id} is {stored.status}; only {wanted} rerun{hint}")
         raw = bytes(stored.raw)
         try:
             messages = parse_batch(raw).messages
@@ -188,22 +210,35 @@ class Hl7Ingest:
             messages, problem = [], str(exc)
         else:
             problem = f"holds {len(messages)} messages, not one"
+        reason = None
         if len(messages) == 1:
             msg = messages[0]
             row = store.new_row(raw, msg, channel=stored.channel, peer=stored.peer)
             row["id"] = stored.id
             mapped = self._map(msg)
-            row["event_time"] = _event_time(mapped, msg)
+            row["event_time"] = event_time(mapped, msg)
             context = self._context(ctx, msg)
             notes = checks.warnings(msg)
-            self._run(Attempt(msg, row, mapped, context, True, reprocess=True, notes=notes))
+            reason = not_reappliable(mapped) if accepted else None
+            if reason is None:
+                before = json.loads(stored.produced) if accepted and stored.produced else []
+                attempt = Attempt(msg, row, mapped, context, True, reprocess=True, notes=notes)
+                attempt.reapply, attempt.before = accepted, before
+                self._run(attempt)
+                ended = attempt.decision
+                if accepted and ended is not None and ended.outcome != "accept":
+                    reason = ended.detail or "applying it failed"
+        elif accepted:
+            reason = f"unreadable now: {problem}"
         else:
             row = store.new_row(raw, None, channel=stored.channel, peer=stored.peer)
             row.update(id=stored.id, status="rejected", error=f"still unreadable: {problem}")
             self._store_alone(self._context(ctx, None), row, reprocessed=True)
         found = store.load(self.service.engine, message_id)
         assert found is not None
-        return store.summary(found)
+        if not accepted:
+            return store.summary(found)
+        return {**store.summary(found), "reapplied": reason is None, "reason": reason}
 
     # ------------------------------------------------------------ one message
 
@@ -217,7 +252,7 @@ class Hl7Ingest:
     ) -> bytes:
         row = store.new_row(msg.raw, msg, channel=channel, peer=peer)
         mapped = self._map(msg)
-        row["event_time"] = _event_time(mapped, msg)
+        row["event_time"] = event_time(mapped, msg)
         context = self._context(context_for, msg)
         return self._run(Attempt(msg, row, mapped, context, force, notes=checks.warnings(msg)))
 
@@ -243,9 +278,9 @@ class Hl7Ingest:
             try:
                 return self._commit(attempt)
             except Exception as exc:
-                if _retryable(exc) and number < self.attempts:
+                if retryable(exc) and number < self.attempts:
                     continue
-                decision = _failure(exc)
+                decision = failure(exc)
                 break
         return self._conclude_failed(attempt, decision)
 
@@ -298,6 +333,7 @@ class Hl7Ingest:
     ) -> bytes:
         """Fix the ACK, fill in the row, save it and the message's audit record (in `uow`)."""
         row, original = a.row, a.original
+        a.decision = decision
         errors = [*decision.errors, *a.warnings, *a.notes]
         if original is not None and original.ack is not None and not original.reprocess_count:
             ack = bytes(original.ack)  # exactly what the original got
@@ -308,10 +344,12 @@ class Hl7Ingest:
         else:
             row.update(status=STATUS[decision.outcome], duplicate_of=None)
         produced = applied.produced if applied else []
+        if a.reapply:  # what it produced first stays listed, the versions written now after
+            produced = [*a.before, *produced]
         row.update(
             ack=ack or None,
-            ack_code=_msa1(ack),
-            error=_detail(decision.detail, a.notes),
+            ack_code=msa1(ack),
+            error=row_error(decision.detail, a.notes),
             produced=store.produced_json(produced),
             provenance_id=applied.provenance_id if applied else None,
         )
@@ -322,14 +360,23 @@ class Hl7Ingest:
     def _conclude_failed(self, a: Attempt, decision: Decision) -> bytes:
         """The message failed and its transaction rolled back: keep it, raw, as failed."""
         a.original = None  # a duplicate's answer needs its commit to stand: this one failed
+        if a.reapply:  # still accepted: the first application stands; the failure is audited
+            a.decision = decision
+            try:
+                with self.service.unit_of_work(a.ctx, write=True) as uow:
+                    self._audit(uow, a.ctx, {**a.row, "status": "error"}, decision, [], [])
+            except Exception:
+                log.exception("a failed re-application could not be audited (id %s)", a.row["id"])
+            return b""
         try:
             with self.service.unit_of_work(a.ctx, write=True) as uow:
                 supersedes = [] if a.reprocess else store.earlier(uow, a.row).failed
                 return self._conclude(uow, a, decision, None, supersedes)
         except Exception:
             log.exception("a failed HL7 message could not be stored (id %s)", a.row["id"])
-            errors = [*decision.errors, *a.notes]
-            return build_ack(a.msg, decision.outcome, errors, force=a.force) or b""
+            errors = [*decision.errors, *a.notes]  # not stored: CE in enhanced mode
+            ack = build_ack(a.msg, decision.outcome, errors, force=a.force, stored=False)
+            return ack or b""
 
     def _unreadable(
         self, raw: bytes, problem: str, channel: str, peer: str | None, context_for: ContextFor
@@ -337,7 +384,7 @@ class Hl7Ingest:
         """Input with no readable MSH: AR/CR, and the bytes kept as a rejected message."""
         ack = build_unreadable_ack(raw, problem)
         row = store.new_row(raw, None, channel=channel, peer=peer)
-        row.update(status="rejected", ack=ack, ack_code=_msa1(ack), error=problem)
+        row.update(status="rejected", ack=ack, ack_code=msa1(ack), error=problem)
         try:
             self._store_alone(self._context(context_for, None), row, reprocessed=False)
         except Exception:
@@ -418,53 +465,14 @@ def _message_ref(row: dict[str, Any]) -> MessageRef:
     )
 
 
-def _event_time(mapped: MappingResult | Decision, msg: Message) -> int | None:
-    """EVN-2 as the mapping read it, else MSH-7, in epoch microseconds; None if neither."""
-    value = mapped.event_time if isinstance(mapped, MappingResult) else None
-    value = value or msg.timestamp_fhir
-    if not value:
-        return None
-    try:
-        return parse_instant(value)
-    except (ValueError, OverflowError):
-        return None
-
-
-def _detail(detail: str, notes: list[AckError]) -> str | None:
-    """The row's error text: why it failed, and what the parser repaired (kept with the
-    message also when it was accepted, or when no ACK was sent)."""
-    repaired = "; ".join(n.text for n in notes)
-    if repaired:
-        detail = f"{detail}; parser warnings: {repaired}" if detail else f"warnings: {repaired}"
-    return detail or None  # (store.save cuts it to the column)
-
-
-def _msa1(ack: bytes) -> str | None:
-    found = _MSA1.search(ack)
-    return found.group(2).decode() if found else None
-
-
-def _retryable(exc: Exception) -> bool:
-    if isinstance(exc, FhirError):
-        return exc.status in (409, 412)
-    if isinstance(exc, sqlalchemy.exc.DBAPIError):
-        return getattr(exc.orig, "sqlstate", None) in RETRY_SQLSTATES
-    return False
-
-
-def _failure(exc: Exception) -> Decision:
-    """What to answer when applying failed (the transaction rolled back)."""
-    if isinstance(exc, ApplyError):
-        return Decision("error", [exc.error], str(exc))
-    if isinstance(exc, FhirError) and exc.status < 500:
-        detail = f"{exc.status} {exc.message}"
-        if exc.status in (401, 403):
-            return Decision("reject", [AckError(207, f"not allowed: {exc.message}")], detail)
-        if exc.status in (409, 412):
-            text = "a record it changes was being changed concurrently; send it again"
-            return Decision("error", [AckError(206, text)], detail)
-        refused = AckError(207, f"refused by the FHIR store: {exc.message}")
-        return Decision("error", [refused], detail)
-    log.error("applying an HL7 message failed", exc_info=exc)
-    detail = f"{type(exc).__name__}: {exc}"[:4000]
-    return Decision("error", [AckError(207, "Application internal error")], detail, True)
+def not_reappliable(mapped: MappingResult | Decision) -> str | None:
+    """Why an accepted message cannot be re-applied without harm; None when it can."""
+    if isinstance(mapped, Decision):
+        return f"the mapping refuses it now: {mapped.detail}"
+    again = sorted({p.resource_type for p in mapped.planned if p.mode == "create"})
+    if again:
+        return (
+            f"it would create {', '.join(again)} again: nothing identifies "
+            "such a resource across messages (no visit or order number)"
+        )
+    return None

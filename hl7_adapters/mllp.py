@@ -45,13 +45,15 @@ from hl7_adapters.framing import Frame, FrameDecoder, frame
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[bytes, str], Awaitable[bytes]]
+# (frame payload, peer) -> the reply, or replies each sent as a frame of its own (an
+# enhanced-mode commit ACK, then the application ACK)
+Handler = Callable[[bytes, str], Awaitable[bytes | list[bytes]]]
 # (head of the frame, its size so far, peer) -> the reject to send
 OversizeHandler = Callable[[bytes, int, str], Awaitable[bytes]]
 END_GRACE = 0.5  # seconds after a trailing 0x1C without 0x0D before the frame counts as ended
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _READ_SIZE = 64 * 1024
-_HEAD_BYTES = 64 * 1024  # how much of an oversize frame is examined for its MSH
+HEAD_BYTES = 64 * 1024  # how much of an oversize frame is examined for its MSH
 # Whether several processes can share one listening port with the kernel spreading the
 # connections between them: Linux's SO_REUSEPORT. (macOS and the BSDs have the option but
 # do not balance TCP connections over the sockets; there a port stays with one process.)
@@ -90,10 +92,10 @@ def _nak(raw: bytes, error: AckError, outcome: Outcome = "error") -> bytes:
         return f"MSH|^~\\&|||||{hl7_now()}||ACK|{new_control_id()}|P|2.5\rMSA|AR|\r".encode()
 
 
-def _readable(head: bytes) -> bool:
-    """Whether an MSH can be tokenized from the start of a frame."""
+def readable_head(head: bytes) -> bool:
+    """Whether an MSH can be tokenized from the start of a frame (or HTTP body)."""
     try:
-        return bool(parse_messages(head[:_HEAD_BYTES]))
+        return bool(parse_messages(head[:HEAD_BYTES]))
     except Hl7ParseError:
         return False
     except Exception:  # a tokenizer bug must not take the connection down
@@ -255,9 +257,12 @@ class MLLPServer:
         except TimeoutError:
             return None
 
-    async def _answer(self, writer: asyncio.StreamWriter, reply: bytes) -> None:
-        if reply:
-            writer.write(frame(reply))
+    async def _answer(self, writer: asyncio.StreamWriter, reply: bytes | list[bytes]) -> None:
+        replies = reply if isinstance(reply, list) else [reply]
+        if any(replies):
+            for one in replies:
+                if one:
+                    writer.write(frame(one))
             await writer.drain()
 
     async def _converse(
@@ -293,15 +298,15 @@ class MLLPServer:
                 await self._answer(writer, reply)
             if decoder.oversize and checked != decoder.frames_started:
                 checked = decoder.frames_started
-                if not _readable(decoder.head):
+                if not readable_head(decoder.head):
                     log.warning("MLLP peer %s: oversize frame, no readable MSH; closed", peer)
                     await self._refuse(decoder.head, decoder.size, peer)
                     return
 
-    async def _respond(self, complete: Frame, peer: str) -> bytes | None:
+    async def _respond(self, complete: Frame, peer: str) -> bytes | list[bytes] | None:
         """The ACK/NAK bytes for one frame; None to close the connection."""
         if complete.oversize:
-            if not _readable(complete.payload):
+            if not readable_head(complete.payload):
                 return None
             log.warning("MLLP peer %s: frame of %d bytes over the limit", peer, complete.size)
             return await self._refuse(complete.payload, complete.size, peer)
@@ -316,6 +321,8 @@ class MLLPServer:
             self._in_handler -= 1
             if not self._in_handler:
                 self._handlers_done.set()
+        if isinstance(reply, list) and all(isinstance(r, bytes | bytearray) for r in reply):
+            return [bytes(r) for r in reply]
         if not isinstance(reply, bytes | bytearray):
             log.error("MLLP handler returned %s, not bytes", type(reply).__name__)
             return _nak(complete.payload, AckError(207, "Application internal error"))
@@ -323,7 +330,7 @@ class MLLPServer:
 
     async def _refuse(self, head: bytes, size: int, peer: str) -> bytes:
         """The reject for a frame over the limit (kept by `oversize` when one is set)."""
-        head = head[:_HEAD_BYTES]
+        head = head[:HEAD_BYTES]
         if self.oversize is not None:
             try:
                 return await self.oversize(head, size, peer)

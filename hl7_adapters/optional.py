@@ -6,6 +6,8 @@ Refusing such a feed's every message (AR 207) for a resource it never asked to w
 stop results and admissions over a detail, so these are supplementary: without c, r and u
 on their type in the grant they are left out, references to them removed, and the AA says so
 (ERR 207 severity W). Every other type stays required: a grant without it gets AR as before.
+The same holds for single planned resources marked ``supplementary`` (the race and ethnic
+group Observations of an ADT's PID): an ADT feed's token need not allow Observation.
 """
 
 from __future__ import annotations
@@ -27,12 +29,11 @@ def allowed(grant: Grant | None, rtype: str) -> bool:
 
 def within_grant(result: MappingResult, grant: Grant | None) -> MappingResult:
     """The result without the supplementary resources the grant does not allow."""
-    left_out = {p.resource_type for p in result.planned if p.resource_type in SUPPLEMENTARY} - {
-        rtype for rtype in SUPPLEMENTARY if allowed(grant, rtype)
-    }
+    optional = [p for p in result.planned if p.supplementary or p.resource_type in SUPPLEMENTARY]
+    left_out = {p.resource_type for p in optional if not allowed(grant, p.resource_type)}
     if not left_out:
         return result
-    dropped = {p.full_url for p in result.planned if p.resource_type in left_out}
+    dropped = {p.full_url for p in optional if p.resource_type in left_out}
     kept = [
         dataclasses.replace(p, resource=_without_references(p.resource, dropped))
         for p in result.planned

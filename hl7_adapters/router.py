@@ -6,6 +6,11 @@ for every resource the message writes (a token without the needed `system/` scop
 AR, and nothing is written). The answer is 200 with the ACK whatever the HL7 outcome: the
 ACK says it. Unlike MLLP, an ACK is always sent, even when MSH-15/16 ask for none: an HTTP
 request must be answered, and the answer costs nothing more.
+
+A body over the message size limit is treated as MLLP treats such a frame: not processed,
+its head kept in the message store (status ``truncated``, with its size), and answered with
+AR/CR, ERR 104 at MSH^1, when its MSH can be read (413 when it cannot: there is no header
+to acknowledge). The body is read in chunks and only its head is held, whatever its size.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from starlette.routing import Route
 from app.auth.enforcement import unauthorized
 from app.context import RequestContext
 from app.errors import FhirError, UnsupportedMediaType
+from hl7_adapters.mllp import HEAD_BYTES, oversize_error, readable_head
 
 ER7_TYPE = "x-application/hl7-v2+er7"
 ACCEPTED_TYPES = frozenset({ER7_TYPE, "application/hl7-v2", "application/hl7-v2+er7", "text/plain"})
@@ -41,17 +47,40 @@ async def hl7_endpoint(request: Request) -> Response:
             raise UnsupportedMediaType(
                 f"send the ER7 message as {ER7_TYPE}, application/hl7-v2 or text/plain"
             )
-        body = await request.body()
-        if len(body) > request.app.state.settings.mllp_max_message_bytes:
-            raise FhirError("HL7 message too large", status=413)
-    except FhirError as exc:  # refused before any message was read: audited all the same
+        limit = request.app.state.settings.mllp_max_message_bytes
+        body, size = await _body_within(request, limit)
+        ingest = request.app.state.hl7.ingest
+        if size > limit:
+            ack = await run_in_threadpool(
+                ingest.refuse_oversize, body, size, oversize_error(size, limit),
+                channel="http", peer=ctx.remote_addr, ctx=lambda _msg, c=ctx: c,
+            )  # fmt: skip
+            if not readable_head(body):
+                raise FhirError("HL7 message too large, and no MSH to acknowledge", status=413)
+            return Response(content=ack, media_type=ER7_TYPE)
+    except FhirError as exc:  # refused before any message was processed: audited all the same
         await run_in_threadpool(request.app.state.audit.record_request_failure, ctx, exc)
         raise
-    ingest = request.app.state.hl7.ingest
     ack = await run_in_threadpool(
         ingest.handle, body, channel="http", peer=ctx.remote_addr, ctx=ctx, always_ack=True
     )
     return Response(content=ack, media_type=ER7_TYPE)
+
+
+async def _body_within(request: Request, limit: int) -> tuple[bytes, int]:
+    """(the body, its size); for a body over `limit` only its head (as an MLLP frame's:
+    the first `limit` bytes, at most HEAD_BYTES), the rest counted and dropped."""
+    chunks: list[bytes] = []
+    held = size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if held <= limit:
+            chunks.append(chunk)
+            held += len(chunk)
+    body = b"".join(chunks)
+    if size > limit:
+        body = body[: min(limit, HEAD_BYTES)]
+    return body, size
 
 
 def _anonymous(request: Request) -> RequestContext:

@@ -232,3 +232,17 @@ def error_queue(engine: Engine, *, limit: int = 100) -> list[Any]:
                 .limit(limit)
             )
         )
+
+
+def accepted_between(
+    engine: Engine, since: int | None, until: int | None, *, limit: int = 1000
+) -> list[Any]:
+    """Accepted messages received in [since, until) (epoch microseconds; None: open), oldest
+    first: what `hl7 reprocess --accepted --since/--until` re-applies."""
+    query = select(c.id).where(c.status == "accepted")
+    if since is not None:
+        query = query.where(c.received >= since)
+    if until is not None:
+        query = query.where(c.received < until)
+    with engine.connect() as conn:
+        return list(conn.execute(query.order_by(c.received, c.id).limit(limit)))

@@ -13,13 +13,15 @@ import pytest
 from hl7_adapters.ack import (
     ERROR_CODES,
     AckError,
-    ack_code,
+    Outcome,
+    ack_codes,
     build_ack,
     build_nak,
     build_unreadable_ack,
     new_control_id,
+    split_first,
 )
-from hl7_adapters.er7 import Message, parse_message
+from hl7_adapters.er7 import Message, parse_message, parse_messages
 
 FIXTURES = Path(__file__).parent / "hl7_fixtures"
 
@@ -124,41 +126,79 @@ def test_errors_before_v25_use_err1() -> None:
     assert ack.get("MSA-1") == "AE" and ack.get("MSA-3") == "PID-3 & co missing"
 
 
+UNSUPPORTED = AckError(200, "message type 'ZZZ' is not supported", "E", "MSH", 1, 9)
+NOT_ALLOWED = AckError(207, "not allowed: system/Patient.c")
+BAD_FIELD = AckError(102, "PID-7 is not a date", "E", "PID", 1, 7)
+
+
 @pytest.mark.parametrize(
-    ("msh15", "msh16", "outcome", "expected"),
+    ("msh15", "msh16", "outcome", "errors", "stored", "expected"),
     [
-        ("", "", "accept", "AA"),
-        ("", "", "error", "AE"),
-        ("", "", "reject", "AR"),
-        ("AL", "", "accept", "CA"),
-        ("AL", "NE", "error", "CE"),
-        ("AL", "AL", "reject", "CR"),
-        ("ER", "AL", "accept", "AA"),  # no accept ACK on success; the application ACK is wanted
-        ("ER", "AL", "error", "CE"),
-        ("SU", "AL", "error", "AE"),
-        ("SU", "NE", "error", None),
-        ("NE", "AL", "accept", "AA"),  # IHE PCD-01 style
-        ("NE", "ER", "accept", None),
-        ("NE", "ER", "reject", "AR"),
-        ("NE", "NE", "accept", None),
-        ("NE", "NE", "error", None),
-        ("", "AL", "accept", "CA"),  # enhanced mode, MSH-15 empty counts as AL
-        ("XX", "", "error", "CE"),  # unknown condition: acknowledge
+        ("", "", "accept", [], True, ["AA"]),  # original mode: one application ACK
+        ("", "", "error", [BAD_FIELD], True, ["AE"]),
+        ("", "", "reject", [UNSUPPORTED], True, ["AR"]),
+        ("AL", "", "accept", [], True, ["CA"]),  # MSH-16 empty: no application ACK
+        # committed to safe storage (the error queue): CA, whatever processing found
+        ("AL", "NE", "error", [BAD_FIELD], True, ["CA"]),
+        ("AL", "AL", "error", [BAD_FIELD], True, ["CA", "AE"]),
+        ("AL", "AL", "accept", [], True, ["CA", "AA"]),
+        ("AL", "AL", "reject", [UNSUPPORTED], True, ["CR"]),  # refused for its header
+        ("AL", "AL", "reject", [NOT_ALLOWED], True, ["CA", "AR"]),  # refused by the application
+        ("AL", "AL", "error", [BAD_FIELD], False, ["CE"]),  # could not be stored at all
+        ("ER", "AL", "accept", [], True, ["AA"]),  # no commit ACK on success
+        ("ER", "AL", "error", [BAD_FIELD], True, ["AE"]),
+        ("ER", "AL", "error", [BAD_FIELD], False, ["CE"]),
+        ("ER", "AL", "reject", [UNSUPPORTED], True, ["CR"]),
+        ("SU", "AL", "error", [BAD_FIELD], True, ["CA", "AE"]),
+        ("SU", "NE", "error", [BAD_FIELD], True, ["CA"]),
+        ("SU", "AL", "error", [BAD_FIELD], False, ["AE"]),  # no CE asked for: the AE
+        ("NE", "AL", "accept", [], True, ["AA"]),  # IHE PCD-01 style
+        ("NE", "ER", "accept", [], True, []),
+        ("NE", "ER", "error", [BAD_FIELD], True, ["AE"]),
+        # not committed, and the sender hears of it no other way: the application reject
+        ("NE", "ER", "reject", [UNSUPPORTED], True, ["AR"]),
+        ("NE", "AL", "reject", [UNSUPPORTED], True, ["AR"]),
+        ("NE", "NE", "accept", [], True, []),
+        ("NE", "NE", "error", [BAD_FIELD], True, []),
+        ("", "AL", "accept", [], True, ["CA", "AA"]),  # MSH-15 empty counts as AL
+        ("XX", "", "error", [BAD_FIELD], True, ["CA"]),  # unknown condition: acknowledge
     ],
 )
-def test_enhanced_mode_rules(msh15: str, msh16: str, outcome: str, expected: str | None) -> None:
+def test_enhanced_mode_rules(
+    msh15: str,
+    msh16: str,
+    outcome: Outcome,
+    errors: list[AckError],
+    stored: bool,
+    expected: list[str],
+) -> None:
+    """HL7 v2 chapter 2, enhanced mode: the accept (commit) ACK says whether the message is in
+    safe storage (CA), refused for its header (CR) or could not be stored (CE), as MSH-15
+    asks; the application ACK (AA/AE/AR) follows for a committed message, as MSH-16 asks. It
+    used to be one reply whose CE told of content errors and no application ACK after it."""
     msg = header(msh15, msh16)
-    assert ack_code(msg, outcome) == expected  # type: ignore[arg-type]
-    built = build_ack(msg, outcome)  # type: ignore[arg-type]
-    if expected is None:
+    assert ack_codes(msg, outcome, errors, stored=stored) == expected
+    built = build_ack(msg, outcome, errors, stored=stored)
+    if not expected:
         assert built is None
-        forced = read_ack(build_ack(msg, outcome, force=True))  # type: ignore[arg-type]
-        assert forced.get("MSA-1") == {"accept": "CA", "error": "CE", "reject": "CR"}[outcome]
-    else:
-        ack = read_ack(built)
-        assert ack.get("MSA-1") == expected
-        enhanced = bool(msh15 or msh16)
+        # forced (HTTP): the one commit ACK, carrying what processing found
+        forced = parse_messages(build_ack(msg, outcome, errors, stored=stored, force=True) or b"")
+        assert len(forced) == 1 and forced[0].get("MSA-1") in ("CA", "CE", "CR")
+        assert (forced[0].segment("ERR") is not None) == bool(errors)
+        return
+    acks = parse_messages(built or b"")
+    assert [a.get("MSA-1") for a in acks] == expected
+    assert all(a.get("MSA-2") == "IN-1" for a in acks)
+    enhanced = bool(msh15 or msh16)
+    for ack in acks:
         assert (ack.get("MSH-15"), ack.get("MSH-16")) == (("NE", "NE") if enhanced else ("", ""))
+        has_err = ack.segment("ERR") is not None
+        # a CA followed by the application ACK carries no ERR: the findings go in the latter
+        assert has_err == (bool(errors) and not (ack.get("MSA-1") == "CA" and len(acks) > 1))
+    assert len({a.get("MSH-10") for a in acks}) == len(acks)  # each ACK its own control id
+    first, rest = split_first(built or b"")
+    assert parse_messages(first)[0].get("MSA-1") == expected[0]
+    assert [m.get("MSA-1") for m in parse_messages(rest)] if rest else [] == expected[1:]
 
 
 def test_ack_keeps_the_message_delimiters() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -10,6 +11,8 @@ from sqlalchemy import Engine, select
 
 from app.auth import clients
 from audit.tables import audit_event
+from hl7_adapters.er7 import parse_messages
+from hl7_adapters.tables import hl7_message
 from tests.conftest import TEST_CLIENT, LiveServer
 from tests.smart_helpers import register_client
 from tests.test_hl7_ingest import err_fields, hl7_audit_events, msa, rows_for, search, unique_id
@@ -85,8 +88,49 @@ def test_other_content_types_and_oversize_bodies_are_refused(
     hl7: httpx.Client, live_server: LiveServer
 ) -> None:
     assert post(hl7, a01(unique_id(), unique_id("P")), "application/json").status_code == 415
+
+
+def truncated_rows(engine: Engine, marker: bytes) -> list[Any]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(hl7_message).where(hl7_message.c.status == "truncated"))
+        return [r for r in rows if marker in bytes(r.raw)]
+
+
+@pytest.mark.parametrize(("msh15", "code"), [("", "AR"), ("AL", "CR")])
+def test_an_oversize_message_is_rejected_104_and_its_head_kept(
+    hl7: httpx.Client,
+    client: httpx.Client,
+    live_server: LiveServer,
+    engine: Engine,
+    msh15: str,
+    code: str,
+) -> None:
+    """As over MLLP: not processed, AR (CR in enhanced mode) with ERR 104 at MSH^1, and the
+    head kept as a `truncated` row with the size; it was a bare 413 and nothing was kept."""
     limit = live_server.settings.mllp_max_message_bytes
-    assert post(hl7, b"MSH|" + b"x" * limit).status_code == 413
+    control, mrn = unique_id(), unique_id("P")
+    big = a01(control, mrn, msh15=msh15).replace(b"Ada", b"Ada" + b"x" * limit, 1)
+    answer = post(hl7, big)
+    assert answer.status_code == 200
+    assert msa(answer.content) == (code, control)
+    assert err_fields(answer.content) == [("MSH^1", "104", "E")]
+    [row] = rows_for(engine, control)
+    assert (row.status, row.channel, row.message_code) == ("truncated", "http", "ADT")
+    assert bytes(row.raw) == big[: 64 * 1024] and str(len(big)) in row.error
+    assert row.ack == answer.content
+    assert search(client, "Patient", identifier=mrn) == []
+
+
+def test_an_oversize_body_without_an_msh_is_413_and_its_head_kept(
+    hl7: httpx.Client, live_server: LiveServer, engine: Engine
+) -> None:
+    limit = live_server.settings.mllp_max_message_bytes
+    marker = unique_id("NOTHL7").encode()
+    answer = post(hl7, marker + b"x" * limit)
+    assert answer.status_code == 413
+    [row] = truncated_rows(engine, marker)
+    assert bytes(row.raw) == (marker + b"x" * limit)[: 64 * 1024]
+    assert str(len(marker) + limit) in row.error
 
 
 def test_the_tokens_scopes_are_enforced_on_what_the_message_writes(
@@ -113,6 +157,17 @@ def test_http_always_answers_even_when_no_acknowledgment_is_asked_for(hl7: httpx
     control = unique_id()
     answer = post(hl7, a01(control, unique_id("P"), msh15="NE", msh16="NE"))
     assert answer.status_code == 200 and msa(answer.content) == ("CA", control)
+
+
+def test_enhanced_mode_over_http_answers_the_commit_and_the_application_ack(
+    hl7: httpx.Client,
+) -> None:
+    """MSH-15/16 AL/AL: the body holds the CA, then the AA (it held the CA only)."""
+    control = unique_id()
+    answer = post(hl7, a01(control, unique_id("P"), msh15="AL", msh16="AL"))
+    acks = parse_messages(answer.content)
+    assert answer.status_code == 200
+    assert [(a.get("MSA-1"), a.get("MSA-2")) for a in acks] == [("CA", control), ("AA", control)]
 
 
 def test_a_batch_over_http_gets_a_batch_of_acks(hl7: httpx.Client) -> None:

@@ -778,3 +778,107 @@ def test_reprocess_errors_takes_the_whole_queue(tmp_path: Path) -> None:
     assert all(o["reprocess_count"] == 1 for o in outcomes)
     [left] = json.loads(cli(url, "hl7", "errors").stdout)
     assert left["status"] == "rejected" and left["error"].startswith("still unreadable")
+
+
+# ---------------------------------------------------------------- re-applying accepted messages
+
+
+def without_conditions(msg: Message) -> MappingResult:
+    """The mapping as it was before DG1 was mapped: no Condition (references dropped)."""
+    from hl7_adapters.ingest import default_mapper
+    from hl7_adapters.optional import within_grant
+
+    return within_grant(default_mapper(msg), None)  # no grant: supplementary types left out
+
+
+def admission_with_diagnosis(control: str, mrn: str, visit: str, when: str) -> bytes:
+    return (
+        f"MSH|^~\\&|SND|SFAC|RCV|RFAC|{when}+0000||ADT^A01^ADT_A01|{control}|P|2.5.1\r"
+        f"EVN|A01|{when}+0000\rPID|1||{mrn}^^^SFAC^MR||Doe^Jo||19700101|F\r"
+        f"PV1|1|I|||||||||||||||||{visit}^^^SFAC^VN\r"
+        "DG1|1||I10.9^Essential hypertension^I10|||A\r"
+    ).encode()
+
+
+def test_reprocess_accepted_reapplies_with_todays_mapping_without_duplicates(
+    live_server: LiveServer, engine: Engine, database_url: str, client: httpx.Client
+) -> None:
+    """A message accepted before DG1 was mapped gets its Condition by `hl7 reprocess
+    --accepted ID`; a second run changes nothing (no duplicate, no new version); both runs
+    are audited. Only error/rejected messages could be rerun before."""
+    app = live_server.app
+    old = Hl7Ingest(app.state.service, app.state.audit, mapper=without_conditions)
+    identity = feed_identity("hl7-test", address=None, base_url=live_server.base_url)
+    mrn, control, visit = unique_id("P"), unique_id(), unique_id("V")
+    raw = admission_with_diagnosis(control, mrn, visit, "20240301100000")
+    assert msa(old.handle(raw, channel="mllp", peer=None, ctx=identity))[0] == "AA"
+    [row] = rows_for(engine, control)
+    [found] = search(client, "Patient", identifier=mrn)
+    subject = f"Patient/{found['id']}"
+    assert search(client, "Condition", subject=subject) == []
+    refused = cli(database_url, "hl7", "reprocess", row.id)  # without --accepted: as before
+    assert refused.returncode == 2 and "--accepted" in refused.stderr
+    for run_number in (1, 2):
+        done = cli(database_url, "hl7", "reprocess", "--accepted", row.id)
+        assert done.returncode == 0, done.stdout + done.stderr
+        [outcome] = json.loads(done.stdout)
+        assert outcome["status"] == "accepted" and outcome["reapplied"] is True
+        assert outcome["reprocess_count"] == run_number
+        [condition] = search(client, "Condition", subject=subject)
+        assert condition["code"]["coding"][0]["code"] == "I10.9"
+        assert condition["meta"]["versionId"] == "1"  # the second run wrote nothing new
+        assert len(search(client, "Patient", identifier=mrn)) == 1
+        assert len(search(client, "Encounter", identifier=visit)) == 1
+    assert f"Condition/{condition['id']}/_history/1" in outcome["produced"]
+    assert outcome["produced"][0].startswith("Patient/")  # the first run's list is kept
+    events = hl7_audit_events(engine, row.id)
+    assert len(events) == 3  # received, then each re-application
+
+
+def test_reprocess_accepted_by_date_range_leaves_what_would_be_created_again(
+    tmp_path: Path,
+) -> None:
+    """`--accepted --since/--until` takes the accepted messages received in the window; one
+    whose mapping would create a resource again (a visit with neither number nor time) is
+    left alone and reported (exit 1); the others are re-applied once each."""
+    url = f"sqlite:///{tmp_path / 'reapply.db'}"
+    run_migrations(url)
+    app = create_app(Settings(database_url=url, master_key=TEST_MASTER_KEY, mllp_enabled=False))
+    old = Hl7Ingest(app.state.service, app.state.audit, mapper=without_conditions)
+    identity = feed_identity("hl7-test", address=None, base_url="http://test/fhir")
+    try:
+        for n in range(2):
+            raw = admission_with_diagnosis(unique_id(), f"M{n}", f"V{n}", "20240301100000")
+            assert msa(old.handle(raw, channel="mllp", peer=None, ctx=identity))[0] == "AA"
+        timeless = (  # no PV1-19, no EVN, no MSH-7: the Encounter is created every time
+            f"MSH|^~\\&|SND|SFAC|RCV|RFAC|||ADT^A01^ADT_A01|{unique_id()}|P|2.5.1\r"
+            "PID|1||M9^^^SFAC^MR||Doe^Jo\rPV1|1|I\r"
+        ).encode()
+        assert msa(old.handle(timeless, channel="mllp", peer=None, ctx=identity))[0] == "AA"
+    finally:
+        app.state.engine.dispose()
+    assert cli(url, "hl7", "reprocess", "--since", "2000-01-01").returncode == 2  # no --accepted
+    assert cli(url, "hl7", "reprocess", "--accepted", "--since", "next week").returncode == 2
+    empty = cli(url, "hl7", "reprocess", "--accepted", "--since", "2000", "--until", "2001")
+    assert empty.returncode == 0 and json.loads(empty.stdout) == []
+    for _ in range(2):
+        done = cli(url, "hl7", "reprocess", "--accepted", "--since", "2000-01-01")
+        assert done.returncode == 1, done.stderr  # the timeless one is not re-applied
+        outcomes = json.loads(done.stdout)
+        assert [o["reapplied"] for o in outcomes] == [True, True, False]
+        assert "Encounter again" in outcomes[2]["reason"]
+    app = create_app(Settings(database_url=url, master_key=TEST_MASTER_KEY, mllp_enabled=False))
+    try:
+        with app.state.engine.connect() as conn:
+            counts = dict(
+                conn.execute(
+                    text(
+                        "SELECT resource_type, count(*) FROM resource "
+                        "WHERE resource_type IN ('Condition', 'Encounter', 'Patient') "
+                        "GROUP BY resource_type"
+                    )
+                ).all()
+            )
+    finally:
+        app.state.engine.dispose()
+    assert counts == {"Condition": 2, "Encounter": 3, "Patient": 3}

@@ -356,3 +356,60 @@ def test_an_older_update_is_warned_about_by_the_identifier_sent(
     assert ("PID^1^3", "0", "W") in err_fields(ack)
     assert mrn in texts(ack) and "Patient/" not in texts(ack)
     assert patients(client, mrn)[0]["name"][0]["family"] == "Newer"
+
+
+# ---------------------------------------------------------------- merge chains
+
+
+def links(found: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(e["type"], e["other"]["reference"]) for e in found.get("link", [])]
+
+
+def test_a_chain_of_merges_points_every_retired_patient_at_the_final_survivor(
+    send: Send, client: httpx.Client
+) -> None:
+    """B into A, A into C, C into D: every retired record is replaced-by D and only D
+    replaces them (A kept a stale "replaces B" and B pointed at A); old identifiers land
+    on D."""
+    b, a, c, d = (unique_id(p) for p in "BACD")
+    for mrn in (b, a, c, d):
+        assert msa(send(admission(unique_id(), mrn)))[0] == "AA"
+    for survivor, retired in ((a, b), (c, a), (d, c)):
+        assert msa(send(merge(unique_id(), survivor, retired)))[0] == "AA"
+    [final] = patients(client, d)
+    ref = f"Patient/{final['id']}"
+    for mrn in (b, a, c):
+        [gone] = patients(client, mrn)
+        assert gone["active"] is False
+        assert links(gone) == [("replaced-by", ref)], mrn
+    ids = {mrn: patients(client, mrn)[0]["id"] for mrn in (b, a, c)}
+    assert sorted(links(final)) == sorted(("replaces", f"Patient/{ids[m]}") for m in (c, a, b))
+    order = unique_id("O")
+    assert msa(send(result(unique_id(), b, order)))[0] == "AA"
+    [report] = search(client, "DiagnosticReport", identifier=order)
+    assert report["subject"] == {"reference": ref}
+
+
+def test_a_patient_merged_again_leaves_no_stale_link_on_its_first_survivor(
+    send: Send, client: httpx.Client
+) -> None:
+    """B into A, then B into C: A no longer replaces B; B is replaced by C; a result naming
+    B lands on C. The same merge sent twice changes nothing the second time."""
+    b, a, c = (unique_id(p) for p in "BAC")
+    for mrn in (b, a, c):
+        send(admission(unique_id(), mrn))
+    assert msa(send(merge(unique_id(), a, b)))[0] == "AA"
+    [first] = patients(client, a)
+    assert msa(send(merge(unique_id(), a, b)))[0] == "AA"  # re-sent with a new MSH-10
+    assert patients(client, a) == [first]
+    assert msa(send(merge(unique_id(), c, b)))[0] == "AA"
+    [a_now] = patients(client, a)
+    [c_now] = patients(client, c)
+    [b_now] = patients(client, b)
+    assert a_now.get("active") is not False and links(a_now) == []
+    assert links(b_now) == [("replaced-by", f"Patient/{c_now['id']}")]
+    assert links(c_now) == [("replaces", f"Patient/{b_now['id']}")]
+    order = unique_id("O")
+    assert msa(send(result(unique_id(), b, order)))[0] == "AA"
+    [report] = search(client, "DiagnosticReport", identifier=order)
+    assert report["subject"] == {"reference": f"Patient/{c_now['id']}"}

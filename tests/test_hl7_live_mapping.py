@@ -190,3 +190,107 @@ def test_a_grant_without_specimen_or_condition_still_gets_its_results_in(
     assert encounter(client, visit)["status"] == "in-progress"
     [patient] = search(client, "Patient", identifier=mrn)
     assert search(client, "Condition", subject=f"Patient/{patient['id']}") == []
+
+
+def test_a_numeric_array_is_stored_as_sampled_data(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """OBX-2 NA -> valueSampledData, stored and read back with its unknown period."""
+    mrn, order = unique_id("P"), unique_id("F")
+    body = (
+        f"MSH|^~\\&|LAB|HOSP|MS|MS|20240301120000+0000||ORU^R01^ORU_R01|{unique_id()}|P|2.5.1\r"
+        f"PID|1||{mrn}^^^HOSP^MR||Roe^Rich||19700101|M\r"
+        f"OBR|1||{order}^LAB^1.2.9^ISO|11524-6^ECG^LN|||20240301080000+0000"
+        "||||||||||||||||||F\r"
+        "OBX|1|NA|131329^MDC_ECG_ELEC_POTL_I^MDC||12^-7^30~11^-6^28|uV^^UCUM|||||F\r"
+    ).encode()
+    assert msa(post(hl7, body).content)[0] == "AA"
+    [patient] = search(client, "Patient", identifier=mrn)
+    [result] = search(client, "Observation", subject=f"Patient/{patient['id']}")
+    assert result["valueSampledData"] == {
+        "origin": {"value": 0, "unit": "uV", "system": "http://unitsofmeasure.org", "code": "uV"},
+        "_period": {
+            "extension": [
+                {
+                    "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                    "valueCode": "unknown",
+                }
+            ]
+        },
+        "dimensions": 3,
+        "data": "12 -7 30 11 -6 28",
+    }
+
+
+def demographics_adt(trigger: str, mrn: str, when: str, pid: dict[int, str]) -> bytes:
+    fields = [""] * max([5, *pid])
+    fields[2], fields[4] = f"{mrn}^^^HOSP^MR", "Doe^Jane"
+    for number, value in pid.items():
+        fields[number - 1] = value
+    return (
+        f"MSH|^~\\&|ADT|HOSP|MS|MS|{when}+0000||ADT^{trigger}|{unique_id()}|P|2.5\r"
+        f"EVN|{trigger}|{when}+0000\r"
+        f"PID|{'|'.join(fields)}\r"
+    ).encode()
+
+
+def test_demographics_are_updated_per_extension_and_observation(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """PID-23/26/28 extensions and PID-10/22 Observations: an A08 replaces the extensions it
+    sends and keeps the others (a PID-23 it leaves empty, a REST client's extension), and
+    updates the race Observation instead of adding one."""
+    ext = "http://hl7.org/fhir/StructureDefinition/"
+    mrn = unique_id("P")
+    a01 = {10: "2106-3^White^CDCREC", 23: "Springfield", 26: "USA^^ISO3166_1"}
+    assert msa(post(hl7, demographics_adt("A01", mrn, "20240301100000", a01)).content)[0] == "AA"
+    [patient] = search(client, "Patient", identifier=mrn)
+    own = {"url": "http://example.org/fhir/StructureDefinition/vip", "valueBoolean": True}
+    patient["extension"].append(own)
+    assert client.put(f"/Patient/{patient['id']}", json=patient).status_code == 200
+    a08 = {10: "2028-9^Asian^CDCREC", 26: "CAN^^ISO3166_1", 28: "CAN"}
+    assert msa(post(hl7, demographics_adt("A08", mrn, "20240302100000", a08)).content)[0] == "AA"
+    [patient] = search(client, "Patient", identifier=mrn)
+    by_url = {e["url"]: e for e in patient["extension"]}
+    assert set(by_url) == {
+        ext + "patient-birthPlace",  # not sent in the A08: kept
+        ext + "patient-citizenship",  # replaced
+        ext + "patient-nationality",  # added
+        own["url"],  # another channel's: kept
+    }
+    assert by_url[ext + "patient-birthPlace"]["valueAddress"] == {"text": "Springfield"}
+    citizenship = by_url[ext + "patient-citizenship"]["extension"][0]["valueCodeableConcept"]
+    assert citizenship["coding"][0]["code"] == "CAN"
+    [race] = search(client, "Observation", subject=f"Patient/{patient['id']}", code="32624-9")
+    assert race["valueCodeableConcept"]["coding"][0]["code"] == "2028-9"
+    assert race["meta"]["versionId"] == "2"  # updated, not a second Observation
+    a08_null = {23: '""'}
+    answer = post(hl7, demographics_adt("A08", mrn, "20240303100000", a08_null))
+    assert msa(answer.content)[0] == "AA"
+    [patient] = search(client, "Patient", identifier=mrn)
+    assert ext + "patient-birthPlace" not in {e["url"] for e in patient["extension"]}
+
+
+def test_an_adt_token_without_observation_still_gets_its_admissions_in(
+    live_server: LiveServer,
+    server_root: str,
+    client: httpx.Client,  # noqa: F811
+) -> None:
+    """The race/ethnic group Observations are supplementary: a token without
+    system/Observation.cru gets AA with a warning (ERR 207, W) and the Patient written."""
+    scope = "system/Patient.cru system/Provenance.c"
+    auth = live_server.app.state.auth
+    feed = register_client(auth, "backend", scope, jwks={"keys": []})
+    token = auth.local_token(feed.name, scope)["access_token"]
+    mrn = unique_id("P")
+    with httpx.Client(
+        base_url=server_root, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
+        body = demographics_adt("A28", mrn, "20240301100000", {10: "2106-3^White^CDCREC"})
+        answer = post(http, body).content
+    assert msa(answer)[0] == "AA", answer
+    assert ("207", "W") in {(code, severity) for _, code, severity in err_fields(answer)}
+    [patient] = search(client, "Patient", identifier=mrn)
+    assert search(client, "Observation", subject=f"Patient/{patient['id']}") == []

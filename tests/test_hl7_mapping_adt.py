@@ -461,7 +461,7 @@ def test_encounter_status_by_event(trigger: str, klass: str, discharge: str, sta
     assert encounter.match == "identifier=|V77"
     if discharge:
         assert encounter.resource["period"]["end"] == "2024-03-02T10:00:00+01:00"
-    planned_location = only(result, "Location")
+    *_, planned_location = of_type(result, "Location")  # ward, room, then the bed
     expected = "planned" if klass == "P" else "active"
     assert encounter.resource["location"] == [
         {
@@ -469,6 +469,61 @@ def test_encounter_status_by_event(trigger: str, klass: str, discharge: str, sta
             "status": expected,
         }
     ]
+
+
+LOCATION_KEY = "urn:medisentinel:hl7v2:location"
+
+
+def locations(pl: str) -> dict[str, Planned]:
+    """The Locations planned for a PV1-3, by name."""
+    result = mapped(
+        "MSH|^~\\&|A|F|R|F|20240901100000+0000||ADT^A01^ADT_A01|LOC-1|P|2.5.1\n"
+        "PID|1||LOC1^^^HOSP&1.2.3&ISO^MR||Loc^Pat\n"
+        f"PV1|1|I|{pl}" + "|" * 16 + "LOCV^^^HOSP&1.2.3&ISO^VN\n"
+    )
+    found = {p.resource["name"]: p for p in of_type(result, "Location")}
+    (stay,) = only(result, "Encounter").resource["location"]
+    assert stay["location"]["reference"] == list(found.values())[-1].full_url  # the leaf
+    return found
+
+
+def test_a_pl_is_a_location_hierarchy() -> None:
+    """IG PL[Location]: bed partOf room partOf floor partOf point of care partOf facility,
+    building partOf facility; every level ensured by its own identifier. It was one flat
+    Location for the most granular place."""
+    found = locations("WARD1^101^A^GENHOSP^^^EAST^3^Window bed")
+    assert list(found) == ["GENHOSP", "EAST", "WARD1", "3", "101", "Window bed"]
+    keys = {name: p.resource["identifier"][0] for name, p in found.items()}
+    assert {k["system"] for k in keys.values()} == {LOCATION_KEY}
+    assert {name: k["value"] for name, k in keys.items()} == {
+        "GENHOSP": "GENHOSP",
+        "EAST": "GENHOSP^building:EAST",
+        "WARD1": "GENHOSP^WARD1",
+        "3": "GENHOSP^WARD1^floor:3",
+        "101": "GENHOSP^WARD1^101",
+        "Window bed": "GENHOSP^WARD1^101^A",  # the key the flat Location had
+    }
+
+    def parent(name: str) -> str | None:
+        ref = found[name].resource.get("partOf", {}).get("reference")
+        return next((n for n, p in found.items() if p.full_url == ref), None)
+
+    assert [parent(n) for n in found] == [None, "GENHOSP", "GENHOSP", "WARD1", "3", "101"]
+    types = [p.resource["physicalType"]["coding"][0]["code"] for p in found.values()]
+    assert types == ["si", "bu", "wa", "lvl", "ro", "bd"]
+    assert all(p.mode == "ensure" and p.match for p in found.values())
+    assert found["Window bed"].resource.get("description") is None  # it is the name
+
+
+def test_missing_levels_are_skipped_and_pl10_names_the_leaf() -> None:
+    found = locations("WARD2^^B")
+    assert list(found) == ["WARD2", "WARD2 B"]
+    bed = found["WARD2 B"].resource
+    assert bed["partOf"] == {"reference": found["WARD2"].full_url}
+    assert bed["identifier"] == [{"system": LOCATION_KEY, "value": "^WARD2^^B"}]
+    found = locations("^202^^^^^^^^R202&HOSP&1.2.3&ISO")
+    assert list(found) == ["202"]
+    assert found["202"].resource["identifier"] == [{"system": "urn:oid:1.2.3", "value": "R202"}]
 
 
 def test_an_organisation_as_next_of_kin_is_a_patient_contact() -> None:
@@ -519,6 +574,104 @@ def test_observations_and_drivers_licence_in_an_admission() -> None:
     assert height.resource["note"] == [{"text": "measured at admission"}]
     assert height.mode == "upsert" and "visit%3A" not in (height.match or "")
     assert "OBV" in (height.resource["identifier"][0]["value"])  # keyed under the visit
+
+
+def pid_fields(**fields: str) -> str:
+    """A PID with PID-3 and the given fields (f10="...")."""
+    values = [""] * 30
+    values[2], values[4] = "DEM1^^^HOSP&1.2.3&ISO^MR", "Dem^Pat"
+    for name, value in fields.items():
+        values[int(name[1:]) - 1] = value
+    return "PID|" + "|".join(values).rstrip("|") + "\n"
+
+
+def demographics(**fields: str) -> MappingResult:
+    return mapped(
+        "MSH|^~\\&|A|F|R|F|20240901100000+0000||ADT^A08^ADT_A01|DM-1|P|2.5.1\n"
+        "EVN|A08|20240901100000+0000\n" + pid_fields(**fields)
+    )
+
+
+EXT = "http://hl7.org/fhir/StructureDefinition/"
+
+
+def test_race_ethnicity_birth_place_citizenship_nationality() -> None:
+    """IG PID[Patient]: PID-23 -> patient-birthPlace (valueAddress.text), PID-26 (repeating)
+    -> patient-citizenship, PID-28 -> patient-nationality (their "code"); IG PID[Race] and
+    PID[EthnicGroup] to Observation: PID-10 and PID-22 -> Observations of the patient.
+    All five were left out."""
+    result = demographics(
+        f10="2106-3^White^CDCREC~2028-9^Asian^CDCREC",
+        f22="2186-5^Not Hispanic or Latino^CDCREC",
+        f23="Springfield General",
+        f26="USA^United States^ISO3166_1~CAN^Canada^ISO3166_1",
+        f28="NLD",
+    )
+    patient = only(result, "Patient")
+    assert patient.resource["extension"] == [
+        {"url": EXT + "patient-birthPlace", "valueAddress": {"text": "Springfield General"}},
+        *(
+            {
+                "url": EXT + "patient-citizenship",
+                "extension": [
+                    {
+                        "url": "code",
+                        "valueCodeableConcept": {
+                            "coding": [{"system": "urn:iso:std:iso:3166", "code": c, "display": d}]
+                        },
+                    }
+                ],
+            }
+            for c, d in (("USA", "United States"), ("CAN", "Canada"))
+        ),
+        {
+            "url": EXT + "patient-nationality",
+            "extension": [
+                {
+                    "url": "code",
+                    "valueCodeableConcept": {"coding": [{"system": V2 + "0212", "code": "NLD"}]},
+                }
+            ],
+        },
+    ]
+    race, ethnicity = of_type(result, "Observation")
+    for obs, code in ((race, "32624-9"), (ethnicity, "69490-1")):
+        assert obs.mode == "upsert" and obs.match and obs.match.startswith("identifier=")
+        assert obs.resource["subject"] == {"reference": patient.full_url}
+        assert obs.resource["status"] == "final"
+        assert obs.resource["code"]["coding"][0]["code"] == code
+    cdcrec = "urn:oid:2.16.840.1.113883.6.238"
+    assert [c["valueCodeableConcept"]["coding"][0]["code"] for c in race.resource["component"]] == [
+        "2106-3",
+        "2028-9",
+    ]
+    assert ethnicity.resource["valueCodeableConcept"] == {
+        "coding": [{"system": cdcrec, "code": "2186-5", "display": "Not Hispanic or Latino"}]
+    }
+    assert ethnicity.nulls == frozenset({"component"})
+    # the same PID re-sent finds the same Observations
+    assert [o.match for o in of_type(demographics(f10="2106-3", f22="2186-5"), "Observation")] == [
+        race.match,
+        ethnicity.match,
+    ]
+
+
+def test_demographic_nulls_remove_only_their_extension() -> None:
+    patient = only(demographics(f23='""', f28="NLD"), "Patient")
+    assert f"extension[{EXT}patient-birthPlace]" in patient.nulls
+    assert [e["url"] for e in patient.resource["extension"]] == [EXT + "patient-nationality"]
+    assert not of_type(demographics(f23="X"), "Observation")  # no PID-10/22: none planned
+
+
+def test_an_oru_plans_no_race_observation() -> None:
+    """An ORU's PID only names the patient (ensure): no demographics Observations."""
+    text = (
+        "MSH|^~\\&|LAB|L|R|F|20240901100000+0000||ORU^R01|DM-2|P|2.5.1\n"
+        + pid_fields(f10="2106-3^White^CDCREC")
+        + "OBR|1||F1|1^P^L|||20240901080000+0000||||||||||||||||||F\n"
+        "OBX|1|NM|1^A^L||1||||||F\n"
+    )
+    assert len(of_type(mapped(text), "Observation")) == 1  # the OBX only
 
 
 def test_visit_number_rules() -> None:

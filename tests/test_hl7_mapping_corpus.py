@@ -131,9 +131,18 @@ def test_adt_04_ig_test_message() -> None:
     (allergy,) = of_type(result, "AllergyIntolerance")
     assert allergy.resource["code"] == {"text": "Timothy Grass"}
     assert allergy.resource["category"] == ["environment"]  # LA pollen
-    (height,) = of_type(result, "Observation")  # IG ADT_A01: OBX[Observation]
-    assert height.resource["code"]["coding"][0]["code"] == "8302-2"
+    race, ethnicity, height = of_type(result, "Observation")  # PID-10, PID-22, then the OBX
+    assert height.resource["code"]["coding"][0]["code"] == "8302-2"  # IG ADT_A01: OBX
     assert height.resource["valueQuantity"]["value"] == 190
+    assert [c["valueCodeableConcept"]["coding"][0]["code"] for c in race.resource["component"]] == [
+        "1002-5",
+        "2106-3",
+    ]
+    assert ethnicity.resource["valueCodeableConcept"]["coding"][0]["code"] == "N"
+    extensions = {e["url"].rsplit("/", 1)[1]: e for e in patient["extension"]}
+    assert extensions["patient-birthPlace"]["valueAddress"] == {"text": "Indianapolis Indiana"}
+    citizenship = extensions["patient-citizenship"]["extension"][0]["valueCodeableConcept"]
+    assert citizenship["coding"][0]["system"] == "http://terminology.hl7.org/CodeSystem/v2-0399"
 
 
 def test_adt_09_batch() -> None:

@@ -407,6 +407,40 @@ def test_date_ranges_are_periods() -> None:
     assert not result.warnings
 
 
+DATA_ABSENT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+PERIOD_UNKNOWN = {"extension": [{"url": DATA_ABSENT, "valueCode": "unknown"}]}
+
+
+def test_numeric_arrays_are_sampled_data() -> None:
+    """IG OBX map: OBX-2 NA -> valueSampledData (NA[SampledData]); it was left out with a
+    warning. One repetition is a vector (dimensions 1); several are the rows of a matrix, one
+    per time point, written row after row; origin 0 in the OBX-6 units; period unknown."""
+    result = mapped(
+        oru(
+            "OBX|1|NA|X-NA1^Vector^L||1^2.50^-3^+4|mV^millivolt^UCUM|||||F",
+            "OBX|2|NA|X-NA2^Matrix^L||1^2~3^4~5^6|mm[Hg]^^UCUM|||||F",
+            "OBX|3|NA|X-NA3^Ragged^L||1^2^3~4|mV|||||F",
+        )
+    )
+    vector, matrix, ragged = (p.resource for p in of_type(result, "Observation"))
+    assert vector["valueSampledData"] == {
+        "origin": {"value": 0, "unit": "millivolt", "system": UCUM, "code": "mV"},
+        "_period": PERIOD_UNKNOWN,
+        "dimensions": 1,
+        "data": "1 2.50 -3 4",
+    }
+    assert "component" not in matrix  # the repetitions are one array, not three values
+    sampled = matrix["valueSampledData"]
+    assert (sampled["dimensions"], sampled["data"]) == (2, "1 2 3 4 5 6")
+    assert sampled["origin"] == {"value": 0, "unit": "mm[Hg]", "system": UCUM, "code": "mm[Hg]"}
+    assert ragged["valueSampledData"]["data"] == "1 2 3 4 E E"
+    assert ragged["valueSampledData"]["origin"] == {"value": 0, "unit": "mV"}
+    assert [(w.code, w.sequence, w.field, w.repetition) for w in result.warnings] == [
+        (102, 3, 5, 2)
+    ]
+    assert errors(oru("OBX|1|NA|X-NA^Bad^L||1^x^3|mV|||||F")) == [(102, "OBX", 1, 5, 2)]
+
+
 def test_specimens_are_mapped_and_referenced() -> None:
     """IG ORU_R01 SPECIMEN group: SPM -> Specimen of the patient, in DiagnosticReport.specimen,
     and Observation.specimen when the order has one specimen."""

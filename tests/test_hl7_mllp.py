@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from hl7_adapters.ack import build_ack
+from hl7_adapters.ack import build_ack, split_first
 from hl7_adapters.er7 import Message, parse_message
 from hl7_adapters.framing import FrameDecoder, frame
 from hl7_adapters.mllp import MLLPClient, MLLPServer, parse_allowlist, send_message
@@ -44,10 +44,11 @@ def message(control_id: str, extra: str = "", msh15: str = "", msh16: str = "") 
 
 
 async def ack_handler(raw: bytes, peer: str) -> bytes:
-    """What the real handler will do, minus the database: parse, then acknowledge."""
+    """What the real handler will do, minus the database: parse, then acknowledge (the
+    first ACK only: an enhanced-mode application ACK is the live server's business)."""
     ack = build_ack(parse_message(raw), "accept", force=True)
     assert ack is not None
-    return ack
+    return split_first(ack)[0]
 
 
 def msa(ack: bytes) -> tuple[str, str]:

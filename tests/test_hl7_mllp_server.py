@@ -171,6 +171,38 @@ def test_concurrent_clients_one_new_patient_is_created_once(
         assert len(search(client, "Observation", subject=f"Patient/{found['id']}")) == 1
 
 
+def test_concurrent_admissions_to_one_new_ward_create_each_location_once(
+    port: int, client: httpx.Client
+) -> None:
+    """PV1-3 is a Location hierarchy (facility, building, ward, floor, room, bed); eight
+    connections admitting to beds of the same new room create its levels once."""
+    ward, fac = unique_id("W"), unique_id("F")
+
+    def admission(bed: int) -> bytes:
+        message = a01(unique_id(), unique_id("P"), visit=unique_id("V"))
+        return message.replace(b"|WARD^1^1|", f"|{ward}^12^{bed}^{fac}^^^EAST^2|".encode())
+
+    async def scenario() -> list[list[bytes]]:
+        return await asyncio.gather(*(send_all(port, [admission(bed)]) for bed in range(8)))
+
+    for acks in run(scenario()):
+        assert msa(acks[0])[0] == "AA", err_fields(acks[0])
+    system = "urn:medisentinel:hl7v2:location"
+    by_key = {
+        key: search(client, "Location", identifier=f"{system}|{key}")
+        for key in (fac, f"{fac}^building:EAST", f"{fac}^{ward}", f"{fac}^{ward}^floor:2")
+    }
+    by_key[f"{fac}^{ward}^12"] = search(client, "Location", identifier=f"{system}|{fac}^{ward}^12")
+    assert {key: len(found) for key, found in by_key.items()} == dict.fromkeys(by_key, 1)
+    [floor] = by_key[f"{fac}^{ward}^floor:2"]
+    [room] = by_key[f"{fac}^{ward}^12"]
+    assert room["partOf"] == {"reference": f"Location/{floor['id']}"}
+    beds = search(client, "Location", partof=f"Location/{room['id']}")
+    assert sorted(b["identifier"][0]["value"] for b in beds) == [
+        f"{fac}^{ward}^12^{bed}" for bed in range(8)
+    ]
+
+
 def test_frames_split_across_reads_and_joined_in_one_read(port: int) -> None:
     controls = [unique_id() for _ in range(3)]
     stream = b"".join(frame(a01(c, unique_id("P"))) for c in controls)
@@ -219,6 +251,57 @@ def test_enhanced_mode_commit_acks_and_silence_when_asked(port: int, engine: Eng
     assert msa(next_ack) == ("AA", after)
     [row] = rows_for(engine, quiet)
     assert row.status == "accepted" and row.ack is None
+
+
+def test_enhanced_mode_sends_the_commit_ack_then_the_application_ack(
+    port: int, engine: Engine, client: httpx.Client
+) -> None:
+    """HL7 v2 chapter 2, enhanced mode over MLLP: a CA once the message is in safe storage,
+    then the AA/AE/AR MSH-16 asks for, as a second frame on the connection; CR for a header
+    refusal (no application ACK follows); MSH-15 ER / MSH-16 AL: only the application ACK.
+    The CA used to be the only answer, and a content error a CE."""
+    good, bad, alien, er_only, after = (unique_id() for _ in range(5))
+    mrn = unique_id("P")
+    no_pid3 = a01(bad, "", msh15="AL", msh16="AL")
+    unsupported = a01(alien, unique_id("P"), msh15="AL", msh16="AL").replace(
+        b"ADT^A01^ADT_A01", b"ZZZ^Z01", 1
+    )
+
+    async def scenario() -> list[bytes]:
+        async with MLLPClient("127.0.0.1", port) as mllp:
+            frames = [await mllp.send(a01(good, mrn, msh15="AL", msh16="AL"))]
+            frames.append(await mllp.read_frame())  # the application ACK, second frame
+            frames += [await mllp.send(no_pid3), await mllp.read_frame()]
+            frames.append(await mllp.send(unsupported))  # CR only
+            frames.append(await mllp.send(a01(er_only, unique_id("P"), msh15="ER", msh16="AL")))
+            frames.append(await mllp.send(a01(after, unique_id("P"))))  # original mode
+            return frames
+
+    frames = run(scenario())
+    assert [msa(f) for f in frames] == [
+        ("CA", good),
+        ("AA", good),
+        ("CA", bad),
+        ("AE", bad),
+        ("CR", alien),
+        ("AA", er_only),
+        ("AA", after),
+    ]
+    assert err_fields(frames[0]) == [] and ("PID^1^3^^1", "101", "E") in err_fields(frames[3])
+    assert ("MSH^1^9", "200", "E") in err_fields(frames[4])
+    assert patients(client, mrn)
+    assert [r.status for r in rows_for(engine, bad)] == ["error"]  # stored: committed
+    [row] = rows_for(engine, good)
+    assert bytes(row.ack) == frames[0] + frames[1]  # a re-send gets both again
+
+    async def resend() -> list[bytes]:
+        async with MLLPClient("127.0.0.1", port) as mllp:
+            return [
+                await mllp.send(a01(good, mrn, msh15="AL", msh16="AL")),
+                await mllp.read_frame(),
+            ]
+
+    assert run(resend()) == frames[:2]
 
 
 # ---------------------------------------------------------------- content

@@ -5,12 +5,14 @@ STU1) field by field; each module names the IG maps it implements:
 
 * ``tables``      code tables (gender, marital status, patient class, events, flags, statuses)
 * ``identifiers`` identifier systems from assigning authorities, match queries
-* ``datatypes``   CX, EI, XPN, XAD, XTN, CWE, XCN, PL
-* ``patient``     PID -> Patient (and the Patient match rule, nulls)
+* ``datatypes``   CX, EI, XPN, XAD, XTN, CWE, XCN; ``locations`` PL -> the Location hierarchy
+* ``patient``     PID -> Patient (and the Patient match rule, nulls); ``demographics``
+                  PID-10/22 (Observations) and PID-23/26/28 (Patient extensions)
 * ``adt``         ADT A01/A02/A03/A04/A05/A08/A11/A13/A28/A31, A40 merges (``nk1``: NK1;
                   ``dg1``: DG1;
                   OBX in an ADT: ``oru.map_adt_observations``)
-* ``oru`` ``obx`` ORU^R01 -> DiagnosticReport, Observation
+* ``oru`` ``obx`` ORU^R01 -> DiagnosticReport, Observation (``sampled``: OBX-2 NA;
+                  ``numbers``: HL7 NM values)
 * ``specimen``    SPM -> Specimen (ORU^R01 SPECIMEN group)
 * ``pcd``         OBX-18 devices and the IHE PCD-01 containment tree
 * ``plan``        the output contract (MappingResult) shared with the applier

@@ -22,7 +22,8 @@ AL1[AllergyIntolerance]. How each resource is found again:
 * AllergyIntolerance (AL1): upsert, matched by ``urn:medisentinel:hl7v2:al1|<patient
   system>|<patient id>|<AL1-3 coding system>|<AL1-3 code, else text>``.
 * Practitioner (PV1-7/8/9/17): ensure by XCN.1 identifier; a doctor without XCN.1 is named
-  by display only. Location (PV1-3/6): ensure by PL identifier (datatypes.location).
+  by display only. Location (PV1-3/6): the PL's hierarchy, each level ensured by its
+  identifier (locations.py).
 * A40: every PID/MRG pair gives a Merge(survivor = PID-3 match, retired = MRG-1 match) and
   the surviving Patient (upsert).
 * OBX (e.g. height at admission): Observations of the patient and the Encounter, upserted
@@ -39,7 +40,9 @@ from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, Where, first, val
+from hl7_adapters.mapping.demographics import plan_observations
 from hl7_adapters.mapping.dg1 import map_diagnoses
+from hl7_adapters.mapping.locations import plan_location
 from hl7_adapters.mapping.nk1 import map_next_of_kin
 from hl7_adapters.mapping.patient import build_patient, patient_match
 from hl7_adapters.mapping.plan import Merge, Mode
@@ -70,7 +73,10 @@ def plan_patient(ctx: MapContext, pid: Segment, mode: Mode) -> PatientRef | None
     if not match:
         return None
     url = ctx.add(resource, mode, match, nulls, origin=ctx.origin(pid, 3))
-    return PatientRef(url, match, identifier)
+    patient = PatientRef(url, match, identifier)
+    if mode == "upsert":  # an ADT's PID is the patient's record; an ORU's only names him
+        plan_observations(ctx, pid, url, patient.key)
+    return patient
 
 
 def map_adt(ctx: MapContext, trigger: str) -> tuple[PatientRef | None, list[Merge]]:
@@ -144,16 +150,6 @@ def practitioner_ref(ctx: MapContext, rep: Any, where: Where) -> JSON | None:
     return ref
 
 
-def _location_ref(ctx: MapContext, rep: Any, where: Where) -> JSON | None:
-    resource, identifier = dt.location(rep, where)
-    if resource is None or identifier is None:
-        return None
-    ref: JSON = {"reference": ctx.add(resource, "ensure", ids.match_of(identifier))}
-    if resource.get("name"):
-        ref["display"] = resource["name"]
-    return ref
-
-
 def _status(trigger: str, pv1: Segment, klass: str) -> str:
     if trigger in t.EVENT_ENCOUNTER_STATUS:
         return t.EVENT_ENCOUNTER_STATUS[trigger]
@@ -221,7 +217,7 @@ def plan_encounter(
     locations = []
     for field, status in ((3, "planned" if klass_code == "P" else "active"), (6, "completed")):
         place = first(pv1, field)
-        ref = _location_ref(ctx, place, at.sub(field, 1)) if place is not None else None
+        ref = plan_location(ctx, place) if place is not None else None
         if ref:
             locations.append({"location": ref, "status": status})
     if locations:

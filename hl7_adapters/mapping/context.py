@@ -80,6 +80,7 @@ class MapContext:
         nulls: frozenset[str] = frozenset(),
         full_url: str | None = None,
         origin: tuple[str, int, int] | None = None,
+        supplementary: bool = False,
     ) -> str:
         """Plan a resource; returns its full_url (the earlier one for a repeated match)."""
         rtype = str(resource["resourceType"])
@@ -89,7 +90,9 @@ class MapContext:
                 for key, value in resource.items():  # ensure: fill what the first lacked
                     earlier.resource.setdefault(key, value)
                 return earlier.full_url
-        planned = Planned(full_url or new_full_url(), resource, mode, match, nulls, origin)
+        planned = Planned(
+            full_url or new_full_url(), resource, mode, match, nulls, origin, supplementary
+        )
         self.planned.append(planned)
         if match is not None:
             self._by_match[(rtype, match)] = planned

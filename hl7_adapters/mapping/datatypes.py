@@ -5,7 +5,8 @@ and returns a FHIR JSON dict, or None when the repetition carries nothing FHIR c
 The IG maps followed (github.com/HL7/v2-to-fhir ``mappings/datatypes``, STU1 "E2" sheets):
 CX[Identifier], EI[Identifier], XPN[HumanName], XAD[Address], XTN[ContactPoint],
 CWE[CodeableConcept] (also CE/CNE/CF, which share the first components), XCN[Practitioner],
-PL (Location), DR[Period]. DTM -> dateTime/instant is Where.datetime/instant (context.py).
+DR[Period]; PL[Location] is ``locations``. DTM -> dateTime/instant is
+Where.datetime/instant (context.py).
 Deviations are named where they happen.
 """
 
@@ -24,7 +25,7 @@ _HL7_TABLE = re.compile(r"HL7(\d{4})")
 JSON = dict[str, Any]
 
 
-def _compact(data: JSON) -> JSON:
+def compact(data: JSON) -> JSON:
     """Drop empty values so that no FHIR element is sent empty."""
     return {k: v for k, v in data.items() if v not in (None, "", [], {})}
 
@@ -56,7 +57,7 @@ def _coding(code: str, display: str, system_name: str, version: str = "", oid: s
         return {}
     # An unknown or local ("L", "99zzz") coding system: the code is kept without a system.
     known = coding_system(system_name, oid) if system_name or oid else None
-    return _compact(
+    return compact(
         {"system": known, "version": version or None, "code": code, "display": display or None}
     )
 
@@ -80,7 +81,7 @@ def codeable_concept(rep: Repetition | None, table: str = "") -> JSON | None:
     ]
     codings = [c for c in codings if c]
     text = val(rep, 9) or (val(rep, 2) if not codings else "")
-    result = _compact({"coding": codings, "text": text or None})
+    result = compact({"coding": codings, "text": text or None})
     return result or None
 
 
@@ -106,13 +107,13 @@ def mapped_concept(
         text = val(rep, 9) or val(rep, 2) or original
         return {"text": text} if text else None
     codings = [
-        _compact({"system": target.system, "code": target.code, "display": target.display or None})
+        compact({"system": target.system, "code": target.code, "display": target.display or None})
     ]
     if (t.V2 + v2_table, original) != (target.system, target.code):
         codings.append(
-            _compact({"system": t.V2 + v2_table, "code": original, "display": val(rep, 2) or None})
+            compact({"system": t.V2 + v2_table, "code": original, "display": val(rep, 2) or None})
         )
-    return _compact({"coding": codings, "text": val(rep, 9) or None})
+    return compact({"coding": codings, "text": val(rep, 9) or None})
 
 
 # --------------------------------------------------------------------------- identifiers
@@ -139,12 +140,12 @@ def cx_identifier(rep: Repetition, where: Where, default_type: str = "") -> JSON
     hd = (val(rep, 4, 1), val(rep, 4, 2), val(rep, 4, 3))
     start = where.datetime(val(rep, 7), 7)
     end = where.datetime(val(rep, 8), 8)
-    return _compact(
+    return compact(
         {
             "type": identifier_type(val(rep, 5) or default_type, where),
             "system": ids.hd_system(*hd),
             "value": value,
-            "period": _compact({"start": start, "end": end}) or None,
+            "period": compact({"start": start, "end": end}) or None,
             "assigner": ids.assigner(*hd),
         }
     )
@@ -177,7 +178,7 @@ def ei_identifier(rep: Repetition | None, type_code: str = "") -> JSON | None:
         if type_code
         else None
     )
-    return _compact({"type": typ, "system": system, "value": value})
+    return compact({"type": typ, "system": system, "value": value})
 
 
 # --------------------------------------------------------------------------- names
@@ -185,7 +186,7 @@ def ei_identifier(rep: Repetition | None, type_code: str = "") -> JSON | None:
 
 def _period(where: Where, start: str, end: str, component: int) -> JSON | None:
     return (
-        _compact({"start": where.datetime(start, component), "end": where.datetime(end, component)})
+        compact({"start": where.datetime(start, component), "end": where.datetime(end, component)})
         or None
     )
 
@@ -216,7 +217,7 @@ def human_name(rep: Repetition, where: Where, name_type: int = 7) -> JSON | None
         period = _period(where, val(rep, 12), val(rep, 13), 12) or _period(
             where, val(rep, 10, 1), val(rep, 10, 2), 10
         )
-    return _compact(
+    return compact(
         {
             "use": use,
             "family": family,
@@ -270,7 +271,7 @@ def address(rep: Repetition, where: Where) -> JSON | None:
     period = _period(where, val(rep, 13), val(rep, 14), 13) or _period(
         where, val(rep, 12, 1), val(rep, 12, 2), 12
     )
-    return _compact({"use": use, "type": typ, **data, "period": period})
+    return compact({"use": use, "type": typ, **data, "period": period})
 
 
 # --------------------------------------------------------------------------- telecom
@@ -310,7 +311,7 @@ def contact_point(rep: Repetition, where: Where, default_use: str | None = None)
     if kind == "CP":
         use = "mobile"
     rank = val(rep, 18)
-    return _compact(
+    return compact(
         {
             "system": system,
             "value": value,
@@ -330,7 +331,7 @@ def xcn_identifier(rep: Repetition, where: Where) -> JSON | None:
     if not value:
         return None
     hd = (val(rep, 9, 1), val(rep, 9, 2), val(rep, 9, 3))
-    return _compact(
+    return compact(
         {
             "type": identifier_type(val(rep, 13), where),
             "system": ids.hd_system(*hd),
@@ -352,7 +353,7 @@ def practitioner(rep: Repetition, where: Where) -> tuple[JSON | None, JSON | Non
     identifier = xcn_identifier(rep, where)
     if identifier is None:
         return None, None, display
-    resource = _compact(
+    resource = compact(
         {
             "resourceType": "Practitioner",
             "identifier": [identifier],
@@ -362,45 +363,10 @@ def practitioner(rep: Repetition, where: Where) -> tuple[JSON | None, JSON | Non
     return resource, identifier, display
 
 
-def location(rep: Repetition, where: Where) -> tuple[JSON | None, JSON | None]:
-    """PL -> (Location, its Identifier). One Location for the most granular place sent.
-
-    Identifier: PL.10 (comprehensive location identifier, EI) when sent, else a derived one
-    (system ``urn:medisentinel:hl7v2:location``, value ``facility^point of care^room^bed``)
-    so that the same PL always finds the same Location. Deviation from the IG's
-    recommendation to chain ward/room/bed Locations by partOf: one Location per PL keeps the
-    'ensure' match simple; its name and physicalType say what it is.
-    """
-    parts = {n: val(rep, n, 1) for n in (1, 2, 3, 7, 8)}
-    facility = val(rep, 4, 1)
-    description = val(rep, 9)
-    if not (any(parts.values()) or facility or description):
-        return None, None
-    identifier = ei_identifier_from(rep, 10)
-    if identifier is None:
-        key = "^".join([facility, parts[1], parts[2], parts[3]]).rstrip("^")
-        if not key.strip("^"):
-            key = description
-        identifier = {"system": ids.LOCATION_KEY_SYSTEM, "value": key}
-    name = description or " ".join(p for p in (parts[1], parts[2], parts[3]) if p) or facility
-    granular = next((n for n in (3, 2, 1, 8, 7) if parts[n]), None)
-    physical = t.PL_PHYSICAL_TYPE.get(granular) if granular else None
-    resource = _compact(
-        {
-            "resourceType": "Location",
-            "identifier": [identifier],
-            "name": name,
-            "mode": "instance",
-            "physicalType": {"coding": [physical._asdict()]} if physical else None,
-        }
-    )
-    return resource, identifier
-
-
 def ei_identifier_from(rep: Repetition, component: int) -> JSON | None:
     """An EI held in one component (subcomponents EI.1-4), e.g. PL.10."""
     value = val(rep, component, 1)
     if not value:
         return None
     system = ids.hd_system(val(rep, component, 2), val(rep, component, 3), val(rep, component, 4))
-    return _compact({"system": system, "value": value})
+    return compact({"system": system, "value": value})

@@ -38,6 +38,7 @@ VISIT_KEY_SYSTEM = f"{LOCAL}:visit"  # a visit sent without PV1-19 (mapping/adt.
 LOCATION_KEY_SYSTEM = f"{LOCAL}:location"
 DIAGNOSIS_KEY_SYSTEM = f"{LOCAL}:dg1"  # a DG1 without an authoritative DG1-20
 SPECIMEN_KEY_SYSTEM = f"{LOCAL}:spm"  # a specimen sent without SPM-2 (mapping/specimen.py)
+PID_OBSERVATION_KEY_SYSTEM = f"{LOCAL}:pid"  # race / ethnic group (mapping/demographics.py)
 # IEEE EUI-64 as used by IHE PCD (OBX-18 "0123456789ABCDEF^EUI-64"): the IEEE 11073 system
 # identifier OID used by the HL7 Personal Health Device IG for Device.identifier.
 EUI64_SYSTEM = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"

@@ -19,6 +19,8 @@ ED          extension valueAttachment (R4 has no Observation.valueAttachment; th
             uses the R5 element's cross-version extension): ED.3 (with ED.2) the contentType,
             ED.5 the data, as base64 (sent Base64: kept; Hex or A: converted, IG ED map)
 RP          the same extension: RP.1 the url, RP.3/RP.4 the contentType (IG RP map)
+NA          valueSampledData (IG NA[SampledData]; the rules are in ``sampled``): the
+            repetitions are the rows of one array, so they never become components
 =========== ============================================================================
 
 Any other type is reported as a warning and its value left out. Several OBX-5 repetitions of
@@ -42,10 +44,11 @@ from typing import Any
 from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import Where, first, val
+from hl7_adapters.mapping.numbers import decimal, json_number
+from hl7_adapters.mapping.sampled import sampled_data
 from hl7_adapters.values import Repetition, Segment
 
 JSON = dict[str, Any]
-_NM = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
 _RANGE = re.compile(
     r"\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*(?:-|to)\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*", re.IGNORECASE
 )
@@ -73,6 +76,7 @@ UNMAPPED_TYPES = t.VALUE_TYPES_0125 - {
     "DR",
     "ED",
     "RP",
+    "NA",
 }
 VALUE_ATTACHMENT = (
     "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.valueAttachment"
@@ -94,21 +98,6 @@ _SUBTYPE_MIME = {
 }
 
 
-def decimal(text: str) -> Decimal | None:
-    """An HL7 NM as a Decimal (exact digits kept, so 4.10 stays 4.10), None if not NM."""
-    text = text.strip()
-    if not _NM.fullmatch(text):
-        return None
-    number = Decimal(text.lstrip("+"))
-    return number if number == number.to_integral_value() or "." in text else number
-
-
-def _json_number(number: Decimal) -> Decimal | int:
-    """Integers as int (FHIR JSON needs no fraction), others as Decimal (literal kept)."""
-    text = str(number)
-    return int(number) if "." not in text and "E" not in text.upper() else number
-
-
 def units(obx: Segment) -> JSON:
     """OBX-6 as the unit part of a Quantity (rule in the module doc)."""
     rep = first(obx, 6)
@@ -123,7 +112,7 @@ def units(obx: Segment) -> JSON:
 
 
 def quantity(number: Decimal, unit: JSON, comparator: str = "") -> JSON:
-    out: JSON = {"value": _json_number(number)}
+    out: JSON = {"value": json_number(number)}
     if comparator in _COMPARATORS:
         out["comparator"] = _COMPARATORS[comparator]
     out.update(unit)
@@ -284,6 +273,8 @@ def values(obx: Segment, where: Where, code: JSON) -> JSON:
     if kind in ("ED", "RP"):
         return _attachments(kind, reps, where)
     unit = units(obx)
+    if kind == "NA":  # the repetitions are the rows of one array, not separate values
+        return sampled_data(reps, where, unit)
     if kind in TEXT_TYPES:
         text = "\n".join(s for _, rep in reps if (s := at5.text(rep)))
         return {"valueString": text} if text else {}

@@ -3,9 +3,9 @@
 Mapped: PID-2/3/4 identifiers (CX, type from CX.5, system and assigner from CX.4), PID-19
 SSN, PID-20 driver's licence, PID-5 and PID-9 names, PID-7 birthDate, PID-8 gender, PID-11
 addresses with PID-12 county, PID-13/14/40 telecoms, PID-15 communication.language, PID-16
-maritalStatus, PID-24/25 multipleBirth, PID-29/30 deceased. Not mapped (no core element,
-extensions left for later): PID-6, PID-10, PID-17, PID-22, PID-23, PID-26..28, PID-31..39,
-the birth-time extension.
+maritalStatus, PID-24/25 multipleBirth, PID-29/30 deceased; PID-23/26/28 as the IG's core
+extensions and PID-10/22 as Observations (demographics.py). Not mapped: PID-6, PID-17,
+PID-27, PID-31..39, the birth-time extension.
 
 **Match rule.** A Patient is found by the first PID-3 repetition that has a value and a
 system (see identifiers.hd_system); failing that, the first with a value, matched as a
@@ -27,6 +27,7 @@ from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, Where, field_is_null, first, val
+from hl7_adapters.mapping.demographics import patient_extensions
 from hl7_adapters.values import Repetition, Segment
 
 JSON = dict[str, Any]
@@ -178,7 +179,10 @@ def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
     if marital:
         resource["maritalStatus"] = marital
     _choices(resource, pid, at)
-    return resource, _nulls(pid, resource)
+    extensions, extension_nulls = patient_extensions(pid, at)
+    if extensions:
+        resource["extension"] = extensions
+    return resource, _nulls(pid, resource) | extension_nulls
 
 
 def _language(rep: Repetition | None) -> JSON | None:

@@ -37,6 +37,9 @@ class Planned:
     # Where the match comes from (segment, its sequence, field), for an ERR-2 that points
     # the sender at the field to fix when the match finds the wrong patient's resource.
     origin: tuple[str, int, int] | None = None
+    # Written only when the sender's grant allows its type (hl7_adapters/optional.py): for
+    # resources added to a message's mapping after feeds had tokens (PID-10/22 Observations).
+    supplementary: bool = False
 
     @property
     def resource_type(self) -> str:

@@ -23,6 +23,7 @@ from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import obx as ox
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, first, val
+from hl7_adapters.mapping.numbers import decimal
 from hl7_adapters.values import Segment
 
 JSON = dict[str, Any]
@@ -58,7 +59,7 @@ def _collection(ctx: MapContext, spm: Segment) -> JSON:
     if site:
         collection["bodySite"] = site
     amount = first(spm, 12)
-    number = ox.decimal(val(amount, 1))
+    number = decimal(val(amount, 1))
     if number is not None:
         unit = val(amount, 2, 2) or val(amount, 2, 1)  # CQ.2 (CWE): text, else the code
         collection["quantity"] = ox.quantity(number, {"unit": unit} if unit else {})

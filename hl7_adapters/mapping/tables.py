@@ -432,14 +432,17 @@ CODING_SYSTEMS_0396: dict[str, str] = {
     "UMLS": "http://www.nlm.nih.gov/research/umls",
 }
 
-# Location.physicalType (location-physical-type) for the most granular PL component.
+# Location.physicalType (location-physical-type) of the Location each PL component names
+# (mapping/locations.py): PL.3 bed, PL.2 room, PL.8 floor, PL.1 point of care, PL.7 building,
+# PL.4 facility.
 PHYSICAL_TYPE = "http://terminology.hl7.org/CodeSystem/location-physical-type"
 PL_PHYSICAL_TYPE: dict[int, Code] = {
     3: Code(PHYSICAL_TYPE, "bd", "Bed"),
     2: Code(PHYSICAL_TYPE, "ro", "Room"),
+    8: Code(PHYSICAL_TYPE, "lvl", "Level"),
     1: Code(PHYSICAL_TYPE, "wa", "Ward"),
     7: Code(PHYSICAL_TYPE, "bu", "Building"),
-    8: Code(PHYSICAL_TYPE, "lvl", "Level"),
+    4: Code(PHYSICAL_TYPE, "si", "Site"),
 }
 
 # IG PV1[Encounter]: participant types for the XCN fields of PV1.
@@ -448,4 +451,27 @@ PV1_PARTICIPANTS: tuple[tuple[int, Code], ...] = (
     (8, Code(V3_PARTICIPATION, "REF", "referrer")),
     (9, Code(V3_PARTICIPATION, "CON", "consultant")),
     (17, Code(V3_PARTICIPATION, "ADM", "admitter")),
+)
+
+# IG PID[Patient]: PID fields the IG carries as FHIR core Patient extensions. "address":
+# valueAddress.text from an ST (PID-23 birth place); "code": a complex extension whose "code"
+# sub-extension holds the CWE as valueCodeableConcept (PID-26 citizenship, repeating; PID-28
+# nationality). One extension per repetition; (field, extension URL, kind, HL7 table).
+EXTENSION = "http://hl7.org/fhir/StructureDefinition/"
+PID_EXTENSIONS: tuple[tuple[int, str, str, str], ...] = (
+    (23, EXTENSION + "patient-birthPlace", "address", ""),
+    (26, EXTENSION + "patient-citizenship", "code", "0171"),
+    (28, EXTENSION + "patient-nationality", "code", "0212"),
+)
+
+# IG PID[Race] and PID[EthnicGroup] to Observation: PID-10 (table 0005) and PID-22 (0189)
+# are Observations of the patient (status final, the CWE as valueCodeableConcept), not
+# Patient elements. The IG assigns no Observation.code; the LOINC codes are local choices.
+LOINC = "http://loinc.org"
+PID_OBSERVATIONS: tuple[tuple[int, str, Code, str], ...] = (
+    (10, "race", Code(LOINC, "32624-9", "Race"), "0005"),
+    (22, "ethnicity", Code(LOINC, "69490-1", "Ethnicity OMB.1997"), "0189"),
+)
+SOCIAL_HISTORY = Code(
+    "http://terminology.hl7.org/CodeSystem/observation-category", "social-history", "Social History"
 )
