@@ -206,6 +206,17 @@ def test_system_search_refuses_an_unknown_modifier(world: World) -> None:
     assert world.http.get("", params=pairs).status_code == 400
 
 
+@pytest.mark.parametrize("types", ["Bogus", "Patient,Bogus"])
+def test_system_search_with_an_unknown_type_in_type_is_400(world: World, types: str) -> None:
+    """An unknown `_type` value is a bad parameter value, not a missing endpoint (404 is for
+    an unknown type in the path): GET and POST _search alike."""
+    for response in (world.http.get("", params={"_type": types}),
+                     post_search(world, "", f"_type={types}")):  # fmt: skip
+        assert response.status_code == 400, response.text
+        [issue] = response.json()["issue"]
+        assert issue["expression"] == ["_type"] and "'Bogus'" in issue["diagnostics"]
+
+
 def test_reference_type_modifier_of_a_real_target(world: World) -> None:
     loaded = world.load("refs", SCENARIOS)
     pairs = [("subject:Patient", loaded.ids["pa"][1]), loaded.scope]

@@ -184,8 +184,7 @@ class FhirRouter:
         ignored: list[str] = []
         if rtype is None:  # system search: a parameter must mean the same on every type
             types = [t for v in dict(pairs).get("_type", "").split(",") for t in [v.strip()] if t]
-            for name in types:
-                self.service.check_type(name)
+            self.service.check_listed_types(types)
             pairs, ignored = _shared_parameters(
                 [(k, v) for k, v in pairs if k != "_type"], types, strict
             )

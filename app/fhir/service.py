@@ -96,6 +96,13 @@ class FhirService:
         if rtype not in known_resource_types():
             raise NotFound(f"unknown resource type '{rtype}'")
 
+    def check_listed_types(self, names: list[str]) -> None:
+        """`_type` values: an unknown one is a bad parameter value (400), not a missing
+        resource endpoint (404, as for an unknown type in the path)."""
+        for name in names:
+            if name not in known_resource_types():
+                raise InvalidRequest(f"unknown resource type '{name}'", expression="_type")
+
     def read(self, uow: UnitOfWork, rtype: str, rid: str) -> StoredVersion:
         self.check_type(rtype)
         interaction = Interaction("read", rtype, rid)
@@ -137,8 +144,7 @@ class FhirService:
         """Type-level search (rtype), or system-level search over `types` when rtype is None."""
         if rtype is not None:
             self.check_type(rtype)
-        for name in types or []:
-            self.check_type(name)
+        self.check_listed_types(types or [])
         level = "search-type" if rtype else "search-system"
         interaction = Interaction(
             level, rtype, query=params.query_string(), types=tuple(types or ()), search=params
