@@ -174,7 +174,10 @@ class TokenService:
         self, conn: Connection, client_id: str, token: str, scope: str | None
     ) -> dict[str, Any]:
         """Rotate a refresh token: the old one is spent; using it again revokes the family."""
-        row = self._live_row(conn, secrets.digest(token), "refresh")
+        # Locked while this transaction decides (as codes are): concurrent refreshes with one
+        # token each saw it unspent and rotated it on PostgreSQL; now they queue, and all but
+        # the first find it spent, a reuse.
+        row = self._live_row(conn, secrets.digest(token), "refresh", lock=True)
         if row is None or row.client_id != client_id:
             raise invalid_grant("the refresh token is not valid for this client")
         if row.rotated_at is not None:
@@ -326,8 +329,9 @@ class TokenService:
         except InvalidToken:
             return secrets.digest(token), "refresh"
 
-    def _live_row(self, conn: Connection, key: str, kind: str) -> Any:
-        row = conn.execute(select(issued_token).where(issued_token.c.token_hash == key)).first()
+    def _live_row(self, conn: Connection, key: str, kind: str, *, lock: bool = False) -> Any:
+        query = select(issued_token).where(issued_token.c.token_hash == key)
+        row = conn.execute(query.with_for_update() if lock else query).first()
         if row is None or row.kind != kind:
             return None
         if row.revoked_at is not None or row.expires_at <= secrets.now():
