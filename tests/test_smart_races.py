@@ -5,27 +5,14 @@ it used" must be one statement, not a SELECT followed by an UPDATE."""
 
 from __future__ import annotations
 
-import secrets
 import threading
-import uuid
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import pytest
 
-from app.auth.pkce import s256
 from tests.conftest import LiveServer
-from tests.smart_helpers import (
-    CALLBACK,
-    Browser,
-    Registered,
-    TwoPatients,
-    query_of,
-    register_client,
-    register_user,
-    two_patients,
-)
+from tests.smart_helpers import CALLBACK, TwoPatients, patient_app_code, redeem, two_patients
 
 ATTEMPTS = 8
 
@@ -56,19 +43,6 @@ def _at_once(world: World, forms: list[dict[str, str]]) -> list[httpx.Response]:
     return [a for a in answers if a is not None]
 
 
-def _signed_in(world: World, scope: str) -> tuple[Registered, str, str]:
-    """A public app and a patient user through the browser pages: (app, code, verifier)."""
-    app = register_client(world.auth, "public", scope)
-    user = register_user(world.auth, "patient", f"Patient/{world.pa}")
-    verifier = secrets.token_urlsafe(48)
-    query = {"response_type": "code", "client_id": app.client_id, "redirect_uri": CALLBACK,
-             "scope": scope, "state": uuid.uuid4().hex, "aud": world.base,
-             "code_challenge": s256(verifier), "code_challenge_method": "S256"}  # fmt: skip
-    back = query_of(Browser(world.root).sign_in(f"{world.root}/auth/authorize?{urlencode(query)}",
-                                                user))  # fmt: skip
-    return app, back["code"], verifier
-
-
 def _issued(answers: list[httpx.Response]) -> list[dict[str, Any]]:
     for answer in answers:
         assert answer.status_code in (200, 400), answer.text
@@ -83,7 +57,7 @@ def _reads(world: World, token: str) -> int:
 
 
 def test_a_code_presented_many_times_at_once_is_redeemed_once(world: World) -> None:
-    app, code, verifier = _signed_in(world, "launch/patient patient/*.rs offline_access")
+    app, code, verifier = patient_app_code(world, "launch/patient patient/*.rs offline_access")
     form = {"grant_type": "authorization_code", "code": code, "client_id": app.client_id,
             "redirect_uri": CALLBACK, "code_verifier": verifier}  # fmt: skip
     issued = _issued(_at_once(world, [form] * ATTEMPTS))
@@ -94,12 +68,8 @@ def test_a_code_presented_many_times_at_once_is_redeemed_once(world: World) -> N
 
 
 def test_a_refresh_token_presented_many_times_at_once_is_rotated_once(world: World) -> None:
-    app, code, verifier = _signed_in(world, "launch/patient patient/*.rs offline_access")
-    first = httpx.post(
-        f"{world.root}/auth/token",
-        data={"grant_type": "authorization_code", "code": code, "client_id": app.client_id,
-              "redirect_uri": CALLBACK, "code_verifier": verifier},
-    )  # fmt: skip
+    app, code, verifier = patient_app_code(world, "launch/patient patient/*.rs offline_access")
+    first = redeem(world, app, code, verifier)
     assert first.status_code == 200, first.text
     form = {"grant_type": "refresh_token", "refresh_token": first.json()["refresh_token"],
             "client_id": app.client_id}  # fmt: skip
