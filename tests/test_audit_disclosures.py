@@ -228,9 +228,12 @@ def test_a_token_without_auditevent_scope_is_refused(live_server: LiveServer, st
 def test_no_token_is_401(live_server: LiveServer, story: Story) -> None:
     response = accounting(live_server, story.patient, None)
     assert response.status_code == 401
-    assert response.headers["www-authenticate"].startswith("Bearer")
+    # RFC 6750 section 3.1: a request without credentials gets a challenge without an error
+    # code, as the FHIR API answers it; a bad token gets invalid_token.
+    assert response.headers["www-authenticate"] == 'Bearer realm="medisentinel"'
     garbage = accounting(live_server, story.patient, "not-a-token")
     assert garbage.status_code == 401
+    assert 'error="invalid_token"' in garbage.headers["www-authenticate"]
 
 
 def test_bad_parameters_are_400(live_server: LiveServer, story: Story, system_token: str) -> None:
