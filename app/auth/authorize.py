@@ -10,6 +10,7 @@ registered, errors are shown as a page and never redirected (an open redirector 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,11 +86,18 @@ def error_redirect(error: RedirectError) -> Response:
 
 
 def validate_request(
-    conn: Connection, params: dict[str, str], settings: Settings
+    conn: Connection,
+    params: dict[str, str],
+    settings: Settings,
+    repeated: Sequence[str] = (),
 ) -> launch.LaunchContext | None:
     """Check an authorization request; PageError before the redirect URI is trusted,
     RedirectError after. Returns the EHR launch context it names, which it takes (single use:
-    the request fails as a whole if anything else is wrong, and the launch stays)."""
+    the request fails as a whole if anything else is wrong, and the launch stays).
+    `repeated` names the parameters sent more than once (RFC 6749 section 3.1 forbids it)."""
+    trust = sorted({"client_id", "redirect_uri"} & set(repeated))
+    if trust:  # which of them would be the one the app meant: nothing to trust, no redirect
+        raise PageError("invalid_request", f"parameters may not be repeated: {', '.join(trust)}")
     client = clients.get_client(conn, params.get("client_id", ""))
     if client is None:
         raise PageError("invalid_client", "unknown client_id")
@@ -107,6 +115,8 @@ def validate_request(
     def refuse(error: str, description: str) -> RedirectError:
         return RedirectError(redirect_uri, error, description, state)
 
+    if repeated:
+        raise refuse("invalid_request", f"parameters may not be repeated: {', '.join(repeated)}")
     if params.get("response_type") != "code":
         raise refuse("unsupported_response_type", "response_type must be code")
     if not pkce.valid_challenge(params.get("code_challenge"), params.get("code_challenge_method")):

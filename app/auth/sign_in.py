@@ -17,7 +17,15 @@ from app.auth import authorize as flow
 from app.auth import clients, users
 from app.auth.errors import OAuthError
 from app.auth.grant import Grant
-from app.auth.http import auth_server, in_transaction, read_form, record_auth_event, settings_of
+from app.auth.http import (
+    auth_server,
+    form_pairs,
+    in_transaction,
+    read_form,
+    record_auth_event,
+    repeated_names,
+    settings_of,
+)
 from app.auth.scopes import parse_scopes
 from app.context import RequestContext
 from app.fhir.search import SearchParams
@@ -47,12 +55,16 @@ async def _params(request: Request) -> dict[str, str]:
 
 @_pages
 async def authorize(request: Request) -> Response:
-    params = await _params(request)
+    if request.method == "POST":
+        pairs = await form_pairs(request)
+    else:
+        pairs = list(request.query_params.multi_items())
+    params, repeated = dict(pairs), repeated_names(pairs)
     settings = settings_of(request)
     browser = request.cookies.get(flow.COOKIE) or flow.secrets.new_secret()
 
     def work(conn: Connection) -> str:
-        context = flow.validate_request(conn, params, settings)
+        context = flow.validate_request(conn, params, settings, repeated)
         return flow.start(conn, params, browser, settings, context)
 
     request_id = await in_transaction(request, work)

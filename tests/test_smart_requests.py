@@ -1,0 +1,76 @@
+"""The shape of OAuth requests (RFC 6749): each parameter at most once (section 3.1), the
+token endpoint's body form-encoded with a grant_type (sections 3.2 and 4.1.3), and what an
+authorization request that breaks these is answered with: an error page while the redirect
+URI cannot be trusted, a redirect carrying the error and the state after (section 4.1.2.1)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from app.auth.pkce import s256
+from tests.conftest import LiveServer
+from tests.smart_helpers import CALLBACK, Registered, query_of, register_client
+
+SCOPE = "launch/patient patient/*.rs"
+
+
+@pytest.fixture(scope="module")
+def app(live_server: LiveServer) -> Registered:
+    return register_client(live_server.app.state.auth, "public", SCOPE)
+
+
+def _authorize(live_server: LiveServer, pairs: list[tuple[str, str]]) -> httpx.Response:
+    url = f"{live_server.settings.server_root}/auth/authorize?{urlencode(pairs)}"
+    return httpx.get(url, follow_redirects=False)
+
+
+def _request(app: Registered, live_server: LiveServer) -> list[tuple[str, str]]:
+    return [("response_type", "code"), ("client_id", app.client_id),
+            ("redirect_uri", CALLBACK), ("scope", SCOPE), ("state", "s-1"),
+            ("aud", live_server.base_url), ("code_challenge", s256("v" * 43)),
+            ("code_challenge_method", "S256")]  # fmt: skip
+
+
+def test_a_repeated_authorization_parameter_goes_back_to_the_app(
+    live_server: LiveServer, app: Registered
+) -> None:
+    answer = _authorize(live_server, [*_request(app, live_server), ("scope", "patient/*.cruds")])
+    assert answer.status_code == 303
+    back = query_of(answer.headers["location"])
+    assert answer.headers["location"].startswith(CALLBACK)
+    assert back["error"] == "invalid_request" and "scope" in back["error_description"]
+    assert back["state"] == "s-1"
+
+
+@pytest.mark.parametrize("name", ["redirect_uri", "client_id"])
+def test_a_repeated_client_id_or_redirect_uri_is_an_error_page(
+    live_server: LiveServer, app: Registered, name: str
+) -> None:
+    other = "https://attacker.example/cb" if name == "redirect_uri" else app.client_id
+    answer = _authorize(live_server, [*_request(app, live_server), (name, other)])
+    assert answer.status_code == 400 and "location" not in answer.headers
+    assert "may not be repeated" in answer.text
+
+
+def test_the_token_endpoint_wants_a_grant_type(live_server: LiveServer, app: Registered) -> None:
+    answer = httpx.post(
+        f"{live_server.settings.server_root}/auth/token",
+        data={"client_id": app.client_id, "code": "x"},
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid_request"
+    assert "grant_type" in answer.json()["error_description"]
+
+
+@pytest.mark.parametrize("path", ["/auth/token", "/auth/introspect", "/auth/revoke"])
+def test_a_body_that_is_not_form_encoded_is_invalid_request(
+    live_server: LiveServer, app: Registered, path: str
+) -> None:
+    form = {"grant_type": "authorization_code", "client_id": app.client_id, "token": "x"}
+    answer = httpx.post(f"{live_server.settings.server_root}{path}", json=form)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_request"
+    assert "x-www-form-urlencoded" in answer.json()["error_description"]
