@@ -29,8 +29,6 @@ from app.settings import Settings, get_settings
 # A rotated key keeps verifying this long beyond the access token lifetime (clock skew, and
 # tokens issued just before the rotation).
 ROTATION_GRACE_SECONDS = 300
-# JWK members that carry private or symmetric key material: never registered for a client.
-_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 Handler = Callable[[Engine, Settings, argparse.Namespace], Any]
@@ -98,14 +96,7 @@ def read_jwks(path: Path) -> dict[str, Any]:
         value = {"keys": [value]}
     if not (isinstance(value, dict) and isinstance(value.get("keys"), list)):
         raise invalid_request(f"{path} is neither a JWK Set ({{'keys': [...]}}) nor a JWK")
-    for key in value["keys"]:
-        if not isinstance(key, dict) or "kty" not in key:
-            raise invalid_request(f"{path}: every key must be a JWK object with a kty")
-        if _PRIVATE_MEMBERS & key.keys():
-            raise invalid_request(
-                f"{path} holds private key material: register only the public keys"
-            )
-    return value
+    return value  # its keys are checked by clients.create_client (client_metadata.py)
 
 
 # ---------------------------------------------------------------------- users
