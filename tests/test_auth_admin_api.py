@@ -1,6 +1,7 @@
-"""Client registration through the admin API (`POST /auth/clients`, RFC 7591-like): metadata
-of the wrong shape is refused with RFC 7591's error codes (400) and nothing is registered,
-whatever JSON the body holds; never a 500, never a private key stored and listed."""
+"""The admin API. Client registration (`POST /auth/clients`, RFC 7591-like): metadata of the
+wrong shape is refused with RFC 7591's error codes (400) and nothing is registered, whatever
+JSON the body holds; never a 500, never a private key stored and listed. EHR launches
+(`POST /auth/launch`): the patient and encounter are FHIR ids, as on the command line."""
 
 from __future__ import annotations
 
@@ -69,3 +70,18 @@ def test_well_formed_metadata_is_registered(
     answer = httpx.post(_registry(live_server), json=sent, headers=auth_headers)
     assert answer.status_code == 201, answer.text
     assert answer.json()["redirect_uris"] == body.get("redirect_uris", [])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"patient": 5}, {"patient": ["a"]}, {"patient": "../x"}, {"patient": "Patient/1"},
+     {"encounter": {"id": "1"}}],
+)  # fmt: skip
+def test_a_launch_names_fhir_ids(
+    live_server: LiveServer, auth_headers: dict[str, str], body: dict[str, Any]
+) -> None:
+    url = f"{live_server.settings.server_root}/auth/launch"
+    answer = httpx.post(url, json=body, headers=auth_headers)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_request"
+    assert "FHIR id" in answer.json()["error_description"]
