@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
+from app.auth.assertions import CLIENT_ASSERTION_TYPE
 from app.auth.pkce import s256
 from tests.conftest import LiveServer
 from tests.smart_helpers import CALLBACK, Registered, query_of, register_client
@@ -74,3 +75,26 @@ def test_a_body_that_is_not_form_encoded_is_invalid_request(
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == "invalid_request"
     assert "x-www-form-urlencoded" in answer.json()["error_description"]
+
+
+def test_one_client_authentication_method_per_request(live_server: LiveServer) -> None:
+    """RFC 6749 section 2.3: a client MUST NOT use more than one method in a request; and the
+    client_id a request names is the one its Basic credentials are for."""
+    confidential = register_client(live_server.app.state.auth, "confidential", SCOPE)
+    other = register_client(live_server.app.state.auth, "public", SCOPE)
+    assert confidential.client_secret
+    token_url = f"{live_server.settings.server_root}/auth/token"
+    basic = (confidential.client_id, confidential.client_secret)
+    form = {"grant_type": "authorization_code", "code": "x", "code_verifier": "v" * 43}
+    both = httpx.post(token_url, auth=basic, data={**form, "client_secret": "s"})
+    assert both.status_code == 400 and both.json()["error"] == "invalid_request", both.text
+    with_assertion = httpx.post(
+        token_url, auth=basic,
+        data={**form, "client_assertion_type": CLIENT_ASSERTION_TYPE, "client_assertion": "a.b.c"},
+    )  # fmt: skip
+    assert with_assertion.status_code == 400 and with_assertion.json()["error"] == "invalid_request"
+    named = httpx.post(token_url, auth=basic, data={**form, "client_id": other.client_id})
+    assert named.status_code == 401 and named.json()["error"] == "invalid_client", named.text
+    # One method alone is judged on its merits (here: an unknown code).
+    alone = httpx.post(token_url, auth=basic, data={**form, "client_id": confidential.client_id})
+    assert alone.status_code == 400 and alone.json()["error"] == "invalid_grant", alone.text
