@@ -254,3 +254,26 @@ def test_refused_read_names_the_patient_whose_data_was_asked_for(
     )
     assert found.status_code == 200, found.text
     assert world.obs_pb in str(found.json().get("entry", []))
+
+
+@pytest.mark.parametrize(
+    ("params", "why"),
+    [({"redirect_uri": "https://attacker.example/cb"}, "redirect_uri is not registered"),
+     ({"code_challenge_method": "plain"}, "PKCE is required"),
+     ({"aud": "https://other.example/fhir"}, "aud must be this FHIR server")],
+)  # fmt: skip
+def test_a_refused_authorization_request_is_recorded(
+    world: World, auth_headers: dict[str, str], params: dict[str, str], why: str
+) -> None:
+    app = register_client(world.auth, "public", "launch/patient patient/*.rs")
+    query = {"response_type": "code", "client_id": app.client_id, "redirect_uri": CALLBACK,
+             "scope": "launch/patient patient/*.rs", "state": "s", "aud": world.base,
+             "code_challenge": s256("v" * 43), "code_challenge_method": "S256",
+             **params}  # fmt: skip
+    refused = httpx.get(f"{world.root}/auth/authorize?{urlencode(query)}")
+    assert refused.status_code in (303, 400)
+    assert "/auth/login" not in refused.headers.get("location", "")
+    events = _events(auth_headers, world, app.client_id)
+    assert len(events) == 1, events
+    assert events[0]["subtype"][0]["code"] == "authorize"
+    assert events[0]["outcome"] == "4" and why in events[0]["outcomeDesc"]

@@ -67,7 +67,18 @@ async def authorize(request: Request) -> Response:
         context = flow.validate_request(conn, params, settings, repeated)
         return flow.start(conn, params, browser, settings, context)
 
-    request_id = await in_transaction(request, work)
+    try:
+        request_id = await in_transaction(request, work)
+    except (flow.PageError, flow.RedirectError) as exc:
+        # A refused authorization request is on the trail like a refused token request, under
+        # the client it named (unverified): a redirect URI or launch that is not the app's,
+        # PKCE left out, another server as aud are what an attack looks like.
+        claimed = (params.get("client_id") or "")[:255] or None
+        await record_auth_event(
+            request, "authorize", False, claimed, detail=f"{exc.error}: {exc.description}"
+        )
+        raise
+
     response = RedirectResponse(f"/auth/login?request={request_id}", status_code=303)
     response.set_cookie(flow.COOKIE, browser, httponly=True, samesite="lax", path="/auth")
     return response
