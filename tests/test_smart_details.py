@@ -23,6 +23,7 @@ from app.db import write_transaction
 from tests.conftest import LiveServer
 from tests.smart_helpers import (
     CALLBACK,
+    PASSWORD,
     Browser,
     Registered,
     TwoPatients,
@@ -277,3 +278,30 @@ def test_a_refused_authorization_request_is_recorded(
     assert len(events) == 1, events
     assert events[0]["subtype"][0]["code"] == "authorize"
     assert events[0]["outcome"] == "4" and why in events[0]["outcomeDesc"]
+
+
+def test_the_picker_cannot_replace_the_patient_an_ehr_launch_named(
+    world: World, auth_headers: dict[str, str]
+) -> None:
+    made = httpx.post(f"{world.root}/auth/launch", json={"patient": world.pb}, headers=auth_headers)
+    assert made.status_code == 201, made.text
+    scope = "launch patient/*.rs"
+    app = register_client(world.auth, "public", scope)
+    user = register_user(world.auth, "practitioner", f"Practitioner/{world.practitioner}")
+    verifier = secrets.token_urlsafe(48)
+    query = {"response_type": "code", "client_id": app.client_id, "redirect_uri": CALLBACK,
+             "scope": scope, "state": "s", "aud": world.base, "launch": made.json()["launch"],
+             "code_challenge": s256(verifier), "code_challenge_method": "S256"}  # fmt: skip
+    browser = Browser(world.root)
+    browser.open(f"{world.root}/auth/authorize?{urlencode(query)}")
+    page = browser.submit("/auth/login", {"request": browser.request_id(), "username": user,
+                                          "password": PASSWORD})  # fmt: skip
+    assert "/auth/consent" in str(page.url)
+    request_id = browser.request_id()
+    swap = browser.http.post("/auth/picker", data={"request": request_id, "patient": world.pa})
+    assert swap.status_code == 400 and "EHR launch" in swap.text
+    done = browser.http.post("/auth/consent", data={"request": request_id, "decision": "allow",
+                                                    "group": ["type:*"]})  # fmt: skip
+    code = query_of(done.headers["location"])["code"]
+    token = _exchange(world, app, code, verifier, redirect_uri=CALLBACK).json()
+    assert token["patient"] == world.pb and token["need_patient_banner"] is False

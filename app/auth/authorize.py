@@ -30,6 +30,7 @@ from app.settings import Settings
 
 COOKIE = "medisentinel_auth"
 IMPLICIT_REDIRECT = "medisentinel_redirect_uri_implicit"
+LAUNCH_PATIENT = "medisentinel_launch_patient"  # the EHR launch named the patient
 PAGES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(["html"]),
@@ -104,7 +105,8 @@ def validate_request(
     if client.kind == "backend":
         raise PageError("unauthorized_client", "a backend client cannot use this flow")
     redirect_uri = params.get("redirect_uri")
-    params.pop(IMPLICIT_REDIRECT, None)  # ours to set, never the request's
+    for ours in (IMPLICIT_REDIRECT, LAUNCH_PATIENT):  # ours to set, never the request's
+        params.pop(ours, None)
     if redirect_uri is None and len(client.redirect_uris) == 1:
         redirect_uri = params["redirect_uri"] = client.redirect_uris[0]
         params[IMPLICIT_REDIRECT] = "true"  # the token request need not repeat it
@@ -146,6 +148,8 @@ def start(
 ) -> str:
     """Record the validated request with its launch context; returns its id."""
     conn.execute(delete(auth_request).where(auth_request.c.expires_at < secrets.now()))
+    if context is not None and context.patient:
+        params[LAUNCH_PATIENT] = "true"  # the picker may not replace it (check_can_pick)
     request_id = secrets.new_secret(24)
     conn.execute(
         insert(auth_request).values(
@@ -213,6 +217,14 @@ def check_patient_context(conn: Connection, pending: Pending) -> None:
             pending.params["redirect_uri"], "access_denied",
             "the launch is for another patient than the one signed in", pending.params.get("state"),
         )  # fmt: skip
+
+
+def check_can_pick(pending: Pending) -> None:
+    """The patient an EHR launch named is the app's context (the EHR shows that patient, the
+    token says no banner is needed): the picker may not replace it. Before, a POST to the
+    picker during an EHR launch gave the app another patient than the EHR's."""
+    if LAUNCH_PATIENT in pending.params:
+        raise PageError("invalid_request", "the EHR launch has chosen the patient")
 
 
 def needs_patient_pick(conn: Connection, pending: Pending) -> bool:
