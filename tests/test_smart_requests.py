@@ -98,3 +98,14 @@ def test_one_client_authentication_method_per_request(live_server: LiveServer) -
     # One method alone is judged on its merits (here: an unknown code).
     alone = httpx.post(token_url, auth=basic, data={**form, "client_id": confidential.client_id})
     assert alone.status_code == 400 and alone.json()["error"] == "invalid_grant", alone.text
+
+
+def test_prompt_none_is_login_required(live_server: LiveServer, app: Registered) -> None:
+    """OpenID Connect Core 3.1.2.6: with prompt=none no page may be shown; the server keeps no
+    sign-in session, so the app is told at once that a login is required."""
+    answer = _authorize(live_server, [*_request(app, live_server), ("prompt", "none")])
+    assert answer.status_code == 303 and answer.headers["location"].startswith(CALLBACK)
+    back = query_of(answer.headers["location"])
+    assert back["error"] == "login_required" and back["state"] == "s-1"
+    shown = _authorize(live_server, [*_request(app, live_server), ("prompt", "login")])
+    assert shown.headers["location"].startswith("/auth/login")

@@ -131,6 +131,11 @@ def validate_request(
         narrow(params["scope"], client.scope)
     except OAuthError as exc:
         raise refuse(exc.error, exc.description) from None
+    if "none" in (params.get("prompt") or "").split():
+        # OpenID Connect Core 3.1.2.6: no login or consent page may be shown. There is no
+        # signed-in session to reuse (every authorization signs in), so the answer is always
+        # login_required; the pages were shown before, which a silent request cannot display.
+        raise refuse("login_required", "prompt=none: this server keeps no sign-in session")
     if not params.get("launch"):
         return None
     context = launch.take_launch(conn, params["launch"], client.client_id)
