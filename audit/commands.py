@@ -33,8 +33,8 @@ def add_commands(commands: Any) -> None:
     check.add_argument(
         "--jwks",
         metavar="FILE|URL",
-        help="with --export: the keys to trust (the server's /.well-known/jwks.json, saved or"
-        " fetched); without it, this server's own keys from its database",
+        help="with --export: the keys to trust (the server's published /auth/jwks, its jwks_uri,"
+        " saved or fetched); without it, this server's own keys from its database",
     )
     actions.add_parser("checkpoint", help="sign the current chain heads now")
     out = actions.add_parser("export", help="write a date range as NDJSON plus its chain data")
@@ -96,7 +96,7 @@ def _verify_export(path: Path, jwks: str | None, settings: Settings) -> int:
         if engine is None:
             print(
                 "error: no trusted keys: pass --jwks FILE|URL (the server's published"
-                " /.well-known/jwks.json), or run this where the server's database and master"
+                " /auth/jwks, its jwks_uri), or run this where the server's database and master"
                 " key are",
                 file=sys.stderr,
             )

@@ -41,6 +41,7 @@ from app.errors import InvalidRequest
 from app.fhir import jsonio, storage
 from app.fhir.instants import to_instant
 from app.fhir.search import SearchParams
+from app.fhir.search.values import date_range
 from app.fhir.service import FhirService
 from app.fhir.validation import is_valid_id
 from audit.events import EVENT_TYPE, FEED_LOOKUP, SIGN_IN_CLIENT
@@ -134,6 +135,14 @@ def date_bound(value: str | None, name: str) -> str | None:
     return value
 
 
+def _check_order(since: str | None, until: str | None) -> None:
+    """A range that ends before it begins is a mistake: answered as such (400), not with an
+    empty accounting that would read as "nothing was disclosed"."""
+    start, end = date_range(since or ""), date_range(until or "")
+    if start is not None and end is not None and start[0] >= end[1]:
+        raise InvalidRequest(f"from ({since}) is after to ({until})")
+
+
 def criteria(
     patient_id: str, since: str | None = None, until: str | None = None
 ) -> list[tuple[str, str]]:
@@ -163,6 +172,7 @@ def account(
     oldest first. Raises what the door raises (403 without an AuditEvent scope)."""
     if not is_valid_id(patient_id):
         raise InvalidRequest(f"{patient_id!r} is not a valid resource id")
+    _check_order(since, until)
     accounting = Accounting(
         f"Patient/{patient_id}", to_instant(storage.now_us()), since or None, until or None
     )

@@ -33,7 +33,7 @@ TrustedKey = Callable[[str], RSAKey | None]  # kid -> a key the verifier trusts,
 
 
 def load_jwks(text: str) -> TrustedKey:
-    """A JWKS document (the server's /.well-known/jwks.json) as a key lookup."""
+    """A JWKS document (the server's published /auth/jwks) as a key lookup."""
     keys = {k["kid"]: RSAKey.import_key(k) for k in json.loads(text)["keys"] if k.get("kid")}
     return keys.get
 

@@ -5,14 +5,16 @@ login, picker and consent forms the way a person would."""
 from __future__ import annotations
 
 import re
+import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlparse
+from urllib.parse import parse_qs, urlencode, urljoin, urlparse
 
 import httpx
 
 from app.auth import clients, users
+from app.auth.pkce import s256
 from app.auth.server import AuthServer
 from app.db import write_transaction
 
@@ -142,3 +144,23 @@ def two_patients(live_server: Any, auth_headers: dict[str, str]) -> TwoPatients:
         doc = create_resource(http, {"resourceType": "Practitioner"})
     auth, root = live_server.app.state.auth, live_server.settings.server_root
     return TwoPatients(auth, root, base, pa, pb, obs_pb, doc)
+
+
+def patient_app_code(tp: TwoPatients, scope: str) -> tuple[Registered, str, str]:
+    """A public app and a user with the patient role (Patient/pa) through the browser pages:
+    (the app, the authorization code, its PKCE verifier)."""
+    app = register_client(tp.auth, "public", scope)
+    user = register_user(tp.auth, "patient", f"Patient/{tp.pa}")
+    verifier = secrets.token_urlsafe(48)
+    query = {"response_type": "code", "client_id": app.client_id, "redirect_uri": CALLBACK,
+             "scope": scope, "state": uuid.uuid4().hex, "aud": tp.base,
+             "code_challenge": s256(verifier), "code_challenge_method": "S256"}  # fmt: skip
+    back = Browser(tp.root).sign_in(f"{tp.root}/auth/authorize?{urlencode(query)}", user)
+    return app, query_of(back)["code"], verifier
+
+
+def redeem(tp: TwoPatients, app: Registered, code: str, verifier: str) -> httpx.Response:
+    """The token request of a public app for its code."""
+    form = {"grant_type": "authorization_code", "code": code, "client_id": app.client_id,
+            "redirect_uri": CALLBACK, "code_verifier": verifier}  # fmt: skip
+    return httpx.post(f"{tp.root}/auth/token", data=form)

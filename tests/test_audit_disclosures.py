@@ -228,9 +228,12 @@ def test_a_token_without_auditevent_scope_is_refused(live_server: LiveServer, st
 def test_no_token_is_401(live_server: LiveServer, story: Story) -> None:
     response = accounting(live_server, story.patient, None)
     assert response.status_code == 401
-    assert response.headers["www-authenticate"].startswith("Bearer")
+    # RFC 6750 section 3.1: a request without credentials gets a challenge without an error
+    # code, as the FHIR API answers it; a bad token gets invalid_token.
+    assert response.headers["www-authenticate"] == 'Bearer realm="medisentinel"'
     garbage = accounting(live_server, story.patient, "not-a-token")
     assert garbage.status_code == 401
+    assert 'error="invalid_token"' in garbage.headers["www-authenticate"]
 
 
 def test_bad_parameters_are_400(live_server: LiveServer, story: Story, system_token: str) -> None:
@@ -238,6 +241,14 @@ def test_bad_parameters_are_400(live_server: LiveServer, story: Story, system_to
     bad_date = accounting(live_server, story.patient, system_token, **{"from": "yesterday"})
     assert bad_date.status_code == 400
     assert "from" in bad_date.json()["issue"][0]["diagnostics"]
+    # A range ending before it begins is a mistake, not "nothing was disclosed".
+    reversed_range = {"from": "2026-02-01", "to": "2026-01-31T23:59:59Z"}
+    backwards = accounting(live_server, story.patient, system_token, **reversed_range)
+    assert backwards.status_code == 400, backwards.text
+    assert "is after to" in backwards.json()["issue"][0]["diagnostics"]
+    same_day = {"from": "2026-01-31", "to": "2026-01-31"}
+    one_day = accounting(live_server, story.patient, system_token, **same_day)
+    assert one_day.status_code == 200
 
 
 def test_refusals_are_audited(

@@ -424,7 +424,7 @@ def exported(own_database: tuple[dict[str, str], Settings], tmp_path: Path) -> P
 
 
 def published_jwks(settings: Settings, path: Path) -> Path:
-    """The server's /.well-known/jwks.json, as an auditor would save it."""
+    """The server's published /auth/jwks, as an auditor would save it."""
     from app.db import create_db_engine
     from audit.commands import key_store
 

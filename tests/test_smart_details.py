@@ -23,6 +23,7 @@ from app.db import write_transaction
 from tests.conftest import LiveServer
 from tests.smart_helpers import (
     CALLBACK,
+    PASSWORD,
     Browser,
     Registered,
     TwoPatients,
@@ -254,3 +255,53 @@ def test_refused_read_names_the_patient_whose_data_was_asked_for(
     )
     assert found.status_code == 200, found.text
     assert world.obs_pb in str(found.json().get("entry", []))
+
+
+@pytest.mark.parametrize(
+    ("params", "why"),
+    [({"redirect_uri": "https://attacker.example/cb"}, "redirect_uri is not registered"),
+     ({"code_challenge_method": "plain"}, "PKCE is required"),
+     ({"aud": "https://other.example/fhir"}, "aud must be this FHIR server")],
+)  # fmt: skip
+def test_a_refused_authorization_request_is_recorded(
+    world: World, auth_headers: dict[str, str], params: dict[str, str], why: str
+) -> None:
+    app = register_client(world.auth, "public", "launch/patient patient/*.rs")
+    query = {"response_type": "code", "client_id": app.client_id, "redirect_uri": CALLBACK,
+             "scope": "launch/patient patient/*.rs", "state": "s", "aud": world.base,
+             "code_challenge": s256("v" * 43), "code_challenge_method": "S256",
+             **params}  # fmt: skip
+    refused = httpx.get(f"{world.root}/auth/authorize?{urlencode(query)}")
+    assert refused.status_code in (303, 400)
+    assert "/auth/login" not in refused.headers.get("location", "")
+    events = _events(auth_headers, world, app.client_id)
+    assert len(events) == 1, events
+    assert events[0]["subtype"][0]["code"] == "authorize"
+    assert events[0]["outcome"] == "4" and why in events[0]["outcomeDesc"]
+
+
+def test_the_picker_cannot_replace_the_patient_an_ehr_launch_named(
+    world: World, auth_headers: dict[str, str]
+) -> None:
+    made = httpx.post(f"{world.root}/auth/launch", json={"patient": world.pb}, headers=auth_headers)
+    assert made.status_code == 201, made.text
+    scope = "launch patient/*.rs"
+    app = register_client(world.auth, "public", scope)
+    user = register_user(world.auth, "practitioner", f"Practitioner/{world.practitioner}")
+    verifier = secrets.token_urlsafe(48)
+    query = {"response_type": "code", "client_id": app.client_id, "redirect_uri": CALLBACK,
+             "scope": scope, "state": "s", "aud": world.base, "launch": made.json()["launch"],
+             "code_challenge": s256(verifier), "code_challenge_method": "S256"}  # fmt: skip
+    browser = Browser(world.root)
+    browser.open(f"{world.root}/auth/authorize?{urlencode(query)}")
+    page = browser.submit("/auth/login", {"request": browser.request_id(), "username": user,
+                                          "password": PASSWORD})  # fmt: skip
+    assert "/auth/consent" in str(page.url)
+    request_id = browser.request_id()
+    swap = browser.http.post("/auth/picker", data={"request": request_id, "patient": world.pa})
+    assert swap.status_code == 400 and "EHR launch" in swap.text
+    done = browser.http.post("/auth/consent", data={"request": request_id, "decision": "allow",
+                                                    "group": ["type:*"]})  # fmt: skip
+    code = query_of(done.headers["location"])["code"]
+    token = _exchange(world, app, code, verifier, redirect_uri=CALLBACK).json()
+    assert token["patient"] == world.pb and token["need_patient_banner"] is False

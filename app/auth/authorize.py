@@ -10,6 +10,7 @@ registered, errors are shown as a page and never redirected (an open redirector 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from app.settings import Settings
 
 COOKIE = "medisentinel_auth"
 IMPLICIT_REDIRECT = "medisentinel_redirect_uri_implicit"
+LAUNCH_PATIENT = "medisentinel_launch_patient"  # the EHR launch named the patient
 PAGES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(["html"]),
@@ -85,18 +87,26 @@ def error_redirect(error: RedirectError) -> Response:
 
 
 def validate_request(
-    conn: Connection, params: dict[str, str], settings: Settings
+    conn: Connection,
+    params: dict[str, str],
+    settings: Settings,
+    repeated: Sequence[str] = (),
 ) -> launch.LaunchContext | None:
     """Check an authorization request; PageError before the redirect URI is trusted,
     RedirectError after. Returns the EHR launch context it names, which it takes (single use:
-    the request fails as a whole if anything else is wrong, and the launch stays)."""
+    the request fails as a whole if anything else is wrong, and the launch stays).
+    `repeated` names the parameters sent more than once (RFC 6749 section 3.1 forbids it)."""
+    trust = sorted({"client_id", "redirect_uri"} & set(repeated))
+    if trust:  # which of them would be the one the app meant: nothing to trust, no redirect
+        raise PageError("invalid_request", f"parameters may not be repeated: {', '.join(trust)}")
     client = clients.get_client(conn, params.get("client_id", ""))
     if client is None:
         raise PageError("invalid_client", "unknown client_id")
     if client.kind == "backend":
         raise PageError("unauthorized_client", "a backend client cannot use this flow")
     redirect_uri = params.get("redirect_uri")
-    params.pop(IMPLICIT_REDIRECT, None)  # ours to set, never the request's
+    for ours in (IMPLICIT_REDIRECT, LAUNCH_PATIENT):  # ours to set, never the request's
+        params.pop(ours, None)
     if redirect_uri is None and len(client.redirect_uris) == 1:
         redirect_uri = params["redirect_uri"] = client.redirect_uris[0]
         params[IMPLICIT_REDIRECT] = "true"  # the token request need not repeat it
@@ -107,6 +117,8 @@ def validate_request(
     def refuse(error: str, description: str) -> RedirectError:
         return RedirectError(redirect_uri, error, description, state)
 
+    if repeated:
+        raise refuse("invalid_request", f"parameters may not be repeated: {', '.join(repeated)}")
     if params.get("response_type") != "code":
         raise refuse("unsupported_response_type", "response_type must be code")
     if not pkce.valid_challenge(params.get("code_challenge"), params.get("code_challenge_method")):
@@ -119,6 +131,11 @@ def validate_request(
         narrow(params["scope"], client.scope)
     except OAuthError as exc:
         raise refuse(exc.error, exc.description) from None
+    if "none" in (params.get("prompt") or "").split():
+        # OpenID Connect Core 3.1.2.6: no login or consent page may be shown. There is no
+        # signed-in session to reuse (every authorization signs in), so the answer is always
+        # login_required; the pages were shown before, which a silent request cannot display.
+        raise refuse("login_required", "prompt=none: this server keeps no sign-in session")
     if not params.get("launch"):
         return None
     context = launch.take_launch(conn, params["launch"], client.client_id)
@@ -136,6 +153,8 @@ def start(
 ) -> str:
     """Record the validated request with its launch context; returns its id."""
     conn.execute(delete(auth_request).where(auth_request.c.expires_at < secrets.now()))
+    if context is not None and context.patient:
+        params[LAUNCH_PATIENT] = "true"  # the picker may not replace it (check_can_pick)
     request_id = secrets.new_secret(24)
     conn.execute(
         insert(auth_request).values(
@@ -203,6 +222,14 @@ def check_patient_context(conn: Connection, pending: Pending) -> None:
             pending.params["redirect_uri"], "access_denied",
             "the launch is for another patient than the one signed in", pending.params.get("state"),
         )  # fmt: skip
+
+
+def check_can_pick(pending: Pending) -> None:
+    """The patient an EHR launch named is the app's context (the EHR shows that patient, the
+    token says no banner is needed): the picker may not replace it. Before, a POST to the
+    picker during an EHR launch gave the app another patient than the EHR's."""
+    if LAUNCH_PATIENT in pending.params:
+        raise PageError("invalid_request", "the EHR launch has chosen the patient")
 
 
 def needs_patient_pick(conn: Connection, pending: Pending) -> bool:

@@ -19,7 +19,12 @@ from app.auth.errors import invalid_client, invalid_request
 def authenticate_client(
     conn: Connection, form: dict[str, str], authorization: str | None, token_url: str
 ) -> ClientRecord:
-    if form.get("client_assertion") or form.get("client_assertion_type"):
+    asserted = bool(form.get("client_assertion") or form.get("client_assertion_type"))
+    basic = bool(authorization and authorization.lower().startswith("basic "))
+    if asserted + basic + ("client_secret" in form) > 1:
+        # RFC 6749 section 2.3: one method per request. Which would be the caller otherwise?
+        raise invalid_request("use one client authentication method, not several")
+    if asserted:
         if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
             raise invalid_client(f"client_assertion_type must be {CLIENT_ASSERTION_TYPE}")
         client = verify_client_assertion(
@@ -31,8 +36,10 @@ def authenticate_client(
         if form.get("client_id") and form["client_id"] != client.client_id:
             raise invalid_client("client_id differs from the assertion's subject")
         return client
-    if authorization and authorization.lower().startswith("basic "):
+    if basic and authorization:
         client_id, secret = _basic_credentials(authorization)
+        if form.get("client_id") and form["client_id"] != client_id:
+            raise invalid_client("client_id differs from the Basic credentials")
         return _by_secret(conn, client_id, secret)
     named = form.get("client_id")
     if not named:

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
+from app.auth import client_metadata as metadata
 from app.auth import secrets
 from app.auth.errors import OAuthError
 from app.auth.scopes import parse_scopes
@@ -52,25 +53,31 @@ class NewClient:
 
 def create_client(
     conn: Connection,
-    name: str,
+    name: Any,
     kind: str,
     *,
-    scope: str,
-    redirect_uris: list[str] | None = None,
-    launch_uri: str | None = None,
-    jwks: dict[str, Any] | None = None,
-    jwks_uri: str | None = None,
+    scope: Any,
+    redirect_uris: Any = None,
+    launch_uri: Any = None,
+    jwks: Any = None,
+    jwks_uri: Any = None,
 ) -> NewClient:
+    """Register a client; the metadata is checked here (client_metadata.py) for every way in:
+    the values may come straight from a JSON body."""
     if kind not in KINDS:
         raise OAuthError("invalid_client_metadata", f"kind must be one of {', '.join(KINDS)}")
+    name = metadata.check_name(name)
+    if not isinstance(scope, str):
+        raise OAuthError("invalid_client_metadata", "scope must be a string")
     parse_scopes(scope)  # refuses malformed scopes at registration, not at first use
-    redirect_uris = list(redirect_uris or [])
+    redirect_uris = metadata.check_redirect_uris(redirect_uris)
+    launch_uri = metadata.check_web_uri("launch_uri", launch_uri)
+    jwks = metadata.check_jwks(jwks)
+    jwks_uri = metadata.check_web_uri("jwks_uri", jwks_uri)
     if kind in ("public", "confidential") and not redirect_uris:
         raise OAuthError("invalid_redirect_uri", f"a {kind} client needs a redirect URI")
     if kind == "backend" and not (jwks or jwks_uri):
         raise OAuthError("invalid_client_metadata", "a backend client needs --jwks or --jwks-uri")
-    if jwks is not None and not isinstance(jwks.get("keys"), list):
-        raise OAuthError("invalid_client_metadata", "jwks must be a JWK Set ({'keys': [...]})")
     if conn.execute(select(oauth_client.c.client_id).where(oauth_client.c.name == name)).first():
         raise OAuthError("invalid_client_metadata", f"a client named {name!r} already exists")
     secret = None

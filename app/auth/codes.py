@@ -32,8 +32,12 @@ def consume_code(
 ) -> tuple[str, dict[str, Any]]:
     """The code's family id and claims; it can never be used again."""
     key = secrets.digest(code)
+    # Locked while this transaction decides: on PostgreSQL concurrent redemptions run side
+    # by side at READ COMMITTED, and without the lock each saw the code unused and issued
+    # tokens. Now the others wait for the first to commit, find the code used, and revoke
+    # what it issued (a reuse), one after another.
     row = conn.execute(
-        select(authorization_code).where(authorization_code.c.code_hash == key)
+        select(authorization_code).where(authorization_code.c.code_hash == key).with_for_update()
     ).first()
     if row is None:
         raise invalid_grant("unknown authorization code")

@@ -18,6 +18,7 @@ from app.auth.server import AuthEvent, AuthServer
 from app.settings import Settings
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+FORM = "application/x-www-form-urlencoded"
 
 
 def auth_server(request: Request) -> AuthServer:
@@ -49,13 +50,28 @@ async def in_transaction(request: Request, work: Callable[[Connection], Any]) ->
 
 async def read_form(request: Request, repeatable: tuple[str, ...] = ()) -> dict[str, str]:
     """Form parameters; RFC 6749 section 3.2: a parameter may not be repeated."""
-    form = await request.form()
-    pairs = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
-    names = [k for k, _ in pairs]
-    repeated = sorted({k for k in names if names.count(k) > 1} - set(repeatable))
+    pairs = await form_pairs(request)
+    repeated = repeated_names(pairs, repeatable)
     if repeated:
         raise invalid_request(f"parameters may not be repeated: {', '.join(repeated)}")
     return dict(pairs)
+
+
+async def form_pairs(request: Request) -> list[tuple[str, str]]:
+    """The body's parameters as sent. RFC 6749: the body is application/x-www-form-urlencoded
+    (anything else was read as no parameters at all, a JSON body answered as an unidentified
+    client)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != FORM:
+        raise invalid_request(f"the request body must be {FORM}")
+    form = await request.form()
+    return [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+
+
+def repeated_names(pairs: list[tuple[str, str]], repeatable: tuple[str, ...] = ()) -> list[str]:
+    """RFC 6749 section 3.1: request parameters MUST NOT be included more than once."""
+    names = [k for k, _ in pairs]
+    return sorted({k for k in names if names.count(k) > 1} - set(repeatable))
 
 
 def oauth_error_response(error: OAuthError) -> Response:

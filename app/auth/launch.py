@@ -7,6 +7,7 @@ finds no such launch and leaves it for the right one."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, insert, or_
@@ -15,6 +16,7 @@ from app.auth import clients, secrets
 from app.auth.tables import launch_context
 
 LAUNCH_SECONDS = 3600
+FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # R4 id
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,14 @@ def create_launch(
     created_by: str,
     client: str | None = None,
 ) -> LaunchContext:
-    """`client`: the client_id (or registered name) of the only app that may use it."""
+    """`client`: the client_id (or registered name) of the only app that may use it. The
+    values may come straight from a JSON body (`POST /auth/launch`): checked here, for the
+    command line alike (a number, a list or `../x` became a launch, a list a 500)."""
     if not patient and not encounter:
         raise ValueError("a launch needs a patient or an encounter")
+    for name, value in (("patient", patient), ("encounter", encounter)):
+        if value is not None and not (isinstance(value, str) and FHIR_ID.match(value)):
+            raise ValueError(f"{name} must be a FHIR id such as 123 (not Type/123)")
     if client is not None and not isinstance(client, str):  # from a JSON body
         raise ValueError("client_id must be a string")
     client_id = _client_id(conn, client) if client is not None else None

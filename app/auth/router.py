@@ -276,10 +276,10 @@ async def client_registry(request: Request) -> Response:
             return [clients.describe(c) for c in clients.list_clients(conn)]
         made = clients.create_client(
             conn,
-            str(body.get("client_name", "")),
+            body.get("client_name"),
             str(body.get("kind", "")),
-            scope=str(body.get("scope", "")),
-            redirect_uris=list(body.get("redirect_uris") or []),
+            scope=body.get("scope", ""),
+            redirect_uris=body.get("redirect_uris"),
             launch_uri=body.get("launch_uri"),
             jwks=body.get("jwks"),
             jwks_uri=body.get("jwks_uri"),

@@ -17,7 +17,15 @@ from app.auth import authorize as flow
 from app.auth import clients, users
 from app.auth.errors import OAuthError
 from app.auth.grant import Grant
-from app.auth.http import auth_server, in_transaction, read_form, record_auth_event, settings_of
+from app.auth.http import (
+    auth_server,
+    form_pairs,
+    in_transaction,
+    read_form,
+    record_auth_event,
+    repeated_names,
+    settings_of,
+)
 from app.auth.scopes import parse_scopes
 from app.context import RequestContext
 from app.fhir.search import SearchParams
@@ -47,15 +55,30 @@ async def _params(request: Request) -> dict[str, str]:
 
 @_pages
 async def authorize(request: Request) -> Response:
-    params = await _params(request)
+    if request.method == "POST":
+        pairs = await form_pairs(request)
+    else:
+        pairs = list(request.query_params.multi_items())
+    params, repeated = dict(pairs), repeated_names(pairs)
     settings = settings_of(request)
     browser = request.cookies.get(flow.COOKIE) or flow.secrets.new_secret()
 
     def work(conn: Connection) -> str:
-        context = flow.validate_request(conn, params, settings)
+        context = flow.validate_request(conn, params, settings, repeated)
         return flow.start(conn, params, browser, settings, context)
 
-    request_id = await in_transaction(request, work)
+    try:
+        request_id = await in_transaction(request, work)
+    except (flow.PageError, flow.RedirectError) as exc:
+        # A refused authorization request is on the trail like a refused token request, under
+        # the client it named (unverified): a redirect URI or launch that is not the app's,
+        # PKCE left out, another server as aud are what an attack looks like.
+        claimed = (params.get("client_id") or "")[:255] or None
+        await record_auth_event(
+            request, "authorize", False, claimed, detail=f"{exc.error}: {exc.description}"
+        )
+        raise
+
     response = RedirectResponse(f"/auth/login?request={request_id}", status_code=303)
     response.set_cookie(flow.COOKIE, browser, httponly=True, samesite="lax", path="/auth")
     return response
@@ -122,6 +145,7 @@ async def picker(request: Request) -> Response:
         pending = flow.load_pending(conn, request, request_id)
         if pending.username is None:
             raise flow.PageError("access_denied", "sign in first")
+        flow.check_can_pick(pending)
         client = clients.get_client(conn, pending.params["client_id"])
         return pending, client.name if client else ""
 

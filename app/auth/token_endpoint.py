@@ -28,6 +28,8 @@ def exchange(
         return tokens.refresh(conn, client.client_id, token, form.get("scope"))
     if grant_type == "client_credentials":
         return _client_credentials(conn, tokens, client, form)
+    if not grant_type:
+        raise invalid_request("grant_type is required")
     raise OAuthError("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
 
 

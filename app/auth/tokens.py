@@ -24,7 +24,7 @@ from app.auth.errors import invalid_grant, invalid_scope
 from app.auth.grant import Grant
 from app.auth.keys import ALGORITHM, KeyStore
 from app.auth.revocations import RevocationWatch, notify_revoked
-from app.auth.scopes import parse_scopes
+from app.auth.scopes import narrow, parse_scopes
 from app.auth.tables import issued_token
 from app.settings import Settings
 
@@ -66,10 +66,15 @@ class TokenService:
         *,
         family: str | None = None,
         with_id_token: bool = False,
+        refresh_claims: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """A token response (SMART App Launch 2.x, "access token response")."""
+        """A token response (SMART App Launch 2.x, "access token response"). The refresh
+        token carries `refresh_claims` when given (a refresh that narrowed the access token
+        keeps the grant's whole scope in the new refresh token), else `claims`."""
         family = family or uuid.uuid4().hex
         scopes = parse_scopes(claims["scope"])
+        refresh_claims = refresh_claims or claims
+        lasting = parse_scopes(refresh_claims["scope"])
         access_token, expires_in = self._access_token(conn, client_id, claims, family)
         response: dict[str, Any] = {
             "access_token": access_token,
@@ -83,11 +88,11 @@ class TokenService:
         if claims.get("patient") or claims.get("encounter"):
             response["need_patient_banner"] = bool(claims.get("need_patient_banner", True))
             response["smart_style_url"] = f"{self.issuer}/.well-known/smart-style.json"
-        refresh = "offline" if "offline_access" in scopes else None
-        refresh = refresh or ("online" if "online_access" in scopes else None)
+        refresh = "offline" if "offline_access" in lasting else None
+        refresh = refresh or ("online" if "online_access" in lasting else None)
         if refresh and claims.get("sub_kind") == "user":
             response["refresh_token"] = self._refresh_token(
-                conn, client_id, claims, family, refresh
+                conn, client_id, refresh_claims, family, refresh
             )
         if with_id_token and "openid" in scopes and claims.get("sub_kind") == "user":
             response["id_token"] = self.id_token(client_id, claims, "fhirUser" in scopes)
@@ -174,21 +179,27 @@ class TokenService:
         self, conn: Connection, client_id: str, token: str, scope: str | None
     ) -> dict[str, Any]:
         """Rotate a refresh token: the old one is spent; using it again revokes the family."""
-        row = self._live_row(conn, secrets.digest(token), "refresh")
+        # Locked while this transaction decides (as codes are): concurrent refreshes with one
+        # token each saw it unspent and rotated it on PostgreSQL; now they queue, and all but
+        # the first find it spent, a reuse.
+        row = self._live_row(conn, secrets.digest(token), "refresh", lock=True)
         if row is None or row.client_id != client_id:
             raise invalid_grant("the refresh token is not valid for this client")
         if row.rotated_at is not None:
             self.revoke_family(conn, row.family)
             raise invalid_grant("the refresh token was already used; its grant is revoked")
         claims = json.loads(row.claims)
-        if scope:
-            claims["scope"] = _narrowed(claims["scope"], scope)
+        # RFC 6749 section 6: a narrower scope is for this access token only; the new refresh
+        # token's scope MUST be the one it replaces (the next refresh may ask for all again).
+        access = {**claims, "scope": _narrowed(claims["scope"], scope)} if scope else claims
         conn.execute(
             update(issued_token)
             .where(issued_token.c.token_hash == row.token_hash)
             .values(rotated_at=secrets.now())
         )
-        return self.issue(conn, client_id, claims, family=row.family, with_id_token=True)
+        return self.issue(
+            conn, client_id, access, family=row.family, with_id_token=True, refresh_claims=claims
+        )
 
     # ------------------------------------------------------------------ checking
 
@@ -326,8 +337,9 @@ class TokenService:
         except InvalidToken:
             return secrets.digest(token), "refresh"
 
-    def _live_row(self, conn: Connection, key: str, kind: str) -> Any:
-        row = conn.execute(select(issued_token).where(issued_token.c.token_hash == key)).first()
+    def _live_row(self, conn: Connection, key: str, kind: str, *, lock: bool = False) -> Any:
+        query = select(issued_token).where(issued_token.c.token_hash == key)
+        row = conn.execute(query.with_for_update() if lock else query).first()
         if row is None or row.kind != kind:
             return None
         if row.revoked_at is not None or row.expires_at <= secrets.now():
@@ -336,13 +348,12 @@ class TokenService:
 
 
 def _narrowed(granted: str, requested: str) -> str:
-    """A refresh may ask for less than was granted, never more."""
-    have = set(granted.split())
-    wanted = requested.split()
-    beyond = [s for s in wanted if s not in have]
+    """A refresh may ask for less than was granted, never more: each scope asked for is one
+    granted or within one (`patient/Observation.rs` of `patient/*.rs`)."""
+    _within, beyond = narrow(requested, granted)
     if beyond:
         raise invalid_scope(f"a refresh cannot add scopes: {' '.join(beyond)}")
-    return " ".join(wanted)
+    return " ".join(dict.fromkeys(requested.split()))
 
 
 def _absolute(base: str, reference: str) -> str:

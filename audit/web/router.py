@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from app.auth.enforcement import unauthorized
+from app.auth.enforcement import token_required
 from app.auth.grant import Grant
 from app.context import RequestContext
 from app.errors import FhirError, Forbidden, InvalidRequest, NotFound, Unauthorized
@@ -439,8 +439,8 @@ async def _disclosure_grant(request: Request) -> Grant:
     else:
         signed_in = await run_in_threadpool(web_session.current, request)
         grant = signed_in.grant if signed_in is not None else None
-    if grant is None:
-        raise unauthorized("a bearer token is required")
+    if grant is None:  # no credentials at all (a bad token was refused above)
+        raise token_required()
     return grant
 
 

@@ -1,0 +1,81 @@
+"""Single use under concurrency: an authorization code or a refresh token presented several
+times at once is honoured once (RFC 6749 sections 4.1.2 and 10.4). On PostgreSQL the token
+endpoint's transactions run side by side at READ COMMITTED, so "read it, see it unused, mark
+it used" must be one statement, not a SELECT followed by an UPDATE."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer
+from tests.smart_helpers import CALLBACK, TwoPatients, patient_app_code, redeem, two_patients
+
+ATTEMPTS = 8
+
+World = TwoPatients
+
+
+@pytest.fixture(scope="module")
+def world(live_server: LiveServer, auth_headers: dict[str, str]) -> World:
+    return two_patients(live_server, auth_headers)
+
+
+def _at_once(world: World, forms: list[dict[str, str]]) -> list[httpx.Response]:
+    """POST every form to the token endpoint at the same moment, each on its own connection."""
+    start = threading.Barrier(len(forms))
+    answers: list[httpx.Response | None] = [None] * len(forms)
+
+    def post(index: int) -> None:
+        with httpx.Client(timeout=60) as http:
+            start.wait()
+            answers[index] = http.post(f"{world.root}/auth/token", data=forms[index])
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(forms))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(a is not None for a in answers)
+    return [a for a in answers if a is not None]
+
+
+def _issued(answers: list[httpx.Response]) -> list[dict[str, Any]]:
+    for answer in answers:
+        assert answer.status_code in (200, 400), answer.text
+        if answer.status_code == 400:
+            assert answer.json()["error"] == "invalid_grant", answer.text
+    return [a.json() for a in answers if a.status_code == 200]
+
+
+def _reads(world: World, token: str) -> int:
+    headers = {"Authorization": f"Bearer {token}"}
+    return httpx.get(f"{world.base}/Patient/{world.pa}", headers=headers).status_code
+
+
+def test_a_code_presented_many_times_at_once_is_redeemed_once(world: World) -> None:
+    app, code, verifier = patient_app_code(world, "launch/patient patient/*.rs offline_access")
+    form = {"grant_type": "authorization_code", "code": code, "client_id": app.client_id,
+            "redirect_uri": CALLBACK, "code_verifier": verifier}  # fmt: skip
+    issued = _issued(_at_once(world, [form] * ATTEMPTS))
+    assert len(issued) <= 1
+    # A redemption beside another is a reuse (RFC 6749 4.1.2): whatever was issued is revoked.
+    for body in issued:
+        assert _reads(world, body["access_token"]) == 401
+
+
+def test_a_refresh_token_presented_many_times_at_once_is_rotated_once(world: World) -> None:
+    app, code, verifier = patient_app_code(world, "launch/patient patient/*.rs offline_access")
+    first = redeem(world, app, code, verifier)
+    assert first.status_code == 200, first.text
+    form = {"grant_type": "refresh_token", "refresh_token": first.json()["refresh_token"],
+            "client_id": app.client_id}  # fmt: skip
+    issued = _issued(_at_once(world, [form] * ATTEMPTS))
+    assert len(issued) <= 1
+    # The others were reuses of a spent refresh token: the family is revoked.
+    assert _reads(world, first.json()["access_token"]) == 401
+    for body in issued:
+        assert _reads(world, body["access_token"]) == 401
