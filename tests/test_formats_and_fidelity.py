@@ -190,6 +190,19 @@ def test_summary_count_on_search(client: httpx.Client) -> None:
     assert counted["total"] == 1 and "entry" not in counted
 
 
+def test_capability_statement_offers_no_write_of_auditevent(client: httpx.Client) -> None:
+    """The server alone writes AuditEvents: every write through the API is a 405, so the
+    statement lists only reads, searches and history for the type."""
+    types = {r["type"]: r for r in client.get("/metadata").json()["rest"][0]["resource"]}
+    audit = types["AuditEvent"]
+    assert {i["code"] for i in audit["interaction"]} == {
+        "read", "vread", "history-instance", "history-type", "search-type"
+    }  # fmt: skip
+    assert (audit["updateCreate"], audit["conditionalCreate"], audit["conditionalUpdate"],
+            audit["conditionalDelete"]) == (False, False, False, "not-supported")  # fmt: skip
+    assert client.post("/AuditEvent", json={"resourceType": "AuditEvent"}).status_code == 405
+
+
 def test_capability_statement(client: httpx.Client) -> None:
     statement = client.get("/metadata").json()
     assert statement["resourceType"] == "CapabilityStatement"

@@ -28,6 +28,11 @@ TYPE_INTERACTIONS = [
     "search-type",
 ]
 
+WRITES = frozenset({"update", "patch", "delete", "create"})
+# Types the server alone writes: the API answers 405 to any write (audit/hook.py), so the
+# statement must not offer one.
+SERVER_WRITTEN_TYPES = frozenset({"AuditEvent"})
+
 
 def capability_statement(base_url: str) -> dict[str, Any]:
     return _cached(base_url)
@@ -93,16 +98,19 @@ def _security(base_url: str) -> dict[str, Any]:
 
 
 def _resource(rtype: str) -> dict[str, Any]:
+    writable = rtype not in SERVER_WRITTEN_TYPES
     return {
         "type": rtype,
-        "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+        "interaction": [
+            {"code": code} for code in TYPE_INTERACTIONS if writable or code not in WRITES
+        ],
         "versioning": "versioned-update",
         "readHistory": True,
-        "updateCreate": True,
-        "conditionalCreate": True,
+        "updateCreate": writable,
+        "conditionalCreate": writable,
         "conditionalRead": "full-support",
-        "conditionalUpdate": True,
-        "conditionalDelete": "single",
+        "conditionalUpdate": writable,
+        "conditionalDelete": "single" if writable else "not-supported",
         "searchInclude": [WILDCARD, f"{rtype}:{WILDCARD}", *_includes(rtype)],
         "searchRevInclude": [WILDCARD, *_revincludes().get(rtype, [])],
         "searchParam": _search_params(rtype),
