@@ -22,6 +22,9 @@ OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 CLIENT_SYSTEM = "urn:medisentinel:client"  # Identifier.system of an OAuth client_id
+# Identifier.system of the server that recorded an event (source.observer), its value the
+# server's FHIR base URL: what `AuditEvent?source:identifier=` finds.
+SERVER_SYSTEM = "urn:medisentinel:server"
 # The client agent of the sign-in pages' own look-ups (the patient picker, the consent page's
 # patient): the server acting for the user signing in, not the app asking for a token.
 SIGN_IN_CLIENT = "medisentinel-sign-in"
@@ -186,7 +189,10 @@ def audit_event(
     event["agent"] = _agents(actor, server)
     event["source"] = {
         "site": server,
-        "observer": {"display": "MediSentinel"},
+        "observer": {
+            "identifier": {"system": SERVER_SYSTEM, "value": server},
+            "display": "MediSentinel",
+        },  # fmt: skip
         "type": SERVER_SOURCE_TYPE,
     }
     listed = _entities(entities)

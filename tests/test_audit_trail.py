@@ -120,6 +120,21 @@ def test_a_read_is_recorded_with_the_resource_the_patient_and_the_client(
     assert agent["requestor"] is True
     assert agent["network"]["address"] == "127.0.0.1"
     assert event["source"]["observer"]["display"] == "MediSentinel"
+    observer = event["source"]["observer"]["identifier"]
+    assert observer == {"system": "urn:medisentinel:server", "value": event["source"]["site"]}
+    # `source` finds the events a server recorded (BALP: source.observer names the server)
+    by_source = client.get(
+        "AuditEvent",
+        params={"source:identifier": f"urn:medisentinel:server|{observer['value']}",
+                "_id": event["id"]},
+    ).json()  # fmt: skip
+    assert [e["resource"]["id"] for e in by_source.get("entry", [])] == [event["id"]]
+    elsewhere = client.get(
+        "AuditEvent",
+        params={"source:identifier": "urn:medisentinel:server|https://other.example/fhir",
+                "_id": event["id"]},
+    ).json()  # fmt: skip
+    assert not elsewhere.get("entry")
     # one patient concerned: BALP's PatientRead (a Read whose patient entity is 1..1)
     assert event["meta"]["profile"] == [BALP + "IHE.BasicAudit.PatientRead"]
 
