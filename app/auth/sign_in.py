@@ -5,6 +5,7 @@ error page or a redirect back to the app (RFC 6749 section 4.1.2.1)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from app.auth import authorize as flow
-from app.auth import clients, users
+from app.auth import clients, lockout, users
 from app.auth.errors import OAuthError
 from app.auth.grant import Grant
 from app.auth.http import (
@@ -99,11 +100,23 @@ async def login(request: Request) -> Response:
                                 "request_id": request_id, "action": "/auth/login"}  # fmt: skip
         if request.method == "GET":
             return flow.render("login.html", **page)
-        user = users.authenticate(conn, params.get("username", ""), params.get("password", ""))
+        username, now_us = params.get("username", ""), time.time_ns() // 1000
+        wait = lockout.seconds_locked(conn, username, now_us)
+        if wait:
+            minutes = -(-wait // 60)
+            refused = flow.render(
+                "login.html", status=429, error="Too many failed sign-ins for this username: "
+                f"try again in {minutes} minute{'s' if minutes > 1 else ''}.", **page,
+            )  # fmt: skip
+            refused.headers["Retry-After"] = str(wait)
+            return refused
+        user = users.authenticate(conn, username, params.get("password", ""))
         if user is None:
+            lockout.note_failure(conn, username, now_us)
             return flow.render(
                 "login.html", status=401, error="Wrong username or password.", **page
             )
+        lockout.clear(conn, username)
         flow.set_user(conn, pending, user.username)
         return _next_step(conn, pending)
 
@@ -113,9 +126,9 @@ async def login(request: Request) -> Response:
         await _login_event(request, params, seen, True, f"signed in; {exc.description}")
         raise
     if request.method == "POST":
-        ok = response.status_code != 401
-        detail = "signed in" if ok else "wrong username or password"
-        await _login_event(request, params, seen, ok, detail)
+        ok = response.status_code < 400
+        detail = {401: "wrong username or password", 429: "refused: too many failed sign-ins"}
+        await _login_event(request, params, seen, ok, detail.get(response.status_code, "signed in"))
     return response
 
 

@@ -107,3 +107,12 @@ used_assertion = Table(
     Column("jti", String(255), primary_key=True),
     Column("expires_at", BigInteger, nullable=False),
 )
+
+# Failed sign-ins per username given (lockout.py): a row per wrong password, dropped on a
+# successful sign-in and once older than the lockout window.
+login_failure = Table(
+    "auth_login_failure",
+    metadata,
+    Column("username", String(255), nullable=False),
+    Column("at", BigInteger, nullable=False),
+)
