@@ -16,6 +16,10 @@ Per planned resource, in the order given:
 * ``ensure``: find by ``match``, use it unchanged; create it when nothing matches.
 * ``create``: always a new resource.
 
+A resource planned ``only_for`` others (the levels above a Location: only a new child refers
+to its parent) is held: applied just before one of those is created, else never. Its match
+is looked up, and locked, only then (hl7_adapters/locks.py).
+
 ``urn:uuid:`` references between planned resources are rewritten to ``Type/id``.
 
 Patients follow FHIR's Patient.link: a merge (A40) retires a Patient (``active: false``,
@@ -37,13 +41,9 @@ found by its match, and a message never reads back the time it is writing.
 from __future__ import annotations
 
 import functools
-import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from sqlalchemy import bindparam, select, text, tuple_
-from sqlalchemy.dialects import sqlite
 
 from app.errors import FhirError, Gone, NotFound
 from app.fhir import jsonio
@@ -68,10 +68,11 @@ from hl7_adapters.edits import (
     stale_warning,
     without_server_elements,
 )
+from hl7_adapters.locks import planned_key, try_lock_keys
 from hl7_adapters.lookahead import Lookahead
 from hl7_adapters.mapping.plan import MappingResult, Merge, Planned
 from hl7_adapters.provenance import provenance_body
-from hl7_adapters.tables import hl7_resource_clock
+from hl7_adapters.tables import CLOCKS_OF, PG_CLOCKS, sqlite_clock_upsert
 
 JSON = dict[str, Any]
 MAX_LINK_HOPS = 10  # replaced-by chains longer than this are a loop or a mess; stop there
@@ -115,37 +116,6 @@ class Applied:
     provenance_id: str | None = None
 
 
-def lock_keys(uow: UnitOfWork, keys: Iterable[str]) -> None:
-    """Serialize transactions that touch the same keys (a patient, a matched resource, a
-    message's control id) until this transaction ends.
-
-    PostgreSQL: transaction-scoped advisory locks, all taken in one statement in ascending
-    order so that two messages sharing several keys cannot deadlock. SQLite needs none: a
-    write transaction (BEGIN IMMEDIATE) already excludes every other writer.
-    """
-    if uow.dialect != "postgresql":
-        return
-    numbers = sorted({_key_number(k) for k in keys if k})
-    if numbers:
-        uow.conn.execute(_LOCK, {"keys": numbers})
-
-
-_LOCK = text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k")
-
-
-def _key_number(key: str) -> int:
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
-
-
-def plan_keys(result: MappingResult) -> list[str]:
-    """The lock keys of a mapped message: its patient and everything it finds by a match."""
-    keys = [f"Patient?{result.patient_match}"] if result.patient_match else []
-    keys += [f"{p.resource_type}?{p.match}" for p in result.planned if p.match]
-    for merge in result.merges:
-        keys += [f"Patient?{merge.survivor}", f"Patient?{merge.retired}"]
-    return keys
-
-
 class Applier:
     def __init__(self, service: FhirService) -> None:
         self.service = service
@@ -157,14 +127,19 @@ class Applier:
         message: MessageRef,
         *,
         event_time: int | None,
+        held_locked: bool = False,
     ) -> Applied:
+        """`held_locked`: the keys of the resources planned `only_for` others are locked
+        already (locks.plan_keys(held=True)); else they are locked when needed."""
         result, stripped = fhir_strings(result)
-        run = _Run(self.service, uow, message, event_time)
+        run = _Run(self.service, uow, message, event_time, held_locked)
         if stripped:
             run.applied.warnings.append(CONTROL_CHARACTERS)
-        run.look_ahead(result.planned)
+        run.held = [p for p in result.planned if p.only_for is not None]
+        run.look_ahead([p for p in result.planned if p.only_for is None])
         for planned in result.planned:
-            run.planned(planned)
+            if planned.only_for is None:
+                run.planned(planned)
         for merge in result.merges:
             run.merge(merge)
         run.provenance()
@@ -176,13 +151,17 @@ class _Run:
     """One message being applied: its resolved references, cache of what it read, output."""
 
     def __init__(
-        self, service: FhirService, uow: UnitOfWork, message: MessageRef, event_time: int | None
-    ) -> None:
+        self, service: FhirService, uow: UnitOfWork, message: MessageRef,
+        event_time: int | None, held_locked: bool,
+    ) -> None:  # fmt: skip
         self.service = service
         self.uow = uow
         self.message = message
         self.event_time = event_time
         self.applied = Applied()
+        self.held: list[Planned] = []  # planned only_for others, not applied (yet)
+        self._held_locked = held_locked
+        self._held_ahead: set[str] = set()  # held resources looked up (and locked) already
         self._bodies: dict[tuple[str, str], tuple[StoredVersion, dict[str, Any]]] = {}
         self._clocks: dict[tuple[str, str], None] = {}  # resources whose clock this sets
         # Clocks read so far, and resources found ahead whose clocks are read with the first
@@ -200,11 +179,16 @@ class _Run:
 
     def planned(self, p: Planned) -> None:
         rtype = p.resource_type
+        found = self._ahead.find(rtype, p.match) if p.match and p.mode != "create" else None
+        if found is None:
+            self._held_for(p)
+        elif p.mode == "ensure" and not any(key in p.resource for key in PATIENT_REFERENCES):
+            self._resolve(p.full_url, rtype, found[0])  # used unchanged: its references
+            return  # (a Location's partOf) are not needed, nor resolved (held)
         try:
             body = rewrite(without_server_elements(p.resource), self.applied.resolved)
         except UnresolvedReference as exc:
             raise ApplyError(AckError(207, str(exc))) from exc
-        found = self._ahead.find(rtype, p.match) if p.match and p.mode != "create" else None
         if found is None:
             outcome = self.service.create(self.uow, rtype, body)
             self._wrote(p.full_url, outcome)
@@ -213,9 +197,8 @@ class _Run:
             return
         rid, redirected = found
         self._resolve(p.full_url, rtype, rid)
-        if p.mode == "ensure":
-            if any(key in body for key in PATIENT_REFERENCES):  # an Encounter named by PV1-19
-                self._refuse_other_patients(p, self._body(rtype, rid)[1], body)
+        if p.mode == "ensure":  # an Encounter named by PV1-19
+            self._refuse_other_patients(p, self._body(rtype, rid)[1], body)
             return
         stored, current = self._body(rtype, rid)
         self._refuse_other_patients(p, current, body)  # (even when older: a mix-up is an error)
@@ -230,6 +213,25 @@ class _Run:
             outcome = self._update(rtype, rid, stored, merged)
             self._wrote(p.full_url, outcome)
         self._set_clock(rtype, rid)
+
+    def _held_for(self, p: Planned) -> None:
+        """Before `p` is created: the resources planned only for it (a new Location's levels
+        above), looked up together, locked (locks.py) and applied, parents first."""
+        needed = [q for q in self.held if p.full_url in (q.only_for or ())]
+        self.held = [q for q in self.held if q not in needed]
+        self._held_ahead_for(needed)
+        for q in needed:
+            self.planned(q)
+
+    def _held_ahead_for(self, held: list[Planned]) -> None:
+        """Lock (unless locked up front) and look up these held resources, together."""
+        fresh = [q for q in held if q.match and q.full_url not in self._held_ahead]
+        if not fresh:
+            return
+        self._held_ahead.update(q.full_url for q in fresh)
+        if not self._held_locked:
+            try_lock_keys(self.uow, [planned_key(q) for q in fresh])
+        self._ahead.prepare([(q.resource_type, str(q.match)) for q in fresh])
 
     def _refuse_other_patients(self, p: Planned, stored: JSON, mapped: JSON) -> None:
         """Nothing is filed under, or moved to, another patient: a visit number, order number
@@ -250,9 +252,12 @@ class _Run:
 
     def look_ahead(self, planned: list[Planned]) -> None:
         """Every match, looked up while nothing is staged (see lookahead.py)."""
-        self._ahead.prepare(
-            [(p.resource_type, p.match) for p in planned if p.match and p.mode != "create"]
-        )
+        matched = [p for p in planned if p.match and p.mode != "create"]
+        self._ahead.prepare([(p.resource_type, str(p.match)) for p in matched])
+        # A new Location (a bed not found): the levels above it too, while nothing is staged
+        # (a second round of look-ups, only for new beds).
+        new = {p.full_url for p in matched if self._ahead.absent(p.resource_type, str(p.match))}
+        self._held_ahead_for([q for q in self.held if new & (q.only_for or set())])
         self._clocks_ahead = self._ahead.found()
 
     def _find(self, rtype: str, match: str) -> tuple[str, bool] | None:
@@ -432,7 +437,7 @@ class _Run:
             keys = {key, *self._clocks_ahead} - self._clocks_read.keys()
             self._clocks_ahead = []
             self._clocks_read.update(dict.fromkeys(keys))
-            found = self.uow.conn.execute(_CLOCKS_OF, {"keys": sorted(keys)})
+            found = self.uow.conn.execute(CLOCKS_OF, {"keys": sorted(keys)})
             for found_type, found_id, event_time in found:
                 self._clocks_read[(found_type, found_id)] = int(event_time)
         return self._clocks_read[key]
@@ -456,40 +461,11 @@ class _Run:
                 "event_time": self.event_time,
                 "message_id": self.message.id,
             }
-            self.uow.with_commit.append((_PG_CLOCKS, params))
+            self.uow.with_commit.append((PG_CLOCKS, params))
             return
         rows = [
             {"resource_type": t, "resource_id": i, "event_time": self.event_time,
              "message_id": self.message.id}
             for t, i in keys
         ]  # fmt: skip
-        self.uow.conn.execute(_sqlite_clock_upsert(), rows)
-
-
-# Built once: constructing a statement costs more than running the cached compiled form.
-_CLOCKS_OF = select(
-    hl7_resource_clock.c.resource_type,
-    hl7_resource_clock.c.resource_id,
-    hl7_resource_clock.c.event_time,
-).where(
-    tuple_(hl7_resource_clock.c.resource_type, hl7_resource_clock.c.resource_id).in_(
-        bindparam("keys", expanding=True)
-    )
-)
-_PG_CLOCKS = (
-    "INSERT INTO hl7_resource_clock (resource_type, resource_id, event_time, message_id)"
-    " SELECT t, i, %(event_time)s::bigint, %(message_id)s::text"
-    " FROM unnest(%(types)s::text[], %(ids)s::text[]) AS u(t, i)"
-    " ON CONFLICT (resource_type, resource_id) DO UPDATE"
-    " SET event_time = EXCLUDED.event_time, message_id = EXCLUDED.message_id"
-)
-
-
-@functools.cache
-def _sqlite_clock_upsert() -> Any:
-    """Built once (constructing the statement costs more than running it)."""
-    stmt = sqlite.insert(hl7_resource_clock)
-    return stmt.on_conflict_do_update(
-        index_elements=["resource_type", "resource_id"],
-        set_={"event_time": stmt.excluded.event_time, "message_id": stmt.excluded.message_id},
-    )
+        self.uow.conn.execute(sqlite_clock_upsert(), rows)

@@ -23,7 +23,7 @@ Decisions (docs/hl7v2.md has the whole story):
   would lose data from a sender that reset its counter) and is not silent: its row links the
   earlier message, and the AA carries a warning ERR (205, severity W, MSH-10).
 * Ordering: messages touching the same patient or the same matched resource are serialized
-  by locks taken first in the transaction (apply.lock_keys); the event-time clock keeps an
+  by locks taken first in the transaction (locks.py); the event-time clock keeps an
   older update from overwriting newer data.
 * Concurrent edits (409/412) and PostgreSQL serialization failures are retried (3 attempts).
 """
@@ -52,9 +52,10 @@ from hl7_adapters.ack import (
     build_unreadable_ack,
     split_first,
 )
-from hl7_adapters.apply import Applied, Applier, MessageRef, lock_keys, plan_keys
+from hl7_adapters.apply import Applied, Applier, MessageRef
 from hl7_adapters.batch_ack import batch_ack
 from hl7_adapters.er7 import Hl7ParseError, Message, parse_batch, parse_messages
+from hl7_adapters.locks import LocksNeeded, lock_keys, plan_keys
 from hl7_adapters.mapping.plan import MappingError, MappingResult, UnsupportedMessage
 from hl7_adapters.optional import within_grant
 from hl7_adapters.outcomes import Decision, event_time, failure, msa1, retryable, row_error
@@ -94,6 +95,7 @@ class Attempt:
     reapply: bool = False  # re-applying an accepted message: it stays accepted, come what may
     before: list[str] = field(default_factory=list)  # what it produced before (reapply)
     decision: Decision | None = None  # how this attempt ended
+    held_locked: bool = False  # lock the levels above a Location up front (locks.py)
 
 
 class Hl7Ingest:
@@ -285,11 +287,19 @@ class Hl7Ingest:
         return self._conclude_failed(attempt, decision)
 
     def _commit(self, a: Attempt) -> bytes:
+        try:
+            return self._commit_once(a)
+        except LocksNeeded:  # a new Location's parents are busy: again, all locked first
+            a.held_locked = True
+            return self._commit_once(a)
+
+    def _commit_once(self, a: Attempt) -> bytes:
         with self.service.unit_of_work(a.ctx, write=True) as uow:
             mapped = a.mapped if isinstance(a.mapped, MappingResult) else None
             if mapped is not None:
                 mapped = within_grant(mapped, a.ctx.grant)
-            lock_keys(uow, [_message_key(a.row), *(plan_keys(mapped) if mapped else [])])
+            keys = plan_keys(mapped, held=a.held_locked) if mapped else []
+            lock_keys(uow, [_message_key(a.row), *keys])
             supersedes = [] if a.reprocess else self._look_back(uow, a)
             if a.original is not None:
                 reply = self._conclude(uow, a, Decision("accept"), None, [])
@@ -298,7 +308,9 @@ class Hl7Ingest:
                 reply = self._conclude(uow, a, a.mapped, None, supersedes)
             else:
                 ref = _message_ref(a.row)
-                applied = self.applier.apply(uow, mapped, ref, event_time=a.row["event_time"])
+                applied = self.applier.apply(
+                    uow, mapped, ref, event_time=a.row["event_time"], held_locked=a.held_locked
+                )
                 warnings = [*mapped.warnings, *applied.warnings]
                 reply = self._conclude(uow, a, Decision("accept", warnings), applied, supersedes)
         return reply

@@ -104,6 +104,10 @@ class Lookahead(Generic[Found]):
             raise error
         return result  # type: ignore[return-value]  # no error: the result was stored
 
+    def absent(self, rtype: str, match: str) -> bool:
+        """Whether the match was looked up ahead, not used yet, and found nothing."""
+        return self._ahead.get((rtype, match)) == (None, None)
+
     def found(self) -> list[tuple[str, str]]:
         """(type, id) of every resource found ahead and not yet used."""
         return [

@@ -25,7 +25,23 @@ Times are integer microseconds since the Unix epoch, like the FHIR tables.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, Table, Text
+import functools
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    bindparam,
+    select,
+    tuple_,
+)
+from sqlalchemy.dialects import sqlite
 
 from app.fhir.tables import metadata
 
@@ -83,3 +99,33 @@ hl7_resource_clock = Table(
     Column("event_time", BigInteger, nullable=False),
     Column("message_id", String(36), nullable=False),
 )
+
+
+# The applier's event clock statements (apply.py), built once: constructing a statement
+# costs more than running the cached compiled form.
+CLOCKS_OF = select(
+    hl7_resource_clock.c.resource_type,
+    hl7_resource_clock.c.resource_id,
+    hl7_resource_clock.c.event_time,
+).where(
+    tuple_(hl7_resource_clock.c.resource_type, hl7_resource_clock.c.resource_id).in_(
+        bindparam("keys", expanding=True)
+    )
+)
+PG_CLOCKS = (
+    "INSERT INTO hl7_resource_clock (resource_type, resource_id, event_time, message_id)"
+    " SELECT t, i, %(event_time)s::bigint, %(message_id)s::text"
+    " FROM unnest(%(types)s::text[], %(ids)s::text[]) AS u(t, i)"
+    " ON CONFLICT (resource_type, resource_id) DO UPDATE"
+    " SET event_time = EXCLUDED.event_time, message_id = EXCLUDED.message_id"
+)
+
+
+@functools.cache
+def sqlite_clock_upsert() -> Any:
+    """Built once (constructing the statement costs more than running it)."""
+    stmt = sqlite.insert(hl7_resource_clock)
+    return stmt.on_conflict_do_update(
+        index_elements=["resource_type", "resource_id"],
+        set_={"event_time": stmt.excluded.event_time, "message_id": stmt.excluded.message_id},
+    )

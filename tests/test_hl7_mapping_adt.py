@@ -513,6 +513,28 @@ def test_a_pl_is_a_location_hierarchy() -> None:
     assert types == ["si", "bu", "wa", "lvl", "ro", "bd"]
     assert all(p.mode == "ensure" and p.match for p in found.values())
     assert found["Window bed"].resource.get("description") is None  # it is the name
+    # Only a new bed needs the levels above it (nothing else refers to them): they are
+    # ensured only for it, so a known bed is looked up and locked alone.
+    bed = found["Window bed"].full_url
+    assert [p.only_for for p in found.values()] == [frozenset({bed})] * 5 + [None]
+
+
+def test_a_level_that_one_pl_names_as_its_most_granular_is_always_ensured() -> None:
+    """PV1-3 a bed in room 101, PV1-6 room 101 itself: the room is the prior location, ensured
+    whether or not the bed exists; the ward above stays only for the new bed or room."""
+    result = mapped(
+        "MSH|^~\\&|A|F|R|F|20240901100000+0000||ADT^A02^ADT_A02|LOC-2|P|2.5.1\n"
+        "PID|1||LOC2^^^HOSP&1.2.3&ISO^MR||Loc^Pat\n"
+        "PV1|1|I|WARD1^101^A^GENHOSP|||WARD1^101^^GENHOSP"
+        + "|" * 13
+        + "LOCV2^^^HOSP&1.2.3&ISO^VN\n"
+    )
+    found = {p.resource["name"]: p for p in of_type(result, "Location")}
+    assert list(found) == ["GENHOSP", "WARD1", "101", "WARD1 101 A"]
+    leaves = {found["WARD1 101 A"].full_url, found["101"].full_url}
+    assert found["GENHOSP"].only_for == found["WARD1"].only_for == leaves
+    assert found["101"].only_for is None
+    assert found["WARD1 101 A"].only_for is None
 
 
 def test_missing_levels_are_skipped_and_pl10_names_the_leaf() -> None:

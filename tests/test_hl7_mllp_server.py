@@ -16,15 +16,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from hl7_adapters.feeds import Hl7Feeds
 from hl7_adapters.framing import frame
+from hl7_adapters.locks import key_number
+from hl7_adapters.mapping.identifiers import identifier_match
 from hl7_adapters.mllp import MLLPClient
 from tests.conftest import TEST_MASTER_KEY, LiveServer
 from tests.helpers import server_env
@@ -201,6 +204,38 @@ def test_concurrent_admissions_to_one_new_ward_create_each_location_once(
     assert sorted(b["identifier"][0]["value"] for b in beds) == [
         f"{fac}^{ward}^12^{bed}" for bed in range(8)
     ]
+
+
+def test_a_known_bed_locks_nothing_above_it_and_a_new_bed_waits_for_its_room(
+    port: int, engine: Engine, client: httpx.Client
+) -> None:
+    """An admission to a bed that exists needs nothing of the levels above it, so it does not
+    wait for their locks; one to a new bed of the same room, whose room another transaction
+    holds, starts again with its room locked first, waits, and creates nothing twice."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("advisory locks are PostgreSQL's (SQLite has one writer at a time)")
+    ward, fac = unique_id("W"), unique_id("F")
+
+    def admission(bed: str) -> bytes:
+        message = a01(unique_id(), unique_id("P"), visit=unique_id("V"))
+        return message.replace(b"|WARD^1^1|", f"|{ward}^12^{bed}^{fac}|".encode())
+
+    assert msa(send(port, admission("A"))[0])[0] == "AA"
+    room = {"system": "urn:medisentinel:hl7v2:location", "value": f"{fac}^{ward}^12"}
+    with ThreadPoolExecutor(2) as pool, engine.connect() as conn, conn.begin():
+        lock = text("SELECT pg_advisory_xact_lock(:k)")
+        conn.execute(lock, {"k": key_number(f"Location?{identifier_match(**room)}")})
+        known = pool.submit(send, port, admission("A"))
+        assert msa(known.result(timeout=20)[0])[0] == "AA"  # did not wait for the room
+        new = pool.submit(send, port, admission("B"))
+        time.sleep(0.5)
+        assert not new.done()  # waits for the room
+        conn.commit()  # releases it
+        assert msa(new.result(timeout=20)[0])[0] == "AA"
+    [found] = search(client, "Location", identifier=f"{room['system']}|{room['value']}")
+    beds = search(client, "Location", partof=f"Location/{found['id']}")
+    assert sorted(b["name"] for b in beds) == [f"{ward} 12 A", f"{ward} 12 B"]
+    assert len(search(client, "Location", identifier=f"{room['system']}|{fac}^{ward}")) == 1
 
 
 def test_frames_split_across_reads_and_joined_in_one_read(port: int) -> None:

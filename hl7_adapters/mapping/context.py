@@ -70,7 +70,10 @@ class MapContext:
 
     def resource_of(self, full_url: str) -> dict[str, Any]:
         """The planned resource with this full_url (to add what a later segment maps)."""
-        return next(p.resource for p in self.planned if p.full_url == full_url)
+        return self.planned_of(full_url).resource
+
+    def planned_of(self, full_url: str) -> Planned:
+        return next(p for p in self.planned if p.full_url == full_url)
 
     def add(
         self,
@@ -81,8 +84,10 @@ class MapContext:
         full_url: str | None = None,
         origin: tuple[str, int, int] | None = None,
         supplementary: bool = False,
+        only_for: frozenset[str] | None = None,
     ) -> str:
-        """Plan a resource; returns its full_url (the earlier one for a repeated match)."""
+        """Plan a resource; returns its full_url (the earlier one for a repeated match, whose
+        `only_for` the caller adjusts)."""
         rtype = str(resource["resourceType"])
         if match is not None:
             earlier = self._by_match.get((rtype, match))
@@ -91,8 +96,9 @@ class MapContext:
                     earlier.resource.setdefault(key, value)
                 return earlier.full_url
         planned = Planned(
-            full_url or new_full_url(), resource, mode, match, nulls, origin, supplementary
-        )
+            full_url or new_full_url(), resource, mode, match, nulls, origin, supplementary,
+            only_for,
+        )  # fmt: skip
         self.planned.append(planned)
         if match is not None:
             self._by_match[(rtype, match)] = planned

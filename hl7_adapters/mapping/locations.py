@@ -15,8 +15,14 @@ leaves they were; a floor is ``facility^point of care^floor:<PL.8>`` and a build
 ``facility^building:<PL.7>`` (a room number means something only inside its ward, a floor
 or building only inside its facility). PL.10 (comprehensive location identifier), when
 sent, identifies the most granular level instead. Two messages creating the same new level
-at once cannot both create it: every match is a lock key of the message (apply.plan_keys),
-the same rule that keeps Practitioners single.
+at once cannot both create it: every match is a lock key of the message (locks.py), the
+same rule that keeps Practitioners single.
+
+**Looked up from the bed down** (cost): the levels above the most granular are planned
+``only_for`` it (Planned.only_for). A Location found is used unchanged and nothing else
+refers to its parents, so while the bed exists (a hospital's steady state) a message looks
+up and locks the bed alone; only a new bed gets the levels above it looked up (all at once,
+a second round), locked, and ensured, parents first, before it is created.
 """
 
 from __future__ import annotations
@@ -104,7 +110,13 @@ def plan_location(ctx: MapContext, rep: Repetition) -> JSON | None:
                 "partOf": {"reference": urls[parent]} if parent is not None else None,
             }
         )
-        urls.append(ctx.add(resource, "ensure", ids.match_of(identifier)))
+        only_for = None if i == leaf else frozenset[str]()  # (the leaf is added last)
+        urls.append(ctx.add(resource, "ensure", ids.match_of(identifier), only_for=only_for))
+    ctx.planned_of(urls[leaf]).only_for = None  # (also when another PL planned it above one)
+    for url in urls[:leaf]:  # ensured when the leaf is new; a level ensured always stays so
+        above = ctx.planned_of(url)
+        if above.only_for is not None:
+            above.only_for |= {urls[leaf]}
     ref: JSON = {"reference": urls[leaf]}
     leaf_name = ctx.resource_of(urls[leaf]).get("name")
     if leaf_name:

@@ -40,6 +40,11 @@ class Planned:
     # Written only when the sender's grant allows its type (hl7_adapters/optional.py): for
     # resources added to a message's mapping after feeds had tokens (PID-10/22 Observations).
     supplementary: bool = False
+    # None: applied in its turn. A set of full_urls: applied only when one of those planned
+    # resources is created, just before it (a parent Location, which only a new child refers
+    # to: once the bed exists, its room and ward need not be looked up). Its match is then
+    # looked up and locked late (hl7_adapters/locks.py).
+    only_for: frozenset[str] | None = None
 
     @property
     def resource_type(self) -> str:

@@ -1,0 +1,82 @@
+"""The lock keys of a message, and taking them (PostgreSQL advisory transaction locks).
+
+A message locks, in its transaction's first statement, everything it may create: its
+patient, every resource it finds by a match (so two messages cannot both create the same
+new Practitioner), its control id. All in one statement, in ascending order, so messages
+sharing keys cannot deadlock.
+
+The levels above a Location (``Planned.only_for``: its room, ward, facility) are needed
+only when the Location itself is new, which is rare once a hospital's beds exist; they are
+not locked up front. When a new Location needs them, `try_lock_keys` takes them without
+waiting (so no lock order is broken: a lock that waits is only ever taken in the first
+statement); if another transaction holds one, the message starts again with every key
+locked up front (`LocksNeeded`, handled by ingest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from sqlalchemy import text
+
+from app.fhir.storage import UnitOfWork
+from hl7_adapters.mapping.plan import MappingResult, Planned
+
+
+class LocksNeeded(Exception):
+    """A new Location needs its parents, another transaction holds one of their keys: roll
+    back and apply the message again with all its keys locked first (`plan_keys(all)`)."""
+
+
+def lock_keys(uow: UnitOfWork, keys: Iterable[str]) -> None:
+    """Serialize transactions that touch the same keys (a patient, a matched resource, a
+    message's control id) until this transaction ends.
+
+    PostgreSQL: transaction-scoped advisory locks, all taken in one statement in ascending
+    order so that two messages sharing several keys cannot deadlock. SQLite needs none: a
+    write transaction (BEGIN IMMEDIATE) already excludes every other writer.
+    """
+    if uow.dialect != "postgresql":
+        return
+    numbers = _numbers(keys)
+    if numbers:
+        uow.conn.execute(_LOCK, {"keys": numbers})
+
+
+def try_lock_keys(uow: UnitOfWork, keys: Iterable[str]) -> None:
+    """Lock more keys later in the transaction, without waiting; LocksNeeded if one is held
+    by another transaction (waiting here could deadlock with one waiting for ours)."""
+    if uow.dialect != "postgresql":
+        return
+    numbers = _numbers(keys)
+    if numbers and not uow.conn.execute(_TRY_LOCK, {"keys": numbers}).scalar_one():
+        raise LocksNeeded()
+
+
+_LOCK = text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k")
+_TRY_LOCK = text(
+    "SELECT bool_and(pg_try_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k"
+)
+
+
+def _numbers(keys: Iterable[str]) -> list[int]:
+    return sorted({key_number(k) for k in keys if k})
+
+
+def key_number(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+
+
+def planned_key(p: Planned) -> str:
+    return f"{p.resource_type}?{p.match}"
+
+
+def plan_keys(result: MappingResult, *, held: bool = False) -> list[str]:
+    """The lock keys of a mapped message: its patient and everything it finds by a match;
+    with `held`, also the levels above its Locations (see the module doc)."""
+    keys = [f"Patient?{result.patient_match}"] if result.patient_match else []
+    keys += [planned_key(p) for p in result.planned if p.match and (held or p.only_for is None)]
+    for merge in result.merges:
+        keys += [f"Patient?{merge.survivor}", f"Patient?{merge.retired}"]
+    return keys
