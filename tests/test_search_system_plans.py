@@ -39,8 +39,10 @@ def family(service: FhirService) -> str:
             uow, "Patient", {"resourceType": "Patient", "name": [{"family": name}]}
         ).version.id
         subject = {"reference": f"Patient/{pid}"}
-        observation = {"status": "final", "code": {"text": "x"}, "subject": subject}
-        encounter = {"status": "finished", "class": {"code": "AMB"}, "subject": subject}
+        meta = {"tag": [{"system": "urn:system-plans", "code": name}]}  # this test's own
+        observation = {"status": "final", "code": {"text": "x"}, "subject": subject, "meta": meta}
+        encounter = {"status": "finished", "class": {"code": "AMB"}, "subject": subject,
+                     "meta": meta}  # fmt: skip
         service.create(uow, "Observation", {"resourceType": "Observation", **observation})
         service.create(uow, "Encounter", {"resourceType": "Encounter", **encounter})
     return name
@@ -76,7 +78,10 @@ def test_a_search_of_several_types_has_no_correlated_index_subquery(
     service: FhirService, family: str, is_postgres: bool, criterion: tuple[str, str]
 ) -> None:
     engine = service.engine
-    pairs = [(criterion[0], criterion[1].format(name=family)), ("_id:not", "none")]
+    pairs = [
+        (criterion[0], criterion[1].format(name=family)),
+        ("_tag", f"urn:system-plans|{family}"),
+    ]
     types, sql, parameters = searched(service, engine, pairs, ["Observation", "Encounter"])
     if not criterion[0].startswith("_has"):  # (no Provenance names that agent)
         assert types == ["Encounter", "Observation"]
