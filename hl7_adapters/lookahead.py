@@ -94,6 +94,11 @@ class Lookahead(Generic[Found]):
             else:
                 self._ahead[key] = (outcome, None)
 
+    def forget(self, matches: list[tuple[str, str]]) -> None:
+        """Drop these look-ups, so that `prepare` runs them again (after taking a lock)."""
+        for key in matches:
+            self._ahead.pop(key, None)
+
     def find(self, rtype: str, match: str) -> Found:
         """The result for a match: the one found ahead while still valid, else a new search."""
         entry = self._ahead.pop((rtype, match), None)  # used once: a repeat searches again

@@ -206,36 +206,44 @@ def test_concurrent_admissions_to_one_new_ward_create_each_location_once(
     ]
 
 
-def test_a_known_bed_locks_nothing_above_it_and_a_new_bed_waits_for_its_room(
+def test_only_missing_levels_above_a_bed_are_locked(
     port: int, engine: Engine, client: httpx.Client
 ) -> None:
-    """An admission to a bed that exists needs nothing of the levels above it, so it does not
-    wait for their locks; one to a new bed of the same room, whose room another transaction
-    holds, starts again with its room locked first, waits, and creates nothing twice."""
+    """An admission to a bed that exists needs nothing of the levels above it, and one to a
+    new bed of an existing room uses the room unchanged: neither waits for their locks (each
+    admission to a new bed holding its facility's key made them one at a time). One to a bed
+    of a new room, whose key another transaction holds, starts again with its keys locked
+    first, waits, and creates nothing twice."""
     if engine.dialect.name != "postgresql":
         pytest.skip("advisory locks are PostgreSQL's (SQLite has one writer at a time)")
     ward, fac = unique_id("W"), unique_id("F")
+    system = "urn:medisentinel:hl7v2:location"
 
-    def admission(bed: str) -> bytes:
+    def admission(room: str, bed: str) -> bytes:
         message = a01(unique_id(), unique_id("P"), visit=unique_id("V"))
-        return message.replace(b"|WARD^1^1|", f"|{ward}^12^{bed}^{fac}|".encode())
+        return message.replace(b"|WARD^1^1|", f"|{ward}^{room}^{bed}^{fac}|".encode())
 
-    assert msa(send(port, admission("A"))[0])[0] == "AA"
-    room = {"system": "urn:medisentinel:hl7v2:location", "value": f"{fac}^{ward}^12"}
+    def room_key(room: str) -> int:
+        return key_number(f"Location?{identifier_match(system, f'{fac}^{ward}^{room}')}")
+
+    assert msa(send(port, admission("12", "A"))[0])[0] == "AA"
     with ThreadPoolExecutor(2) as pool, engine.connect() as conn, conn.begin():
         lock = text("SELECT pg_advisory_xact_lock(:k)")
-        conn.execute(lock, {"k": key_number(f"Location?{identifier_match(**room)}")})
-        known = pool.submit(send, port, admission("A"))
-        assert msa(known.result(timeout=20)[0])[0] == "AA"  # did not wait for the room
-        new = pool.submit(send, port, admission("B"))
+        for room in ("12", "13"):
+            conn.execute(lock, {"k": room_key(room)})
+        for bed in ("A", "B"):  # the known bed, then a new bed of the known room
+            done = pool.submit(send, port, admission("12", bed))
+            assert msa(done.result(timeout=20)[0])[0] == "AA"  # did not wait for the room
+        new = pool.submit(send, port, admission("13", "A"))
         time.sleep(0.5)
-        assert not new.done()  # waits for the room
+        assert not new.done()  # waits for the new room's key
         conn.commit()  # releases it
         assert msa(new.result(timeout=20)[0])[0] == "AA"
-    [found] = search(client, "Location", identifier=f"{room['system']}|{room['value']}")
-    beds = search(client, "Location", partof=f"Location/{found['id']}")
+    [room12] = search(client, "Location", identifier=f"{system}|{fac}^{ward}^12")
+    beds = search(client, "Location", partof=f"Location/{room12['id']}")
     assert sorted(b["name"] for b in beds) == [f"{ward} 12 A", f"{ward} 12 B"]
-    assert len(search(client, "Location", identifier=f"{room['system']}|{fac}^{ward}")) == 1
+    assert len(search(client, "Location", identifier=f"{system}|{fac}^{ward}^13")) == 1
+    assert len(search(client, "Location", identifier=f"{system}|{fac}^{ward}")) == 1
 
 
 def test_frames_split_across_reads_and_joined_in_one_read(port: int) -> None:
