@@ -8,26 +8,18 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event
 
 from app.context import RequestContext
-from app.db import create_db_engine
-from app.fhir.hooks import Pipeline
 from app.fhir.search import SearchParams
 from app.fhir.service import FhirService
+from tests.test_search_shape_cache import service
 
 CTX = RequestContext.system("http://system-plans.test/fhir")
-
-
-@pytest.fixture(scope="module")
-def service(database_url: str) -> Iterator[FhirService]:
-    db = create_db_engine(database_url, pool_size=2)
-    yield FhirService(db, Pipeline())
-    db.dispose()
+__all__ = ["service"]  # the fixture, shared with test_search_shape_cache
 
 
 @pytest.fixture(scope="module")
