@@ -1,5 +1,5 @@
 """A search of several types (`GET /fhir?_type=A,B&...`) runs each criterion per type, so no
-index subquery is correlated with the candidate row (engine.py `_criterion`): written once
+index subquery is correlated with the candidate row (sql.py `criterion_for_types`): written once
 with the type as the outer row's column, a chained system search took seconds at a few
 thousand resources (SQLite and PostgreSQL alike) and timed out in the full test suite.
 The SQL's plan says so; SQLite words it plainly ("CORRELATED LIST SUBQUERY")."""

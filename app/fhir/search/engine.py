@@ -31,7 +31,7 @@ from app.fhir.search.params import (
     encode_cursor,
     lookup,
 )
-from app.fhir.search.sql import is_local, matching_ids, own_params, plan_sql
+from app.fhir.search.sql import criterion_for_types, is_local, matching_ids, own_params
 from app.fhir.search.values import MAX_TIME, MIN_TIME
 from app.fhir.storage import (
     CURRENT_COLUMNS,
@@ -201,7 +201,7 @@ def _statements(shape: Shape, row_filter: RowFilter | None) -> Statements:
     )
     where = [type_filter, resource.c.deleted.is_(False)]
     where += [
-        _criterion(node, rtypes, shape.base_url, drive=i == 0, access=row_filter)
+        criterion_for_types(node, rtypes, shape.base_url, drive=i == 0, access=row_filter)
         for i, node in enumerate(shape.criteria)
     ]
     if row_filter is not None:
@@ -214,37 +214,6 @@ def _statements(shape: Shape, row_filter: RowFilter | None) -> Statements:
         where = [type_filter, resource.c.deleted.is_(False), resource.c.id.in_(ids)]
     page = _page_query(where, keys, shape, backwards).limit(shape.count + 1)
     return Statements(page, total)
-
-
-PER_TYPE_LIMIT = 12
-
-
-def _criterion(
-    node: Plan, rtypes: list[str], base_url: str, *, drive: bool, access: RowFilter | None
-) -> ColumnElement[bool]:
-    """One criterion's SQL. A search of several types (`_type=A,B`) takes it per type, each
-    branch with its type as a literal: written once with the type as the outer row's column,
-    every `id IN (SELECT ... WHERE resource_type = <that column>)` was correlated and run
-    again for each candidate row (SQLite, ~6,000 resources: 3.5 s for a chained system
-    search, against 3 ms for one type). Past PER_TYPE_LIMIT types (a system search without
-    `_type` names every type) the statement would grow too large: one correlated form."""
-    if len(rtypes) == 1 or len(rtypes) > PER_TYPE_LIMIT:
-        owner: tuple[Any, Any] = (
-            rtypes[0] if len(rtypes) == 1 else resource.c.resource_type,
-            resource.c.id,
-        )
-        return plan_sql(node, owner, base_url, top=True, drive=drive, access=access)
-    return or_(
-        *(
-            and_(
-                resource.c.resource_type == rtype,
-                plan_sql(
-                    node, (rtype, resource.c.id), base_url, top=True, drive=drive, access=access
-                ),
-            )
-            for rtype in rtypes
-        )
-    )
 
 
 def _page_of_ids(shape: Shape, backwards: bool) -> Select[Any] | None:

@@ -97,6 +97,37 @@ def plan_sql(
     return owner_id.in_(select(table.c.resource_id).where(*owned, match))
 
 
+PER_TYPE_LIMIT = 12
+
+
+def criterion_for_types(
+    node: Plan, rtypes: list[str], base_url: str, *, drive: bool, access: RowFilter | None
+) -> ColumnElement[bool]:
+    """One criterion's SQL. A search of several types (`_type=A,B`) takes it per type, each
+    branch with its type as a literal: written once with the type as the outer row's column,
+    every `id IN (SELECT ... WHERE resource_type = <that column>)` was correlated and run
+    again for each candidate row (SQLite, ~6,000 resources: 3.5 s for a chained system
+    search, against 3 ms for one type). Past PER_TYPE_LIMIT types (a system search without
+    `_type` names every type) the statement would grow too large: one correlated form."""
+    if len(rtypes) == 1 or len(rtypes) > PER_TYPE_LIMIT:
+        owner: tuple[Any, Any] = (
+            rtypes[0] if len(rtypes) == 1 else resource.c.resource_type,
+            resource.c.id,
+        )
+        return plan_sql(node, owner, base_url, top=True, drive=drive, access=access)
+    return or_(
+        *(
+            and_(
+                resource.c.resource_type == rtype,
+                plan_sql(
+                    node, (rtype, resource.c.id), base_url, top=True, drive=drive, access=access
+                ),
+            )
+            for rtype in rtypes
+        )
+    )
+
+
 def matching_ids(node: Plan, others: list[Plan], owner_type: str, base_url: str) -> Select[Any]:
     """The ids matching index criterion `node` and every one of `others` (index criteria
     too), from index rows alone: `node`'s rows, each checked against `others` by its
