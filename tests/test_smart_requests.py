@@ -109,3 +109,19 @@ def test_prompt_none_is_login_required(live_server: LiveServer, app: Registered)
     assert back["error"] == "login_required" and back["state"] == "s-1"
     shown = _authorize(live_server, [*_request(app, live_server), ("prompt", "login")])
     assert shown.headers["location"].startswith("/auth/login")
+
+
+@pytest.mark.parametrize("name", ["request", "request_uri"])
+def test_request_objects_are_refused_as_not_supported(
+    live_server: LiveServer, app: Registered, name: str
+) -> None:
+    """OpenID Connect Core 6.1/6.2: a server that does not support request objects answers
+    request_not_supported / request_uri_not_supported instead of ignoring them (their claims
+    could ask for something else than the plain parameters say)."""
+    value = "eyJhbGciOiJub25lIn0.e30." if name == "request" else "https://app.example/r/1"
+    answer = _authorize(live_server, [*_request(app, live_server), (name, value)])
+    assert answer.status_code == 303 and answer.headers["location"].startswith(CALLBACK)
+    back = query_of(answer.headers["location"])
+    assert back["error"] == f"{name}_not_supported" and back["state"] == "s-1"
+    said = httpx.get(f"{live_server.base_url}/.well-known/openid-configuration").json()
+    assert said[f"{name}_parameter_supported"] is False  # (request_uri's default is true)

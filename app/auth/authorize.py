@@ -131,6 +131,10 @@ def validate_request(
         narrow(params["scope"], client.scope)
     except OAuthError as exc:
         raise refuse(exc.error, exc.description) from None
+    for name in ("request", "request_uri"):  # OpenID Connect Core 6: request objects
+        if params.get(name):  # not supported: said so, rather than ignored (their claims
+            # could ask for other scopes or another redirect than the plain parameters)
+            raise refuse(f"{name}_not_supported", f"the {name} parameter is not supported")
     if "none" in (params.get("prompt") or "").split():
         # OpenID Connect Core 3.1.2.6: no login or consent page may be shown. There is no
         # signed-in session to reuse (every authorization signs in), so the answer is always

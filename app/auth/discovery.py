@@ -85,4 +85,8 @@ def openid_configuration(settings: Settings) -> dict[str, Any]:
         ],  # fmt: skip
         "code_challenge_methods_supported": ["S256"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        # Request objects are refused (authorize.py); left out, request_uri would read as
+        # supported (OpenID Connect Discovery 1.0: its default is true).
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
     }
