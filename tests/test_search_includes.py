@@ -15,13 +15,11 @@ import httpx
 import pytest
 
 from app.context import RequestContext
-from app.db import create_db_engine
-from app.fhir.hooks import Pipeline
 from app.fhir.search import SearchParams, engine
 from app.fhir.service import FhirService
 from tests.test_search_params import World, entries, get_bundle, outcome_free, split_query, world_of
 from tests.test_search_requests import SCENARIOS as REQUEST_SCENARIOS
-from tests.test_search_shape_cache import statements_sent
+from tests.test_search_shape_cache import service, statements_sent
 
 STRICT = {"Prefer": "handling=strict"}
 DEPTH = 7
@@ -232,13 +230,7 @@ def test_declared_system_parameters_work(client: httpx.Client, world: World) -> 
 # =========================================================================== canonical includes
 
 CTX = RequestContext.system("http://includes.test/fhir")
-
-
-@pytest.fixture(scope="module")
-def service(database_url: str) -> Iterator[FhirService]:
-    db = create_db_engine(database_url, pool_size=2)
-    yield FhirService(db, Pipeline())
-    db.dispose()
+__all__ = ["service"]  # the fixture, shared with test_search_shape_cache
 
 
 @pytest.mark.parametrize(
