@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.auth.grant import Grant
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 
 @dataclass
@@ -40,3 +43,21 @@ class RequestContext:
         return cls(
             channel=channel, client_id="medisentinel", grant=Grant.system(), base_url=base_url
         )
+
+
+def http_context(
+    request: Request, grant: Grant | None = None, *, channel: str = "rest"
+) -> RequestContext:
+    """The context of an HTTP request: its caller (no grant: anonymous, refused at the door),
+    address and request line, for the FHIR endpoint, the console and the HL7 endpoint alike."""
+    client = request.client
+    query = request.url.query
+    return RequestContext(
+        channel=channel,
+        client_id=grant.client_id if grant else None,
+        user=grant.fhir_user if grant else None,
+        grant=grant,
+        remote_addr=client.host if client else None,
+        base_url=request.app.state.settings.fhir_base_url,
+        request_line=f"{request.method} {request.url.path}" + (f"?{query}" if query else ""),
+    )

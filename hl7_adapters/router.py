@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.auth.enforcement import unauthorized
-from app.context import RequestContext
+from app.context import http_context
 from app.errors import FhirError, UnsupportedMediaType
 from hl7_adapters.mllp import HEAD_BYTES, oversize_error, readable_head
 
@@ -36,7 +36,7 @@ def routes() -> list[Route]:
 
 
 async def hl7_endpoint(request: Request) -> Response:
-    ctx = _anonymous(request)
+    ctx = http_context(request, channel="hl7")
     try:
         grant = request.app.state.auth.authenticate(request.headers.get("authorization"))
         if grant is None:
@@ -81,13 +81,3 @@ async def _body_within(request: Request, limit: int) -> tuple[bytes, int]:
     if size > limit:
         body = body[: min(limit, HEAD_BYTES)]
     return body, size
-
-
-def _anonymous(request: Request) -> RequestContext:
-    client = request.client
-    return RequestContext(
-        channel="hl7",
-        remote_addr=client.host if client else None,
-        base_url=request.app.state.settings.fhir_base_url,
-        request_line=f"{request.method} {request.url.path}",
-    )

@@ -16,8 +16,7 @@ from starlette.routing import Route
 from app.api import binary, formats
 from app.api.worker_threads import run_in_worker, run_instance_read
 from app.auth.enforcement import token_required
-from app.auth.grant import Grant
-from app.context import RequestContext
+from app.context import RequestContext, http_context
 from app.errors import (
     FhirError,
     InvalidRequest,
@@ -56,7 +55,7 @@ async def fhir_endpoint(request: Request) -> Response:
     try:
         ctx = _context(request, path)  # first: no valid token, no further processing
     except FhirError as exc:
-        await _audit_refusal(request, _request_context(request), exc)
+        await _audit_refusal(request, http_context(request), exc)
         raise
     try:
         return await _serve(request, ctx, path)
@@ -161,26 +160,7 @@ def _context(request: Request, path: str) -> RequestContext:
     grant = request.app.state.auth.authenticate(request.headers.get("authorization"))
     if grant is None and path.strip("/") not in OPEN_PATHS:
         raise token_required()
-    return _request_context(request, grant)
-
-
-def _request_context(request: Request, grant: Grant | None = None) -> RequestContext:
-    """The request's context; with no grant, the caller is anonymous (refused at the door)."""
-    client = request.client
-    return RequestContext(
-        channel="rest",
-        client_id=grant.client_id if grant else None,
-        user=grant.fhir_user if grant else None,
-        grant=grant,
-        remote_addr=client.host if client else None,
-        base_url=request.app.state.settings.fhir_base_url,
-        request_line=_request_line(request),
-    )
-
-
-def _request_line(request: Request) -> str:
-    query = request.url.query
-    return f"{request.method} {request.url.path}" + (f"?{query}" if query else "")
+    return http_context(request, grant)
 
 
 def _render(

@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from app.auth.enforcement import token_required
 from app.auth.grant import Grant
-from app.context import RequestContext
+from app.context import RequestContext, http_context
 from app.errors import FhirError, Forbidden, InvalidRequest, NotFound, Unauthorized
 from app.fhir import jsonio
 from app.fhir.search import SearchParams
@@ -90,20 +90,6 @@ def refused(text: str, **more: Any) -> HTMLResponse:
 # ---------------------------------------------------------------------- who is asking
 
 
-def _context(request: Request, grant: Grant | None) -> RequestContext:
-    client = request.client
-    query = request.url.query
-    return RequestContext(
-        channel="rest",
-        client_id=grant.client_id if grant else None,
-        user=grant.fhir_user if grant else None,
-        grant=grant,
-        remote_addr=client.host if client else None,
-        base_url=request.app.state.settings.fhir_base_url,
-        request_line=f"{request.method} {request.url.path}" + (f"?{query}" if query else ""),
-    )
-
-
 async def _sign_in(request: Request) -> Response:
     """No session: start the SMART flow, coming back to the page that was asked for."""
     state = request.app.state
@@ -143,7 +129,7 @@ async def _through_the_door(
     request: Request, officer: web_session.Session, work: Any, *args: Any
 ) -> Any:
     """Run `work(service, ctx, *args)` on a worker thread with the officer's grant."""
-    ctx = _context(request, officer.grant)
+    ctx = http_context(request, officer.grant)
     return await run_in_threadpool(work, request.app.state.service, ctx, *args)
 
 
@@ -398,13 +384,13 @@ async def logout(request: Request) -> Response:
 async def disclosures_endpoint(request: Request) -> Response:
     """GET /audit/disclosures/{patient_id}?from=&to=&format=json|csv. A bearer token whose
     grant may search AuditEvent; or, for the console's links, the officer's session."""
-    anonymous = _context(request, None)
+    anonymous = http_context(request, None)
     try:
         grant = await _disclosure_grant(request)
     except FhirError as exc:
         await _audit_refusal(request, anonymous, exc)
         raise
-    ctx = _context(request, grant)
+    ctx = http_context(request, grant)
     try:
         fmt = request.query_params.get("format", "json")
         if fmt not in ("json", "csv"):
