@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         "(created on first start)",
     )
     access_token_seconds: int = Field(default=3600, ge=1)
+    # SMART Backend Services: client_credentials tokens "SHALL be short-lived; the expires_in
+    # value SHOULD NOT exceed 300" (docs/smart.md). Users' tokens keep access_token_seconds.
+    backend_access_token_seconds: int = Field(
+        default=300, ge=1, description="lifetime of client_credentials (backend) access tokens"
+    )
     refresh_token_seconds: int = Field(default=90 * 24 * 3600, ge=1)  # offline_access
     online_refresh_seconds: int = Field(default=12 * 3600, ge=1)  # online_access: a working day
     authorization_code_seconds: int = Field(default=60, ge=1)
@@ -129,6 +134,12 @@ class Settings(BaseSettings):
         """The base URL without /fhir: where /auth/... lives."""
         base = self.fhir_base_url
         return base[: -len("/fhir")] if base.endswith("/fhir") else base
+
+    @property
+    def longest_access_token_seconds(self) -> int:
+        """How long any access token may live: what retired signing keys and the revocation
+        watch must cover."""
+        return max(self.access_token_seconds, self.backend_access_token_seconds)
 
     @property
     def is_sqlite(self) -> bool:
