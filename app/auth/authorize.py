@@ -204,7 +204,7 @@ def finish(conn: Connection, pending: Pending) -> None:
 # ---------------------------------------------------------------------- what may be granted
 
 
-def grantable(conn: Connection, pending: Pending) -> Scopes:
+def requested(conn: Connection, pending: Pending) -> Scopes:
     """Requested scopes, less what the client is not registered for and system/ scopes
     (a person's browser never grants those)."""
     client = clients.get_client(conn, pending.params["client_id"])
@@ -212,6 +212,26 @@ def grantable(conn: Connection, pending: Pending) -> Scopes:
     granted, _refused = narrow(pending.params["scope"], client.scope)
     resources = tuple(s for s in granted.resources if s.context != "system")
     return Scopes(resources, granted.others)
+
+
+def grantable(conn: Connection, pending: Pending) -> Scopes:
+    """What the consent page offers: the requested scopes, less patient/ scopes when no
+    patient will be in context. SMART App Launch (scopes-and-launch-context): granting a
+    patient/ scope, the server "SHALL establish a patient in context"; without one such a
+    scope only ever gave 403. A patient comes from an EHR launch, the picker (launch/patient)
+    or, for a patient user, her own record (needs_patient_pick); otherwise those scopes are
+    not granted, and the token response's `scope` says what was."""
+    scopes = requested(conn, pending)
+    if pending.patient is not None or "launch/patient" in scopes:
+        return scopes
+    return Scopes(tuple(s for s in scopes.resources if s.context != "patient"), scopes.others)
+
+
+def nothing_grantable(conn: Connection, pending: Pending) -> str:
+    """Why the consent page has nothing to offer (sent back as invalid_scope)."""
+    if "patient" in requested(conn, pending).contexts():
+        return "patient/ scopes need a patient in context: ask for launch/patient as well"
+    return "none of the requested scopes can be granted to a user"
 
 
 def check_patient_context(conn: Connection, pending: Pending) -> None:
@@ -237,13 +257,20 @@ def check_can_pick(pending: Pending) -> None:
 
 
 def needs_patient_pick(conn: Connection, pending: Pending) -> bool:
-    if pending.patient is not None or "launch/patient" not in grantable(conn, pending):
+    """Whether the picker must run first. A patient user who signs in for an app asking for
+    a patient (launch/patient or patient/ scopes) has her own record as the context: SMART
+    lets the server infer launch/patient, and she may act for nobody else."""
+    if pending.patient is not None:
+        return False
+    scopes = requested(conn, pending)
+    asks_for_patient = "launch/patient" in scopes or "patient" in scopes.contexts()
+    if not asks_for_patient:
         return False
     user = users.get_user(conn, pending.username or "")
     if user is not None and user.role == "patient" and user.fhir_user:
         set_patient(conn, pending, user.fhir_user.removeprefix("Patient/"))
         return False
-    return True
+    return "launch/patient" in scopes
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,10 @@ async def consent(request: Request) -> Response:
             return RedirectResponse(f"/auth/picker?request={pending.id}", status_code=303)
         scopes = flow.grantable(conn, pending)
         redirect_uri, state = pending.params["redirect_uri"], pending.params.get("state")
+        if not flow.scope_groups(scopes):
+            flow.finish(conn, pending)
+            description = flow.nothing_grantable(conn, pending)
+            raise flow.RedirectError(redirect_uri, "invalid_scope", description, state)
         if request.method == "GET":
             client = clients.get_client(conn, pending.params["client_id"])
             return flow.render(
