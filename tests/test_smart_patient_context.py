@@ -133,3 +133,16 @@ def test_with_launch_patient_the_picker_chooses_as_before(world: TwoPatients) ->
     assert token["patient"] == world.pb
     assert set(token["scope"].split()) == {"launch/patient", "patient/*.rs"}
     assert _get(world, token["access_token"], f"Observation/{world.obs_pb}") == 200
+
+
+def test_the_picker_refuses_a_patient_the_app_did_not_ask_for(world: TwoPatients) -> None:
+    app, url, verifier = _start(world, "openid user/Patient.rs")
+    browser = _signed_in(world, url, _user(world, "practitioner"))
+    request_id = browser.request_id()
+    shown = browser.http.get("/auth/picker", params={"request": request_id})
+    assert shown.status_code == 400 and "did not ask" in shown.text
+    chosen = browser.http.post("/auth/picker", data={"request": request_id, "patient": world.pa})
+    assert chosen.status_code == 400 and "did not ask" in chosen.text
+    browser.open(f"/auth/consent?request={request_id}")
+    token = _token(world, app, _consent(browser), verifier)
+    assert "patient" not in token

@@ -248,12 +248,15 @@ def check_patient_context(conn: Connection, pending: Pending) -> None:
         )  # fmt: skip
 
 
-def check_can_pick(pending: Pending) -> None:
-    """The patient an EHR launch named is the app's context (the EHR shows that patient, the
-    token says no banner is needed): the picker may not replace it. Before, a POST to the
-    picker during an EHR launch gave the app another patient than the EHR's."""
+def check_can_pick(conn: Connection, pending: Pending) -> None:
+    """The picker chooses a patient only for an app that asked for one (launch/patient):
+    a POST to it otherwise gave the app a patient context it never requested (and patient/
+    scopes with it). The patient an EHR launch named is the app's context too (the EHR shows
+    that patient, the token says no banner is needed): the picker may not replace it."""
     if LAUNCH_PATIENT in pending.params:
         raise PageError("invalid_request", "the EHR launch has chosen the patient")
+    if "launch/patient" not in requested(conn, pending):
+        raise PageError("invalid_request", "this app did not ask to choose a patient")
 
 
 def needs_patient_pick(conn: Connection, pending: Pending) -> bool:

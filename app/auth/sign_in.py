@@ -158,7 +158,7 @@ async def picker(request: Request) -> Response:
         pending = flow.load_pending(conn, request, request_id)
         if pending.username is None:
             raise flow.PageError("access_denied", "sign in first")
-        flow.check_can_pick(pending)
+        flow.check_can_pick(conn, pending)
         client = clients.get_client(conn, pending.params["client_id"])
         return pending, client.name if client else ""
 
