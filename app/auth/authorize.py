@@ -173,8 +173,15 @@ def start(
     return request_id
 
 
-def load_pending(conn: Connection, request: Request, request_id: str) -> Pending:
-    row = conn.execute(select(auth_request).where(auth_request.c.id == request_id)).first()
+def load_pending(
+    conn: Connection, request: Request, request_id: str, *, lock: bool = False
+) -> Pending:
+    """The pending sign-in of this browser. `lock` (the consent decision): the row stays
+    locked until the transaction ends, as a code's is when redeemed (codes.py), so of two
+    concurrent decisions the second waits, then finds the row gone (PostgreSQL runs them
+    side by side at READ COMMITTED: both read it and both issued a code)."""
+    query = select(auth_request).where(auth_request.c.id == request_id)
+    row = conn.execute(query.with_for_update() if lock else query).first()
     browser = request.cookies.get(COOKIE, "")
     if row is None or row.expires_at < secrets.now():
         raise PageError("invalid_request", "this sign-in has expired; start again from the app")
