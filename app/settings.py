@@ -11,6 +11,10 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_PATH = Path("data") / "medisentinel.db"
+# HIPAA 45 CFR 164.316(b)(2)(i) keeps required documentation six years from its creation.
+# Six years hold at most two leap days. Below this an operator could archive (and delete
+# from the database) records the law still wants kept; 0 would free the whole trail at once.
+MIN_AUDIT_RETENTION_DAYS = 6 * 365 + 2
 
 
 class Settings(BaseSettings):
@@ -59,10 +63,9 @@ class Settings(BaseSettings):
     login_seconds: int = Field(default=600, ge=1)  # time to log in and consent
     # Audit trail
     audit_retention_days: int = Field(
-        # Negative would make every record archivable at once: HIPAA wants them kept.
         default=7 * 365,
-        ge=0,
-        description="audit records younger than this can never be archived",
+        description="audit records younger than this can never be archived (six years at "
+        "least: HIPAA 45 CFR 164.316(b)(2)(i))",
     )
     audit_checkpoint_seconds: int = Field(
         default=300, gt=0, description="how often a server signs the audit chain heads"
@@ -112,6 +115,16 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_case_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value  # INFO works as well
+
+    @field_validator("audit_retention_days")
+    @classmethod
+    def _six_years_at_least(cls, value: int) -> int:
+        if value < MIN_AUDIT_RETENTION_DAYS:
+            raise ValueError(
+                f"must be at least {MIN_AUDIT_RETENTION_DAYS} days (six years: HIPAA 45 CFR "
+                "164.316(b)(2)(i) keeps required documentation six years)"
+            )
+        return value
 
     @field_validator("base_url")
     @classmethod
