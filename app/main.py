@@ -122,7 +122,7 @@ def _watch_revocations(auth: AuthServer, settings: Settings) -> RevocationWatch 
     """PostgreSQL: hear of token revocations instead of looking each request's token up."""
     if not settings.database_url.startswith("postgresql"):
         return None
-    watch = RevocationWatch(settings.database_url, settings.access_token_seconds)
+    watch = RevocationWatch(settings.database_url, settings.longest_access_token_seconds)
     watch.start()
     auth.tokens.watch = watch
     return watch

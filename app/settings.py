@@ -11,6 +11,10 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_PATH = Path("data") / "medisentinel.db"
+# HIPAA 45 CFR 164.316(b)(2)(i) keeps required documentation six years from its creation.
+# Six years hold at most two leap days. Below this an operator could archive (and delete
+# from the database) records the law still wants kept; 0 would free the whole trail at once.
+MIN_AUDIT_RETENTION_DAYS = 6 * 365 + 2
 
 
 class Settings(BaseSettings):
@@ -48,16 +52,20 @@ class Settings(BaseSettings):
         "(created on first start)",
     )
     access_token_seconds: int = Field(default=3600, ge=1)
+    # SMART Backend Services: client_credentials tokens "SHALL be short-lived; the expires_in
+    # value SHOULD NOT exceed 300" (docs/smart.md). Users' tokens keep access_token_seconds.
+    backend_access_token_seconds: int = Field(
+        default=300, ge=1, description="lifetime of client_credentials (backend) access tokens"
+    )
     refresh_token_seconds: int = Field(default=90 * 24 * 3600, ge=1)  # offline_access
     online_refresh_seconds: int = Field(default=12 * 3600, ge=1)  # online_access: a working day
     authorization_code_seconds: int = Field(default=60, ge=1)
     login_seconds: int = Field(default=600, ge=1)  # time to log in and consent
     # Audit trail
     audit_retention_days: int = Field(
-        # Negative would make every record archivable at once: HIPAA wants them kept.
         default=7 * 365,
-        ge=0,
-        description="audit records younger than this can never be archived",
+        description="audit records younger than this can never be archived (six years at "
+        "least: HIPAA 45 CFR 164.316(b)(2)(i))",
     )
     audit_checkpoint_seconds: int = Field(
         default=300, gt=0, description="how often a server signs the audit chain heads"
@@ -108,6 +116,16 @@ class Settings(BaseSettings):
     def _lower_case_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value  # INFO works as well
 
+    @field_validator("audit_retention_days")
+    @classmethod
+    def _six_years_at_least(cls, value: int) -> int:
+        if value < MIN_AUDIT_RETENTION_DAYS:
+            raise ValueError(
+                f"must be at least {MIN_AUDIT_RETENTION_DAYS} days (six years: HIPAA 45 CFR "
+                "164.316(b)(2)(i) keeps required documentation six years)"
+            )
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _absolute_http_url(cls, value: str) -> str:
@@ -129,6 +147,12 @@ class Settings(BaseSettings):
         """The base URL without /fhir: where /auth/... lives."""
         base = self.fhir_base_url
         return base[: -len("/fhir")] if base.endswith("/fhir") else base
+
+    @property
+    def longest_access_token_seconds(self) -> int:
+        """How long any access token may live: what retired signing keys and the revocation
+        watch must cover."""
+        return max(self.access_token_seconds, self.backend_access_token_seconds)
 
     @property
     def is_sqlite(self) -> bool:

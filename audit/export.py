@@ -182,12 +182,22 @@ def _public_marker(marker: Marker | None) -> dict[str, Any] | None:
 
 
 def archive(
-    engine: Engine, keys: KeyStore, settings: Settings, before: int, out: Path
+    engine: Engine,
+    keys: KeyStore,
+    settings: Settings,
+    before: int,
+    out: Path,
+    *,
+    as_of: int | None = None,
 ) -> dict[str, Any]:
     """Move every partition's records recorded before `before` to `out` (an export), leaving
     a signed marker from which the rest of each chain verifies. Refused for anything younger
-    than the retention period; each partition keeps at least its newest record."""
-    limit = storage.now_us() - settings.audit_retention_days * 86_400_000_000
+    than the retention period; each partition keeps at least its newest record.
+    `as_of` (epoch µs) is the moment the retention is counted back from: now, always, for
+    the command line; tests archive young records "as of" a date years ahead instead of
+    lowering the retention below its six-year floor (settings.py)."""
+    now = storage.now_us() if as_of is None else as_of
+    limit = now - settings.audit_retention_days * 86_400_000_000
     if before > limit:
         raise ArchiveRefused(
             f"records younger than the retention period ({settings.audit_retention_days} days)"

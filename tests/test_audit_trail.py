@@ -135,6 +135,14 @@ def test_a_read_is_recorded_with_the_resource_the_patient_and_the_client(
                 "_id": event["id"]},
     ).json()  # fmt: skip
     assert not elsewhere.get("entry")
+    # A reference value matches nothing (the observer has none), and the statement says so.
+    as_reference = client.get("AuditEvent", params={"source": observer["value"],
+                                                    "_id": event["id"]}).json()  # fmt: skip
+    assert not as_reference.get("entry")
+    rest = client.get("metadata").json()["rest"][0]
+    audit = next(r for r in rest["resource"] if r["type"] == "AuditEvent")
+    note = next(p for p in audit["searchParam"] if p["name"] == "source")["documentation"]
+    assert f"source:identifier={observer['system']}|" in note
     # one patient concerned: BALP's PatientRead (a Read whose patient entity is 1..1)
     assert event["meta"]["profile"] == [BALP + "IHE.BasicAudit.PatientRead"]
 

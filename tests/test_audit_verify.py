@@ -24,12 +24,15 @@ import sqlalchemy.exc
 from sqlalchemy import Connection, text
 
 from app.context import RequestContext
+from app.db import create_db_engine
 from app.main import create_app
 from app.settings import Settings
 from audit import checkpoints
 from audit import verify as verify_module
 from audit.chain import content_hash, link_hash
+from audit.commands import key_store
 from audit.events import SUCCESS, Actor, EventKind
+from audit.export import archive
 from audit.verify import verify_on
 from tests.conftest import TEST_MASTER_KEY, LiveServer
 from tests.smart_helpers import create_resource
@@ -383,7 +386,7 @@ def test_cli_verify_exits_non_zero_on_a_finding(
 def test_cli_export_verifies_offline_and_archive_respects_retention(
     own_database: tuple[dict[str, str], Settings], tmp_path: Path
 ) -> None:
-    env, _ = own_database
+    env, settings = own_database
     out = tmp_path / "range.ndjson"
     exported = cli(env, "export", "--from", "2000-01-01", "--to", "2100-01-01", "--out", str(out))
     assert exported.returncode == 0, exported.stderr
@@ -398,13 +401,17 @@ def test_cli_export_verifies_offline_and_archive_respects_retention(
 
     refused = cli(env, "archive", "--before", "2100-01-01", "--out", str(tmp_path / "a.ndjson"))
     assert refused.returncode == 2 and "retention" in refused.stderr
-    now = datetime.now(UTC).isoformat()
-    archived = cli(
-        {**env, "MEDISENTINEL_AUDIT_RETENTION_DAYS": "0"},
-        "archive", "--before", now, "--out", str(tmp_path / "a.ndjson"),
-    )  # fmt: skip
-    assert archived.returncode == 0, archived.stderr
-    assert json.loads(archived.stdout)["archived"] == 4  # the newest record stays as the head
+    # The records are all young: archive them as of a day past the retention (in-process;
+    # the command line always counts from now, and the retention cannot go below six years).
+    now = int(datetime.now(UTC).timestamp() * 1_000_000)
+    later = now + (settings.audit_retention_days + 1) * 86_400_000_000
+    engine = create_db_engine(settings.database_url, pool_size=1)
+    try:
+        keys = key_store(engine, settings)
+        summary = archive(engine, keys, settings, now, tmp_path / "a.ndjson", as_of=later)
+    finally:
+        engine.dispose()
+    assert summary["archived"] == 4  # the newest record stays as the head
     after = cli(env, "verify")
     assert after.returncode == 0, after.stdout
     assert json.loads(after.stdout)["records"] == 1
@@ -425,9 +432,6 @@ def exported(own_database: tuple[dict[str, str], Settings], tmp_path: Path) -> P
 
 def published_jwks(settings: Settings, path: Path) -> Path:
     """The server's published /auth/jwks, as an auditor would save it."""
-    from app.db import create_db_engine
-    from audit.commands import key_store
-
     engine = create_db_engine(settings.database_url, pool_size=1)
     path.write_text(json.dumps(key_store(engine, settings).jwks()))
     engine.dispose()

@@ -88,6 +88,8 @@ def test_load_skips_a_bad_ndjson_line_and_loads_the_rest(
     ("variable", "value"),
     [
         ("MEDISENTINEL_AUDIT_RETENTION_DAYS", "-1"),
+        ("MEDISENTINEL_AUDIT_RETENTION_DAYS", "0"),
+        ("MEDISENTINEL_AUDIT_RETENTION_DAYS", "2191"),  # a day short of six years
         ("MEDISENTINEL_PORT", "-5"),
         ("MEDISENTINEL_PORT", "70000"),
         ("MEDISENTINEL_PORT", "eighty"),
@@ -106,6 +108,22 @@ def test_invalid_setting_is_refused_naming_the_variable(
     result = _run(["migrate"], MEDISENTINEL_DATABASE_URL=f"sqlite:///{db}", **{variable: value})
     _assert_operator_error(result, variable)
     assert not db.exists()
+
+
+def test_audit_retention_below_six_years_is_refused_saying_why(tmp_path: Path) -> None:
+    """HIPAA 45 CFR 164.316(b)(2)(i): six years. Anything younger than the retention cannot be
+    archived, so a smaller value (0 above all) would let the whole trail be archived at once."""
+    db = tmp_path / "never.db"
+    url = f"sqlite:///{db}"
+    result = _run(
+        ["migrate"], MEDISENTINEL_DATABASE_URL=url, MEDISENTINEL_AUDIT_RETENTION_DAYS="30"
+    )
+    _assert_operator_error(result, "MEDISENTINEL_AUDIT_RETENTION_DAYS", "2192", "six years")
+    assert not db.exists()
+    floor = _run(
+        ["migrate"], MEDISENTINEL_DATABASE_URL=url, MEDISENTINEL_AUDIT_RETENTION_DAYS="2192"
+    )
+    assert floor.returncode == 0, floor.stderr
 
 
 def test_serve_refuses_a_port_flag_out_of_range(tmp_path: Path) -> None:

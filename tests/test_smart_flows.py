@@ -311,6 +311,30 @@ def test_backend_services_signed_assertion(world: World, backend: tuple[str, Any
     assert _get(world, access, "AuditEvent").status_code == 403
 
 
+def _lifetime(world: World, access_token: str) -> int:
+    keys = KeySet.import_key_set(httpx.get(f"{world.root}/auth/jwks").json())
+    claims = jwt.decode(access_token, keys, algorithms=["RS256"]).claims
+    return int(claims["exp"]) - int(claims["iat"])
+
+
+def test_backend_tokens_live_five_minutes_and_user_tokens_keep_theirs(
+    world: World, backend: tuple[str, Any, str]
+) -> None:
+    """SMART Backend Services: the access token is short-lived, expires_in SHOULD NOT exceed
+    300 (MEDISENTINEL_BACKEND_ACCESS_TOKEN_SECONDS); a user's token keeps
+    MEDISENTINEL_ACCESS_TOKEN_SECONDS. Both in expires_in and in the JWT's exp."""
+    client_id, key, alg = backend
+    oauth = _backend_client(world, client_id, key, alg)
+    backend_token = oauth.fetch_token(
+        f"{world.root}/auth/token", grant_type="client_credentials", scope="system/Patient.rs"
+    )
+    assert backend_token["expires_in"] == 300
+    assert _lifetime(world, backend_token["access_token"]) == 300
+    user_token, _ = _standalone(world, "launch/patient patient/*.rs")
+    assert user_token["expires_in"] == 3600
+    assert _lifetime(world, user_token["access_token"]) == 3600
+
+
 def test_backend_scope_beyond_registration_is_invalid_scope(
     world: World, backend: tuple[str, Any, str]
 ) -> None:

@@ -1,18 +1,34 @@
 """Single use under concurrency: an authorization code or a refresh token presented several
-times at once is honoured once (RFC 6749 sections 4.1.2 and 10.4). On PostgreSQL the token
-endpoint's transactions run side by side at READ COMMITTED, so "read it, see it unused, mark
-it used" must be one statement, not a SELECT followed by an UPDATE."""
+times at once is honoured once (RFC 6749 sections 4.1.2 and 10.4), and so is a consent
+decision (one sign-in, one code). On PostgreSQL these transactions run side by side at READ
+COMMITTED, so "read it, see it unused, mark it used" must lock the row it reads."""
 
 from __future__ import annotations
 
+import re
+import secrets
 import threading
+import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 
+from app.auth.pkce import s256
 from tests.conftest import LiveServer
-from tests.smart_helpers import CALLBACK, TwoPatients, patient_app_code, redeem, two_patients
+from tests.smart_helpers import (
+    CALLBACK,
+    PASSWORD,
+    Browser,
+    TwoPatients,
+    patient_app_code,
+    query_of,
+    redeem,
+    register_client,
+    register_user,
+    two_patients,
+)
 
 ATTEMPTS = 8
 
@@ -24,15 +40,20 @@ def world(live_server: LiveServer, auth_headers: dict[str, str]) -> World:
     return two_patients(live_server, auth_headers)
 
 
-def _at_once(world: World, forms: list[dict[str, str]]) -> list[httpx.Response]:
-    """POST every form to the token endpoint at the same moment, each on its own connection."""
+def _at_once(
+    world: World,
+    forms: list[dict[str, Any]],
+    path: str = "/auth/token",
+    cookies: dict[str, str] | None = None,
+) -> list[httpx.Response]:
+    """POST every form to `path` at the same moment, each on its own connection."""
     start = threading.Barrier(len(forms))
     answers: list[httpx.Response | None] = [None] * len(forms)
 
     def post(index: int) -> None:
-        with httpx.Client(timeout=60) as http:
+        with httpx.Client(timeout=60, cookies=cookies) as http:
             start.wait()
-            answers[index] = http.post(f"{world.root}/auth/token", data=forms[index])
+            answers[index] = http.post(f"{world.root}{path}", data=forms[index])
 
     threads = [threading.Thread(target=post, args=(i,)) for i in range(len(forms))]
     for thread in threads:
@@ -79,3 +100,28 @@ def test_a_refresh_token_presented_many_times_at_once_is_rotated_once(world: Wor
     assert _reads(world, first.json()["access_token"]) == 401
     for body in issued:
         assert _reads(world, body["access_token"]) == 401
+
+
+def test_a_consent_posted_many_times_at_once_issues_one_code(world: World) -> None:
+    """One sign-in, one authorization code: the consent decision is single use like a code
+    (the pending sign-in is locked, then deleted). Before, concurrent POSTs each issued one."""
+    scope = "launch/patient patient/*.rs"
+    app = register_client(world.auth, "public", scope)
+    user = register_user(world.auth, "patient", f"Patient/{world.pa}")
+    verifier = secrets.token_urlsafe(48)
+    query = {"response_type": "code", "client_id": app.client_id, "redirect_uri": CALLBACK,
+             "scope": scope, "state": uuid.uuid4().hex, "aud": world.base,
+             "code_challenge": s256(verifier), "code_challenge_method": "S256"}  # fmt: skip
+    browser = Browser(world.root)
+    browser.open(f"{world.root}/auth/authorize?{urlencode(query)}")
+    browser.submit("/auth/login", {"request": browser.request_id(), "username": user,
+                                   "password": PASSWORD})  # fmt: skip
+    assert browser.last is not None and "/auth/consent" in str(browser.last.url)
+    groups = re.findall(r'name="group" value="([^"]+)"', browser.last.text)
+    form = {"request": browser.request_id(), "decision": "allow", "group": groups}
+    cookies = dict(browser.http.cookies)  # the sign-in is bound to this browser
+    answers = _at_once(world, [form] * ATTEMPTS, "/auth/consent", cookies)
+    codes = [query_of(a.headers["location"])["code"] for a in answers if a.status_code == 303]
+    assert len(codes) == 1, [a.status_code for a in answers]
+    assert all(a.status_code == 400 for a in answers if a.status_code != 303)
+    assert redeem(world, app, codes[0], verifier).status_code == 200

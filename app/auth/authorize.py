@@ -173,8 +173,15 @@ def start(
     return request_id
 
 
-def load_pending(conn: Connection, request: Request, request_id: str) -> Pending:
-    row = conn.execute(select(auth_request).where(auth_request.c.id == request_id)).first()
+def load_pending(
+    conn: Connection, request: Request, request_id: str, *, lock: bool = False
+) -> Pending:
+    """The pending sign-in of this browser. `lock` (the consent decision): the row stays
+    locked until the transaction ends, as a code's is when redeemed (codes.py), so of two
+    concurrent decisions the second waits, then finds the row gone (PostgreSQL runs them
+    side by side at READ COMMITTED: both read it and both issued a code)."""
+    query = select(auth_request).where(auth_request.c.id == request_id)
+    row = conn.execute(query.with_for_update() if lock else query).first()
     browser = request.cookies.get(COOKIE, "")
     if row is None or row.expires_at < secrets.now():
         raise PageError("invalid_request", "this sign-in has expired; start again from the app")
@@ -204,7 +211,7 @@ def finish(conn: Connection, pending: Pending) -> None:
 # ---------------------------------------------------------------------- what may be granted
 
 
-def grantable(conn: Connection, pending: Pending) -> Scopes:
+def requested(conn: Connection, pending: Pending) -> Scopes:
     """Requested scopes, less what the client is not registered for and system/ scopes
     (a person's browser never grants those)."""
     client = clients.get_client(conn, pending.params["client_id"])
@@ -212,6 +219,26 @@ def grantable(conn: Connection, pending: Pending) -> Scopes:
     granted, _refused = narrow(pending.params["scope"], client.scope)
     resources = tuple(s for s in granted.resources if s.context != "system")
     return Scopes(resources, granted.others)
+
+
+def grantable(conn: Connection, pending: Pending) -> Scopes:
+    """What the consent page offers: the requested scopes, less patient/ scopes when no
+    patient will be in context. SMART App Launch (scopes-and-launch-context): granting a
+    patient/ scope, the server "SHALL establish a patient in context"; without one such a
+    scope only ever gave 403. A patient comes from an EHR launch, the picker (launch/patient)
+    or, for a patient user, her own record (needs_patient_pick); otherwise those scopes are
+    not granted, and the token response's `scope` says what was."""
+    scopes = requested(conn, pending)
+    if pending.patient is not None or "launch/patient" in scopes:
+        return scopes
+    return Scopes(tuple(s for s in scopes.resources if s.context != "patient"), scopes.others)
+
+
+def nothing_grantable(conn: Connection, pending: Pending) -> str:
+    """Why the consent page has nothing to offer (sent back as invalid_scope)."""
+    if "patient" in requested(conn, pending).contexts():
+        return "patient/ scopes need a patient in context: ask for launch/patient as well"
+    return "none of the requested scopes can be granted to a user"
 
 
 def check_patient_context(conn: Connection, pending: Pending) -> None:
@@ -228,22 +255,32 @@ def check_patient_context(conn: Connection, pending: Pending) -> None:
         )  # fmt: skip
 
 
-def check_can_pick(pending: Pending) -> None:
-    """The patient an EHR launch named is the app's context (the EHR shows that patient, the
-    token says no banner is needed): the picker may not replace it. Before, a POST to the
-    picker during an EHR launch gave the app another patient than the EHR's."""
+def check_can_pick(conn: Connection, pending: Pending) -> None:
+    """The picker chooses a patient only for an app that asked for one (launch/patient):
+    a POST to it otherwise gave the app a patient context it never requested (and patient/
+    scopes with it). The patient an EHR launch named is the app's context too (the EHR shows
+    that patient, the token says no banner is needed): the picker may not replace it."""
     if LAUNCH_PATIENT in pending.params:
         raise PageError("invalid_request", "the EHR launch has chosen the patient")
+    if "launch/patient" not in requested(conn, pending):
+        raise PageError("invalid_request", "this app did not ask to choose a patient")
 
 
 def needs_patient_pick(conn: Connection, pending: Pending) -> bool:
-    if pending.patient is not None or "launch/patient" not in grantable(conn, pending):
+    """Whether the picker must run first. A patient user who signs in for an app asking for
+    a patient (launch/patient or patient/ scopes) has her own record as the context: SMART
+    lets the server infer launch/patient, and she may act for nobody else."""
+    if pending.patient is not None:
+        return False
+    scopes = requested(conn, pending)
+    asks_for_patient = "launch/patient" in scopes or "patient" in scopes.contexts()
+    if not asks_for_patient:
         return False
     user = users.get_user(conn, pending.username or "")
     if user is not None and user.role == "patient" and user.fhir_user:
         set_patient(conn, pending, user.fhir_user.removeprefix("Patient/"))
         return False
-    return True
+    return "launch/patient" in scopes
 
 
 @dataclass(frozen=True)

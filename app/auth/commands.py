@@ -168,7 +168,7 @@ def keys_rotate(engine: Engine, settings: Settings, _args: argparse.Namespace) -
         # Unseal the active key first: a wrong master key must fail here, not retire the
         # working key and leave the server with a new one it cannot open.
         auth.keys.signing_key()
-    kid = auth.keys.rotate(settings.access_token_seconds + ROTATION_GRACE_SECONDS)
+    kid = auth.keys.rotate(settings.longest_access_token_seconds + ROTATION_GRACE_SECONDS)
     return {"kid": kid, "retired": active}
 
 

@@ -158,7 +158,7 @@ async def picker(request: Request) -> Response:
         pending = flow.load_pending(conn, request, request_id)
         if pending.username is None:
             raise flow.PageError("access_denied", "sign in first")
-        flow.check_can_pick(pending)
+        flow.check_can_pick(conn, pending)
         client = clients.get_client(conn, pending.params["client_id"])
         return pending, client.name if client else ""
 
@@ -254,8 +254,9 @@ async def consent(request: Request) -> Response:
     label = await run_in_threadpool(_consent_patient, request, request_id)
     seen: dict[str, Any] = {}
 
-    def work(conn: Connection) -> Response:
-        pending = flow.load_pending(conn, request, request_id)
+    def work(conn: Connection) -> Response | flow.RedirectError:
+        # A decision (POST) is single use: the pending row is locked, then deleted.
+        pending = flow.load_pending(conn, request, request_id, lock=request.method == "POST")
         seen.update(client_id=pending.params.get("client_id"), username=pending.username,
                     patient=pending.patient)  # fmt: skip
         if pending.username is None:
@@ -264,6 +265,14 @@ async def consent(request: Request) -> Response:
             return RedirectResponse(f"/auth/picker?request={pending.id}", status_code=303)
         scopes = flow.grantable(conn, pending)
         redirect_uri, state = pending.params["redirect_uri"], pending.params.get("state")
+
+        def refuse(error: str, description: str) -> flow.RedirectError:
+            # Returned, not raised: the transaction commits, so the sign-in is spent.
+            flow.finish(conn, pending)
+            return flow.RedirectError(redirect_uri, error, description, state)
+
+        if not flow.scope_groups(scopes):
+            return refuse("invalid_scope", flow.nothing_grantable(conn, pending))
         if request.method == "GET":
             client = clients.get_client(conn, pending.params["client_id"])
             return flow.render(
@@ -272,22 +281,23 @@ async def consent(request: Request) -> Response:
                 groups=flow.scope_groups(scopes), patient=label,
             )  # fmt: skip
         if params.get("decision") != "allow":
-            flow.finish(conn, pending)
-            raise flow.RedirectError(redirect_uri, "access_denied", "the user denied access", state)
+            return refuse("access_denied", "the user denied access")
         if not groups_chosen:  # nothing shared is a refusal, not an empty grant
-            flow.finish(conn, pending)
-            raise flow.RedirectError(redirect_uri, "access_denied", "nothing was shared", state)
+            return refuse("access_denied", "nothing was shared")
         scope = flow.consented_scope(scopes, groups_chosen)
         _code, url = flow.issue_code(conn, pending, scope, settings)
         seen["scope"] = scope
         return RedirectResponse(url, status_code=303)
 
     try:
-        response: Response = await in_transaction(request, work)
+        response: Response | flow.RedirectError = await in_transaction(request, work)
     except flow.RedirectError as exc:
         if request.method == "POST" and seen:
             await _consent_event(request, seen, False, f"access_denied: {exc.description}")
         raise
+    if isinstance(response, flow.RedirectError):
+        await _consent_event(request, seen, False, f"{response.error}: {response.description}")
+        raise response
     if request.method == "POST" and "scope" in seen:
         await _consent_event(request, seen, True, f"granted {seen['scope']}")
     return response

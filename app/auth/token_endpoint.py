@@ -66,4 +66,4 @@ def _client_credentials(
     if any(scope.context != "system" for scope in granted.resources):
         raise invalid_scope("backend services are granted system/ scopes only")
     claims = {"scope": granted.text, "sub": client.client_id, "sub_kind": "client"}
-    return tokens.issue(conn, client.client_id, claims)
+    return tokens.issue(conn, client.client_id, claims, backend=True)

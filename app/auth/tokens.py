@@ -38,6 +38,7 @@ class InvalidToken(Exception):
 @dataclass(frozen=True)
 class Lifetimes:
     access: int
+    backend: int  # client_credentials access tokens (SMART Backend Services: five minutes)
     offline: int
     online: int
 
@@ -49,6 +50,7 @@ class TokenService:
         self.audience = settings.fhir_base_url
         self.lifetimes = Lifetimes(
             settings.access_token_seconds,
+            settings.backend_access_token_seconds,
             settings.refresh_token_seconds,
             settings.online_refresh_seconds,
         )
@@ -67,19 +69,22 @@ class TokenService:
         family: str | None = None,
         with_id_token: bool = False,
         refresh_claims: dict[str, Any] | None = None,
+        backend: bool = False,
     ) -> dict[str, Any]:
         """A token response (SMART App Launch 2.x, "access token response"). The refresh
         token carries `refresh_claims` when given (a refresh that narrowed the access token
-        keeps the grant's whole scope in the new refresh token), else `claims`."""
+        keeps the grant's whole scope in the new refresh token), else `claims`. `backend`:
+        a client_credentials grant, whose access token lives `backend_access_token_seconds`."""
         family = family or uuid.uuid4().hex
         scopes = parse_scopes(claims["scope"])
         refresh_claims = refresh_claims or claims
         lasting = parse_scopes(refresh_claims["scope"])
-        access_token, expires_in = self._access_token(conn, client_id, claims, family)
+        lifetime = self.lifetimes.backend if backend else self.lifetimes.access
+        access_token = self._access_token(conn, client_id, claims, family, lifetime)
         response: dict[str, Any] = {
             "access_token": access_token,
             "token_type": "Bearer",
-            "expires_in": expires_in,
+            "expires_in": lifetime,
             "scope": claims["scope"],
         }
         for name in ("patient", "encounter"):
@@ -116,10 +121,9 @@ class TokenService:
         return self._sign(body)
 
     def _access_token(
-        self, conn: Connection, client_id: str, claims: dict[str, Any], family: str
-    ) -> tuple[str, int]:
+        self, conn: Connection, client_id: str, claims: dict[str, Any], family: str, lifetime: int
+    ) -> str:
         stamp, jti = secrets.now(), uuid.uuid4().hex
-        lifetime = self.lifetimes.access
         body = {
             "iss": self.issuer,
             "aud": self.audience,
@@ -134,7 +138,7 @@ class TokenService:
             if claims.get(name):
                 body[name] = claims[name]
         self._record(conn, jti, "access", client_id, family, claims, stamp + lifetime)
-        return self._sign(body), lifetime
+        return self._sign(body)
 
     def _refresh_token(
         self, conn: Connection, client_id: str, claims: dict[str, Any], family: str, kind: str

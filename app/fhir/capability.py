@@ -32,6 +32,16 @@ WRITES = frozenset({"update", "patch", "delete", "create"})
 # Types the server alone writes: the API answers 405 to any write (audit/hook.py), so the
 # statement must not offer one.
 SERVER_WRITTEN_TYPES = frozenset({"AuditEvent"})
+# What a client needs to know to search by a parameter, beyond its definition.
+PARAM_NOTES = {
+    # AuditEvent.source.observer holds an identifier (audit/events.py SERVER_SYSTEM), no
+    # reference: BALP leaves it to the server ("may be a Device resource, but likely just an
+    # identifier"), and a Device would be one more resource to keep. `source=` with a
+    # reference therefore matches nothing.
+    ("AuditEvent", "source"): "source.observer is an identifier, not a reference: search "
+    "with source:identifier=urn:medisentinel:server|<this server's FHIR base URL>; "
+    "source=<reference> matches no event",
+}
 
 
 def capability_statement(base_url: str) -> dict[str, Any]:
@@ -175,5 +185,8 @@ def _search_params(rtype: str) -> list[dict[str, Any]]:
     out = [{"name": name, "type": kind} for name, kind in RESOURCE_COLUMNS.items()]
     for code, param in sorted(params_for(rtype).items()):
         if code not in RESOURCE_COLUMNS and indexed_param(rtype, param):
-            out.append({"name": code, "type": param.type, "definition": param.url})
+            entry = {"name": code, "type": param.type, "definition": param.url}
+            if (rtype, code) in PARAM_NOTES:
+                entry["documentation"] = PARAM_NOTES[rtype, code]
+            out.append(entry)
     return out
