@@ -1,0 +1,83 @@
+"""ADT fields the HL7 v2-to-FHIR IG maps that the mapping used to drop, field by field (IG
+segment maps PV1[Encounter], PV2[Encounter], NK1[RelatedPerson], PID[Patient])."""
+
+from __future__ import annotations
+
+from tests.test_hl7_mapping_adt import V2, mapped, only
+
+V3_PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+MODE_OF_ARRIVAL = "http://hl7.org/fhir/StructureDefinition/encounter-modeOfArrival"
+HEAD = (
+    "MSH|^~\\&|IG|F|R|F|20240901100000+0000||ADT^A01^ADT_A01|IG-1|P|2.5.1\n"
+    "EVN|A01|20240901100000+0000\n"
+    "PID|1||IGP^^^HOSP&1.2.3&ISO^MR||Ig^Pat\n"
+)
+
+
+def pv1(fields: dict[int, str]) -> str:
+    """A PV1 with class I, visit number V1 and these fields set."""
+    values = {2: "I", 19: "V1^^^HOSP&1.2.3&ISO^VN", **fields}
+    return "PV1|" + "|".join(values.get(i, "") for i in range(1, max(values) + 1)) + "\n"
+
+
+def pv2(fields: dict[int, str]) -> str:
+    return "PV2|" + "|".join(fields.get(i, "") for i in range(1, max(fields) + 1)) + "\n"
+
+
+def test_pv1_hospitalization_readmission_vip_and_diet() -> None:
+    """IG PV1[Encounter]: PV1-13 hospitalization.reAdmission, PV1-16 .specialCourtesy, PV1-38
+    .dietPreference (CWE[CodeableConcept], the HL7 table as system when none is sent)."""
+    text = HEAD + pv1({13: "R^Readmission^HL70092", 16: "VIP", 38: "VEG^Vegetarian"})
+    hospitalization = only(mapped(text), "Encounter").resource["hospitalization"]
+    assert hospitalization["reAdmission"] == {
+        "coding": [{"system": V2 + "0092", "code": "R", "display": "Readmission"}]
+    }
+    assert hospitalization["specialCourtesy"] == [
+        {"coding": [{"system": V2 + "0099", "code": "VIP"}]}
+    ]
+    assert hospitalization["dietPreference"] == [
+        {"coding": [{"system": V2 + "0114", "code": "VEG", "display": "Vegetarian"}]}
+    ]
+
+
+def test_pv1_52_and_pv2_13_are_participants() -> None:
+    """IG PV1[Encounter] PV1-52 other healthcare provider: participant type PART; IG
+    PV2[Encounter] PV2-13 referral source: participant type REF."""
+    text = HEAD + pv1({7: "D1^Attend^A", 52: "D2^Other^O"}) + pv2({13: "D3^Refer^R"})
+    participants = only(mapped(text), "Encounter").resource["participant"]
+    roles = [(p["type"][0]["coding"][0]["code"], p["individual"]["display"]) for p in participants]
+    assert [code for code, _ in roles] == ["ATND", "PART", "REF"]
+    assert all(p["type"][0]["coding"][0]["system"] == V3_PARTICIPATION for p in participants)
+    assert [display for _, display in roles] == ["A Attend", "O Other", "R Refer"]
+
+
+def test_pv2_length_priority_and_mode_of_arrival() -> None:
+    """IG PV2[Encounter]: PV2-11 length (days), PV2-25 priority through the IG concept map
+    EncounterPriority (v3 ActPriority, the v2 code kept), PV2-38 the core extension
+    encounter-modeOfArrival (valueCoding)."""
+    text = HEAD + pv1({}) + pv2({3: "^Chest pain", 11: "4", 25: "1", 38: "A^Ambulance^HL70430"})
+    encounter = only(mapped(text), "Encounter").resource
+    assert encounter["reasonCode"] == [{"text": "Chest pain"}]
+    assert encounter["length"] == {
+        "value": 4, "unit": "days", "system": "http://unitsofmeasure.org", "code": "d",
+    }  # fmt: skip
+    assert encounter["priority"]["coding"] == [
+        {"system": "http://terminology.hl7.org/CodeSystem/v3-ActPriority", "code": "EM",
+         "display": "emergency"},
+        {"system": V2 + "0217", "code": "1"},
+    ]  # fmt: skip
+    assert encounter["extension"] == [
+        {"url": MODE_OF_ARRIVAL,
+         "valueCoding": {"system": V2 + "0430", "code": "A", "display": "Ambulance"}}
+    ]  # fmt: skip
+
+
+def test_pv2_bad_values_are_warnings_not_data() -> None:
+    result = mapped(HEAD + pv1({}) + pv2({11: "four", 25: "9"}))
+    encounter = only(result, "Encounter").resource
+    assert "length" not in encounter
+    assert encounter["priority"] == {"text": "9"}
+    assert [(w.code, w.segment, w.field) for w in result.warnings] == [
+        (102, "PV2", 11),
+        (103, "PV2", 25),
+    ]
