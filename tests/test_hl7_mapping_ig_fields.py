@@ -81,3 +81,35 @@ def test_pv2_bad_values_are_warnings_not_data() -> None:
         (102, "PV2", 11),
         (103, "PV2", 25),
     ]
+
+
+def nk1(fields: dict[int, str]) -> str:
+    values = {1: "1", 2: "Doe^Sam", 3: "SPO^Spouse^HL70063", **fields}
+    return "NK1|" + "|".join(values.get(i, "") for i in range(1, max(values) + 1)) + "\n"
+
+
+def test_nk1_identifiers_language_and_every_telecom_of_a_related_person() -> None:
+    """IG NK1[RelatedPerson]: NK1-12 (employee number) and NK1-37 (SSN) are identifiers,
+    NK1-20 communication.language, NK1-40 and NK1-41 telecoms (besides NK1-5/6/31)."""
+    fields = {
+        5: "^PRN^PH^^^555^1111111",
+        12: "E77^^^ACME&1.2.9&ISO^EI",
+        20: "es^Spanish^ISO639",
+        37: "123-45-6789",
+        40: "^PRN^CP^^^555^2222222",
+        41: "^NET^Internet^sam@example.org",
+    }
+    person = only(mapped(HEAD + nk1(fields)), "RelatedPerson").resource
+    identifiers = person["identifier"][1:]  # after the derived key
+    assert identifiers[0]["value"] == "E77" and identifiers[0]["system"] == "urn:oid:1.2.9"
+    assert identifiers[1] == {
+        "type": {"coding": [{"system": V2 + "0203", "code": "SS",
+                             "display": "Social Security number"}]},
+        "system": "http://hl7.org/fhir/sid/us-ssn", "value": "123-45-6789",
+    }  # fmt: skip
+    assert person["communication"] == [
+        {"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "es",
+                                  "display": "Spanish"}]}}
+    ]  # fmt: skip
+    values = [c["value"] for c in person["telecom"]]
+    assert values == ["555 1111111", "555 2222222", "sam@example.org"]

@@ -87,6 +87,13 @@ def patient_match(ctx: MapContext, pid: Segment, field: int = 3) -> tuple[str, J
     return ids.match_of(ident), ident
 
 
+def ssn_identifier(number: str) -> JSON:
+    """A social security number (PID-19, NK1-37: an ST) as the IG maps it: type SS, the US
+    SSN system."""
+    ss = {"system": t.V2 + "0203", "code": "SS", "display": "Social Security number"}
+    return {"type": {"coding": [ss]}, "system": SSN_SYSTEM, "value": number}
+
+
 def _drivers_licence(pid: Segment, at: Where) -> JSON | None:
     """PID-20 (DLN) -> an identifier of type DL (IG PID[Patient], DLN[Identifier]): DLN.1 the
     value, DLN.2 the issuing state as assigner, DLN.3 the expiry as period.end."""
@@ -124,17 +131,7 @@ def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
                 identifiers.append(ident)
     ssn = val(first(pid, 19))
     if ssn and all(i["value"] != ssn for i in identifiers):
-        identifiers.append(
-            {
-                "type": {
-                    "coding": [
-                        {"system": t.V2 + "0203", "code": "SS", "display": "Social Security number"}
-                    ]
-                },
-                "system": SSN_SYSTEM,
-                "value": ssn,
-            }
-        )
+        identifiers.append(ssn_identifier(ssn))
     licence = _drivers_licence(pid, at)
     if licence and all(i["value"] != licence["value"] for i in identifiers):
         identifiers.append(licence)
@@ -172,7 +169,7 @@ def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
         resource["address"] = addresses
     if telecom:
         resource["telecom"] = telecom
-    language = _language(first(pid, 15))
+    language = language_concept(first(pid, 15))
     if language:
         resource["communication"] = [{"language": language}]
     marital = dt.mapped_concept(first(pid, 16), t.MARITAL_0002, "0002", at.sub(16))
@@ -185,8 +182,8 @@ def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
     return resource, _nulls(pid, resource) | extension_nulls
 
 
-def _language(rep: Repetition | None) -> JSON | None:
-    """PID-15: a code that is a language tag (``en``, ``en-US``, ``ara``) sent as HL70296,
+def language_concept(rep: Repetition | None) -> JSON | None:
+    """PID-15, NK1-20: a code that is a language tag (``en``, ``en-US``, ``ara``) sent as HL70296,
     ISO639 or without a system is given the BCP-47 system FHIR binds languages to."""
     concept = dt.codeable_concept(rep)
     for coding in (concept or {}).get("coding", []):
