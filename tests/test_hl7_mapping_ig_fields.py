@@ -3,6 +3,10 @@ segment maps PV1[Encounter], PV2[Encounter], NK1[RelatedPerson], PID[Patient])."
 
 from __future__ import annotations
 
+import httpx
+
+from tests.test_hl7_ingest import msa, unique_id
+from tests.test_hl7_integrity import AUTHORITY, Send, er7, msh, patients, send
 from tests.test_hl7_mapping_adt import V2, mapped, only
 
 V3_PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
@@ -113,3 +117,71 @@ def test_nk1_identifiers_language_and_every_telecom_of_a_related_person() -> Non
     ]  # fmt: skip
     values = [c["value"] for c in person["telecom"]]
     assert values == ["555 1111111", "555 2222222", "sam@example.org"]
+
+
+EXT = "http://hl7.org/fhir/StructureDefinition/"
+
+
+def test_pid_mothers_maiden_name_religion_and_birth_time() -> None:
+    """IG PID[Patient]: PID-6 -> patient-mothersMaidenName (valueString, XPN[string]: the
+    family name; the extension is 0..1, so the first repetition), PID-17 -> patient-religion
+    (valueCodeableConcept, table 0006), PID-7 with a time -> birthDate plus the
+    patient-birthTime extension on it."""
+    text = HEAD.replace(
+        "PID|1||IGP^^^HOSP&1.2.3&ISO^MR||Ig^Pat\n",
+        "PID|1||IGP^^^HOSP&1.2.3&ISO^MR||Ig^Pat|Smith^Ann~Jones|197003150830+0100"
+        + "|" * 10
+        + "CAT^Catholic^HL70006\n",
+    )
+    patient = only(mapped(text), "Patient")
+    res = patient.resource
+    assert res["birthDate"] == "1970-03-15"
+    assert res["_birthDate"] == {
+        "extension": [
+            {"url": EXT + "patient-birthTime", "valueDateTime": "1970-03-15T08:30:00+01:00"}
+        ]
+    }
+    extensions = {e["url"]: e for e in res["extension"]}
+    assert extensions[EXT + "patient-mothersMaidenName"]["valueString"] == "Smith"
+    assert [e["url"] for e in res["extension"]].count(EXT + "patient-mothersMaidenName") == 1
+    assert extensions[EXT + "patient-religion"]["valueCodeableConcept"] == {
+        "coding": [{"system": V2 + "0006", "code": "CAT", "display": "Catholic"}]
+    }
+    assert "_birthDate" not in patient.nulls
+
+
+def test_pid_nulls_remove_birth_time_and_the_new_extensions() -> None:
+    """A birth date without time clears a stored birth time; PID-6 / PID-17 / PID-7 sent as
+    "" remove what they map to."""
+    dated = HEAD.replace("||Ig^Pat\n", "||Ig^Pat||19700315\n")
+    assert "_birthDate" in only(mapped(dated), "Patient").nulls
+    nulled = HEAD.replace("||Ig^Pat\n", '||Ig^Pat|""|""' + "|" * 10 + '""\n')
+    nulls = only(mapped(nulled), "Patient").nulls
+    assert {"birthDate", "_birthDate"} <= nulls
+    assert f"extension[{EXT}patient-mothersMaidenName]" in nulls
+    assert f"extension[{EXT}patient-religion]" in nulls
+
+
+def test_birth_time_is_stored_and_a_later_date_only_birth_date_removes_it(
+    send: Send, client: httpx.Client
+) -> None:
+    """Through the door: the A01's birth time is stored on birthDate; an A08 that sends the
+    birth date without a time removes it (the time belonged to the date as first sent)."""
+    mrn = unique_id("B")
+    first = er7(
+        msh("ADT^A01^ADT_A01", unique_id()),
+        f"PID|1||{mrn}^^^{AUTHORITY}^MR||Doe^Jo||197003150830+0100|F",
+    )
+    assert msa(send(first))[0] == "AA"
+    [stored] = patients(client, mrn)
+    assert stored["_birthDate"]["extension"][0]["valueDateTime"] == "1970-03-15T08:30:00+01:00"
+    later = er7(
+        msh("ADT^A08^ADT_A01", unique_id(), "20240601110000+0000"),
+        f"PID|1||{mrn}^^^{AUTHORITY}^MR||Doe^Jo||19700316|F",
+    )
+    assert msa(send(later))[0] == "AA"
+    [updated] = patients(client, mrn)
+    assert updated["birthDate"] == "1970-03-16" and "_birthDate" not in updated
+
+
+__all__ = ["send"]  # the fixture, shared with test_hl7_integrity

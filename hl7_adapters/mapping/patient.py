@@ -1,11 +1,13 @@
 """PID -> Patient (IG "Segment PID to Patient Map", mappings/segments PID[Patient]).
 
 Mapped: PID-2/3/4 identifiers (CX, type from CX.5, system and assigner from CX.4), PID-19
-SSN, PID-20 driver's licence, PID-5 and PID-9 names, PID-7 birthDate, PID-8 gender, PID-11
-addresses with PID-12 county, PID-13/14/40 telecoms, PID-15 communication.language, PID-16
-maritalStatus, PID-24/25 multipleBirth, PID-29/30 deceased; PID-23/26/28 as the IG's core
-extensions and PID-10/22 as Observations (demographics.py). Not mapped: PID-6, PID-17,
-PID-27, PID-31..39, the birth-time extension.
+SSN, PID-20 driver's licence, PID-5 and PID-9 names, PID-7 birthDate (and a time of birth as
+the patient-birthTime extension on it), PID-8 gender, PID-11 addresses with PID-12 county,
+PID-13/14/40 telecoms, PID-15 communication.language, PID-16 maritalStatus, PID-24/25
+multipleBirth, PID-29/30 deceased; PID-6/17/23/26/28 as the IG's core extensions and PID-10/22
+as Observations (demographics.py). Not mapped: PID-18 (the IG's PID[Account]), PID-21 (a
+mother RelatedPerson), PID-27, PID-31 and PID-34 (the IG names no extension), PID-32, PID-33
+(meta.lastUpdated is the server's), PID-35..39 (animals; tribal citizenship).
 
 **Match rule.** A Patient is found by the first PID-3 repetition that has a value and a
 system (see identifiers.hd_system); failing that, the first with a value, matched as a
@@ -33,12 +35,14 @@ from hl7_adapters.values import Repetition, Segment
 JSON = dict[str, Any]
 SSN_SYSTEM = "http://hl7.org/fhir/sid/us-ssn"
 BCP47 = "urn:ietf:bcp:47"
+BIRTH_TIME = t.EXTENSION + "patient-birthTime"
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
 
 # Top-level element -> the PID fields it is built from (for nulls).
 _SOURCES: dict[str, tuple[int, ...]] = {
     "name": (5, 9),
     "birthDate": (7,),
+    "_birthDate": (7,),  # the birthTime extension
     "gender": (8,),
     "address": (11, 12),
     "telecom": (13, 14, 40),
@@ -159,9 +163,11 @@ def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
     resource: JSON = {"resourceType": "Patient", "identifier": identifiers}
     if names:
         resource["name"] = names
-    birth = at.sub(7).date(val(first(pid, 7)))
-    if birth:
-        resource["birthDate"] = birth
+    born = at.sub(7).datetime(val(first(pid, 7)))
+    if born:
+        resource["birthDate"] = born[:10]
+        if "T" in born:  # IG PID[Patient]: a time of birth is the birthTime extension
+            resource["_birthDate"] = {"extension": [{"url": BIRTH_TIME, "valueDateTime": born}]}
     gender = _gender(at.sub(8), val(first(pid, 8)))
     if gender:
         resource["gender"] = gender
@@ -239,4 +245,6 @@ def _nulls(pid: Segment, resource: JSON) -> frozenset[str]:
         for element in pair:
             if element in resource:
                 nulls.update(other for other in pair if other != element)
+    if "birthDate" in resource and "_birthDate" not in resource:
+        nulls.add("_birthDate")  # a birth date sent without time: a stored time is not its
     return frozenset(nulls)

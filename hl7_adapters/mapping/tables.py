@@ -472,12 +472,15 @@ PRIORITY_0217 = {
     "3": Code(ACT_PRIORITY, "EL", "elective"),
 }
 
-# IG PID[Patient]: PID fields the IG carries as FHIR core Patient extensions. "address":
-# valueAddress.text from an ST (PID-23 birth place); "code": a complex extension whose "code"
-# sub-extension holds the CWE as valueCodeableConcept (PID-26 citizenship, repeating; PID-28
+# IG PID[Patient]: PID fields the IG carries as FHIR core Patient extensions. "family":
+# valueString, an XPN's family name (PID-6); "concept": valueCodeableConcept (PID-17);
+# "address": valueAddress.text from an ST (PID-23 birth place); "code": a complex extension
+# whose "code" sub-extension holds the CWE (PID-26 citizenship, repeating; PID-28
 # nationality). One extension per repetition; (field, extension URL, kind, HL7 table).
 EXTENSION = "http://hl7.org/fhir/StructureDefinition/"
 PID_EXTENSIONS: tuple[tuple[int, str, str, str], ...] = (
+    (6, EXTENSION + "patient-mothersMaidenName", "family", ""),
+    (17, EXTENSION + "patient-religion", "concept", "0006"),
     (23, EXTENSION + "patient-birthPlace", "address", ""),
     (26, EXTENSION + "patient-citizenship", "code", "0171"),
     (28, EXTENSION + "patient-nationality", "code", "0212"),
