@@ -87,6 +87,21 @@ def test_pv2_bad_values_are_warnings_not_data() -> None:
     ]
 
 
+def test_pv1_pending_and_prior_temporary_locations() -> None:
+    """IG PV1[Encounter]: PV1-42 pending location (status reserved) and PV1-43 prior
+    temporary location (completed) besides PV1-3 (active) and PV1-6 (completed)."""
+    text = HEAD + pv1({3: "W1^101^A^H", 6: "W1^100^A^H", 42: "W2^201^B^H", 43: "XR^1^^H"})
+    result = mapped(text)
+    places = only(result, "Encounter").resource["location"]
+    named = [(p["location"]["display"], p["status"]) for p in places]
+    assert named == [
+        ("W1 101 A", "active"),
+        ("W1 100 A", "completed"),
+        ("W2 201 B", "reserved"),
+        ("XR 1", "completed"),
+    ]
+
+
 def nk1(fields: dict[int, str]) -> str:
     values = {1: "1", 2: "Doe^Sam", 3: "SPO^Spouse^HL70063", **fields}
     return "NK1|" + "|".join(values.get(i, "") for i in range(1, max(values) + 1)) + "\n"

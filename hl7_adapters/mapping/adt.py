@@ -159,6 +159,18 @@ def _status(trigger: str, pv1: Segment, klass: str) -> str:
     return t.PATIENT_CLASS_STATUS_0004.get(klass, "unknown")
 
 
+# IG PV1[Encounter]: Encounter.location from PV1's PLs, (field, status); None: by the patient
+# class (P, preadmit: planned). PV1-11 (temporary location) is left out: the IG marks it
+# "temporary" with an extension R4 does not define, and a second "active" location beside
+# PV1-3 would read as another bed.
+PV1_LOCATIONS: tuple[tuple[int, str | None], ...] = (
+    (3, None),  # assigned patient location
+    (6, "completed"),  # prior patient location
+    (42, "reserved"),  # pending location
+    (43, "completed"),  # prior temporary location
+)
+
+
 def plan_encounter(
     ctx: MapContext,
     pv1: Segment,
@@ -218,7 +230,8 @@ def plan_encounter(
     if participants:
         resource["participant"] = participants
     locations = []
-    for field, status in ((3, "planned" if klass_code == "P" else "active"), (6, "completed")):
+    for field, status in PV1_LOCATIONS:
+        status = status or ("planned" if klass_code == "P" else "active")
         place = first(pv1, field)
         ref = plan_location(ctx, place) if place is not None else None
         if ref:
