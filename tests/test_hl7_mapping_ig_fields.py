@@ -177,6 +177,24 @@ def test_pid_nulls_remove_birth_time_and_the_new_extensions() -> None:
     assert f"extension[{EXT}patient-religion]" in nulls
 
 
+def test_pid_12_county_is_never_dropped() -> None:
+    """IG PID[Patient] PID-12: the district of the one address; with several addresses, or
+    one naming another county (XAD.9), an address of its own (it was dropped)."""
+
+    def addresses(pid11: str, county: str) -> list[dict[str, object]]:
+        text = HEAD.replace("||Ig^Pat\n", f"||Ig^Pat||||||{pid11}|{county}\n")
+        return only(mapped(text), "Patient").resource["address"]  # type: ignore[no-any-return]
+
+    assert addresses("1 Main St^^Salem^OR", "Marion")[0]["district"] == "Marion"
+    two = addresses("1 Main St^^Salem^OR~2 Oak Ave^^Albany^NY", "Marion")
+    assert [a.get("district") for a in two] == [None, None, "Marion"]
+    other = addresses("1 Main St^^Salem^OR^^^^^Polk", "Marion")
+    assert [a.get("district") for a in other] == ["Polk", "Marion"]
+    same = addresses("1 Main St^^Salem^OR^^^^^Marion", "Marion")
+    assert [a.get("district") for a in same] == ["Marion"]
+    assert addresses("", "Marion") == [{"district": "Marion"}]
+
+
 def test_birth_time_is_stored_and_a_later_date_only_birth_date_removes_it(
     send: Send, client: httpx.Client
 ) -> None:

@@ -147,12 +147,7 @@ def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
         if (n := dt.human_name(r, at.sub(f, i))) is not None
     ]
     addresses = [a for i, r in at.sub(11).reps() if (a := dt.address(r, at.sub(11, i))) is not None]
-    county = val(first(pid, 12))
-    if county:
-        if not addresses:
-            addresses = [{"district": county}]
-        elif len(addresses) == 1 and "district" not in addresses[0]:
-            addresses[0]["district"] = county
+    _county(addresses, val(first(pid, 12)))
     telecom = [
         c
         for f, use in ((13, "home"), (14, "work"), (40, None))
@@ -186,6 +181,18 @@ def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
     if extensions:
         resource["extension"] = extensions
     return resource, _nulls(pid, resource) | extension_nulls
+
+
+def _county(addresses: list[JSON], county: str) -> None:
+    """PID-12 as the IG places it: the district of the one address (PID-11) that has none;
+    when there are several addresses, or the one names another county (XAD.9), an address
+    of its own (PID-12 does not repeat, so it cannot belong to one of several)."""
+    if not county or any(a.get("district") == county for a in addresses):
+        return
+    if len(addresses) == 1 and "district" not in addresses[0]:
+        addresses[0]["district"] = county
+    else:
+        addresses.append({"district": county})
 
 
 def language_concept(rep: Repetition | None) -> JSON | None:
