@@ -106,7 +106,7 @@ def move_referrers(
     base_url = uow.ctx.base_url
     may_move = movable(uow.ctx.grant, base_url)
     found = service.referrers(
-        uow, "Patient", retired, wanted=may_move, skip=NEVER_MOVED, limit=budget + 1
+        uow, "Patient", retired, wanted=may_move, skip=NEVER_MOVED, limit=budget
     )
     if not found.counts:
         return 0, []
