@@ -16,6 +16,7 @@ Into the server:
 * ``ingest``     bytes -> ACK: duplicates, mapping, ``apply`` (through the one door), the
                  message ``store``, audit, Provenance, in one transaction; ACK after commit
                  (``outcomes``: how a message ended); reprocess and re-apply
+* ``repoint``    A40: what was filed under the retired Patient moves to the survivor
 * ``feeds``      the MLLP listener in ``serve``; ``router`` POST /hl7/v2; ``commands`` the CLI
 
 docs/hl7v2.md tells the whole story.

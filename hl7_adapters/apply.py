@@ -23,10 +23,10 @@ is looked up, and locked, only then (hl7_adapters/locks.py).
 ``urn:uuid:`` references between planned resources are rewritten to ``Type/id``.
 
 Patients follow FHIR's Patient.link: a merge (A40) retires a Patient (``active: false``,
-``link`` replaced-by the survivor) and the survivor gets ``link`` replaces. A match that finds
-a retired Patient follows replaced-by to the survivor, so later messages naming the old
-identifier land on the survivor; such a redirected upsert does not replace the survivor's
-identifiers with the retired ones it was found by.
+``link`` replaced-by the survivor), the survivor gets ``link`` replaces, and what referred to
+the retired one is moved to the survivor (repoint.py). A match that finds a retired Patient
+follows replaced-by to the survivor, so later messages naming the old identifier land on the
+survivor; such a redirected upsert keeps the survivor's identifiers.
 
 Then one Provenance names every resource the message wrote (target, versioned), the message
 in the store (entity.what.identifier) and the feed (agent).
@@ -72,6 +72,7 @@ from hl7_adapters.locks import planned_key, try_lock_keys
 from hl7_adapters.lookahead import Lookahead
 from hl7_adapters.mapping.plan import MappingResult, Merge, Planned
 from hl7_adapters.provenance import provenance_body
+from hl7_adapters.repoint import MAX_MOVED, move_referrers
 from hl7_adapters.tables import CLOCKS_OF, PG_CLOCKS, sqlite_clock_upsert
 
 JSON = dict[str, Any]
@@ -168,6 +169,7 @@ class _Run:
         # (the table changes only at the end of the message, under the message's locks).
         self._clocks_read: dict[tuple[str, str], int | None] = {}
         self._clocks_ahead: list[tuple[str, str]] = []
+        self._moves_left = MAX_MOVED  # resources a merge may still move in this message
         self._ahead: Lookahead[tuple[str, bool] | None] = Lookahead(
             self._find,
             self._find_many,
@@ -316,6 +318,7 @@ class _Run:
 
     def merge(self, m: Merge) -> None:
         survivor = self._merge_survivor(m)
+        placeholder_made = False
         retired = self.service.find_ids(self.uow, "Patient", m.retired, limit=10)
         if survivor in retired:  # PID and MRG name one patient (also: a merge reversed)
             raise ApplyError(merge_error(m, "names the surviving patient (PID-3) itself"))
@@ -334,10 +337,23 @@ class _Run:
             retired = [outcome.version.id]
             text = "is not known; an inactive Patient carrying it now points at the survivor"
             self.applied.warnings.append(merge_error(m, text, "W", 204))
+            placeholder_made = True  # a new record: nothing refers to it yet
         else:
             retired = self._retire(retired, survivor)
         self._edit("Patient", survivor, functools.partial(add_replaces, retired=retired))
         self._note_patient(survivor)
+        if not placeholder_made:
+            self._move_referrers(m, retired, survivor)
+
+    def _move_referrers(self, m: Merge, retired: list[str], survivor: str) -> None:
+        """What was filed under the retired patients now names the survivor (repoint.py)."""
+        version = self._body("Patient", survivor)[0].version_id
+        moved, warnings = move_referrers(
+            self.service, self.uow, m, retired, (survivor, version), self._edit,
+            self._moves_left, self.message.id,
+        )  # fmt: skip
+        self._moves_left -= moved
+        self.applied.warnings.extend(warnings)
 
     def _retire(self, retired: list[str], survivor: str) -> list[str]:
         """Retire each patient into `survivor` and keep every chain one hop long: a patient
@@ -379,13 +395,15 @@ class _Run:
             self.applied.warnings.append(AckError(0, text, "W", "PID", pair, 3))
         return survivor
 
-    def _edit(self, rtype: str, rid: str, change: Callable[[JSON], JSON]) -> None:
-        """Update a resource with `change` applied to it (If-Match); nothing if unchanged."""
+    def _edit(self, rtype: str, rid: str, change: Callable[[JSON], JSON]) -> bool:
+        """Update a resource with `change` applied to it (If-Match); nothing if unchanged.
+        Whether it wrote a version."""
         stored, current = self._body(rtype, rid)
         changed = change(dict(current))
-        if changed != current:
-            outcome = self._update(rtype, rid, stored, changed)
-            self._wrote(None, outcome)
+        if changed == current:
+            return False
+        self._wrote(None, self._update(rtype, rid, stored, changed))
+        return True
 
     # ------------------------------------------------------------ provenance
 

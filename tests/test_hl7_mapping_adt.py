@@ -164,7 +164,8 @@ def test_a01_patient_field_by_field() -> None:
         },
     ]
     assert res["deceasedBoolean"] is False  # PID-30 N
-    assert patient.nulls == {"deceasedDateTime"}  # the other deceased[x] variant is cleared
+    # the other deceased[x] variant is cleared, and a birth time of an earlier birth date
+    assert patient.nulls == {"deceasedDateTime", "_birthDate"}
 
 
 def test_a01_encounter_practitioners_location() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +40,7 @@ from app.fhir.instants import to_instant
 from app.fhir.search import SearchParams, SearchResult, search
 from app.fhir.search.engine import first_ids
 from app.fhir.search.indexer import index_rows
+from app.fhir.search.referrers import Referrers, referrers
 from app.fhir.storage import Change, StoredVersion, UnitOfWork
 from app.fhir.validation import is_valid_id, known_resource_types, validate_resource
 
@@ -212,6 +213,16 @@ class FhirService:
         for (position, _), ids in zip(asked, found, strict=True):
             results[position] = ids
         return results
+
+    def referrers(
+        self, uow: UnitOfWork, rtype: str, ids: Collection[str], *,
+        wanted: Callable[[str], bool], skip: Collection[str], limit: int,
+    ) -> Referrers:  # fmt: skip
+        """Who refers to these resources, by the reference index (search/referrers.py). Like
+        find_ids it returns ids only: what the caller then reads or updates is authorized."""
+        self.check_type(rtype)
+        base_url = uow.ctx.base_url
+        return referrers(uow, rtype, ids, base_url=base_url, wanted=wanted, skip=skip, limit=limit)
 
     # ------------------------------------------------------------ writes
 

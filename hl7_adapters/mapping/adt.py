@@ -44,6 +44,7 @@ from hl7_adapters.mapping.demographics import plan_observations
 from hl7_adapters.mapping.dg1 import map_diagnoses
 from hl7_adapters.mapping.locations import plan_location
 from hl7_adapters.mapping.nk1 import map_next_of_kin
+from hl7_adapters.mapping.numbers import decimal, json_number
 from hl7_adapters.mapping.patient import build_patient, patient_match
 from hl7_adapters.mapping.plan import Merge, Mode
 from hl7_adapters.values import Segment
@@ -158,6 +159,18 @@ def _status(trigger: str, pv1: Segment, klass: str) -> str:
     return t.PATIENT_CLASS_STATUS_0004.get(klass, "unknown")
 
 
+# IG PV1[Encounter]: Encounter.location from PV1's PLs, (field, status); None: by the patient
+# class (P, preadmit: planned). PV1-11 (temporary location) is left out: the IG marks it
+# "temporary" with an extension R4 does not define, and a second "active" location beside
+# PV1-3 would read as another bed.
+PV1_LOCATIONS: tuple[tuple[int, str | None], ...] = (
+    (3, None),  # assigned patient location
+    (6, "completed"),  # prior patient location
+    (42, "reserved"),  # pending location
+    (43, "completed"),  # prior temporary location
+)
+
+
 def plan_encounter(
     ctx: MapContext,
     pv1: Segment,
@@ -211,11 +224,14 @@ def plan_encounter(
     service = dt.codeable_concept(first(pv1, 10), "0069")
     if service:
         resource["serviceType"] = service
-    participants = _participants(ctx, pv1, at)
+    participants = _participants(ctx, pv1, at, t.PV1_PARTICIPANTS)
+    if pv2 is not None:
+        participants += _participants(ctx, pv2, ctx.at(pv2), t.PV2_PARTICIPANTS)
     if participants:
         resource["participant"] = participants
     locations = []
-    for field, status in ((3, "planned" if klass_code == "P" else "active"), (6, "completed")):
+    for field, status in PV1_LOCATIONS:
+        status = status or ("planned" if klass_code == "P" else "active")
         place = first(pv1, field)
         ref = plan_location(ctx, place) if place is not None else None
         if ref:
@@ -233,9 +249,7 @@ def plan_encounter(
     if hospitalization:
         resource["hospitalization"] = hospitalization
     if pv2 is not None:
-        reason = dt.codeable_concept(first(pv2, 3))  # PV2-3 admit reason
-        if reason:
-            resource["reasonCode"] = [reason]
+        _visit_details(ctx, pv2, resource)
     nulls = _cancel_discharge(resource) if trigger == "A13" else frozenset()
     found_by = visit or key
     match = ids.match_of(found_by) if found_by else None
@@ -280,9 +294,11 @@ def _visit_key(msg: Message, pv1: Segment, patient: PatientRef, klass_code: str)
     return None
 
 
-def _participants(ctx: MapContext, pv1: Segment, at: Where) -> list[JSON]:
+def _participants(
+    ctx: MapContext, segment: Segment, at: Where, fields: tuple[tuple[int, t.Code], ...]
+) -> list[JSON]:
     out = []
-    for field, role in t.PV1_PARTICIPANTS:
+    for field, role in fields:
         for i, rep in at.sub(field).reps():
             ref = practitioner_ref(ctx, rep, at.sub(field, i))
             if ref:
@@ -297,14 +313,38 @@ def _hospitalization(ctx: MapContext, pv1: Segment, at: Where) -> JSON:
         ident = dt.cx_identifier(pre, at.sub(5, 1))
         if ident:
             data["preAdmissionIdentifier"] = ident
-    for field, element, table in (
-        (14, "admitSource", "0023"),
-        (36, "dischargeDisposition", "0112"),
-    ):
+    for field, element, table, repeats in t.PV1_HOSPITALIZATION:
         concept = dt.codeable_concept(first(pv1, field), table)
         if concept:
-            data[element] = concept
+            data[element] = [concept] if repeats else concept
     return data
+
+
+MODE_OF_ARRIVAL = t.EXTENSION + "encounter-modeOfArrival"
+LENGTH_OF_STAY = {"unit": "days", "system": t.UCUM, "code": "d"}  # IG NM[Quantity-LengthOfStay]
+
+
+def _visit_details(ctx: MapContext, pv2: Segment, resource: JSON) -> None:
+    """PV2 (IG PV2[Encounter]): admit reason (PV2-3), actual length of stay (PV2-11),
+    priority (PV2-25, concept map EncounterPriority), mode of arrival (PV2-38, the core
+    extension, valueCoding); the referral source (PV2-13) is a participant (plan_encounter)."""
+    at = ctx.at(pv2)
+    reason = dt.codeable_concept(first(pv2, 3))
+    if reason:
+        resource["reasonCode"] = [reason]
+    days = val(first(pv2, 11))
+    if days:
+        number = decimal(days)
+        if number is None or number < 0:
+            at.sub(11).warn(102, f"PV2-11: '{days}' is not a number of days; left out")
+        else:
+            resource["length"] = {"value": json_number(number), **LENGTH_OF_STAY}
+    priority = dt.mapped_concept(first(pv2, 25), t.PRIORITY_0217, "0217", at.sub(25))
+    if priority:
+        resource["priority"] = priority
+    arrival = dt.codeable_concept(first(pv2, 38), "0430")
+    if arrival and arrival.get("coding"):
+        resource["extension"] = [{"url": MODE_OF_ARRIVAL, "valueCoding": arrival["coding"][0]}]
 
 
 # --------------------------------------------------------------------------- AL1

@@ -27,6 +27,7 @@ from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, Where, first, val
+from hl7_adapters.mapping.patient import language_concept, ssn_identifier
 from hl7_adapters.values import Segment
 
 if TYPE_CHECKING:
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 
 JSON = dict[str, Any]
 ORGANISATION_ROLES = frozenset({"E", "F", "I", "S"})  # NK1-7, HL7 table 0131
+# IG NK1[RelatedPerson] telecom: phone (NK1-5), business phone (NK1-6, use work), contact
+# person's phone (NK1-31), next of kin's and contact person's telecom (NK1-40, NK1-41).
+RELATED_PERSON_TELECOM = ((5, None), (6, "work"), (31, None), (40, None), (41, None))
 
 
 def map_next_of_kin(ctx: MapContext, segments: list[Segment], patient: PatientRef) -> None:
@@ -124,10 +128,14 @@ def _related_person(ctx: MapContext, nk1: Segment, position: int, patient: Patie
     set_id = val(first(nk1, 1)) or str(position)
     key = {"system": ids.RELATED_PERSON_KEY_SYSTEM, "value": f"{patient.key}|{set_id}"}
     identifiers = [key]
-    for i, rep in at.sub(33).reps():
-        ident = dt.cx_identifier(rep, at.sub(33, i))
-        if ident:
-            identifiers.append(ident)
+    for field in (12, 33):  # employee number, the party's identifiers
+        for i, rep in at.sub(field).reps():
+            ident = dt.cx_identifier(rep, at.sub(field, i))
+            if ident:
+                identifiers.append(ident)
+    ssn = val(first(nk1, 37))
+    if ssn:
+        identifiers.append(ssn_identifier(ssn))
     resource: JSON = {
         "resourceType": "RelatedPerson",
         "identifier": identifiers,
@@ -144,7 +152,7 @@ def _related_person(ctx: MapContext, nk1: Segment, position: int, patient: Patie
     ]
     if names:
         resource["name"] = names
-    telecom = _telecom(nk1, at, ((5, None), (6, "work"), (31, None)))
+    telecom = _telecom(nk1, at, RELATED_PERSON_TELECOM)
     if telecom:
         resource["telecom"] = telecom
     addresses = [
@@ -168,4 +176,7 @@ def _related_person(ctx: MapContext, nk1: Segment, position: int, patient: Patie
     period = _period(nk1, at)
     if period:
         resource["period"] = period
+    language = language_concept(first(nk1, 20))
+    if language:
+        resource["communication"] = [{"language": language}]
     ctx.add(resource, "upsert", ids.match_of(key), origin=ctx.origin(nk1, 1))

@@ -1,11 +1,13 @@
 """PID -> Patient (IG "Segment PID to Patient Map", mappings/segments PID[Patient]).
 
 Mapped: PID-2/3/4 identifiers (CX, type from CX.5, system and assigner from CX.4), PID-19
-SSN, PID-20 driver's licence, PID-5 and PID-9 names, PID-7 birthDate, PID-8 gender, PID-11
-addresses with PID-12 county, PID-13/14/40 telecoms, PID-15 communication.language, PID-16
-maritalStatus, PID-24/25 multipleBirth, PID-29/30 deceased; PID-23/26/28 as the IG's core
-extensions and PID-10/22 as Observations (demographics.py). Not mapped: PID-6, PID-17,
-PID-27, PID-31..39, the birth-time extension.
+SSN, PID-20 driver's licence, PID-5 and PID-9 names, PID-7 birthDate (and a time of birth as
+the patient-birthTime extension on it), PID-8 gender, PID-11 addresses with PID-12 county,
+PID-13/14/40 telecoms, PID-15 communication.language, PID-16 maritalStatus, PID-24/25
+multipleBirth, PID-29/30 deceased; PID-6/17/23/26/28 as the IG's core extensions and PID-10/22
+as Observations (demographics.py). Not mapped: PID-18 (the IG's PID[Account]), PID-21 (a
+mother RelatedPerson), PID-27, PID-31 and PID-34 (the IG names no extension), PID-32, PID-33
+(meta.lastUpdated is the server's), PID-35..39 (animals; tribal citizenship).
 
 **Match rule.** A Patient is found by the first PID-3 repetition that has a value and a
 system (see identifiers.hd_system); failing that, the first with a value, matched as a
@@ -33,12 +35,14 @@ from hl7_adapters.values import Repetition, Segment
 JSON = dict[str, Any]
 SSN_SYSTEM = "http://hl7.org/fhir/sid/us-ssn"
 BCP47 = "urn:ietf:bcp:47"
+BIRTH_TIME = t.EXTENSION + "patient-birthTime"
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
 
 # Top-level element -> the PID fields it is built from (for nulls).
 _SOURCES: dict[str, tuple[int, ...]] = {
     "name": (5, 9),
     "birthDate": (7,),
+    "_birthDate": (7,),  # the birthTime extension
     "gender": (8,),
     "address": (11, 12),
     "telecom": (13, 14, 40),
@@ -87,6 +91,13 @@ def patient_match(ctx: MapContext, pid: Segment, field: int = 3) -> tuple[str, J
     return ids.match_of(ident), ident
 
 
+def ssn_identifier(number: str) -> JSON:
+    """A social security number (PID-19, NK1-37: an ST) as the IG maps it: type SS, the US
+    SSN system."""
+    ss = {"system": t.V2 + "0203", "code": "SS", "display": "Social Security number"}
+    return {"type": {"coding": [ss]}, "system": SSN_SYSTEM, "value": number}
+
+
 def _drivers_licence(pid: Segment, at: Where) -> JSON | None:
     """PID-20 (DLN) -> an identifier of type DL (IG PID[Patient], DLN[Identifier]): DLN.1 the
     value, DLN.2 the issuing state as assigner, DLN.3 the expiry as period.end."""
@@ -124,17 +135,7 @@ def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
                 identifiers.append(ident)
     ssn = val(first(pid, 19))
     if ssn and all(i["value"] != ssn for i in identifiers):
-        identifiers.append(
-            {
-                "type": {
-                    "coding": [
-                        {"system": t.V2 + "0203", "code": "SS", "display": "Social Security number"}
-                    ]
-                },
-                "system": SSN_SYSTEM,
-                "value": ssn,
-            }
-        )
+        identifiers.append(ssn_identifier(ssn))
     licence = _drivers_licence(pid, at)
     if licence and all(i["value"] != licence["value"] for i in identifiers):
         identifiers.append(licence)
@@ -146,12 +147,7 @@ def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
         if (n := dt.human_name(r, at.sub(f, i))) is not None
     ]
     addresses = [a for i, r in at.sub(11).reps() if (a := dt.address(r, at.sub(11, i))) is not None]
-    county = val(first(pid, 12))
-    if county:
-        if not addresses:
-            addresses = [{"district": county}]
-        elif len(addresses) == 1 and "district" not in addresses[0]:
-            addresses[0]["district"] = county
+    _county(addresses, val(first(pid, 12)))
     telecom = [
         c
         for f, use in ((13, "home"), (14, "work"), (40, None))
@@ -162,9 +158,11 @@ def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
     resource: JSON = {"resourceType": "Patient", "identifier": identifiers}
     if names:
         resource["name"] = names
-    birth = at.sub(7).date(val(first(pid, 7)))
-    if birth:
-        resource["birthDate"] = birth
+    born = at.sub(7).datetime(val(first(pid, 7)))
+    if born:
+        resource["birthDate"] = born[:10]
+        if "T" in born:  # IG PID[Patient]: a time of birth is the birthTime extension
+            resource["_birthDate"] = {"extension": [{"url": BIRTH_TIME, "valueDateTime": born}]}
     gender = _gender(at.sub(8), val(first(pid, 8)))
     if gender:
         resource["gender"] = gender
@@ -172,7 +170,7 @@ def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
         resource["address"] = addresses
     if telecom:
         resource["telecom"] = telecom
-    language = _language(first(pid, 15))
+    language = language_concept(first(pid, 15))
     if language:
         resource["communication"] = [{"language": language}]
     marital = dt.mapped_concept(first(pid, 16), t.MARITAL_0002, "0002", at.sub(16))
@@ -185,8 +183,20 @@ def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
     return resource, _nulls(pid, resource) | extension_nulls
 
 
-def _language(rep: Repetition | None) -> JSON | None:
-    """PID-15: a code that is a language tag (``en``, ``en-US``, ``ara``) sent as HL70296,
+def _county(addresses: list[JSON], county: str) -> None:
+    """PID-12 as the IG places it: the district of the one address (PID-11) that has none;
+    when there are several addresses, or the one names another county (XAD.9), an address
+    of its own (PID-12 does not repeat, so it cannot belong to one of several)."""
+    if not county or any(a.get("district") == county for a in addresses):
+        return
+    if len(addresses) == 1 and "district" not in addresses[0]:
+        addresses[0]["district"] = county
+    else:
+        addresses.append({"district": county})
+
+
+def language_concept(rep: Repetition | None) -> JSON | None:
+    """PID-15, NK1-20: a code that is a language tag (``en``, ``en-US``, ``ara``) sent as HL70296,
     ISO639 or without a system is given the BCP-47 system FHIR binds languages to."""
     concept = dt.codeable_concept(rep)
     for coding in (concept or {}).get("coding", []):
@@ -242,4 +252,6 @@ def _nulls(pid: Segment, resource: JSON) -> frozenset[str]:
         for element in pair:
             if element in resource:
                 nulls.update(other for other in pair if other != element)
+    if "birthDate" in resource and "_birthDate" not in resource:
+        nulls.add("_birthDate")  # a birth date sent without time: a stored time is not its
     return frozenset(nulls)

@@ -445,20 +445,42 @@ PL_PHYSICAL_TYPE: dict[int, Code] = {
     4: Code(PHYSICAL_TYPE, "si", "Site"),
 }
 
-# IG PV1[Encounter]: participant types for the XCN fields of PV1.
+# IG PV1[Encounter] / PV2[Encounter]: participant types for their XCN fields.
+REFERRER = Code(V3_PARTICIPATION, "REF", "referrer")
 PV1_PARTICIPANTS: tuple[tuple[int, Code], ...] = (
     (7, Code(V3_PARTICIPATION, "ATND", "attender")),
-    (8, Code(V3_PARTICIPATION, "REF", "referrer")),
+    (8, REFERRER),
     (9, Code(V3_PARTICIPATION, "CON", "consultant")),
     (17, Code(V3_PARTICIPATION, "ADM", "admitter")),
+    (52, Code(V3_PARTICIPATION, "PART", "Participation")),  # other healthcare provider
 )
+PV2_PARTICIPANTS: tuple[tuple[int, Code], ...] = ((13, REFERRER),)  # referral source
+# IG PV1[Encounter]: Encounter.hospitalization from PV1 CWE fields; (field, element, HL7
+# table, whether the FHIR element repeats).
+PV1_HOSPITALIZATION: tuple[tuple[int, str, str, bool], ...] = (
+    (13, "reAdmission", "0092", False),
+    (14, "admitSource", "0023", False),
+    (16, "specialCourtesy", "0099", True),  # VIP indicator
+    (36, "dischargeDisposition", "0112", False),
+    (38, "dietPreference", "0114", True),
+)
+# IG concept map EncounterPriority: PV2-25 (HL7 table 0217) -> v3 ActPriority.
+ACT_PRIORITY = "http://terminology.hl7.org/CodeSystem/v3-ActPriority"
+PRIORITY_0217 = {
+    "1": Code(ACT_PRIORITY, "EM", "emergency"),
+    "2": Code(ACT_PRIORITY, "UR", "urgent"),
+    "3": Code(ACT_PRIORITY, "EL", "elective"),
+}
 
-# IG PID[Patient]: PID fields the IG carries as FHIR core Patient extensions. "address":
-# valueAddress.text from an ST (PID-23 birth place); "code": a complex extension whose "code"
-# sub-extension holds the CWE as valueCodeableConcept (PID-26 citizenship, repeating; PID-28
+# IG PID[Patient]: PID fields the IG carries as FHIR core Patient extensions. "family":
+# valueString, an XPN's family name (PID-6); "concept": valueCodeableConcept (PID-17);
+# "address": valueAddress.text from an ST (PID-23 birth place); "code": a complex extension
+# whose "code" sub-extension holds the CWE (PID-26 citizenship, repeating; PID-28
 # nationality). One extension per repetition; (field, extension URL, kind, HL7 table).
 EXTENSION = "http://hl7.org/fhir/StructureDefinition/"
 PID_EXTENSIONS: tuple[tuple[int, str, str, str], ...] = (
+    (6, EXTENSION + "patient-mothersMaidenName", "family", ""),
+    (17, EXTENSION + "patient-religion", "concept", "0006"),
     (23, EXTENSION + "patient-birthPlace", "address", ""),
     (26, EXTENSION + "patient-citizenship", "code", "0171"),
     (28, EXTENSION + "patient-nationality", "code", "0212"),
