@@ -396,8 +396,7 @@ class _Run:
         return survivor
 
     def _edit(self, rtype: str, rid: str, change: Callable[[JSON], JSON]) -> bool:
-        """Update a resource with `change` applied to it (If-Match); nothing if unchanged.
-        Whether it wrote a version."""
+        """Update a resource with `change` applied (If-Match); False if nothing changed."""
         stored, current = self._body(rtype, rid)
         changed = change(dict(current))
         if changed == current:

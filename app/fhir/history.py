@@ -4,9 +4,11 @@ by keyset (the position of the last entry shown) rather than OFFSET."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from sqlalchemy import and_, or_, select
 
+from app.fhir.instants import to_instant
 from app.fhir.storage import StoredVersion, UnitOfWork
 from app.fhir.tables import resource_history
 
@@ -101,3 +103,10 @@ def history_page(
         )
         for r in uow.conn.execute(query)
     ]
+
+
+def history_query(since: int | None, at: int | None) -> str:
+    """A history listing's criteria as a query string (the audit trail's BALP Query entity
+    records it, as a search's criteria; paging and _count are left out, as for searches)."""
+    pairs = [("_since", since), ("_at", at)]
+    return urlencode([(k, to_instant(v)) for k, v in pairs if v is not None])

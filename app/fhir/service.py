@@ -15,9 +15,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
-import jsonpatch
 import psycopg.errors
 import sqlalchemy.exc
 from sqlalchemy import Engine
@@ -34,9 +32,10 @@ from app.errors import (
     Unprocessable,
 )
 from app.fhir import jsonio, preconditions, storage
-from app.fhir.history import HistoryCursor, history_page, parse_version_id
+from app.fhir.history import HistoryCursor, history_page, history_query, parse_version_id
 from app.fhir.hooks import Interaction, Pipeline
 from app.fhir.instants import to_instant
+from app.fhir.json_patch import apply_json_patch
 from app.fhir.search import SearchParams, SearchResult, search
 from app.fhir.search.engine import first_ids
 from app.fhir.search.indexer import index_rows
@@ -171,7 +170,7 @@ class FhirService:
         if rtype is not None:
             self.check_type(rtype)
         level = "history-instance" if rid else "history-type" if rtype else "history-system"
-        interaction = Interaction(level, rtype, rid, query=_history_query(since, at))
+        interaction = Interaction(level, rtype, rid, query=history_query(since, at))
         self.pipeline.authorize(uow, interaction)
         if rid is not None and storage.get_current(uow, rtype or "", rid) is None:
             raise NotFound(f"{rtype}/{rid} is not known")
@@ -350,7 +349,7 @@ class FhirService:
         if current.deleted:
             raise Gone(f"{rtype}/{rid} was deleted")
         preconditions.check_if_match(if_match, current)
-        patched = _apply_json_patch(jsonio.loads(current.content or b"{}"), operations)
+        patched = apply_json_patch(jsonio.loads(current.content or b"{}"), operations)
         if patched.get("resourceType") != rtype or patched.get("id") != rid:
             raise Unprocessable("a patch may not change resourceType or id")
         validate_resource(patched, expected_type=rtype, expected_id=rid)
@@ -482,29 +481,3 @@ def _conditional(rtype: str, query: str, limit: int) -> SearchParams:
     if not params.criteria:
         raise InvalidRequest("conditional criteria are empty")
     return params.with_count(limit)
-
-
-def _apply_json_patch(document: dict[str, Any], operations: Any) -> dict[str, Any]:
-    if not isinstance(operations, list):
-        raise InvalidRequest("a JSON Patch body must be an array of operations")
-    try:
-        result = jsonpatch.JsonPatch(operations).apply(document, in_place=False)
-    except jsonpatch.JsonPatchTestFailed as exc:
-        raise PreconditionFailed(f"JSON Patch test failed: {exc}") from exc
-    except (
-        jsonpatch.JsonPatchException,
-        jsonpatch.JsonPointerException,
-        TypeError,
-        KeyError,
-    ) as exc:
-        raise Unprocessable(f"JSON Patch could not be applied: {exc}") from exc
-    if not isinstance(result, dict):
-        raise Unprocessable("JSON Patch result is not a resource")
-    return result
-
-
-def _history_query(since: int | None, at: int | None) -> str:
-    """A history listing's criteria as a query string (the audit trail's BALP Query entity
-    records it, as a search's criteria; paging and _count are left out, as for searches)."""
-    pairs = [("_since", since), ("_at", at)]
-    return urlencode([(k, to_instant(v)) for k, v in pairs if v is not None])
