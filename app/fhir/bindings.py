@@ -49,6 +49,7 @@ from app.fhir.jsonio import IntegerLiteral
 __all__ = [
     "BASE64",
     "NOT_BASE64",
+    "SECOND_CHOICE",
     "UNKNOWN_ELEMENT",
     "BindingViolation",
     "TypedElement",
@@ -138,6 +139,8 @@ def check_required_bindings(resource: dict[str, Any]) -> list[BindingViolation]:
 
 
 UNKNOWN_ELEMENT = "unknown element"
+# A second typed name of one choice element (both valueString and valueQuantity).
+SECOND_CHOICE = "only one type of a choice element may be given:"
 
 
 class _KindWalker(Walker):
@@ -156,12 +159,29 @@ class _KindWalker(Walker):
 
     def walk(self, obj: dict[str, Any], fields: Fields, path: str, depth: int) -> None:
         if self.strict:
-            self.out.extend(
-                (f"{path}.{key}", UNKNOWN_ELEMENT)
-                for key in obj
-                if key not in fields and key != "resourceType"
-            )
+            chosen: dict[str, str] | None = None  # choice element -> the typed name given
+            for key in obj:
+                field = fields.get(key)
+                if field is None:
+                    if key != "resourceType":
+                        self.out.append((f"{path}.{key}", UNKNOWN_ELEMENT))
+                elif field.choice:
+                    chosen = self._choose(chosen, field.choice, key, path)
         super().walk(obj, fields, path, depth)
+
+    def _choose(
+        self, chosen: dict[str, str] | None, choice: str, key: str, path: str
+    ) -> dict[str, str]:
+        """R4 json.html: a choice element appears under one of its names only; "_valueX" is
+        the partner of "valueX", not another value."""
+        name = key.removeprefix("_")
+        if chosen is None:
+            return {choice: name}
+        first = chosen.setdefault(choice, name)
+        if first != name:
+            message = f"{SECOND_CHOICE} {choice}[x]: {first} is given already"
+            self.out.append((f"{path}.{key}", message))
+        return chosen
 
     def visit(self, value: Any, field: Field, path: str, depth: int) -> None:
         kind = field.kind

@@ -192,7 +192,18 @@ def validate_resource(
     table_issues = _table_issues(resource)
     # A value of the wrong JSON kind upsets the model too; the kind check says it precisely.
     kind_paths = {i.expression for i in table_issues if i.code == "value"}
-    issues.extend(i for i in _model_issues(rtype, resource) if i.expression not in kind_paths)
+    # Two names of one choice: the table check names the element, the model only its parent.
+    choice_parents = {
+        (i.expression[0].rpartition(".")[0],)
+        for i in table_issues
+        if bindings.SECOND_CHOICE in i.diagnostics
+    }
+    issues.extend(
+        i
+        for i in _model_issues(rtype, resource)
+        if i.expression not in kind_paths
+        and not (i.expression in choice_parents and _MODEL_SECOND_CHOICE in i.diagnostics)
+    )
     if not _has_model(rtype):  # the R4 types R4B dropped or redesigned
         issues.extend(missing_required(resource, rtype, _has_model))
     issues.extend(table_issues)
@@ -305,6 +316,12 @@ def _loc_to_path(rtype: str, loc: tuple[Any, ...]) -> str:
     return path
 
 
+# How the models word two names of one choice element.
+_MODEL_SECOND_CHOICE = "but got multiple"
+# The table checks' messages that are about structure, not a value.
+_STRUCTURE_MESSAGES = (bindings.UNKNOWN_ELEMENT, bindings.SECOND_CHOICE)
+
+
 def _table_issues(resource: dict[str, Any]) -> list[Issue]:
     issues = [
         Issue(
@@ -318,7 +335,7 @@ def _table_issues(resource: dict[str, Any]) -> list[Issue]:
     issues.extend(
         Issue(
             "error",
-            "structure" if message == bindings.UNKNOWN_ELEMENT else "value",
+            "structure" if message.startswith(_STRUCTURE_MESSAGES) else "value",
             f"{path}: {message}",
             (path,),
         )
