@@ -40,6 +40,9 @@ KNOWN: dict[str, str] = {
     # bdl-7 needs fullUrl & versionId pairs; app.fhir.bundles refuses duplicate fullUrls
     # of batches and transactions itself (400), and a history may repeat them.
     "bdl-7": "duplicate fullUrls are refused by the transaction/batch processing",
+    # "abstract = true or baseDefinition.exists()": R4's own logical models (the official
+    # StructureDefinition-Definition, -Event, -FiveWs, -Request examples) have no base.
+    "sdf-4": "wrong in R4: its own logical models (Definition, Event ...) break it",
 }
 
 

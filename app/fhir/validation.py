@@ -28,7 +28,7 @@ from fhir.resources.R4B import get_fhir_model_class  # noqa: TID251 - the one pl
 from pydantic import ValidationError
 
 from app.errors import Issue, ResourceInvalid
-from app.fhir import bindings, jsonio
+from app.fhir import bindings, constraints, jsonio
 from app.fhir.cardinality import missing_required
 from app.fhir.core_rules import core_rule_issues
 
@@ -332,6 +332,10 @@ def _table_issues(resource: dict[str, Any]) -> list[Issue]:
         )
         for v in bindings.check_required_bindings(resource)
     ]
+    # Every type: the R4B models know elements R4 does not have.
+    kinds, targets = bindings.check_json_kinds_and_find(
+        resource, known_resource_types(), constraints.constrained_types()
+    )
     issues.extend(
         Issue(
             "error",
@@ -339,9 +343,10 @@ def _table_issues(resource: dict[str, Any]) -> list[Issue]:
             f"{path}: {message}",
             (path,),
         )
-        # Every type: the R4B models know elements R4 does not have.
-        for path, message in bindings.check_json_kinds(resource, known_resource_types())
+        for path, message in kinds
     )
+    if not kinds:  # the invariants read values of the kinds their elements have
+        issues.extend(constraints.constraint_issues(targets))
     return issues
 
 
