@@ -340,3 +340,34 @@ def typed_elements(resource: dict[str, Any], type_codes: frozenset[str]) -> list
     walker = _TypedWalker(type_codes)
     walker.run(resource)
     return walker.out
+
+
+def pointer_type(resource_type: str, pointer: str) -> str | None:
+    """The type code of the element a JSON Pointer (a JSON Patch path: `/identifier/0/value`)
+    names in a resource of `resource_type`; None where the tables cannot tell (an unknown
+    element, or below a nested resource)."""
+    fields = kind_tables().get(resource_type)
+    type_code: str | None = resource_type
+    for raw in pointer.split("/")[1:]:
+        segment = raw.replace("~1", "/").replace("~0", "~")
+        if segment == "-" or segment.isdigit():  # an item of the array just named
+            continue
+        field = fields.get(segment) if fields is not None else None
+        if field is None:
+            return None
+        type_code, fields = field.type_code, field.children
+    return type_code
+
+
+def typed_elements_in(value: Any, type_code: str, type_codes: frozenset[str]) -> list[TypedElement]:
+    """typed_elements for a value of type `type_code` (an object, or a list of them) that is
+    not a resource of its own: what a JSON Patch adds at a typed path."""
+    walker = _TypedWalker(type_codes)
+    field = Field(
+        isinstance(value, list), ACT_WALK, KIND_OBJECT, type_code, walker.tables.get(type_code)
+    )
+    if type_code == "Resource":
+        field = field._replace(kind=KIND_RESOURCE)
+    for item in value if isinstance(value, list) else [value]:
+        walker.visit(item, field, "", 0)
+    return walker.out
