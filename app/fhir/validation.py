@@ -1,6 +1,6 @@
 """Is this a valid R4 resource? The only module that imports fhir.resources (R4B models).
 
-Four checks, each reporting element paths:
+Five checks, each reporting element paths:
 1. structure and datatypes, by the fhir.resources R4B pydantic models (cardinality, required
    elements, primitive formats, unknown elements);
 2. JSON kinds pydantic's lax mode lets through ("active": "yes" is not a boolean) and
@@ -8,7 +8,9 @@ Four checks, each reporting element paths:
    the official definitions (app.fhir.bindings);
 3. the request-level rules: resourceType and id agree with the URL;
 4. the core rules the models skip: JSON representation, ele-1, ext-1, narrative XHTML
-   (app.fhir.core_rules).
+   (app.fhir.core_rules);
+5. the invariants of the R4 definitions (obs-6, pat-1, per-1 ...: app.fhir.constraints), on
+   the elements the kind walk of check 2 finds.
 
 The R4 types R4B dropped, and the two it redesigned (Evidence, EvidenceVariable: their R4B
 models refuse valid R4 and demand R4B-only elements), have no model: checks 2-4, and their

@@ -19,7 +19,7 @@ from functools import cache
 from typing import Any
 
 from app.fhir.search.fhirpath.compiled import Compiled, Items, NodeCompiler, Scope, Step, Types
-from app.fhir.search.fhirpath.model import is_primitive
+from app.fhir.search.fhirpath.model import is_a, is_primitive, is_resource_type
 from app.fhir.search.fhirpath.parser import (
     And,
     Call,
@@ -32,6 +32,7 @@ from app.fhir.search.fhirpath.parser import (
 )
 
 INTEGER: Types = ("System.Integer",)
+QUANTITIES = frozenset({("Quantity",), ("SimpleQuantity",)})
 BOOLEAN_TYPES = frozenset({"boolean", "System.Boolean"})
 
 
@@ -112,10 +113,10 @@ def compile_plus(node: Plus, scope: Scope, compile_node: NodeCompiler) -> Compil
 
 
 def compile_compare(node: Compare, scope: Scope, compile_node: NodeCompiler) -> Compiled:
-    left = _comparable(node.left, scope, compile_node)
+    ordering = node.op not in ("=", "!=", "in")
+    left = _comparable(node.left, scope, compile_node, ordering)
     if node.op == "in":
         return _compile_in(left, node.right)
-    ordering = node.op not in ("=", "!=")
     if isinstance(node.right, Literal):
         literal = node.right.value
         lfn = left.fn
@@ -137,7 +138,7 @@ def compile_compare(node: Compare, scope: Scope, compile_node: NodeCompiler) -> 
             return [equal is not negate]
 
         return Compiled(compare, None, boolean=True)
-    lfn, rfn = left.fn, _comparable(node.right, scope, compile_node).fn
+    lfn, rfn = left.fn, _comparable(node.right, scope, compile_node, ordering).fn
     op = node.op
 
     def compare_both(items: Items, root: Any) -> Items:
@@ -166,10 +167,14 @@ def _compile_in(left: Compiled, right: Any) -> Compiled:
     return Compiled(is_in, None, boolean=True)
 
 
-def _comparable(node: Any, scope: Scope, compile_node: NodeCompiler) -> Compiled:
+def _comparable(
+    node: Any, scope: Scope, compile_node: NodeCompiler, ordering: bool = False
+) -> Compiled:
     compiled = compile_node(node, scope)
     if compiled.boolean:
         return compiled
+    if ordering and compiled.types in QUANTITIES:
+        return compiled  # _order compares Quantities of one unit (rng-2: low <= high)
     if compiled.types is None or not all(is_primitive(t) for t in compiled.types):
         # fhirpathpy compares Quantities and other complex values specially.
         raise Unsupported("comparison of a non-primitive")
@@ -184,6 +189,8 @@ _DATE_TIME = re.compile(
 def _order(op: str, a: Any, b: Any) -> Items:
     """``a op b`` for two singletons, [] when unknown (dates of different precision that
     agree, date-times without a timezone, values of kinds that do not order)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        a, b = _quantity_values(a, b)
     if isinstance(a, str) and isinstance(b, str):
         if _DATE_TIME.fullmatch(a) and _DATE_TIME.fullmatch(b):
             keys = _date_keys(a, b)
@@ -199,6 +206,16 @@ def _order(op: str, a: Any, b: Any) -> Items:
     if op == "<=":
         return [a <= b]
     return [a >= b]
+
+
+def _quantity_values(a: dict[str, Any], b: dict[str, Any]) -> tuple[Any, Any]:
+    """The values of two Quantities in one unit (the same system and code, or the same unit
+    without codes); None when the engine cannot tell (no unit conversion here)."""
+    if (a.get("system"), a.get("code")) != (b.get("system"), b.get("code")):
+        return None, None
+    if a.get("code") is None and a.get("unit") != b.get("unit"):
+        return None, None
+    return a.get("value"), b.get("value")
 
 
 def _is_number(value: Any) -> bool:
@@ -243,6 +260,10 @@ def compile_function(
             raise Unsupported("hasValue() of an untyped collection")
         primitive = all(is_primitive(t) for t in types)
         return (lambda items, root: [primitive and len(items) == 1]), None, True
+    if name == "is" and len(args) == 1 and is_resource_type(args[0]):
+        if types is None or not all(is_resource_type(t) for t in types):
+            raise Unsupported("is() of other than resources")
+        return _is_resource(args[0]), None, True
     if name == "isDistinct" and not args:
         return _is_distinct, None, True
     if name == "intersect" and len(args) == 1:
@@ -254,6 +275,19 @@ def compile_function(
             raise Unsupported(f"{name}() of a non-string")
         return _string_test(_STRING_TESTS[name], args[0].value), None, True
     return None
+
+
+def _is_resource(wanted: str) -> Step:
+    """is(T) of a resource: its resourceType is T or a kind of T (the `%resource is T` of
+    bdl-11, bdl-12)."""
+
+    def is_resource(items: Items, root: Any) -> Items:
+        if len(items) != 1 or not isinstance(items[0], dict):
+            return []
+        rtype = items[0].get("resourceType")
+        return [isinstance(rtype, str) and is_a(rtype, wanted)]
+
+    return is_resource
 
 
 def negate(items: Items, root: Any) -> Items:
