@@ -659,6 +659,21 @@ def test_quantities_of_one_unit_are_ordered_and_resources_typed() -> None:
     assert values(first_is, {"entry": [{"resource": PATIENT}]}, "Bundle") == [False]
 
 
+def test_select_to_integer_and_trace() -> None:
+    assert values("Patient.telecom.select(system).isDistinct()", PATIENT) == [False]
+    assert values("Patient.telecom.select(value).isDistinct()", PATIENT) == [True]
+    assert values("Patient.telecom.select(value.toInteger())", PATIENT) == [555, 556]
+    assert values("Patient.telecom.value.trace('v').count()", PATIENT) == [3]
+    assert values(
+        "max.all(empty() or ($this = '*') or (toInteger() >= 0))",
+        {"max": "-1"},
+        "ElementDefinition",
+    ) == [False]
+    assert values(
+        "max.all(empty() or ($this = '*') or (toInteger() >= 0))", {"max": "*"}, "ElementDefinition"
+    ) == [True]
+
+
 def test_membership_and_intersect() -> None:
     assert values("Patient.gender in ('male' | 'female')", {**PATIENT, "gender": "male"}) == [True]
     assert values("Patient.gender in ('other' | 'unknown')", {**PATIENT, "gender": "male"}) == [

@@ -1,7 +1,8 @@
 """The boolean side of the native compiler: ``and``, ``or``, ``xor``, ``implies``, comparisons,
 and the functions that answer with a boolean or a count (``not()``, ``exists(criteria)``,
 ``all()``, ``count()``, ``hasValue()``, ``matches()``, ``startsWith()``, ``contains()``,
-``isDistinct()``). Search expressions need few of them; the invariants of the R4 definitions
+``isDistinct()``, ``is(T)``), with ``intersect()``, ``select()``, ``toInteger()`` and
+``trace()``. Search expressions need few of them; the invariants of the R4 definitions
 (app.fhir.constraints) need the rest.
 
 FHIRPath's three-valued logic: ``[]`` is "unknown". Comparing dates of different precision
@@ -260,6 +261,13 @@ def compile_function(
             raise Unsupported("hasValue() of an untyped collection")
         primitive = all(is_primitive(t) for t in types)
         return (lambda items, root: [primitive and len(items) == 1]), None, True
+    if name == "trace" and len(args) == 1:  # logging only: the input, unchanged
+        return (lambda items, root: items), types, False
+    if name == "select" and len(args) == 1:
+        inner = compile_node(args[0], Scope(types, scope.root_type, in_predicate=True))
+        return _select(inner.fn), None if inner.boolean else inner.types, False
+    if name == "toInteger" and not args:
+        return _to_integer, INTEGER, False
     if name == "is" and len(args) == 1 and is_resource_type(args[0]):
         if types is None or not all(is_resource_type(t) for t in types):
             raise Unsupported("is() of other than resources")
@@ -275,6 +283,33 @@ def compile_function(
             raise Unsupported(f"{name}() of a non-string")
         return _string_test(_STRING_TESTS[name], args[0].value), None, True
     return None
+
+
+def _select(projection: Step) -> Step:
+    def select(items: Items, root: Any) -> Items:
+        out: Items = []
+        for item in items:
+            out += projection([item], root)
+        return out
+
+    return select
+
+
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def _to_integer(items: Items, root: Any) -> Items:
+    """toInteger() of one integer, boolean or integer-like string; [] otherwise."""
+    if len(items) != 1:
+        return []
+    value = items[0]
+    if isinstance(value, bool):
+        return [int(value)]
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        return [int(value)]
+    return []
 
 
 def _is_resource(wanted: str) -> Step:
