@@ -349,7 +349,9 @@ def test_encoded_data_and_reference_pointers_become_attachments(values: MappingR
     """IG OBX map: OBX-2 ED (and RP) -> the R5 valueAttachment extension (R4 has no
     Observation.valueAttachment); ED.5 base64 (Hex and A converted), ED.2/ED.3 contentType."""
     [sent_in_fixture] = obs(values, "X-ED").resource["extension"]
-    assert sent_in_fixture == {"url": ATTACHMENT, "valueAttachment": {"data": "SGVsbG8="}}
+    # att-1: data needs a contentType; data of no known type is application/octet-stream
+    octets = {"contentType": "application/octet-stream", "data": "SGVsbG8="}
+    assert sent_in_fixture == {"url": ATTACHMENT, "valueAttachment": octets}
     result = mapped(
         oru(
             "OBX|1|ED|11502-2^Report^LN||^application^pdf^Base64^JVBERi0x||||||F",
@@ -370,7 +372,7 @@ def test_encoded_data_and_reference_pointers_become_attachments(values: MappingR
         "contentType": "application/pdf",
         "data": "SGVsbG8=",
     }
-    assert ascii_.resource["extension"][0]["valueAttachment"] == {"data": "SGVsbG8="}
+    assert ascii_.resource["extension"][0]["valueAttachment"] == octets
     assert pointer.resource["extension"][0]["valueAttachment"] == {
         "contentType": "image/jpeg",
         "url": "http://pacs/x/1",

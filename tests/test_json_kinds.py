@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import fhir_profiles
-from app.fhir.bindings import check_json_kinds, resource_types
+from app.fhir.bindings import SECOND_CHOICE, check_json_kinds, resource_types
 from app.fhir.jsonio import DecimalLiteral, loads
 from tests.fhir_package import CORE_EXAMPLE_TYPES, examples_dir
 
@@ -424,3 +424,53 @@ def test_stored_content_parses_for_lookups_even_beyond_a_double() -> None:
     parsed = loads_stored(huge)
     assert parsed["subject"] == {"reference": "Patient/p2"}
     assert parsed["valueQuantity"]["value"] == Decimal("1e400")
+
+
+@pytest.mark.parametrize(
+    ("resource", "path"),
+    [
+        (_obs(valueString="a", valueQuantity={"value": 1}), "Observation.valueQuantity"),
+        (
+            _obs(effectiveDateTime="2020", effectivePeriod={"start": "2020"}),
+            "Observation.effectivePeriod",
+        ),
+        (
+            _patient(extension=[{"url": "http://e.org/x", "valueBoolean": True, "valueCode": "a"}]),
+            "Patient.extension[0].valueCode",
+        ),
+        (  # a partner of another type is a second value too
+            _patient(extension=[{"url": "http://e.org/x", "valueCode": "a", "_valueBoolean": {}}]),
+            "Patient.extension[0]._valueBoolean",
+        ),
+        (  # a backbone element
+            _obs(component=[{"code": {"text": "c"}, "valueString": "a", "valueBoolean": True}]),
+            "Observation.component[0].valueBoolean",
+        ),
+        (  # inside a contained resource
+            _obs(contained=[_patient(id="p", deceasedBoolean=True, deceasedDateTime="2020")]),
+            "Observation.contained[0].deceasedDateTime",
+        ),
+        (  # an R4 open type the models do not know (Meta) beside another type
+            {
+                "resourceType": "StructureDefinition",
+                "differential": {
+                    "element": [{"path": "Patient", "fixedMeta": {}, "fixedBoolean": True}]
+                },
+            },
+            "StructureDefinition.differential.element[0].fixedBoolean",
+        ),
+        (_bundle(_obs(valueInteger=1, valueString="1")), "Bundle.entry[0].resource.valueString"),
+    ],
+)
+def test_two_types_of_one_choice_are_refused(resource: dict[str, Any], path: str) -> None:
+    """R4 json.html: a choice element appears under one of its typed names only."""
+    found = check_json_kinds(resource, resource_types())
+    assert [p for p, m in found if m.startswith(SECOND_CHOICE)] == [path], found
+
+
+def test_a_choice_with_its_own_partner_is_one_value() -> None:
+    resource = _patient(
+        extension=[{"url": "http://e.org/x", "valueCode": "a", "_valueCode": {"id": "c"}}],
+        deceasedBoolean=False,
+    )
+    assert check_json_kinds(resource, resource_types()) == []

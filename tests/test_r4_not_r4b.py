@@ -148,6 +148,8 @@ def test_code_regex_spaces_are_xml_schema_spaces(client: httpx.Client) -> None:
 
 
 def _structure_definition(element: dict) -> dict:
+    # sdf-21: default values only in a specialization
+    derivation = "specialization" if "defaultValueMeta" in element else "constraint"
     return {
         "resourceType": "StructureDefinition",
         "url": "http://example.org/StructureDefinition/p",
@@ -157,7 +159,7 @@ def _structure_definition(element: dict) -> dict:
         "abstract": False,
         "type": "Patient",
         "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Patient",
-        "derivation": "constraint",
+        "derivation": derivation,
         "differential": {"element": [{"id": "Patient.meta", "path": "Patient.meta", **element}]},
     }
 

@@ -655,10 +655,10 @@ def test_system_search_pages_past_resources_of_two_types_sharing_an_id(
     shared = f"shared-{marker}"
     for rtype, rid in (("Patient", shared), ("Organization", shared), ("Patient", f"a-{marker}"),
                        ("Organization", f"z-{marker}")):  # fmt: skip
-        response = world.http.put(
-            f"/{rtype}/{rid}", json={"resourceType": rtype, "id": rid, "meta": tag},
-            headers=FHIR_JSON,
-        )  # fmt: skip
+        body = {"resourceType": rtype, "id": rid, "meta": tag}
+        if rtype == "Organization":  # org-1: a name or an identifier
+            body["name"] = rid
+        response = world.http.put(f"/{rtype}/{rid}", json=body, headers=FHIR_JSON)
         assert response.status_code == 201, response.text
     pairs = [("_type", "Patient,Organization"), ("_tag", f"{SCOPE_SYSTEM}|{marker}")]
     pairs += [("_sort", sort)] if sort else []

@@ -490,3 +490,44 @@ def test_transaction_patch_conditional_reference_must_match_one(client: httpx.Cl
     assert response.status_code == 412, response.text
     assert response.json()["issue"][0]["expression"] == ["Bundle.entry[0].resource.data"]
     assert client.get(f"/Observation/{obs_id}").json()["subject"] == subject
+
+
+def test_transaction_patch_links_are_rewritten_by_element_type(client: httpx.Client) -> None:
+    """R4 transaction: links to fullUrls are replaced in references and in elements of type
+    uri, url, oid, uuid (and the narrative), not in other strings: a JSON Patch value is
+    judged by the type of the element its path names. An Identifier's value (a string) that
+    equals a fullUrl stays as sent; Observation.implicitRules and an extension's valueUri
+    (uri) point at the new resource."""
+    obs_id = client.post("/Observation", json=observation(), headers=FHIR_JSON).json()["id"]
+    full_url = f"urn:uuid:{uuid.uuid4()}"
+    link = {"url": "http://example.org/linked", "valueUri": full_url}
+    ops = [
+        {"op": "add", "path": "/identifier", "value": [{"value": full_url}]},
+        {"op": "add", "path": "/identifier/-", "value": {"system": "urn:ietf:rfc:3986"}},
+        {"op": "add", "path": "/identifier/1/value", "value": full_url},
+        {"op": "add", "path": "/implicitRules", "value": full_url},
+        {"op": "add", "path": "/extension", "value": [link]},
+        {"op": "add", "path": "/note", "value": [{"text": full_url}]},
+    ]
+    tx = bundle(
+        "transaction",
+        [
+            _patch_entry(f"Observation/{obs_id}", ops),
+            {
+                "fullUrl": full_url,
+                "resource": patient(),
+                "request": {"method": "POST", "url": "Patient"},
+            },
+        ],
+    )
+    response = post_bundle(client, tx)
+    assert response.status_code == 200, response.text
+    new = "Patient/" + response.json()["entry"][1]["response"]["location"].split("/")[1]
+    patched = client.get(f"/Observation/{obs_id}").json()
+    assert patched["identifier"] == [
+        {"value": full_url},
+        {"system": "urn:ietf:rfc:3986", "value": full_url},
+    ]
+    assert patched["note"] == [{"text": full_url}]
+    assert patched["implicitRules"] == new
+    assert patched["extension"] == [{**link, "valueUri": new}]

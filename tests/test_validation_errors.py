@@ -515,3 +515,13 @@ def test_bodies_in_another_charset_than_utf8_are_415(
         return
     outcome = assert_outcome(response, 415)
     assert "charset" in outcome["issue"][0]["diagnostics"]
+
+
+def test_two_types_of_one_choice_are_one_structure_issue(client: httpx.Client) -> None:
+    """Both valueString and valueQuantity: 400, one issue naming the second name."""
+    obs = observation(valueString="a")  # beside the helper's valueQuantity
+    body = assert_outcome(client.post("/Observation", json=obs, headers=FHIR_JSON), 400)
+    assert [(i["code"], i["expression"]) for i in body["issue"]] == [
+        ("structure", ["Observation.valueString"])
+    ]
+    assert "value[x]" in body["issue"][0]["diagnostics"]

@@ -49,10 +49,13 @@ from app.fhir.jsonio import IntegerLiteral
 __all__ = [
     "BASE64",
     "NOT_BASE64",
+    "SECOND_CHOICE",
     "UNKNOWN_ELEMENT",
     "BindingViolation",
     "TypedElement",
+    "Target",
     "check_json_kinds",
+    "check_json_kinds_and_find",
     "check_required_bindings",
     "element_table",
     "resource_types",
@@ -138,30 +141,61 @@ def check_required_bindings(resource: dict[str, Any]) -> list[BindingViolation]:
 
 
 UNKNOWN_ELEMENT = "unknown element"
+# A second typed name of one choice element (both valueString and valueQuantity).
+SECOND_CHOICE = "only one type of a choice element may be given:"
+
+
+# (object, its type or backbone path, its path, the resource it is in) of an element whose
+# type has invariants, collected by the kind walk for app.fhir.constraints
+Target = tuple[dict[str, Any], str, str, dict[str, Any]]
 
 
 class _KindWalker(Walker):
-    __slots__ = ("out", "strict", "strict_types")
+    __slots__ = ("constrained", "out", "root", "strict", "strict_types", "targets")
 
-    def __init__(self, strict_types: frozenset[str]) -> None:
+    def __init__(self, strict_types: frozenset[str], constrained: frozenset[str]) -> None:
         super().__init__(kind_tables())
         self.out: list[tuple[str, str]] = []
         self.strict_types = strict_types
         self.strict = False  # inside a resource of strict_types: report unknown elements
+        self.constrained = constrained
+        self.targets: list[Target] = []
+        self.root: dict[str, Any] = {}
 
     def resource(self, obj: dict[str, Any], path: str | None, depth: int) -> None:
-        outer, self.strict = self.strict, obj.get("resourceType") in self.strict_types
+        rtype = obj.get("resourceType")
+        outer, self.strict = self.strict, rtype in self.strict_types
+        outer_root, self.root = self.root, obj
+        if rtype in self.constrained:
+            self.targets.append((obj, rtype, path or rtype, obj))
         super().resource(obj, path, depth)
-        self.strict = outer
+        self.strict, self.root = outer, outer_root
 
     def walk(self, obj: dict[str, Any], fields: Fields, path: str, depth: int) -> None:
         if self.strict:
-            self.out.extend(
-                (f"{path}.{key}", UNKNOWN_ELEMENT)
-                for key in obj
-                if key not in fields and key != "resourceType"
-            )
+            chosen: dict[str, str] | None = None  # choice element -> the typed name given
+            for key in obj:
+                field = fields.get(key)
+                if field is None:
+                    if key != "resourceType":
+                        self.out.append((f"{path}.{key}", UNKNOWN_ELEMENT))
+                elif field.choice:
+                    chosen = self._choose(chosen, field.choice, key, path)
         super().walk(obj, fields, path, depth)
+
+    def _choose(
+        self, chosen: dict[str, str] | None, choice: str, key: str, path: str
+    ) -> dict[str, str]:
+        """R4 json.html: a choice element appears under one of its names only; "_valueX" is
+        the partner of "valueX", not another value."""
+        name = key.removeprefix("_")
+        if chosen is None:
+            return {choice: name}
+        first = chosen.setdefault(choice, name)
+        if first != name:
+            message = f"{SECOND_CHOICE} {choice}[x]: {first} is given already"
+            self.out.append((f"{path}.{key}", message))
+        return chosen
 
     def visit(self, value: Any, field: Field, path: str, depth: int) -> None:
         kind = field.kind
@@ -172,6 +206,8 @@ class _KindWalker(Walker):
                 return
         elif kind == KIND_OBJECT:
             if isinstance(value, dict):
+                if field.type_code in self.constrained:
+                    self.targets.append((value, field.type_code, path, self.root))
                 if field.children:
                     self.walk(value, field.children, path, depth)
                 return
@@ -243,6 +279,14 @@ def check_json_kinds(
     caller's check) is not, nor are unknown elements, except in resources of
     ``strict_types`` (those no other check looks at).
     """
-    walker = _KindWalker(strict_types)
+    return check_json_kinds_and_find(resource, strict_types, frozenset())[0]
+
+
+def check_json_kinds_and_find(
+    resource: dict[str, Any], strict_types: frozenset[str], constrained: frozenset[str]
+) -> tuple[list[tuple[str, str]], list[Target]]:
+    """check_json_kinds, and on the same walk, where the elements and resources of the types
+    in `constrained` are (the invariants' targets)."""
+    walker = _KindWalker(strict_types, constrained)
     walker.run(resource)
-    return walker.out
+    return walker.out, walker.targets

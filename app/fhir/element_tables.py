@@ -60,9 +60,11 @@ class Field(NamedTuple):
     # Field table of the element's own type, to recurse into (None for primitives/resources).
     # Held directly so the hot loop needs no lookup by type name.
     children: Fields | None
-    value_set: str = ""  # the remaining fields only matter for bound elements
+    value_set: str = ""  # the next three fields only matter for bound elements
     codes: frozenset[str] = frozenset()
     systems: frozenset[str] = frozenset()
+    # The choice element this typed name belongs to (``valueQuantity``: ``value``), or "".
+    choice: str = ""
 
 
 Fields = dict[str, Field]
@@ -111,6 +113,13 @@ def element_table() -> Mapping[str, list[list[Any]]]:
 
 
 @cache
+def choice_names() -> dict[str, dict[str, str]]:
+    """choices.json: type or backbone path -> {typed JSON name: its choice element}."""
+    doc: dict[str, dict[str, str]] = _load_json("choices.json")
+    return doc
+
+
+@cache
 def required_elements() -> dict[str, tuple[tuple[str, frozenset[str]], ...]]:
     """required.json: type or backbone path -> its min >= 1 elements, each as (name, the
     JSON names that satisfy it: a choice's typed names)."""
@@ -154,23 +163,25 @@ def _build_tables(relevant: frozenset[str], *, pruned: bool) -> dict[str, Fields
         for url, codes in vs_doc["codes"].items()
     }
     primitives: dict[str, str] = _elements_doc()["primitiveTypes"]
+    choices = choice_names()
 
     # Create every (empty) table first so fields can point at the table of their type.
     tables: dict[str, Fields] = {name: {} for name in types}
     for type_name, rows in types.items():
         fields = tables[type_name]
+        type_choices = choices.get(type_name, {})
         for name, is_array, type_code, vs_url in rows:
             kind = _json_kind(type_code, primitives)
+            choice = type_choices.get(name, "")
             field = _make_field(is_array, kind, type_code, vs_url, relevant, tables, valuesets)
             if field is None and not pruned:
                 field = Field(is_array, ACT_NONE, kind, type_code, None)
             if field is not None:
-                fields[name] = field
+                fields[name] = field._replace(choice=choice) if choice else field
             # Extensions on a primitive travel in "_name" as an Element (or list of them).
             if type_code in primitives and "Element" in relevant:
-                fields["_" + name] = Field(
-                    is_array, ACT_WALK, KIND_PARTNER, "Element", tables["Element"]
-                )
+                partner = Field(is_array, ACT_WALK, KIND_PARTNER, "Element", tables["Element"])
+                fields["_" + name] = partner._replace(choice=choice)
     return tables
 
 
@@ -328,4 +339,35 @@ def typed_elements(resource: dict[str, Any], type_codes: frozenset[str]) -> list
     (container, key or index, type code, path), so that a caller can check or rewrite them."""
     walker = _TypedWalker(type_codes)
     walker.run(resource)
+    return walker.out
+
+
+def pointer_type(resource_type: str, pointer: str) -> str | None:
+    """The type code of the element a JSON Pointer (a JSON Patch path: `/identifier/0/value`)
+    names in a resource of `resource_type`; None where the tables cannot tell (an unknown
+    element, or below a nested resource)."""
+    fields = kind_tables().get(resource_type)
+    type_code: str | None = resource_type
+    for raw in pointer.split("/")[1:]:
+        segment = raw.replace("~1", "/").replace("~0", "~")
+        if segment == "-" or segment.isdigit():  # an item of the array just named
+            continue
+        field = fields.get(segment) if fields is not None else None
+        if field is None:
+            return None
+        type_code, fields = field.type_code, field.children
+    return type_code
+
+
+def typed_elements_in(value: Any, type_code: str, type_codes: frozenset[str]) -> list[TypedElement]:
+    """typed_elements for a value of type `type_code` (an object, or a list of them) that is
+    not a resource of its own: what a JSON Patch adds at a typed path."""
+    walker = _TypedWalker(type_codes)
+    field = Field(
+        isinstance(value, list), ACT_WALK, KIND_OBJECT, type_code, walker.tables.get(type_code)
+    )
+    if type_code == "Resource":
+        field = field._replace(kind=KIND_RESOURCE)
+    for item in value if isinstance(value, list) else [value]:
+        walker.visit(item, field, "", 0)
     return walker.out

@@ -22,6 +22,7 @@ from app.context import RequestContext
 from app.errors import FhirError, InvalidRequest, Issue, PreconditionFailed, ServerError
 from app.fhir import bindings, jsonio, storage
 from app.fhir.bundles import new_bundle
+from app.fhir.element_tables import pointer_type, typed_elements_in
 from app.fhir.exchange import (
     FhirRequest,
     FhirResponse,
@@ -102,7 +103,8 @@ def _transaction(
                     _rewrite_links(request.body, id_map)
             elif request.method == "PATCH" and isinstance(request.body, list):
                 with _entry_errors(i, request):
-                    _rewrite_patch(router, uow, request.body, id_map, f"Bundle.entry[{i}]")
+                    entry, rtype = f"Bundle.entry[{i}]", request.path.split("/", 1)[0]
+                    _rewrite_patch(router, uow, request.body, id_map, entry, rtype)
         order = sorted(range(len(requests)), key=lambda i: PROCESSING_ORDER[requests[i].method])
         for i in order:
             with _entry_errors(i, requests[i]):
@@ -244,12 +246,19 @@ def _resolve_reference(
 
 
 def _rewrite_patch(
-    router: FhirRouter, uow: UnitOfWork, operations: list[Any], id_map: dict[str, str], entry: str
+    router: FhirRouter,
+    uow: UnitOfWork,
+    operations: list[Any],
+    id_map: dict[str, str],
+    entry: str,
+    rtype: str,
 ) -> None:
     """The JSON Patch of a PATCH entry links to the Bundle too ("all matching links in the
     bundle"): a value set at a `.../reference` path, and `reference` elements inside object
-    values, are resolved as in a resource. A string at any other path is left alone: without
-    the element's type a `urn:uuid:` there may as well be an identifier's value."""
+    values, are resolved as in a resource; so are links in elements of the link types (uri,
+    url, oid, uuid, canonical, the narrative), found by the type of the element the path
+    names in `rtype` (element_tables.pointer_type). A string of another type (an
+    `Identifier.value` that happens to equal a fullUrl) is left as it is, as in a resource."""
     where = f"{entry}.resource.data"  # the patch travels base64-encoded in the Binary
     try:
         for index, operation in enumerate(operations):
@@ -259,8 +268,14 @@ def _rewrite_patch(
             name = f"JSON Patch operation {index} ({target})"
             if isinstance(value, str) and isinstance(target, str) and target.endswith("/reference"):
                 operation["value"] = _resolve_reference(router, uow, value, id_map, name)
-            elif isinstance(value, dict | list):
+                continue
+            if isinstance(value, dict | list):
                 _rewrite_references(router, uow, value, id_map, name)
+            type_code = pointer_type(rtype, target) if isinstance(target, str) else None
+            if type_code in LINK_TYPES and isinstance(value, str):
+                _replace_links([(operation, "value", type_code, name)], id_map)
+            elif type_code is not None and isinstance(value, dict | list) and id_map:
+                _replace_links(typed_elements_in(value, type_code, LINK_TYPES), id_map)
     except FhirError as exc:  # the element paths are inside the encoded patch: name the data
         exc.issues = [dataclasses.replace(i, expression=(where,)) for i in exc.issues]
         raise
@@ -270,9 +285,13 @@ def _rewrite_links(resource: dict[str, Any], id_map: dict[str, str]) -> None:
     """R4 transaction: "Servers SHALL replace all matching links in the bundle, whether they
     are found in the resource ids, resource references, elements of type uri, url, oid,
     uuid, and <a href="" & <img src="" in the narrative" (references: _rewrite_references)."""
-    if not id_map:
-        return
-    for container, key, type_code, _ in bindings.typed_elements(resource, LINK_TYPES):
+    if id_map:
+        _replace_links(bindings.typed_elements(resource, LINK_TYPES), id_map)
+
+
+def _replace_links(elements: list[bindings.TypedElement], id_map: dict[str, str]) -> None:
+    """Replace the links to fullUrls among `elements`, in place."""
+    for container, key, type_code, _ in elements:
         holder = cast(Any, container)
         value = holder[key]
         if not isinstance(value, str):

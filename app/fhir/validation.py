@@ -1,6 +1,6 @@
 """Is this a valid R4 resource? The only module that imports fhir.resources (R4B models).
 
-Four checks, each reporting element paths:
+Five checks, each reporting element paths:
 1. structure and datatypes, by the fhir.resources R4B pydantic models (cardinality, required
    elements, primitive formats, unknown elements);
 2. JSON kinds pydantic's lax mode lets through ("active": "yes" is not a boolean) and
@@ -8,7 +8,9 @@ Four checks, each reporting element paths:
    the official definitions (app.fhir.bindings);
 3. the request-level rules: resourceType and id agree with the URL;
 4. the core rules the models skip: JSON representation, ele-1, ext-1, narrative XHTML
-   (app.fhir.core_rules).
+   (app.fhir.core_rules);
+5. the invariants of the R4 definitions (obs-6, pat-1, per-1 ...: app.fhir.constraints), on
+   the elements the kind walk of check 2 finds.
 
 The R4 types R4B dropped, and the two it redesigned (Evidence, EvidenceVariable: their R4B
 models refuse valid R4 and demand R4B-only elements), have no model: checks 2-4, and their
@@ -28,7 +30,7 @@ from fhir.resources.R4B import get_fhir_model_class  # noqa: TID251 - the one pl
 from pydantic import ValidationError
 
 from app.errors import Issue, ResourceInvalid
-from app.fhir import bindings, jsonio
+from app.fhir import bindings, constraints, jsonio
 from app.fhir.cardinality import missing_required
 from app.fhir.core_rules import core_rule_issues
 
@@ -192,7 +194,18 @@ def validate_resource(
     table_issues = _table_issues(resource)
     # A value of the wrong JSON kind upsets the model too; the kind check says it precisely.
     kind_paths = {i.expression for i in table_issues if i.code == "value"}
-    issues.extend(i for i in _model_issues(rtype, resource) if i.expression not in kind_paths)
+    # Two names of one choice: the table check names the element, the model only its parent.
+    choice_parents = {
+        (i.expression[0].rpartition(".")[0],)
+        for i in table_issues
+        if bindings.SECOND_CHOICE in i.diagnostics
+    }
+    issues.extend(
+        i
+        for i in _model_issues(rtype, resource)
+        if i.expression not in kind_paths
+        and not (i.expression in choice_parents and _MODEL_SECOND_CHOICE in i.diagnostics)
+    )
     if not _has_model(rtype):  # the R4 types R4B dropped or redesigned
         issues.extend(missing_required(resource, rtype, _has_model))
     issues.extend(table_issues)
@@ -305,6 +318,12 @@ def _loc_to_path(rtype: str, loc: tuple[Any, ...]) -> str:
     return path
 
 
+# How the models word two names of one choice element.
+_MODEL_SECOND_CHOICE = "but got multiple"
+# The table checks' messages that are about structure, not a value.
+_STRUCTURE_MESSAGES = (bindings.UNKNOWN_ELEMENT, bindings.SECOND_CHOICE)
+
+
 def _table_issues(resource: dict[str, Any]) -> list[Issue]:
     issues = [
         Issue(
@@ -315,16 +334,21 @@ def _table_issues(resource: dict[str, Any]) -> list[Issue]:
         )
         for v in bindings.check_required_bindings(resource)
     ]
+    # Every type: the R4B models know elements R4 does not have.
+    kinds, targets = bindings.check_json_kinds_and_find(
+        resource, known_resource_types(), constraints.constrained_types()
+    )
     issues.extend(
         Issue(
             "error",
-            "structure" if message == bindings.UNKNOWN_ELEMENT else "value",
+            "structure" if message.startswith(_STRUCTURE_MESSAGES) else "value",
             f"{path}: {message}",
             (path,),
         )
-        # Every type: the R4B models know elements R4 does not have.
-        for path, message in bindings.check_json_kinds(resource, known_resource_types())
+        for path, message in kinds
     )
+    if not kinds:  # the invariants read values of the kinds their elements have
+        issues.extend(constraints.constraint_issues(targets))
     return issues
 
 

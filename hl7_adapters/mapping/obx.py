@@ -220,11 +220,10 @@ def _encoded_data(rep: Repetition, where: Where) -> JSON | None:
     except (ValueError, binascii.Error):
         where.warn(102, f"OBX-5: ED data is not valid {encoding or 'Base64'}; value left out", 5)
         return None
-    attachment: JSON = {"data": data}
-    mime = _content_type(val(rep, 2), val(rep, 3))
-    if mime:
-        attachment["contentType"] = mime
-    return attachment
+    # att-1: an Attachment with data SHALL have a contentType; data of no known type is
+    # opaque bytes (RFC 2046 application/octet-stream).
+    mime = _content_type(val(rep, 2), val(rep, 3)) or "application/octet-stream"
+    return {"contentType": mime, "data": data}
 
 
 def _reference_pointer(rep: Repetition) -> JSON | None:

@@ -15,8 +15,12 @@ unwrapped. The test-suite proves this on every official example (tests/test_sear
 Natively compiled: unions ``a | b``; paths through arrays; choice types (``value`` means the
 one ``valueX`` present) with ``as T``, ``as(T)``, ``ofType(T)``; ``[n]``, ``first()``,
 ``exists()``, ``empty()``; ``where()`` with ``resolve() is T``, ``x = 'lit'``/``!=``, ``and``;
-``extension('url')``; ``%resource``. Types come from fhirpathpy's own R4 model, statically:
-the compiler knows at each step which element types it may see.
+``extension('url')``; ``%resource``; and what the R4 invariants need (app.fhir.constraints
+compiles them here too, without the fallback): ``or``, ``xor``, ``implies``, ``in``,
+orderings, ``+`` of counts, ``not()``, ``exists(criteria)``, ``all()``, ``count()``,
+``hasValue()``, string tests, ``isDistinct()``, ``intersect()``, ``select()``, ... (operators.py).
+Types come from fhirpathpy's own R4 model, statically: the compiler knows at each step which
+element types it may see.
 
 Deliberate differences from fhirpathpy (the fallback shares the first three):
 

@@ -4,11 +4,18 @@ compile raises :class:`Unsupported`; the package's entry points then use fhirpat
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
+from app.fhir.search.fhirpath import operators
+from app.fhir.search.fhirpath.compiled import (
+    Compiled,
+    Evaluator,
+    Items,
+    Scope,
+    Step,
+    Types,
+)
 from app.fhir.search.fhirpath.model import (
     is_a,
     is_primitive,
@@ -24,35 +31,14 @@ from app.fhir.search.fhirpath.parser import (
     Index,
     IsType,
     Literal,
+    Logic,
     Path,
+    Plus,
     Union,
     Unsupported,
     Var,
     parse,
 )
-
-Items = list[Any]
-Step = Callable[[Items, Any], Items]  # (items, root resource) -> items
-Types = tuple[str, ...] | None  # static type paths of a collection; None: unknown
-
-
-class Evaluator(Protocol):
-    def __call__(self, node: Any, resource: Any = None) -> Items: ...
-
-
-class Compiled(NamedTuple):
-    fn: Step
-    types: Types
-    boolean: bool = False  # the result is [] or [bool]
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Static context: the input's types, the root resource's type, predicate mode."""
-
-    types: Types
-    root_type: str | None
-    in_predicate: bool = False
 
 
 def compile_node(node: Any, scope: Scope) -> Compiled:
@@ -64,6 +50,10 @@ def compile_node(node: Any, scope: Scope) -> Compiled:
         return _compile_and(node, scope)
     if isinstance(node, Compare):
         return _compile_compare(node, scope)
+    if isinstance(node, Logic):
+        return _compile_logic(node, scope)
+    if isinstance(node, Plus):
+        return operators.compile_plus(node, scope, compile_node)
     if isinstance(node, IsType):
         return _compile_is(node, scope)
     if isinstance(node, Var):
@@ -79,6 +69,8 @@ def _compile_var(node: Var, scope: Scope) -> Compiled:
         if scope.root_type is None:
             raise Unsupported("%resource of an unknown type")
         return Compiled(lambda items, root: [root], (scope.root_type,))
+    if node.name == "%ucum":  # FHIR's environment variable for UCUM's system URI
+        return Compiled(lambda items, root: ["http://unitsofmeasure.org"], ("System.String",))
     if node.name == "$this" and scope.in_predicate:
         return Compiled(lambda items, root: items, scope.types)
     raise Unsupported(node.name)
@@ -133,39 +125,15 @@ def _compile_union(node: Union, scope: Scope) -> Compiled:
 
 
 def _compile_and(node: And, scope: Scope) -> Compiled:
-    left = compile_node(node.left, scope)
-    right = compile_node(node.right, scope)
-    if not (left.boolean and right.boolean):
-        raise Unsupported("'and' of non-boolean operands")
-    lfn, rfn = left.fn, right.fn
+    return operators.compile_and(node, scope, compile_node)
 
-    def and_(items: Items, root: Any) -> Items:
-        a = lfn(items, root)
-        b = rfn(items, root)
-        if (a and a[0] is False) or (b and b[0] is False):
-            return [False]
-        return [True] if a and b else []  # three-valued: empty means unknown
 
-    return Compiled(and_, None, boolean=True)
+def _compile_logic(node: Logic, scope: Scope) -> Compiled:
+    return operators.compile_logic(node, scope, compile_node)
 
 
 def _compile_compare(node: Compare, scope: Scope) -> Compiled:
-    if not isinstance(node.right, Literal):
-        raise Unsupported("comparison with a non-literal")
-    left = compile_node(node.left, scope)
-    if left.boolean or left.types is None or not all(is_primitive(t) for t in left.types):
-        # fhirpathpy compares Quantities and other complex values specially.
-        raise Unsupported("comparison of a non-primitive")
-    lfn, literal, negate = left.fn, node.right.value, node.op == "!="
-
-    def compare(items: Items, root: Any) -> Items:
-        values = lfn(items, root)
-        if not values:
-            return []
-        equal = len(values) == 1 and values[0] == literal
-        return [equal is not negate]
-
-    return Compiled(compare, None, boolean=True)
+    return operators.compile_compare(node, scope, compile_node)
 
 
 def _compile_is(node: IsType, scope: Scope) -> Compiled:
@@ -193,47 +161,65 @@ def _compile_is(node: IsType, scope: Scope) -> Compiled:
 
 
 def _compile_path(node: Path, scope: Scope) -> Compiled:
+    boolean = False
     if node.head is None:
         fns: list[Step] = []
         types = scope.types
     else:
         head = compile_node(node.head, scope)
-        if head.boolean and node.steps:
-            raise Unsupported("navigation from a boolean")
-        fns, types = [head.fn], head.types
+        fns, types, boolean = [head.fn], head.types, head.boolean
+    # From this step on every step runs, even on nothing: exists(), count(), not() ... answer
+    # on empty input (and nothing but not() follows a boolean).
+    total_from = 1 if boolean else None
     steps = list(node.steps)
-    boolean = False
     if node.head is None and steps and isinstance(steps[0], Field) and steps[0].name[0].isupper():
         fn, types = _type_filter_root(steps.pop(0).name, types)
         fns.append(fn)
     i = 0
     while i < len(steps):
-        if boolean:
-            raise Unsupported("navigation from a boolean")
         step = steps[i]
+        if boolean:
+            if step != Call("not", ()):
+                raise Unsupported("navigation from a boolean")
+            fns.append(operators.negate)
+            i += 1
+            continue
         if isinstance(step, Field):
             fn, types, i = _compile_field(step.name, steps, i, types)
         else:
             fn, types, boolean = _compile_function(step, types, scope)
+            if total_from is None and (boolean or step == Call("count", ())):
+                total_from = len(fns)
             i += 1
         fns.append(fn)
-    # exists()/empty() (always last: nothing navigates from a boolean) answer on empty input.
-    chain = _chain(fns[:-1], fns[-1]) if boolean else _chain(fns)
-    return Compiled(chain, types, boolean)
+    if total_from is None:
+        return Compiled(_chain(fns), types, boolean)
+    return Compiled(_then_always(_chain(fns[:total_from]), fns[total_from:]), types, boolean)
 
 
-def _chain(fns: list[Step], last: Step | None = None) -> Step:
+def _then_always(head: Step, tail: list[Step]) -> Step:
+    if head is _identity and len(tail) == 1:
+        return tail[0]
+    rest = tuple(tail)
+
+    def run(items: Items, root: Any) -> Items:
+        items = head(items, root)
+        for step in rest:
+            items = step(items, root)
+        return items
+
+    return run
+
+
+def _identity(items: Items, root: Any) -> Items:
+    return items
+
+
+def _chain(fns: list[Step]) -> Step:
     """Run steps in turn, stopping at the first empty result (navigation of nothing is
-    nothing); ``last`` always runs."""
-    if last is not None:
-        head = _chain(fns)
-
-        def chain_then(items: Items, root: Any) -> Items:
-            return last(head(items, root), root)
-
-        return chain_then
+    nothing)."""
     if not fns:
-        return lambda items, root: items
+        return _identity
     if len(fns) == 1:
         return fns[0]
     if len(fns) == 2:
@@ -378,7 +364,10 @@ def _compile_function(call: Any, types: Types, scope: Scope) -> tuple[Step, Type
         return _compile_where(args[0], types, scope), types, False
     if name == "extension" and len(args) == 1 and isinstance(args[0], Literal):
         return _compile_extension(args[0].value), ("Extension",), False
-    raise Unsupported(f"function {name}()")
+    found = operators.compile_function(call, types, scope, compile_node)
+    if found is None:
+        raise Unsupported(f"function {name}()")
+    return found
 
 
 def _compile_of_type(wanted: str, types: Types) -> tuple[Step, Types, bool]:

@@ -18,7 +18,7 @@ _TOKEN = re.compile(
     | (?P<num>\d+(?:\.\d+)?)
     | (?P<id>[A-Za-z_][A-Za-z0-9_]*|`[^`]+`)
     | (?P<var>%[A-Za-z_][A-Za-z0-9_]*|\$this)
-    | (?P<op>!=|[.()\[\]|=,])
+    | (?P<op>!=|<=|>=|[.()\[\]|=,<>+])
     """,
     re.VERBOSE,
 )
@@ -109,7 +109,22 @@ class And(NamedTuple):
 
 
 class Compare(NamedTuple):
-    op: str  # = | !=
+    op: str  # = | != | < | > | <= | >=
+    left: Any
+    right: Any
+
+
+class Plus(NamedTuple):
+    """``+`` (of counts, in the invariants)."""
+
+    left: Any
+    right: Any
+
+
+class Logic(NamedTuple):
+    """``or``, ``xor``, ``implies`` (``and`` is :class:`And`, which search expressions use)."""
+
+    op: str
     left: Any
     right: Any
 
@@ -119,13 +134,16 @@ class IsType(NamedTuple):
     type_name: str
 
 
-_UNSUPPORTED_KEYWORDS = frozenset({"or", "xor", "implies", "div", "mod", "in", "contains"})
+_UNSUPPORTED_KEYWORDS = frozenset({"div", "mod", "contains"})
+_ORDERING = frozenset({"<", ">", "<=", ">="})
 
 
 class Parser:
     """Recursive descent over the FHIRPath subset; anything else raises Unsupported.
 
-    Precedence (FHIRPath): ``.``/``[]`` > ``is``/``as`` > ``|`` > ``=``/``!=`` > ``and``.
+    Precedence (FHIRPath): ``.``/``[]`` > ``is``/``as`` > ``|`` > ``<``/``>``/``<=``/``>=``
+    > ``=``/``!=`` > ``in`` > ``and`` > ``or``/``xor`` > ``implies``; ``+`` binds tighter
+    than ``is``/``as``.
     ``x as T`` and ``x.as(T)`` become an ``ofType(T)`` step (the native semantics).
     """
 
@@ -134,7 +152,7 @@ class Parser:
         self.pos = 0
 
     def parse(self) -> Any:
-        node = self.parse_and()
+        node = self.parse_implies()
         if self.peek().kind != "end":
             raise Unsupported(f"unexpected {self.peek().text!r}")
         return node
@@ -150,21 +168,53 @@ class Parser:
         return token
 
     def at_keyword(self, word: str) -> bool:
+        """The operator `word` here; `as(` and `is(` are the functions of the same name,
+        while `and (`, `or (` ... are operators before a parenthesis."""
         token = self.peek()
-        return token.kind == "id" and token.text == word and self.peek(1).text != "("
+        if token.kind != "id" or token.text != word:
+            return False
+        return word not in ("as", "is") or self.peek(1).text != "("
+
+    def parse_implies(self) -> Any:
+        node = self.parse_or()
+        while self.at_keyword("implies"):
+            self.take()
+            node = Logic("implies", node, self.parse_or())
+        return node
+
+    def parse_or(self) -> Any:
+        node = self.parse_and()
+        while self.at_keyword("or") or self.at_keyword("xor"):
+            op = self.take().text
+            node = Logic(op, node, self.parse_and())
+        return node
 
     def parse_and(self) -> Any:
-        node = self.parse_equality()
+        node = self.parse_membership()
         while self.at_keyword("and"):
             self.take()
-            node = And(node, self.parse_equality())
+            node = And(node, self.parse_membership())
         if self.peek().kind == "id" and self.peek().text in _UNSUPPORTED_KEYWORDS:
             raise Unsupported(f"operator {self.peek().text}")
         return node
 
+    def parse_membership(self) -> Any:
+        node = self.parse_equality()
+        if self.at_keyword("in"):
+            self.take()
+            node = Compare("in", node, self.parse_equality())
+        return node
+
     def parse_equality(self) -> Any:
-        node = self.parse_union()
+        node = self.parse_ordering()
         if self.peek().text in ("=", "!="):
+            op = self.take().text
+            node = Compare(op, node, self.parse_ordering())
+        return node
+
+    def parse_ordering(self) -> Any:
+        node = self.parse_union()
+        if self.peek().kind == "op" and self.peek().text in _ORDERING:
             op = self.take().text
             node = Compare(op, node, self.parse_union())
         return node
@@ -177,7 +227,7 @@ class Parser:
         return branches[0] if len(branches) == 1 else Union(tuple(branches))
 
     def parse_type(self) -> Any:
-        node = self.parse_postfix()
+        node = self.parse_additive()
         while self.at_keyword("as") or self.at_keyword("is"):
             op = self.take().text
             type_name = self.parse_type_name()
@@ -185,6 +235,13 @@ class Parser:
                 node = IsType(node, type_name)
             else:
                 node = _append(node, (Call("ofType", (type_name,)),))
+        return node
+
+    def parse_additive(self) -> Any:
+        node = self.parse_postfix()
+        while self.peek().text == "+":
+            self.take()
+            node = Plus(node, self.parse_postfix())
         return node
 
     def parse_type_name(self) -> str:
@@ -221,7 +278,7 @@ class Parser:
         token = self.peek()
         if token.text == "(":
             self.take()
-            node = self.parse_and()
+            node = self.parse_implies()
             self.take(")")
             return node
         if token.kind in ("str", "num"):
@@ -246,7 +303,7 @@ class Parser:
         while self.peek().text != ")":
             if args:
                 self.take(",")
-            args.append(self.parse_and())
+            args.append(self.parse_implies())
         self.take(")")
         if name in ("as", "ofType", "is"):
             return Call("ofType" if name != "is" else "is", (_type_arg(args),))

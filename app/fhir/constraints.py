@@ -1,0 +1,93 @@
+"""The invariants (constraints of severity error) of the R4 types, resources and backbone
+elements, from ``constraints.json`` (generated from the official StructureDefinitions by
+``fhir_profiles/generate_constraints.py``) and evaluated with the native FHIRPath compiler
+(app.fhir.search.fhirpath): obs-6, pat-1, per-1, att-1, bdl-*, tim-* ...
+
+Each expression is compiled once, for its context type. Those the compiler cannot compile
+(functions it lacks: ``select``, ``descendants``, ``iif``, ``resolve`` ..., Quantity
+comparisons, ``%resource`` in a datatype) are not checked, and :func:`unchecked` says why,
+as do the ones the table itself marks (checked elsewhere, or known wrong in R4). There is no
+fhirpathpy fallback here: validation is on every write's path, and a compiled invariant costs
+a few closure calls.
+
+Only a `false` answer refuses: an empty one (unknown, in FHIRPath's three-valued logic) passes,
+so what the engine cannot decide is never held against the client. The elements are found by
+the kind walk (app.fhir.bindings), which meets every typed object anyway.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any, NamedTuple
+
+from app.errors import Issue
+from app.fhir.bindings import Target
+from app.fhir.element_tables import _load_json
+from app.fhir.search.fhirpath.compiled import Scope, Step
+from app.fhir.search.fhirpath.compiler import compile_node
+from app.fhir.search.fhirpath.model import is_resource_type
+from app.fhir.search.fhirpath.parser import Unsupported, parse
+
+
+class Constraint(NamedTuple):
+    key: str
+    human: str
+    test: Step
+
+
+class Table(NamedTuple):
+    checked: dict[str, tuple[Constraint, ...]]  # context type path -> its invariants
+    unchecked: dict[str, str]  # key -> why it is not checked
+
+
+@cache
+def table() -> Table:
+    checked: dict[str, list[Constraint]] = {}
+    unchecked: dict[str, str] = {}
+    rows: dict[str, list[list[Any]]] = _load_json("constraints.json")
+    for context, constraints in rows.items():
+        for key, human, expression, reason in constraints:
+            if reason is None:
+                try:
+                    checked.setdefault(context, []).append(
+                        Constraint(key, human, _compile(expression, context))
+                    )
+                    continue
+                except Unsupported as exc:
+                    reason = f"the FHIRPath engine cannot evaluate it: {exc}"
+            unchecked[key] = reason
+    return Table({k: tuple(v) for k, v in checked.items()}, unchecked)
+
+
+def _compile(expression: str, context: str) -> Step:
+    root = context.split(".", 1)[0]
+    scope = Scope((context,), root if is_resource_type(root) else None)
+    compiled = compile_node(parse(expression), scope)
+    if not compiled.boolean:
+        raise Unsupported("not a boolean expression")
+    return compiled.fn
+
+
+@cache
+def constrained_types() -> frozenset[str]:
+    """The type and backbone paths that have invariants to check."""
+    return frozenset(table().checked)
+
+
+def unchecked() -> dict[str, str]:
+    return table().unchecked
+
+
+def constraint_issues(targets: list[Target]) -> list[Issue]:
+    checked = table().checked
+    issues: list[Issue] = []
+    for node, context, path, root in targets:
+        for constraint in checked[context]:
+            try:
+                result = constraint.test([node], root)
+            except (TypeError, ValueError, ArithmeticError):  # data the kinds check let by
+                continue
+            if result == [False]:
+                message = f"{path}: {constraint.human} ({constraint.key})"
+                issues.append(Issue("error", "invariant", message, (path,)))
+    return issues

@@ -1,0 +1,397 @@
+"""The boolean side of the native compiler: ``and``, ``or``, ``xor``, ``implies``, comparisons,
+and the functions that answer with a boolean or a count (``not()``, ``exists(criteria)``,
+``all()``, ``count()``, ``hasValue()``, ``matches()``, ``startsWith()``, ``contains()``,
+``isDistinct()``, ``is(T)``), with ``intersect()``, ``select()``, ``toInteger()`` and
+``trace()``. Search expressions need few of them; the invariants of the R4 definitions
+(app.fhir.constraints) need the rest.
+
+FHIRPath's three-valued logic: ``[]`` is "unknown". Comparing dates of different precision
+that agree as far as both go is unknown too (FHIRPath "Comparison"); so is an ordering of
+values the compiler cannot order (an error in FHIRPath), which makes a constraint pass rather
+than refuse what the engine cannot judge.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+from app.fhir.search.fhirpath.compiled import Compiled, Items, NodeCompiler, Scope, Step, Types
+from app.fhir.search.fhirpath.model import is_a, is_primitive, is_resource_type
+from app.fhir.search.fhirpath.parser import (
+    And,
+    Call,
+    Compare,
+    Literal,
+    Logic,
+    Plus,
+    Union,
+    Unsupported,
+)
+
+INTEGER: Types = ("System.Integer",)
+QUANTITIES = frozenset({("Quantity",), ("SimpleQuantity",)})
+BOOLEAN_TYPES = frozenset({"boolean", "System.Boolean"})
+
+
+def compile_and(node: And, scope: Scope, compile_node: NodeCompiler) -> Compiled:
+    lfn, rfn = _boolean_operands(node.left, node.right, scope, compile_node)
+
+    def and_(items: Items, root: Any) -> Items:
+        a = lfn(items, root)
+        b = rfn(items, root)
+        if (a and a[0] is False) or (b and b[0] is False):
+            return [False]
+        return [True] if a and b else []  # three-valued: empty means unknown
+
+    return Compiled(and_, None, boolean=True)
+
+
+def compile_logic(node: Logic, scope: Scope, compile_node: NodeCompiler) -> Compiled:
+    lfn, rfn = _boolean_operands(node.left, node.right, scope, compile_node)
+    if node.op == "or":
+
+        def or_(items: Items, root: Any) -> Items:
+            a = lfn(items, root)
+            if a and a[0] is True:
+                return a
+            b = rfn(items, root)
+            if b and b[0] is True:
+                return b
+            return [False] if a and b else []
+
+        return Compiled(or_, None, boolean=True)
+    if node.op == "xor":
+
+        def xor(items: Items, root: Any) -> Items:
+            a = lfn(items, root)
+            b = rfn(items, root)
+            return [a[0] is not b[0]] if a and b else []
+
+        return Compiled(xor, None, boolean=True)
+
+    def implies(items: Items, root: Any) -> Items:
+        a = lfn(items, root)
+        if a and a[0] is False:
+            return [True]
+        b = rfn(items, root)
+        if b and b[0] is True:
+            return b
+        return b if a else []  # true implies b is b; unknown implies false is unknown
+
+    return Compiled(implies, None, boolean=True)
+
+
+def _boolean_operands(
+    left: Any, right: Any, scope: Scope, compile_node: NodeCompiler
+) -> tuple[Step, Step]:
+    lhs, rhs = compile_node(left, scope), compile_node(right, scope)
+    if not (_is_boolean(lhs) and _is_boolean(rhs)):
+        raise Unsupported("logic of non-boolean operands")
+    return lhs.fn, rhs.fn
+
+
+def _is_boolean(compiled: Compiled) -> bool:
+    """A boolean result, or a path to boolean elements (``abstract and ...``)."""
+    return compiled.boolean or bool(compiled.types) and set(compiled.types or ()) <= BOOLEAN_TYPES
+
+
+def compile_plus(node: Plus, scope: Scope, compile_node: NodeCompiler) -> Compiled:
+    """``+`` of two integers (the invariants add counts)."""
+    lhs, rhs = compile_node(node.left, scope), compile_node(node.right, scope)
+    if lhs.types != INTEGER or rhs.types != INTEGER:
+        raise Unsupported("+ of other than integers")
+    lfn, rfn = lhs.fn, rhs.fn
+
+    def plus(items: Items, root: Any) -> Items:
+        a, b = lfn(items, root), rfn(items, root)
+        return [a[0] + b[0]] if len(a) == len(b) == 1 else []
+
+    return Compiled(plus, INTEGER)
+
+
+def compile_compare(node: Compare, scope: Scope, compile_node: NodeCompiler) -> Compiled:
+    ordering = node.op not in ("=", "!=", "in")
+    left = _comparable(node.left, scope, compile_node, ordering)
+    if node.op == "in":
+        return _compile_in(left, node.right)
+    if isinstance(node.right, Literal):
+        literal = node.right.value
+        lfn = left.fn
+        if ordering:
+            op = node.op
+
+            def order_literal(items: Items, root: Any) -> Items:
+                values = lfn(items, root)
+                return _order(op, values[0], literal) if len(values) == 1 else []
+
+            return Compiled(order_literal, None, boolean=True)
+        negate = node.op == "!="
+
+        def compare(items: Items, root: Any) -> Items:
+            values = lfn(items, root)
+            if not values:
+                return []
+            equal = len(values) == 1 and values[0] == literal
+            return [equal is not negate]
+
+        return Compiled(compare, None, boolean=True)
+    lfn, rfn = left.fn, _comparable(node.right, scope, compile_node, ordering).fn
+    op = node.op
+
+    def compare_both(items: Items, root: Any) -> Items:
+        a, b = lfn(items, root), rfn(items, root)
+        if not a or not b:
+            return []
+        if ordering:
+            return _order(op, a[0], b[0]) if len(a) == len(b) == 1 else []
+        return [(a == b) is (op == "=")]
+
+    return Compiled(compare_both, None, boolean=True)
+
+
+def _compile_in(left: Compiled, right: Any) -> Compiled:
+    """``x in ('a' | 'b')``: membership in a list of literals."""
+    options = right.branches if isinstance(right, Union) else (right,)
+    if not all(isinstance(o, Literal) for o in options):
+        raise Unsupported("in other than a list of literals")
+    values = [o.value for o in options]
+    lfn = left.fn
+
+    def is_in(items: Items, root: Any) -> Items:
+        found = lfn(items, root)
+        return [found[0] in values] if len(found) == 1 else []
+
+    return Compiled(is_in, None, boolean=True)
+
+
+def _comparable(
+    node: Any, scope: Scope, compile_node: NodeCompiler, ordering: bool = False
+) -> Compiled:
+    compiled = compile_node(node, scope)
+    if compiled.boolean:
+        return compiled
+    if ordering and compiled.types in QUANTITIES:
+        return compiled  # _order compares Quantities of one unit (rng-2: low <= high)
+    if compiled.types is None or not all(is_primitive(t) for t in compiled.types):
+        # fhirpathpy compares Quantities and other complex values specially.
+        raise Unsupported("comparison of a non-primitive")
+    return compiled
+
+
+_DATE_TIME = re.compile(
+    r"\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?"
+)
+
+
+def _order(op: str, a: Any, b: Any) -> Items:
+    """``a op b`` for two singletons, [] when unknown (dates of different precision that
+    agree, date-times without a timezone, values of kinds that do not order)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        a, b = _quantity_values(a, b)
+    if isinstance(a, str) and isinstance(b, str):
+        if _DATE_TIME.fullmatch(a) and _DATE_TIME.fullmatch(b):
+            keys = _date_keys(a, b)
+            if keys is None:
+                return []
+            a, b = keys
+    elif not (_is_number(a) and _is_number(b)):
+        return []
+    if op == "<":
+        return [a < b]
+    if op == ">":
+        return [a > b]
+    if op == "<=":
+        return [a <= b]
+    return [a >= b]
+
+
+def _quantity_values(a: dict[str, Any], b: dict[str, Any]) -> tuple[Any, Any]:
+    """The values of two Quantities in one unit (the same system and code, or the same unit
+    without codes); None when the engine cannot tell (no unit conversion here)."""
+    if (a.get("system"), a.get("code")) != (b.get("system"), b.get("code")):
+        return None, None
+    if a.get("code") is None and a.get("unit") != b.get("unit"):
+        return None, None
+    return a.get("value"), b.get("value")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | Decimal | float) and not isinstance(value, bool)
+
+
+def _date_keys(a: str, b: str) -> tuple[Any, Any] | None:
+    if "T" in a and "T" in b and len(a) > 16 and len(b) > 16:
+        try:
+            first, second = datetime.fromisoformat(a), datetime.fromisoformat(b)
+        except ValueError:
+            return None
+        if (first.tzinfo is None) != (second.tzinfo is None):
+            return None
+        return first, second
+    # Compare as far as both go (dates, or a date against a date-time): decided only where
+    # the shared precision differs.
+    shared = min(len(a.split("T")[0]), len(b.split("T")[0]))
+    if a[:shared] != b[:shared]:
+        return a[:shared], b[:shared]
+    if a == b:
+        return a, b
+    return None
+
+
+# --- functions ------------------------------------------------------------------------------
+
+
+def compile_function(
+    call: Call, types: Types, scope: Scope, compile_node: NodeCompiler
+) -> tuple[Step, Types, bool] | None:
+    """A boolean or counting function, or None when it is not one of these."""
+    name, args = call.name, call.args
+    if name == "count" and not args:
+        return (lambda items, root: [len(items)]), INTEGER, False
+    if name == "not" and not args:
+        if not types or not set(types) <= BOOLEAN_TYPES:
+            raise Unsupported("not() of a non-boolean")
+        return negate, None, True
+    if name == "hasValue" and not args:
+        if types is None:
+            raise Unsupported("hasValue() of an untyped collection")
+        primitive = all(is_primitive(t) for t in types)
+        return (lambda items, root: [primitive and len(items) == 1]), None, True
+    if name == "trace" and len(args) == 1:  # logging only: the input, unchanged
+        return (lambda items, root: items), types, False
+    if name == "select" and len(args) == 1:
+        inner = compile_node(args[0], Scope(types, scope.root_type, in_predicate=True))
+        return _select(inner.fn), None if inner.boolean else inner.types, False
+    if name == "toInteger" and not args:
+        return _to_integer, INTEGER, False
+    if name == "is" and len(args) == 1 and is_resource_type(args[0]):
+        if types is None or not all(is_resource_type(t) for t in types):
+            raise Unsupported("is() of other than resources")
+        return _is_resource(args[0]), None, True
+    if name == "isDistinct" and not args:
+        return _is_distinct, None, True
+    if name == "intersect" and len(args) == 1:
+        return _intersect(compile_node(args[0], scope).fn), types, False
+    if name in ("exists", "all") and len(args) == 1:
+        return _quantifier(name, _predicate(args[0], types, scope, compile_node)), None, True
+    if name in _STRING_TESTS and len(args) == 1 and isinstance(args[0], Literal):
+        if not isinstance(args[0].value, str):
+            raise Unsupported(f"{name}() of a non-string")
+        return _string_test(_STRING_TESTS[name], args[0].value), None, True
+    return None
+
+
+def _select(projection: Step) -> Step:
+    def select(items: Items, root: Any) -> Items:
+        out: Items = []
+        for item in items:
+            out += projection([item], root)
+        return out
+
+    return select
+
+
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def _to_integer(items: Items, root: Any) -> Items:
+    """toInteger() of one integer, boolean or integer-like string; [] otherwise."""
+    if len(items) != 1:
+        return []
+    value = items[0]
+    if isinstance(value, bool):
+        return [int(value)]
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        return [int(value)]
+    return []
+
+
+def _is_resource(wanted: str) -> Step:
+    """is(T) of a resource: its resourceType is T or a kind of T (the `%resource is T` of
+    bdl-11, bdl-12)."""
+
+    def is_resource(items: Items, root: Any) -> Items:
+        if len(items) != 1 or not isinstance(items[0], dict):
+            return []
+        rtype = items[0].get("resourceType")
+        return [isinstance(rtype, str) and is_a(rtype, wanted)]
+
+    return is_resource
+
+
+def negate(items: Items, root: Any) -> Items:
+    """not(): of a single boolean; unknown stays unknown."""
+    if len(items) == 1 and isinstance(items[0], bool):
+        return [not items[0]]
+    return []
+
+
+def _is_distinct(items: Items, root: Any) -> Items:
+    unique: Items = []
+    for item in items:
+        if item not in unique:
+            unique.append(item)
+    return [len(unique) == len(items)]
+
+
+def _intersect(other: Step) -> Step:
+    """intersect(other): the items also in `other` (evaluated on the same input), once each."""
+
+    def intersect(items: Items, root: Any) -> Items:
+        others = other(items, root)
+        out: Items = []
+        for item in items:
+            if item in others and item not in out:
+                out.append(item)
+        return out
+
+    return intersect
+
+
+def _predicate(criterion: Any, types: Types, scope: Scope, compile_node: NodeCompiler) -> Step:
+    inner = compile_node(criterion, Scope(types, scope.root_type, in_predicate=True))
+    if not _is_boolean(inner):
+        raise Unsupported("criteria that are not boolean")
+    return inner.fn
+
+
+def _quantifier(name: str, test: Step) -> Step:
+    if name == "exists":
+
+        def exists(items: Items, root: Any) -> Items:
+            return [any(test([item], root) == [True] for item in items)]
+
+        return exists
+
+    def all_(items: Items, root: Any) -> Items:
+        return [all(test([item], root) == [True] for item in items)]
+
+    return all_
+
+
+@cache
+def _search(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.DOTALL)
+
+
+_STRING_TESTS = {
+    # fhirpathpy's matches() finds the pattern anywhere (re.search), as FHIRPath N1 reads
+    "matches": lambda value, arg: _search(arg).search(value) is not None,
+    "startsWith": lambda value, arg: value.startswith(arg),
+    "contains": lambda value, arg: arg in value,
+}
+
+
+def _string_test(test: Any, arg: str) -> Step:
+    def string_test(items: Items, root: Any) -> Items:
+        if len(items) != 1 or not isinstance(items[0], str):
+            return []
+        return [bool(test(items[0], arg))]
+
+    return string_test
