@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from app.errors import Issue
 from app.fhir.bindings import Target
-from app.fhir.element_tables import _load_json
+from app.fhir.element_tables import load_json
 from app.fhir.search.fhirpath.compiled import Scope, Step
 from app.fhir.search.fhirpath.compiler import compile_node
 from app.fhir.search.fhirpath.model import is_resource_type
@@ -44,7 +44,7 @@ class Table(NamedTuple):
 def table() -> Table:
     checked: dict[str, list[Constraint]] = {}
     unchecked: dict[str, str] = {}
-    rows: dict[str, list[list[Any]]] = _load_json("constraints.json")
+    rows: dict[str, list[list[Any]]] = load_json("constraints.json")
     for context, constraints in rows.items():
         for key, human, expression, reason in constraints:
             if reason is None:

@@ -90,18 +90,19 @@ def _data_dir() -> Path:
     )
 
 
-def _load_json(name: str) -> Any:
+def load_json(name: str) -> Any:
+    """One of the generated tables (fhir_profiles/r4_core/*.json)."""
     return json.loads((_data_dir() / name).read_text(encoding="utf-8"))
 
 
 @cache
 def _elements_doc() -> dict[str, Any]:
-    return _load_json("elements.json")
+    return load_json("elements.json")
 
 
 @cache
 def _valuesets_doc() -> dict[str, Any]:
-    return _load_json("valuesets.json")
+    return load_json("valuesets.json")
 
 
 def element_table() -> Mapping[str, list[list[Any]]]:
@@ -115,7 +116,7 @@ def element_table() -> Mapping[str, list[list[Any]]]:
 @cache
 def choice_names() -> dict[str, dict[str, str]]:
     """choices.json: type or backbone path -> {typed JSON name: its choice element}."""
-    doc: dict[str, dict[str, str]] = _load_json("choices.json")
+    doc: dict[str, dict[str, str]] = load_json("choices.json")
     return doc
 
 
@@ -123,7 +124,7 @@ def choice_names() -> dict[str, dict[str, str]]:
 def required_elements() -> dict[str, tuple[tuple[str, frozenset[str]], ...]]:
     """required.json: type or backbone path -> its min >= 1 elements, each as (name, the
     JSON names that satisfy it: a choice's typed names)."""
-    doc: dict[str, list[list[Any]]] = _load_json("required.json")
+    doc: dict[str, list[list[Any]]] = load_json("required.json")
     return {
         path: tuple((name, frozenset(names)) for name, names in rows) for path, rows in doc.items()
     }
