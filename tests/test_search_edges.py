@@ -116,6 +116,22 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
             ("151", 151),
         )  # fmt: skip
     },
+    # the last dates FHIR can write (a year is 4 digits): their end is no Python datetime
+    "far-dates": {
+        label: {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "far"},
+            "effectiveDateTime": value,
+        }
+        for label, value in (
+            ("y9999", "9999"),
+            ("m9999", "9999-12"),
+            ("d9999", "9999-12-31"),
+            ("t9999", "9999-12-31T23:59:59Z"),
+            ("y2024", "2024"),
+        )  # fmt: skip
+    },
     "canonical": {
         "v2": answers(f"{QUESTIONNAIRE}|2.0"),
         "v3": answers(f"{QUESTIONNAIRE}|3.0"),
@@ -167,6 +183,15 @@ CASES: dict[str, list[tuple[str, str]]] = {
         (f"Patient?identifier=http://example.org/long|{LONG_VALUE}", "person"),
         (f"Patient?identifier={LONG_VALUE}", "person"),
         (f"ValueSet?url={LONG_URL}", "valueset"),
+    ],
+    "far-dates": [
+        ("Observation?date=9999", "y9999 m9999 d9999 t9999"),
+        ("Observation?date=9999-12", "m9999 d9999 t9999"),
+        ("Observation?date=9999-12-31", "d9999 t9999"),
+        ("Observation?date=lt9999", "y2024"),
+        ("Observation?date=ge9999-12", "m9999 d9999 t9999"),  # 9999 ends when 9999-12 does
+        ("Observation?date=sa2024", "y9999 m9999 d9999 t9999"),
+        ("Observation?date:missing=true", ""),
     ],
     "canonical": [
         # without a version: the canonical in any version (and unversioned)

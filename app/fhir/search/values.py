@@ -7,6 +7,7 @@ applied to search input (see criteria.py), so the two always agree.
 
 from __future__ import annotations
 
+import calendar
 import functools
 import re
 import unicodedata
@@ -260,12 +261,11 @@ def date_range(value: str) -> tuple[int, int] | None:
 
 
 def _next_calendar(year: int, month: int | None, day: int | None) -> int:
-    if day:
-        return parse_instant(f"{year:04d}-{month:02d}-{day:02d}") + 86_400_000_000
-    if month:
-        nxt = (year + 1, 1) if month == 12 else (year, month + 1)
-        return parse_instant(f"{nxt[0]:04d}-{nxt[1]:02d}")
-    return parse_instant(f"{year + 1:04d}")
+    """The end of a date's year, month or day: the start of its last day plus a day (the
+    start of the next year is no datetime after 9999, and `9999` is a valid FHIR date)."""
+    month = month or 12
+    day = day or calendar.monthrange(year, month)[1]
+    return parse_instant(f"{year:04d}-{month:02d}-{day:02d}") + 86_400_000_000
 
 
 # ------------------------------------------------------------------ number, quantity, uri
