@@ -166,6 +166,16 @@ BAD_MODIFIERS = [
     ("Patient", "family:nosuchmodifier", "x", "invalid", "family:nosuchmodifier"),
     ("Patient", "_id:text", "x", "not-supported", "_id:text"),  # means nothing on an id
     ("Patient", "name:in", "x", "not-supported", "name:in"),  # FHIR's, not supported here
+    # :of-type is defined for Identifier elements only (a code, a CodeableConcept: refused)
+    ("Patient", "gender:of-type", "urn:x|MR|male", "not-supported", "gender:of-type"),
+    ("Observation", "code:of-type", "urn:x|MR|c", "not-supported", "code:of-type"),
+    (
+        "Observation",
+        "subject.gender:of-type",
+        "urn:x|MR|c",
+        "not-supported",
+        "subject.gender:of-type",
+    ),
     ("Observation", "subject:Foo", "x", "invalid", "subject:Foo"),  # not a type
     ("Observation", "subject:Organization", "x", "invalid", "subject:Organization"),
     ("Observation", "subject:Organization.name", "x", "invalid", "subject:Organization"),

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode
 from app.errors import InvalidRequest
 from app.fhir import bindings
 from app.fhir.search.definitions import SearchParamDef, params_for
+from app.fhir.search.element_types import may_return
 from app.fhir.search.implied import implied_system
 from app.fhir.search.indexer import composite_kinds, indexed_param
 
@@ -45,6 +46,7 @@ RESOURCE_COLUMN_MODIFIERS = {"_id": {"not", "missing"}, "_lastUpdated": {"missin
 # is "not-supported"; anything else is simply invalid.
 FHIR_MODIFIERS = {"missing", "exact", "contains", "text", "not", "above", "below", "in",
                   "not-in", "of-type", "identifier"}  # fmt: skip
+IDENTIFIER = frozenset({"Identifier"})
 
 
 class UnsupportedParameter(InvalidRequest):
@@ -292,6 +294,8 @@ def _check_modifier(
         _check_target(rtype, name, param, modifier)
         return
     allowed = RESOURCE_COLUMN_MODIFIERS.get(name) or MODIFIERS.get(kind.split(":")[0], set())
+    if modifier == "of-type" and not may_return(rtype, name, IDENTIFIER):
+        allowed = set()  # R4 search, token: :of-type is for Identifier elements only
     if modifier not in allowed:
         raise UnsupportedModifier(
             f"the '{name}' parameter has the modifier '{modifier}', which is not supported "
