@@ -116,6 +116,21 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
             ("151", 151),
         )  # fmt: skip
     },
+    # Money: its currency is a code of urn:iso:std:iso:4217
+    "money": {
+        label: {
+            "resourceType": "ChargeItem",
+            "status": "billable",
+            "code": {"text": "money"},
+            "subject": {"reference": "Patient/money"},
+            "priceOverride": {"value": value, "currency": currency},
+        }
+        for label, value, currency in (
+            ("eur", 12.5, "EUR"),
+            ("usd", 12.5, "USD"),
+            ("eur40", 40, "EUR"),
+        )
+    },
     # the last dates FHIR can write (a year is 4 digits): their end is no Python datetime
     "far-dates": {
         label: {
@@ -183,6 +198,14 @@ CASES: dict[str, list[tuple[str, str]]] = {
         (f"Patient?identifier=http://example.org/long|{LONG_VALUE}", "person"),
         (f"Patient?identifier={LONG_VALUE}", "person"),
         (f"ValueSet?url={LONG_URL}", "valueset"),
+    ],
+    "money": [
+        ("ChargeItem?price-override=12.5|urn:iso:std:iso:4217|EUR", "eur"),
+        ("ChargeItem?price-override=12.5||EUR", "eur"),
+        ("ChargeItem?price-override=gt10|urn:iso:std:iso:4217|EUR", "eur eur40"),
+        ("ChargeItem?price-override=gt10|urn:iso:std:iso:4217|", "eur usd eur40"),
+        ("ChargeItem?price-override=12.5|http://unitsofmeasure.org|EUR", ""),
+        ("ChargeItem?price-override=12.5", "eur usd"),
     ],
     "far-dates": [
         ("Observation?date=9999", "y9999 m9999 d9999 t9999"),

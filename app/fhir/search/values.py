@@ -313,7 +313,18 @@ def quantity_values(nodes: list[Any]) -> Iterator[Qty]:
         if isinstance(value, int | Decimal) and not isinstance(value, bool):
             code = _str(node.get("code")) or _str(node.get("currency"))
             unit = _str(node.get("unit"))
-            yield bounded(Decimal(value)), _str(node.get("system")), capped_code(code), unit
+            yield bounded(Decimal(value)), _quantity_system(node), capped_code(code), unit
+
+
+# Money's currency is an ISO 4217 code, which a Quantity names by this system (R4 datatypes,
+# MoneyQuantity): so `price=12.5|urn:iso:std:iso:4217|EUR` finds Money{12.5, EUR}.
+ISO_4217 = "urn:iso:std:iso:4217"
+
+
+def _quantity_system(node: dict[str, Any]) -> str | None:
+    if isinstance(node.get("currency"), str):
+        return ISO_4217
+    return _str(node.get("system"))
 
 
 def uri_values(nodes: list[Any]) -> Iterator[str]:
