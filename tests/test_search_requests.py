@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -303,3 +303,57 @@ def test_post_search_needs_a_form(world: World) -> None:
     )
     assert empty.status_code == 200, empty.text
     assert labels_of(world, empty.json()) == ["pd"]
+
+
+# =========================================================================== size
+
+
+def test_a_value_list_as_long_as_a_search_takes_is_answered(world: World) -> None:
+    """999 alternatives of one parameter and the scenario's tag (1,000 values: as many as a
+    search takes; a value set's codes, a list of patients): SQLite refused the flat
+    `a OR b OR ...` of that many (expression tree deeper than 1,000), a 500. Each kind of
+    condition: token, token with system, string, date, reference, quantity, _has."""
+    loaded = world.load("refs", SCENARIOS)
+    pa = loaded.ids["pa"][1]
+    cases = [
+        ("/Patient", "gender", [f"nosuch{i}" for i in range(998)] + ["female"], ["pa"]),
+        ("/Patient", "identifier", [f"urn:x|{i}" for i in range(999)], []),
+        ("/Patient", "name", [f"nosuch{i}" for i in range(998)] + ["smithy"], ["pa", "pb", "pc"]),
+        ("/Patient", "birthdate", [f"ge1900-01-{i % 28 + 1:02d}" for i in range(999)], []),
+        ("/Observation", "value-quantity", [f"{i}||mg" for i in range(999)], []),
+        ("/Patient", "_has:Observation:subject:code", [f"c{i}" for i in range(999)], []),
+    ]
+    for path, key, values, expected in cases:
+        response = post_search(world, path, urlencode([(key, ",".join(values)), loaded.scope]))
+        assert response.status_code == 200, (key, response.text[:300])
+        if path == "/Patient":
+            assert labels_of(world, response.json()) == expected, key
+    reference = [f"Patient/nosuch{i}" for i in range(998)] + [f"Patient/{pa}"]
+    response = post_search(
+        world, "/Observation", urlencode([("subject", ",".join(reference)), loaded.scope])
+    )
+    assert response.status_code == 200, response.text[:300]
+
+
+@pytest.mark.parametrize(
+    ("pairs", "expression"),
+    [
+        ([("gender", ",".join(["male"] * 1001))], "gender"),
+        ([("name", ",".join(["x"] * 600)), ("family", ",".join(["y"] * 401))], "family"),
+        ([("_tag", f"urn:t|{i}") for i in range(51)], "_tag"),
+        ([("_sort", ",".join(["birthdate"] * 11))], "_sort"),
+    ],
+    ids=["values", "values-in-all", "criteria", "sort-keys"],
+)
+@pytest.mark.parametrize("prefer", [{}, STRICT], ids=["lenient", "strict"])
+def test_a_search_too_large_is_refused(
+    world: World, pairs: list[tuple[str, str]], expression: str, prefer: dict[str, str]
+) -> None:
+    """Beyond limits.py's bounds (50 criteria, 1,000 values, 10 sort keys): 400 too-costly,
+    located in the parameter that crossed the bound, and never a 500 or a minute's work."""
+    response = world.http.post(
+        "/Patient/_search", content=urlencode(pairs), headers={**FORM, **prefer}
+    )
+    assert response.status_code == 400, response.text[:300]
+    issue = response.json()["issue"][0]
+    assert (issue["code"], issue["expression"]) == ("too-costly", [expression])

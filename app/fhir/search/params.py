@@ -18,6 +18,7 @@ from app.fhir.search.definitions import SearchParamDef, params_for
 from app.fhir.search.element_types import may_return
 from app.fhir.search.implied import implied_system
 from app.fhir.search.indexer import composite_kinds, indexed_param
+from app.fhir.search.limits import check_size
 
 RESULT_PARAMS = {
     "_count", "_sort", "_total", "_summary", "_elements", "_page", "_format", "_pretty",
@@ -177,6 +178,7 @@ class SearchParams:
                         raise
                     ignored.append(key)
         sort = _sort_param(rtype, shaping.get("_sort"))
+        check_size([(c.key(), len(c.leaf().values)) for c in criteria], len(sort))
         if shaping.get("_summary") == "text" and includes:
             # R4 search 3.1.1.5.8: _include and _revinclude cannot be mixed with _summary=text.
             key = "_revinclude" if includes[0].reverse else "_include"
