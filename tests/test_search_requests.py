@@ -335,24 +335,56 @@ def test_a_value_list_as_long_as_a_search_takes_is_answered(world: World) -> Non
     assert response.status_code == 200, response.text[:300]
 
 
+# 5 links, one type each: 2 ** 5 = 32 branches (stored and contained at every link)
+DEEPEST = "organization.partof.partof.partof.partof.name"
+HAS_DEEPEST = "_has:Organization:partof:" * 4 + "_has:Patient:organization:name"
+
+
+def test_a_chain_as_deep_as_a_search_takes_is_answered(world: World) -> None:
+    loaded = world.load("refs", SCENARIOS)
+    for path, key in (("/Patient", DEEPEST), ("/Organization", HAS_DEEPEST)):
+        response = post_search(world, path, urlencode([(key, "smithy"), loaded.scope]))
+        assert response.status_code == 200, (key, response.text[:300])
+        assert not entries(response.json(), "match")
+
+
+TOO_DEEP = DEEPEST.replace("organization.", "organization.partof.")
+HAS_TOO_DEEP = "_has:Organization:partof:" + HAS_DEEPEST
+
+
 @pytest.mark.parametrize(
-    ("pairs", "expression"),
+    ("path", "pairs", "expression"),
     [
-        ([("gender", ",".join(["male"] * 1001))], "gender"),
-        ([("name", ",".join(["x"] * 600)), ("family", ",".join(["y"] * 401))], "family"),
-        ([("_tag", f"urn:t|{i}") for i in range(51)], "_tag"),
-        ([("_sort", ",".join(["birthdate"] * 11))], "_sort"),
+        ("Patient", [("gender", ",".join(["male"] * 1001))], "gender"),
+        ("Patient", [("name", ",".join(["x"] * 600)), ("family", ",".join(["y"] * 401))], "family"),
+        ("Patient", [("_tag", f"urn:t|{i}") for i in range(65)], "_tag"),
+        ("Patient", [(DEEPEST, "x"), (DEEPEST, "y"), ("gender", "male")], "gender"),  # 32+32+1
+        ("Patient", [(TOO_DEEP, "x")], TOO_DEEP),
+        ("Organization", [(HAS_TOO_DEEP, "x")], HAS_TOO_DEEP),
+        ("Patient", [(DEEPEST, ",".join(["x"] * 32))], DEEPEST),  # once per branch: 32 * 32
+        ("Patient", [("_sort", ",".join(["birthdate"] * 11))], "_sort"),
     ],
-    ids=["values", "values-in-all", "criteria", "sort-keys"],
+    ids=[
+        "values",
+        "values-in-all",
+        "criteria",
+        "chain-branches",
+        "chain-depth",
+        "has-depth",
+        "chain-values",
+        "sort-keys",
+    ],  # fmt: skip
 )
 @pytest.mark.parametrize("prefer", [{}, STRICT], ids=["lenient", "strict"])
 def test_a_search_too_large_is_refused(
-    world: World, pairs: list[tuple[str, str]], expression: str, prefer: dict[str, str]
-) -> None:
-    """Beyond limits.py's bounds (50 criteria, 1,000 values, 10 sort keys): 400 too-costly,
-    located in the parameter that crossed the bound, and never a 500 or a minute's work."""
+    world: World, path: str, pairs: list[tuple[str, str]], expression: str,
+    prefer: dict[str, str],
+) -> None:  # fmt: skip
+    """Beyond limits.py's bounds (64 branches, 5 links, 1,000 values, 10 sort keys): 400
+    too-costly, located in the parameter that crossed the bound; never a 500, a minute's work
+    or a server process of several GB (a chain ten links deep: 1,024 subqueries)."""
     response = world.http.post(
-        "/Patient/_search", content=urlencode(pairs), headers={**FORM, **prefer}
+        f"/{path}/_search", content=urlencode(pairs), headers={**FORM, **prefer}
     )
     assert response.status_code == 400, response.text[:300]
     issue = response.json()["issue"][0]

@@ -178,7 +178,7 @@ class SearchParams:
                         raise
                     ignored.append(key)
         sort = _sort_param(rtype, shaping.get("_sort"))
-        check_size([(c.key(), len(c.leaf().values)) for c in criteria], len(sort))
+        check_size(criteria, len(sort))
         if shaping.get("_summary") == "text" and includes:
             # R4 search 3.1.1.5.8: _include and _revinclude cannot be mixed with _summary=text.
             key = "_revinclude" if includes[0].reverse else "_include"
