@@ -131,6 +131,16 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
             ("eur40", 40, "EUR"),
         )
     },
+    # a leap second: valid FHIR (seconds 00-60), no Python datetime
+    "leap": {
+        label: {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "leap"},
+            "effectiveDateTime": value,
+        }
+        for label, value in (("leap", "2016-12-31T23:59:60Z"), ("after", "2017-01-01T00:00:00Z"))
+    },
     # the last dates FHIR can write (a year is 4 digits): their end is no Python datetime
     "far-dates": {
         label: {
@@ -206,6 +216,14 @@ CASES: dict[str, list[tuple[str, str]]] = {
         ("ChargeItem?price-override=gt10|urn:iso:std:iso:4217|", "eur usd eur40"),
         ("ChargeItem?price-override=12.5|http://unitsofmeasure.org|EUR", ""),
         ("ChargeItem?price-override=12.5", "eur usd"),
+    ],
+    "leap": [
+        ("Observation?date=2016-12-31", "leap"),
+        ("Observation?date=2016-12-31T23:59:60Z", "leap"),
+        ("Observation?date=2016-12-31T18:59:60-05:00", "leap"),
+        ("Observation?date=lt2017", "leap"),
+        ("Observation?date=2017", "after"),
+        ("Observation?date:missing=true", ""),
     ],
     "far-dates": [
         ("Observation?date=9999", "y9999 m9999 d9999 t9999"),

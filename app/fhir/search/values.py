@@ -251,6 +251,8 @@ def date_range(value: str) -> tuple[int, int] | None:
             month_number = int(month) if month else None
             day_number = int(day) if day else None
             return low, _next_calendar(int(year), month_number, day_number)
+        if second == "60":  # a leap second (FHIR allows it; Python has none)
+            return _leap_second(f"{value.strip()[:17]}59{zone or 'Z'}")
         low = parse_instant(value if zone else value + "Z")
     except ValueError:
         return None
@@ -258,6 +260,13 @@ def date_range(value: str) -> tuple[int, int] | None:
         digits = len(fraction) - 1
         return low, low + max(1, 10 ** max(0, 6 - digits))
     return low, low + (1_000_000 if second else 60_000_000)
+
+
+def _leap_second(second_before: str) -> tuple[int, int]:
+    """23:59:60 is the last moment of its minute: the last microsecond of 23:59:59 (time in
+    microseconds since 1970, like POSIX time, has no place of its own for it)."""
+    end = parse_instant(second_before) + 1_000_000
+    return end - 1, end
 
 
 def _next_calendar(year: int, month: int | None, day: int | None) -> int:
