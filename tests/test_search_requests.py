@@ -8,6 +8,7 @@ with the scenario's ``_tag``).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -389,3 +390,41 @@ def test_a_search_too_large_is_refused(
     assert response.status_code == 400, response.text[:300]
     issue = response.json()["issue"][0]
     assert (issue["code"], issue["expression"]) == ("too-costly", [expression])
+
+
+# =========================================================================== NUL
+
+
+NUL_PAGE = base64.urlsafe_b64encode(b'{"dir": "next", "at": ["b\\u0000"]}').decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("path", "pairs", "expression"),
+    [
+        ("/Patient", [("name", "a\x00b")], "name"),
+        ("/Patient", [("_id", "a\x00b")], "_id"),
+        ("/Patient", [("identifier", "urn:x|a\x00b")], "identifier"),
+        ("/Observation", [("subject:Patient.name", "a\x00b")], "subject:Patient.name"),
+        (
+            "/Patient",
+            [("_has:Observation:subject:code", "a\x00b")],
+            "_has:Observation:subject:code",
+        ),
+        ("/Patient", [("na\x00me", "x")], "na%00me"),
+        ("/Patient", [("_page", NUL_PAGE)], "_page"),
+        ("/Patient/a%00b", [], "Patient/a%00b"),
+        ("/Patient/a%00b/_history", [], "Patient/a%00b/_history"),
+    ],
+    ids=["string", "id", "token", "chain", "has", "key", "page", "read", "history"],
+)
+def test_a_nul_character_is_a_bad_request(
+    world: World, path: str, pairs: list[tuple[str, str]], expression: str
+) -> None:
+    """%00 in a search value, a parameter name, a paging token or an id: PostgreSQL cannot
+    take text holding NUL, and each was a 500 there; no FHIR value holds one (writes refuse
+    control characters), so it is a 400 naming where it was."""
+    response = world.http.get(path, params=pairs)
+    assert response.status_code == 400, response.text[:300]
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == [expression]
+    assert "\x00" not in response.text

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from app.errors import InvalidRequest
 from app.fhir import bindings
+from app.fhir.nul import refuse_nul
 from app.fhir.search.definitions import SearchParamDef, params_for
 from app.fhir.search.element_types import may_return
 from app.fhir.search.implied import implied_system
@@ -160,6 +161,7 @@ class SearchParams:
         shaping: dict[str, str] = {}
         includes: list[Include] = []
         for key, value in pairs:
+            refuse_nul(key + value, key)
             base = key.split(":")[0]
             if base == "_query":
                 raise _named_query_refused(value)
@@ -483,7 +485,9 @@ def encode_cursor(cursor: dict[str, object]) -> str:
 def decode_cursor(token: str) -> dict[str, object]:
     try:
         padded = token + "=" * (-len(token) % 4)
-        cursor = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        raw = base64.urlsafe_b64decode(padded.encode())
+        refuse_nul(raw.decode().replace("\\u0000", "\x00"), "_page")
+        cursor = json.loads(raw)
     except (ValueError, json.JSONDecodeError) as exc:
         raise InvalidRequest("_page is not a valid paging token", expression="_page") from exc
     if not isinstance(cursor, dict):
