@@ -342,6 +342,11 @@ FORGED_CURSORS = [
     ({"_sort": "-_lastUpdated"}, {"dir": "prev", "at": ["zz", "a"]}),
     ({"_sort": "family"}, {"dir": "next", "at": [5, "a"]}),
     ({"_sort": "family"}, {"dir": "next", "at": ["a"]}),  # one key short
+    # beyond a bigint (PostgreSQL: a 500) or the index's numeric bounds
+    ({"_sort": "birthdate"}, {"dir": "next", "at": [10**30, "a"]}),
+    ({"_sort": "-_lastUpdated"}, {"dir": "next", "at": [-(10**30), "a"]}),
+    ({"_sort": "price-override"}, {"dir": "next", "at": [{"decimal": "1e999999"}, "a"]}),
+    ({"_sort": "price-override"}, {"dir": "next", "at": [{"decimal": "-1e-999999"}, "a"]}),
 ]
 
 
@@ -350,9 +355,10 @@ def test_a_forged_cursor_is_refused(
     world: World, sort: dict[str, str], forged: dict[str, Any]
 ) -> None:
     """_page is the client's to send back: one that no search wrote is a 400, not a 500."""
-    loaded = world.load("shaping", SCENARIOS)
+    path = "/ChargeItem" if sort.get("_sort") == "price-override" else "/Patient"
+    loaded = world.load("money" if path == "/ChargeItem" else "shaping", SCENARIOS)
     pairs = [*sort.items(), loaded.scope, ("_page", _cursor(forged))]
-    response = world.http.get("/Patient", params=pairs)
+    response = world.http.get(path, params=pairs)
     assert response.status_code == 400, response.text
     assert response.json()["issue"][0]["expression"] == ["_page"]
 
