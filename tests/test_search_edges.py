@@ -314,6 +314,10 @@ BAD_VALUES = [
     ("Observation", "subject:Patient.birthdate", "1980-02-30", "subject:Patient.birthdate"),
     ("Observation", "_sort", "-", "_sort"),
     ("Observation", "_sort", "date,nosuch", "_sort"),
+    # `|` alone names neither a system nor a code (it matched every row without a system)
+    ("Observation", "code", "|", "code"),
+    ("Patient", "identifier", "x,|", "identifier"),
+    ("Observation", "subject:Patient.identifier", "|", "subject:Patient.identifier"),
 ]
 
 

@@ -197,6 +197,8 @@ def _token(value: str, modifier: str | None, _base: str) -> Plan:
     if len(parts) == 1:
         return _eq("code", _as_indexed(parts[0]))
     system, code = _as_indexed(parts[0]), _as_indexed("|".join(parts[1:]))
+    if not system and not code:  # `|` alone: it matched every row without a system
+        raise InvalidRequest(f"'{value}' names neither a system nor a code")
     conditions = [("null", "system") if system == "" else _eq("system", system)]
     if code:
         conditions.append(_eq("code", code))
