@@ -318,6 +318,11 @@ BAD_VALUES = [
     ("Observation", "code", "|", "code"),
     ("Patient", "identifier", "x,|", "identifier"),
     ("Observation", "subject:Patient.identifier", "|", "subject:Patient.identifier"),
+    # nothing left once folded (it matched every name, as if the criterion were absent)
+    ("Patient", "name", " ", "name"),
+    ("Patient", "family:contains", "  ", "family:contains"),
+    ("Patient", "given", "\u0301", "given"),  # a combining accent alone
+    ("Observation", "code:text", " ", "code:text"),
 ]
 
 

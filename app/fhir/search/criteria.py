@@ -186,7 +186,7 @@ def unescape(value: str) -> str:
 
 def _token(value: str, modifier: str | None, _base: str) -> Plan:
     if modifier == "text":
-        text = values.normalize(unescape(value))
+        text = _folded(unescape(value))
         return ("like", "display", Value(f"%{_like_escape(text)}%"))
     parts = split_token(value)
     if modifier == "of-type":
@@ -217,10 +217,20 @@ def _string(value: str, modifier: str | None, _base: str) -> Plan:
     value = unescape(value)
     if modifier == "exact":
         return _eq("exact", values.canonical_text(value))
-    normalized = values.capped(values.normalize(value))  # as indexed
+    normalized = _folded(value)
     if modifier == "contains":
         return ("like", "value", Value(f"%{_like_escape(normalized)}%"))
     return _prefix_range("value", normalized)
+
+
+def _folded(value: str) -> str:
+    """The value as string search compares it (values.normalize, cut as indexed). One that
+    folds to nothing (spaces, combining accents alone) matched every value: a criterion
+    silently dropped, as `name=` would be; it is refused like that one."""
+    folded = values.capped(values.normalize(value))
+    if not folded:
+        raise InvalidRequest(f"'{value}' has nothing to search for (spaces or accents only)")
+    return folded
 
 
 def _uri(value: str, modifier: str | None, _base: str) -> Plan:
