@@ -26,20 +26,21 @@ MAX_SORT_KEYS = 10
 def check_size(criteria: tuple[Criterion, ...] | list[Criterion], sort_keys: int) -> None:
     branches = values = 0
     for criterion in criteria:
-        key = criterion.key()
         if depth(criterion) > MAX_DEPTH:
-            raise _too_costly(f"a chain or _has goes at most {MAX_DEPTH} links deep", key)
+            raise _too_costly(
+                f"a chain or _has goes at most {MAX_DEPTH} links deep", criterion.key()
+            )
         count = leaves(criterion)
         branches += count
         if branches > MAX_BRANCHES:
             raise _too_costly(
                 f"a search takes at most {MAX_BRANCHES} criteria (a chain counts one per "
                 "resource type it reaches at each link, twice: stored and contained)",
-                key,
+                criterion.key(),
             )
         values += count * len(criterion.leaf().values)
         if values > MAX_VALUES:
-            raise _too_costly(f"a search takes at most {MAX_VALUES} values in all", key)
+            raise _too_costly(f"a search takes at most {MAX_VALUES} values in all", criterion.key())
     if sort_keys > MAX_SORT_KEYS:
         raise _too_costly(f"_sort takes at most {MAX_SORT_KEYS} keys", "_sort")
 
