@@ -318,6 +318,7 @@ BAD_VALUES = [
     ("Observation", "code", "|", "code"),
     ("Patient", "identifier", "x,|", "identifier"),
     ("Observation", "subject:Patient.identifier", "|", "subject:Patient.identifier"),
+    ("Observation", "subject:identifier", "|", "subject:identifier"),
     # nothing left once folded (it matched every name, as if the criterion were absent)
     ("Patient", "name", " ", "name"),
     ("Patient", "family:contains", "  ", "family:contains"),

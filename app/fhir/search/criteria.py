@@ -274,8 +274,11 @@ def _reference(value: str, modifier: str | None, base_url: str) -> Plan:
         parts = split_token(value)
         if len(parts) == 1:
             return _eq("identifier_value", parts[0])
+        given = "|".join(parts[1:])
+        if not parts[0] and not given:  # as for a token: `|` alone matched every reference
+            raise InvalidRequest("'|' names neither a system nor a value")
         system = _eq("identifier_system", parts[0]) if parts[0] else ("null", "identifier_system")
-        return _and(system, _eq("identifier_value", parts[1])) if parts[1] else system
+        return _and(system, _eq("identifier_value", given)) if given else system
     local = local_plan(base_url)
     if modifier:  # :[Type]
         return _and(_eq("target_type", modifier), _eq("target_id", value), local)
