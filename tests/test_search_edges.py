@@ -116,6 +116,47 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
             ("151", 151),
         )  # fmt: skip
     },
+    # Money: its currency is a code of urn:iso:std:iso:4217
+    "money": {
+        label: {
+            "resourceType": "ChargeItem",
+            "status": "billable",
+            "code": {"text": "money"},
+            "subject": {"reference": "Patient/money"},
+            "priceOverride": {"value": value, "currency": currency},
+        }
+        for label, value, currency in (
+            ("eur", 12.5, "EUR"),
+            ("usd", 12.5, "USD"),
+            ("eur40", 40, "EUR"),
+        )
+    },
+    # a leap second: valid FHIR (seconds 00-60), no Python datetime
+    "leap": {
+        label: {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "leap"},
+            "effectiveDateTime": value,
+        }
+        for label, value in (("leap", "2016-12-31T23:59:60Z"), ("after", "2017-01-01T00:00:00Z"))
+    },
+    # the last dates FHIR can write (a year is 4 digits): their end is no Python datetime
+    "far-dates": {
+        label: {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "far"},
+            "effectiveDateTime": value,
+        }
+        for label, value in (
+            ("y9999", "9999"),
+            ("m9999", "9999-12"),
+            ("d9999", "9999-12-31"),
+            ("t9999", "9999-12-31T23:59:59Z"),
+            ("y2024", "2024"),
+        )  # fmt: skip
+    },
     "canonical": {
         "v2": answers(f"{QUESTIONNAIRE}|2.0"),
         "v3": answers(f"{QUESTIONNAIRE}|3.0"),
@@ -167,6 +208,31 @@ CASES: dict[str, list[tuple[str, str]]] = {
         (f"Patient?identifier=http://example.org/long|{LONG_VALUE}", "person"),
         (f"Patient?identifier={LONG_VALUE}", "person"),
         (f"ValueSet?url={LONG_URL}", "valueset"),
+    ],
+    "money": [
+        ("ChargeItem?price-override=12.5|urn:iso:std:iso:4217|EUR", "eur"),
+        ("ChargeItem?price-override=12.5||EUR", "eur"),
+        ("ChargeItem?price-override=gt10|urn:iso:std:iso:4217|EUR", "eur eur40"),
+        ("ChargeItem?price-override=gt10|urn:iso:std:iso:4217|", "eur usd eur40"),
+        ("ChargeItem?price-override=12.5|http://unitsofmeasure.org|EUR", ""),
+        ("ChargeItem?price-override=12.5", "eur usd"),
+    ],
+    "leap": [
+        ("Observation?date=2016-12-31", "leap"),
+        ("Observation?date=2016-12-31T23:59:60Z", "leap"),
+        ("Observation?date=2016-12-31T18:59:60-05:00", "leap"),
+        ("Observation?date=lt2017", "leap"),
+        ("Observation?date=2017", "after"),
+        ("Observation?date:missing=true", ""),
+    ],
+    "far-dates": [
+        ("Observation?date=9999", "y9999 m9999 d9999 t9999"),
+        ("Observation?date=9999-12", "m9999 d9999 t9999"),
+        ("Observation?date=9999-12-31", "d9999 t9999"),
+        ("Observation?date=lt9999", "y2024"),
+        ("Observation?date=ge9999-12", "m9999 d9999 t9999"),  # 9999 ends when 9999-12 does
+        ("Observation?date=sa2024", "y9999 m9999 d9999 t9999"),
+        ("Observation?date:missing=true", ""),
     ],
     "canonical": [
         # without a version: the canonical in any version (and unversioned)
@@ -248,6 +314,16 @@ BAD_VALUES = [
     ("Observation", "subject:Patient.birthdate", "1980-02-30", "subject:Patient.birthdate"),
     ("Observation", "_sort", "-", "_sort"),
     ("Observation", "_sort", "date,nosuch", "_sort"),
+    # `|` alone names neither a system nor a code (it matched every row without a system)
+    ("Observation", "code", "|", "code"),
+    ("Patient", "identifier", "x,|", "identifier"),
+    ("Observation", "subject:Patient.identifier", "|", "subject:Patient.identifier"),
+    ("Observation", "subject:identifier", "|", "subject:identifier"),
+    # nothing left once folded (it matched every name, as if the criterion were absent)
+    ("Patient", "name", " ", "name"),
+    ("Patient", "family:contains", "  ", "family:contains"),
+    ("Patient", "given", "\u0301", "given"),  # a combining accent alone
+    ("Observation", "code:text", " ", "code:text"),
 ]
 
 
@@ -276,6 +352,11 @@ FORGED_CURSORS = [
     ({"_sort": "-_lastUpdated"}, {"dir": "prev", "at": ["zz", "a"]}),
     ({"_sort": "family"}, {"dir": "next", "at": [5, "a"]}),
     ({"_sort": "family"}, {"dir": "next", "at": ["a"]}),  # one key short
+    # beyond a bigint (PostgreSQL: a 500) or the index's numeric bounds
+    ({"_sort": "birthdate"}, {"dir": "next", "at": [10**30, "a"]}),
+    ({"_sort": "-_lastUpdated"}, {"dir": "next", "at": [-(10**30), "a"]}),
+    ({"_sort": "price-override"}, {"dir": "next", "at": [{"decimal": "1e999999"}, "a"]}),
+    ({"_sort": "price-override"}, {"dir": "next", "at": [{"decimal": "-1e-999999"}, "a"]}),
 ]
 
 
@@ -284,9 +365,10 @@ def test_a_forged_cursor_is_refused(
     world: World, sort: dict[str, str], forged: dict[str, Any]
 ) -> None:
     """_page is the client's to send back: one that no search wrote is a 400, not a 500."""
-    loaded = world.load("shaping", SCENARIOS)
+    path = "/ChargeItem" if sort.get("_sort") == "price-override" else "/Patient"
+    loaded = world.load("money" if path == "/ChargeItem" else "shaping", SCENARIOS)
     pairs = [*sort.items(), loaded.scope, ("_page", _cursor(forged))]
-    response = world.http.get("/Patient", params=pairs)
+    response = world.http.get(path, params=pairs)
     assert response.status_code == 400, response.text
     assert response.json()["issue"][0]["expression"] == ["_page"]
 

@@ -8,9 +8,10 @@ with the scenario's ``_tag``).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -166,6 +167,16 @@ BAD_MODIFIERS = [
     ("Patient", "family:nosuchmodifier", "x", "invalid", "family:nosuchmodifier"),
     ("Patient", "_id:text", "x", "not-supported", "_id:text"),  # means nothing on an id
     ("Patient", "name:in", "x", "not-supported", "name:in"),  # FHIR's, not supported here
+    # :of-type is defined for Identifier elements only (a code, a CodeableConcept: refused)
+    ("Patient", "gender:of-type", "urn:x|MR|male", "not-supported", "gender:of-type"),
+    ("Observation", "code:of-type", "urn:x|MR|c", "not-supported", "code:of-type"),
+    (
+        "Observation",
+        "subject.gender:of-type",
+        "urn:x|MR|c",
+        "not-supported",
+        "subject.gender:of-type",
+    ),
     ("Observation", "subject:Foo", "x", "invalid", "subject:Foo"),  # not a type
     ("Observation", "subject:Organization", "x", "invalid", "subject:Organization"),
     ("Observation", "subject:Organization.name", "x", "invalid", "subject:Organization"),
@@ -293,3 +304,127 @@ def test_post_search_needs_a_form(world: World) -> None:
     )
     assert empty.status_code == 200, empty.text
     assert labels_of(world, empty.json()) == ["pd"]
+
+
+# =========================================================================== size
+
+
+def test_a_value_list_as_long_as_a_search_takes_is_answered(world: World) -> None:
+    """999 alternatives of one parameter and the scenario's tag (1,000 values: as many as a
+    search takes; a value set's codes, a list of patients): SQLite refused the flat
+    `a OR b OR ...` of that many (expression tree deeper than 1,000), a 500. Each kind of
+    condition: token, token with system, string, date, reference, quantity, _has."""
+    loaded = world.load("refs", SCENARIOS)
+    pa = loaded.ids["pa"][1]
+    cases = [
+        ("/Patient", "gender", [f"nosuch{i}" for i in range(998)] + ["female"], ["pa"]),
+        ("/Patient", "identifier", [f"urn:x|{i}" for i in range(999)], []),
+        ("/Patient", "name", [f"nosuch{i}" for i in range(998)] + ["smithy"], ["pa", "pb", "pc"]),
+        ("/Patient", "birthdate", [f"ge1900-01-{i % 28 + 1:02d}" for i in range(999)], []),
+        ("/Observation", "value-quantity", [f"{i}||mg" for i in range(999)], []),
+        ("/Patient", "_has:Observation:subject:code", [f"c{i}" for i in range(999)], []),
+    ]
+    for path, key, values, expected in cases:
+        response = post_search(world, path, urlencode([(key, ",".join(values)), loaded.scope]))
+        assert response.status_code == 200, (key, response.text[:300])
+        if path == "/Patient":
+            assert labels_of(world, response.json()) == expected, key
+    reference = [f"Patient/nosuch{i}" for i in range(998)] + [f"Patient/{pa}"]
+    response = post_search(
+        world, "/Observation", urlencode([("subject", ",".join(reference)), loaded.scope])
+    )
+    assert response.status_code == 200, response.text[:300]
+
+
+# 5 links, one type each: 2 ** 5 = 32 branches (stored and contained at every link)
+DEEPEST = "organization.partof.partof.partof.partof.name"
+HAS_DEEPEST = "_has:Organization:partof:" * 4 + "_has:Patient:organization:name"
+
+
+def test_a_chain_as_deep_as_a_search_takes_is_answered(world: World) -> None:
+    loaded = world.load("refs", SCENARIOS)
+    for path, key in (("/Patient", DEEPEST), ("/Organization", HAS_DEEPEST)):
+        response = post_search(world, path, urlencode([(key, "smithy"), loaded.scope]))
+        assert response.status_code == 200, (key, response.text[:300])
+        assert not entries(response.json(), "match")
+
+
+TOO_DEEP = DEEPEST.replace("organization.", "organization.partof.")
+HAS_TOO_DEEP = "_has:Organization:partof:" + HAS_DEEPEST
+
+
+@pytest.mark.parametrize(
+    ("path", "pairs", "expression"),
+    [
+        ("Patient", [("gender", ",".join(["male"] * 1001))], "gender"),
+        ("Patient", [("name", ",".join(["x"] * 600)), ("family", ",".join(["y"] * 401))], "family"),
+        ("Patient", [("_tag", f"urn:t|{i}") for i in range(65)], "_tag"),
+        ("Patient", [(DEEPEST, "x"), (DEEPEST, "y"), ("gender", "male")], "gender"),  # 32+32+1
+        ("Patient", [(TOO_DEEP, "x")], TOO_DEEP),
+        ("Organization", [(HAS_TOO_DEEP, "x")], HAS_TOO_DEEP),
+        ("Patient", [(DEEPEST, ",".join(["x"] * 32))], DEEPEST),  # once per branch: 32 * 32
+        ("Patient", [("_sort", ",".join(["birthdate"] * 11))], "_sort"),
+    ],
+    ids=[
+        "values",
+        "values-in-all",
+        "criteria",
+        "chain-branches",
+        "chain-depth",
+        "has-depth",
+        "chain-values",
+        "sort-keys",
+    ],  # fmt: skip
+)
+@pytest.mark.parametrize("prefer", [{}, STRICT], ids=["lenient", "strict"])
+def test_a_search_too_large_is_refused(
+    world: World, path: str, pairs: list[tuple[str, str]], expression: str,
+    prefer: dict[str, str],
+) -> None:  # fmt: skip
+    """Beyond limits.py's bounds (64 branches, 5 links, 1,000 values, 10 sort keys): 400
+    too-costly, located in the parameter that crossed the bound; never a 500, a minute's work
+    or a server process of several GB (a chain ten links deep: 1,024 subqueries)."""
+    response = world.http.post(
+        f"/{path}/_search", content=urlencode(pairs), headers={**FORM, **prefer}
+    )
+    assert response.status_code == 400, response.text[:300]
+    issue = response.json()["issue"][0]
+    assert (issue["code"], issue["expression"]) == ("too-costly", [expression])
+
+
+# =========================================================================== NUL
+
+
+NUL_PAGE = base64.urlsafe_b64encode(b'{"dir": "next", "at": ["b\\u0000"]}').decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("path", "pairs", "expression"),
+    [
+        ("/Patient", [("name", "a\x00b")], "name"),
+        ("/Patient", [("_id", "a\x00b")], "_id"),
+        ("/Patient", [("identifier", "urn:x|a\x00b")], "identifier"),
+        ("/Observation", [("subject:Patient.name", "a\x00b")], "subject:Patient.name"),
+        (
+            "/Patient",
+            [("_has:Observation:subject:code", "a\x00b")],
+            "_has:Observation:subject:code",
+        ),
+        ("/Patient", [("na\x00me", "x")], "na%00me"),
+        ("/Patient", [("_page", NUL_PAGE)], "_page"),
+        ("/Patient/a%00b", [], "Patient/a%00b"),
+        ("/Patient/a%00b/_history", [], "Patient/a%00b/_history"),
+    ],
+    ids=["string", "id", "token", "chain", "has", "key", "page", "read", "history"],
+)
+def test_a_nul_character_is_a_bad_request(
+    world: World, path: str, pairs: list[tuple[str, str]], expression: str
+) -> None:
+    """%00 in a search value, a parameter name, a paging token or an id: PostgreSQL cannot
+    take text holding NUL, and each was a 500 there; no FHIR value holds one (writes refuse
+    control characters), so it is a 400 naming where it was."""
+    response = world.http.get(path, params=pairs)
+    assert response.status_code == 400, response.text[:300]
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == [expression]
+    assert "\x00" not in response.text

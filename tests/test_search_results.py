@@ -416,6 +416,20 @@ def test_total_and_summary_count(world: World) -> None:
     assert none["total"] == 0 and not entries(none, "match")
 
 
+def test_count_zero_is_a_summary_count(world: World) -> None:
+    """R4 search.html#count: `_count=0` is treated as `_summary=count`: Bundle.total and no
+    entries, nor next/previous links (fhirpy and others count matches that way)."""
+    marker = uuid.uuid4().hex[:12]
+    make_patients(world.http, marker, ["Zero"] * 3)
+    scope = ("_tag", f"{SCOPE_SYSTEM}|{marker}")
+    bundle = get_bundle(world.http, "Patient", [scope, ("_count", "0")])
+    assert bundle["total"] == 3
+    assert not entries(bundle, "match")
+    assert [ln["relation"] for ln in bundle["link"]] == ["self"]
+    narrowed = get_bundle(world.http, "Patient", [scope, ("_count", "0"), ("_id", "nobody")])
+    assert narrowed["total"] == 0
+
+
 # =========================================================================== system search, POST
 
 

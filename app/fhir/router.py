@@ -16,6 +16,7 @@ from app.fhir import bundles, capability
 from app.fhir.exchange import FhirRequest, FhirResponse
 from app.fhir.history import HistoryCursor
 from app.fhir.instants import parse_http_date, parse_instant
+from app.fhir.nul import refuse_nul
 from app.fhir.search import SearchParams
 from app.fhir.search.params import (
     RESULT_PARAMS,
@@ -50,6 +51,7 @@ class FhirRouter:
 
     def handle(self, uow: UnitOfWork, request: FhirRequest) -> FhirResponse:
         segments = request.segments
+        refuse_nul("/".join(segments), request.path)
         method = request.method
         if not segments:
             if method != "GET":

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 
 from app.fhir.search.definitions import params_for
-from app.fhir.search.fhirpath import result_types, split_union
+from app.fhir.search.element_types import may_return
 from app.fhir.search.params import WILDCARD, WILDCARD_REVINCLUDE_SKIPS
 from app.fhir.search.sql import own_params
 from app.fhir.storage import UnitOfWork
@@ -62,14 +62,13 @@ def canonical_params(source_type: str, param: str) -> tuple[str, ...]:
     others hold Reference elements (subject, performer, ...; 438 of the 514 R4 reference
     parameters), and one more query per include and round found nothing for them. An
     expression whose types the compiler cannot tell counts as possibly canonical."""
-    found = []
-    for code, definition in params_for(source_type).items():
-        if definition.type != "reference" or param not in (WILDCARD, code):
-            continue
-        branches = [result_types(b, source_type) for b in split_union(definition.expression)]
-        if any(types is None or CANONICAL_TYPES & set(types) for types in branches):
-            found.append(code)
-    return tuple(found)
+    return tuple(
+        code
+        for code, definition in params_for(source_type).items()
+        if definition.type == "reference"
+        and param in (WILDCARD, code)
+        and may_return(source_type, code, CANONICAL_TYPES)
+    )
 
 
 def referring(

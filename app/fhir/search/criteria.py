@@ -186,7 +186,7 @@ def unescape(value: str) -> str:
 
 def _token(value: str, modifier: str | None, _base: str) -> Plan:
     if modifier == "text":
-        text = values.normalize(unescape(value))
+        text = _folded(unescape(value))
         return ("like", "display", Value(f"%{_like_escape(text)}%"))
     parts = split_token(value)
     if modifier == "of-type":
@@ -197,6 +197,8 @@ def _token(value: str, modifier: str | None, _base: str) -> Plan:
     if len(parts) == 1:
         return _eq("code", _as_indexed(parts[0]))
     system, code = _as_indexed(parts[0]), _as_indexed("|".join(parts[1:]))
+    if not system and not code:  # `|` alone: it matched every row without a system
+        raise InvalidRequest(f"'{value}' names neither a system nor a code")
     conditions = [("null", "system") if system == "" else _eq("system", system)]
     if code:
         conditions.append(_eq("code", code))
@@ -215,10 +217,20 @@ def _string(value: str, modifier: str | None, _base: str) -> Plan:
     value = unescape(value)
     if modifier == "exact":
         return _eq("exact", values.canonical_text(value))
-    normalized = values.capped(values.normalize(value))  # as indexed
+    normalized = _folded(value)
     if modifier == "contains":
         return ("like", "value", Value(f"%{_like_escape(normalized)}%"))
     return _prefix_range("value", normalized)
+
+
+def _folded(value: str) -> str:
+    """The value as string search compares it (values.normalize, cut as indexed). One that
+    folds to nothing (spaces, combining accents alone) matched every value: a criterion
+    silently dropped, as `name=` would be; it is refused like that one."""
+    folded = values.capped(values.normalize(value))
+    if not folded:
+        raise InvalidRequest(f"'{value}' has nothing to search for (spaces or accents only)")
+    return folded
 
 
 def _uri(value: str, modifier: str | None, _base: str) -> Plan:
@@ -262,8 +274,11 @@ def _reference(value: str, modifier: str | None, base_url: str) -> Plan:
         parts = split_token(value)
         if len(parts) == 1:
             return _eq("identifier_value", parts[0])
+        given = "|".join(parts[1:])
+        if not parts[0] and not given:  # as for a token: `|` alone matched every reference
+            raise InvalidRequest("'|' names neither a system nor a value")
         system = _eq("identifier_system", parts[0]) if parts[0] else ("null", "identifier_system")
-        return _and(system, _eq("identifier_value", parts[1])) if parts[1] else system
+        return _and(system, _eq("identifier_value", given)) if given else system
     local = local_plan(base_url)
     if modifier:  # :[Type]
         return _and(_eq("target_type", modifier), _eq("target_id", value), local)

@@ -2,8 +2,9 @@
 
 A cursor is a client-held token: a forged or damaged one must be a 400, never a database
 error (PostgreSQL refuses to compare a text column with a number, SQLite a value with a
-JSON object). Each position value must have its sort key's type: the resource id and text
-keys a string, dates and _lastUpdated an integer (µs), numbers and quantities a decimal.
+JSON object, and PostgreSQL's bigint and numeric overflow). Each position value must have
+its sort key's type: the resource id and text keys a string, dates and _lastUpdated an
+integer (µs) within the index's range, numbers and quantities a decimal within its bounds.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from app.errors import InvalidRequest
 from app.fhir.search.params import SearchParams, lookup
+from app.fhir.search.values import MAX_TIME, MIN_TIME, bounded
 
 DIRECTIONS = ("next", "prev")
 
@@ -51,11 +53,14 @@ def _value(kind: str, value: Any) -> Any:
             number = Decimal(text) if isinstance(text, str) else None
         except InvalidOperation:
             number = None
-        if number is None or not number.is_finite():
+        # beyond what the index holds (values.bounded): PostgreSQL's numeric overflows
+        if number is None or not number.is_finite() or bounded(number) != number:
             raise _refused()
         return number
-    if kind == "date":
+    if kind == "date":  # within the index's sentinels, so within a bigint
         if not isinstance(value, int) or isinstance(value, bool):
+            raise _refused()
+        if not MIN_TIME <= value <= MAX_TIME:
             raise _refused()
         return value
     if not isinstance(value, str):

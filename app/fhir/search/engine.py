@@ -78,7 +78,8 @@ def search(
     shape = Shape(
         tuple(rtypes), base_url, form, params.sort, count,
         page="prev" if backwards else "next" if params.page else None,
-        total=params.total in ("accurate", "estimate") or params.summary == "count",
+        # R4 search.html#count: `_count=0` is treated as `_summary=count`
+        total=params.total in ("accurate", "estimate") or params.summary == "count" or count == 0,
     )  # fmt: skip
     if uow.row_filter is None:
         statements = _cached_statements(shape)

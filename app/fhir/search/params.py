@@ -14,9 +14,12 @@ from urllib.parse import parse_qsl, urlencode
 
 from app.errors import InvalidRequest
 from app.fhir import bindings
+from app.fhir.nul import refuse_nul
 from app.fhir.search.definitions import SearchParamDef, params_for
+from app.fhir.search.element_types import may_return
 from app.fhir.search.implied import implied_system
 from app.fhir.search.indexer import composite_kinds, indexed_param
+from app.fhir.search.limits import check_size
 
 RESULT_PARAMS = {
     "_count", "_sort", "_total", "_summary", "_elements", "_page", "_format", "_pretty",
@@ -45,6 +48,7 @@ RESOURCE_COLUMN_MODIFIERS = {"_id": {"not", "missing"}, "_lastUpdated": {"missin
 # is "not-supported"; anything else is simply invalid.
 FHIR_MODIFIERS = {"missing", "exact", "contains", "text", "not", "above", "below", "in",
                   "not-in", "of-type", "identifier"}  # fmt: skip
+IDENTIFIER = frozenset({"Identifier"})
 
 
 class UnsupportedParameter(InvalidRequest):
@@ -157,6 +161,7 @@ class SearchParams:
         shaping: dict[str, str] = {}
         includes: list[Include] = []
         for key, value in pairs:
+            refuse_nul(key + value, key)
             base = key.split(":")[0]
             if base == "_query":
                 raise _named_query_refused(value)
@@ -175,6 +180,7 @@ class SearchParams:
                         raise
                     ignored.append(key)
         sort = _sort_param(rtype, shaping.get("_sort"))
+        check_size(criteria, len(sort))
         if shaping.get("_summary") == "text" and includes:
             # R4 search 3.1.1.5.8: _include and _revinclude cannot be mixed with _summary=text.
             key = "_revinclude" if includes[0].reverse else "_include"
@@ -292,6 +298,8 @@ def _check_modifier(
         _check_target(rtype, name, param, modifier)
         return
     allowed = RESOURCE_COLUMN_MODIFIERS.get(name) or MODIFIERS.get(kind.split(":")[0], set())
+    if modifier == "of-type" and not may_return(rtype, name, IDENTIFIER):
+        allowed = set()  # R4 search, token: :of-type is for Identifier elements only
     if modifier not in allowed:
         raise UnsupportedModifier(
             f"the '{name}' parameter has the modifier '{modifier}', which is not supported "
@@ -477,7 +485,9 @@ def encode_cursor(cursor: dict[str, object]) -> str:
 def decode_cursor(token: str) -> dict[str, object]:
     try:
         padded = token + "=" * (-len(token) % 4)
-        cursor = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        raw = base64.urlsafe_b64decode(padded.encode())
+        refuse_nul(raw.decode().replace("\\u0000", "\x00"), "_page")
+        cursor = json.loads(raw)
     except (ValueError, json.JSONDecodeError) as exc:
         raise InvalidRequest("_page is not a valid paging token", expression="_page") from exc
     if not isinstance(cursor, dict):

@@ -23,6 +23,7 @@ from sqlalchemy import (
     true,
     union_all,
 )
+from sqlalchemy.sql.elements import Grouping
 
 from app.fhir.search.criteria import Owner, Plan, Slot, Value, local_plan, plan
 from app.fhir.search.params import Criterion
@@ -242,6 +243,30 @@ def _updated(cond: Plan, owner: Owner, *, top: bool) -> ColumnElement[bool]:
     )
 
 
+class _Nested(Grouping[bool]):
+    """Parentheses that `and_` / `or_` keep (they flatten a Grouping of their own operator)."""
+
+    inherit_cache = True
+    operator = None  # type: ignore[assignment]
+
+
+# SQLite parses `a OR b OR c ...` into a tree as deep as the list is long, and refuses one
+# deeper than 1,000 ("Expression tree is too large"): `code=` with the 1,000 codes of a value
+# set was a 500. A long list is written as nested halves, `(a OR b) OR (c OR d)`, log2 deep;
+# a short one (every common search's) stays flat, the SQL it always was.
+FLAT_LIST = 64
+
+
+def joined(
+    join: Callable[..., ColumnElement[bool]], parts: list[ColumnElement[bool]]
+) -> ColumnElement[bool]:
+    """`join(*parts)` (and_ or or_), nested when the list is long."""
+    if len(parts) <= FLAT_LIST:
+        return join(*parts)
+    half = len(parts) // 2
+    return join(_Nested(joined(join, parts[:half])), _Nested(joined(join, parts[half:])))
+
+
 _COMPARE = {"=": operator.eq, "<": operator.lt, "<=": operator.le, ">": operator.gt,
             ">=": operator.ge}  # fmt: skip
 
@@ -260,8 +285,7 @@ def _cond_sql(cond: Plan, column: Callable[[str], ColumnElement[Any]]) -> Column
     if tag == "in":
         return column(cond[1]).in_(_bind(cond[2], column(cond[1]), expanding=True))
     if tag in ("and", "or"):
-        parts = [_cond_sql(c, column) for c in cond[1]]
-        return and_(*parts) if tag == "and" else or_(*parts)
+        return joined(and_ if tag == "and" else or_, [_cond_sql(c, column) for c in cond[1]])
     if tag == "not":
         return not_(_cond_sql(cond[1], column))
     if tag == "view":

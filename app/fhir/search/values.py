@@ -7,6 +7,7 @@ applied to search input (see criteria.py), so the two always agree.
 
 from __future__ import annotations
 
+import calendar
 import functools
 import re
 import unicodedata
@@ -250,6 +251,8 @@ def date_range(value: str) -> tuple[int, int] | None:
             month_number = int(month) if month else None
             day_number = int(day) if day else None
             return low, _next_calendar(int(year), month_number, day_number)
+        if second == "60":  # a leap second (FHIR allows it; Python has none)
+            return _leap_second(f"{value.strip()[:17]}59{zone or 'Z'}")
         low = parse_instant(value if zone else value + "Z")
     except ValueError:
         return None
@@ -259,13 +262,19 @@ def date_range(value: str) -> tuple[int, int] | None:
     return low, low + (1_000_000 if second else 60_000_000)
 
 
+def _leap_second(second_before: str) -> tuple[int, int]:
+    """23:59:60 is the last moment of its minute: the last microsecond of 23:59:59 (time in
+    microseconds since 1970, like POSIX time, has no place of its own for it)."""
+    end = parse_instant(second_before) + 1_000_000
+    return end - 1, end
+
+
 def _next_calendar(year: int, month: int | None, day: int | None) -> int:
-    if day:
-        return parse_instant(f"{year:04d}-{month:02d}-{day:02d}") + 86_400_000_000
-    if month:
-        nxt = (year + 1, 1) if month == 12 else (year, month + 1)
-        return parse_instant(f"{nxt[0]:04d}-{nxt[1]:02d}")
-    return parse_instant(f"{year + 1:04d}")
+    """The end of a date's year, month or day: the start of its last day plus a day (the
+    start of the next year is no datetime after 9999, and `9999` is a valid FHIR date)."""
+    month = month or 12
+    day = day or calendar.monthrange(year, month)[1]
+    return parse_instant(f"{year:04d}-{month:02d}-{day:02d}") + 86_400_000_000
 
 
 # ------------------------------------------------------------------ number, quantity, uri
@@ -313,7 +322,18 @@ def quantity_values(nodes: list[Any]) -> Iterator[Qty]:
         if isinstance(value, int | Decimal) and not isinstance(value, bool):
             code = _str(node.get("code")) or _str(node.get("currency"))
             unit = _str(node.get("unit"))
-            yield bounded(Decimal(value)), _str(node.get("system")), capped_code(code), unit
+            yield bounded(Decimal(value)), _quantity_system(node), capped_code(code), unit
+
+
+# Money's currency is an ISO 4217 code, which a Quantity names by this system (R4 datatypes,
+# MoneyQuantity): so `price=12.5|urn:iso:std:iso:4217|EUR` finds Money{12.5, EUR}.
+ISO_4217 = "urn:iso:std:iso:4217"
+
+
+def _quantity_system(node: dict[str, Any]) -> str | None:
+    if isinstance(node.get("currency"), str):
+        return ISO_4217
+    return _str(node.get("system"))
 
 
 def uri_values(nodes: list[Any]) -> Iterator[str]:
