@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from app.fhir import bindings
+from app.fhir import bindings, compartments
 from app.fhir.search.definitions import SearchParamDef, params_for
 from app.fhir.search.indexer import indexed_param
 from app.fhir.search.params import RESOURCE_COLUMNS, WILDCARD
@@ -73,6 +73,11 @@ def _cached(base_url: str) -> dict[str, Any]:
                     {"code": "history-system"},
                 ],
                 "searchParam": _system_search_params(),
+                # Compartment search (GET Patient/123/Observation): app/fhir/compartments.py
+                "compartment": [
+                    f"http://hl7.org/fhir/CompartmentDefinition/{ctype[0].lower()}{ctype[1:]}"
+                    for ctype in sorted(compartments.definitions())
+                ],
             }
         ],
     }

@@ -12,7 +12,7 @@ from typing import Any
 
 from app.context import RequestContext
 from app.errors import InvalidRequest, MethodNotAllowed, NotFound, information_outcome
-from app.fhir import bundles, capability
+from app.fhir import bundles, capability, compartments
 from app.fhir.exchange import FhirRequest, FhirResponse
 from app.fhir.history import HistoryCursor
 from app.fhir.instants import parse_http_date, parse_instant
@@ -20,6 +20,7 @@ from app.fhir.nul import refuse_nul
 from app.fhir.search import SearchParams
 from app.fhir.search.params import (
     RESULT_PARAMS,
+    WILDCARD_REVINCLUDE_SKIPS,
     UnsupportedParameter,
     decode_cursor,
     encode_cursor,
@@ -27,6 +28,7 @@ from app.fhir.search.params import (
 )
 from app.fhir.service import FhirService, WriteOutcome
 from app.fhir.storage import UnitOfWork
+from app.fhir.validation import is_valid_id
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -83,6 +85,10 @@ class FhirRouter:
             return self._instance_level(uow, request, rtype, segments[1])
         if len(segments) == 3 and segments[2] == "_history":
             return self._history(uow, request, rtype, segments[1])
+        if len(segments) == 3 and not segments[2].startswith("_"):
+            if method != "GET":
+                raise MethodNotAllowed("a compartment search is read-only: use GET")
+            return self._compartment_search(uow, request, rtype, segments[1], segments[2])
         if len(segments) == 4 and segments[2] == "_history":
             if method != "GET":
                 raise MethodNotAllowed("a version is read-only")
@@ -177,16 +183,52 @@ class FhirRouter:
 
     # ------------------------------------------------------------ search and history
 
-    def _search(self, uow: UnitOfWork, request: FhirRequest, rtype: str | None) -> FhirResponse:
+    def _compartment_search(
+        self, uow: UnitOfWork, request: FhirRequest, ctype: str, cid: str, target: str
+    ) -> FhirResponse:
+        """GET [base]/Patient/123/Observation?... (R4 http.html#search): a search whose matches
+        are confined to one compartment; `*` searches every type the compartment can hold."""
+        if ctype not in compartments.definitions():
+            defined = ", ".join(sorted(compartments.definitions()))
+            raise NotFound(f"{ctype} is not a compartment (R4 defines {defined})")
+        if not is_valid_id(cid):
+            raise InvalidRequest(f"'{cid}' is not a valid {ctype} id")
+        held = compartments.members(ctype)
+        path = f"{ctype}/{cid}/{target}"
+        if target == "*":
+            return self._search(uow, request, None, compartment=(ctype, cid), path=path, held=held)
+        self.service.check_type(target)
+        if target not in held:
+            raise InvalidRequest(f"{target} resources are never in a {ctype} compartment")
+        return self._search(uow, request, target, compartment=(ctype, cid), path=path)
+
+    def _search(
+        self,
+        uow: UnitOfWork,
+        request: FhirRequest,
+        rtype: str | None,
+        *,
+        compartment: tuple[str, str] | None = None,
+        path: str | None = None,
+        held: list[str] | None = None,
+    ) -> FhirResponse:
+        """A search; `held`: the types a compartment's `*` search covers (`_type` narrows)."""
         strict = "handling=strict" in (request.header("prefer") or "")
         pairs = list(request.query)
         if request.method == "POST" and isinstance(request.body, list):
             pairs += request.body  # form-encoded parameters of POST _search
         types: list[str] | None = None
         ignored: list[str] = []
+        listed: list[str] = []
         if rtype is None:  # system search: a parameter must mean the same on every type
-            types = [t for v in dict(pairs).get("_type", "").split(",") for t in [v.strip()] if t]
-            self.service.check_listed_types(types)
+            listed = [t for v in dict(pairs).get("_type", "").split(",") for t in [v.strip()] if t]
+            self.service.check_listed_types(listed)
+            outside = [t for t in listed if held is not None and t not in held]
+            if outside:
+                raise InvalidRequest(f"_type names types never in this compartment: {outside}")
+            # `*` leaves out the audit trail, as `_revinclude=*` does (one AuditEvent per
+            # access would swamp the patient's record); `_type=AuditEvent` asks for it.
+            types = listed or [t for t in held or [] if t not in WILDCARD_REVINCLUDE_SKIPS]
             pairs, ignored = _shared_parameters(
                 [(k, v) for k, v in pairs if k != "_type"], types, strict
             )
@@ -198,7 +240,7 @@ class FhirRouter:
         if params.count is None:
             params = params.with_count(self.default_count)
         params = params.with_count(min(params.count or 0, self.max_count))
-        result = self.service.search(uow, rtype, params, types=types)
+        result = self.service.search(uow, rtype, params, types=types, compartment=compartment)
         notes = list(result.warnings)
         if result.ignored:
             notes.append("ignored unsupported search parameters: " + ", ".join(result.ignored))
@@ -211,8 +253,8 @@ class FhirRouter:
                     for n in notes
                 ],
             }
-        path = rtype or ""
-        extra = [("_type", ",".join(types))] if types else []
+        path = path or rtype or ""
+        extra = [("_type", ",".join(listed))] if listed else []
         return FhirResponse(
             200, bundles.searchset(uow.ctx.base_url, path, params, result, issues, extra)
         )

@@ -32,6 +32,7 @@ from app.errors import (
     Unprocessable,
 )
 from app.fhir import jsonio, preconditions, storage
+from app.fhir.compartments import CompartmentFilter
 from app.fhir.history import HistoryCursor, history_page, history_query, parse_version_id
 from app.fhir.hooks import Interaction, Pipeline
 from app.fhir.instants import to_instant
@@ -140,8 +141,10 @@ class FhirService:
         params: SearchParams,
         *,
         types: list[str] | None = None,
+        compartment: tuple[str, str] | None = None,
     ) -> SearchResult:
-        """Type-level search (rtype), or system-level search over `types` when rtype is None."""
+        """Type-level search (rtype), or system-level search over `types` when rtype is None;
+        `compartment` (type, id) confines the matches to that compartment (compartments.py)."""
         if rtype is not None:
             self.check_type(rtype)
         self.check_listed_types(types or [])
@@ -151,7 +154,14 @@ class FhirService:
         )
         self.pipeline.authorize(uow, interaction)
         searched = [rtype] if rtype else (types or sorted(known_resource_types()))
-        result = search(uow, searched, params, base_url=uow.ctx.base_url)
+        granted = uow.row_filter
+        if compartment is not None:
+            ctype, cid = compartment
+            uow.row_filter = CompartmentFilter(ctype, cid, uow.ctx.base_url, granted)
+        try:
+            result = search(uow, searched, params, base_url=uow.ctx.base_url)
+        finally:
+            uow.row_filter = granted
         for version in [*result.versions, *result.included]:
             self.pipeline.on_access(uow, interaction, version)
         return result
