@@ -152,11 +152,16 @@ def patient_app_code(tp: TwoPatients, scope: str) -> tuple[Registered, str, str]
     app = register_client(tp.auth, "public", scope)
     user = register_user(tp.auth, "patient", f"Patient/{tp.pa}")
     verifier = secrets.token_urlsafe(48)
-    query = {"response_type": "code", "client_id": app.client_id, "redirect_uri": CALLBACK,
-             "scope": scope, "state": uuid.uuid4().hex, "aud": tp.base,
-             "code_challenge": s256(verifier), "code_challenge_method": "S256"}  # fmt: skip
+    query = authorize_query(tp.base, app.client_id, scope, verifier)
     back = Browser(tp.root).sign_in(f"{tp.root}/auth/authorize?{urlencode(query)}", user)
     return app, query_of(back)["code"], verifier
+
+
+def authorize_query(aud: str, client_id: str, scope: str, verifier: str) -> dict[str, str]:
+    """An authorization request's parameters: code flow, PKCE S256, a fresh state."""
+    return {"response_type": "code", "client_id": client_id, "redirect_uri": CALLBACK,
+            "scope": scope, "state": uuid.uuid4().hex, "aud": aud,
+            "code_challenge": s256(verifier), "code_challenge_method": "S256"}  # fmt: skip
 
 
 def redeem(tp: TwoPatients, app: Registered, code: str, verifier: str) -> httpx.Response:

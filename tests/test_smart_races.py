@@ -8,20 +8,19 @@ from __future__ import annotations
 import re
 import secrets
 import threading
-import uuid
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 
-from app.auth.pkce import s256
 from tests.conftest import LiveServer
 from tests.smart_helpers import (
     CALLBACK,
     PASSWORD,
     Browser,
     TwoPatients,
+    authorize_query,
     patient_app_code,
     query_of,
     redeem,
@@ -109,9 +108,7 @@ def test_a_consent_posted_many_times_at_once_issues_one_code(world: World) -> No
     app = register_client(world.auth, "public", scope)
     user = register_user(world.auth, "patient", f"Patient/{world.pa}")
     verifier = secrets.token_urlsafe(48)
-    query = {"response_type": "code", "client_id": app.client_id, "redirect_uri": CALLBACK,
-             "scope": scope, "state": uuid.uuid4().hex, "aud": world.base,
-             "code_challenge": s256(verifier), "code_challenge_method": "S256"}  # fmt: skip
+    query = authorize_query(world.base, app.client_id, scope, verifier)
     browser = Browser(world.root)
     browser.open(f"{world.root}/auth/authorize?{urlencode(query)}")
     browser.submit("/auth/login", {"request": browser.request_id(), "username": user,
