@@ -126,7 +126,8 @@ def _compile_union(node: Union, scope: Scope) -> Compiled:
             out += fn(items, root)
         return _distinct(out)
 
-    # fhirpathpy forgets element types after a union, so nothing typed may follow it.
+    # fhirpathpy forgets element types after a union, so only untyped steps may follow it
+    # (a key by name: _compile_field; functions that need no types).
     return Compiled(union, None)
 
 
