@@ -6,6 +6,7 @@ type, a path after a union or descendants(), and ``%context``, each against N1's
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -177,3 +178,16 @@ def test_context_is_the_invariants_context_element_inside_every_function() -> No
 def test_string_tests_take_a_computed_argument() -> None:
     assert run("name[0].family.startsWith('D' & 'o')", PATIENT) == [True]
     assert run("name[0].family.startsWith(name[1].given)", PATIENT) == []  # empty argument
+
+
+def test_is_distinct_compares_as_equality_does_and_scales() -> None:
+    assert run("(1 | 2).isDistinct()", PATIENT) == [True]
+    names = {"resourceType": "Patient", "name": [{"family": "A"}, {"family": "A"}]}
+    assert run("name.isDistinct()", names) == [False]  # complex values: compared whole
+    assert run("name.family.isDistinct()", names) == [False]
+    # csd-1 on a large code system (DICOM's has thousands of codes) must stay linear
+    items = [{"linkId": str(i), "type": "string"} for i in range(40_000)]
+    big = {"resourceType": "Questionnaire", "status": "draft", "item": items}
+    started = time.perf_counter()
+    assert run("descendants().linkId.isDistinct()", big) == [True]
+    assert time.perf_counter() - started < 1.0

@@ -332,6 +332,10 @@ def negate(items: Items, root: Any) -> Items:
 
 
 def _is_distinct(items: Items, root: Any) -> Items:
+    try:  # primitives hash as they compare (1 == 1.0 == True): linear, for csd-1's thousands
+        return [len(set(items)) == len(items)]
+    except TypeError:  # dicts: compared pairwise
+        pass
     unique: Items = []
     for item in items:
         if item not in unique:
