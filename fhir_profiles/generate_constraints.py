@@ -43,6 +43,10 @@ KNOWN: dict[str, str] = {
     # "abstract = true or baseDefinition.exists()": R4's own logical models (the official
     # StructureDefinition-Definition, -Event, -FiveWs, -Request examples) have no base.
     "sdf-4": "wrong in R4: its own logical models (Definition, Event ...) break it",
+    # "answer is Boolean" asks for System.Boolean, which no FHIR boolean is (FHIRPath: a FHIR
+    # primitive is of its FHIR type), so every enableWhen with operator 'exists' breaks it, the
+    # official Questionnaire-bb example too. R4B corrects it to "answer is boolean".
+    "que-7": "wrong in R4: 'answer is Boolean' is false for every answerBoolean (R4B: boolean)",
 }
 
 

@@ -4,11 +4,10 @@ elements, from ``constraints.json`` (generated from the official StructureDefini
 (app.fhir.search.fhirpath): obs-6, pat-1, per-1, att-1, bdl-*, tim-* ...
 
 Each expression is compiled once, for its context type. Those the compiler cannot compile
-(functions it lacks: ``select``, ``descendants``, ``iif``, ``resolve`` ..., Quantity
-comparisons, ``%resource`` in a datatype) are not checked, and :func:`unchecked` says why,
-as do the ones the table itself marks (checked elsewhere, or known wrong in R4). There is no
-fhirpathpy fallback here: validation is on every write's path, and a compiled invariant costs
-a few closure calls.
+(``resolve()`` of a referenced resource's content, which needs the store: ctm-1) are not
+checked, and :func:`unchecked` says why, as do the ones the table itself marks (checked
+elsewhere, or known wrong in R4). There is no fhirpathpy fallback here: validation is on
+every write's path, and a compiled invariant costs a few closure calls.
 
 Only a `false` answer refuses: an empty one (unknown, in FHIRPath's three-valued logic) passes,
 so what the engine cannot decide is never held against the client. The elements are found by
@@ -25,6 +24,7 @@ from app.fhir.bindings import Target
 from app.fhir.element_tables import load_json
 from app.fhir.search.fhirpath.compiled import Scope, Step
 from app.fhir.search.fhirpath.compiler import compile_node
+from app.fhir.search.fhirpath.functions import with_context
 from app.fhir.search.fhirpath.model import is_resource_type
 from app.fhir.search.fhirpath.parser import Unsupported, parse
 
@@ -61,11 +61,12 @@ def table() -> Table:
 
 def _compile(expression: str, context: str) -> Step:
     root = context.split(".", 1)[0]
-    scope = Scope((context,), root if is_resource_type(root) else None)
+    scope = Scope((context,), root if is_resource_type(root) else None, context_types=(context,))
     compiled = compile_node(parse(expression), scope)
     if not compiled.boolean:
         raise Unsupported("not a boolean expression")
-    return compiled.fn
+    # only ig-1 and ig-2 read %context: the others skip the context variable's cost
+    return with_context(compiled.fn) if "%context" in expression else compiled.fn
 
 
 @cache

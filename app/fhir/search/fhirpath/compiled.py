@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
 
 Items = list[Any]
@@ -23,11 +23,17 @@ class Compiled(NamedTuple):
 
 @dataclass(frozen=True)
 class Scope:
-    """Static context: the input's types, the root resource's type, predicate mode."""
+    """Static context: the input's types, the root resource's type, predicate mode, and the
+    types of ``%context`` (an invariant's context element; None where there is none)."""
 
     types: Types
     root_type: str | None
     in_predicate: bool = False
+    context_types: Types = None
+
+    def inner(self, types: Types) -> Scope:
+        """The scope of a where()/select()/all() ... argument: ``$this`` is each input item."""
+        return replace(self, types=types, in_predicate=True)
 
 
 # compile_node's signature, for the modules it delegates to

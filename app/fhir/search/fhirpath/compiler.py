@@ -7,7 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from app.fhir.search.fhirpath import operators
+from app.fhir.search.fhirpath import functions, operators
 from app.fhir.search.fhirpath.compiled import (
     Compiled,
     Evaluator,
@@ -17,6 +17,7 @@ from app.fhir.search.fhirpath.compiled import (
     Types,
 )
 from app.fhir.search.fhirpath.model import (
+    choice_keys,
     is_a,
     is_primitive,
     is_resource_type,
@@ -26,7 +27,9 @@ from app.fhir.search.fhirpath.model import (
 from app.fhir.search.fhirpath.parser import (
     And,
     Call,
+    Combine,
     Compare,
+    Concat,
     Field,
     Index,
     IsType,
@@ -54,6 +57,10 @@ def compile_node(node: Any, scope: Scope) -> Compiled:
         return _compile_logic(node, scope)
     if isinstance(node, Plus):
         return operators.compile_plus(node, scope, compile_node)
+    if isinstance(node, Concat):
+        return functions.compile_concat(node, scope, compile_node)
+    if isinstance(node, Combine):
+        return functions.compile_combine(node, scope, compile_node)
     if isinstance(node, IsType):
         return _compile_is(node, scope)
     if isinstance(node, Var):
@@ -71,8 +78,10 @@ def _compile_var(node: Var, scope: Scope) -> Compiled:
         return Compiled(lambda items, root: [root], (scope.root_type,))
     if node.name == "%ucum":  # FHIR's environment variable for UCUM's system URI
         return Compiled(lambda items, root: ["http://unitsofmeasure.org"], ("System.String",))
-    if node.name == "$this" and scope.in_predicate:
+    if node.name == "$this":  # outside any function, $this is the input itself
         return Compiled(lambda items, root: items, scope.types)
+    if node.name == "%context":
+        return functions.compile_context(scope)
     raise Unsupported(node.name)
 
 
@@ -117,7 +126,8 @@ def _compile_union(node: Union, scope: Scope) -> Compiled:
             out += fn(items, root)
         return _distinct(out)
 
-    # fhirpathpy forgets element types after a union, so nothing typed may follow it.
+    # fhirpathpy forgets element types after a union, so only untyped steps may follow it
+    # (a key by name: _compile_field; functions that need no types).
     return Compiled(union, None)
 
 
@@ -133,11 +143,14 @@ def _compile_logic(node: Logic, scope: Scope) -> Compiled:
 
 
 def _compile_compare(node: Compare, scope: Scope) -> Compiled:
+    if node.op == "contains":
+        return functions.compile_contains(node, scope, compile_node)
     return operators.compile_compare(node, scope, compile_node)
 
 
 def _compile_is(node: IsType, scope: Scope) -> Compiled:
-    """Only ``resolve() is T`` (inside where()) is native: the search 'target type' test."""
+    """``resolve() is T`` (inside where()): the search 'target type' test; any other ``x is T``
+    is the invariants' (functions.py)."""
     operand = node.operand
     if not (
         scope.in_predicate
@@ -145,7 +158,7 @@ def _compile_is(node: IsType, scope: Scope) -> Compiled:
         and operand.head is None
         and operand.steps == (Call("resolve", ()),)
     ):
-        raise Unsupported("'is' other than resolve() is T")
+        return functions.compile_is(node, scope, compile_node)
     wanted = node.type_name
 
     def resolves_to(items: Items, root: Any) -> Items:
@@ -269,10 +282,20 @@ def _is_a_resource(resource: dict[str, Any], wanted: str) -> bool:
 
 def _compile_field(name: str, steps: list[Any], i: int, types: Types) -> tuple[Step, Types, int]:
     """One element step; a choice element also swallows the type filters that follow it."""
-    if types is None or not types:
-        raise Unsupported(f"{name} of an untyped collection")
     if name[0].isupper():
         raise Unsupported(f"member {name}")  # fhirpathpy filters by resourceType
+    if types is None:
+        # After descendants(), children(), a union ...: the key itself, and where the name is
+        # a choice element's in some type (``code`` of DeviceRequest) any of its variants:
+        # valid data holds one of these keys at most.
+        if name == "length":
+            raise Unsupported("length of an untyped collection")
+        keys = choice_keys().get(name)
+        if keys is None:
+            return _plain_field(name, ()), None, i + 1  # no types: drops JSON nulls too
+        return _choice_field((name, *keys)), None, i + 1
+    if not types:
+        raise Unsupported(f"{name} of an empty type set")
     if name == "length" and any(is_primitive(t) for t in types):
         raise Unsupported("length of a primitive")  # fhirpathpy: the string's length
     if any(t in ("Resource", "DomainResource") for t in types):
@@ -366,6 +389,10 @@ def _compile_function(call: Any, types: Types, scope: Scope) -> tuple[Step, Type
         return _compile_extension(args[0].value), ("Extension",), False
     found = operators.compile_function(call, types, scope, compile_node)
     if found is None:
+        found = functions.compile_function(call, types, scope, compile_node)
+    if found is None and name == "resolve":  # ctm-1: the target's content, not its type
+        raise Unsupported("resolve() of the referenced resource's content needs the store")
+    if found is None:
         raise Unsupported(f"function {name}()")
     return found
 
@@ -389,7 +416,7 @@ def _compile_of_type(wanted: str, types: Types) -> tuple[Step, Types, bool]:
 
 
 def _compile_where(predicate: Any, types: Types, scope: Scope) -> Step:
-    inner = compile_node(predicate, Scope(types, scope.root_type, in_predicate=True))
+    inner = compile_node(predicate, scope.inner(types))
     if not inner.boolean:
         raise Unsupported("where() with a non-boolean criterion")
     test = inner.fn

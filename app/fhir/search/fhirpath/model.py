@@ -79,6 +79,17 @@ def member_of(parent: str, key: str) -> Member:
     return Member(key, (), model["path2Type"].get(child, child))
 
 
+@functools.cache
+def choice_keys() -> dict[str, tuple[str, ...]]:
+    """The element names that are a choice in some R4 type (``value``, ``onset``,
+    ``DeviceRequest.code`` ...) -> every JSON key they may take (``valueQuantity`` ...)."""
+    keys: dict[str, dict[str, None]] = {}
+    for path, variants in r4_model()["choiceTypePaths"].items():
+        name = path.rsplit(".", 1)[-1]
+        keys.setdefault(name, {}).update(dict.fromkeys(name + t for t in variants))
+    return {name: tuple(found) for name, found in keys.items()}
+
+
 def _type_name(type_path: str) -> tuple[str, str]:
     """(namespace, name) of a node typed ``type_path`` (fhirpathpy's get_type_info)."""
     if type_path.startswith("System."):

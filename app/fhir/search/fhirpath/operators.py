@@ -89,12 +89,12 @@ def _boolean_operands(
     left: Any, right: Any, scope: Scope, compile_node: NodeCompiler
 ) -> tuple[Step, Step]:
     lhs, rhs = compile_node(left, scope), compile_node(right, scope)
-    if not (_is_boolean(lhs) and _is_boolean(rhs)):
+    if not (is_boolean(lhs) and is_boolean(rhs)):
         raise Unsupported("logic of non-boolean operands")
     return lhs.fn, rhs.fn
 
 
-def _is_boolean(compiled: Compiled) -> bool:
+def is_boolean(compiled: Compiled) -> bool:
     """A boolean result, or a path to boolean elements (``abstract and ...``)."""
     return compiled.boolean or bool(compiled.types) and set(compiled.types or ()) <= BOOLEAN_TYPES
 
@@ -264,7 +264,7 @@ def compile_function(
     if name == "trace" and len(args) == 1:  # logging only: the input, unchanged
         return (lambda items, root: items), types, False
     if name == "select" and len(args) == 1:
-        inner = compile_node(args[0], Scope(types, scope.root_type, in_predicate=True))
+        inner = compile_node(args[0], scope.inner(types))
         return _select(inner.fn), None if inner.boolean else inner.types, False
     if name == "toInteger" and not args:
         return _to_integer, INTEGER, False
@@ -278,10 +278,9 @@ def compile_function(
         return _intersect(compile_node(args[0], scope).fn), types, False
     if name in ("exists", "all") and len(args) == 1:
         return _quantifier(name, _predicate(args[0], types, scope, compile_node)), None, True
-    if name in _STRING_TESTS and len(args) == 1 and isinstance(args[0], Literal):
-        if not isinstance(args[0].value, str):
-            raise Unsupported(f"{name}() of a non-string")
-        return _string_test(_STRING_TESTS[name], args[0].value), None, True
+    if name in _STRING_TESTS and len(args) == 1:
+        argument = _string_argument(args[0], types, scope, compile_node)
+        return _string_test(_STRING_TESTS[name], argument), None, True
     return None
 
 
@@ -333,6 +332,10 @@ def negate(items: Items, root: Any) -> Items:
 
 
 def _is_distinct(items: Items, root: Any) -> Items:
+    try:  # primitives hash as they compare (1 == 1.0 == True): linear, for csd-1's thousands
+        return [len(set(items)) == len(items)]
+    except TypeError:  # dicts: compared pairwise
+        pass
     unique: Items = []
     for item in items:
         if item not in unique:
@@ -355,8 +358,8 @@ def _intersect(other: Step) -> Step:
 
 
 def _predicate(criterion: Any, types: Types, scope: Scope, compile_node: NodeCompiler) -> Step:
-    inner = compile_node(criterion, Scope(types, scope.root_type, in_predicate=True))
-    if not _is_boolean(inner):
+    inner = compile_node(criterion, scope.inner(types))
+    if not is_boolean(inner):
         raise Unsupported("criteria that are not boolean")
     return inner.fn
 
@@ -388,10 +391,33 @@ _STRING_TESTS = {
 }
 
 
-def _string_test(test: Any, arg: str) -> Step:
-    def string_test(items: Items, root: Any) -> Items:
-        if len(items) != 1 or not isinstance(items[0], str):
-            return []
-        return [bool(test(items[0], arg))]
+def _string_argument(arg: Any, types: Types, scope: Scope, compile_node: NodeCompiler) -> Any:
+    """A literal string, or a Step giving one: evaluated on the function's input, as
+    fhirpath.js does (sdf-8: ``path.startsWith(%resource.snapshot.element.first().path&'.')``)."""
+    if isinstance(arg, Literal):
+        if not isinstance(arg.value, str):
+            raise Unsupported("string test of a non-string")
+        return arg.value
+    return compile_node(arg, Scope(types, scope.root_type, context_types=scope.context_types)).fn
 
-    return string_test
+
+def _string_test(test: Any, arg: Any) -> Step:
+    if isinstance(arg, str):
+
+        def string_test(items: Items, root: Any) -> Items:
+            if len(items) != 1 or not isinstance(items[0], str):
+                return []
+            return [bool(test(items[0], arg))]
+
+        return string_test
+    argument: Step = arg
+
+    def string_test_of(items: Items, root: Any) -> Items:
+        value = argument(items, root)
+        if len(items) != 1 or not isinstance(items[0], str) or len(value) != 1:
+            return []
+        if not isinstance(value[0], str):
+            return []
+        return [bool(test(items[0], value[0]))]
+
+    return string_test_of

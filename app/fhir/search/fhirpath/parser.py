@@ -18,7 +18,7 @@ _TOKEN = re.compile(
     | (?P<num>\d+(?:\.\d+)?)
     | (?P<id>[A-Za-z_][A-Za-z0-9_]*|`[^`]+`)
     | (?P<var>%[A-Za-z_][A-Za-z0-9_]*|\$this)
-    | (?P<op>!=|<=|>=|[.()\[\]|=,<>+])
+    | (?P<op>!=|<=|>=|[.()\[\]|=,<>+&])
     """,
     re.VERBOSE,
 )
@@ -121,6 +121,21 @@ class Plus(NamedTuple):
     right: Any
 
 
+class Concat(NamedTuple):
+    """``&``: string concatenation, an empty operand counting as ``''``."""
+
+    left: Any
+    right: Any
+
+
+class Combine(NamedTuple):
+    """``left.combine(other)``: both evaluated on the same input, the path's (FHIRPath
+    evaluates a function's argument against ``$this``, not against the function's focus)."""
+
+    left: Any
+    other: Any
+
+
 class Logic(NamedTuple):
     """``or``, ``xor``, ``implies`` (``and`` is :class:`And`, which search expressions use)."""
 
@@ -134,7 +149,7 @@ class IsType(NamedTuple):
     type_name: str
 
 
-_UNSUPPORTED_KEYWORDS = frozenset({"div", "mod", "contains"})
+_UNSUPPORTED_KEYWORDS = frozenset({"div", "mod"})
 _ORDERING = frozenset({"<", ">", "<=", ">="})
 
 
@@ -200,9 +215,9 @@ class Parser:
 
     def parse_membership(self) -> Any:
         node = self.parse_equality()
-        if self.at_keyword("in"):
-            self.take()
-            node = Compare("in", node, self.parse_equality())
+        if self.at_keyword("in") or self.at_keyword("contains"):
+            op = self.take().text
+            node = Compare(op, node, self.parse_equality())
         return node
 
     def parse_equality(self) -> Any:
@@ -239,9 +254,9 @@ class Parser:
 
     def parse_additive(self) -> Any:
         node = self.parse_postfix()
-        while self.peek().text == "+":
-            self.take()
-            node = Plus(node, self.parse_postfix())
+        while self.peek().text in ("+", "&"):
+            op = self.take().text
+            node = (Plus if op == "+" else Concat)(node, self.parse_postfix())
         return node
 
     def parse_type_name(self) -> str:
@@ -263,7 +278,11 @@ class Parser:
         while True:
             if self.peek().text == ".":
                 self.take()
-                steps.append(self.parse_invocation())
+                step = self.parse_invocation()
+                if isinstance(step, Call) and step.name == "combine" and len(step.args) == 1:
+                    node, steps = Combine(_append(node, tuple(steps)), step.args[0]), []
+                    continue
+                steps.append(step)
             elif self.peek().text == "[":
                 self.take()
                 token = self.take()
