@@ -36,6 +36,16 @@ def _changed_since_analyze(engine: Engine, at_least: int) -> int:
         time.sleep(0.2)
 
 
+def _insert(engine: Engine, rows: int) -> None:
+    """Insert `rows` rows on a connection of their own, then close it: a PostgreSQL 15 backend
+    flushes its table statistics when it ends (or only after 10 s idle, which a pooled
+    connection left alone would be: the counts then missed the wait under load)."""
+    with engine.connect() as conn:
+        conn.execute(text(f"INSERT INTO {PROBE} SELECT generate_series(1, {rows})"))
+        conn.commit()
+        conn.invalidate()  # closes the DBAPI connection: the backend exits
+
+
 def test_grown_tables_are_analyzed(engine: Engine, is_postgres: bool) -> None:
     if not is_postgres:
         assert analyze_grown_tables(engine) == []  # SQLite's are refreshed whole
@@ -44,8 +54,7 @@ def test_grown_tables_are_analyzed(engine: Engine, is_postgres: bool) -> None:
         # autovacuum off for the probe, so that only the function under test analyzes it
         conn.execute(text(f"CREATE TABLE {PROBE} (n int) WITH (autovacuum_enabled = false)"))
     try:
-        with engine.begin() as conn:
-            conn.execute(text(f"INSERT INTO {PROBE} SELECT generate_series(1, {4 * GROWN_ROWS})"))
+        _insert(engine, 4 * GROWN_ROWS)
         assert _changed_since_analyze(engine, 4 * GROWN_ROWS) >= 4 * GROWN_ROWS
         assert PROBE in analyze_grown_tables(engine)
         with engine.connect() as conn:
@@ -58,8 +67,7 @@ def test_grown_tables_are_analyzed(engine: Engine, is_postgres: bool) -> None:
             ).one()
         assert analyzed and changed == 0
 
-        with engine.begin() as conn:  # a tenth more: below both thresholds
-            conn.execute(text(f"INSERT INTO {PROBE} SELECT generate_series(1, 10)"))
+        _insert(engine, 10)  # a few more: below both thresholds
         assert _changed_since_analyze(engine, 10) >= 10
         assert PROBE not in analyze_grown_tables(engine)
     finally:
