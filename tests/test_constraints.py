@@ -38,8 +38,9 @@ def _count(value: Any) -> dict[str, Any]:
     return observation(extension=[{"url": "http://example.org/n", "valueCount": count}])
 
 
-def _capability(*documents: tuple[str, str]) -> dict[str, Any]:
-    return {
+def _capability(*documents: tuple[str, str], **more: Any) -> dict[str, Any]:
+    """A CapabilityStatement with these (mode, profile) documents, if any, and `more`."""
+    body: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "status": "draft",
         "date": "2021-03-01",
@@ -47,8 +48,11 @@ def _capability(*documents: tuple[str, str]) -> dict[str, Any]:
         "implementation": {"description": "here"},
         "fhirVersion": "4.0.1",
         "format": ["json"],
-        "document": [{"mode": mode, "profile": profile} for mode, profile in documents],
+        **more,
     }
+    if documents:
+        body["document"] = [{"mode": mode, "profile": profile} for mode, profile in documents]
+    return body
 
 
 def _code_system(nested_code: str) -> dict[str, Any]:
@@ -229,16 +233,9 @@ BROKEN: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     (  # select(): two resources of one type in a rest mode
         "/CapabilityStatement",
-        {
-            "resourceType": "CapabilityStatement",
-            "status": "draft",
-            "date": "2021-03-01",
-            "kind": "instance",
-            "implementation": {"description": "here"},
-            "fhirVersion": "4.0.1",
-            "format": ["json"],
-            "rest": [{"mode": "server", "resource": [{"type": "Patient"}, {"type": "Patient"}]}],
-        },
+        _capability(
+            rest=[{"mode": "server", "resource": [{"type": "Patient"}, {"type": "Patient"}]}]
+        ),
         "CapabilityStatement.rest[0]",
         "cpb-9",
     ),

@@ -446,6 +446,28 @@ def _patch_entry(url: str, ops: list[dict]) -> dict:
     return {"resource": binary, "request": {"method": "PATCH", "url": url}}
 
 
+def _patch_beside_new_patient(
+    client: httpx.Client, obs_id: str, ops: list[dict], full_url: str
+) -> tuple[str, dict]:
+    """A transaction: PATCH Observation/obs_id with `ops`, POST a Patient at `full_url`.
+    The new Patient's id, and the Observation as patched."""
+    tx = bundle(
+        "transaction",
+        [
+            _patch_entry(f"Observation/{obs_id}", ops),
+            {
+                "fullUrl": full_url,
+                "resource": patient(),
+                "request": {"method": "POST", "url": "Patient"},
+            },
+        ],
+    )
+    response = post_bundle(client, tx)
+    assert response.status_code == 200, response.text
+    pat_id = response.json()["entry"][1]["response"]["location"].split("/")[1]
+    return pat_id, client.get(f"/Observation/{obs_id}").json()
+
+
 def test_transaction_patch_references_to_full_urls_are_rewritten(client: httpx.Client) -> None:
     """R4 transaction: "Servers SHALL replace all matching links in the bundle": a JSON
     Patch in a Binary that points at a urn:uuid: fullUrl gets the new id as well."""
@@ -458,21 +480,7 @@ def test_transaction_patch_references_to_full_urls_are_rewritten(client: httpx.C
         {"op": "replace", "path": "/subject/reference", "value": new_patient},
         {"op": "add", "path": "/performer", "value": [{"reference": new_patient}]},
     ]
-    tx = bundle(
-        "transaction",
-        [
-            _patch_entry(f"Observation/{obs_id}", ops),
-            {
-                "fullUrl": new_patient,
-                "resource": patient(),
-                "request": {"method": "POST", "url": "Patient"},
-            },
-        ],
-    )
-    response = post_bundle(client, tx)
-    assert response.status_code == 200, response.text
-    pat_id = response.json()["entry"][1]["response"]["location"].split("/")[1]
-    patched = client.get(f"/Observation/{obs_id}").json()
+    pat_id, patched = _patch_beside_new_patient(client, obs_id, ops, new_patient)
     assert patched["subject"]["reference"] == f"Patient/{pat_id}"
     assert patched["performer"] == [{"reference": f"Patient/{pat_id}"}]
 
@@ -509,21 +517,8 @@ def test_transaction_patch_links_are_rewritten_by_element_type(client: httpx.Cli
         {"op": "add", "path": "/extension", "value": [link]},
         {"op": "add", "path": "/note", "value": [{"text": full_url}]},
     ]
-    tx = bundle(
-        "transaction",
-        [
-            _patch_entry(f"Observation/{obs_id}", ops),
-            {
-                "fullUrl": full_url,
-                "resource": patient(),
-                "request": {"method": "POST", "url": "Patient"},
-            },
-        ],
-    )
-    response = post_bundle(client, tx)
-    assert response.status_code == 200, response.text
-    new = "Patient/" + response.json()["entry"][1]["response"]["location"].split("/")[1]
-    patched = client.get(f"/Observation/{obs_id}").json()
+    pat_id, patched = _patch_beside_new_patient(client, obs_id, ops, full_url)
+    new = f"Patient/{pat_id}"
     assert patched["identifier"] == [
         {"value": full_url},
         {"system": "urn:ietf:rfc:3986", "value": full_url},
