@@ -186,8 +186,12 @@ def unescape(value: str) -> str:
 
 def _token(value: str, modifier: str | None, _base: str) -> Plan:
     if modifier == "text":
+        # R4: a string search on the code's text, so the whole (folded) text equals or starts
+        # with the value, as `name=` does; not a word anywhere in it. LIKE rather than the
+        # string range: `display` keeps the database's collation, under which a range on
+        # PostgreSQL is no prefix test.
         text = _folded(unescape(value))
-        return ("like", "display", Value(f"%{_like_escape(text)}%"))
+        return ("like", "display", Value(f"{_like_escape(text)}%"))
     parts = split_token(value)
     if modifier == "of-type":
         if len(parts) != 3:
