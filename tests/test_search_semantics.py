@@ -1,4 +1,5 @@
-"""Search semantics checked against R4 search.html, table-driven: token `:text`.
+"""Search semantics checked against R4 search.html, table-driven: token `:text`, uri
+`:below` / `:above` at a trailing slash.
 
 Scenarios work as in test_search_params.py: each case names the labels a query must return,
 and every other resource of its scenario must not be returned (``{id:label}`` templates; every
@@ -16,6 +17,7 @@ from tests.test_search_params import World, entries, get_bundle, outcome_free, s
 
 LOINC = "http://loinc.org"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+VS = "http://slash.example.org/fhir/ValueSet"
 
 SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
     # token :text: "processed as a string search against the text associated with the
@@ -64,6 +66,15 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
             ],
         },
     },
+    # uri :below / :above compare by path; a trailing slash names the same place
+    "uri-slash": {
+        "x": {"resourceType": "ValueSet", "status": "active", "url": f"{VS}/x"},
+        "x-slash": {"resourceType": "ValueSet", "status": "active", "url": f"{VS}/x/"},
+        "x-y": {"resourceType": "ValueSet", "status": "active", "url": f"{VS}/x/y"},
+        "xz": {"resourceType": "ValueSet", "status": "active", "url": f"{VS}/xz"},
+        "vs": {"resourceType": "ValueSet", "status": "active", "url": f"{VS}"},
+        "oid": {"resourceType": "ValueSet", "status": "active", "url": "urn:oid:1.2.3"},
+    },
 }
 
 CASES: dict[str, list[tuple[str, str]]] = {
@@ -103,6 +114,21 @@ CASES: dict[str, list[tuple[str, str]]] = {
         ("Patient?identifier:text=chart", ""),
         ("Patient?identifier:text=mr", ""),
         ("Patient?identifier:text=123", ""),
+    ],
+    "uri-slash": [
+        (f"ValueSet?url:below={VS}/x", "x x-slash x-y"),
+        (f"ValueSet?url:below={VS}/x/", "x x-slash x-y"),
+        (f"ValueSet?url:below={VS}/x/y", "x-y"),
+        (f"ValueSet?url:below={VS}", "vs x x-slash x-y xz"),
+        (f"ValueSet?url:above={VS}/x", "vs x x-slash"),
+        (f"ValueSet?url:above={VS}/x/", "vs x x-slash"),
+        (f"ValueSet?url:above={VS}/x/y/", "vs x x-slash x-y"),
+        (f"ValueSet?url:above={VS}/xz", "vs xz"),
+        (f"ValueSet?url={VS}/x", "x"),  # no modifier: the uri exactly
+        (f"ValueSet?url={VS}/x/", "x-slash"),
+        ("ValueSet?url:below=urn:oid:1.2", ""),  # a URN has no path
+        ("ValueSet?url:below=urn:oid:1.2.3", "oid"),
+        ("ValueSet?url:above=urn:oid:1.2.3.4", ""),
     ],
 }
 
