@@ -1,5 +1,5 @@
 """Search semantics checked against R4 search.html, table-driven: token `:text`, uri
-`:below` / `:above` at a trailing slash.
+`:below` / `:above` at a trailing slash; and `_sort` of numbers beyond ±1e30.
 
 Scenarios work as in test_search_params.py: each case names the labels a query must return,
 and every other resource of its scenario must not be returned (``{id:label}`` templates; every
@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from tests.test_search_params import World, entries, get_bundle, outcome_free, split_query, world_of
+from tests.test_search_params import (
+    World,
+    entries,
+    get_bundle,
+    outcome_free,
+    split_query,
+    walk,
+    world_of,
+)
 
 LOINC = "http://loinc.org"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
@@ -74,6 +82,23 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
         "xz": {"resourceType": "ValueSet", "status": "active", "url": f"{VS}/xz"},
         "vs": {"resourceType": "ValueSet", "status": "active", "url": f"{VS}"},
         "oid": {"resourceType": "ValueSet", "status": "active", "url": "urn:oid:1.2.3"},
+    },
+    # _sort: numbers as large as the index holds (values.bounded: 1e300), and none at all
+    "big-numbers": {
+        label: {
+            "resourceType": "ChargeItem",
+            "status": "billable",
+            "code": {"text": "f"},
+            "subject": {"reference": "Patient/x"},
+            **({"factorOverride": value} if value is not None else {}),
+        }
+        for label, value in (
+            ("huge", 1e250),
+            ("big", 1e50),
+            ("half", 0.5),
+            ("neg", -1e40),
+            ("none", None),
+        )
     },
 }
 
@@ -162,3 +187,23 @@ def test_every_case_names_real_labels() -> None:
     for scenario, cases in CASES.items():
         for _query, expected in cases:
             assert set(expected.split()) <= set(SCENARIOS[scenario]), (scenario, expected)
+
+
+@pytest.mark.parametrize(
+    ("sort", "expected"),
+    [
+        ("factor-override", "neg half big huge none"),
+        ("-factor-override", "huge big half neg none"),
+    ],
+)
+def test_resources_without_the_sorted_number_come_last_whatever_the_numbers(
+    world: World, sort: str, expected: str
+) -> None:
+    """A missing number sorted as 1e30 (ascending) or -1e30 (descending), so the resource
+    without one came before 1e50, or before -1e40 going down; on one page and paged alike."""
+    loaded = world.load("big-numbers", SCENARIOS)
+    labels = loaded.label_of()
+    for count in ("50", "1"):
+        pages = walk(world.http, "ChargeItem", [loaded.scope, ("_sort", sort), ("_count", count)])
+        order = [labels[m] for page in pages for m in entries(page, "match")]
+        assert order == expected.split(), count
