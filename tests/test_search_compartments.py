@@ -5,13 +5,16 @@ type the compartment can hold. A patient-context token sees nothing more through
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from app.db import write_transaction
+from app.fhir import compartments
 from tests.conftest import LiveServer
 from tests.smart_helpers import register_client
 
@@ -117,6 +120,55 @@ def test_other_compartments_and_the_compartments_own_resource(
     # `*` leaves the audit trail out (as _revinclude=* does); named, it is searched
     audit = _ids(client.get(f"/Patient/{world['pa']}/*", params={"_type": "AuditEvent"}))
     assert audit and {rtype for rtype, _ in audit} == {"AuditEvent"}
+
+
+def _compartment_branches(
+    live_server: LiveServer, client: httpx.Client, url: str
+) -> tuple[list[tuple[str, str]], int]:
+    """(what the compartment search at url matched, how many per-type branches the row filter
+    of its page statement wrote: one `resource.resource_type = ...` test each)."""
+    statements: list[str] = []
+
+    def grab(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "search_reference" in statement:
+            statements.append(statement)
+
+    engine = live_server.app.state.engine
+    event.listen(engine, "before_cursor_execute", grab)
+    try:
+        found = _ids(client.get(url))
+    finally:
+        event.remove(engine, "before_cursor_execute", grab)
+    page = next(s for s in statements if "FROM resource" in s)
+    return found, len(re.findall(r"resource\.resource_type = ", page))
+
+
+def test_a_compartment_search_of_some_types_writes_the_branches_of_those_types_only(
+    live_server: LiveServer, client: httpx.Client, world: dict[str, str]
+) -> None:
+    """The row filter wrote one branch per type the compartment holds (66 for Patient), even
+    when `_type` named two: the statement grew, and its planning with it, for nothing."""
+    pa = world["pa"]
+    found, branches = _compartment_branches(
+        live_server, client, f"/Patient/{pa}/*?_type=Encounter,Observation"
+    )
+    observations = [("Observation", world[k]) for k in ("oa1", "oa2", "operf")]
+    assert found == sorted([("Encounter", world["enc"]), *observations])
+    assert branches == 2
+    found, branches = _compartment_branches(
+        live_server, client, f"/Patient/{pa}/*?_type=Patient,Observation"
+    )
+    assert found == sorted([("Patient", pa), *observations])
+    assert branches == 2
+    found, branches = _compartment_branches(
+        live_server, client, f"/Patient/{pa}/*?_type=Observation"
+    )
+    assert found == sorted(observations)
+    assert branches == 1  # no branch: the one `=` is the type filter of a one-type search
+    found, branches = _compartment_branches(live_server, client, f"/Patient/{pa}/*")
+    assert ("Encounter", world["enc"]) in found and ("Patient", pa) in found
+    held = compartments.members("Patient")
+    assert branches == len(held) - 1  # every type but AuditEvent, which `*` leaves out
 
 
 @pytest.mark.parametrize(

@@ -195,6 +195,16 @@ BAD_MODIFIERS = [
         "invalid",
         "_has:Observation:subject:code:foo",
     ),  # fmt: skip
+    # _has through a reference that cannot refer to the searched type (Observation.subject:
+    # Patient, Group, Device, Location): ignored, it let every resource through
+    ("Observation", "_has:Observation:subject:code", "x", "invalid", "_has:Observation:subject"),
+    (
+        "Patient",
+        "_has:Observation:patient:_has:Observation:subject:code",
+        "x",
+        "invalid",
+        "_has:Observation:patient:_has:Observation:subject",
+    ),  # fmt: skip
 ]
 
 

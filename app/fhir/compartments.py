@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, or_, true
+from sqlalchemy import ColumnElement, and_, exists, false, or_, true
 
 from app.fhir.search.sql import is_local
 from app.fhir.tables import search_reference
@@ -75,14 +75,20 @@ class CompartmentFilter:
     cid: str
     base_url: str
     inner: RowFilter | None
+    # The types the search covers: a search of several types gets a branch for each of
+    # them only, not one per type the compartment holds (66 for Patient, whatever `_type` said).
+    types: tuple[str, ...]
 
     def sql(self, owner_type: Any, owner_id: Any) -> ColumnElement[bool]:
         if not isinstance(owner_type, str):  # a search of several types: one branch each
+            held = set(members(self.ctype))
             return or_(
+                false(),  # (none of the types in the compartment: nothing matches)
                 *[
                     and_(owner_type == rtype, self.sql(rtype, owner_id))
-                    for rtype in members(self.ctype)
-                ]
+                    for rtype in self.types
+                    if rtype in held
+                ],
             )
         mine = in_compartment(
             self.ctype, owner_type, owner_id, self.base_url, lambda column: column == self.cid

@@ -157,7 +157,9 @@ class FhirService:
         granted = uow.row_filter
         if compartment is not None:
             ctype, cid = compartment
-            uow.row_filter = CompartmentFilter(ctype, cid, uow.ctx.base_url, granted)
+            uow.row_filter = CompartmentFilter(
+                ctype, cid, uow.ctx.base_url, granted, tuple(searched)
+            )
         try:
             result = search(uow, searched, params, base_url=uow.ctx.base_url)
         finally:

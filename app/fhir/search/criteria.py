@@ -186,8 +186,12 @@ def unescape(value: str) -> str:
 
 def _token(value: str, modifier: str | None, _base: str) -> Plan:
     if modifier == "text":
+        # R4: a string search on the code's text, so the whole (folded) text equals or starts
+        # with the value, as `name=` does; not a word anywhere in it. LIKE rather than the
+        # string range: `display` keeps the database's collation, under which a range on
+        # PostgreSQL is no prefix test.
         text = _folded(unescape(value))
-        return ("like", "display", Value(f"%{_like_escape(text)}%"))
+        return ("like", "display", Value(f"{_like_escape(text)}%"))
     parts = split_token(value)
     if modifier == "of-type":
         if len(parts) != 3:
@@ -236,18 +240,22 @@ def _folded(value: str) -> str:
 def _uri(value: str, modifier: str | None, _base: str) -> Plan:
     value = values.capped(unescape(value))  # as indexed
     if modifier == "below":  # the searched uri or anything under it, by path segment
-        return _or(_eq("value", value), _prefix_range("value", value.rstrip("/") + "/"))
+        # With or without its trailing slash, as for :above: `x/` is at `x`, not under it.
+        stem = value.rstrip("/")
+        return _or(_eq("value", stem), _prefix_range("value", stem + "/"))
     if modifier == "above":  # the searched uri or one of its path ancestors
         return ("in", "value", Value(tuple(uri_ancestors(value))))
     return _eq("value", value)
 
 
 def uri_ancestors(uri: str) -> list[str]:
-    """'http://a.org/fhir/ValueSet/1' -> itself, 'http://a.org/fhir/ValueSet/', '.../ValueSet',
-    ... 'http://a.org': every path prefix (with and without its trailing slash)."""
+    """'http://a.org/fhir/ValueSet/1' -> itself (and '.../ValueSet/1/'),
+    'http://a.org/fhir/ValueSet/', '.../ValueSet', ... 'http://a.org': every path prefix (with
+    and without its trailing slash)."""
     scheme_end = uri.find("://")
     start = scheme_end + 3 if scheme_end >= 0 else 0
-    found = {uri}
+    stem = uri.rstrip("/")
+    found = {uri, stem, stem + "/"}  # the uri itself, with or without its trailing slash
     for i, char in enumerate(uri):
         if char == "/" and i > start:
             found.update((uri[:i], uri[: i + 1]))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 from contextlib import nullcontext
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -32,7 +31,7 @@ from app.fhir.search.params import (
     lookup,
 )
 from app.fhir.search.sql import criterion_for_types, is_local, matching_ids, own_params
-from app.fhir.search.values import MAX_TIME, MIN_TIME
+from app.fhir.search.values import MAX_TIME, MIN_TIME, NUMBER_LIMIT
 from app.fhir.storage import (
     CURRENT_COLUMNS,
     RowFilter,
@@ -50,6 +49,9 @@ BATCH_BRANCHES = 100  # first_ids: searches per statement (SQLite allows 500 UNI
 SORT_COLUMN = {"string": "value", "token": "code", "reference": "target_id", "number": "value",
                "quantity": "value", "uri": "value"}  # fmt: skip
 TEXT_LAST = "\U0010ffff"
+# Beyond every indexed number (values.bounded keeps them within ±NUMBER_LIMIT): a sentinel of
+# 1e30 put a resource without a value before one with 1e50, against "without a value last".
+NUMBER_LAST = NUMBER_LIMIT.scaleb(1)
 
 
 @dataclass(frozen=True)
@@ -300,9 +302,9 @@ def _sort_key(rtype: str, name: str, descending: bool, owner_type: Any) -> SortK
         column = table.c[SORT_COLUMN[kind]]
         numeric = kind in ("number", "quantity")
         missing = (
-            (Decimal("-1e30") if numeric else "")
+            (-NUMBER_LAST if numeric else "")
             if descending
-            else (Decimal("1e30") if numeric else TEXT_LAST)
+            else (NUMBER_LAST if numeric else TEXT_LAST)
         )
     aggregate = func.max(column) if descending else func.min(column)
     value = (

@@ -369,8 +369,12 @@ def _parse_has(rtype: str, key: str, value: str) -> Criterion:
             f"'{source_type}:{ref_param}' is not a reference parameter", expression=key
         )
     if param.targets and rtype not in param.targets:
-        raise UnsupportedParameter(
-            f"{source_type}.{ref_param} cannot refer to {rtype}", expression=key
+        # Never ignored, as a reference's :Type it cannot refer to is not: ignored, the
+        # criterion that no resource can meet would let every resource through.
+        raise UnsupportedModifier(
+            f"{source_type}.{ref_param} cannot refer to {rtype} (it refers to "
+            f"{', '.join(param.targets)})",
+            expression=f"_has:{source_type}:{ref_param}",
         )
     try:
         inner = parse_criterion(source_type, rest, value)
