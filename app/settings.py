@@ -53,9 +53,13 @@ class Settings(BaseSettings):
     )
     access_token_seconds: int = Field(default=3600, ge=1)
     # SMART Backend Services: client_credentials tokens "SHALL be short-lived; the expires_in
-    # value SHOULD NOT exceed 300" (docs/smart.md). Users' tokens keep access_token_seconds.
+    # value SHOULD NOT exceed 300" (docs/smart.md): so 300 is the ceiling too, as nothing
+    # needs more (a backend asks again with its key). Users' tokens keep access_token_seconds.
     backend_access_token_seconds: int = Field(
-        default=300, ge=1, description="lifetime of client_credentials (backend) access tokens"
+        default=300,
+        ge=1,
+        le=300,
+        description="lifetime of client_credentials (backend) access tokens, at most 300 s",
     )
     refresh_token_seconds: int = Field(default=90 * 24 * 3600, ge=1)  # offline_access
     online_refresh_seconds: int = Field(default=12 * 3600, ge=1)  # online_access: a working day

@@ -237,6 +237,23 @@ def test_token_refuses_scopes_beyond_the_registration(cli: Cli, jwk_file: Path) 
     assert cli.query("select count(*) from auth_token") == [(0,)]
 
 
+def test_token_is_for_backend_clients_and_system_scopes_only(cli: Cli, jwk_file: Path) -> None:
+    """A console token's subject is the client itself: no user, no patient in context. So an
+    app registered to act for people gets none, and a backend client gets system/ scopes only,
+    the rules client_credentials applies (SMART Backend Services)."""
+    scope = "user/*.rs patient/*.rs"
+    cli.ok("client", "create", "web-app", "--kind", "confidential",
+           "--redirect-uri", "https://app.test/cb", "--scope", scope)  # fmt: skip
+    stderr = cli.fails("token", "--client", "web-app", "--scope", "user/Patient.rs")
+    assert "unauthorized_client" in stderr and "confidential" in stderr
+    stderr = cli.fails("token", "--client", "web-app", "--scope", "patient/Patient.rs")
+    assert "unauthorized_client" in stderr
+    _backend(cli, "etl", jwk_file, scope="system/*.rs openid")
+    assert "invalid_scope" in cli.fails("token", "--client", "etl", "--scope", "openid")
+    assert cli.query("select count(*) from auth_token") == [(0,)]
+    assert cli.ok("token", "--client", "etl", "--scope", "system/Patient.rs")["access_token"]
+
+
 def test_keys_rotate_keeps_old_tokens_verifying(cli: Cli, jwk_file: Path) -> None:
     _backend(cli, "etl", jwk_file)
     before = cli.ok("token", "--client", "etl", "--scope", "system/Patient.rs")["access_token"]

@@ -90,6 +90,8 @@ def test_load_skips_a_bad_ndjson_line_and_loads_the_rest(
         ("MEDISENTINEL_AUDIT_RETENTION_DAYS", "-1"),
         ("MEDISENTINEL_AUDIT_RETENTION_DAYS", "0"),
         ("MEDISENTINEL_AUDIT_RETENTION_DAYS", "2191"),  # a day short of six years
+        ("MEDISENTINEL_BACKEND_ACCESS_TOKEN_SECONDS", "0"),
+        ("MEDISENTINEL_BACKEND_ACCESS_TOKEN_SECONDS", "301"),  # SMART: SHOULD NOT exceed 300
         ("MEDISENTINEL_PORT", "-5"),
         ("MEDISENTINEL_PORT", "70000"),
         ("MEDISENTINEL_PORT", "eighty"),

@@ -10,10 +10,10 @@ from sqlalchemy import Engine
 
 from app.auth import clients
 from app.auth.enforcement import unauthorized
-from app.auth.errors import OAuthError, invalid_scope
+from app.auth.errors import OAuthError
 from app.auth.grant import Grant
 from app.auth.keys import KeyStore, Sealer, load_master_key
-from app.auth.scopes import narrow
+from app.auth.token_endpoint import backend_claims
 from app.auth.tokens import InvalidToken, TokenService
 from app.db import write_transaction
 from app.settings import Settings
@@ -71,8 +71,7 @@ class AuthServer:
             client = clients.get_client_by_name(conn, client_name)
             if client is None:
                 raise OAuthError("invalid_client", f"no client named {client_name!r}")
-            granted, refused = narrow(scope, client.scope)
-            if refused:
-                raise invalid_scope(f"not registered for this client: {' '.join(refused)}")
-            claims = {"scope": granted.text, "sub": client.client_id, "sub_kind": "client"}
-            return self.tokens.issue(conn, client.client_id, claims)
+            # The same rules as client_credentials, minus the signed assertion: the operator
+            # at the console is trusted as the key holder would be. The lifetime stays the
+            # longer one of people's tokens (a `medisentinel load` of a big file outlives 300 s).
+            return self.tokens.issue(conn, client.client_id, backend_claims(client, scope))

@@ -53,11 +53,24 @@ def _authorization_code(
 def _client_credentials(
     conn: Connection, tokens: TokenService, client: ClientRecord, form: dict[str, str]
 ) -> dict[str, Any]:
-    if not client.uses_key_assertion or client.kind != "backend":
+    if not client.uses_key_assertion:
         raise OAuthError(
             "unauthorized_client", "client_credentials is for backend clients with keys"
         )
-    requested = form.get("scope") or ""
+    claims = backend_claims(client, form.get("scope") or "")
+    return tokens.issue(conn, client.client_id, claims, backend=True)
+
+
+def backend_claims(client: ClientRecord, requested: str) -> dict[str, Any]:
+    """The claims of a token whose subject is a backend client itself: `client_credentials`
+    and an operator's `medisentinel token` alike. No user and no patient stand behind such a
+    token, so only system/ scopes make sense in it (a patient/ scope without a patient in
+    context would name no one; user/ scopes need a user), and only a backend registration may
+    hold one: an app registered to act for people must not get a token that acts for no one."""
+    if client.kind != "backend":
+        raise OAuthError(
+            "unauthorized_client", f"a {client.kind} client gets tokens only through launch"
+        )
     granted, refused = narrow(requested, client.scope)
     if refused:
         raise invalid_scope(f"not registered for this client: {' '.join(refused)}")
@@ -65,5 +78,4 @@ def _client_credentials(
         raise invalid_scope("ask for at least one system/ scope")
     if any(scope.context != "system" for scope in granted.resources):
         raise invalid_scope("backend services are granted system/ scopes only")
-    claims = {"scope": granted.text, "sub": client.client_id, "sub_kind": "client"}
-    return tokens.issue(conn, client.client_id, claims, backend=True)
+    return {"scope": granted.text, "sub": client.client_id, "sub_kind": "client"}
