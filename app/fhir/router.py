@@ -15,7 +15,7 @@ from app.errors import InvalidRequest, MethodNotAllowed, NotFound, information_o
 from app.fhir import bundles, capability, compartments
 from app.fhir.exchange import FhirRequest, FhirResponse
 from app.fhir.history import HistoryCursor
-from app.fhir.instants import parse_http_date, parse_instant
+from app.fhir.instants import parse_http_date, parse_instant, to_instant
 from app.fhir.nul import refuse_nul
 from app.fhir.search import SearchParams
 from app.fhir.search.params import (
@@ -26,6 +26,7 @@ from app.fhir.search.params import (
     encode_cursor,
     parse_criterion,
 )
+from app.fhir.search.values import date_range
 from app.fhir.service import FhirService, WriteOutcome
 from app.fhir.storage import UnitOfWork
 from app.fhir.validation import is_valid_id
@@ -266,7 +267,7 @@ class FhirRouter:
             raise MethodNotAllowed("history is read-only")
         query = dict(request.query)
         since = _instant_param(query, "_since")
-        at = _instant_param(query, "_at")
+        at = _period_param(query, "_at")
         count = _count(query.get("_count"), self.default_count, self.max_count)
         cursor = _history_cursor(query.get("_page"))
         result = self.service.history(
@@ -338,12 +339,40 @@ def _not_modified(request: FhirRequest, version_id: int, last_updated: int) -> b
 
 
 def _instant_param(query: dict[str, str], name: str) -> int | None:
+    """`_since`: an instant (a date is taken as its first moment)."""
     if name not in query:
         return None
     try:
-        return parse_instant(query[name])
+        moment = parse_instant(_unencoded_plus(query[name]))
     except ValueError as exc:
         raise InvalidRequest(f"{name} must be an instant", expression=name) from exc
+    return _in_range(name, (moment, moment + 1))[0]
+
+
+def _period_param(query: dict[str, str], name: str) -> tuple[int, int] | None:
+    """`_at`: a date(Time) stands for the period its precision spans, [low, high) in µs."""
+    if name not in query:
+        return None
+    period = date_range(_unencoded_plus(query[name]))
+    if period is None:
+        raise InvalidRequest(f"{name} must be a date, dateTime or instant", expression=name)
+    return _in_range(name, period)
+
+
+def _unencoded_plus(value: str) -> str:
+    """A space in an instant can only be a `+` the client left unencoded in the URL
+    (`T10:00:00+05:00` arrives as `T10:00:00 05:00`): read it as one."""
+    return value.replace(" ", "+")
+
+
+def _in_range(name: str, period: tuple[int, int]) -> tuple[int, int]:
+    """Refuse moments no instant can name (UTC years 1-9999: `9999-12-31T23:59:59-14:00` is
+    in year 10000), which the audit trail could not write back (a 500 otherwise)."""
+    try:
+        to_instant(period[0]), to_instant(period[1] - 1)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequest(f"{name} is out of range", expression=name) from exc
+    return period
 
 
 def _count(raw: str | None, default: int, maximum: int) -> int:

@@ -173,7 +173,7 @@ class FhirService:
         rid: str | None,
         *,
         since: int | None,
-        at: int | None,
+        at: tuple[int, int] | None,
         cursor: HistoryCursor | None,
         count: int,
     ) -> HistoryResult:
@@ -185,7 +185,7 @@ class FhirService:
         if rid is not None and storage.get_current(uow, rtype or "", rid) is None:
             raise NotFound(f"{rtype}/{rid} is not known")
         rows = history_page(
-            uow, rtype=rtype, rid=rid, since=since, at_or_before=at, after=cursor, limit=count + 1
+            uow, rtype=rtype, rid=rid, since=since, current_during=at, after=cursor, limit=count + 1
         )
         page, more = rows[:count], len(rows) > count
         last = page[-1] if page else None  # the cursor goes on from what was read

@@ -1,0 +1,65 @@
+"""R4 http.html behaviours found wrong by a black-box probe of the running server."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.helpers import FHIR_JSON, patient
+
+
+def _versions(client: httpx.Client, rid: str, **params: str) -> list[str]:
+    bundle = client.get(f"/Patient/{rid}/_history", params=params).json()
+    return [e["resource"]["meta"]["versionId"] for e in bundle.get("entry", [])]
+
+
+def test_history_at_gives_the_versions_current_during_its_period(client: httpx.Client) -> None:
+    """R4 http.html#history: `_at` includes "resource versions that were current at some
+    point during the time period specified" (a date of any precision is a period). Every
+    version up to the moment was listed, those replaced long before it too; `_at=2026`
+    listed nothing written in 2026."""
+    created = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()
+    rid = created["id"]
+    stamps = [created["meta"]["lastUpdated"]]
+    for gender in ("male", "other", "unknown"):
+        body = {**created, "gender": gender}
+        stamps.append(
+            client.put(f"/Patient/{rid}", json=body, headers=FHIR_JSON).json()["meta"][
+                "lastUpdated"
+            ]
+        )
+    # The moment version 3 was written: only version 3 was current then.
+    assert _versions(client, rid, _at=stamps[2]) == ["3"]
+    # Just before it (to the microsecond): version 2.
+    assert _versions(client, rid, _at=_minus_one_microsecond(stamps[2])) == ["2"]
+    # The year all four were written in: each was current at some point of it.
+    year = stamps[0][:4]
+    assert _versions(client, rid, _at=year) == ["4", "3", "2", "1"]
+    # Before the resource existed: nothing; long after: the current version only.
+    assert _versions(client, rid, _at="2000-01-01") == []
+    assert _versions(client, rid, _at="2999-01-01T00:00:00Z") == ["4"]
+
+
+def test_history_instants_out_of_range_are_400_not_500(client: httpx.Client) -> None:
+    """`9999-12-31T23:59:59-14:00` is a valid dateTime whose UTC moment is in year 10000:
+    writing it back into the audit trail's query failed with a 500."""
+    for name in ("_since", "_at"):
+        response = client.get("/_history", params={name: "9999-12-31T23:59:59-14:00"})
+        assert response.status_code == 400, response.text
+        assert response.json()["issue"][0]["expression"] == [name]
+
+
+def test_history_instant_with_an_unencoded_plus_offset(client: httpx.Client) -> None:
+    """A `+` left unencoded in a URL arrives as a space (`…T00:00:00 05:00`): in an instant
+    a space can mean nothing else, so it is read as the `+` of the offset rather than
+    refused."""
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    response = client.get(f"/Patient/{rid}/_history?_since=2000-01-01T00:00:00+05:00")
+    assert response.status_code == 200, response.text
+    assert len(response.json()["entry"]) == 1
+
+
+def _minus_one_microsecond(instant: str) -> str:
+    from datetime import datetime, timedelta
+
+    moment = datetime.fromisoformat(instant.replace("Z", "+00:00")) - timedelta(microseconds=1)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
