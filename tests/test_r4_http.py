@@ -63,3 +63,19 @@ def _minus_one_microsecond(instant: str) -> str:
 
     moment = datetime.fromisoformat(instant.replace("Z", "+00:00")) - timedelta(microseconds=1)
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def test_vread_answers_conditional_requests_with_304(client: httpx.Client) -> None:
+    """RFC 9110 13.1.2/13.1.3 on a GET of `_history/1`: the client holding that version (its
+    ETag, or a date not older than it) gets 304, as on a read; the vread ignored both."""
+    created = client.post("/Patient", json=patient(), headers=FHIR_JSON)
+    rid = created.json()["id"]
+    url = f"/Patient/{rid}/_history/1"
+    unchanged = client.get(url, headers={"If-None-Match": 'W/"1"'})
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    assert unchanged.headers["etag"] == 'W/"1"'
+    since = client.get(url, headers={"If-Modified-Since": created.headers["last-modified"]})
+    assert since.status_code == 304
+    assert client.get(url, headers={"If-None-Match": 'W/"2"'}).status_code == 200
+    old = "Mon, 01 Jan 2001 00:00:00 GMT"
+    assert client.get(url, headers={"If-Modified-Since": old}).status_code == 200

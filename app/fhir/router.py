@@ -28,7 +28,7 @@ from app.fhir.search.params import (
 )
 from app.fhir.search.values import date_range
 from app.fhir.service import FhirService, WriteOutcome
-from app.fhir.storage import UnitOfWork
+from app.fhir.storage import StoredVersion, UnitOfWork
 from app.fhir.validation import is_valid_id
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -94,7 +94,7 @@ class FhirRouter:
             if method != "GET":
                 raise MethodNotAllowed("a version is read-only")
             version = self.service.vread(uow, rtype, segments[1], segments[3])
-            return FhirResponse.for_version(uow.ctx.base_url, version)
+            return _read_response(uow.ctx.base_url, request, version)
         raise NotFound(f"no FHIR endpoint at '{request.path}'")
 
     # ------------------------------------------------------------ type level
@@ -162,10 +162,7 @@ class FhirRouter:
         if_match = request.header("if-match")
         match request.method:
             case "GET":
-                version = self.service.read(uow, rtype, rid)
-                if _not_modified(request, version.version_id, version.last_updated):
-                    return FhirResponse(304, None, {"ETag": f'W/"{version.version_id}"'})
-                return FhirResponse.for_version(base, version)
+                return _read_response(base, request, self.service.read(uow, rtype, rid))
             case "PUT":
                 outcome = self.service.update(
                     uow, rtype, rid, request.body, if_match=if_match,
@@ -324,6 +321,14 @@ def _write_response(base: str, outcome: WriteOutcome) -> FhirResponse:
         )
         return response
     return FhirResponse.for_version(base, outcome.version, 201 if outcome.created else 200)
+
+
+def _read_response(base: str, request: FhirRequest, version: StoredVersion) -> FhirResponse:
+    """A read or vread: 304 when the client's copy is this version (RFC 9110 13.1.2, 13.1.3;
+    a version never changes, so a vread answers conditional requests as a read does)."""
+    if _not_modified(request, version.version_id, version.last_updated):
+        return FhirResponse(304, None, {"ETag": f'W/"{version.version_id}"'})
+    return FhirResponse.for_version(base, version)
 
 
 def _not_modified(request: FhirRequest, version_id: int, last_updated: int) -> bool:
