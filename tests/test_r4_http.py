@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.helpers import FHIR_JSON, patient
+from tests.helpers import FHIR_JSON, patient, unique
 
 
 def _versions(client: httpx.Client, rid: str, **params: str) -> list[str]:
@@ -79,3 +79,29 @@ def test_vread_answers_conditional_requests_with_304(client: httpx.Client) -> No
     assert client.get(url, headers={"If-None-Match": 'W/"2"'}).status_code == 200
     old = "Mon, 01 Jan 2001 00:00:00 GMT"
     assert client.get(url, headers={"If-Modified-Since": old}).status_code == 200
+
+
+def test_delete_of_a_resource_that_never_existed_is_204(client: httpx.Client) -> None:
+    """R4 http.html#delete: "Upon successful deletion, or if the resource does not exist at
+    all, the server should return either a 200 OK ... or a 204 No Content"; it was 404, and
+    a transaction deleting it failed whole. If-Match still fails: nothing current matches."""
+    rid = unique("never")
+    response = client.delete(f"/Patient/{rid}")
+    assert response.status_code == 204, response.text
+    assert response.content == b""
+    assert client.get(f"/Patient/{rid}").status_code == 404  # nothing was written
+    refused = client.delete(f"/Patient/{rid}", headers={"If-Match": 'W/"1"'})
+    assert refused.status_code == 412
+    assert refused.json()["issue"][0]["code"] == "conflict"
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"request": {"method": "DELETE", "url": f"Patient/{rid}"}},
+            {"resource": patient(), "request": {"method": "POST", "url": "Patient"}},
+        ],
+    }
+    answer = client.post("/", json=bundle, headers=FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    statuses = [e["response"]["status"] for e in answer.json()["entry"]]
+    assert statuses == ["204 No Content", "201 Created"]

@@ -293,8 +293,7 @@ class FhirService:
             current = storage.get_current(uow, rtype, rid, lock=True)
         preconditions.check_if_none_match(if_none_match, current)
         if current is None:
-            if if_match:
-                raise PreconditionFailed(f"If-Match given but {rtype}/{rid} does not exist")
+            preconditions.check_if_match_absent(if_match, rtype, rid)
             version = self._stamp(rtype, rid, body, 1)
             if prefetched:  # batched; a concurrent create of the same id fails the commit (409)
                 storage.stage_insert_current(uow, version)
@@ -390,12 +389,13 @@ class FhirService:
     def delete(
         self, uow: UnitOfWork, rtype: str, rid: str, *, if_match: str | None = None
     ) -> StoredVersion | None:
-        """Delete; returns the deletion version, or None if it was already deleted."""
+        """The deletion version; None if there is none to delete (R4 http.html#delete)."""
         self.check_type(rtype)
         self.pipeline.authorize(uow, Interaction("delete", rtype, rid))
         current = storage.get_current(uow, rtype, rid, lock=True)
-        if current is None:
-            raise NotFound(f"{rtype}/{rid} is not known")
+        if current is None:  # never there: as good as deleted ("does not exist at all")
+            preconditions.check_if_match_absent(if_match, rtype, rid)
+            return None
         preconditions.check_if_match(if_match, current)
         if current.deleted:
             return None
