@@ -105,3 +105,19 @@ def test_delete_of_a_resource_that_never_existed_is_204(client: httpx.Client) ->
     assert answer.status_code == 200, answer.text
     statuses = [e["response"]["status"] for e in answer.json()["entry"]]
     assert statuses == ["204 No Content", "201 Created"]
+
+
+def test_a_form_body_outside_post_search_is_415(client: httpx.Client) -> None:
+    """A form (application/x-www-form-urlencoded) is the body of POST _search only; posted
+    as a resource or a Bundle it was parsed as search parameters and refused as 400 "a
+    resource must be a JSON object", where the media type is what is wrong (415). A Binary
+    still takes a form as its content."""
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for method, path in (("POST", "/Patient"), ("POST", ""), ("PUT", "/Patient/x")):
+        response = client.request(method, path or "/", content=b"name=Ada", headers=form)
+        assert response.status_code == 415, (method, path, response.text)
+        assert response.json()["issue"][0]["code"] == "not-supported"
+    assert client.post("/Patient/_search", content=b"name=Ada", headers=form).status_code == 200
+    binary = client.post("/Binary", content=b"name=Ada", headers=form)
+    assert binary.status_code == 201, binary.text
+    assert binary.json()["contentType"] == "application/x-www-form-urlencoded"

@@ -90,6 +90,8 @@ async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
     method = "GET" if request.method == "HEAD" else request.method
     if raw and _is_post_search(method, path):
         formats.check_search_form(request.headers.get("content-type"))
+    elif raw and not binary.is_write(method, path):  # a Binary may hold a form as content
+        formats.refuse_form(request.headers.get("content-type"))
     fhir_request = FhirRequest(
         method=method,
         path=path.strip("/"),
