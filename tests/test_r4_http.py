@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from tests.helpers import FHIR_JSON, patient, unique
@@ -121,3 +123,58 @@ def test_a_form_body_outside_post_search_is_415(client: httpx.Client) -> None:
     binary = client.post("/Binary", content=b"name=Ada", headers=form)
     assert binary.status_code == 201, binary.text
     assert binary.json()["contentType"] == "application/x-www-form-urlencoded"
+
+
+def _bundle(kind: str, *entries: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
+
+
+def test_an_entry_outcome_goes_in_response_outcome(client: httpx.Client) -> None:
+    """R4 Bundle.entry.response.outcome holds "hints and warnings produced as part of
+    processing this entry"; the informational OperationOutcome of a conditional delete that
+    matched nothing was put in `entry.resource`, as if it were the resource deleted."""
+    entry = {"request": {"method": "DELETE", "url": f"Patient?identifier=urn:x|{unique()}"}}
+    for kind in ("batch", "transaction"):
+        answer = client.post("/", json=_bundle(kind, entry), headers=FHIR_JSON)
+        assert answer.status_code == 200, answer.text
+        (result,) = answer.json()["entry"]
+        assert "resource" not in result
+        assert result["response"]["status"] == "200 OK"
+        assert result["response"]["outcome"]["issue"][0]["severity"] == "information"
+
+
+def test_head_entries_answer_as_get_without_the_resource(client: httpx.Client) -> None:
+    """Bundle.entry.request.method allows HEAD (R4 http-verb); a HEAD entry was refused with
+    405 (the router knows GET only, as HTTP HEAD is mapped to GET before it)."""
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    entry = {"request": {"method": "HEAD", "url": f"Patient/{rid}"}}
+    for kind in ("batch", "transaction"):
+        answer = client.post("/", json=_bundle(kind, entry), headers=FHIR_JSON)
+        assert answer.status_code == 200, answer.text
+        (result,) = answer.json()["entry"]
+        assert result["response"]["status"] == "200 OK", result
+        assert result["response"]["etag"] == 'W/"1"'
+        assert "resource" not in result
+
+
+def test_an_entry_url_on_another_server_is_400_naming_it(client: httpx.Client) -> None:
+    """An absolute request.url not under this server's base was cut into segments and
+    answered as an unknown resource type 'fhir' (404); it names another server (400 at
+    request.url). One under this base still works, the base itself included."""
+    entry = {"request": {"method": "GET", "url": "http://other.example/fhir/Patient/1"}}
+    answer = client.post("/", json=_bundle("batch", entry), headers=FHIR_JSON).json()
+    outcome = answer["entry"][0]["response"]["outcome"]
+    assert answer["entry"][0]["response"]["status"] == "400 Bad Request"
+    assert outcome["issue"][0]["expression"] == ["Bundle.entry[0].request.url"]
+    base = str(client.base_url).rstrip("/")
+    ours = {"request": {"method": "GET", "url": f"{base}?_type=Patient&_count=1"}}
+    answer = client.post("/", json=_bundle("batch", ours), headers=FHIR_JSON).json()
+    assert answer["entry"][0]["response"]["status"] == "200 OK"
+
+
+def test_bundle_entry_that_is_an_empty_object_is_400(client: httpx.Client) -> None:
+    """`"entry": {}` is no array; being falsy it was taken as no entries (200, nothing run)."""
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": {}}
+    response = client.post("/", json=bundle, headers=FHIR_JSON)
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["expression"] == ["Bundle.entry"]

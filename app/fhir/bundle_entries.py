@@ -50,9 +50,7 @@ def entry_request(index: int, entry: Any, base_url: str) -> FhirRequest:
             f"{path}.request.method '{method}' is not supported",
             expression=f"{path}.request.method",
         )
-    url = req["url"]
-    if url.startswith(base_url + "/"):
-        url = url[len(base_url) + 1 :]
+    url = _relative_url(path, req["url"], base_url)
     headers = entry_headers(req)
     body = entry.get("resource")
     if method == "PATCH":
@@ -61,12 +59,28 @@ def entry_request(index: int, entry: Any, base_url: str) -> FhirRequest:
         raise InvalidRequest(
             f"{path}.resource is required for {method}", expression=f"{path}.resource"
         )
-    request = FhirRequest.from_url(method, url, headers=headers, body=body)
+    head = method == "HEAD"  # GET's answer without the content (RFC 9110 9.3.2)
+    request = FhirRequest.from_url("GET" if head else method, url, headers=headers, body=body)
+    request.head = head
     if method == "PUT" and len(request.segments) == 2 and not is_valid_id(request.segments[1]):
         raise InvalidRequest(
             f"{path}.request.url has an invalid id", expression=f"{path}.request.url"
         )
     return request
+
+
+def _relative_url(path: str, url: str, base_url: str) -> str:
+    """request.url relative to this server's base. An absolute URL elsewhere names another
+    server, which this one cannot act for: it was cut into path segments and answered as an
+    unknown resource type (404 'fhir')."""
+    if url == base_url or url.startswith((base_url + "/", base_url + "?")):
+        return url[len(base_url) :].lstrip("/")
+    if "://" in url.split("?", 1)[0]:
+        raise InvalidRequest(
+            f"{path}.request.url '{url}' is not on this server ({base_url})",
+            expression=f"{path}.request.url",
+        )
+    return url
 
 
 def _patch_body(path: str, resource: Any) -> Any:
@@ -89,17 +103,22 @@ def _status_line(status: int) -> str:
 
 
 def response_entry(
-    response: FhirResponse, method: str, preference: str, base_url: str
+    response: FhirResponse, request: FhirRequest, preference: str, base_url: str
 ) -> dict[str, Any]:
     """An entry of the response Bundle. `Prefer: return=minimal` drops a write's resource;
     return=OperationOutcome puts an outcome in its place, in `response.outcome` (R4
     Bundle.entry.response.outcome: "hints and warnings produced as part of processing this
-    entry"). Reads keep their results either way."""
+    entry"), where an OperationOutcome the interaction answered with goes too (a conditional
+    delete that matched nothing): `resource` is the resource the entry is about. Reads keep
+    their results either way; a HEAD has none."""
     entry: dict[str, Any] = {}
+    method, body = request.method, response.body
     outcome = write_outcome(method, response) if preference == "OperationOutcome" else None
-    written = method in WRITES and isinstance(response.body, RawJson)
-    if response.body is not None and not (written and preference != "representation"):
-        entry["resource"] = response.body
+    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
+        outcome, body = outcome or body, None
+    written = method in WRITES and isinstance(body, RawJson)
+    if body is not None and not request.head and not (written and preference != "representation"):
+        entry["resource"] = body
     result: dict[str, Any] = {"status": _status_line(response.status)}
     version = response.version
     if version is not None and not version.deleted:

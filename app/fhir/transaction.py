@@ -44,7 +44,7 @@ def process_bundle(router: FhirRouter, ctx: RequestContext, request: FhirRequest
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise InvalidRequest("POST to the base URL takes a Bundle of type batch or transaction")
     kind = bundle.get("type")
-    entries = bundle.get("entry") or []
+    entries = bundle.get("entry", [])  # `{}` is no empty list: refused below, not run
     if not isinstance(entries, list):
         raise InvalidRequest("Bundle.entry must be an array", expression="Bundle.entry")
     _refuse_duplicate_full_urls(entries)
@@ -87,7 +87,7 @@ def _transaction(
                 responses[i] = router.handle(uow, requests[i])
     bundle = new_bundle("transaction-response")
     bundle["entry"] = [
-        response_entry(r, q.method, preference, ctx.base_url)
+        response_entry(r, q, preference, ctx.base_url)
         for r, q in zip(responses, requests, strict=True)
         if r is not None
     ]
@@ -366,7 +366,7 @@ def _batch(
                 raise InvalidRequest("a batch entry cannot itself be a batch or transaction")
             with router.service.unit_of_work(ctx, write=request.method != "GET") as uow:
                 response = router.handle(uow, request)
-            out.append(response_entry(response, request.method, preference, ctx.base_url))
+            out.append(response_entry(response, request, preference, ctx.base_url))
         except FhirError as exc:
             out.append(
                 error_entry(
