@@ -178,3 +178,15 @@ def test_bundle_entry_that_is_an_empty_object_is_400(client: httpx.Client) -> No
     response = client.post("/", json=bundle, headers=FHIR_JSON)
     assert response.status_code == 400
     assert response.json()["issue"][0]["expression"] == ["Bundle.entry"]
+
+
+def test_405_on_a_compartment_allows_only_reads(client: httpx.Client) -> None:
+    """RFC 9110 15.5.6: Allow lists what the target answers. A DELETE or POST on a
+    compartment search (Patient/123/Observation) was refused with an Allow header listing
+    PUT, PATCH and DELETE, the refused method among them."""
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    for method, target in (("DELETE", "Observation"), ("POST", "*"), ("PUT", "Observation")):
+        response = client.request(method, f"/Patient/{rid}/{target}", json=patient())
+        assert response.status_code == 405, response.text
+        assert response.headers["allow"] == "GET, HEAD"
+        assert response.json()["issue"][0]["code"] == "not-supported"

@@ -258,4 +258,6 @@ def allowed_methods(path: str, *, has_query: bool) -> str:
         return "GET, HEAD"
     if len(segments) == 1:  # a type: conditional writes need criteria
         return "GET, HEAD, POST, PUT, PATCH, DELETE" if has_query else "GET, HEAD, POST"
+    if len(segments) == 3:  # a compartment search (Patient/123/Observation) is read-only
+        return "GET, HEAD"
     return "GET, HEAD, PUT, PATCH, DELETE"
