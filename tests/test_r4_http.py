@@ -190,3 +190,18 @@ def test_405_on_a_compartment_allows_only_reads(client: httpx.Client) -> None:
         assert response.status_code == 405, response.text
         assert response.headers["allow"] == "GET, HEAD"
         assert response.json()["issue"][0]["code"] == "not-supported"
+
+
+def test_metadata_mode_is_checked(client: httpx.Client) -> None:
+    """R4 http.html#capabilities: mode is full, normative or terminology (a
+    TerminologyCapabilities). Any mode, an unknown one too, was answered with the
+    CapabilityStatement: for terminology that is another resource type than asked for."""
+    for mode in ("full", "normative"):
+        response = client.get("/metadata", params={"mode": mode})
+        assert response.json()["resourceType"] == "CapabilityStatement"
+    terminology = client.get("/metadata", params={"mode": "terminology"})
+    assert terminology.status_code == 400
+    assert terminology.json()["issue"][0]["code"] == "not-supported"
+    bogus = client.get("/metadata", params={"mode": "bogus"})
+    assert bogus.status_code == 400
+    assert bogus.json()["issue"][0]["expression"] == ["mode"]

@@ -63,7 +63,8 @@ class FhirRouter:
         if segments[0] == "metadata" and len(segments) == 1:
             if method != "GET":
                 raise MethodNotAllowed("metadata is read-only")
-            return FhirResponse(200, capability.capability_statement(uow.ctx.base_url))
+            mode = dict(request.query).get("mode")
+            return FhirResponse(200, capability.capability_statement(uow.ctx.base_url, mode))
         if segments == ["_search"]:  # system search by POST: GET [base]?... with a form body
             if method != "POST":
                 raise MethodNotAllowed("use GET on the base URL or POST on _search")
