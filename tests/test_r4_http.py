@@ -205,3 +205,37 @@ def test_metadata_mode_is_checked(client: httpx.Client) -> None:
     bogus = client.get("/metadata", params={"mode": "bogus"})
     assert bogus.status_code == 400
     assert bogus.json()["issue"][0]["expression"] == ["mode"]
+
+
+def test_bundle_get_entries_honour_summary_and_elements(client: httpx.Client) -> None:
+    """A GET entry of a batch or transaction behaves as the GET sent alone: `_elements` and
+    `_summary` were applied by the HTTP layer only, so entries got whole resources, and a
+    bad `_summary` was not refused."""
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    entries = [
+        {"request": {"method": "GET", "url": f"Patient/{rid}?_elements=gender"}},
+        {"request": {"method": "GET", "url": f"Patient?_id={rid}&_summary=text"}},
+    ]
+    for kind in ("batch", "transaction"):
+        answer = client.post("/", json=_bundle(kind, *entries), headers=FHIR_JSON)
+        assert answer.status_code == 200, answer.text
+        read, search = (e["resource"] for e in answer.json()["entry"])
+        assert "name" not in read and read["gender"] == "female"
+        assert read["meta"]["tag"][0]["code"] == "SUBSETTED"
+        (match,) = search["entry"]
+        assert set(match["resource"]) == {"resourceType", "id", "meta"}
+    bad = {"request": {"method": "GET", "url": f"Patient/{rid}?_summary=bogus"}}
+    refused = client.post("/", json=_bundle("batch", bad), headers=FHIR_JSON).json()
+    outcome = refused["entry"][0]["response"]["outcome"]
+    assert outcome["issue"][0]["expression"] == ["Bundle.entry[0].request.url"]
+
+
+def test_a_bad_summary_on_a_write_refuses_it_before_it_is_made(client: httpx.Client) -> None:
+    """`PUT …?_summary=bogus` was answered 400 after the update had been committed: the
+    client is told it failed while version 2 exists. Now it is refused first."""
+    created = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()
+    rid = created["id"]
+    body = {**created, "gender": "male"}
+    response = client.put(f"/Patient/{rid}?_summary=bogus", json=body, headers=FHIR_JSON)
+    assert response.status_code == 400
+    assert client.get(f"/Patient/{rid}").json()["meta"]["versionId"] == "1"

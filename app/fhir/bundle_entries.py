@@ -10,7 +10,7 @@ from http import HTTPStatus
 from typing import Any
 
 from app.errors import FhirError, InvalidRequest
-from app.fhir import jsonio
+from app.fhir import jsonio, shaping
 from app.fhir.exchange import FhirRequest, FhirResponse, RawJson, write_outcome
 from app.fhir.instants import parse_instant, to_http_date, to_instant
 from app.fhir.validation import is_valid_id
@@ -62,6 +62,12 @@ def entry_request(index: int, entry: Any, base_url: str) -> FhirRequest:
     head = method == "HEAD"  # GET's answer without the content (RFC 9110 9.3.2)
     request = FhirRequest.from_url("GET" if head else method, url, headers=headers, body=body)
     request.head = head
+    if request.method == "GET":  # checked now: response_entry shapes after the commit
+        try:
+            shaping.check_summary(dict(request.query).get("_summary"))
+        except InvalidRequest as exc:
+            where = f"{path}.request.url"
+            raise InvalidRequest(f"{where}: {exc.message}", expression=where) from exc
     if method == "PUT" and len(request.segments) == 2 and not is_valid_id(request.segments[1]):
         raise InvalidRequest(
             f"{path}.request.url has an invalid id", expression=f"{path}.request.url"
@@ -113,6 +119,8 @@ def response_entry(
     their results either way; a HEAD has none."""
     entry: dict[str, Any] = {}
     method, body = request.method, response.body
+    if method == "GET":  # _summary / _elements, as for the same GET sent alone
+        body = shaping.shape_response(body, request)
     outcome = write_outcome(method, response) if preference == "OperationOutcome" else None
     if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
         outcome, body = outcome or body, None
