@@ -6,7 +6,10 @@ from typing import Any
 
 import httpx
 
+from tests.conftest import LiveServer
 from tests.helpers import FHIR_JSON, patient, unique
+from tests.smart_helpers import register_client
+from tests.test_audit_trail import entity_refs, events_of
 
 
 def _versions(client: httpx.Client, rid: str, **params: str) -> list[str]:
@@ -239,3 +242,30 @@ def test_a_bad_summary_on_a_write_refuses_it_before_it_is_made(client: httpx.Cli
     response = client.put(f"/Patient/{rid}?_summary=bogus", json=body, headers=FHIR_JSON)
     assert response.status_code == 400
     assert client.get(f"/Patient/{rid}").json()["meta"]["versionId"] == "1"
+
+
+def test_a_conditional_create_that_matched_records_what_it_returned(
+    live_server: LiveServer, client: httpx.Client, base_url: str
+) -> None:
+    """If-None-Exist with one match returns that resource (200) without writing: a
+    disclosure like a read. Its AuditEvent named no resource and no patient (the door
+    recorded no access), so the trail could not tell whose record the client was shown."""
+    marker = unique("audit")
+    identifier = [{"system": "urn:probe", "value": marker}]
+    rid = client.post("/Patient", json=patient(identifier=identifier), headers=FHIR_JSON)
+    rid = rid.json()["id"]
+    auth = live_server.app.state.auth
+    scope = "system/Patient.crs"
+    registered = register_client(auth, "backend", scope, jwks={"keys": []})
+    token = auth.local_token(registered.name, scope)["access_token"]
+    headers = {"Authorization": f"Bearer {token}", **FHIR_JSON}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as http:
+        matched = http.post(
+            "/Patient",
+            json=patient(identifier=identifier),
+            headers={"If-None-Exist": f"identifier=urn:probe|{marker}"},
+        )
+    assert matched.status_code == 200, matched.text
+    [event] = events_of(client, registered.client_id)
+    assert entity_refs(event, "4") == [f"Patient/{rid}/_history/1"]
+    assert entity_refs(event, "1") == [f"Patient/{rid}"]

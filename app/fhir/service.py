@@ -252,12 +252,12 @@ class FhirService:
             matches = self.find_ids(uow, rtype, if_none_exist)
             if len(matches) > 1:
                 raise PreconditionFailed(
-                    f"If-None-Exist '{if_none_exist}' matches more than one {rtype}",
-                    status=412,
+                    f"If-None-Exist '{if_none_exist}' matches more than one {rtype}"
                 )
-            if matches:
+            if matches:  # nothing written, but the match is returned: an access (audit)
                 existing = storage.get_current(uow, rtype, matches[0])
                 assert existing is not None
+                self.pipeline.on_access(uow, Interaction("create", rtype), existing)
                 return WriteOutcome(existing, matched_existing=True)
         validate_resource(body, expected_type=rtype)
         rid = assigned_id or str(uuid.uuid4())
