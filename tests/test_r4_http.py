@@ -269,3 +269,70 @@ def test_a_conditional_create_that_matched_records_what_it_returned(
     [event] = events_of(client, registered.client_id)
     assert entity_refs(event, "4") == [f"Patient/{rid}/_history/1"]
     assert entity_refs(event, "1") == [f"Patient/{rid}"]
+
+
+def _conditional_post(full_url: str, marker: str) -> dict[str, Any]:
+    identifier = [{"system": "urn:probe", "value": marker}]
+    return {
+        "fullUrl": full_url,
+        "resource": patient(identifier=identifier),
+        "request": {
+            "method": "POST",
+            "url": "Patient",
+            "ifNoneExist": f"identifier=urn:probe|{marker}",
+        },
+    }
+
+
+def _observation_of(reference: str) -> dict[str, Any]:
+    body = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
+    return {
+        "resource": {**body, "subject": {"reference": reference}},
+        "request": {"method": "POST", "url": "Observation"},
+    }
+
+
+def test_two_conditional_creates_of_one_resource_share_it(client: httpx.Client) -> None:
+    """Two entries creating the same resource conditionally (same If-None-Exist, nothing
+    stored yet): the first creates it and the second matches it, but the second's fullUrl
+    had been given an id of its own up front, so a reference to it was rewritten to a
+    Patient that never existed, and committed. Both fullUrls now name the one created."""
+    marker = unique("twice")
+    bundle = _bundle(
+        "transaction",
+        _conditional_post("urn:uuid:a", marker),
+        _conditional_post("urn:uuid:b", marker),
+        _observation_of("urn:uuid:b"),
+    )
+    answer = client.post("/", json=bundle, headers=FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    first, second, observation = answer.json()["entry"]
+    assert first["response"]["status"] == "201 Created"
+    assert second["response"]["status"] == "200 OK"
+    assert second["fullUrl"] == first["fullUrl"]
+    reference = observation["resource"]["subject"]["reference"]
+    assert first["fullUrl"].endswith(reference)
+    assert client.get(f"/{reference}").status_code == 200
+
+
+def test_a_conditional_create_that_ends_elsewhere_fails_the_transaction(
+    client: httpx.Client,
+) -> None:
+    """A condition resolved up front can come to match something else while the entries run
+    (here entry 0, without a condition, creates what entry 1's If-None-Exist then finds):
+    the references rewritten to entry 1's id would dangle, so the transaction is refused."""
+    marker = unique("later")
+    plain = _conditional_post("urn:uuid:c", marker)
+    del plain["request"]["ifNoneExist"]
+    bundle = _bundle(
+        "transaction",
+        plain,
+        _conditional_post("urn:uuid:d", marker),
+        _observation_of("urn:uuid:d"),
+    )
+    answer = client.post("/", json=bundle, headers=FHIR_JSON)
+    assert answer.status_code == 409, answer.text
+    issue = answer.json()["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[1].request.ifNoneExist"]
+    found = client.get("/Patient", params={"identifier": f"urn:probe|{marker}"}).json()
+    assert found["total"] == 0  # rolled back

@@ -17,7 +17,14 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 from app.context import RequestContext
-from app.errors import FhirError, InvalidRequest, Issue, PreconditionFailed, ServerError
+from app.errors import (
+    Conflict,
+    FhirError,
+    InvalidRequest,
+    Issue,
+    PreconditionFailed,
+    ServerError,
+)
 from app.fhir import bindings, storage
 from app.fhir.bundle_entries import (
     PROCESSING_ORDER,
@@ -68,7 +75,7 @@ def _transaction(
     responses: list[FhirResponse | None] = [None] * len(requests)
     with router.service.unit_of_work(ctx, write=True) as uow:
         router.service.pipeline.authorize(uow, Interaction("transaction"))
-        id_map = _assign_ids(router, uow, entries, requests)
+        id_map, targets = _assign_ids(router, uow, entries, requests)
         _refuse_overlapping_targets(router, uow, requests)
         _prefetch_put_targets(uow, requests)
         for i, request in enumerate(requests):
@@ -84,7 +91,8 @@ def _transaction(
         order = sorted(range(len(requests)), key=lambda i: PROCESSING_ORDER[requests[i].method])
         for i in order:
             with _entry_errors(i, requests[i]):
-                responses[i] = router.handle(uow, requests[i])
+                responses[i] = response = router.handle(uow, requests[i])
+                _check_created_as_assigned(i, response, targets)
     bundle = new_bundle("transaction-response")
     bundle["entry"] = [
         response_entry(r, q, preference, ctx.base_url)
@@ -110,9 +118,13 @@ def _entry_error(error: FhirError, index: int, resource: Any) -> FhirError:
 
 def _assign_ids(
     router: FhirRouter, uow: UnitOfWork, entries: list[Any], requests: list[FhirRequest]
-) -> dict[str, str]:
-    """Give every created resource its id now; map each entry's fullUrl to Type/id."""
+) -> tuple[dict[str, str], dict[int, str]]:
+    """Give every created resource its id now; map each entry's fullUrl to Type/id. Also
+    the id each conditional create (If-None-Exist) with a fullUrl was resolved to, by index:
+    what the entry must end on (_check_created_as_assigned)."""
     id_map: dict[str, str] = {}
+    targets: dict[int, str] = {}
+    claimed: dict[tuple[str, str], str] = {}
     for i, request in enumerate(requests):
         full_url = entries[i].get("fullUrl") if isinstance(entries[i], dict) else None
         segments = request.segments
@@ -120,10 +132,30 @@ def _assign_ids(
             continue
         rtype = segments[0]
         with _entry_errors(i, request):
-            target = _resolve_target(router, uow, request, rtype, segments)
+            target = _resolve_target(router, uow, request, rtype, segments, claimed)
         if target and isinstance(full_url, str) and full_url:
             id_map[full_url] = f"{rtype}/{target}"
-    return id_map
+            if request.method == "POST" and request.header("if-none-exist"):
+                targets[i] = target
+    return id_map, targets
+
+
+def _check_created_as_assigned(index: int, response: FhirResponse, targets: dict[int, str]) -> None:
+    """A conditional create resolved up front must end on the resource it was resolved to:
+    links to its fullUrl were rewritten to that id. Entries run before it can make its
+    condition find another resource (one an earlier entry created without a condition,
+    or none, the one found having been deleted by a DELETE entry); the links would then
+    dangle, so the transaction is refused rather than committed so."""
+    expected, version = targets.get(index), response.version
+    if expected is None or version is None or version.id == expected:
+        return
+    where = f"Bundle.entry[{index}].request.ifNoneExist"
+    raise Conflict(
+        f"{where}: resolved to {version.resource_type}/{expected} before the entries ran, "
+        f"it ended on {version.resource_type}/{version.id}: an earlier entry changed what it "
+        "finds, and the references to this entry's fullUrl would not name what it created",
+        expression=where,
+    )
 
 
 def _prefetch_put_targets(uow: UnitOfWork, requests: list[FhirRequest]) -> None:
@@ -139,8 +171,15 @@ def _prefetch_put_targets(uow: UnitOfWork, requests: list[FhirRequest]) -> None:
 
 
 def _resolve_target(
-    router: FhirRouter, uow: UnitOfWork, request: FhirRequest, rtype: str, segments: list[str]
+    router: FhirRouter,
+    uow: UnitOfWork,
+    request: FhirRequest,
+    rtype: str,
+    segments: list[str],
+    claimed: dict[tuple[str, str], str],
 ) -> str | None:
+    """The id the entry will write (or read); `claimed`: the ids conditional creates that
+    match nothing yet will create, by (type, criteria)."""
     service = router.service
     if request.method == "POST" and len(segments) == 1:
         condition = request.header("if-none-exist")
@@ -152,7 +191,11 @@ def _resolve_target(
                 )
             if found:
                 return found[0]
+            if (rtype, condition) in claimed:  # an earlier entry creates it; this one finds it
+                return claimed[(rtype, condition)]
         request.assigned_id, request.fresh_id = str(uuid.uuid4()), True
+        if condition:
+            claimed[(rtype, condition)] = request.assigned_id
         return request.assigned_id
     if request.method == "PUT" and len(segments) == 1 and request.query:
         found = service.find_ids(uow, rtype, request.query_string)
