@@ -336,3 +336,14 @@ def test_a_conditional_create_that_ends_elsewhere_fails_the_transaction(
     assert issue["expression"] == ["Bundle.entry[1].request.ifNoneExist"]
     found = client.get("/Patient", params={"identifier": f"urn:probe|{marker}"}).json()
     assert found["total"] == 0  # rolled back
+
+
+def test_history_count_zero_returns_no_entries(client: httpx.Client) -> None:
+    """R4 http.html#history, _count: the server "cannot return more" than asked for; with
+    `_count=0` it returned one entry (and a next link)."""
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    for url in (f"/Patient/{rid}/_history", "/Patient/_history", "/_history"):
+        bundle = client.get(url, params={"_count": "0"}).json()
+        assert bundle["type"] == "history"
+        assert "entry" not in bundle
+        assert [link["relation"] for link in bundle["link"]] == ["self"]

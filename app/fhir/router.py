@@ -386,7 +386,8 @@ def _count(raw: str | None, default: int, maximum: int) -> int:
         return default
     if not (raw.isascii() and raw.isdigit()):
         raise InvalidRequest("_count must be a non-negative integer", expression="_count")
-    return max(1, min(int(raw), maximum))
+    # 0 is a page of nothing: a server "cannot return more" than _count (R4 http.html#history)
+    return min(int(raw), maximum)
 
 
 def _history_cursor(token: str | None) -> HistoryCursor | None:
