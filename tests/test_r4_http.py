@@ -347,3 +347,15 @@ def test_history_count_zero_returns_no_entries(client: httpx.Client) -> None:
         assert bundle["type"] == "history"
         assert "entry" not in bundle
         assert [link["relation"] for link in bundle["link"]] == ["self"]
+
+
+def test_405_on_audit_event_writes_allows_only_reads(client: httpx.Client) -> None:
+    """AuditEvent is read-only through the API: its 405s carried the Allow header of a
+    writable type (POST, PUT, PATCH, DELETE), the refused method among them."""
+    event = {"resourceType": "AuditEvent", "id": "x"}
+    for method, path in (("POST", "/AuditEvent"), ("PUT", "/AuditEvent/x"),
+                         ("DELETE", "/AuditEvent/x"), ("DELETE", "/AuditEvent?_id=x")):  # fmt: skip
+        body = event if method in ("POST", "PUT") else None
+        response = client.request(method, path, json=body, headers=FHIR_JSON)
+        assert response.status_code == 405, (method, path, response.text)
+        assert response.headers["allow"] == "GET, HEAD", (method, path)
