@@ -59,7 +59,7 @@ class AuditHook(Hook):
         if interaction.resource_type == "AuditEvent" and interaction.name in WRITES:
             raise MethodNotAllowed(
                 "AuditEvent is written by the server only; it is read-only",
-                headers={"Allow": "GET, HEAD"},  # RFC 9110 15.5.6: what the target allows
+                allow="GET, HEAD",  # RFC 9110 15.5.6: what the target allows
             )
 
     def on_access(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> None:

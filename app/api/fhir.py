@@ -20,6 +20,7 @@ from app.context import RequestContext, http_context
 from app.errors import (
     FhirError,
     InvalidRequest,
+    MethodNotAllowed,
     ServerError,
 )
 from app.fhir import jsonio, shaping
@@ -211,11 +212,13 @@ def error_response(error: FhirError, request: Request) -> Response:
         content, media_type = jsonio.dumps(error.outcome()), formats.JSON_TYPE
     headers = dict(error.headers)
     path = request.url.path
-    fhir_path = path == "/fhir" or path.startswith("/fhir/")
-    if error.status == 405 and "Allow" not in headers and fhir_path:
-        # RFC 9110 15.5.6: a 405 MUST say what the target does allow (unless the refusal
-        # knew better: a read-only type).
-        headers["Allow"] = allowed_methods(path[len("/fhir") :], has_query=bool(request.url.query))
+    if error.status == 405 and (path == "/fhir" or path.startswith("/fhir/")):
+        # RFC 9110 15.5.6: a 405 MUST say what the target does allow (the refusal may know
+        # better than the URL: a read-only type).
+        allow = error.allow if isinstance(error, MethodNotAllowed) else None
+        headers["Allow"] = allow or allowed_methods(
+            path[len("/fhir") :], has_query=bool(request.url.query)
+        )
     return Response(
         content=content, status_code=error.status, headers=headers, media_type=media_type
     )
