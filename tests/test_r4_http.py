@@ -359,3 +359,29 @@ def test_405_on_audit_event_writes_allows_only_reads(client: httpx.Client) -> No
         response = client.request(method, path, json=body, headers=FHIR_JSON)
         assert response.status_code == 405, (method, path, response.text)
         assert response.headers["allow"] == "GET, HEAD", (method, path)
+
+
+def test_a_conditional_create_whose_match_is_deleted_first_fails_unnamed(
+    client: httpx.Client,
+) -> None:
+    """DELETE entries run first: a conditional create resolved up front to the resource a
+    DELETE entry removes ends on a new one, and links to its fullUrl would name the deleted
+    one; refused (409). The id found up front is not named in the refusal: in a client's
+    transaction it may be a resource outside what the client may see (conditions are
+    resolved before each entry's own authorization)."""
+    marker = unique("gone")
+    identifier = [{"system": "urn:probe", "value": marker}]
+    found = client.post("/Patient", json=patient(identifier=identifier), headers=FHIR_JSON)
+    rid = found.json()["id"]
+    bundle = _bundle(
+        "transaction",
+        {"request": {"method": "DELETE", "url": f"Patient/{rid}"}},
+        _conditional_post("urn:uuid:e", marker),
+        _observation_of("urn:uuid:e"),
+    )
+    answer = client.post("/", json=bundle, headers=FHIR_JSON)
+    assert answer.status_code == 409, answer.text
+    issue = answer.json()["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[1].request.ifNoneExist"]
+    assert rid not in issue["diagnostics"]
+    assert client.get(f"/Patient/{rid}").status_code == 200  # rolled back

@@ -150,10 +150,11 @@ def _check_created_as_assigned(index: int, response: FhirResponse, targets: dict
     if expected is None or version is None or version.id == expected:
         return
     where = f"Bundle.entry[{index}].request.ifNoneExist"
+    # The id resolved up front is not named: it may be one this client may not see.
     raise Conflict(
-        f"{where}: resolved to {version.resource_type}/{expected} before the entries ran, "
-        f"it ended on {version.resource_type}/{version.id}: an earlier entry changed what it "
-        "finds, and the references to this entry's fullUrl would not name what it created",
+        f"{where}: it ended on {version.resource_type}/{version.id}, not on what it found "
+        "before the entries ran (an earlier entry changed what it finds), so the references "
+        "to this entry's fullUrl would not name it",
         expression=where,
     )
 
