@@ -127,6 +127,10 @@ class NotFound(FhirError):
 class MethodNotAllowed(FhirError):
     status, issue_code = 405, "not-supported"
 
+    def __init__(self, message: str, *, allow: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.allow = allow  # the Allow header, when the refusal knows better than the URL
+
 
 class NotAcceptable(FhirError):
     status, issue_code = 406, "not-supported"

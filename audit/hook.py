@@ -57,7 +57,10 @@ class AuditHook(Hook):
         else:
             pending.append(Pending(interaction, query=_query(interaction)))
         if interaction.resource_type == "AuditEvent" and interaction.name in WRITES:
-            raise MethodNotAllowed("AuditEvent is written by the server only; it is read-only")
+            raise MethodNotAllowed(
+                "AuditEvent is written by the server only; it is read-only",
+                allow="GET, HEAD",  # RFC 9110 15.5.6: what the target allows
+            )
 
     def on_access(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> None:
         pending = uow.ctx.trail.pending

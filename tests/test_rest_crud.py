@@ -135,10 +135,6 @@ def test_update_after_delete_resurrects_with_next_version(client: httpx.Client) 
     assert response.json()["meta"]["versionId"] == "3"
 
 
-def test_delete_unknown_is_404(client: httpx.Client) -> None:
-    assert client.delete("/Patient/never-existed").status_code == 404
-
-
 def test_prefer_return_variants(client: httpx.Client) -> None:
     minimal = create(client, patient(), Prefer="return=minimal")
     assert minimal.status_code == 201

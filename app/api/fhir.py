@@ -20,13 +20,13 @@ from app.context import RequestContext, http_context
 from app.errors import (
     FhirError,
     InvalidRequest,
+    MethodNotAllowed,
     ServerError,
 )
 from app.fhir import jsonio, shaping
 from app.fhir.exchange import (
     FhirRequest,
     FhirResponse,
-    RawJson,
     return_preference,
     write_outcome,
 )
@@ -88,8 +88,12 @@ async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
     if len(raw) > settings.max_body_bytes:
         raise FhirError("request body too large", status=413)
     method = "GET" if request.method == "HEAD" else request.method
+    # Before anything runs: found bad after a write, it would answer 400 for a committed write.
+    shaping.check_summary(query.get("_summary"))
     if raw and _is_post_search(method, path):
         formats.check_search_form(request.headers.get("content-type"))
+    elif raw and not binary.is_write(method, path):  # a Binary may hold a form as content
+        formats.refuse_form(request.headers.get("content-type"))
     fhir_request = FhirRequest(
         method=method,
         path=path.strip("/"),
@@ -167,7 +171,7 @@ def _render(
     response: FhirResponse, request: FhirRequest, fmt: str, pretty: bool, *, head: bool
 ) -> Response:
     body = _apply_prefer(response, request)
-    body = _apply_shaping(body, request)
+    body = shaping.shape_response(body, request)
     headers = dict(response.headers)
     if body is None:
         return Response(status_code=response.status, headers=headers)
@@ -195,35 +199,6 @@ def _is_post_search(method: str, path: str) -> bool:
     return method == "POST" and path.strip("/").rsplit("/", 1)[-1] == "_search"
 
 
-def _apply_shaping(body: Any, request: FhirRequest) -> Any:
-    pairs = list(request.query)
-    post_search = _is_post_search(request.method, request.path)
-    if post_search and isinstance(request.body, list):
-        pairs += request.body  # POST _search means what GET means: URL and form together
-    params = dict(pairs)
-    summary = params.get("_summary")
-    elements = tuple(e for e in params.get("_elements", "").split(",") if e)
-    shaping.check_summary(summary)
-    if not (request.method == "GET" or post_search) or (
-        summary in (None, "false") and not elements
-    ):
-        return body
-    if isinstance(body, RawJson):
-        return shaping.shape(body.parse(), summary, elements)
-    if (
-        isinstance(body, dict)
-        and body.get("resourceType") == "Bundle"
-        and body.get("type") == "searchset"
-    ):
-        for entry in body.get("entry", []):
-            resource = entry.get("resource")
-            # R4 search 3.1.1.5.9: "The list of elements does not apply to included resources."
-            chosen = () if entry.get("search", {}).get("mode") == "include" else elements
-            if isinstance(resource, RawJson) and (chosen or summary not in (None, "false")):
-                entry["resource"] = shaping.shape(resource.parse(), summary, chosen)
-    return body
-
-
 def error_response(error: FhirError, request: Request) -> Response:
     try:
         fmt = formats.response_format(
@@ -238,8 +213,12 @@ def error_response(error: FhirError, request: Request) -> Response:
     headers = dict(error.headers)
     path = request.url.path
     if error.status == 405 and (path == "/fhir" or path.startswith("/fhir/")):
-        # RFC 9110 15.5.6: a 405 MUST say what the target does allow.
-        headers["Allow"] = allowed_methods(path[len("/fhir") :], has_query=bool(request.url.query))
+        # RFC 9110 15.5.6: a 405 MUST say what the target does allow (the refusal may know
+        # better than the URL: a read-only type).
+        allow = error.allow if isinstance(error, MethodNotAllowed) else None
+        headers["Allow"] = allow or allowed_methods(
+            path[len("/fhir") :], has_query=bool(request.url.query)
+        )
     return Response(
         content=content, status_code=error.status, headers=headers, media_type=media_type
     )
@@ -256,4 +235,6 @@ def allowed_methods(path: str, *, has_query: bool) -> str:
         return "GET, HEAD"
     if len(segments) == 1:  # a type: conditional writes need criteria
         return "GET, HEAD, POST, PUT, PATCH, DELETE" if has_query else "GET, HEAD, POST"
+    if len(segments) == 3:  # a compartment search (Patient/123/Observation) is read-only
+        return "GET, HEAD"
     return "GET, HEAD, PUT, PATCH, DELETE"

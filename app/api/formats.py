@@ -165,6 +165,16 @@ def check_search_form(content_type: str | None) -> None:
         )
 
 
+def refuse_form(content_type: str | None) -> None:
+    """A form is the body of POST _search only: a resource, Bundle or patch sent as one was
+    read as search parameters and refused as "not a JSON object" (400); the media type is
+    what is wrong (415)."""
+    if content_type is not None and _media(content_type) == FORM_TYPE:
+        raise UnsupportedMediaType(
+            f"{FORM_TYPE} is taken only by POST _search; send FHIR JSON or XML"
+        )
+
+
 def render(body: Any, fmt: str, *, pretty: bool) -> tuple[bytes, str]:
     if fmt == "xml":
         return xml.json_to_xml(jsonio.materialize(body), pretty=pretty), XML_TYPE

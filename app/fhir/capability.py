@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from app.errors import InvalidRequest, Issue
 from app.fhir import bindings, compartments
 from app.fhir.search.definitions import SearchParamDef, params_for
 from app.fhir.search.indexer import indexed_param
@@ -44,7 +45,17 @@ PARAM_NOTES = {
 }
 
 
-def capability_statement(base_url: str) -> dict[str, Any]:
+def capability_statement(base_url: str, mode: str | None = None) -> dict[str, Any]:
+    """`GET metadata?mode=`: full (the default) and normative answer this statement, whose
+    every part is about this server; terminology asks for a TerminologyCapabilities, which
+    is not offered (it was answered with this CapabilityStatement, another resource type)."""
+    if mode == "terminology":
+        message = "mode=terminology: this server offers no TerminologyCapabilities"
+        raise InvalidRequest(message, issues=[Issue("error", "not-supported", message, ("mode",))])
+    if mode not in (None, "full", "normative"):
+        raise InvalidRequest(
+            f"mode must be full, normative or terminology, not '{mode}'", expression="mode"
+        )
     return _cached(base_url)
 
 

@@ -30,6 +30,7 @@ class FhirRequest:
     # in one query: `current` is that row, or None when the id is new.
     prefetched: bool = False
     current: StoredVersion | None = None
+    head: bool = False  # a Bundle entry's HEAD: handled as GET, answered without the content
 
     @classmethod
     def from_url(cls, method: str, url: str, **kwargs: Any) -> FhirRequest:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, exists, or_, select
 
 from app.fhir.instants import to_instant
 from app.fhir.storage import StoredVersion, UnitOfWork
@@ -49,11 +49,13 @@ def history_page(
     rtype: str | None,
     rid: str | None,
     since: int | None,
-    at_or_before: int | None,
+    current_during: tuple[int, int] | None,
     after: HistoryCursor | None,
     limit: int,
 ) -> list[StoredVersion]:
-    """Versions newest first; `after` continues a previous page without OFFSET."""
+    """Versions newest first; `after` continues a previous page without OFFSET.
+    `current_during` [low, high) in µs (`_at`) keeps the versions current at some moment of
+    it: written before its end, and not replaced by a later version by its start."""
     uow.flush()
     h = resource_history
     query = select(
@@ -65,8 +67,16 @@ def history_page(
         query = query.where(h.c.id == rid)
     if since is not None:
         query = query.where(h.c.last_updated >= since)
-    if at_or_before is not None:
-        query = query.where(h.c.last_updated <= at_or_before)
+    if current_during is not None:
+        low, high = current_during
+        later = resource_history.alias("later")
+        replaced = exists().where(
+            later.c.resource_type == h.c.resource_type,
+            later.c.id == h.c.id,
+            later.c.version_id > h.c.version_id,
+            later.c.last_updated <= low,
+        )
+        query = query.where(h.c.last_updated < high, ~replaced)
     if after is not None:
         query = query.where(
             or_(
@@ -105,8 +115,9 @@ def history_page(
     ]
 
 
-def history_query(since: int | None, at: int | None) -> str:
+def history_query(since: int | None, at: tuple[int, int] | None) -> str:
     """A history listing's criteria as a query string (the audit trail's BALP Query entity
-    records it, as a search's criteria; paging and _count are left out, as for searches)."""
-    pairs = [("_since", since), ("_at", at)]
+    records it, as a search's criteria; paging and _count are left out, as for searches).
+    `_at` is recorded as the start of its period."""
+    pairs = [("_since", since), ("_at", at[0] if at else None)]
     return urlencode([(k, to_instant(v)) for k, v in pairs if v is not None])

@@ -23,6 +23,12 @@ def check_if_match(if_match: str | None, current: StoredVersion) -> None:
         )
 
 
+def check_if_match_absent(if_match: str | None, rtype: str, rid: str) -> None:
+    """RFC 9110 13.1.1: If-Match (even "*") is false when there is no current representation."""
+    if if_match:
+        raise PreconditionFailed(f"If-Match given but {rtype}/{rid} does not exist")
+
+
 def check_if_none_match(if_none_match: str | None, current: StoredVersion | None) -> None:
     """RFC 9110 13.1.2 on a write: false (412) when the resource has a current version and
     the header is "*" or lists its entity tag; a deleted resource has none, so a PUT with

@@ -15,7 +15,7 @@ from app.errors import InvalidRequest, MethodNotAllowed, NotFound, information_o
 from app.fhir import bundles, capability, compartments
 from app.fhir.exchange import FhirRequest, FhirResponse
 from app.fhir.history import HistoryCursor
-from app.fhir.instants import parse_http_date, parse_instant
+from app.fhir.instants import parse_http_date, parse_instant, to_instant
 from app.fhir.nul import refuse_nul
 from app.fhir.search import SearchParams
 from app.fhir.search.params import (
@@ -26,8 +26,9 @@ from app.fhir.search.params import (
     encode_cursor,
     parse_criterion,
 )
+from app.fhir.search.values import date_range
 from app.fhir.service import FhirService, WriteOutcome
-from app.fhir.storage import UnitOfWork
+from app.fhir.storage import StoredVersion, UnitOfWork
 from app.fhir.validation import is_valid_id
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -62,7 +63,8 @@ class FhirRouter:
         if segments[0] == "metadata" and len(segments) == 1:
             if method != "GET":
                 raise MethodNotAllowed("metadata is read-only")
-            return FhirResponse(200, capability.capability_statement(uow.ctx.base_url))
+            mode = dict(request.query).get("mode")
+            return FhirResponse(200, capability.capability_statement(uow.ctx.base_url, mode))
         if segments == ["_search"]:  # system search by POST: GET [base]?... with a form body
             if method != "POST":
                 raise MethodNotAllowed("use GET on the base URL or POST on _search")
@@ -93,7 +95,7 @@ class FhirRouter:
             if method != "GET":
                 raise MethodNotAllowed("a version is read-only")
             version = self.service.vread(uow, rtype, segments[1], segments[3])
-            return FhirResponse.for_version(uow.ctx.base_url, version)
+            return _read_response(uow.ctx.base_url, request, version)
         raise NotFound(f"no FHIR endpoint at '{request.path}'")
 
     # ------------------------------------------------------------ type level
@@ -161,10 +163,7 @@ class FhirRouter:
         if_match = request.header("if-match")
         match request.method:
             case "GET":
-                version = self.service.read(uow, rtype, rid)
-                if _not_modified(request, version.version_id, version.last_updated):
-                    return FhirResponse(304, None, {"ETag": f'W/"{version.version_id}"'})
-                return FhirResponse.for_version(base, version)
+                return _read_response(base, request, self.service.read(uow, rtype, rid))
             case "PUT":
                 outcome = self.service.update(
                     uow, rtype, rid, request.body, if_match=if_match,
@@ -266,7 +265,7 @@ class FhirRouter:
             raise MethodNotAllowed("history is read-only")
         query = dict(request.query)
         since = _instant_param(query, "_since")
-        at = _instant_param(query, "_at")
+        at = _period_param(query, "_at")
         count = _count(query.get("_count"), self.default_count, self.max_count)
         cursor = _history_cursor(query.get("_page"))
         result = self.service.history(
@@ -325,6 +324,14 @@ def _write_response(base: str, outcome: WriteOutcome) -> FhirResponse:
     return FhirResponse.for_version(base, outcome.version, 201 if outcome.created else 200)
 
 
+def _read_response(base: str, request: FhirRequest, version: StoredVersion) -> FhirResponse:
+    """A read or vread: 304 when the client's copy is this version (RFC 9110 13.1.2, 13.1.3;
+    a version never changes, so a vread answers conditional requests as a read does)."""
+    if _not_modified(request, version.version_id, version.last_updated):
+        return FhirResponse(304, None, {"ETag": f'W/"{version.version_id}"'})
+    return FhirResponse.for_version(base, version)
+
+
 def _not_modified(request: FhirRequest, version_id: int, last_updated: int) -> bool:
     if_none_match = request.header("if-none-match")
     if if_none_match:  # RFC 9110 13.1.2: a list of entity tags, or "*" (it exists)
@@ -338,12 +345,40 @@ def _not_modified(request: FhirRequest, version_id: int, last_updated: int) -> b
 
 
 def _instant_param(query: dict[str, str], name: str) -> int | None:
+    """`_since`: an instant (a date is taken as its first moment)."""
     if name not in query:
         return None
     try:
-        return parse_instant(query[name])
+        moment = parse_instant(_unencoded_plus(query[name]))
     except ValueError as exc:
         raise InvalidRequest(f"{name} must be an instant", expression=name) from exc
+    return _in_range(name, (moment, moment + 1))[0]
+
+
+def _period_param(query: dict[str, str], name: str) -> tuple[int, int] | None:
+    """`_at`: a date(Time) stands for the period its precision spans, [low, high) in µs."""
+    if name not in query:
+        return None
+    period = date_range(_unencoded_plus(query[name]))
+    if period is None:
+        raise InvalidRequest(f"{name} must be a date, dateTime or instant", expression=name)
+    return _in_range(name, period)
+
+
+def _unencoded_plus(value: str) -> str:
+    """A space in an instant can only be a `+` the client left unencoded in the URL
+    (`T10:00:00+05:00` arrives as `T10:00:00 05:00`): read it as one."""
+    return value.replace(" ", "+")
+
+
+def _in_range(name: str, period: tuple[int, int]) -> tuple[int, int]:
+    """Refuse moments no instant can name (UTC years 1-9999: `9999-12-31T23:59:59-14:00` is
+    in year 10000), which the audit trail could not write back (a 500 otherwise)."""
+    try:
+        to_instant(period[0]), to_instant(period[1] - 1)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequest(f"{name} is out of range", expression=name) from exc
+    return period
 
 
 def _count(raw: str | None, default: int, maximum: int) -> int:
@@ -351,7 +386,8 @@ def _count(raw: str | None, default: int, maximum: int) -> int:
         return default
     if not (raw.isascii() and raw.isdigit()):
         raise InvalidRequest("_count must be a non-negative integer", expression="_count")
-    return max(1, min(int(raw), maximum))
+    # 0 is a page of nothing: a server "cannot return more" than _count (R4 http.html#history)
+    return min(int(raw), maximum)
 
 
 def _history_cursor(token: str | None) -> HistoryCursor | None:

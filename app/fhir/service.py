@@ -175,7 +175,7 @@ class FhirService:
         rid: str | None,
         *,
         since: int | None,
-        at: int | None,
+        at: tuple[int, int] | None,
         cursor: HistoryCursor | None,
         count: int,
     ) -> HistoryResult:
@@ -187,7 +187,7 @@ class FhirService:
         if rid is not None and storage.get_current(uow, rtype or "", rid) is None:
             raise NotFound(f"{rtype}/{rid} is not known")
         rows = history_page(
-            uow, rtype=rtype, rid=rid, since=since, at_or_before=at, after=cursor, limit=count + 1
+            uow, rtype=rtype, rid=rid, since=since, current_during=at, after=cursor, limit=count + 1
         )
         page, more = rows[:count], len(rows) > count
         last = page[-1] if page else None  # the cursor goes on from what was read
@@ -254,12 +254,12 @@ class FhirService:
             matches = self.find_ids(uow, rtype, if_none_exist)
             if len(matches) > 1:
                 raise PreconditionFailed(
-                    f"If-None-Exist '{if_none_exist}' matches more than one {rtype}",
-                    status=412,
+                    f"If-None-Exist '{if_none_exist}' matches more than one {rtype}"
                 )
-            if matches:
+            if matches:  # nothing written, but the match is returned: an access (audit)
                 existing = storage.get_current(uow, rtype, matches[0])
                 assert existing is not None
+                self.pipeline.on_access(uow, Interaction("create", rtype), existing)
                 return WriteOutcome(existing, matched_existing=True)
         validate_resource(body, expected_type=rtype)
         rid = assigned_id or str(uuid.uuid4())
@@ -295,8 +295,7 @@ class FhirService:
             current = storage.get_current(uow, rtype, rid, lock=True)
         preconditions.check_if_none_match(if_none_match, current)
         if current is None:
-            if if_match:
-                raise PreconditionFailed(f"If-Match given but {rtype}/{rid} does not exist")
+            preconditions.check_if_match_absent(if_match, rtype, rid)
             version = self._stamp(rtype, rid, body, 1)
             if prefetched:  # batched; a concurrent create of the same id fails the commit (409)
                 storage.stage_insert_current(uow, version)
@@ -392,12 +391,13 @@ class FhirService:
     def delete(
         self, uow: UnitOfWork, rtype: str, rid: str, *, if_match: str | None = None
     ) -> StoredVersion | None:
-        """Delete; returns the deletion version, or None if it was already deleted."""
+        """The deletion version; None if there is none to delete (R4 http.html#delete)."""
         self.check_type(rtype)
         self.pipeline.authorize(uow, Interaction("delete", rtype, rid))
         current = storage.get_current(uow, rtype, rid, lock=True)
-        if current is None:
-            raise NotFound(f"{rtype}/{rid} is not known")
+        if current is None:  # never there: as good as deleted ("does not exist at all")
+            preconditions.check_if_match_absent(if_match, rtype, rid)
+            return None
         preconditions.check_if_match(if_match, current)
         if current.deleted:
             return None

@@ -10,6 +10,7 @@ from typing import Any
 import fhir_profiles
 from app.errors import InvalidRequest
 from app.fhir.bindings import element_table
+from app.fhir.exchange import FhirRequest, RawJson
 
 SUBSETTED = {
     "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
@@ -59,6 +60,37 @@ def check_summary(mode: str | None) -> None:
         raise InvalidRequest(
             f"_summary must be one of {sorted(SUMMARY_MODES)}", expression="_summary"
         )
+
+
+def shape_response(body: Any, request: FhirRequest) -> Any:
+    """What a GET (or POST _search) answers, per its _summary / _elements: the resource read,
+    or each match of a searchset. An HTTP request and a Bundle entry's GET alike."""
+    pairs = list(request.query)
+    post_search = request.method == "POST" and request.path.rsplit("/", 1)[-1] == "_search"
+    if post_search and isinstance(request.body, list):
+        pairs += request.body  # POST _search means what GET means: URL and form together
+    params = dict(pairs)
+    summary = params.get("_summary")
+    elements = tuple(e for e in params.get("_elements", "").split(",") if e)
+    check_summary(summary)
+    if not (request.method == "GET" or post_search) or (
+        summary in (None, "false") and not elements
+    ):
+        return body
+    if isinstance(body, RawJson):
+        return shape(body.parse(), summary, elements)
+    if (
+        isinstance(body, dict)
+        and body.get("resourceType") == "Bundle"
+        and body.get("type") == "searchset"
+    ):
+        for entry in body.get("entry", []):
+            resource = entry.get("resource")
+            # R4 search 3.1.1.5.9: "The list of elements does not apply to included resources."
+            chosen = () if entry.get("search", {}).get("mode") == "include" else elements
+            if isinstance(resource, RawJson) and (chosen or summary not in (None, "false")):
+                entry["resource"] = shape(resource.parse(), summary, chosen)
+    return body
 
 
 def shape(

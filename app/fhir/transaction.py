@@ -9,58 +9,41 @@ work and reports each entry's outcome.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import re
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from http import HTTPStatus
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 from app.context import RequestContext
-from app.errors import FhirError, InvalidRequest, Issue, PreconditionFailed, ServerError
-from app.fhir import bindings, jsonio, storage
+from app.errors import (
+    Conflict,
+    FhirError,
+    InvalidRequest,
+    Issue,
+    PreconditionFailed,
+    ServerError,
+)
+from app.fhir import bindings, storage
+from app.fhir.bundle_entries import (
+    PROCESSING_ORDER,
+    entry_request,
+    error_entry,
+    response_entry,
+)
 from app.fhir.bundles import new_bundle
 from app.fhir.element_tables import pointer_type, typed_elements_in
-from app.fhir.exchange import (
-    FhirRequest,
-    FhirResponse,
-    RawJson,
-    return_preference,
-    write_outcome,
-)
+from app.fhir.exchange import FhirRequest, FhirResponse, return_preference
 from app.fhir.hooks import Interaction
-from app.fhir.instants import parse_instant, to_http_date, to_instant
 from app.fhir.storage import UnitOfWork
-from app.fhir.validation import is_valid_id
 
 if TYPE_CHECKING:
     from app.fhir.router import FhirRouter
 
-WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Link elements a transaction rewrites (canonical is a uri too); narrative links by regex.
 LINK_TYPES = frozenset({"uri", "url", "oid", "uuid", "canonical", "xhtml"})
 NARRATIVE_LINK = re.compile(r"""(\b(?:href|src)\s*=\s*)(["'])(.*?)\2""")
-PROCESSING_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
-ENTRY_HEADERS = {
-    "ifMatch": "if-match",
-    "ifNoneExist": "if-none-exist",
-    "ifNoneMatch": "if-none-match",
-    "ifModifiedSince": "if-modified-since",
-}
-
-
-def _entry_headers(req: dict[str, Any]) -> dict[str, str]:
-    """The HTTP headers an entry's request elements stand for. ifModifiedSince is a FHIR
-    instant there and an HTTP date in the header; one that is not an instant is passed as
-    given (a lenient client's HTTP date still works, garbage is ignored as in the header)."""
-    headers = {h: str(req[k]) for k, h in ENTRY_HEADERS.items() if req.get(k)}
-    since = headers.get("if-modified-since")
-    if since is not None:
-        with suppress(ValueError, OverflowError, OSError):
-            headers["if-modified-since"] = to_http_date(parse_instant(since))
-    return headers
 
 
 def process_bundle(router: FhirRouter, ctx: RequestContext, request: FhirRequest) -> FhirResponse:
@@ -68,7 +51,7 @@ def process_bundle(router: FhirRouter, ctx: RequestContext, request: FhirRequest
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise InvalidRequest("POST to the base URL takes a Bundle of type batch or transaction")
     kind = bundle.get("type")
-    entries = bundle.get("entry") or []
+    entries = bundle.get("entry", [])  # `{}` is no empty list: refused below, not run
     if not isinstance(entries, list):
         raise InvalidRequest("Bundle.entry must be an array", expression="Bundle.entry")
     _refuse_duplicate_full_urls(entries)
@@ -88,11 +71,11 @@ def process_bundle(router: FhirRouter, ctx: RequestContext, request: FhirRequest
 def _transaction(
     router: FhirRouter, ctx: RequestContext, entries: list[Any], preference: str
 ) -> FhirResponse:
-    requests = [_entry_request(i, e, ctx.base_url) for i, e in enumerate(entries)]
+    requests = [entry_request(i, e, ctx.base_url) for i, e in enumerate(entries)]
     responses: list[FhirResponse | None] = [None] * len(requests)
     with router.service.unit_of_work(ctx, write=True) as uow:
         router.service.pipeline.authorize(uow, Interaction("transaction"))
-        id_map = _assign_ids(router, uow, entries, requests)
+        id_map, targets = _assign_ids(router, uow, entries, requests)
         _refuse_overlapping_targets(router, uow, requests)
         _prefetch_put_targets(uow, requests)
         for i, request in enumerate(requests):
@@ -108,10 +91,11 @@ def _transaction(
         order = sorted(range(len(requests)), key=lambda i: PROCESSING_ORDER[requests[i].method])
         for i in order:
             with _entry_errors(i, requests[i]):
-                responses[i] = router.handle(uow, requests[i])
+                responses[i] = response = router.handle(uow, requests[i])
+                _check_created_as_assigned(i, response, targets)
     bundle = new_bundle("transaction-response")
     bundle["entry"] = [
-        _response_entry(r, q.method, preference, ctx.base_url)
+        response_entry(r, q, preference, ctx.base_url)
         for r, q in zip(responses, requests, strict=True)
         if r is not None
     ]
@@ -134,9 +118,13 @@ def _entry_error(error: FhirError, index: int, resource: Any) -> FhirError:
 
 def _assign_ids(
     router: FhirRouter, uow: UnitOfWork, entries: list[Any], requests: list[FhirRequest]
-) -> dict[str, str]:
-    """Give every created resource its id now; map each entry's fullUrl to Type/id."""
+) -> tuple[dict[str, str], dict[int, str]]:
+    """Give every created resource its id now; map each entry's fullUrl to Type/id. Also
+    the id each conditional create (If-None-Exist) with a fullUrl was resolved to, by index:
+    what the entry must end on (_check_created_as_assigned)."""
     id_map: dict[str, str] = {}
+    targets: dict[int, str] = {}
+    claimed: dict[tuple[str, str], str] = {}
     for i, request in enumerate(requests):
         full_url = entries[i].get("fullUrl") if isinstance(entries[i], dict) else None
         segments = request.segments
@@ -144,10 +132,31 @@ def _assign_ids(
             continue
         rtype = segments[0]
         with _entry_errors(i, request):
-            target = _resolve_target(router, uow, request, rtype, segments)
+            target = _resolve_target(router, uow, request, rtype, segments, claimed)
         if target and isinstance(full_url, str) and full_url:
             id_map[full_url] = f"{rtype}/{target}"
-    return id_map
+            if request.method == "POST" and request.header("if-none-exist"):
+                targets[i] = target
+    return id_map, targets
+
+
+def _check_created_as_assigned(index: int, response: FhirResponse, targets: dict[int, str]) -> None:
+    """A conditional create resolved up front must end on the resource it was resolved to:
+    links to its fullUrl were rewritten to that id. Entries run before it can make its
+    condition find another resource (one an earlier entry created without a condition,
+    or none, the one found having been deleted by a DELETE entry); the links would then
+    dangle, so the transaction is refused rather than committed so."""
+    expected, version = targets.get(index), response.version
+    if expected is None or version is None or version.id == expected:
+        return
+    where = f"Bundle.entry[{index}].request.ifNoneExist"
+    # The id resolved up front is not named: it may be one this client may not see.
+    raise Conflict(
+        f"{where}: it ended on {version.resource_type}/{version.id}, not on what it found "
+        "before the entries ran (an earlier entry changed what it finds), so the references "
+        "to this entry's fullUrl would not name it",
+        expression=where,
+    )
 
 
 def _prefetch_put_targets(uow: UnitOfWork, requests: list[FhirRequest]) -> None:
@@ -163,8 +172,15 @@ def _prefetch_put_targets(uow: UnitOfWork, requests: list[FhirRequest]) -> None:
 
 
 def _resolve_target(
-    router: FhirRouter, uow: UnitOfWork, request: FhirRequest, rtype: str, segments: list[str]
+    router: FhirRouter,
+    uow: UnitOfWork,
+    request: FhirRequest,
+    rtype: str,
+    segments: list[str],
+    claimed: dict[tuple[str, str], str],
 ) -> str | None:
+    """The id the entry will write (or read); `claimed`: the ids conditional creates that
+    match nothing yet will create, by (type, criteria)."""
     service = router.service
     if request.method == "POST" and len(segments) == 1:
         condition = request.header("if-none-exist")
@@ -176,7 +192,11 @@ def _resolve_target(
                 )
             if found:
                 return found[0]
+            if (rtype, condition) in claimed:  # an earlier entry creates it; this one finds it
+                return claimed[(rtype, condition)]
         request.assigned_id, request.fresh_id = str(uuid.uuid4()), True
+        if condition:
+            claimed[(rtype, condition)] = request.assigned_id
         return request.assigned_id
     if request.method == "PUT" and len(segments) == 1 and request.query:
         found = service.find_ids(uow, rtype, request.query_string)
@@ -385,110 +405,23 @@ def _batch(
     out: list[dict[str, Any]] = []
     for i, entry in enumerate(entries):
         try:
-            request = _entry_request(i, entry, ctx.base_url)
+            request = entry_request(i, entry, ctx.base_url)
             if request.method == "POST" and not request.segments:
                 raise InvalidRequest("a batch entry cannot itself be a batch or transaction")
             with router.service.unit_of_work(ctx, write=request.method != "GET") as uow:
                 response = router.handle(uow, request)
-            out.append(_response_entry(response, request.method, preference, ctx.base_url))
+            out.append(response_entry(response, request, preference, ctx.base_url))
         except FhirError as exc:
             out.append(
-                _error_entry(
+                error_entry(
                     _entry_error(exc, i, entry.get("resource") if isinstance(entry, dict) else None)
                 )
             )
         except Exception as exc:  # one broken entry must not sink the others
             out.append(
-                _error_entry(
+                error_entry(
                     ServerError(f"Bundle.entry[{i}]: internal error ({type(exc).__name__})")
                 )
             )
     bundle["entry"] = out
     return FhirResponse(200, bundle)
-
-
-# ---------------------------------------------------------------- entries
-
-
-def _entry_request(index: int, entry: Any, base_url: str) -> FhirRequest:
-    path = f"Bundle.entry[{index}]"
-    if not isinstance(entry, dict):
-        raise InvalidRequest(f"{path} must be an object", expression=path)
-    req = entry.get("request")
-    if not isinstance(req, dict) or not req.get("method") or not isinstance(req.get("url"), str):
-        raise InvalidRequest(f"{path}.request needs method and url", expression=f"{path}.request")
-    method = str(req["method"]).upper()
-    if method not in PROCESSING_ORDER:
-        raise InvalidRequest(
-            f"{path}.request.method '{method}' is not supported",
-            expression=f"{path}.request.method",
-        )
-    url = req["url"]
-    if url.startswith(base_url + "/"):
-        url = url[len(base_url) + 1 :]
-    headers = _entry_headers(req)
-    body = entry.get("resource")
-    if method == "PATCH":
-        body = _patch_body(path, body)
-    elif method in ("POST", "PUT") and not isinstance(body, dict):
-        raise InvalidRequest(
-            f"{path}.resource is required for {method}", expression=f"{path}.resource"
-        )
-    request = FhirRequest.from_url(method, url, headers=headers, body=body)
-    if method == "PUT" and len(request.segments) == 2 and not is_valid_id(request.segments[1]):
-        raise InvalidRequest(
-            f"{path}.request.url has an invalid id", expression=f"{path}.request.url"
-        )
-    return request
-
-
-def _patch_body(path: str, resource: Any) -> Any:
-    """A transaction PATCH carries its JSON Patch in a Binary resource (R4)."""
-    if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
-        try:
-            return jsonio.loads(base64.b64decode(resource.get("data", "")))
-        except (ValueError, jsonio.FhirJsonError) as exc:
-            raise InvalidRequest(
-                f"{path}.resource.data is not a JSON Patch", expression=f"{path}.resource"
-            ) from exc
-    raise InvalidRequest(
-        f"{path}: PATCH entries need a Binary resource holding a JSON Patch",
-        expression=f"{path}.resource",
-    )
-
-
-def _status_line(status: int) -> str:
-    return f"{status} {HTTPStatus(status).phrase}"
-
-
-def _response_entry(
-    response: FhirResponse, method: str, preference: str, base_url: str
-) -> dict[str, Any]:
-    """An entry of the response Bundle. `Prefer: return=minimal` drops a write's resource;
-    return=OperationOutcome puts an outcome in its place, in `response.outcome` (R4
-    Bundle.entry.response.outcome: "hints and warnings produced as part of processing this
-    entry"). Reads keep their results either way."""
-    entry: dict[str, Any] = {}
-    outcome = write_outcome(method, response) if preference == "OperationOutcome" else None
-    written = method in WRITES and isinstance(response.body, RawJson)
-    if response.body is not None and not (written and preference != "representation"):
-        entry["resource"] = response.body
-    result: dict[str, Any] = {"status": _status_line(response.status)}
-    version = response.version
-    if version is not None and not version.deleted:
-        result["location"] = f"{version.resource_type}/{version.id}/_history/{version.version_id}"
-    if "ETag" in response.headers:
-        result["etag"] = response.headers["ETag"]
-    if version is not None:
-        result["lastModified"] = to_instant(version.last_updated)
-    if outcome is not None:
-        result["outcome"] = outcome
-    entry["response"] = result
-    if version is not None and not version.deleted:
-        entry["fullUrl"] = f"{base_url}/{version.resource_type}/{version.id}"
-        entry = {"fullUrl": entry.pop("fullUrl"), **entry}
-    return entry
-
-
-def _error_entry(error: FhirError) -> dict[str, Any]:
-    return {"response": {"status": _status_line(error.status), "outcome": error.outcome()}}
