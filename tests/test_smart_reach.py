@@ -269,3 +269,33 @@ def test_conditional_writes_reach_only_scoped_types(world: World) -> None:
     _refused(put, "subject:Patient.name")
     made = httpx.put(f"{world.base}/Observation?{query}", json=_obs(world.pb), headers=wild)
     assert made.status_code == 412, made.text  # allowed: the criteria match pb's several
+
+
+def test_a_conditional_create_shows_its_match_only_to_who_may_read_it(world: World) -> None:
+    """If-None-Exist that matches answers 200 with the match (R4 http.html#ccreate): for a
+    token that may only create, that would be a read its scopes do not grant. It learns that
+    a match exists (its Location), not what it holds."""
+    family = f"Ann{world.marker}"
+    post = {"resourceType": "Patient", "name": [{"family": family}]}
+    create_only = _backend(world, "system/Patient.c")
+    assert _get(world, create_only, f"Patient/{world.pa}").status_code == 403
+    matched = httpx.post(f"{world.base}/Patient", json=post, timeout=30,
+                         headers={**create_only, "If-None-Exist": f"family={family}"})  # fmt: skip
+    assert matched.status_code == 200, matched.text
+    assert matched.headers["location"].endswith(f"/Patient/{world.pa}")
+    body = matched.json()
+    assert body["resourceType"] == "OperationOutcome", body
+    assert family not in matched.text
+    in_bundle = httpx.post(world.base, headers=create_only, timeout=30, json={
+        "resourceType": "Bundle", "type": "transaction", "entry": [{
+            "resource": post, "request": {"method": "POST", "url": "Patient",
+                                          "ifNoneExist": f"family={family}"}}]})  # fmt: skip
+    assert in_bundle.status_code == 200, in_bundle.text
+    assert family not in in_bundle.text
+    entry = in_bundle.json()["entry"][0]
+    assert "resource" not in entry and entry["response"]["status"].startswith("200")
+    # A token that may also read gets the match itself, as before.
+    reader = _backend(world, "system/Patient.cr")
+    shown = httpx.post(f"{world.base}/Patient", json=post, timeout=30,
+                       headers={**reader, "If-None-Exist": f"family={family}"})  # fmt: skip
+    assert shown.status_code == 200 and shown.json()["id"] == world.pa

@@ -244,13 +244,26 @@ class SmartAccessHook(Hook):
             )
 
     def visible(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> bool:
-        """An older version returned by history or vread: judged on its own content."""
+        """An older version returned by history or vread: judged on its own content. A
+        "read" asked by the door of a resource another interaction came upon (the match of a
+        conditional create): may this grant read it, whatever the interaction's permission?"""
+        if interaction.name == "read":
+            return self._readable(uow, version)
         access = uow.row_filter
         if not isinstance(access, AccessFilter) or interaction.name not in VERSIONED:
             return True
         return version_visible(uow, access, version)
 
     # ------------------------------------------------------------------ internals
+
+    def _readable(self, uow: UnitOfWork, version: StoredVersion) -> bool:
+        grant = self._live_grant(uow)
+        rtype = version.resource_type
+        read = AccessFilter(grant, "r", [rtype], uow.ctx.base_url)
+        rules = read.rules(rtype)
+        if rules is None:
+            return True
+        return rules != [] and _matches(uow, read, rtype, version.id)
 
     def _live_grant(self, uow: UnitOfWork) -> Grant:
         grant = uow.ctx.grant

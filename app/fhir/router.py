@@ -320,6 +320,10 @@ def _write_response(base: str, outcome: WriteOutcome) -> FhirResponse:
         response.headers["Location"] = (
             f"{base}/{outcome.version.resource_type}/{outcome.version.id}"
         )
+        if outcome.content_withheld:  # a create-only grant learns that it exists, not what
+            response.body = information_outcome(
+                "a matching resource exists; this token may not read it"
+            )
         return response
     return FhirResponse.for_version(base, outcome.version, 201 if outcome.created else 200)
 

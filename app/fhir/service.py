@@ -50,6 +50,7 @@ class WriteOutcome:
     version: StoredVersion
     created: bool = False  # a new resource (201)
     matched_existing: bool = False  # conditional create found one: nothing written (200)
+    content_withheld: bool = False  # ... which the caller may not read: no body for it
 
 
 @dataclass(frozen=True)
@@ -260,7 +261,10 @@ class FhirService:
                 existing = storage.get_current(uow, rtype, matches[0])
                 assert existing is not None
                 self.pipeline.on_access(uow, Interaction("create", rtype), existing)
-                return WriteOutcome(existing, matched_existing=True)
+                # Its content only to a caller who may read it: `c` alone is no read.
+                as_read = Interaction("read", rtype, existing.id)
+                shown = self.pipeline.visible(uow, as_read, existing)
+                return WriteOutcome(existing, matched_existing=True, content_withheld=not shown)
         validate_resource(body, expected_type=rtype)
         rid = assigned_id or str(uuid.uuid4())
         version = self._stamp(rtype, rid, body, 1)
