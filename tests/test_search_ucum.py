@@ -45,25 +45,26 @@ VALUES: dict[str, dict[str, Any]] = {
     "iu": _quantity(2, "[IU]/mL"),  # = 2 k[IU]/L; [IU] compares with itself only
     "cel": _quantity(37, "Cel"),  # affine: indexed as written only
     "nosys": _quantity(5.4, "mg", system=None),  # the unit alone
+    "uncoded": {"value": 5.4, "unit": "mg", "system": UCUM},  # the unit for the code
     "other": _quantity(5.4, "mg", system="http://example.org/units"),
 }
 
-MASSES = "g0054 mg54 mg535 mg545 ug5400 g500 kg2 lb1"
+MASSES = "g0054 mg54 uncoded mg535 mg545 ug5400 g500 kg2 lb1"
 CASES: list[tuple[str, str]] = [
-    (f"5.4|{UCUM}|mg", "g0054 mg54 mg535 ug5400"),  # [5.35, 5.45) mg
-    (f"eq5.4|{UCUM}|mg", "g0054 mg54 mg535 ug5400"),
-    (f"5.40|{UCUM}|mg", "g0054 mg54 ug5400"),  # [5.395, 5.405) mg
-    (f"0.0054|{UCUM}|g", "g0054 mg54 mg535 ug5400"),  # [0.00535, 0.00545) g
-    (f"5400|{UCUM}|ug", "g0054 mg54 ug5400"),  # [5399.5, 5400.5) ug
+    (f"5.4|{UCUM}|mg", "g0054 mg54 uncoded mg535 ug5400"),  # [5.35, 5.45) mg
+    (f"eq5.4|{UCUM}|mg", "g0054 mg54 uncoded mg535 ug5400"),
+    (f"5.40|{UCUM}|mg", "g0054 mg54 uncoded ug5400"),  # [5.395, 5.405) mg
+    (f"0.0054|{UCUM}|g", "g0054 mg54 uncoded mg535 ug5400"),  # [0.00535, 0.00545) g
+    (f"5400|{UCUM}|ug", "g0054 mg54 uncoded ug5400"),  # [5399.5, 5400.5) ug
     (f"ne5.4|{UCUM}|mg", "mg545 g500 kg2 lb1"),  # comparable units only, as before
-    (f"lt1|{UCUM}|kg", "g0054 mg54 mg535 mg545 ug5400 g500 lb1"),
+    (f"lt1|{UCUM}|kg", "g0054 mg54 uncoded mg535 mg545 ug5400 g500 lb1"),
     (f"gt1|{UCUM}|kg", "kg2"),
     (f"ge2000|{UCUM}|g", "kg2"),  # 2 kg is 2000 g: ge takes the number exactly
     (f"gt2000|{UCUM}|g", ""),
-    (f"le500|{UCUM}|g", "g0054 mg54 mg535 mg545 ug5400 g500 lb1"),
-    (f"lt500|{UCUM}|g", "g0054 mg54 mg535 mg545 ug5400 lb1"),
+    (f"le500|{UCUM}|g", "g0054 mg54 uncoded mg535 mg545 ug5400 g500 lb1"),
+    (f"lt500|{UCUM}|g", "g0054 mg54 uncoded mg535 mg545 ug5400 lb1"),
     (f"sa1|{UCUM}|[lb_av]", "g500 kg2"),
-    (f"eb1|{UCUM}|[lb_av]", "g0054 mg54 mg535 mg545 ug5400"),
+    (f"eb1|{UCUM}|[lb_av]", "g0054 mg54 uncoded mg535 mg545 ug5400"),
     (f"ap500|{UCUM}|g", "g500 lb1"),  # [450, 550] g
     (f"ap1|{UCUM}|[lb_av]", "lb1"),  # [408.2, 498.95] g
     (f"gt0|{UCUM}|kg", MASSES),
@@ -78,8 +79,8 @@ CASES: list[tuple[str, str]] = [
     (f"310|{UCUM}|K", ""),  # ... so Cel is not converted to K either
     (f"5.4|{UCUM}|m..g", ""),  # not a UCUM code: as before (no row has it)
     # without the UCUM system: exactly as before
-    ("5.4||mg", "mg54 mg535 nosys other"),
-    ("5.4", "mg54 mg535 nosys other"),
+    ("5.4||mg", "mg54 uncoded mg535 nosys other"),
+    ("5.4", "mg54 uncoded mg535 nosys other"),
     ("0.0054||g", "g0054"),
     ("5.4|http://example.org/units|mg", "other"),
     ("lt1||kg", ""),
@@ -122,7 +123,7 @@ def test_sorting_by_quantity_is_by_the_value_as_written(client: httpx.Client, ma
     """`_sort` reads the value column as before: the canonical form is for matching only."""
     mass = {"value-quantity": f"gt0|{UCUM}|g", "_sort": "value-quantity"}
     assert _labels(client, marker, **mass) == [
-        "g0054", "lb1", "kg2", "mg535", "mg54", "mg545", "g500", "ug5400",
+        "g0054", "lb1", "kg2", "mg535", "mg54", "uncoded", "mg545", "g500", "ug5400",
     ]  # fmt: skip
     mass["_sort"] = "-value-quantity"
     assert _labels(client, marker, **mass)[:2] == ["ug5400", "g500"]

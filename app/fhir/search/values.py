@@ -325,7 +325,9 @@ def quantity_values(nodes: list[Any]) -> Iterator[Qty]:
             unit = _str(node.get("unit"))
             system = _quantity_system(node)
             number = bounded(Decimal(value))
-            canonical_value, canonical_code = canonical_quantity(number, system, code)
+            # the unit text stands in for a missing code, as it does in search (criteria.py)
+            coded = code if code is not None else unit
+            canonical_value, canonical_code = canonical_quantity(number, system, coded)
             yield number, system, capped_code(code), unit, canonical_value, canonical_code
 
 
