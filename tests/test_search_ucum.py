@@ -221,3 +221,14 @@ def test_reindex_fills_the_canonical_form_of_rows_written_before(
     assert result.returncode == 0, result.stdout + result.stderr
     found = client.get("/Observation", params=query).json()["entry"]
     assert [e["resource"]["id"] for e in found] == [rid]
+
+
+@pytest.mark.parametrize(
+    "value", [f"abc|{UCUM}|mg", f"ltx|{UCUM}|kg", f"5|{UCUM}|mg|g", f"1e|{UCUM}|mg"]
+)
+def test_a_bad_quantity_in_ucum_units_is_a_400(client: httpx.Client, value: str) -> None:
+    response = client.get("/Observation", params={"value-quantity": value})
+    assert response.status_code == 400, response.text
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["expression"] == ["value-quantity"]
