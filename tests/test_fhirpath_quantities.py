@@ -12,7 +12,7 @@ import pytest
 
 from app.fhir.search.fhirpath.compiled import Scope
 from app.fhir.search.fhirpath.compiler import compile_node
-from app.fhir.search.fhirpath.parser import parse
+from app.fhir.search.fhirpath.parser import Unsupported, parse
 from tests.helpers import FHIR_JSON, observation
 
 UCUM = "http://unitsofmeasure.org"
@@ -90,3 +90,12 @@ def test_rng2_compares_a_range_in_two_units(client: httpx.Client) -> None:
     assert fine.status_code == 201, fine.text
     unknown = post({"value": 40, "code": "Cel", **json_q}, {"value": 300, "code": "K", **json_q})
     assert unknown.status_code == 201, unknown.text  # not converted: unknown passes
+
+
+def test_a_quantity_against_a_literal_or_another_type_is_left_to_fhirpathpy() -> None:
+    """Only Quantity against Quantity is compared natively; `=` with a literal, `in` a list and
+    `=` with a primitive raise Unsupported, so the expression falls back as it did before."""
+    scope = Scope(("Range",), "Range")
+    for expression in ("low = 1", "low in (1 | 2)", "low = high.value", "low.value = high"):
+        with pytest.raises(Unsupported):
+            compile_node(parse(expression), scope)

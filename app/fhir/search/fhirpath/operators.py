@@ -116,7 +116,10 @@ def compile_plus(node: Plus, scope: Scope, compile_node: NodeCompiler) -> Compil
 
 def compile_compare(node: Compare, scope: Scope, compile_node: NodeCompiler) -> Compiled:
     ordering = node.op not in ("=", "!=", "in")
-    left = _comparable(node.left, scope, compile_node, ordering)
+    # Quantities are compared with Quantities (_quantity_values); = against a literal, or `in`
+    # a list of them, is left to fhirpathpy as before (a literal is never a Quantity here)
+    quantities = ordering or not (node.op == "in" or isinstance(node.right, Literal))
+    left = _comparable(node.left, scope, compile_node, quantities)
     if node.op == "in":
         return _compile_in(left, node.right)
     if isinstance(node.right, Literal):
@@ -140,10 +143,12 @@ def compile_compare(node: Compare, scope: Scope, compile_node: NodeCompiler) -> 
             return [equal is not negate]
 
         return Compiled(compare, None, boolean=True)
-    right = _comparable(node.right, scope, compile_node, ordering)
+    right = _comparable(node.right, scope, compile_node, quantities)
     lfn, rfn = left.fn, right.fn
     op = node.op
     if not ordering and (left.types in QUANTITIES or right.types in QUANTITIES):
+        if not (left.types in QUANTITIES and right.types in QUANTITIES):
+            raise Unsupported("equality of a Quantity and another type")  # fhirpathpy's
         return Compiled(_quantities_equal(lfn, rfn, op == "="), None, boolean=True)
 
     def compare_both(items: Items, root: Any) -> Items:
@@ -173,12 +178,12 @@ def _compile_in(left: Compiled, right: Any) -> Compiled:
 
 
 def _comparable(
-    node: Any, scope: Scope, compile_node: NodeCompiler, ordering: bool = False
+    node: Any, scope: Scope, compile_node: NodeCompiler, quantities: bool = False
 ) -> Compiled:
     compiled = compile_node(node, scope)
     if compiled.boolean:
         return compiled
-    if compiled.types in QUANTITIES:
+    if quantities and compiled.types in QUANTITIES:
         return compiled  # compared in comparable units (_quantity_values; rng-2: low <= high)
     if compiled.types is None or not all(is_primitive(t) for t in compiled.types):
         # fhirpathpy compares Quantities and other complex values specially.
