@@ -68,11 +68,13 @@ Code = tuple[str, str]  # (system, code)
 # --------------------------------------------------------------------------- package loading
 
 
-def fetch_package(dest: Path, prefixes: tuple[str, ...] = NEEDED_PREFIXES) -> Path:
-    """Download the examples package with ``npm pack`` and unpack the files we need
-    (those whose names start with one of ``prefixes``)."""
+def fetch_package(
+    dest: Path, prefixes: tuple[str, ...] = NEEDED_PREFIXES, package: str = NPM_PACKAGE
+) -> Path:
+    """Download an npm package (the examples package unless told) with ``npm pack`` and
+    unpack the files we need (those whose names start with one of ``prefixes``)."""
     proc = subprocess.run(
-        ["npm", "pack", NPM_PACKAGE, "--silent", "--pack-destination", str(dest)],
+        ["npm", "pack", package, "--silent", "--pack-destination", str(dest)],
         check=True,
         capture_output=True,
         text=True,

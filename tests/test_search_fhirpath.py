@@ -646,13 +646,17 @@ def test_invariant_shapes_follow_fhirpath(
     assert values(expression, node, "Period") == expected
 
 
-def test_quantities_of_one_unit_are_ordered_and_resources_typed() -> None:
+def test_quantities_are_ordered_and_resources_typed() -> None:
     rng = "low <= high"
     mg = {"system": "http://unitsofmeasure.org", "code": "mg"}
     assert values(rng, {"low": {"value": 5, **mg}, "high": {"value": 3, **mg}}, "Range") == [False]
     assert values(rng, {"low": {"value": 2, **mg}, "high": {"value": 3, **mg}}, "Range") == [True]
-    other = {"system": "http://unitsofmeasure.org", "code": "g"}
-    assert values(rng, {"low": {"value": 5, **mg}, "high": {"value": 3, **other}}, "Range") == []
+    grams = {"system": "http://unitsofmeasure.org", "code": "g"}  # converted (UCUM)
+    assert values(rng, {"low": {"value": 5, **mg}, "high": {"value": 3, **grams}}, "Range") == [
+        True
+    ]
+    metres = {"system": "http://unitsofmeasure.org", "code": "m"}  # incomparable: unknown
+    assert values(rng, {"low": {"value": 5, **mg}, "high": {"value": 3, **metres}}, "Range") == []
     first_is = "entry.first().resource.is(Composition)"
     document = {"entry": [{"resource": {"resourceType": "Composition"}}, {"resource": PATIENT}]}
     assert values(first_is, document, "Bundle") == [True]

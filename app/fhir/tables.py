@@ -154,7 +154,12 @@ search_quantity = Table(
     Column("system", Text, nullable=True),
     Column("code", Text, nullable=True),
     Column("unit", Text, nullable=True),
+    # The value in UCUM base units and their code (`5.4 mg`: 0.0054, "g"), for a Quantity of
+    # the UCUM system whose code converts by a factor (app/fhir/ucum.py; migration 0019)
+    Column("canonical_value", SearchNumber, nullable=True),
+    Column("canonical_code", Text, nullable=True),
     Index("ix_quantity_lookup", "resource_type", "param", "code", "value"),
+    Index("ix_quantity_canonical", "resource_type", "param", "canonical_code", "canonical_value"),
     Index("ix_quantity_owner", "resource_type", "resource_id", "param"),
 )
 
@@ -180,6 +185,8 @@ search_composite = Table(
     Column("c2_code", Text, nullable=True),  # token code / quantity code
     Column("c2_value", SearchNumber, nullable=True),  # quantity value
     Column("c2_unit", Text, nullable=True),
+    Column("c2_canonical_value", SearchNumber, nullable=True),  # as search_quantity's
+    Column("c2_canonical_code", Text, nullable=True),
     Column("c2_low", BigInteger, nullable=True),  # date range
     Column("c2_high", BigInteger, nullable=True),
     Column("c2_text", OrderedText, nullable=True),  # normalized string

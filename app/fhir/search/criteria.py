@@ -38,6 +38,7 @@ from decimal import Decimal
 from typing import Any
 
 from app.errors import InvalidRequest
+from app.fhir import ucum
 from app.fhir.search import values
 from app.fhir.search.params import RESOURCE_COLUMNS, Criterion
 
@@ -143,6 +144,7 @@ def _or(*conds: Plan) -> Plan:
 _FIRST = (("system", "c1_system"), ("code", "c1_code"))
 _SECOND = (
     ("system", "c2_system"), ("code", "c2_code"), ("value", "c2_value"), ("unit", "c2_unit"),
+    ("canonical_value", "c2_canonical_value"), ("canonical_code", "c2_canonical_code"),
     ("low", "c2_low"), ("high", "c2_high"), ("exact", "c2_text"),
 )  # fmt: skip
 _SECOND_STRING = tuple((n, "c2_text" if n == "value" else col) for n, col in _SECOND)
@@ -351,13 +353,23 @@ def _prefix(raw: str) -> tuple[str, str]:
 # ------------------------------------------------------------------ number, quantity
 
 
-def _number_condition(raw: str) -> Plan:
-    """On the column "value"."""
+def _number_condition(raw: str, column: str = "value", scale: Decimal | None = None) -> Plan:
+    """On `column` ("value"). `scale`: the indexed values are the searched number times this
+    (a UCUM quantity in base units): the range the number's precision and prefix give is
+    taken first, in the unit written, and then scaled (`eq5.4|...|mg` is [5.35, 5.45) mg)."""
     prefix, text = _prefix(raw)
     parsed = values.to_decimal(text)
     if parsed is None:
         raise InvalidRequest(f"'{text}' is not a number")
     number = values.bounded(parsed)  # 1e9999999 would overflow the arithmetic below
+
+    def at(bound: Decimal) -> Value:
+        # scaled as the index scales (values.canonical_quantity): the same digits kept, so a
+        # stored value on a bound compares as that bound does
+        return Value(
+            values.bounded(bound if scale is None else ucum.CONTEXT.multiply(bound, scale))
+        )
+
     # Precision comes from how the number was written, digit by digit (R4 search.html,
     # number: 100 means [99.5, 100.5), 100.00 [99.995, 100.005)). An exponent form counts its
     # mantissa's digits too: 1e2 is "100, to 1 significant figures precision", [50, 150), and
@@ -366,16 +378,16 @@ def _number_condition(raw: str) -> Plan:
     half = Decimal(5).scaleb(number.as_tuple().exponent - 1)  # type: ignore[operator]
     low, high = values.bounded(number - half), values.bounded(number + half)
     if prefix == "eq":
-        return _and(("cmp", ">=", "value", Value(low)), ("cmp", "<", "value", Value(high)))
+        return _and(("cmp", ">=", column, at(low)), ("cmp", "<", column, at(high)))
     if prefix == "ne":
-        return _or(("cmp", "<", "value", Value(low)), ("cmp", ">=", "value", Value(high)))
+        return _or(("cmp", "<", column, at(low)), ("cmp", ">=", column, at(high)))
     op = {"gt": ">", "sa": ">", "lt": "<", "eb": "<", "ge": ">=", "le": "<="}.get(prefix)
     if op is not None:
-        return ("cmp", op, "value", Value(values.bounded(number)))
+        return ("cmp", op, column, at(number))
     slack = abs(number) / 10  # ap: within 10%
     return _and(
-        ("cmp", ">=", "value", Value(values.bounded(number - slack))),
-        ("cmp", "<=", "value", Value(values.bounded(number + slack))),
+        ("cmp", ">=", column, at(values.bounded(number - slack))),
+        ("cmp", "<=", column, at(values.bounded(number + slack))),
     )
 
 
@@ -383,6 +395,13 @@ def _quantity(value: str, modifier: str | None, _base: str) -> Plan:
     parts = split_token(value)
     if len(parts) not in (1, 3):
         raise InvalidRequest(f"'{value}' is not number|system|code")
+    if len(parts) == 3 and parts[1] == ucum.UCUM_SYSTEM and parts[2]:
+        converts = ucum.canonical(parts[2])
+        if converts is not None:
+            # Any comparable UCUM unit: the indexed value in base units (values.py)
+            canonical_code = _eq("canonical_code", _as_indexed(converts.unit))
+            scaled = _number_condition(parts[0], "canonical_value", converts.factor)
+            return _and(scaled, canonical_code)
     conditions = [_number_condition(parts[0])]
     if len(parts) == 3:
         system, code = parts[1], parts[2]

@@ -137,7 +137,9 @@ _KINDS: dict[str, Kind] = {
                   values.reference_values),
     "date": (search_date, ("low", "high"), values.date_values),
     "number": (search_number, ("value",), _singles(values.number_values)),
-    "quantity": (search_quantity, ("value", "system", "code", "unit"), values.quantity_values),
+    "quantity": (search_quantity,
+                 ("value", "system", "code", "unit", "canonical_value", "canonical_code"),
+                 values.quantity_values),
     "uri": (search_uri, ("value",), _singles(values.uri_values)),
 }  # fmt: skip
 
@@ -207,8 +209,9 @@ def _composites(
 
 # Every composite row carries every column, so rows of different composites batch together.
 _EMPTY_COMPOSITE: dict[str, Any] = dict.fromkeys(
-    ("c2_system", "c2_code", "c2_value", "c2_unit", "c2_low", "c2_high", "c2_text")
-)
+    ("c2_system", "c2_code", "c2_value", "c2_unit", "c2_canonical_value", "c2_canonical_code",
+     "c2_low", "c2_high", "c2_text")
+)  # fmt: skip
 
 
 def _second_tokens(nodes: list[Any]) -> Any:
@@ -218,8 +221,9 @@ def _second_tokens(nodes: list[Any]) -> Any:
 
 
 def _second_quantities(nodes: list[Any]) -> Any:
-    for value, system, code, unit in values.quantity_values(nodes):
-        yield {"c2_value": value, "c2_system": system, "c2_code": code, "c2_unit": unit}
+    for value, system, code, unit, canonical, canonical_code in values.quantity_values(nodes):
+        yield {"c2_value": value, "c2_system": system, "c2_code": code, "c2_unit": unit,
+               "c2_canonical_value": canonical, "c2_canonical_code": canonical_code}  # fmt: skip
 
 
 def _second_dates(nodes: list[Any]) -> Any:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
+from app.fhir import ucum
 from app.fhir.instants import parse_instant
 
 # Date index values are [low, high) in epoch microseconds; open ends use these sentinels.
@@ -310,8 +311,8 @@ def number_values(nodes: list[Any]) -> Iterator[Decimal]:
             yield bounded(Decimal(node))
 
 
-# (value, system, code, unit)
-Qty = tuple[Decimal, str | None, str | None, str | None]
+# (value, system, code, unit, canonical value, canonical code)
+Qty = tuple[Decimal, str | None, str | None, str | None, Decimal | None, str | None]
 
 
 def quantity_values(nodes: list[Any]) -> Iterator[Qty]:
@@ -322,7 +323,29 @@ def quantity_values(nodes: list[Any]) -> Iterator[Qty]:
         if isinstance(value, int | Decimal) and not isinstance(value, bool):
             code = _str(node.get("code")) or _str(node.get("currency"))
             unit = _str(node.get("unit"))
-            yield bounded(Decimal(value)), _quantity_system(node), capped_code(code), unit
+            system = _quantity_system(node)
+            number = bounded(Decimal(value))
+            # the unit text stands in for a missing code, as it does in search (criteria.py)
+            coded = code if code is not None else unit
+            canonical_value, canonical_code = canonical_quantity(number, system, coded)
+            yield number, system, capped_code(code), unit, canonical_value, canonical_code
+
+
+@functools.lru_cache(maxsize=8192)
+def canonical_quantity(
+    value: Decimal, system: str | None, code: str | None
+) -> tuple[Decimal | None, str | None]:
+    """A UCUM quantity in base units (`5.4 mg`: 0.0054, "g"); (None, None) for any other
+    system, or a code that does not convert by a factor (Cel, [degF], an invalid code).
+
+    Cached: a write meets the same quantity in several parameters (value-quantity and the
+    composites), and devices send the same readings over and over."""
+    if system != ucum.UCUM_SYSTEM or code is None:
+        return None, None
+    converted = ucum.to_canonical(value, code)
+    if converted is None:
+        return None, None
+    return bounded(converted[0]), capped_code(converted[1])
 
 
 # Money's currency is an ISO 4217 code, which a Quantity names by this system (R4 datatypes,

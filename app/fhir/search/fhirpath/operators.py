@@ -19,6 +19,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
+from app.fhir import ucum
 from app.fhir.search.fhirpath.compiled import Compiled, Items, NodeCompiler, Scope, Step, Types
 from app.fhir.search.fhirpath.model import is_a, is_primitive, is_resource_type
 from app.fhir.search.fhirpath.parser import (
@@ -115,7 +116,10 @@ def compile_plus(node: Plus, scope: Scope, compile_node: NodeCompiler) -> Compil
 
 def compile_compare(node: Compare, scope: Scope, compile_node: NodeCompiler) -> Compiled:
     ordering = node.op not in ("=", "!=", "in")
-    left = _comparable(node.left, scope, compile_node, ordering)
+    # Quantities are compared with Quantities (_quantity_values); = against a literal, or `in`
+    # a list of them, is left to fhirpathpy as before (a literal is never a Quantity here)
+    quantities = ordering or not (node.op == "in" or isinstance(node.right, Literal))
+    left = _comparable(node.left, scope, compile_node, quantities)
     if node.op == "in":
         return _compile_in(left, node.right)
     if isinstance(node.right, Literal):
@@ -139,8 +143,13 @@ def compile_compare(node: Compare, scope: Scope, compile_node: NodeCompiler) -> 
             return [equal is not negate]
 
         return Compiled(compare, None, boolean=True)
-    lfn, rfn = left.fn, _comparable(node.right, scope, compile_node, ordering).fn
+    right = _comparable(node.right, scope, compile_node, quantities)
+    lfn, rfn = left.fn, right.fn
     op = node.op
+    if not ordering and (left.types in QUANTITIES or right.types in QUANTITIES):
+        if not (left.types in QUANTITIES and right.types in QUANTITIES):
+            raise Unsupported("equality of a Quantity and another type")  # fhirpathpy's
+        return Compiled(_quantities_equal(lfn, rfn, op == "="), None, boolean=True)
 
     def compare_both(items: Items, root: Any) -> Items:
         a, b = lfn(items, root), rfn(items, root)
@@ -169,13 +178,13 @@ def _compile_in(left: Compiled, right: Any) -> Compiled:
 
 
 def _comparable(
-    node: Any, scope: Scope, compile_node: NodeCompiler, ordering: bool = False
+    node: Any, scope: Scope, compile_node: NodeCompiler, quantities: bool = False
 ) -> Compiled:
     compiled = compile_node(node, scope)
     if compiled.boolean:
         return compiled
-    if ordering and compiled.types in QUANTITIES:
-        return compiled  # _order compares Quantities of one unit (rng-2: low <= high)
+    if quantities and compiled.types in QUANTITIES:
+        return compiled  # compared in comparable units (_quantity_values; rng-2: low <= high)
     if compiled.types is None or not all(is_primitive(t) for t in compiled.types):
         # fhirpathpy compares Quantities and other complex values specially.
         raise Unsupported("comparison of a non-primitive")
@@ -209,14 +218,47 @@ def _order(op: str, a: Any, b: Any) -> Items:
     return [a >= b]
 
 
+def _quantities_equal(lfn: Step, rfn: Step, equal: bool) -> Step:
+    """``=`` / ``!=`` of two Quantities (FHIRPath "Equality": comparable units are converted;
+    values of incomparable units, or of a Quantity and anything else, are unknown)."""
+
+    def quantities_equal(items: Items, root: Any) -> Items:
+        a, b = lfn(items, root), rfn(items, root)
+        if not a or not b:
+            return []
+        if len(a) != 1 or len(b) != 1 or not isinstance(a[0], dict):
+            return []
+        first, second = _quantity_values(a[0], b[0]) if isinstance(b[0], dict) else (None, None)
+        if not (_is_number(first) and _is_number(second)):
+            return []
+        return [(first == second) is equal]
+
+    return quantities_equal
+
+
 def _quantity_values(a: dict[str, Any], b: dict[str, Any]) -> tuple[Any, Any]:
-    """The values of two Quantities in one unit (the same system and code, or the same unit
-    without codes); None when the engine cannot tell (no unit conversion here)."""
-    if (a.get("system"), a.get("code")) != (b.get("system"), b.get("code")):
+    """The values of two Quantities in one unit: as they are when they have the same system
+    and code (or the same unit without codes); in UCUM base units when both are UCUM codes
+    that convert to the same ones (FHIRPath "Comparison": `1 'kg' > 500 'g'`, rng-2 with a low
+    in g and a high in kg); None when the engine cannot tell (incomparable units, special
+    units such as Cel, other systems' different codes)."""
+    if (a.get("system"), a.get("code")) == (b.get("system"), b.get("code")):
+        if a.get("code") is None and a.get("unit") != b.get("unit"):
+            return None, None
+        return a.get("value"), b.get("value")
+    first, second = _in_base_units(a), _in_base_units(b)
+    if first is None or second is None or first[1] != second[1]:
         return None, None
-    if a.get("code") is None and a.get("unit") != b.get("unit"):
-        return None, None
-    return a.get("value"), b.get("value")
+    return first[0], second[0]
+
+
+def _in_base_units(quantity: dict[str, Any]) -> tuple[Decimal, str] | None:
+    value, code = quantity.get("value"), quantity.get("code")
+    if quantity.get("system") != ucum.UCUM_SYSTEM or not isinstance(code, str):
+        return None
+    if not _is_number(value):
+        return None
+    return ucum.to_canonical(Decimal(str(value)), code)
 
 
 def _is_number(value: Any) -> bool:
