@@ -26,7 +26,7 @@ def plan(url: str, query: str) -> str:
     params = SearchParams.parse(parse_qsl(qs), rtype, strict=True)
     where = [resource.c.resource_type == rtype, resource.c.deleted.is_(False)]
     where += [criterion_sql(c, (rtype, resource.c.id), "", top=True) for c in params.criteria]
-    keys = _sort_keys(rtype, params.sort, rtype)
+    keys = _sort_keys(rtype, params.sort, rtype, several_types=False)
     statement = _page_query(where, keys, params, backwards=False).limit((params.count or 50) + 1)
     sql = str(
         statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
