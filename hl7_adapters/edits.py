@@ -188,14 +188,24 @@ def retire(body: dict[str, Any], survivor: str) -> dict[str, Any]:
     return {**body, "active": False, "link": [*kept, link(survivor, "replaced-by")]}
 
 
-def drop_replaces(body: dict[str, Any], retired: list[str]) -> dict[str, Any]:
-    """Without the "replaces" links to `retired` (re-merged into another survivor)."""
-    gone = [link(rid, "replaces") for rid in retired]
-    links = [e for e in body.get("link") or [] if e not in gone]
-    out = {**body, "link": links}
-    if not links:
-        del out["link"]
-    return out
+def remerge_error(m: Merge, earlier: dict[str, Any]) -> AckError:
+    """AE: MRG-1 names a patient already merged into `earlier`, and PID-3 another survivor.
+    HL7 v2 (A40) says a merged identifier is "logically never referenced in future
+    transactions", and FHIR's replaced-by says the record "must no longer be used": the
+    second merge contradicts the first. Re-pointing the retired record alone would undo the
+    first merge (what A37 unlink says, not A40), and following it to `earlier` would retire
+    a patient the message never names; which one the sender meant is for a person to say."""
+    named = next((i for i in earlier.get("identifier") or [] if i.get("value")), None)
+    shown_as = ""
+    if named is not None:
+        system = named.get("system")
+        shown_as = f" {named['value']} ({system})" if system else f" {named['value']}"
+    problem = (
+        f"was already merged into another patient{shown_as}; a second merge into PID-3 "
+        "contradicts it: merge that patient into PID-3 if they are one person, or undo the "
+        "first merge by hand"
+    )
+    return merge_error(m, problem)
 
 
 def add_replaces(body: dict[str, Any], retired: list[str]) -> dict[str, Any]:
