@@ -68,7 +68,13 @@ def fhir_strings(result: MappingResult) -> tuple[MappingResult, bool]:
 
 
 def without_server_elements(resource: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in resource.items() if k not in ("id", "meta")}
+    """Without what the server owns: the id, and meta but for the security labels a mapping
+    may set (PV2-22)."""
+    out = {k: v for k, v in resource.items() if k not in ("id", "meta")}
+    security = (resource.get("meta") or {}).get("security")
+    if security:
+        out["meta"] = {"security": security}
+    return out
 
 
 def rewrite(node: Any, resolved: dict[str, str]) -> Any:
@@ -95,13 +101,16 @@ def merge_elements(
 
     A null may name a child of a top-level element (``period.end``): that child goes, its
     siblings stay, and an element left empty goes too (A13 ends a discharge this way).
-    ``extension`` is merged per URL, and ``extension[<url>]`` as a null removes one URL's.
+    ``extension`` is merged per URL, and ``extension[<url>]`` as a null removes one URL's;
+    ``meta`` keeps what the message does not send, its ``security`` labels merged per system.
     """
     merged = dict(stored)
     siblings = _choice_siblings(str(stored.get("resourceType") or mapped.get("resourceType")))
     for key, value in mapped.items():
         if key == "extension" and key not in keep:
             merged[key] = _merged_extensions(stored.get(key), value)
+        elif key == "meta" and key not in keep:
+            merged[key] = _merged_meta(stored.get(key), value)
         elif key not in keep:
             merged[key] = value
             for other in siblings.get(key, ()):  # effectiveDateTime replaces effectivePeriod
@@ -130,6 +139,20 @@ def _merged_extensions(stored: Any, mapped: list[dict[str, Any]]) -> list[dict[s
     sent = {e.get("url") for e in mapped}
     kept = [e for e in stored or [] if isinstance(e, dict) and e.get("url") not in sent]
     return kept + mapped
+
+
+def _merged_meta(stored: Any, mapped: dict[str, Any]) -> dict[str, Any]:
+    """The stored meta (the server's versionId and lastUpdated, profiles, tags, another
+    channel's labels) with the message's security labels replacing those of their systems."""
+    meta = dict(stored) if isinstance(stored, dict) else {}
+    for key, value in mapped.items():
+        if key == "security":
+            sent = {label.get("system") for label in value}
+            labels = meta.get("security") or []
+            value = [x for x in labels if isinstance(x, dict) and x.get("system") not in sent]
+            value += mapped["security"]
+        meta[key] = value
+    return meta
 
 
 def _drop_extensions(merged: dict[str, Any], url: str) -> None:

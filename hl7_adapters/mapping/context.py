@@ -16,10 +16,24 @@ from hl7_adapters.ack import AckError
 from hl7_adapters.dates import to_fhir_datetime
 from hl7_adapters.er7 import Message
 from hl7_adapters.escapes import unescape
+from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping.plan import MappingError, Mode, Planned
 from hl7_adapters.values import NULL_TOKEN, Repetition, Segment
 
 Severity = Literal["E", "W", "I", "F"]
+
+
+class PatientRef:
+    """The Patient a message is about: its planned full_url and match identifier."""
+
+    def __init__(self, full_url: str, match: str, identifier: dict[str, Any]) -> None:
+        self.full_url = full_url
+        self.match = match
+        self.identifier = identifier
+
+    @property
+    def key(self) -> str:
+        return ids.key_part(self.identifier)
 
 
 def new_full_url() -> str:
