@@ -68,7 +68,7 @@ from hl7_adapters.edits import (
     stale_warning,
     without_server_elements,
 )
-from hl7_adapters.locks import planned_key, try_lock_keys
+from hl7_adapters.locks import patient_keys, planned_key, try_lock_keys
 from hl7_adapters.lookahead import Lookahead
 from hl7_adapters.mapping.plan import MappingResult, Merge, Planned
 from hl7_adapters.provenance import provenance_body
@@ -362,6 +362,9 @@ class _Run:
         """Retire each patient into `survivor` and keep every chain one hop long: a patient
         merged earlier into a retired one (B into A, now A into C) points at the survivor
         too. Returns every patient the survivor now replaces."""
+        records = [self._body("Patient", rid)[1] for rid in retired]  # lock them (locks.py)
+        records += [self._body("Patient", o)[1] for r in records for o in replaces(r)]
+        try_lock_keys(self.uow, patient_keys(records))
         replaced = list(retired)
         for rid in retired:
             _, body = self._body("Patient", rid)

@@ -67,7 +67,7 @@ def test_pv1_37_is_the_discharge_destination_a_location_of_that_type() -> None:
     type, ensured by a derived identifier (mode kind)."""
     result = mapped(HEAD + pv1({36: "01", 37: "HOME&Home&HL70113^20240902"}))
     hospitalization = only(result, "Encounter").resource["hospitalization"]
-    [location] = [p for p in of_type(result, "Location")]
+    [location] = of_type(result, "Location")
     assert hospitalization["destination"] == {"reference": location.full_url, "display": "Home"}
     assert location.mode == "ensure"
     key = {"system": "urn:medisentinel:hl7v2:dld", "value": V2 + "0113|HOME"}
