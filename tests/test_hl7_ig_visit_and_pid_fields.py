@@ -84,6 +84,29 @@ def test_pv1_37_is_the_discharge_destination_a_location_of_that_type() -> None:
     assert snf.resource["type"] == [{"coding": [{"system": V2 + "0113", "code": "SNF"}]}]
 
 
+def test_pv1_40_is_the_bed_status_of_the_assigned_bed() -> None:
+    """IG PV1[Encounter] PV1-40 -> Location.operationalStatus of PV1-3's most granular level
+    (table 0116), when PV1-3 names a room or a bed: on the bed as planned (a new bed is
+    created with it) and as a separate upsert of the bed carrying the status alone (a bed
+    found is otherwise used unchanged). PV1-6's bed gets none; a ward alone gets none; a code
+    outside 0116 is W 103."""
+    occupied = {"system": V2 + "0116", "code": "O", "display": "Occupied"}
+    result = mapped(HEAD + pv1({3: "W1^101^A^H", 6: "W1^100^A^H", 40: "O"}))
+    locations = of_type(result, "Location")
+    bed = next(p for p in locations if p.resource.get("name") == "W1 101 A")
+    assert bed.mode == "ensure" and bed.resource["operationalStatus"] == occupied
+    [status] = [p for p in locations if p.mode == "upsert"]
+    assert status.resource == {"resourceType": "Location", "operationalStatus": occupied}
+    assert status.match == bed.match and status.full_url != bed.full_url
+    assert status.origin == ("PV1", 1, 40)
+    assert [p.resource.get("operationalStatus") for p in locations].count(occupied) == 2
+    ward = mapped(HEAD + pv1({3: "W1^^^H", 40: "O"}))
+    assert all("operationalStatus" not in p.resource for p in of_type(ward, "Location"))
+    odd = mapped(HEAD + pv1({3: "W1^101^A^H", 40: "Z"}))
+    assert all("operationalStatus" not in p.resource for p in of_type(odd, "Location"))
+    assert [(w.code, w.segment, w.field) for w in odd.warnings] == [(103, "PV1", 40)]
+
+
 def test_pv2_planned_dates_visit_description_and_protection_indicator() -> None:
     """IG PV2[Encounter]: PV2-8 / PV2-9 -> R5 Encounter.plannedStartDate / plannedEndDate as
     R4 cross-version extensions (valueDateTime); PV2-12 -> text.div (escaped, status
@@ -265,3 +288,39 @@ def test_the_new_fields_are_stored_and_an_update_replaces_only_its_own(
     assert [x["id"] for x in found] == [home["id"]]  # one Location for the type, not two
     mother = one(client, "RelatedPerson", patient=f"Patient/{patient['id']}")
     assert [i["value"] for i in mother["identifier"][1:]] == ["M2"]
+
+
+def test_bed_status_updates_only_the_bed_and_only_when_it_changes(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """PV1-40 through the server: the new bed is created occupied (one version); a discharge
+    with status U updates the bed (version 2), its name, partOf and identifier untouched; a
+    message without PV1-40 or with the same status writes no version; an older message's
+    status is kept out by the event clock (a warning)."""
+    mrn, visit, ward = unique_id("P"), unique_id("V"), unique_id("W")
+    pv1_ = {1: "1", 2: "I", 3: f"{ward}^7^A^H", 19: f"{visit}^^^HOSP^VN", 40: "O"}
+
+    def send(trigger: str, when: str, **fields: str) -> bytes:
+        pv1_now = {**pv1_, **{int(k[1:]): v for k, v in fields.items()}}
+        answer = post(hl7, adt(trigger, mrn, when, {}, pv1_now, {1: ""})).content
+        assert msa(answer)[0] == "AA", answer
+        return answer
+
+    send("A01", "20240901100000")
+    [bed] = search(client, "Location", name=f"{ward} 7 A")
+    assert bed["operationalStatus"]["code"] == "O" and bed["meta"]["versionId"] == "1"
+    send("A03", "20240902100000", f40="U")
+    [after] = search(client, "Location", name=f"{ward} 7 A")
+    assert after["operationalStatus"] == {"system": V2 + "0116", "code": "U",
+                                          "display": "Unoccupied"}  # fmt: skip
+    assert after["meta"]["versionId"] == "2"
+    assert {k: v for k, v in after.items() if k not in ("meta", "operationalStatus")} == {
+        k: v for k, v in bed.items() if k not in ("meta", "operationalStatus")
+    }
+    send("A08", "20240903100000", f40="")
+    send("A08", "20240904100000", f40="U")
+    assert search(client, "Location", name=f"{ward} 7 A")[0]["meta"]["versionId"] == "2"
+    late = send("A08", "20240901120000", f40="K")  # older than the A03's status
+    assert ("PV1^1^40", "0", "W") in err_fields(late)
+    assert search(client, "Location", name=f"{ward} 7 A")[0]["operationalStatus"]["code"] == "U"

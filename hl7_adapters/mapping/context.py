@@ -99,11 +99,13 @@ class MapContext:
         origin: tuple[str, int, int] | None = None,
         supplementary: bool = False,
         only_for: frozenset[str] | None = None,
+        separate: bool = False,
     ) -> str:
         """Plan a resource; returns its full_url (the earlier one for a repeated match, whose
-        `only_for` the caller adjusts)."""
+        `only_for` the caller adjusts). `separate`: planned on its own even when the match
+        was planned before (a second write to that resource, after it is ensured)."""
         rtype = str(resource["resourceType"])
-        if match is not None:
+        if match is not None and not separate:
             earlier = self._by_match.get((rtype, match))
             if earlier is not None:
                 for key, value in resource.items():  # ensure: fill what the first lacked
@@ -114,7 +116,7 @@ class MapContext:
             only_for,
         )  # fmt: skip
         self.planned.append(planned)
-        if match is not None:
+        if match is not None and not separate:
             self._by_match[(rtype, match)] = planned
         return planned.full_url
 

@@ -9,7 +9,8 @@ in visit_tables.py), for ADT (upsert) and ORU (ensure) alike.
 * A13 (cancel discharge): status in-progress, and the discharge's period.end and
   hospitalization.dischargeDisposition are removed from the stored Encounter (nulls).
 * Locations (PV1-3/6/11/42/43): the PL's Location hierarchy (locations.py); PV1-11 and
-  PV1-43 carry the "temporary" classification. PV1-37: hospitalization.destination, a
+  PV1-43 carry the "temporary" classification; PV1-40 is the operationalStatus of PV1-3's
+  bed (locations.py). PV1-37: hospitalization.destination, a
   Location of the DLD.1 type, one per code (ensured by a derived identifier).
 * PV2: admit reason, length of stay, priority, referral source, mode of arrival, planned
   start and end (PV2-8/9, cross-version extensions), the visit description (PV2-12) as the
@@ -207,7 +208,8 @@ def _locations(ctx: MapContext, pv1: Segment, klass_code: str) -> list[JSON]:
     locations = []
     for field, status, temporary in vt.PV1_LOCATIONS:
         place = first(pv1, field)
-        ref = plan_location(ctx, place) if place is not None else None
+        bed = _bed_status(ctx, pv1, place) if field == 3 else None
+        ref = plan_location(ctx, place, bed, ctx.origin(pv1, 40)) if place is not None else None
         if not ref:
             continue
         entry: JSON = {"location": ref, "status": status or _by_class(klass_code)}
@@ -218,6 +220,19 @@ def _locations(ctx: MapContext, pv1: Segment, klass_code: str) -> list[JSON]:
             ]
         locations.append(entry)
     return locations
+
+
+def _bed_status(ctx: MapContext, pv1: Segment, place: Any) -> JSON | None:
+    """PV1-40 as the operationalStatus of PV1-3's most granular level, when PV1-3 names a
+    room or a bed (IG PV1[Encounter]); a code outside table 0116 is a warning, left out."""
+    code = val(first(pv1, 40)).upper()
+    if not code or place is None or not (val(place, 2) or val(place, 3)):
+        return None
+    found = vt.BED_STATUS_0116.get(code)
+    if found is None:
+        ctx.at(pv1, 40).warn(103, f"PV1-40: '{code}' is not in HL7 table 0116; left out")
+        return None
+    return found._asdict()
 
 
 def _by_class(klass_code: str) -> str:

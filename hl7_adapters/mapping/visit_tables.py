@@ -1,10 +1,9 @@
 """PV1 / PV2 -> Encounter as data (IG segment maps PV1[Encounter] and PV2[Encounter]);
 mapping/encounter.py reads these rows.
 
-Not mapped from these two segments, and why: PV1-40 (bed status; the IG sets it as
-``Location.operationalStatus`` of the bed, see docs/hl7v2.md), PV2-10 and PV2-21/40 (the IG
-names only extensions it has not defined, "extension?-..."), and the fields the IG leaves
-without a target.
+Not mapped from these two segments, and why: PV2-10 and PV2-21/40 (the IG names only
+extensions it has not defined, "extension?-..."), and the fields the IG leaves without a
+target.
 """
 
 from __future__ import annotations
@@ -33,6 +32,19 @@ PV1_HOSPITALIZATION: tuple[tuple[int, str, str, bool], ...] = (
 # IG PV1[Encounter]: PV1-37 (DLD) is hospitalization.destination, a Location whose type is
 # DLD.1 (IG DLD[Location-Discharge], HL7 table 0113); DLD.2 (effective date) has no target.
 DISCHARGE_LOCATION_TABLE = "0113"
+
+# IG PV1[Encounter]: PV1-40 (bed status, HL7 table 0116) is Location.operationalStatus of the
+# most granular level of PV1-3, when PV1-3 names a room or a bed (the IG's condition); R4
+# binds operationalStatus to the v2-0116 value set.
+BED_STATUS = V2 + "0116"
+BED_STATUS_0116 = {
+    "C": Code(BED_STATUS, "C", "Closed"),
+    "H": Code(BED_STATUS, "H", "Housekeeping"),
+    "I": Code(BED_STATUS, "I", "Isolated"),
+    "K": Code(BED_STATUS, "K", "Contaminated"),
+    "O": Code(BED_STATUS, "O", "Occupied"),
+    "U": Code(BED_STATUS, "U", "Unoccupied"),
+}
 
 # IG PV1[Encounter]: Encounter.location from PV1's PLs; (field, status, temporary). A None
 # status goes by the patient class (P, preadmit: planned; else active). PV1-11 and PV1-43
