@@ -105,6 +105,13 @@ def test_pv1_40_is_the_bed_status_of_the_assigned_bed() -> None:
     odd = mapped(HEAD + pv1({3: "W1^101^A^H", 40: "Z"}))
     assert all("operationalStatus" not in p.resource for p in of_type(odd, "Location"))
     assert [(w.code, w.segment, w.field) for w in odd.warnings] == [(103, "PV1", 40)]
+    # an ORU's PV1 only names the visit: it writes no bed status
+    oru = (
+        "MSH|^~\\&|LAB|F|R|F|20240901100000+0000||ORU^R01^ORU_R01|IG-2|P|2.5.1\n"
+        + PID_HEAD + pv1({3: "W1^101^A^H", 40: "O"})
+        + "OBR|1||F1^LAB|2345-7^Glucose^LN\nOBX|1|NM|2345-7^Glucose^LN||99|mg/dL|||||F\n"
+    )  # fmt: skip
+    assert all("operationalStatus" not in p.resource for p in of_type(mapped(oru), "Location"))
 
 
 def test_pv2_planned_dates_visit_description_and_protection_indicator() -> None:

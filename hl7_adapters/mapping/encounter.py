@@ -115,7 +115,7 @@ def plan_encounter(
         participants += _participants(ctx, pv2, ctx.at(pv2), vt.PV2_PARTICIPANTS)
     if participants:
         resource["participant"] = participants
-    locations = _locations(ctx, pv1, klass_code)
+    locations = _locations(ctx, pv1, klass_code, with_status=mode == "upsert")
     if locations:
         resource["location"] = locations
     period = {
@@ -203,12 +203,13 @@ def _hospitalization(ctx: MapContext, pv1: Segment, at: Where) -> JSON:
     return data
 
 
-def _locations(ctx: MapContext, pv1: Segment, klass_code: str) -> list[JSON]:
-    """Encounter.location from the PLs of vt.PV1_LOCATIONS, temporary ones classified so."""
+def _locations(ctx: MapContext, pv1: Segment, klass_code: str, with_status: bool) -> list[JSON]:
+    """Encounter.location from the PLs of vt.PV1_LOCATIONS, temporary ones classified so;
+    `with_status`: PV1-40 for PV1-3's bed (ADT only: an ORU's PV1 only names the visit)."""
     locations = []
     for field, status, temporary in vt.PV1_LOCATIONS:
         place = first(pv1, field)
-        bed = _bed_status(ctx, pv1, place) if field == 3 else None
+        bed = _bed_status(ctx, pv1, place) if field == 3 and with_status else None
         ref = plan_location(ctx, place, bed, ctx.origin(pv1, 40)) if place is not None else None
         if not ref:
             continue
