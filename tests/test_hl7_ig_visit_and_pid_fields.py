@@ -4,17 +4,20 @@ name), then through the running server (POST /hl7/v2) and read back over REST.""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine, event
 
 from hl7_adapters.mapping.identifiers import match_of
 from tests.test_hl7_http import hl7, post, server_root  # noqa: F401  (fixtures)
 from tests.test_hl7_ingest import err_fields, msa, search, unique_id
+from tests.test_hl7_integrity import Send, engine, send
 from tests.test_hl7_mapping_adt import V2, mapped, of_type, only
 from tests.test_hl7_mapping_ig_fields import HEAD, pv1, pv2
 
-__all__ = ["hl7", "server_root"]
+__all__ = ["engine", "hl7", "send", "server_root"]
 
 EXT = "http://hl7.org/fhir/StructureDefinition/"
 R5 = "http://hl7.org/fhir/5.0/StructureDefinition/extension-"
@@ -331,3 +334,32 @@ def test_bed_status_updates_only_the_bed_and_only_when_it_changes(
     late = send("A08", "20240901120000", f40="K")  # older than the A03's status
     assert ("PV1^1^40", "0", "W") in err_fields(late)
     assert search(client, "Location", name=f"{ward} 7 A")[0]["operationalStatus"]["code"] == "U"
+
+
+def test_an_unchanged_bed_status_costs_no_statement(send: Send, engine: Engine) -> None:
+    """The bed's status is a second write planned for a Location the message already looks
+    up: an A08 whose PV1-40 repeats the stored status runs the statements of the same A08
+    without PV1-40 plus one, the read of the bed to compare (the look-up is reused, its
+    clock read with the others, nothing written). Searching the bed again cost one more."""
+    mrn, visit, ward = unique_id("P"), unique_id("V"), unique_id("W")
+    pv1_ = {1: "1", 2: "I", 3: f"{ward}^7^A^H", 19: f"{visit}^^^HOSP^VN", 40: "O"}
+    assert msa(send(adt("A01", mrn, "20240901100000", {}, pv1_, {1: ""})))[0] == "AA"
+    counted: list[str] = []
+    me = threading.get_ident()
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if threading.get_ident() == me:
+            counted.append(statement)
+
+    def statements(when: str, status: str) -> int:
+        message = adt("A08", mrn, when, {}, {**pv1_, 40: status}, {1: ""})
+        counted.clear()
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            assert msa(send(message))[0] == "AA"
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        return len(counted)
+
+    without = statements("20240902100000", "")
+    assert statements("20240903100000", "O") == without + 1
