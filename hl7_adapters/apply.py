@@ -54,12 +54,12 @@ from hl7_adapters.edits import (
     CONTROL_CHARACTERS,
     UnresolvedReference,
     add_replaces,
-    drop_replaces,
     fhir_strings,
     link,
     merge_elements,
     merge_error,
     placeholder_patient,
+    remerge_error,
     replaced_by,
     replaces,
     retire,
@@ -68,7 +68,7 @@ from hl7_adapters.edits import (
     stale_warning,
     without_server_elements,
 )
-from hl7_adapters.locks import planned_key, try_lock_keys
+from hl7_adapters.locks import patient_keys, planned_key, try_lock_keys
 from hl7_adapters.lookahead import Lookahead
 from hl7_adapters.mapping.plan import MappingResult, Merge, Planned
 from hl7_adapters.provenance import provenance_body
@@ -322,6 +322,9 @@ class _Run:
         retired = self.service.find_ids(self.uow, "Patient", m.retired, limit=10)
         if survivor in retired:  # PID and MRG name one patient (also: a merge reversed)
             raise ApplyError(merge_error(m, "names the surviving patient (PID-3) itself"))
+        for rid in retired:  # merged before into someone else: a contradiction (edits.py)
+            if (earlier := self._survivor(rid)) not in (rid, survivor):
+                raise ApplyError(remerge_error(m, self._body("Patient", earlier)[1]))
         if not retired:
             placeholder = placeholder_patient(m.retired)
             if placeholder is None:
@@ -358,15 +361,15 @@ class _Run:
     def _retire(self, retired: list[str], survivor: str) -> list[str]:
         """Retire each patient into `survivor` and keep every chain one hop long: a patient
         merged earlier into a retired one (B into A, now A into C) points at the survivor
-        too, and an earlier survivor of a re-merged patient (B into A, now B into C) loses
-        its "replaces". Returns every patient the survivor now replaces."""
+        too. Returns every patient the survivor now replaces."""
+        records = [self._body("Patient", rid)[1] for rid in retired]  # lock them (locks.py)
+        records += [self._body("Patient", o)[1] for r in records for o in replaces(r)]
+        try_lock_keys(self.uow, patient_keys(records))
         replaced = list(retired)
         for rid in retired:
             _, body = self._body("Patient", rid)
-            earlier, absorbed = replaced_by(body), replaces(body)
+            absorbed = replaces(body)
             self._edit("Patient", rid, functools.partial(retire, survivor=survivor))
-            if earlier is not None and earlier != survivor:
-                self._edit("Patient", earlier, functools.partial(drop_replaces, retired=[rid]))
             for other in absorbed:
                 if other != survivor and other not in replaced:
                     self._edit("Patient", other, functools.partial(retire, survivor=survivor))

@@ -68,7 +68,13 @@ def fhir_strings(result: MappingResult) -> tuple[MappingResult, bool]:
 
 
 def without_server_elements(resource: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in resource.items() if k not in ("id", "meta")}
+    """Without what the server owns: the id, and meta but for the security labels a mapping
+    may set (PV2-22)."""
+    out = {k: v for k, v in resource.items() if k not in ("id", "meta")}
+    security = (resource.get("meta") or {}).get("security")
+    if security:
+        out["meta"] = {"security": security}
+    return out
 
 
 def rewrite(node: Any, resolved: dict[str, str]) -> Any:
@@ -95,13 +101,16 @@ def merge_elements(
 
     A null may name a child of a top-level element (``period.end``): that child goes, its
     siblings stay, and an element left empty goes too (A13 ends a discharge this way).
-    ``extension`` is merged per URL, and ``extension[<url>]`` as a null removes one URL's.
+    ``extension`` is merged per URL, and ``extension[<url>]`` as a null removes one URL's;
+    ``meta`` keeps what the message does not send, its ``security`` labels merged per system.
     """
     merged = dict(stored)
     siblings = _choice_siblings(str(stored.get("resourceType") or mapped.get("resourceType")))
     for key, value in mapped.items():
         if key == "extension" and key not in keep:
             merged[key] = _merged_extensions(stored.get(key), value)
+        elif key == "meta" and key not in keep:
+            merged[key] = _merged_meta(stored.get(key), value)
         elif key not in keep:
             merged[key] = value
             for other in siblings.get(key, ()):  # effectiveDateTime replaces effectivePeriod
@@ -130,6 +139,20 @@ def _merged_extensions(stored: Any, mapped: list[dict[str, Any]]) -> list[dict[s
     sent = {e.get("url") for e in mapped}
     kept = [e for e in stored or [] if isinstance(e, dict) and e.get("url") not in sent]
     return kept + mapped
+
+
+def _merged_meta(stored: Any, mapped: dict[str, Any]) -> dict[str, Any]:
+    """The stored meta (the server's versionId and lastUpdated, profiles, tags, another
+    channel's labels) with the message's security labels replacing those of their systems."""
+    meta = dict(stored) if isinstance(stored, dict) else {}
+    for key, value in mapped.items():
+        if key == "security":
+            sent = {label.get("system") for label in value}
+            labels = meta.get("security") or []
+            value = [x for x in labels if isinstance(x, dict) and x.get("system") not in sent]
+            value += mapped["security"]
+        meta[key] = value
+    return meta
 
 
 def _drop_extensions(merged: dict[str, Any], url: str) -> None:
@@ -188,14 +211,24 @@ def retire(body: dict[str, Any], survivor: str) -> dict[str, Any]:
     return {**body, "active": False, "link": [*kept, link(survivor, "replaced-by")]}
 
 
-def drop_replaces(body: dict[str, Any], retired: list[str]) -> dict[str, Any]:
-    """Without the "replaces" links to `retired` (re-merged into another survivor)."""
-    gone = [link(rid, "replaces") for rid in retired]
-    links = [e for e in body.get("link") or [] if e not in gone]
-    out = {**body, "link": links}
-    if not links:
-        del out["link"]
-    return out
+def remerge_error(m: Merge, earlier: dict[str, Any]) -> AckError:
+    """AE: MRG-1 names a patient already merged into `earlier`, and PID-3 another survivor.
+    HL7 v2 (A40) says a merged identifier is "logically never referenced in future
+    transactions", and FHIR's replaced-by says the record "must no longer be used": the
+    second merge contradicts the first. Re-pointing the retired record alone would undo the
+    first merge (what A37 unlink says, not A40), and following it to `earlier` would retire
+    a patient the message never names; which one the sender meant is for a person to say."""
+    named = next((i for i in earlier.get("identifier") or [] if i.get("value")), None)
+    shown_as = ""
+    if named is not None:
+        system = named.get("system")
+        shown_as = f" {named['value']} ({system})" if system else f" {named['value']}"
+    problem = (
+        f"was already merged into another patient{shown_as}; a second merge into PID-3 "
+        "contradicts it: merge that patient into PID-3 if they are one person, or undo the "
+        "first merge by hand"
+    )
+    return merge_error(m, problem)
 
 
 def add_replaces(body: dict[str, Any], retired: list[str]) -> dict[str, Any]:

@@ -96,6 +96,7 @@ class Attempt:
     before: list[str] = field(default_factory=list)  # what it produced before (reapply)
     decision: Decision | None = None  # how this attempt ended
     held_locked: bool = False  # lock the levels above a Location up front (locks.py)
+    more_keys: tuple[str, ...] = ()  # and these, that the applier found it needs (a merge's)
 
 
 class Hl7Ingest:
@@ -289,8 +290,8 @@ class Hl7Ingest:
     def _commit(self, a: Attempt) -> bytes:
         try:
             return self._commit_once(a)
-        except LocksNeeded:  # a new Location's parents are busy: again, all locked first
-            a.held_locked = True
+        except LocksNeeded as needed:  # keys found busy late: again, all locked first
+            a.held_locked, a.more_keys = True, (*a.more_keys, *needed.keys)
             return self._commit_once(a)
 
     def _commit_once(self, a: Attempt) -> bytes:
@@ -299,7 +300,7 @@ class Hl7Ingest:
             if mapped is not None:
                 mapped = within_grant(mapped, a.ctx.grant)
             keys = plan_keys(mapped, held=a.held_locked) if mapped else []
-            lock_keys(uow, [_message_key(a.row), *keys])
+            lock_keys(uow, [_message_key(a.row), *keys, *a.more_keys])
             supersedes = [] if a.reprocess else self._look_back(uow, a)
             if a.original is not None:
                 reply = self._conclude(uow, a, Decision("accept"), None, [])

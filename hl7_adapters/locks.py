@@ -5,6 +5,10 @@ patient, every resource it finds by a match (so two messages cannot both create 
 new Practitioner), its control id. All in one statement, in ascending order, so messages
 sharing keys cannot deadlock.
 
+A merge (A40) also takes, before it moves anything, the keys of every identifier of the
+patients it retires and of those merged into them earlier (`patient_keys`), without
+waiting, as below: a message naming one of them waits for the merge, or the merge for it.
+
 The levels above a Location (``Planned.only_for``: its room, ward, facility) are needed
 only when the Location itself is new, which is rare once a hospital's beds exist; they are
 not locked up front. When a new Location needs them, `try_lock_keys` takes them without
@@ -17,16 +21,23 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import text
 
 from app.fhir.storage import UnitOfWork
+from hl7_adapters.mapping.identifiers import match_of
 from hl7_adapters.mapping.plan import MappingResult, Planned
 
 
 class LocksNeeded(Exception):
-    """A new Location needs its parents, another transaction holds one of their keys: roll
-    back and apply the message again with all its keys locked first (`plan_keys(all)`)."""
+    """A new Location needs its parents, or a merge the keys of the patients it retires,
+    and another transaction holds one of them: roll back and apply the message again with
+    all its keys locked first (`plan_keys(all)` and these `keys`)."""
+
+    def __init__(self, keys: Iterable[str] = ()) -> None:
+        super().__init__("keys held by another transaction")
+        self.keys = tuple(keys)
 
 
 def lock_keys(uow: UnitOfWork, keys: Iterable[str]) -> None:
@@ -49,9 +60,10 @@ def try_lock_keys(uow: UnitOfWork, keys: Iterable[str]) -> None:
     by another transaction (waiting here could deadlock with one waiting for ours)."""
     if uow.dialect != "postgresql":
         return
+    keys = list(keys)
     numbers = _numbers(keys)
     if numbers and not uow.conn.execute(_TRY_LOCK, {"keys": numbers}).scalar_one():
-        raise LocksNeeded()
+        raise LocksNeeded(keys)
 
 
 _LOCK = text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k")
@@ -66,6 +78,19 @@ def _numbers(keys: Iterable[str]) -> list[int]:
 
 def key_number(key: str) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+
+
+def patient_keys(bodies: Iterable[dict[str, Any]]) -> list[str]:
+    """The key a message locks when its PID names one of these Patients, by whichever of
+    their identifiers it is named (plan_keys: ``Patient?<match>``). A merge takes them for
+    the patients it retires, so that a message filing under one of them by another
+    identifier, or under a patient merged into one earlier, does not slip past the move."""
+    return [
+        f"Patient?{match_of(i)}"
+        for body in bodies
+        for i in body.get("identifier") or []
+        if isinstance(i, dict) and i.get("value")
+    ]
 
 
 def planned_key(p: Planned) -> str:

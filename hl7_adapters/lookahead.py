@@ -18,7 +18,9 @@ while nothing the message wrote since could change it:
   whose replaced-by links decide which patient is current) was written by this message;
 * any other query (it may chain to other types): unless the message wrote anything at all.
 
-Otherwise the match is looked up again, in place, exactly as without this module. An error
+Otherwise the match is looked up again, in place, exactly as without this module. A match
+planned twice (a bed ensured, then written with its status, PV1-40) is served the same way
+the second time: searching again would send the rows staged so far, one round trip more. An error
 found ahead (an ambiguous match) is raised when its resource's turn comes, not before, so a
 message still fails on its first problem in order.
 """
@@ -79,6 +81,7 @@ class Lookahead(Generic[Found]):
     ) -> None:
         self._find, self._find_many, self._ids_of, self._errors = find, find_many, ids_of, errors
         self._ahead: dict[tuple[str, str], tuple[Found | None, Exception | None]] = {}
+        self._used: dict[tuple[str, str], tuple[Found | None, Exception | None]] = {}
         self._written_values: dict[str, set[str]] = {}
         self._written_ids: dict[str, set[str]] = {}
         self._wrote_any = False
@@ -101,7 +104,12 @@ class Lookahead(Generic[Found]):
 
     def find(self, rtype: str, match: str) -> Found:
         """The result for a match: the one found ahead while still valid, else a new search."""
-        entry = self._ahead.pop((rtype, match), None)  # used once: a repeat searches again
+        key = (rtype, match)
+        entry = self._ahead.pop(key, None)
+        if entry is None:  # a repeat (a bed ensured, then its status): the same rule applies
+            entry = self._used.get(key)
+        else:
+            self._used[key] = entry
         if entry is None or self._stale(rtype, match, entry[0]):
             return self._find(rtype, match)
         result, error = entry

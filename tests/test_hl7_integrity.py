@@ -390,26 +390,38 @@ def test_a_chain_of_merges_points_every_retired_patient_at_the_final_survivor(
     assert report["subject"] == {"reference": ref}
 
 
-def test_a_patient_merged_again_leaves_no_stale_link_on_its_first_survivor(
-    send: Send, client: httpx.Client
+def test_a_patient_merged_again_into_another_survivor_is_AE_and_changes_nothing(
+    send: Send, client: httpx.Client, engine: Engine
 ) -> None:
-    """B into A, then B into C: A no longer replaces B; B is replaced by C; a result naming
-    B lands on C. The same merge sent twice changes nothing the second time."""
+    """B into A, then B into C: HL7 v2 says a merged identifier is never referenced again,
+    so the second A40 contradicts the first: AE, ERR 205 at MRG^1^1 naming A's identifier,
+    and nothing changes (B stays replaced-by A, its results stay under A, C untouched).
+    The first merge sent again (new MSH-10) changes nothing either; merging A into C then
+    is the way to say they are one person, and takes B along."""
     b, a, c = (unique_id(p) for p in "BAC")
     for mrn in (b, a, c):
         send(admission(unique_id(), mrn))
+    order_b = unique_id("O")
+    assert msa(send(result(unique_id(), b, order_b)))[0] == "AA"
     assert msa(send(merge(unique_id(), a, b)))[0] == "AA"
-    [first] = patients(client, a)
+    before = {mrn: patients(client, mrn) for mrn in (a, b, c)}
     assert msa(send(merge(unique_id(), a, b)))[0] == "AA"  # re-sent with a new MSH-10
-    assert patients(client, a) == [first]
-    assert msa(send(merge(unique_id(), c, b)))[0] == "AA"
-    [a_now] = patients(client, a)
+    assert {mrn: patients(client, mrn) for mrn in (a, b, c)} == before
+    control = unique_id()
+    ack = send(merge(control, c, b))
+    assert msa(ack) == ("AE", control)
+    assert err_fields(ack) == [("MRG^1^1", "205", "E")]
+    assert f"already merged into another patient {a} ({SYSTEM})" in texts(ack)
+    assert "Patient/" not in texts(ack)
+    assert [r.status for r in rows_for(engine, control)] == ["error"]
+    assert {mrn: patients(client, mrn) for mrn in (a, b, c)} == before
+    [a_now], [b_now] = before[a], before[b]
+    assert links(b_now) == [("replaced-by", f"Patient/{a_now['id']}")]
+    [report] = search(client, "DiagnosticReport", identifier=order_b)
+    assert report["subject"] == {"reference": f"Patient/{a_now['id']}"}
+    # A into C: B's results (moved to A) and B itself follow to C
+    assert msa(send(merge(unique_id(), c, a)))[0] == "AA"
     [c_now] = patients(client, c)
-    [b_now] = patients(client, b)
-    assert a_now.get("active") is not False and links(a_now) == []
-    assert links(b_now) == [("replaced-by", f"Patient/{c_now['id']}")]
-    assert links(c_now) == [("replaces", f"Patient/{b_now['id']}")]
-    order = unique_id("O")
-    assert msa(send(result(unique_id(), b, order)))[0] == "AA"
-    [report] = search(client, "DiagnosticReport", identifier=order)
+    [report] = search(client, "DiagnosticReport", identifier=order_b)
     assert report["subject"] == {"reference": f"Patient/{c_now['id']}"}
+    assert links(patients(client, b)[0]) == [("replaced-by", f"Patient/{c_now['id']}")]

@@ -52,7 +52,8 @@ def check(result: MappingResult) -> MappingResult:
     for planned in result.planned:
         validate_resource(planned.resource, expected_type=planned.resource_type)
         assert planned.full_url.startswith("urn:uuid:")
-        assert "id" not in planned.resource and "meta" not in planned.resource
+        assert "id" not in planned.resource
+        assert set(planned.resource.get("meta", {})) <= {"security"}  # PV2-22 only
         for ref in references(planned.resource):
             assert ref in seen, f"{planned.resource_type} references {ref} before it is planned"
         if planned.mode in ("upsert", "ensure"):

@@ -119,8 +119,21 @@ def test_adt_01_details() -> None:
     assert encounter.match == "identifier=urn:medisentinel:hl7v2:aa:AccMng|40007716"
     (allergy,) = of_type(result, "AllergyIntolerance")
     assert allergy.resource["code"]["coding"][0]["display"] == "PENICILLIN"
-    (relative,) = of_type(result, "RelatedPerson")
+    mother, relative = of_type(result, "RelatedPerson")  # the PID's, then the NK1's
     assert relative.resource["name"][0]["family"] == "Evan"
+    # PID-21 (mother's identifier): a RelatedPerson of the patient (IG CX[RelatedPerson-Mother])
+    assert mother.resource["relationship"][0]["coding"][0]["code"] == "MTH"
+    assert [i["value"] for i in mother.resource["identifier"][1:]] == ["1212121"]
+    # PID-35/36 (species, breed: patient-animal) and PID-39 (tribal citizenship)
+    extensions = patient["extension"]
+    [animal] = [e for e in extensions if e["url"].endswith("/patient-animal")]
+    kinds = [
+        (x["url"], x["valueCodeableConcept"]["coding"][0]["display"]) for x in animal["extension"]
+    ]
+    assert kinds == [("species", "Goat"), ("breed", "Beagle")]
+    citizenships = [e for e in extensions if e["url"].endswith("/patient-citizenship")]
+    codes = [e["extension"][0]["valueCodeableConcept"]["coding"][0]["code"] for e in citizenships]
+    assert codes == ["US", "CA"]  # PID-26, then PID-39
 
 
 def test_adt_04_ig_test_message() -> None:
@@ -141,8 +154,13 @@ def test_adt_04_ig_test_message() -> None:
     assert ethnicity.resource["valueCodeableConcept"]["coding"][0]["code"] == "N"
     extensions = {e["url"].rsplit("/", 1)[1]: e for e in patient["extension"]}
     assert extensions["patient-birthPlace"]["valueAddress"] == {"text": "Indianapolis Indiana"}
-    citizenship = extensions["patient-citizenship"]["extension"][0]["valueCodeableConcept"]
-    assert citizenship["coding"][0]["system"] == "http://terminology.hl7.org/CodeSystem/v2-0399"
+    national, tribal = [
+        e["extension"][0]["valueCodeableConcept"]["coding"][0]
+        for e in patient["extension"]
+        if e["url"].endswith("/patient-citizenship")
+    ]  # PID-26, then PID-39 (tribal citizenship, IG PID[Patient])
+    assert national["system"] == "http://terminology.hl7.org/CodeSystem/v2-0399"
+    assert (tribal["code"], tribal["display"]) == ("364", "Birch Creek Tribe")
 
 
 def test_adt_09_batch() -> None:

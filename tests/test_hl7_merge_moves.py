@@ -5,13 +5,19 @@ database; the results read back over the FHIR API."""
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import Engine
 
+from hl7_adapters.er7 import parse_message
 from hl7_adapters.feeds import feed_identity
 from hl7_adapters.ingest import Hl7Ingest
+from hl7_adapters.locks import lock_keys
+from hl7_adapters.mapping import map_message
 from hl7_adapters.repoint import MAX_MOVED, repointed
 from tests.conftest import LiveServer
 from tests.test_hl7_ingest import err_fields, msa, rows_for, search, unique_id
@@ -20,6 +26,7 @@ from tests.test_hl7_integrity import (
     Send,
     engine,
     er7,
+    identity,
     merge,
     msh,
     patients,
@@ -222,6 +229,39 @@ def test_a_chain_of_merges_leaves_everything_under_the_final_survivor(
     assert msa(send(result(unique_id(), a, order)))[0] == "AA"
     [report] = search(client, "DiagnosticReport", identifier=order)
     assert report["subject"] == {"reference": f"Patient/{ids[c]}"}
+
+
+def test_a_message_naming_a_patient_merged_earlier_waits_for_the_merge(
+    send: Send, client: httpx.Client, engine: Engine, live_server: LiveServer
+) -> None:
+    """B into A, then A into C while a result naming B is in flight (it holds B's key, as
+    a message's first statement takes it, and has filed under A, B's survivor): the A40
+    waits for it (it takes the keys of every identifier of the patients it retires and of
+    those merged into them), then moves that result to C too. It used to run past it and
+    leave the result under the retired A. PostgreSQL: SQLite has one writer at a time."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("advisory locks are PostgreSQL's (SQLite has one writer at a time)")
+    b, a, c = (unique_id(p) for p in "BAC")
+    for mrn in (b, a, c):
+        assert msa(send(admission(unique_id(), mrn, unique_id("V"))))[0] == "AA"
+    assert msa(send(merge(unique_id(), a, b)))[0] == "AA"
+    ids = {mrn: patient_id(client, mrn) for mrn in (a, c)}
+    naming_b = map_message(parse_message(result(unique_id(), b, unique_id("F"))))
+    service = live_server.app.state.service
+    observation = {
+        "resourceType": "Observation", "status": "final", "code": {"text": "pulse"},
+        "subject": {"reference": f"Patient/{ids[a]}"}, "valueQuantity": {"value": 61},
+    }  # fmt: skip
+    with ThreadPoolExecutor(1) as pool:
+        with service.unit_of_work(identity(live_server)(None), write=True) as uow:
+            lock_keys(uow, [f"Patient?{naming_b.patient_match}"])
+            in_flight = service.create(uow, "Observation", observation).version.id
+            merging = pool.submit(send, merge(unique_id(), c, a))
+            time.sleep(0.5)
+            assert not merging.done()  # waits for the message naming B
+        assert msa(merging.result(timeout=20))[0] == "AA"
+    moved = read(client, "Observation", in_flight)
+    assert moved["subject"] == {"reference": f"Patient/{ids[c]}"}
 
 
 def test_a_merge_moves_at_most_MAX_MOVED_and_a_reapply_moves_the_rest(

@@ -16,10 +16,24 @@ from hl7_adapters.ack import AckError
 from hl7_adapters.dates import to_fhir_datetime
 from hl7_adapters.er7 import Message
 from hl7_adapters.escapes import unescape
+from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping.plan import MappingError, Mode, Planned
 from hl7_adapters.values import NULL_TOKEN, Repetition, Segment
 
 Severity = Literal["E", "W", "I", "F"]
+
+
+class PatientRef:
+    """The Patient a message is about: its planned full_url and match identifier."""
+
+    def __init__(self, full_url: str, match: str, identifier: dict[str, Any]) -> None:
+        self.full_url = full_url
+        self.match = match
+        self.identifier = identifier
+
+    @property
+    def key(self) -> str:
+        return ids.key_part(self.identifier)
 
 
 def new_full_url() -> str:
@@ -85,11 +99,13 @@ class MapContext:
         origin: tuple[str, int, int] | None = None,
         supplementary: bool = False,
         only_for: frozenset[str] | None = None,
+        separate: bool = False,
     ) -> str:
         """Plan a resource; returns its full_url (the earlier one for a repeated match, whose
-        `only_for` the caller adjusts)."""
+        `only_for` the caller adjusts). `separate`: planned on its own even when the match
+        was planned before (a second write to that resource, after it is ensured)."""
         rtype = str(resource["resourceType"])
-        if match is not None:
+        if match is not None and not separate:
             earlier = self._by_match.get((rtype, match))
             if earlier is not None:
                 for key, value in resource.items():  # ensure: fill what the first lacked
@@ -100,7 +116,7 @@ class MapContext:
             only_for,
         )  # fmt: skip
         self.planned.append(planned)
-        if match is not None:
+        if match is not None and not separate:
             self._by_match[(rtype, match)] = planned
         return planned.full_url
 

@@ -13,6 +13,7 @@ Deviations are named where they happen.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from hl7_adapters.mapping import identifiers as ids
@@ -73,14 +74,27 @@ def codeable_concept(rep: Repetition | None, table: str = "") -> JSON | None:
     """
     if rep is None:
         return None
-    first_system = val(rep, 3) or (f"HL7{table}" if table and not val(rep, 14) else "")
+    return _concept(lambda n: val(rep, n), table)
+
+
+def component_concept(rep: Repetition | None, component: int, table: str = "") -> JSON | None:
+    """A CWE that is one component of a composite (DLD.1): its parts are subcomponents."""
+    if rep is None:
+        return None
+    parts = [p.strip() for p in rep.subcomponents(component)]
+    return _concept(lambda n: parts[n - 1] if n <= len(parts) else "", table)
+
+
+def _concept(part: Callable[[int], str], table: str) -> JSON | None:
+    """codeable_concept over CWE parts, however the CWE is nested."""
+    first_system = part(3) or (f"HL7{table}" if table and not part(14) else "")
     codings = [
-        _coding(val(rep, 1), val(rep, 2), first_system, val(rep, 7), val(rep, 14)),
-        _coding(val(rep, 4), val(rep, 5), val(rep, 6), val(rep, 8), val(rep, 17)),
-        _coding(val(rep, 10), val(rep, 11), val(rep, 12), val(rep, 13), val(rep, 20)),
+        _coding(part(1), part(2), first_system, part(7), part(14)),
+        _coding(part(4), part(5), part(6), part(8), part(17)),
+        _coding(part(10), part(11), part(12), part(13), part(20)),
     ]
     codings = [c for c in codings if c]
-    text = val(rep, 9) or (val(rep, 2) if not codings else "")
+    text = part(9) or (part(2) if not codings else "")
     result = compact({"coding": codings, "text": text or None})
     return result or None
 

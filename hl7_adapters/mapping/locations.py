@@ -18,6 +18,11 @@ sent, identifies the most granular level instead. Two messages creating the same
 at once cannot both create it: every match is a lock key of the message (locks.py), the
 same rule that keeps Practitioners single.
 
+**Bed status** (PV1-40, IG PV1[Encounter]: ``Location.operationalStatus`` of the most
+granular level): a bed found is otherwise used unchanged, so the status is planned as a
+second resource, an upsert of that Location carrying ``operationalStatus`` alone; only a
+message that sends PV1-40 writes the bed, and only when its status changes.
+
 **Looked up from the bed down** (cost): the levels above the most granular are planned
 ``only_for`` it (Planned.only_for). A Location found is used unchanged and nothing else
 refers to its parents, so while the bed exists (a hospital's steady state) a message looks
@@ -78,8 +83,14 @@ def _parent(levels: list[Level], index: int) -> int | None:
     return above[-1] if above else None
 
 
-def plan_location(ctx: MapContext, rep: Repetition) -> JSON | None:
-    """Plan the Locations of one PL (parents first); the Reference to the most granular."""
+def plan_location(
+    ctx: MapContext,
+    rep: Repetition,
+    status: JSON | None = None,
+    origin: tuple[str, int, int] | None = None,
+) -> JSON | None:
+    """Plan the Locations of one PL (parents first); the Reference to the most granular.
+    `status` (PV1-40): the most granular level's operationalStatus (see the module doc)."""
     levels = _levels(rep)
     description = val(rep, 9)
     if not levels and not description:
@@ -113,6 +124,8 @@ def plan_location(ctx: MapContext, rep: Repetition) -> JSON | None:
         only_for = None if i == leaf else frozenset[str]()  # (the leaf is added last)
         urls.append(ctx.add(resource, "ensure", ids.match_of(identifier), only_for=only_for))
     ctx.planned_of(urls[leaf]).only_for = None  # (also when another PL planned it above one)
+    if status is not None:
+        _plan_status(ctx, urls[leaf], status, origin)
     for url in urls[:leaf]:  # ensured when the leaf is new; a level ensured always stays so
         above = ctx.planned_of(url)
         if above.only_for is not None:
@@ -122,3 +135,15 @@ def plan_location(ctx: MapContext, rep: Repetition) -> JSON | None:
     if leaf_name:
         ref["display"] = leaf_name
     return ref
+
+
+def _plan_status(
+    ctx: MapContext, url: str, status: JSON, origin: tuple[str, int, int] | None
+) -> None:
+    """A new level is created with its status; a found one is used unchanged, so the status
+    is a second, separate upsert of that Location with the status alone (nothing else of it
+    replaced; unchanged: no version; an older message's: kept, by the event clock)."""
+    leaf = ctx.planned_of(url)
+    leaf.resource["operationalStatus"] = status
+    body = {"resourceType": "Location", "operationalStatus": status}
+    ctx.add(body, "upsert", leaf.match, origin=origin, separate=True)

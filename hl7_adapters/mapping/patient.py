@@ -4,10 +4,10 @@ Mapped: PID-2/3/4 identifiers (CX, type from CX.5, system and assigner from CX.4
 SSN, PID-20 driver's licence, PID-5 and PID-9 names, PID-7 birthDate (and a time of birth as
 the patient-birthTime extension on it), PID-8 gender, PID-11 addresses with PID-12 county,
 PID-13/14/40 telecoms, PID-15 communication.language, PID-16 maritalStatus, PID-24/25
-multipleBirth, PID-29/30 deceased; PID-6/17/23/26/28 as the IG's core extensions and PID-10/22
-as Observations (demographics.py). Not mapped: PID-18 (the IG's PID[Account]), PID-21 (a
-mother RelatedPerson), PID-27, PID-31 and PID-34 (the IG names no extension), PID-32, PID-33
-(meta.lastUpdated is the server's), PID-35..39 (animals; tribal citizenship).
+multipleBirth, PID-29/30 deceased; PID-6/17/23/26/28/35/36/39 as the IG's core extensions,
+PID-10/22 as Observations and PID-21 as the mother RelatedPerson (demographics.py). Not
+mapped, as the IG's PID[Patient] map gives them no target (pid_tables.py says why, field by
+field): PID-18, PID-27, PID-31..34, PID-37, PID-38.
 
 **Match rule.** A Patient is found by the first PID-3 repetition that has a value and a
 system (see identifiers.hd_system); failing that, the first with a value, matched as a

@@ -28,7 +28,7 @@ Mode = Literal["upsert", "ensure", "create"]
 @dataclass
 class Planned:
     full_url: str  # "urn:uuid:<uuid4>"; other planned resources reference it by this
-    resource: dict[str, Any]  # FHIR R4 JSON, without id/meta
+    resource: dict[str, Any]  # FHIR R4 JSON, without id; of meta only security labels
     mode: Mode = "create"
     match: str | None = None  # search query that finds the stored instance: "identifier=sys|val"
     # Elements the message deleted (with "", or by its meaning: A13 ends a discharge):

@@ -445,55 +445,5 @@ PL_PHYSICAL_TYPE: dict[int, Code] = {
     4: Code(PHYSICAL_TYPE, "si", "Site"),
 }
 
-# IG PV1[Encounter] / PV2[Encounter]: participant types for their XCN fields.
-REFERRER = Code(V3_PARTICIPATION, "REF", "referrer")
-PV1_PARTICIPANTS: tuple[tuple[int, Code], ...] = (
-    (7, Code(V3_PARTICIPATION, "ATND", "attender")),
-    (8, REFERRER),
-    (9, Code(V3_PARTICIPATION, "CON", "consultant")),
-    (17, Code(V3_PARTICIPATION, "ADM", "admitter")),
-    (52, Code(V3_PARTICIPATION, "PART", "Participation")),  # other healthcare provider
-)
-PV2_PARTICIPANTS: tuple[tuple[int, Code], ...] = ((13, REFERRER),)  # referral source
-# IG PV1[Encounter]: Encounter.hospitalization from PV1 CWE fields; (field, element, HL7
-# table, whether the FHIR element repeats).
-PV1_HOSPITALIZATION: tuple[tuple[int, str, str, bool], ...] = (
-    (13, "reAdmission", "0092", False),
-    (14, "admitSource", "0023", False),
-    (16, "specialCourtesy", "0099", True),  # VIP indicator
-    (36, "dischargeDisposition", "0112", False),
-    (38, "dietPreference", "0114", True),
-)
-# IG concept map EncounterPriority: PV2-25 (HL7 table 0217) -> v3 ActPriority.
-ACT_PRIORITY = "http://terminology.hl7.org/CodeSystem/v3-ActPriority"
-PRIORITY_0217 = {
-    "1": Code(ACT_PRIORITY, "EM", "emergency"),
-    "2": Code(ACT_PRIORITY, "UR", "urgent"),
-    "3": Code(ACT_PRIORITY, "EL", "elective"),
-}
-
-# IG PID[Patient]: PID fields the IG carries as FHIR core Patient extensions. "family":
-# valueString, an XPN's family name (PID-6); "concept": valueCodeableConcept (PID-17);
-# "address": valueAddress.text from an ST (PID-23 birth place); "code": a complex extension
-# whose "code" sub-extension holds the CWE (PID-26 citizenship, repeating; PID-28
-# nationality). One extension per repetition; (field, extension URL, kind, HL7 table).
+# FHIR core extensions (mapping/visit_tables.py, pid_tables.py name the ones they use).
 EXTENSION = "http://hl7.org/fhir/StructureDefinition/"
-PID_EXTENSIONS: tuple[tuple[int, str, str, str], ...] = (
-    (6, EXTENSION + "patient-mothersMaidenName", "family", ""),
-    (17, EXTENSION + "patient-religion", "concept", "0006"),
-    (23, EXTENSION + "patient-birthPlace", "address", ""),
-    (26, EXTENSION + "patient-citizenship", "code", "0171"),
-    (28, EXTENSION + "patient-nationality", "code", "0212"),
-)
-
-# IG PID[Race] and PID[EthnicGroup] to Observation: PID-10 (table 0005) and PID-22 (0189)
-# are Observations of the patient (status final, the CWE as valueCodeableConcept), not
-# Patient elements. The IG assigns no Observation.code; the LOINC codes are local choices.
-LOINC = "http://loinc.org"
-PID_OBSERVATIONS: tuple[tuple[int, str, Code, str], ...] = (
-    (10, "race", Code(LOINC, "32624-9", "Race"), "0005"),
-    (22, "ethnicity", Code(LOINC, "69490-1", "Ethnicity OMB.1997"), "0189"),
-)
-SOCIAL_HISTORY = Code(
-    "http://terminology.hl7.org/CodeSystem/observation-category", "social-history", "Social History"
-)

@@ -1,0 +1,312 @@
+"""PV1 (+PV2) -> Encounter (IG segment maps PV1[Encounter], PV2[Encounter]; the rows are data
+in visit_tables.py), for ADT (upsert) and ORU (ensure) alike.
+
+* Found again by the PV1-19 visit number; without one, only the events that start a visit
+  (A01/A04/A05) plan an Encounter, matched by a derived identifier (_visit_key).
+* Encounter.status: the IG "Event[EncounterStatus]" map by trigger; for A08/A28/A31 (which
+  the IG maps to "unknown") the PV1 map instead: "finished" when PV1-45 is valued, else by
+  patient class. An update message therefore never turns a real status into "unknown".
+* A13 (cancel discharge): status in-progress, and the discharge's period.end and
+  hospitalization.dischargeDisposition are removed from the stored Encounter (nulls).
+* Locations (PV1-3/6/11/42/43): the PL's Location hierarchy (locations.py); PV1-11 and
+  PV1-43 carry the "temporary" classification; PV1-40 is the operationalStatus of PV1-3's
+  bed (locations.py). PV1-37: hospitalization.destination, a
+  Location of the DLD.1 type, one per code (ensured by a derived identifier).
+* PV2: admit reason, length of stay, priority, referral source, mode of arrival, planned
+  start and end (PV2-8/9, cross-version extensions), the visit description (PV2-12) as the
+  narrative, the visit protection indicator (PV2-22) as a meta.security label.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from hl7_adapters.er7 import Message
+from hl7_adapters.mapping import datatypes as dt
+from hl7_adapters.mapping import identifiers as ids
+from hl7_adapters.mapping import tables as t
+from hl7_adapters.mapping import visit_tables as vt
+from hl7_adapters.mapping.context import MapContext, PatientRef, Where, first, val
+from hl7_adapters.mapping.locations import plan_location
+from hl7_adapters.mapping.numbers import decimal, json_number
+from hl7_adapters.mapping.plan import Mode
+from hl7_adapters.values import Segment
+
+JSON = dict[str, Any]
+VISIT_STARTING = frozenset({"A01", "A04", "A05"})
+PERSON_ONLY = frozenset({"A28", "A31"})
+
+
+def practitioner_ref(ctx: MapContext, rep: Any, where: Where) -> JSON | None:
+    resource, identifier, display = dt.practitioner(rep, where)
+    if resource is None or identifier is None:
+        return {"display": display} if display else None
+    url = ctx.add(resource, "ensure", ids.match_of(identifier))
+    ref: JSON = {"reference": url}
+    if display:
+        ref["display"] = display
+    return ref
+
+
+def _status(trigger: str, pv1: Segment, klass: str) -> str:
+    if trigger in t.EVENT_ENCOUNTER_STATUS:
+        return t.EVENT_ENCOUNTER_STATUS[trigger]
+    if val(first(pv1, 45)):
+        return "finished"
+    return t.PATIENT_CLASS_STATUS_0004.get(klass, "unknown")
+
+
+def plan_encounter(
+    ctx: MapContext,
+    pv1: Segment,
+    pv2: Segment | None,
+    patient: PatientRef,
+    trigger: str,
+    mode: Mode,
+) -> str | None:
+    """PV1 (+PV2) -> Encounter; returns its full_url, None when none is planned."""
+    at = ctx.at(pv1)
+    visit = None
+    visit_rep = first(pv1, 19)
+    if visit_rep is not None:
+        visit = dt.cx_identifier(visit_rep, at.sub(19, 1), default_type="VN")
+    if visit is None and (mode != "upsert" or trigger not in VISIT_STARTING):
+        if mode == "upsert" and trigger not in PERSON_ONLY:
+            at.sub(19).warn(
+                101,
+                f"PV1-19 (visit number) is empty: ADT^{trigger} cannot update "
+                "an Encounter; none mapped",
+            )
+        return None
+    klass_code = val(first(pv1, 2)).upper()
+    klass = t.PATIENT_CLASS_0004.get(klass_code)
+    if klass is None:
+        at.sub(2).warn(
+            103 if klass_code else 101,
+            f"PV1-2 patient class '{klass_code}' is not in HL7 table 0004; "
+            "Encounter.class set to U (unknown)"
+            if klass_code
+            else "PV1-2 patient class is empty; Encounter.class set to U (unknown)",
+        )
+        klass, klass_code = t.PATIENT_CLASS_0004["U"], "U"
+    resource: JSON = {
+        "resourceType": "Encounter",
+        "status": _status(trigger, pv1, klass_code),
+        "class": {"system": klass.system, "code": klass.code, "display": klass.display},
+        "subject": {"reference": patient.full_url},
+    }
+    key = None if visit else _visit_key(ctx.msg, pv1, patient, klass_code)
+    identifiers = [i for i in (visit, key) if i]
+    for i, rep in at.sub(50).reps():
+        alt = dt.cx_identifier(rep, at.sub(50, i))
+        if alt:
+            identifiers.append(alt)
+    if identifiers:
+        resource["identifier"] = identifiers
+    admission = dt.codeable_concept(first(pv1, 4), "0007")
+    if admission:
+        resource["type"] = [admission]
+    service = dt.codeable_concept(first(pv1, 10), "0069")
+    if service:
+        resource["serviceType"] = service
+    participants = _participants(ctx, pv1, at, vt.PV1_PARTICIPANTS)
+    if pv2 is not None:
+        participants += _participants(ctx, pv2, ctx.at(pv2), vt.PV2_PARTICIPANTS)
+    if participants:
+        resource["participant"] = participants
+    locations = _locations(ctx, pv1, klass_code, with_status=mode == "upsert")
+    if locations:
+        resource["location"] = locations
+    period = {
+        "start": at.sub(44).datetime(val(first(pv1, 44))),
+        "end": at.sub(45).datetime(val(first(pv1, 45))),
+    }
+    period = {k: v for k, v in period.items() if v}
+    if period:
+        resource["period"] = period
+    hospitalization = _hospitalization(ctx, pv1, at)
+    if hospitalization:
+        resource["hospitalization"] = hospitalization
+    if pv2 is not None:
+        _visit_details(ctx, pv2, resource)
+    nulls = _cancel_discharge(resource) if trigger == "A13" else frozenset()
+    found_by = visit or key
+    match = ids.match_of(found_by) if found_by else None
+    origin = ctx.origin(pv1, 19 if visit else 44)
+    return ctx.add(resource, mode if match else "create", match, nulls, origin=origin)
+
+
+# What a discharge (A03) wrote that a cancel discharge (A13) takes back (IG ADT_A13: the
+# Encounter is in progress again, without discharge disposition or end of period).
+DISCHARGE_ELEMENTS = (("period", "end"), ("hospitalization", "dischargeDisposition"))
+
+
+def _cancel_discharge(resource: JSON) -> frozenset[str]:
+    """A13: the discharge's elements are left out of the mapped Encounter (a PV1-45/PV1-36
+    still sent is the discharge being cancelled) and removed from the stored one, also when
+    the A13 sends no PV1-44/PV1-14 and so replaces neither period nor hospitalization."""
+    for element, child in DISCHARGE_ELEMENTS:
+        part = resource.get(element)
+        if isinstance(part, dict):
+            part.pop(child, None)
+            if not part:
+                del resource[element]
+    return frozenset(f"{element}.{child}" for element, child in DISCHARGE_ELEMENTS)
+
+
+def _visit_key(msg: Message, pv1: Segment, patient: PatientRef, klass_code: str) -> JSON | None:
+    """The identifier of a visit sent without a visit number: patient, class and the first
+    of admit time (PV1-44), event time (EVN-2), message time (MSH-7), as sent and tagged by
+    which it is. The same admission re-sent (a new MSH-10; a re-stamped MSH-7 when PV1-44 or
+    EVN-2 is there) then finds its Encounter instead of making another; two admissions of
+    one patient in one class at the same second are taken for one. None when none of the
+    times is sent: nothing tells visits apart, so such an Encounter is always created."""
+    evn = msg.segment("EVN")
+    for tag, when in (
+        ("admit", val(first(pv1, 44))),
+        ("event", evn.get("2").strip() if evn is not None else ""),
+        ("sent", msg.timestamp),
+    ):
+        if when:
+            value = f"{patient.key}|{tag}:{when}|{klass_code}"
+            return {"system": ids.VISIT_KEY_SYSTEM, "value": value}
+    return None
+
+
+def _participants(
+    ctx: MapContext, segment: Segment, at: Where, fields: tuple[tuple[int, t.Code], ...]
+) -> list[JSON]:
+    out = []
+    for field, role in fields:
+        for i, rep in at.sub(field).reps():
+            ref = practitioner_ref(ctx, rep, at.sub(field, i))
+            if ref:
+                out.append({"type": [{"coding": [role._asdict()]}], "individual": ref})
+    return out
+
+
+def _hospitalization(ctx: MapContext, pv1: Segment, at: Where) -> JSON:
+    data: JSON = {}
+    pre = first(pv1, 5)
+    if pre is not None:
+        ident = dt.cx_identifier(pre, at.sub(5, 1))
+        if ident:
+            data["preAdmissionIdentifier"] = ident
+    for field, element, table, repeats in vt.PV1_HOSPITALIZATION:
+        concept = dt.codeable_concept(first(pv1, field), table)
+        if concept:
+            data[element] = [concept] if repeats else concept
+    destination = _discharge_location(ctx, pv1)
+    if destination:
+        data["destination"] = destination
+    return data
+
+
+def _locations(ctx: MapContext, pv1: Segment, klass_code: str, with_status: bool) -> list[JSON]:
+    """Encounter.location from the PLs of vt.PV1_LOCATIONS, temporary ones classified so;
+    `with_status`: PV1-40 for PV1-3's bed (ADT only: an ORU's PV1 only names the visit)."""
+    locations = []
+    for field, status, temporary in vt.PV1_LOCATIONS:
+        place = first(pv1, field)
+        bed = _bed_status(ctx, pv1, place) if field == 3 and with_status else None
+        ref = plan_location(ctx, place, bed, ctx.origin(pv1, 40)) if place is not None else None
+        if not ref:
+            continue
+        entry: JSON = {"location": ref, "status": status or _by_class(klass_code)}
+        if temporary:
+            concept = {"coding": [vt.TEMPORARY._asdict()]}
+            entry["extension"] = [
+                {"url": vt.LOCATION_CLASSIFICATION, "valueCodeableConcept": concept}
+            ]
+        locations.append(entry)
+    return locations
+
+
+def _bed_status(ctx: MapContext, pv1: Segment, place: Any) -> JSON | None:
+    """PV1-40 as the operationalStatus of PV1-3's most granular level, when PV1-3 names a
+    room or a bed (IG PV1[Encounter]); a code outside table 0116 is a warning, left out."""
+    code = val(first(pv1, 40)).upper()
+    if not code or place is None or not (val(place, 2) or val(place, 3)):
+        return None
+    found = vt.BED_STATUS_0116.get(code)
+    if found is None:
+        ctx.at(pv1, 40).warn(103, f"PV1-40: '{code}' is not in HL7 table 0116; left out")
+        return None
+    return found._asdict()
+
+
+def _by_class(klass_code: str) -> str:
+    return "planned" if klass_code == "P" else "active"
+
+
+def _discharge_location(ctx: MapContext, pv1: Segment) -> JSON | None:
+    """PV1-37 (DLD) -> a Location typed by DLD.1 (IG DLD[Location-Discharge]). The IG asks
+    for a new Location instance; one per message would pile up a Location per A03 re-sent,
+    so it is one Location per type (mode "kind"), ensured by a derived identifier."""
+    concept = dt.component_concept(first(pv1, 37), 1, vt.DISCHARGE_LOCATION_TABLE)
+    if concept is None:
+        return None
+    coding = (concept.get("coding") or [{}])[0]
+    value = f"{coding.get('system', '')}|{coding.get('code') or concept.get('text', '')}"
+    key = {"system": ids.DISCHARGE_LOCATION_KEY_SYSTEM, "value": value}
+    location = {"resourceType": "Location", "identifier": [key], "mode": "kind", "type": [concept]}
+    url = ctx.add(location, "ensure", ids.match_of(key))
+    ref: JSON = {"reference": url}
+    display = coding.get("display") or concept.get("text")
+    if display:
+        ref["display"] = display
+    return ref
+
+
+MODE_OF_ARRIVAL = t.EXTENSION + "encounter-modeOfArrival"
+LENGTH_OF_STAY = {"unit": "days", "system": t.UCUM, "code": "d"}  # IG NM[Quantity-LengthOfStay]
+
+
+def _visit_details(ctx: MapContext, pv2: Segment, resource: JSON) -> None:
+    """PV2 (IG PV2[Encounter]): admit reason (PV2-3), actual length of stay (PV2-11),
+    priority (PV2-25, concept map EncounterPriority), mode of arrival (PV2-38, the core
+    extension, valueCoding), planned start and end (PV2-8/9), visit description (PV2-12),
+    protection (PV2-22); the referral source (PV2-13) is a participant (plan_encounter)."""
+    at = ctx.at(pv2)
+    reason = dt.codeable_concept(first(pv2, 3))
+    if reason:
+        resource["reasonCode"] = [reason]
+    days = val(first(pv2, 11))
+    if days:
+        number = decimal(days)
+        if number is None or number < 0:
+            at.sub(11).warn(102, f"PV2-11: '{days}' is not a number of days; left out")
+        else:
+            resource["length"] = {"value": json_number(number), **LENGTH_OF_STAY}
+    priority = dt.mapped_concept(first(pv2, 25), vt.PRIORITY_0217, "0217", at.sub(25))
+    if priority:
+        resource["priority"] = priority
+    extensions = []
+    arrival = dt.codeable_concept(first(pv2, 38), "0430")
+    if arrival and arrival.get("coding"):
+        extensions.append({"url": MODE_OF_ARRIVAL, "valueCoding": arrival["coding"][0]})
+    for field, url in vt.PV2_DATETIME_EXTENSIONS:
+        when = at.sub(field).datetime(val(first(pv2, field)))
+        if when:
+            extensions.append({"url": url, "valueDateTime": when})
+    if extensions:
+        resource["extension"] = extensions
+    visit_text = first(pv2, 12)
+    description = at.text(visit_text) if visit_text is not None else ""
+    if description:  # IG: text.div; not generated from the structured data, so "additional"
+        div = f'<div xmlns="http://www.w3.org/1999/xhtml">{escape(description)}</div>'
+        resource["text"] = {"status": "additional", "div": div}
+    protection = _protection(at.sub(22), val(first(pv2, 22)).upper())
+    if protection:
+        resource["meta"] = {"security": [protection]}
+
+
+def _protection(where: Where, flag: str) -> JSON | None:
+    """PV2-22 (Y/N, HL7 table 0136) -> a meta.security Coding (IG ID[Coding])."""
+    if not flag:
+        return None
+    if flag not in t.YES_NO_0136:
+        where.warn(103, f"PV2-22: '{flag}' is not Y or N (HL7 table 0136); left out")
+        return None
+    return {"system": vt.PROTECTION_SYSTEM, "code": flag}
