@@ -191,3 +191,60 @@ def test_is_distinct_compares_as_equality_does_and_scales() -> None:
     started = time.perf_counter()
     assert run("descendants().linkId.isDistinct()", big) == [True]
     assert time.perf_counter() - started < 1.0
+
+
+# --- arguments on $this (N1 "Functions"; fhirpath.js, HAPI, Firely): not on the focus --------
+
+
+def test_intersect_evaluates_its_argument_on_this_not_on_the_focus() -> None:
+    # on the focus (the given names) `name[0].given` finds nothing
+    assert run("name.given.intersect(name[0].given)", PATIENT) == ["Ann", "Bo"]
+    assert run("name.family.combine(name.family).intersect(name.family)", PATIENT) == [
+        "Doe",
+        "Roe",
+    ]  # duplicates removed
+    assert run("name.intersect(name[1])", PATIENT) == [{"family": "Roe"}]  # compared whole
+    # inside where(), $this is each item: obs-7's shape
+    assert run("name.where(given.intersect(%resource.name.given).exists()).family", PATIENT) == [
+        "Doe"
+    ]
+
+
+def test_exclude_keeps_order_and_duplicates() -> None:
+    assert run("name.family.exclude(name[1].family)", PATIENT) == ["Doe"]
+    both = "name.family.combine(name.family).exclude(name[0].family)"
+    assert run(both, PATIENT) == ["Roe", "Roe"]
+    assert run("name.family.exclude(photo)", PATIENT) == ["Doe", "Roe"]
+    assert run("photo.exclude(name)", PATIENT) == []
+    assert run("(1 | 2 | 3).exclude(2)", PATIENT) == [1, 3]
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("name[0].given.subsetOf(name.given)", [True]),
+        ("name.given.subsetOf(name[0].given.first())", [False]),
+        ("name[1].given.subsetOf(name.given)", [True]),  # an empty input: true
+        ("name.given.subsetOf(name[1].given)", [False]),  # else an empty other: false
+        ("name.given.supersetOf(name[0].given)", [True]),
+        ("name.given.supersetOf(name[1].given)", [True]),  # an empty other: true
+        ("name[1].given.supersetOf(name.given)", [False]),
+        ("(1 | 2).subsetOf(2 | 1 | 3)", [True]),
+        ("(true).subsetOf(1)", [False]),  # a boolean is no number
+    ],
+)
+def test_subset_of_and_superset_of(expression: str, expected: list[Any]) -> None:
+    assert run(expression, PATIENT) == expected
+
+
+def test_union_function_is_the_union_operator_on_this() -> None:
+    assert run("name.given.union(name[0].given)", PATIENT) == ["Ann", "Bo"]
+    assert run("name[1].given.union(name.family)", PATIENT) == ["Doe", "Roe"]
+
+
+def test_a_computed_string_argument_is_evaluated_on_this() -> None:
+    # on the focus (the string 'Doe') `name[0].family` would be empty, so unknown
+    assert run("name[0].family.startsWith(name[0].family)", PATIENT) == [True]
+    assert run("name[0].family.endsWith(name[1].family)", PATIENT) == [False]
+    assert run("name[0].family.endsWith('oe')", PATIENT) == [True]
+    assert run("name.where(family.contains(%resource.name[1].family)).given", PATIENT) == []

@@ -27,7 +27,6 @@ from app.fhir.search.fhirpath.model import (
 from app.fhir.search.fhirpath.parser import (
     And,
     Call,
-    Combine,
     Compare,
     Concat,
     Field,
@@ -35,6 +34,7 @@ from app.fhir.search.fhirpath.parser import (
     IsType,
     Literal,
     Logic,
+    OnThis,
     Path,
     Plus,
     Union,
@@ -59,8 +59,8 @@ def compile_node(node: Any, scope: Scope) -> Compiled:
         return operators.compile_plus(node, scope, compile_node)
     if isinstance(node, Concat):
         return functions.compile_concat(node, scope, compile_node)
-    if isinstance(node, Combine):
-        return functions.compile_combine(node, scope, compile_node)
+    if isinstance(node, OnThis):
+        return functions.compile_on_this(node, scope, compile_node)
     if isinstance(node, IsType):
         return _compile_is(node, scope)
     if isinstance(node, Var):
