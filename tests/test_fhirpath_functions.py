@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from app.fhir import constraints
 from app.fhir.jsonio import loads
 from app.fhir.search.fhirpath.compiled import Scope
 from app.fhir.search.fhirpath.compiler import compile_node
@@ -248,3 +249,46 @@ def test_a_computed_string_argument_is_evaluated_on_this() -> None:
     assert run("name[0].family.endsWith(name[1].family)", PATIENT) == [False]
     assert run("name[0].family.endsWith('oe')", PATIENT) == [True]
     assert run("name.where(family.contains(%resource.name[1].family)).given", PATIENT) == []
+
+
+# --- values of the root alone are computed once per evaluation -----------------------------
+
+
+def _structure_definition(elements: int, base: str = "Basic") -> dict[str, Any]:
+    paths = [base] + [f"{base}.extension"] * elements
+    found = [{"id": f"e{i}", "path": p} for i, p in enumerate(paths)]
+    return {
+        "resourceType": "StructureDefinition",
+        "kind": "resource",
+        "type": base,
+        "snapshot": {"element": found},
+        "differential": {"element": found},
+    }
+
+
+def test_sdf_8_is_linear_in_the_elements() -> None:
+    """sdf-8 and sdf-8a read ``%resource.snapshot.element.first().path`` for every element:
+    computed each time they were quadratic (50,000 elements: ~4 s each)."""
+    tests = {c.key: c.test for rows in constraints.table().checked.values() for c in rows}
+    big = _structure_definition(50_000)
+    started = time.perf_counter()
+    assert tests["sdf-8"]([big["snapshot"]], big) == [True]
+    assert tests["sdf-8a"]([big["differential"]], big) == [True]
+    assert time.perf_counter() - started < 1.0
+    # a value is kept for one evaluation only: the next resource gets its own
+    other = _structure_definition(3, "Patient")
+    other["snapshot"]["element"][2]["path"] = "Basic.extension"
+    assert tests["sdf-8"]([other["snapshot"]], other) == [False]
+    assert tests["sdf-8"]([big["snapshot"]], big) == [True]
+
+
+def test_a_once_per_evaluation_value_outside_an_evaluation_is_computed_each_time() -> None:
+    scope = Scope(("Patient",), "Patient", context_types=("Patient",))
+    compiled = compile_node(parse("name.where(family = %resource.name[1].family).given"), scope)
+    other = {"resourceType": "Patient", "name": [{"family": "Roe", "given": ["Cy"]}]}
+    assert compiled.fn([PATIENT], PATIENT) == []  # no with_context: nothing kept
+    assert compiled.fn([other], other) == []  # other has no name[1]
+    evaluate = with_context(compiled.fn)
+    assert evaluate([PATIENT], PATIENT) == []
+    twins = {"resourceType": "Patient", "name": [{"family": "Roe", "given": ["Cy"]}] * 2}
+    assert evaluate([twins], twins) == ["Cy", "Cy"]

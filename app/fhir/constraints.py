@@ -65,8 +65,11 @@ def _compile(expression: str, context: str) -> Step:
     compiled = compile_node(parse(expression), scope)
     if not compiled.boolean:
         raise Unsupported("not a boolean expression")
-    # only ig-1 and ig-2 read %context: the others skip the context variable's cost
-    return with_context(compiled.fn) if "%context" in expression else compiled.fn
+    # Only expressions that read the environment need an evaluation scope (%context, and
+    # the once-per-evaluation values of %resource in a loop): the others skip its cost.
+    if any(name in expression for name in ("%context", "%resource", "%rootResource")):
+        return with_context(compiled.fn)
+    return compiled.fn
 
 
 @cache
