@@ -21,6 +21,7 @@ from tests.helpers import FHIR_JSON, observation, patient
 ABSENT = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason"}]}
 PERIOD_BACKWARDS = {"start": "2021-03-02", "end": "2021-03-01"}
 CONTAINED = {"resourceType": "Patient", "id": "p1", "contact": [{"gender": "male"}]}
+BATCH_READ = {"method": "GET", "url": "Patient/1"}
 
 
 def _tx(*resources: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +87,13 @@ def _questionnaire(nested_link_id: str) -> dict[str, Any]:
         "status": "draft",
         "item": [{"linkId": "1", "type": "group", "item": nested}],
     }
+
+
+def _questionnaire_enabled_when(count: int) -> dict[str, Any]:
+    when = {"question": "1", "operator": "exists", "answerBoolean": True}
+    items = [{"linkId": "1", "type": "boolean"}]
+    items.append({"linkId": "2", "type": "string", "enableWhen": [when] * count})
+    return {"resourceType": "Questionnaire", "status": "draft", "item": items}
 
 
 def _risk(probability: int) -> dict[str, Any]:
@@ -249,6 +257,25 @@ BROKEN: list[tuple[str, dict[str, Any], str, str]] = [
         "Questionnaire.item[0]",
         "que-1",
     ),
+    # an unknown (empty) answer is not "true": dates of different precision that agree as
+    # far as both go are not ordered (FHIRPath), so per-1 is not met (as in the validator)
+    (
+        "/Encounter",
+        {
+            "resourceType": "Encounter",
+            "status": "planned",
+            "class": {"code": "AMB"},
+            "period": {"start": "2021-03", "end": "2021-03-01"},
+        },
+        "Encounter.period",
+        "per-1",
+    ),
+    (  # corrected as the validator does: two enableWhen need an enableBehavior (R4: > 2)
+        "/Questionnaire",
+        _questionnaire_enabled_when(2),
+        "Questionnaire.item[1]",
+        "que-12",
+    ),
     # inside a contained resource, and inside a transaction's entry
     (
         "/Observation",
@@ -287,13 +314,9 @@ def test_what_the_invariants_allow_is_accepted(client: httpx.Client) -> None:
         observation(),  # obs-6: a value and no dataAbsentReason
         observation(valueQuantity=None, dataAbsentReason=ABSENT),
         patient(contact=[{"name": {"family": "Doe"}}]),  # pat-1
-        # per-1: dates of different precision that agree as far as both go are not ordered
-        {
-            "resourceType": "Encounter",
-            "status": "planned",
-            "class": {"code": "AMB"},
-            "period": {"start": "2021-03", "end": "2021-03-01"},
-        },
+        # the R4 expressions empty for valid data, corrected as the reference validator does
+        {"resourceType": "Bundle", "type": "batch", "entry": [{"request": BATCH_READ}]},  # bdl-8
+        {**_risk(12), "prediction": [{"outcome": {"text": "x"}}]},  # ras-2: no probability
         observation(
             valueQuantity={"value": 1, "code": "mm", "system": "http://unitsofmeasure.org"}
         ),

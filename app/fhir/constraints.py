@@ -9,9 +9,13 @@ checked, and :func:`unchecked` says why, as do the ones the table itself marks (
 elsewhere, or known wrong in R4). There is no fhirpathpy fallback here: validation is on
 every write's path, and a compiled invariant costs a few closure calls.
 
-Only a `false` answer refuses: an empty one (unknown, in FHIRPath's three-valued logic) passes,
-so what the engine cannot decide is never held against the client. The elements are found by
-the kind walk (app.fhir.bindings), which meets every typed object anyway.
+A constraint holds only when its expression evaluates to `true`: `false` and an empty answer
+(unknown, in FHIRPath's three-valued logic) both refuse, as FHIR defines a constraint
+("Condition that must evaluate to true", ElementDefinition.constraint) and the reference
+validator checks it (FHIRPathEngine.convertToBoolean: empty is false). The R4 expressions that
+are empty for valid data (bdl-8 without fullUrl, ras-2 without probability) are corrected in
+the table as the validator corrects them (fhir_profiles/generate_constraints.py). The
+elements are found by the kind walk (app.fhir.bindings), which meets every typed object anyway.
 """
 
 from __future__ import annotations
@@ -91,7 +95,7 @@ def constraint_issues(targets: list[Target]) -> list[Issue]:
                 result = constraint.test([node], root)
             except (TypeError, ValueError, ArithmeticError):  # data the kinds check let by
                 continue
-            if result == [False]:
+            if result != [True]:  # false, or empty (unknown): not met
                 message = f"{path}: {constraint.human} ({constraint.key})"
                 issues.append(Issue("error", "invariant", message, (path,)))
     return issues
