@@ -16,7 +16,7 @@ from app.fhir import constraints
 from app.fhir.jsonio import loads
 from app.fhir.search.fhirpath.compiled import Scope
 from app.fhir.search.fhirpath.compiler import compile_node
-from app.fhir.search.fhirpath.functions import with_context
+from app.fhir.search.fhirpath.evaluation import with_context
 from app.fhir.search.fhirpath.parser import Unsupported, parse
 
 PATIENT = {

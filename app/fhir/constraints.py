@@ -28,7 +28,7 @@ from app.fhir.bindings import Target
 from app.fhir.element_tables import load_json
 from app.fhir.search.fhirpath.compiled import Scope, Step
 from app.fhir.search.fhirpath.compiler import compile_node
-from app.fhir.search.fhirpath.functions import with_context
+from app.fhir.search.fhirpath.evaluation import with_context
 from app.fhir.search.fhirpath.model import is_resource_type
 from app.fhir.search.fhirpath.parser import Unsupported, parse
 

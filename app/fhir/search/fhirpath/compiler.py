@@ -7,7 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from app.fhir.search.fhirpath import functions, operators
+from app.fhir.search.fhirpath import evaluation, functions, operators
 from app.fhir.search.fhirpath.compiled import (
     Compiled,
     Evaluator,
@@ -46,49 +46,11 @@ from app.fhir.search.fhirpath.parser import (
 
 def compile_node(node: Any, scope: Scope) -> Compiled:
     compiled = _compile_any(node, scope)
-    if scope.in_predicate and scope.context_types is not None and _environment_only(node):
+    if scope.in_predicate and scope.context_types is not None and evaluation.environment_only(node):
         # An invariant's subexpression of the root resource alone, inside a loop (all(),
         # where() ...): computed once per evaluation, not once per item (sdf-8 was quadratic)
-        return compiled._replace(fn=functions.once_per_evaluation(compiled.fn))
+        return compiled._replace(fn=evaluation.once_per_evaluation(compiled.fn))
     return compiled
-
-
-# The environment variables: fixed for one evaluation of an invariant.
-_ENVIRONMENT = frozenset({"%resource", "%rootResource", "%context"})
-
-
-def _environment_only(node: Any) -> bool:
-    """A node worth computing once: it reads the environment and not its input ($this)."""
-    return not isinstance(node, Var) and _reads_environment(node) and _input_free(node)
-
-
-def _reads_environment(node: Any) -> bool:
-    if isinstance(node, Var):
-        return node.name in _ENVIRONMENT
-    if isinstance(node, tuple):  # the AST nodes are NamedTuples; their fields nest
-        return any(_reads_environment(part) for part in node)
-    return False
-
-
-def _input_free(node: Any) -> bool:
-    """The node's value does not depend on its input (``$this``): literals, environment
-    variables, and paths, operators and functions built on them alone."""
-    if isinstance(node, Literal):
-        return True
-    if isinstance(node, Var):
-        return node.name in _ENVIRONMENT or node.name == "%ucum"
-    if isinstance(node, Path):
-        # the steps' arguments iterate the path's own items, never the input
-        return node.head is not None and _input_free(node.head)
-    if isinstance(node, Union):
-        return all(_input_free(b) for b in node.branches)
-    if isinstance(node, OnThis):
-        return _input_free(node.left) and all(_input_free(a) for a in node.call.args)
-    if isinstance(node, IsType):
-        return _input_free(node.operand)
-    if isinstance(node, And | Compare | Logic | Plus | Concat):
-        return _input_free(node.left) and _input_free(node.right)
-    return False
 
 
 def _compile_any(node: Any, scope: Scope) -> Compiled:
@@ -128,7 +90,7 @@ def _compile_var(node: Var, scope: Scope) -> Compiled:
     if node.name == "$this":  # outside any function, $this is the input itself
         return Compiled(lambda items, root: items, scope.types)
     if node.name == "%context":
-        return functions.compile_context(scope)
+        return evaluation.compile_context(scope)
     raise Unsupported(node.name)
 
 

@@ -8,15 +8,14 @@ invariants need decides the shapes compiled here.
 
 Empty propagation as in N1: a function of an empty input is empty (``descendants()``,
 ``tail()``, ``toString()``), except ``&``, where an empty operand counts as ``''``. A
-singleton function given several items is an error in N1; here it is empty (unknown), so an
-invariant never refuses what the engine cannot judge.
+singleton function given several items is an error in N1; here it is empty (unknown), which
+fails an invariant as the reference validator's error does (only true passes).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from contextvars import ContextVar
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -36,69 +35,6 @@ from app.fhir.search.fhirpath.parser import (
 )
 
 STRING: Types = ("System.String",)
-
-# --- one evaluation: %context, and values computed once --------------------------------
-
-
-class _Evaluation:
-    """One run of an invariant on one element: its ``%context``, and the values of the
-    subexpressions that depend on nothing but the root resource and ``%context`` (computed
-    once, however many items the loop around them visits: sdf-8's
-    ``%resource.snapshot.element.first().path`` in an ``all()`` over every element)."""
-
-    __slots__ = ("context", "memo")
-
-    def __init__(self, context: Items) -> None:
-        self.context = context
-        self.memo: dict[Step, Items] = {}
-
-
-# A context variable, not an argument, because the closures only pass (items, root) and few
-# invariants need it.
-_EVALUATION: ContextVar[_Evaluation | None] = ContextVar("fhirpath_evaluation", default=None)
-
-
-def compile_context(scope: Scope) -> Compiled:
-    if scope.context_types is None:
-        raise Unsupported("%context outside an invariant")
-
-    def context(items: Items, root: Any) -> Items:
-        evaluation = _EVALUATION.get()
-        return evaluation.context if evaluation is not None else []
-
-    return Compiled(context, scope.context_types)
-
-
-def with_context(test: Step) -> Step:
-    """``test`` as one evaluation: ``%context`` set to its input (the constraint's context
-    element), and the values of :func:`once_per_evaluation` steps kept until it returns."""
-
-    def run(items: Items, root: Any) -> Items:
-        token = _EVALUATION.set(_Evaluation(items))
-        try:
-            return test(items, root)
-        finally:
-            _EVALUATION.reset(token)
-
-    return run
-
-
-def once_per_evaluation(fn: Step) -> Step:
-    """``fn``, a step whose value depends only on the root and ``%context`` (never on its
-    input), computed once per :func:`with_context` run; outside one, on every call. The
-    value is shared, so no caller may change a result list in place (none does)."""
-
-    def memo(items: Items, root: Any) -> Items:
-        evaluation = _EVALUATION.get()
-        if evaluation is None:
-            return fn(items, root)
-        found = evaluation.memo.get(memo)
-        if found is None:
-            found = evaluation.memo[memo] = fn(items, root)
-        return found
-
-    return memo
-
 
 # --- operators ----------------------------------------------------------------------------
 

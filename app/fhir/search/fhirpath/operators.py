@@ -7,8 +7,8 @@ and ``trace()``. Search expressions need few of them; the invariants of the R4 d
 
 FHIRPath's three-valued logic: ``[]`` is "unknown". Comparing dates of different precision
 that agree as far as both go is unknown too (FHIRPath "Comparison"); so is an ordering of
-values the compiler cannot order (an error in FHIRPath), which makes a constraint pass rather
-than refuse what the engine cannot judge.
+values the compiler cannot order (an error in FHIRPath). An invariant holds only when its
+answer is true (app.fhir.constraints), so an unknown one refuses.
 """
 
 from __future__ import annotations
