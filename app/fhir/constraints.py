@@ -4,10 +4,10 @@ elements, from ``constraints.json`` (generated from the official StructureDefini
 (app.fhir.search.fhirpath): obs-6, pat-1, per-1, att-1, bdl-*, tim-* ...
 
 Each expression is compiled once, for its context type. Those the compiler cannot compile
-(``resolve()`` of a referenced resource's content, which needs the store: ctm-1) are not
-checked, and :func:`unchecked` says why, as do the ones the table itself marks (checked
-elsewhere, or known wrong in R4). There is no fhirpathpy fallback here: validation is on
-every write's path, and a compiled invariant costs a few closure calls.
+are not checked, and :func:`unchecked` says why, as do the ones the table itself marks
+(checked elsewhere, or known wrong in R4); ``resolve()`` (ctm-1) gives the referenced type
+only, without the store (functions.resolve_type). There is no fhirpathpy fallback here:
+validation is on every write's path, and a compiled invariant costs a few closure calls.
 
 A constraint holds only when its expression evaluates to `true`: `false` and an empty answer
 (unknown, in FHIRPath's three-valued logic) both refuse, as FHIR defines a constraint

@@ -76,7 +76,7 @@ def _compile_any(node: Any, scope: Scope) -> Compiled:
         return _compile_var(node, scope)
     if isinstance(node, Literal):
         value = node.value
-        return Compiled(lambda items, root: [value], None)
+        return Compiled(lambda items, root: [value], None, boolean=isinstance(value, bool))
     raise Unsupported(type(node).__name__)
 
 
@@ -399,8 +399,11 @@ def _compile_function(call: Any, types: Types, scope: Scope) -> tuple[Step, Type
     found = operators.compile_function(call, types, scope, compile_node)
     if found is None:
         found = functions.compile_function(call, types, scope, compile_node)
-    if found is None and name == "resolve":  # ctm-1: the target's content, not its type
-        raise Unsupported("resolve() of the referenced resource's content needs the store")
+    if found is None and name == "resolve" and not args:
+        if scope.context_types is None:  # search: fhirpathpy's resolve() stand-in
+            raise Unsupported("resolve() outside an invariant")
+        # ctm-1 asks only which type the member is: no store lookup on the write path
+        return functions.resolve_type, ("Resource",), False
     if found is None:
         raise Unsupported(f"function {name}()")
     return found

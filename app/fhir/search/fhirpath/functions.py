@@ -21,6 +21,7 @@ from functools import cache
 from typing import Any
 
 from app.fhir.search.fhirpath.compiled import Compiled, Items, NodeCompiler, Scope, Step, Types
+from app.fhir.search.fhirpath.model import reference_type
 from app.fhir.search.fhirpath.operators import STRING_TESTS, is_boolean
 from app.fhir.search.fhirpath.parser import (
     Call,
@@ -227,6 +228,31 @@ def compile_function(
     if name == "iif" and len(args) in (2, 3):
         return _compile_iif(args, types, scope, compile_node)
     return None
+
+
+def resolve_type(items: Items, root: Any) -> Items:
+    """resolve() for the invariants, without the store: a local ``#id`` is the contained
+    resource itself; any other reference a stand-in of the type it names (``Type/id``, an
+    absolute URL, ``Reference.type``) with no other content; nothing when the type is
+    unknown (a ``urn:uuid:`` or an identifier only), as an unresolvable reference is. Enough
+    for ctm-1 (``member.resolve().iif(empty(), true, ofType(Practitioner).exists())``), the
+    only R4 invariant that resolves; one reading the target's content would need the store."""
+    out: Items = []
+    for reference in items:
+        if not isinstance(reference, dict):
+            continue
+        target = reference.get("reference")
+        if isinstance(target, str) and target.startswith("#"):
+            out += [
+                c
+                for c in (root.get("contained") or () if isinstance(root, dict) else ())
+                if isinstance(c, dict) and c.get("id") == target[1:]
+            ][:1]
+            continue
+        found = reference_type(reference, root)
+        if found is not None:
+            out.append({"resourceType": found})
+    return out
 
 
 def _children(node: Any) -> Items:
