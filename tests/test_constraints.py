@@ -22,6 +22,7 @@ ABSENT = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-abse
 PERIOD_BACKWARDS = {"start": "2021-03-02", "end": "2021-03-01"}
 CONTAINED = {"resourceType": "Patient", "id": "p1", "contact": [{"gender": "male"}]}
 BATCH_READ = {"method": "GET", "url": "Patient/1"}
+PATIENT_UUID = "urn:uuid:6e1d3a59-7f2c-4c55-9a53-0c1fe3c1a001"
 
 
 def _tx(*resources: dict[str, Any]) -> dict[str, Any]:
@@ -96,10 +97,9 @@ def _questionnaire_enabled_when(count: int) -> dict[str, Any]:
     return {"resourceType": "Questionnaire", "status": "draft", "item": items}
 
 
-def _care_team(member: dict[str, Any]) -> dict[str, Any]:
+def _care_team(member: dict[str, Any], **more: Any) -> dict[str, Any]:
     participant = {"member": member, "onBehalfOf": {"reference": "Organization/1"}}
-    contained = [{"resourceType": "Practitioner", "id": "doc"}]
-    return {"resourceType": "CareTeam", "contained": contained, "participant": [participant]}
+    return {"resourceType": "CareTeam", "participant": [participant], **more}
 
 
 def _risk(probability: int) -> dict[str, Any]:
@@ -284,8 +284,28 @@ BROKEN: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     (  # onBehalfOf only for a Practitioner member: its type from the reference
         "/CareTeam",
-        {**_care_team({"reference": "Patient/1"}), "contained": None},
+        _care_team({"reference": "Patient/1"}),
         "CareTeam.participant[0]",
+        "ctm-1",
+    ),
+    (  # in a transaction, urn:uuid: references are rewritten to Type/id first
+        "",
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "fullUrl": PATIENT_UUID,
+                    "resource": patient(),
+                    "request": {"method": "POST", "url": "Patient"},
+                },
+                {
+                    "resource": _care_team({"reference": PATIENT_UUID}),
+                    "request": {"method": "POST", "url": "CareTeam"},
+                },
+            ],
+        },
+        "Bundle.entry[1].resource.participant[0]",
         "ctm-1",
     ),
     # inside a contained resource, and inside a transaction's entry
@@ -330,9 +350,11 @@ def test_what_the_invariants_allow_is_accepted(client: httpx.Client) -> None:
         {"resourceType": "Bundle", "type": "batch", "entry": [{"request": BATCH_READ}]},  # bdl-8
         {**_risk(12), "prediction": [{"outcome": {"text": "x"}}]},  # ras-2: no probability
         # ctm-1: a Practitioner member, by type, contained, or of a type not known here
-        {**_care_team({"reference": "Practitioner/1"}), "contained": None},
-        _care_team({"reference": "#doc"}),
-        {**_care_team({"identifier": {"value": "x"}}), "contained": None},
+        _care_team({"reference": "Practitioner/1"}),
+        _care_team(
+            {"reference": "#doc"}, contained=[{"resourceType": "Practitioner", "id": "doc"}]
+        ),
+        _care_team({"identifier": {"value": "x"}}),
         observation(
             valueQuantity={"value": 1, "code": "mm", "system": "http://unitsofmeasure.org"}
         ),
