@@ -292,3 +292,38 @@ def test_a_once_per_evaluation_value_outside_an_evaluation_is_computed_each_time
     assert evaluate([PATIENT], PATIENT) == []
     twins = {"resourceType": "Patient", "name": [{"family": "Roe", "given": ["Cy"]}] * 2}
     assert evaluate([twins], twins) == ["Cy", "Cy"]
+
+
+# --- cases of HL7's FHIRPath suite (tests/r4/tests-fhir-r4.xml) the compiler refused ---------
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        # literals have their System types: compared, added, tested
+        ("1 + 1 = 2", [True]),
+        ("name.count() = 1 + 1", [True]),
+        ("'a' = 'A'", [False]),
+        ("'A' < 'a'", [True]),
+        ("1 < 1", [False]),
+        ("2 >= 1", [True]),
+        ("'B' > 'A'", [True]),
+        ("1 in (1 | 2 | 3)", [True]),
+        ("'b' in ('a' | 'c' | 'd')", [False]),
+        ("true.toInteger() = 1", [True]),
+        ("iif(true, true, false)", [True]),
+        ("(true implies false) = false", [True]),
+        # x.is(T) is x is T, for any type (was: resource types only)
+        ("true.is(Boolean)", [True]),
+        ("true.is(System.Boolean)", [True]),
+        ("1.is(Integer)", [True]),
+        ("'1'.is(Integer).not()", [True]),
+        ("name[0].family.is(string)", [True]),
+        ("name[0].family.is(FHIR.string)", [True]),
+        ("name[0].family.is(String).not()", [True]),  # a FHIR string is no System.String
+        ("Patient.is(FHIR.Patient)", [True]),
+        ("name.family.is(string)", []),  # several items: unknown
+    ],
+)
+def test_official_suite_cases(expression: str, expected: list[Any]) -> None:
+    assert run(expression, PATIENT) == expected

@@ -76,8 +76,20 @@ def _compile_any(node: Any, scope: Scope) -> Compiled:
         return _compile_var(node, scope)
     if isinstance(node, Literal):
         value = node.value
-        return Compiled(lambda items, root: [value], None, boolean=isinstance(value, bool))
+        return Compiled(lambda items, root: [value], _literal_types(value))
     raise Unsupported(type(node).__name__)
+
+
+def _literal_types(value: Any) -> Types:
+    """A literal's System type (FHIRPath "Literals"): ``true`` is a boolean operand
+    (``iif(empty(), true, ...)``), ``1 + 4`` adds integers, ``'a' = 'A'`` compares strings."""
+    if isinstance(value, bool):
+        return ("System.Boolean",)
+    if isinstance(value, int):
+        return ("System.Integer",)
+    if isinstance(value, str):
+        return ("System.String",)
+    return None
 
 
 def _compile_var(node: Var, scope: Scope) -> Compiled:

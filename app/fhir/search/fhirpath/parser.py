@@ -294,6 +294,9 @@ class Parser:
                 if _on_this(step):
                     node, steps = OnThis(_append(node, tuple(steps)), step), []
                     continue
+                if isinstance(step, Call) and step.name == "is":  # x.is(T) is x is T
+                    node, steps = IsType(_append(node, tuple(steps)), step.args[0]), []
+                    continue
                 steps.append(step)
             elif self.peek().text == "[":
                 self.take()
