@@ -282,11 +282,11 @@ def test_sdf_8_is_linear_in_the_elements() -> None:
     assert tests["sdf-8"]([big["snapshot"]], big) == [True]
 
 
-def test_a_once_per_evaluation_value_outside_an_evaluation_is_computed_each_time() -> None:
+def test_a_once_per_evaluation_value_is_not_kept_between_calls() -> None:
     scope = Scope(("Patient",), "Patient", context_types=("Patient",))
     compiled = compile_node(parse("name.where(family = %resource.name[1].family).given"), scope)
     other = {"resourceType": "Patient", "name": [{"family": "Roe", "given": ["Cy"]}]}
-    assert compiled.fn([PATIENT], PATIENT) == []  # no with_context: nothing kept
+    assert compiled.fn([PATIENT], PATIENT) == []  # each call opens its own evaluation
     assert compiled.fn([other], other) == []  # other has no name[1]
     evaluate = with_context(compiled.fn)
     assert evaluate([PATIENT], PATIENT) == []

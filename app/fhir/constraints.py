@@ -69,11 +69,9 @@ def _compile(expression: str, context: str) -> Step:
     compiled = compile_node(parse(expression), scope)
     if not compiled.boolean:
         raise Unsupported("not a boolean expression")
-    # Only expressions that read the environment need an evaluation scope (%context, and
-    # the once-per-evaluation values of %resource in a loop): the others skip its cost.
-    if any(name in expression for name in ("%context", "%resource", "%rootResource")):
-        return with_context(compiled.fn)
-    return compiled.fn
+    # only ig-1 and ig-2 read %context: the others skip the context variable's cost (a loop
+    # over values of %resource opens its own evaluation: evaluation.shared_across_items)
+    return with_context(compiled.fn) if "%context" in expression else compiled.fn
 
 
 @cache

@@ -222,6 +222,8 @@ def _compile_path(node: Path, scope: Scope) -> Compiled:
             fn, types, i = _compile_field(step.name, steps, i, types)
         else:
             fn, types, boolean = _compile_function(step, types, scope)
+            if _shares_values(step, scope):
+                fn = evaluation.shared_across_items(fn)
             if total_from is None and (boolean or step == Call("count", ())):
                 total_from = len(fns)
             i += 1
@@ -229,6 +231,19 @@ def _compile_path(node: Path, scope: Scope) -> Compiled:
     if total_from is None:
         return Compiled(_chain(fns), types, boolean)
     return Compiled(_then_always(_chain(fns[:total_from]), fns[total_from:]), types, boolean)
+
+
+_LOOPS = frozenset({"where", "select", "all", "exists"})
+
+
+def _shares_values(step: Any, scope: Scope) -> bool:
+    """An invariant's loop whose argument holds a value computed once per evaluation."""
+    return (
+        isinstance(step, Call)
+        and step.name in _LOOPS
+        and scope.context_types is not None
+        and evaluation.contains_environment_only(step.args)
+    )
 
 
 def _then_always(head: Step, tail: list[Step]) -> Step:

@@ -3,7 +3,8 @@
 A subexpression that reads only the environment (``%resource``, ``%rootResource``,
 ``%context``) and not its input is the same for every item of a loop around it; the compiler
 marks it (:func:`environment_only`) and :func:`once_per_evaluation` keeps its value for the
-evaluation :func:`with_context` opens.
+evaluation the loop opens (:func:`shared_across_items`), or :func:`with_context` for an
+invariant that reads ``%context``.
 """
 
 from __future__ import annotations
@@ -69,6 +70,33 @@ def with_context(test: Step) -> Step:
             _EVALUATION.reset(token)
 
     return run
+
+
+def shared_across_items(loop: Step) -> Step:
+    """``loop`` (a where(), all(), exists() or select() whose argument holds an
+    :func:`environment_only` part) with an evaluation open while it visits two or more items,
+    so that part is computed once for all of them; an evaluation already open (an outer loop,
+    :func:`with_context`) is used as it is. A loop over one item or none costs nothing more."""
+
+    def run(items: Items, root: Any) -> Items:
+        if len(items) < 2 or _EVALUATION.get() is not None:
+            return loop(items, root)
+        token = _EVALUATION.set(_Evaluation([]))  # no %context read here: with_context sets it
+        try:
+            return loop(items, root)
+        finally:
+            _EVALUATION.reset(token)
+
+    return run
+
+
+def contains_environment_only(nodes: Any) -> bool:
+    """Whether any node of the syntax trees ``nodes`` is :func:`environment_only`."""
+    if isinstance(nodes, tuple):  # the AST nodes are NamedTuples; their fields nest
+        if environment_only(nodes):
+            return True
+        return any(contains_environment_only(part) for part in nodes)
+    return False
 
 
 def once_per_evaluation(fn: Step) -> Step:
