@@ -16,7 +16,8 @@ official R4 StructureDefinitions (the same package as generate_core_tables).
     element (``Organization.telecom``: org-3) is moved to its parent as
     ``telecom.all(<expression>)``. ``uncheckedReason`` is set for the constraints that are
     not evaluated from here, and says why (KNOWN below); which expressions the FHIRPath
-    engine cannot compile is decided at run time (app.fhir.constraints).
+    engine cannot compile is decided at run time (app.fhir.constraints). The few R4
+    expressions that are wrong for valid data are corrected (CORRECTED below).
 """
 
 from __future__ import annotations
@@ -50,6 +51,38 @@ KNOWN: dict[str, str] = {
 }
 
 
+# R4 expressions that break valid data once an empty answer counts as a failure (a
+# constraint holds only when it evaluates to true: app.fhir.constraints), corrected as the
+# reference validator corrects them (org.hl7.fhir.validation FHIRPathExpressionFixer) and
+# later releases do: key -> (the published R4 expression, the one checked). The published
+# text is compared, so a changed package is noticed rather than silently overridden.
+CORRECTED: dict[str, tuple[str, str]] = {
+    # an entry without fullUrl made it empty (R4B: applied only where there is one)
+    "bdl-8": (
+        "fullUrl.contains('/_history/').not()",
+        "fullUrl.exists() implies fullUrl.contains('/_history/').not()",
+    ),
+    # a prediction without probability made it empty (R5 adds probability.empty() or ...)
+    "ras-2": (
+        "probability is decimal implies (probability as decimal) <= 100",
+        "(probability.exists() and (probability is decimal)) implies "
+        "((probability as decimal) <= 100)",
+    ),
+    # the human text: "If there are more than one enableWhen, enableBehavior must be specified"
+    "que-12": (
+        "enableWhen.count() > 2 implies enableBehavior.exists()",
+        "enableWhen.count() >= 2 implies enableBehavior.exists()",
+    ),
+}
+
+
+def _checked_expression(key: str, expression: str) -> str:
+    published, corrected = CORRECTED.get(key, (expression, expression))
+    if published != expression:
+        raise ValueError(f"{key}: the published expression changed: {expression!r}")
+    return corrected
+
+
 def choices(core_sds: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
     table: dict[str, dict[str, str]] = {}
     for sd in core_sds:
@@ -72,7 +105,8 @@ def constraints(core_sds: list[dict[str, Any]], types: set[str]) -> dict[str, li
             for rule in element.get("constraint", ()):
                 if rule.get("severity") != "error" or rule.get("source", own) != own:
                     continue
-                context, expression = _context(element["path"], rule["expression"], types)
+                checked = _checked_expression(rule["key"], rule["expression"])
+                context, expression = _context(element["path"], checked, types)
                 reason = KNOWN.get(rule["key"])
                 if context is None:
                     context, reason = element["path"], "on a primitive element"

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from app.fhir import constraints
 from app.fhir.jsonio import loads
 from app.fhir.search.fhirpath.compiled import Scope
 from app.fhir.search.fhirpath.compiler import compile_node
-from app.fhir.search.fhirpath.functions import with_context
+from app.fhir.search.fhirpath.evaluation import with_context
 from app.fhir.search.fhirpath.parser import Unsupported, parse
 
 PATIENT = {
@@ -191,3 +192,138 @@ def test_is_distinct_compares_as_equality_does_and_scales() -> None:
     started = time.perf_counter()
     assert run("descendants().linkId.isDistinct()", big) == [True]
     assert time.perf_counter() - started < 1.0
+
+
+# --- arguments on $this (N1 "Functions"; fhirpath.js, HAPI, Firely): not on the focus --------
+
+
+def test_intersect_evaluates_its_argument_on_this_not_on_the_focus() -> None:
+    # on the focus (the given names) `name[0].given` finds nothing
+    assert run("name.given.intersect(name[0].given)", PATIENT) == ["Ann", "Bo"]
+    assert run("name.family.combine(name.family).intersect(name.family)", PATIENT) == [
+        "Doe",
+        "Roe",
+    ]  # duplicates removed
+    assert run("name.intersect(name[1])", PATIENT) == [{"family": "Roe"}]  # compared whole
+    # inside where(), $this is each item: obs-7's shape
+    assert run("name.where(given.intersect(%resource.name.given).exists()).family", PATIENT) == [
+        "Doe"
+    ]
+
+
+def test_exclude_keeps_order_and_duplicates() -> None:
+    assert run("name.family.exclude(name[1].family)", PATIENT) == ["Doe"]
+    both = "name.family.combine(name.family).exclude(name[0].family)"
+    assert run(both, PATIENT) == ["Roe", "Roe"]
+    assert run("name.family.exclude(photo)", PATIENT) == ["Doe", "Roe"]
+    assert run("photo.exclude(name)", PATIENT) == []
+    assert run("(1 | 2 | 3).exclude(2)", PATIENT) == [1, 3]
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("name[0].given.subsetOf(name.given)", [True]),
+        ("name.given.subsetOf(name[0].given.first())", [False]),
+        ("name[1].given.subsetOf(name.given)", [True]),  # an empty input: true
+        ("name.given.subsetOf(name[1].given)", [False]),  # else an empty other: false
+        ("name.given.supersetOf(name[0].given)", [True]),
+        ("name.given.supersetOf(name[1].given)", [True]),  # an empty other: true
+        ("name[1].given.supersetOf(name.given)", [False]),
+        ("(1 | 2).subsetOf(2 | 1 | 3)", [True]),
+        ("(true).subsetOf(1)", [False]),  # a boolean is no number
+    ],
+)
+def test_subset_of_and_superset_of(expression: str, expected: list[Any]) -> None:
+    assert run(expression, PATIENT) == expected
+
+
+def test_union_function_is_the_union_operator_on_this() -> None:
+    assert run("name.given.union(name[0].given)", PATIENT) == ["Ann", "Bo"]
+    assert run("name[1].given.union(name.family)", PATIENT) == ["Doe", "Roe"]
+
+
+def test_a_computed_string_argument_is_evaluated_on_this() -> None:
+    # on the focus (the string 'Doe') `name[0].family` would be empty, so unknown
+    assert run("name[0].family.startsWith(name[0].family)", PATIENT) == [True]
+    assert run("name[0].family.endsWith(name[1].family)", PATIENT) == [False]
+    assert run("name[0].family.endsWith('oe')", PATIENT) == [True]
+    assert run("name.where(family.contains(%resource.name[1].family)).given", PATIENT) == []
+
+
+# --- values of the root alone are computed once per evaluation -----------------------------
+
+
+def _structure_definition(elements: int, base: str = "Basic") -> dict[str, Any]:
+    paths = [base] + [f"{base}.extension"] * elements
+    found = [{"id": f"e{i}", "path": p} for i, p in enumerate(paths)]
+    return {
+        "resourceType": "StructureDefinition",
+        "kind": "resource",
+        "type": base,
+        "snapshot": {"element": found},
+        "differential": {"element": found},
+    }
+
+
+def test_sdf_8_is_linear_in_the_elements() -> None:
+    """sdf-8 and sdf-8a read ``%resource.snapshot.element.first().path`` for every element:
+    computed each time they were quadratic (50,000 elements: ~4 s each)."""
+    tests = {c.key: c.test for rows in constraints.table().checked.values() for c in rows}
+    big = _structure_definition(50_000)
+    started = time.perf_counter()
+    assert tests["sdf-8"]([big["snapshot"]], big) == [True]
+    assert tests["sdf-8a"]([big["differential"]], big) == [True]
+    assert time.perf_counter() - started < 1.0
+    # a value is kept for one evaluation only: the next resource gets its own
+    other = _structure_definition(3, "Patient")
+    other["snapshot"]["element"][2]["path"] = "Basic.extension"
+    assert tests["sdf-8"]([other["snapshot"]], other) == [False]
+    assert tests["sdf-8"]([big["snapshot"]], big) == [True]
+
+
+def test_a_once_per_evaluation_value_is_not_kept_between_calls() -> None:
+    scope = Scope(("Patient",), "Patient", context_types=("Patient",))
+    compiled = compile_node(parse("name.where(family = %resource.name[1].family).given"), scope)
+    other = {"resourceType": "Patient", "name": [{"family": "Roe", "given": ["Cy"]}]}
+    assert compiled.fn([PATIENT], PATIENT) == []  # each call opens its own evaluation
+    assert compiled.fn([other], other) == []  # other has no name[1]
+    evaluate = with_context(compiled.fn)
+    assert evaluate([PATIENT], PATIENT) == []
+    twins = {"resourceType": "Patient", "name": [{"family": "Roe", "given": ["Cy"]}] * 2}
+    assert evaluate([twins], twins) == ["Cy", "Cy"]
+
+
+# --- cases of HL7's FHIRPath suite (tests/r4/tests-fhir-r4.xml) the compiler refused ---------
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        # literals have their System types: compared, added, tested
+        ("1 + 1 = 2", [True]),
+        ("name.count() = 1 + 1", [True]),
+        ("'a' = 'A'", [False]),
+        ("'A' < 'a'", [True]),
+        ("1 < 1", [False]),
+        ("2 >= 1", [True]),
+        ("'B' > 'A'", [True]),
+        ("1 in (1 | 2 | 3)", [True]),
+        ("'b' in ('a' | 'c' | 'd')", [False]),
+        ("true.toInteger() = 1", [True]),
+        ("iif(true, true, false)", [True]),
+        ("(true implies false) = false", [True]),
+        # x.is(T) is x is T, for any type (was: resource types only)
+        ("true.is(Boolean)", [True]),
+        ("true.is(System.Boolean)", [True]),
+        ("1.is(Integer)", [True]),
+        ("'1'.is(Integer).not()", [True]),
+        ("name[0].family.is(string)", [True]),
+        ("name[0].family.is(FHIR.string)", [True]),
+        ("name[0].family.is(String).not()", [True]),  # a FHIR string is no System.String
+        ("Patient.is(FHIR.Patient)", [True]),
+        ("name.family.is(string)", []),  # several items: unknown
+    ],
+)
+def test_official_suite_cases(expression: str, expected: list[Any]) -> None:
+    assert run(expression, PATIENT) == expected

@@ -4,14 +4,18 @@ elements, from ``constraints.json`` (generated from the official StructureDefini
 (app.fhir.search.fhirpath): obs-6, pat-1, per-1, att-1, bdl-*, tim-* ...
 
 Each expression is compiled once, for its context type. Those the compiler cannot compile
-(``resolve()`` of a referenced resource's content, which needs the store: ctm-1) are not
-checked, and :func:`unchecked` says why, as do the ones the table itself marks (checked
-elsewhere, or known wrong in R4). There is no fhirpathpy fallback here: validation is on
-every write's path, and a compiled invariant costs a few closure calls.
+are not checked, and :func:`unchecked` says why, as do the ones the table itself marks
+(checked elsewhere, or known wrong in R4); ``resolve()`` (ctm-1) gives the referenced type
+only, without the store (functions.resolve_type). There is no fhirpathpy fallback here:
+validation is on every write's path, and a compiled invariant costs a few closure calls.
 
-Only a `false` answer refuses: an empty one (unknown, in FHIRPath's three-valued logic) passes,
-so what the engine cannot decide is never held against the client. The elements are found by
-the kind walk (app.fhir.bindings), which meets every typed object anyway.
+A constraint holds only when its expression evaluates to `true`: `false` and an empty answer
+(unknown, in FHIRPath's three-valued logic) both refuse, as FHIR defines a constraint
+("Condition that must evaluate to true", ElementDefinition.constraint) and the reference
+validator checks it (FHIRPathEngine.convertToBoolean: empty is false). The R4 expressions that
+are empty for valid data (bdl-8 without fullUrl, ras-2 without probability) are corrected in
+the table as the validator corrects them (fhir_profiles/generate_constraints.py). The
+elements are found by the kind walk (app.fhir.bindings), which meets every typed object anyway.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from app.fhir.bindings import Target
 from app.fhir.element_tables import load_json
 from app.fhir.search.fhirpath.compiled import Scope, Step
 from app.fhir.search.fhirpath.compiler import compile_node
-from app.fhir.search.fhirpath.functions import with_context
+from app.fhir.search.fhirpath.evaluation import with_context
 from app.fhir.search.fhirpath.model import is_resource_type
 from app.fhir.search.fhirpath.parser import Unsupported, parse
 
@@ -65,7 +69,8 @@ def _compile(expression: str, context: str) -> Step:
     compiled = compile_node(parse(expression), scope)
     if not compiled.boolean:
         raise Unsupported("not a boolean expression")
-    # only ig-1 and ig-2 read %context: the others skip the context variable's cost
+    # only ig-1 and ig-2 read %context: the others skip the context variable's cost (a loop
+    # over values of %resource opens its own evaluation: evaluation.shared_across_items)
     return with_context(compiled.fn) if "%context" in expression else compiled.fn
 
 
@@ -88,7 +93,7 @@ def constraint_issues(targets: list[Target]) -> list[Issue]:
                 result = constraint.test([node], root)
             except (TypeError, ValueError, ArithmeticError):  # data the kinds check let by
                 continue
-            if result == [False]:
+            if result != [True]:  # false, or empty (unknown): not met
                 message = f"{path}: {constraint.human} ({constraint.key})"
                 issues.append(Issue("error", "invariant", message, (path,)))
     return issues

@@ -18,8 +18,9 @@ one ``valueX`` present) with ``as T``, ``as(T)``, ``ofType(T)``; ``[n]``, ``firs
 ``extension('url')``; ``%resource``; and what the R4 invariants need (app.fhir.constraints
 compiles them here too, without the fallback): ``or``, ``xor``, ``implies``, ``in``,
 orderings, ``+`` of counts, ``not()``, ``exists(criteria)``, ``all()``, ``count()``,
-``hasValue()``, string tests, ``isDistinct()``, ``intersect()``, ``select()``, ... (operators.py);
-``&``, ``contains``, ``combine()``, ``children()``, ``descendants()``, ``tail()``,
+``hasValue()``, string tests, ``isDistinct()``, ``select()``, ... (operators.py);
+``&``, ``contains``, ``combine()``, ``union()``, ``intersect()``, ``exclude()``, ``subsetOf()``,
+``supersetOf()``, ``children()``, ``descendants()``, ``tail()``,
 ``toString()``, ``replaceMatches()``, ``iif()``, ``is T``, ``%context`` (functions.py).
 Types come from fhirpathpy's own R4 model, statically: the compiler knows at each step which
 element types it may see.

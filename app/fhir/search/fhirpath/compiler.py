@@ -7,7 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from app.fhir.search.fhirpath import functions, operators
+from app.fhir.search.fhirpath import evaluation, functions, operators
 from app.fhir.search.fhirpath.compiled import (
     Compiled,
     Evaluator,
@@ -27,7 +27,6 @@ from app.fhir.search.fhirpath.model import (
 from app.fhir.search.fhirpath.parser import (
     And,
     Call,
-    Combine,
     Compare,
     Concat,
     Field,
@@ -35,6 +34,7 @@ from app.fhir.search.fhirpath.parser import (
     IsType,
     Literal,
     Logic,
+    OnThis,
     Path,
     Plus,
     Union,
@@ -45,6 +45,15 @@ from app.fhir.search.fhirpath.parser import (
 
 
 def compile_node(node: Any, scope: Scope) -> Compiled:
+    compiled = _compile_any(node, scope)
+    if scope.in_predicate and scope.context_types is not None and evaluation.environment_only(node):
+        # An invariant's subexpression of the root resource alone, inside a loop (all(),
+        # where() ...): computed once per evaluation, not once per item (sdf-8 was quadratic)
+        return compiled._replace(fn=evaluation.once_per_evaluation(compiled.fn))
+    return compiled
+
+
+def _compile_any(node: Any, scope: Scope) -> Compiled:
     if isinstance(node, Path):
         return _compile_path(node, scope)
     if isinstance(node, Union):
@@ -59,16 +68,28 @@ def compile_node(node: Any, scope: Scope) -> Compiled:
         return operators.compile_plus(node, scope, compile_node)
     if isinstance(node, Concat):
         return functions.compile_concat(node, scope, compile_node)
-    if isinstance(node, Combine):
-        return functions.compile_combine(node, scope, compile_node)
+    if isinstance(node, OnThis):
+        return functions.compile_on_this(node, scope, compile_node)
     if isinstance(node, IsType):
         return _compile_is(node, scope)
     if isinstance(node, Var):
         return _compile_var(node, scope)
     if isinstance(node, Literal):
         value = node.value
-        return Compiled(lambda items, root: [value], None)
+        return Compiled(lambda items, root: [value], _literal_types(value))
     raise Unsupported(type(node).__name__)
+
+
+def _literal_types(value: Any) -> Types:
+    """A literal's System type (FHIRPath "Literals"): ``true`` is a boolean operand
+    (``iif(empty(), true, ...)``), ``1 + 4`` adds integers, ``'a' = 'A'`` compares strings."""
+    if isinstance(value, bool):
+        return ("System.Boolean",)
+    if isinstance(value, int):
+        return ("System.Integer",)
+    if isinstance(value, str):
+        return ("System.String",)
+    return None
 
 
 def _compile_var(node: Var, scope: Scope) -> Compiled:
@@ -81,7 +102,7 @@ def _compile_var(node: Var, scope: Scope) -> Compiled:
     if node.name == "$this":  # outside any function, $this is the input itself
         return Compiled(lambda items, root: items, scope.types)
     if node.name == "%context":
-        return functions.compile_context(scope)
+        return evaluation.compile_context(scope)
     raise Unsupported(node.name)
 
 
@@ -201,6 +222,8 @@ def _compile_path(node: Path, scope: Scope) -> Compiled:
             fn, types, i = _compile_field(step.name, steps, i, types)
         else:
             fn, types, boolean = _compile_function(step, types, scope)
+            if _shares_values(step, scope):
+                fn = evaluation.shared_across_items(fn)
             if total_from is None and (boolean or step == Call("count", ())):
                 total_from = len(fns)
             i += 1
@@ -208,6 +231,19 @@ def _compile_path(node: Path, scope: Scope) -> Compiled:
     if total_from is None:
         return Compiled(_chain(fns), types, boolean)
     return Compiled(_then_always(_chain(fns[:total_from]), fns[total_from:]), types, boolean)
+
+
+_LOOPS = frozenset({"where", "select", "all", "exists"})
+
+
+def _shares_values(step: Any, scope: Scope) -> bool:
+    """An invariant's loop whose argument holds a value computed once per evaluation."""
+    return (
+        isinstance(step, Call)
+        and step.name in _LOOPS
+        and scope.context_types is not None
+        and evaluation.contains_environment_only(step.args)
+    )
 
 
 def _then_always(head: Step, tail: list[Step]) -> Step:
@@ -390,8 +426,11 @@ def _compile_function(call: Any, types: Types, scope: Scope) -> tuple[Step, Type
     found = operators.compile_function(call, types, scope, compile_node)
     if found is None:
         found = functions.compile_function(call, types, scope, compile_node)
-    if found is None and name == "resolve":  # ctm-1: the target's content, not its type
-        raise Unsupported("resolve() of the referenced resource's content needs the store")
+    if found is None and name == "resolve" and not args:
+        if scope.context_types is None:  # search: fhirpathpy's resolve() stand-in
+            raise Unsupported("resolve() outside an invariant")
+        # ctm-1 asks only which type the member is: no store lookup on the write path
+        return functions.resolve_type, ("Resource",), False
     if found is None:
         raise Unsupported(f"function {name}()")
     return found

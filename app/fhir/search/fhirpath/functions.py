@@ -1,63 +1,41 @@
 """The rest of FHIRPath N1 the R4 invariants use: tree navigation (``children()``,
-``descendants()``), ``tail()``, ``combine()``, ``iif()``, ``toString()``,
-``replaceMatches()``, the ``&`` and ``contains`` operators, ``is`` of any type, and the
-``%context`` variable. Search expressions use none of them, so what the invariants need
-decides the shapes compiled here.
+``descendants()``), ``tail()``, the collection functions (``combine()``, ``union()``,
+``intersect()``, ``exclude()``, ``subsetOf()``, ``supersetOf()``) and string tests of a
+computed argument, whose arguments are evaluated on ``$this`` (parser.OnThis), ``iif()``,
+``toString()``, ``replaceMatches()``, the ``&`` and ``contains`` operators, ``is`` of any
+type, and the ``%context`` variable. Search expressions use none of them, so what the
+invariants need decides the shapes compiled here.
 
 Empty propagation as in N1: a function of an empty input is empty (``descendants()``,
 ``tail()``, ``toString()``), except ``&``, where an empty operand counts as ``''``. A
-singleton function given several items is an error in N1; here it is empty (unknown), so an
-invariant never refuses what the engine cannot judge.
+singleton function given several items is an error in N1; here it is empty (unknown), which
+fails an invariant as the reference validator's error does (only true passes).
 """
 
 from __future__ import annotations
 
 import re
-from contextvars import ContextVar
+from collections.abc import Callable
 from decimal import Decimal
 from functools import cache
 from typing import Any
 
 from app.fhir.search.fhirpath.compiled import Compiled, Items, NodeCompiler, Scope, Step, Types
-from app.fhir.search.fhirpath.operators import is_boolean
+from app.fhir.search.fhirpath.model import reference_type
+from app.fhir.search.fhirpath.operators import STRING_TESTS, is_boolean
 from app.fhir.search.fhirpath.parser import (
     Call,
-    Combine,
     Compare,
     Concat,
     IsType,
     Literal,
+    OnThis,
     Path,
+    Union,
     Unsupported,
 )
 
 STRING: Types = ("System.String",)
-
-# --- %context -----------------------------------------------------------------------------
-
-# The invariant's context element while its test runs: a context variable, not an argument,
-# because the closures only pass (items, root) and only ig-1/ig-2 need it.
-_CONTEXT: ContextVar[Items | None] = ContextVar("fhirpath_context", default=None)
-
-
-def compile_context(scope: Scope) -> Compiled:
-    if scope.context_types is None:
-        raise Unsupported("%context outside an invariant")
-    return Compiled(lambda items, root: _CONTEXT.get() or [], scope.context_types)
-
-
-def with_context(test: Step) -> Step:
-    """``test`` with ``%context`` set to its input (the constraint's context element)."""
-
-    def run(items: Items, root: Any) -> Items:
-        token = _CONTEXT.set(items)
-        try:
-            return test(items, root)
-        finally:
-            _CONTEXT.reset(token)
-
-    return run
-
 
 # --- operators ----------------------------------------------------------------------------
 
@@ -95,14 +73,118 @@ def compile_contains(node: Compare, scope: Scope, compile_node: NodeCompiler) ->
     return Compiled(contains, None, boolean=True)
 
 
-def compile_combine(node: Combine, scope: Scope, compile_node: NodeCompiler) -> Compiled:
-    """``x.combine(y)``: both, duplicates kept (N1 "combine"); typed when both sides are."""
-    left, other = compile_node(node.left, scope), compile_node(node.other, scope)
+def compile_on_this(node: OnThis, scope: Scope, compile_node: NodeCompiler) -> Compiled:
+    """``left.f(other)`` with ``left`` and ``other`` both evaluated on ``$this`` (parser.OnThis):
+    the collection functions (N1 "Combining", "Subsetting", "Existence") and a string test
+    given a computed argument."""
+    name, argument = node.call.name, node.call.args[0]
+    if name == "union":  # a.union(b) is a | b (N1)
+        return compile_node(Union((node.left, argument)), scope)
+    left, other = compile_node(node.left, scope), compile_node(argument, scope)
     lfn, ofn = left.fn, other.fn
-    types: Types = None
-    if left.types is not None and other.types is not None:
-        types = tuple(dict.fromkeys(left.types + other.types))
-    return Compiled(lambda items, root: lfn(items, root) + ofn(items, root), types)
+    if name == "combine":  # both, duplicates kept
+        types: Types = None
+        if left.types is not None and other.types is not None:
+            types = tuple(dict.fromkeys(left.types + other.types))
+        return Compiled(lambda items, root: lfn(items, root) + ofn(items, root), types)
+    if name in ("intersect", "exclude"):
+        return Compiled(
+            _intersect(lfn, ofn) if name == "intersect" else _exclude(lfn, ofn), left.types
+        )
+    if name in ("subsetOf", "supersetOf"):
+        inner, outer = (lfn, ofn) if name == "subsetOf" else (ofn, lfn)
+        return Compiled(_subset_of(inner, outer), None, boolean=True)
+    return Compiled(_string_test_of(STRING_TESTS[name], lfn, ofn), None, boolean=True)
+
+
+class _Members:
+    """The items of a collection, for membership by ``=`` (N1: intersect(), exclude(),
+    subsetOf(), supersetOf()): primitives through a set, so large collections stay linear
+    (1, 1.0 alike, as ``=`` has them; a boolean is no number), complex values compared whole."""
+
+    __slots__ = ("complex", "primitives")
+
+    def __init__(self, items: Items) -> None:
+        self.primitives: set[Any] = set()
+        self.complex: Items = []
+        for item in items:
+            self.add(item)
+
+    def add(self, item: Any) -> None:
+        if isinstance(item, dict | list):
+            self.complex.append(item)
+        else:
+            self.primitives.add(_member_key(item))
+
+    def __contains__(self, item: Any) -> bool:
+        if isinstance(item, dict | list):
+            return item in self.complex
+        return _member_key(item) in self.primitives
+
+
+def _member_key(value: Any) -> Any:
+    return ("boolean", value) if isinstance(value, bool) else value
+
+
+def _intersect(lfn: Step, ofn: Step) -> Step:
+    """The items of the input also in ``other``, duplicates removed, in input order."""
+
+    def intersect(items: Items, root: Any) -> Items:
+        values = lfn(items, root)
+        if not values:
+            return []
+        others = _Members(ofn(items, root))
+        seen = _Members([])
+        out: Items = []
+        for value in values:
+            if value in others and value not in seen:
+                seen.add(value)
+                out.append(value)
+        return out
+
+    return intersect
+
+
+def _exclude(lfn: Step, ofn: Step) -> Step:
+    """The items of the input not in ``other``, duplicates and order kept."""
+
+    def exclude(items: Items, root: Any) -> Items:
+        values = lfn(items, root)
+        if not values:
+            return []
+        others = _Members(ofn(items, root))
+        return [value for value in values if value not in others]
+
+    return exclude
+
+
+def _subset_of(inner: Step, outer: Step) -> Step:
+    """Every item of ``inner`` is in ``outer``: true when ``inner`` is empty (N1)."""
+
+    def subset_of(items: Items, root: Any) -> Items:
+        values = inner(items, root)
+        if not values:
+            return [True]
+        members = _Members(outer(items, root))
+        return [all(value in members for value in values)]
+
+    return subset_of
+
+
+def _string_test_of(test: Callable[[str, str], bool], lfn: Step, argument: Step) -> Step:
+    """A string test of one string against a computed one (sdf-8: ``path.startsWith(
+    %resource.snapshot.element.first().path & '.')``); empty unless both are one string."""
+
+    def string_test_of(items: Items, root: Any) -> Items:
+        values = lfn(items, root)
+        if len(values) != 1 or not isinstance(values[0], str):
+            return []
+        wanted = argument(items, root)
+        if len(wanted) != 1 or not isinstance(wanted[0], str):
+            return []
+        return [test(values[0], wanted[0])]
+
+    return string_test_of
 
 
 def compile_is(node: IsType, scope: Scope, compile_node: NodeCompiler) -> Compiled:
@@ -146,6 +228,31 @@ def compile_function(
     if name == "iif" and len(args) in (2, 3):
         return _compile_iif(args, types, scope, compile_node)
     return None
+
+
+def resolve_type(items: Items, root: Any) -> Items:
+    """resolve() for the invariants, without the store: a local ``#id`` is the contained
+    resource itself; any other reference a stand-in of the type it names (``Type/id``, an
+    absolute URL, ``Reference.type``) with no other content; nothing when the type is
+    unknown (a ``urn:uuid:`` or an identifier only), as an unresolvable reference is. Enough
+    for ctm-1 (``member.resolve().iif(empty(), true, ofType(Practitioner).exists())``), the
+    only R4 invariant that resolves; one reading the target's content would need the store."""
+    out: Items = []
+    for reference in items:
+        if not isinstance(reference, dict):
+            continue
+        target = reference.get("reference")
+        if isinstance(target, str) and target.startswith("#"):
+            out += [
+                c
+                for c in (root.get("contained") or () if isinstance(root, dict) else ())
+                if isinstance(c, dict) and c.get("id") == target[1:]
+            ][:1]
+            continue
+        found = reference_type(reference, root)
+        if found is not None:
+            out.append({"resourceType": found})
+    return out
 
 
 def _children(node: Any) -> Items:

@@ -1,19 +1,20 @@
 """The boolean side of the native compiler: ``and``, ``or``, ``xor``, ``implies``, comparisons,
 and the functions that answer with a boolean or a count (``not()``, ``exists(criteria)``,
-``all()``, ``count()``, ``hasValue()``, ``matches()``, ``startsWith()``, ``contains()``,
-``isDistinct()``, ``is(T)``), with ``intersect()``, ``select()``, ``toInteger()`` and
-``trace()``. Search expressions need few of them; the invariants of the R4 definitions
+``all()``, ``count()``, ``hasValue()``, ``matches()``, ``startsWith()``, ``endsWith()``,
+``contains()`` of a literal, ``isDistinct()``, ``is(T)``), with ``select()``, ``toInteger()``
+and ``trace()``. Search expressions need few of them; the invariants of the R4 definitions
 (app.fhir.constraints) need the rest.
 
 FHIRPath's three-valued logic: ``[]`` is "unknown". Comparing dates of different precision
 that agree as far as both go is unknown too (FHIRPath "Comparison"); so is an ordering of
-values the compiler cannot order (an error in FHIRPath), which makes a constraint pass rather
-than refuse what the engine cannot judge.
+values the compiler cannot order (an error in FHIRPath). An invariant holds only when its
+answer is true (app.fhir.constraints), so an unknown one refuses.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
@@ -316,13 +317,13 @@ def compile_function(
         return _is_resource(args[0]), None, True
     if name == "isDistinct" and not args:
         return _is_distinct, None, True
-    if name == "intersect" and len(args) == 1:
-        return _intersect(compile_node(args[0], scope).fn), types, False
     if name in ("exists", "all") and len(args) == 1:
         return _quantifier(name, _predicate(args[0], types, scope, compile_node)), None, True
-    if name in _STRING_TESTS and len(args) == 1:
-        argument = _string_argument(args[0], types, scope, compile_node)
-        return _string_test(_STRING_TESTS[name], argument), None, True
+    if name in STRING_TESTS and len(args) == 1 and isinstance(args[0], Literal):
+        # a computed argument is evaluated on $this: parser.OnThis, functions.compile_on_this
+        if not isinstance(args[0].value, str):
+            raise Unsupported("string test of a non-string")
+        return _string_test(STRING_TESTS[name], args[0].value), None, True
     return None
 
 
@@ -385,20 +386,6 @@ def _is_distinct(items: Items, root: Any) -> Items:
     return [len(unique) == len(items)]
 
 
-def _intersect(other: Step) -> Step:
-    """intersect(other): the items also in `other` (evaluated on the same input), once each."""
-
-    def intersect(items: Items, root: Any) -> Items:
-        others = other(items, root)
-        out: Items = []
-        for item in items:
-            if item in others and item not in out:
-                out.append(item)
-        return out
-
-    return intersect
-
-
 def _predicate(criterion: Any, types: Types, scope: Scope, compile_node: NodeCompiler) -> Step:
     inner = compile_node(criterion, scope.inner(types))
     if not is_boolean(inner):
@@ -425,41 +412,19 @@ def _search(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern, re.DOTALL)
 
 
-_STRING_TESTS = {
+STRING_TESTS: dict[str, Callable[[str, str], bool]] = {
     # fhirpathpy's matches() finds the pattern anywhere (re.search), as FHIRPath N1 reads
     "matches": lambda value, arg: _search(arg).search(value) is not None,
     "startsWith": lambda value, arg: value.startswith(arg),
+    "endsWith": lambda value, arg: value.endswith(arg),
     "contains": lambda value, arg: arg in value,
 }
 
 
-def _string_argument(arg: Any, types: Types, scope: Scope, compile_node: NodeCompiler) -> Any:
-    """A literal string, or a Step giving one: evaluated on the function's input, as
-    fhirpath.js does (sdf-8: ``path.startsWith(%resource.snapshot.element.first().path&'.')``)."""
-    if isinstance(arg, Literal):
-        if not isinstance(arg.value, str):
-            raise Unsupported("string test of a non-string")
-        return arg.value
-    return compile_node(arg, Scope(types, scope.root_type, context_types=scope.context_types)).fn
-
-
-def _string_test(test: Any, arg: Any) -> Step:
-    if isinstance(arg, str):
-
-        def string_test(items: Items, root: Any) -> Items:
-            if len(items) != 1 or not isinstance(items[0], str):
-                return []
-            return [bool(test(items[0], arg))]
-
-        return string_test
-    argument: Step = arg
-
-    def string_test_of(items: Items, root: Any) -> Items:
-        value = argument(items, root)
-        if len(items) != 1 or not isinstance(items[0], str) or len(value) != 1:
+def _string_test(test: Callable[[str, str], bool], arg: str) -> Step:
+    def string_test(items: Items, root: Any) -> Items:
+        if len(items) != 1 or not isinstance(items[0], str):
             return []
-        if not isinstance(value[0], str):
-            return []
-        return [bool(test(items[0], value[0]))]
+        return [test(items[0], arg)]
 
-    return string_test_of
+    return string_test

@@ -128,12 +128,24 @@ class Concat(NamedTuple):
     right: Any
 
 
-class Combine(NamedTuple):
-    """``left.combine(other)``: both evaluated on the same input, the path's (FHIRPath
-    evaluates a function's argument against ``$this``, not against the function's focus)."""
+class OnThis(NamedTuple):
+    """``left.f(args)`` where the arguments are evaluated on ``$this`` (the input of the whole
+    path: the context, or the item of the enclosing where()/all()/select()), not on ``left``,
+    the function's focus (N1: only a parameter of type ``expression`` iterates the focus;
+    fhirpath.js, HAPI and Firely evaluate the others against ``$this``). The collection
+    functions (``combine``, ``union``, ``intersect``, ``exclude``, ``subsetOf``,
+    ``supersetOf``) and the string tests given a computed argument take this form."""
 
     left: Any
-    other: Any
+    call: Any  # Call
+
+
+# Functions whose arguments are collections evaluated on $this (see OnThis).
+COLLECTION_FUNCTIONS = frozenset(
+    {"combine", "union", "intersect", "exclude", "subsetOf", "supersetOf"}
+)
+# Functions of one string argument: a literal one stays a plain step, a computed one is OnThis.
+STRING_TEST_NAMES = frozenset({"matches", "startsWith", "endsWith", "contains"})
 
 
 class Logic(NamedTuple):
@@ -279,8 +291,11 @@ class Parser:
             if self.peek().text == ".":
                 self.take()
                 step = self.parse_invocation()
-                if isinstance(step, Call) and step.name == "combine" and len(step.args) == 1:
-                    node, steps = Combine(_append(node, tuple(steps)), step.args[0]), []
+                if _on_this(step):
+                    node, steps = OnThis(_append(node, tuple(steps)), step), []
+                    continue
+                if isinstance(step, Call) and step.name == "is":  # x.is(T) is x is T
+                    node, steps = IsType(_append(node, tuple(steps)), step.args[0]), []
                     continue
                 steps.append(step)
             elif self.peek().text == "[":
@@ -327,6 +342,14 @@ class Parser:
         if name in ("as", "ofType", "is"):
             return Call("ofType" if name != "is" else "is", (_type_arg(args),))
         return Call(name, tuple(args))
+
+
+def _on_this(step: Any) -> bool:
+    if not isinstance(step, Call) or len(step.args) != 1:
+        return False
+    if step.name in COLLECTION_FUNCTIONS:
+        return True
+    return step.name in STRING_TEST_NAMES and not isinstance(step.args[0], Literal)
 
 
 def _type_arg(args: list[Any]) -> str:
