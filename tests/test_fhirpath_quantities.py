@@ -89,7 +89,10 @@ def test_rng2_compares_a_range_in_two_units(client: httpx.Client) -> None:
     fine = post({"value": 500, "code": "mg", **json_q}, {"value": 1, "code": "g", **json_q})
     assert fine.status_code == 201, fine.text
     unknown = post({"value": 40, "code": "Cel", **json_q}, {"value": 300, "code": "K", **json_q})
-    assert unknown.status_code == 201, unknown.text  # not converted: unknown passes
+    # Cel is not converted (a special unit): the answer is unknown, and only true passes
+    assert unknown.status_code == 400, unknown.text
+    same_unit = post({"value": 40, "code": "Cel", **json_q}, {"value": 41, "code": "Cel", **json_q})
+    assert same_unit.status_code == 201, same_unit.text
 
 
 def test_a_quantity_against_a_literal_or_another_type_is_left_to_fhirpathpy() -> None:
