@@ -299,3 +299,34 @@ def test_a_conditional_create_shows_its_match_only_to_who_may_read_it(world: Wor
     shown = httpx.post(f"{world.base}/Patient", json=post, timeout=30,
                        headers={**reader, "If-None-Exist": f"family={family}"})  # fmt: skip
     assert shown.status_code == 200 and shown.json()["id"] == world.pa
+
+
+def _transaction(world: World, headers: dict[str, str], entry: dict[str, Any]) -> httpx.Response:
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+    return httpx.post(world.base, json=bundle, headers=headers, timeout=30)
+
+
+def test_a_transactions_conditions_find_only_what_the_grant_reaches(
+    world: World, ann: dict[str, str]
+) -> None:
+    """A transaction resolves its conditions before any entry runs: they find only what the
+    grant confines the entry to, so a patient's app cannot tell from the answer whether
+    another patient's resource meets a criterion."""
+
+    def observation_about(family: str) -> dict[str, Any]:
+        body = {**_obs(world.pa), "subject": {"reference": f"Patient?family={family}"}}
+        return {"resource": body, "request": {"method": "POST", "url": "Observation"}}
+
+    elsewhere = _transaction(world, ann, observation_about(f"Bea{world.marker}"))  # pb exists
+    nowhere = _transaction(world, ann, observation_about(f"Nobody{world.marker}"))
+    assert elsewhere.status_code == nowhere.status_code == 412, elsewhere.text
+    assert "matches 0 resources" in elsewhere.text
+    mine = _transaction(world, ann, observation_about(f"Ann{world.marker}"))
+    assert mine.status_code == 200, mine.text  # her own record is found as before
+    # ifNoneExist: pb's Observation with the marker's code is no match for her; one is made
+    create = {"resource": _obs(world.pa, code=world.marker),
+              "request": {"method": "POST", "url": "Observation",
+                          "ifNoneExist": f"code={world.marker}"}}  # fmt: skip
+    made = _transaction(world, ann, create)
+    assert made.status_code == 200, made.text
+    assert made.json()["entry"][0]["response"]["status"].startswith("201")

@@ -29,7 +29,7 @@ from app.errors import FhirError, Forbidden, Unauthorized
 from app.fhir.hooks import Hook, Interaction
 from app.fhir.search.params import SearchParams, parse_criterion
 from app.fhir.search.sql import criterion_sql
-from app.fhir.storage import StoredVersion, UnitOfWork, get_current
+from app.fhir.storage import RowFilter, StoredVersion, UnitOfWork, get_current
 from app.fhir.tables import resource
 from app.fhir.validation import known_resource_types
 
@@ -253,6 +253,17 @@ class SmartAccessHook(Hook):
         if not isinstance(access, AccessFilter) or interaction.name not in VERSIONED:
             return True
         return version_visible(uow, access, version)
+
+    def condition_filter(self, uow: UnitOfWork, interaction: Interaction) -> RowFilter | None:
+        """A confined grant's row filter for a condition resolved before its entry runs, so a
+        transaction's conditions find only what the grant reaches: without it, a 412 (no
+        match) against a 403 (a match elsewhere) told a patient's app that another patient's
+        resource meets a criterion. An unconfined grant, or one without the permission at
+        all (its entry is refused when it runs), resolves as before."""
+        grant = self._live_grant(uow)
+        rtype = interaction.resource_type or ""
+        access = AccessFilter(grant, PERMISSION[interaction.name], [rtype], uow.ctx.base_url)
+        return access if access.rules(rtype) else None
 
     # ------------------------------------------------------------------ internals
 

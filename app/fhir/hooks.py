@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from app.context import RequestContext
 from app.fhir import storage
-from app.fhir.storage import Change, StoredVersion, UnitOfWork
+from app.fhir.storage import Change, RowFilter, StoredVersion, UnitOfWork
 
 if TYPE_CHECKING:
     from app.fhir.search.params import SearchParams
@@ -50,6 +50,13 @@ class Hook:
         versions outside what the grant reaches; the row filter judges current ones only.)"""
         return True
 
+    def condition_filter(self, uow: UnitOfWork, interaction: Interaction) -> RowFilter | None:
+        """The rows a condition may find when it is resolved before its interaction is
+        authorized (a transaction's ifNoneExist, conditional updates and references, looked
+        up before any entry runs): what `authorize` would confine the interaction to. Nothing
+        is recorded; None: no confinement."""
+        return None
+
     def on_change(self, uow: UnitOfWork, change: Change) -> None: ...
 
     def before_commit(self, uow: UnitOfWork) -> None: ...
@@ -80,6 +87,10 @@ class Pipeline(Hook):
 
     def visible(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> bool:
         return all(hook.visible(uow, interaction, version) for hook in self.hooks)
+
+    def condition_filter(self, uow: UnitOfWork, interaction: Interaction) -> RowFilter | None:
+        found = (hook.condition_filter(uow, interaction) for hook in self.hooks)
+        return next((row_filter for row_filter in found if row_filter is not None), None)
 
     def on_change(self, uow: UnitOfWork, change: Change) -> None:
         for hook in self.hooks:

@@ -181,11 +181,10 @@ def _resolve_target(
 ) -> str | None:
     """The id the entry will write (or read); `claimed`: the ids conditional creates that
     match nothing yet will create, by (type, criteria)."""
-    service = router.service
     if request.method == "POST" and len(segments) == 1:
         condition = request.header("if-none-exist")
         if condition:
-            found = service.find_ids(uow, rtype, condition)
+            found = _find_ids(router, uow, "create", rtype, condition)
             if len(found) > 1:
                 raise PreconditionFailed(
                     f"If-None-Exist '{condition}' matches more than one {rtype}"
@@ -199,7 +198,7 @@ def _resolve_target(
             claimed[(rtype, condition)] = request.assigned_id
         return request.assigned_id
     if request.method == "PUT" and len(segments) == 1 and request.query:
-        found = service.find_ids(uow, rtype, request.query_string)
+        found = _find_ids(router, uow, "update", rtype, request.query_string)
         if len(found) > 1:
             raise PreconditionFailed(
                 f"conditional update '{request.query_string}' matches more than one {rtype}"
@@ -243,6 +242,20 @@ def _rewrite_references(
                 _rewrite_references(router, uow, item, id_map, f"{path}[{index}]")
 
 
+def _find_ids(
+    router: FhirRouter, uow: UnitOfWork, action: str, rtype: str, criteria: str
+) -> list[str]:
+    """A condition's matches, looked up before its entry runs (so before the entry is
+    authorized): within what the grant would confine `action` on `rtype` to, so that the
+    answer tells a confined grant nothing about resources beyond it."""
+    previous = uow.row_filter
+    uow.row_filter = router.service.pipeline.condition_filter(uow, Interaction(action, rtype))
+    try:
+        return router.service.find_ids(uow, rtype, criteria)
+    finally:
+        uow.row_filter = previous
+
+
 def _resolve_reference(
     router: FhirRouter, uow: UnitOfWork, value: str, id_map: dict[str, str], path: str
 ) -> str:
@@ -251,7 +264,7 @@ def _resolve_reference(
     if "?" in value and not value.startswith(("http:", "https:", "urn:")):
         rtype, _, query = value.partition("?")
         try:
-            found = router.service.find_ids(uow, rtype, query)
+            found = _find_ids(router, uow, "search-type", rtype, query)
         except FhirError as exc:  # a bad criterion: say which reference holds it
             raise type(exc)(
                 f"{path}: conditional reference '{value}': {exc.message}", expression=path
@@ -367,10 +380,9 @@ def _write_targets(router: FhirRouter, uow: UnitOfWork, request: FhirRequest) ->
     if len(segments) == 2:
         return [request.path]
     if len(segments) == 1 and request.query and request.method != "PUT":
-        return [
-            f"{segments[0]}/{i}"
-            for i in router.service.find_ids(uow, segments[0], request.query_string)
-        ]
+        action = "delete" if request.method == "DELETE" else "patch"
+        found = _find_ids(router, uow, action, segments[0], request.query_string)
+        return [f"{segments[0]}/{i}" for i in found]
     return []
 
 
