@@ -421,13 +421,14 @@ def generator_main(
     run_generator: Callable[[Path, Path], str],
     default_out: Path,
     prefixes: tuple[str, ...] = NEEDED_PREFIXES,
+    package: str = NPM_PACKAGE,
 ) -> int:
     """The command line shared by the table generators: --package-dir, or fetch with npm."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--package-dir",
         type=Path,
-        help="an unpacked hl7.fhir.r4.examples package/ folder (default: fetch with npm pack)",
+        help=f"an unpacked {package} package/ folder (default: fetch with npm pack)",
     )
     parser.add_argument("--out", type=Path, default=default_out, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -436,7 +437,7 @@ def generator_main(
         print(run_generator(args.package_dir, args.out))
         return 0
     with tempfile.TemporaryDirectory(prefix="fhir-r4-") as tmp:
-        print(run_generator(fetch_package(Path(tmp), prefixes), args.out))
+        print(run_generator(fetch_package(Path(tmp), prefixes, package), args.out))
     return 0
 
 

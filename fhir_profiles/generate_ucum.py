@@ -26,10 +26,8 @@ Output (compact, deterministic)::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -118,19 +116,14 @@ def _text(value: Decimal) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument(
-        "--package-dir", type=Path, help="an unpacked @lhncbc/ucum-lhc data/ folder"
+    return core.generator_main(
+        argv,
+        description=__doc__.split("\n", 1)[0],
+        run_generator=run,
+        default_out=OUT_FILE,
+        prefixes=(DEFS_FILE,),
+        package=NPM_PACKAGE,
     )
-    parser.add_argument("--out", type=Path, default=OUT_FILE, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.package_dir is not None:
-        print(run(args.package_dir, args.out))
-        return 0
-    with tempfile.TemporaryDirectory(prefix="ucum-") as tmp:
-        package_dir = core.fetch_package(Path(tmp), (DEFS_FILE,), NPM_PACKAGE)
-        print(run(package_dir, args.out))
-    return 0
 
 
 if __name__ == "__main__":
