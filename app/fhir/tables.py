@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
@@ -191,6 +192,18 @@ search_composite = Table(
     Column("c2_high", BigInteger, nullable=True),
     Column("c2_text", OrderedText, nullable=True),  # normalized string
     Index("ix_composite_lookup", "resource_type", "param", "c1_code", "c2_code"),
+    # A quantity second component in UCUM units, searched as such (migration 0020): only the
+    # rows that have a canonical form
+    Index(
+        "ix_composite_canonical",
+        "resource_type",
+        "param",
+        "c1_code",
+        "c2_canonical_code",
+        "c2_canonical_value",
+        postgresql_where=text("c2_canonical_code IS NOT NULL"),
+        sqlite_where=text("c2_canonical_code IS NOT NULL"),
+    ),
     Index("ix_composite_owner", "resource_type", "resource_id", "param"),
 )
 
