@@ -4,7 +4,10 @@
 - a composite whose second component is a quantity in UCUM units
   (`component-code-value-quantity=8480-6$gt16|http://unitsofmeasure.org|kPa`) scans
   ix_composite_canonical (migration 0020) on every column it compares; it used
-  ix_composite_lookup up to the first code and read every row of that code."""
+  ix_composite_lookup up to the first code and read every row of that code.
+- `value-quantity=5.4||mg` (the code or the unit text) is two range scans, of
+  ix_quantity_lookup (the code) and ix_quantity_unit (the unit text where it is not the code;
+  migration 0021); `code = x OR unit = x` read every value of the parameter."""
 
 from __future__ import annotations
 
@@ -148,3 +151,76 @@ def test_a_ucum_composite_matches_across_units_by_an_index_range_scan(
         assert "c2_canonical_value" in plan.split("Index Cond:")[1].split("\n")[0], plan
     else:
         assert "c2_canonical_value" in plan, plan
+
+
+@pytest.fixture(scope="module")
+def amounts(service: FhirService) -> Iterator[tuple[str, dict[str, str]]]:
+    """Quantities with codes and unit texts of their own (`<mark>c`, `<mark>u`, ...), labelled,
+    and FILLER more with another unit text: rows a scan of the parameter would read."""
+    mark = f"qa{uuid.uuid4().hex[:10]}"
+    system = f"urn:{mark}"
+
+    def qty(value: str, code: str | None, unit: str | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"value": Decimal(value)}
+        if code is not None:
+            out.update(system=system, code=mark + code)
+        if unit is not None:
+            out["unit"] = mark + unit
+        return out
+
+    labelled = {
+        "code c, unit u": qty("5.4", "c", "u"),
+        "code c": qty("5.4", "c", None),
+        "unit u": qty("5.4", None, "u"),
+        "code u, unit u": qty("5.4", "u", "u"),
+        "7, code c, unit u": qty("7", "c", "u"),
+        "code x, unit y": qty("5.4", "x", "y"),
+    }
+    ids: dict[str, str] = {}
+
+    def observation(quantity: dict[str, Any]) -> dict[str, Any]:
+        return {"resourceType": "Observation", "status": "final", "code": {"text": mark},
+                "valueQuantity": quantity}  # fmt: skip
+
+    with service.unit_of_work(CTX, write=True) as uow:
+        for label, quantity in labelled.items():
+            ids[label] = service.create(uow, "Observation", observation(quantity)).version.id
+        for n in range(FILLER):
+            service.create(uow, "Observation", observation(qty(str(5 + n / 1000), None, "f")))
+    _analyze(service.engine)
+    yield mark, ids
+
+
+# (search value, with <S> for the system and <m> for the mark; must match, must not match)
+UNIT_CASES = [
+    ("5.4||<m>u", {"code c, unit u", "unit u", "code u, unit u"},
+     {"code c", "7, code c, unit u", "code x, unit y"}),
+    ("5.4||<m>c", {"code c, unit u", "code c"}, {"unit u", "code u, unit u", "code x, unit y"}),
+    ("ge5||<m>y", {"code x, unit y"}, {"code c, unit u", "unit u"}),
+    ("5.4||<m>z", set(), {"code c, unit u", "code c", "unit u", "code u, unit u"}),
+    # with a system: the code, or the unit text of a quantity without a code
+    ("5.4|<S>|<m>u", {"code u, unit u"}, {"code c, unit u", "unit u"}),
+    ("5.4|<S>|<m>c", {"code c, unit u", "code c"}, {"unit u", "7, code c, unit u"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("value", "must", "must_not"), UNIT_CASES)
+def test_a_quantity_by_code_or_unit_text_is_two_index_range_scans(
+    service: FhirService,
+    amounts: tuple[str, dict[str, str]],
+    is_postgres: bool,
+    value: str,
+    must: set[str],
+    must_not: set[str],
+) -> None:
+    mark, ids = amounts
+    searched = value.replace("<S>", f"urn:{mark}").replace("<m>", mark)
+    found, sql, parameters = _search(service, f"value-quantity={searched}")
+    labels = {label for label, rid in ids.items() if rid in found}
+    assert must <= labels and not (must_not & labels), labels
+    assert len(found) == len(labels)  # none of the filler (unit text <mark>f)
+    if "||" not in value:
+        return  # with a system: `code = x OR (code IS NULL AND unit = x)`, ix_quantity_lookup's
+    plan = _plan(service.engine, sql, parameters, is_postgres)
+    assert "ix_quantity_unit" in plan and "ix_quantity_lookup" in plan, plan
+    assert ("BitmapOr" if is_postgres else "MULTI-INDEX OR") in plan, plan

@@ -147,6 +147,9 @@ search_number = Table(
     Index("ix_number_owner", "resource_type", "resource_id", "param"),
 )
 
+# The rows whose unit text is not their code (criteria.UNIT_NOT_CODE states it in a query)
+QUANTITY_UNIT_ROWS = "unit IS NOT NULL AND (code IS NULL OR code <> unit)"
+
 search_quantity = Table(
     "search_quantity",
     metadata,
@@ -161,6 +164,16 @@ search_quantity = Table(
     Column("canonical_code", Text, nullable=True),
     Index("ix_quantity_lookup", "resource_type", "param", "code", "value"),
     Index("ix_quantity_canonical", "resource_type", "param", "canonical_code", "canonical_value"),
+    # `number||unit` by the unit text, where it is not the code (migration 0021)
+    Index(
+        "ix_quantity_unit",
+        "resource_type",
+        "param",
+        "unit",
+        "value",
+        postgresql_where=text(QUANTITY_UNIT_ROWS),
+        sqlite_where=text(QUANTITY_UNIT_ROWS),
+    ),
     Index("ix_quantity_owner", "resource_type", "resource_id", "param"),
 )
 

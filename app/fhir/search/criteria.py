@@ -23,7 +23,7 @@ Plan nodes, criterion level (tag first):
   ("true",) / ("false",)
 Conditions on one index row (`cond`), columns by name:
   ("cmp", op, column, Value)  op: = < <= > >=       ("null", column)
-  ("like", column, Value)     ("in", column, Value(tuple))
+  ("like", column, Value)     ("in", column, Value(tuple))      ("differs", column, column)
   ("and", (cond, ...)) ("or", (cond, ...)) ("not", cond) ("true",) ("false",)
   ("view", ((name, column), ...), cond)   names in cond mean other columns (composites)
 """
@@ -410,9 +410,21 @@ def _quantity(value: str, modifier: str | None, _base: str) -> Plan:
         if code:
             # With a system, the coded unit (a uncoded one only as a fallback); without one,
             # "number||code" matches either the code or the human unit (Quantity.unit).
-            unit = _and(("null", "code"), _eq("unit", code)) if system else _eq("unit", code)
+            # That unit is compared only where it is not the code already: those are the rows
+            # of the partial index ix_quantity_unit (migration 0021), and the two branches are
+            # two index range scans; `code = x OR unit = x` read every value of the parameter.
+            unit = _and(("null", "code"), _eq("unit", code)) if system else _unit_text(code)
             conditions.append(_or(_eq("code", _as_indexed(code)), unit))
     return _and(*conditions)
+
+
+# The rows of ix_quantity_unit: the unit text is not the code (migration 0021 has the same
+# condition, which a database takes the index for only when the query states it).
+UNIT_NOT_CODE: Plan = ("or", (("null", "code"), ("differs", "code", "unit")))
+
+
+def _unit_text(code: str) -> Plan:
+    return _and(_eq("unit", code), UNIT_NOT_CODE)
 
 
 _BUILDERS: dict[str, Callable[[str, str | None, str], Plan]] = {
