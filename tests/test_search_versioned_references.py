@@ -16,11 +16,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from app.context import RequestContext
 from app.fhir.search import SearchParams
 from app.fhir.service import FhirService
+from tests.helpers import FHIR_JSON, unique
 from tests.test_search_shape_cache import service
 
 BASE = "http://versioned.test/fhir"
@@ -114,3 +116,23 @@ def test_a_chain_through_a_versioned_reference_reads_the_current_version(
     x, _, ids = stored
     found, _ = _found(service, f"subject:Patient.gender=female&subject=Patient/{x}")
     assert {label for label, rid in ids.items() if rid in found} == OURS
+
+
+def test_the_bundle_says_the_version_was_not_compared(client: httpx.Client) -> None:
+    """Over HTTP: the warning is an outcome entry of the searchset."""
+    created = client.post("/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
+    pid = created.json()["id"]
+    body = {"resourceType": "Observation", "status": "final", "code": {"text": unique("vref")},
+            "subject": {"reference": f"Patient/{pid}/_history/1"}}  # fmt: skip
+    oid = client.post("/Observation", json=body, headers=FHIR_JSON).json()["id"]
+    for value, warned in ((f"Patient/{pid}/_history/5", True), (f"Patient/{pid}", False)):
+        bundle = client.get("/Observation", params={"subject": value}).json()
+        entries = bundle.get("entry", [])
+        assert [e["resource"]["id"] for e in entries if e["search"]["mode"] == "match"] == [oid]
+        notes = [
+            issue["diagnostics"]
+            for e in entries
+            if e["search"]["mode"] == "outcome"
+            for issue in e["resource"]["issue"]
+        ]
+        assert any("any version" in n for n in notes) == warned, notes
