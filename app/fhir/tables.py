@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
@@ -146,6 +147,9 @@ search_number = Table(
     Index("ix_number_owner", "resource_type", "resource_id", "param"),
 )
 
+# The rows whose unit text is not their code (criteria.UNIT_NOT_CODE states it in a query)
+QUANTITY_UNIT_ROWS = "unit IS NOT NULL AND (code IS NULL OR code <> unit)"
+
 search_quantity = Table(
     "search_quantity",
     metadata,
@@ -160,6 +164,16 @@ search_quantity = Table(
     Column("canonical_code", Text, nullable=True),
     Index("ix_quantity_lookup", "resource_type", "param", "code", "value"),
     Index("ix_quantity_canonical", "resource_type", "param", "canonical_code", "canonical_value"),
+    # `number||unit` by the unit text, where it is not the code (migration 0021)
+    Index(
+        "ix_quantity_unit",
+        "resource_type",
+        "param",
+        "unit",
+        "value",
+        postgresql_where=text(QUANTITY_UNIT_ROWS),
+        sqlite_where=text(QUANTITY_UNIT_ROWS),
+    ),
     Index("ix_quantity_owner", "resource_type", "resource_id", "param"),
 )
 
@@ -191,6 +205,18 @@ search_composite = Table(
     Column("c2_high", BigInteger, nullable=True),
     Column("c2_text", OrderedText, nullable=True),  # normalized string
     Index("ix_composite_lookup", "resource_type", "param", "c1_code", "c2_code"),
+    # A quantity second component in UCUM units, searched as such (migration 0020): only the
+    # rows that have a canonical form
+    Index(
+        "ix_composite_canonical",
+        "resource_type",
+        "param",
+        "c1_code",
+        "c2_canonical_code",
+        "c2_canonical_value",
+        postgresql_where=text("c2_canonical_code IS NOT NULL"),
+        sqlite_where=text("c2_canonical_code IS NOT NULL"),
+    ),
     Index("ix_composite_owner", "resource_type", "resource_id", "param"),
 )
 

@@ -23,7 +23,7 @@ Plan nodes, criterion level (tag first):
   ("true",) / ("false",)
 Conditions on one index row (`cond`), columns by name:
   ("cmp", op, column, Value)  op: = < <= > >=       ("null", column)
-  ("like", column, Value)     ("in", column, Value(tuple))
+  ("like", column, Value)     ("in", column, Value(tuple))      ("differs", column, column)
   ("and", (cond, ...)) ("or", (cond, ...)) ("not", cond) ("true",) ("false",)
   ("view", ((name, column), ...), cond)   names in cond mean other columns (composites)
 """
@@ -290,19 +290,45 @@ def _reference(value: str, modifier: str | None, base_url: str) -> Plan:
         system = _eq("identifier_system", parts[0]) if parts[0] else ("null", "identifier_system")
         return _and(system, _eq("identifier_value", given)) if given else system
     local = local_plan(base_url)
+    # A reference search compares the resource named, never its version (docs/search.md,
+    # "Versioned references"; version_notes says so in the answer): `Patient/1/_history/2`
+    # is Patient/1, as the index holds every reference (versioned or not) by type and id.
     if modifier:  # :[Type]
-        return _and(_eq("target_type", modifier), _eq("target_id", value), local)
+        named = values.versionless(f"{modifier}/{value}")[len(modifier) + 1 :]
+        return _and(_eq("target_type", modifier), _eq("target_id", named), local)
+    value = values.versionless(value)
     if base_url and value.startswith(base_url + "/"):
         value = value[len(base_url) + 1 :]
     if value.startswith(("http:", "https:", "urn:")):
         if "|" in value:  # a canonical with its version: that version only
             return _eq("url", value)
-        # Without one: the canonical in any version too (url|version is how one is stored).
-        return _or(_eq("url", value), _prefix_range("url", value + "|"))
+        # Without one: the canonical in any version too (url|version is how one is stored),
+        # and a reference to another server's resource in any version (its url as written)
+        anyhow = [_eq("url", value), _prefix_range("url", value + "|")]
+        if values.parse_reference(value)[0] is not None:
+            anyhow.append(_prefix_range("url", value + "/_history/"))
+        return _or(*anyhow)
     rtype, rid = values.parse_reference(value)
     if rtype:
         return _and(_eq("target_type", rtype), _eq("target_id", rid), local)
     return _and(_eq("target_id", value), local)
+
+
+def version_notes(criteria: tuple[Criterion, ...]) -> list[str]:
+    """A warning per reference search value that names a version (compared without it)."""
+    notes = []
+    for c in criteria:
+        if c.chain is not None:
+            notes += version_notes((c.chain,))
+        elif c.kind == "reference" and c.modifier != "identifier":
+            typed = f"{c.modifier}/" if c.modifier else ""  # subject:Patient=1/_history/2
+            notes += [
+                f"{c.key()}={value}: a reference search compares the resource, not its "
+                f"version: references to any version of it match"
+                for value in c.values
+                if "/_history/" in value and values.versionless(typed + value) != typed + value
+            ]
+    return notes
 
 
 def local_plan(base_url: str) -> Plan:
@@ -410,9 +436,21 @@ def _quantity(value: str, modifier: str | None, _base: str) -> Plan:
         if code:
             # With a system, the coded unit (a uncoded one only as a fallback); without one,
             # "number||code" matches either the code or the human unit (Quantity.unit).
-            unit = _and(("null", "code"), _eq("unit", code)) if system else _eq("unit", code)
+            # That unit is compared only where it is not the code already: those are the rows
+            # of the partial index ix_quantity_unit (migration 0021), and the two branches are
+            # two index range scans; `code = x OR unit = x` read every value of the parameter.
+            unit = _and(("null", "code"), _eq("unit", code)) if system else _unit_text(code)
             conditions.append(_or(_eq("code", _as_indexed(code)), unit))
     return _and(*conditions)
+
+
+# The rows of ix_quantity_unit: the unit text is not the code (migration 0021 has the same
+# condition, which a database takes the index for only when the query states it).
+UNIT_NOT_CODE: Plan = ("or", (("null", "code"), ("differs", "code", "unit")))
+
+
+def _unit_text(code: str) -> Plan:
+    return _and(_eq("unit", code), UNIT_NOT_CODE)
 
 
 _BUILDERS: dict[str, Callable[[str, str | None, str], Plan]] = {

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 
 from app.fhir.search import canonical, cursor
-from app.fhir.search.criteria import Plan, plan, split
+from app.fhir.search.criteria import Plan, plan, split, version_notes
 from app.fhir.search.params import (
     WILDCARD,
     WILDCARD_REVINCLUDE_SKIPS,
@@ -92,7 +92,8 @@ def search(
         if statements.total is not None:
             total = int(uow.conn.execute(statements.total, bound).scalar_one())
         if count == 0 or params.summary == "count":
-            return SearchResult([], total, None, None, params.ignored, [])
+            notes = tuple(version_notes(params.criteria))
+            return SearchResult([], total, None, None, params.ignored, [], notes)
         rows = list(uow.conn.execute(statements.page, bound))
     more = len(rows) > count
     rows = rows[:count]
@@ -104,6 +105,7 @@ def search(
     if total is None and not params.page and not more:
         total = len(versions)
     included, warnings = _includes(uow, versions, params.includes, base_url)
+    warnings += tuple(version_notes(params.criteria))
     return SearchResult(
         versions, total, next_page, previous_page, params.ignored, included, warnings
     )

@@ -282,6 +282,9 @@ def _cond_sql(cond: Plan, column: Callable[[str], ColumnElement[Any]]) -> Column
         return column(cond[1]).is_(None)
     if tag == "like":
         return column(cond[1]).like(_bind(cond[2], column(cond[1])), escape="\\")
+    if tag == "differs":  # two columns of the row (NULL on either side: not "differs")
+        differs: ColumnElement[bool] = column(cond[1]) != column(cond[2])
+        return differs
     if tag == "in":
         return column(cond[1]).in_(_bind(cond[2], column(cond[1]), expanding=True))
     if tag in ("and", "or"):

@@ -170,6 +170,17 @@ _RELATIVE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^
 _ABSOLUTE = re.compile(r"^https?://.+/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
+# A literal reference to a version (`Patient/1/_history/2`, absolute or relative), as the
+# resource it names and the version part
+_VERSIONED = re.compile(r"^(.*?(?:^|/)[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64})(/_history/[^/]+)$")
+
+
+def versionless(reference: str) -> str:
+    """`…Patient/1/_history/2` -> `…Patient/1`; any other text as it is."""
+    match = _VERSIONED.match(reference)
+    return match.group(1) if match else reference
+
+
 def parse_reference(reference: str) -> tuple[str | None, str | None]:
     """'Patient/1', '.../fhir/Patient/1/_history/2' -> ('Patient', '1'); else (None, None)."""
     match = _RELATIVE.match(reference) or _ABSOLUTE.match(reference)
