@@ -292,6 +292,7 @@ class FhirService:
         `if_none_match: *` makes it a create only (RFC 9110 13.1.2)."""
         self.check_type(rtype)
         self.pipeline.authorize(uow, Interaction("update", rtype, rid))
+        preconditions.check_if_match_syntax(if_match)
         if not is_valid_id(rid):
             raise InvalidRequest(f"'{rid}' is not a valid resource id")
         validate_resource(body, expected_type=rtype, expected_id=rid)
@@ -332,6 +333,7 @@ class FhirService:
         self.check_type(rtype)
         # Authorized first so that the search for a match sees only what may be updated.
         self.pipeline.authorize(uow, Interaction("update", rtype, query=query))
+        preconditions.check_if_match_syntax(if_match)
         matches = self.find_ids(uow, rtype, query)
         body_id = body.get("id") if isinstance(body, dict) else None
         if len(matches) > 1:
@@ -358,6 +360,7 @@ class FhirService:
     ) -> WriteOutcome:
         self.check_type(rtype)
         self.pipeline.authorize(uow, Interaction("patch", rtype, rid))
+        preconditions.check_if_match_syntax(if_match)
         current = storage.get_current(uow, rtype, rid, lock=True)
         if current is None:
             raise NotFound(f"{rtype}/{rid} is not known")
@@ -385,6 +388,7 @@ class FhirService:
     ) -> WriteOutcome:
         self.check_type(rtype)
         self.pipeline.authorize(uow, Interaction("patch", rtype, query=query))
+        preconditions.check_if_match_syntax(if_match)
         matches = self.find_ids(uow, rtype, query)
         if len(matches) > 1:
             raise PreconditionFailed(f"conditional patch '{query}' matches more than one {rtype}")
@@ -398,6 +402,7 @@ class FhirService:
         """The deletion version; None if there is none to delete (R4 http.html#delete)."""
         self.check_type(rtype)
         self.pipeline.authorize(uow, Interaction("delete", rtype, rid))
+        preconditions.check_if_match_syntax(if_match)
         current = storage.get_current(uow, rtype, rid, lock=True)
         if current is None:  # never there: as good as deleted ("does not exist at all")
             preconditions.check_if_match_absent(if_match, rtype, rid)
