@@ -142,3 +142,47 @@ def test_version_numbers_out_of_range_are_404_or_400_not_500(client: httpx.Clien
         token = base64.urlsafe_b64encode(json.dumps({"at": at}).encode()).decode().rstrip("=")
         response = client.get(f"/Patient/{rid}/_history", params={"_page": token})
         assert response.status_code == 400, response.text
+
+
+def test_a_failing_json_patch_names_its_operation(client: httpx.Client) -> None:
+    """A failing operation's OperationOutcome names it (index in the patch, op, path; its
+    location the JSON Pointer `/n` into the patch): the library's message said only that
+    some path was missing, not which of the client's operations failed. A patch whose
+    result is invalid names the element of the resource instead."""
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    ok = {"op": "replace", "path": "/gender", "value": "male"}
+    cases = [
+        ({"op": "test", "path": "/birthDate", "value": "1999-01-01"}, 412, "test /birthDate"),
+        ({"op": "remove", "path": "/telecom/0"}, 422, "remove /telecom/0"),
+        ({"op": "replace", "path": "/name/5/family", "value": "X"}, 422, "replace /name/5/family"),
+        ({"op": "frobnicate", "path": "/gender"}, 422, "frobnicate /gender"),
+        ({"op": "replace", "path": "/id", "value": "other"}, 422, "replace /id"),
+    ]
+    for failing, status, named in cases:
+        response = client.patch(f"/Patient/{rid}", json=[ok, ok, failing], headers=PATCH)
+        assert response.status_code == status, (failing, response.text)
+        issue = response.json()["issue"][0]
+        assert issue["location"] == ["/2"], issue
+        assert issue["diagnostics"].startswith(f"JSON Patch operation 2 ({named}): "), issue
+    not_an_object = client.patch(f"/Patient/{rid}", json=[ok, "remove"], headers=PATCH)
+    assert not_an_object.status_code == 422
+    assert not_an_object.json()["issue"][0]["location"] == ["/1"]
+    invalid = [ok, {"op": "add", "path": "/name/0/given/-", "value": 5}]
+    response = client.patch(f"/Patient/{rid}", json=invalid, headers=PATCH)
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["expression"] == ["Patient.name[0].given[1]"]
+    assert client.get(f"/Patient/{rid}").json()["meta"]["versionId"] == "1"
+    entry = {
+        "resource": {
+            "resourceType": "Binary",
+            "contentType": "application/json-patch+json",
+            "data": base64.b64encode(json.dumps([ok, cases[1][0]]).encode()).decode(),
+        },
+        "request": {"method": "PATCH", "url": f"Patient/{rid}"},
+    }
+    tx = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+    refused = client.post("", json=tx, headers=FHIR_JSON)
+    assert refused.status_code == 422
+    issue = refused.json()["issue"][0]
+    assert issue["location"] == ["/1"] and issue["expression"] == ["Bundle.entry[0]"], issue
+    assert "JSON Patch operation 1 (remove /telecom/0)" in issue["diagnostics"]

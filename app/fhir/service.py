@@ -29,7 +29,6 @@ from app.errors import (
     NotFound,
     PreconditionFailed,
     ServerError,
-    Unprocessable,
 )
 from app.fhir import jsonio, preconditions, storage
 from app.fhir.compartments import CompartmentFilter
@@ -367,9 +366,8 @@ class FhirService:
         if current.deleted:
             raise Gone(f"{rtype}/{rid} was deleted")
         preconditions.check_if_match(if_match, current)
+        # (apply_json_patch refuses an operation that changes resourceType or id)
         patched = apply_json_patch(jsonio.loads(current.content or b"{}"), operations)
-        if patched.get("resourceType") != rtype or patched.get("id") != rid:
-            raise Unprocessable("a patch may not change resourceType or id")
         validate_resource(patched, expected_type=rtype, expected_id=rid)
         version = self._stamp(rtype, rid, patched, current.version_id + 1)
         if not storage.update_current(uow, version, expected_version=current.version_id):
