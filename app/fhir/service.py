@@ -316,7 +316,7 @@ class FhirService:
         version = self._stamp(rtype, rid, body, current.version_id + 1)
         if not storage.update_current(uow, version, expected_version=current.version_id):
             raise Conflict(f"{rtype}/{rid} was changed concurrently; retry")
-        self._record(uow, version, "update", method, body)
+        self._record(uow, version, "update", method, body, resurrects=current.deleted)
         return WriteOutcome(version, created=current.deleted)
 
     def conditional_update(
@@ -475,10 +475,13 @@ class FhirService:
         interaction: str,
         method: str,
         body: dict[str, Any],
+        *,
+        resurrects: bool = False,
     ) -> None:
         """History and index rows of a version just written (a created resource has no
-        index rows yet; update_current dropped an updated one's)."""
-        storage.stage_history(uow, version, method)
+        index rows yet; update_current dropped an updated one's). `resurrects`: it brings
+        back a deleted resource (a create: history's 201)."""
+        storage.stage_history(uow, version, method, resurrects=resurrects)
         storage.stage_index(uow, index_rows(version.resource_type, version.id, body))
         self._changed(uow, Change("patch" if method == "PATCH" else interaction, version))
 
