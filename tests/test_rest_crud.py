@@ -327,3 +327,23 @@ def test_a_malformed_entry_if_match_is_400_at_the_entry(client: httpx.Client) ->
         outcome = batch["entry"][1]["response"]["outcome"]
         assert outcome["issue"][0]["expression"] == ["Bundle.entry[1].request.ifMatch"]
     assert client.get(f"/Patient/{rid}").json()["meta"]["versionId"] == "1"
+
+
+def test_a_conditional_delete_honours_if_match(client: httpx.Client) -> None:
+    """A conditional delete ignored If-Match (the router never passed it on): a stale tag
+    deleted the resource anyway and a malformed one went unnoticed. It now acts as on a
+    delete by id: 400 when malformed, 412 when it does not name the current version or
+    nothing matches, and the delete when it does."""
+    mrn = unique("del")
+    created = create(client, patient(identifier=[{"system": "urn:test:del", "value": mrn}]))
+    rid = created.json()["id"]
+    url = f"/Patient?identifier=urn:test:del|{mrn}"
+    malformed = client.delete(url, headers={"If-Match": "W/1"})
+    assert malformed.status_code == 400, malformed.text
+    assert malformed.json()["issue"][0]["location"] == ["http.If-Match"]
+    assert client.delete(url, headers={"If-Match": 'W/"2"'}).status_code == 412
+    assert client.get(f"/Patient/{rid}").status_code == 200
+    assert client.delete(url, headers={"If-Match": 'W/"1"'}).status_code == 204
+    assert client.get(f"/Patient/{rid}").status_code == 410
+    assert client.delete(url, headers={"If-Match": 'W/"1"'}).status_code == 412
+    assert client.delete(url).status_code == 200  # nothing matched, nothing asked: as before

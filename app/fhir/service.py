@@ -419,15 +419,20 @@ class FhirService:
         self._changed(uow, Change("delete", version), accessed=current)
         return version
 
-    def conditional_delete(self, uow: UnitOfWork, rtype: str, query: str) -> StoredVersion | None:
+    def conditional_delete(
+        self, uow: UnitOfWork, rtype: str, query: str, *, if_match: str | None = None
+    ) -> StoredVersion | None:
         self.check_type(rtype)
         self.pipeline.authorize(uow, Interaction("delete", rtype, query=query))
+        preconditions.check_if_match_syntax(if_match)
         matches = self.find_ids(uow, rtype, query)
         if len(matches) > 1:
             raise PreconditionFailed(f"conditional delete '{query}' matches more than one {rtype}")
         if not matches:
+            if if_match:  # false with nothing current, as for a delete by id (RFC 9110 13.1.1)
+                raise PreconditionFailed(f"If-Match given but no {rtype} matches '{query}'")
             return None
-        return self.delete(uow, rtype, matches[0])
+        return self.delete(uow, rtype, matches[0], if_match=if_match)
 
     # ------------------------------------------------------------ maintenance
 
