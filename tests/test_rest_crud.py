@@ -271,7 +271,7 @@ def test_transaction_put_entry_with_if_none_match_star(client: httpx.Client) -> 
     assert client.get(f"/Patient/{rid}").headers["etag"] == 'W/"1"'
 
 
-MALFORMED_IF_MATCH = ("W/1", "1", '"abc"', 'W/"x"', 'W/"1", 2', 'W/"1", *')
+MALFORMED_IF_MATCH = ("W/1", "1", '"abc"', 'W/"x"', 'W/"1", 2', 'W/"1", *', ",")
 
 
 def test_a_malformed_if_match_is_400_naming_the_header(client: httpx.Client) -> None:
@@ -279,7 +279,8 @@ def test_a_malformed_if_match_is_400_naming_the_header(client: httpx.Client) -> 
     read as versions (`W/1` and `1` as version 1), so a write passed or failed on a
     precondition the client never stated. Now each is 400 with the header as location
     ("http." + its name), on an existing resource and a missing one alike, and nothing is
-    written; the strong form `"1"` (HAPI and Medplum take it) still matches version 1."""
+    written. Empty list elements are skipped (RFC 9110 5.6.1), and the strong form `"2"`
+    (HAPI and Medplum take it) matches version 2."""
     created = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()
     rid = created["id"]
     patch_type = {"Content-Type": "application/json-patch+json"}
@@ -302,9 +303,11 @@ def test_a_malformed_if_match_is_400_naming_the_header(client: httpx.Client) -> 
         assert conditional.status_code == 400, (value, conditional.text)
     assert client.get(f"/Patient/{rid}").json()["meta"]["versionId"] == "1"
     assert client.get("/Patient/never-there").status_code == 404
-    strong = client.put(f"/Patient/{rid}", json=created, headers={**FHIR_JSON, "If-Match": '"1"'})
+    listed = {**FHIR_JSON, "If-Match": ', W/"1" ,'}  # empty list elements are ignored
+    assert client.put(f"/Patient/{rid}", json=created, headers=listed).status_code == 200
+    strong = client.put(f"/Patient/{rid}", json=created, headers={**FHIR_JSON, "If-Match": '"2"'})
     assert strong.status_code == 200, strong.text
-    stale = client.put(f"/Patient/{rid}", json=created, headers={**FHIR_JSON, "If-Match": '"1"'})
+    stale = client.put(f"/Patient/{rid}", json=created, headers={**FHIR_JSON, "If-Match": '"2"'})
     assert stale.status_code == 412
 
 

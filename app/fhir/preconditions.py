@@ -24,11 +24,13 @@ def if_match_versions(if_match: str) -> frozenset[int] | None:
     if if_match.strip() == "*":
         return None
     versions = set()
-    for tag in if_match.split(","):
-        match = VERSION_TAG.fullmatch(tag.strip())
+    # RFC 9110 5.6.1: empty list elements (`W/"1", `) are ignored; a list of none names nothing
+    tags = [tag.strip() for tag in if_match.split(",") if tag.strip()] or [if_match.strip()]
+    for tag in tags:
+        match = VERSION_TAG.fullmatch(tag)
         if match is None:
             message = (
-                f"If-Match: '{tag.strip()}' is not an entity tag of a version of this server "
+                f"If-Match: '{tag}' is not an entity tag of a version of this server "
                 '(W/"n", the ETag a read or write answered with, or *)'
             )
             # R4 OperationOutcome.issue.location: "For HTTP errors, will be 'http.' + the
