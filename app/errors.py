@@ -28,11 +28,15 @@ class Issue:
     code: str  # IssueType code: invalid, required, value, code-invalid, not-found, ...
     diagnostics: str
     expression: tuple[str, ...] = ()
+    # R4: "For HTTP errors, will be 'http.' + the parameter name" (a header is no element)
+    location: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         issue: dict[str, Any] = {"severity": self.severity, "code": self.code}
         if self.diagnostics:
             issue["diagnostics"] = self.diagnostics
+        if self.location:
+            issue["location"] = list(self.location)
         if self.expression:
             issue["expression"] = list(self.expression)
         return issue
@@ -97,6 +101,7 @@ class FhirError(Exception):
                 i.code,
                 told(i.diagnostics),
                 tuple(rooted(e) for e in i.expression) or (path,),
+                i.location,
             )
             for i in self.issues
         ]

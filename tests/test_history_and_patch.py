@@ -7,10 +7,10 @@ import json
 import time
 
 import httpx
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, update
 
-from app.fhir.tables import change_event
-from tests.helpers import FHIR_JSON, patient
+from app.fhir.tables import change_event, resource_history
+from tests.helpers import FHIR_JSON, patient, unique
 
 PATCH = {"Content-Type": "application/json-patch+json"}
 
@@ -142,3 +142,92 @@ def test_version_numbers_out_of_range_are_404_or_400_not_500(client: httpx.Clien
         token = base64.urlsafe_b64encode(json.dumps({"at": at}).encode()).decode().rstrip("=")
         response = client.get(f"/Patient/{rid}/_history", params={"_page": token})
         assert response.status_code == 400, response.text
+
+
+def test_a_failing_json_patch_names_its_operation(client: httpx.Client) -> None:
+    """A failing operation's OperationOutcome names it (index in the patch, op, path; its
+    location the JSON Pointer `/n` into the patch): the library's message said only that
+    some path was missing, not which of the client's operations failed. A patch whose
+    result is invalid names the element of the resource instead."""
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    ok = {"op": "replace", "path": "/gender", "value": "male"}
+    cases = [
+        ({"op": "test", "path": "/birthDate", "value": "1999-01-01"}, 412, "test /birthDate"),
+        ({"op": "remove", "path": "/telecom/0"}, 422, "remove /telecom/0"),
+        ({"op": "replace", "path": "/name/5/family", "value": "X"}, 422, "replace /name/5/family"),
+        ({"op": "frobnicate", "path": "/gender"}, 422, "frobnicate /gender"),
+        ({"op": "replace", "path": "/id", "value": "other"}, 422, "replace /id"),
+    ]
+    for failing, status, named in cases:
+        response = client.patch(f"/Patient/{rid}", json=[ok, ok, failing], headers=PATCH)
+        assert response.status_code == status, (failing, response.text)
+        issue = response.json()["issue"][0]
+        assert issue["location"] == ["/2"], issue
+        assert issue["diagnostics"].startswith(f"JSON Patch operation 2 ({named}): "), issue
+    not_an_object = client.patch(f"/Patient/{rid}", json=[ok, "remove"], headers=PATCH)
+    assert not_an_object.status_code == 422
+    assert not_an_object.json()["issue"][0]["location"] == ["/1"]
+    invalid = [ok, {"op": "add", "path": "/name/0/given/-", "value": 5}]
+    response = client.patch(f"/Patient/{rid}", json=invalid, headers=PATCH)
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["expression"] == ["Patient.name[0].given[1]"]
+    assert client.get(f"/Patient/{rid}").json()["meta"]["versionId"] == "1"
+    entry = {
+        "resource": {
+            "resourceType": "Binary",
+            "contentType": "application/json-patch+json",
+            "data": base64.b64encode(json.dumps([ok, cases[1][0]]).encode()).decode(),
+        },
+        "request": {"method": "PATCH", "url": f"Patient/{rid}"},
+    }
+    tx = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+    refused = client.post("", json=tx, headers=FHIR_JSON)
+    assert refused.status_code == 422
+    issue = refused.json()["issue"][0]
+    assert issue["location"] == ["/1"] and issue["expression"] == ["Bundle.entry[0]"], issue
+    assert "JSON Patch operation 1 (remove /telecom/0)" in issue["diagnostics"]
+
+
+def test_history_shows_a_resurrecting_put_as_the_create_it_was(
+    client: httpx.Client, database_url: str
+) -> None:
+    """A PUT that brings back a deleted resource is answered 201, but history said
+    "200 OK" for it (it guessed from the row: POST or version 1). Whether a version created
+    its resource is now stored when it is written; by id, by a conditional update whose
+    body names the deleted id, and in a transaction alike. A row written before migration
+    0020 (created NULL) is answered as before."""
+    statuses: dict[str, list[str]] = {}
+    ids = []
+    for way in ("put", "conditional", "transaction"):
+        created = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()
+        rid = created["id"]
+        ids.append(rid)
+        assert client.delete(f"/Patient/{rid}").status_code == 204
+        body = {**created, "identifier": [{"system": "urn:test:h", "value": unique("h")}]}
+        if way == "put":
+            back = client.put(f"/Patient/{rid}", json=body, headers=FHIR_JSON)
+        elif way == "conditional":
+            criteria = f"identifier=urn:test:h|{body['identifier'][0]['value']}"
+            back = client.put(f"/Patient?{criteria}", json=body, headers=FHIR_JSON)
+        else:
+            entry = {"resource": body, "request": {"method": "PUT", "url": f"Patient/{rid}"}}
+            tx = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+            back = client.post("", json=tx, headers=FHIR_JSON)
+            assert back.json()["entry"][0]["response"]["status"] == "201 Created", back.text
+        assert back.status_code in (200, 201), back.text
+        if way != "transaction":
+            assert back.status_code == 201, (way, back.text)
+        client.put(f"/Patient/{rid}", json=body, headers=FHIR_JSON)  # a plain update: 200
+        history = client.get(f"/Patient/{rid}/_history").json()
+        statuses[way] = [e["response"]["status"] for e in history["entry"]]
+    for way, seen in statuses.items():
+        assert seen == ["200 OK", "201 Created", "204 No Content", "201 Created"], (way, seen)
+    # Rows from before the column: as the row alone shows (version 1 created, the rest 200).
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        h = resource_history.c
+        conn.execute(update(resource_history).where(h.id == ids[0]).values(created=None))
+    engine.dispose()
+    history = client.get(f"/Patient/{ids[0]}/_history").json()
+    seen = [e["response"]["status"] for e in history["entry"]]
+    assert seen == ["200 OK", "200 OK", "204 No Content", "201 Created"]

@@ -269,3 +269,84 @@ def test_transaction_put_entry_with_if_none_match_star(client: httpx.Client) -> 
     refused = client.post("", json=tx, headers=FHIR_JSON)
     assert refused.status_code == 412, refused.text
     assert client.get(f"/Patient/{rid}").headers["etag"] == 'W/"1"'
+
+
+MALFORMED_IF_MATCH = ("W/1", "1", '"abc"', 'W/"x"', 'W/"1", 2', 'W/"1", *', ",")
+
+
+def test_a_malformed_if_match_is_400_naming_the_header(client: httpx.Client) -> None:
+    """R4 http.html#concurrency: If-Match carries the ETag `W/"n"`. `W/1`, `1`, `"abc"` were
+    read as versions (`W/1` and `1` as version 1), so a write passed or failed on a
+    precondition the client never stated. Now each is 400 with the header as location
+    ("http." + its name), on an existing resource and a missing one alike, and nothing is
+    written. Empty list elements are skipped (RFC 9110 5.6.1), and the strong form `"2"`
+    (HAPI and Medplum take it) matches version 2."""
+    created = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()
+    rid = created["id"]
+    patch_type = {"Content-Type": "application/json-patch+json"}
+    for value in MALFORMED_IF_MATCH:
+        for target in (rid, "never-there"):
+            answers = [
+                client.put(f"/Patient/{target}", json={**created, "id": target},
+                           headers={**FHIR_JSON, "If-Match": value}),
+                client.patch(f"/Patient/{target}", json=[],
+                             headers={**patch_type, "If-Match": value}),
+                client.delete(f"/Patient/{target}", headers={"If-Match": value}),
+            ]  # fmt: skip
+            for answer in answers:
+                assert answer.status_code == 400, (value, target, answer.text)
+                issue = answer.json()["issue"][0]
+                assert issue["location"] == ["http.If-Match"], issue
+                assert "If-Match" in issue["diagnostics"]
+        conditional = client.put(f"/Patient?_id={rid}", json=created,
+                                 headers={**FHIR_JSON, "If-Match": value})  # fmt: skip
+        assert conditional.status_code == 400, (value, conditional.text)
+    assert client.get(f"/Patient/{rid}").json()["meta"]["versionId"] == "1"
+    assert client.get("/Patient/never-there").status_code == 404
+    listed = {**FHIR_JSON, "If-Match": ', W/"1" ,'}  # empty list elements are ignored
+    assert client.put(f"/Patient/{rid}", json=created, headers=listed).status_code == 200
+    strong = client.put(f"/Patient/{rid}", json=created, headers={**FHIR_JSON, "If-Match": '"2"'})
+    assert strong.status_code == 200, strong.text
+    stale = client.put(f"/Patient/{rid}", json=created, headers={**FHIR_JSON, "If-Match": '"2"'})
+    assert stale.status_code == 412
+
+
+def test_a_malformed_entry_if_match_is_400_at_the_entry(client: httpx.Client) -> None:
+    """The same for Bundle.entry.request.ifMatch: a transaction is refused whole, naming
+    the element; a batch answers that entry 400 and runs the others."""
+    created = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()
+    rid = created["id"]
+    for value in ("W/1", "1", '"abc"', 'W/"x"'):
+        put = {"resource": created,
+               "request": {"method": "PUT", "url": f"Patient/{rid}", "ifMatch": value}}  # fmt: skip
+        other = {"resource": patient(), "request": {"method": "POST", "url": "Patient"}}
+        tx = {"resourceType": "Bundle", "type": "transaction", "entry": [other, put]}
+        refused = client.post("", json=tx, headers=FHIR_JSON)
+        assert refused.status_code == 400, (value, refused.text)
+        assert refused.json()["issue"][0]["expression"] == ["Bundle.entry[1].request.ifMatch"]
+        batch = client.post("", json={**tx, "type": "batch"}, headers=FHIR_JSON).json()
+        statuses = [e["response"]["status"] for e in batch["entry"]]
+        assert statuses == ["201 Created", "400 Bad Request"], (value, batch)
+        outcome = batch["entry"][1]["response"]["outcome"]
+        assert outcome["issue"][0]["expression"] == ["Bundle.entry[1].request.ifMatch"]
+    assert client.get(f"/Patient/{rid}").json()["meta"]["versionId"] == "1"
+
+
+def test_a_conditional_delete_honours_if_match(client: httpx.Client) -> None:
+    """A conditional delete ignored If-Match (the router never passed it on): a stale tag
+    deleted the resource anyway and a malformed one went unnoticed. It now acts as on a
+    delete by id: 400 when malformed, 412 when it does not name the current version or
+    nothing matches, and the delete when it does."""
+    mrn = unique("del")
+    created = create(client, patient(identifier=[{"system": "urn:test:del", "value": mrn}]))
+    rid = created.json()["id"]
+    url = f"/Patient?identifier=urn:test:del|{mrn}"
+    malformed = client.delete(url, headers={"If-Match": "W/1"})
+    assert malformed.status_code == 400, malformed.text
+    assert malformed.json()["issue"][0]["location"] == ["http.If-Match"]
+    assert client.delete(url, headers={"If-Match": 'W/"2"'}).status_code == 412
+    assert client.get(f"/Patient/{rid}").status_code == 200
+    assert client.delete(url, headers={"If-Match": 'W/"1"'}).status_code == 204
+    assert client.get(f"/Patient/{rid}").status_code == 410
+    assert client.delete(url, headers={"If-Match": 'W/"1"'}).status_code == 412
+    assert client.delete(url).status_code == 200  # nothing matched, nothing asked: as before

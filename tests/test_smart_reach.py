@@ -16,6 +16,7 @@ import pytest
 from app.auth.server import AuthServer
 from app.db import write_transaction
 from tests.conftest import LiveServer
+from tests.helpers import FHIR_JSON
 from tests.smart_helpers import create_resource, register_client
 
 HEART_RATE = "8867-4"
@@ -330,3 +331,33 @@ def test_a_transactions_conditions_find_only_what_the_grant_reaches(
     made = _transaction(world, ann, create)
     assert made.status_code == 200, made.text
     assert made.json()["entry"][0]["response"]["status"].startswith("201")
+
+
+def test_a_conditional_reference_to_the_bundles_own_resource_stays_within_reach(
+    world: World, ann: dict[str, str], auth_headers: dict[str, str]
+) -> None:
+    """A conditional reference sees what the transaction itself writes (the client's own
+    resources, authorized when their entries run), and of the database still only what the
+    grant reaches: another patient's Observation with the same identifier is no second
+    match for her (it is for an unconfined grant)."""
+    ident = {"system": "urn:test:reach", "value": f"obs-{world.marker}"}
+    theirs = httpx.post(f"{world.base}/Observation", json={**_obs(world.pb), "identifier": [ident]},
+                        headers={**auth_headers, **FHIR_JSON}, timeout=30)  # fmt: skip
+    assert theirs.status_code == 201, theirs.text
+    target = {"resource": {**_obs(world.pa), "identifier": [ident]},
+              "request": {"method": "POST", "url": "Observation"}}  # fmt: skip
+    member = {"reference": f"Observation?identifier={ident['system']}|{ident['value']}"}
+    panel = {"resource": {**_obs(world.pa), "hasMember": [member]},
+             "request": {"method": "POST", "url": "Observation"}}  # fmt: skip
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [panel, target]}
+    mine = httpx.post(world.base, json=bundle, headers=ann, timeout=30)
+    assert mine.status_code == 200, mine.text
+    entries = mine.json()["entry"]
+    made = entries[1]["response"]["location"].split("/")[1]
+    panel_id = entries[0]["response"]["location"].split("/")[1]
+    read = _get(world, ann, f"Observation/{panel_id}").json()
+    assert read["hasMember"] == [{"reference": f"Observation/{made}"}]
+    unconfined = httpx.post(world.base, json=bundle, headers={**auth_headers, **FHIR_JSON},
+                            timeout=30)  # fmt: skip
+    assert unconfined.status_code == 412, unconfined.text
+    assert "matches 3 resources" in unconfined.text  # theirs, hers, and this Bundle's own

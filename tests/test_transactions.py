@@ -8,6 +8,10 @@ import uuid
 
 import httpx
 
+from app.fhir.search import SearchParams
+from app.fhir.search.criteria import plan
+from app.fhir.search.in_memory import matches_all
+from app.fhir.search.indexer import index_rows
 from tests.helpers import FHIR_JSON, observation, patient, unique
 
 SYSTEM = "http://hospital.example/mrn"
@@ -526,3 +530,102 @@ def test_transaction_patch_links_are_rewritten_by_element_type(client: httpx.Cli
     assert patched["note"] == [{"text": full_url}]
     assert patched["implicitRules"] == new
     assert patched["extension"] == [{**link, "valueUri": new}]
+
+
+def _ref_to(system: str, value: str) -> dict:
+    return {"reference": f"Patient?identifier={system}|{value}"}
+
+
+def test_conditional_references_see_what_the_transaction_writes(client: httpx.Client) -> None:
+    """A conditional reference to a Patient POSTed by another entry of the same transaction
+    found nothing (412): it was looked up in the database before any entry ran. It is now
+    resolved against what the transaction leaves (HAPI resolves it after the writes): the
+    Bundle's own creates and updates count, whatever their place in the Bundle, and what it
+    deletes or replaces no longer matches as stored."""
+    mrn, obs = unique("mrn"), unique("o")
+    ident = [{"system": SYSTEM, "value": mrn}]
+    tx = bundle(
+        "transaction",
+        [
+            {"resource": observation(subject=_ref_to(SYSTEM, mrn)),
+             "request": {"method": "POST", "url": "Observation"}},
+            {"resource": patient(identifier=ident),
+             "request": {"method": "POST", "url": "Patient"}},
+            {"resource": observation(id=obs, subject={"reference": f"Patient?identifier={mrn}"}),
+             "request": {"method": "PUT", "url": f"Observation/{obs}"}},
+        ],
+    )  # fmt: skip
+    response = post_bundle(client, tx)
+    assert response.status_code == 200, response.text
+    entries = response.json()["entry"]
+    pat_id = entries[1]["response"]["location"].split("/")[1]
+    for entry in (entries[0], entries[2]):
+        obs_id = entry["response"]["location"].split("/")[1]
+        subject = client.get(f"/Observation/{obs_id}").json()["subject"]
+        assert subject == {"reference": f"Patient/{pat_id}"}
+    # Stored and POSTed again with the same identifier: two matches once it commits.
+    again = bundle("transaction", [tx["entry"][1], tx["entry"][0]])
+    refused = post_bundle(client, again)
+    assert refused.status_code == 412, refused.text
+    assert "matches 2 resources" in refused.json()["issue"][0]["diagnostics"]
+    assert refused.json()["issue"][0]["expression"] == [
+        "Bundle.entry[1].resource.subject.reference"
+    ]
+    # Deleted by the same transaction: no match (it resolved to the deleted one, dangling).
+    deleting = bundle(
+        "transaction",
+        [
+            {"request": {"method": "DELETE", "url": f"Patient/{pat_id}"}},
+            tx["entry"][0],
+        ],
+    )
+    gone = post_bundle(client, deleting)
+    assert gone.status_code == 412, gone.text
+    assert "matches 0 resources" in gone.json()["issue"][0]["diagnostics"]
+    # Replaced by the same transaction: its new identifier finds it, the old one does not.
+    new_mrn = unique("mrn")
+    renamed = patient(id=pat_id, identifier=[{"system": SYSTEM, "value": new_mrn}])
+    put = {"resource": renamed, "request": {"method": "PUT", "url": f"Patient/{pat_id}"}}
+    old_ref = {"resource": observation(subject=_ref_to(SYSTEM, mrn)),
+               "request": {"method": "POST", "url": "Observation"}}  # fmt: skip
+    assert post_bundle(client, bundle("transaction", [put, old_ref])).status_code == 412
+    new_ref = {"resource": observation(subject=_ref_to(SYSTEM, new_mrn)),
+               "request": {"method": "POST", "url": "Observation"}}  # fmt: skip
+    done = post_bundle(client, bundle("transaction", [new_ref, put]))
+    assert done.status_code == 200, done.text
+    obs_id = done.json()["entry"][0]["response"]["location"].split("/")[1]
+    assert (
+        client.get(f"/Observation/{obs_id}").json()["subject"]["reference"] == f"Patient/{pat_id}"
+    )
+
+
+IN_MEMORY_CRITERIA = [
+    f"identifier={SYSTEM}|m1", "identifier=m1", "identifier=|m1", f"identifier={SYSTEM}|",
+    "identifier=other|m1", "identifier:not=m1", "family=exa", "family:exact=Example",
+    "family:exact=example", "name:contains=xamp", "birthdate=1970", "birthdate=gt1980",
+    "birthdate=le1970-01-01", "gender=female,male", "gender:not=male", "gender:missing=true",
+    "general-practitioner:missing=true", "organization=Organization/o1", "organization=o1",
+    "telecom=phone|555", "phone=555", "address-city=spring", "active=true",
+]  # fmt: skip
+
+
+def test_a_bundle_resource_is_judged_as_the_database_would_judge_it(
+    client: httpx.Client, base_url: str
+) -> None:
+    """Conditional references judge the Bundle's own resources from the index rows they
+    will have (search/in_memory.py): on a stored Patient, each criterion answers as the
+    database's search does."""
+    body = patient(
+        identifier=[{"system": SYSTEM, "value": "m1"}],
+        telecom=[{"system": "phone", "value": "555"}],
+        address=[{"city": "Springfield"}],
+        managingOrganization={"reference": "Organization/o1"},
+        active=True,
+    )
+    rid = client.post("/Patient", json=body, headers=FHIR_JSON).json()["id"]
+    rows = index_rows("Patient", rid, body)
+    for criteria in IN_MEMORY_CRITERIA:
+        params = SearchParams.parse_query(criteria, "Patient", strict=True)
+        judged = matches_all([plan(c, base_url) for c in params.criteria], rid, rows)
+        found = client.get(f"/Patient?_id={rid}&{criteria}").json().get("entry", [])
+        assert judged is (len(found) == 1), criteria

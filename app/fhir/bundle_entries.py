@@ -10,7 +10,7 @@ from http import HTTPStatus
 from typing import Any
 
 from app.errors import FhirError, InvalidRequest
-from app.fhir import jsonio, shaping
+from app.fhir import jsonio, preconditions, shaping
 from app.fhir.exchange import FhirRequest, FhirResponse, RawJson, write_outcome
 from app.fhir.instants import parse_instant, to_http_date, to_instant
 from app.fhir.validation import is_valid_id
@@ -52,6 +52,12 @@ def entry_request(index: int, entry: Any, base_url: str) -> FhirRequest:
         )
     url = _relative_url(path, req["url"], base_url)
     headers = entry_headers(req)
+    try:  # checked now, at its element: a transaction refuses it before anything runs
+        preconditions.check_if_match_syntax(headers.get("if-match"))
+    except InvalidRequest as exc:
+        where = f"{path}.request.ifMatch"
+        message = exc.message.removeprefix("If-Match: ")
+        raise InvalidRequest(f"{where}: {message}", expression=where) from exc
     body = entry.get("resource")
     if method == "PATCH":
         body = _patch_body(path, body)

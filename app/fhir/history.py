@@ -59,7 +59,13 @@ def history_page(
     uow.flush()
     h = resource_history
     query = select(
-        h.c.resource_type, h.c.id, h.c.version_id, h.c.last_updated, h.c.method, h.c.content
+        h.c.resource_type,
+        h.c.id,
+        h.c.version_id,
+        h.c.last_updated,
+        h.c.method,
+        h.c.content,
+        h.c.created,
     )
     if rtype:
         query = query.where(h.c.resource_type == rtype)
@@ -110,6 +116,7 @@ def history_page(
             r.method == "DELETE",
             r.content,
             r.method,
+            r.created,
         )
         for r in uow.conn.execute(query)
     ]

@@ -6,25 +6,46 @@ from typing import Any
 
 import jsonpatch
 
-from app.errors import InvalidRequest, PreconditionFailed, Unprocessable
+from app.errors import FhirError, InvalidRequest, Issue, PreconditionFailed, Unprocessable
+
+# What one operation may raise besides a failed `test`: a malformed or unknown operation,
+# a path that is not there, a value of the wrong kind at it.
+NOT_APPLICABLE = (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError,
+                  KeyError, IndexError, ValueError)  # fmt: skip
 
 
 def apply_json_patch(document: dict[str, Any], operations: Any) -> dict[str, Any]:
-    """`document` with an RFC 6902 patch applied: a failed `test` is 412, anything else that
-    cannot be applied 422 (FHIR http.html#patch)."""
+    """`document` with an RFC 6902 patch applied, in place (the caller parsed it from the
+    stored bytes for this, so no copy is made): a failed `test` is 412, anything else that
+    cannot be applied 422 (FHIR http.html#patch), as is an operation that changes the
+    resource's type or id. Each error names its operation (index in the patch, op, path):
+    applied as a whole, the library's message named neither, so a client could not tell
+    which of its operations failed."""
     if not isinstance(operations, list):
         raise InvalidRequest("a JSON Patch body must be an array of operations")
-    try:
-        result = jsonpatch.JsonPatch(operations).apply(document, in_place=False)
-    except jsonpatch.JsonPatchTestFailed as exc:
-        raise PreconditionFailed(f"JSON Patch test failed: {exc}") from exc
-    except (
-        jsonpatch.JsonPatchException,
-        jsonpatch.JsonPointerException,
-        TypeError,
-        KeyError,
-    ) as exc:
-        raise Unprocessable(f"JSON Patch could not be applied: {exc}") from exc
-    if not isinstance(result, dict):
-        raise Unprocessable("JSON Patch result is not a resource")
+    result: Any = document
+    rtype, rid = document.get("resourceType"), document.get("id")
+    for index, operation in enumerate(operations):
+        try:
+            result = jsonpatch.JsonPatch([operation]).apply(result, in_place=True)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise _failed(PreconditionFailed, index, operation, f"test failed: {exc}") from exc
+        except NOT_APPLICABLE as exc:
+            raise _failed(Unprocessable, index, operation, f"cannot be applied: {exc}") from exc
+        if not isinstance(result, dict):
+            raise _failed(Unprocessable, index, operation, "the result is not a resource")
+        if result.get("resourceType") != rtype or result.get("id") != rid:
+            raise _failed(Unprocessable, index, operation, "a patch may not change "
+                          "resourceType or id")  # fmt: skip
     return result
+
+
+def _failed(kind: type[FhirError], index: int, operation: Any, reason: str) -> FhirError:
+    """The error of operation `index`; its location is the JSON Pointer of the operation in
+    the patch document (`/2`): the body is no resource, so there is no element path."""
+    if isinstance(operation, dict):
+        named = f"{operation.get('op')} {operation.get('path')}"
+    else:
+        named = "not an object"
+    message = f"JSON Patch operation {index} ({named}): {reason}"
+    return kind(message, issues=[Issue("error", kind.issue_code, message, location=(f"/{index}",))])

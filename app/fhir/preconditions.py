@@ -3,21 +3,62 @@ current version of the resource written. A failed one is 412, before anything is
 
 from __future__ import annotations
 
-from app.errors import PreconditionFailed
+import re
+
+from app.errors import InvalidRequest, Issue, PreconditionFailed
 from app.fhir.storage import StoredVersion
+
+# R4 http.html#concurrency: the ETag is a weak tag holding the versionId, `W/"23"`, and
+# If-Match sends it back. The strong form `"23"` is taken as well (HAPI and Medplum read
+# both; RFC 9110 would never let a strong tag match a weak one, but FHIR says the tag is
+# the version). This server's versionIds are positive integers without leading zeros.
+VERSION_TAG = re.compile(r'(?:W/)?"([1-9][0-9]{0,17})"')
+
+
+def if_match_versions(if_match: str) -> frozenset[int] | None:
+    """The versions an If-Match header names; None for `*` (any current version).
+
+    Anything else (`W/1`, `1`, `"abc"`, `W/"x"`, `*` inside a list) is 400 naming the
+    header: read leniently it would be some other version, or none, and the write would
+    pass or fail for a reason the client never stated."""
+    if if_match.strip() == "*":
+        return None
+    versions = set()
+    # RFC 9110 5.6.1: empty list elements (`W/"1", `) are ignored; a list of none names nothing
+    tags = [tag.strip() for tag in if_match.split(",") if tag.strip()] or [if_match.strip()]
+    for tag in tags:
+        match = VERSION_TAG.fullmatch(tag)
+        if match is None:
+            message = (
+                f"If-Match: '{tag}' is not an entity tag of a version of this server "
+                '(W/"n", the ETag a read or write answered with, or *)'
+            )
+            # R4 OperationOutcome.issue.location: "For HTTP errors, will be 'http.' + the
+            # parameter name"; a header is no element, so there is no expression.
+            issue = Issue("error", "invalid", message, location=("http.If-Match",))
+            raise InvalidRequest(message, issues=[issue])
+        versions.add(int(match.group(1)))
+    return frozenset(versions)
+
+
+def check_if_match_syntax(if_match: str | None) -> None:
+    """400 for a malformed If-Match before anything else is looked at (existence, other
+    preconditions, a conditional write's matches), so that it is never answered as a 412."""
+    if if_match:
+        if_match_versions(if_match)
 
 
 def check_if_match(if_match: str | None, current: StoredVersion) -> None:
     """RFC 9110 13.1.1: a list of entity tags, or "*" (any current representation)."""
     if not if_match:
         return
-    tags = [tag.strip() for tag in if_match.split(",")]
-    if "*" in tags:
+    versions = if_match_versions(if_match)
+    if versions is None:
         if current.deleted:
             raise PreconditionFailed(f"If-Match * but {current.resource_type}/{current.id} "
                                      "is deleted")  # fmt: skip
         return
-    if str(current.version_id) not in {tag.removeprefix("W/").strip('"') for tag in tags}:
+    if current.version_id not in versions:
         raise PreconditionFailed(
             f"If-Match {if_match} does not match the current version {current.version_id}"
         )
@@ -26,6 +67,7 @@ def check_if_match(if_match: str | None, current: StoredVersion) -> None:
 def check_if_match_absent(if_match: str | None, rtype: str, rid: str) -> None:
     """RFC 9110 13.1.1: If-Match (even "*") is false when there is no current representation."""
     if if_match:
+        if_match_versions(if_match)  # a malformed one is 400 whether or not the resource exists
         raise PreconditionFailed(f"If-Match given but {rtype}/{rid} does not exist")
 
 

@@ -136,7 +136,9 @@ class FhirRouter:
                 )
                 return _write_response(base, outcome)
             case "DELETE":
-                deleted = self.service.conditional_delete(uow, rtype, self._condition(request))
+                deleted = self.service.conditional_delete(
+                    uow, rtype, self._condition(request), if_match=request.header("if-match")
+                )
                 if deleted is None:
                     return FhirResponse(
                         200, information_outcome("no resource matched; nothing deleted")

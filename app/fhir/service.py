@@ -29,7 +29,6 @@ from app.errors import (
     NotFound,
     PreconditionFailed,
     ServerError,
-    Unprocessable,
 )
 from app.fhir import jsonio, preconditions, storage
 from app.fhir.compartments import CompartmentFilter
@@ -292,6 +291,7 @@ class FhirService:
         `if_none_match: *` makes it a create only (RFC 9110 13.1.2)."""
         self.check_type(rtype)
         self.pipeline.authorize(uow, Interaction("update", rtype, rid))
+        preconditions.check_if_match_syntax(if_match)
         if not is_valid_id(rid):
             raise InvalidRequest(f"'{rid}' is not a valid resource id")
         validate_resource(body, expected_type=rtype, expected_id=rid)
@@ -316,7 +316,7 @@ class FhirService:
         version = self._stamp(rtype, rid, body, current.version_id + 1)
         if not storage.update_current(uow, version, expected_version=current.version_id):
             raise Conflict(f"{rtype}/{rid} was changed concurrently; retry")
-        self._record(uow, version, "update", method, body)
+        self._record(uow, version, "update", method, body, resurrects=current.deleted)
         return WriteOutcome(version, created=current.deleted)
 
     def conditional_update(
@@ -332,6 +332,7 @@ class FhirService:
         self.check_type(rtype)
         # Authorized first so that the search for a match sees only what may be updated.
         self.pipeline.authorize(uow, Interaction("update", rtype, query=query))
+        preconditions.check_if_match_syntax(if_match)
         matches = self.find_ids(uow, rtype, query)
         body_id = body.get("id") if isinstance(body, dict) else None
         if len(matches) > 1:
@@ -358,15 +359,15 @@ class FhirService:
     ) -> WriteOutcome:
         self.check_type(rtype)
         self.pipeline.authorize(uow, Interaction("patch", rtype, rid))
+        preconditions.check_if_match_syntax(if_match)
         current = storage.get_current(uow, rtype, rid, lock=True)
         if current is None:
             raise NotFound(f"{rtype}/{rid} is not known")
         if current.deleted:
             raise Gone(f"{rtype}/{rid} was deleted")
         preconditions.check_if_match(if_match, current)
+        # (apply_json_patch refuses an operation that changes resourceType or id)
         patched = apply_json_patch(jsonio.loads(current.content or b"{}"), operations)
-        if patched.get("resourceType") != rtype or patched.get("id") != rid:
-            raise Unprocessable("a patch may not change resourceType or id")
         validate_resource(patched, expected_type=rtype, expected_id=rid)
         version = self._stamp(rtype, rid, patched, current.version_id + 1)
         if not storage.update_current(uow, version, expected_version=current.version_id):
@@ -385,6 +386,7 @@ class FhirService:
     ) -> WriteOutcome:
         self.check_type(rtype)
         self.pipeline.authorize(uow, Interaction("patch", rtype, query=query))
+        preconditions.check_if_match_syntax(if_match)
         matches = self.find_ids(uow, rtype, query)
         if len(matches) > 1:
             raise PreconditionFailed(f"conditional patch '{query}' matches more than one {rtype}")
@@ -398,6 +400,7 @@ class FhirService:
         """The deletion version; None if there is none to delete (R4 http.html#delete)."""
         self.check_type(rtype)
         self.pipeline.authorize(uow, Interaction("delete", rtype, rid))
+        preconditions.check_if_match_syntax(if_match)
         current = storage.get_current(uow, rtype, rid, lock=True)
         if current is None:  # never there: as good as deleted ("does not exist at all")
             preconditions.check_if_match_absent(if_match, rtype, rid)
@@ -416,15 +419,20 @@ class FhirService:
         self._changed(uow, Change("delete", version), accessed=current)
         return version
 
-    def conditional_delete(self, uow: UnitOfWork, rtype: str, query: str) -> StoredVersion | None:
+    def conditional_delete(
+        self, uow: UnitOfWork, rtype: str, query: str, *, if_match: str | None = None
+    ) -> StoredVersion | None:
         self.check_type(rtype)
         self.pipeline.authorize(uow, Interaction("delete", rtype, query=query))
+        preconditions.check_if_match_syntax(if_match)
         matches = self.find_ids(uow, rtype, query)
         if len(matches) > 1:
             raise PreconditionFailed(f"conditional delete '{query}' matches more than one {rtype}")
         if not matches:
+            if if_match:  # false with nothing current, as for a delete by id (RFC 9110 13.1.1)
+                raise PreconditionFailed(f"If-Match given but no {rtype} matches '{query}'")
             return None
-        return self.delete(uow, rtype, matches[0])
+        return self.delete(uow, rtype, matches[0], if_match=if_match)
 
     # ------------------------------------------------------------ maintenance
 
@@ -472,10 +480,13 @@ class FhirService:
         interaction: str,
         method: str,
         body: dict[str, Any],
+        *,
+        resurrects: bool = False,
     ) -> None:
         """History and index rows of a version just written (a created resource has no
-        index rows yet; update_current dropped an updated one's)."""
-        storage.stage_history(uow, version, method)
+        index rows yet; update_current dropped an updated one's). `resurrects`: it brings
+        back a deleted resource (a create: history's 201)."""
+        storage.stage_history(uow, version, method, resurrects=resurrects)
         storage.stage_index(uow, index_rows(version.resource_type, version.id, body))
         self._changed(uow, Change("patch" if method == "PATCH" else interaction, version))
 

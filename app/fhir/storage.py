@@ -52,6 +52,8 @@ class StoredVersion:
     deleted: bool
     content: bytes | None
     method: str = ""
+    # History rows only: whether this version created the resource (None: not recorded)
+    created: bool | None = None
 
 
 @dataclass
@@ -241,7 +243,12 @@ def _pg_move_current_statement() -> Select[Any]:
     return select(func.count()).select_from(moved).add_cte(*dropped)
 
 
-def stage_history(uow: UnitOfWork, version: StoredVersion, method: str) -> None:
+def stage_history(
+    uow: UnitOfWork, version: StoredVersion, method: str, *, resurrects: bool = False
+) -> None:
+    """`resurrects`: the version brings back a deleted resource, a create (201) that the row
+    alone cannot show; a POST and a first version are creates anyway."""
+    created = method == "POST" or version.version_id == 1 or resurrects
     uow.stage(
         resource_history,
         {
@@ -251,6 +258,7 @@ def stage_history(uow: UnitOfWork, version: StoredVersion, method: str) -> None:
             "last_updated": version.last_updated,
             "method": method,
             "content": version.content,
+            "created": created,
         },
     )
 

@@ -32,6 +32,7 @@ from app.fhir.bundle_entries import (
     error_entry,
     response_entry,
 )
+from app.fhir.bundle_writes import BundleWrites
 from app.fhir.bundles import new_bundle
 from app.fhir.element_tables import pointer_type, typed_elements_in
 from app.fhir.exchange import FhirRequest, FhirResponse, return_preference
@@ -76,18 +77,19 @@ def _transaction(
     with router.service.unit_of_work(ctx, write=True) as uow:
         router.service.pipeline.authorize(uow, Interaction("transaction"))
         id_map, targets = _assign_ids(router, uow, entries, requests)
-        _refuse_overlapping_targets(router, uow, requests)
+        writes = BundleWrites(requests, _refuse_overlapping_targets(router, uow, requests))
         _prefetch_put_targets(uow, requests)
+        links = Links(router, uow, id_map, writes)
         for i, request in enumerate(requests):
             if request.body is not None and request.method in ("POST", "PUT"):
                 with _entry_errors(i, request):
                     rtype = str(request.body.get("resourceType"))
-                    _rewrite_references(router, uow, request.body, id_map, rtype)
+                    _rewrite_references(links, request.body, rtype)
                     _rewrite_links(request.body, id_map)
             elif request.method == "PATCH" and isinstance(request.body, list):
                 with _entry_errors(i, request):
                     entry, rtype = f"Bundle.entry[{i}]", request.path.split("/", 1)[0]
-                    _rewrite_patch(router, uow, request.body, id_map, entry, rtype)
+                    _rewrite_patch(links, request.body, entry, rtype)
         order = sorted(range(len(requests)), key=lambda i: PROCESSING_ORDER[requests[i].method])
         for i in order:
             with _entry_errors(i, requests[i]):
@@ -225,25 +227,34 @@ def _criteria(request: FhirRequest) -> str:
     return "&".join(f"{name}={value}" for name, value in request.query)
 
 
-def _rewrite_references(
-    router: FhirRouter, uow: UnitOfWork, node: Any, id_map: dict[str, str], path: str
-) -> None:
+@dataclasses.dataclass(frozen=True)
+class Links:
+    """What a transaction's links resolve against: the fullUrls' ids, and for conditional
+    references the database as the Bundle's writes will leave it."""
+
+    router: FhirRouter
+    uow: UnitOfWork
+    id_map: dict[str, str]
+    writes: BundleWrites
+
+
+def _rewrite_references(links: Links, node: Any, path: str) -> None:
     """Replace references to fullUrls (urn:uuid:...) and conditional references in place;
     `path` is where `node` sits (`Observation.subject`), for errors."""
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "reference" and isinstance(value, str):
-                node[key] = _resolve_reference(router, uow, value, id_map, f"{path}.{key}")
+                node[key] = _resolve_reference(links, value, f"{path}.{key}")
             elif isinstance(value, dict | list):
-                _rewrite_references(router, uow, value, id_map, f"{path}.{key}")
+                _rewrite_references(links, value, f"{path}.{key}")
     elif isinstance(node, list):
         for index, item in enumerate(node):
             if isinstance(item, dict | list):
-                _rewrite_references(router, uow, item, id_map, f"{path}[{index}]")
+                _rewrite_references(links, item, f"{path}[{index}]")
 
 
 def _find_ids(
-    router: FhirRouter, uow: UnitOfWork, action: str, rtype: str, criteria: str
+    router: FhirRouter, uow: UnitOfWork, action: str, rtype: str, criteria: str, limit: int = 2
 ) -> list[str]:
     """A condition's matches, looked up before its entry runs (so before the entry is
     authorized): within what the grant would confine `action` on `rtype` to, so that the
@@ -251,20 +262,24 @@ def _find_ids(
     previous = uow.row_filter
     uow.row_filter = router.service.pipeline.condition_filter(uow, Interaction(action, rtype))
     try:
-        return router.service.find_ids(uow, rtype, criteria)
+        return router.service.find_ids(uow, rtype, criteria, limit=limit)
     finally:
         uow.row_filter = previous
 
 
-def _resolve_reference(
-    router: FhirRouter, uow: UnitOfWork, value: str, id_map: dict[str, str], path: str
-) -> str:
-    if value in id_map:
-        return id_map[value]
+def _resolve_reference(links: Links, value: str, path: str) -> str:
+    if value in links.id_map:
+        return links.id_map[value]
     if "?" in value and not value.startswith(("http:", "https:", "urn:")):
         rtype, _, query = value.partition("?")
+        router, uow, writes = links.router, links.uow, links.writes
         try:
-            found = _find_ids(router, uow, "search-type", rtype, query)
+            # The database within the grant's reach (see _find_ids), then what the Bundle
+            # changes there: the resources it writes are the client's own, checked against
+            # the grant when their entries run.
+            stored = _find_ids(router, uow, "search-type", rtype, query,
+                               limit=2 + writes.touched(rtype))  # fmt: skip
+            found = writes.after(rtype, query, stored, uow.ctx.base_url)
         except FhirError as exc:  # a bad criterion: say which reference holds it
             raise type(exc)(
                 f"{path}: conditional reference '{value}': {exc.message}", expression=path
@@ -278,14 +293,7 @@ def _resolve_reference(
     return value
 
 
-def _rewrite_patch(
-    router: FhirRouter,
-    uow: UnitOfWork,
-    operations: list[Any],
-    id_map: dict[str, str],
-    entry: str,
-    rtype: str,
-) -> None:
+def _rewrite_patch(links: Links, operations: list[Any], entry: str, rtype: str) -> None:
     """The JSON Patch of a PATCH entry links to the Bundle too ("all matching links in the
     bundle"): a value set at a `.../reference` path, and `reference` elements inside object
     values, are resolved as in a resource; so are links in elements of the link types (uri,
@@ -300,15 +308,15 @@ def _rewrite_patch(
             value, target = operation["value"], operation.get("path")
             name = f"JSON Patch operation {index} ({target})"
             if isinstance(value, str) and isinstance(target, str) and target.endswith("/reference"):
-                operation["value"] = _resolve_reference(router, uow, value, id_map, name)
+                operation["value"] = _resolve_reference(links, value, name)
                 continue
             if isinstance(value, dict | list):
-                _rewrite_references(router, uow, value, id_map, name)
+                _rewrite_references(links, value, name)
             type_code = pointer_type(rtype, target) if isinstance(target, str) else None
             if type_code in LINK_TYPES and isinstance(value, str):
-                _replace_links([(operation, "value", type_code, name)], id_map)
-            elif type_code is not None and isinstance(value, dict | list) and id_map:
-                _replace_links(typed_elements_in(value, type_code, LINK_TYPES), id_map)
+                _replace_links([(operation, "value", type_code, name)], links.id_map)
+            elif type_code is not None and isinstance(value, dict | list) and links.id_map:
+                _replace_links(typed_elements_in(value, type_code, LINK_TYPES), links.id_map)
     except FhirError as exc:  # the element paths are inside the encoded patch: name the data
         exc.issues = [dataclasses.replace(i, expression=(where,)) for i in exc.issues]
         raise
@@ -342,14 +350,16 @@ def _narrative_link(match: re.Match[str], id_map: dict[str, str]) -> str:
 
 def _refuse_overlapping_targets(
     router: FhirRouter, uow: UnitOfWork, requests: list[FhirRequest]
-) -> None:
+) -> dict[int, list[str]]:
     """Two entries writing the same resource (by id, or by a condition that resolves to it)
     have no defined outcome: refuse them by name rather than fail with a conflict that no
-    retry can clear. Runs after conditional updates have been resolved to their ids."""
+    retry can clear. Runs after conditional updates have been resolved to their ids. The
+    `Type/id` each entry changes, by index."""
     seen: dict[str, int] = {}
+    changes: dict[int, list[str]] = {}
     for i, request in enumerate(requests):
         with _entry_errors(i, request):
-            targets = _write_targets(router, uow, request)
+            changes[i] = targets = _write_targets(router, uow, request)
         for key in targets:
             if key in seen:
                 first = seen[key]
@@ -370,6 +380,7 @@ def _refuse_overlapping_targets(
                     ],
                 )
             seen[key] = i
+    return changes
 
 
 def _write_targets(router: FhirRouter, uow: UnitOfWork, request: FhirRequest) -> list[str]:
