@@ -195,7 +195,7 @@ def test_history_shows_a_resurrecting_put_as_the_create_it_was(
     "200 OK" for it (it guessed from the row: POST or version 1). Whether a version created
     its resource is now stored when it is written; by id, by a conditional update whose
     body names the deleted id, and in a transaction alike. A row written before migration
-    0020 (created NULL) is answered as before."""
+    0022 (created NULL) is answered as before."""
     statuses: dict[str, list[str]] = {}
     ids = []
     for way in ("put", "conditional", "transaction"):

@@ -98,7 +98,7 @@ def _history_entry(base_url: str, v: StoredVersion) -> dict[str, Any]:
     url = v.resource_type if method == "POST" else f"{v.resource_type}/{v.id}"
     entry["request"] = {"method": method, "url": url}
     # `created` is stored with the version (a PUT after a delete is a create too); a row
-    # written before migration 0020 has none, and is answered as the row alone shows.
+    # written before migration 0022 has none, and is answered as the row alone shows.
     created = v.created if v.created is not None else method == "POST" or v.version_id == 1
     status = "201 Created" if created else "200 OK"
     if method == "DELETE":

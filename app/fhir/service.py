@@ -28,13 +28,11 @@ from app.errors import (
     InvalidRequest,
     NotFound,
     PreconditionFailed,
-    ServerError,
 )
 from app.fhir import jsonio, preconditions, storage
 from app.fhir.compartments import CompartmentFilter
 from app.fhir.history import HistoryCursor, history_page, history_query, parse_version_id
 from app.fhir.hooks import Interaction, Pipeline
-from app.fhir.instants import to_instant
 from app.fhir.json_patch import apply_json_patch
 from app.fhir.search import SearchParams, SearchResult, search
 from app.fhir.search.engine import first_ids
@@ -266,7 +264,7 @@ class FhirService:
                 return WriteOutcome(existing, matched_existing=True, content_withheld=not shown)
         validate_resource(body, expected_type=rtype)
         rid = assigned_id or str(uuid.uuid4())
-        version = self._stamp(rtype, rid, body, 1)
+        version = storage.stamp(rtype, rid, body, 1)
         if assigned_id is None or fresh_id:
             storage.stage_insert_current(uow, version)
         elif not storage.try_insert_current(uow, version):
@@ -300,7 +298,7 @@ class FhirService:
         preconditions.check_if_none_match(if_none_match, current)
         if current is None:
             preconditions.check_if_match_absent(if_match, rtype, rid)
-            version = self._stamp(rtype, rid, body, 1)
+            version = storage.stamp(rtype, rid, body, 1)
             if prefetched:  # batched; a concurrent create of the same id fails the commit (409)
                 storage.stage_insert_current(uow, version)
                 self._record(uow, version, "create", method, body)
@@ -313,7 +311,7 @@ class FhirService:
             assert current is not None
             preconditions.check_if_none_match(if_none_match, current)
         preconditions.check_if_match(if_match, current)
-        version = self._stamp(rtype, rid, body, current.version_id + 1)
+        version = storage.stamp(rtype, rid, body, current.version_id + 1)
         if not storage.update_current(uow, version, expected_version=current.version_id):
             raise Conflict(f"{rtype}/{rid} was changed concurrently; retry")
         self._record(uow, version, "update", method, body, resurrects=current.deleted)
@@ -369,7 +367,7 @@ class FhirService:
         # (apply_json_patch refuses an operation that changes resourceType or id)
         patched = apply_json_patch(jsonio.loads(current.content or b"{}"), operations)
         validate_resource(patched, expected_type=rtype, expected_id=rid)
-        version = self._stamp(rtype, rid, patched, current.version_id + 1)
+        version = storage.stamp(rtype, rid, patched, current.version_id + 1)
         if not storage.update_current(uow, version, expected_version=current.version_id):
             raise Conflict(f"{rtype}/{rid} was changed concurrently; retry")
         self._record(uow, version, "update", "PATCH", patched)
@@ -456,22 +454,6 @@ class FhirService:
         return ReindexBatch(len(versions), last, failures)
 
     # ------------------------------------------------------------ internals
-
-    @staticmethod
-    def _stamp(rtype: str, rid: str, body: dict[str, Any], version_id: int) -> StoredVersion:
-        """The stored bytes: the client's JSON, with the id and the server-owned meta set."""
-        last_updated = storage.now_us()
-        meta = dict(body.get("meta") or {})
-        meta.pop("versionId", None)
-        meta.pop("lastUpdated", None)
-        meta = {"versionId": str(version_id), "lastUpdated": to_instant(last_updated), **meta}
-        stored = {"resourceType": rtype, "id": rid, "meta": meta}
-        stored.update((k, v) for k, v in body.items() if k not in stored)
-        try:
-            content = jsonio.dumps(stored)
-        except TypeError as exc:  # cannot happen for parsed JSON; guard against callers' bugs
-            raise ServerError(f"resource is not serializable: {exc}") from exc
-        return StoredVersion(rtype, rid, version_id, last_updated, False, content)
 
     def _record(
         self,

@@ -28,6 +28,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from app.errors import ServerError
+from app.fhir import jsonio
+from app.fhir.instants import to_instant
 from app.fhir.tables import INDEX_TABLES, change_event, resource, resource_history
 
 # The unit of work is reached through this module too (storage.open_unit_of_work ...).
@@ -325,3 +328,19 @@ def _current_values(version: StoredVersion) -> dict[str, Any]:
         "deleted": version.deleted,
         "content": version.content,
     }
+
+
+def stamp(rtype: str, rid: str, body: dict[str, Any], version_id: int) -> StoredVersion:
+    """The stored bytes: the client's JSON, with the id and the server-owned meta set."""
+    last_updated = now_us()
+    meta = dict(body.get("meta") or {})
+    meta.pop("versionId", None)
+    meta.pop("lastUpdated", None)
+    meta = {"versionId": str(version_id), "lastUpdated": to_instant(last_updated), **meta}
+    stored = {"resourceType": rtype, "id": rid, "meta": meta}
+    stored.update((k, v) for k, v in body.items() if k not in stored)
+    try:
+        content = jsonio.dumps(stored)
+    except TypeError as exc:  # cannot happen for parsed JSON; guard against callers' bugs
+        raise ServerError(f"resource is not serializable: {exc}") from exc
+    return StoredVersion(rtype, rid, version_id, last_updated, False, content)

@@ -52,7 +52,7 @@ resource_history = Table(
     Column("method", String(8), nullable=False),  # POST | PUT | PATCH | DELETE
     Column("content", LargeBinary, nullable=True),  # NULL for a delete
     # Whether this version created the resource (POST, update-as-create, a PUT after a
-    # delete): history's 201. NULL in rows written before migration 0020.
+    # delete): history's 201. NULL in rows written before migration 0022.
     Column("created", Boolean, nullable=True),
     Index("ix_history_updated", "last_updated"),
     Index("ix_history_type_updated", "resource_type", "last_updated"),

@@ -8,16 +8,16 @@ write from now on (true for a POST, an update-as-create and a PUT after a delete
 Rows written before stay NULL: history answers them as it did before (201 for a POST or a
 version 1, else 200), so only a resurrection written before this migration still shows 200.
 
-Revision ID: 0020
-Revises: 0019
+Revision ID: 0022
+Revises: 0021
 Create Date: 2026-11-22
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0020"
-down_revision = "0019"
+revision = "0022"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
