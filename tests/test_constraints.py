@@ -429,3 +429,54 @@ def _rows() -> dict[str, list[list[Any]]]:
         (_data_dir() / "constraints.json").read_text(encoding="utf-8")
     )
     return rows
+
+
+def _profile_with_max(max_value: str) -> dict[str, Any]:
+    """A StructureDefinition (a constraint on Composition) whose one differential element has
+    min 1 and this max."""
+    section = {"id": "Composition.section", "path": "Composition.section"}
+    return {
+        "resourceType": "StructureDefinition",
+        "url": "http://example.org/StructureDefinition/sections",
+        "name": "Sections",
+        "status": "draft",
+        "kind": "complex-type",
+        "abstract": False,
+        "type": "Composition",
+        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Composition",
+        "derivation": "constraint",
+        "differential": {
+            "element": [
+                {"id": "Composition", "path": "Composition"},
+                section | {"min": 1, "max": max_value},
+            ]
+        },
+    }
+
+
+def test_a_constraint_the_engine_cannot_evaluate_is_refused_naming_it(
+    client: httpx.Client,
+) -> None:
+    # max of 4,301 zeros: Python's int() refuses strings of more than 4,300 digits
+    # (sys.get_int_max_str_digits), so toInteger() raises inside eld-2 (min <= max) and
+    # eld-3 (max is a number or *). Min 1 > max 0 broke eld-2, yet the resource was accepted
+    # when an engine error skipped the constraint; as the reference validator does, an
+    # invariant that cannot be evaluated is not met.
+    response = client.post(
+        "/StructureDefinition", json=_profile_with_max("0" * 4301), headers=FHIR_JSON
+    )
+    assert response.status_code == 400, response.text
+    path = "StructureDefinition.differential.element[1]"
+    for key in ("eld-2", "eld-3"):
+        found = [i for i in response.json()["issue"] if i["diagnostics"].endswith(f"({key})")]
+        assert len(found) == 1, response.text
+        assert found[0]["code"] == "invariant"
+        assert found[0]["expression"] == [path]
+        assert "could not be evaluated (ValueError)" in found[0]["diagnostics"]
+    # the same element with an ordinary max is accepted: the refusal above is the engine's
+    assert (
+        client.post(
+            "/StructureDefinition", json=_profile_with_max("2"), headers=FHIR_JSON
+        ).status_code
+        == 201
+    )
