@@ -168,9 +168,15 @@ _ORDERING = frozenset({"<", ">", "<=", ">="})
 class Parser:
     """Recursive descent over the FHIRPath subset; anything else raises Unsupported.
 
-    Precedence (FHIRPath): ``.``/``[]`` > ``is``/``as`` > ``|`` > ``<``/``>``/``<=``/``>=``
-    > ``=``/``!=`` > ``in`` > ``and`` > ``or``/``xor`` > ``implies``; ``+`` binds tighter
-    than ``is``/``as``.
+    Precedence: N1's table (``.``/``[]`` > ``+``/``&`` > ``is``/``as`` > ``|`` >
+    ``<``/``>``/``<=``/``>=`` > ``=``/``!=`` > ``in``/``contains`` > ``and`` > ``or``/``xor``
+    > ``implies``), which is the order of the alternatives of ``expression`` in N1's ANTLR
+    grammar (fhirpath.g4: ``#typeExpression`` before ``#unionExpression``), so
+    ``1 > 2 is Boolean`` is ``1 > (2 is Boolean)``. ``is T``/``as T`` is a suffix there, and
+    ANTLR goes on matching operators after it: those that bind tighter (``.``, ``[]``, ``+``,
+    ``&``) take the type expression as their left operand (``x as T.exists()`` is
+    ``(x as T).exists()``, ``x is T + 1`` is ``(x is T) + 1``); a dotted name stops before a
+    function call (``T.exists(`` is not a type name).
     ``x as T`` and ``x.as(T)`` become an ``ofType(T)`` step (the native semantics).
     """
 
@@ -262,10 +268,12 @@ class Parser:
                 node = IsType(node, type_name)
             else:
                 node = _append(node, (Call("ofType", (type_name,)),))
+            # the grammar's loop after a suffix: tighter operators take it as left operand
+            node = self.parse_additive(self.parse_postfix(node))
         return node
 
-    def parse_additive(self) -> Any:
-        node = self.parse_postfix()
+    def parse_additive(self, first: Any = None) -> Any:
+        node = self.parse_postfix() if first is None else first
         while self.peek().text in ("+", "&"):
             op = self.take().text
             node = (Plus if op == "+" else Concat)(node, self.parse_postfix())
@@ -273,7 +281,8 @@ class Parser:
 
     def parse_type_name(self) -> str:
         parts = [self.take_identifier()]
-        while self.peek().text == "." and self.peek(1).kind == "id":
+        # `T.exists()`: the name ends before a function, which applies to the type expression
+        while self.peek().text == "." and self.peek(1).kind == "id" and self.peek(2).text != "(":
             self.take(".")
             parts.append(self.take_identifier())
         return ".".join(parts)
@@ -284,8 +293,8 @@ class Parser:
             raise Unsupported(f"expected a name, got {token.text!r}")
         return str(token.value)
 
-    def parse_postfix(self) -> Any:
-        node = self.parse_term()
+    def parse_postfix(self, term: Any = None) -> Any:
+        node = self.parse_term() if term is None else term
         steps: list[Any] = []
         while True:
             if self.peek().text == ".":
