@@ -17,6 +17,7 @@ from app.fhir.search.fhirpath.parser import (
     And,
     Compare,
     Concat,
+    Empty,
     IsType,
     Literal,
     Logic,
@@ -136,7 +137,7 @@ def _reads_environment(node: Any) -> bool:
 def _input_free(node: Any) -> bool:
     """The node's value does not depend on its input (``$this``): literals, environment
     variables, and paths, operators and functions built on them alone."""
-    if isinstance(node, Literal):
+    if isinstance(node, Literal | Empty):
         return True
     if isinstance(node, Var):
         return node.name in _ENVIRONMENT or node.name == "%ucum"

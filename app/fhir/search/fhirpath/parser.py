@@ -5,6 +5,7 @@ Also the text-level union splitter the search-parameter generator shares."""
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 
@@ -18,7 +19,7 @@ _TOKEN = re.compile(
     | (?P<num>\d+(?:\.\d+)?)
     | (?P<id>[A-Za-z_][A-Za-z0-9_]*|`[^`]+`)
     | (?P<var>%[A-Za-z_][A-Za-z0-9_]*|\$this)
-    | (?P<op>!=|<=|>=|[.()\[\]|=,<>+&])
+    | (?P<op>!=|<=|>=|[.()\[\]{}|=,<>+&])
     """,
     re.VERBOSE,
 )
@@ -60,9 +61,8 @@ def tokenize(expression: str) -> list[Token]:
         if kind == "str":
             value = _unescape(text[1:-1])
         elif kind == "num":
-            if "." in text:
-                raise Unsupported("decimal literal")
-            value = int(text)
+            # a Decimal keeps the literal's precision: 1.50 is written and compared as 1.50
+            value = Decimal(text) if "." in text else int(text)
         elif kind == "id" and text.startswith("`"):
             value = text[1:-1]
         tokens.append(Token(kind, text, value))
@@ -75,6 +75,10 @@ def tokenize(expression: str) -> list[Token]:
 
 class Literal(NamedTuple):
     value: Any
+
+
+class Empty(NamedTuple):
+    """``{}``: the empty collection (N1 "Literals", the grammar's nullLiteral)."""
 
 
 class Var(NamedTuple):
@@ -310,7 +314,7 @@ class Parser:
             elif self.peek().text == "[":
                 self.take()
                 token = self.take()
-                if token.kind != "num":
+                if token.kind != "num" or not isinstance(token.value, int):
                     raise Unsupported("non-literal index")
                 self.take("]")
                 steps.append(Index(token.value))
@@ -327,6 +331,10 @@ class Parser:
         if token.kind in ("str", "num"):
             self.take()
             return Literal(token.value)
+        if token.text == "{":
+            self.take()
+            self.take("}")
+            return Empty()
         if token.kind == "id" and token.text in ("true", "false"):
             self.take()
             return Literal(token.text == "true")
