@@ -34,7 +34,7 @@ from app.fhir.bindings import Target
 from app.fhir.element_tables import load_json
 from app.fhir.search.fhirpath.compiled import Scope, Step
 from app.fhir.search.fhirpath.compiler import compile_node
-from app.fhir.search.fhirpath.evaluation import with_context
+from app.fhir.search.fhirpath.evaluation import bundle_entries, with_context
 from app.fhir.search.fhirpath.model import is_resource_type
 from app.fhir.search.fhirpath.parser import Unsupported, parse
 
@@ -92,7 +92,16 @@ def unchecked() -> dict[str, str]:
     return table().unchecked
 
 
-def constraint_issues(targets: list[Target]) -> list[Issue]:
+def constraint_issues(targets: list[Target], resource: Any = None) -> list[Issue]:
+    """The broken invariants of the kind walk's ``targets`` in ``resource`` (the validated
+    resource: a Bundle's entries are what resolve() finds for a reference to one, ctm-1)."""
+    if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+        with bundle_entries(resource):
+            return _issues(targets)
+    return _issues(targets)
+
+
+def _issues(targets: list[Target]) -> list[Issue]:
     checked = table().checked
     issues: list[Issue] = []
     for node, context, path, root in targets:
