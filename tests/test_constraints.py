@@ -429,3 +429,110 @@ def _rows() -> dict[str, list[list[Any]]]:
         (_data_dir() / "constraints.json").read_text(encoding="utf-8")
     )
     return rows
+
+
+def _profile_with_max(max_value: str) -> dict[str, Any]:
+    """A StructureDefinition (a constraint on Composition) whose one differential element has
+    min 1 and this max."""
+    section = {"id": "Composition.section", "path": "Composition.section"}
+    return {
+        "resourceType": "StructureDefinition",
+        "url": "http://example.org/StructureDefinition/sections",
+        "name": "Sections",
+        "status": "draft",
+        "kind": "complex-type",
+        "abstract": False,
+        "type": "Composition",
+        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Composition",
+        "derivation": "constraint",
+        "differential": {
+            "element": [
+                {"id": "Composition", "path": "Composition"},
+                section | {"min": 1, "max": max_value},
+            ]
+        },
+    }
+
+
+def test_a_constraint_the_engine_cannot_evaluate_is_refused_naming_it(
+    client: httpx.Client,
+) -> None:
+    # max of 4,301 zeros: Python's int() refuses strings of more than 4,300 digits
+    # (sys.get_int_max_str_digits), so toInteger() raises inside eld-2 (min <= max) and
+    # eld-3 (max is a number or *). Min 1 > max 0 broke eld-2, yet the resource was accepted
+    # when an engine error skipped the constraint; as the reference validator does, an
+    # invariant that cannot be evaluated is not met.
+    response = client.post(
+        "/StructureDefinition", json=_profile_with_max("0" * 4301), headers=FHIR_JSON
+    )
+    assert response.status_code == 400, response.text
+    path = "StructureDefinition.differential.element[1]"
+    for key in ("eld-2", "eld-3"):
+        found = [i for i in response.json()["issue"] if i["diagnostics"].endswith(f"({key})")]
+        assert len(found) == 1, response.text
+        assert found[0]["code"] == "invariant"
+        assert found[0]["expression"] == [path]
+        assert "could not be evaluated (ValueError)" in found[0]["diagnostics"]
+    # the same element with an ordinary max is accepted: the refusal above is the engine's
+    assert (
+        client.post(
+            "/StructureDefinition", json=_profile_with_max("2"), headers=FHIR_JSON
+        ).status_code
+        == 201
+    )
+
+
+ORGANIZATION_UUID = "urn:uuid:6e1d3a59-7f2c-4c55-9a53-0c1fe3c1a0f1"
+PRACTITIONER_UUID = "urn:uuid:6e1d3a59-7f2c-4c55-9a53-0c1fe3c1a0f2"
+
+
+def _care_team_bundle(bundle_type: str, member: str) -> dict[str, Any]:
+    """A Bundle holding an Organization, a Practitioner and a CareTeam whose participant
+    acts on behalf of an organization, its member the entry with the ``member`` fullUrl."""
+    care_team = {
+        "resourceType": "CareTeam",
+        "participant": [
+            {"member": {"reference": member}, "onBehalfOf": {"reference": "Organization/o1"}}
+        ],
+    }
+    entries: list[dict[str, Any]] = [
+        {"fullUrl": ORGANIZATION_UUID, "resource": {"resourceType": "Organization", "name": "O"}},
+        {"fullUrl": PRACTITIONER_UUID, "resource": {"resourceType": "Practitioner"}},
+        {"fullUrl": "urn:uuid:6e1d3a59-7f2c-4c55-9a53-0c1fe3c1a0f3", "resource": care_team},
+    ]
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": bundle_type, "entry": entries}
+    if bundle_type == "document":
+        composition = {
+            "resourceType": "Composition",
+            "status": "final",
+            "type": {"text": "care plan"},
+            "date": "2021-03-01",
+            "author": [{"reference": PRACTITIONER_UUID}],
+            "title": "Team",
+        }
+        entries.insert(
+            0, {"fullUrl": "urn:uuid:6e1d3a59-7f2c-4c55-9a53-0c1fe3c1a0f0", "resource": composition}
+        )
+        bundle |= {"identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:1"}}
+        bundle |= {"timestamp": "2021-03-01T10:00:00Z"}
+    return bundle
+
+
+@pytest.mark.parametrize("bundle_type", ["collection", "document"])
+def test_ctm_1_resolves_a_member_that_is_another_entry_of_a_stored_bundle(
+    client: httpx.Client, bundle_type: str
+) -> None:
+    # ctm-1: onBehalfOf only when the member resolves to a Practitioner. A urn:uuid: member
+    # names no type; inside a Bundle it is the entry with that fullUrl (R4 bundle.html,
+    # "Resolving references in Bundles"), here an Organization: ctm-1 is broken. It used to
+    # resolve to nothing, which the expression lets pass, so the Bundle was stored.
+    body = _care_team_bundle(bundle_type, ORGANIZATION_UUID)
+    response = client.post("/Bundle", json=body, headers=FHIR_JSON)
+    assert response.status_code == 400, response.text
+    found = [i for i in response.json()["issue"] if i["diagnostics"].endswith("(ctm-1)")]
+    assert len(found) == 1, response.text
+    care_team = len(body["entry"]) - 1
+    assert found[0]["expression"] == [f"Bundle.entry[{care_team}].resource.participant[0]"]
+    # the same member as the Practitioner's entry is what ctm-1 allows
+    body = _care_team_bundle(bundle_type, PRACTITIONER_UUID)
+    assert client.post("/Bundle", json=body, headers=FHIR_JSON).status_code == 201

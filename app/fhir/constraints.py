@@ -16,10 +16,16 @@ validator checks it (FHIRPathEngine.convertToBoolean: empty is false). The R4 ex
 are empty for valid data (bdl-8 without fullUrl, ras-2 without probability) are corrected in
 the table as the validator corrects them (fhir_profiles/generate_constraints.py). The
 elements are found by the kind walk (app.fhir.bindings), which meets every typed object anyway.
+
+A constraint the engine fails to evaluate (an error inside it, on data of the kinds the walk
+let by) is not met either: the reference validator's InstanceValidator.checkInvariant counts
+an exception from the FHIRPath engine as a failed invariant (an error naming the key), so an
+engine gap can never let an invalid resource in.
 """
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from typing import Any, NamedTuple
 
@@ -28,9 +34,11 @@ from app.fhir.bindings import Target
 from app.fhir.element_tables import load_json
 from app.fhir.search.fhirpath.compiled import Scope, Step
 from app.fhir.search.fhirpath.compiler import compile_node
-from app.fhir.search.fhirpath.evaluation import with_context
+from app.fhir.search.fhirpath.evaluation import bundle_entries, with_context
 from app.fhir.search.fhirpath.model import is_resource_type
 from app.fhir.search.fhirpath.parser import Unsupported, parse
+
+log = logging.getLogger(__name__)
 
 
 class Constraint(NamedTuple):
@@ -84,16 +92,40 @@ def unchecked() -> dict[str, str]:
     return table().unchecked
 
 
-def constraint_issues(targets: list[Target]) -> list[Issue]:
+def constraint_issues(targets: list[Target], resource: Any = None) -> list[Issue]:
+    """The broken invariants of the kind walk's ``targets`` in ``resource`` (the validated
+    resource: a Bundle's entries are what resolve() finds for a reference to one, ctm-1)."""
+    if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+        with bundle_entries(resource):
+            return _issues(targets)
+    return _issues(targets)
+
+
+def _issues(targets: list[Target]) -> list[Issue]:
     checked = table().checked
     issues: list[Issue] = []
     for node, context, path, root in targets:
         for constraint in checked[context]:
             try:
                 result = constraint.test([node], root)
-            except (TypeError, ValueError, ArithmeticError):  # data the kinds check let by
+            except Exception as exc:  # fail closed: an engine error is not a pass
+                log.warning(
+                    "invariant %s at %s could not be evaluated", constraint.key, path, exc_info=True
+                )
+                issues.append(_not_evaluated(constraint, path, exc))
                 continue
             if result != [True]:  # false, or empty (unknown): not met
                 message = f"{path}: {constraint.human} ({constraint.key})"
                 issues.append(Issue("error", "invariant", message, (path,)))
     return issues
+
+
+def _not_evaluated(constraint: Constraint, path: str, exc: Exception) -> Issue:
+    """The refusal of a constraint the engine could not evaluate: its key last, as every
+    invariant issue has it; only the error's class (the message may quote the data; the
+    log has it all)."""
+    message = (
+        f"{path}: {constraint.human}: the constraint could not be evaluated "
+        f"({type(exc).__name__}), so it is not met ({constraint.key})"
+    )
+    return Issue("error", "invariant", message, (path,))

@@ -348,7 +348,7 @@ def _table_issues(resource: dict[str, Any]) -> list[Issue]:
         for path, message in kinds
     )
     if not kinds:  # the invariants read values of the kinds their elements have
-        issues.extend(constraints.constraint_issues(targets))
+        issues.extend(constraints.constraint_issues(targets, resource))
     return issues
 
 

@@ -21,7 +21,9 @@ orderings, ``+`` of counts, ``not()``, ``exists(criteria)``, ``all()``, ``count(
 ``hasValue()``, string tests, ``isDistinct()``, ``select()``, ... (operators.py);
 ``&``, ``contains``, ``combine()``, ``union()``, ``intersect()``, ``exclude()``, ``subsetOf()``,
 ``supersetOf()``, ``children()``, ``descendants()``, ``tail()``,
-``toString()``, ``replaceMatches()``, ``iif()``, ``is T``, ``%context`` (functions.py).
+``toString()``, ``replaceMatches()``, ``iif()``, ``is T``, ``%context`` (functions.py);
+``+`` of numbers and strings (arithmetic.py); decimal literals, ``{}``, and ``=``/``!=`` of
+complex values.
 Types come from fhirpathpy's own R4 model, statically: the compiler knows at each step which
 element types it may see.
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from app.fhir.search.fhirpath import evaluation, functions, operators
+from app.fhir.search.fhirpath import arithmetic, evaluation, functions, operators
 from app.fhir.search.fhirpath.compiled import (
     Compiled,
     Evaluator,
@@ -29,6 +29,7 @@ from app.fhir.search.fhirpath.parser import (
     Call,
     Compare,
     Concat,
+    Empty,
     Field,
     Index,
     IsType,
@@ -65,7 +66,7 @@ def _compile_any(node: Any, scope: Scope) -> Compiled:
     if isinstance(node, Logic):
         return _compile_logic(node, scope)
     if isinstance(node, Plus):
-        return operators.compile_plus(node, scope, compile_node)
+        return arithmetic.compile_plus(node, scope, compile_node)
     if isinstance(node, Concat):
         return functions.compile_concat(node, scope, compile_node)
     if isinstance(node, OnThis):
@@ -77,6 +78,8 @@ def _compile_any(node: Any, scope: Scope) -> Compiled:
     if isinstance(node, Literal):
         value = node.value
         return Compiled(lambda items, root: [value], _literal_types(value))
+    if isinstance(node, Empty):  # {}: no items, so no types (operators.EMPTY)
+        return Compiled(lambda items, root: [], ())
     raise Unsupported(type(node).__name__)
 
 
@@ -87,6 +90,8 @@ def _literal_types(value: Any) -> Types:
         return ("System.Boolean",)
     if isinstance(value, int):
         return ("System.Integer",)
+    if isinstance(value, Decimal):
+        return ("System.Decimal",)
     if isinstance(value, str):
         return ("System.String",)
     return None

@@ -4,11 +4,14 @@ A subexpression that reads only the environment (``%resource``, ``%rootResource`
 ``%context``) and not its input is the same for every item of a loop around it; the compiler
 marks it (:func:`environment_only`) and :func:`once_per_evaluation` keeps its value for the
 evaluation the loop opens (:func:`shared_across_items`), or :func:`with_context` for an
-invariant that reads ``%context``.
+invariant that reads ``%context``. And, while a Bundle's invariants run, its entries by
+fullUrl (:func:`bundle_entries`), which resolve() finds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -17,6 +20,7 @@ from app.fhir.search.fhirpath.parser import (
     And,
     Compare,
     Concat,
+    Empty,
     IsType,
     Literal,
     Logic,
@@ -136,7 +140,7 @@ def _reads_environment(node: Any) -> bool:
 def _input_free(node: Any) -> bool:
     """The node's value does not depend on its input (``$this``): literals, environment
     variables, and paths, operators and functions built on them alone."""
-    if isinstance(node, Literal):
+    if isinstance(node, Literal | Empty):
         return True
     if isinstance(node, Var):
         return node.name in _ENVIRONMENT or node.name == "%ucum"
@@ -152,3 +156,35 @@ def _input_free(node: Any) -> bool:
     if isinstance(node, And | Compare | Logic | Plus | Concat):
         return _input_free(node.left) and _input_free(node.right)
     return False
+
+
+# The resources of the Bundle being validated, by their entries' fullUrl: resolve() in an
+# invariant finds another entry there (R4 bundle.html "Resolving references in Bundles": an
+# absolute reference, urn:uuid: and urn:oid: included, is the entry with that fullUrl).
+_BUNDLE_ENTRIES: ContextVar[dict[str, Any] | None] = ContextVar(
+    "fhirpath_bundle_entries", default=None
+)
+
+
+@contextmanager
+def bundle_entries(resource: Any) -> Iterator[None]:
+    """While the invariants of ``resource``, a Bundle, run: its entries for
+    :func:`bundle_entry`. Only the outermost Bundle's: an entry of a Bundle inside an entry
+    does not resolve (as before: nothing, which ctm-1 lets pass)."""
+    entries: dict[str, Any] = {}
+    for entry in resource.get("entry") or ():
+        if isinstance(entry, dict):
+            url, found = entry.get("fullUrl"), entry.get("resource")
+            if isinstance(url, str) and isinstance(found, dict):
+                entries.setdefault(url, found)  # bdl-7: fullUrls are unique anyway
+    token = _BUNDLE_ENTRIES.set(entries)
+    try:
+        yield
+    finally:
+        _BUNDLE_ENTRIES.reset(token)
+
+
+def bundle_entry(url: str) -> Any:
+    """The resource of the validated Bundle's entry with this fullUrl, or None."""
+    entries = _BUNDLE_ENTRIES.get()
+    return entries.get(url) if entries else None

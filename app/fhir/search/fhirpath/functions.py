@@ -21,6 +21,7 @@ from functools import cache
 from typing import Any
 
 from app.fhir.search.fhirpath.compiled import Compiled, Items, NodeCompiler, Scope, Step, Types
+from app.fhir.search.fhirpath.evaluation import bundle_entry
 from app.fhir.search.fhirpath.model import reference_type
 from app.fhir.search.fhirpath.operators import STRING_TESTS, is_boolean
 from app.fhir.search.fhirpath.parser import (
@@ -233,10 +234,12 @@ def compile_function(
 def resolve_type(items: Items, root: Any) -> Items:
     """resolve() for the invariants, without the store: a local ``#id`` is the contained
     resource itself; any other reference a stand-in of the type it names (``Type/id``, an
-    absolute URL, ``Reference.type``) with no other content; nothing when the type is
-    unknown (a ``urn:uuid:`` or an identifier only), as an unresolvable reference is. Enough
-    for ctm-1 (``member.resolve().iif(empty(), true, ofType(Practitioner).exists())``), the
-    only R4 invariant that resolves; one reading the target's content would need the store."""
+    absolute URL, ``Reference.type``) with no other content; else, inside a Bundle, the entry
+    whose fullUrl it is (a ``urn:uuid:`` of a document's or a transaction's entry:
+    evaluation.bundle_entries); nothing otherwise (an identifier only, a fullUrl no entry
+    has), as an unresolvable reference is. Enough for ctm-1
+    (``member.resolve().iif(empty(), true, ofType(Practitioner).exists())``), the only R4
+    invariant that resolves; one reading a stored target's content would need the store."""
     out: Items = []
     for reference in items:
         if not isinstance(reference, dict):
@@ -252,6 +255,8 @@ def resolve_type(items: Items, root: Any) -> Items:
         found = reference_type(reference, root)
         if found is not None:
             out.append({"resourceType": found})
+        elif isinstance(target, str) and (entry := bundle_entry(target)) is not None:
+            out.append(entry)
     return out
 
 

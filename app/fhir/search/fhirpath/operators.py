@@ -29,13 +29,17 @@ from app.fhir.search.fhirpath.parser import (
     Compare,
     Literal,
     Logic,
-    Plus,
     Union,
     Unsupported,
 )
 
 INTEGER: Types = ("System.Integer",)
+EMPTY: Types = ()  # the static types of {}: no items at all
 QUANTITIES = frozenset({("Quantity",), ("SimpleQuantity",)})
+# Every type whose values are Quantities: equal only in comparable units (_quantities_equal)
+QUANTITY_KINDS = frozenset(
+    {"Quantity", "SimpleQuantity", "Age", "Count", "Distance", "Duration", "MoneyQuantity"}
+)
 BOOLEAN_TYPES = frozenset({"boolean", "System.Boolean"})
 
 
@@ -97,22 +101,11 @@ def _boolean_operands(
 
 
 def is_boolean(compiled: Compiled) -> bool:
-    """A boolean result, or a path to boolean elements (``abstract and ...``)."""
-    return compiled.boolean or bool(compiled.types) and set(compiled.types or ()) <= BOOLEAN_TYPES
-
-
-def compile_plus(node: Plus, scope: Scope, compile_node: NodeCompiler) -> Compiled:
-    """``+`` of two integers (the invariants add counts)."""
-    lhs, rhs = compile_node(node.left, scope), compile_node(node.right, scope)
-    if lhs.types != INTEGER or rhs.types != INTEGER:
-        raise Unsupported("+ of other than integers")
-    lfn, rfn = lhs.fn, rhs.fn
-
-    def plus(items: Items, root: Any) -> Items:
-        a, b = lfn(items, root), rfn(items, root)
-        return [a[0] + b[0]] if len(a) == len(b) == 1 else []
-
-    return Compiled(plus, INTEGER)
+    """A boolean result, a path to boolean elements (``abstract and ...``), or ``{}``
+    (an empty operand is unknown: ``true and {}`` is empty, ``false and {}`` false)."""
+    if compiled.boolean or compiled.types == EMPTY:
+        return True
+    return bool(compiled.types) and set(compiled.types or ()) <= BOOLEAN_TYPES
 
 
 def compile_compare(node: Compare, scope: Scope, compile_node: NodeCompiler) -> Compiled:
@@ -120,7 +113,8 @@ def compile_compare(node: Compare, scope: Scope, compile_node: NodeCompiler) -> 
     # Quantities are compared with Quantities (_quantity_values); = against a literal, or `in`
     # a list of them, is left to fhirpathpy as before (a literal is never a Quantity here)
     quantities = ordering or not (node.op == "in" or isinstance(node.right, Literal))
-    left = _comparable(node.left, scope, compile_node, quantities)
+    equality = node.op in ("=", "!=")
+    left = _comparable(node.left, scope, compile_node, quantities, equality)
     if node.op == "in":
         return _compile_in(left, node.right)
     if isinstance(node.right, Literal):
@@ -144,7 +138,7 @@ def compile_compare(node: Compare, scope: Scope, compile_node: NodeCompiler) -> 
             return [equal is not negate]
 
         return Compiled(compare, None, boolean=True)
-    right = _comparable(node.right, scope, compile_node, quantities)
+    right = _comparable(node.right, scope, compile_node, quantities, equality)
     lfn, rfn = left.fn, right.fn
     op = node.op
     if not ordering and (left.types in QUANTITIES or right.types in QUANTITIES):
@@ -179,17 +173,27 @@ def _compile_in(left: Compiled, right: Any) -> Compiled:
 
 
 def _comparable(
-    node: Any, scope: Scope, compile_node: NodeCompiler, quantities: bool = False
+    node: Any,
+    scope: Scope,
+    compile_node: NodeCompiler,
+    quantities: bool = False,
+    equality: bool = False,
 ) -> Compiled:
     compiled = compile_node(node, scope)
     if compiled.boolean:
         return compiled
     if quantities and compiled.types in QUANTITIES:
         return compiled  # compared in comparable units (_quantity_values; rng-2: low <= high)
-    if compiled.types is None or not all(is_primitive(t) for t in compiled.types):
-        # fhirpathpy compares Quantities and other complex values specially.
-        raise Unsupported("comparison of a non-primitive")
-    return compiled
+    if compiled.types is None:
+        raise Unsupported("comparison of values of unknown types")
+    if all(is_primitive(t) for t in compiled.types):
+        return compiled
+    if equality and not QUANTITY_KINDS.intersection(compiled.types):
+        # N1 "Equality": complex values are equal when all their children are, recursively:
+        # the JSON objects' == (decimals by value: 1.0 = 1.00, as N1 has it for decimals)
+        return compiled
+    # orderings of complex values are errors in N1; Quantities are compared by their units
+    raise Unsupported("comparison of a non-primitive")
 
 
 _DATE_TIME = re.compile(
@@ -208,7 +212,7 @@ def _order(op: str, a: Any, b: Any) -> Items:
             if keys is None:
                 return []
             a, b = keys
-    elif not (_is_number(a) and _is_number(b)):
+    elif not (is_number(a) and is_number(b)):
         return []
     if op == "<":
         return [a < b]
@@ -230,7 +234,7 @@ def _quantities_equal(lfn: Step, rfn: Step, equal: bool) -> Step:
         if len(a) != 1 or len(b) != 1 or not isinstance(a[0], dict):
             return []
         first, second = _quantity_values(a[0], b[0]) if isinstance(b[0], dict) else (None, None)
-        if not (_is_number(first) and _is_number(second)):
+        if not (is_number(first) and is_number(second)):
             return []
         return [(first == second) is equal]
 
@@ -257,12 +261,12 @@ def _in_base_units(quantity: dict[str, Any]) -> tuple[Decimal, str] | None:
     value, code = quantity.get("value"), quantity.get("code")
     if quantity.get("system") != ucum.UCUM_SYSTEM or not isinstance(code, str):
         return None
-    if not _is_number(value):
+    if not is_number(value):
         return None
     return ucum.to_canonical(Decimal(str(value)), code)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, int | Decimal | float) and not isinstance(value, bool)
 
 

@@ -5,6 +5,7 @@ Also the text-level union splitter the search-parameter generator shares."""
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 
@@ -18,7 +19,7 @@ _TOKEN = re.compile(
     | (?P<num>\d+(?:\.\d+)?)
     | (?P<id>[A-Za-z_][A-Za-z0-9_]*|`[^`]+`)
     | (?P<var>%[A-Za-z_][A-Za-z0-9_]*|\$this)
-    | (?P<op>!=|<=|>=|[.()\[\]|=,<>+&])
+    | (?P<op>!=|<=|>=|[.()\[\]{}|=,<>+&])
     """,
     re.VERBOSE,
 )
@@ -60,9 +61,8 @@ def tokenize(expression: str) -> list[Token]:
         if kind == "str":
             value = _unescape(text[1:-1])
         elif kind == "num":
-            if "." in text:
-                raise Unsupported("decimal literal")
-            value = int(text)
+            # a Decimal keeps the literal's precision: 1.50 is written and compared as 1.50
+            value = Decimal(text) if "." in text else int(text)
         elif kind == "id" and text.startswith("`"):
             value = text[1:-1]
         tokens.append(Token(kind, text, value))
@@ -75,6 +75,10 @@ def tokenize(expression: str) -> list[Token]:
 
 class Literal(NamedTuple):
     value: Any
+
+
+class Empty(NamedTuple):
+    """``{}``: the empty collection (N1 "Literals", the grammar's nullLiteral)."""
 
 
 class Var(NamedTuple):
@@ -168,9 +172,15 @@ _ORDERING = frozenset({"<", ">", "<=", ">="})
 class Parser:
     """Recursive descent over the FHIRPath subset; anything else raises Unsupported.
 
-    Precedence (FHIRPath): ``.``/``[]`` > ``is``/``as`` > ``|`` > ``<``/``>``/``<=``/``>=``
-    > ``=``/``!=`` > ``in`` > ``and`` > ``or``/``xor`` > ``implies``; ``+`` binds tighter
-    than ``is``/``as``.
+    Precedence: N1's table (``.``/``[]`` > ``+``/``&`` > ``is``/``as`` > ``|`` >
+    ``<``/``>``/``<=``/``>=`` > ``=``/``!=`` > ``in``/``contains`` > ``and`` > ``or``/``xor``
+    > ``implies``), which is the order of the alternatives of ``expression`` in N1's ANTLR
+    grammar (fhirpath.g4: ``#typeExpression`` before ``#unionExpression``), so
+    ``1 > 2 is Boolean`` is ``1 > (2 is Boolean)``. ``is T``/``as T`` is a suffix there, and
+    ANTLR goes on matching operators after it: those that bind tighter (``.``, ``[]``, ``+``,
+    ``&``) take the type expression as their left operand (``x as T.exists()`` is
+    ``(x as T).exists()``, ``x is T + 1`` is ``(x is T) + 1``); a dotted name stops before a
+    function call (``T.exists(`` is not a type name).
     ``x as T`` and ``x.as(T)`` become an ``ofType(T)`` step (the native semantics).
     """
 
@@ -262,10 +272,12 @@ class Parser:
                 node = IsType(node, type_name)
             else:
                 node = _append(node, (Call("ofType", (type_name,)),))
+            # the grammar's loop after a suffix: tighter operators take it as left operand
+            node = self.parse_additive(self.parse_postfix(node))
         return node
 
-    def parse_additive(self) -> Any:
-        node = self.parse_postfix()
+    def parse_additive(self, first: Any = None) -> Any:
+        node = self.parse_postfix() if first is None else first
         while self.peek().text in ("+", "&"):
             op = self.take().text
             node = (Plus if op == "+" else Concat)(node, self.parse_postfix())
@@ -273,7 +285,8 @@ class Parser:
 
     def parse_type_name(self) -> str:
         parts = [self.take_identifier()]
-        while self.peek().text == "." and self.peek(1).kind == "id":
+        # `T.exists()`: the name ends before a function, which applies to the type expression
+        while self.peek().text == "." and self.peek(1).kind == "id" and self.peek(2).text != "(":
             self.take(".")
             parts.append(self.take_identifier())
         return ".".join(parts)
@@ -284,8 +297,8 @@ class Parser:
             raise Unsupported(f"expected a name, got {token.text!r}")
         return str(token.value)
 
-    def parse_postfix(self) -> Any:
-        node = self.parse_term()
+    def parse_postfix(self, term: Any = None) -> Any:
+        node = self.parse_term() if term is None else term
         steps: list[Any] = []
         while True:
             if self.peek().text == ".":
@@ -301,7 +314,7 @@ class Parser:
             elif self.peek().text == "[":
                 self.take()
                 token = self.take()
-                if token.kind != "num":
+                if token.kind != "num" or not isinstance(token.value, int):
                     raise Unsupported("non-literal index")
                 self.take("]")
                 steps.append(Index(token.value))
@@ -318,6 +331,10 @@ class Parser:
         if token.kind in ("str", "num"):
             self.take()
             return Literal(token.value)
+        if token.text == "{":
+            self.take()
+            self.take("}")
+            return Empty()
         if token.kind == "id" and token.text in ("true", "false"):
             self.take()
             return Literal(token.text == "true")
