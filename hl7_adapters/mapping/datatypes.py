@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hl7_adapters.mapping import identifiers as ids
+from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import Where, val
 from hl7_adapters.values import Repetition
@@ -152,14 +153,13 @@ def cx_identifier(rep: Repetition, where: Where, default_type: str = "") -> JSON
     if not value:
         return None
     hd = (val(rep, 4, 1), val(rep, 4, 2), val(rep, 4, 3))
-    start = where.datetime(val(rep, 7), 7)
-    end = where.datetime(val(rep, 8), 8)
+    period = periods.period(where, val(rep, 7), where, val(rep, 8), (7, 8))
     return compact(
         {
             "type": identifier_type(val(rep, 5) or default_type, where),
             "system": ids.hd_system(*hd),
             "value": value,
-            "period": compact({"start": start, "end": end}) or None,
+            "period": period or None,
             "assigner": ids.assigner(*hd),
         }
     )
@@ -199,10 +199,7 @@ def ei_identifier(rep: Repetition | None, type_code: str = "") -> JSON | None:
 
 
 def _period(where: Where, start: str, end: str, component: int) -> JSON | None:
-    return (
-        compact({"start": where.datetime(start, component), "end": where.datetime(end, component)})
-        or None
-    )
+    return periods.period(where, start, where, end, (component, component)) or None
 
 
 def human_name(rep: Repetition, where: Where, name_type: int = 7) -> JSON | None:

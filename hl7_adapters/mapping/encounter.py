@@ -25,6 +25,7 @@ from typing import Any
 from hl7_adapters.er7 import Message
 from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
+from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping import visit_tables as vt
 from hl7_adapters.mapping.context import MapContext, PatientRef, Where, first, val
@@ -118,11 +119,9 @@ def plan_encounter(
     locations = _locations(ctx, pv1, klass_code, with_status=mode == "upsert")
     if locations:
         resource["location"] = locations
-    period = {
-        "start": at.sub(44).datetime(val(first(pv1, 44))),
-        "end": at.sub(45).datetime(val(first(pv1, 45))),
-    }
-    period = {k: v for k, v in period.items() if v}
+    # an A13 cancels the discharge: its PV1-45 is the end being taken back (see below)
+    discharged = "" if trigger == "A13" else val(first(pv1, 45))
+    period = periods.period(at.sub(44), val(first(pv1, 44)), at.sub(45), discharged)
     if period:
         resource["period"] = period
     hospitalization = _hospitalization(ctx, pv1, at)
@@ -139,7 +138,12 @@ def plan_encounter(
 
 # What a discharge (A03) wrote that a cancel discharge (A13) takes back (IG ADT_A13: the
 # Encounter is in progress again, without discharge disposition or end of period).
-DISCHARGE_ELEMENTS = (("period", "end"), ("hospitalization", "dischargeDisposition"))
+# (``period._end``: the end's originalText, when it was kept at PV1-44's precision, periods.py)
+DISCHARGE_ELEMENTS = (
+    ("period", "end"),
+    ("period", "_end"),
+    ("hospitalization", "dischargeDisposition"),
+)
 
 
 def _cancel_discharge(resource: JSON) -> frozenset[str]:

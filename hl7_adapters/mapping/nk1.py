@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
+from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, Where, first, val
 from hl7_adapters.mapping.patient import language_concept, ssn_identifier
@@ -88,11 +89,7 @@ def _telecom(nk1: Segment, at: Where, fields: tuple[tuple[int, str | None], ...]
 
 
 def _period(nk1: Segment, at: Where) -> JSON:
-    period = {
-        "start": at.sub(8).date(val(first(nk1, 8))),
-        "end": at.sub(9).date(val(first(nk1, 9))),
-    }
-    return {k: v for k, v in period.items() if v}
+    return periods.period(at.sub(8), val(first(nk1, 8)), at.sub(9), val(first(nk1, 9)), dates=True)
 
 
 def _patient_contact(ctx: MapContext, nk1: Segment) -> JSON:

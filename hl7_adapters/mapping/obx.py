@@ -42,6 +42,7 @@ from decimal import Decimal
 from typing import Any
 
 from hl7_adapters.mapping import datatypes as dt
+from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import Where, first, val
 from hl7_adapters.mapping.numbers import decimal, json_number
@@ -185,8 +186,7 @@ def one_value(kind: str, rep: Repetition, where: Where, unit: JSON) -> tuple[str
             where.warn(102, f"OBX-5: '{val(rep, 1)}' is not a valid time; left out", 1)
         return ("valueTime", time) if time else None
     if kind == "DR":
-        start, end = where.datetime(val(rep, 1), 1), where.datetime(val(rep, 2), 2)
-        period = {k: v for k, v in (("start", start), ("end", end)) if v}
+        period = periods.period(where, val(rep, 1), where, val(rep, 2), (1, 2))
         return ("valuePeriod", period) if period else None
     if kind == "NR":
         low, high = decimal(val(rep, 1)), decimal(val(rep, 2))

@@ -30,6 +30,7 @@ from hl7_adapters.ack import AckError
 from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import obx as ox
+from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.adt import PatientRef, plan_encounter, plan_patient, practitioner_ref
 from hl7_adapters.mapping.context import MapContext, Where, first, new_full_url, val
@@ -235,9 +236,9 @@ def _diagnostic_report(
     resource["subject"] = {"reference": group.patient.full_url}
     if group.encounter:
         resource["encounter"] = {"reference": group.encounter}
-    end = at.sub(8).datetime(val(first(obr, 8)))
-    if start and end:
-        resource["effectivePeriod"] = {"start": start, "end": end}
+    span = periods.period(at.sub(7), val(first(obr, 7)), at.sub(8), val(first(obr, 8)))
+    if "start" in span and "end" in span:
+        resource["effectivePeriod"] = span
     elif start:
         resource["effectiveDateTime"] = start
     issued = at.sub(22).instant(val(first(obr, 22)))
