@@ -30,6 +30,7 @@ from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping import visit_tables as vt
 from hl7_adapters.mapping.context import MapContext, PatientRef, Where, first, val
 from hl7_adapters.mapping.locations import plan_location
+from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.mapping.numbers import decimal, json_number
 from hl7_adapters.mapping.plan import Mode
 from hl7_adapters.values import Segment
@@ -81,15 +82,14 @@ def plan_encounter(
             )
         return None
     klass_code = val(first(pv1, 2)).upper()
-    klass = t.PATIENT_CLASS_0004.get(klass_code)
+    klass = look_up(
+        t.PATIENT_CLASS_0004,
+        klass_code,
+        at.sub(2),
+        "PV1-2 patient class '{code}' is not in HL7 table 0004; Encounter.class set to U (unknown)",
+        empty="PV1-2 patient class is empty; Encounter.class set to U (unknown)",
+    )
     if klass is None:
-        at.sub(2).warn(
-            103 if klass_code else 101,
-            f"PV1-2 patient class '{klass_code}' is not in HL7 table 0004; "
-            "Encounter.class set to U (unknown)"
-            if klass_code
-            else "PV1-2 patient class is empty; Encounter.class set to U (unknown)",
-        )
         klass, klass_code = t.PATIENT_CLASS_0004["U"], "U"
     resource: JSON = {
         "resourceType": "Encounter",
@@ -233,9 +233,9 @@ def _bed_status(ctx: MapContext, pv1: Segment, place: Any) -> JSON | None:
     code = val(first(pv1, 40)).upper()
     if not code or place is None or not (val(place, 2) or val(place, 3)):
         return None
-    found = vt.BED_STATUS_0116.get(code)
+    unknown = "PV1-40: '{code}' is not in HL7 table 0116; left out"
+    found = look_up(vt.BED_STATUS_0116, code, ctx.at(pv1, 40), unknown)
     if found is None:
-        ctx.at(pv1, 40).warn(103, f"PV1-40: '{code}' is not in HL7 table 0116; left out")
         return None
     return found._asdict()
 
@@ -310,7 +310,7 @@ def _protection(where: Where, flag: str) -> JSON | None:
     """PV2-22 (Y/N, HL7 table 0136) -> a meta.security Coding (IG ID[Coding])."""
     if not flag:
         return None
-    if flag not in t.YES_NO_0136:
-        where.warn(103, f"PV2-22: '{flag}' is not Y or N (HL7 table 0136); left out")
+    unknown = "PV2-22: '{code}' is not Y or N (HL7 table 0136); left out"
+    if look_up(t.YES_NO_0136, flag, where, unknown) is None:
         return None
     return {"system": vt.PROTECTION_SYSTEM, "code": flag}

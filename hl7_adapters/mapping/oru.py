@@ -34,6 +34,7 @@ from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.adt import PatientRef, plan_encounter, plan_patient, practitioner_ref
 from hl7_adapters.mapping.context import MapContext, Where, first, new_full_url, val
+from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.mapping.pcd import Entry, arrange, is_pcd
 from hl7_adapters.mapping.specimen import plan_specimen
 from hl7_adapters.values import Segment
@@ -256,10 +257,10 @@ def _diagnostic_report(
 
 def _report_status(where: Where, code: str, statuses: list[str]) -> str:
     if code:
-        found = t.RESULT_STATUS_0123.get(code.upper())
+        unknown = "OBR-25: '{code}' is not in HL7 table 0123; status derived from OBX-11"
+        found = look_up(t.RESULT_STATUS_0123, code, where, unknown)
         if found:
             return found
-        where.warn(103, f"OBR-25: '{code}' is not in HL7 table 0123; status derived from OBX-11")
     kinds = set(statuses) - {"unknown"}
     if not kinds:
         return "unknown"
