@@ -6,11 +6,12 @@ precisions, e.g. PV1-44 ``20261122`` (a day) with PV1-45 ``202611221530-0500`` (
 FHIRPath compares such values only as far as both go: when they agree that far (the same
 day) the answer is empty, "unknown", and the store refuses an invariant that is not true
 (app/fhir/constraints.py, the reference validator's rule), so the whole message would be AE.
-R5 rewrote per-1 as ``start.lowBoundary() <= end.highBoundary()``, which accepts the pair;
-R4 has no such reading. So, only in that case, the more precise end is stored at the other
-end's precision (``2026-11-22``: the same day, still true, and then start = end) and the
-value as sent is kept on it in the core extension ``originalText`` (``_end``), with a
-warning in the ACK. Pairs FHIRPath can order (other days, both with a time) stay as sent.
+The current FHIR build (after R5) states per-1 as ``start.lowBoundary() <=
+end.highBoundary()``, which accepts the pair; R4's expression has no such reading. So, only
+in that case, the more precise end is stored at the other end's precision (``2026-11-22``:
+the same day, still true, and then start = end) and the value as sent is kept on it in the
+core extension ``originalText`` (``_end``), with a warning in the ACK. Pairs FHIRPath can
+order (other days, both with a time) stay as sent.
 """
 
 from __future__ import annotations
