@@ -237,7 +237,8 @@ def _diagnostic_report(
     resource["subject"] = {"reference": group.patient.full_url}
     if group.encounter:
         resource["encounter"] = {"reference": group.encounter}
-    span = periods.period(at.sub(7), val(first(obr, 7)), at.sub(8), val(first(obr, 8)))
+    ended = val(first(obr, 8))  # without OBR-8 there is no period (OBR-7 is `start` already)
+    span = periods.period(at.sub(7), val(first(obr, 7)), at.sub(8), ended) if ended else {}
     if "start" in span and "end" in span:
         resource["effectivePeriod"] = span
     elif start:

@@ -36,6 +36,8 @@ def period(
 
     ``components``: where each end sits in its field (the ERR location of a bad value);
     ``dates``: the ends are DT (FHIR date, any time dropped)."""
+    if not (start_sent or end_sent):  # most fields are empty: the common case, at once
+        return {}
     ends = []
     for at, sent, component in ((start_at, start_sent, components[0]),
                                 (end_at, end_sent, components[1])):  # fmt: skip
