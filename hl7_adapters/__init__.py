@@ -15,7 +15,8 @@ Into the server:
 * ``mapping``    message -> the FHIR resources it asks for (pure; the v2-to-FHIR IG tables)
 * ``ingest``     bytes -> ACK: duplicates, mapping, ``apply`` (through the one door), the
                  message ``store``, audit, Provenance, in one transaction; ACK after commit
-                 (``outcomes``: how a message ended); reprocess and re-apply
+                 (``outcomes``: how a message ended); reprocess and re-apply. ``apply``'s
+                 A40 steps are ``merging``; what it takes and gives, ``applied``
 * ``repoint``    A40: what was filed under the retired Patient moves to the survivor
 * ``feeds``      the MLLP listener in ``serve``; ``router`` POST /hl7/v2; ``commands`` the CLI
 

@@ -24,9 +24,10 @@ is looked up, and locked, only then (hl7_adapters/locks.py).
 
 Patients follow FHIR's Patient.link: a merge (A40) retires a Patient (``active: false``,
 ``link`` replaced-by the survivor), the survivor gets ``link`` replaces, and what referred to
-the retired one is moved to the survivor (repoint.py). A match that finds a retired Patient
-follows replaced-by to the survivor, so later messages naming the old identifier land on the
-survivor; such a redirected upsert keeps the survivor's identifiers.
+the retired one is moved to the survivor (the steps: merging.py; the move: repoint.py). A
+match that finds a retired Patient follows replaced-by to the survivor, so later messages
+naming the old identifier land on the survivor; such a redirected upsert keeps the
+survivor's identifiers.
 
 Then one Provenance names every resource the message wrote (target, versioned), the message
 in the store (entity.what.identifier) and the feed (agent).
@@ -40,9 +41,7 @@ found by its match, and a message never reads back the time it is writing.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import FhirError, Gone, NotFound
@@ -50,29 +49,24 @@ from app.fhir import jsonio
 from app.fhir.service import FhirService, WriteOutcome
 from app.fhir.storage import StoredVersion, UnitOfWork
 from hl7_adapters.ack import AckError
+from hl7_adapters.applied import Applied, ApplyError, MessageRef
 from hl7_adapters.edits import (
     CONTROL_CHARACTERS,
     UnresolvedReference,
-    add_replaces,
     fhir_strings,
-    link,
     merge_elements,
-    merge_error,
-    placeholder_patient,
-    remerge_error,
     replaced_by,
-    replaces,
-    retire,
     rewrite,
     shown,
     stale_warning,
     without_server_elements,
 )
-from hl7_adapters.locks import patient_keys, planned_key, try_lock_keys
+from hl7_adapters.locks import planned_key, try_lock_keys
 from hl7_adapters.lookahead import Lookahead
-from hl7_adapters.mapping.plan import MappingResult, Merge, Planned
+from hl7_adapters.mapping.plan import MappingResult, Planned
+from hl7_adapters.merging import MergeSteps
 from hl7_adapters.provenance import provenance_body
-from hl7_adapters.repoint import MAX_MOVED, move_referrers
+from hl7_adapters.repoint import MAX_MOVED
 from hl7_adapters.tables import CLOCKS_OF, PG_CLOCKS, sqlite_clock_upsert
 
 JSON = dict[str, Any]
@@ -85,36 +79,6 @@ PATIENT_REFERENCES = ("subject", "patient")  # where a mapped resource names its
 def _patient_id(reference: Any) -> str | None:
     ref = reference.get("reference", "") if isinstance(reference, dict) else ""
     return ref.removeprefix("Patient/") if ref.startswith("Patient/") else None
-
-
-class ApplyError(Exception):
-    """The message cannot be applied as mapped (an ambiguous match, an unknown survivor):
-    AE with this error. Raised before anything is committed; the unit rolls back."""
-
-    def __init__(self, error: AckError) -> None:
-        super().__init__(error.text)
-        self.error = error
-
-
-@dataclass(frozen=True)
-class MessageRef:
-    """What the Provenance says about the message and its sender."""
-
-    id: str  # the message store id
-    code: str  # MSH-9.1
-    trigger: str  # MSH-9.2
-    control_id: str
-    sending_application: str
-    sending_facility: str
-
-
-@dataclass
-class Applied:
-    produced: list[str] = field(default_factory=list)  # Type/id/_history/n, in write order
-    resolved: dict[str, str] = field(default_factory=dict)  # full_url -> Type/id
-    patients: list[str] = field(default_factory=list)  # Patient ids the message concerns
-    warnings: list[AckError] = field(default_factory=list)
-    provenance_id: str | None = None
 
 
 class Applier:
@@ -148,7 +112,7 @@ class Applier:
         return run.applied
 
 
-class _Run:
+class _Run(MergeSteps):
     """One message being applied: its resolved references, cache of what it read, output."""
 
     def __init__(
@@ -313,90 +277,6 @@ class _Run:
             seen.add(successor)
             pid = successor
         return pid
-
-    # ------------------------------------------------------------ merges (A40)
-
-    def merge(self, m: Merge) -> None:
-        survivor = self._merge_survivor(m)
-        placeholder_made = False
-        retired = self.service.find_ids(self.uow, "Patient", m.retired, limit=10)
-        if survivor in retired:  # PID and MRG name one patient (also: a merge reversed)
-            raise ApplyError(merge_error(m, "names the surviving patient (PID-3) itself"))
-        for rid in retired:  # merged before into someone else: a contradiction (edits.py)
-            if (earlier := self._survivor(rid)) not in (rid, survivor):
-                raise ApplyError(remerge_error(m, self._body("Patient", earlier)[1]))
-        if not retired:
-            placeholder = placeholder_patient(m.retired)
-            if placeholder is None:
-                self.applied.warnings.append(
-                    merge_error(m, "matches no patient; nothing retired", "W", 204)
-                )
-                return
-            # The retired record never reached us: keep its identifier, pointing at the
-            # survivor, so that later messages naming it still land on the survivor.
-            placeholder["link"] = [link(survivor, "replaced-by")]
-            outcome = self.service.create(self.uow, "Patient", placeholder)
-            self._wrote(None, outcome)
-            retired = [outcome.version.id]
-            text = "is not known; an inactive Patient carrying it now points at the survivor"
-            self.applied.warnings.append(merge_error(m, text, "W", 204))
-            placeholder_made = True  # a new record: nothing refers to it yet
-        else:
-            retired = self._retire(retired, survivor)
-        self._edit("Patient", survivor, functools.partial(add_replaces, retired=retired))
-        self._note_patient(survivor)
-        if not placeholder_made:
-            self._move_referrers(m, retired, survivor)
-
-    def _move_referrers(self, m: Merge, retired: list[str], survivor: str) -> None:
-        """What was filed under the retired patients now names the survivor (repoint.py)."""
-        version = self._body("Patient", survivor)[0].version_id
-        moved, warnings = move_referrers(
-            self.service, self.uow, m, retired, (survivor, version), self._edit,
-            self._moves_left, self.message.id,
-        )  # fmt: skip
-        self._moves_left -= moved
-        self.applied.warnings.extend(warnings)
-
-    def _retire(self, retired: list[str], survivor: str) -> list[str]:
-        """Retire each patient into `survivor` and keep every chain one hop long: a patient
-        merged earlier into a retired one (B into A, now A into C) points at the survivor
-        too. Returns every patient the survivor now replaces."""
-        records = [self._body("Patient", rid)[1] for rid in retired]  # lock them (locks.py)
-        records += [self._body("Patient", o)[1] for r in records for o in replaces(r)]
-        try_lock_keys(self.uow, patient_keys(records))
-        replaced = list(retired)
-        for rid in retired:
-            _, body = self._body("Patient", rid)
-            absorbed = replaces(body)
-            self._edit("Patient", rid, functools.partial(retire, survivor=survivor))
-            for other in absorbed:
-                if other != survivor and other not in replaced:
-                    self._edit("Patient", other, functools.partial(retire, survivor=survivor))
-                    replaced.append(other)
-        return replaced
-
-    def _merge_survivor(self, m: Merge) -> str:
-        """The Patient the PID names, after following merges: a PID naming a patient that
-        was itself merged into another merges into that one (as every message naming a
-        retired identifier lands on its survivor), with a warning."""
-        pair = m.origin[1] if m.origin else 1  # the n-th PID/MRG pair: PID n, MRG n
-        survivor_ref = self.applied.resolved.get(m.survivor_full_url or "")
-        if survivor_ref is not None:
-            survivor = survivor_ref.split("/", 1)[1]
-        else:
-            found = self._find("Patient", m.survivor)
-            if found is None:
-                text = f"the surviving patient {shown(m.survivor)} is not known"
-                raise ApplyError(AckError(204, text, "E", "PID", pair, 3))
-            survivor = found[0]
-        if survivor not in self.service.find_ids(self.uow, "Patient", m.survivor, limit=10):
-            text = (
-                f"PID-3 {shown(m.survivor)} was itself merged into another patient; "
-                "merged into that surviving patient"
-            )
-            self.applied.warnings.append(AckError(0, text, "W", "PID", pair, 3))
-        return survivor
 
     def _edit(self, rtype: str, rid: str, change: Callable[[JSON], JSON]) -> bool:
         """Update a resource with `change` applied (If-Match); False if nothing changed."""

@@ -52,7 +52,8 @@ from hl7_adapters.ack import (
     build_unreadable_ack,
     split_first,
 )
-from hl7_adapters.apply import Applied, Applier, MessageRef
+from hl7_adapters.applied import Applied, MessageRef
+from hl7_adapters.apply import Applier
 from hl7_adapters.batch_ack import batch_ack
 from hl7_adapters.er7 import Hl7ParseError, Message, parse_batch, parse_messages
 from hl7_adapters.locks import LocksNeeded, lock_keys, plan_keys

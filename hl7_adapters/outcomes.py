@@ -12,7 +12,7 @@ import sqlalchemy.exc
 from app.errors import FhirError
 from app.fhir.instants import parse_instant
 from hl7_adapters.ack import AckError, Outcome
-from hl7_adapters.apply import ApplyError
+from hl7_adapters.applied import ApplyError
 from hl7_adapters.er7 import Message
 from hl7_adapters.mapping.plan import MappingResult
 

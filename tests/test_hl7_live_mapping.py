@@ -294,3 +294,68 @@ def test_an_adt_token_without_observation_still_gets_its_admissions_in(
     assert ("207", "W") in {(code, severity) for _, code, severity in err_fields(answer)}
     [patient] = search(client, "Patient", identifier=mrn)
     assert search(client, "Observation", subject=f"Patient/{patient['id']}") == []
+
+
+ORIGINAL_TEXT = "http://hl7.org/fhir/StructureDefinition/originalText"
+
+
+@pytest.mark.parametrize(
+    ("f44", "f45", "period", "warned_at"),
+    [
+        # a day and a minute of that day: per-1 could not order them (AE before); the end
+        # takes the day's precision and keeps the value as sent in originalText
+        (
+            "20261122",
+            "202611221530-0500",
+            {
+                "start": "2026-11-22",
+                "end": "2026-11-22",
+                "_end": {"extension": [{"url": ORIGINAL_TEXT, "valueString": "202611221530-0500"}]},
+            },
+            "PV1^1^45",
+        ),
+        # the other way round: the admit time is the finer one
+        (
+            "202611220815-0500",
+            "20261122",
+            {
+                "start": "2026-11-22",
+                "_start": {
+                    "extension": [{"url": ORIGINAL_TEXT, "valueString": "202611220815-0500"}]
+                },
+                "end": "2026-11-22",
+            },
+            "PV1^1^44",
+        ),
+        # other days compare: both kept as sent, no warning
+        (
+            "20261121",
+            "202611221530-0500",
+            {"start": "2026-11-21", "end": "2026-11-22T15:30:00-05:00"},
+            None,
+        ),
+    ],
+)
+def test_a_discharge_of_mixed_precision_on_the_admission_day_is_accepted(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+    f44: str,
+    f45: str,
+    period: dict,  # type: ignore[type-arg]
+    warned_at: str | None,
+) -> None:
+    mrn, visit = unique_id("P"), unique_id("V")
+    admit = visit_fields(visit, f44=f44)
+    assert msa(post(hl7, adt("A01", unique_id(), mrn, "20261122081500", admit)).content)[0] == "AA"
+    discharge = post(hl7, adt("A03", unique_id(), mrn, "20261122153000", {**admit, 45: f45}))
+    assert msa(discharge.content)[0] == "AA", discharge.content
+    warnings = [e for e in err_fields(discharge.content) if e[0] == (warned_at or "PV1^1^45")]
+    assert warnings == ([(warned_at, "0", "W")] if warned_at else [])
+    stored = encounter(client, visit)
+    assert stored["status"] == "finished"
+    assert stored["period"] == period
+    # a cancel discharge takes the end back with the value as sent
+    a13 = adt("A13", unique_id(), mrn, "20261122160000", visit_fields(visit))
+    assert msa(post(hl7, a13).content)[0] == "AA"
+    after = encounter(client, visit)["period"]
+    assert "end" not in after and "_end" not in after

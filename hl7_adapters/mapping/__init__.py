@@ -6,6 +6,8 @@ STU1) field by field; each module names the IG maps it implements:
 * ``tables``      code tables (gender, marital status, patient class, events, flags, statuses)
 * ``identifiers`` identifier systems from assigning authorities, match queries
 * ``datatypes``   CX, EI, XPN, XAD, XTN, CWE, XCN; ``locations`` PL -> the Location hierarchy
+                  ``periods``: a Period from two timestamps that R4's per-1 can order
+                  ``lookups``: a code looked up in an HL7 table, unknown -> ERR 103 (W)
 * ``patient``     PID -> Patient (and the Patient match rule, nulls); ``demographics``
                   PID-10/22 (Observations) and PID-23/26/28 (Patient extensions)
 * ``adt``         ADT A01/A02/A03/A04/A05/A08/A11/A13/A28/A31, A40 merges (``nk1``: NK1;

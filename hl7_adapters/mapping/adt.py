@@ -33,6 +33,7 @@ from hl7_adapters.mapping.context import MapContext, PatientRef, first, val
 from hl7_adapters.mapping.demographics import plan_mother, plan_observations
 from hl7_adapters.mapping.dg1 import map_diagnoses
 from hl7_adapters.mapping.encounter import plan_encounter, practitioner_ref
+from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.mapping.nk1 import map_next_of_kin
 from hl7_adapters.mapping.patient import build_patient, patient_match
 from hl7_adapters.mapping.plan import Merge, Mode
@@ -145,15 +146,15 @@ def _allergy(ctx: MapContext, al1: Segment, patient: PatientRef) -> None:
     }
     kind = val(first(al1, 2)).upper()
     if kind:
-        if kind not in t.ALLERGEN_CODES_0127:
-            at.sub(2).warn(103, f"AL1-2: '{kind}' is not in HL7 table 0127")
+        look_up(t.ALLERGEN_CODES_0127, kind, at.sub(2), "AL1-2: '{code}' is not in HL7 table 0127")
         if kind in t.ALLERGY_TYPE_0127:
             resource["type"] = t.ALLERGY_TYPE_0127[kind]
         if kind in t.ALLERGEN_CATEGORY_0127:
             resource["category"] = [t.ALLERGEN_CATEGORY_0127[kind]]
     severity = val(first(al1, 4)).upper()
-    if severity and severity not in t.ALLERGY_SEVERITY_CODES_0128:
-        at.sub(4).warn(103, f"AL1-4: '{severity}' is not in HL7 table 0128")
+    if severity:
+        unknown = "AL1-4: '{code}' is not in HL7 table 0128"
+        look_up(t.ALLERGY_SEVERITY_CODES_0128, severity, at.sub(4), unknown)
     if severity in t.ALLERGY_CRITICALITY_0128:
         resource["criticality"] = t.ALLERGY_CRITICALITY_0128[severity]
     manifestations = [{"text": text} for _, rep in at.sub(5).reps() if (text := at.text(rep))]

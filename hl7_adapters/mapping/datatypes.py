@@ -17,8 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from hl7_adapters.mapping import identifiers as ids
+from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import Where, val
+from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.values import Repetition
 
 _HL7_TABLE = re.compile(r"HL7(\d{4})")
@@ -99,11 +101,6 @@ def _concept(part: Callable[[int], str], table: str) -> JSON | None:
     return result or None
 
 
-def code_of(rep: Repetition | None) -> str:
-    """CWE.1 (or an ID/IS value) as the v2 code to look up in a table."""
-    return val(rep, 1).upper()
-
-
 def mapped_concept(
     rep: Repetition | None, table: dict[str, t.Code], v2_table: str, where: Where
 ) -> JSON | None:
@@ -113,11 +110,10 @@ def mapped_concept(
     """
     if rep is None:
         return None
-    code = code_of(rep)
     original = val(rep, 1)
-    target = table.get(code)
+    unknown = "{name}: '{code}' is not in HL7 table " + v2_table
+    target = look_up(table, original, where, unknown)
     if target is None:
-        where.warn(103, f"{where.name()}: '{original}' is not in HL7 table {v2_table}")
         text = val(rep, 9) or val(rep, 2) or original
         return {"text": text} if text else None
     codings = [
@@ -138,9 +134,9 @@ def identifier_type(code: str, where: Where) -> JSON | None:
     code = code.strip()
     if not code:
         return None
-    display = t.IDENTIFIER_TYPE_0203.get(code.upper())
+    unknown = "{name}: identifier type '{code}' is not in HL7 table 0203"
+    display = look_up(t.IDENTIFIER_TYPE_0203, code, where, unknown)
     if display is None:
-        where.warn(103, f"{where.name()}: identifier type '{code}' is not in HL7 table 0203")
         return {"text": code}
     return {"coding": [{"system": t.V2 + "0203", "code": code.upper(), "display": display}]}
 
@@ -152,14 +148,13 @@ def cx_identifier(rep: Repetition, where: Where, default_type: str = "") -> JSON
     if not value:
         return None
     hd = (val(rep, 4, 1), val(rep, 4, 2), val(rep, 4, 3))
-    start = where.datetime(val(rep, 7), 7)
-    end = where.datetime(val(rep, 8), 8)
+    period = periods.period(where, val(rep, 7), where, val(rep, 8), (7, 8))
     return compact(
         {
             "type": identifier_type(val(rep, 5) or default_type, where),
             "system": ids.hd_system(*hd),
             "value": value,
-            "period": compact({"start": start, "end": end}) or None,
+            "period": period or None,
             "assigner": ids.assigner(*hd),
         }
     )
@@ -199,10 +194,7 @@ def ei_identifier(rep: Repetition | None, type_code: str = "") -> JSON | None:
 
 
 def _period(where: Where, start: str, end: str, component: int) -> JSON | None:
-    return (
-        compact({"start": where.datetime(start, component), "end": where.datetime(end, component)})
-        or None
-    )
+    return periods.period(where, start, where, end, (component, component)) or None
 
 
 def human_name(rep: Repetition, where: Where, name_type: int = 7) -> JSON | None:
@@ -221,11 +213,9 @@ def human_name(rep: Repetition, where: Where, name_type: int = 7) -> JSON | None
     use = None
     code = val(rep, name_type).upper()
     if code:
-        use = t.NAME_USE_0200.get(code)
-        if use is None and code not in t.NAME_CODES_0200:
-            where.warn(
-                103, f"{where.name()}: name type '{code}' is not in HL7 table 0200", name_type
-            )
+        use = t.NAME_USE_0200.get(code)  # a known type may have no FHIR use
+        unknown = "{name}: name type '{code}' is not in HL7 table 0200"
+        look_up(t.NAME_CODES_0200, code, where, unknown, component=name_type)
     period = None
     if name_type == 7:
         period = _period(where, val(rep, 12), val(rep, 13), 12) or _period(
@@ -270,8 +260,9 @@ def address(rep: Repetition, where: Where) -> JSON | None:
     kind = val(rep, 7).upper()
     use = t.ADDRESS_USE_0190.get(kind)
     typ = t.ADDRESS_TYPE_0190.get(kind)
-    if kind and kind not in t.ADDRESS_CODES_0190:
-        where.warn(103, f"{where.name()}: address type '{val(rep, 7)}' is not in HL7 table 0190", 7)
+    if kind:
+        unknown = "{name}: address type '{code}' is not in HL7 table 0190"
+        look_up(t.ADDRESS_CODES_0190, val(rep, 7), where, unknown, component=7)
     data = {
         "line": lines,
         "city": val(rep, 3),
@@ -314,9 +305,10 @@ def contact_point(rep: Repetition, where: Where, default_use: str | None = None)
         value = val(rep, 12) or composed or val(rep, 1) or val(rep, 4)
     if not value:
         return None
-    system = t.TELECOM_EQUIPMENT_0202.get(kind)
-    if kind and system is None:
-        where.warn(103, f"{where.name()}: equipment type '{equipment}' is not in HL7 table 0202", 3)
+    system = None
+    if kind:
+        unknown = "{name}: equipment type '{code}' is not in HL7 table 0202"
+        system = look_up(t.TELECOM_EQUIPMENT_0202, equipment, where, unknown, component=3)
     if system is None:
         system = "email" if "@" in value and not val(rep, 1) else "phone"
     if kind == "INTERNET" and "@" not in value:

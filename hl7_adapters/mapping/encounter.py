@@ -25,10 +25,12 @@ from typing import Any
 from hl7_adapters.er7 import Message
 from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
+from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping import visit_tables as vt
 from hl7_adapters.mapping.context import MapContext, PatientRef, Where, first, val
 from hl7_adapters.mapping.locations import plan_location
+from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.mapping.numbers import decimal, json_number
 from hl7_adapters.mapping.plan import Mode
 from hl7_adapters.values import Segment
@@ -80,15 +82,14 @@ def plan_encounter(
             )
         return None
     klass_code = val(first(pv1, 2)).upper()
-    klass = t.PATIENT_CLASS_0004.get(klass_code)
+    klass = look_up(
+        t.PATIENT_CLASS_0004,
+        klass_code,
+        at.sub(2),
+        "PV1-2 patient class '{code}' is not in HL7 table 0004; Encounter.class set to U (unknown)",
+        empty="PV1-2 patient class is empty; Encounter.class set to U (unknown)",
+    )
     if klass is None:
-        at.sub(2).warn(
-            103 if klass_code else 101,
-            f"PV1-2 patient class '{klass_code}' is not in HL7 table 0004; "
-            "Encounter.class set to U (unknown)"
-            if klass_code
-            else "PV1-2 patient class is empty; Encounter.class set to U (unknown)",
-        )
         klass, klass_code = t.PATIENT_CLASS_0004["U"], "U"
     resource: JSON = {
         "resourceType": "Encounter",
@@ -118,11 +119,9 @@ def plan_encounter(
     locations = _locations(ctx, pv1, klass_code, with_status=mode == "upsert")
     if locations:
         resource["location"] = locations
-    period = {
-        "start": at.sub(44).datetime(val(first(pv1, 44))),
-        "end": at.sub(45).datetime(val(first(pv1, 45))),
-    }
-    period = {k: v for k, v in period.items() if v}
+    # an A13 cancels the discharge: its PV1-45 is the end being taken back (see below)
+    discharged = "" if trigger == "A13" else val(first(pv1, 45))
+    period = periods.period(at.sub(44), val(first(pv1, 44)), at.sub(45), discharged)
     if period:
         resource["period"] = period
     hospitalization = _hospitalization(ctx, pv1, at)
@@ -139,7 +138,12 @@ def plan_encounter(
 
 # What a discharge (A03) wrote that a cancel discharge (A13) takes back (IG ADT_A13: the
 # Encounter is in progress again, without discharge disposition or end of period).
-DISCHARGE_ELEMENTS = (("period", "end"), ("hospitalization", "dischargeDisposition"))
+# (``period._end``: the end's originalText, when it was kept at PV1-44's precision, periods.py)
+DISCHARGE_ELEMENTS = (
+    ("period", "end"),
+    ("period", "_end"),
+    ("hospitalization", "dischargeDisposition"),
+)
 
 
 def _cancel_discharge(resource: JSON) -> frozenset[str]:
@@ -229,9 +233,9 @@ def _bed_status(ctx: MapContext, pv1: Segment, place: Any) -> JSON | None:
     code = val(first(pv1, 40)).upper()
     if not code or place is None or not (val(place, 2) or val(place, 3)):
         return None
-    found = vt.BED_STATUS_0116.get(code)
+    unknown = "PV1-40: '{code}' is not in HL7 table 0116; left out"
+    found = look_up(vt.BED_STATUS_0116, code, ctx.at(pv1, 40), unknown)
     if found is None:
-        ctx.at(pv1, 40).warn(103, f"PV1-40: '{code}' is not in HL7 table 0116; left out")
         return None
     return found._asdict()
 
@@ -306,7 +310,7 @@ def _protection(where: Where, flag: str) -> JSON | None:
     """PV2-22 (Y/N, HL7 table 0136) -> a meta.security Coding (IG ID[Coding])."""
     if not flag:
         return None
-    if flag not in t.YES_NO_0136:
-        where.warn(103, f"PV2-22: '{flag}' is not Y or N (HL7 table 0136); left out")
+    unknown = "PV2-22: '{code}' is not Y or N (HL7 table 0136); left out"
+    if look_up(t.YES_NO_0136, flag, where, unknown) is None:
         return None
     return {"system": vt.PROTECTION_SYSTEM, "code": flag}

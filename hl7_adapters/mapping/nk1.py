@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
+from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, Where, first, val
+from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.mapping.patient import language_concept, ssn_identifier
 from hl7_adapters.values import Segment
 
@@ -68,10 +70,11 @@ def _relationship(nk1: Segment, at: Where) -> list[JSON]:
     if role is None or not val(role):
         return relationship
     code = val(role).upper()
-    if code not in t.CONTACT_ROLE_0131:
-        at.sub(7).warn(103, f"NK1-7: '{val(role)}' is not in HL7 table 0131")
+    unknown = "NK1-7: '{code}' is not in HL7 table 0131"
+    display = look_up(t.CONTACT_ROLE_0131, val(role), at.sub(7), unknown)
+    if display is None:
         return relationship
-    coding = {"system": t.V2 + "0131", "code": code, "display": t.CONTACT_ROLE_0131[code]}
+    coding = {"system": t.V2 + "0131", "code": code, "display": display}
     given = [(c.get("system"), c.get("code")) for r in relationship for c in r.get("coding", [])]
     if (coding["system"], coding["code"]) not in given:
         relationship.append({"coding": [coding]})
@@ -88,11 +91,7 @@ def _telecom(nk1: Segment, at: Where, fields: tuple[tuple[int, str | None], ...]
 
 
 def _period(nk1: Segment, at: Where) -> JSON:
-    period = {
-        "start": at.sub(8).date(val(first(nk1, 8))),
-        "end": at.sub(9).date(val(first(nk1, 9))),
-    }
-    return {k: v for k, v in period.items() if v}
+    return periods.period(at.sub(8), val(first(nk1, 8)), at.sub(9), val(first(nk1, 9)), dates=True)
 
 
 def _patient_contact(ctx: MapContext, nk1: Segment) -> JSON:
@@ -165,11 +164,10 @@ def _related_person(ctx: MapContext, nk1: Segment, position: int, patient: Patie
         resource["address"] = addresses
     gender_code = val(first(nk1, 15)).upper()
     if gender_code:
-        gender = t.GENDER_0001.get(gender_code)
+        unknown = "NK1-15: '{code}' is not in HL7 table 0001"
+        gender = look_up(t.GENDER_0001, gender_code, at.sub(15), unknown)
         if gender:
             resource["gender"] = gender
-        else:
-            at.sub(15).warn(103, f"NK1-15: '{gender_code}' is not in HL7 table 0001")
     birth = at.sub(16).date(val(first(nk1, 16)))
     if birth:
         resource["birthDate"] = birth

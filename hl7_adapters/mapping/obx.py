@@ -42,8 +42,10 @@ from decimal import Decimal
 from typing import Any
 
 from hl7_adapters.mapping import datatypes as dt
+from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import Where, first, val
+from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.mapping.numbers import decimal, json_number
 from hl7_adapters.mapping.sampled import sampled_data
 from hl7_adapters.values import Repetition, Segment
@@ -185,8 +187,7 @@ def one_value(kind: str, rep: Repetition, where: Where, unit: JSON) -> tuple[str
             where.warn(102, f"OBX-5: '{val(rep, 1)}' is not a valid time; left out", 1)
         return ("valueTime", time) if time else None
     if kind == "DR":
-        start, end = where.datetime(val(rep, 1), 1), where.datetime(val(rep, 2), 2)
-        period = {k: v for k, v in (("start", start), ("end", end)) if v}
+        period = periods.period(where, val(rep, 1), where, val(rep, 2), (1, 2))
         return ("valuePeriod", period) if period else None
     if kind == "NR":
         low, high = decimal(val(rep, 1)), decimal(val(rep, 2))
@@ -261,10 +262,8 @@ def values(obx: Segment, where: Where, code: JSON) -> JSON:
     if not kind:
         at5.warn(101, "OBX-2 (value type) is empty; OBX-5 read as ST")
         kind = "ST"
-    if kind not in t.VALUE_TYPES_0125:
-        where.sub(2).warn(
-            103, f"OBX-2: '{kind}' is not a value type (HL7 table 0125); OBX-5 left out"
-        )
+    unknown = "OBX-2: '{code}' is not a value type (HL7 table 0125); OBX-5 left out"
+    if look_up(t.VALUE_TYPES_0125, kind, where.sub(2), unknown) is None:
         return {}
     if kind in UNMAPPED_TYPES:
         where.sub(2).warn(102, f"OBX-5 of type {kind} is not mapped; value left out")
@@ -305,9 +304,9 @@ def interpretations(obx: Segment, where: Where) -> list[JSON]:
     at8 = where.sub(8)
     for i, rep in at8.reps():
         code = val(rep, 1)
-        display = t.INTERPRETATION_0078.get(code.upper())
+        unknown = "OBX-8: '{code}' is not in HL7 table 0078; left out"
+        display = look_up(t.INTERPRETATION_0078, code, at8.sub(8, i), unknown)
         if display is None:
-            at8.sub(8, i).warn(103, f"OBX-8: '{code}' is not in HL7 table 0078; left out")
             continue
         concept: JSON = {
             "coding": [{"system": t.V3_INTERPRETATION, "code": code.upper(), "display": display}]
@@ -320,17 +319,14 @@ def interpretations(obx: Segment, where: Where) -> list[JSON]:
 
 def status(obx: Segment, where: Where) -> str:
     """OBX-11 via table 0085; missing or unknown -> "unknown" with a warning."""
-    code = val(first(obx, 11)).upper()
-    found = t.RESULT_STATUS_0085.get(code)
-    if found is None:
-        where.sub(11).warn(
-            103 if code else 101,
-            f"OBX-11: '{code}' is not in HL7 table 0085; status unknown"
-            if code
-            else "OBX-11 (result status) is empty; status unknown",
-        )
-        return "unknown"
-    return found
+    found = look_up(
+        t.RESULT_STATUS_0085,
+        val(first(obx, 11)).upper(),
+        where.sub(11),
+        "OBX-11: '{code}' is not in HL7 table 0085; status unknown",
+        empty="OBX-11 (result status) is empty; status unknown",
+    )
+    return "unknown" if found is None else found
 
 
 DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"

@@ -30,9 +30,11 @@ from hl7_adapters.ack import AckError
 from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import obx as ox
+from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.adt import PatientRef, plan_encounter, plan_patient, practitioner_ref
 from hl7_adapters.mapping.context import MapContext, Where, first, new_full_url, val
+from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.mapping.pcd import Entry, arrange, is_pcd
 from hl7_adapters.mapping.specimen import plan_specimen
 from hl7_adapters.values import Segment
@@ -235,9 +237,10 @@ def _diagnostic_report(
     resource["subject"] = {"reference": group.patient.full_url}
     if group.encounter:
         resource["encounter"] = {"reference": group.encounter}
-    end = at.sub(8).datetime(val(first(obr, 8)))
-    if start and end:
-        resource["effectivePeriod"] = {"start": start, "end": end}
+    ended = val(first(obr, 8))  # without OBR-8 there is no period (OBR-7 is `start` already)
+    span = periods.period(at.sub(7), val(first(obr, 7)), at.sub(8), ended) if ended else {}
+    if "start" in span and "end" in span:
+        resource["effectivePeriod"] = span
     elif start:
         resource["effectiveDateTime"] = start
     issued = at.sub(22).instant(val(first(obr, 22)))
@@ -255,10 +258,10 @@ def _diagnostic_report(
 
 def _report_status(where: Where, code: str, statuses: list[str]) -> str:
     if code:
-        found = t.RESULT_STATUS_0123.get(code.upper())
+        unknown = "OBR-25: '{code}' is not in HL7 table 0123; status derived from OBX-11"
+        found = look_up(t.RESULT_STATUS_0123, code, where, unknown)
         if found:
             return found
-        where.warn(103, f"OBR-25: '{code}' is not in HL7 table 0123; status derived from OBX-11")
     kinds = set(statuses) - {"unknown"}
     if not kinds:
         return "unknown"

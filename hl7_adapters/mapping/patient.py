@@ -30,6 +30,7 @@ from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, Where, field_is_null, first, val
 from hl7_adapters.mapping.demographics import patient_extensions
+from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.values import Repetition, Segment
 
 JSON = dict[str, Any]
@@ -209,19 +210,15 @@ def language_concept(rep: Repetition | None) -> JSON | None:
 def _gender(where: Where, code: str) -> str | None:
     if not code:
         return None
-    gender = t.GENDER_0001.get(code.upper())
-    if gender is None:
-        where.warn(103, f"PID-8: '{code}' is not in HL7 table 0001; gender left out")
-    return gender
+    unknown = "PID-8: '{code}' is not in HL7 table 0001; gender left out"
+    return look_up(t.GENDER_0001, code, where, unknown)
 
 
 def _boolean(where: Where, code: str) -> bool | None:
     if not code:
         return None
-    found = t.YES_NO_0136.get(code.upper())
-    if found is None:
-        where.warn(103, f"{where.name()}: '{code}' is not Y or N (HL7 table 0136); left out")
-    return found
+    unknown = "{name}: '{code}' is not Y or N (HL7 table 0136); left out"
+    return look_up(t.YES_NO_0136, code, where, unknown)
 
 
 def _choices(resource: JSON, pid: Segment, at: Where) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import obx as ox
+from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, first, val
 from hl7_adapters.mapping.numbers import decimal
@@ -46,12 +47,11 @@ def _collection(ctx: MapContext, spm: Segment) -> JSON:
     at = ctx.at(spm)
     collection: JSON = {}
     when = first(spm, 17)
-    start = at.sub(17).datetime(val(when, 1), 1) if when is not None else None
-    end = at.sub(17).datetime(val(when, 2), 2) if when is not None else None
-    if start and end and end != start:
-        collection["collectedPeriod"] = {"start": start, "end": end}
-    elif start:
-        collection["collectedDateTime"] = start
+    span = periods.period(at.sub(17), val(when, 1), at.sub(17), val(when, 2), (1, 2))
+    if "start" in span and "end" in span and span != {"start": span["end"], "end": span["end"]}:
+        collection["collectedPeriod"] = span
+    elif "start" in span:
+        collection["collectedDateTime"] = span["start"]
     method = dt.codeable_concept(first(spm, 7), "0488")
     if method:
         collection["method"] = method
