@@ -629,3 +629,32 @@ def test_a_bundle_resource_is_judged_as_the_database_would_judge_it(
         judged = matches_all([plan(c, base_url) for c in params.criteria], rid, rows)
         found = client.get(f"/Patient?_id={rid}&{criteria}").json().get("entry", [])
         assert judged is (len(found) == 1), criteria
+
+
+def test_a_large_transaction_stores_awkward_text_and_decimals_exactly(
+    client: httpx.Client,
+) -> None:
+    """Enough entries that every table gets many rows at once (on PostgreSQL such tables go
+    by COPY, whose text format escapes tabs, newlines and backslashes, and spells NULL
+    `\\N`): each value must come back and be found exactly as sent."""
+    tag = unique("copy")
+    awkward = ["tab\there", "new\nline", "back\\slash", "\\N", "zürich ñ 北京", "quote'\"", "\\."]
+    entries = []
+    for n, text in enumerate(awkward * 2):
+        family = f"{tag}{n}"
+        body = patient(name=[{"family": family, "given": [text]}])
+        body["extension"] = [{"url": "http://example.org/x", "valueDecimal": 1.50}]
+        entries.append({"resource": body, "request": {"method": "POST", "url": "Patient"}})
+    raw = json.dumps(bundle("transaction", entries)).replace("1.5}", "1.50}")
+    response = client.post("", content=raw, headers=FHIR_JSON)
+    assert response.status_code == 200, response.text
+    for n, (entry, text) in enumerate(zip(response.json()["entry"], awkward * 2, strict=True)):
+        location = entry["response"]["location"].split("/_history")[0]
+        stored = client.get(f"/{location}")
+        assert stored.json()["name"][0]["given"] == [text]
+        assert '"valueDecimal":1.50' in stored.text.replace(" ", "")
+        escaped = text.replace("\\", "\\\\")  # a backslash escapes in search values
+        found = client.get("/Patient", params={"family:exact": f"{tag}{n}", "given:exact": escaped})
+        assert [e["resource"]["id"] for e in found.json().get("entry", [])] == [
+            location.split("/")[1]
+        ], text

@@ -27,6 +27,29 @@ def test_invalid_json_is_400(client: httpx.Client) -> None:
     assert "JSON" in body["issue"][0]["diagnostics"]
 
 
+@pytest.mark.parametrize("number", ["1e99999999999999999999", "-1E-99999999999999999999"])
+def test_a_number_whose_exponent_no_decimal_holds_is_400(client: httpx.Client, number: str) -> None:
+    """Python's Decimal refuses exponents past 999999 (decimal.InvalidOperation): that is
+    bad input, not a server error."""
+    body = (
+        '{"resourceType": "Patient", "extension": [{"url": "http://x.org/e", "valueDecimal": %s}]}'
+    )
+    for send in (
+        lambda: client.post("/Patient", content=body % number, headers=FHIR_JSON),
+        lambda: client.post(
+            "",
+            content='{"resourceType": "Bundle", "type": "batch", "entry": [{"resource": %s, '
+            '"request": {"method": "POST", "url": "Patient"}}]}' % (body % number),
+            headers=FHIR_JSON,
+        ),
+    ):
+        response = send()
+        assert response.status_code == 400, response.text
+        outcome = response.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert "exponent" in outcome["issue"][0]["diagnostics"]
+
+
 def test_non_utf8_body_is_400(client: httpx.Client) -> None:
     assert_outcome(post(client, "/Patient", b'{"resourceType": "Patient", "id": "\xff"}'), 400)
 

@@ -151,6 +151,8 @@ def loads(data: bytes | str) -> Any:
         ) from exc
     except RecursionError as exc:  # the decoder recurses once per level
         raise FhirJsonError(f"objects and arrays nest more than {MAX_DEPTH} levels deep") from exc
+    except ArithmeticError as exc:  # decimal.InvalidOperation: an exponent past 999999
+        raise FhirJsonError("invalid JSON: a number's exponent is out of range") from exc
     if isinstance(value, dict | list):
         check_depth(value)
     return value

@@ -81,11 +81,7 @@ class UnitOfWork:
         assert driver is not None
         with driver.cursor() as cursor:
             for table, rows in staged.items():
-                columns = tuple(rows[0])
-                values_of = _row_values(columns)
-                with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(values_of(row))
+                _copy_rows(cursor, table, rows)
 
     @property
     def dialect(self) -> str:
@@ -101,8 +97,41 @@ def _flush_pipelined(conn: Connection, staged: dict[Table, list[dict[str, Any]]]
     """
     driver = conn.connection.driver_connection
     assert driver is not None
-    with driver.pipeline(), driver.cursor() as cursor:
-        _send_staged(cursor, staged)
+    staged = _copy_many(driver, staged)
+    if staged:
+        with driver.pipeline(), driver.cursor() as cursor:
+            _send_staged(cursor, staged)
+
+
+# A table with at least this many staged rows is sent by COPY, ahead of the pipeline (COPY
+# cannot run inside one): an ORU^R01's 126 rows cost ~1.2 ms of client CPU and ~0.8 ms of
+# PostgreSQL's as executemany, ~0.6 and ~0.5 by COPY, despite a round trip per table; with
+# one or two rows a table, COPY's round trip costs more than it saves (BENCHMARKS.md s17).
+COPY_FROM_ROWS = 8
+
+
+def _copy_many(
+    driver: Any, staged: dict[Table, list[dict[str, Any]]]
+) -> dict[Table, list[dict[str, Any]]]:
+    """COPY the tables that have many staged rows; return the others, to pipeline."""
+    if all(len(rows) < COPY_FROM_ROWS for rows in staged.values()):
+        return staged
+    rest: dict[Table, list[dict[str, Any]]] = {}
+    with driver.cursor() as cursor:
+        for table, rows in staged.items():
+            if len(rows) >= COPY_FROM_ROWS:
+                _copy_rows(cursor, table, rows)
+            else:
+                rest[table] = rows
+    return rest
+
+
+def _copy_rows(cursor: Any, table: Table, rows: list[dict[str, Any]]) -> None:
+    columns = tuple(rows[0])
+    values_of = _row_values(columns)
+    with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(values_of(row))
 
 
 def _send_staged(cursor: Any, staged: dict[Table, list[dict[str, Any]]]) -> None:
@@ -127,8 +156,9 @@ def _commit_pipelined(uow: UnitOfWork) -> None:
     staged, uow._staged = uow._staged, {}
     driver = uow.conn.connection.driver_connection
     assert driver is not None
+    staged = _copy_many(driver, staged)
     if not staged and not uow.with_commit:
-        driver.commit()  # nothing written: pipeline mode would cost more than it saves
+        driver.commit()  # nothing more to write: pipeline mode would cost more than it saves
         return
     with driver.pipeline(), driver.cursor() as cursor:
         _send_staged(cursor, staged)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import functools
+import math
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -318,8 +319,22 @@ def bounded(number: Decimal) -> Decimal:
 
 def number_values(nodes: list[Any]) -> Iterator[Decimal]:
     for node in nodes:
-        if isinstance(node, int | Decimal) and not isinstance(node, bool):
-            yield bounded(Decimal(node))
+        number = as_decimal(node)
+        if number is not None:
+            yield bounded(number)
+
+
+def as_decimal(value: Any) -> Decimal | None:
+    """A JSON number as a Decimal. Bodies parsed from JSON hold Decimals (app.fhir.jsonio);
+    one built in Python (a caller of FhirService in process) may hold floats, which the
+    stored JSON writes as their shortest repr, so that is the number indexed."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | Decimal):
+        return Decimal(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return Decimal(repr(value))
+    return None
 
 
 # (value, system, code, unit, canonical value, canonical code)
@@ -330,12 +345,12 @@ def quantity_values(nodes: list[Any]) -> Iterator[Qty]:
     for node in nodes:
         if not isinstance(node, dict):
             continue
-        value = node.get("value")
-        if isinstance(value, int | Decimal) and not isinstance(value, bool):
+        value = as_decimal(node.get("value"))
+        if value is not None:
             code = _str(node.get("code")) or _str(node.get("currency"))
             unit = _str(node.get("unit"))
             system = _quantity_system(node)
-            number = bounded(Decimal(value))
+            number = bounded(value)
             # the unit text stands in for a missing code, as it does in search (criteria.py)
             coded = code if code is not None else unit
             canonical_value, canonical_code = canonical_quantity(number, system, coded)
