@@ -3,8 +3,9 @@
 Inserts that nothing in the same transaction reads back (history rows, index rows, outbox
 rows, brand-new resources) are staged and sent as one executemany per table: a 100-entry
 transaction costs a handful of round trips, not hundreds. On PostgreSQL the staged rows,
-the statements queued for the commit and COMMIT go in one network round trip. The rows
-themselves are app.fhir.storage's business.
+the statements queued for the commit and COMMIT go in one network round trip, except that
+a table with many rows goes ahead of it by COPY (COPY_FROM_ROWS). The rows themselves are
+app.fhir.storage's business.
 """
 
 from __future__ import annotations
