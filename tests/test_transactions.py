@@ -631,6 +631,33 @@ def test_a_bundle_resource_is_judged_as_the_database_would_judge_it(
         assert judged is (len(found) == 1), criteria
 
 
+OBSERVATION_CRITERIA = [
+    "value-quantity=5.4||mg", "value-quantity=5.4||MG-X", "value-quantity=5.4||g",
+    "value-quantity=gt5", "value-quantity=5.4|http://example.org/units|MG-X",
+    "value-quantity=5.4|http://unitsofmeasure.org|mg", "code=c1", "code=http://example.org/codes|",
+    "code-value-quantity=c1$5.4||mg", "code-value-quantity=c1$lt5||mg", "status=final",
+]  # fmt: skip
+
+
+def test_a_bundle_observation_is_judged_as_the_database_would_judge_it(
+    client: httpx.Client, base_url: str
+) -> None:
+    """As above for quantities: the unit text is compared only where it is not the code
+    (criteria.UNIT_NOT_CODE, a `differs` condition in the plan)."""
+    body = observation(
+        code={"coding": [{"system": "http://example.org/codes", "code": "c1"}]},
+        valueQuantity={"value": 5.4, "unit": "mg", "system": "http://example.org/units",
+                       "code": "MG-X"},
+    )  # fmt: skip
+    rid = client.post("/Observation", json=body, headers=FHIR_JSON).json()["id"]
+    rows = index_rows("Observation", rid, body)
+    for criteria in OBSERVATION_CRITERIA:
+        params = SearchParams.parse_query(criteria, "Observation", strict=True)
+        judged = matches_all([plan(c, base_url) for c in params.criteria], rid, rows)
+        found = client.get(f"/Observation?_id={rid}&{criteria}").json().get("entry", [])
+        assert judged is (len(found) == 1), criteria
+
+
 def test_a_large_transaction_stores_awkward_text_and_decimals_exactly(
     client: httpx.Client,
 ) -> None:
