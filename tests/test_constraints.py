@@ -457,13 +457,45 @@ def _profile_with_max(max_value: str) -> dict[str, Any]:
 def test_a_constraint_the_engine_cannot_evaluate_is_refused_naming_it(
     client: httpx.Client,
 ) -> None:
-    # max of 4,301 zeros: Python's int() refuses strings of more than 4,300 digits
-    # (sys.get_int_max_str_digits), so toInteger() raises inside eld-2 (min <= max) and
-    # eld-3 (max is a number or *). Min 1 > max 0 broke eld-2, yet the resource was accepted
-    # when an engine error skipped the constraint; as the reference validator does, an
-    # invariant that cannot be evaluated is not met.
+    # rng-2 (low <= high) compares the two Quantities in one unit: 9e999999 km is 9e1000002 m,
+    # beyond what a Decimal holds (Emax 999999), so the comparison raises decimal.Overflow.
+    # As the reference validator does, an invariant that cannot be evaluated is not met
+    # (before, an engine error skipped the constraint and the resource was accepted).
+    # (This case was a 4,301-digit max for eld-2/eld-3, where toInteger() raised in int();
+    # toInteger() now counts digits first: test_an_out_of_range_max_breaks_eld_2_and_eld_3.)
+    ucum = "http://unitsofmeasure.org"
+
+    def with_range(low: str) -> str:
+        """The Observation's JSON with this literal as the range's low value."""
+        value_range = {
+            "low": {"value": "LOW", "system": ucum, "code": "km", "unit": "km"},
+            "high": {"value": 1, "system": ucum, "code": "m", "unit": "m"},
+        }
+        body = observation(valueRange=value_range)
+        del body["valueQuantity"]
+        return json.dumps(body).replace('"LOW"', low)
+
+    response = client.post("/Observation", content=with_range("9e999999"), headers=FHIR_JSON)
+    assert response.status_code == 400, response.text
+    path = "Observation.valueRange"
+    found = [i for i in response.json()["issue"] if i["diagnostics"].endswith("(rng-2)")]
+    assert len(found) == 1, response.text
+    assert found[0]["code"] == "invariant"
+    assert found[0]["expression"] == [path]
+    assert "could not be evaluated (Overflow)" in found[0]["diagnostics"]
+    # an ordinary low (0.0001 km, below 1 m) is accepted: the refusal above is the engine's
+    ordinary = client.post("/Observation", content=with_range("0.0001"), headers=FHIR_JSON)
+    assert ordinary.status_code == 201, ordinary.text
+
+
+def test_an_out_of_range_max_breaks_eld_2_and_eld_3(client: httpx.Client) -> None:
+    # max of 4,301 nines: Python's int() refuses strings of more than 4,300 digits
+    # (sys.get_int_max_str_digits), so toInteger() raised inside eld-2 (min <= max) and eld-3
+    # (max is a number or *), and the constraints were refused as "could not be evaluated".
+    # A FHIRPath Integer is 32 bits (N1 "Integer"): toInteger() of a string beyond that is
+    # empty (not convertible), so neither invariant holds, each refused as such.
     response = client.post(
-        "/StructureDefinition", json=_profile_with_max("0" * 4301), headers=FHIR_JSON
+        "/StructureDefinition", json=_profile_with_max("9" * 4301), headers=FHIR_JSON
     )
     assert response.status_code == 400, response.text
     path = "StructureDefinition.differential.element[1]"
@@ -472,8 +504,14 @@ def test_a_constraint_the_engine_cannot_evaluate_is_refused_naming_it(
         assert len(found) == 1, response.text
         assert found[0]["code"] == "invariant"
         assert found[0]["expression"] == [path]
-        assert "could not be evaluated (ValueError)" in found[0]["diagnostics"]
-    # the same element with an ordinary max is accepted: the refusal above is the engine's
+        assert "could not be evaluated" not in found[0]["diagnostics"]
+    # 4,301 zeros are 0: in range, so eld-3 holds and eld-2 (min 1 <= max 0) alone is broken
+    zeros = client.post(
+        "/StructureDefinition", json=_profile_with_max("0" * 4301), headers=FHIR_JSON
+    )
+    keys = [i["diagnostics"].rsplit("(", 1)[-1] for i in zeros.json()["issue"]]
+    assert zeros.status_code == 400 and keys == ["eld-2)"], zeros.text
+    # the same element with an ordinary max is accepted
     assert (
         client.post(
             "/StructureDefinition", json=_profile_with_max("2"), headers=FHIR_JSON

@@ -327,3 +327,43 @@ def test_a_once_per_evaluation_value_is_not_kept_between_calls() -> None:
 )
 def test_official_suite_cases(expression: str, expected: list[Any]) -> None:
     assert run(expression, PATIENT) == expected
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        # N1 Integer is 32 bits: beyond it a string is not convertible (empty / false)
+        ("'2147483647'.toInteger()", [2147483647]),
+        ("'-2147483648'.toInteger()", [-2147483648]),
+        ("'2147483648'.toInteger()", []),
+        ("'-2147483649'.toInteger()", []),
+        ("'2147483648'.convertsToInteger()", [False]),
+        ("'2147483647'.convertsToInteger()", [True]),
+        ("'+007'.toInteger()", [7]),
+        ("'1.0'.convertsToInteger()", [False]),
+        ("true.convertsToInteger()", [True]),
+        ("name.family.convertsToInteger()", []),  # several items: unknown
+        ("'\u0661\u0662'.toInteger()", []),  # Arabic-Indic digits are no FHIRPath digits
+        ("'\u0661\u0662'.convertsToInteger()", [False]),
+    ],
+)
+def test_to_integer_is_32_bit(expression: str, expected: list[Any]) -> None:
+    assert run(expression, PATIENT) == expected
+
+
+def test_to_integer_of_thousands_of_digits_counts_them_instead_of_raising() -> None:
+    """int() refuses strings of more than 4,300 digits: toInteger() raised on such a string."""
+    assert run("'" + "9" * 5000 + "'.toInteger()", PATIENT) == []
+    assert run("'" + "0" * 5000 + "'.toInteger()", PATIENT) == [0]
+    assert run("'-" + "0" * 5000 + "1'.convertsToInteger()", PATIENT) == [True]
+
+
+def test_to_integer_agrees_with_fhirpathpy_within_the_32_bit_range() -> None:
+    """fhirpathpy has no range (it gives 2147483648); within the range the answers agree."""
+    from fhirpathpy import evaluate
+
+    for text in ("0", "-0", "+12", "007", "2147483647", "-2147483648", "1.5", "x", ""):
+        expression = f"'{text}'.toInteger()"
+        assert run(expression, PATIENT) == evaluate(PATIENT, expression), text
+        converts = f"'{text}'.convertsToInteger()"
+        assert run(converts, PATIENT) == evaluate(PATIENT, converts), text

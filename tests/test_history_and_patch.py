@@ -231,3 +231,38 @@ def test_history_shows_a_resurrecting_put_as_the_create_it_was(
     history = client.get(f"/Patient/{ids[0]}/_history").json()
     seen = [e["response"]["status"] for e in history["entry"]]
     assert seen == ["200 OK", "200 OK", "204 No Content", "201 Created"]
+
+
+def test_history_shows_a_put_that_created_as_the_put_it_was(client: httpx.Client) -> None:
+    """A conditional update that matched nothing (and whose body named no id) was stored as
+    a POST, so history said `POST Patient` for a version the client wrote by PUT. It is now a
+    PUT of the id it was given (R4 bundle.html: entry.request is how the version was written;
+    a transaction resolves the same request to `PUT Patient/[id]`), 201 as answered. An
+    update-as-create by id and a conditional update in a transaction say the same."""
+    seen: dict[str, tuple[dict[str, str], str]] = {}
+    for way in ("conditional", "by-id", "transaction"):
+        value = unique("c")
+        body = patient(identifier=[{"system": "urn:test:cu", "value": value}])
+        if way == "conditional":
+            made = client.put(
+                f"/Patient?identifier=urn:test:cu|{value}", json=body, headers=FHIR_JSON
+            )
+            assert made.status_code == 201, made.text
+            rid = made.json()["id"]
+        elif way == "by-id":
+            rid = unique("cu")
+            made = client.put(f"/Patient/{rid}", json={**body, "id": rid}, headers=FHIR_JSON)
+            assert made.status_code == 201, made.text
+        else:
+            url = f"Patient?identifier=urn:test:cu|{value}"
+            tx = {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [{"resource": body, "request": {"method": "PUT", "url": url}}],
+            }
+            made = client.post("", json=tx, headers=FHIR_JSON)
+            assert made.status_code == 200, made.text
+            rid = made.json()["entry"][0]["response"]["location"].split("/")[1]
+        (entry,) = client.get(f"/Patient/{rid}/_history").json()["entry"]
+        seen[way] = (entry["request"], entry["response"]["status"])
+        assert seen[way] == ({"method": "PUT", "url": f"Patient/{rid}"}, "201 Created"), seen

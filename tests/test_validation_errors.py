@@ -88,6 +88,39 @@ def test_bad_datatype_names_path(client: httpx.Client, resource: dict, path: str
     assert path in issue_paths(body), body
 
 
+# R4 datatypes.html: integer is 32 bits, unsignedInt 0.., positiveInt 1.. (up to 2^31-1).
+# The fhir.resources models check these ranges (validation.py step 1); this pins both ends,
+# as FHIRPath's toInteger() (32-bit) relies on stored integers being in range.
+@pytest.mark.parametrize(
+    ("literal", "element", "path", "bound"),
+    [
+        ("2147483648", "multipleBirthInteger", "Patient.multipleBirthInteger", "2147483647"),
+        ("-2147483649", "multipleBirthInteger", "Patient.multipleBirthInteger", "-2147483648"),
+        ("0", "telecom", "Patient.telecom[0].rank", "1"),
+        ("-0", "telecom", "Patient.telecom[0].rank", "1"),
+        ("-1", "photo", "Patient.photo[0].size", "0"),
+        ("2147483648", "photo", "Patient.photo[0].size", "2147483647"),
+    ],
+)
+def test_an_integer_outside_its_range_is_refused_naming_it(
+    client: httpx.Client, literal: str, element: str, path: str, bound: str
+) -> None:
+    values = {
+        "multipleBirthInteger": "INT",
+        "telecom": [{"system": "phone", "value": "555", "rank": "INT"}],
+        "photo": [{"contentType": "image/png", "size": "INT"}],
+    }
+
+    def body(number: str) -> str:
+        return json.dumps(patient(**{element: values[element]})).replace('"INT"', number)
+
+    refused = assert_outcome(post(client, "/Patient", body(literal)), 400)
+    (issue,) = [i for i in refused["issue"] if i.get("expression") == [path]]
+    assert issue["diagnostics"].endswith(f" {bound}"), issue
+    accepted = post(client, "/Patient", body(bound))  # the end of the range itself is valid
+    assert accepted.status_code == 201, accepted.text
+
+
 def test_control_characters_in_property_names_are_named(client: httpx.Client) -> None:
     resource = patient(**{"na\u0001me": [{"family": "X"}]})
     body = assert_outcome(client.post("/Patient", json=resource, headers=FHIR_JSON), 400)

@@ -244,8 +244,11 @@ class FhirService:
         if_none_exist: str | None = None,
         assigned_id: str | None = None,
         fresh_id: bool = False,
+        method: str = "POST",
     ) -> WriteOutcome:
-        """POST. `assigned_id` comes from a transaction; `fresh_id` says we minted it (no clash)."""
+        """POST. `assigned_id` comes from a transaction; `fresh_id` says we minted it (no clash).
+        `method`: what history shows as the request; a conditional update that creates is
+        a PUT (history shows `PUT {type}/{new id}`, as a transaction resolves it)."""
         self.check_type(rtype)
         self.pipeline.authorize(uow, Interaction("create", rtype, query=if_none_exist or ""))
         if if_none_exist:
@@ -269,7 +272,7 @@ class FhirService:
             storage.stage_insert_current(uow, version)
         elif not storage.try_insert_current(uow, version):
             raise Conflict(f"{rtype}/{rid} already exists")
-        self._record(uow, version, "create", "POST", body)
+        self._record(uow, version, "create", method, body)
         return WriteOutcome(version, created=True)
 
     def update(
@@ -340,7 +343,7 @@ class FhirService:
                 return self.update(
                     uow, rtype, body_id, body, if_match=if_match, if_none_match=if_none_match
                 )
-            return self.create(uow, rtype, body)
+            return self.create(uow, rtype, body, method="PUT")
         if body_id and body_id != matches[0]:
             raise InvalidRequest(
                 f"resource id '{body_id}' differs from the matched {rtype}/{matches[0]}",

@@ -42,6 +42,8 @@ Deliberate differences from fhirpathpy (the fallback shares the first three):
 * ``extension(url)`` returns every matching extension; fhirpathpy only the first.
 * Invalid data with two ``value[x]`` variants: fhirpathpy takes the first type in model order;
   the native code takes the first type *asked for* (one dict lookup instead of eleven).
+* ``toInteger()`` / ``convertsToInteger()`` are 32-bit (N1 Integer): beyond the range
+  empty / false; fhirpathpy converts any size.
 """
 
 from __future__ import annotations

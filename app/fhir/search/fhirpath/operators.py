@@ -21,6 +21,7 @@ from functools import cache
 from typing import Any
 
 from app.fhir import ucum
+from app.fhir.jsonio import IntegerLiteral
 from app.fhir.search.fhirpath.compiled import Compiled, Items, NodeCompiler, Scope, Step, Types
 from app.fhir.search.fhirpath.model import is_a, is_primitive, is_resource_type
 from app.fhir.search.fhirpath.parser import (
@@ -315,6 +316,8 @@ def compile_function(
         return _select(inner.fn), None if inner.boolean else inner.types, False
     if name == "toInteger" and not args:
         return _to_integer, INTEGER, False
+    if name == "convertsToInteger" and not args:
+        return _converts_to_integer, None, True
     if name == "is" and len(args) == 1 and is_resource_type(args[0]):
         if types is None or not all(is_resource_type(t) for t in types):
             raise Unsupported("is() of other than resources")
@@ -341,21 +344,41 @@ def _select(projection: Step) -> Step:
     return select
 
 
-_INTEGER = re.compile(r"[+-]?\d+")
+# N1 toInteger(): "(\+|-)?\d+" meaning ASCII digits (Python's \d takes any Unicode digit,
+# and int() reads "١٢" as 12). Leading zeros are split off so that the length check below
+# sees the significant digits only ("000…0" is 0).
+_INTEGER = re.compile(r"([+-]?)0*([0-9]+)", re.ASCII)
+# N1 Integer (and FHIR integer) is 32 bits: -2^31 .. 2^31-1, at most 10 significant digits
+INTEGER_MIN, INTEGER_MAX = -(2**31), 2**31 - 1
 
 
 def _to_integer(items: Items, root: Any) -> Items:
-    """toInteger() of one integer, boolean or integer-like string; [] otherwise."""
+    """toInteger() of one integer, boolean or integer-like string; [] otherwise, and for a
+    value beyond the 32-bit Integer range (N1 toInteger: "not convertible" is empty). The
+    digits are counted before int() is asked: Python refuses strings of more than 4,300."""
     if len(items) != 1:
         return []
     value = items[0]
     if isinstance(value, bool):
         return [int(value)]
+    if isinstance(value, IntegerLiteral):  # a JSON integer's "-0" or a literal beyond 64 bits
+        value = value.literal
     if isinstance(value, int):
-        return [value]
-    if isinstance(value, str) and _INTEGER.fullmatch(value):
-        return [int(value)]
-    return []
+        number = value
+    elif isinstance(value, str) and (match := _INTEGER.fullmatch(value)):
+        sign, digits = match.groups()
+        if len(digits) > 10:
+            return []
+        number = int(sign + digits)
+    else:
+        return []
+    return [number] if INTEGER_MIN <= number <= INTEGER_MAX else []
+
+
+def _converts_to_integer(items: Items, root: Any) -> Items:
+    """convertsToInteger(): whether toInteger() gives a value; empty for no item or several
+    (several is an error in N1, unknown here, as for toInteger())."""
+    return [bool(_to_integer(items, root))] if len(items) == 1 else []
 
 
 def _is_resource(wanted: str) -> Step:
