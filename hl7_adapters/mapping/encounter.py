@@ -25,7 +25,7 @@ from typing import Any
 from hl7_adapters.er7 import Message
 from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
-from hl7_adapters.mapping import periods
+from hl7_adapters.mapping import periods, visit_parts
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping import visit_tables as vt
 from hl7_adapters.mapping.context import MapContext, PatientRef, Where, first, val
@@ -129,11 +129,14 @@ def plan_encounter(
         resource["hospitalization"] = hospitalization
     if pv2 is not None:
         _visit_details(ctx, pv2, resource)
-    nulls = _cancel_discharge(resource) if trigger == "A13" else frozenset()
+    nulls = visit_parts.nulls(pv1, pv2, resource)
+    if trigger == "A13":
+        nulls |= _cancel_discharge(resource)
     found_by = visit or key
     match = ids.match_of(found_by) if found_by else None
     origin = ctx.origin(pv1, 19 if visit else 44)
-    return ctx.add(resource, mode if match else "create", match, nulls, origin=origin)
+    mode = mode if match else "create"
+    return ctx.add(resource, mode, match, nulls, origin=origin, parts=visit_parts.PARTS)
 
 
 # What a discharge (A03) wrote that a cancel discharge (A13) takes back (IG ADT_A13: the
@@ -263,7 +266,7 @@ def _discharge_location(ctx: MapContext, pv1: Segment) -> JSON | None:
     return ref
 
 
-MODE_OF_ARRIVAL = t.EXTENSION + "encounter-modeOfArrival"
+MODE_OF_ARRIVAL = vt.MODE_OF_ARRIVAL
 LENGTH_OF_STAY = {"unit": "days", "system": t.UCUM, "code": "d"}  # IG NM[Quantity-LengthOfStay]
 
 
