@@ -121,6 +121,8 @@ def merge_elements(
         if key in keep:
             continue
         part = parts.get(key)
+        if part is not None and part.default_only and key in stored:
+            continue
         if key == "meta":
             merged[key] = _merged_meta(stored.get(key), value)
         elif part is not None and part.key is not None and isinstance(value, list):

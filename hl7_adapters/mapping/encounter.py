@@ -129,14 +129,16 @@ def plan_encounter(
         resource["hospitalization"] = hospitalization
     if pv2 is not None:
         _visit_details(ctx, pv2, resource)
-    nulls = visit_parts.nulls(pv1, pv2, resource)
+    found_by = visit or key
+    guessed = trigger not in t.EVENT_ENCOUNTER_STATUS and not pv1.raw(45).strip()
+    parts = visit_parts.parts(found_by, guessed)
+    nulls = visit_parts.nulls(pv1, pv2, resource, parts)
     if trigger == "A13":
         nulls |= _cancel_discharge(resource)
-    found_by = visit or key
     match = ids.match_of(found_by) if found_by else None
     origin = ctx.origin(pv1, 19 if visit else 44)
     mode = mode if match else "create"
-    return ctx.add(resource, mode, match, nulls, origin=origin, parts=visit_parts.PARTS)
+    return ctx.add(resource, mode, match, nulls, origin=origin, parts=parts)
 
 
 # What a discharge (A03) wrote that a cancel discharge (A13) takes back (IG ADT_A13: the

@@ -38,10 +38,13 @@ class Parts:
     A list (``key`` set): ``key`` names the part an entry belongs to (the field it comes
     from, e.g. "PV1-6"), None for an entry no field of the message makes (kept); the entries
     sent replace the stored entries of their parts. ``settle``: makes the merged value
-    consistent again (a Period's ends kept orderable, mapping/periods.py)."""
+    consistent again (a Period's ends kept orderable, mapping/periods.py). ``default_only``:
+    the mapped value is a guess for a new resource, a stored value stays (the status of an
+    update event that says nothing of the visit's state)."""
 
     key: Callable[[dict[str, Any]], str | None] | None = None
     settle: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    default_only: bool = False
 
 
 @dataclass

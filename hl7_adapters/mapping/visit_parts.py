@@ -12,6 +12,8 @@ the admit time). So these are merged part by part (plan.Parts, edits.merge_eleme
   five distinct pairs; PV1-3's status goes by the patient class, active or planned).
 * ``participant``: PV1-7/8/9/17/52 and PV2-13, told apart by their participation type; PV1-8
   and PV2-13 share REF (referrer), so they are one part: either one sent replaces both.
+* ``identifier``: PV1-19's (or the derived visit key) and PV1-50's alternates (parts()).
+* ``status`` of an update event without PV1-45: kept when stored (GUESSED_STATUS).
 
 Each other Encounter element comes from one field and is replaced whole when that field is
 sent. Every mapped field's ``""`` is a null (nulls()): that element, child or part goes,
@@ -66,6 +68,29 @@ PARTS: dict[str, Parts] = {
     "participant": Parts(key=participant_part),
 }
 
+# An update event (A08, A28, A31) says nothing of the visit's state: its status is PV1-45's
+# (finished) or else a guess from the patient class, which must not overwrite the status an
+# event set (A03: finished) when PV1-45 is left empty. Only a new Encounter takes the guess;
+# PV1-45 sent, or "" (the discharge time deleted), does replace the stored status.
+GUESSED_STATUS: dict[str, Parts] = {**PARTS, "status": Parts(default_only=True)}
+
+
+def parts(found_by: JSON | None, status_guessed: bool) -> dict[str, Parts]:
+    """The Encounter's parts for one message. Its ``identifier`` list holds PV1-19's (the
+    identifier it is found by: the visit number, or the derived visit key) and PV1-50's
+    (alternate visit ids: every other entry), so a message without PV1-50 keeps the stored
+    alternates; `status_guessed`: see GUESSED_STATUS."""
+    out = dict(GUESSED_STATUS if status_guessed else PARTS)
+    if found_by is not None:
+        same = (found_by.get("system"), found_by.get("value"))
+
+        def identifier_part(entry: JSON) -> str:
+            return "PV1-19" if (entry.get("system"), entry.get("value")) == same else "PV1-50"
+
+        out["identifier"] = Parts(key=identifier_part)
+    return out
+
+
 # (segment, field, null path): what ``""`` in that field deletes.
 _NULLED_BY: tuple[tuple[str, int, str], ...] = (
     ("PV1", 4, "type"),
@@ -75,6 +100,7 @@ _NULLED_BY: tuple[tuple[str, int, str], ...] = (
     ("PV1", 5, "hospitalization.preAdmissionIdentifier"),
     *(("PV1", f, f"hospitalization.{element}") for f, element, _, _ in vt.PV1_HOSPITALIZATION),
     ("PV1", 37, "hospitalization.destination"),
+    ("PV1", 50, "identifier[PV1-50]"),
     *(("PV1", f, f"location[PV1-{f}]") for f, _, _ in vt.PV1_LOCATIONS),
     *(("PV1", f, f"participant[{code.code}]") for f, code in vt.PV1_PARTICIPANTS),
     *(("PV2", f, f"participant[{code.code}]") for f, code in vt.PV2_PARTICIPANTS),
@@ -87,24 +113,30 @@ _NULLED_BY: tuple[tuple[str, int, str], ...] = (
 )
 
 
-def nulls(pv1: Segment, pv2: Segment | None, resource: JSON) -> frozenset[str]:
+def nulls(
+    pv1: Segment, pv2: Segment | None, resource: JSON, parts: dict[str, Parts]
+) -> frozenset[str]:
     """The null paths of the fields sent as ``""``, but for what another field of the same
     element or part still sends (PV2-13 a referrer while PV1-8 is ``""``)."""
     found = set()
     for segment_id, number, path in _NULLED_BY:
         segment = pv1 if segment_id == "PV1" else pv2
-        if field_is_null(segment, number) and not _sent(resource, path):
+        if field_is_null(segment, number) and not _sent(resource, path, parts):
             found.add(path)
     return frozenset(found)
 
 
-def _sent(resource: JSON, path: str) -> bool:
+def _url(extension: JSON) -> str | None:
+    return extension.get("url")
+
+
+def _sent(resource: JSON, path: str, parts: dict[str, Parts]) -> bool:
     key, bracket, name = path.partition("[")
     key, _, child = key.partition(".")
     value = resource.get(key)
     if bracket:
-        part = PARTS[key].key if key in PARTS else None
-        part = part or (lambda e: e.get("url"))  # extension
+        part = parts[key].key if key in parts else None
+        part = part or _url  # extension
         return any(part(entry) == name.removesuffix("]") for entry in value or [])
     if child:
         return isinstance(value, dict) and child in value
