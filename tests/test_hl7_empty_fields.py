@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.test_hl7_http import hl7, post, server_root  # noqa: F401  (fixtures)
-from tests.test_hl7_ingest import msa, search, unique_id
+from tests.test_hl7_ingest import err_fields, msa, search, unique_id
 from tests.test_hl7_live_mapping import adt, visit_fields
 
 __all__ = ["hl7", "server_root"]
@@ -380,3 +380,23 @@ def test_each_pid_field_empty_keeps_null_deletes_value_replaces(
     nulled = sent("A08", "20240304100000", '""')
     assert pid_piece(nulled, element, mine) is None
     assert pid_rest(nulled, element, mine) == pid_rest(stored, element, mine)
+
+
+@pytest.mark.parametrize("class_sent", ["", '""'])
+def test_an_update_without_patient_class_keeps_the_stored_class(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+    class_sent: str,
+) -> None:
+    """PV1-2 is required by the mapping (Encounter.class is 1..1): left empty (or "", which
+    cannot delete a required element) a new Encounter gets U (unknown), with a warning, but
+    a stored one keeps its class, and its status."""
+    mrn, visit = unique_id("P"), unique_id("V")
+    send(hl7, "A01", mrn, "20240301100000", visit_fields(visit, f44=ADMITTED))
+    for trigger, when in (("A08", "20240302100000"), ("A02", "20240302110000")):
+        answer = post(hl7, adt(trigger, unique_id(), mrn, when, visit_fields(visit, f2=class_sent)))
+        assert msa(answer.content)[0] == "AA", answer.text
+        assert err_fields(answer.content) == [("PV1^1^2", "101", "W")]
+        after = encounter(client, visit)
+        assert after["class"]["code"] == "IMP"
+        assert after["status"] == "in-progress"

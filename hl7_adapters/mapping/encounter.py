@@ -82,12 +82,14 @@ def plan_encounter(
             )
         return None
     klass_code = val(first(pv1, 2)).upper()
+    class_sent = bool(klass_code)
     klass = look_up(
         t.PATIENT_CLASS_0004,
         klass_code,
         at.sub(2),
         "PV1-2 patient class '{code}' is not in HL7 table 0004; Encounter.class set to U (unknown)",
-        empty="PV1-2 patient class is empty; Encounter.class set to U (unknown)",
+        empty="PV1-2 patient class is empty; a new Encounter gets class U (unknown), "
+        "a stored one keeps its class",
     )
     if klass is None:
         klass, klass_code = t.PATIENT_CLASS_0004["U"], "U"
@@ -130,8 +132,14 @@ def plan_encounter(
     if pv2 is not None:
         _visit_details(ctx, pv2, resource)
     found_by = visit or key
-    guessed = trigger not in t.EVENT_ENCOUNTER_STATUS and not pv1.raw(45).strip()
-    parts = visit_parts.parts(found_by, guessed)
+    # what only a new Encounter takes (visit_parts._GUESS): a status guessed from the class,
+    # the class U for an empty PV1-2 (required: "" cannot delete it)
+    guesses = []
+    if trigger not in t.EVENT_ENCOUNTER_STATUS and not pv1.raw(45).strip():
+        guesses.append("status")
+    if not class_sent:
+        guesses.append("class")
+    parts = visit_parts.parts(found_by, tuple(guesses))
     nulls = visit_parts.nulls(pv1, pv2, resource, parts)
     if trigger == "A13":
         nulls |= _cancel_discharge(resource)

@@ -13,7 +13,8 @@ the admit time). So these are merged part by part (plan.Parts, edits.merge_eleme
 * ``participant``: PV1-7/8/9/17/52 and PV2-13, told apart by their participation type; PV1-8
   and PV2-13 share REF (referrer), so they are one part: either one sent replaces both.
 * ``identifier``: PV1-19's (or the derived visit key) and PV1-50's alternates (parts()).
-* ``status`` of an update event without PV1-45: kept when stored (GUESSED_STATUS).
+* ``status`` of an update event without PV1-45, ``class`` of a PV1-2 left empty: guesses
+  for a new Encounter, a stored value stays (_GUESS).
 
 Each other Encounter element comes from one field and is replaced whole when that field is
 sent. Every mapped field's ``""`` is a null (nulls()): that element, child or part goes,
@@ -68,19 +69,23 @@ PARTS: dict[str, Parts] = {
     "participant": Parts(key=participant_part),
 }
 
-# An update event (A08, A28, A31) says nothing of the visit's state: its status is PV1-45's
-# (finished) or else a guess from the patient class, which must not overwrite the status an
-# event set (A03: finished) when PV1-45 is left empty. Only a new Encounter takes the guess;
-# PV1-45 sent, or "" (the discharge time deleted), does replace the stored status.
-GUESSED_STATUS: dict[str, Parts] = {**PARTS, "status": Parts(default_only=True)}
+# Guesses only a new Encounter takes; a stored value stays (plan.Parts.default_only):
+# "status": an update event (A08, A28, A31) says nothing of the visit's state, its status is
+# PV1-45's (finished) or else a guess from the patient class, which must not overwrite the
+# status an event set (A03: finished) when PV1-45 is left empty (PV1-45 sent, or "", the
+# discharge time deleted, does replace it); "class": U (unknown) for an empty PV1-2, which
+# is required (Encounter.class 1..1), so that "" cannot delete it either.
+_GUESS = Parts(default_only=True)
 
 
-def parts(found_by: JSON | None, status_guessed: bool) -> dict[str, Parts]:
+def parts(found_by: JSON | None, guesses: tuple[str, ...] = ()) -> dict[str, Parts]:
     """The Encounter's parts for one message. Its ``identifier`` list holds PV1-19's (the
     identifier it is found by: the visit number, or the derived visit key) and PV1-50's
     (alternate visit ids: every other entry), so a message without PV1-50 keeps the stored
-    alternates; `status_guessed`: see GUESSED_STATUS."""
-    out = dict(GUESSED_STATUS if status_guessed else PARTS)
+    alternates; `guesses`: the elements mapped as guesses (_GUESS)."""
+    out = dict(PARTS)
+    for element in guesses:
+        out[element] = _GUESS
     if found_by is not None:
         same = (found_by.get("system"), found_by.get("value"))
 
