@@ -183,9 +183,9 @@ def _merged_list(
         part = key(entry) if isinstance(entry, dict) else None
         if part not in sent:
             out.append(entry)
-        elif part in sent and sent[part]:
+        elif sent[part]:  # the part's first stored entry: the new ones go here, once
             out.extend(sent[part])
-            sent[part] = []  # placed
+            sent[part] = []
     for entries in sent.values():
         out.extend(entries)
     return out
