@@ -174,7 +174,7 @@ class _Run(MergeSteps):
                 self.applied.warnings.append(stale_warning(p, stale_after))
                 return
         keep = ("identifier",) if redirected else ()
-        merged = merge_elements(current, body, p.nulls, keep)
+        merged = merge_elements(current, body, p.nulls, keep, p.parts)
         if merged != current:
             outcome = self._update(rtype, rid, stored, merged)
             self._wrote(p.full_url, outcome)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from functools import cache
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode
 
 from app.fhir.instants import to_instant
 from hl7_adapters.ack import AckError
-from hl7_adapters.mapping.plan import MappingResult, Merge, Planned
+from hl7_adapters.mapping.plan import MappingResult, Merge, Parts, Planned
 
 
 class UnresolvedReference(ValueError):
@@ -95,50 +96,123 @@ def rewrite(node: Any, resolved: dict[str, str]) -> Any:
 
 
 def merge_elements(
-    stored: dict[str, Any], mapped: dict[str, Any], nulls: frozenset[str], keep: tuple[str, ...]
+    stored: dict[str, Any],
+    mapped: dict[str, Any],
+    nulls: frozenset[str],
+    keep: tuple[str, ...],
+    parts: dict[str, Parts] | None = None,
 ) -> dict[str, Any]:
     """Mapped top-level elements replace stored ones; `nulls` go; the rest (and `keep`) stays.
 
-    A null may name a child of a top-level element (``period.end``): that child goes, its
-    siblings stay, and an element left empty goes too (A13 ends a discharge this way).
-    ``extension`` is merged per URL, and ``extension[<url>]`` as a null removes one URL's;
-    ``meta`` keeps what the message does not send, its ``security`` labels merged per system.
+    An element of `parts` (plan.Parts: one the mapping builds from several HL7 fields) is
+    merged part by part instead, so that a field the message left empty keeps its part of
+    the stored element (HL7 v2: empty means "no change"). ``extension`` is always merged per
+    URL. A null may name a child of a top-level element (``period.end``): that child and its
+    ``_end`` go, its siblings stay (A13 ends a discharge this way); or one part of a list
+    (``extension[<url>]``, ``location[PV1-6]``): those entries go. An element left empty goes
+    too. ``meta`` keeps what the message does not send, its ``security`` labels merged per
+    system.
     """
+    parts = {"extension": _BY_URL, **parts} if parts else _EXTENSIONS_ONLY
     merged = dict(stored)
     siblings = _choice_siblings(str(stored.get("resourceType") or mapped.get("resourceType")))
+    touched: set[str] = set()
     for key, value in mapped.items():
-        if key == "extension" and key not in keep:
-            merged[key] = _merged_extensions(stored.get(key), value)
-        elif key == "meta" and key not in keep:
+        if key in keep:
+            continue
+        part = parts.get(key)
+        if part is not None and part.default_only and key in stored:
+            continue
+        if key == "meta":
             merged[key] = _merged_meta(stored.get(key), value)
-        elif key not in keep:
+        elif part is not None and part.key is not None and isinstance(value, list):
+            merged[key] = _merged_list(stored.get(key), value, part.key)
+        elif part is not None and isinstance(value, dict):
+            merged[key] = _merged_children(stored.get(key), value)
+        else:
             merged[key] = value
             for other in siblings.get(key, ()):  # effectiveDateTime replaces effectivePeriod
                 merged.pop(other, None)
+        touched.add(key)
     for path in nulls:
-        if path.startswith("extension[") and path.endswith("]"):
-            _drop_extensions(merged, path[len("extension[") : -1])
-            continue
-        key, _, child = path.partition(".")
+        key, bracket, name = path.partition("[")
+        key, _, child = key.partition(".")
         if key in keep:
             continue
-        if not child:
+        touched.add(key)
+        if bracket:
+            part_key = parts[key].key if key in parts else None
+            if part_key is not None:
+                _drop_part(merged, key, name.removesuffix("]"), part_key)
+        elif not child:
             merged.pop(key, None)
-        elif isinstance(merged.get(key), dict) and child in merged[key]:
-            rest = {k: v for k, v in merged[key].items() if k != child}
+        elif isinstance(merged.get(key), dict):
+            rest = {k: v for k, v in merged[key].items() if k not in (child, "_" + child)}
             if rest:
                 merged[key] = rest
             else:
                 del merged[key]
+    for key in touched:  # a merged Period's ends kept orderable (mapping/periods.py)
+        settle = parts[key].settle if key in parts else None
+        if settle is not None and isinstance(merged.get(key), dict):
+            merged[key] = settle(merged[key])
     return merged
 
 
-def _merged_extensions(stored: Any, mapped: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Extensions are replaced per URL: the message's own URLs replace the stored extensions
-    of those URLs, extensions of any other URL (another channel's, another field's) stay."""
-    sent = {e.get("url") for e in mapped}
-    kept = [e for e in stored or [] if isinstance(e, dict) and e.get("url") not in sent]
-    return kept + mapped
+def _url(extension: dict[str, Any]) -> str | None:
+    return extension.get("url")
+
+
+# Extensions are replaced per URL: the message's own URLs replace the stored extensions of
+# those URLs, extensions of any other URL (another channel's, another field's) stay.
+_BY_URL = Parts(key=_url)
+_EXTENSIONS_ONLY = {"extension": _BY_URL}
+
+
+def _merged_list(
+    stored: Any, mapped: list[dict[str, Any]], key: Callable[[dict[str, Any]], str | None]
+) -> list[dict[str, Any]]:
+    """The stored entries with those of each part the message sends replaced by its entries,
+    in place (the first stored entry of a part is where its new entries go; a new part's go
+    last), so that a message re-sending what is stored writes no new version."""
+    sent: dict[str | None, list[dict[str, Any]]] = {}
+    for entry in mapped:
+        sent.setdefault(key(entry), []).append(entry)
+    out: list[dict[str, Any]] = []
+    for entry in stored if isinstance(stored, list) else []:
+        part = key(entry) if isinstance(entry, dict) else None
+        if part not in sent:
+            out.append(entry)
+        elif sent[part]:  # the part's first stored entry: the new ones go here, once
+            out.extend(sent[part])
+            sent[part] = []
+    for entries in sent.values():
+        out.extend(entries)
+    return out
+
+
+def _merged_children(stored: Any, mapped: dict[str, Any]) -> dict[str, Any]:
+    """The stored complex element with the children the message sends replaced. A child's
+    ``_child`` (its primitive's extensions: a Period end's originalText) belongs to the value
+    it was stored with, so it goes with that value unless the message sends one."""
+    out = dict(stored) if isinstance(stored, dict) else {}
+    for child in mapped:
+        if not child.startswith("_"):
+            out.pop("_" + child, None)
+    out.update(mapped)
+    return out
+
+
+def _drop_part(
+    merged: dict[str, Any], key: str, name: str, part: Callable[[dict[str, Any]], str | None]
+) -> None:
+    """A null for one part of a list (``extension[<url>]``, ``location[PV1-6]``): its
+    entries go, and the list with them when nothing is left."""
+    rest = [e for e in merged.get(key) or [] if not (isinstance(e, dict) and part(e) == name)]
+    if rest:
+        merged[key] = rest
+    else:
+        merged.pop(key, None)
 
 
 def _merged_meta(stored: Any, mapped: dict[str, Any]) -> dict[str, Any]:
@@ -153,15 +227,6 @@ def _merged_meta(stored: Any, mapped: dict[str, Any]) -> dict[str, Any]:
             value += mapped["security"]
         meta[key] = value
     return meta
-
-
-def _drop_extensions(merged: dict[str, Any], url: str) -> None:
-    """A null for one extension URL (``extension[<url>]``): those extensions go."""
-    rest = [e for e in merged.get("extension") or [] if e.get("url") != url]
-    if rest:
-        merged["extension"] = rest
-    else:
-        merged.pop("extension", None)
 
 
 @cache

@@ -12,12 +12,14 @@ STU1) field by field; each module names the IG maps it implements:
                   PID-10/22 (Observations) and PID-23/26/28 (Patient extensions)
 * ``adt``         ADT A01/A02/A03/A04/A05/A08/A11/A13/A28/A31, A40 merges (``nk1``: NK1;
                   ``dg1``: DG1;
-                  OBX in an ADT: ``oru.map_adt_observations``)
+                  OBX in an ADT: ``oru.map_adt_observations``); ``encounter`` PV1/PV2 ->
+                  Encounter (``visit_tables``; ``visit_parts``: what an update merges
+                  field by field, what ``""`` deletes)
 * ``oru`` ``obx`` ORU^R01 -> DiagnosticReport, Observation (``sampled``: OBX-2 NA;
                   ``numbers``: HL7 NM values)
 * ``specimen``    SPM -> Specimen (ORU^R01 SPECIMEN group)
 * ``pcd``         OBX-18 devices and the IHE PCD-01 containment tree
-* ``plan``        the output contract (MappingResult) shared with the applier
+* ``plan``        the output contract (MappingResult, Parts) shared with the applier
 
 No database and no I/O: a message in, a :class:`MappingResult` out, or
 :class:`UnsupportedMessage` (AR: type, trigger or version we do not map) or

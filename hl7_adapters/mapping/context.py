@@ -17,7 +17,7 @@ from hl7_adapters.dates import to_fhir_datetime
 from hl7_adapters.er7 import Message
 from hl7_adapters.escapes import unescape
 from hl7_adapters.mapping import identifiers as ids
-from hl7_adapters.mapping.plan import MappingError, Mode, Planned
+from hl7_adapters.mapping.plan import MappingError, Mode, Parts, Planned
 from hl7_adapters.values import NULL_TOKEN, Repetition, Segment
 
 Severity = Literal["E", "W", "I", "F"]
@@ -100,6 +100,7 @@ class MapContext:
         supplementary: bool = False,
         only_for: frozenset[str] | None = None,
         separate: bool = False,
+        parts: dict[str, Parts] | None = None,
     ) -> str:
         """Plan a resource; returns its full_url (the earlier one for a repeated match, whose
         `only_for` the caller adjusts). `separate`: planned on its own even when the match
@@ -113,7 +114,7 @@ class MapContext:
                 return earlier.full_url
         planned = Planned(
             full_url or new_full_url(), resource, mode, match, nulls, origin, supplementary,
-            only_for,
+            only_for, parts or {},
         )  # fmt: skip
         self.planned.append(planned)
         if match is not None and not separate:

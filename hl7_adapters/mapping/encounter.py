@@ -25,7 +25,7 @@ from typing import Any
 from hl7_adapters.er7 import Message
 from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
-from hl7_adapters.mapping import periods
+from hl7_adapters.mapping import periods, visit_parts
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping import visit_tables as vt
 from hl7_adapters.mapping.context import MapContext, PatientRef, Where, first, val
@@ -82,12 +82,14 @@ def plan_encounter(
             )
         return None
     klass_code = val(first(pv1, 2)).upper()
+    class_sent = bool(klass_code)
     klass = look_up(
         t.PATIENT_CLASS_0004,
         klass_code,
         at.sub(2),
         "PV1-2 patient class '{code}' is not in HL7 table 0004; Encounter.class set to U (unknown)",
-        empty="PV1-2 patient class is empty; Encounter.class set to U (unknown)",
+        empty="PV1-2 patient class is empty; a new Encounter gets class U (unknown), "
+        "a stored one keeps its class",
     )
     if klass is None:
         klass, klass_code = t.PATIENT_CLASS_0004["U"], "U"
@@ -129,11 +131,22 @@ def plan_encounter(
         resource["hospitalization"] = hospitalization
     if pv2 is not None:
         _visit_details(ctx, pv2, resource)
-    nulls = _cancel_discharge(resource) if trigger == "A13" else frozenset()
     found_by = visit or key
+    # what only a new Encounter takes (visit_parts._GUESS): a status guessed from the class,
+    # the class U for an empty PV1-2 (required: "" cannot delete it)
+    guesses = []
+    if trigger not in t.EVENT_ENCOUNTER_STATUS and not pv1.raw(45).strip():
+        guesses.append("status")
+    if not class_sent:
+        guesses.append("class")
+    parts = visit_parts.parts(found_by, tuple(guesses))
+    nulls = visit_parts.nulls(pv1, pv2, resource, parts)
+    if trigger == "A13":
+        nulls |= _cancel_discharge(resource)
     match = ids.match_of(found_by) if found_by else None
     origin = ctx.origin(pv1, 19 if visit else 44)
-    return ctx.add(resource, mode if match else "create", match, nulls, origin=origin)
+    mode = mode if match else "create"
+    return ctx.add(resource, mode, match, nulls, origin=origin, parts=parts)
 
 
 # What a discharge (A03) wrote that a cancel discharge (A13) takes back (IG ADT_A13: the
@@ -263,7 +276,7 @@ def _discharge_location(ctx: MapContext, pv1: Segment) -> JSON | None:
     return ref
 
 
-MODE_OF_ARRIVAL = t.EXTENSION + "encounter-modeOfArrival"
+MODE_OF_ARRIVAL = vt.MODE_OF_ARRIVAL
 LENGTH_OF_STAY = {"unit": "days", "system": t.UCUM, "code": "d"}  # IG NM[Quantity-LengthOfStay]
 
 

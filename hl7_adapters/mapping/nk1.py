@@ -30,6 +30,7 @@ from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, Where, first, val
 from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.mapping.patient import language_concept, ssn_identifier
+from hl7_adapters.mapping.plan import Parts
 from hl7_adapters.values import Segment
 
 if TYPE_CHECKING:
@@ -88,6 +89,9 @@ def _telecom(nk1: Segment, at: Where, fields: tuple[tuple[int, str | None], ...]
         for i, r in at.sub(f).reps()
         if (c := dt.contact_point(r, at.sub(f, i), use)) is not None
     ]
+
+
+PERIOD = {"period": Parts(settle=periods.settled)}
 
 
 def _period(nk1: Segment, at: Where) -> JSON:
@@ -177,4 +181,6 @@ def _related_person(ctx: MapContext, nk1: Segment, position: int, patient: Patie
     language = language_concept(first(nk1, 20))
     if language:
         resource["communication"] = [{"language": language}]
-    ctx.add(resource, "upsert", ids.match_of(key), origin=ctx.origin(nk1, 1))
+    # NK1-8 and NK1-9 are the period's two ends: an NK1 sending one keeps the stored other
+    # (HL7 v2: an empty field means no change; plan.Parts)
+    ctx.add(resource, "upsert", ids.match_of(key), origin=ctx.origin(nk1, 1), parts=PERIOD)

@@ -73,3 +73,18 @@ def unordered(a: str, b: str) -> bool:
         return False
     shared = min(len(a.split("T")[0]), len(b.split("T")[0]))
     return a[:shared] == b[:shared]
+
+
+def settled(value: dict[str, Any]) -> dict[str, Any]:
+    """A Period merged from a stored end and a message's other end (an A03 with PV1-45 but
+    no PV1-44) kept orderable as period() keeps one message's: when FHIRPath cannot order
+    the two, the finer end takes the coarser one's precision and keeps its value in
+    originalText (the one it had, else the value as stored)."""
+    start, end = value.get("start"), value.get("end")
+    if not (isinstance(start, str) and isinstance(end, str)) or not unordered(start, end):
+        return value
+    key, coarse = ("end", start) if len(end) > len(start) else ("start", end)
+    out = {**value, key: coarse}
+    if f"_{key}" not in value:
+        out[f"_{key}"] = {"extension": [{"url": ORIGINAL_TEXT, "valueString": value[key]}]}
+    return out

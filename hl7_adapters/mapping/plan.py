@@ -11,6 +11,7 @@ FHIR transaction Bundle; the applier rewrites them to the ids the resources end 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,6 +26,27 @@ from hl7_adapters.ack import AckError
 Mode = Literal["upsert", "ensure", "create"]
 
 
+@dataclass(frozen=True)
+class Parts:
+    """A top-level element a message may send in part, because the mapping builds it from
+    several HL7 fields (Encounter.period from PV1-44 and PV1-45). An upsert merges it part by
+    part, so that a field left empty leaves its part of the stored element as it is (HL7 v2:
+    an empty field means "no change", only ``""`` deletes).
+
+    A complex element (``key`` None): its children are the parts; a child sent replaces the
+    stored one (and the stored ``_child``, its primitive's extensions), the others stay.
+    A list (``key`` set): ``key`` names the part an entry belongs to (the field it comes
+    from, e.g. "PV1-6"), None for an entry no field of the message makes (kept); the entries
+    sent replace the stored entries of their parts. ``settle``: makes the merged value
+    consistent again (a Period's ends kept orderable, mapping/periods.py). ``default_only``:
+    the mapped value is a guess for a new resource, a stored value stays (the status of an
+    update event that says nothing of the visit's state)."""
+
+    key: Callable[[dict[str, Any]], str | None] | None = None
+    settle: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    default_only: bool = False
+
+
 @dataclass
 class Planned:
     full_url: str  # "urn:uuid:<uuid4>"; other planned resources reference it by this
@@ -32,7 +54,8 @@ class Planned:
     mode: Mode = "create"
     match: str | None = None  # search query that finds the stored instance: "identifier=sys|val"
     # Elements the message deleted (with "", or by its meaning: A13 ends a discharge):
-    # top-level names, or "element.child" for one child of a top-level element.
+    # top-level names, "element.child" for one child of a top-level element, or
+    # "element[part]" for the entries of one part of a list (see Parts).
     nulls: frozenset[str] = frozenset()
     # Where the match comes from (segment, its sequence, field), for an ERR-2 that points
     # the sender at the field to fix when the match finds the wrong patient's resource.
@@ -45,6 +68,8 @@ class Planned:
     # to: once the bed exists, its room and ward need not be looked up). Its match is then
     # looked up and locked late (hl7_adapters/locks.py).
     only_for: frozenset[str] | None = None
+    # The top-level elements merged part by part (see Parts); the others replace the stored.
+    parts: dict[str, Parts] = field(default_factory=dict)
 
     @property
     def resource_type(self) -> str:

@@ -58,6 +58,7 @@ PV1_LOCATIONS: tuple[tuple[int, str | None, bool], ...] = (
     (42, "reserved", False),  # pending location
     (43, "completed", True),  # prior temporary location
 )
+MODE_OF_ARRIVAL = EXTENSION + "encounter-modeOfArrival"  # PV2-38 (core extension)
 LOCATION_CLASSIFICATION = EXTENSION + "subject-locationClassification"
 TEMPORARY = Code("http://hl7.org/fhir/subject-locationClassification", "temporary", "Temporary")
 
