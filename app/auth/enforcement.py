@@ -207,8 +207,10 @@ class SmartAccessHook(Hook):
         uow.row_filter = None
         if interaction.name in UNCHECKED:
             return
-        permission = PERMISSION.get(interaction.name)
-        if permission is None:  # operations, maintenance: the server's own identities only
+        # An operation states what it needs ($validate: the write its mode checks, or read);
+        # one that does not (maintenance, reindex) is for the server's own identities only.
+        permission = PERMISSION.get(interaction.name) or interaction.permission or None
+        if permission is None:
             if not grant.scopes.matching(interaction.resource_type or "*", "u"):
                 raise forbidden(f"{interaction.name} needs a system scope")
             return

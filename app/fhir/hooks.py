@@ -31,6 +31,8 @@ class Interaction:
     id: str | None = None
     query: str = ""
     types: tuple[str, ...] = ()  # the types a system-level search covers
+    operation: str = ""  # the operation of an "operation" interaction, e.g. "$validate"
+    permission: str = ""  # what an operation needs of the grant on its type: c r u d or s
     # A search's parsed parameters: the types its chains, _has and includes reach are
     # authorized too (app.auth.reach). Not compared: it holds a dict (the cursor).
     search: SearchParams | None = field(default=None, compare=False)

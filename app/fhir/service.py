@@ -34,6 +34,7 @@ from app.fhir.compartments import CompartmentFilter
 from app.fhir.history import HistoryCursor, history_page, history_query, parse_version_id
 from app.fhir.hooks import Interaction, Pipeline
 from app.fhir.json_patch import apply_json_patch
+from app.fhir.preconditions import conditional_params
 from app.fhir.search import SearchParams, SearchResult, search
 from app.fhir.search.engine import first_ids
 from app.fhir.search.indexer import index_rows
@@ -199,9 +200,19 @@ class FhirService:
         )
         return HistoryResult(page, next_cursor)
 
+    def operation(self, uow: UnitOfWork, interaction: Interaction) -> StoredVersion | None:
+        """An operation that is no search ($validate), authorized and audited as itself; the
+        current version of its instance, noted as accessed (the record names whose data)."""
+        self.pipeline.authorize(uow, interaction)
+        rtype, rid = interaction.resource_type, interaction.id
+        current = storage.get_current(uow, rtype, rid) if rtype and rid else None
+        if current is not None:
+            self.pipeline.on_access(uow, interaction, current)
+        return current
+
     def find_ids(self, uow: UnitOfWork, rtype: str, query: str, *, limit: int = 2) -> list[str]:
         """Ids matching conditional criteria (strict: an unknown parameter is an error)."""
-        params = _conditional(rtype, query, limit)
+        params = conditional_params(rtype, query, limit)
         (found,) = first_ids(uow, [(rtype, params)], base_url=uow.ctx.base_url)
         return found
 
@@ -214,7 +225,7 @@ class FhirService:
         asked: list[tuple[int, tuple[str, SearchParams]]] = []
         for rtype, query in queries:
             try:
-                asked.append((len(results), (rtype, _conditional(rtype, query, limit))))
+                asked.append((len(results), (rtype, conditional_params(rtype, query, limit))))
                 results.append([])
             except FhirError as exc:
                 results.append(exc)
@@ -482,11 +493,3 @@ class FhirService:
             Interaction(change.interaction, change.version.resource_type, change.version.id),
             accessed or change.version,
         )
-
-
-def _conditional(rtype: str, query: str, limit: int) -> SearchParams:
-    """Conditional criteria (strict: an unknown parameter is an error), at most `limit`."""
-    params = SearchParams.parse_query(query, rtype, strict=True)
-    if not params.criteria:
-        raise InvalidRequest("conditional criteria are empty")
-    return params.with_count(limit)
