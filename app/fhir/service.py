@@ -39,7 +39,7 @@ from app.fhir.search import SearchParams, SearchResult, search
 from app.fhir.search.engine import first_ids
 from app.fhir.search.indexer import index_rows
 from app.fhir.search.referrers import Referrers, referrers
-from app.fhir.storage import Change, StoredVersion, UnitOfWork
+from app.fhir.storage import Change, RowFilter, StoredVersion, UnitOfWork
 from app.fhir.validation import is_valid_id, known_resource_types, validate_resource
 
 
@@ -141,24 +141,29 @@ class FhirService:
         *,
         types: list[str] | None = None,
         compartment: tuple[str, str] | None = None,
+        operation: str = "",
+        types_named: bool = True,
+        within: Callable[[RowFilter], RowFilter] | None = None,
     ) -> SearchResult:
         """Type-level search (rtype), or system-level search over `types` when rtype is None;
-        `compartment` (type, id) confines the matches to that compartment (compartments.py)."""
+        `compartment` (type, id) confines the matches to that compartment (compartments.py),
+        `within` narrows it more. An `operation`'s search ($everything): its includes (and
+        `types`, unless `types_named`) are its own; what the grant misses of them is left out."""
         if rtype is not None:
             self.check_type(rtype)
         self.check_listed_types(types or [])
         level = "search-type" if rtype else "search-system"
         interaction = Interaction(
-            level, rtype, query=params.query_string(), types=tuple(types or ()), search=params
-        )
+            level, rtype, query=params.query_string(), types=tuple(types or ()), search=params,
+            operation=operation, types_named=types_named,
+        )  # fmt: skip
         self.pipeline.authorize(uow, interaction)
         searched = [rtype] if rtype else (types or sorted(known_resource_types()))
         granted = uow.row_filter
         if compartment is not None:
             ctype, cid = compartment
-            uow.row_filter = CompartmentFilter(
-                ctype, cid, uow.ctx.base_url, granted, tuple(searched)
-            )
+            confined = CompartmentFilter(ctype, cid, uow.ctx.base_url, granted, tuple(searched))
+            uow.row_filter = within(confined) if within else confined
         try:
             result = search(uow, searched, params, base_url=uow.ctx.base_url)
         finally:

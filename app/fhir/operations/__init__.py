@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from app.errors import InvalidRequest, Issue, NotFound
 from app.fhir.exchange import FhirRequest, FhirResponse
-from app.fhir.operations import validate
+from app.fhir.operations import everything, validate
 from app.fhir.storage import UnitOfWork
 
 if TYPE_CHECKING:
@@ -43,6 +43,11 @@ OPERATIONS = {
         Operation(
             "$validate", validate.DEFINITION, validate.run, None,
             type_level=True, instance_level=True,
+        ),
+        Operation(
+            "$everything", everything.DEFINITION, everything.run, frozenset({"Patient"}),
+            type_level=False, instance_level=True,
+            unsupported_type_level=everything.TYPE_LEVEL_REFUSAL,
         ),
     )
 }  # fmt: skip
