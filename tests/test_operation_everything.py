@@ -243,3 +243,18 @@ def test_everything_is_audited_as_a_query_of_the_patient(
     assert entity_refs(event, "1") == [f"Patient/{record['pa']}"]
     descriptions = [x.get("description", "") for x in event["entity"]]
     assert any("$everything" in d for d in descriptions)
+
+
+def test_the_capability_statement_lists_both_operations(client: httpx.Client) -> None:
+    rest = client.get("/metadata").json()["rest"][0]
+    by_type = {r["type"]: r.get("operation", []) for r in rest["resource"]}
+    assert {
+        "name": "everything",
+        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+    } in by_type["Patient"]
+    validate = {
+        "name": "validate",
+        "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+    }
+    assert all(validate in ops for ops in by_type.values())
+    assert all(op["name"] != "everything" for op in by_type["Observation"])
