@@ -104,9 +104,7 @@ async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
     )
     if method in ("POST", "PUT") and fhir_request.body is None:
         # POST _search and operations may have no body ($validate mode=delete, $everything)
-        if not (
-            method == "POST" and (path.endswith("_search") or is_operation(fhir_request.segments))
-        ):
+        if not (method == "POST" and (path.endswith("_search") or is_operation(fhir_request.path))):
             raise InvalidRequest(f"{method} needs a resource in the body")
     fhir_router: FhirRouter = request.app.state.fhir_router
     trail = request.app.state.audit

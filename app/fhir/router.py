@@ -49,7 +49,7 @@ class FhirRouter:
 
             return transaction.process_bundle(self, ctx, request)
         # An operation stores nothing ($validate, $everything): a read unit, even for a POST.
-        write = request.method in WRITE_METHODS and not operations.is_operation(request.segments)
+        write = request.method in WRITE_METHODS and not operations.is_operation(request.path)
         with self.service.unit_of_work(ctx, write=write) as uow:
             return self.handle(uow, request)
 
@@ -72,7 +72,7 @@ class FhirRouter:
             return self._search(uow, request, None)
         if segments[0] == "_history" and len(segments) == 1:
             return self._history(uow, request, None, None)
-        if operations.is_operation(segments):
+        if operations.is_operation(request.path):
             return operations.dispatch(self, uow, request)
         rtype = segments[0]
         self.service.check_type(rtype)

@@ -73,8 +73,10 @@ def dispatch(router: FhirRouter, uow: UnitOfWork, request: FhirRequest) -> FhirR
     return op.handler(router, uow, request, rtype, rid)
 
 
-def is_operation(segments: list[str]) -> bool:
-    return any(s.startswith("$") for s in segments)
+def is_operation(path: str) -> bool:
+    """Does the request path (below the FHIR base) name an operation? (A string test: it is
+    asked for every write, and no type or id holds a `$`.)"""
+    return "/$" in path or path.startswith("$")
 
 
 def for_type(rtype: str) -> list[Operation]:
