@@ -30,6 +30,7 @@ from app.fhir.exchange import (
     return_preference,
     write_outcome,
 )
+from app.fhir.operations import is_operation
 from app.fhir.router import FhirRouter
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,8 @@ async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
         body=_body(request, method, path, raw),
     )
     if method in ("POST", "PUT") and fhir_request.body is None:
-        if not (method == "POST" and path.endswith("_search")):
+        # POST _search and operations may have no body ($validate mode=delete, $everything)
+        if not (method == "POST" and (path.endswith("_search") or is_operation(fhir_request.path))):
             raise InvalidRequest(f"{method} needs a resource in the body")
     fhir_router: FhirRouter = request.app.state.fhir_router
     trail = request.app.state.audit

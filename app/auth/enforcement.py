@@ -207,8 +207,10 @@ class SmartAccessHook(Hook):
         uow.row_filter = None
         if interaction.name in UNCHECKED:
             return
-        permission = PERMISSION.get(interaction.name)
-        if permission is None:  # operations, maintenance: the server's own identities only
+        # An operation states what it needs ($validate: the write its mode checks, or read);
+        # one that does not (maintenance, reindex) is for the server's own identities only.
+        permission = PERMISSION.get(interaction.name) or interaction.permission or None
+        if permission is None:
             if not grant.scopes.matching(interaction.resource_type or "*", "u"):
                 raise forbidden(f"{interaction.name} needs a system scope")
             return
@@ -221,7 +223,10 @@ class SmartAccessHook(Hook):
         _check_named_types(access, interaction)
         restricted = not access.unrestricted()
         for reach in _reached(interaction):
-            restricted = _check_reached(access, reach) or restricted
+            # An operation's own includes ($everything's supporting resources): what the
+            # grant may not read of them is left out (the row filter), never refused.
+            own = bool(interaction.operation) and reach.parameter.startswith("_include")
+            restricted = _check_reached(access, reach, refuse=not own) or restricted
         if not restricted:
             return
         uow.row_filter = access
@@ -335,7 +340,7 @@ def _check_named_types(access: AccessFilter, interaction: Interaction) -> None:
     """A system search's `_type` names its types: one the grant may not search is refused,
     never silently left out (the client would believe it had seen everything)."""
     named = [t for t in interaction.types if access.rules(t) == []]
-    if interaction.resource_type is None and named:
+    if interaction.resource_type is None and named and interaction.types_named:
         raise forbidden(f"_type: {_refusal(access.permission, ', '.join(named))}", "_type")
 
 
@@ -357,13 +362,13 @@ def _reached(interaction: Interaction) -> list[Reached]:
     return reached(params) if params is not None else []
 
 
-def _check_reached(access: AccessFilter, reach: Reached) -> bool:
+def _check_reached(access: AccessFilter, reach: Reached, *, refuse: bool = True) -> bool:
     """Refuses a parameter none of whose types the grant allows (an out-of-scope type is
     never silently dropped from what the client named); True when the types it reaches need
     the row filter (some of their rows, or some of the alternative types, are not allowed)."""
     sibling = access.for_permission(reach.permission)
     rules = [sibling.rules(t) for t in reach.types]
-    if reach.types and all(r == [] for r in rules):
+    if refuse and reach.types and all(r == [] for r in rules):
         what = ", ".join(reach.types)
         raise forbidden(
             f"{reach.parameter}: {_refusal(reach.permission, what)}", expression=reach.parameter

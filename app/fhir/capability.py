@@ -140,7 +140,19 @@ def _resource(rtype: str) -> dict[str, Any]:
         "searchInclude": [WILDCARD, f"{rtype}:{WILDCARD}", *_includes(rtype)],
         "searchRevInclude": [WILDCARD, *_revincludes().get(rtype, [])],
         "searchParam": _search_params(rtype),
+        "operation": _operations(rtype),
     }
+
+
+def _operations(rtype: str) -> list[dict[str, str]]:
+    """rest.resource.operation: the operations served on the type (app/fhir/operations)."""
+    # Imported here: $validate reads SERVER_WRITTEN_TYPES from this module.
+    from app.fhir import operations
+
+    return [
+        {"name": op.name.removeprefix("$"), "definition": op.definition}
+        for op in operations.for_type(rtype)
+    ]
 
 
 def _references(rtype: str) -> list[tuple[str, SearchParamDef]]:

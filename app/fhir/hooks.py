@@ -31,6 +31,13 @@ class Interaction:
     id: str | None = None
     query: str = ""
     types: tuple[str, ...] = ()  # the types a system-level search covers
+    # False: `types` are what an operation covers ($everything without `_type`), not what the
+    # client named, so a type the grant may not search is left out rather than refused.
+    types_named: bool = True
+    # The operation ($validate) of an "operation" interaction, or the one that made a search
+    # ($everything): such a search's includes are the operation's, not the client's.
+    operation: str = ""
+    permission: str = ""  # what an operation needs of the grant on its type: c r u d or s
     # A search's parsed parameters: the types its chains, _has and includes reach are
     # authorized too (app.auth.reach). Not compared: it holds a dict (the cursor).
     search: SearchParams | None = field(default=None, compare=False)

@@ -1,11 +1,13 @@
 """HTTP preconditions on writes (RFC 9110 13.1): If-Match and If-None-Match against the
-current version of the resource written. A failed one is 412, before anything is written."""
+current version of the resource written. A failed one is 412, before anything is written.
+And the criteria of conditional interactions (If-None-Exist, conditional update/delete)."""
 
 from __future__ import annotations
 
 import re
 
 from app.errors import InvalidRequest, Issue, PreconditionFailed
+from app.fhir.search import SearchParams
 from app.fhir.storage import StoredVersion
 
 # R4 http.html#concurrency: the ETag is a weak tag holding the versionId, `W/"23"`, and
@@ -83,3 +85,11 @@ def check_if_none_match(if_none_match: str | None, current: StoredVersion | None
             f"If-None-Match {if_none_match}: {current.resource_type}/{current.id} exists "
             f"(version {current.version_id})"
         )
+
+
+def conditional_params(rtype: str, query: str, limit: int) -> SearchParams:
+    """Conditional criteria (strict: an unknown parameter is an error), at most `limit`."""
+    params = SearchParams.parse_query(query, rtype, strict=True)
+    if not params.criteria:
+        raise InvalidRequest("conditional criteria are empty")
+    return params.with_count(limit)

@@ -12,7 +12,7 @@ from typing import Any
 
 from app.context import RequestContext
 from app.errors import InvalidRequest, MethodNotAllowed, NotFound, information_outcome
-from app.fhir import bundles, capability, compartments
+from app.fhir import bundles, capability, compartments, operations
 from app.fhir.exchange import FhirRequest, FhirResponse
 from app.fhir.history import HistoryCursor
 from app.fhir.instants import parse_http_date, parse_instant, to_instant
@@ -48,7 +48,8 @@ class FhirRouter:
             from app.fhir import transaction
 
             return transaction.process_bundle(self, ctx, request)
-        write = request.method in WRITE_METHODS
+        # An operation stores nothing ($validate, $everything): a read unit, even for a POST.
+        write = request.method in WRITE_METHODS and not operations.is_operation(request.path)
         with self.service.unit_of_work(ctx, write=write) as uow:
             return self.handle(uow, request)
 
@@ -71,8 +72,8 @@ class FhirRouter:
             return self._search(uow, request, None)
         if segments[0] == "_history" and len(segments) == 1:
             return self._history(uow, request, None, None)
-        if segments[0].startswith("$") or any(s.startswith("$") for s in segments):
-            raise NotFound(f"operation '{request.path}' is not supported")
+        if operations.is_operation(request.path):
+            return operations.dispatch(self, uow, request)
         rtype = segments[0]
         self.service.check_type(rtype)
         if len(segments) == 1:

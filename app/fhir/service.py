@@ -34,11 +34,12 @@ from app.fhir.compartments import CompartmentFilter
 from app.fhir.history import HistoryCursor, history_page, history_query, parse_version_id
 from app.fhir.hooks import Interaction, Pipeline
 from app.fhir.json_patch import apply_json_patch
+from app.fhir.preconditions import conditional_params
 from app.fhir.search import SearchParams, SearchResult, search
 from app.fhir.search.engine import first_ids
 from app.fhir.search.indexer import index_rows
 from app.fhir.search.referrers import Referrers, referrers
-from app.fhir.storage import Change, StoredVersion, UnitOfWork
+from app.fhir.storage import Change, RowFilter, StoredVersion, UnitOfWork
 from app.fhir.validation import is_valid_id, known_resource_types, validate_resource
 
 
@@ -140,24 +141,29 @@ class FhirService:
         *,
         types: list[str] | None = None,
         compartment: tuple[str, str] | None = None,
+        operation: str = "",
+        types_named: bool = True,
+        within: Callable[[RowFilter], RowFilter] | None = None,
     ) -> SearchResult:
         """Type-level search (rtype), or system-level search over `types` when rtype is None;
-        `compartment` (type, id) confines the matches to that compartment (compartments.py)."""
+        `compartment` (type, id) confines the matches to that compartment (compartments.py),
+        `within` narrows it more. An `operation`'s search ($everything): its includes (and
+        `types`, unless `types_named`) are its own; what the grant misses of them is left out."""
         if rtype is not None:
             self.check_type(rtype)
         self.check_listed_types(types or [])
         level = "search-type" if rtype else "search-system"
         interaction = Interaction(
-            level, rtype, query=params.query_string(), types=tuple(types or ()), search=params
-        )
+            level, rtype, query=params.query_string(), types=tuple(types or ()), search=params,
+            operation=operation, types_named=types_named,
+        )  # fmt: skip
         self.pipeline.authorize(uow, interaction)
         searched = [rtype] if rtype else (types or sorted(known_resource_types()))
         granted = uow.row_filter
         if compartment is not None:
             ctype, cid = compartment
-            uow.row_filter = CompartmentFilter(
-                ctype, cid, uow.ctx.base_url, granted, tuple(searched)
-            )
+            confined = CompartmentFilter(ctype, cid, uow.ctx.base_url, granted, tuple(searched))
+            uow.row_filter = within(confined) if within else confined
         try:
             result = search(uow, searched, params, base_url=uow.ctx.base_url)
         finally:
@@ -199,9 +205,19 @@ class FhirService:
         )
         return HistoryResult(page, next_cursor)
 
+    def operation(self, uow: UnitOfWork, interaction: Interaction) -> StoredVersion | None:
+        """An operation that is no search ($validate), authorized and audited as itself; the
+        current version of its instance, noted as accessed (the record names whose data)."""
+        self.pipeline.authorize(uow, interaction)
+        rtype, rid = interaction.resource_type, interaction.id
+        current = storage.get_current(uow, rtype, rid) if rtype and rid else None
+        if current is not None:
+            self.pipeline.on_access(uow, interaction, current)
+        return current
+
     def find_ids(self, uow: UnitOfWork, rtype: str, query: str, *, limit: int = 2) -> list[str]:
         """Ids matching conditional criteria (strict: an unknown parameter is an error)."""
-        params = _conditional(rtype, query, limit)
+        params = conditional_params(rtype, query, limit)
         (found,) = first_ids(uow, [(rtype, params)], base_url=uow.ctx.base_url)
         return found
 
@@ -214,7 +230,7 @@ class FhirService:
         asked: list[tuple[int, tuple[str, SearchParams]]] = []
         for rtype, query in queries:
             try:
-                asked.append((len(results), (rtype, _conditional(rtype, query, limit))))
+                asked.append((len(results), (rtype, conditional_params(rtype, query, limit))))
                 results.append([])
             except FhirError as exc:
                 results.append(exc)
@@ -485,11 +501,3 @@ class FhirService:
             Interaction(change.interaction, change.version.resource_type, change.version.id),
             accessed or change.version,
         )
-
-
-def _conditional(rtype: str, query: str, limit: int) -> SearchParams:
-    """Conditional criteria (strict: an unknown parameter is an error), at most `limit`."""
-    params = SearchParams.parse_query(query, rtype, strict=True)
-    if not params.criteria:
-        raise InvalidRequest("conditional criteria are empty")
-    return params.with_count(limit)

@@ -1,0 +1,230 @@
+"""$validate (R4 Resource-validate): the write path's issues in a 200 OperationOutcome, by
+body or by Parameters, in each mode; nothing stored; authorized by the permission the mode
+implies; audited as an operation. Unknown operations are still 404."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer
+from tests.smart_helpers import create_resource, register_client
+from tests.test_audit_trail import CLIENT, entity_refs, subtype
+
+FHIR_JSON = "application/fhir+json"
+CORE_PATIENT = "http://hl7.org/fhir/StructureDefinition/Patient"
+
+
+def _outcome(response: httpx.Response) -> list[dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    return list(body["issue"])
+
+
+def _errors(response: httpx.Response) -> list[dict[str, Any]]:
+    return [i for i in _outcome(response) if i["severity"] in ("error", "fatal")]
+
+
+def _valid(response: httpx.Response) -> bool:
+    issues = _outcome(response)
+    return not _errors(response) and any(
+        i["severity"] == "information" and "no errors" in i.get("diagnostics", "") for i in issues
+    )
+
+
+def _params(resource: dict[str, Any] | None = None, **values: str) -> dict[str, Any]:
+    parameter: list[dict[str, Any]] = []
+    if resource is not None:
+        parameter.append({"name": "resource", "resource": resource})
+    kinds = {"mode": "valueCode", "profile": "valueUri"}
+    parameter += [{"name": k, kinds[k]: v} for k, v in values.items()]
+    return {"resourceType": "Parameters", "parameter": parameter}
+
+
+def _family(tag: str) -> dict[str, Any]:
+    return {"resourceType": "Patient", "name": [{"family": tag}]}
+
+
+def _count(client: httpx.Client, tag: str) -> int:
+    found = client.get("/Patient", params={"family:exact": tag, "_summary": "count"})
+    assert found.status_code == 200, found.text
+    return int(found.json()["total"])
+
+
+@pytest.fixture
+def token_for(live_server: LiveServer, base_url: str) -> Iterator[Any]:
+    made: list[httpx.Client] = []
+
+    def make(scope: str) -> tuple[str, httpx.Client]:
+        auth = live_server.app.state.auth
+        registered = register_client(auth, "backend", scope, jwks={"keys": []})
+        token = auth.local_token(registered.name, scope)["access_token"]
+        headers = {"Authorization": f"Bearer {token}", "Accept": FHIR_JSON}
+        made.append(httpx.Client(base_url=base_url, headers=headers, timeout=30))
+        return registered.client_id, made[-1]
+
+    yield make
+    for http in made:
+        http.close()
+
+
+def test_a_valid_resource_by_body_gets_no_errors_and_nothing_is_stored(
+    client: httpx.Client,
+) -> None:
+    tag = uuid.uuid4().hex
+    assert _valid(client.post("/Patient/$validate", json=_family(tag)))
+    assert _valid(client.post("/Patient/$validate", json=_params(_family(tag), mode="create")))
+    assert _count(client, tag) == 0
+
+
+def test_an_invalid_resource_gets_the_write_paths_issues_with_their_paths(
+    client: httpx.Client,
+) -> None:
+    bad = {"resourceType": "Observation", "status": "bogus", "code": {"text": "x"}}
+    written = client.post("/Observation", json=bad)
+    assert written.status_code == 400
+    expected = {tuple(i.get("expression", [])) for i in written.json()["issue"]}
+    for body in (bad, _params(bad), _params(bad, mode="create")):
+        errors = _errors(client.post("/Observation/$validate", json=body))
+        assert errors and {tuple(i.get("expression", [])) for i in errors} == expected
+        assert ("Observation.status",) in expected
+    # a resource of another type than the URL's
+    errors = _errors(client.post("/Observation/$validate", json=_family("x")))
+    assert errors and errors[0]["expression"] == ["resourceType"]
+
+
+def test_mode_update_checks_the_id_against_the_urls_and_stores_nothing(
+    client: httpx.Client,
+) -> None:
+    tag = uuid.uuid4().hex
+    pid = create_resource(client, _family(tag))
+    changed = {**_family(tag), "id": pid, "gender": "female"}
+    assert _valid(client.post(f"/Patient/{pid}/$validate", json=_params(changed, mode="update")))
+    assert _valid(client.post(f"/Patient/{pid}/$validate?mode=update", json=changed))
+    other = {**changed, "id": "some-other-id"}
+    errors = _errors(client.post(f"/Patient/{pid}/$validate", json=_params(other, mode="update")))
+    assert [e["expression"] for e in errors] == [["Patient.id"]]
+    stored = client.get(f"/Patient/{pid}").json()
+    assert stored["meta"]["versionId"] == "1" and "gender" not in stored
+    # update and delete name a resource: at the type level they are a bad request
+    refused = client.post("/Patient/$validate", json=_params(changed, mode="update"))
+    assert refused.status_code == 400 and refused.json()["issue"][0]["expression"] == ["mode"]
+
+
+def test_mode_delete_checks_that_the_resource_exists_and_deletes_nothing(
+    client: httpx.Client, token_for: Any
+) -> None:
+    pid = create_resource(client, _family(uuid.uuid4().hex))
+    assert _valid(client.post(f"/Patient/{pid}/$validate", json=_params(mode="delete")))
+    assert _valid(client.post(f"/Patient/{pid}/$validate?mode=delete"))  # no body needed
+    assert client.get(f"/Patient/{pid}").status_code == 200
+    missing = _errors(client.post("/Patient/nobody-here/$validate", json=_params(mode="delete")))
+    assert [e["code"] for e in missing] == ["not-found"]
+    # the server's own audit trail is never deleted (nor created) by a client, whatever scope
+    some = client.get("/AuditEvent", params={"_count": "1"}).json()["entry"][0]["resource"]
+    _, auditor = token_for("system/AuditEvent.cruds")
+    refused = _errors(auditor.post(f"/AuditEvent/{some['id']}/$validate?mode=delete"))
+    assert [e["code"] for e in refused] == ["not-supported"]
+    assert client.post(f"/AuditEvent/{some['id']}/$validate?mode=delete").status_code == 403
+
+
+def test_profile_other_than_core_is_an_error_and_core_is_accepted(client: httpx.Client) -> None:
+    body = _family("x")
+    assert _valid(client.post("/Patient/$validate", json=_params(body, profile=CORE_PATIENT)))
+    us_core = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"
+    errors = _errors(client.post("/Patient/$validate", json=_params(body, profile=us_core)))
+    assert [(e["code"], e["expression"]) for e in errors] == [("not-supported", ["profile"])]
+
+
+def test_bad_requests_are_clear_400s(client: httpx.Client) -> None:
+    cases = [
+        ("/Patient/$validate", _params(_family("x"), mode="destroy"), "mode"),
+        ("/Patient/$validate", _params(mode="create"), "resource"),
+        ("/Patient/$validate", _params(_family("x"), mode="create") | {"parameter": 3},
+         "Parameters.parameter"),
+    ]  # fmt: skip
+    for url, body, expression in cases:
+        answer = client.post(url, json=body)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["issue"][0]["expression"] == [expression]
+    not_get = client.get("/Patient/$validate")
+    assert not_get.status_code == 405 and not_get.headers["Allow"] == "POST"
+    assert client.post("/Patient/$validate", content=b"{", headers={
+        "Content-Type": FHIR_JSON}).status_code == 400  # fmt: skip
+
+
+def test_validate_needs_the_permission_its_mode_implies(
+    token_for: Any, client: httpx.Client, base_url: str
+) -> None:
+    pid = create_resource(client, _family(uuid.uuid4().hex))
+    body = {**_family("x"), "id": pid}
+    _, reader = token_for("system/Patient.rs")
+    assert _valid(reader.post("/Patient/$validate", json=body))
+    for mode in ("create", "update", "delete"):
+        answer = reader.post(f"/Patient/{pid}/$validate", json=_params(body, mode=mode))
+        assert answer.status_code == 403, (mode, answer.text)
+    _, writer = token_for("system/Patient.u")
+    assert _valid(writer.post(f"/Patient/{pid}/$validate", json=_params(body, mode="update")))
+    assert writer.post("/Patient/$validate", json=_params(body, mode="create")).status_code == 403
+    _, other = token_for("system/Observation.cruds")
+    assert other.post("/Patient/$validate", json=body).status_code == 403
+    anonymous = httpx.post(f"{base_url}/Patient/$validate", json=body, timeout=30)
+    assert anonymous.status_code == 401
+
+
+def test_a_patient_token_may_not_validate_an_update_of_another_patient(
+    live_server: LiveServer, base_url: str, client: httpx.Client
+) -> None:
+    from app.db import write_transaction
+
+    mine = create_resource(client, _family(uuid.uuid4().hex))
+    theirs = create_resource(client, _family(uuid.uuid4().hex))
+    auth = live_server.app.state.auth
+    scope = "launch/patient patient/Patient.rus"
+    app = register_client(auth, "public", scope)
+    claims = {"scope": scope, "sub": "ann", "sub_kind": "user", "role": "patient",
+              "fhirUser": f"Patient/{mine}", "patient": mine}  # fmt: skip
+    with write_transaction(auth.engine) as conn:
+        token = auth.tokens.issue(conn, app.client_id, claims)["access_token"]
+    headers = {"Accept": FHIR_JSON, "Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as http:
+        own = {**_family("x"), "id": mine}
+        assert _valid(http.post(f"/Patient/{mine}/$validate", json=_params(own, mode="update")))
+        other = {**_family("x"), "id": theirs}
+        answer = http.post(f"/Patient/{theirs}/$validate", json=_params(other, mode="update"))
+        assert answer.status_code == 403
+
+
+def test_validate_is_audited_as_an_operation_on_the_resource(
+    token_for: Any, client: httpx.Client
+) -> None:
+    pid = create_resource(client, _family(uuid.uuid4().hex))
+    client_id, writer = token_for("system/Patient.cud")
+    body = {**_family("x"), "id": pid}
+    assert _valid(writer.post(f"/Patient/{pid}/$validate", json=_params(body, mode="update")))
+    assert writer.post("/Patient/$validate", json=body).status_code == 403  # needs read
+    found = client.get("/AuditEvent", params={"agent:identifier": f"{CLIENT}|{client_id}",
+                                              "_sort": "date"})  # fmt: skip
+    events = [e["resource"] for e in found.json().get("entry", [])]
+    assert [(subtype(e), e["action"], e["outcome"]) for e in events] == [
+        ("operation", "E", "0"),
+        ("operation", "E", "4"),
+    ]
+    done = events[0]
+    assert entity_refs(done, "4") == [f"Patient/{pid}/_history/1"]
+    assert entity_refs(done, "1") == [f"Patient/{pid}"]
+    descriptions = [x.get("description", "") for x in done["entity"]]
+    assert any("$validate" in d for d in descriptions)
+
+
+def test_unknown_operations_are_still_404_operation_outcomes(client: httpx.Client) -> None:
+    for url in ("/$meta", "/Patient/$nonsense", "/Patient/1/$nonsense",
+                "/Observation/1/$everything", "/Patient/$validate/x"):  # fmt: skip
+        answer = client.get(url)
+        assert answer.status_code == 404, (url, answer.text)
+        assert answer.json()["resourceType"] == "OperationOutcome"
