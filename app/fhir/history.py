@@ -43,6 +43,14 @@ class HistoryCursor:
             raise ValueError("history position out of range")
 
 
+@dataclass(frozen=True)
+class HistoryResult:
+    """One page of a history listing, and where the next one starts."""
+
+    versions: list[StoredVersion]
+    next_cursor: HistoryCursor | None
+
+
 def history_page(
     uow: UnitOfWork,
     *,

@@ -21,17 +21,16 @@ import sqlalchemy.exc
 from sqlalchemy import Engine
 
 from app.context import RequestContext
-from app.errors import (
-    Conflict,
-    FhirError,
-    Gone,
-    InvalidRequest,
-    NotFound,
-    PreconditionFailed,
-)
+from app.errors import Conflict, FhirError, Gone, InvalidRequest, NotFound, PreconditionFailed
 from app.fhir import jsonio, preconditions, storage
 from app.fhir.compartments import CompartmentFilter
-from app.fhir.history import HistoryCursor, history_page, history_query, parse_version_id
+from app.fhir.history import (
+    HistoryCursor,
+    HistoryResult,
+    history_page,
+    history_query,
+    parse_version_id,
+)
 from app.fhir.hooks import Interaction, Pipeline
 from app.fhir.json_patch import apply_json_patch
 from app.fhir.preconditions import conditional_params
@@ -56,12 +55,6 @@ class ReindexBatch:
     count: int
     last_id: str | None
     failures: list[str]
-
-
-@dataclass(frozen=True)
-class HistoryResult:
-    versions: list[StoredVersion]
-    next_cursor: HistoryCursor | None
 
 
 class FhirService:
