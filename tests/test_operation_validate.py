@@ -228,3 +228,28 @@ def test_unknown_operations_are_still_404_operation_outcomes(client: httpx.Clien
         answer = client.get(url)
         assert answer.status_code == 404, (url, answer.text)
         assert answer.json()["resourceType"] == "OperationOutcome"
+
+
+def test_in_a_batch_the_outcome_is_the_entrys_resource(client: httpx.Client) -> None:
+    """An operation's OperationOutcome is its answer: Bundle.entry.resource, as a GET's
+    result is (a write's outcome goes to response.outcome)."""
+    tag = uuid.uuid4().hex
+    invalid = {"resourceType": "Patient", "gender": "neither", "name": [{"family": tag}]}
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": _family(tag), "request": {"method": "POST", "url": "Patient/$validate"}},
+            {"resource": invalid, "request": {"method": "POST", "url": "Patient/$validate"}},
+        ],
+    }
+    response = client.post("", json=batch, headers={"Content-Type": "application/fhir+json"})
+    assert response.status_code == 200, response.text
+    valid, refused = response.json()["entry"]
+    for entry in (valid, refused):
+        assert entry["response"]["status"].startswith("200")
+        assert entry["resource"]["resourceType"] == "OperationOutcome"
+        assert "outcome" not in entry["response"]
+    assert any("no errors" in i.get("diagnostics", "") for i in valid["resource"]["issue"])
+    assert any(i["severity"] == "error" for i in refused["resource"]["issue"])
+    assert _count(client, tag) == 0

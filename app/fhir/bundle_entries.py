@@ -122,14 +122,16 @@ def response_entry(
     Bundle.entry.response.outcome: "hints and warnings produced as part of processing this
     entry"), where an OperationOutcome the interaction answered with goes too (a conditional
     delete that matched nothing): `resource` is the resource the entry is about. Reads keep
-    their results either way; a HEAD has none."""
+    their results either way, and so does an operation ($validate's OperationOutcome is its
+    answer); a HEAD has none."""
     entry: dict[str, Any] = {}
     method, body = request.method, response.body
     if method == "GET":  # _summary / _elements, as for the same GET sent alone
         body = shaping.shape_response(body, request)
     outcome = write_outcome(method, response) if preference == "OperationOutcome" else None
-    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
-        outcome, body = outcome or body, None
+    operation = any(segment.startswith("$") for segment in request.segments)
+    if not operation and isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
+        outcome, body = outcome or body, None  # an operation's outcome is its result: resource
     written = method in WRITES and isinstance(body, RawJson)
     if body is not None and not request.head and not (written and preference != "representation"):
         entry["resource"] = body
