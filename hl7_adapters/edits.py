@@ -126,7 +126,7 @@ def merge_elements(
         if key == "meta":
             merged[key] = _merged_meta(stored.get(key), value)
         elif part is not None and part.key is not None and isinstance(value, list):
-            merged[key] = _merged_list(stored.get(key), value, part.key)
+            merged[key] = _merged_list(stored.get(key), value, part.key, part.unmarked)
         elif part is not None and isinstance(value, dict):
             merged[key] = _merged_children(stored.get(key), value)
         else:
@@ -170,17 +170,25 @@ _EXTENSIONS_ONLY = {"extension": _BY_URL}
 
 
 def _merged_list(
-    stored: Any, mapped: list[dict[str, Any]], key: Callable[[dict[str, Any]], str | None]
+    stored: Any,
+    mapped: list[dict[str, Any]],
+    key: Callable[[dict[str, Any]], str | None],
+    unmarked: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """The stored entries with those of each part the message sends replaced by its entries,
     in place (the first stored entry of a part is where its new entries go; a new part's go
-    last), so that a message re-sending what is stored writes no new version."""
+    last), so that a message re-sending what is stored writes no new version. With
+    `unmarked` (Parts.unmarked), a stored entry of no part that equals a sent entry without
+    its mark belongs to that entry's part (stored before marks: replaced, not duplicated)."""
     sent: dict[str | None, list[dict[str, Any]]] = {}
     for entry in mapped:
         sent.setdefault(key(entry), []).append(entry)
+    former = [(unmarked(e), key(e)) for e in mapped] if unmarked is not None else []
     out: list[dict[str, Any]] = []
     for entry in stored if isinstance(stored, list) else []:
         part = key(entry) if isinstance(entry, dict) else None
+        if part is None and former:
+            part = next((p for old, p in former if old == entry), None)
         if part not in sent:
             out.append(entry)
         elif sent[part]:  # the part's first stored entry: the new ones go here, once

@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from hl7_adapters.mapping.patient import PARTS as PATIENT_PARTS
+from hl7_adapters.mapping.sources import field_of, unmarked
 from tests.test_hl7_http import hl7, post, server_root  # noqa: F401  (fixtures)
 from tests.test_hl7_ingest import err_fields, msa, search, unique_id
 from tests.test_hl7_live_mapping import adt, visit_fields
@@ -307,11 +309,11 @@ PID_FIELDS: list[Any] = [
     (29, "20240101", "20240102", "deceasedDateTime", None),
     # lists made by two fields each (name: PID-5 and PID-9; telecom: PID-13 and PID-14;
     # identifier: PID-3 and PID-19): sending one replaces the other's entries too
-    pytest.param(5, "Doe^Jane", "Roe^Janet", "name", family_of("Doe", "Roe"), marks=LIST_LIMIT),
-    pytest.param(9, "Alias^Al", "Other^Ot", "name", family_of("Alias", "Other"), marks=LIST_LIMIT),
-    pytest.param(13, "(555)111-1111", "(555)222-2222", "telecom", phone("home"), marks=LIST_LIMIT),
-    pytest.param(14, "(555)333-3333", "(555)444-4444", "telecom", phone("work"), marks=LIST_LIMIT),
-    pytest.param(19, "123-45-6789", "987-65-4321", "identifier", ssn, marks=LIST_LIMIT),
+    pytest.param(5, "Doe^Jane", "Roe^Janet", "name", family_of("Doe", "Roe")),
+    pytest.param(9, "Alias^Al", "Other^Ot", "name", family_of("Alias", "Other")),
+    pytest.param(13, "(555)111-1111", "(555)222-2222", "telecom", phone("home")),
+    pytest.param(14, "(555)333-3333", "(555)444-4444", "telecom", phone("work")),
+    pytest.param(19, "123-45-6789", "987-65-4321", "identifier", ssn),
 ]
 
 
@@ -400,3 +402,94 @@ def test_an_update_without_patient_class_keeps_the_stored_class(
         after = encounter(client, visit)
         assert after["class"]["code"] == "IMP"
         assert after["status"] == "in-progress"
+
+
+def pid_message(trigger: str, when: str, mrn: str, fields: dict[int, str]) -> bytes:
+    row = [""] * max(fields)
+    for n, v in {3: f"{mrn}^^^HOSP^MR", **fields}.items():
+        row[n - 1] = v
+    return (
+        f"MSH|^~\\&|ADT|HOSP|MS|MS|{when}+0000||ADT^{trigger}|{unique_id()}|P|2.5\r"
+        f"EVN|{trigger}|{when}+0000\rPID|{'|'.join(row)}\r"
+    ).encode()
+
+
+def test_each_list_entry_is_marked_with_its_field(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """Every name, address, telecom and identifier entry carries the field it came from
+    (urn:medisentinel:hl7v2-field), and the Patient so marked passed the server's validation."""
+    mrn = unique_id("P")
+    fields = {5: "Doe^Jane", 9: "Alias^Al", 11: "1 Main St^^Town^ST^11111", 12: "Cty"}
+    fields |= {13: "(555)111-1111", 14: "(555)333-3333", 19: "123-45-6789"}
+    assert msa(post(hl7, pid_message("A01", "20240301100000", mrn, fields)).content)[0] == "AA"
+    [patient] = search(client, "Patient", identifier=mrn)
+    assert {k: [field_of(e) for e in patient[k]] for k in PATIENT_PARTS} == {
+        "identifier": ["PID-3", "PID-19"],
+        "name": ["PID-5", "PID-9"],
+        "address": ["PID-11"],  # PID-12 is the district of the one address
+        "telecom": ["PID-13", "PID-14"],
+    }
+
+
+def test_entries_stored_before_marks_are_neither_duplicated_nor_dropped(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """A Patient stored before entries were marked (here: the A01's Patient written back
+    without the marks, plus an e-mail another client added): an A08 sending the same PID-13
+    and PID-14 takes each unmarked entry equal to a mapped one as that field's (replaced in
+    place, marked, not doubled); an A08 changing PID-13 with PID-14 empty keeps the old
+    unmarked entries it cannot tell apart (the work phone, the e-mail, the old home phone)."""
+    mrn = unique_id("P")
+    fields = {5: "Doe^Jane", 13: "(555)111-1111", 14: "(555)333-3333"}
+    assert msa(post(hl7, pid_message("A01", "20240301100000", mrn, fields)).content)[0] == "AA"
+    [patient] = search(client, "Patient", identifier=mrn)
+    old = {k: v for k, v in patient.items() if k != "meta"}
+    for key in ("identifier", "name", "telecom"):
+        old[key] = [unmarked(e) for e in old[key]]
+    email = {"system": "email", "value": "jane@example.org"}
+    old["telecom"].append(email)
+    written = client.put(f"/Patient/{patient['id']}", json=old)
+    assert written.status_code == 200, written.text
+
+    assert msa(post(hl7, pid_message("A08", "20240302100000", mrn, fields)).content)[0] == "AA"
+    [again] = search(client, "Patient", identifier=mrn)
+    assert [(unmarked(e), field_of(e)) for e in again["telecom"]] == [
+        (old["telecom"][0], "PID-13"),
+        (old["telecom"][1], "PID-14"),
+        (email, None),
+    ]
+    assert [field_of(e) for e in again["name"]] == ["PID-5"]
+    assert [field_of(e) for e in again["identifier"]] == ["PID-3"]
+
+    # marked now: PID-13 changed with PID-14 empty replaces only the home phone
+    changed = {5: "Doe^Jane", 13: "(555)222-2222"}
+    assert msa(post(hl7, pid_message("A08", "20240303100000", mrn, changed)).content)[0] == "AA"
+    [after] = search(client, "Patient", identifier=mrn)
+    assert [(e["value"], field_of(e)) for e in after["telecom"]] == [
+        ("(555)222-2222", "PID-13"),
+        ("(555)333-3333", "PID-14"),
+        (email["value"], None),
+    ]
+
+
+def test_an_unmarked_entry_unlike_every_mapped_one_is_kept(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """An unmarked stored phone that no entry of the message equals cannot be told apart
+    from another channel's: a change of PID-13 keeps it (it is not dropped)."""
+    mrn = unique_id("P")
+    fields = {5: "Doe^Jane", 13: "(555)111-1111"}
+    assert msa(post(hl7, pid_message("A01", "20240301100000", mrn, fields)).content)[0] == "AA"
+    [patient] = search(client, "Patient", identifier=mrn)
+    old = {k: v for k, v in patient.items() if k != "meta"}
+    old["telecom"] = [unmarked(e) for e in old["telecom"]]
+    assert client.put(f"/Patient/{patient['id']}", json=old).status_code == 200
+    changed = {5: "Doe^Jane", 13: "(555)222-2222"}
+    assert msa(post(hl7, pid_message("A08", "20240302100000", mrn, changed)).content)[0] == "AA"
+    [after] = search(client, "Patient", identifier=mrn)
+    assert [field_of(e) for e in after["telecom"]] == [None, "PID-13"]
+    assert after["telecom"][0] == old["telecom"][0]
