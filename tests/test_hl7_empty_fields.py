@@ -493,3 +493,69 @@ def test_an_unmarked_entry_unlike_every_mapped_one_is_kept(
     [after] = search(client, "Patient", identifier=mrn)
     assert [field_of(e) for e in after["telecom"]] == [None, "PID-13"]
     assert after["telecom"][0] == old["telecom"][0]
+
+
+# (NK1 field, first value, second value, RelatedPerson list): the lists built from several
+# NK1 fields (name NK1-2/30, telecom NK1-5/6/31/40/41, address NK1-4/32)
+NK1_FIELDS = [
+    (2, "Roe^Ann", "Roe^Anna", "name"),
+    (30, "Contact^Carl", "Contact^Cora", "name"),
+    (4, "1 Kin St^^Town^ST", "2 Kin Rd^^City^ST", "address"),
+    (32, "9 Care Ave^^Town^ST", "8 Care Ave^^City^ST", "address"),
+    (5, "(555)510-0001", "(555)510-0002", "telecom"),
+    (6, "(555)610-0001", "(555)610-0002", "telecom"),
+    (31, "(555)710-0001", "(555)710-0002", "telecom"),
+]
+
+
+@pytest.mark.parametrize(("number", "first", "second", "element"), NK1_FIELDS)
+def test_each_nk1_list_field_empty_keeps_null_deletes_value_replaces(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+    number: int,
+    first: str,
+    second: str,
+    element: str,
+) -> None:
+    """The RelatedPerson of an NK1: each field of its name, address and telecom lists left
+    empty keeps its entries, a value replaces them, "" deletes them; the other fields'
+    entries stay (every other NK1 field is sent again each time)."""
+    mrn = unique_id("P")
+    nk1 = {1: "1", 3: "SPO^Spouse^HL70063", **{n: v for n, v, _, _ in NK1_FIELDS}}
+    mine = f"NK1-{number}"
+
+    def sent(trigger: str, when: str, value: str | None) -> dict:  # type: ignore[type-arg]
+        fields = {n: v for n, v in nk1.items() if n != number}
+        if value is not None:
+            fields[number] = value
+        row = [""] * max(fields)
+        for n, v in fields.items():
+            row[n - 1] = v
+        body = (
+            f"MSH|^~\\&|ADT|HOSP|MS|MS|{when}+0000||ADT^{trigger}|{unique_id()}|P|2.5\r"
+            f"EVN|{trigger}|{when}+0000\rPID|1||{mrn}^^^HOSP^MR||Doe^Jane||19800101|F\r"
+            f"NK1|{'|'.join(row)}\r"
+        ).encode()
+        answer = post(hl7, body)
+        assert msa(answer.content)[0] == "AA", answer.text
+        [patient] = search(client, "Patient", identifier=mrn)
+        [kin] = search(client, "RelatedPerson", patient=f"Patient/{patient['id']}")
+        return kin
+
+    def piece(kin: dict) -> list:  # type: ignore[type-arg]
+        return [e for e in kin.get(element) or [] if field_of(e) == mine]
+
+    def rest(kin: dict) -> dict:  # type: ignore[type-arg]
+        out = {k: v for k, v in kin.items() if k != "meta"}
+        out[element] = [e for e in out.get(element) or [] if field_of(e) != mine]
+        return {k: v for k, v in out.items() if v != []}
+
+    stored = sent("A01", "20240301100000", first)
+    assert piece(stored), stored
+    left = sent("A08", "20240302100000", None)
+    assert (piece(left), rest(left)) == (piece(stored), rest(stored))
+    replaced = sent("A08", "20240303100000", second)
+    assert piece(replaced) not in ([], piece(stored))
+    assert rest(replaced) == rest(stored)
+    nulled = sent("A08", "20240304100000", '""')
+    assert (piece(nulled), rest(nulled)) == ([], rest(stored))

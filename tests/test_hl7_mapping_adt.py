@@ -349,8 +349,12 @@ def test_a01_related_persons() -> None:
             }
         ]
     }
-    assert res["name"] == [{"use": "official", "family": "Smith", "given": ["John"]}]
-    assert res["telecom"] == [
+    # each entry marked with its NK1 field (mapping/sources.py)
+    assert [field_of(e) for k in ("name", "telecom") for e in res[k]] == ["NK1-2", "NK1-5", "NK1-6"]
+    assert [unmarked(n) for n in res["name"]] == [
+        {"use": "official", "family": "Smith", "given": ["John"]}
+    ]
+    assert [unmarked(c) for c in res["telecom"]] == [
         {"system": "phone", "value": "+1 555 5559999", "use": "home"},
         {"system": "phone", "value": "+1 555 5550000", "use": "work"},
     ]
@@ -574,7 +578,9 @@ def test_an_organisation_as_next_of_kin_is_a_patient_contact() -> None:
     )
     result = mapped(text)
     person = only(result, "RelatedPerson")
-    assert person.resource["name"] == [{"family": "Smith", "given": ["Jane"]}]
+    assert [unmarked(n) for n in person.resource["name"]] == [
+        {"family": "Smith", "given": ["Jane"]}
+    ]
     relationship = person.resource["relationship"]
     codes = [(c["system"][-4:], c["code"]) for r in relationship for c in r["coding"]]
     assert codes == [("0131", "C"), ("0063", "EMC")]  # NK1-7 C not repeated
