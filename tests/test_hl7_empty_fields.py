@@ -4,7 +4,10 @@ An empty field leaves what is stored; ``""`` deletes it; a value replaces it (HL
 2, docs/hl7v2.md "Applying"). Encounter.period (PV1-44/45), .hospitalization (PV1-5, 13, 14,
 16, 36-38), .location (PV1-3/6/11/42/43) and .participant (PV1-7/8/9/17/52, PV2-13) are built
 from several fields each, so an update merges them field by field: a discharge without PV1-44
-keeps the admit time. Checked through the real mapper, the door and the running server.
+keeps the admit time. So are the Patient's name, address, telecom and identifier lists (PID)
+and the RelatedPerson's name, address and telecom (NK1), whose entries carry the field they
+came from (urn:medisentinel:hl7v2-field). Checked through the real mapper, the door and the
+running server.
 """
 
 from __future__ import annotations
@@ -559,3 +562,24 @@ def test_each_nk1_list_field_empty_keeps_null_deletes_value_replaces(
     assert rest(replaced) == rest(stored)
     nulled = sent("A08", "20240304100000", '""')
     assert (piece(nulled), rest(nulled)) == ([], rest(stored))
+
+
+def test_a_resent_pid_with_every_list_writes_no_new_version(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """The marked entries merged per field come back in their stored places: an A08 sending
+    the A01's PID again writes no version (and none for the RelatedPerson of its NK1)."""
+    mrn = unique_id("P")
+    fields = {2: "ALT1^^^HOSP", 5: "Doe^Jane~Doe^J", 9: "Alias^Al", 12: "Cty"}
+    fields |= {11: "1 Main St^^Town^ST~2 Oak Rd^^City^ST", 13: "(555)111-1111~(555)111-2222"}
+    fields |= {14: "(555)333-3333", 19: "123-45-6789", 20: "D123^OR^20300101"}
+    nk1 = "NK1|1|Roe^Ann|SPO^Spouse^HL70063|1 Kin St^^Town^ST|(555)510-0001|(555)610-0001\r"
+    versions = []
+    for trigger, when in (("A01", "20240301100000"), ("A08", "20240302100000")):
+        body = pid_message(trigger, when, mrn, fields) + nk1.encode()
+        assert msa(post(hl7, body).content)[0] == "AA"
+        [patient] = search(client, "Patient", identifier=mrn)
+        [kin] = search(client, "RelatedPerson", patient=f"Patient/{patient['id']}")
+        versions.append((patient["meta"]["versionId"], kin["meta"]["versionId"]))
+    assert versions == [("1", "1"), ("1", "1")]
