@@ -173,13 +173,14 @@ def _merged_list(
     stored: Any,
     mapped: list[dict[str, Any]],
     key: Callable[[dict[str, Any]], str | None],
-    unmarked: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    unmarked: Callable[[dict[str, Any]], object] | None = None,
 ) -> list[dict[str, Any]]:
     """The stored entries with those of each part the message sends replaced by its entries,
     in place (the first stored entry of a part is where its new entries go; a new part's go
     last), so that a message re-sending what is stored writes no new version. With
-    `unmarked` (Parts.unmarked), a stored entry of no part that equals a sent entry without
-    its mark belongs to that entry's part (stored before marks: replaced, not duplicated)."""
+    `unmarked` (Parts.unmarked), a stored entry of no part that compares equal to a sent entry
+    without its mark belongs to that entry's part (stored before marks: replaced, not
+    duplicated)."""
     sent: dict[str | None, list[dict[str, Any]]] = {}
     for entry in mapped:
         sent.setdefault(key(entry), []).append(entry)
@@ -187,8 +188,9 @@ def _merged_list(
     out: list[dict[str, Any]] = []
     for entry in stored if isinstance(stored, list) else []:
         part = key(entry) if isinstance(entry, dict) else None
-        if part is None and former:
-            part = next((p for old, p in former if old == entry), None)
+        if part is None and unmarked is not None and isinstance(entry, dict):
+            same = unmarked(entry)
+            part = next((p for old, p in former if old == same), None)
         if part not in sent:
             out.append(entry)
         elif sent[part]:  # the part's first stored entry: the new ones go here, once

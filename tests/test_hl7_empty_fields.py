@@ -583,3 +583,23 @@ def test_a_resent_pid_with_every_list_writes_no_new_version(
         [kin] = search(client, "RelatedPerson", patient=f"Patient/{patient['id']}")
         versions.append((patient["meta"]["versionId"], kin["meta"]["versionId"]))
     assert versions == [("1", "1"), ("1", "1")]
+
+
+def test_a_bare_identifier_or_phone_stored_unmarked_is_the_mapped_one(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """A Patient a REST client wrote with PID-3's identifier and PID-13's number as bare
+    system and value (no type, assigner or use, no mark): the A08 takes them as PID-3's and
+    PID-13's (same system and value) and replaces them, instead of storing each twice."""
+    mrn = unique_id("P")
+    fields = {5: "Doe^Jane", 13: "(555)111-1111"}
+    assert msa(post(hl7, pid_message("A01", "20240301100000", mrn, fields)).content)[0] == "AA"
+    [patient] = search(client, "Patient", identifier=mrn)
+    bare = {k: v for k, v in patient.items() if k != "meta"}
+    for key in ("identifier", "telecom"):
+        bare[key] = [{"system": e["system"], "value": e["value"]} for e in patient[key]]
+    assert client.put(f"/Patient/{patient['id']}", json=bare).status_code == 200
+    assert msa(post(hl7, pid_message("A08", "20240302100000", mrn, fields)).content)[0] == "AA"
+    [after] = search(client, "Patient", identifier=mrn)
+    assert (after["identifier"], after["telecom"]) == (patient["identifier"], patient["telecom"])

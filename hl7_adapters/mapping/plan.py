@@ -41,14 +41,14 @@ class Parts:
     consistent again (a Period's ends kept orderable, mapping/periods.py). ``default_only``:
     the mapped value is a guess for a new resource, a stored value stays (the status of an
     update event that says nothing of the visit's state). ``unmarked``: for a list whose
-    entries carry the mark of their field (mapping/sources.py), an entry as it was stored
-    before marks; a stored entry without a part that equals a sent entry so is taken as that
-    entry's part (replaced, not duplicated), any other is kept."""
+    entries carry the mark of their field (mapping/sources.py), what an entry is compared by
+    without its mark; a stored entry without a part that compares equal to a sent entry is
+    taken as that entry's part (replaced, not duplicated), any other is kept."""
 
     key: Callable[[dict[str, Any]], str | None] | None = None
     settle: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     default_only: bool = False
-    unmarked: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    unmarked: Callable[[dict[str, Any]], object] | None = None
 
 
 @dataclass

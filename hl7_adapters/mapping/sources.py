@@ -10,9 +10,11 @@ an SSN: the entry's content cannot tell). The mark is an extension
 ContactPoint, HumanName, Address and Identifier and tells clients to ignore when unknown.
 
 An entry without the mark (stored before marks existed, or written by another channel) that
-equals a mapped entry but for the mark is taken as that entry's field's (so re-sending a
-message does not duplicate it); any other unmarked entry is kept as it is (it cannot be told
-apart from another channel's, and dropping it would lose data).
+is the same as a mapped entry is taken as that entry's field's (so re-sending a message does
+not duplicate it): for a name or an address, equal but for the mark; for an identifier or a
+telecom, the same system and value (what names one: a REST client's bare `system|value`
+copy of PID-3 is that identifier, not another); any other unmarked entry is kept as it is
+(it cannot be told apart from another channel's, and dropping it would lose data).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def field_of(entry: JSON) -> str | None:
 
 
 def unmarked(entry: JSON) -> JSON:
-    """`entry` as a mapping without marks made it (to recognise such a stored entry)."""
+    """`entry` as a mapping without marks made it."""
     rest = [
         e
         for e in entry.get("extension") or []
@@ -53,12 +55,20 @@ def unmarked(entry: JSON) -> JSON:
     return out
 
 
-BY_FIELD = Parts(key=field_of, unmarked=unmarked)
+def system_and_value(entry: JSON) -> object:
+    """What names an Identifier or a ContactPoint (mark or not)."""
+    return entry.get("system"), entry.get("value")
+
+
+_BY_CONTENT = Parts(key=field_of, unmarked=unmarked)
+_BY_SYSTEM_AND_VALUE = Parts(key=field_of, unmarked=system_and_value)
 
 
 def by_field(*elements: str) -> dict[str, Parts]:
-    """The plan.Parts of the listed elements, each merged per source field."""
-    return dict.fromkeys(elements, BY_FIELD)
+    """The plan.Parts of the listed elements, each merged per source field (an unmarked
+    stored entry recognised as in the module doc)."""
+    named = ("identifier", "telecom")
+    return {e: _BY_SYSTEM_AND_VALUE if e in named else _BY_CONTENT for e in elements}
 
 
 def null_paths(element: str, fields: list[str], entries: list[JSON]) -> set[str]:
