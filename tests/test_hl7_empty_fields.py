@@ -585,13 +585,14 @@ def test_a_resent_pid_with_every_list_writes_no_new_version(
     assert versions == [("1", "1"), ("1", "1")]
 
 
-def test_a_bare_identifier_or_phone_stored_unmarked_is_the_mapped_one(
+def test_a_bare_identifier_stored_unmarked_is_the_mapped_one(
     hl7: httpx.Client,  # noqa: F811
     client: httpx.Client,
 ) -> None:
-    """A Patient a REST client wrote with PID-3's identifier and PID-13's number as bare
-    system and value (no type, assigner or use, no mark): the A08 takes them as PID-3's and
-    PID-13's (same system and value) and replaces them, instead of storing each twice."""
+    """A Patient a REST client wrote with PID-3's identifier as a bare system and value (no
+    type, assigner, mark): the A08 takes it as PID-3's (same system and value) and replaces
+    it, instead of storing it twice. A phone is compared whole (the same number may be a
+    home and a work phone), so a bare copy of PID-13's number is kept beside it."""
     mrn = unique_id("P")
     fields = {5: "Doe^Jane", 13: "(555)111-1111"}
     assert msa(post(hl7, pid_message("A01", "20240301100000", mrn, fields)).content)[0] == "AA"
@@ -602,4 +603,22 @@ def test_a_bare_identifier_or_phone_stored_unmarked_is_the_mapped_one(
     assert client.put(f"/Patient/{patient['id']}", json=bare).status_code == 200
     assert msa(post(hl7, pid_message("A08", "20240302100000", mrn, fields)).content)[0] == "AA"
     [after] = search(client, "Patient", identifier=mrn)
-    assert (after["identifier"], after["telecom"]) == (patient["identifier"], patient["telecom"])
+    assert after["identifier"] == patient["identifier"]
+    assert after["telecom"] == bare["telecom"] + patient["telecom"]
+
+
+def test_an_identifier_moved_to_another_field_is_stored_once(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """An identifier stored from PID-4 and sent in PID-2 by an A08 leaving PID-4 empty is
+    one identifier (system and value), now PID-2's: not kept twice."""
+    mrn = unique_id("P")
+    for trigger, when, field in (("A01", "20240301100000", 4), ("A08", "20240302100000", 2)):
+        body = pid_message(trigger, when, mrn, {field: "ALT7^^^HOSP", 5: "Doe^Jane"})
+        assert msa(post(hl7, body).content)[0] == "AA"
+    [after] = search(client, "Patient", identifier=mrn)
+    assert [(e["value"], field_of(e)) for e in after["identifier"]] == [
+        (mrn, "PID-3"),
+        ("ALT7", "PID-2"),  # in the place it was stored in
+    ]

@@ -11,10 +11,12 @@ ContactPoint, HumanName, Address and Identifier and tells clients to ignore when
 
 An entry without the mark (stored before marks existed, or written by another channel) that
 is the same as a mapped entry is taken as that entry's field's (so re-sending a message does
-not duplicate it): for a name or an address, equal but for the mark; for an identifier or a
-telecom, the same system and value (what names one: a REST client's bare `system|value`
-copy of PID-3 is that identifier, not another); any other unmarked entry is kept as it is
-(it cannot be told apart from another channel's, and dropping it would lose data).
+not duplicate it): for an identifier, the same system and value (what names one: a REST
+client's bare ``system|value`` copy of PID-3 is that identifier, not another), which also
+holds for one stored from another field (PID-4, now sent in PID-2); for a name, an address
+or a telecom, equal but for the mark (the same number may be a home and a work phone: two
+entries). Any other unmarked entry is kept as it is (it cannot be told apart from another
+channel's, and dropping it would lose data).
 """
 
 from __future__ import annotations
@@ -56,19 +58,18 @@ def unmarked(entry: JSON) -> JSON:
 
 
 def system_and_value(entry: JSON) -> object:
-    """What names an Identifier or a ContactPoint (mark or not)."""
+    """What names an Identifier (mark or not)."""
     return entry.get("system"), entry.get("value")
 
 
 _BY_CONTENT = Parts(key=field_of, unmarked=unmarked)
-_BY_SYSTEM_AND_VALUE = Parts(key=field_of, unmarked=system_and_value)
+_BY_IDENTITY = Parts(key=field_of, unmarked=system_and_value, across_parts=True)
 
 
 def by_field(*elements: str) -> dict[str, Parts]:
-    """The plan.Parts of the listed elements, each merged per source field (an unmarked
-    stored entry recognised as in the module doc)."""
-    named = ("identifier", "telecom")
-    return {e: _BY_SYSTEM_AND_VALUE if e in named else _BY_CONTENT for e in elements}
+    """The plan.Parts of the listed elements, each merged per source field (a stored entry
+    recognised as in the module doc)."""
+    return {e: _BY_IDENTITY if e == "identifier" else _BY_CONTENT for e in elements}
 
 
 def null_paths(element: str, fields: list[str], entries: list[JSON]) -> set[str]:
