@@ -126,7 +126,7 @@ def merge_elements(
         if key == "meta":
             merged[key] = _merged_meta(stored.get(key), value)
         elif part is not None and part.key is not None and isinstance(value, list):
-            merged[key] = _merged_list(stored.get(key), value, part.key)
+            merged[key] = _merged_list(stored.get(key), value, part.key, part)
         elif part is not None and isinstance(value, dict):
             merged[key] = _merged_children(stored.get(key), value)
         else:
@@ -170,17 +170,29 @@ _EXTENSIONS_ONLY = {"extension": _BY_URL}
 
 
 def _merged_list(
-    stored: Any, mapped: list[dict[str, Any]], key: Callable[[dict[str, Any]], str | None]
+    stored: Any,
+    mapped: list[dict[str, Any]],
+    key: Callable[[dict[str, Any]], str | None],
+    parts: Parts,
 ) -> list[dict[str, Any]]:
     """The stored entries with those of each part the message sends replaced by its entries,
     in place (the first stored entry of a part is where its new entries go; a new part's go
-    last), so that a message re-sending what is stored writes no new version."""
+    last), so that a message re-sending what is stored writes no new version. With
+    ``parts.unmarked``, a stored entry of no part (``across_parts``: or of a part not sent)
+    that compares equal to a sent entry belongs to that entry's part: replaced, not
+    duplicated."""
+    unmarked = parts.unmarked
     sent: dict[str | None, list[dict[str, Any]]] = {}
     for entry in mapped:
         sent.setdefault(key(entry), []).append(entry)
+    former = [(unmarked(e), key(e)) for e in mapped] if unmarked is not None else []
     out: list[dict[str, Any]] = []
     for entry in stored if isinstance(stored, list) else []:
         part = key(entry) if isinstance(entry, dict) else None
+        unsent = part is None or (parts.across_parts and part not in sent)
+        if unmarked is not None and unsent and isinstance(entry, dict):
+            same = unmarked(entry)
+            part = next((p for old, p in former if old == same), part)
         if part not in sent:
             out.append(entry)
         elif sent[part]:  # the part's first stored entry: the new ones go here, once

@@ -4,7 +4,10 @@ An empty field leaves what is stored; ``""`` deletes it; a value replaces it (HL
 2, docs/hl7v2.md "Applying"). Encounter.period (PV1-44/45), .hospitalization (PV1-5, 13, 14,
 16, 36-38), .location (PV1-3/6/11/42/43) and .participant (PV1-7/8/9/17/52, PV2-13) are built
 from several fields each, so an update merges them field by field: a discharge without PV1-44
-keeps the admit time. Checked through the real mapper, the door and the running server.
+keeps the admit time. So are the Patient's name, address, telecom and identifier lists (PID)
+and the RelatedPerson's name, address and telecom (NK1), whose entries carry the field they
+came from (urn:medisentinel:hl7v2-field). Checked through the real mapper, the door and the
+running server.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from hl7_adapters.mapping.patient import PARTS as PATIENT_PARTS
+from hl7_adapters.mapping.sources import field_of, unmarked
 from tests.test_hl7_http import hl7, post, server_root  # noqa: F401  (fixtures)
 from tests.test_hl7_ingest import err_fields, msa, search, unique_id
 from tests.test_hl7_live_mapping import adt, visit_fields
@@ -307,11 +312,11 @@ PID_FIELDS: list[Any] = [
     (29, "20240101", "20240102", "deceasedDateTime", None),
     # lists made by two fields each (name: PID-5 and PID-9; telecom: PID-13 and PID-14;
     # identifier: PID-3 and PID-19): sending one replaces the other's entries too
-    pytest.param(5, "Doe^Jane", "Roe^Janet", "name", family_of("Doe", "Roe"), marks=LIST_LIMIT),
-    pytest.param(9, "Alias^Al", "Other^Ot", "name", family_of("Alias", "Other"), marks=LIST_LIMIT),
-    pytest.param(13, "(555)111-1111", "(555)222-2222", "telecom", phone("home"), marks=LIST_LIMIT),
-    pytest.param(14, "(555)333-3333", "(555)444-4444", "telecom", phone("work"), marks=LIST_LIMIT),
-    pytest.param(19, "123-45-6789", "987-65-4321", "identifier", ssn, marks=LIST_LIMIT),
+    pytest.param(5, "Doe^Jane", "Roe^Janet", "name", family_of("Doe", "Roe")),
+    pytest.param(9, "Alias^Al", "Other^Ot", "name", family_of("Alias", "Other")),
+    pytest.param(13, "(555)111-1111", "(555)222-2222", "telecom", phone("home")),
+    pytest.param(14, "(555)333-3333", "(555)444-4444", "telecom", phone("work")),
+    pytest.param(19, "123-45-6789", "987-65-4321", "identifier", ssn),
 ]
 
 
@@ -400,3 +405,220 @@ def test_an_update_without_patient_class_keeps_the_stored_class(
         after = encounter(client, visit)
         assert after["class"]["code"] == "IMP"
         assert after["status"] == "in-progress"
+
+
+def pid_message(trigger: str, when: str, mrn: str, fields: dict[int, str]) -> bytes:
+    row = [""] * max(fields)
+    for n, v in {3: f"{mrn}^^^HOSP^MR", **fields}.items():
+        row[n - 1] = v
+    return (
+        f"MSH|^~\\&|ADT|HOSP|MS|MS|{when}+0000||ADT^{trigger}|{unique_id()}|P|2.5\r"
+        f"EVN|{trigger}|{when}+0000\rPID|{'|'.join(row)}\r"
+    ).encode()
+
+
+def test_each_list_entry_is_marked_with_its_field(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """Every name, address, telecom and identifier entry carries the field it came from
+    (urn:medisentinel:hl7v2-field), and the Patient so marked passed the server's validation."""
+    mrn = unique_id("P")
+    fields = {5: "Doe^Jane", 9: "Alias^Al", 11: "1 Main St^^Town^ST^11111", 12: "Cty"}
+    fields |= {13: "(555)111-1111", 14: "(555)333-3333", 19: "123-45-6789"}
+    assert msa(post(hl7, pid_message("A01", "20240301100000", mrn, fields)).content)[0] == "AA"
+    [patient] = search(client, "Patient", identifier=mrn)
+    assert {k: [field_of(e) for e in patient[k]] for k in PATIENT_PARTS} == {
+        "identifier": ["PID-3", "PID-19"],
+        "name": ["PID-5", "PID-9"],
+        "address": ["PID-11"],  # PID-12 is the district of the one address
+        "telecom": ["PID-13", "PID-14"],
+    }
+
+
+def test_entries_stored_before_marks_are_neither_duplicated_nor_dropped(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """A Patient stored before entries were marked (here: the A01's Patient written back
+    without the marks, plus an e-mail another client added): an A08 sending the same PID-13
+    and PID-14 takes each unmarked entry equal to a mapped one as that field's (replaced in
+    place, marked, not doubled); an A08 changing PID-13 with PID-14 empty keeps the old
+    unmarked entries it cannot tell apart (the work phone, the e-mail, the old home phone)."""
+    mrn = unique_id("P")
+    fields = {5: "Doe^Jane", 13: "(555)111-1111", 14: "(555)333-3333"}
+    assert msa(post(hl7, pid_message("A01", "20240301100000", mrn, fields)).content)[0] == "AA"
+    [patient] = search(client, "Patient", identifier=mrn)
+    old = {k: v for k, v in patient.items() if k != "meta"}
+    for key in ("identifier", "name", "telecom"):
+        old[key] = [unmarked(e) for e in old[key]]
+    email = {"system": "email", "value": "jane@example.org"}
+    old["telecom"].append(email)
+    written = client.put(f"/Patient/{patient['id']}", json=old)
+    assert written.status_code == 200, written.text
+
+    assert msa(post(hl7, pid_message("A08", "20240302100000", mrn, fields)).content)[0] == "AA"
+    [again] = search(client, "Patient", identifier=mrn)
+    assert [(unmarked(e), field_of(e)) for e in again["telecom"]] == [
+        (old["telecom"][0], "PID-13"),
+        (old["telecom"][1], "PID-14"),
+        (email, None),
+    ]
+    assert [field_of(e) for e in again["name"]] == ["PID-5"]
+    assert [field_of(e) for e in again["identifier"]] == ["PID-3"]
+
+    # marked now: PID-13 changed with PID-14 empty replaces only the home phone
+    changed = {5: "Doe^Jane", 13: "(555)222-2222"}
+    assert msa(post(hl7, pid_message("A08", "20240303100000", mrn, changed)).content)[0] == "AA"
+    [after] = search(client, "Patient", identifier=mrn)
+    assert [(e["value"], field_of(e)) for e in after["telecom"]] == [
+        ("(555)222-2222", "PID-13"),
+        ("(555)333-3333", "PID-14"),
+        (email["value"], None),
+    ]
+
+
+def test_an_unmarked_entry_unlike_every_mapped_one_is_kept(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """An unmarked stored phone that no entry of the message equals cannot be told apart
+    from another channel's: a change of PID-13 keeps it (it is not dropped)."""
+    mrn = unique_id("P")
+    fields = {5: "Doe^Jane", 13: "(555)111-1111"}
+    assert msa(post(hl7, pid_message("A01", "20240301100000", mrn, fields)).content)[0] == "AA"
+    [patient] = search(client, "Patient", identifier=mrn)
+    old = {k: v for k, v in patient.items() if k != "meta"}
+    old["telecom"] = [unmarked(e) for e in old["telecom"]]
+    assert client.put(f"/Patient/{patient['id']}", json=old).status_code == 200
+    changed = {5: "Doe^Jane", 13: "(555)222-2222"}
+    assert msa(post(hl7, pid_message("A08", "20240302100000", mrn, changed)).content)[0] == "AA"
+    [after] = search(client, "Patient", identifier=mrn)
+    assert [field_of(e) for e in after["telecom"]] == [None, "PID-13"]
+    assert after["telecom"][0] == old["telecom"][0]
+
+
+# (NK1 field, first value, second value, RelatedPerson list): the lists built from several
+# NK1 fields (name NK1-2/30, telecom NK1-5/6/31/40/41, address NK1-4/32)
+NK1_FIELDS = [
+    (2, "Roe^Ann", "Roe^Anna", "name"),
+    (30, "Contact^Carl", "Contact^Cora", "name"),
+    (4, "1 Kin St^^Town^ST", "2 Kin Rd^^City^ST", "address"),
+    (32, "9 Care Ave^^Town^ST", "8 Care Ave^^City^ST", "address"),
+    (5, "(555)510-0001", "(555)510-0002", "telecom"),
+    (6, "(555)610-0001", "(555)610-0002", "telecom"),
+    (31, "(555)710-0001", "(555)710-0002", "telecom"),
+]
+
+
+@pytest.mark.parametrize(("number", "first", "second", "element"), NK1_FIELDS)
+def test_each_nk1_list_field_empty_keeps_null_deletes_value_replaces(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+    number: int,
+    first: str,
+    second: str,
+    element: str,
+) -> None:
+    """The RelatedPerson of an NK1: each field of its name, address and telecom lists left
+    empty keeps its entries, a value replaces them, "" deletes them; the other fields'
+    entries stay (every other NK1 field is sent again each time)."""
+    mrn = unique_id("P")
+    nk1 = {1: "1", 3: "SPO^Spouse^HL70063", **{n: v for n, v, _, _ in NK1_FIELDS}}
+    mine = f"NK1-{number}"
+
+    def sent(trigger: str, when: str, value: str | None) -> dict:  # type: ignore[type-arg]
+        fields = {n: v for n, v in nk1.items() if n != number}
+        if value is not None:
+            fields[number] = value
+        row = [""] * max(fields)
+        for n, v in fields.items():
+            row[n - 1] = v
+        body = (
+            f"MSH|^~\\&|ADT|HOSP|MS|MS|{when}+0000||ADT^{trigger}|{unique_id()}|P|2.5\r"
+            f"EVN|{trigger}|{when}+0000\rPID|1||{mrn}^^^HOSP^MR||Doe^Jane||19800101|F\r"
+            f"NK1|{'|'.join(row)}\r"
+        ).encode()
+        answer = post(hl7, body)
+        assert msa(answer.content)[0] == "AA", answer.text
+        [patient] = search(client, "Patient", identifier=mrn)
+        [kin] = search(client, "RelatedPerson", patient=f"Patient/{patient['id']}")
+        return kin
+
+    def piece(kin: dict) -> list:  # type: ignore[type-arg]
+        return [e for e in kin.get(element) or [] if field_of(e) == mine]
+
+    def rest(kin: dict) -> dict:  # type: ignore[type-arg]
+        out = {k: v for k, v in kin.items() if k != "meta"}
+        out[element] = [e for e in out.get(element) or [] if field_of(e) != mine]
+        return {k: v for k, v in out.items() if v != []}
+
+    stored = sent("A01", "20240301100000", first)
+    assert piece(stored), stored
+    left = sent("A08", "20240302100000", None)
+    assert (piece(left), rest(left)) == (piece(stored), rest(stored))
+    replaced = sent("A08", "20240303100000", second)
+    assert piece(replaced) not in ([], piece(stored))
+    assert rest(replaced) == rest(stored)
+    nulled = sent("A08", "20240304100000", '""')
+    assert (piece(nulled), rest(nulled)) == ([], rest(stored))
+
+
+def test_a_resent_pid_with_every_list_writes_no_new_version(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """The marked entries merged per field come back in their stored places: an A08 sending
+    the A01's PID again writes no version (and none for the RelatedPerson of its NK1)."""
+    mrn = unique_id("P")
+    fields = {2: "ALT1^^^HOSP", 5: "Doe^Jane~Doe^J", 9: "Alias^Al", 12: "Cty"}
+    fields |= {11: "1 Main St^^Town^ST~2 Oak Rd^^City^ST", 13: "(555)111-1111~(555)111-2222"}
+    fields |= {14: "(555)333-3333", 19: "123-45-6789", 20: "D123^OR^20300101"}
+    nk1 = "NK1|1|Roe^Ann|SPO^Spouse^HL70063|1 Kin St^^Town^ST|(555)510-0001|(555)610-0001\r"
+    versions = []
+    for trigger, when in (("A01", "20240301100000"), ("A08", "20240302100000")):
+        body = pid_message(trigger, when, mrn, fields) + nk1.encode()
+        assert msa(post(hl7, body).content)[0] == "AA"
+        [patient] = search(client, "Patient", identifier=mrn)
+        [kin] = search(client, "RelatedPerson", patient=f"Patient/{patient['id']}")
+        versions.append((patient["meta"]["versionId"], kin["meta"]["versionId"]))
+    assert versions == [("1", "1"), ("1", "1")]
+
+
+def test_a_bare_identifier_stored_unmarked_is_the_mapped_one(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """A Patient a REST client wrote with PID-3's identifier as a bare system and value (no
+    type, assigner, mark): the A08 takes it as PID-3's (same system and value) and replaces
+    it, instead of storing it twice. A phone is compared whole (the same number may be a
+    home and a work phone), so a bare copy of PID-13's number is kept beside it."""
+    mrn = unique_id("P")
+    fields = {5: "Doe^Jane", 13: "(555)111-1111"}
+    assert msa(post(hl7, pid_message("A01", "20240301100000", mrn, fields)).content)[0] == "AA"
+    [patient] = search(client, "Patient", identifier=mrn)
+    bare = {k: v for k, v in patient.items() if k != "meta"}
+    for key in ("identifier", "telecom"):
+        bare[key] = [{"system": e["system"], "value": e["value"]} for e in patient[key]]
+    assert client.put(f"/Patient/{patient['id']}", json=bare).status_code == 200
+    assert msa(post(hl7, pid_message("A08", "20240302100000", mrn, fields)).content)[0] == "AA"
+    [after] = search(client, "Patient", identifier=mrn)
+    assert after["identifier"] == patient["identifier"]
+    assert after["telecom"] == bare["telecom"] + patient["telecom"]
+
+
+def test_an_identifier_moved_to_another_field_is_stored_once(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """An identifier stored from PID-4 and sent in PID-2 by an A08 leaving PID-4 empty is
+    one identifier (system and value), now PID-2's: not kept twice."""
+    mrn = unique_id("P")
+    for trigger, when, field in (("A01", "20240301100000", 4), ("A08", "20240302100000", 2)):
+        body = pid_message(trigger, when, mrn, {field: "ALT7^^^HOSP", 5: "Doe^Jane"})
+        assert msa(post(hl7, body).content)[0] == "AA"
+    [after] = search(client, "Patient", identifier=mrn)
+    assert [(e["value"], field_of(e)) for e in after["identifier"]] == [
+        (mrn, "PID-3"),
+        ("ALT7", "PID-2"),  # in the place it was stored in
+    ]

@@ -24,6 +24,8 @@ from hl7_adapters.mapping import (
 )
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping.identifiers import identifier_match
+from hl7_adapters.mapping.patient import PARTS as PATIENT_PARTS
+from hl7_adapters.mapping.sources import field_of, unmarked
 
 FIXTURES = Path(__file__).parent / "hl7_fixtures"
 MAPPING = FIXTURES / "mapping"
@@ -90,7 +92,17 @@ def by_url(result: MappingResult, url: str) -> Planned:
 def test_a01_patient_field_by_field() -> None:
     result = mapped(load("adt_a01_v251.hl7"))
     patient = only(result, "Patient")
-    res = patient.resource
+    # each list entry says which PID field made it (mapping/sources.py); compared unmarked
+    assert {k: [field_of(e) for e in patient.resource[k]] for k in PATIENT_PARTS} == {
+        "identifier": ["PID-3", "PID-3", "PID-3"],
+        "name": ["PID-5", "PID-5"],
+        "address": ["PID-11", "PID-11"],
+        "telecom": ["PID-13", "PID-13", "PID-14"],
+    }
+    res = {
+        k: [unmarked(e) for e in v] if k in PATIENT_PARTS else v
+        for k, v in patient.resource.items()
+    }
     assert patient.mode == "upsert"
     assert patient.match == "identifier=urn:oid:1.2.3.4|12345"
     assert result.patient_match == patient.match
@@ -337,8 +349,12 @@ def test_a01_related_persons() -> None:
             }
         ]
     }
-    assert res["name"] == [{"use": "official", "family": "Smith", "given": ["John"]}]
-    assert res["telecom"] == [
+    # each entry marked with its NK1 field (mapping/sources.py)
+    assert [field_of(e) for k in ("name", "telecom") for e in res[k]] == ["NK1-2", "NK1-5", "NK1-6"]
+    assert [unmarked(n) for n in res["name"]] == [
+        {"use": "official", "family": "Smith", "given": ["John"]}
+    ]
+    assert [unmarked(c) for c in res["telecom"]] == [
         {"system": "phone", "value": "+1 555 5559999", "use": "home"},
         {"system": "phone", "value": "+1 555 5550000", "use": "work"},
     ]
@@ -389,7 +405,7 @@ def test_a08_v23_nulls_and_warnings() -> None:
     res = patient.resource
     assert patient.match == "identifier=urn:medisentinel:hl7v2:aa:OLDHOSP|4711"
     assert patient.nulls == {
-        "telecom",  # PID-13 "" (PID-14, PID-40 empty)
+        "telecom[PID-13]",  # PID-13 "": its entries go (PID-14, PID-40 empty: theirs stay)
         "maritalStatus",  # PID-16 ""
         "deceasedDateTime",  # PID-29 ""
         "deceasedBoolean",  # PID-30 ""
@@ -397,8 +413,8 @@ def test_a08_v23_nulls_and_warnings() -> None:
     }
     assert "telecom" not in res and "maritalStatus" not in res
     assert "address" not in res and "address" not in patient.nulls  # empty is not a delete
-    assert res["identifier"][0] == {"value": "4711"}  # PID-2 without assigning authority
-    assert res["name"] == [{"family": "DOE", "given": ["JOHN", "Q"]}]
+    assert unmarked(res["identifier"][0]) == {"value": "4711"}  # PID-2 without authority
+    assert [unmarked(n) for n in res["name"]] == [{"family": "DOE", "given": ["JOHN", "Q"]}]
     assert res["multipleBirthBoolean"] is True
     assert "birthDate" not in res and "gender" not in res
     warnings = [(w.code, w.segment, w.sequence, w.field, w.severity) for w in result.warnings]
@@ -562,7 +578,9 @@ def test_an_organisation_as_next_of_kin_is_a_patient_contact() -> None:
     )
     result = mapped(text)
     person = only(result, "RelatedPerson")
-    assert person.resource["name"] == [{"family": "Smith", "given": ["Jane"]}]
+    assert [unmarked(n) for n in person.resource["name"]] == [
+        {"family": "Smith", "given": ["Jane"]}
+    ]
     relationship = person.resource["relationship"]
     codes = [(c["system"][-4:], c["code"]) for r in relationship for c in r["coding"]]
     assert codes == [("0131", "C"), ("0063", "EMC")]  # NK1-7 C not repeated
@@ -738,7 +756,8 @@ def test_old_message_trigger_from_evn() -> None:
         "PID|1||123^^^GENHOSP||OLD^TIMER||19300101|M\n"
     )
     result = mapped(text)
-    assert only(result, "Patient").resource["name"] == [{"family": "OLD", "given": ["TIMER"]}]
+    [name] = only(result, "Patient").resource["name"]
+    assert unmarked(name) == {"family": "OLD", "given": ["TIMER"]}
     assert of_type(result, "Encounter") == []  # no PV1
 
 
@@ -761,7 +780,7 @@ def test_a40_two_pairs() -> None:
         ),
     ]
     assert (one.mode, one.match) == ("upsert", "identifier=urn:oid:1.2.3.4|KEEP1")
-    assert one.resource["name"] == [{"family": "Keep", "given": ["One"]}]
+    assert [unmarked(n) for n in one.resource["name"]] == [{"family": "Keep", "given": ["One"]}]
     assert two.resource["gender"] == "female"
     assert result.patient_match == one.match
 

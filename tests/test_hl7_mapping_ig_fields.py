@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 
+from hl7_adapters.mapping.sources import unmarked
 from tests.test_hl7_ingest import msa, unique_id
 from tests.test_hl7_integrity import AUTHORITY, Send, er7, msh, patients, send
 from tests.test_hl7_mapping_adt import V2, mapped, only
@@ -183,7 +184,7 @@ def test_pid_12_county_is_never_dropped() -> None:
 
     def addresses(pid11: str, county: str) -> list[dict[str, object]]:
         text = HEAD.replace("||Ig^Pat\n", f"||Ig^Pat||||||{pid11}|{county}\n")
-        return only(mapped(text), "Patient").resource["address"]  # type: ignore[no-any-return]
+        return [unmarked(a) for a in only(mapped(text), "Patient").resource["address"]]
 
     assert addresses("1 Main St^^Salem^OR", "Marion")[0]["district"] == "Marion"
     two = addresses("1 Main St^^Salem^OR~2 Oak Ave^^Albany^NY", "Marion")

@@ -35,7 +35,7 @@ from hl7_adapters.mapping.dg1 import map_diagnoses
 from hl7_adapters.mapping.encounter import plan_encounter, practitioner_ref
 from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.mapping.nk1 import map_next_of_kin
-from hl7_adapters.mapping.patient import build_patient, patient_match
+from hl7_adapters.mapping.patient import PARTS, build_patient, patient_match
 from hl7_adapters.mapping.plan import Merge, Mode
 from hl7_adapters.values import Segment
 
@@ -49,7 +49,8 @@ def plan_patient(ctx: MapContext, pid: Segment, mode: Mode) -> PatientRef | None
     resource, nulls = build_patient(ctx, pid)
     if not match:
         return None
-    url = ctx.add(resource, mode, match, nulls, origin=ctx.origin(pid, 3))
+    # name, address, telecom, identifier: merged per PID field (patient.PARTS)
+    url = ctx.add(resource, mode, match, nulls, origin=ctx.origin(pid, 3), parts=PARTS)
     patient = PatientRef(url, match, identifier)
     if mode == "upsert":  # an ADT's PID is the patient's record; an ORU's only names him
         plan_observations(ctx, pid, url, patient.key)

@@ -27,10 +27,11 @@ from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import tables as t
-from hl7_adapters.mapping.context import MapContext, Where, first, val
+from hl7_adapters.mapping.context import MapContext, Where, field_is_null, first, val
 from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.mapping.patient import language_concept, ssn_identifier
 from hl7_adapters.mapping.plan import Parts
+from hl7_adapters.mapping.sources import by_field, marked, null_paths
 from hl7_adapters.values import Segment
 
 if TYPE_CHECKING:
@@ -82,16 +83,27 @@ def _relationship(nk1: Segment, at: Where) -> list[JSON]:
     return relationship
 
 
-def _telecom(nk1: Segment, at: Where, fields: tuple[tuple[int, str | None], ...]) -> list[JSON]:
+def _telecom(
+    nk1: Segment, at: Where, fields: tuple[tuple[int, str | None], ...], mark: bool = False
+) -> list[JSON]:
+    """The ContactPoints of `fields`; `mark`: each with the mark of its field (sources.py)."""
     return [
-        c
+        marked(c, f"NK1-{f}") if mark else c
         for f, use in fields
         for i, r in at.sub(f).reps()
         if (c := dt.contact_point(r, at.sub(f, i), use)) is not None
     ]
 
 
-PERIOD = {"period": Parts(settle=periods.settled)}
+# RelatedPerson lists merged per NK1 field (each entry marked with its own; one
+# RelatedPerson per NK1 segment, so the field alone names the part): element -> fields.
+_LISTS: dict[str, tuple[int, ...]] = {
+    "name": (2, 30),
+    "telecom": tuple(f for f, _ in RELATED_PERSON_TELECOM),
+    "address": (4, 32),
+}
+# NK1-8 and NK1-9 are the period's two ends: an NK1 sending one keeps the stored other.
+PARTS: dict[str, Parts] = {"period": Parts(settle=periods.settled), **by_field(*_LISTS)}
 
 
 def _period(nk1: Segment, at: Where) -> JSON:
@@ -148,18 +160,18 @@ def _related_person(ctx: MapContext, nk1: Segment, position: int, patient: Patie
     if relationship:
         resource["relationship"] = relationship
     names = [
-        n
+        marked(n, f"NK1-{f}")
         for f in (2, 30)
         for i, r in at.sub(f).reps()
         if (n := dt.human_name(r, at.sub(f, i))) is not None
     ]
     if names:
         resource["name"] = names
-    telecom = _telecom(nk1, at, RELATED_PERSON_TELECOM)
+    telecom = _telecom(nk1, at, RELATED_PERSON_TELECOM, mark=True)
     if telecom:
         resource["telecom"] = telecom
     addresses = [
-        a
+        marked(a, f"NK1-{f}")
         for f in (4, 32)
         for i, r in at.sub(f).reps()
         if (a := dt.address(r, at.sub(f, i))) is not None
@@ -181,6 +193,11 @@ def _related_person(ctx: MapContext, nk1: Segment, position: int, patient: Patie
     language = language_concept(first(nk1, 20))
     if language:
         resource["communication"] = [{"language": language}]
-    # NK1-8 and NK1-9 are the period's two ends: an NK1 sending one keeps the stored other
-    # (HL7 v2: an empty field means no change; plan.Parts)
-    ctx.add(resource, "upsert", ids.match_of(key), origin=ctx.origin(nk1, 1), parts=PERIOD)
+    # HL7 v2: an empty field means no change (plan.Parts), "" deletes that field's entries
+    nulls: set[str] = set()
+    for element, fields in _LISTS.items():
+        sent_null = [f"NK1-{f}" for f in fields if field_is_null(nk1, f)]
+        if sent_null:
+            nulls |= null_paths(element, sent_null, resource.get(element) or [])
+    origin = ctx.origin(nk1, 1)
+    ctx.add(resource, "upsert", ids.match_of(key), frozenset(nulls), origin=origin, parts=PARTS)

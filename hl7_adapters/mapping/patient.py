@@ -15,9 +15,10 @@ system-less identifier. That identifier is the same whichever message (ADT upser
 ensure, A40 survivor) carries the PID.
 
 **nulls.** A top-level element is listed when its source fields hold ``""`` and none of them
-holds a value (PID-13 ``""`` with PID-14 empty -> ``telecom``). For the choice elements
-(deceased[x], multipleBirth[x]) the variant not sent is also listed whenever one is set, so a
-merge-update never leaves both variants on the stored Patient.
+holds a value; for the lists merged per field (name, address, telecom, identifier: PARTS)
+the part of each field sent as ``""`` (PID-13 ``""`` -> ``telecom[PID-13]``). For the
+choice elements (deceased[x], multipleBirth[x]) the variant not sent is also listed whenever
+one is set, so a merge-update never leaves both variants on the stored Patient.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, Where, field_is_null, first, val
 from hl7_adapters.mapping.demographics import patient_extensions
 from hl7_adapters.mapping.lookups import look_up
+from hl7_adapters.mapping.sources import by_field, marked, null_paths
 from hl7_adapters.values import Repetition, Segment
 
 JSON = dict[str, Any]
@@ -39,14 +41,21 @@ BCP47 = "urn:ietf:bcp:47"
 BIRTH_TIME = t.EXTENSION + "patient-birthTime"
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
 
+# Lists built from several fields, merged per field (each entry marked with its own):
+# element -> the fields. PID-3 is the match (required), so it is never null.
+_LISTS: dict[str, tuple[int, ...]] = {
+    "name": (5, 9),
+    "address": (11, 12),
+    "telecom": (13, 14, 40),
+    "identifier": (2, 4, 19, 20),
+}
+PARTS = by_field(*_LISTS)
+
 # Top-level element -> the PID fields it is built from (for nulls).
 _SOURCES: dict[str, tuple[int, ...]] = {
-    "name": (5, 9),
     "birthDate": (7,),
     "_birthDate": (7,),  # the birthTime extension
     "gender": (8,),
-    "address": (11, 12),
-    "telecom": (13, 14, 40),
     "communication": (15,),
     "maritalStatus": (16,),
     "deceasedDateTime": (29,),
@@ -124,7 +133,8 @@ def _drivers_licence(pid: Segment, at: Where) -> JSON | None:
 
 
 def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
-    """(Patient resource, nulls) for one PID segment."""
+    """(Patient resource, nulls) for one PID segment. Each entry of name, address, telecom
+    and identifier is marked with its field (mapping/sources.py, PARTS)."""
     at = ctx.at(pid)
     identifiers: list[JSON] = []
     for field in (2, 3, 4):
@@ -133,24 +143,28 @@ def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
                 (i.get("system"), i["value"]) != (ident.get("system"), ident["value"])
                 for i in identifiers
             ):
-                identifiers.append(ident)
+                identifiers.append(marked(ident, f"PID-{field}"))
     ssn = val(first(pid, 19))
     if ssn and all(i["value"] != ssn for i in identifiers):
-        identifiers.append(ssn_identifier(ssn))
+        identifiers.append(marked(ssn_identifier(ssn), "PID-19"))
     licence = _drivers_licence(pid, at)
     if licence and all(i["value"] != licence["value"] for i in identifiers):
-        identifiers.append(licence)
+        identifiers.append(marked(licence, "PID-20"))
 
     names = [
-        n
+        marked(n, f"PID-{f}")
         for f in (5, 9)
         for i, r in at.sub(f).reps()
         if (n := dt.human_name(r, at.sub(f, i))) is not None
     ]
-    addresses = [a for i, r in at.sub(11).reps() if (a := dt.address(r, at.sub(11, i))) is not None]
+    addresses = [
+        marked(a, "PID-11")
+        for i, r in at.sub(11).reps()
+        if (a := dt.address(r, at.sub(11, i))) is not None
+    ]
     _county(addresses, val(first(pid, 12)))
     telecom = [
-        c
+        marked(c, f"PID-{f}")
         for f, use in ((13, "home"), (14, "work"), (40, None))
         for i, r in at.sub(f).reps()
         if (c := dt.contact_point(r, at.sub(f, i), use)) is not None
@@ -193,7 +207,7 @@ def _county(addresses: list[JSON], county: str) -> None:
     if len(addresses) == 1 and "district" not in addresses[0]:
         addresses[0]["district"] = county
     else:
-        addresses.append({"district": county})
+        addresses.append(marked({"district": county}, "PID-12"))
 
 
 def language_concept(rep: Repetition | None) -> JSON | None:
@@ -245,6 +259,10 @@ def _nulls(pid: Segment, resource: JSON) -> frozenset[str]:
         for element, fields in _SOURCES.items()
         if element not in resource and any(field_is_null(pid, f) for f in fields)
     }
+    for element, fields in _LISTS.items():
+        sent_null = [f"PID-{f}" for f in fields if field_is_null(pid, f)]
+        if sent_null:
+            nulls |= null_paths(element, sent_null, resource.get(element) or [])
     for pair in _CHOICES:
         for element in pair:
             if element in resource:

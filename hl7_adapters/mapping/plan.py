@@ -40,11 +40,18 @@ class Parts:
     sent replace the stored entries of their parts. ``settle``: makes the merged value
     consistent again (a Period's ends kept orderable, mapping/periods.py). ``default_only``:
     the mapped value is a guess for a new resource, a stored value stays (the status of an
-    update event that says nothing of the visit's state)."""
+    update event that says nothing of the visit's state). ``unmarked``: for a list whose
+    entries carry the mark of their field (mapping/sources.py), what an entry is compared by
+    without its mark; a stored entry without a part that compares equal to a sent entry is
+    taken as that entry's part (replaced, not duplicated), any other is kept.
+    ``across_parts``: with ``unmarked``, so is a stored entry of a part the message does not
+    send (an identifier stored from PID-4 and now sent in PID-2 is one identifier, not two)."""
 
     key: Callable[[dict[str, Any]], str | None] | None = None
     settle: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     default_only: bool = False
+    unmarked: Callable[[dict[str, Any]], object] | None = None
+    across_parts: bool = False
 
 
 @dataclass
