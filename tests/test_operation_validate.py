@@ -365,3 +365,30 @@ def test_an_unconfined_token_validates_a_create_for_any_patient(
     body = _params(_observation(theirs, tag), mode="create")
     assert _valid(writer.post("/Observation/$validate", json=body))
     assert _observations(client, tag) == 0
+
+
+def test_in_a_batch_a_patient_tokens_validate_gets_the_writes_refusal_too(
+    live_server: LiveServer, base_url: str, client: httpx.Client
+) -> None:
+    """The trial runs in the batch entry's own unit of work (a savepoint there too)."""
+    mine = create_resource(client, _family(uuid.uuid4().hex))
+    theirs = create_resource(client, _family(uuid.uuid4().hex))
+    _, token = _patient_token(live_server, mine, "launch/patient patient/Observation.crs")
+    tag = uuid.uuid4().hex
+    url = "Observation/$validate?mode=create"
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": _observation(p, tag), "request": {"method": "POST", "url": url}}
+            for p in (mine, theirs)
+        ],
+    }
+    headers = {"Accept": FHIR_JSON, "Authorization": f"Bearer {token}",
+               "Content-Type": FHIR_JSON}  # fmt: skip
+    answer = httpx.post(base_url, json=batch, headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    own, other = (e["resource"]["issue"] for e in answer.json()["entry"])
+    assert not [i for i in own if i["severity"] == "error"]
+    assert [i["code"] for i in other if i["severity"] == "error"] == ["forbidden"]
+    assert _observations(client, tag) == 0
