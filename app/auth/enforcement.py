@@ -239,7 +239,8 @@ class SmartAccessHook(Hook):
                 f"{version.resource_type}/{version.id} version {version.version_id} is outside"
                 " what this token may access"
             )
-        if interaction.name in WRITES:
+        # (the filter tested here too: an unconfined write, most of them, makes no call)
+        if isinstance(uow.row_filter, AccessFilter) and interaction.name in WRITES:
             self.check_result(uow, interaction, version)
 
     def check_result(
