@@ -253,3 +253,142 @@ def test_in_a_batch_the_outcome_is_the_entrys_resource(client: httpx.Client) -> 
     assert any("no errors" in i.get("diagnostics", "") for i in valid["resource"]["issue"])
     assert any(i["severity"] == "error" for i in refused["resource"]["issue"])
     assert _count(client, tag) == 0
+
+
+def _patient_token(live_server: LiveServer, patient: str, scope: str) -> tuple[str, str]:
+    """(client id, access token) of a patient's app, confined to `patient`."""
+    from app.db import write_transaction
+
+    auth = live_server.app.state.auth
+    app = register_client(auth, "public", scope)
+    claims = {"scope": scope, "sub": "ann", "sub_kind": "user", "role": "patient",
+              "fhirUser": f"Patient/{patient}", "patient": patient}  # fmt: skip
+    with write_transaction(auth.engine) as conn:
+        token = auth.tokens.issue(conn, app.client_id, claims)["access_token"]
+    return app.client_id, token
+
+
+def _observation(patient: str, tag: str) -> dict[str, Any]:
+    # many codings: on PostgreSQL the tried write's token rows go by COPY (>= 8 rows)
+    codes = (tag, *(f"extra-{n}" for n in range(9)))
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "urn:test:validate", "code": c} for c in codes]},
+        "subject": {"reference": f"Patient/{patient}"},
+    }
+
+
+def _observations(client: httpx.Client, tag: str) -> int:
+    found = client.get("/Observation", params={"code": f"urn:test:validate|{tag}",
+                                               "_summary": "count"})  # fmt: skip
+    assert found.status_code == 200, found.text
+    return int(found.json()["total"])
+
+
+def test_a_patient_token_gets_the_writes_refusal_of_a_create_outside_its_compartment(
+    live_server: LiveServer, base_url: str, client: httpx.Client
+) -> None:
+    """A confined token's write is refused (403) when its result lies outside the token's
+    reach; $validate of that create now says so (200, the same issue), and stores nothing
+    either way, while the $validate itself is audited."""
+    mine = create_resource(client, _family(uuid.uuid4().hex))
+    theirs = create_resource(client, _family(uuid.uuid4().hex))
+    client_id, token = _patient_token(
+        live_server, mine, "launch/patient patient/Observation.crs patient/Patient.rs"
+    )
+    tag = uuid.uuid4().hex
+    headers = {"Accept": FHIR_JSON, "Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as http:
+        own = _observation(mine, tag)
+        assert _valid(http.post("/Observation/$validate", json=_params(own, mode="create")))
+        assert _valid(http.post("/Observation/$validate?mode=create", json=own))
+        other = _observation(theirs, tag)
+        errors = _errors(http.post("/Observation/$validate", json=_params(other, mode="create")))
+        assert _observations(client, tag) == 0  # nothing stored by either $validate
+        written = http.post("/Observation", json=other)
+        assert written.status_code == 403, written.text
+        refusal = written.json()["issue"]
+        assert [(e["code"], e["diagnostics"]) for e in errors] == [
+            (i["code"], i["diagnostics"]) for i in refusal
+        ]
+        assert errors[0]["code"] == "forbidden"
+        # without a mode the content alone is checked, as before
+        assert _valid(http.post("/Observation/$validate", json=other))
+    assert _observations(client, tag) == 0
+    found = client.get("/AuditEvent", params={"agent:identifier": f"{CLIENT}|{client_id}",
+                                              "_sort": "date"})  # fmt: skip
+    events = [e["resource"] for e in found.json().get("entry", [])]
+    assert [(subtype(e), e["outcome"]) for e in events] == [
+        ("operation", "0"), ("operation", "0"), ("operation", "0"), ("create", "4"),
+        ("operation", "0"),
+    ]  # fmt: skip
+    # the $validate records name no resource the trial staged (it was never stored)
+    assert all(not entity_refs(e, "4") for e in events if subtype(e) == "operation")
+
+
+def test_a_patient_token_gets_the_writes_refusal_of_an_update_moving_a_resource_away(
+    live_server: LiveServer, base_url: str, client: httpx.Client
+) -> None:
+    mine = create_resource(client, _family(uuid.uuid4().hex))
+    theirs = create_resource(client, _family(uuid.uuid4().hex))
+    tag = uuid.uuid4().hex
+    oid = create_resource(client, _observation(mine, tag))
+    _, token = _patient_token(live_server, mine, "launch/patient patient/Observation.rus")
+    headers = {"Accept": FHIR_JSON, "Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as http:
+        kept = {**_observation(mine, tag), "id": oid, "status": "amended"}
+        url = f"/Observation/{oid}/$validate"
+        assert _valid(http.post(url, json=_params(kept, mode="update")))
+        moved = {**_observation(theirs, tag), "id": oid}
+        errors = _errors(http.post(url, json=_params(moved, mode="update")))
+        refused = http.put(f"/Observation/{oid}", json=moved)
+        assert refused.status_code == 403, refused.text
+        assert [e["diagnostics"] for e in errors] == [
+            i["diagnostics"] for i in refused.json()["issue"]
+        ]
+    stored = client.get(f"/Observation/{oid}").json()
+    assert stored["meta"]["versionId"] == "1" and stored["status"] == "final"
+    assert stored["subject"]["reference"] == f"Patient/{mine}"
+    # the trial left the index rows as they were: the Observation is still found by them
+    found = client.get("/Observation", params={"subject": f"Patient/{mine}",
+                                               "code": f"urn:test:validate|{tag}"})  # fmt: skip
+    assert [e["resource"]["id"] for e in found.json()["entry"]] == [oid]
+
+
+def test_an_unconfined_token_validates_a_create_for_any_patient(
+    token_for: Any, client: httpx.Client
+) -> None:
+    theirs = create_resource(client, _family(uuid.uuid4().hex))
+    tag = uuid.uuid4().hex
+    _, writer = token_for("system/Observation.c")
+    body = _params(_observation(theirs, tag), mode="create")
+    assert _valid(writer.post("/Observation/$validate", json=body))
+    assert _observations(client, tag) == 0
+
+
+def test_in_a_batch_a_patient_tokens_validate_gets_the_writes_refusal_too(
+    live_server: LiveServer, base_url: str, client: httpx.Client
+) -> None:
+    """The trial runs in the batch entry's own unit of work (a savepoint there too)."""
+    mine = create_resource(client, _family(uuid.uuid4().hex))
+    theirs = create_resource(client, _family(uuid.uuid4().hex))
+    _, token = _patient_token(live_server, mine, "launch/patient patient/Observation.crs")
+    tag = uuid.uuid4().hex
+    url = "Observation/$validate?mode=create"
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": _observation(p, tag), "request": {"method": "POST", "url": url}}
+            for p in (mine, theirs)
+        ],
+    }
+    headers = {"Accept": FHIR_JSON, "Authorization": f"Bearer {token}",
+               "Content-Type": FHIR_JSON}  # fmt: skip
+    answer = httpx.post(base_url, json=batch, headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    own, other = (e["resource"]["issue"] for e in answer.json()["entry"])
+    assert not [i for i in own if i["severity"] == "error"]
+    assert [i["code"] for i in other if i["severity"] == "error"] == ["forbidden"]
+    assert _observations(client, tag) == 0

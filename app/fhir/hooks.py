@@ -57,6 +57,13 @@ class Hook:
         versions outside what the grant reaches; the row filter judges current ones only.)"""
         return True
 
+    def check_result(
+        self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion
+    ) -> None:
+        """A write's result, staged (not yet flushed): may the caller have written it? Raises
+        if not. The write path asks it through on_access; $validate asks it alone (nothing
+        is accessed: the version is tried in a savepoint and undone)."""
+
     def condition_filter(self, uow: UnitOfWork, interaction: Interaction) -> RowFilter | None:
         """The rows a condition may find when it is resolved before its interaction is
         authorized (a transaction's ifNoneExist, conditional updates and references, looked
@@ -91,6 +98,12 @@ class Pipeline(Hook):
     def on_access(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> None:
         for hook in self.hooks:
             hook.on_access(uow, interaction, version)
+
+    def check_result(
+        self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion
+    ) -> None:
+        for hook in self.hooks:
+            hook.check_result(uow, interaction, version)
 
     def visible(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> bool:
         return all(hook.visible(uow, interaction, version) for hook in self.hooks)

@@ -208,6 +208,26 @@ class FhirService:
             self.pipeline.on_access(uow, interaction, current)
         return current
 
+    def try_write(
+        self, uow: UnitOfWork, rtype: str, rid: str | None, body: dict[str, Any],
+        current: StoredVersion | None,
+    ) -> None:  # fmt: skip
+        """$validate of a create (rid None) or an update of `current`: staged as the write
+        stages it and checked by the hooks as the write's result is, in a savepoint rolled
+        back (nothing is kept, nothing recorded as accessed). Raises what the write would."""
+        if uow.row_filter is None:
+            return  # no grant confines the result: nothing to check, nothing to write
+        name = "create" if rid is None else "update"
+        number = current.version_id + 1 if current else 1
+        version = storage.stamp(rtype, rid or str(uuid.uuid4()), body, number)
+        with uow.trial():
+            if current is None:
+                storage.stage_insert_current(uow, version)
+            elif not storage.update_current(uow, version, expected_version=current.version_id):
+                raise Conflict(f"{rtype}/{rid} was changed concurrently; retry")
+            storage.stage_index(uow, index_rows(rtype, version.id, body))
+            self.pipeline.check_result(uow, Interaction(name, rtype, version.id), version)
+
     def find_ids(self, uow: UnitOfWork, rtype: str, query: str, *, limit: int = 2) -> list[str]:
         """Ids matching conditional criteria (strict: an unknown parameter is an error)."""
         params = conditional_params(rtype, query, limit)

@@ -84,6 +84,19 @@ class UnitOfWork:
             for table, rows in staged.items():
                 _copy_rows(cursor, table, rows)
 
+    @contextmanager
+    def trial(self) -> Iterator[None]:
+        """Writes made inside are undone when it ends (a SAVEPOINT rolled back), whatever
+        happens: what a write would store, staged and checked but never kept ($validate).
+        Rows staged inside are flushed inside (by the checks that read them) or dropped."""
+        self.flush()  # what was staged before stays the transaction's own
+        savepoint = self.conn.begin_nested()
+        try:
+            yield
+        finally:
+            self._staged = {}
+            savepoint.rollback()
+
     @property
     def dialect(self) -> str:
         return self.conn.dialect.name

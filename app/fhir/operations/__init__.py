@@ -79,6 +79,11 @@ def is_operation(path: str) -> bool:
     return "/$" in path or path.startswith("$")
 
 
+def stages_write(request: FhirRequest) -> bool:
+    """Does an operation request try a write (undone) and so need a write unit of work?"""
+    return request.segments[-1:] == ["$validate"] and validate.stages_write(request)
+
+
 def for_type(rtype: str) -> list[Operation]:
     """The operations a type's CapabilityStatement entry lists."""
     return [op for op in OPERATIONS.values() if op.types is None or rtype in op.types]

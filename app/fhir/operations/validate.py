@@ -23,7 +23,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from app.errors import InvalidRequest, Issue, MethodNotAllowed, ResourceInvalid, operation_outcome
+from app.errors import (
+    FhirError,
+    Forbidden,
+    InvalidRequest,
+    Issue,
+    MethodNotAllowed,
+    ResourceInvalid,
+    operation_outcome,
+)
 from app.fhir.capability import SERVER_WRITTEN_TYPES
 from app.fhir.exchange import FhirRequest, FhirResponse
 from app.fhir.hooks import Interaction
@@ -74,10 +82,46 @@ def run(
         issues += _delete_issues(rtype, rid or "", current)
     else:
         issues += _content_issues(resource, rtype, rid if mode == "update" else None)
-    if not any(i.severity in ("error", "fatal") for i in issues):
+    if mode in ("create", "update") and not _has_errors(issues):
+        issues += _reach_issues(router, uow, rtype, rid if mode == "update" else None,
+                                resource, current)  # fmt: skip
+    if not _has_errors(issues):
         what = f"a {mode}" if mode in ("create", "update", "delete") else "the content"
         issues.append(Issue("information", "informational", f"no errors: {what} is valid"))
     return FhirResponse(200, operation_outcome(issues))
+
+
+def stages_write(request: FhirRequest) -> bool:
+    """Does this request ask for mode create or update? Its unit of work must then be a
+    write transaction: the result is tried in a savepoint (_reach_issues), which a read unit
+    cannot hold (autocommit on PostgreSQL; a SQLite read must not write). Never raises: a
+    bad request is refused by `run`, inside its unit of work (and so audited)."""
+    if request.method != "POST":
+        return False
+    try:
+        _, mode, _ = _inputs(request, "")
+    except FhirError:
+        return False
+    return mode in ("create", "update")
+
+
+def _has_errors(issues: list[Issue]) -> bool:
+    return any(i.severity in ("error", "fatal") for i in issues)
+
+
+def _reach_issues(
+    router: FhirRouter, uow: UnitOfWork, rtype: str, rid: str | None, resource: Any,
+    current: StoredVersion | None,
+) -> list[Issue]:  # fmt: skip
+    """The write's own refusal of a result outside a confined token's reach (a patient token
+    creating another patient's Observation): the same 403 issue, as an error of the
+    validation. R4 $validate: "200 OK whether or not the resource is valid"; a 4xx means the
+    validation could not be done, and here it was (the token may ask it)."""
+    try:
+        router.service.try_write(uow, rtype, rid, resource, current)
+    except Forbidden as exc:
+        return list(exc.issues)
+    return []
 
 
 def _inputs(request: FhirRequest, rtype: str) -> tuple[Any, str | None, str | None]:
