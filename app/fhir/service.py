@@ -38,6 +38,7 @@ from app.fhir.search import SearchParams, SearchResult, search
 from app.fhir.search.engine import first_ids
 from app.fhir.search.indexer import index_rows
 from app.fhir.search.referrers import Referrers, referrers
+from app.fhir.service_operations import OperationSteps
 from app.fhir.storage import Change, RowFilter, StoredVersion, UnitOfWork
 from app.fhir.validation import is_valid_id, known_resource_types, validate_resource
 
@@ -50,14 +51,7 @@ class WriteOutcome:
     content_withheld: bool = False  # ... which the caller may not read: no body for it
 
 
-@dataclass(frozen=True)
-class ReindexBatch:
-    count: int
-    last_id: str | None
-    failures: list[str]
-
-
-class FhirService:
+class FhirService(OperationSteps):
     def __init__(self, engine: Engine, pipeline: Pipeline) -> None:
         self.engine = engine
         self.pipeline = pipeline
@@ -197,36 +191,6 @@ class FhirService:
             else None
         )
         return HistoryResult(page, next_cursor)
-
-    def operation(self, uow: UnitOfWork, interaction: Interaction) -> StoredVersion | None:
-        """An operation that is no search ($validate), authorized and audited as itself; the
-        current version of its instance, noted as accessed (the record names whose data)."""
-        self.pipeline.authorize(uow, interaction)
-        rtype, rid = interaction.resource_type, interaction.id
-        current = storage.get_current(uow, rtype, rid) if rtype and rid else None
-        if current is not None:
-            self.pipeline.on_access(uow, interaction, current)
-        return current
-
-    def try_write(
-        self, uow: UnitOfWork, rtype: str, rid: str | None, body: dict[str, Any],
-        current: StoredVersion | None,
-    ) -> None:  # fmt: skip
-        """$validate of a create (rid None) or an update of `current`: staged as the write
-        stages it and checked by the hooks as the write's result is, in a savepoint rolled
-        back (nothing is kept, nothing recorded as accessed). Raises what the write would."""
-        if uow.row_filter is None:
-            return  # no grant confines the result: nothing to check, nothing to write
-        name = "create" if rid is None else "update"
-        number = current.version_id + 1 if current else 1
-        version = storage.stamp(rtype, rid or str(uuid.uuid4()), body, number)
-        with uow.trial():
-            if current is None:
-                storage.stage_insert_current(uow, version)
-            elif not storage.update_current(uow, version, expected_version=current.version_id):
-                raise Conflict(f"{rtype}/{rid} was changed concurrently; retry")
-            storage.stage_index(uow, index_rows(rtype, version.id, body))
-            self.pipeline.check_result(uow, Interaction(name, rtype, version.id), version)
 
     def find_ids(self, uow: UnitOfWork, rtype: str, query: str, *, limit: int = 2) -> list[str]:
         """Ids matching conditional criteria (strict: an unknown parameter is an error)."""
@@ -463,27 +427,6 @@ class FhirService:
                 raise PreconditionFailed(f"If-Match given but no {rtype} matches '{query}'")
             return None
         return self.delete(uow, rtype, matches[0], if_match=if_match)
-
-    # ------------------------------------------------------------ maintenance
-
-    def reindex_batch(
-        self, uow: UnitOfWork, rtype: str, after_id: str | None, limit: int
-    ) -> ReindexBatch:
-        """Recompute the index rows of the next `limit` current resources of one type."""
-        self.check_type(rtype)
-        self.pipeline.authorize(uow, Interaction("reindex", rtype))
-        versions = storage.current_page(uow, rtype, after_id, limit)
-        failures: list[str] = []
-        for version in versions:
-            try:
-                body = jsonio.loads(version.content or b"{}")
-                rows = index_rows(rtype, version.id, body)
-            except Exception as exc:  # report and go on: one bad row must not stop a reindex
-                failures.append(f"{rtype}/{version.id}: {type(exc).__name__}: {exc}")
-                continue
-            storage.replace_index(uow, rtype, version.id, rows, new=False)
-        last = versions[-1].id if versions else None
-        return ReindexBatch(len(versions), last, failures)
 
     # ------------------------------------------------------------ internals
 
