@@ -465,6 +465,14 @@ def adt(trigger: str, klass: str = "I", visit: str = "V77", discharge: str = "")
         ("A05", "P", "", "planned"),
         ("A11", "I", "", "cancelled"),
         ("A13", "I", "", "in-progress"),
+        ("A06", "I", "", "in-progress"),  # v2.5 chapter 3 / R4 EncounterStatus (tables.py)
+        ("A07", "O", "", "in-progress"),
+        ("A12", "I", "", "in-progress"),
+        ("A14", "P", "", "planned"),
+        ("A21", "I", "", "onleave"),
+        ("A22", "I", "", "in-progress"),
+        ("A27", "P", "", "cancelled"),
+        ("A38", "P", "", "cancelled"),
         ("A08", "I", "", "in-progress"),  # no event status: PV1 class I
         ("A08", "I", "20240302100000+0100", "finished"),  # PV1-45 valued
         ("A08", "P", "", "planned"),  # PV1 class P

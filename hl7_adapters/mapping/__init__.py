@@ -10,7 +10,7 @@ STU1) field by field; each module names the IG maps it implements:
                   ``lookups``: a code looked up in an HL7 table, unknown -> ERR 103 (W)
 * ``patient``     PID -> Patient (and the Patient match rule, nulls); ``demographics``
                   PID-10/22 (Observations) and PID-23/26/28 (Patient extensions)
-* ``adt``         ADT A01/A02/A03/A04/A05/A08/A11/A13/A28/A31, A40 merges (``nk1``: NK1;
+* ``adt``         ADT A01-A08/A11-A14/A21/A22/A27/A28/A31/A38, A40 merges (``nk1``: NK1;
                   ``dg1``: DG1;
                   OBX in an ADT: ``oru.map_adt_observations``); ``encounter`` PV1/PV2 ->
                   Encounter (``visit_tables``; ``visit_parts``: what an update merges
@@ -44,8 +44,9 @@ from hl7_adapters.mapping.plan import (
     UnsupportedMessage,
 )
 
+# docs/hl7v2.md "Supported ADT events" lists what each does to the Encounter.
 ADT_TRIGGERS = frozenset(
-    {"A01", "A02", "A03", "A04", "A05", "A08", "A11", "A13", "A28", "A31", "A40"}
+    "A01 A02 A03 A04 A05 A06 A07 A08 A11 A12 A13 A14 A21 A22 A27 A28 A31 A38 A40".split()
 )
 ORU_TRIGGERS = frozenset({"R01"})
 SUPPORTED: dict[str, frozenset[str]] = {"ADT": ADT_TRIGGERS, "ORU": ORU_TRIGGERS}

@@ -1,6 +1,8 @@
 """ADT -> Patient, Encounter, RelatedPerson, AllergyIntolerance, Practitioner, Location; A40.
 
-Follows the IG message maps ADT_A01/A02/A03/A04/A05/A08/A11 (mappings/messages) and the
+Follows the IG message maps ADT_A01/A02/A03/A04/A05/A08/A11 (mappings/messages) -- the
+other events we take (A06/A07/A12/A13/A14/A21/A22/A27/A38, docs/hl7v2.md) carry the same
+segments and differ only in what they do to the Encounter (encounter.py) -- and the
 segment maps PID[Patient], PV1[Encounter], PV2[Encounter], NK1[RelatedPerson],
 AL1[AllergyIntolerance]. How each resource is found again:
 

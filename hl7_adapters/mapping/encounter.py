@@ -2,12 +2,15 @@
 in visit_tables.py), for ADT (upsert) and ORU (ensure) alike.
 
 * Found again by the PV1-19 visit number; without one, only the events that start a visit
-  (A01/A04/A05) plan an Encounter, matched by a derived identifier (_visit_key).
+  (A01/A04/A05/A14) plan an Encounter, matched by a derived identifier (_visit_key).
 * Encounter.status: the IG "Event[EncounterStatus]" map by trigger; for A08/A28/A31 (which
   the IG maps to "unknown") the PV1 map instead: "finished" when PV1-45 is valued, else by
   patient class. An update message therefore never turns a real status into "unknown".
 * A13 (cancel discharge): status in-progress, and the discharge's period.end and
   hospitalization.dischargeDisposition are removed from the stored Encounter (nulls).
+  A12 (cancel transfer): PV1-3 is the location before the transfer again, and the
+  transfer's PV1-6 entry (prior location, "completed") is removed (TAKEN_BACK).
+* A06/A07 (outpatient <-> inpatient): the same visit (PV1-19) with PV1-2's new class.
 * Locations (PV1-3/6/11/42/43): the PL's Location hierarchy (locations.py); PV1-11 and
   PV1-43 carry the "temporary" classification; PV1-40 is the operationalStatus of PV1-3's
   bed (locations.py). PV1-37: hospitalization.destination, a
@@ -36,7 +39,7 @@ from hl7_adapters.mapping.plan import Mode
 from hl7_adapters.values import Segment
 
 JSON = dict[str, Any]
-VISIT_STARTING = frozenset({"A01", "A04", "A05"})
+VISIT_STARTING = frozenset({"A01", "A04", "A05", "A14"})
 PERSON_ONLY = frozenset({"A28", "A31"})
 
 
@@ -141,35 +144,47 @@ def plan_encounter(
         guesses.append("class")
     parts = visit_parts.parts(found_by, tuple(guesses))
     nulls = visit_parts.nulls(pv1, pv2, resource, parts)
-    if trigger == "A13":
-        nulls |= _cancel_discharge(resource)
+    if trigger in TAKEN_BACK:
+        nulls |= _take_back(resource, TAKEN_BACK[trigger])
     match = ids.match_of(found_by) if found_by else None
     origin = ctx.origin(pv1, 19 if visit else 44)
     mode = mode if match else "create"
     return ctx.add(resource, mode, match, nulls, origin=origin, parts=parts)
 
 
-# What a discharge (A03) wrote that a cancel discharge (A13) takes back (IG ADT_A13: the
-# Encounter is in progress again, without discharge disposition or end of period).
-# (``period._end``: the end's originalText, when it was kept at PV1-44's precision, periods.py)
-DISCHARGE_ELEMENTS = (
-    ("period", "end"),
-    ("period", "_end"),
-    ("hospitalization", "dischargeDisposition"),
-)
+# What a cancel event takes back of the event it cancels, as null paths (plan.Planned.nulls):
+# the elements are left out of the mapped Encounter (a field the cancel still sends is the
+# value being cancelled) and removed from the stored one, also when the cancel sends nothing
+# that would replace the element they sit in.
+# * A13 cancels a discharge (A03; IG ADT_A13: in progress again, without discharge
+#   disposition or end of period; ``period._end`` is the end's originalText, periods.py).
+# * A12 cancels a transfer (A02): v2.5 3.3.12 sends the location before the transfer in
+#   PV1-3 (which replaces the PV1-3 entry) and may send the cancelled destination in PV1-6;
+#   the transfer's PV1-6 entry ("completed": where the patient was before) is no history.
+TAKEN_BACK: dict[str, tuple[str, ...]] = {
+    "A13": ("period.end", "period._end", "hospitalization.dischargeDisposition"),
+    "A12": ("location[PV1-6]",),
+}
 
 
-def _cancel_discharge(resource: JSON) -> frozenset[str]:
-    """A13: the discharge's elements are left out of the mapped Encounter (a PV1-45/PV1-36
-    still sent is the discharge being cancelled) and removed from the stored one, also when
-    the A13 sends no PV1-44/PV1-14 and so replaces neither period nor hospitalization."""
-    for element, child in DISCHARGE_ELEMENTS:
-        part = resource.get(element)
-        if isinstance(part, dict):
-            part.pop(child, None)
-            if not part:
-                del resource[element]
-    return frozenset(f"{element}.{child}" for element, child in DISCHARGE_ELEMENTS)
+def _take_back(resource: JSON, paths: tuple[str, ...]) -> frozenset[str]:
+    """Remove `paths` (``element.child`` or ``location[PV1-n]``) from the mapped resource;
+    returns them as nulls, so the stored Encounter loses them too."""
+    for path in paths:
+        element, bracket, rest = path.partition("[")
+        kept: list[JSON] | JSON | None
+        if bracket:  # a location part: the entries the named field makes
+            field = rest.removesuffix("]")
+            kept = [e for e in resource.get(element) or [] if visit_parts.location_part(e) != field]
+        else:
+            element, _, child = path.partition(".")
+            part = resource.get(element)
+            kept = {k: v for k, v in part.items() if k != child} if isinstance(part, dict) else None
+        if kept:
+            resource[element] = kept
+        else:
+            resource.pop(element, None)
+    return frozenset(paths)
 
 
 def _visit_key(msg: Message, pv1: Segment, patient: PatientRef, klass_code: str) -> JSON | None:

@@ -98,6 +98,17 @@ EVENT_ENCOUNTER_STATUS: dict[str, str] = {
     "A05": "planned",
     "A11": "cancelled",
     "A13": "in-progress",
+    # Events the IG's concept map leaves out; their statuses follow the v2.5 chapter 3 event
+    # definitions and the R4 EncounterStatus definitions (onleave: "the Encounter has begun,
+    # but the patient is temporarily on leave").
+    "A06": "in-progress",  # change an outpatient to an inpatient: same visit, new class
+    "A07": "in-progress",  # change an inpatient to an outpatient
+    "A12": "in-progress",  # cancel transfer: still admitted, at the previous location
+    "A14": "planned",  # pending admit
+    "A21": "onleave",  # patient goes on a leave of absence
+    "A22": "in-progress",  # patient returns from a leave of absence
+    "A27": "cancelled",  # cancel pending admit (A14)
+    "A38": "cancelled",  # cancel pre-admit (A05)
 }
 
 # IG table HL70201 -> ContactPoint.use (other 0201 codes have no use).
