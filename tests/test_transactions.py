@@ -622,12 +622,21 @@ def test_a_bundle_resource_is_judged_as_the_database_would_judge_it(
         managingOrganization={"reference": "Organization/o1"},
         active=True,
     )
-    rid = client.post("/Patient", json=body, headers=FHIR_JSON).json()["id"]
-    rows = index_rows("Patient", rid, body)
-    for criteria in IN_MEMORY_CRITERIA:
-        params = SearchParams.parse_query(criteria, "Patient", strict=True)
+    assert_judged_as_searched(client, base_url, body, IN_MEMORY_CRITERIA)
+
+
+def assert_judged_as_searched(
+    client: httpx.Client, base_url: str, body: dict, criteria_list: list[str]
+) -> None:
+    """Each criterion judged in memory on `body`'s index rows answers as the database's
+    search does once `body` is stored."""
+    rtype = body["resourceType"]
+    rid = client.post(f"/{rtype}", json=body, headers=FHIR_JSON).json()["id"]
+    rows = index_rows(rtype, rid, body)
+    for criteria in criteria_list:
+        params = SearchParams.parse_query(criteria, rtype, strict=True)
         judged = matches_all([plan(c, base_url) for c in params.criteria], rid, rows)
-        found = client.get(f"/Patient?_id={rid}&{criteria}").json().get("entry", [])
+        found = client.get(f"/{rtype}?_id={rid}&{criteria}").json().get("entry", [])
         assert judged is (len(found) == 1), criteria
 
 
@@ -649,13 +658,7 @@ def test_a_bundle_observation_is_judged_as_the_database_would_judge_it(
         valueQuantity={"value": 5.4, "unit": "mg", "system": "http://example.org/units",
                        "code": "MG-X"},
     )  # fmt: skip
-    rid = client.post("/Observation", json=body, headers=FHIR_JSON).json()["id"]
-    rows = index_rows("Observation", rid, body)
-    for criteria in OBSERVATION_CRITERIA:
-        params = SearchParams.parse_query(criteria, "Observation", strict=True)
-        judged = matches_all([plan(c, base_url) for c in params.criteria], rid, rows)
-        found = client.get(f"/Observation?_id={rid}&{criteria}").json().get("entry", [])
-        assert judged is (len(found) == 1), criteria
+    assert_judged_as_searched(client, base_url, body, OBSERVATION_CRITERIA)
 
 
 def test_a_large_transaction_stores_awkward_text_and_decimals_exactly(
