@@ -1,0 +1,72 @@
+"""A shortcut for the model check of resources full of Extensions.
+
+The R4B Extension model is costly (~19 µs an Extension: ~50 value[x] fields and Python
+validators), and HL7 feeds and US Core data put Extensions everywhere, mostly the same ones
+over and over (one marker per list entry, race and ethnicity ...). An Extension's model verdict
+depends on its JSON alone, so the Extensions the model has accepted are remembered by their
+exact text, and a resource whose Extensions are all remembered is judged by the model without
+them. Only a clean verdict is ever taken from here: whenever anything is wrong, or anything is
+new, the caller runs the full model, so the issues a client sees never differ.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+# The keys that hold Extensions wherever they appear.
+EXTENSION_KEYS = ("extension", "modifierExtension")
+# Enough for the markers and profiles of a feed; each entry holds one Extension's text.
+MEMO_SIZE = 4096
+# A value the model would judge without Extensions: None when it cannot be judged so.
+Judge = Callable[[Any], bool]
+
+_accepted: OrderedDict[str, None] = OrderedDict()
+
+
+def without_extensions(value: Any, found: list[Any]) -> Any:
+    """`value` with every Extension list taken out (put in `found`); `value` itself when it has
+    none. Extension lists of Extensions stay in them: the Extension is judged whole."""
+    if isinstance(value, dict):
+        items = {}
+        for key, item in value.items():
+            if key in EXTENSION_KEYS and isinstance(item, list):
+                found.extend(item)
+                continue
+            items[key] = without_extensions(item, found)
+        changed = len(items) != len(value) or any(v is not value[k] for k, v in items.items())
+        return items if changed else value
+    if isinstance(value, list):
+        copied = [without_extensions(v, found) for v in value]
+        return copied if any(c is not v for c, v in zip(copied, value, strict=True)) else value
+    return value
+
+
+def _memo_key(extension: Any) -> str | None:
+    """The Extension's exact text, or None when its repr could hide a difference the model sees
+    (decimals: Decimal('1') is both the JSON 1e0 and the integer literal kept for -0 or 2**64)."""
+    key = repr(extension)
+    return None if "Decimal(" in key else key
+
+
+def all_clean(resource: dict[str, Any], model_accepts: Judge, extension_accepts: Judge) -> bool:
+    """True only when the model would accept `resource` as it is: every Extension in it is
+    accepted by the Extension model (remembered, or judged now) and the resource without its
+    Extensions is accepted by its model. False means "not known": run the full model."""
+    if "xtension': [" not in repr(resource):  # nothing to take out: no gain here
+        return False
+    found: list[Any] = []
+    view = without_extensions(resource, found)
+    for extension in found:
+        key = _memo_key(extension)
+        if key is not None and key in _accepted:
+            _accepted.move_to_end(key)
+            continue
+        if not extension_accepts(extension):
+            return False
+        if key is not None:
+            _accepted[key] = None
+            if len(_accepted) > MEMO_SIZE:
+                _accepted.popitem(last=False)
+    return model_accepts(view)
