@@ -207,3 +207,14 @@ def test_remembered_extensions_are_not_judged_again() -> None:
     assert not extension_memo.all_clean({"resourceType": "Patient"}, lambda v: True, lambda e: True)
     fresh = {"resourceType": "Patient", "extension": [{"url": "urn:test:never-seen"}]}
     assert not extension_memo.all_clean(fresh, lambda view: True, lambda ext: False)
+
+
+def test_the_memo_forgets_the_oldest_beyond_its_size() -> None:
+    def patient(i: int) -> dict[str, Any]:
+        return {"resourceType": "Patient", "extension": [{"url": f"urn:test:size-{i}"}]}
+
+    for i in range(extension_memo.MEMO_SIZE + 1):
+        assert extension_memo.all_clean(patient(i), lambda v: True, lambda e: True)
+    assert len(extension_memo._accepted) == extension_memo.MEMO_SIZE
+    assert not extension_memo.all_clean(patient(0), lambda v: True, lambda e: False)
+    assert extension_memo.all_clean(patient(1), lambda v: True, lambda e: False)

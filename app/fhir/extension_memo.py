@@ -11,7 +11,7 @@ new, the caller runs the full model, so the issues a client sees never differ.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +22,17 @@ MEMO_SIZE = 4096
 # A value the model would judge without Extensions: None when it cannot be judged so.
 Judge = Callable[[Any], bool]
 
-_accepted: OrderedDict[str, None] = OrderedDict()
+# Oldest first. Read without the lock (a dict lookup is atomic); changed under it, since
+# requests are judged on several threads and eviction iterates.
+_accepted: dict[str, None] = {}
+_lock = threading.Lock()
+
+
+def _remember(key: str) -> None:
+    with _lock:
+        _accepted[key] = None
+        if len(_accepted) > MEMO_SIZE:  # forget the oldest: a frequent one comes back soon
+            del _accepted[next(iter(_accepted))]
 
 
 def without_extensions(value: Any, found: list[Any]) -> Any:
@@ -61,12 +71,9 @@ def all_clean(resource: dict[str, Any], model_accepts: Judge, extension_accepts:
     for extension in found:
         key = _memo_key(extension)
         if key is not None and key in _accepted:
-            _accepted.move_to_end(key)
             continue
         if not extension_accepts(extension):
             return False
         if key is not None:
-            _accepted[key] = None
-            if len(_accepted) > MEMO_SIZE:
-                _accepted.popitem(last=False)
+            _remember(key)
     return model_accepts(view)
