@@ -204,7 +204,9 @@ def test_remembered_extensions_are_not_judged_again() -> None:
     assert judged == [marker]  # the second time it was remembered
     # Anything wrong, or nothing to take out, is "not known": the full model check runs.
     assert not extension_memo.all_clean(patient, lambda view: False, extension_accepts)
-    assert not extension_memo.all_clean({"resourceType": "Patient"}, lambda v: True, lambda e: True)
+    assert not extension_memo.may_have_extensions({"resourceType": "Patient", "text": "extension"})
+    assert extension_memo.may_have_extensions(patient)
+    assert extension_memo.may_have_extensions({"resourceType": "Patient", "n": 2**70})
     fresh = {"resourceType": "Patient", "extension": [{"url": "urn:test:never-seen"}]}
     assert not extension_memo.all_clean(fresh, lambda view: True, lambda ext: False)
 

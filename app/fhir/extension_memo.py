@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 # The keys that hold Extensions wherever they appear.
 EXTENSION_KEYS = ("extension", "modifierExtension")
 # Enough for the markers and profiles of a feed; each entry holds one Extension's text.
@@ -60,12 +62,20 @@ def _memo_key(extension: Any) -> str | None:
     return None if "Decimal(" in key else key
 
 
+def may_have_extensions(resource: dict[str, Any]) -> bool:
+    """No Extension list, nothing to gain. orjson is the cheapest look (~0.5 µs for a small
+    Patient; repr ~1.5 µs, a Python walk far more); what it cannot write is looked at anyway."""
+    try:
+        return b'xtension":[' in orjson.dumps(resource, default=str)
+    except TypeError:  # orjson.JSONEncodeError included
+        return True
+
+
 def all_clean(resource: dict[str, Any], model_accepts: Judge, extension_accepts: Judge) -> bool:
     """True only when the model would accept `resource` as it is: every Extension in it is
     accepted by the Extension model (remembered, or judged now) and the resource without its
-    Extensions is accepted by its model. False means "not known": run the full model."""
-    if "xtension': [" not in repr(resource):  # nothing to take out: no gain here
-        return False
+    Extensions is accepted by its model. False means "not known": run the full model. Only
+    worth calling when may_have_extensions."""
     found: list[Any] = []
     view = without_extensions(resource, found)
     for extension in found:

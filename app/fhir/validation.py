@@ -241,7 +241,11 @@ def _model_issues(rtype: str, resource: dict[str, Any], path: str = "") -> list[
             if isinstance(item, dict) and isinstance(item.get("resourceType"), str)
             for issue in _model_issues(item["resourceType"], item, f"{path}.contained[{index}]")
         ]
-    if USE_EXTENSION_MEMO and _clean_by_memo(model, resource):
+    if (
+        USE_EXTENSION_MEMO
+        and extension_memo.may_have_extensions(resource)
+        and _clean_by_memo(model, resource)
+    ):
         return []
     try:
         first: list[Issue] | None = _run_model(model, resource, path)
