@@ -220,3 +220,11 @@ def test_the_memo_forgets_the_oldest_beyond_its_size() -> None:
     assert len(extension_memo._accepted) == extension_memo.MEMO_SIZE
     assert not extension_memo.all_clean(patient(0), lambda v: True, lambda e: False)
     assert extension_memo.all_clean(patient(1), lambda v: True, lambda e: False)
+
+
+def test_an_element_of_extensions_only_still_takes_the_shortcut() -> None:
+    birth_time = {"url": "urn:test:birth-time", "valueDateTime": "1974-12-25T14:35:45-05:00"}
+    patient = {"resourceType": "Patient", "birthDate": "1974-12-25", "_birthDate": {}}
+    patient["_birthDate"] = {"extension": [birth_time]}
+    assert _assert_same(patient) == []
+    assert validation._clean_by_memo(validation._model_class("Patient"), patient)

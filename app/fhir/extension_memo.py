@@ -26,6 +26,9 @@ Judge = Callable[[Any], bool]
 
 # Oldest first. Read without the lock (a dict lookup is atomic); changed under it, since
 # requests are judged on several threads and eviction iterates.
+# What stands in for the Extensions of an element that has nothing else: valid by itself.
+STAND_IN = {"url": "urn:medisentinel:stand-in"}
+
 _accepted: dict[str, None] = {}
 _lock = threading.Lock()
 
@@ -47,6 +50,9 @@ def without_extensions(value: Any, found: list[Any]) -> Any:
                 found.extend(item)
                 continue
             items[key] = without_extensions(item, found)
+        if len(items) != len(value) and not items.keys() - {"id"}:
+            # An element of Extensions only (`_birthDate`): the model wants one of them.
+            items["extension"] = [STAND_IN]
         changed = len(items) != len(value) or any(v is not value[k] for k, v in items.items())
         return items if changed else value
     if isinstance(value, list):
