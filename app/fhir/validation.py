@@ -30,7 +30,7 @@ from fhir.resources.R4B import get_fhir_model_class  # noqa: TID251 - the one pl
 from pydantic import ValidationError
 
 from app.errors import Issue, ResourceInvalid
-from app.fhir import bindings, constraints, jsonio
+from app.fhir import bindings, constraints, extension_memo, jsonio
 from app.fhir.cardinality import missing_required
 from app.fhir.core_rules import core_rule_issues
 
@@ -51,8 +51,9 @@ def known_resource_types() -> frozenset[str]:
 
 # R4 types R4B redesigned: the R4B model would judge an R4 resource by another definition.
 REDESIGNED_IN_R4B = frozenset({"Evidence", "EvidenceVariable"})
-# The keys that hold Extensions wherever they appear.
-_EXTENSION_KEYS = ("extension", "modifierExtension")
+_EXTENSION_KEYS = extension_memo.EXTENSION_KEYS
+# Off only for the tests that compare the shortcut with the full model check.
+USE_EXTENSION_MEMO = True
 
 
 @cache
@@ -240,6 +241,12 @@ def _model_issues(rtype: str, resource: dict[str, Any], path: str = "") -> list[
             if isinstance(item, dict) and isinstance(item.get("resourceType"), str)
             for issue in _model_issues(item["resourceType"], item, f"{path}.contained[{index}]")
         ]
+    if (
+        USE_EXTENSION_MEMO
+        and extension_memo.may_have_extensions(resource)
+        and _clean_by_memo(model, resource)
+    ):
+        return []
     try:
         first: list[Issue] | None = _run_model(model, resource, path)
     except KeyError:  # fhir.resources met a nested resource type it has no model for
@@ -260,6 +267,22 @@ def _model_issues(rtype: str, resource: dict[str, Any], path: str = "") -> list[
     for nested_path, nested in stood_in:  # no model judged them: their required elements
         issues.extend(missing_required(nested, nested_path, _has_model))
     return issues
+
+
+def _clean_by_memo(model: Any, resource: dict[str, Any]) -> bool:
+    """Does the model accept `resource`, found the cheap way (app.fhir.extension_memo)? False
+    also when that cannot tell: a nested type without a model, an issue anywhere."""
+    extension = _model_class("Extension")
+
+    def accepts(judged: Any, value: Any) -> bool:
+        try:
+            return not _run_model(judged, value, "")
+        except KeyError:  # a nested resource type without a model: the full check says how
+            return False
+
+    return extension_memo.all_clean(
+        resource, lambda view: accepts(model, view), lambda ext: accepts(extension, ext)
+    )
 
 
 def _run_model(model: Any, resource: dict[str, Any], path: str) -> list[Issue]:
