@@ -117,18 +117,22 @@ def _flush_pipelined(conn: Connection, staged: dict[Table, list[dict[str, Any]]]
             _send_staged(cursor, staged)
 
 
-# A table with at least this many staged rows is sent by COPY, ahead of the pipeline (COPY
-# cannot run inside one): an ORU^R01's 126 rows cost ~1.2 ms of client CPU and ~0.8 ms of
-# PostgreSQL's as executemany, ~0.6 and ~0.5 by COPY, despite a round trip per table; with
-# one or two rows a table, COPY's round trip costs more than it saves (BENCHMARKS.md s17).
+# When a flush or commit stages at least COPY_FROM_TOTAL rows, each table with at least
+# COPY_FROM_ROWS of them is sent by COPY, ahead of the pipeline that carries the rest (COPY
+# cannot run inside one). On one ORU^R01's 126 rows executemany cost ~1.2 ms of client CPU
+# and ~0.8 ms of PostgreSQL's, COPY ~0.6 and ~0.5, despite a round trip per table; but each
+# COPY is a round trip more, and for a message's few dozen rows (an A08: 27 and 26 rows in
+# two flushes) the extra round trips cost more than COPY saves (in process, A08 +4..+14 %
+# CPU, +15..+19 % wall with COPY from 8 rows a table). BENCHMARKS.md, session 17.
 COPY_FROM_ROWS = 8
+COPY_FROM_TOTAL = 100
 
 
 def _copy_many(
     driver: Any, staged: dict[Table, list[dict[str, Any]]]
 ) -> dict[Table, list[dict[str, Any]]]:
     """COPY the tables that have many staged rows; return the others, to pipeline."""
-    if all(len(rows) < COPY_FROM_ROWS for rows in staged.values()):
+    if sum(len(rows) for rows in staged.values()) < COPY_FROM_TOTAL:
         return staged
     rest: dict[Table, list[dict[str, Any]]] = {}
     with driver.cursor() as cursor:
