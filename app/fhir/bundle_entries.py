@@ -13,6 +13,7 @@ from app.errors import FhirError, InvalidRequest
 from app.fhir import jsonio, preconditions, shaping
 from app.fhir.exchange import FhirRequest, FhirResponse, RawJson, write_outcome
 from app.fhir.instants import parse_instant, to_http_date, to_instant
+from app.fhir.operations import is_operation
 from app.fhir.validation import is_valid_id
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -129,9 +130,10 @@ def response_entry(
     if method == "GET":  # _summary / _elements, as for the same GET sent alone
         body = shaping.shape_response(body, request)
     outcome = write_outcome(method, response) if preference == "OperationOutcome" else None
-    operation = any(segment.startswith("$") for segment in request.segments)
-    if not operation and isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
-        outcome, body = outcome or body, None  # an operation's outcome is its result: resource
+    # an OperationOutcome answering an operation ($validate) is its result: it stays resource
+    answer = isinstance(body, dict) and body.get("resourceType") == "OperationOutcome"
+    if answer and not is_operation(request.path):
+        outcome, body = outcome or body, None
     written = method in WRITES and isinstance(body, RawJson)
     if body is not None and not request.head and not (written and preference != "representation"):
         entry["resource"] = body
