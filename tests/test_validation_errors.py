@@ -50,6 +50,58 @@ def test_a_number_whose_exponent_no_decimal_holds_is_400(client: httpx.Client, n
         assert "exponent" in outcome["issue"][0]["diagnostics"]
 
 
+@pytest.mark.parametrize(
+    "where",
+    [
+        '{"resourceType": "Patient", "name": [{"family": "A\\ud800"}]}',  # a lone high half
+        '{"resourceType": "Patient", "name": [{"family": "\\udc00B"}]}',  # a lone low half
+        '{"resourceType": "\\ud800"}',
+        '{"resourceType": "Patient", "\\udfff": 1}',  # in a property name
+    ],
+)
+def test_an_unpaired_surrogate_escape_is_400(client: httpx.Client, where: str) -> None:
+    """JSON's grammar lets `\\ud800` stand alone, but it is no Unicode character: it cannot be
+    stored as UTF-8 nor written back. It was a 500 (orjson refused the error's own text)."""
+    body = assert_outcome(post(client, "/Patient", where), 400)
+    assert "surrogate" in body["issue"][0]["diagnostics"]
+    patch = '[{"op": "add", "path": "/\\ud800", "value": "x"}]'
+    made = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()
+    patched = client.patch(
+        f"/Patient/{made['id']}",
+        content=patch,
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert_outcome(patched, 400)
+
+
+def test_a_surrogate_pair_escape_is_one_character(client: httpx.Client) -> None:
+    body = '{"resourceType": "Patient", "name": [{"family": "A\\ud83d\\ude00"}]}'
+    made = post(client, "/Patient", body)
+    assert made.status_code == 201, made.text
+    assert made.json()["name"][0]["family"] == "A\U0001f600"
+
+
+def test_an_integer_of_thousands_of_digits_is_refused_not_a_crash(client: httpx.Client) -> None:
+    """Python refuses int() of more than 4,300 digits (ValueError): that was a 500."""
+    huge = "1" + "0" * 5000
+    body = '{"resourceType": "Patient", "multipleBirthInteger": ' + huge + "}"
+    outcome = assert_outcome(post(client, "/Patient", body), 400)
+    assert "Patient.multipleBirthInteger" in issue_paths(outcome)
+    where = '{"resourceType": "Patient", "extension": [{"url": "http://x.org/e", "value": %s}]}'
+    assert_outcome(post(client, "/Patient", where % huge), 400)
+
+
+@pytest.mark.parametrize("partner", ['"2024"', '"1e400"', "1.5", '"text"', "[1]"])
+def test_a_primitive_partner_that_is_not_an_object_is_named(
+    client: httpx.Client, partner: str
+) -> None:
+    """`_birthDate` holds the value's id and extensions; fhir.resources read a number there
+    as an object and raised AttributeError (a 500)."""
+    body = '{"resourceType": "Patient", "birthDate": "1970-01-01", "_birthDate": ' + partner + "}"
+    outcome = assert_outcome(post(client, "/Patient", body), 400)
+    assert "Patient._birthDate" in issue_paths(outcome), outcome
+
+
 def test_non_utf8_body_is_400(client: httpx.Client) -> None:
     assert_outcome(post(client, "/Patient", b'{"resourceType": "Patient", "id": "\xff"}'), 400)
 

@@ -6,6 +6,7 @@ content negotiation, Prefer, _summary/_elements on single resources, _pretty.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -23,7 +24,7 @@ from app.errors import (
     MethodNotAllowed,
     ServerError,
 )
-from app.fhir import jsonio, shaping
+from app.fhir import shaping
 from app.fhir.exchange import (
     FhirRequest,
     FhirResponse,
@@ -211,7 +212,7 @@ def error_response(error: FhirError, request: Request) -> Response:
     try:
         content, media_type = formats.render(error.outcome(), fmt, pretty=False)
     except Exception:  # never let rendering an error raise a second one
-        content, media_type = jsonio.dumps(error.outcome()), formats.JSON_TYPE
+        content, media_type = _plain_json(error.outcome()), formats.JSON_TYPE
     headers = dict(error.headers)
     path = request.url.path
     if error.status == 405 and (path == "/fhir" or path.startswith("/fhir/")):
@@ -224,6 +225,12 @@ def error_response(error: FhirError, request: Request) -> Response:
     return Response(
         content=content, status_code=error.status, headers=headers, media_type=media_type
     )
+
+
+def _plain_json(outcome: dict[str, Any]) -> bytes:
+    """The standard library's JSON, ASCII only: it writes anything a message may quote (a
+    lone surrogate that orjson refuses, say) as an escape."""
+    return json.dumps(outcome, ensure_ascii=True, default=str).encode()
 
 
 def allowed_methods(path: str, *, has_query: bool) -> str:

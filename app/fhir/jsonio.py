@@ -9,6 +9,7 @@ verbatim through ``orjson.Fragment``.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from decimal import Decimal
 from typing import Any
@@ -50,6 +51,8 @@ _INT64_DIGITS = len(str(2**63))
 
 def parse_int(literal: str) -> int | IntegerLiteral:
     """A JSON integer literal: an int when that writes back the same, else IntegerLiteral."""
+    if len(literal) > _INT64_DIGITS + 1:  # beyond 64 bits whatever the digits: and past
+        return IntegerLiteral(literal)  # 4,300 digits Python refuses int() altogether
     if literal == "-0" or len(literal) >= _INT64_DIGITS:
         value = int(literal)
         if literal == "-0" or not -(2**63) <= value < 2**64:
@@ -134,6 +137,28 @@ _decoder = json.JSONDecoder(
 )
 
 
+# A \uD800-\uDFFF escape: half of a UTF-16 surrogate pair. JSON's grammar allows one alone,
+# but that is no Unicode character: it cannot be stored as UTF-8 text nor written back.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _unpaired_surrogate(value: Any) -> str | None:
+    """The first string (or property name) holding a lone surrogate, shortened; or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode()[:60]
+        return None
+    if isinstance(value, dict):
+        items: Any = (x for pair in value.items() for x in pair)
+    elif isinstance(value, list):
+        items = value
+    else:
+        return None
+    return next((found for x in items if (found := _unpaired_surrogate(x)) is not None), None)
+
+
 def loads(data: bytes | str) -> Any:
     """Parse JSON, keeping decimal literals exactly."""
     if isinstance(data, bytes | bytearray | memoryview):
@@ -155,6 +180,13 @@ def loads(data: bytes | str) -> Any:
         raise FhirJsonError("invalid JSON: a number's exponent is out of range") from exc
     if isinstance(value, dict | list):
         check_depth(value)
+    # Paired escapes (an emoji written as two) decode to one character: only where the text
+    # has a surrogate escape at all is the parsed value searched for a lone half.
+    if _SURROGATE_ESCAPE.search(text) and (found := _unpaired_surrogate(value)) is not None:
+        raise FhirJsonError(
+            f"invalid JSON: '{found}' holds an unpaired UTF-16 surrogate escape (\\uD800-"
+            "\\uDFFF alone), which is not a Unicode character"
+        )
     return value
 
 

@@ -294,7 +294,37 @@ def _run_model(model: Any, resource: dict[str, Any], path: str) -> list[Issue]:
         ]
     except (TypeError, ValueError) as exc:  # a validator raising outside pydantic
         return [Issue("error", "invalid", str(exc), (path,))]
+    except AttributeError as exc:
+        # fhir.resources reads a primitive's `_name` partner as an object without checking
+        # ("'float' object has no attribute 'get'"): name the element it could not read.
+        return _malformed_partners(resource, path) or [
+            Issue("error", "structure", f"cannot be validated: {exc}", (path,))
+        ]
     return []
+
+
+def _malformed_partners(value: Any, path: str) -> list[Issue]:
+    """`_name` elements that are neither an object nor (for a repeating primitive) an array
+    of objects and nulls: json.html, a primitive's id and extensions go in an object."""
+    issues: list[Issue] = []
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            issues.extend(_malformed_partners(item, f"{path}[{index}]"))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}"
+            if key.startswith("_") and not _is_partner(item):
+                message = f"{where}: must be an object holding the value's id and extensions"
+                issues.append(Issue("error", "structure", message, (where,)))
+            else:
+                issues.extend(_malformed_partners(item, where))
+    return issues
+
+
+def _is_partner(item: Any) -> bool:
+    if isinstance(item, list):
+        return all(x is None or isinstance(x, dict) for x in item)
+    return isinstance(item, dict)
 
 
 # FHIR's regexes are XML Schema regexes, where \s is only space, tab, CR and LF; in Python's
