@@ -123,14 +123,37 @@ def test_mode_delete_checks_that_the_resource_exists_and_deletes_nothing(
     assert _valid(client.post(f"/Patient/{pid}/$validate", json=_params(mode="delete")))
     assert _valid(client.post(f"/Patient/{pid}/$validate?mode=delete"))  # no body needed
     assert client.get(f"/Patient/{pid}").status_code == 200
-    missing = _errors(client.post("/Patient/nobody-here/$validate", json=_params(mode="delete")))
-    assert [e["code"] for e in missing] == ["not-found"]
+    missing = client.post("/Patient/nobody-here/$validate", json=_params(mode="delete"))
+    assert missing.status_code == 404 and missing.json()["issue"][0]["code"] == "not-found"
     # the server's own audit trail is never deleted (nor created) by a client, whatever scope
     some = client.get("/AuditEvent", params={"_count": "1"}).json()["entry"][0]["resource"]
     _, auditor = token_for("system/AuditEvent.cruds")
     refused = _errors(auditor.post(f"/AuditEvent/{some['id']}/$validate?mode=delete"))
     assert [e["code"] for e in refused] == ["not-supported"]
     assert client.post(f"/AuditEvent/{some['id']}/$validate?mode=delete").status_code == 403
+
+
+def test_validate_on_an_instance_not_there_is_404_or_410_except_an_update(
+    client: httpx.Client,
+) -> None:
+    """`[type]/[id]/$validate` names a resource: one that was never there is 404 and a deleted
+    one 410, as a read of it (mode absent, profile, create and delete alike: there is no
+    nominated resource to check; a delete's validation gave a 200 with a `not-found` error,
+    the others validated the content as if the id did not matter). mode=update is the
+    exception: a PUT to that id would be accepted as an update-as-create (201), or would bring
+    the deleted resource back, so its validation goes ahead and finds the content valid."""
+    body = _family(uuid.uuid4().hex)
+    gone = create_resource(client, body)
+    assert client.delete(f"/Patient/{gone}").status_code == 204
+    for rid, status, code in (("nobody-here", 404, "not-found"), (gone, 410, "deleted")):
+        for params in ({}, {"mode": "create"}, {"mode": "delete"}, {"profile": CORE_PATIENT}):
+            answer = client.post(f"/Patient/{rid}/$validate", json=_params(body, **params))
+            assert answer.status_code == status, (rid, params, answer.text)
+            assert answer.json()["issue"][0]["code"] == code
+        update = {**body, "id": rid}
+        assert _valid(client.post(f"/Patient/{rid}/$validate", json=_params(update, mode="update")))
+    assert client.get("/Patient/nobody-here").status_code == 404  # nothing was stored
+    assert client.get(f"/Patient/{gone}").status_code == 410
 
 
 def test_profile_other_than_core_is_an_error_and_core_is_accepted(client: httpx.Client) -> None:

@@ -8,11 +8,21 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from app.errors import Conflict
+from app.errors import Conflict, Gone, NotFound
 from app.fhir import jsonio, storage
 from app.fhir.hooks import Interaction, Pipeline
 from app.fhir.search.indexer import index_rows
 from app.fhir.storage import StoredVersion, UnitOfWork
+
+
+def require_live(current: StoredVersion | None, rtype: str, rid: str) -> StoredVersion:
+    """The instance an operation is invoked on: 404 when it never was, 410 when deleted
+    (R4 http.html#read), rather than an answer about nothing."""
+    if current is None:
+        raise NotFound(f"{rtype}/{rid} is not known")
+    if current.deleted:
+        raise Gone(f"{rtype}/{rid} was deleted", headers={"ETag": f'W/"{current.version_id}"'})
+    return current
 
 
 @dataclass(frozen=True)
@@ -28,12 +38,18 @@ class OperationSteps:
     def check_type(self, rtype: str) -> None:
         raise NotImplementedError  # FhirService's
 
-    def operation(self, uow: UnitOfWork, interaction: Interaction) -> StoredVersion | None:
+    def operation(
+        self, uow: UnitOfWork, interaction: Interaction, *, must_exist: bool = True
+    ) -> StoredVersion | None:
         """An operation that is no search ($validate), authorized and audited as itself; the
-        current version of its instance, noted as accessed (the record names whose data)."""
+        current version of its instance, noted as accessed (the record names whose data).
+        An instance that is not there is 404, a deleted one 410, as a read of it; unless not
+        `must_exist` ($validate of an update: a PUT there would create or bring it back)."""
         self.pipeline.authorize(uow, interaction)
         rtype, rid = interaction.resource_type, interaction.id
         current = storage.get_current(uow, rtype, rid) if rtype and rid else None
+        if rtype and rid and must_exist:
+            require_live(current, rtype, rid)
         if current is not None:
             self.pipeline.on_access(uow, interaction, current)
         return current

@@ -73,14 +73,13 @@ def run(
     interaction = Interaction(
         "operation", rtype, rid, operation="$validate", permission=PERMISSIONS[mode]
     )
-    current = router.service.operation(uow, interaction)
+    # A PUT to an id not there (or deleted) is an update-as-create: its validation goes on.
+    current = router.service.operation(uow, interaction, must_exist=mode != "update")
     issues = _profile_issues(profile, rtype)
     if mode in ("create", "update", "delete") and rtype in SERVER_WRITTEN_TYPES:
         message = f"{rtype} is written by the server only: no {mode} is accepted"
         issues.append(Issue("error", "not-supported", message))
-    if mode == "delete":
-        issues += _delete_issues(rtype, rid or "", current)
-    else:
+    if mode != "delete":  # (the resource to delete is there: `operation` saw to it)
         issues += _content_issues(resource, rtype, rid if mode == "update" else None)
     if mode in ("create", "update") and not _has_errors(issues):
         issues += _reach_issues(router, uow, rtype, rid if mode == "update" else None,
@@ -163,13 +162,4 @@ def _content_issues(resource: Any, rtype: str, update_id: str | None) -> list[Is
         validate_resource(resource, expected_type=rtype, expected_id=update_id)
     except ResourceInvalid as exc:
         return list(exc.issues)
-    return []
-
-
-def _delete_issues(rtype: str, rid: str, current: StoredVersion | None) -> list[Issue]:
-    if current is None:
-        return [Issue("error", "not-found", f"{rtype}/{rid} is not known: nothing to delete")]
-    if current.deleted:
-        message = f"{rtype}/{rid} is already deleted: a delete would change nothing"
-        return [Issue("information", "informational", message)]
     return []
