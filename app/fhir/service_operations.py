@@ -8,7 +8,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from app.errors import Conflict, Gone, NotFound
+from app.context import RequestContext
+from app.errors import Conflict, Gone, NotFound, ServerError
 from app.fhir import jsonio, storage
 from app.fhir.hooks import Interaction, Pipeline
 from app.fhir.search.indexer import index_rows
@@ -38,6 +39,11 @@ class OperationSteps:
     def check_type(self, rtype: str) -> None:
         raise NotImplementedError  # FhirService's
 
+    def confines(self, ctx: RequestContext, interaction: Interaction) -> bool:
+        """Will this interaction's grant confine it (a row filter)? Before its unit of work
+        opens: a $validate of a write opens a write transaction only then."""
+        return self.pipeline.confines(ctx, interaction)
+
     def operation(
         self, uow: UnitOfWork, interaction: Interaction, *, must_exist: bool = True
     ) -> StoredVersion | None:
@@ -63,6 +69,8 @@ class OperationSteps:
         back (nothing is kept, nothing recorded as accessed). Raises what the write would."""
         if uow.row_filter is None:
             return  # no grant confines the result: nothing to check, nothing to write
+        if uow.read_only:  # `confines` said no filter, `authorize` set one: they disagree
+            raise ServerError("a confined $validate of a write was opened as a read")
         name = "create" if rid is None else "update"
         number = current.version_id + 1 if current else 1
         version = storage.stamp(rtype, rid or str(uuid.uuid4()), body, number)

@@ -40,7 +40,9 @@ from app.fhir.storage import StoredVersion, UnitOfWork
 from app.fhir.validation import is_valid_id, validate_resource
 
 if TYPE_CHECKING:
+    from app.context import RequestContext
     from app.fhir.router import FhirRouter
+    from app.fhir.service import FhirService
 
 DEFINITION = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
 METHODS = "POST"
@@ -70,9 +72,7 @@ def run(
     if resource is None and mode != "delete":
         raise InvalidRequest("$validate needs a resource (the body, or parameter 'resource')",
                              expression="resource")  # fmt: skip
-    interaction = Interaction(
-        "operation", rtype, rid, operation="$validate", permission=PERMISSIONS[mode]
-    )
+    interaction = _interaction(rtype, rid, mode)
     # A PUT to an id not there (or deleted) is an update-as-create: its validation goes on.
     current = router.service.operation(uow, interaction, must_exist=mode != "update")
     issues = _profile_issues(profile, rtype)
@@ -90,18 +90,29 @@ def run(
     return FhirResponse(200, operation_outcome(issues))
 
 
-def stages_write(request: FhirRequest) -> bool:
-    """Does this request ask for mode create or update? Its unit of work must then be a
-    write transaction: the result is tried in a savepoint (_reach_issues), which a read unit
-    cannot hold (autocommit on PostgreSQL; a SQLite read must not write). Never raises: a
-    bad request is refused by `run`, inside its unit of work (and so audited)."""
+def stages_write(service: FhirService, ctx: RequestContext, request: FhirRequest) -> bool:
+    """Does this request try a write in a savepoint (_reach_issues): mode create or update
+    for a token whose scopes confine what it may write? Its unit of work must then be a
+    write transaction, which a read unit cannot hold (autocommit on PostgreSQL; a SQLite read
+    must not write). Any other validation reads only, so on SQLite it neither waits for the
+    write lock behind other writers nor holds it. Never raises: a bad request is refused by
+    `run`, inside its unit of work (and so audited)."""
     if request.method != "POST":
         return False
     try:
         _, mode, _ = _inputs(request, "")
     except FhirError:
         return False
-    return mode in ("create", "update")
+    if mode not in ("create", "update"):
+        return False
+    segments = request.segments
+    rid = segments[1] if len(segments) == 3 else None
+    return service.confines(ctx, _interaction(segments[0], rid, mode))
+
+
+def _interaction(rtype: str, rid: str | None, mode: str | None) -> Interaction:
+    return Interaction("operation", rtype, rid, operation="$validate",
+                       permission=PERMISSIONS.get(mode, "r"))  # fmt: skip
 
 
 def _has_errors(issues: list[Issue]) -> bool:
