@@ -71,6 +71,10 @@ def queries(patients: int) -> dict[str, Callable[[random.Random], tuple[str, str
             "Observation",
             f"subject:Patient.identifier=urn:mrn|MRN{(n := pick(r)):07d}&code={code_of(n)}",
         ),
+        "include": lambda r: (
+            "Observation",
+            f"subject=Patient/p{pick(r)}&_include=Observation:subject&_count=50",
+        ),
         "revinclude": lambda r: (
             "Patient",
             f"_id=p{pick(r)}&_revinclude=Observation:subject&_count=50",

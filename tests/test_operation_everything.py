@@ -192,7 +192,25 @@ def test_bad_parameters_and_levels_are_clear_answers(
     type_level = client.get("/Patient/$everything")
     assert type_level.status_code == 400
     assert type_level.json()["issue"][0]["code"] == "not-supported"
-    assert client.get("/Patient/nobody-at-all/$everything").json().get("total") == 0
+
+
+def test_everything_of_a_patient_not_there_is_404_and_of_a_deleted_one_410(
+    client: httpx.Client,
+) -> None:
+    """An operation on an instance answers for a missing instance as a read does (R4
+    http.html#read: 404 unknown, 410 deleted); it answered an empty searchset, which told
+    the client the patient had no record rather than that there is no such patient."""
+    for method in ("GET", "POST"):
+        body = {"resourceType": "Parameters"} if method == "POST" else None
+        unknown = client.request(method, "/Patient/nobody-at-all/$everything", json=body)
+        assert unknown.status_code == 404, unknown.text
+        assert unknown.json()["resourceType"] == "OperationOutcome"
+        assert unknown.json()["issue"][0]["code"] == "not-found"
+    gone = create_resource(client, {"resourceType": "Patient"})
+    assert client.delete(f"/Patient/{gone}").status_code == 204
+    answer = client.get(f"/Patient/{gone}/$everything")
+    assert answer.status_code == 410, answer.text
+    assert answer.json()["issue"][0]["code"] == "deleted"
 
 
 def test_a_patient_token_gets_only_its_own_record(

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 
+from app.fhir.hooks import Hook, Interaction
+from app.fhir.storage import UnitOfWork
 from tests.conftest import LiveServer
 from tests.smart_helpers import create_resource, register_client
 from tests.test_audit_trail import CLIENT, entity_refs, subtype
@@ -123,14 +126,37 @@ def test_mode_delete_checks_that_the_resource_exists_and_deletes_nothing(
     assert _valid(client.post(f"/Patient/{pid}/$validate", json=_params(mode="delete")))
     assert _valid(client.post(f"/Patient/{pid}/$validate?mode=delete"))  # no body needed
     assert client.get(f"/Patient/{pid}").status_code == 200
-    missing = _errors(client.post("/Patient/nobody-here/$validate", json=_params(mode="delete")))
-    assert [e["code"] for e in missing] == ["not-found"]
+    missing = client.post("/Patient/nobody-here/$validate", json=_params(mode="delete"))
+    assert missing.status_code == 404 and missing.json()["issue"][0]["code"] == "not-found"
     # the server's own audit trail is never deleted (nor created) by a client, whatever scope
     some = client.get("/AuditEvent", params={"_count": "1"}).json()["entry"][0]["resource"]
     _, auditor = token_for("system/AuditEvent.cruds")
     refused = _errors(auditor.post(f"/AuditEvent/{some['id']}/$validate?mode=delete"))
     assert [e["code"] for e in refused] == ["not-supported"]
     assert client.post(f"/AuditEvent/{some['id']}/$validate?mode=delete").status_code == 403
+
+
+def test_validate_on_an_instance_not_there_is_404_or_410_except_an_update(
+    client: httpx.Client,
+) -> None:
+    """`[type]/[id]/$validate` names a resource: one that was never there is 404 and a deleted
+    one 410, as a read of it (mode absent, profile, create and delete alike: there is no
+    nominated resource to check; a delete's validation gave a 200 with a `not-found` error,
+    the others validated the content as if the id did not matter). mode=update is the
+    exception: a PUT to that id would be accepted as an update-as-create (201), or would bring
+    the deleted resource back, so its validation goes ahead and finds the content valid."""
+    body = _family(uuid.uuid4().hex)
+    gone = create_resource(client, body)
+    assert client.delete(f"/Patient/{gone}").status_code == 204
+    for rid, status, code in (("nobody-here", 404, "not-found"), (gone, 410, "deleted")):
+        for params in ({}, {"mode": "create"}, {"mode": "delete"}, {"profile": CORE_PATIENT}):
+            answer = client.post(f"/Patient/{rid}/$validate", json=_params(body, **params))
+            assert answer.status_code == status, (rid, params, answer.text)
+            assert answer.json()["issue"][0]["code"] == code
+        update = {**body, "id": rid}
+        assert _valid(client.post(f"/Patient/{rid}/$validate", json=_params(update, mode="update")))
+    assert client.get("/Patient/nobody-here").status_code == 404  # nothing was stored
+    assert client.get(f"/Patient/{gone}").status_code == 410
 
 
 def test_profile_other_than_core_is_an_error_and_core_is_accepted(client: httpx.Client) -> None:
@@ -392,3 +418,54 @@ def test_in_a_batch_a_patient_tokens_validate_gets_the_writes_refusal_too(
     assert not [i for i in own if i["severity"] == "error"]
     assert [i["code"] for i in other if i["severity"] == "error"] == ["forbidden"]
     assert _observations(client, tag) == 0
+
+
+class _UnitKinds(Hook):
+    """Notes, for each $validate the door authorizes, whether its unit of work may write."""
+
+    def __init__(self) -> None:
+        self.read_only: list[bool] = []
+
+    def authorize(self, uow: UnitOfWork, interaction: Interaction) -> None:
+        if interaction.operation == "$validate":
+            self.read_only.append(uow.read_only)
+
+
+@contextmanager
+def _unit_kinds(live_server: LiveServer) -> Iterator[_UnitKinds]:
+    pipeline = live_server.app.state.pipeline
+    hook = _UnitKinds()
+    pipeline.add(hook)
+    try:
+        yield hook
+    finally:
+        pipeline.hooks.remove(hook)
+
+
+def test_validate_of_a_write_opens_a_write_transaction_only_for_a_confined_token(
+    live_server: LiveServer, base_url: str, client: httpx.Client
+) -> None:
+    """$validate of a create or update ran in a write unit of work for every token: on
+    SQLite a BEGIN IMMEDIATE, so it queued for the one write lock behind any writer and then
+    held it while it validated, though it writes nothing unless a confined token's result
+    must be tried in a savepoint. An unconfined token's validation is now a read unit (its
+    audit record goes by the reads' group commit); a confined one still opens a write unit
+    and still gets the write's refusal."""
+    pid = create_resource(client, _family(uuid.uuid4().hex))
+    changed = {**_family("changed"), "id": pid}
+    _, token = _patient_token(live_server, pid, "launch/patient patient/Observation.crs")
+    headers = {"Accept": FHIR_JSON, "Authorization": f"Bearer {token}"}
+    theirs = create_resource(client, _family(uuid.uuid4().hex))
+    other = _observation(theirs, uuid.uuid4().hex)
+    with (
+        _unit_kinds(live_server) as units,
+        httpx.Client(base_url=base_url, headers=headers, timeout=30) as confined,
+    ):
+        assert _valid(client.post("/Patient/$validate", json=_params(_family("x"), mode="create")))
+        assert _valid(
+            client.post(f"/Patient/{pid}/$validate", json=_params(changed, mode="update"))
+        )
+        assert units.read_only == [True, True]
+        refused = confined.post("/Observation/$validate", json=_params(other, mode="create"))
+        assert [e["code"] for e in _errors(refused)] == ["forbidden"]
+        assert units.read_only == [True, True, False]

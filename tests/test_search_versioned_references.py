@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -136,3 +137,54 @@ def test_the_bundle_says_the_version_was_not_compared(client: httpx.Client) -> N
             for issue in e["resource"]["issue"]
         ]
         assert any("any version" in n for n in notes) == warned, notes
+
+
+def _included(service: FhirService, query: str) -> set[tuple[str, str, int]]:
+    with service.unit_of_work(CTX, write=False) as uow:
+        params = SearchParams.parse_query(query, "Observation", strict=True)
+        result = service.search(uow, "Observation", params)
+    return {(v.resource_type, v.id, v.version_id) for v in result.included}
+
+
+def test_include_of_a_versioned_reference_returns_the_version_named(
+    service: FhirService,
+) -> None:
+    """search.html#versions: "If a resource has a reference that is versioned and _include
+    is performed, the specified version SHOULD be provided". The current version came back.
+    A target named both with and without a version comes in both; a version of a resource
+    deleted since is still the version named; a version that never was brings nothing."""
+    name = f"vinc{uuid.uuid4().hex[:10]}"
+    with service.unit_of_work(CTX, write=True) as uow:
+        patient = {"resourceType": "Patient", "name": [{"family": name}]}
+        x = service.create(uow, "Patient", patient).version.id
+        for gender in ("female", "male"):  # versions 2 and 3
+            service.update(uow, "Patient", x, {**patient, "id": x, "gender": gender})
+        gone = service.create(uow, "Patient", patient).version.id
+        service.delete(uow, "Patient", gone)
+        made = {}
+        for label, reference in {
+            "v2": f"Patient/{x}/_history/2",
+            "v1abs": f"{BASE}/Patient/{x}/_history/1",
+            "plain": f"Patient/{x}",
+            "gone1": f"Patient/{gone}/_history/1",
+            "never": f"Patient/{x}/_history/9",
+            "other": f"{OTHER}/Patient/{x}/_history/1",
+        }.items():
+            body = {"resourceType": "Observation", "status": "final", "code": {"text": name},
+                    "subject": {"reference": reference}}  # fmt: skip
+            made[label] = service.create(uow, "Observation", body).version.id
+
+    def included(*labels: str, include: str = "Observation:subject") -> set[Any]:
+        ids = ",".join(made[label] for label in labels)
+        return _included(service, f"_id={ids}&_include={include}")
+
+    assert included("v2") == {("Patient", x, 2)}
+    assert included("v2", include="*") == {("Patient", x, 2)}
+    assert included("v2", include="Observation:patient") == {("Patient", x, 2)}
+    assert included("v1abs") == {("Patient", x, 1)}
+    assert included("v2", "v1abs") == {("Patient", x, 2), ("Patient", x, 1)}
+    assert included("v2", "plain") == {("Patient", x, 2), ("Patient", x, 3)}
+    assert included("plain") == {("Patient", x, 3)}
+    assert included("gone1") == {("Patient", gone, 1)}
+    assert included("never") == set()
+    assert included("other") == set()  # another server's Patient is never ours

@@ -25,6 +25,7 @@ from app.auth.reach import Reached, reached
 from app.auth.scopes import EXPLICIT_ONLY_TYPES, ResourceScope
 from app.auth.tokens import TokenService
 from app.auth.versions import version_visible
+from app.context import RequestContext
 from app.errors import FhirError, Forbidden, Unauthorized
 from app.fhir.hooks import Hook, Interaction
 from app.fhir.search.params import SearchParams, parse_criterion
@@ -232,6 +233,20 @@ class SmartAccessHook(Hook):
         uow.row_filter = access
         if interaction.id and interaction.resource_type:
             self._check_existing(uow, access, interaction)
+
+    def confines(self, ctx: RequestContext, interaction: Interaction) -> bool:
+        """Would `authorize` give this interaction a row filter? Asked before its unit of
+        work opens, from the token's scopes alone (no database): a refusal is `authorize`'s
+        to give, so a context it would refuse is not confined here."""
+        grant = ctx.grant
+        permission = PERMISSION.get(interaction.name) or interaction.permission or None
+        if grant is None or interaction.name in UNCHECKED or permission is None:
+            return False
+        if self._is_own_user_resource(grant, interaction):
+            return False
+        access = AccessFilter(grant, permission, self._types(interaction), ctx.base_url)
+        reaches = [_check_reached(access, r, refuse=False) for r in _reached(interaction)]
+        return not access.unrestricted() or any(reaches)
 
     def on_access(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> None:
         if interaction.name == "vread" and not self.visible(uow, interaction, version):

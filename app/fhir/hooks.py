@@ -64,6 +64,12 @@ class Hook:
         if not. The write path asks it through on_access; $validate asks it alone (nothing
         is accessed: the version is tried in a savepoint and undone)."""
 
+    def confines(self, ctx: RequestContext, interaction: Interaction) -> bool:
+        """Would `authorize` confine this interaction with a row filter? Asked before a unit
+        of work opens, without the database ($validate of a write needs a write transaction
+        only to try a confined result in a savepoint)."""
+        return False
+
     def condition_filter(self, uow: UnitOfWork, interaction: Interaction) -> RowFilter | None:
         """The rows a condition may find when it is resolved before its interaction is
         authorized (a transaction's ifNoneExist, conditional updates and references, looked
@@ -107,6 +113,9 @@ class Pipeline(Hook):
 
     def visible(self, uow: UnitOfWork, interaction: Interaction, version: StoredVersion) -> bool:
         return all(hook.visible(uow, interaction, version) for hook in self.hooks)
+
+    def confines(self, ctx: RequestContext, interaction: Interaction) -> bool:
+        return any(hook.confines(ctx, interaction) for hook in self.hooks)
 
     def condition_filter(self, uow: UnitOfWork, interaction: Interaction) -> RowFilter | None:
         found = (hook.condition_filter(uow, interaction) for hook in self.hooks)

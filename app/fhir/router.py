@@ -49,9 +49,11 @@ class FhirRouter:
 
             return transaction.process_bundle(self, ctx, request)
         # An operation stores nothing ($validate, $everything): a read unit, even for a POST;
-        # but $validate of a create or update tries the write in a savepoint, undone.
+        # but $validate of a create or update by a confined token tries the write in a
+        # savepoint, undone.
         write = request.method in WRITE_METHODS and (
-            not operations.is_operation(request.path) or operations.stages_write(request)
+            not operations.is_operation(request.path)
+            or operations.stages_write(self.service, ctx, request)
         )
         with self.service.unit_of_work(ctx, write=write) as uow:
             return self.handle(uow, request)

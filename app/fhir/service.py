@@ -38,7 +38,7 @@ from app.fhir.search import SearchParams, SearchResult, search
 from app.fhir.search.engine import first_ids
 from app.fhir.search.indexer import index_rows
 from app.fhir.search.referrers import Referrers, referrers
-from app.fhir.service_operations import OperationSteps
+from app.fhir.service_operations import OperationSteps, require_live
 from app.fhir.storage import Change, RowFilter, StoredVersion, UnitOfWork
 from app.fhir.validation import is_valid_id, known_resource_types, validate_resource
 
@@ -145,6 +145,8 @@ class FhirService(OperationSteps):
             operation=operation, types_named=types_named,
         )  # fmt: skip
         self.pipeline.authorize(uow, interaction)
+        if operation and compartment is not None:  # $everything: of a patient that is there
+            require_live(storage.get_current(uow, *compartment), *compartment)
         searched = [rtype] if rtype else (types or sorted(known_resource_types()))
         granted = uow.row_filter
         if compartment is not None:

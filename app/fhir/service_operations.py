@@ -8,11 +8,22 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from app.errors import Conflict
+from app.context import RequestContext
+from app.errors import Conflict, Gone, NotFound, ServerError
 from app.fhir import jsonio, storage
 from app.fhir.hooks import Interaction, Pipeline
 from app.fhir.search.indexer import index_rows
 from app.fhir.storage import StoredVersion, UnitOfWork
+
+
+def require_live(current: StoredVersion | None, rtype: str, rid: str) -> StoredVersion:
+    """The instance an operation is invoked on: 404 when it never was, 410 when deleted
+    (R4 http.html#read), rather than an answer about nothing."""
+    if current is None:
+        raise NotFound(f"{rtype}/{rid} is not known")
+    if current.deleted:
+        raise Gone(f"{rtype}/{rid} was deleted", headers={"ETag": f'W/"{current.version_id}"'})
+    return current
 
 
 @dataclass(frozen=True)
@@ -28,12 +39,23 @@ class OperationSteps:
     def check_type(self, rtype: str) -> None:
         raise NotImplementedError  # FhirService's
 
-    def operation(self, uow: UnitOfWork, interaction: Interaction) -> StoredVersion | None:
+    def confines(self, ctx: RequestContext, interaction: Interaction) -> bool:
+        """Will this interaction's grant confine it (a row filter)? Before its unit of work
+        opens: a $validate of a write opens a write transaction only then."""
+        return self.pipeline.confines(ctx, interaction)
+
+    def operation(
+        self, uow: UnitOfWork, interaction: Interaction, *, must_exist: bool = True
+    ) -> StoredVersion | None:
         """An operation that is no search ($validate), authorized and audited as itself; the
-        current version of its instance, noted as accessed (the record names whose data)."""
+        current version of its instance, noted as accessed (the record names whose data).
+        An instance that is not there is 404, a deleted one 410, as a read of it; unless not
+        `must_exist` ($validate of an update: a PUT there would create or bring it back)."""
         self.pipeline.authorize(uow, interaction)
         rtype, rid = interaction.resource_type, interaction.id
         current = storage.get_current(uow, rtype, rid) if rtype and rid else None
+        if rtype and rid and must_exist:
+            require_live(current, rtype, rid)
         if current is not None:
             self.pipeline.on_access(uow, interaction, current)
         return current
@@ -47,6 +69,8 @@ class OperationSteps:
         back (nothing is kept, nothing recorded as accessed). Raises what the write would."""
         if uow.row_filter is None:
             return  # no grant confines the result: nothing to check, nothing to write
+        if uow.read_only:  # `confines` said no filter, `authorize` set one: they disagree
+            raise ServerError("a confined $validate of a write was opened as a read")
         name = "create" if rid is None else "update"
         number = current.version_id + 1 if current else 1
         version = storage.stamp(rtype, rid or str(uuid.uuid4()), body, number)

@@ -19,7 +19,9 @@ from app.fhir.operations import everything, validate
 from app.fhir.storage import UnitOfWork
 
 if TYPE_CHECKING:
+    from app.context import RequestContext
     from app.fhir.router import FhirRouter
+    from app.fhir.service import FhirService
 
 # (router, unit of work, request, type, id or None) -> response
 Handler = Callable[["FhirRouter", UnitOfWork, FhirRequest, str, "str | None"], FhirResponse]
@@ -79,9 +81,9 @@ def is_operation(path: str) -> bool:
     return "/$" in path or path.startswith("$")
 
 
-def stages_write(request: FhirRequest) -> bool:
+def stages_write(service: FhirService, ctx: RequestContext, request: FhirRequest) -> bool:
     """Does an operation request try a write (undone) and so need a write unit of work?"""
-    return request.segments[-1:] == ["$validate"] and validate.stages_write(request)
+    return request.segments[-1:] == ["$validate"] and validate.stages_write(service, ctx, request)
 
 
 def for_type(rtype: str) -> list[Operation]:

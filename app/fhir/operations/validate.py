@@ -40,7 +40,9 @@ from app.fhir.storage import StoredVersion, UnitOfWork
 from app.fhir.validation import is_valid_id, validate_resource
 
 if TYPE_CHECKING:
+    from app.context import RequestContext
     from app.fhir.router import FhirRouter
+    from app.fhir.service import FhirService
 
 DEFINITION = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
 METHODS = "POST"
@@ -70,17 +72,14 @@ def run(
     if resource is None and mode != "delete":
         raise InvalidRequest("$validate needs a resource (the body, or parameter 'resource')",
                              expression="resource")  # fmt: skip
-    interaction = Interaction(
-        "operation", rtype, rid, operation="$validate", permission=PERMISSIONS[mode]
-    )
-    current = router.service.operation(uow, interaction)
+    interaction = _interaction(rtype, rid, mode)
+    # A PUT to an id not there (or deleted) is an update-as-create: its validation goes on.
+    current = router.service.operation(uow, interaction, must_exist=mode != "update")
     issues = _profile_issues(profile, rtype)
     if mode in ("create", "update", "delete") and rtype in SERVER_WRITTEN_TYPES:
         message = f"{rtype} is written by the server only: no {mode} is accepted"
         issues.append(Issue("error", "not-supported", message))
-    if mode == "delete":
-        issues += _delete_issues(rtype, rid or "", current)
-    else:
+    if mode != "delete":  # (the resource to delete is there: `operation` saw to it)
         issues += _content_issues(resource, rtype, rid if mode == "update" else None)
     if mode in ("create", "update") and not _has_errors(issues):
         issues += _reach_issues(router, uow, rtype, rid if mode == "update" else None,
@@ -91,18 +90,29 @@ def run(
     return FhirResponse(200, operation_outcome(issues))
 
 
-def stages_write(request: FhirRequest) -> bool:
-    """Does this request ask for mode create or update? Its unit of work must then be a
-    write transaction: the result is tried in a savepoint (_reach_issues), which a read unit
-    cannot hold (autocommit on PostgreSQL; a SQLite read must not write). Never raises: a
-    bad request is refused by `run`, inside its unit of work (and so audited)."""
+def stages_write(service: FhirService, ctx: RequestContext, request: FhirRequest) -> bool:
+    """Does this request try a write in a savepoint (_reach_issues): mode create or update
+    for a token whose scopes confine what it may write? Its unit of work must then be a
+    write transaction, which a read unit cannot hold (autocommit on PostgreSQL; a SQLite read
+    must not write). Any other validation reads only, so on SQLite it neither waits for the
+    write lock behind other writers nor holds it. Never raises: a bad request is refused by
+    `run`, inside its unit of work (and so audited)."""
     if request.method != "POST":
         return False
     try:
         _, mode, _ = _inputs(request, "")
     except FhirError:
         return False
-    return mode in ("create", "update")
+    if mode not in ("create", "update"):
+        return False
+    segments = request.segments
+    rid = segments[1] if len(segments) == 3 else None
+    return service.confines(ctx, _interaction(segments[0], rid, mode))
+
+
+def _interaction(rtype: str, rid: str | None, mode: str | None) -> Interaction:
+    return Interaction("operation", rtype, rid, operation="$validate",
+                       permission=PERMISSIONS.get(mode, "r"))  # fmt: skip
 
 
 def _has_errors(issues: list[Issue]) -> bool:
@@ -163,13 +173,4 @@ def _content_issues(resource: Any, rtype: str, update_id: str | None) -> list[Is
         validate_resource(resource, expected_type=rtype, expected_id=update_id)
     except ResourceInvalid as exc:
         return list(exc.issues)
-    return []
-
-
-def _delete_issues(rtype: str, rid: str, current: StoredVersion | None) -> list[Issue]:
-    if current is None:
-        return [Issue("error", "not-found", f"{rtype}/{rid} is not known: nothing to delete")]
-    if current.deleted:
-        message = f"{rtype}/{rid} is already deleted: a delete would change nothing"
-        return [Issue("information", "informational", message)]
     return []

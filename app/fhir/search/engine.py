@@ -20,7 +20,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from app.fhir.search import canonical, cursor
+from app.fhir.search import canonical, cursor, versioned_includes
 from app.fhir.search.criteria import Plan, plan, split, version_notes
 from app.fhir.search.params import (
     WILDCARD,
@@ -377,18 +377,21 @@ def _includes(
     if not includes or not matches:
         return [], ()
     seen = {(v.resource_type, v.id) for v in matches}
+    seen_versions = {(v.resource_type, v.id, v.version_id) for v in matches}
     included: list[StoredVersion] = []
     frontier = matches
     warnings: list[str] = []
     active = list(includes)  # the first round: every include, over the matches
     while frontier:  # then :iterate ones over what the last round found, until nothing new
         found = _include_round(uow, frontier, active, seen, base_url)
+        found = [v for v in found if (v.resource_type, v.id, v.version_id) not in seen_versions]
         active = [i for i in includes if i.iterate]
         if len(included) + len(found) > MAX_INCLUDES:
             found = found[: MAX_INCLUDES - len(included)]
             warnings.append(f"included resources were limited to {MAX_INCLUDES}; narrow the search")
         included.extend(found)
         seen.update((v.resource_type, v.id) for v in found)
+        seen_versions.update((v.resource_type, v.id, v.version_id) for v in found)
         frontier = [] if warnings else found
     return included, tuple(warnings)
 
@@ -401,6 +404,7 @@ def _include_round(
     base_url: str,
 ) -> list[StoredVersion]:
     wanted: set[tuple[str, str]] = set()
+    versions: set[tuple[str, str, int]] = set()  # named by versioned references
     by_type: dict[str, list[str]] = {}
     for version in frontier:
         by_type.setdefault(version.resource_type, []).append(version.id)
@@ -414,14 +418,22 @@ def _include_round(
             continue
         sources = by_type if inc.source_type == WILDCARD else [inc.source_type]
         for source_type in [t for t in sources if t in by_type]:
-            query = _include_query(source_type, inc.param, inc.target_type, base_url)
+            # (A confined grant gets current versions: an older one's content is not judged.)
+            confined = uow.row_filter is not None
+            marked = [] if confined else versioned_includes.marked(frontier, source_type)
+            query = _include_query(source_type, inc.param, inc.target_type, base_url, bool(marked))
             found = uow.conn.execute(query, {"ids": by_type[source_type]})
-            wanted.update((t, i) for t, i in found if t)
+            if not marked:  # (nearly always: no versioned reference in these resources)
+                wanted.update((t, i) for t, i in found if t)
+            else:
+                named = versioned_includes.named(marked, inc.param, inc.target_type, base_url)
+                wanted.update((t, i) for s, t, i in found if t and named.wants_current(s, t, i))
+                versions.update((t, i, n) for (t, i), ns in named.versions.items() for n in ns)
             types = inc.returned_types()
             wanted.update(
                 canonical.referred(uow, source_type, inc.param, by_type[source_type], types)
             )
-    return _fetch(uow, sorted(wanted - seen))
+    return _fetch(uow, sorted(wanted - seen)) + versioned_includes.fetch(uow, versions)
 
 
 # The include statements are few and depend only on their arguments: built once (the ids
@@ -448,12 +460,14 @@ def _revinclude_query(source_type: str, param: str, target_type: str, base_url: 
 
 @functools.lru_cache(maxsize=1000)
 def _include_query(
-    source_type: str, param: str, target_type: str | None, base_url: str
+    source_type: str, param: str, target_type: str | None, base_url: str, sources: bool = False
 ) -> Select[Any]:
     """What `param` (WILDCARD: any reference parameter) of the source_type resources :ids
-    refers to (of target_type, if given)."""
+    refers to (of target_type, if given): (target type, target id), `sources`: (source id,
+    target type, target id)."""
     ref = search_reference
-    query = select(ref.c.target_type, ref.c.target_id).where(
+    columns = (ref.c.resource_id,) if sources else ()
+    query = select(*columns, ref.c.target_type, ref.c.target_id).where(
         ref.c.resource_type == source_type,
         ref.c.resource_id.in_(bindparam("ids", expanding=True)), ref.c.target_id.is_not(None),
         is_local(ref, base_url),
