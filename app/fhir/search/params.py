@@ -49,6 +49,7 @@ RESOURCE_COLUMN_MODIFIERS = {"_id": {"not", "missing"}, "_lastUpdated": {"missin
 FHIR_MODIFIERS = {"missing", "exact", "contains", "text", "not", "above", "below", "in",
                   "not-in", "of-type", "identifier"}  # fmt: skip
 IDENTIFIER = frozenset({"Identifier"})
+REFERENCE = frozenset({"Reference"})
 
 
 class UnsupportedParameter(InvalidRequest):
@@ -300,6 +301,10 @@ def _check_modifier(
     allowed = RESOURCE_COLUMN_MODIFIERS.get(name) or MODIFIERS.get(kind.split(":")[0], set())
     if modifier == "of-type" and not may_return(rtype, name, IDENTIFIER):
         allowed = set()  # R4 search, token: :of-type is for Identifier elements only
+    if modifier == "identifier" and not may_return(rtype, name, REFERENCE):
+        # A canonical (or a nested Resource) has no identifier apart from what it names: on
+        # such a parameter (QuestionnaireResponse.questionnaire) :identifier matched nothing
+        allowed = set()
     if modifier not in allowed:
         raise UnsupportedModifier(
             f"the '{name}' parameter has the modifier '{modifier}', which is not supported "
