@@ -9,14 +9,18 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import LiveServer
+from tests.smart_helpers import register_client
 from tests.test_search_params import (
     LOINC,
     UCUM,
     World,
     entries,
     get_bundle,
+    link,
     outcome_free,
     split_query,
+    walk,
     world_of,
 )
 
@@ -93,6 +97,30 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
             ("q5-6", 5.6),
             ("qneg", -5),
         )
+    },
+    # _list: the resources a List names in List.entry.item (R4 search.html#list)
+    "lists": {
+        "pa": {"resourceType": "Patient", "gender": "female"},
+        "pb": {"resourceType": "Patient", "gender": "male"},
+        "pc": {"resourceType": "Patient", "gender": "female"},
+        "o1": obs(subject={"reference": "Patient/{id:pa}"}),
+        "l1": {
+            "resourceType": "List",
+            "status": "current",
+            "mode": "working",
+            "entry": [
+                {"item": {"reference": "Patient/{id:pa}"}},
+                {"item": {"reference": "Patient/{id:pb}"}},
+                {"item": {"reference": "Observation/{id:o1}"}},
+            ],
+        },
+        "l2": {
+            "resourceType": "List",
+            "status": "current",
+            "mode": "working",
+            "entry": [{"item": {"reference": "Patient/{id:pc}"}}],
+        },
+        "empty": {"resourceType": "List", "status": "current", "mode": "working"},
     },
     # token :text on a Coding (meta.tag), :identifier and :[type] on references
     "refs": {
@@ -202,6 +230,16 @@ CASES: dict[str, list[tuple[str, str]]] = {
         (f"Observation?value-quantity=ge5.5|{UCUM}|mg", "q5-5 q5-6"),
         ("Observation?value-quantity=-5", "qneg"),
     ],
+    "lists": [
+        ("Patient?_list={id:l1}", "pa pb"),
+        ("Observation?_list={id:l1}", "o1"),
+        ("Patient?_list={id:l1},{id:l2}", "pa pb pc"),
+        ("Patient?_list={id:l1}&_list={id:l2}", ""),
+        ("Patient?_list={id:l1}&gender=female", "pa"),
+        ("Patient?_list={id:empty}", ""),
+        ("Patient?_list=no-such-list-{m}", ""),
+        ("List?_id={id:l1}&_has:List:item:_id={id:l1}", ""),  # a List is not in itself
+    ],
     "refs": [
         ("Patient?_tag:text=research", "tagged"),
         ("Patient?_tag:text=cohort", ""),
@@ -280,6 +318,10 @@ REFUSALS = [
     ("Patient", "_content", "x", STRICT, "invalid", "_content"),
     ("Patient", "_filter", "name eq x", STRICT, "invalid", "_filter"),
     ("Patient", "_query", "current", {}, "not-supported", "_query"),
+    # _list names a List by id; functional lists are not kept here
+    ("AllergyIntolerance", "_list", "$current-allergies", {}, "not-supported", "_list"),
+    ("Patient", "_list:exact", "1", {}, "invalid", "_list:exact"),
+    ("Patient", "_list", "", {}, "invalid", "_list"),
 ]  # fmt: skip
 
 
@@ -302,3 +344,40 @@ def test_refused_with_a_located_outcome(
     assert outcome["resourceType"] == "OperationOutcome"
     issue = outcome["issue"][0]
     assert (issue["code"], issue["expression"]) == (code, [expression]), issue
+
+
+# =========================================================================== _list
+
+
+def test_list_pages_and_system_search(world: World) -> None:
+    """Paging links repeat `_list` as written; a system search takes it across types."""
+    loaded = world.load("lists", SCENARIOS)
+    labels = loaded.label_of()
+    l1 = loaded.ids["l1"][1]
+    pages = walk(world.http, "Patient", [("_list", l1), loaded.scope, ("_count", "1")])
+    assert sorted(labels[m] for p in pages for m in entries(p, "match")) == ["pa", "pb"]
+    assert all(f"_list={l1}" in (link(p, "self") or "") for p in pages)
+    system = get_bundle(world.http, "", [("_type", "Patient,Observation"), ("_list", l1)])
+    assert sorted(labels[m] for m in entries(system, "match")) == ["o1", "pa", "pb"]
+
+
+def test_list_needs_the_scope_to_search_lists(world: World, live_server: LiveServer) -> None:
+    """`_list` tests the List: a caller who may not search Lists is refused, as for `_has`
+    (the List's entries would otherwise be read through it)."""
+    loaded = world.load("lists", SCENARIOS)
+    auth = live_server.app.state.auth
+    outcomes = {}
+    for scope in ("system/Patient.rs", "system/Patient.rs system/List.rs"):
+        app = register_client(auth, "backend", scope, jwks={"keys": []})
+        token = auth.local_token(app.name, scope)["access_token"]
+        outcomes[scope] = world.http.get(
+            "/Patient",
+            params=[("_list", loaded.ids["l1"][1]), loaded.scope],
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    refused = outcomes["system/Patient.rs"]
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["issue"][0]["expression"] == ["_list"]
+    allowed = outcomes["system/Patient.rs system/List.rs"]
+    assert allowed.status_code == 200, allowed.text
+    assert len(entries(allowed.json(), "match")) == 2
