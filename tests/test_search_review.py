@@ -25,6 +25,7 @@ from tests.test_search_params import (
 )
 
 OBSCAT = "http://terminology.hl7.org/CodeSystem/observation-category"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 
 
 def obs(**extra: Any) -> dict[str, Any]:
@@ -318,6 +319,15 @@ REFUSALS = [
     ("Patient", "_content", "x", STRICT, "invalid", "_content"),
     ("Patient", "_filter", "name eq x", STRICT, "invalid", "_filter"),
     ("Patient", "_query", "current", {}, "not-supported", "_query"),
+    # malformed values: a clear 400, not a criterion that silently matches nothing
+    ("Patient", "identifier:of-type", f"{V2_0203}|MR|", {}, "invalid", "identifier:of-type"),
+    ("Patient", "identifier:of-type", "|MR|123", {}, "invalid", "identifier:of-type"),
+    ("Observation", "code-value-quantity", "$5", {}, "invalid", "code-value-quantity"),
+    ("Observation", "subject", "Patient/", {}, "invalid", "subject"),
+    ("Observation", "subject", "/123", {}, "invalid", "subject"),
+    ("Observation", "subject.name", "x", {}, None, None),  # (a chain, not a value: fine)
+    ("RiskAssessment", "probability", "1_000", {}, "invalid", "probability"),
+    ("Observation", "value-quantity", "5_0", {}, "invalid", "value-quantity"),
     # _list names a List by id; functional lists are not kept here
     ("AllergyIntolerance", "_list", "$current-allergies", {}, "not-supported", "_list"),
     ("Patient", "_list:exact", "1", {}, "invalid", "_list:exact"),
@@ -335,10 +345,13 @@ def test_refused_with_a_located_outcome(
     key: str,
     value: str,
     headers: dict[str, str],
-    code: str,
-    expression: str,
+    code: str | None,
+    expression: str | None,
 ) -> None:
     response = world.http.get(f"/{path}", params=[(key, value)], headers=headers)
+    if code is None:  # the control: well-formed, answered
+        assert response.status_code == 200, response.text
+        return
     assert response.status_code == 400, response.text
     outcome = response.json()
     assert outcome["resourceType"] == "OperationOutcome"

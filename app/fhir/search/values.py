@@ -392,6 +392,8 @@ def uri_values(nodes: list[Any]) -> Iterator[str]:
 
 
 def to_decimal(text: str) -> Decimal | None:
+    if "_" in text:  # Python reads `1_000` as 1000; FHIR has no such number
+        return None
     try:
         value = Decimal(text)
     except InvalidOperation:
