@@ -246,6 +246,8 @@ CASES: dict[str, list[tuple[str, str]]] = {
         ("Patient?_tag:text=cohort", ""),
         ("Observation?subject:Patient={id:pat}", "o-pat"),
         ("Observation?subject:Group={id:grp}", "o-grp"),
+        ("Observation?subject:Patient=Patient/{id:pat}", "o-pat"),  # the type said twice
+        ("Observation?subject:Patient=Patient/{id:pat},{id:grp}", "o-pat"),
         ("Observation?subject:identifier=urn:mrn|M-{m}", "o-ident"),
         ("Observation?subject:identifier=urn:mrn|", "o-ident"),
         ("Observation?subject:missing=true", "o-display"),
@@ -325,6 +327,7 @@ REFUSALS = [
     ("Observation", "code-value-quantity", "$5", {}, "invalid", "code-value-quantity"),
     ("Observation", "subject", "Patient/", {}, "invalid", "subject"),
     ("Observation", "subject", "/123", {}, "invalid", "subject"),
+    ("Observation", "subject:Group", "Patient/123", {}, "invalid", "subject:Group"),
     ("Observation", "subject.name", "x", {}, None, None),  # (a chain, not a value: fine)
     ("RiskAssessment", "probability", "1_000", {}, "invalid", "probability"),
     ("Observation", "value-quantity", "5_0", {}, "invalid", "value-quantity"),

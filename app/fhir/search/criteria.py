@@ -296,7 +296,12 @@ def _reference(value: str, modifier: str | None, base_url: str) -> Plan:
     # "Versioned references"; version_notes says so in the answer): `Patient/1/_history/2`
     # is Patient/1, as the index holds every reference (versioned or not) by type and id.
     if modifier:  # :[Type]
+        # `subject:Patient=Patient/1` names the type twice: the same as `subject:Patient=1`
+        # (it matched nothing: the id was taken to be "Patient/1")
+        value = value.removeprefix(f"{modifier}/")
         named = values.versionless(f"{modifier}/{value}")[len(modifier) + 1 :]
+        if "/" in named:  # `subject:Group=Patient/1`: no id holds a slash
+            raise InvalidRequest(f"'{value}' is not the id of a {modifier}")
         return _and(_eq("target_type", modifier), _eq("target_id", named), local)
     value = values.versionless(value)
     if base_url and value.startswith(base_url + "/"):
@@ -330,7 +335,8 @@ def version_notes(criteria: tuple[Criterion, ...]) -> list[str]:
                 f"{c.key()}={value}: a reference search compares the resource, not its "
                 f"version: references to any version of it match"
                 for value in c.values
-                if "/_history/" in value and values.versionless(typed + value) != typed + value
+                if "/_history/" in value
+                and values.versionless(typed + value.removeprefix(typed)) != typed + value
             ]
     return notes
 
