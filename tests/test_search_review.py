@@ -397,3 +397,58 @@ def test_list_needs_the_scope_to_search_lists(world: World, live_server: LiveSer
     allowed = outcomes["system/Patient.rs system/List.rs"]
     assert allowed.status_code == 200, allowed.text
     assert len(entries(allowed.json(), "match")) == 2
+
+
+# =========================================================================== result parameters
+
+RESULTS: dict[str, dict[str, Any]] = {
+    "pa": {"resourceType": "Patient", "gender": "female"},
+    "pb": {"resourceType": "Patient", "gender": "male"},
+    "o1": obs(subject={"reference": "Patient/{id:pa}"}),
+    "o2": obs(subject={"reference": "Patient/{id:pb}"}, status="amended"),
+}
+
+# query, Bundle.total (None: absent), matches on the first page, included resources
+RESULT_CASES = [
+    ("Observation?_total=accurate&_count=1", 2, 1, ""),
+    ("Observation?_total=estimate&_count=1", 2, 1, ""),  # counted exactly as well
+    ("Observation?_total=none&_count=1", None, 1, ""),
+    ("Observation?_count=1", None, 1, ""),  # not asked for, and not known from one page
+    ("Observation", 2, 2, ""),  # everything on one page: the total is known, so given
+    ("Observation?_count=0", 2, 0, ""),  # R4: _count=0 is _summary=count
+    ("Observation?_summary=count&_include=Observation:subject", 2, 0, ""),
+    ("Observation?_include=*", 2, 2, "pa pb"),
+    ("Observation?_include=Observation:subject&_total=accurate&_count=1", 2, 1, "pa"),
+    ("Observation?_sort=-status&_count=1&_include=Observation:subject", None, 1, "pa"),
+    ("Patient?_revinclude=*&gender=male", 1, 1, "o2"),
+]
+
+
+@pytest.mark.parametrize(("query", "total", "matches", "included"), RESULT_CASES)
+def test_result_parameters(
+    world: World, query: str, total: int | None, matches: int, included: str
+) -> None:
+    loaded = world.load("results", {"results": RESULTS})
+    labels = loaded.label_of()
+    path, pairs = split_query(loaded.render(query))
+    bundle = get_bundle(world.http, path, [*pairs, loaded.scope])
+    outcome_free(bundle)
+    assert bundle.get("total") == total
+    assert len(entries(bundle, "match")) == matches
+    assert sorted(labels[i] for i in entries(bundle, "include")) == included.split()
+
+
+def test_elements_subset_the_matches_only(world: World) -> None:
+    """_elements keeps the asked elements (and id, meta) of each match, marked SUBSETTED;
+    included resources come whole (R4 search.html#elements)."""
+    loaded = world.load("results", {"results": RESULTS})
+    query = [("_elements", "status"), ("_include", "Observation:subject"), loaded.scope]
+    bundle = get_bundle(world.http, "Observation", query)
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        tags = [t.get("code") for t in resource["meta"].get("tag", [])]
+        if entry["search"]["mode"] == "match":
+            assert "status" in resource and "subject" not in resource, resource
+            assert "SUBSETTED" in tags
+        else:
+            assert resource["gender"] and "SUBSETTED" not in tags
