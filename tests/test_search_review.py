@@ -330,6 +330,10 @@ REFUSALS = [
     ("Observation", "subject:Group", "Patient/123", {}, "invalid", "subject:Group"),
     ("Observation", "subject.name", "x", {}, None, None),  # (a chain, not a value: fine)
     ("RiskAssessment", "probability", "1_000", {}, "invalid", "probability"),
+    ("Observation", "date", "2024-01-01T10:00:00+15:00", {}, "invalid", "date"),
+    ("Observation", "date", "2024-01-01T10:00:00-14:30", {}, "invalid", "date"),
+    ("Observation", "date", "2024-01-01T10:00:00+14:00", {}, None, None),
+    ("Observation", "date", "2024-01-01T10:00:00-13:59", {}, None, None),
     ("Observation", "value-quantity", "5_0", {}, "invalid", "value-quantity"),
     # _list names a List by id; functional lists are not kept here
     ("AllergyIntolerance", "_list", "$current-allergies", {}, "not-supported", "_list"),
@@ -375,6 +379,8 @@ def test_list_pages_and_system_search(world: World) -> None:
     assert all(f"_list={l1}" in (link(p, "self") or "") for p in pages)
     system = get_bundle(world.http, "", [("_type", "Patient,Observation"), ("_list", l1)])
     assert sorted(labels[m] for m in entries(system, "match")) == ["o1", "pa", "pb"]
+    everything = get_bundle(world.http, "", [("_list", l1)])  # every type (R4: [base]?_list=42)
+    assert sorted(labels[m] for m in entries(everything, "match")) == ["o1", "pa", "pb"]
 
 
 def test_list_needs_the_scope_to_search_lists(world: World, live_server: LiveServer) -> None:
