@@ -330,6 +330,12 @@ REFUSALS = [
     ("Observation", "subject:Group", "Patient/123", {}, "invalid", "subject:Group"),
     ("Observation", "subject.name", "x", {}, None, None),  # (a chain, not a value: fine)
     ("RiskAssessment", "probability", "1_000", {}, "invalid", "probability"),
+    ("Patient", "active", "maybe", {}, "invalid", "active"),
+    ("Patient", "active:not", "TRUE", {}, "invalid", "active:not"),
+    ("Patient", "active", "true,yes", {}, "invalid", "active"),
+    ("Group", "actual", "|true", {}, "invalid", "actual"),
+    ("Patient", "active", "true,false", {}, None, None),
+    ("Group", "value", "x", {}, None, None),  # a CodeableConcept or a boolean
     ("Observation", "date", "2024-01-01T10:00:00+15:00", {}, "invalid", "date"),
     ("Observation", "date", "2024-01-01T10:00:00-14:30", {}, "invalid", "date"),
     ("Observation", "date", "2024-01-01T10:00:00+14:00", {}, None, None),

@@ -16,7 +16,7 @@ from app.errors import InvalidRequest
 from app.fhir import bindings
 from app.fhir.nul import refuse_nul
 from app.fhir.search.definitions import SearchParamDef, params_for
-from app.fhir.search.element_types import may_return
+from app.fhir.search.element_types import check_boolean, may_return
 from app.fhir.search.implied import implied_system
 from app.fhir.search.indexer import composite_kinds, indexed_param
 from app.fhir.search.limits import check_size
@@ -264,6 +264,8 @@ def parse_criterion(rtype: str, key: str, value: str) -> Criterion:
     values = tuple(_split_values(value))
     if not values:
         raise InvalidRequest(f"search parameter '{key}' has no value", expression=key)
+    if kind == "token" and modifier in ("", "not"):
+        check_boolean(rtype, name, key, values)
     implied = implied_system(rtype, name) if kind == "token" else None
     return Criterion(name, kind, modifier or None, values, implied_system=implied)
 
