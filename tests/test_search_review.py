@@ -149,6 +149,10 @@ CASES: dict[str, list[tuple[str, str]]] = {
         ("Patient?name:missing=false", "pat"),
         ("Patient?family:missing=true", "nameless"),
         ("Patient?gender:missing=true", "pat"),
+        # :not on a code element, with the system its required value set implies
+        ("Patient?gender:not=male", "pat"),
+        ("Patient?gender:not=http://hl7.org/fhir/administrative-gender|male", "pat"),
+        ("Patient?gender:not=http://other.example.org|male", "pat nameless"),
         ("Observation?code:missing=true", ""),
         ("Observation?code:missing=false", "full bare textonly str"),
         ("Observation?identifier:missing=true", "bare textonly str"),
