@@ -176,7 +176,7 @@ def probes(resource: dict[str, Any]) -> list[tuple[str, str]]:
 
 def absent(param: str, value: str) -> tuple[str, str]:
     """A criterion of the same shape that the example does not meet."""
-    if param.endswith(":missing"):
+    if param.endswith(":missing") or value in ("true", "false"):  # a boolean takes no other
         return param, "false" if value == "true" else "true"
     return param, value + "-not-in-any-example"
 

@@ -196,9 +196,9 @@ def test_capability_statement_declares_what_search_does(client: httpx.Client) ->
     rest = client.get("/metadata").json()["rest"][0]
     assert {"code": "search-system"} in rest["interaction"]
     system = {p["name"]: p for p in rest["searchParam"]}
-    assert {"_id", "_lastUpdated", "_tag", "_security", "_profile", "_source", "_type"} <= set(
-        system
-    )
+    assert {"_id", "_lastUpdated", "_tag", "_security", "_profile", "_source", "_type",
+            "_list"} <= set(system)  # fmt: skip
+    assert "_list" in {p["name"] for p in resources_of(rest)["Patient"]["searchParam"]}
     assert system["_tag"]["type"] == "token"
     assert "AuditEvent" in system["_profile"]["documentation"]  # its index leaves it out
     resources = {r["type"]: r for r in rest["resource"]}
@@ -210,11 +210,16 @@ def test_capability_statement_declares_what_search_does(client: httpx.Client) ->
     assert {"*", "Observation:*", "Observation:subject"} <= set(observation["searchInclude"])
 
 
+def resources_of(rest: dict[str, Any]) -> dict[str, Any]:
+    return {r["type"]: r for r in rest["resource"]}
+
+
 def test_declared_system_parameters_work(client: httpx.Client, world: World) -> None:
     """Each declared all-resource parameter is accepted by a system search (strictly)."""
     rest = client.get("/metadata").json()["rest"][0]
     loaded = world.load("refs", SCENARIOS)
-    values = {"token": "x", "date": "2020", "uri": "http://example.org", "string": "x"}
+    values = {"token": "x", "date": "2020", "uri": "http://example.org", "string": "x",
+              "special": "x"}  # fmt: skip
     for param in rest["searchParam"]:
         if param["name"] == "_type":
             continue

@@ -200,8 +200,17 @@ def _system_search_params() -> list[dict[str, Any]]:
         if lacking:
             entry["documentation"] = f"not searchable on {', '.join(lacking)}"
         out.append(entry)
+    out.append(LIST_PARAM)
     out.append({"name": "_type", "type": "token", "documentation": "the resource types searched"})
     return out
+
+
+# R4 search.html#list: no SearchParameter defines it (it is of type special)
+LIST_PARAM = {
+    "name": "_list",
+    "type": "special",
+    "documentation": "the resources a List names in entry.item (by the List's id)",
+}
 
 
 def _indexed(rtype: str, code: str) -> bool:
@@ -211,6 +220,7 @@ def _indexed(rtype: str, code: str) -> bool:
 
 def _search_params(rtype: str) -> list[dict[str, Any]]:
     out = [{"name": name, "type": kind} for name, kind in RESOURCE_COLUMNS.items()]
+    out.append(LIST_PARAM)
     for code, param in sorted(params_for(rtype).items()):
         if code not in RESOURCE_COLUMNS and indexed_param(rtype, param):
             entry = {"name": code, "type": param.type, "definition": param.url}

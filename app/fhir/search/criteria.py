@@ -156,6 +156,8 @@ def _composite(value: str, second: str, base_url: str) -> Plan:
     parts = _UNESCAPED_DOLLAR.split(value)
     if len(parts) != 2:
         raise InvalidRequest(f"'{value}' must be two values joined by '$'")
+    if not parts[0]:  # `$5`: a token that names nothing matched no row at all
+        raise InvalidRequest(f"'{value}' has no code before '$'")
     first = ("view", _FIRST, _token(parts[0], None, base_url))
     view = _SECOND_STRING if second == "string" else _SECOND
     return _and(first, ("view", view, _BUILDERS[second](parts[1], None, base_url)))
@@ -196,7 +198,7 @@ def _token(value: str, modifier: str | None, _base: str) -> Plan:
         return ("like", "display", Value(f"{_like_escape(text)}%"))
     parts = split_token(value)
     if modifier == "of-type":
-        if len(parts) != 3:
+        if len(parts) != 3 or not all(parts):  # R4: "All 3 parts must be present"
             raise InvalidRequest(f":of-type needs system|code|value, got '{value}'")
         type_match = _and(_eq("type_system", parts[0]), _eq("type_code", parts[1]))
         return _and(type_match, _eq("code", _as_indexed(parts[2])))
@@ -294,7 +296,12 @@ def _reference(value: str, modifier: str | None, base_url: str) -> Plan:
     # "Versioned references"; version_notes says so in the answer): `Patient/1/_history/2`
     # is Patient/1, as the index holds every reference (versioned or not) by type and id.
     if modifier:  # :[Type]
+        # `subject:Patient=Patient/1` names the type twice: the same as `subject:Patient=1`
+        # (it matched nothing: the id was taken to be "Patient/1")
+        value = value.removeprefix(f"{modifier}/")
         named = values.versionless(f"{modifier}/{value}")[len(modifier) + 1 :]
+        if "/" in named:  # `subject:Group=Patient/1`: no id holds a slash
+            raise InvalidRequest(f"'{value}' is not the id of a {modifier}")
         return _and(_eq("target_type", modifier), _eq("target_id", named), local)
     value = values.versionless(value)
     if base_url and value.startswith(base_url + "/"):
@@ -311,6 +318,8 @@ def _reference(value: str, modifier: str | None, base_url: str) -> Plan:
     rtype, rid = values.parse_reference(value)
     if rtype:
         return _and(_eq("target_type", rtype), _eq("target_id", rid), local)
+    if "/" in value:  # `Patient/`, `/1`, `patient/1`: no id can hold a slash
+        raise InvalidRequest(f"'{value}' is not an id, a Type/id or an absolute URL")
     return _and(_eq("target_id", value), local)
 
 
@@ -326,7 +335,8 @@ def version_notes(criteria: tuple[Criterion, ...]) -> list[str]:
                 f"{c.key()}={value}: a reference search compares the resource, not its "
                 f"version: references to any version of it match"
                 for value in c.values
-                if "/_history/" in value and values.versionless(typed + value) != typed + value
+                if "/_history/" in value
+                and values.versionless(typed + value.removeprefix(typed)) != typed + value
             ]
     return notes
 

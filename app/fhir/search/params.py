@@ -16,10 +16,16 @@ from app.errors import InvalidRequest
 from app.fhir import bindings
 from app.fhir.nul import refuse_nul
 from app.fhir.search.definitions import SearchParamDef, params_for
-from app.fhir.search.element_types import may_return
+from app.fhir.search.element_types import check_boolean, may_return
 from app.fhir.search.implied import implied_system
 from app.fhir.search.indexer import composite_kinds, indexed_param
 from app.fhir.search.limits import check_size
+from app.fhir.search.special import (
+    CONTAINED_PARAMS,
+    check_contained,
+    named_query_refused,
+    not_supported,
+)
 
 RESULT_PARAMS = {
     "_count", "_sort", "_total", "_summary", "_elements", "_page", "_format", "_pretty",
@@ -49,6 +55,7 @@ RESOURCE_COLUMN_MODIFIERS = {"_id": {"not", "missing"}, "_lastUpdated": {"missin
 FHIR_MODIFIERS = {"missing", "exact", "contains", "text", "not", "above", "below", "in",
                   "not-in", "of-type", "identifier"}  # fmt: skip
 IDENTIFIER = frozenset({"Identifier"})
+REFERENCE = frozenset({"Reference"})
 
 
 class UnsupportedParameter(InvalidRequest):
@@ -93,6 +100,8 @@ class Criterion:
     def key(self) -> str:
         """The query-string key this criterion came from, as written (paging links repeat
         it, so it must parse to the same criterion again)."""
+        if self.name == LIST:
+            return LIST
         if self.has_type:
             assert self.chain is not None
             return f"_has:{self.has_type}:{self.has_param}:{self.chain.key()}"
@@ -164,9 +173,9 @@ class SearchParams:
             refuse_nul(key + value, key)
             base = key.split(":")[0]
             if base == "_query":
-                raise _named_query_refused(value)
+                raise named_query_refused(value)
             if base in CONTAINED_PARAMS:
-                _check_contained(base, value)
+                check_contained(base, value)
                 continue
             if base in ("_include", "_revinclude"):
                 includes.append(_parse_include(key, value))
@@ -222,39 +231,6 @@ class SearchParams:
         return pairs
 
 
-# R4 search.html, "Contained Resources": what a search returns of contained resources.
-# Only the default is served (matches are never contained resources; chains still look into
-# them): returning them, or their containers, is refused rather than ignored, since ignoring
-# `_contained=true` would answer with other resources than the ones asked for.
-CONTAINED_PARAMS = {"_contained": ("false", "true", "both"),
-                    "_containedType": ("container", "contained")}  # fmt: skip
-
-
-def _check_contained(name: str, value: str) -> None:
-    allowed = CONTAINED_PARAMS[name]
-    if value not in allowed:
-        raise InvalidRequest(f"{name} must be one of {', '.join(allowed)}", expression=name)
-    if name == "_contained" and value != "false":
-        error = InvalidRequest(
-            f"_contained={value} is not supported: contained resources are searched only "
-            "through chains (subject.name=...), and a search returns stored resources only",
-            expression=name,
-        )
-        error.issues = [replace(i, code="not-supported") for i in error.issues]
-        raise error
-
-
-def _named_query_refused(name: str) -> InvalidRequest:
-    """R4 search 3.1.1.8: a server SHALL refuse a search whose `_query` it does not know; this
-    server knows none, so it is refused in lenient handling too (ignoring it would run some
-    other search than the one asked for)."""
-    error = InvalidRequest(
-        f"the named query '{name}' (_query) is not supported", expression="_query"
-    )
-    error.issues = [replace(i, code="not-supported") for i in error.issues]
-    return error
-
-
 def lookup(rtype: str, code: str) -> tuple[str, SearchParamDef | None]:
     """(kind, definition) of a parameter of rtype, or raise UnsupportedParameter."""
     if code in RESOURCE_COLUMNS:
@@ -274,6 +250,8 @@ def lookup(rtype: str, code: str) -> tuple[str, SearchParamDef | None]:
 def parse_criterion(rtype: str, key: str, value: str) -> Criterion:
     if key.startswith("_has:"):
         return _parse_has(rtype, key, value)
+    if key.split(":")[0] == LIST:
+        return _parse_list(key, value)
     head, dot, rest = key.partition(".")
     name, _, modifier = head.partition(":")
     kind, param = lookup(rtype, name)
@@ -286,6 +264,8 @@ def parse_criterion(rtype: str, key: str, value: str) -> Criterion:
     values = tuple(_split_values(value))
     if not values:
         raise InvalidRequest(f"search parameter '{key}' has no value", expression=key)
+    if kind == "token" and modifier in ("", "not"):
+        check_boolean(rtype, name, key, values)
     implied = implied_system(rtype, name) if kind == "token" else None
     return Criterion(name, kind, modifier or None, values, implied_system=implied)
 
@@ -300,6 +280,10 @@ def _check_modifier(
     allowed = RESOURCE_COLUMN_MODIFIERS.get(name) or MODIFIERS.get(kind.split(":")[0], set())
     if modifier == "of-type" and not may_return(rtype, name, IDENTIFIER):
         allowed = set()  # R4 search, token: :of-type is for Identifier elements only
+    if modifier == "identifier" and not may_return(rtype, name, REFERENCE):
+        # A canonical (or a nested Resource) has no identifier apart from what it names: on
+        # such a parameter (QuestionnaireResponse.questionnaire) :identifier matched nothing
+        allowed = set()
     if modifier not in allowed:
         raise UnsupportedModifier(
             f"the '{name}' parameter has the modifier '{modifier}', which is not supported "
@@ -381,6 +365,29 @@ def _parse_has(rtype: str, key: str, value: str) -> Criterion:
     except UnsupportedModifier as exc:
         raise exc.under(f"_has:{source_type}:{ref_param}:") from None
     return Criterion("_has", "reference", chain=inner, has_type=source_type, has_param=ref_param)
+
+
+# R4 search.html#list: `_list=42` is the resources that List/42 names in `List.entry.item`,
+# i.e. `_has:List:item:_id=42`, searched as that (index rows; the caller must be allowed to
+# search Lists, as for any _has). Functional lists (`$current-allergies`) name no List here.
+LIST = "_list"
+
+
+def _parse_list(key: str, value: str) -> Criterion:
+    if key != LIST:
+        raise UnsupportedModifier(f"{key}: _list takes no modifier", expression=key)
+    ids = tuple(_split_values(value))
+    if not ids:
+        raise InvalidRequest("search parameter '_list' has no value", expression=LIST)
+    functional = [i for i in ids if i.startswith("$")]
+    if functional:
+        raise not_supported(
+            f"_list={functional[0]}: functional lists are not supported (only the id of a "
+            "List resource)",
+            LIST,
+        )
+    inner = Criterion("_id", "token", values=ids)
+    return Criterion(LIST, "reference", chain=inner, has_type="List", has_param="item")
 
 
 def _split_values(value: str) -> list[str]:

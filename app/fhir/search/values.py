@@ -244,8 +244,10 @@ def _date_dict(node: dict[str, Any]) -> Iterator[tuple[int, int]]:
             yield min(s[0] for s in spans), max(s[1] for s in spans)
 
 
+# The zone as FHIR's dateTime has it: at most 14 hours off UTC (`+15:00` was taken as given)
 _DATE = re.compile(
-    r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?"
+    r"(Z|[+-](?:(?:0\d|1[0-3]):[0-5]\d|14:00))?)?)?)?$"
 )
 
 
@@ -392,6 +394,8 @@ def uri_values(nodes: list[Any]) -> Iterator[str]:
 
 
 def to_decimal(text: str) -> Decimal | None:
+    if "_" in text:  # Python reads `1_000` as 1000; FHIR has no such number
+        return None
     try:
         value = Decimal(text)
     except InvalidOperation:
