@@ -8,6 +8,7 @@ codings are module constants so that building an event is cheap: every read buil
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,7 +87,7 @@ class EventKind:
 
     @classmethod
     def hl7v2(cls, message_type: str) -> EventKind:
-        return cls(IMPORT_TYPE, {"system": HL7V2_EVENT, "code": message_type}, "C")
+        return cls(IMPORT_TYPE, {"system": HL7V2_EVENT, "code": printable(message_type)}, "C")
 
 
 _REST_CODES = {"reindex": "operation"}
@@ -120,6 +121,21 @@ _PROFILE_URLS = {  # built once: every read builds an event
     for name in ("Create", "Read", "Update", "Delete", "Query")
     for one_patient in (False, True)
 }
+
+
+# What a FHIR string may not hold (datatypes.html#string: below U+0020 only tab, CR and LF)
+# and UTF-8 cannot: lone surrogates. NUL is also what PostgreSQL text refuses, and one in a
+# record stopped the searchable copy of the whole trail.
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """Text from outside (a client id, a request line, an error quoting the input) as a FHIR
+    string: what it may not hold written as a visible `\\uXXXX`, so the record still shows
+    what was sent."""
+    if _UNPRINTABLE.search(text) is None:
+        return text
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 @dataclass(frozen=True)
@@ -183,7 +199,7 @@ def audit_event(
     event["recorded"] = recorded
     event["outcome"] = outcome.code
     if outcome.description:
-        event["outcomeDesc"] = outcome.description[:1000]
+        event["outcomeDesc"] = printable(outcome.description[:1000])
     if actor.purpose:
         event["purposeOfEvent"] = [{"coding": [c]} for c in actor.purpose]
     event["agent"] = _agents(actor, server)
@@ -202,26 +218,26 @@ def audit_event(
 
 
 def _agents(actor: Actor, server: str) -> list[dict[str, Any]]:
+    # A refused caller's client_id and user name are whatever it sent.
+    client_id = printable(actor.client_id) if actor.client_id else "anonymous"
     client: dict[str, Any] = {
         "type": SOURCE_ROLE,
-        "who": {
-            "identifier": {"system": CLIENT_SYSTEM, "value": actor.client_id or "anonymous"},
-            "display": actor.client_id or "anonymous",
-        },
-        "name": actor.client_id or "anonymous",
+        "who": {"identifier": {"system": CLIENT_SYSTEM, "value": client_id}, "display": client_id},
+        "name": client_id,
         "requestor": actor.user is None and actor.username is None,
     }
     if actor.address:
-        client["network"] = {"address": actor.address, "type": "2"}
+        client["network"] = {"address": printable(actor.address), "type": "2"}
     agents = [client]
     if actor.user or actor.username:
         user: dict[str, Any] = {"type": USER_ROLE, "who": {}, "requestor": True}
         if actor.user:
-            user["who"]["reference"] = actor.user
+            user["who"]["reference"] = printable(actor.user)
         if actor.username:
-            user["who"]["display"] = actor.username
-            user["altId"] = actor.username
-            user["name"] = actor.username
+            username = printable(actor.username)
+            user["who"]["display"] = username
+            user["altId"] = username
+            user["name"] = username
         agents.append(user)
     agents.append(
         {
@@ -239,8 +255,8 @@ def _entities(entities: Entities) -> list[dict[str, Any]]:
         {"what": {"reference": f"Patient/{pid}"}, "type": PATIENT_ENTITY_TYPE, "role": PATIENT_ROLE}
         for pid in entities.patients
     ]
-    listed.extend(
-        {"what": {"reference": ref}, "type": OBJECT_TYPE, "role": RESOURCE_ROLE}
+    listed.extend(  # (a refused request's id is the URL's, whatever it holds)
+        {"what": {"reference": printable(ref)}, "type": OBJECT_TYPE, "role": RESOURCE_ROLE}
         for ref in entities.resources
     )
     if entities.query is not None or entities.description:
@@ -248,6 +264,6 @@ def _entities(entities: Entities) -> list[dict[str, Any]]:
         if entities.query:  # "" (no criteria) has no base64Binary: FHIR strings are never empty
             query["query"] = base64.b64encode(entities.query.encode()).decode()
         if entities.description:
-            query["description"] = entities.description
+            query["description"] = printable(entities.description)
         listed.append(query)
     return listed

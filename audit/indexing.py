@@ -21,6 +21,7 @@ commit together. The chain stays the evidence: `audit verify` never reads the co
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from app.context import RequestContext
 from app.fhir import jsonio, storage
 from app.fhir.search.indexer import index_rows
 from app.fhir.storage import StoredVersion, UnitOfWork
+from audit.events import printable
 from audit.tables import audit_event, audit_indexed, audit_partition
 
 log = logging.getLogger(__name__)
@@ -198,5 +200,25 @@ def _stage_copy(uow: UnitOfWork, event_id: str, recorded: int, content: bytes) -
     version = StoredVersion("AuditEvent", event_id, 1, recorded, False, content)
     storage.stage_insert_current(uow, version)
     storage.stage_history(uow, version, "POST")
-    rows = index_rows("AuditEvent", event_id, jsonio.loads(content))
+    event = jsonio.loads(content)
+    if _CONTROL_ESCAPE.search(content):  # a record written before events.printable existed
+        event = _printable_strings(event)
+    rows = index_rows("AuditEvent", event_id, event)
     storage.replace_index(uow, "AuditEvent", event_id, rows, new=True)
+
+
+# A JSON escape of a control character (below U+0020). Records hold none since
+# audit.events.printable, but an older one with a NUL (a client_id sent as "a%00") made every
+# copy round fail on PostgreSQL, whose text refuses NUL: its index rows get the visible form.
+# The copy itself keeps the record's exact bytes (verify compares them with the chain).
+_CONTROL_ESCAPE = re.compile(rb"\\u00[01][0-9a-fA-F]")
+
+
+def _printable_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {k: _printable_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable_strings(v) for v in value]
+    return value

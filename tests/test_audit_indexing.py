@@ -6,6 +6,7 @@ whose background rounds never start, so what each step copies is exactly what it
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -24,8 +25,8 @@ from app.fhir.service import FhirService
 from app.fhir.tables import resource
 from app.main import create_app
 from app.settings import Settings
-from audit import indexing
-from audit.events import SUCCESS, Actor, Entities, EventKind
+from audit import chain, copies, indexing
+from audit.events import SUCCESS, Actor, Entities, EventKind, Outcome
 from audit.tables import audit_event, audit_indexed, audit_partition
 from audit.verify import verify_on
 from tests.conftest import TEST_MASTER_KEY
@@ -260,3 +261,37 @@ def test_a_lagging_round_stops_at_a_recent_record_rather_than_skip_it(
     assert indexing.catch_up_all(service.engine, before=cutoff) == 0
     assert indexing.catch_up_all(service.engine) == 2
     assert indexing.backlog(service.engine) == 0
+
+
+def test_control_characters_from_a_caller_are_recorded_visibly(
+    service: FhirService, app: FastAPI
+) -> None:
+    """A client_id, user name or request line is whatever the caller sent; FHIR strings may
+    not hold control characters and PostgreSQL text refuses NUL, which made every later copy
+    round fail (and with it every search of the trail). They are kept as visible escapes."""
+    trail = app.state.audit
+    actor = Actor(client_id="evil\x00client", username="bell\x07", address="1.2.3.4\x1f")
+    entities = Entities(description="GET /fhir/Patient/\x00", resources=["Patient/\x01"])
+    outcome = Outcome.for_status(400, "parameter '\x00' is not supported")
+    record = trail.build(EventKind.rest("read"), actor, outcome, entities)
+    assert not re.search(rb"(?<!\\)\\u00[01]", record.content)  # no control character
+    assert b"evil\\\\u0000client" in record.content  # but its visible form
+    trail.record([record])
+    found = search_trail(service, "agent-name=evil")  # caught up: the copy went through
+    assert record.id in found
+
+
+def test_an_older_record_holding_a_nul_does_not_stop_the_copy(
+    service: FhirService, app: FastAPI
+) -> None:
+    """Records chained before control characters were escaped may hold a NUL: their index
+    rows take the visible form; the copy keeps the record's bytes, so verify still agrees."""
+    trail = app.state.audit
+    built = trail.build(EventKind.rest("read"), Actor(client_id="old-nul"), SUCCESS, Entities())
+    event = dict(built.event)
+    event["agent"] = [{**event["agent"][0], "name": "old\x00nul"}, *event["agent"][1:]]
+    trail.record([chain.record(event, built.recorded)])
+    assert indexing.catch_up_all(service.engine) >= 1
+    assert built.id in search_trail(service, "agent-name=old")
+    with service.engine.connect() as conn:  # verify's comparison of the copy with the chain
+        assert not [line for line in copies.differences(conn, {}) if built.id in line]

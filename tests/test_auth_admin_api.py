@@ -85,3 +85,24 @@ def test_a_launch_names_fhir_ids(
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == "invalid_request"
     assert "FHIR id" in answer.json()["error_description"]
+
+
+@pytest.mark.parametrize("path", ["/auth/launch", "/auth/clients"])
+@pytest.mark.parametrize(
+    "content",
+    [b"[" * 20000, b'{"client_name": "\\ud800", "patient": "\\ud800"}'],
+    ids=["nested past any limit", "lone surrogate"],
+)
+def test_a_body_no_json_reader_should_take_is_400(
+    live_server: LiveServer, auth_headers: dict[str, str], path: str, content: bytes
+) -> None:
+    """The standard JSON parser recursed into a RecursionError on deep nesting (the
+    connection dropped, no answer); a lone surrogate would reach the database. Both are the
+    body's fault: 400, and nothing registered."""
+    url = f"{live_server.settings.server_root}{path}"
+    headers = {**auth_headers, "Content-Type": "application/json"}
+    before = httpx.get(f"{live_server.settings.server_root}/auth/clients", headers=auth_headers)
+    answer = httpx.post(url, content=content, headers=headers)
+    assert answer.status_code == 400, answer.text
+    after = httpx.get(f"{live_server.settings.server_root}/auth/clients", headers=auth_headers)
+    assert len(after.json()) == len(before.json())

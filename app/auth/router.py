@@ -5,7 +5,6 @@ revocation, EHR launch contexts and client registration; the browser pages of au
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +35,7 @@ from app.auth.http import (
 from app.auth.sign_in import authorize, consent, login, picker
 from app.auth.token_endpoint import exchange
 from app.errors import FhirError
+from app.fhir import jsonio
 
 STYLE = {
     "color_background": "#f4f6f8", "color_error": "#8a1c1c", "color_highlight": "#1f6feb",
@@ -209,8 +209,8 @@ def _assertion_issuer(assertion: str) -> str | None:
     """The `iss` a client assertion claims, read without verifying it: only ever recorded as
     who a refused caller said it was."""
     try:
-        claims = json.loads(jws.extract_compact(assertion.encode()).payload)
-    except (JoseError, ValueError):
+        claims = jsonio.loads(jws.extract_compact(assertion.encode()).payload)
+    except (JoseError, ValueError):  # jsonio: bounded nesting, no lone surrogates
         return None
     issuer = claims.get("iss") if isinstance(claims, dict) else None
     return issuer[:255] if isinstance(issuer, str) and issuer else None
@@ -299,9 +299,11 @@ async def client_registry(request: Request) -> Response:
 
 async def _json_body(request: Request) -> dict[str, Any]:
     try:
-        body = json.loads(await request.body() or b"{}")
+        # FHIR's parser: it bounds nesting (the standard one recursed into a RecursionError
+        # that dropped the connection) and refuses a lone surrogate no database could store.
+        body = jsonio.loads(await request.body() or b"{}")
     except ValueError as exc:
-        raise FhirError("the body must be JSON") from exc
+        raise FhirError(f"the body must be JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise FhirError("the body must be a JSON object")
     return body
