@@ -57,6 +57,7 @@ from hl7_adapters.edits import (
     merge_elements,
     replaced_by,
     rewrite,
+    settled,
     shown,
     stale_warning,
     without_server_elements,
@@ -155,8 +156,8 @@ class _Run(MergeSteps):
             body = rewrite(without_server_elements(p.resource), self.applied.resolved)
         except UnresolvedReference as exc:
             raise ApplyError(AckError(207, str(exc))) from exc
-        if found is None:
-            outcome = self.service.create(self.uow, rtype, body)
+        if found is None:  # parts a stored element would complete, settled alone
+            outcome = self.service.create(self.uow, rtype, settled(body, p.parts))
             self._wrote(p.full_url, outcome)
             if p.mode == "upsert":
                 self._set_clock(rtype, outcome.version.id)

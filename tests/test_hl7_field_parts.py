@@ -1,0 +1,98 @@
+"""HL7 v2 "empty means no change" for the elements made by more than one field, beyond those
+of tests/test_hl7_empty_fields.py: AllergyIntolerance.reaction (AL1-4, AL1-5), the PID-12
+county inside the PID-11 address, Patient.contact (NK1 organisations), RelatedPerson.identifier
+(NK1-12, NK1-33, NK1-37) and the PID extensions made by two fields (PID-26/39, PID-35/36).
+Each: a field left empty keeps what is stored, ``""`` removes it, a value replaces only what
+the feed made, and an entry another client added survives. Through the running server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.hl7_messages import accepted, adt_message, segment
+from tests.test_hl7_http import hl7, server_root  # noqa: F401  (fixtures)
+from tests.test_hl7_ingest import search, unique_id
+
+__all__ = ["hl7", "server_root"]
+
+JSON = dict[str, Any]
+
+
+def patient_of(client: httpx.Client, mrn: str) -> JSON:
+    [patient] = search(client, "Patient", identifier=mrn)
+    return patient
+
+
+def allergy_of(client: httpx.Client, mrn: str) -> JSON:
+    [allergy] = search(
+        client, "AllergyIntolerance", patient=f"Patient/{patient_of(client, mrn)['id']}"
+    )
+    return allergy
+
+
+def without_meta(resource: JSON) -> JSON:
+    return {k: v for k, v in resource.items() if k != "meta"}
+
+
+def al1(**fields: str) -> str:
+    return segment(
+        "AL1",
+        {1: "1", 2: "DA", 3: "PCN^Penicillin^L", **{int(k[1:]): v for k, v in fields.items()}},
+    )
+
+
+def test_allergy_severity_and_reaction_merge_field_by_field(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """AL1-4 (severity, and criticality) and AL1-5 (manifestation) make the feed's one
+    reaction: each left empty keeps its part, "" removes it, a value replaces it; a reaction
+    another client added stays throughout."""
+    mrn = unique_id("P")
+    accepted(hl7, adt_message("A01", "20240301100000", mrn, al1(f4="SV", f5="Hives")))
+    stored = allergy_of(client, mrn)
+    [reaction] = stored["reaction"]
+    assert (reaction["severity"], reaction["manifestation"]) == ("severe", [{"text": "Hives"}])
+    assert stored["criticality"] == "high"
+    theirs = {"manifestation": [{"text": "Nausea"}], "description": "seen by the GP"}
+    body = {**without_meta(stored), "reaction": [*stored["reaction"], theirs]}
+    assert client.put(f"/AllergyIntolerance/{stored['id']}", json=body).status_code == 200
+
+    def feeds(allergy: JSON) -> JSON:
+        [mine, other] = allergy["reaction"]
+        assert other == theirs
+        return {k: v for k, v in mine.items() if k != "extension"}
+
+    accepted(hl7, adt_message("A08", "20240302100000", mrn, al1(f5="Rash")))  # AL1-4 empty
+    after = allergy_of(client, mrn)
+    assert feeds(after) == {"severity": "severe", "manifestation": [{"text": "Rash"}]}
+    assert after["criticality"] == "high"
+    accepted(hl7, adt_message("A08", "20240303100000", mrn, al1(f4="MI")))  # AL1-5 empty
+    after = allergy_of(client, mrn)
+    assert feeds(after) == {"severity": "mild", "manifestation": [{"text": "Rash"}]}
+    assert after["criticality"] == "low"
+    accepted(hl7, adt_message("A08", "20240304100000", mrn, al1(f4='""')))
+    after = allergy_of(client, mrn)
+    assert feeds(after) == {"manifestation": [{"text": "Rash"}]}
+    assert "criticality" not in after
+    accepted(hl7, adt_message("A08", "20240305100000", mrn, al1(f4="MO", f5="Hives")))
+    after = allergy_of(client, mrn)  # MO: a severity without criticality
+    assert feeds(after) == {"severity": "moderate", "manifestation": [{"text": "Hives"}]}
+    assert "criticality" not in after
+    accepted(hl7, adt_message("A08", "20240306100000", mrn, al1(f4="SV", f5='""')))
+    after = allergy_of(client, mrn)
+    assert after["reaction"] == [theirs]  # the feed's reaction gone, the client's kept
+    assert after["criticality"] == "high"
+
+
+def test_an_allergy_severity_without_reaction_makes_none(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """R4 requires a reaction's manifestation: AL1-4 alone is criticality, no reaction."""
+    mrn = unique_id("P")
+    accepted(hl7, adt_message("A01", "20240301100000", mrn, al1(f4="MI")))
+    allergy = allergy_of(client, mrn)
+    assert allergy["criticality"] == "low" and "reaction" not in allergy
