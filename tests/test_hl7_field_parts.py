@@ -96,3 +96,61 @@ def test_an_allergy_severity_without_reaction_makes_none(
     accepted(hl7, adt_message("A01", "20240301100000", mrn, al1(f4="MI")))
     allergy = allergy_of(client, mrn)
     assert allergy["criticality"] == "low" and "reaction" not in allergy
+
+
+def related_person_of(client: httpx.Client, mrn: str) -> JSON:
+    patient = patient_of(client, mrn)
+    [kin] = search(client, "RelatedPerson", patient=f"Patient/{patient['id']}")
+    return kin
+
+
+def test_next_of_kin_identifiers_merge_per_field(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """RelatedPerson.identifier: the NK1 key, NK1-12 (employee number), NK1-33 (the
+    party's identifiers), NK1-37 (SSN), each marked with its field: an NK1 leaving one empty
+    keeps its identifier, "" removes it, a value replaces only it; one a client added stays."""
+    mrn = unique_id("P")
+    nk1 = {1: "1", 2: "Roe^Ann", 3: "SPO^Spouse^HL70063", 12: "E1^^^ACME", 33: "K1^^^HOSP"}
+    nk1[37] = "123-45-6789"
+
+    def values(kin: JSON) -> list[str]:
+        return [i["value"] for i in kin["identifier"][1:]]  # the key first
+
+    accepted(hl7, adt_message("A01", "20240301100000", mrn, segment("NK1", nk1)))
+    kin = related_person_of(client, mrn)
+    assert values(kin) == ["E1", "K1", "123-45-6789"]
+    theirs = {"system": "urn:example:badge", "value": "B7"}
+    body = {**without_meta(kin), "identifier": [*kin["identifier"], theirs]}
+    assert client.put(f"/RelatedPerson/{kin['id']}", json=body).status_code == 200
+    only_33 = {n: v for n, v in nk1.items() if n not in (12, 37)} | {33: "K2^^^HOSP"}
+    accepted(hl7, adt_message("A08", "20240302100000", mrn, segment("NK1", only_33)))
+    assert values(related_person_of(client, mrn)) == ["E1", "K2", "123-45-6789", "B7"]
+    nulled = {**only_33, 12: '""', 33: "", 37: '""'}
+    accepted(hl7, adt_message("A08", "20240303100000", mrn, segment("NK1", nulled)))
+    assert values(related_person_of(client, mrn)) == ["K2", "B7"]
+
+
+def test_organisation_contacts_replace_only_the_feeds(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """An NK1 naming an organisation is a Patient.contact: a message with one replaces the
+    contacts the feed stored, keeps one a client added, and a message without any keeps
+    them all."""
+    mrn = unique_id("P")
+    employer = {1: "1", 3: "EMR^Employer^HL70063", 13: "Acme Corp"}
+    accepted(hl7, adt_message("A01", "20240301100000", mrn, segment("NK1", employer)))
+    patient = patient_of(client, mrn)
+    assert [c["organization"]["display"] for c in patient["contact"]] == ["Acme Corp"]
+    theirs = {"name": {"family": "Guardian"}}
+    body = {**without_meta(patient), "contact": [*patient["contact"], theirs]}
+    assert client.put(f"/Patient/{patient['id']}", json=body).status_code == 200
+    accepted(hl7, adt_message("A08", "20240302100000", mrn))  # no NK1: all kept
+    assert patient_of(client, mrn)["contact"][1] == theirs
+    other = {**employer, 13: "Globex"}
+    accepted(hl7, adt_message("A08", "20240303100000", mrn, segment("NK1", other)))
+    after = patient_of(client, mrn)["contact"]
+    assert [c.get("organization", {}).get("display") for c in after] == ["Globex", None]
+    assert after[1] == theirs

@@ -49,7 +49,9 @@ _LISTS: dict[str, tuple[int, ...]] = {
     "telecom": (13, 14, 40),
     "identifier": (2, 4, 19, 20),
 }
-PARTS = by_field(*_LISTS)
+# Patient.contact (NK1 organisations, nk1.py): the feed's entries, marked "NK1", replace its
+# stored ones; a contact another client added is kept.
+PARTS = by_field(*_LISTS, "contact")
 
 # Top-level element -> the PID fields it is built from (for nulls).
 _SOURCES: dict[str, tuple[int, ...]] = {
