@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from hl7_adapters.mapping.sources import unmarked
 from tests.hl7_messages import accepted, adt_message, segment
 from tests.test_hl7_http import hl7, server_root  # noqa: F401  (fixtures)
 from tests.test_hl7_ingest import search, unique_id
@@ -154,3 +155,41 @@ def test_organisation_contacts_replace_only_the_feeds(
     after = patient_of(client, mrn)["contact"]
     assert [c.get("organization", {}).get("display") for c in after] == ["Globex", None]
     assert after[1] == theirs
+
+
+def test_the_county_merges_apart_from_its_address(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """PID-12 (county) is the district of the one PID-11 address: an A08 sending PID-11
+    without PID-12 keeps the county on the new address, PID-12 alone replaces only the
+    district, "" removes only it; an address a client added stays."""
+    mrn = unique_id("P")
+
+    def sent(when: str, **fields: str) -> list[JSON]:
+        pid = {5: "Doe^Jane", **{int(k[1:]): v for k, v in fields.items()}}
+        accepted(hl7, adt_message("A08", when, mrn, pid=pid))
+        return [unmarked(a) for a in patient_of(client, mrn)["address"]]
+
+    assert sent("20240301100000", f11="1 Main St^^Town^ST", f12="CtyA") == [
+        {"line": ["1 Main St"], "city": "Town", "state": "ST", "district": "CtyA"}
+    ]
+    patient = patient_of(client, mrn)
+    theirs = {"city": "Elsewhere"}
+    body = {**without_meta(patient), "address": [*patient["address"], theirs]}
+    assert client.put(f"/Patient/{patient['id']}", json=body).status_code == 200
+    assert sent("20240302100000", f11="2 Oak Rd^^City^ST") == [
+        {"line": ["2 Oak Rd"], "city": "City", "state": "ST", "district": "CtyA"},
+        theirs,
+    ]
+    assert sent("20240303100000", f12="CtyB") == [
+        {"line": ["2 Oak Rd"], "city": "City", "state": "ST", "district": "CtyB"},
+        theirs,
+    ]
+    version = patient_of(client, mrn)["meta"]["versionId"]
+    assert sent("20240303110000", f11="2 Oak Rd^^City^ST", f12="CtyB")[0]["district"] == "CtyB"
+    assert patient_of(client, mrn)["meta"]["versionId"] == version  # nothing changed
+    assert sent("20240304100000", f12='""') == [
+        {"line": ["2 Oak Rd"], "city": "City", "state": "ST"},
+        theirs,
+    ]

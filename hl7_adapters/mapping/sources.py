@@ -45,13 +45,22 @@ def field_of(entry: JSON) -> str | None:
 
 
 def unmarked(entry: JSON) -> JSON:
-    """`entry` as a mapping without marks made it."""
+    """`entry` as a mapping without marks made it (also a mark on a child's primitive
+    extensions, ``_district``: PID-12's county in the PID-11 address)."""
     rest = [
         e
         for e in entry.get("extension") or []
         if not (isinstance(e, dict) and e.get("url") == FIELD)
     ]
-    out = {k: v for k, v in entry.items() if k != "extension"}
+    out: JSON = {}
+    for key, value in entry.items():
+        if key == "extension":
+            continue
+        if key.startswith("_") and isinstance(value, dict):
+            value = unmarked(value)
+            if not value:
+                continue
+        out[key] = value
     if rest:
         out["extension"] = rest
     return out
