@@ -193,3 +193,66 @@ def test_the_county_merges_apart_from_its_address(
         {"line": ["2 Oak Rd"], "city": "City", "state": "ST"},
         theirs,
     ]
+
+
+CITIZENSHIP = "http://hl7.org/fhir/StructureDefinition/patient-citizenship"
+ANIMAL = "http://hl7.org/fhir/StructureDefinition/patient-animal"
+
+
+def test_citizenship_merges_per_field(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """PID-26 (citizenship) and PID-39 (tribal citizenship) are both patient-citizenship:
+    each field's extensions (its code marked with the field) are replaced, kept or removed
+    apart from the other's; one a client added stays."""
+    mrn = unique_id("P")
+
+    def codes(when: str, **fields: str) -> list[str]:
+        pid = {5: "Doe^Jane", **{int(k[1:]): v for k, v in fields.items()}}
+        accepted(hl7, adt_message("A08", when, mrn, pid=pid))
+        found = patient_of(client, mrn).get("extension") or []
+        return [
+            sub["valueCodeableConcept"]["coding"][0]["code"]
+            for e in found
+            if e["url"] == CITIZENSHIP
+            for sub in e["extension"]
+        ]
+
+    assert codes("20240301100000", f26="US", f39="NAV") == ["US", "NAV"]
+    patient = patient_of(client, mrn)
+    theirs = {"url": CITIZENSHIP, "extension": [{"url": "code", "valueCodeableConcept": {
+        "coding": [{"system": "urn:iso:std:iso:3166", "code": "CA"}]}}]}  # fmt: skip
+    body = {**without_meta(patient), "extension": [*patient["extension"], theirs]}
+    assert client.put(f"/Patient/{patient['id']}", json=body).status_code == 200
+    assert codes("20240302100000", f26="MX") == ["MX", "NAV", "CA"]  # PID-39 empty: kept
+    assert codes("20240303100000", f39="HOP") == ["MX", "HOP", "CA"]
+    assert codes("20240304100000", f26='""', f39="HOP") == ["HOP", "CA"]
+    assert codes("20240305100000", f39='""') == ["CA"]
+
+
+def test_species_and_breed_merge_apart(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """PID-35 (species) and PID-36 (breed) are the one patient-animal: either left empty
+    keeps its sub-extension, PID-36 "" removes the breed, PID-35 "" the whole extension."""
+    mrn = unique_id("P")
+
+    def animal(when: str, **fields: str) -> dict[str, str]:
+        pid = {5: "Rex", **{int(k[1:]): v for k, v in fields.items()}}
+        accepted(hl7, adt_message("A08", when, mrn, pid=pid))
+        found = [e for e in patient_of(client, mrn).get("extension") or [] if e["url"] == ANIMAL]
+        return {
+            s["url"]: s["valueCodeableConcept"]["coding"][0]["code"]
+            for e in found
+            for s in e["extension"]
+        }
+
+    assert animal("20240301100000", f35="DOG", f36="LAB") == {"species": "DOG", "breed": "LAB"}
+    assert animal("20240302100000", f35="CAT") == {"species": "CAT", "breed": "LAB"}
+    assert animal("20240303100000", f36="POO") == {"species": "CAT", "breed": "POO"}
+    assert animal("20240304100000", f36='""') == {"species": "CAT"}
+    assert animal("20240305100000", f36="POO") == {"species": "CAT", "breed": "POO"}
+    assert animal("20240306100000", f35='""') == {}
+    assert animal("20240307100000", f36="LAB") == {}  # a breed alone has no species to join

@@ -26,9 +26,10 @@ from hl7_adapters.mapping import (
     map_message,
 )
 from hl7_adapters.mapping import identifiers as ids
+from hl7_adapters.mapping.demographics import extension_part
 from hl7_adapters.mapping.identifiers import identifier_match
 from hl7_adapters.mapping.patient import PARTS as PATIENT_PARTS
-from hl7_adapters.mapping.sources import field_of, unmarked
+from hl7_adapters.mapping.sources import field_of, unmarked, without_marks
 
 FIXTURES = Path(__file__).parent / "hl7_fixtures"
 MAPPING = FIXTURES / "mapping"
@@ -665,7 +666,9 @@ def test_race_ethnicity_birth_place_citizenship_nationality() -> None:
         f28="NLD",
     )
     patient = only(result, "Patient")
-    assert patient.resource["extension"] == [
+    citizenships = [e for e in patient.resource["extension"] if e["url"].endswith("citizenship")]
+    assert [extension_part(e) for e in citizenships] == [EXT + "patient-citizenship|PID-26"] * 2
+    assert without_marks(patient.resource["extension"]) == [
         {"url": EXT + "patient-birthPlace", "valueAddress": {"text": "Springfield General"}},
         *(
             {

@@ -31,7 +31,7 @@ from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, Where, field_is_null, first, val
-from hl7_adapters.mapping.demographics import patient_extensions
+from hl7_adapters.mapping.demographics import PATIENT_EXTENSIONS, patient_extensions
 from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.mapping.sources import by_field, field_of, marked, null_paths
 from hl7_adapters.values import Repetition, Segment
@@ -89,6 +89,7 @@ _COUNTY_ONLY = {"district", "extension"}
 # merged apart from the PID-11 address it is the district of.
 PARTS = by_field(*_LISTS, "contact")
 PARTS["address"] = dataclasses.replace(PARTS["address"], unfold=unfold_county, settle=fold_county)
+PARTS["extension"] = PATIENT_EXTENSIONS  # demographics.py: per URL, field, sub-extension
 
 # Top-level element -> the PID fields it is built from (for nulls).
 _SOURCES: dict[str, tuple[int, ...]] = {

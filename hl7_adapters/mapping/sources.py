@@ -66,6 +66,21 @@ def unmarked(entry: JSON) -> JSON:
     return out
 
 
+def without_marks(node: Any) -> Any:
+    """`node` with every mark taken out, at any depth (a citizenship's code is marked inside
+    its extension, demographics.py)."""
+    if isinstance(node, list):
+        return [
+            without_marks(n) for n in node if not (isinstance(n, dict) and n.get("url") == FIELD)
+        ]
+    if isinstance(node, dict):
+        out = {k: without_marks(v) for k, v in node.items()}
+        if out.get("extension") == []:  # only marks
+            del out["extension"]
+        return out
+    return node
+
+
 def system_and_value(entry: JSON) -> object:
     """What names an Identifier (mark or not)."""
     return entry.get("system"), entry.get("value")
