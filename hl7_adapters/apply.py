@@ -41,6 +41,7 @@ found by its match, and a message never reads back the time it is writing.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -146,7 +147,14 @@ class _Run(MergeSteps):
 
     def planned(self, p: Planned) -> None:
         rtype = p.resource_type
-        found = self._ahead.find(rtype, p.match) if p.match and p.mode != "create" else None
+        try:
+            found = self._ahead.find(rtype, p.match) if p.match and p.mode != "create" else None
+        except ApplyError as exc:  # an ambiguous match: point at the field it comes from
+            if exc.error.segment or p.origin is None:
+                raise
+            segment, sequence, field_ = p.origin
+            error = dataclasses.replace(exc.error, segment=segment, sequence=sequence, field=field_)
+            raise ApplyError(error) from exc
         if found is None:
             self._held_for(p)
         elif p.mode == "ensure" and not any(key in p.resource for key in PATIENT_REFERENCES):

@@ -377,6 +377,9 @@ def shown(query: str) -> str:
     pairs = parse_qsl(query, keep_blank_values=True)
     if len(pairs) != 1 or pairs[0][0] != "identifier":
         return query
+    tokens = or_tokens(pairs[0][1])  # a visit renumbered by an A06: the prior or the new one
+    if len(tokens) > 1:
+        return " or ".join(shown("identifier=" + quote(t, safe=":/|\\")) for t in tokens)
     parts = token_parts(pairs[0][1])
     system, value = (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
     if system == DERIVED_KEYS + "obx":  # <order system>|<order number>|<code>...
@@ -386,6 +389,21 @@ def shown(query: str) -> str:
     if system.startswith(DERIVED_KEYS) and not system.startswith(DERIVED_KEYS + "aa:"):
         return ""
     return f"{value} ({system})" if system else value
+
+
+def or_tokens(value: str) -> list[str]:
+    """A search value split on its unescaped commas (FHIR: any of them), escapes kept."""
+    tokens: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for ch in value:
+        if ch == "," and not escaped:
+            tokens.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+        escaped = ch == "\\" and not escaped
+    return [*tokens, "".join(current)]
 
 
 def token_parts(token: str) -> list[str]:

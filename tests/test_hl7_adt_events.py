@@ -15,8 +15,10 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
+from tests.hl7_messages import accepted, adt_message, segment
 from tests.test_hl7_http import engine, hl7, post, server_root  # noqa: F401  (fixtures)
 from tests.test_hl7_ingest import (
+    err_fields,
     hl7_audit_events,
     msa,
     provenances_of,
@@ -216,3 +218,50 @@ def test_an_update_event_without_a_visit_number_is_accepted_with_a_warning(
     assert msa(answer.content)[0] == "AA"
     assert b"PV1^1^19" in answer.content and b"|W" in answer.content
     assert encounters_of(client, mrn) == []
+
+
+@pytest.mark.parametrize("trigger", ["A06", "A07"])
+def test_a_renumbered_visit_is_found_by_its_prior_number(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+    engine: Engine,  # noqa: F811
+    trigger: str,
+) -> None:
+    """v2.5 3.3.6/3.3.7: an A06/A07 may give the visit a new number (PV1-19), the prior one
+    in MRG-5. The Encounter of the prior number is changed and takes the new number (not a
+    second Encounter); a re-send finds it again, and later messages find it by the new one."""
+    mrn, before, after = unique_id("P"), unique_id("V"), unique_id("V")
+    first_class, new_class = ("O", "I") if trigger == "A06" else ("I", "O")
+    send(hl7, "A01", mrn, "20261101090000", visit_fields(before, f2=first_class))
+    registered = encounter(client, before)
+    mrg = segment("MRG", {1: f"{mrn}^^^HOSP^MR", 5: f"{before}^^^HOSP^VN"})
+    pv1 = segment("PV1", visit_fields(after, f2=new_class))
+    change = adt_message(trigger, "20261101120000", mrn, mrg, pv1)
+    for _ in range(2):  # the same change re-sent (a new control id): nothing more
+        accepted(hl7, change.replace(b"|P|2.5", b"X|P|2.5", 1))
+    [changed] = encounters_of(client, mrn)
+    assert changed["id"] == registered["id"]
+    assert [i["value"] for i in changed["identifier"]] == [after]
+    assert changed["class"]["code"] == ("IMP" if trigger == "A06" else "AMB")
+    assert search(client, "Encounter", identifier=before) == []
+    send(hl7, "A08", mrn, "20261101130000", visit_fields(after, f2=new_class))
+    assert [e["id"] for e in encounters_of(client, mrn)] == [registered["id"]]
+
+
+def test_a_renumbering_that_names_two_visits_is_refused(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """MRG-5 names one stored visit and PV1-19 another: which one to change is a guess, so
+    AE (ERR 205 at PV1-19) and nothing changes."""
+    mrn, before, after = unique_id("P"), unique_id("V"), unique_id("V")
+    send(hl7, "A04", mrn, "20261101090000", visit_fields(before, f2="O"))
+    send(hl7, "A04", mrn, "20261101091000", visit_fields(after, f2="O"))
+    change = adt_message(
+        "A06", "20261101120000", mrn, segment("MRG", {5: f"{before}^^^HOSP^VN"}),
+        segment("PV1", visit_fields(after, f2="I")),
+    )  # fmt: skip
+    answer = post(hl7, change)
+    assert msa(answer.content)[0] == "AE"
+    assert ("PV1^1^19", "205", "E") in err_fields(answer.content)
+    assert {e["class"]["code"] for e in encounters_of(client, mrn)} == {"AMB"}
