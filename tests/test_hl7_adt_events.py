@@ -265,3 +265,46 @@ def test_a_renumbering_that_names_two_visits_is_refused(
     assert msa(answer.content)[0] == "AE"
     assert ("PV1^1^19", "205", "E") in err_fields(answer.content)
     assert {e["class"]["code"] for e in encounters_of(client, mrn)} == {"AMB"}
+
+
+def test_a_leave_of_absence_keeps_its_times_in_the_status_history(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """A21 opens a leave in Encounter.statusHistory at EVN-6 (event occurred, else EVN-2),
+    A22 closes it; a re-sent A22 and an A08 change nothing of it, a second leave is added,
+    and a status another client recorded stays."""
+    mrn, visit = unique_id("P"), unique_id("V")
+    pv1 = segment("PV1", visit_fields(visit))
+
+    def event(trigger: str, recorded: str, occurred: str = "") -> None:
+        evn = f"EVN|{trigger}|{recorded}+0000||||{occurred}"
+        body = adt_message(trigger, recorded, mrn, pv1).replace(
+            f"EVN|{trigger}|{recorded}+0000".encode(), evn.encode()
+        )
+        accepted(hl7, body)
+
+    event("A01", "20261101090000")
+    admitted = encounter(client, visit)
+    theirs = {"status": "arrived", "period": {"start": "2026-11-01T08:30:00+00:00"}}
+    body = {**{k: v for k, v in admitted.items() if k != "meta"}, "statusHistory": [theirs]}
+    put = client.put(f"/Encounter/{admitted['id']}", json=body)
+    assert put.status_code == 200, put.text
+    event("A21", "20261103100000", occurred="20261103090000+0000")
+    away = encounter(client, visit)
+    assert away["status"] == "onleave"
+    assert away["statusHistory"] == [
+        theirs, {"status": "onleave", "period": {"start": "2026-11-03T09:00:00+00:00"}}
+    ]  # fmt: skip
+    first_leave = {"start": "2026-11-03T09:00:00+00:00", "end": "2026-11-04T09:00:00+00:00"}
+    for _ in range(2):  # a re-sent return (new control id) changes nothing
+        event("A22", "20261104090000")
+        back = encounter(client, visit)
+        assert back["status"] == "in-progress"
+        assert back["statusHistory"] == [theirs, {"status": "onleave", "period": first_leave}]
+    event("A08", "20261104100000")
+    assert encounter(client, visit)["statusHistory"] == back["statusHistory"]
+    event("A21", "20261105090000")
+    assert [e["period"] for e in encounter(client, visit)["statusHistory"][1:]] == [
+        first_leave, {"start": "2026-11-05T09:00:00+00:00"}
+    ]  # fmt: skip

@@ -10,6 +10,8 @@ in visit_tables.py), for ADT (upsert) and ORU (ensure) alike.
   hospitalization.dischargeDisposition are removed from the stored Encounter (nulls).
   A12 (cancel transfer): PV1-3 is the location before the transfer again, and the
   transfer's PV1-6 entry (prior location, "completed") is removed (TAKEN_BACK).
+* A21/A22 (leave of absence, return): status onleave / in-progress, and the leave's start
+  or end in statusHistory (leave.py).
 * A06/A07 (outpatient <-> inpatient): the same visit (PV1-19) with PV1-2's new class; when
   the visit is renumbered, MRG-5 (prior visit number) finds it and PV1-19 replaces that
   number (matched by either, so a re-sent A06 finds it again; both found: AE 205).
@@ -34,6 +36,7 @@ from hl7_adapters.mapping import periods, visit_parts
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping import visit_tables as vt
 from hl7_adapters.mapping.context import MapContext, PatientRef, Where, first, val
+from hl7_adapters.mapping.leave import leave_history
 from hl7_adapters.mapping.locations import plan_location
 from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.mapping.numbers import decimal, json_number
@@ -141,6 +144,9 @@ def plan_encounter(
         resource["hospitalization"] = hospitalization
     if pv2 is not None:
         _visit_details(ctx, pv2, resource)
+    history = leave_history(ctx, trigger)
+    if history:
+        resource["statusHistory"] = history
     found_by = visit or key
     # what only a new Encounter takes (visit_parts._GUESS): a status guessed from the class,
     # the class U for an empty PV1-2 (required: "" cannot delete it)

@@ -28,6 +28,7 @@ from typing import Any
 from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import visit_tables as vt
 from hl7_adapters.mapping.context import field_is_null
+from hl7_adapters.mapping.leave import LEAVES
 from hl7_adapters.mapping.plan import Parts
 from hl7_adapters.values import Segment
 
@@ -67,6 +68,7 @@ PARTS: dict[str, Parts] = {
     "hospitalization": Parts(),
     "location": Parts(key=location_part),
     "participant": Parts(key=participant_part),
+    "statusHistory": LEAVES,  # A21/A22: one entry per leave (leave.py)
 }
 
 # Guesses only a new Encounter takes; a stored value stays (plan.Parts.default_only):
