@@ -56,6 +56,7 @@ from hl7_adapters.edits import (
     UnresolvedReference,
     fhir_strings,
     merge_elements,
+    not_found_error,
     replaced_by,
     rewrite,
     settled,
@@ -155,6 +156,8 @@ class _Run(MergeSteps):
             segment, sequence, field_ = p.origin
             error = dataclasses.replace(exc.error, segment=segment, sequence=sequence, field=field_)
             raise ApplyError(error) from exc
+        if found is None and p.mode == "update":
+            raise ApplyError(not_found_error(p))
         if found is None:
             self._held_for(p)
         elif p.mode == "ensure" and not any(key in p.resource for key in PATIENT_REFERENCES):

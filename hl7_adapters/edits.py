@@ -439,6 +439,17 @@ def merge_error(
     return AckError(code, text, severity, segment, sequence, field_)
 
 
+def not_found_error(p: Planned) -> AckError:
+    """AE: an update (plan mode "update") found nothing to change; nothing is made up."""
+    segment, sequence, field_ = p.origin or ("", None, None)
+    text = (
+        f"no {p.resource_type} to change: none is known by the visit this message names "
+        "(PV1-19 empty: the admission made without a visit number at the same admit time, "
+        "PV1-44, and patient class); nothing applied"
+    )
+    return AckError(204, text, "E", segment, sequence, field_)
+
+
 def stale_warning(p: Planned, newer: int) -> AckError:
     """W: the resource holds data newer than the message (named as sent, not by our id)."""
     segment, sequence, field_ = p.origin or ("", None, None)

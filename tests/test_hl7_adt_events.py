@@ -205,7 +205,7 @@ def test_a21_and_a22_leave_of_absence_and_return(
     check_recorded(client, engine, control, "A22", returned)
 
 
-@pytest.mark.parametrize("trigger", ["A06", "A07", "A12", "A21", "A22", "A27", "A38"])
+@pytest.mark.parametrize("trigger", ["A06", "A07", "A12", "A21", "A22"])
 def test_an_update_event_without_a_visit_number_is_accepted_with_a_warning(
     hl7: httpx.Client,  # noqa: F811
     client: httpx.Client,
@@ -308,3 +308,56 @@ def test_a_leave_of_absence_keeps_its_times_in_the_status_history(
     assert [e["period"] for e in encounter(client, visit)["statusHistory"][1:]] == [
         first_leave, {"start": "2026-11-05T09:00:00+00:00"}
     ]  # fmt: skip
+
+
+# (cancel, the event it cancels, patient class): v2.5 ch. 3
+CANCELLED = [("A11", "A01", "I"), ("A13", "A01", "I"), ("A27", "A14", "P"), ("A38", "A05", "P")]
+
+
+@pytest.mark.parametrize(("trigger", "cancelled", "klass"), CANCELLED)
+def test_a_cancel_without_a_visit_number_is_refused(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+    trigger: str,
+    cancelled: str,
+    klass: str,
+) -> None:
+    """A cancel naming no visit (PV1-19 and PV1-44 empty) cannot say which one it takes
+    back: AE, ERR 101 at PV1-19, and nothing of the message is written (not even the
+    Patient), rather than an AA that cancels nothing."""
+    mrn, visit = unique_id("P"), unique_id("V")
+    send(hl7, cancelled, mrn, "20261101090000", visit_fields(visit, f2=klass))
+    answer = post(hl7, adt(trigger, unique_id(), mrn, "20261101100000", {1: "1", 2: klass}))
+    assert msa(answer.content)[0] == "AE"
+    assert err_fields(answer.content) == [("PV1^1^19", "101", "E")]
+    assert encounter(client, visit)["meta"]["versionId"] == "1"
+    other = unique_id("P")
+    answer = post(hl7, adt(trigger, unique_id(), other, "20261101100000", {1: "1", 2: klass}))
+    assert msa(answer.content)[0] == "AE"
+    assert search(client, "Patient", identifier=other) == []
+
+
+@pytest.mark.parametrize(("trigger", "cancelled", "klass"), CANCELLED)
+def test_a_cancel_finds_a_visit_admitted_without_a_number_by_its_admit_time(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+    trigger: str,
+    cancelled: str,
+    klass: str,
+) -> None:
+    """A visit admitted without PV1-19 is known by patient, class and admit time (PV1-44):
+    a cancel without PV1-19 sending that PV1-44 changes that Encounter; another admit time
+    finds none, and the cancel is refused (AE 204 at PV1-19) instead of making one."""
+    mrn = unique_id("P")
+    admitted = {1: "1", 2: klass, 44: "20261101083000+0000"}
+    send(hl7, cancelled, mrn, "20261101090000", admitted)
+    [before] = encounters_of(client, mrn)
+    send(hl7, trigger, mrn, "20261101100000", admitted)
+    [after] = encounters_of(client, mrn)
+    assert after["id"] == before["id"]
+    assert after["status"] == ("in-progress" if trigger == "A13" else "cancelled")
+    elsewhen = {**admitted, 44: "20261101070000+0000"}
+    answer = post(hl7, adt(trigger, unique_id(), mrn, "20261101110000", elsewhen))
+    assert msa(answer.content)[0] == "AE"
+    assert err_fields(answer.content) == [("PV1^1^19", "204", "E")]
+    assert [e["id"] for e in encounters_of(client, mrn)] == [before["id"]]

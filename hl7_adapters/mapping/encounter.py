@@ -45,6 +45,10 @@ from hl7_adapters.values import Segment
 
 JSON = dict[str, Any]
 VISIT_STARTING = frozenset({"A01", "A04", "A05", "A14"})
+# The cancels of those (and of a discharge). Without PV1-19 a cancel must not guess which
+# visit it means: it finds only the one admitted without a number at the same PV1-44 in the
+# same class (the key _visit_key derived for it), and never makes one (mode "update").
+CANCELS = frozenset({"A11", "A13", "A27", "A38"})
 PERSON_ONLY = frozenset({"A28", "A31"})
 
 
@@ -86,7 +90,15 @@ def plan_encounter(
         visit, prior = prior, None
     elif prior is not None and ids.match_of(prior) == ids.match_of(visit):
         prior = None
-    if visit is None and (mode != "upsert" or trigger not in VISIT_STARTING):
+    cancelling = visit is None and mode == "upsert" and trigger in CANCELS
+    if cancelling and not val(first(pv1, 44)):
+        at.sub(19).error(
+            101,
+            f"PV1-19 (visit number) is empty: ADT^{trigger} cancels a visit and names none "
+            "(nor the admit time, PV1-44, of one admitted without a number); nothing applied",
+        )
+        return None
+    if visit is None and not cancelling and (mode != "upsert" or trigger not in VISIT_STARTING):
         if mode == "upsert" and trigger not in PERSON_ONLY:
             at.sub(19).warn(
                 101,
@@ -163,8 +175,8 @@ def plan_encounter(
     if match and prior is not None:  # the visit under its prior number, or already renumbered
         match = f"{ids.match_of(prior)},{match.removeprefix('identifier=')}"
         nulls |= {f"identifier[{visit_parts.PRIOR}]"}  # the new number replaces the prior
-    origin = ctx.origin(pv1, 19 if visit else 44)
-    mode = mode if match else "create"
+    origin = ctx.origin(pv1, 19 if visit or cancelling else 44)
+    mode = "update" if cancelling else mode if match else "create"
     return ctx.add(resource, mode, match, nulls, origin=origin, parts=parts)
 
 

@@ -23,7 +23,9 @@ from hl7_adapters.ack import AckError
 # ensure: find by `match`; if found, use it unchanged; else create. (A Practitioner named in
 #         PV1-7, a Device named in OBX-18, the Patient of an ORU whose PID only identifies.)
 # create: always a new resource (nothing identifies it across messages).
-Mode = Literal["upsert", "ensure", "create"]
+# update: an upsert that must find its resource: not found is an error (AE 204 at its
+#         origin). (A cancel without PV1-19, found by the admission's derived visit key.)
+Mode = Literal["upsert", "ensure", "create", "update"]
 
 
 @dataclass(frozen=True)
