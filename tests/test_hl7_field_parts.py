@@ -52,7 +52,7 @@ def test_allergy_severity_and_reaction_merge_field_by_field(
     reaction: each left empty keeps its part, "" removes it, a value replaces it; a reaction
     another client added stays throughout."""
     mrn = unique_id("P")
-    accepted(hl7, adt_message("A01", "20240301100000", mrn, al1(f4="SV", f5="Hives")))
+    accepted(hl7, adt_message("A01", "20240301100000", mrn, al1(f4="SV", f5="Hives", f6="2020")))
     stored = allergy_of(client, mrn)
     [reaction] = stored["reaction"]
     assert (reaction["severity"], reaction["manifestation"]) == ("severe", [{"text": "Hives"}])
@@ -74,10 +74,11 @@ def test_allergy_severity_and_reaction_merge_field_by_field(
     after = allergy_of(client, mrn)
     assert feeds(after) == {"severity": "mild", "manifestation": [{"text": "Rash"}]}
     assert after["criticality"] == "low"
-    accepted(hl7, adt_message("A08", "20240304100000", mrn, al1(f4='""')))
+    assert after["onsetDateTime"] == "2020"  # AL1-6 left empty throughout
+    accepted(hl7, adt_message("A08", "20240304100000", mrn, al1(f4='""', f6='""')))
     after = allergy_of(client, mrn)
     assert feeds(after) == {"manifestation": [{"text": "Rash"}]}
-    assert "criticality" not in after
+    assert "criticality" not in after and "onsetDateTime" not in after
     accepted(hl7, adt_message("A08", "20240305100000", mrn, al1(f4="MO", f5="Hives")))
     after = allergy_of(client, mrn)  # MO: a severity without criticality
     assert feeds(after) == {"severity": "moderate", "manifestation": [{"text": "Hives"}]}
