@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 
-from hl7_adapters.mapping.sources import unmarked
+from hl7_adapters.mapping.demographics import extension_part
+from hl7_adapters.mapping.sources import unmarked, without_marks
 from tests.hl7_messages import accepted, adt_message, segment
 from tests.test_hl7_http import hl7, server_root  # noqa: F401  (fixtures)
 from tests.test_hl7_ingest import search, unique_id
@@ -230,6 +231,28 @@ def test_citizenship_merges_per_field(
     assert codes("20240303100000", f39="HOP") == ["MX", "HOP", "CA"]
     assert codes("20240304100000", f26='""', f39="HOP") == ["HOP", "CA"]
     assert codes("20240305100000", f39='""') == ["CA"]
+
+
+def test_a_citizenship_stored_unmarked_or_sent_by_the_other_field(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """A citizenship stored without the mark (before marks, or by a client) that equals one
+    the message sends is that one (replaced in place, marked, not doubled); the same code
+    sent by PID-26 while PID-39 holds it is each field's own (PID-39 left empty keeps it)."""
+    mrn = unique_id("P")
+    pid = {5: "Doe^Jane", 26: "US"}
+    accepted(hl7, adt_message("A01", "20240301100000", mrn, pid=pid))
+    patient = patient_of(client, mrn)
+    body = {**without_meta(patient), "extension": without_marks(patient["extension"])}
+    assert client.put(f"/Patient/{patient['id']}", json=body).status_code == 200
+    accepted(hl7, adt_message("A08", "20240302100000", mrn, pid=pid))
+    [again] = patient_of(client, mrn)["extension"]
+    assert again == patient["extension"][0]  # marked again, one extension
+    accepted(hl7, adt_message("A08", "20240303100000", mrn, pid={5: "Doe^Jane", 39: "US"}))
+    accepted(hl7, adt_message("A08", "20240304100000", mrn, pid={5: "Doe^Jane", 26: "MX"}))
+    parts = [extension_part(e) for e in patient_of(client, mrn)["extension"]]
+    assert parts == [f"{CITIZENSHIP}|PID-26", f"{CITIZENSHIP}|PID-39"]
 
 
 def test_species_and_breed_merge_apart(

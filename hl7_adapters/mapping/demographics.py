@@ -102,13 +102,13 @@ def _animal(pid: Segment, at: Where) -> JSON | None:
 
 def extension_part(extension: JSON) -> str | None:
     """The part of a Patient extension: its URL; for patient-citizenship the URL and the
-    field marked on its code; for a piece of patient-animal (unfold_animal) the URL and its
-    one sub-extension."""
+    field marked on its code (None when unmarked: kept, sources.py); for a piece of
+    patient-animal (unfold_animal) the URL and its one sub-extension."""
     url = extension.get("url")
     subs = [e for e in extension.get("extension") or [] if isinstance(e, dict)]
-    if url == pt.CITIZENSHIP:
+    if url == pt.CITIZENSHIP:  # unmarked (stored before marks, or a client's): no part
         field = next((field_of(s.get("valueCodeableConcept") or {}) for s in subs), None)
-        return f"{url}|{field}" if field else url
+        return f"{url}|{field}" if field else None
     if url == pt.ANIMAL and len(subs) == 1:
         return f"{url}|{subs[0].get('url')}"
     return url if isinstance(url, str) else None
@@ -147,8 +147,7 @@ def fold_animal(extensions: list[JSON]) -> list[JSON]:
 
 PATIENT_EXTENSIONS = Parts(
     key=extension_part,
-    unmarked=without_marks,
-    across_parts=True,  # a citizenship stored before marks, equal to one sent, is that one
+    unmarked=without_marks,  # an unmarked citizenship equal to one sent is that one
     unfold=unfold_animal,
     settle=fold_animal,
 )
