@@ -41,6 +41,7 @@ found by its match, and a message never reads back the time it is writing.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -55,8 +56,10 @@ from hl7_adapters.edits import (
     UnresolvedReference,
     fhir_strings,
     merge_elements,
+    not_found_error,
     replaced_by,
     rewrite,
+    settled,
     shown,
     stale_warning,
     without_server_elements,
@@ -145,7 +148,16 @@ class _Run(MergeSteps):
 
     def planned(self, p: Planned) -> None:
         rtype = p.resource_type
-        found = self._ahead.find(rtype, p.match) if p.match and p.mode != "create" else None
+        try:
+            found = self._ahead.find(rtype, p.match) if p.match and p.mode != "create" else None
+        except ApplyError as exc:  # an ambiguous match: point at the field it comes from
+            if exc.error.segment or p.origin is None:
+                raise
+            segment, sequence, field_ = p.origin
+            error = dataclasses.replace(exc.error, segment=segment, sequence=sequence, field=field_)
+            raise ApplyError(error) from exc
+        if found is None and p.mode == "update":
+            raise ApplyError(not_found_error(p))
         if found is None:
             self._held_for(p)
         elif p.mode == "ensure" and not any(key in p.resource for key in PATIENT_REFERENCES):
@@ -155,8 +167,8 @@ class _Run(MergeSteps):
             body = rewrite(without_server_elements(p.resource), self.applied.resolved)
         except UnresolvedReference as exc:
             raise ApplyError(AckError(207, str(exc))) from exc
-        if found is None:
-            outcome = self.service.create(self.uow, rtype, body)
+        if found is None:  # parts a stored element would complete, settled alone
+            outcome = self.service.create(self.uow, rtype, settled(body, p.parts))
             self._wrote(p.full_url, outcome)
             if p.mode == "upsert":
                 self._set_clock(rtype, outcome.version.id)

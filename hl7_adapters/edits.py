@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode
@@ -117,6 +117,10 @@ def merge_elements(
     merged = dict(stored)
     siblings = _choice_siblings(str(stored.get("resourceType") or mapped.get("resourceType")))
     touched: set[str] = set()
+    for key, unfolding in parts.items():  # a child made by another field as its own entry
+        if unfolding.unfold is not None and isinstance(merged.get(key), list):
+            merged[key] = unfolding.unfold(merged[key])
+            touched.add(key)  # settle folds it back
     for key, value in mapped.items():
         if key in keep:
             continue
@@ -126,7 +130,8 @@ def merge_elements(
         if key == "meta":
             merged[key] = _merged_meta(stored.get(key), value)
         elif part is not None and part.key is not None and isinstance(value, list):
-            merged[key] = _merged_list(stored.get(key), value, part.key, part)
+            sent = part.unfold(value) if part.unfold is not None else value
+            merged[key] = _merged_list(merged.get(key), sent, part.key, part, alike=value)
         elif part is not None and isinstance(value, dict):
             merged[key] = _merged_children(stored.get(key), value)
         else:
@@ -140,10 +145,11 @@ def merge_elements(
         if key in keep:
             continue
         touched.add(key)
-        if bracket:
+        if bracket:  # "reaction[AL1-5]", or one child of its entries: "reaction[AL1-5].severity"
+            name, _, child = name.partition("]")
             part_key = parts[key].key if key in parts else None
             if part_key is not None:
-                _drop_part(merged, key, name.removesuffix("]"), part_key)
+                _drop_part(merged, key, name, part_key, child.removeprefix("."))
         elif not child:
             merged.pop(key, None)
         elif isinstance(merged.get(key), dict):
@@ -152,11 +158,26 @@ def merge_elements(
                 merged[key] = rest
             else:
                 del merged[key]
-    for key in touched:  # a merged Period's ends kept orderable (mapping/periods.py)
-        settle = parts[key].settle if key in parts else None
-        if settle is not None and isinstance(merged.get(key), dict):
-            merged[key] = settle(merged[key])
-    return merged
+    return settled(merged, parts, touched)
+
+
+def settled(
+    resource: dict[str, Any], parts: dict[str, Parts], keys: set[str] | None = None
+) -> dict[str, Any]:
+    """`resource` with each element of `keys` (None: all) made consistent by its Parts'
+    ``settle``: a merged Period's ends kept orderable (mapping/periods.py), a PID-12 county
+    folded back into its address, a reaction without manifestation dropped. Also for a new
+    resource, whose mapped elements may be parts that only a stored element completes."""
+    for key, part in parts.items():
+        if part.settle is None or (keys is not None and key not in keys):
+            continue
+        if resource.get(key) is not None:
+            value = part.settle(resource[key])
+            if value in ({}, []):
+                resource.pop(key)
+            else:
+                resource[key] = value
+    return resource
 
 
 def _url(extension: dict[str, Any]) -> str | None:
@@ -174,18 +195,20 @@ def _merged_list(
     mapped: list[dict[str, Any]],
     key: Callable[[dict[str, Any]], str | None],
     parts: Parts,
+    alike: Sequence[dict[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """The stored entries with those of each part the message sends replaced by its entries,
     in place (the first stored entry of a part is where its new entries go; a new part's go
     last), so that a message re-sending what is stored writes no new version. With
     ``parts.unmarked``, a stored entry of no part (``across_parts``: or of a part not sent)
-    that compares equal to a sent entry belongs to that entry's part: replaced, not
-    duplicated."""
+    that compares equal to a sent entry, or to one of `alike` (the sent entries before
+    Parts.unfold), belongs to that entry's part: replaced, not duplicated. With
+    ``parts.children`` a part's entry sent is merged into its stored one child by child."""
     unmarked = parts.unmarked
     sent: dict[str | None, list[dict[str, Any]]] = {}
     for entry in mapped:
         sent.setdefault(key(entry), []).append(entry)
-    former = [(unmarked(e), key(e)) for e in mapped] if unmarked is not None else []
+    former = [(unmarked(e), key(e)) for e in (*mapped, *alike)] if unmarked is not None else []
     out: list[dict[str, Any]] = []
     for entry in stored if isinstance(stored, list) else []:
         part = key(entry) if isinstance(entry, dict) else None
@@ -196,7 +219,10 @@ def _merged_list(
         if part not in sent:
             out.append(entry)
         elif sent[part]:  # the part's first stored entry: the new ones go here, once
-            out.extend(sent[part])
+            if parts.children and isinstance(entry, dict):
+                out.extend(_merged_children(entry, e) for e in sent[part])
+            else:
+                out.extend(sent[part])
             sent[part] = []
     for entries in sent.values():
         out.extend(entries)
@@ -216,11 +242,21 @@ def _merged_children(stored: Any, mapped: dict[str, Any]) -> dict[str, Any]:
 
 
 def _drop_part(
-    merged: dict[str, Any], key: str, name: str, part: Callable[[dict[str, Any]], str | None]
+    merged: dict[str, Any],
+    key: str,
+    name: str,
+    part: Callable[[dict[str, Any]], str | None],
+    child: str = "",
 ) -> None:
     """A null for one part of a list (``extension[<url>]``, ``location[PV1-6]``): its
-    entries go, and the list with them when nothing is left."""
-    rest = [e for e in merged.get(key) or [] if not (isinstance(e, dict) and part(e) == name)]
+    entries go, and the list with them when nothing is left; with `child`, only that child
+    of its entries (and its ``_child``) goes."""
+    rest = []
+    for e in merged.get(key) or []:
+        if not (isinstance(e, dict) and part(e) == name):
+            rest.append(e)
+        elif child:
+            rest.append({k: v for k, v in e.items() if k not in (child, "_" + child)})
     if rest:
         merged[key] = rest
     else:
@@ -341,6 +377,9 @@ def shown(query: str) -> str:
     pairs = parse_qsl(query, keep_blank_values=True)
     if len(pairs) != 1 or pairs[0][0] != "identifier":
         return query
+    tokens = or_tokens(pairs[0][1])  # a visit renumbered by an A06: the prior or the new one
+    if len(tokens) > 1:
+        return " or ".join(shown("identifier=" + quote(t, safe=":/|\\")) for t in tokens)
     parts = token_parts(pairs[0][1])
     system, value = (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
     if system == DERIVED_KEYS + "obx":  # <order system>|<order number>|<code>...
@@ -350,6 +389,21 @@ def shown(query: str) -> str:
     if system.startswith(DERIVED_KEYS) and not system.startswith(DERIVED_KEYS + "aa:"):
         return ""
     return f"{value} ({system})" if system else value
+
+
+def or_tokens(value: str) -> list[str]:
+    """A search value split on its unescaped commas (FHIR: any of them), escapes kept."""
+    tokens: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for ch in value:
+        if ch == "," and not escaped:
+            tokens.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+        escaped = ch == "\\" and not escaped
+    return [*tokens, "".join(current)]
 
 
 def token_parts(token: str) -> list[str]:
@@ -383,6 +437,17 @@ def merge_error(
     segment, sequence, field_ = m.origin or ("MRG", 1, 1)
     text = f"MRG-1 {shown(m.retired)} {problem}"
     return AckError(code, text, severity, segment, sequence, field_)
+
+
+def not_found_error(p: Planned) -> AckError:
+    """AE: an update (plan mode "update") found nothing to change; nothing is made up."""
+    segment, sequence, field_ = p.origin or ("", None, None)
+    text = (
+        f"no {p.resource_type} to change: none is known by the visit this message names "
+        "(PV1-19 empty: the admission made without a visit number at the same admit time, "
+        "PV1-44, and patient class); nothing applied"
+    )
+    return AckError(204, text, "E", segment, sequence, field_)
 
 
 def stale_warning(p: Planned, newer: int) -> AckError:

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import text
 
 from app.fhir.storage import UnitOfWork
+from hl7_adapters.edits import or_tokens
 from hl7_adapters.mapping.identifiers import match_of
 from hl7_adapters.mapping.plan import MappingResult, Planned
 
@@ -93,6 +94,16 @@ def patient_keys(bodies: Iterable[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _alternatives(rtype: str, match: str) -> list[str]:
+    """The keys of a match naming one of several identifiers (an A06 renumbering a visit:
+    MRG-5 or PV1-19): each one's, so that a message naming either waits for it."""
+    name, _, value = match.partition("=")
+    tokens = or_tokens(value) if name == "identifier" and "," in value else []
+    if len(tokens) < 2:
+        return [f"{rtype}?{match}"]
+    return [f"{rtype}?identifier={t}" for t in tokens]
+
+
 def planned_key(p: Planned) -> str:
     return f"{p.resource_type}?{p.match}"
 
@@ -101,7 +112,9 @@ def plan_keys(result: MappingResult, *, held: bool = False) -> list[str]:
     """The lock keys of a mapped message: its patient and everything it finds by a match;
     with `held`, also the levels above its Locations (see the module doc)."""
     keys = [f"Patient?{result.patient_match}"] if result.patient_match else []
-    keys += [planned_key(p) for p in result.planned if p.match and (held or p.only_for is None)]
+    for p in result.planned:
+        if p.match and (held or p.only_for is None):
+            keys += _alternatives(p.resource_type, p.match)
     for merge in result.merges:
         keys += [f"Patient?{merge.survivor}", f"Patient?{merge.retired}"]
     return keys

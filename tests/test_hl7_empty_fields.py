@@ -21,58 +21,31 @@ import pytest
 
 from hl7_adapters.mapping.patient import PARTS as PATIENT_PARTS
 from hl7_adapters.mapping.sources import field_of, unmarked
+from tests.hl7_messages import AdtPatient, accepted, adt_message, patient, segment  # noqa: F401
 from tests.test_hl7_http import hl7, post, server_root  # noqa: F401  (fixtures)
 from tests.test_hl7_ingest import err_fields, msa, search, unique_id
-from tests.test_hl7_live_mapping import adt, visit_fields
 
-__all__ = ["hl7", "server_root"]
+__all__ = ["hl7", "patient", "server_root"]
 
 ADMITTED = "20240301100000+0000"
 DISCHARGED = "20240302100000+0000"
 
 
-def send(http: httpx.Client, trigger: str, mrn: str, when: str, fields: dict[int, str]) -> None:
-    answer = post(http, adt(trigger, unique_id(), mrn, when, fields))
-    assert msa(answer.content)[0] == "AA", answer.text
-
-
-def encounter(client: httpx.Client, visit: str) -> dict:  # type: ignore[type-arg]
-    [found] = search(client, "Encounter", identifier=visit)
-    return found
-
-
-def test_a_discharge_without_admit_time_keeps_the_stored_one(
-    hl7: httpx.Client,  # noqa: F811
-    client: httpx.Client,
-) -> None:
-    mrn, visit = unique_id("P"), unique_id("V")
-    send(hl7, "A01", mrn, "20240301100000", visit_fields(visit, f44=ADMITTED))
-    send(hl7, "A03", mrn, "20240302100000", visit_fields(visit, f45=DISCHARGED))
-    assert encounter(client, visit)["period"] == {
+def test_a_discharge_without_admit_time_keeps_the_stored_one(patient: AdtPatient) -> None:
+    patient.send("A01", "20240301100000", patient.fields(f44=ADMITTED))
+    patient.send("A03", "20240302100000", patient.fields(f45=DISCHARGED))
+    assert patient.encounter()["period"] == {
         "start": "2024-03-01T10:00:00+00:00",
         "end": "2024-03-02T10:00:00+00:00",
     }
     # "" deletes: the admit time goes, the discharge time stays
-    send(hl7, "A03", mrn, "20240302110000", visit_fields(visit, f44='""', f45=DISCHARGED))
-    assert encounter(client, visit)["period"] == {"end": "2024-03-02T10:00:00+00:00"}
+    patient.send("A03", "20240302110000", patient.fields(f44='""', f45=DISCHARGED))
+    assert patient.encounter()["period"] == {"end": "2024-03-02T10:00:00+00:00"}
 
 
 def message(trigger: str, mrn: str, when: str, pv1: dict[int, str], pv2: dict[int, str]) -> bytes:
-    def fields(values: dict[int, str]) -> str:
-        out = [""] * max(values, default=0)
-        for number, value in values.items():
-            out[number - 1] = value
-        return "|".join(out)
-
-    segments = [
-        f"MSH|^~\\&|ADT|HOSP|MS|MS|{when}+0000||ADT^{trigger}|{unique_id()}|P|2.5",
-        f"EVN|{trigger}|{when}+0000",
-        f"PID|1||{mrn}^^^HOSP^MR||Doe^Jane||19800101|F",
-        f"PV1|{fields(pv1)}",
-    ]
-    if pv2:
-        segments.append(f"PV2|{fields(pv2)}")
-    return ("\r".join(segments) + "\r").encode()
+    visit = [segment("PV1", pv1), *([segment("PV2", pv2)] if pv2 else [])]
+    return adt_message(trigger, when, mrn, *visit)
 
 
 MODE_OF_ARRIVAL = "http://hl7.org/fhir/StructureDefinition/encounter-modeOfArrival"
@@ -187,66 +160,56 @@ def sent_again(
 @pytest.mark.parametrize("trigger", ["A08", "A02"])
 @pytest.mark.parametrize("row", FIELDS, ids=[f"{s}-{n}" for s, n, *_ in FIELDS])
 def test_each_field_empty_keeps_null_deletes_value_replaces(
-    hl7: httpx.Client,  # noqa: F811
-    client: httpx.Client,
-    trigger: str,
-    row: Row,
+    patient: AdtPatient, trigger: str, row: Row
 ) -> None:
     """For every mapped PV1/PV2 field of an update (A08) or a transfer (A02): sent empty, the
     Encounter is as it was; sent with another value, only its piece changes; sent as ""
     its piece goes and nothing else does (the other fields are sent again each time)."""
-    path = row[4]
-    mrn, visit = unique_id("P"), unique_id("V")
+    path, hl7, mrn = row[4], patient.hl7, patient.mrn
     admission = {seg: {n: v for s, n, v, _, _ in FIELDS if s == seg} for seg in ("PV1", "PV2")}
-    admission["PV1"].update({1: "1", 2: "I", 19: f"{visit}^^^HOSP^VN"})
+    admission["PV1"].update({1: "1", 2: "I", 19: f"{patient.visit}^^^HOSP^VN"})
     answer = post(hl7, message("A01", mrn, "20240301100000", admission["PV1"], admission["PV2"]))
     assert msa(answer.content)[0] == "AA", answer.text
-    stored = encounter(client, visit)
+    stored = patient.encounter()
     assert piece(stored, path), (path, stored)
 
     sent_again(hl7, trigger, mrn, "20240302100000", admission, row, None)
-    left = encounter(client, visit)
+    left = patient.encounter()
     assert piece(left, path) == piece(stored, path)
     assert rest(left, path) == rest(stored, path)
 
     sent_again(hl7, trigger, mrn, "20240303100000", admission, row, row[3])
-    replaced = encounter(client, visit)
+    replaced = patient.encounter()
     assert piece(replaced, path) not in (None, piece(stored, path))
     assert rest(replaced, path) == rest(stored, path)
 
     sent_again(hl7, trigger, mrn, "20240304100000", admission, row, '""')
-    nulled = encounter(client, visit)
+    nulled = patient.encounter()
     assert piece(nulled, path) is None, nulled
     assert rest(nulled, path) == rest(stored, path)
 
 
 def test_an_update_without_discharge_time_keeps_a_discharged_visit_finished(
-    hl7: httpx.Client,  # noqa: F811
-    client: httpx.Client,
+    patient: AdtPatient,
 ) -> None:
-    mrn, visit = unique_id("P"), unique_id("V")
-    send(hl7, "A01", mrn, "20240301100000", visit_fields(visit, f44=ADMITTED))
-    send(hl7, "A03", mrn, "20240302100000", visit_fields(visit, f45=DISCHARGED))
-    send(hl7, "A08", mrn, "20240302110000", visit_fields(visit))  # PV1-45 empty
-    after = encounter(client, visit)
+    patient.send("A01", "20240301100000", patient.fields(f44=ADMITTED))
+    patient.send("A03", "20240302100000", patient.fields(f45=DISCHARGED))
+    patient.send("A08", "20240302110000", patient.fields())  # PV1-45 empty
+    after = patient.encounter()
     assert after["status"] == "finished"
     assert after["period"]["end"] == "2024-03-02T10:00:00+00:00"
-    send(hl7, "A08", mrn, "20240302120000", visit_fields(visit, f45='""'))  # discharge deleted
-    after = encounter(client, visit)
+    patient.send("A08", "20240302120000", patient.fields(f45='""'))  # discharge deleted
+    after = patient.encounter()
     assert after["status"] == "in-progress" and "end" not in after["period"]
 
 
-def test_a_merged_period_of_mixed_precision_is_kept_orderable(
-    hl7: httpx.Client,  # noqa: F811
-    client: httpx.Client,
-) -> None:
+def test_a_merged_period_of_mixed_precision_is_kept_orderable(patient: AdtPatient) -> None:
     """A01 admits on a day (PV1-44 without time), the A03 sends only PV1-45 with a time on
     that day: stored start and new end cannot be ordered by R4's per-1, so the end is kept
     to the day with its value in originalText, as when one message sends both."""
-    mrn, visit = unique_id("P"), unique_id("V")
-    send(hl7, "A01", mrn, "20261122080000", visit_fields(visit, f44="20261122"))
-    send(hl7, "A03", mrn, "20261122153000", visit_fields(visit, f45="202611221530-0500"))
-    period = encounter(client, visit)["period"]
+    patient.send("A01", "20261122080000", patient.fields(f44="20261122"))
+    patient.send("A03", "20261122153000", patient.fields(f45="202611221530-0500"))
+    period = patient.encounter()["period"]
     assert period["start"] == period["end"] == "2026-11-22"
     [original] = period["_end"]["extension"]
     assert original["valueString"] == "2026-11-22T15:30:00-05:00"
@@ -261,11 +224,7 @@ def test_a_next_of_kin_update_without_start_date_keeps_it(
     mrn = unique_id("P")
 
     def nk1(trigger: str, when: str, dates: str) -> bytes:
-        return (
-            f"MSH|^~\\&|ADT|HOSP|MS|MS|{when}+0000||ADT^{trigger}|{unique_id()}|P|2.5\r"
-            f"EVN|{trigger}|{when}+0000\rPID|1||{mrn}^^^HOSP^MR||Doe^Jane||19800101|F\r"
-            f"NK1|1|Roe^Ann|SPO^Spouse^HL70063|||||{dates}\r"
-        ).encode()
+        return adt_message(trigger, when, mrn, f"NK1|1|Roe^Ann|SPO^Spouse^HL70063|||||{dates}")
 
     for trigger, when, dates in (
         ("A01", "20240301100000", "20200101"),
@@ -354,23 +313,12 @@ def test_each_pid_field_empty_keeps_null_deletes_value_replaces(
     mrn = unique_id("P")
     values = {int(r.values[0]) if hasattr(r, "values") else r[0]: r for r in PID_FIELDS}
     pid = {n: (r.values if hasattr(r, "values") else r)[1] for n, r in values.items()}
-    pid[3] = f"{mrn}^^^HOSP^MR"
 
     def sent(trigger: str, when: str, value: str | None) -> dict:  # type: ignore[type-arg]
-        fields = dict(pid)
-        if value is None:
-            del fields[number]
-        else:
+        fields = {n: v for n, v in pid.items() if n != number}
+        if value is not None:
             fields[number] = value
-        row = [""] * max(fields)
-        for n, v in fields.items():
-            row[n - 1] = v
-        body = (
-            f"MSH|^~\\&|ADT|HOSP|MS|MS|{when}+0000||ADT^{trigger}|{unique_id()}|P|2.5\r"
-            f"EVN|{trigger}|{when}+0000\rPID|{'|'.join(row)}\r"
-        ).encode()
-        answer = post(hl7, body)
-        assert msa(answer.content)[0] == "AA", answer.text
+        accepted(hl7, adt_message(trigger, when, mrn, pid=fields))
         [patient] = search(client, "Patient", identifier=mrn)
         return patient
 
@@ -389,32 +337,23 @@ def test_each_pid_field_empty_keeps_null_deletes_value_replaces(
 
 @pytest.mark.parametrize("class_sent", ["", '""'])
 def test_an_update_without_patient_class_keeps_the_stored_class(
-    hl7: httpx.Client,  # noqa: F811
-    client: httpx.Client,
-    class_sent: str,
+    patient: AdtPatient, class_sent: str
 ) -> None:
     """PV1-2 is required by the mapping (Encounter.class is 1..1): left empty (or "", which
     cannot delete a required element) a new Encounter gets U (unknown), with a warning, but
     a stored one keeps its class, and its status."""
-    mrn, visit = unique_id("P"), unique_id("V")
-    send(hl7, "A01", mrn, "20240301100000", visit_fields(visit, f44=ADMITTED))
+    patient.send("A01", "20240301100000", patient.fields(f44=ADMITTED))
     for trigger, when in (("A08", "20240302100000"), ("A02", "20240302110000")):
-        answer = post(hl7, adt(trigger, unique_id(), mrn, when, visit_fields(visit, f2=class_sent)))
+        answer = patient.post(trigger, when, patient.fields(f2=class_sent))
         assert msa(answer.content)[0] == "AA", answer.text
         assert err_fields(answer.content) == [("PV1^1^2", "101", "W")]
-        after = encounter(client, visit)
+        after = patient.encounter()
         assert after["class"]["code"] == "IMP"
         assert after["status"] == "in-progress"
 
 
 def pid_message(trigger: str, when: str, mrn: str, fields: dict[int, str]) -> bytes:
-    row = [""] * max(fields)
-    for n, v in {3: f"{mrn}^^^HOSP^MR", **fields}.items():
-        row[n - 1] = v
-    return (
-        f"MSH|^~\\&|ADT|HOSP|MS|MS|{when}+0000||ADT^{trigger}|{unique_id()}|P|2.5\r"
-        f"EVN|{trigger}|{when}+0000\rPID|{'|'.join(row)}\r"
-    ).encode()
+    return adt_message(trigger, when, mrn, pid=fields)
 
 
 def test_each_list_entry_is_marked_with_its_field(
@@ -428,7 +367,7 @@ def test_each_list_entry_is_marked_with_its_field(
     fields |= {13: "(555)111-1111", 14: "(555)333-3333", 19: "123-45-6789"}
     assert msa(post(hl7, pid_message("A01", "20240301100000", mrn, fields)).content)[0] == "AA"
     [patient] = search(client, "Patient", identifier=mrn)
-    assert {k: [field_of(e) for e in patient[k]] for k in PATIENT_PARTS} == {
+    assert {k: [field_of(e) for e in patient[k]] for k in PATIENT_PARTS if k in patient} == {
         "identifier": ["PID-3", "PID-19"],
         "name": ["PID-5", "PID-9"],
         "address": ["PID-11"],  # PID-12 is the district of the one address
@@ -531,16 +470,7 @@ def test_each_nk1_list_field_empty_keeps_null_deletes_value_replaces(
         fields = {n: v for n, v in nk1.items() if n != number}
         if value is not None:
             fields[number] = value
-        row = [""] * max(fields)
-        for n, v in fields.items():
-            row[n - 1] = v
-        body = (
-            f"MSH|^~\\&|ADT|HOSP|MS|MS|{when}+0000||ADT^{trigger}|{unique_id()}|P|2.5\r"
-            f"EVN|{trigger}|{when}+0000\rPID|1||{mrn}^^^HOSP^MR||Doe^Jane||19800101|F\r"
-            f"NK1|{'|'.join(row)}\r"
-        ).encode()
-        answer = post(hl7, body)
-        assert msa(answer.content)[0] == "AA", answer.text
+        accepted(hl7, adt_message(trigger, when, mrn, segment("NK1", fields)))
         [patient] = search(client, "Patient", identifier=mrn)
         [kin] = search(client, "RelatedPerson", patient=f"Patient/{patient['id']}")
         return kin

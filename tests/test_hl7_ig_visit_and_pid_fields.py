@@ -4,12 +4,14 @@ name), then through the running server (POST /hl7/v2) and read back over REST.""
 
 from __future__ import annotations
 
+import copy
 import threading
 from typing import Any
 
 import httpx
 from sqlalchemy import Engine, event
 
+from hl7_adapters.edits import settled
 from hl7_adapters.mapping.identifiers import match_of
 from tests.test_hl7_http import hl7, post, server_root  # noqa: F401  (fixtures)
 from tests.test_hl7_ingest import err_fields, msa, search, unique_id
@@ -187,20 +189,20 @@ def test_pid_35_36_are_the_animal_extension_and_39_a_citizenship() -> None:
     assert citizenships == ["USA", "NAV"]
 
 
-def test_pid_36_without_a_species_is_a_warning_and_nulls_spare_sent_urls() -> None:
-    """patient-animal needs its species (R4 1..1): a breed alone is left out with W 101 at
-    PID-35. PID-26 "" beside a PID-39 value does not remove the citizenship just sent;
-    PID-35 "" removes the stored animal extension."""
+def test_pid_36_without_a_species_is_a_warning_and_nulls_name_their_part() -> None:
+    """patient-animal needs its species (R4 1..1): a breed alone, W 101 at PID-35, is
+    mapped as the breed piece only a stored species completes (a new Patient is created
+    without it, edits.settled). PID-26 "" removes PID-26's citizenship even beside a PID-39
+    value (each field's part, demographics.extension_part); PID-35 "" removes the animal."""
     result = mapped(with_pid({36: "SIA^Siamese^L"}))
-    assert "extension" not in only(result, "Patient").resource
+    patient = only(result, "Patient")
+    assert "extension" not in settled(copy.deepcopy(patient.resource), patient.parts)
     assert [(w.code, w.segment, w.field) for w in result.warnings] == [(101, "PID", 35)]
     nulls = only(mapped(with_pid({26: '""', 35: '""', 39: "NAV"})), "Patient").nulls
-    assert f"extension[{EXT}patient-citizenship]" not in nulls
-    assert f"extension[{EXT}patient-animal]" in nulls
-    assert (
-        f"extension[{EXT}patient-citizenship]"
-        in only(mapped(with_pid({26: '""'})), "Patient").nulls
-    )
+    citizenship, animal = f"extension[{EXT}patient-citizenship", f"extension[{EXT}patient-animal"
+    assert f"{citizenship}|PID-26]" in nulls and f"{citizenship}|PID-39]" not in nulls
+    assert {f"{animal}|species]", f"{animal}|breed]"} <= nulls
+    assert f"{animal}|breed]" in only(mapped(with_pid({36: '""'})), "Patient").nulls
 
 
 def test_pid_fields_the_ig_leaves_unmapped_change_nothing() -> None:

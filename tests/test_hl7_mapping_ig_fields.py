@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from hl7_adapters.mapping.sources import unmarked
+from hl7_adapters.mapping.sources import field_of, unmarked
 from tests.test_hl7_ingest import msa, unique_id
 from tests.test_hl7_integrity import AUTHORITY, Send, er7, msh, patients, send
 from tests.test_hl7_mapping_adt import V2, mapped, only
@@ -122,7 +122,8 @@ def test_nk1_identifiers_language_and_every_telecom_of_a_related_person() -> Non
     person = only(mapped(HEAD + nk1(fields)), "RelatedPerson").resource
     identifiers = person["identifier"][1:]  # after the derived key
     assert identifiers[0]["value"] == "E77" and identifiers[0]["system"] == "urn:oid:1.2.9"
-    assert identifiers[1] == {
+    assert [field_of(i) for i in identifiers] == ["NK1-12", "NK1-37"]
+    assert unmarked(identifiers[1]) == {
         "type": {"coding": [{"system": V2 + "0203", "code": "SS",
                              "display": "Social Security number"}]},
         "system": "http://hl7.org/fhir/sid/us-ssn", "value": "123-45-6789",

@@ -14,7 +14,7 @@ STU1) field by field; each module names the IG maps it implements:
                   ``dg1``: DG1;
                   OBX in an ADT: ``oru.map_adt_observations``); ``encounter`` PV1/PV2 ->
                   Encounter (``visit_tables``; ``visit_parts``: what an update merges
-                  field by field, what ``""`` deletes)
+                  field by field, what ``""`` deletes; ``leave``: A21/A22 statusHistory)
 * ``oru`` ``obx`` ORU^R01 -> DiagnosticReport, Observation (``sampled``: OBX-2 NA;
                   ``numbers``: HL7 NM values)
 * ``specimen``    SPM -> Specimen (ORU^R01 SPECIMEN group)

@@ -31,14 +31,15 @@ from hl7_adapters.ack import AckError
 from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import tables as t
-from hl7_adapters.mapping.context import MapContext, PatientRef, first, val
+from hl7_adapters.mapping.context import MapContext, PatientRef, field_is_null, first, val
 from hl7_adapters.mapping.demographics import plan_mother, plan_observations
 from hl7_adapters.mapping.dg1 import map_diagnoses
 from hl7_adapters.mapping.encounter import plan_encounter, practitioner_ref
 from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.mapping.nk1 import map_next_of_kin
 from hl7_adapters.mapping.patient import PARTS, build_patient, patient_match
-from hl7_adapters.mapping.plan import Merge, Mode
+from hl7_adapters.mapping.plan import Merge, Mode, Parts
+from hl7_adapters.mapping.sources import field_of, marked, unmarked
 from hl7_adapters.values import Segment
 
 JSON = dict[str, Any]
@@ -160,13 +161,45 @@ def _allergy(ctx: MapContext, al1: Segment, patient: PatientRef) -> None:
         look_up(t.ALLERGY_SEVERITY_CODES_0128, severity, at.sub(4), unknown)
     if severity in t.ALLERGY_CRITICALITY_0128:
         resource["criticality"] = t.ALLERGY_CRITICALITY_0128[severity]
+    reaction: JSON = {}
     manifestations = [{"text": text} for _, rep in at.sub(5).reps() if (text := at.text(rep))]
     if manifestations:
-        reaction: JSON = {"manifestation": manifestations}
-        if severity in t.ALLERGY_SEVERITY_0128:
-            reaction["severity"] = t.ALLERGY_SEVERITY_0128[severity]
-        resource["reaction"] = [reaction]
+        reaction["manifestation"] = manifestations
+    if severity in t.ALLERGY_SEVERITY_0128:
+        reaction["severity"] = t.ALLERGY_SEVERITY_0128[severity]
+    if reaction:  # severity alone updates a stored reaction (settled: none without AL1-5)
+        resource["reaction"] = [marked(reaction, REACTION)]
     onset = at.sub(6).datetime(val(first(al1, 6)))
     if onset:
         resource["onsetDateTime"] = onset
-    ctx.add(resource, "upsert", ids.match_of(key), origin=ctx.origin(al1, 3))
+    nulls = {path for field, path in _AL1_NULLS if field_is_null(al1, field)}
+    if severity:  # a value replaces: one without criticality (MO) or severity (U) drops it
+        if "criticality" not in resource:
+            nulls.add("criticality")
+        if "severity" not in reaction:
+            nulls.add(f"reaction[{REACTION}].severity")
+    origin = ctx.origin(al1, 3)
+    ctx.add(resource, "upsert", ids.match_of(key), frozenset(nulls), origin=origin, parts=_PARTS)
+
+
+# AllergyIntolerance.reaction: the feed's one entry (marked AL1-5, sources.py) is made by
+# AL1-5 (manifestation, required) and AL1-4 (severity): merged child by child, so a field left
+# empty keeps its child; an entry another client added is kept. AL1-4 is also criticality.
+REACTION = "AL1-5"
+
+
+def _without_bare_severity(reactions: list[JSON]) -> list[JSON]:
+    """R4 requires a reaction's manifestation: the feed's entry without one (AL1-4 sent for
+    an allergy without a stored reaction, or after AL1-5 "") is dropped."""
+    return [r for r in reactions if field_of(r) != REACTION or r.get("manifestation")]
+
+
+_PARTS = {
+    "reaction": Parts(key=field_of, unmarked=unmarked, children=True, settle=_without_bare_severity)
+}
+_AL1_NULLS = (
+    (4, "criticality"),
+    (4, f"reaction[{REACTION}].severity"),
+    (5, f"reaction[{REACTION}]"),
+    (6, "onsetDateTime"),
+)

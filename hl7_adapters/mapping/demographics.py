@@ -8,9 +8,9 @@ pid_tables.py).
   ``patient-religion`` (valueCodeableConcept), ``patient-birthPlace`` (valueAddress.text),
   ``patient-citizenship`` (PID-26 and PID-39) and ``patient-nationality`` (their ``code``
   sub-extension); PID-35/36 are the one ``patient-animal`` (species, breed). An update
-  replaces the stored extensions of the URLs the message sends and keeps the others
-  (edits.merge_elements); ``""`` removes that URL's extensions, unless another field of the
-  message sends that URL (PID-26 ``""`` beside a PID-39 value).
+  replaces the stored extensions of each part the message sends and keeps the others
+  (edits.merge_elements, PATIENT_EXTENSIONS): a part is a URL, but a citizenship's field
+  (PID-26, PID-39) and an animal's sub-extension; ``""`` removes that part's extensions.
 * PID-21 (IG CX[RelatedPerson-Mother]) is a RelatedPerson of the patient, relationship
   mother, carrying the identifiers sent; upserted by a key derived from the patient (one
   mother per patient, an A08 updates her identifiers). Only ADT messages plan it.
@@ -28,14 +28,16 @@ from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import pid_tables as pt
 from hl7_adapters.mapping.context import MapContext, Where, field_is_null, first
+from hl7_adapters.mapping.plan import Parts
+from hl7_adapters.mapping.sources import field_of, marked, without_marks
 from hl7_adapters.values import Repetition, Segment
 
 JSON = dict[str, Any]
 
 
-def extension_null(url: str) -> str:
-    """The ``nulls`` entry that removes the stored extensions with this URL."""
-    return f"extension[{url}]"
+def extension_null(part: str) -> str:
+    """The ``nulls`` entry that removes the stored extensions of one part (extension_part)."""
+    return f"extension[{part}]"
 
 
 def patient_extensions(pid: Segment, at: Where) -> tuple[list[JSON], set[str]]:
@@ -44,10 +46,10 @@ def patient_extensions(pid: Segment, at: Where) -> tuple[list[JSON], set[str]]:
     nulled: set[str] = set()
     for field, url, kind, table in pt.PID_EXTENSIONS:
         if field_is_null(pid, field):
-            nulled.add(url)
+            nulled.add(_field_part(url, field))
             continue
         for i, rep in at.sub(field).reps():
-            extension = _extension(url, kind, table, rep, at.sub(field, i))
+            extension = _extension(url, kind, table, rep, at.sub(field, i), field)
             if extension is not None:
                 found.append(extension)
                 if kind == "family":  # patient-mothersMaidenName is 0..1: the first name
@@ -55,14 +57,28 @@ def patient_extensions(pid: Segment, at: Where) -> tuple[list[JSON], set[str]]:
     animal = _animal(pid, at)
     if animal is not None:
         found.append(animal)
-    elif field_is_null(pid, pt.PID_ANIMAL[0][0]):
-        nulled.add(pt.ANIMAL)
-    sent = {e["url"] for e in found}  # a URL another field sends is replaced, not removed
-    return found, {extension_null(url) for url in nulled - sent}
+    for (field, _name, _table), removes in zip(pt.PID_ANIMAL, _ANIMAL_NULLS, strict=True):
+        if field_is_null(pid, field):
+            nulled |= {f"{pt.ANIMAL}|{n}" for n in removes}
+    sent = {extension_part(piece) for e in found for piece in unfold_animal([e])}
+    return found, {extension_null(part) for part in nulled - sent}
+
+
+# What "" removes of patient-animal: PID-35 the whole extension (its species is required),
+# PID-36 the breed.
+_ANIMAL_NULLS = (("species", "breed"), ("breed",))
+
+
+def _field_part(url: str, field: int) -> str:
+    """The part of an extension made by `field`: patient-citizenship is made by PID-26 and
+    PID-39, so its part names the field (mark_of); any other extension's part is its URL."""
+    return f"{url}|PID-{field}" if url == pt.CITIZENSHIP else url
 
 
 def _animal(pid: Segment, at: Where) -> JSON | None:
-    """PID-35/36 -> patient-animal (species required: a breed alone is left out, warned)."""
+    """PID-35/36 -> patient-animal. A breed sent without species is sent alone: it updates a
+    stored animal's breed (fold_animal), and without one it is left out (species is
+    required), with a warning."""
     parts = []
     for field, name, table in pt.PID_ANIMAL:
         concept = dt.codeable_concept(first(pid, field), table)
@@ -71,14 +87,77 @@ def _animal(pid: Segment, at: Where) -> JSON | None:
     if parts and parts[0]["url"] != pt.PID_ANIMAL[0][1]:
         field, name = pt.PID_ANIMAL[0][:2]
         at.sub(field).warn(
-            101, f"PID-{field} ({name}) is empty: patient-animal needs it; PID-35..36 left out"
+            101,
+            f"PID-{field} ({name}) is empty: patient-animal needs it; PID-36 kept only "
+            "as the breed of a stored species",
         )
-        return None
     return {"url": pt.ANIMAL, "extension": parts} if parts else None
 
 
-def _extension(url: str, kind: str, table: str, rep: Repetition, at: Where) -> JSON | None:
-    """One repetition as the extension of its kind (see tables.PID_EXTENSIONS)."""
+# ---------------------------------------------------------------- the Patient's extensions
+# merged per part: per URL, but patient-citizenship per field (PID-26, PID-39: the field is
+# marked on the code's CodeableConcept, sources.py) and patient-animal per sub-extension
+# (species PID-35, breed PID-36), so that a field left empty keeps what it stored.
+
+
+def extension_part(extension: JSON) -> str | None:
+    """The part of a Patient extension: its URL; for patient-citizenship the URL and the
+    field marked on its code (None when unmarked: kept, sources.py); for a piece of
+    patient-animal (unfold_animal) the URL and its one sub-extension."""
+    url = extension.get("url")
+    subs = [e for e in extension.get("extension") or [] if isinstance(e, dict)]
+    if url == pt.CITIZENSHIP:  # unmarked (stored before marks, or a client's): no part
+        field = next((field_of(s.get("valueCodeableConcept") or {}) for s in subs), None)
+        return f"{url}|{field}" if field else None
+    if url == pt.ANIMAL and len(subs) == 1:
+        return f"{url}|{subs[0].get('url')}"
+    return url if isinstance(url, str) else None
+
+
+def unfold_animal(extensions: list[JSON]) -> list[JSON]:
+    """patient-animal as one piece per sub-extension (species, breed), each its own part."""
+    out: list[JSON] = []
+    for e in extensions:
+        subs = e.get("extension") if isinstance(e, dict) else None
+        if e.get("url") == pt.ANIMAL and isinstance(subs, list) and len(subs) > 1:
+            out.extend({**e, "extension": [sub]} for sub in subs)
+        else:
+            out.append(e)
+    return out
+
+
+def fold_animal(extensions: list[JSON]) -> list[JSON]:
+    """The pieces of patient-animal made one extension again (species first), in the place
+    of the first; without a species (required) the pieces go."""
+    pieces = [e for e in extensions if isinstance(e, dict) and e.get("url") == pt.ANIMAL]
+    if not pieces:
+        return extensions
+    order = [name for _, name, _ in pt.PID_ANIMAL]
+    subs = [s for p in pieces for s in p.get("extension") or [] if isinstance(s, dict)]
+    subs.sort(key=lambda s: order.index(s["url"]) if s.get("url") in order else len(order))
+    whole = {**pieces[0], "extension": subs} if subs and subs[0].get("url") == order[0] else None
+    out: list[JSON] = []
+    for e in extensions:
+        if e is pieces[0] and whole is not None:
+            out.append(whole)
+        elif not (isinstance(e, dict) and e.get("url") == pt.ANIMAL):
+            out.append(e)
+    return out
+
+
+PATIENT_EXTENSIONS = Parts(
+    key=extension_part,
+    unmarked=without_marks,  # an unmarked citizenship equal to one sent is that one
+    unfold=unfold_animal,
+    settle=fold_animal,
+)
+
+
+def _extension(
+    url: str, kind: str, table: str, rep: Repetition, at: Where, field: int
+) -> JSON | None:
+    """One repetition as the extension of its kind (see tables.PID_EXTENSIONS); a
+    citizenship's code marked with its field (extension_part)."""
     if kind == "address":
         text = at.text(rep)
         return {"url": url, "valueAddress": {"text": text}} if text else None
@@ -90,6 +169,8 @@ def _extension(url: str, kind: str, table: str, rep: Repetition, at: Where) -> J
         return None
     if kind == "concept":
         return {"url": url, "valueCodeableConcept": concept}
+    if url == pt.CITIZENSHIP:
+        concept = marked(concept, f"PID-{field}")
     return {"url": url, "extension": [{"url": "code", "valueCodeableConcept": concept}]}
 
 

@@ -10,7 +10,11 @@ in visit_tables.py), for ADT (upsert) and ORU (ensure) alike.
   hospitalization.dischargeDisposition are removed from the stored Encounter (nulls).
   A12 (cancel transfer): PV1-3 is the location before the transfer again, and the
   transfer's PV1-6 entry (prior location, "completed") is removed (TAKEN_BACK).
-* A06/A07 (outpatient <-> inpatient): the same visit (PV1-19) with PV1-2's new class.
+* A21/A22 (leave of absence, return): status onleave / in-progress, and the leave's start
+  or end in statusHistory (leave.py).
+* A06/A07 (outpatient <-> inpatient): the same visit (PV1-19) with PV1-2's new class; when
+  the visit is renumbered, MRG-5 (prior visit number) finds it and PV1-19 replaces that
+  number (matched by either, so a re-sent A06 finds it again; both found: AE 205).
 * Locations (PV1-3/6/11/42/43): the PL's Location hierarchy (locations.py); PV1-11 and
   PV1-43 carry the "temporary" classification; PV1-40 is the operationalStatus of PV1-3's
   bed (locations.py). PV1-37: hospitalization.destination, a
@@ -32,6 +36,7 @@ from hl7_adapters.mapping import periods, visit_parts
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping import visit_tables as vt
 from hl7_adapters.mapping.context import MapContext, PatientRef, Where, first, val
+from hl7_adapters.mapping.leave import leave_history
 from hl7_adapters.mapping.locations import plan_location
 from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.mapping.numbers import decimal, json_number
@@ -40,6 +45,10 @@ from hl7_adapters.values import Segment
 
 JSON = dict[str, Any]
 VISIT_STARTING = frozenset({"A01", "A04", "A05", "A14"})
+# The cancels of those (and of a discharge). Without PV1-19 a cancel must not guess which
+# visit it means: it finds only the one admitted without a number at the same PV1-44 in the
+# same class (the key _visit_key derived for it), and never makes one (mode "update").
+CANCELS = frozenset({"A11", "A13", "A27", "A38"})
 PERSON_ONLY = frozenset({"A28", "A31"})
 
 
@@ -76,7 +85,20 @@ def plan_encounter(
     visit_rep = first(pv1, 19)
     if visit_rep is not None:
         visit = dt.cx_identifier(visit_rep, at.sub(19, 1), default_type="VN")
-    if visit is None and (mode != "upsert" or trigger not in VISIT_STARTING):
+    prior = _prior_visit(ctx, trigger) if mode == "upsert" else None
+    if visit is None:  # the visit keeps its number (MRG-5) when PV1-19 is left empty
+        visit, prior = prior, None
+    elif prior is not None and ids.match_of(prior) == ids.match_of(visit):
+        prior = None
+    cancelling = visit is None and mode == "upsert" and trigger in CANCELS
+    if cancelling and not val(first(pv1, 44)):
+        at.sub(19).error(
+            101,
+            f"PV1-19 (visit number) is empty: ADT^{trigger} cancels a visit and names none "
+            "(nor the admit time, PV1-44, of one admitted without a number); nothing applied",
+        )
+        return None
+    if visit is None and not cancelling and (mode != "upsert" or trigger not in VISIT_STARTING):
         if mode == "upsert" and trigger not in PERSON_ONLY:
             at.sub(19).warn(
                 101,
@@ -134,6 +156,9 @@ def plan_encounter(
         resource["hospitalization"] = hospitalization
     if pv2 is not None:
         _visit_details(ctx, pv2, resource)
+    history = leave_history(ctx, trigger)
+    if history:
+        resource["statusHistory"] = history
     found_by = visit or key
     # what only a new Encounter takes (visit_parts._GUESS): a status guessed from the class,
     # the class U for an empty PV1-2 (required: "" cannot delete it)
@@ -142,13 +167,16 @@ def plan_encounter(
         guesses.append("status")
     if not class_sent:
         guesses.append("class")
-    parts = visit_parts.parts(found_by, tuple(guesses))
+    parts = visit_parts.parts(found_by, tuple(guesses), prior)
     nulls = visit_parts.nulls(pv1, pv2, resource, parts)
     if trigger in TAKEN_BACK:
         nulls |= _take_back(resource, TAKEN_BACK[trigger])
     match = ids.match_of(found_by) if found_by else None
-    origin = ctx.origin(pv1, 19 if visit else 44)
-    mode = mode if match else "create"
+    if match and prior is not None:  # the visit under its prior number, or already renumbered
+        match = f"{ids.match_of(prior)},{match.removeprefix('identifier=')}"
+        nulls |= {f"identifier[{visit_parts.PRIOR}]"}  # the new number replaces the prior
+    origin = ctx.origin(pv1, 19 if visit or cancelling else 44)
+    mode = "update" if cancelling else mode if match else "create"
     return ctx.add(resource, mode, match, nulls, origin=origin, parts=parts)
 
 
@@ -185,6 +213,20 @@ def _take_back(resource: JSON, paths: tuple[str, ...]) -> frozenset[str]:
         else:
             resource.pop(element, None)
     return frozenset(paths)
+
+
+# v2.5 3.3.6/3.3.7: an A06/A07 may give the visit a new number (PV1-19); the MRG segment
+# then carries the prior one (MRG-5), by which the Encounter to change is found.
+RENUMBERING = frozenset({"A06", "A07"})
+
+
+def _prior_visit(ctx: MapContext, trigger: str) -> JSON | None:
+    """MRG-5 (prior visit number) of an A06/A07, as the Identifier PV1-19 would be."""
+    mrg = ctx.msg.segment("MRG") if trigger in RENUMBERING else None
+    rep = first(mrg, 5)
+    if mrg is None or rep is None:
+        return None
+    return dt.cx_identifier(rep, ctx.at(mrg).sub(5, 1), default_type="VN")
 
 
 def _visit_key(msg: Message, pv1: Segment, patient: PatientRef, klass_code: str) -> JSON | None:

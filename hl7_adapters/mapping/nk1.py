@@ -10,10 +10,11 @@ RelatedPerson.
 * RelatedPerson: upsert, matched by a derived identifier ``urn:medisentinel:hl7v2:nk1|
   <patient system>|<patient id>|<NK1-1 set id>`` (the NK1's position when NK1-1 is empty),
   so a re-sent A08 updates the same contacts.
-* Patient.contact: the organisation contacts of the message replace the Patient's
-  ``contact`` (an upsert replaces each element the message maps; a message without such an
-  NK1 leaves the stored contacts alone). NK1-13 (organisation name) is the contact's
-  organisation, by display (no Organization resource is made for it).
+* Patient.contact: the organisation contacts of the message replace the contacts the feed
+  stored (each marked ``NK1``, sources.py; patient.PARTS), and keep those another client
+  added; a message without such an NK1 leaves the stored contacts alone. NK1-13
+  (organisation name) is the contact's organisation, by display (no Organization resource
+  is made for it).
 
 Relationship: NK1-3 through the IG concept map (HL7 table 0063), NK1-7 as table 0131; a
 concept already given by NK1-3 (EMR maps to 0131 E) is not repeated for NK1-7.
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from hl7_adapters.mapping.adt import PatientRef
 
 JSON = dict[str, Any]
+CONTACT = "NK1"  # the mark of a Patient.contact the feed made (sources.py)
 ORGANISATION_ROLES = frozenset({"E", "F", "I", "S"})  # NK1-7, HL7 table 0131
 # IG NK1[RelatedPerson] telecom: phone (NK1-5), business phone (NK1-6, use work), contact
 # person's phone (NK1-31), next of kin's and contact person's telecom (NK1-40, NK1-41).
@@ -51,8 +53,8 @@ def map_next_of_kin(ctx: MapContext, segments: list[Segment], patient: PatientRe
             contacts.append(_patient_contact(ctx, nk1))
         else:
             _related_person(ctx, nk1, position, patient)
-    if contacts:
-        ctx.resource_of(patient.full_url)["contact"] = contacts
+    if contacts:  # marked: they replace the feed's stored contacts, not a client's
+        ctx.resource_of(patient.full_url)["contact"] = [marked(c, CONTACT) for c in contacts]
 
 
 def is_organisation(nk1: Segment) -> bool:
@@ -101,6 +103,7 @@ _LISTS: dict[str, tuple[int, ...]] = {
     "name": (2, 30),
     "telecom": tuple(f for f, _ in RELATED_PERSON_TELECOM),
     "address": (4, 32),
+    "identifier": (12, 33, 37),  # and the key (NK1-1, the match)
 }
 # NK1-8 and NK1-9 are the period's two ends: an NK1 sending one keeps the stored other.
 PARTS: dict[str, Parts] = {"period": Parts(settle=periods.settled), **by_field(*_LISTS)}
@@ -142,15 +145,15 @@ def _related_person(ctx: MapContext, nk1: Segment, position: int, patient: Patie
     at = ctx.at(nk1)
     set_id = val(first(nk1, 1)) or str(position)
     key = {"system": ids.RELATED_PERSON_KEY_SYSTEM, "value": f"{patient.key}|{set_id}"}
-    identifiers = [key]
+    identifiers = [marked(key, "NK1-1")]  # the match: always sent, never deleted
     for field in (12, 33):  # employee number, the party's identifiers
         for i, rep in at.sub(field).reps():
             ident = dt.cx_identifier(rep, at.sub(field, i))
             if ident:
-                identifiers.append(ident)
+                identifiers.append(marked(ident, f"NK1-{field}"))
     ssn = val(first(nk1, 37))
     if ssn:
-        identifiers.append(ssn_identifier(ssn))
+        identifiers.append(marked(ssn_identifier(ssn), "NK1-37"))
     resource: JSON = {
         "resourceType": "RelatedPerson",
         "identifier": identifiers,

@@ -23,6 +23,7 @@ one is set, so a merge-update never leaves both variants on the stored Patient.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -30,9 +31,9 @@ from hl7_adapters.mapping import datatypes as dt
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import MapContext, Where, field_is_null, first, val
-from hl7_adapters.mapping.demographics import patient_extensions
+from hl7_adapters.mapping.demographics import PATIENT_EXTENSIONS, patient_extensions
 from hl7_adapters.mapping.lookups import look_up
-from hl7_adapters.mapping.sources import by_field, marked, null_paths
+from hl7_adapters.mapping.sources import by_field, field_of, marked, null_paths
 from hl7_adapters.values import Repetition, Segment
 
 JSON = dict[str, Any]
@@ -49,7 +50,46 @@ _LISTS: dict[str, tuple[int, ...]] = {
     "telecom": (13, 14, 40),
     "identifier": (2, 4, 19, 20),
 }
-PARTS = by_field(*_LISTS)
+COUNTY = "PID-12"
+
+
+def unfold_county(addresses: list[JSON]) -> list[JSON]:
+    """Each address whose district is PID-12's (the mark on ``_district``) as two entries:
+    the address without it (PID-11's part) and the county alone (PID-12's part), so that an
+    update merges the two fields apart (plan.Parts.unfold); fold_county puts it back."""
+    out = []
+    for a in addresses:
+        if isinstance(a, dict) and "district" in a and field_of(a.get("_district") or {}) == COUNTY:
+            out.append({k: v for k, v in a.items() if k not in ("district", "_district")})
+            out.append(marked({"district": a["district"]}, COUNTY))
+        else:
+            out.append(a)
+    return out
+
+
+def fold_county(addresses: list[JSON]) -> list[JSON]:
+    """PID-12 as the IG places it: the district of the one PID-11 address that has none,
+    marked as PID-12's on ``_district``; else (several addresses, or the one names another
+    county in XAD.9) an address of its own (PID-12 does not repeat, so it cannot belong to
+    one of several)."""
+    counties = [
+        i for i, a in enumerate(addresses) if field_of(a) == COUNTY and set(a) == _COUNTY_ONLY
+    ]
+    homes = [i for i, a in enumerate(addresses) if field_of(a) == "PID-11"]
+    if len(counties) != 1 or len(homes) != 1 or "district" in addresses[homes[0]]:
+        return addresses
+    district = addresses[counties[0]]["district"]
+    home = {**addresses[homes[0]], "district": district, "_district": marked({}, COUNTY)}
+    return [home if i == homes[0] else a for i, a in enumerate(addresses) if i != counties[0]]
+
+
+_COUNTY_ONLY = {"district", "extension"}
+# Patient.contact (NK1 organisations, nk1.py): the feed's entries, marked "NK1", replace its
+# stored ones; a contact another client added is kept. Patient.address: PID-12's county
+# merged apart from the PID-11 address it is the district of.
+PARTS = by_field(*_LISTS, "contact")
+PARTS["address"] = dataclasses.replace(PARTS["address"], unfold=unfold_county, settle=fold_county)
+PARTS["extension"] = PATIENT_EXTENSIONS  # demographics.py: per URL, field, sub-extension
 
 # Top-level element -> the PID fields it is built from (for nulls).
 _SOURCES: dict[str, tuple[int, ...]] = {
@@ -162,7 +202,9 @@ def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
         for i, r in at.sub(11).reps()
         if (a := dt.address(r, at.sub(11, i))) is not None
     ]
-    _county(addresses, val(first(pid, 12)))
+    county = val(first(pid, 12))
+    if county and all(a.get("district") != county for a in addresses):
+        addresses = fold_county([*addresses, marked({"district": county}, COUNTY)])
     telecom = [
         marked(c, f"PID-{f}")
         for f, use in ((13, "home"), (14, "work"), (40, None))
@@ -196,18 +238,6 @@ def build_patient(ctx: MapContext, pid: Segment) -> tuple[JSON, frozenset[str]]:
     if extensions:
         resource["extension"] = extensions
     return resource, _nulls(pid, resource) | extension_nulls
-
-
-def _county(addresses: list[JSON], county: str) -> None:
-    """PID-12 as the IG places it: the district of the one address (PID-11) that has none;
-    when there are several addresses, or the one names another county (XAD.9), an address
-    of its own (PID-12 does not repeat, so it cannot belong to one of several)."""
-    if not county or any(a.get("district") == county for a in addresses):
-        return
-    if len(addresses) == 1 and "district" not in addresses[0]:
-        addresses[0]["district"] = county
-    else:
-        addresses.append(marked({"district": county}, "PID-12"))
 
 
 def language_concept(rep: Repetition | None) -> JSON | None:

@@ -23,7 +23,9 @@ from hl7_adapters.ack import AckError
 # ensure: find by `match`; if found, use it unchanged; else create. (A Practitioner named in
 #         PV1-7, a Device named in OBX-18, the Patient of an ORU whose PID only identifies.)
 # create: always a new resource (nothing identifies it across messages).
-Mode = Literal["upsert", "ensure", "create"]
+# update: an upsert that must find its resource: not found is an error (AE 204 at its
+#         origin). (A cancel without PV1-19, found by the admission's derived visit key.)
+Mode = Literal["upsert", "ensure", "create", "update"]
 
 
 @dataclass(frozen=True)
@@ -45,13 +47,21 @@ class Parts:
     without its mark; a stored entry without a part that compares equal to a sent entry is
     taken as that entry's part (replaced, not duplicated), any other is kept.
     ``across_parts``: with ``unmarked``, so is a stored entry of a part the message does not
-    send (an identifier stored from PID-4 and now sent in PID-2 is one identifier, not two)."""
+    send (an identifier stored from PID-4 and now sent in PID-2 is one identifier, not two).
+    ``children``: a list whose part is one entry made by several fields (an allergy's
+    reaction: AL1-4 severity, AL1-5 manifestation): the entry sent is merged child by child
+    into the stored entry of its part, as a complex element is. ``unfold``: for a list one
+    of whose entries may hold a child another field made (PID-12's county as the district of
+    the PID-11 address), that child taken out as an entry of its own part, so that the parts
+    merge apart; ``settle`` folds it back. ``settle`` also runs on a new resource."""
 
     key: Callable[[dict[str, Any]], str | None] | None = None
-    settle: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    settle: Callable[[Any], Any] | None = None
     default_only: bool = False
     unmarked: Callable[[dict[str, Any]], object] | None = None
     across_parts: bool = False
+    children: bool = False
+    unfold: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
 
 
 @dataclass

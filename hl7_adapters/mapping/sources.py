@@ -45,16 +45,40 @@ def field_of(entry: JSON) -> str | None:
 
 
 def unmarked(entry: JSON) -> JSON:
-    """`entry` as a mapping without marks made it."""
+    """`entry` as a mapping without marks made it (also a mark on a child's primitive
+    extensions, ``_district``: PID-12's county in the PID-11 address)."""
     rest = [
         e
         for e in entry.get("extension") or []
         if not (isinstance(e, dict) and e.get("url") == FIELD)
     ]
-    out = {k: v for k, v in entry.items() if k != "extension"}
+    out: JSON = {}
+    for key, value in entry.items():
+        if key == "extension":
+            continue
+        if key.startswith("_") and isinstance(value, dict):
+            value = unmarked(value)
+            if not value:
+                continue
+        out[key] = value
     if rest:
         out["extension"] = rest
     return out
+
+
+def without_marks(node: Any) -> Any:
+    """`node` with every mark taken out, at any depth (a citizenship's code is marked inside
+    its extension, demographics.py)."""
+    if isinstance(node, list):
+        return [
+            without_marks(n) for n in node if not (isinstance(n, dict) and n.get("url") == FIELD)
+        ]
+    if isinstance(node, dict):
+        out = {k: without_marks(v) for k, v in node.items()}
+        if out.get("extension") == []:  # only marks
+            del out["extension"]
+        return out
+    return node
 
 
 def system_and_value(entry: JSON) -> object:

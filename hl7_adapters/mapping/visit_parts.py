@@ -28,6 +28,7 @@ from typing import Any
 from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import visit_tables as vt
 from hl7_adapters.mapping.context import field_is_null
+from hl7_adapters.mapping.leave import LEAVES
 from hl7_adapters.mapping.plan import Parts
 from hl7_adapters.values import Segment
 
@@ -67,6 +68,7 @@ PARTS: dict[str, Parts] = {
     "hospitalization": Parts(),
     "location": Parts(key=location_part),
     "participant": Parts(key=participant_part),
+    "statusHistory": LEAVES,  # A21/A22: one entry per leave (leave.py)
 }
 
 # Guesses only a new Encounter takes; a stored value stays (plan.Parts.default_only):
@@ -78,19 +80,29 @@ PARTS: dict[str, Parts] = {
 _GUESS = Parts(default_only=True)
 
 
-def parts(found_by: JSON | None, guesses: tuple[str, ...] = ()) -> dict[str, Parts]:
+PRIOR = "MRG-5"
+
+
+def parts(
+    found_by: JSON | None, guesses: tuple[str, ...] = (), prior: JSON | None = None
+) -> dict[str, Parts]:
     """The Encounter's parts for one message. Its ``identifier`` list holds PV1-19's (the
     identifier it is found by: the visit number, or the derived visit key) and PV1-50's
     (alternate visit ids: every other entry), so a message without PV1-50 keeps the stored
-    alternates; `guesses`: the elements mapped as guesses (_GUESS)."""
+    alternates; `prior`: the visit number an A06/A07 renumbers (MRG-5, a part of its own,
+    which the message deletes); `guesses`: the elements mapped as guesses (_GUESS)."""
     out = dict(PARTS)
     for element in guesses:
         out[element] = _GUESS
     if found_by is not None:
         same = (found_by.get("system"), found_by.get("value"))
+        before = (prior.get("system"), prior.get("value")) if prior is not None else None
 
         def identifier_part(entry: JSON) -> str:
-            return "PV1-19" if (entry.get("system"), entry.get("value")) == same else "PV1-50"
+            named = (entry.get("system"), entry.get("value"))
+            if named == same:
+                return "PV1-19"
+            return PRIOR if named == before else "PV1-50"
 
         out["identifier"] = Parts(key=identifier_part)
     return out
