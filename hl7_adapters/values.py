@@ -19,6 +19,17 @@ from hl7_adapters.escapes import Delimiters, unescape
 
 NULL_TOKEN = '""'
 HEADER_IDS = frozenset({"MSH", "BHS", "FHS"})
+FHIR_INTEGER_MAX = 2**31 - 1
+
+
+def fhir_integer(text: str) -> int | None:
+    """`text` as a FHIR integer, if it is one: ASCII digits only ("²".isdigit() is true and
+    int() refuses it, as it refuses more than 4,300 digits), within FHIR's 32 bits."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
+        return None
+    number = int(text)
+    return number if number <= FHIR_INTEGER_MAX else None
+
 
 _PATH = re.compile(
     r"(?:(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<occ>\d+)\])?[-.])?"

@@ -13,8 +13,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from sqlalchemy import select
+from starlette.datastructures import QueryParams
 
 from app.auth.tables import issued_token
+from audit.web.router import DEFAULT_COUNT, MAX_COUNT, Filters
 from tests.conftest import LiveServer
 from tests.helpers import observation, patient
 from tests.smart_helpers import PASSWORD, create_resource, query_of, register_user
@@ -259,3 +261,11 @@ def test_practitioner_is_refused(page: Page, live_server: LiveServer, client: ht
     # Coming back starts a new sign-in rather than showing anything.
     page.goto(console_url(live_server))
     page.wait_for_url(lambda url: path_of(url) == "/auth/login")
+
+
+@pytest.mark.parametrize("count", ["²", "1" * 5000, "-3", "x"])
+def test_a_count_that_is_no_number_takes_the_default(count: str) -> None:
+    """`count=²` passed str.isdigit() and int() refused it: the console answered 500."""
+    filters = Filters.from_query(QueryParams({"count": count}))
+    assert filters.count in (DEFAULT_COUNT, MAX_COUNT)
+    assert Filters.from_query(QueryParams({"count": "7"})).count == 7

@@ -856,3 +856,22 @@ def test_unsupported_messages(msh9: str, version: str, code: int, field: int) ->
         mapped(text)
     err = caught.value.error
     assert (err.code, err.segment, err.sequence, err.field) == (code, "MSH", 1, field)
+
+
+@pytest.mark.parametrize("order", ["²", "1" * 5000, "2147483648", "-1"])
+def test_a_birth_order_that_is_no_fhir_integer_is_a_warning(order: str) -> None:
+    """PID-25 "²" passed str.isdigit() and int() refused it; 5,000 digits int() refuses too:
+    the mapping failed (AE 207, an internal error). It is the field's data type error."""
+    message = (
+        "MSH|^~\\&|A|B|C|D|20240101120000||ADT^A01^ADT_A01|C1|P|2.5.1\r"
+        "EVN|A01|20240101120000\r"
+        f"PID|1||X1^^^FAC^MR||Doe^Jane||19700101|F|||||555^PRN^PH^^^^^^^^^^^^^^^^²"
+        f"|||||||||||Y|{order}\r"
+        "PV1|1|I\r"
+    )
+    result = mapped(message)
+    res = only(result, "Patient").resource
+    assert "multipleBirthInteger" not in res and res["multipleBirthBoolean"] is True
+    assert [unmarked(t).get("rank") for t in res["telecom"]] == [None]  # XTN-18 "²" too
+    warnings = [(w.code, w.segment, w.field) for w in result.warnings]
+    assert (102, "PID", 25) in warnings

@@ -172,7 +172,10 @@ class Filters:
             until=value("to"),
             action=value("action").upper(),
             outcome=value("outcome"),
-            count=max(1, min(int(count), MAX_COUNT)) if count.isdigit() else DEFAULT_COUNT,
+            # ASCII digits only: "²".isdigit() is true and int() refuses it (a 500).
+            count=max(1, min(int(count[:6]), MAX_COUNT))
+            if count.isascii() and count.isdigit()
+            else DEFAULT_COUNT,
         )
 
     @property

@@ -21,7 +21,7 @@ from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.context import Where, val
 from hl7_adapters.mapping.lookups import look_up
-from hl7_adapters.values import Repetition
+from hl7_adapters.values import Repetition, fhir_integer
 
 _HL7_TABLE = re.compile(r"HL7(\d{4})")
 
@@ -322,7 +322,7 @@ def contact_point(rep: Repetition, where: Where, default_use: str | None = None)
             "system": system,
             "value": value,
             "use": use,
-            "rank": int(rank) if rank.isdigit() and int(rank) > 0 else None,
+            "rank": number if (number := fhir_integer(rank)) else None,  # positiveInt
             "period": _period(where, val(rep, 13), val(rep, 14), 13),
         }
     )

@@ -34,7 +34,7 @@ from hl7_adapters.mapping.context import MapContext, Where, field_is_null, first
 from hl7_adapters.mapping.demographics import PATIENT_EXTENSIONS, patient_extensions
 from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.mapping.sources import by_field, field_of, marked, null_paths
-from hl7_adapters.values import Repetition, Segment
+from hl7_adapters.values import Repetition, Segment, fhir_integer
 
 JSON = dict[str, Any]
 SSN_SYSTEM = "http://hl7.org/fhir/sid/us-ssn"
@@ -275,9 +275,13 @@ def _choices(resource: JSON, pid: Segment, at: Where) -> None:
         if dead is not None:
             resource["deceasedBoolean"] = dead
     order = val(first(pid, 25))
-    if order.isdigit():
-        resource["multipleBirthInteger"] = int(order)
+    birth_order = fhir_integer(order)
+    if birth_order is not None:
+        resource["multipleBirthInteger"] = birth_order
     else:
+        if order:
+            text = f"PID-25: '{order[:40]}' is not a birth order (a number); left out"
+            at.sub(25).warn(102, text)
         multiple = _boolean(at.sub(24), val(first(pid, 24)))
         if multiple is not None:
             resource["multipleBirthBoolean"] = multiple
