@@ -85,6 +85,9 @@ _QUERY_JUNK = [
     "99999999999999999999",
     "NaN",
     "true",
+    "²",  # str.isdigit() says yes, int() says no
+    "٣",  # an Arabic-Indic three: int() takes it
+    "1" * 5000,  # past int()'s 4,300 digits
 ]
 
 PATIENT: dict[str, Any] = {
@@ -184,7 +187,7 @@ SEARCHES: dict[str, list[tuple[str, str]]] = {
 }
 
 _HEADER_JUNK = {
-    "If-Match": ['W/"1"', '"1"', "W/", "*", 'W/"-1"', 'W/"99999999999999999999"', "x", ""],
+    "If-Match": ['W/"1"', '"1"', "W/", "*", 'W/"-1"', 'W/"99999999999999999999"', 'W/"²"', ""],
     "If-None-Match": ['W/"1"', "*", "garbage"],
     "If-None-Exist": ["identifier=urn:oid:1.2.3|fuzz-1", "", "&&", "_id=%zz", "foo=bar", "x"],
     "Prefer": ["return=minimal", "return=OperationOutcome", "return=", "handling=strict", "x=y;z"],

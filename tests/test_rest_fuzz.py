@@ -29,7 +29,8 @@ SEEDS = [int(s) for s in os.environ.get("MEDISENTINEL_FUZZ_SEED", "20261123").sp
 
 def _send(http: httpx.Client, case: Case) -> httpx.Response:
     path = "/" + case.path if case.path else ""
-    return http.request(case.method, path, headers=case.headers, content=case.body)
+    headers = {name: value.encode() for name, value in case.headers.items()}  # UTF-8 bytes
+    return http.request(case.method, path, headers=headers, content=case.body)
 
 
 def _problem(response: httpx.Response) -> str | None:
