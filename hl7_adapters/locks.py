@@ -19,12 +19,10 @@ locked up front (`LocksNeeded`, handled by ingest).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import text
-
+from app.fhir import locks
 from app.fhir.storage import UnitOfWork
 from hl7_adapters.edits import or_tokens
 from hl7_adapters.mapping.identifiers import match_of
@@ -43,42 +41,20 @@ class LocksNeeded(Exception):
 
 def lock_keys(uow: UnitOfWork, keys: Iterable[str]) -> None:
     """Serialize transactions that touch the same keys (a patient, a matched resource, a
-    message's control id) until this transaction ends.
-
-    PostgreSQL: transaction-scoped advisory locks, all taken in one statement in ascending
-    order so that two messages sharing several keys cannot deadlock. SQLite needs none: a
-    write transaction (BEGIN IMMEDIATE) already excludes every other writer.
-    """
-    if uow.dialect != "postgresql":
-        return
-    numbers = _numbers(keys)
-    if numbers:
-        uow.conn.execute(_LOCK, {"keys": numbers})
+    message's control id) until this transaction ends: app.fhir.locks, all in one statement
+    in ascending order, so that two messages sharing several keys cannot deadlock."""
+    locks.lock_keys(uow, keys)
 
 
 def try_lock_keys(uow: UnitOfWork, keys: Iterable[str]) -> None:
     """Lock more keys later in the transaction, without waiting; LocksNeeded if one is held
     by another transaction (waiting here could deadlock with one waiting for ours)."""
-    if uow.dialect != "postgresql":
-        return
     keys = list(keys)
-    numbers = _numbers(keys)
-    if numbers and not uow.conn.execute(_TRY_LOCK, {"keys": numbers}).scalar_one():
+    if not locks.try_lock_keys(uow, keys):
         raise LocksNeeded(keys)
 
 
-_LOCK = text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k")
-_TRY_LOCK = text(
-    "SELECT bool_and(pg_try_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k"
-)
-
-
-def _numbers(keys: Iterable[str]) -> list[int]:
-    return sorted({key_number(k) for k in keys if k})
-
-
-def key_number(key: str) -> int:
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+key_number = locks.key_number
 
 
 def patient_keys(bodies: Iterable[dict[str, Any]]) -> list[str]:

@@ -120,3 +120,76 @@ def test_moving_the_current_row_from_a_stale_version_changes_nothing(database_ur
             assert service.find_ids(uow, "Patient", f"family={family}") == []
     finally:
         db.dispose()
+
+
+def _identifier() -> tuple[str, str]:
+    value = uuid.uuid4().hex
+    return f"urn:oid:9.9|{value}", value
+
+
+def _count(base_url: str, auth_headers: dict[str, str], criteria: str) -> int:
+    with httpx.Client(base_url=base_url, headers=auth_headers, timeout=60) as http:
+        found = http.get(f"/Patient?{criteria}&_total=accurate").json()
+    return int(found["total"])
+
+
+def test_concurrent_conditional_creates_make_one_resource(
+    base_url: str, auth_headers: dict[str, str]
+) -> None:
+    """Twelve POSTs with one If-None-Exist at once: on PostgreSQL each found nothing and
+    created (twelve Patients, and from then on 412 for everyone: "matches more than one").
+    Now the criteria's name is locked first: one creates (201), the others find it (200)."""
+    for _ in range(3):
+        criteria, value = _identifier()
+        body = {**patient(), "identifier": [{"system": "urn:oid:9.9", "value": value}]}
+        # Two spellings of one condition: the lock's name is the decoded, sorted criteria.
+        spellings = [f"identifier={criteria}", f"identifier={criteria.replace('|', '%7C')}"]
+        statuses = sorted(_race(base_url, auth_headers, body, spellings))
+        assert statuses == [200] * (WRITERS - 1) + [201]
+        assert _count(base_url, auth_headers, f"identifier={criteria}") == 1
+
+
+def _race(
+    base_url: str, auth_headers: dict[str, str], body: dict[str, object], spellings: list[str]
+) -> list[int]:
+    def create(n: int) -> int:
+        headers = {**FHIR_JSON, "If-None-Exist": spellings[n % len(spellings)]}
+        with httpx.Client(base_url=base_url, headers=auth_headers, timeout=60) as http:
+            return http.post("/Patient", json=body, headers=headers).status_code
+
+    with ThreadPoolExecutor(WRITERS) as pool:
+        return list(pool.map(create, range(WRITERS)))
+
+
+def test_concurrent_conditional_updates_and_transactions_make_one_resource(
+    base_url: str, auth_headers: dict[str, str]
+) -> None:
+    """The same for conditional updates that create, and transactions whose entries do."""
+    criteria, value = _identifier()
+    body = {**patient(), "identifier": [{"system": "urn:oid:9.9", "value": value}]}
+
+    def write(n: int) -> int:
+        with httpx.Client(base_url=base_url, headers=auth_headers, timeout=60) as http:
+            if n % 2:
+                return http.put(f"/Patient?identifier={criteria}", json=body,
+                                headers=FHIR_JSON).status_code  # fmt: skip
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {
+                        "resource": body,
+                        "request": {
+                            "method": "POST",
+                            "url": "Patient",
+                            "ifNoneExist": f"identifier={criteria}",
+                        },
+                    }
+                ],
+            }
+            return http.post("", json=bundle, headers=FHIR_JSON).status_code
+
+    with ThreadPoolExecutor(WRITERS) as pool:
+        statuses = list(pool.map(write, range(WRITERS)))
+    assert set(statuses) <= {200, 201}, statuses
+    assert _count(base_url, auth_headers, f"identifier={criteria}") == 1

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 
 from app.context import RequestContext
 from app.errors import Conflict, FhirError, Gone, InvalidRequest, NotFound, PreconditionFailed
-from app.fhir import jsonio, preconditions, storage
+from app.fhir import jsonio, locks, preconditions, storage
 from app.fhir.compartments import CompartmentFilter
 from app.fhir.history import (
     HistoryCursor,
@@ -200,6 +200,14 @@ class FhirService(OperationSteps):
         (found,) = first_ids(uow, [(rtype, params)], base_url=uow.ctx.base_url)
         return found
 
+    def find_ids_to_create(self, uow: UnitOfWork, rtype: str, query: str) -> list[str]:
+        """`find_ids` for a write that creates when nothing matches (If-None-Exist, a
+        conditional update): the criteria's name is locked first, so a concurrent one waits
+        and then finds what this one creates (app.fhir.locks) instead of creating a twin."""
+        conditional_params(rtype, query, 2)  # a bad condition is refused before any lock
+        locks.lock_keys(uow, [locks.criteria_key(rtype, query)])
+        return self.find_ids(uow, rtype, query)
+
     def find_ids_many(
         self, uow: UnitOfWork, queries: list[tuple[str, str]], *, limit: int = 2
     ) -> list[list[str] | FhirError]:
@@ -247,7 +255,7 @@ class FhirService(OperationSteps):
         self.check_type(rtype)
         self.pipeline.authorize(uow, Interaction("create", rtype, query=if_none_exist or ""))
         if if_none_exist:
-            matches = self.find_ids(uow, rtype, if_none_exist)
+            matches = self.find_ids_to_create(uow, rtype, if_none_exist)
             if len(matches) > 1:
                 raise PreconditionFailed(
                     f"If-None-Exist '{if_none_exist}' matches more than one {rtype}"
@@ -329,7 +337,7 @@ class FhirService(OperationSteps):
         # Authorized first so that the search for a match sees only what may be updated.
         self.pipeline.authorize(uow, Interaction("update", rtype, query=query))
         preconditions.check_if_match_syntax(if_match)
-        matches = self.find_ids(uow, rtype, query)
+        matches = self.find_ids_to_create(uow, rtype, query)
         body_id = body.get("id") if isinstance(body, dict) else None
         if len(matches) > 1:
             raise PreconditionFailed(f"conditional update '{query}' matches more than one {rtype}")

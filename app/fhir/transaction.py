@@ -25,7 +25,7 @@ from app.errors import (
     PreconditionFailed,
     ServerError,
 )
-from app.fhir import bindings, storage
+from app.fhir import bindings, locks, storage
 from app.fhir.bundle_entries import (
     PROCESSING_ORDER,
     entry_request,
@@ -127,6 +127,9 @@ def _assign_ids(
     id_map: dict[str, str] = {}
     targets: dict[int, str] = {}
     claimed: dict[tuple[str, str], str] = {}
+    # Every condition that may create, locked up front in one statement (app.fhir.locks):
+    # a concurrent writer of the same criteria waits, and no two transactions deadlock.
+    locks.lock_keys(uow, [locks.criteria_key(rtype, query) for rtype, query in _creating(requests)])
     for i, request in enumerate(requests):
         full_url = entries[i].get("fullUrl") if isinstance(entries[i], dict) else None
         segments = request.segments
@@ -140,6 +143,20 @@ def _assign_ids(
             if request.method == "POST" and request.header("if-none-exist"):
                 targets[i] = target
     return id_map, targets
+
+
+def _creating(requests: list[FhirRequest]) -> Iterator[tuple[str, str]]:
+    """(type, criteria) of the entries that create when their condition matches nothing:
+    conditional creates and conditional updates."""
+    for request in requests:
+        segments = request.segments
+        if len(segments) != 1:
+            continue
+        condition = request.header("if-none-exist") if request.method == "POST" else None
+        if condition:
+            yield segments[0], condition
+        elif request.method == "PUT" and request.query:
+            yield segments[0], request.query_string
 
 
 def _check_created_as_assigned(index: int, response: FhirResponse, targets: dict[int, str]) -> None:
