@@ -5,7 +5,8 @@ URI cannot be trusted, a redirect carrying the error and the state after (sectio
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+import socket
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
@@ -75,6 +76,23 @@ def test_a_body_that_is_not_form_encoded_is_invalid_request(
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == "invalid_request"
     assert "x-www-form-urlencoded" in answer.json()["error_description"]
+
+
+@pytest.mark.parametrize("path", ["/auth/token", "/auth/introspect", "/auth/revoke"])
+def test_a_form_past_its_limit_is_refused_unread(live_server: LiveServer, path: str) -> None:
+    """Starlette's form parser read any length; a token request is a few KB. A form
+    declared larger than FORM_LIMIT is refused before it is read (only headers are sent)."""
+    root = urlsplit(live_server.settings.server_root)
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {root.netloc}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        "Content-Length: 100000000000\r\n\r\n"
+    ).encode()
+    with socket.create_connection((root.hostname, root.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b"invalid_request" in answer and b"larger than" in answer
 
 
 def test_one_client_authentication_method_per_request(live_server: LiveServer) -> None:

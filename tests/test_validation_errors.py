@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -633,3 +636,33 @@ def test_two_types_of_one_choice_are_one_structure_issue(client: httpx.Client) -
         ("structure", ["Observation.valueString"])
     ]
     assert "value[x]" in body["issue"][0]["diagnostics"]
+
+
+def test_a_body_declared_over_the_limit_is_413_before_it_is_read(
+    base_url: str, system_token: str
+) -> None:
+    """The size was checked after the whole body had been read into memory: a client could
+    make the process hold gigabytes first. A declared Content-Length over the limit is
+    answered at once (here nothing but the headers is ever sent)."""
+    parts = urlsplit(base_url)
+    request = (
+        f"POST {parts.path}/Patient HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Authorization: Bearer {system_token}\r\nContent-Type: application/fhir+json\r\n"
+        "Content-Length: 100000000000\r\n\r\n"
+    ).encode()
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert b"OperationOutcome" in answer
+
+
+def test_a_chunked_body_over_the_limit_is_413(client: httpx.Client, base_url: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"resourceType": "Patient", "name": [{"family": "'
+        for _ in range(40):  # 40 MB, past the default limit of 32
+            yield b"x" * (1024 * 1024)
+        yield b'"}]}'
+
+    response = client.post("/Patient", content=chunks(), headers=FHIR_JSON)
+    assert_outcome(response, 413)

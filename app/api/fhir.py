@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api import binary, formats
+from app.api.bodies import read_limited
 from app.api.worker_threads import run_in_worker, run_instance_read
 from app.auth.enforcement import token_required
 from app.context import RequestContext, http_context
@@ -86,9 +87,7 @@ async def _serve(request: Request, ctx: RequestContext, path: str) -> Response:
     )
     pretty = query.get("_pretty") == "true"
     settings = request.app.state.settings
-    raw = await request.body()
-    if len(raw) > settings.max_body_bytes:
-        raise FhirError("request body too large", status=413)
+    raw = await read_limited(request, settings.max_body_bytes)
     method = "GET" if request.method == "HEAD" else request.method
     # Before anything runs: found bad after a write, it would answer 400 for a committed write.
     shaping.check_summary(query.get("_summary"))

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app.api.bodies import BodyTooLarge, read_limited
 from app.auth.errors import OAuthError, invalid_request
 from app.auth.grant import Grant
 from app.auth.server import AuthEvent, AuthServer
@@ -19,6 +21,7 @@ from app.settings import Settings
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 FORM = "application/x-www-form-urlencoded"
+FORM_LIMIT = 64 * 1024  # bytes of a form: a token request with a client assertion is ~2 KB
 
 
 def auth_server(request: Request) -> AuthServer:
@@ -64,8 +67,11 @@ async def form_pairs(request: Request) -> list[tuple[str, str]]:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != FORM:
         raise invalid_request(f"the request body must be {FORM}")
-    form = await request.form()
-    return [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    try:  # (Starlette's form parser reads any length: a token request is a few KB)
+        body = await read_limited(request, FORM_LIMIT)
+    except BodyTooLarge as exc:
+        raise invalid_request(f"the request body is larger than {FORM_LIMIT} bytes") from exc
+    return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
 
 
 def repeated_names(pairs: list[tuple[str, str]], repeatable: tuple[str, ...] = ()) -> list[str]:

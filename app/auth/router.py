@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.api.bodies import read_limited
 from app.auth import clients, launch
 from app.auth.client_auth import authenticate_client
 from app.auth.clients import ClientRecord
@@ -43,6 +44,8 @@ STYLE = {
     "dim_border_radius": "8px", "dim_font_size": "16px", "dim_spacing_size": "16px",
     "font_family_body": "system-ui, sans-serif", "font_family_heading": "system-ui, sans-serif",
 }  # fmt: skip
+
+JSON_LIMIT = 1024 * 1024  # bytes of an admin request (a registration with its keys: a few KB)
 
 
 def routes() -> list[Route]:
@@ -301,7 +304,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
     try:
         # FHIR's parser: it bounds nesting (the standard one recursed into a RecursionError
         # that dropped the connection) and refuses a lone surrogate no database could store.
-        body = jsonio.loads(await request.body() or b"{}")
+        body = jsonio.loads(await read_limited(request, JSON_LIMIT) or b"{}")
     except ValueError as exc:
         raise FhirError(f"the body must be JSON: {exc}") from exc
     if not isinstance(body, dict):
