@@ -266,3 +266,22 @@ def test_history_shows_a_put_that_created_as_the_put_it_was(client: httpx.Client
         (entry,) = client.get(f"/Patient/{rid}/_history").json()["entry"]
         seen[way] = (entry["request"], entry["response"]["status"])
         assert seen[way] == ({"method": "PUT", "url": f"Patient/{rid}"}, "201 Created"), seen
+
+
+def test_a_patch_whose_copies_grow_the_resource_without_bound_is_refused(
+    client: httpx.Client,
+) -> None:
+    """Each `copy` of a list into itself doubles it: forty such operations (2 KB of patch)
+    would grow the Patient 2^40-fold and hold the worker for hours. The copies of one patch
+    may add at most MAX_COPIED elements; the one that would pass it is named (422)."""
+    rid = client.post("/Patient", json=patient(), headers=FHIR_JSON).json()["id"]
+    doubling = [{"op": "copy", "from": "/name", "path": "/name/-"}] * 40
+    started = time.monotonic()
+    response = client.patch(f"/Patient/{rid}", json=doubling, headers=PATCH)
+    assert response.status_code == 422, response.text[:300]
+    assert time.monotonic() - started < 10
+    issue = response.json()["issue"][0]
+    assert "copies would add more than" in issue["diagnostics"]
+    assert client.get(f"/Patient/{rid}").json()["meta"]["versionId"] == "1"
+    few = [{"op": "copy", "from": "/name/0", "path": "/name/-"}] * 3  # ordinary copies pass
+    assert client.patch(f"/Patient/{rid}", json=few, headers=PATCH).status_code == 200

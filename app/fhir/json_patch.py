@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jsonpatch
+import jsonpointer
 
 from app.errors import FhirError, InvalidRequest, Issue, PreconditionFailed, Unprocessable
 
@@ -12,6 +13,12 @@ from app.errors import FhirError, InvalidRequest, Issue, PreconditionFailed, Unp
 # a path that is not there, a value of the wrong kind at it.
 NOT_APPLICABLE = (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError,
                   KeyError, IndexError, ValueError)  # fmt: skip
+
+
+# Elements (objects, arrays, values) the `copy` operations of one patch may add: each copies
+# what it names, so thirty that copy a list into itself grow the resource 2^30-fold (a 1.5 KB
+# patch that held a worker for hours); the body limit bounds every other operation's values.
+MAX_COPIED = 100_000
 
 
 def apply_json_patch(document: dict[str, Any], operations: Any) -> dict[str, Any]:
@@ -25,7 +32,12 @@ def apply_json_patch(document: dict[str, Any], operations: Any) -> dict[str, Any
         raise InvalidRequest("a JSON Patch body must be an array of operations")
     result: Any = document
     rtype, rid = document.get("resourceType"), document.get("id")
+    copied = 0
     for index, operation in enumerate(operations):
+        copied += _copied_size(result, operation, MAX_COPIED - copied)
+        if copied > MAX_COPIED:
+            raise _failed(Unprocessable, index, operation, f"the patch's copies would add more "
+                          f"than {MAX_COPIED} elements")  # fmt: skip
         try:
             result = jsonpatch.JsonPatch([operation]).apply(result, in_place=True)
         except jsonpatch.JsonPatchTestFailed as exc:
@@ -38,6 +50,34 @@ def apply_json_patch(document: dict[str, Any], operations: Any) -> dict[str, Any
             raise _failed(Unprocessable, index, operation, "a patch may not change "
                           "resourceType or id")  # fmt: skip
     return result
+
+
+def _copied_size(document: Any, operation: Any, budget: int) -> int:
+    """How many elements a `copy` operation adds (counted up to just past `budget`); 0 for
+    any other operation, or a copy whose source is not there (applying it says so)."""
+    if not isinstance(operation, dict) or operation.get("op") != "copy":
+        return 0
+    source = operation.get("from")
+    if not isinstance(source, str):
+        return 0
+    try:
+        value = jsonpointer.resolve_pointer(document, source)
+    except (jsonpointer.JsonPointerException, TypeError, KeyError, IndexError, ValueError):
+        return 0
+    return _elements(value, budget + 1)
+
+
+def _elements(value: Any, budget: int) -> int:
+    """Elements in `value`, counting no further than `budget`."""
+    count, stack = 0, [value]
+    while stack and count < budget:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
 
 
 def _failed(kind: type[FhirError], index: int, operation: Any, reason: str) -> FhirError:
