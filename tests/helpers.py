@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -46,3 +48,16 @@ def server_env(database_url: str, master_key: str, **settings: str) -> dict[str,
            "MEDISENTINEL_MASTER_KEY": master_key}  # fmt: skip
     env.update({f"MEDISENTINEL_{name.upper()}": value for name, value in settings.items()})
     return env
+
+
+def headers_only_post(url: str, content_type: str, declared_length: int, **headers: str) -> bytes:
+    """POST `url` over a raw socket with these headers and a Content-Length of
+    `declared_length`, sending no body at all; the first bytes of the answer. (A client
+    library sends the body it declares: a limit must answer from the headers alone.)"""
+    parts = urlsplit(url)
+    lines = [f"POST {parts.path} HTTP/1.1", f"Host: {parts.netloc}",
+             f"Content-Type: {content_type}", f"Content-Length: {declared_length}",
+             *(f"{name}: {value}" for name, value in headers.items())]  # fmt: skip
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return sock.recv(65536)

@@ -19,6 +19,7 @@ import pytest
 
 from tests.test_search_params import (
     World,
+    case_params,
     entries,
     get_bundle,
     outcome_free,
@@ -245,15 +246,7 @@ CASES: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def _case_params() -> list[Any]:
-    return [
-        pytest.param(scenario, query, expected, id=f"{scenario}:{query[:80]}")
-        for scenario, cases in CASES.items()
-        for query, expected in cases
-    ]
-
-
-@pytest.mark.parametrize(("scenario", "query", "expected"), _case_params())
+@pytest.mark.parametrize(("scenario", "query", "expected"), case_params(CASES))
 def test_search_edge_criteria(world: World, scenario: str, query: str, expected: str) -> None:
     loaded = world.load(scenario, SCENARIOS)
     path, pairs = split_query(loaded.render(query))

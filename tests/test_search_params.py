@@ -889,17 +889,24 @@ CASES: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def _case_params() -> list[Any]:
-    params = []
-    for scenario, cases in CASES.items():
-        for query, expected in cases:
-            params.append(pytest.param(scenario, query, expected, id=f"{scenario}:{query}"))
-    return params
+Cases = dict[str, list[tuple[str, str]]]  # scenario -> (query, the labels it returns)
 
 
-@pytest.mark.parametrize(("scenario", "query", "expected"), _case_params())
-def test_search_criteria(world: World, scenario: str, query: str, expected: str) -> None:
-    loaded = world.load(scenario, SCENARIOS)
+def case_params(cases: Cases) -> list[Any]:
+    """A table's cases as pytest parameters (scenario, query, expected), named by both."""
+    return [
+        pytest.param(scenario, query, expected, id=f"{scenario}:{query[:80]}")
+        for scenario, rows in cases.items()
+        for query, expected in rows
+    ]
+
+
+def assert_case(
+    world: World, scenarios: dict[str, Any], scenario: str, query: str, expected: str
+) -> None:
+    """The query, within its scenario, returns exactly the expected labels as matches, each
+    once, and nothing of the scenario's outside them."""
+    loaded = world.load(scenario, scenarios)
     path, pairs = split_query(loaded.render(query))
     bundle = get_bundle(world.http, path, [*pairs, loaded.scope, ("_count", "500")])
     outcome_free(bundle)
@@ -909,15 +916,23 @@ def test_search_criteria(world: World, scenario: str, query: str, expected: str)
     labels = loaded.label_of()
     unknown = [m for m in matches if m not in labels]
     assert not unknown, f"resources outside the scenario: {unknown}"
-    found = sorted(labels[m] for m in matches)
-    assert found == sorted(expected.split()), query
+    assert sorted(labels[m] for m in matches) == sorted(expected.split()), query
+
+
+def assert_real_labels(cases: Cases, scenarios: dict[str, Any]) -> None:
+    """Guard a table itself: every expected label exists in its scenario."""
+    for scenario, rows in cases.items():
+        for query, expected in rows:
+            assert set(expected.split()) <= set(scenarios[scenario]), (scenario, query)
+
+
+@pytest.mark.parametrize(("scenario", "query", "expected"), case_params(CASES))
+def test_search_criteria(world: World, scenario: str, query: str, expected: str) -> None:
+    assert_case(world, SCENARIOS, scenario, query, expected)
 
 
 def test_every_case_names_real_labels() -> None:
-    """Guard the tables themselves: every expected label exists in its scenario."""
-    for scenario, cases in CASES.items():
-        for query, expected in cases:
-            assert set(expected.split()) <= set(SCENARIOS[scenario]), (scenario, query)
+    assert_real_labels(CASES, SCENARIOS)
 
 
 # =========================================================================== _lastUpdated

@@ -15,10 +15,10 @@ import pytest
 
 from tests.test_search_params import (
     World,
+    assert_case,
+    assert_real_labels,
+    case_params,
     entries,
-    get_bundle,
-    outcome_free,
-    split_query,
     walk,
     world_of,
 )
@@ -163,30 +163,13 @@ def world(base_url: str, auth_headers: dict[str, str]) -> Iterator[World]:
     yield from world_of(base_url, auth_headers)
 
 
-def _case_params() -> list[Any]:
-    return [
-        pytest.param(scenario, query, expected, id=f"{scenario}:{query}")
-        for scenario, cases in CASES.items()
-        for query, expected in cases
-    ]
-
-
-@pytest.mark.parametrize(("scenario", "query", "expected"), _case_params())
+@pytest.mark.parametrize(("scenario", "query", "expected"), case_params(CASES))
 def test_search_semantics(world: World, scenario: str, query: str, expected: str) -> None:
-    loaded = world.load(scenario, SCENARIOS)
-    path, pairs = split_query(loaded.render(query))
-    bundle = get_bundle(world.http, path, [*pairs, loaded.scope, ("_count", "500")])
-    outcome_free(bundle)
-    labels = loaded.label_of()
-    matches = entries(bundle, "match")
-    assert all(m in labels for m in matches), matches
-    assert sorted(labels[m] for m in matches) == sorted(expected.split()), query
+    assert_case(world, SCENARIOS, scenario, query, expected)
 
 
 def test_every_case_names_real_labels() -> None:
-    for scenario, cases in CASES.items():
-        for _query, expected in cases:
-            assert set(expected.split()) <= set(SCENARIOS[scenario]), (scenario, expected)
+    assert_real_labels(CASES, SCENARIOS)
 
 
 @pytest.mark.parametrize(

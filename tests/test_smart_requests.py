@@ -5,8 +5,7 @@ URI cannot be trusted, a redirect carrying the error and the state after (sectio
 
 from __future__ import annotations
 
-import socket
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from app.auth.assertions import CLIENT_ASSERTION_TYPE
 from app.auth.pkce import s256
 from tests.conftest import LiveServer
+from tests.helpers import headers_only_post
 from tests.smart_helpers import CALLBACK, Registered, query_of, register_client
 
 SCOPE = "launch/patient patient/*.rs"
@@ -82,15 +82,8 @@ def test_a_body_that_is_not_form_encoded_is_invalid_request(
 def test_a_form_past_its_limit_is_refused_unread(live_server: LiveServer, path: str) -> None:
     """Starlette's form parser read any length; a token request is a few KB. A form
     declared larger than FORM_LIMIT is refused before it is read (only headers are sent)."""
-    root = urlsplit(live_server.settings.server_root)
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: {root.netloc}\r\n"
-        "Content-Type: application/x-www-form-urlencoded\r\n"
-        "Content-Length: 100000000000\r\n\r\n"
-    ).encode()
-    with socket.create_connection((root.hostname, root.port), timeout=10) as sock:
-        sock.sendall(request)
-        answer = sock.recv(65536)
+    url = f"{live_server.settings.server_root}{path}"
+    answer = headers_only_post(url, "application/x-www-form-urlencoded", 10**11)
     assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
     assert b"invalid_request" in answer and b"larger than" in answer
 
