@@ -22,8 +22,11 @@ from app.fhir.invariants import invariant_issues, may_break_cpt_2
 from app.fhir.xml.narrative import div_problems
 
 EXTENSION_KEYS = ("extension", "modifierExtension")
-# Below U+0020 only tab, CR and LF may appear in a string (datatypes.html#string), keys too.
-CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# Below U+0020 only tab, CR and LF may appear in a string (datatypes.html#string), keys too;
+# and U+FFFE / U+FFFF, which XML 1.0 cannot carry (its Char production leaves them out): a
+# resource holding one could be stored from JSON but never read back as FHIR XML.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+NOT_IN_XML = frozenset("\ufffe\uffff")
 
 
 def core_rule_issues(resource: dict[str, Any], rtype: str) -> list[Issue]:
@@ -40,8 +43,9 @@ def _walk(value: Any, path: str, out: list[Issue], suspect: list[bool]) -> None:
     starting with '#' (a local reference), contained resources, a ContactPoint-like object
     with a value and no system."""
     if isinstance(value, str):
-        if CONTROL_CHARACTER.search(value):
-            _control_characters(path, out)
+        found = CONTROL_CHARACTER.search(value)
+        if found:
+            _control_characters(path, found.group(), out)
         if value.startswith("#"):
             suspect[0] = True
     elif isinstance(value, dict):
@@ -51,8 +55,9 @@ def _walk(value: Any, path: str, out: list[Issue], suspect: list[bool]) -> None:
         ):
             suspect[0] = True
         for key, item in value.items():
-            if CONTROL_CHARACTER.search(key):
-                _control_characters(f"{path}.{key}", out)
+            found = CONTROL_CHARACTER.search(key)
+            if found:
+                _control_characters(f"{path}.{key}", found.group(), out)
             _walk(item, f"{path}.{key}", out, suspect)
     elif isinstance(value, list):
         if not value:
@@ -61,8 +66,11 @@ def _walk(value: Any, path: str, out: list[Issue], suspect: list[bool]) -> None:
             _walk(item, f"{path}[{index}]", out, suspect)
 
 
-def _control_characters(path: str, out: list[Issue]) -> None:
-    message = f"{path}: control characters (below U+0020, except tab, CR, LF) are not allowed"
+def _control_characters(path: str, character: str, out: list[Issue]) -> None:
+    if character in NOT_IN_XML:
+        message = f"{path}: U+FFFE and U+FFFF are not allowed (XML cannot hold them)"
+    else:
+        message = f"{path}: control characters (below U+0020, except tab, CR, LF) are not allowed"
     out.append(Issue("error", "value", message, (path,)))
 
 
