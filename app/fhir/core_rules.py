@@ -38,10 +38,12 @@ def core_rule_issues(resource: dict[str, Any], rtype: str) -> list[Issue]:
     return issues
 
 
-def _walk(value: Any, path: str, out: list[Issue], suspect: list[bool]) -> None:
+def _walk(
+    value: Any, path: str, out: list[Issue], suspect: list[bool], primitive: Any = None
+) -> None:
     """`suspect[0]` is set where app.fhir.invariants has something to look at: a value
     starting with '#' (a local reference), contained resources, a ContactPoint-like object
-    with a value and no system."""
+    with a value and no system. `primitive` is the value a `_name` partner belongs to."""
     if isinstance(value, str):
         found = CONTROL_CHARACTER.search(value)
         if found:
@@ -49,7 +51,7 @@ def _walk(value: Any, path: str, out: list[Issue], suspect: list[bool]) -> None:
         if value.startswith("#"):
             suspect[0] = True
     elif isinstance(value, dict):
-        _check_object(value, path, out)
+        _check_object(value, path, out, has_value=primitive is not None)
         if "contained" in value or (
             ("value" in value or "_value" in value) and may_break_cpt_2(value)
         ):
@@ -58,12 +60,22 @@ def _walk(value: Any, path: str, out: list[Issue], suspect: list[bool]) -> None:
             found = CONTROL_CHARACTER.search(key)
             if found:
                 _control_characters(f"{path}.{key}", found.group(), out)
-            _walk(item, f"{path}.{key}", out, suspect)
+            # `"_family": {"id": "f1"}` next to `"family": "Lee"` is <family id="f1"
+            # value="Lee"/>: the element has its value (ele-1), the partner only its id.
+            if key[:1] == "_":
+                _walk(item, f"{path}.{key}", out, suspect, value.get(key[1:]))
+            else:
+                _walk(item, f"{path}.{key}", out, suspect)
     elif isinstance(value, list):
         if not value:
             out.append(Issue("error", "structure", f"{path}: an array may not be empty", (path,)))
-        for index, item in enumerate(value):
-            _walk(item, f"{path}[{index}]", out, suspect)
+        if not isinstance(primitive, list):
+            for index, item in enumerate(value):
+                _walk(item, f"{path}[{index}]", out, suspect)
+            return
+        for index, item in enumerate(value):  # a `_given` array, aligned with `given`
+            aligned = primitive[index] if index < len(primitive) else None
+            _walk(item, f"{path}[{index}]", out, suspect, aligned)
 
 
 def _control_characters(path: str, character: str, out: list[Issue]) -> None:
@@ -74,8 +86,8 @@ def _control_characters(path: str, character: str, out: list[Issue]) -> None:
     out.append(Issue("error", "value", message, (path,)))
 
 
-def _check_object(obj: dict[str, Any], path: str, out: list[Issue]) -> None:
-    if "resourceType" not in obj and not set(obj) - {"id"}:
+def _check_object(obj: dict[str, Any], path: str, out: list[Issue], *, has_value: bool) -> None:
+    if not has_value and "resourceType" not in obj and not set(obj) - {"id"}:
         message = f"{path}: an element must have a value or children (ele-1)"
         out.append(Issue("error", "invariant", message, (path,)))
     for key, value in obj.items():
