@@ -199,9 +199,11 @@ def mutate_tree(root: etree._Element, rng: random.Random) -> None:
             value = el.attrib.pop("value", None)
             if value is not None:
                 el.text = value
-            elif len(el):
-                child = el[rng.randrange(len(el))]
-                el.set(_local(child), child.get("value", "x"))
+            else:
+                children = [child for child in el if isinstance(child.tag, str)]  # no comments
+                if children:
+                    child = rng.choice(children)
+                    el.set(_local(child), child.get("value", "x"))
         elif op == 5:  # an odd value
             el.set(rng.choice(["value", "value", "id", "url"]), rng.choice(_ODD_ATTRIBUTES))
         elif op == 6:  # attributes FHIR does not have, or has elsewhere
