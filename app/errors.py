@@ -18,8 +18,24 @@ FhirError (400 processing)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
+
+# What a FHIR string may not hold (datatypes.html#string: below U+0020 only tab, CR and LF;
+# UTF-8 cannot hold lone surrogates) and what XML 1.0 cannot carry at all (its Char
+# production leaves out U+FFFE and U+FFFF): an OperationOutcome or an audit record that
+# quotes a client's input must still be a resource the server can write, in JSON and XML.
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def printable(text: str) -> str:
+    """Text from outside (a client id, a request line, an error quoting the input) as a FHIR
+    string: what it may not hold written as a visible `\\uXXXX`, so it still shows what was
+    sent."""
+    if _UNPRINTABLE.search(text) is None:
+        return text
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 @dataclass(frozen=True)
@@ -32,13 +48,15 @@ class Issue:
     location: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
+        # Messages and paths quote the client's input (a key holding U+0001, an id holding
+        # U+FFFF): written as they are, the outcome could not be rendered as XML.
         issue: dict[str, Any] = {"severity": self.severity, "code": self.code}
         if self.diagnostics:
-            issue["diagnostics"] = self.diagnostics
+            issue["diagnostics"] = printable(self.diagnostics)
         if self.location:
-            issue["location"] = list(self.location)
+            issue["location"] = [printable(item) for item in self.location]
         if self.expression:
-            issue["expression"] = list(self.expression)
+            issue["expression"] = [printable(item) for item in self.expression]
         return issue
 
 

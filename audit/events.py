@@ -8,11 +8,11 @@ codings are module constants so that building an event is cheap: every read buil
 from __future__ import annotations
 
 import base64
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.errors import printable
 from app.fhir.instants import to_instant
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -121,21 +121,6 @@ _PROFILE_URLS = {  # built once: every read builds an event
     for name in ("Create", "Read", "Update", "Delete", "Query")
     for one_patient in (False, True)
 }
-
-
-# What a FHIR string may not hold (datatypes.html#string: below U+0020 only tab, CR and LF)
-# and UTF-8 cannot: lone surrogates. NUL is also what PostgreSQL text refuses, and one in a
-# record stopped the searchable copy of the whole trail.
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
-
-
-def printable(text: str) -> str:
-    """Text from outside (a client id, a request line, an error quoting the input) as a FHIR
-    string: what it may not hold written as a visible `\\uXXXX`, so the record still shows
-    what was sent."""
-    if _UNPRINTABLE.search(text) is None:
-        return text
-    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 @dataclass(frozen=True)

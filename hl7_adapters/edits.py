@@ -6,12 +6,12 @@ the sequence of door interactions it is."""
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode
 
+from app.fhir.core_rules import CONTROL_CHARACTER
 from app.fhir.instants import to_instant
 from hl7_adapters.ack import AckError
 from hl7_adapters.mapping.plan import MappingResult, Merge, Parts, Planned
@@ -22,10 +22,11 @@ class UnresolvedReference(ValueError):
 
 
 # FHIR strings "SHALL NOT contain Unicode character points below 32, except for u0009
-# (horizontal tab), u0010 (carriage return) and u0013 (line feed)"; PostgreSQL refuses NUL.
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# (horizontal tab), u0010 (carriage return) and u0013 (line feed)"; PostgreSQL refuses NUL;
+# and U+FFFE / U+FFFF, which XML cannot hold: what the door refuses (app.fhir.core_rules).
+_FORBIDDEN = CONTROL_CHARACTER
 CONTROL_CHARACTERS = AckError(
-    102, "control characters removed from values (FHIR strings cannot hold them)", "W"
+    102, "control characters (and U+FFFE/U+FFFF) removed from values: FHIR cannot hold them", "W"
 )
 
 

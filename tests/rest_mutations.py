@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+
 JSON = "application/fhir+json"
 
 # Values a mutation may put anywhere: each kind of JSON value, FHIR-shaped strings that are
@@ -33,6 +35,7 @@ _ODD_VALUES: list[Any] = [
     "\u0000",
     "\x07bell",
     "\ud800",
+    "\uffff",  # no XML character: a JSON write holding one could not be read as XML
     "é" * 3,
     "x" * 5000,
     "2024-13-45",
@@ -80,6 +83,8 @@ _QUERY_JUNK = [
     "é" * 3,
     "x" * 3000,
     "\u0000",
+    "\u0001",
+    "\ufffe",
     "-1",
     "0",
     "99999999999999999999",
@@ -212,6 +217,7 @@ class Case:
     path: str  # below the FHIR base, with its query string
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    wants_xml: bool = False  # the client asked for XML: every answer must be FHIR XML
 
     def describe(self) -> str:
         shown = (self.body or b"")[:600]
@@ -360,7 +366,8 @@ class CaseMaker:
             _dump(body),
         )
 
-    def bundle(self) -> Case:
+    def bundle_document(self) -> dict[str, Any]:
+        """A valid batch or transaction: two creates linked by urn:uuid, a read, an update."""
         entries = []
         for i, resource in enumerate([PATIENT, OBSERVATION]):
             document = json.loads(json.dumps(resource).replace("Patient/PATIENT", "urn:uuid:p-0"))
@@ -379,8 +386,11 @@ class CaseMaker:
             }
         )
         kind = self.rng.choice(["transaction", "batch"])
-        bundle = {"resourceType": "Bundle", "type": kind, "entry": entries}
-        return Case("POST", "", {"Content-Type": JSON}, _dump(mutate_json(bundle, self.rng)))
+        return {"resourceType": "Bundle", "type": kind, "entry": entries}
+
+    def bundle(self) -> Case:
+        body = _dump(mutate_json(self.bundle_document(), self.rng))
+        return Case("POST", "", {"Content-Type": JSON}, body)
 
     def search(self) -> Case:
         rtype = self.rng.choice(list(SEARCHES))
@@ -409,7 +419,8 @@ class CaseMaker:
             return Case("POST", f"{rtype}/_search", form, _query(pairs).encode())
         return Case("GET", f"{rtype}?{_query(pairs)}")
 
-    def validate(self) -> Case:
+    def validate_document(self) -> Any:
+        """A resource to $validate, bare or as the `resource` of a Parameters."""
         body: Any = self._seed_resource()
         if self.rng.random() < 0.5:
             body = {
@@ -417,10 +428,14 @@ class CaseMaker:
                 "parameter": [{"name": "resource", "resource": body}],
             }
             body["parameter"].append({"name": "mode", "valueCode": "create"})
-        rtype = self.rng.choice(["Patient", "Observation", "Encounter"])
-        return Case(
-            "POST", f"{rtype}/$validate", {"Content-Type": JSON}, _dump(mutate_json(body, self.rng))
-        )
+        return body
+
+    def validate_path(self) -> str:
+        return f"{self.rng.choice(['Patient', 'Observation', 'Encounter'])}/$validate"
+
+    def validate(self) -> Case:
+        document, path = self.validate_document(), self.validate_path()
+        return Case("POST", path, {"Content-Type": JSON}, _dump(mutate_json(document, self.rng)))
 
     def damaged_bytes(self) -> Case:
         data = mutate_bytes(_dump(self._seed_resource()), self.rng)
@@ -450,6 +465,8 @@ class CaseMaker:
             [
                 "Patient/../Observation",
                 "Patient/%00",
+                "Patient/%01",
+                "Patient/%EF%BF%BF",
                 "Patient/" + "a" * 500,
                 "Patient//x",
                 f"Patient/{self.patient_id}/_history/x",
@@ -473,3 +490,47 @@ class CaseMaker:
         return Case(
             self.rng.choice(["GET", "DELETE", "POST", "PUT"]), path, {"Content-Type": JSON}, b"{}"
         )
+
+
+# --------------------------------------------------------------------------- sending, checking
+
+
+def make_targets(http: httpx.Client) -> tuple[str, str]:
+    """A Patient and an Observation the cases name (updates, patches, searches, reads)."""
+    headers = {"Content-Type": JSON}
+    made = http.post("/Patient", content=json.dumps(PATIENT), headers=headers)
+    assert made.status_code == 201, made.text
+    patient_id = made.json()["id"]
+    observation = json.loads(json.dumps(OBSERVATION).replace("PATIENT", patient_id))
+    made = http.post("/Observation", content=json.dumps(observation), headers=headers)
+    assert made.status_code == 201, made.text
+    return patient_id, made.json()["id"]
+
+
+def send(http: httpx.Client, case: Case) -> httpx.Response:
+    path = "/" + case.path if case.path else ""
+    headers = {name: value.encode() for name, value in case.headers.items()}  # UTF-8 bytes
+    return http.request(case.method, path, headers=headers, content=case.body)
+
+
+def answer_problem(response: httpx.Response) -> str | None:
+    """What is wrong with this answer, or None."""
+    if response.status_code >= 500:
+        return f"status {response.status_code}: {response.text[:800]}"
+    if response.status_code < 400 or response.status_code == 406:
+        # 406: the client accepts no format we write, so the OperationOutcome may be sent in
+        # JSON anyway or not at all; its status is the answer.
+        return None
+    if "xml" in response.headers.get("content-type", ""):  # the client asked for XML
+        if b"<OperationOutcome" in response.content and b"<issue>" in response.content:
+            return None
+        return f"status {response.status_code}: {response.text[:300]!r}"
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return f"status {response.status_code} without a JSON body: {response.text[:300]!r}"
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return f"status {response.status_code} answered with {str(body)[:300]}"
+    if not body.get("issue"):
+        return f"status {response.status_code}: an OperationOutcome without issues"
+    return None

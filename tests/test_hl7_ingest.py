@@ -720,6 +720,20 @@ def test_control_characters_fhir_forbids_are_removed_with_a_warning(
     assert stored["name"] == [{"family": "Null", "given": ["Bell"]}]
 
 
+def test_characters_xml_cannot_hold_are_removed_with_a_warning(
+    send: Callable[..., bytes], client: httpx.Client
+) -> None:
+    """U+FFFE / U+FFFF: the door refuses them (a resource holding one could not be read as
+    XML), so a feed's message is not refused whole for one stray character."""
+    mrn = unique_id("P")
+    dirty = patient(mrn, name=[{"family": "Non\uffffchar", "given": ["B\ufffe"]}])
+    ack = send(adt(unique_id(), mrn), result(dirty))
+    assert msa(ack)[0] == "AA"
+    assert [(code, severity) for _, code, severity in err_fields(ack)] == [("102", "W")]
+    [stored] = search(client, "Patient", identifier=f"{SYSTEM}|{mrn}")
+    assert stored["name"] == [{"family": "Nonchar", "given": ["B"]}]
+
+
 # ---------------------------------------------------------------- the operator's commands
 
 CLI = [sys.executable, "-m", "app.cli"]

@@ -13,7 +13,6 @@ other cases locally.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections.abc import Iterator
@@ -21,52 +20,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.rest_mutations import JSON, OBSERVATION, PATIENT, Case, CaseMaker
+from tests.rest_mutations import JSON, CaseMaker, answer_problem, make_targets, send
 
 CASES = int(os.environ.get("MEDISENTINEL_FUZZ_CASES", "400"))
 SEEDS = [int(s) for s in os.environ.get("MEDISENTINEL_FUZZ_SEED", "20261123").split(",")]
 
 
-def _send(http: httpx.Client, case: Case) -> httpx.Response:
-    path = "/" + case.path if case.path else ""
-    headers = {name: value.encode() for name, value in case.headers.items()}  # UTF-8 bytes
-    return http.request(case.method, path, headers=headers, content=case.body)
-
-
-def _problem(response: httpx.Response) -> str | None:
-    """What is wrong with this answer, or None."""
-    if response.status_code >= 500:
-        return f"status {response.status_code}: {response.text[:800]}"
-    if response.status_code < 400 or response.status_code == 406:
-        # 406: the client accepts no format we write, so the OperationOutcome may be sent in
-        # JSON anyway or not at all; its status is the answer.
-        return None
-    if "xml" in response.headers.get("content-type", ""):  # the client asked for XML
-        if b"<OperationOutcome" in response.content and b"<issue>" in response.content:
-            return None
-        return f"status {response.status_code}: {response.text[:300]!r}"
-    try:
-        body = json.loads(response.content)
-    except ValueError:
-        return f"status {response.status_code} without a JSON body: {response.text[:300]!r}"
-    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
-        return f"status {response.status_code} answered with {str(body)[:300]}"
-    if not body.get("issue"):
-        return f"status {response.status_code}: an OperationOutcome without issues"
-    return None
-
-
 @pytest.fixture(scope="module")
 def targets(client: httpx.Client) -> tuple[str, str]:
-    """A Patient and an Observation the cases name (updates, patches, searches, reads)."""
-    headers = {"Content-Type": JSON}
-    made = client.post("/Patient", content=json.dumps(PATIENT), headers=headers)
-    assert made.status_code == 201, made.text
-    patient_id = made.json()["id"]
-    observation = json.loads(json.dumps(OBSERVATION).replace("PATIENT", patient_id))
-    made = client.post("/Observation", content=json.dumps(observation), headers=headers)
-    assert made.status_code == 201, made.text
-    return patient_id, made.json()["id"]
+    return make_targets(client)
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +48,9 @@ def test_mutated_requests_get_clear_answers(
     statuses: dict[int, int] = {}
     for number in range(CASES):
         case = maker.case()
-        response = _send(client, case)
+        response = send(client, case)
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-        problem = _problem(response)
+        problem = answer_problem(response)
         if problem:
             failures.append(f"seed {seed} case {number}: {case.describe()}\n  -> {problem}")
     assert not failures, f"{len(failures)} of {CASES} cases:\n" + "\n".join(failures[:15])

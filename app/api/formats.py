@@ -177,5 +177,13 @@ def refuse_form(content_type: str | None) -> None:
 
 def render(body: Any, fmt: str, *, pretty: bool) -> tuple[bytes, str]:
     if fmt == "xml":
-        return xml.json_to_xml(jsonio.materialize(body), pretty=pretty), XML_TYPE
+        try:
+            return xml.json_to_xml(jsonio.materialize(body), pretty=pretty), XML_TYPE
+        except xml.FhirXmlError as exc:
+            # Content JSON holds and XML cannot (U+FFFE in a resource stored before writes
+            # refused it): the server cannot produce the format asked for, JSON it can.
+            raise NotAcceptable(
+                f"the answer cannot be written as FHIR XML ({exc}); ask for JSON",
+                expression=exc.path or None,
+            ) from exc
     return jsonio.dumps(body, pretty=pretty), JSON_TYPE

@@ -22,8 +22,11 @@ from app.fhir.invariants import invariant_issues, may_break_cpt_2
 from app.fhir.xml.narrative import div_problems
 
 EXTENSION_KEYS = ("extension", "modifierExtension")
-# Below U+0020 only tab, CR and LF may appear in a string (datatypes.html#string), keys too.
-CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# Below U+0020 only tab, CR and LF may appear in a string (datatypes.html#string), keys too;
+# and U+FFFE / U+FFFF, which XML 1.0 cannot carry (its Char production leaves them out): a
+# resource holding one could be stored from JSON but never read back as FHIR XML.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+NOT_IN_XML = frozenset("\ufffe\uffff")
 
 
 def core_rule_issues(resource: dict[str, Any], rtype: str) -> list[Issue]:
@@ -35,39 +38,56 @@ def core_rule_issues(resource: dict[str, Any], rtype: str) -> list[Issue]:
     return issues
 
 
-def _walk(value: Any, path: str, out: list[Issue], suspect: list[bool]) -> None:
+def _walk(
+    value: Any, path: str, out: list[Issue], suspect: list[bool], primitive: Any = None
+) -> None:
     """`suspect[0]` is set where app.fhir.invariants has something to look at: a value
     starting with '#' (a local reference), contained resources, a ContactPoint-like object
-    with a value and no system."""
+    with a value and no system. `primitive` is the value a `_name` partner belongs to."""
     if isinstance(value, str):
-        if CONTROL_CHARACTER.search(value):
-            _control_characters(path, out)
+        found = CONTROL_CHARACTER.search(value)
+        if found:
+            _control_characters(path, found.group(), out)
         if value.startswith("#"):
             suspect[0] = True
     elif isinstance(value, dict):
-        _check_object(value, path, out)
+        _check_object(value, path, out, has_value=primitive is not None)
         if "contained" in value or (
             ("value" in value or "_value" in value) and may_break_cpt_2(value)
         ):
             suspect[0] = True
         for key, item in value.items():
-            if CONTROL_CHARACTER.search(key):
-                _control_characters(f"{path}.{key}", out)
-            _walk(item, f"{path}.{key}", out, suspect)
+            found = CONTROL_CHARACTER.search(key)
+            if found:
+                _control_characters(f"{path}.{key}", found.group(), out)
+            # `"_family": {"id": "f1"}` next to `"family": "Lee"` is <family id="f1"
+            # value="Lee"/>: the element has its value (ele-1), the partner only its id.
+            if key[:1] == "_":
+                _walk(item, f"{path}.{key}", out, suspect, value.get(key[1:]))
+            else:
+                _walk(item, f"{path}.{key}", out, suspect)
     elif isinstance(value, list):
         if not value:
             out.append(Issue("error", "structure", f"{path}: an array may not be empty", (path,)))
-        for index, item in enumerate(value):
-            _walk(item, f"{path}[{index}]", out, suspect)
+        if not isinstance(primitive, list):
+            for index, item in enumerate(value):
+                _walk(item, f"{path}[{index}]", out, suspect)
+            return
+        for index, item in enumerate(value):  # a `_given` array, aligned with `given`
+            aligned = primitive[index] if index < len(primitive) else None
+            _walk(item, f"{path}[{index}]", out, suspect, aligned)
 
 
-def _control_characters(path: str, out: list[Issue]) -> None:
-    message = f"{path}: control characters (below U+0020, except tab, CR, LF) are not allowed"
+def _control_characters(path: str, character: str, out: list[Issue]) -> None:
+    if character in NOT_IN_XML:
+        message = f"{path}: U+FFFE and U+FFFF are not allowed (XML cannot hold them)"
+    else:
+        message = f"{path}: control characters (below U+0020, except tab, CR, LF) are not allowed"
     out.append(Issue("error", "value", message, (path,)))
 
 
-def _check_object(obj: dict[str, Any], path: str, out: list[Issue]) -> None:
-    if "resourceType" not in obj and not set(obj) - {"id"}:
+def _check_object(obj: dict[str, Any], path: str, out: list[Issue], *, has_value: bool) -> None:
+    if not has_value and "resourceType" not in obj and not set(obj) - {"id"}:
         message = f"{path}: an element must have a value or children (ele-1)"
         out.append(Issue("error", "invariant", message, (path,)))
     for key, value in obj.items():

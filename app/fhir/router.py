@@ -11,7 +11,14 @@ from dataclasses import replace
 from typing import Any
 
 from app.context import RequestContext
-from app.errors import InvalidRequest, MethodNotAllowed, NotFound, information_outcome
+from app.errors import (
+    InvalidRequest,
+    Issue,
+    MethodNotAllowed,
+    NotFound,
+    information_outcome,
+    operation_outcome,
+)
 from app.fhir import bundles, capability, compartments, operations
 from app.fhir.exchange import FhirRequest, FhirResponse
 from app.fhir.history import HistoryCursor
@@ -252,14 +259,8 @@ class FhirRouter:
         if result.ignored:
             notes.append("ignored unsupported search parameters: " + ", ".join(result.ignored))
         issues = None
-        if notes:
-            issues = {
-                "resourceType": "OperationOutcome",
-                "issue": [
-                    {"severity": "warning", "code": "not-supported", "diagnostics": n}
-                    for n in notes
-                ],
-            }
+        if notes:  # Issue quotes the names as printable text (U+FFFF is no XML character)
+            issues = operation_outcome([Issue("warning", "not-supported", n) for n in notes])
         path = path or rtype or ""
         extra = [("_type", ",".join(listed))] if listed else []
         return FhirResponse(
