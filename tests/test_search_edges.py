@@ -157,6 +157,18 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
             ("y2024", "2024"),
         )  # fmt: skip
     },
+    # a searched prefix ending in U+10FFFF (no character follows it) or U+D7FF (what
+    # follows is a surrogate, which no database takes): both were a 500
+    "last-characters": {
+        label: {"resourceType": "Patient", "name": [{"family": family}]}
+        for label, family in (
+            ("last", "Zoë\U0010ffff"),
+            ("zoe", "Zoë"),
+            ("last-x", "Zoë\U0010ffffx"),
+            ("d7ff", "Ha\ud7ff"),
+            ("e000", "Ha\ue000"),
+        )  # fmt: skip
+    },
     "canonical": {
         "v2": answers(f"{QUESTIONNAIRE}|2.0"),
         "v3": answers(f"{QUESTIONNAIRE}|3.0"),
@@ -233,6 +245,14 @@ CASES: dict[str, list[tuple[str, str]]] = {
         ("Observation?date=ge9999-12", "m9999 d9999 t9999"),  # 9999 ends when 9999-12 does
         ("Observation?date=sa2024", "y9999 m9999 d9999 t9999"),
         ("Observation?date:missing=true", ""),
+    ],
+    "last-characters": [
+        ("Patient?family=zoe\U0010ffff", "last last-x"),
+        ("Patient?family=Zoë\U0010ffffx", "last-x"),
+        ("Patient?family=zoe", "last zoe last-x"),
+        ("Patient?family=ha\ud7ff", "d7ff"),
+        ("Patient?family=ha", "d7ff e000"),
+        ("Patient?family:contains=\U0010ffff", "last last-x"),
     ],
     "canonical": [
         # without a version: the canonical in any version (and unversioned)

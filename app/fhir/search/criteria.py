@@ -270,8 +270,28 @@ def _prefix_range(column: str, prefix: str) -> Plan:
     """column starts with prefix, as an index-friendly range: [prefix, prefix-successor)."""
     if not prefix:
         return TRUE
-    successor = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    successor = _successor(prefix)
+    if successor is None:  # only U+10FFFF: every text from the prefix on starts with it
+        return ("cmp", ">=", column, Value(prefix))
     return _and(("cmp", ">=", column, Value(prefix)), ("cmp", "<", column, Value(successor)))
+
+
+_LAST_CHAR = 0x10FFFF
+_SURROGATES = (0xD800, 0xE000)  # no text holds one: U+D7FF is followed by U+E000
+
+
+def _successor(prefix: str) -> str | None:
+    """The least text greater than every text that starts with `prefix` (in code point
+    order, which is UTF-8's byte order): its last character one up. That character was
+    `chr(last + 1)`: after U+10FFFF no character (a 500), after U+D7FF a surrogate, which
+    no database takes (a 500 as well); None when nothing is greater."""
+    stem = prefix.rstrip(chr(_LAST_CHAR))
+    if not stem:
+        return None
+    following = ord(stem[-1]) + 1
+    if following == _SURROGATES[0]:
+        following = _SURROGATES[1]
+    return stem[:-1] + chr(following)
 
 
 def _like_escape(text: str) -> str:
