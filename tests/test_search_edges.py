@@ -445,3 +445,24 @@ def test_numbers_beyond_the_index_are_stored_and_searched(world: World, value: s
     query = f"gt{sign}0" if tiny else (f"lt{sign}1e9" if sign else "gt1e9")
     pairs = [("factor-override", query), ("_id", rid), loaded.scope]
     assert entries(get_bundle(world.http, "ChargeItem", pairs), "match") == [("ChargeItem", rid)]
+
+
+def test_a_reference_under_our_base_in_another_case_is_not_ours(world: World) -> None:
+    """A URL's path has case (RFC 3986): `…/FHIR/Patient/1` is not our Patient/1 under
+    `…/fhir`. SQLite's LIKE ignores case, so on SQLite such a reference was found by
+    `subject=Patient/1` (and revincluded, and counted in Patient/1's compartment)."""
+    assert world.base.endswith("/fhir")
+    other_case = world.base[: -len("fhir")] + "FHIR"
+    patient_id = world.http.post("/Patient", json={"resourceType": "Patient"}).json()["id"]
+    created = {}
+    for label, base in (("ours", world.base), ("other-case", other_case)):
+        body = {"resourceType": "Observation", "status": "final", "code": {"text": "case"},
+                "subject": {"reference": f"{base}/Patient/{patient_id}"}}  # fmt: skip
+        created[("Observation", world.http.post("/Observation", json=body).json()["id"])] = label
+    found = get_bundle(world.http, "Observation", [("subject", f"Patient/{patient_id}")])
+    assert [created[m] for m in entries(found, "match")] == ["ours"]
+    pairs = [("_id", patient_id), ("_revinclude", "Observation:subject")]
+    included = get_bundle(world.http, "Patient", pairs)
+    assert [created[m] for m in entries(included, "include")] == ["ours"]
+    compartment = get_bundle(world.http, f"Patient/{patient_id}/Observation", [])
+    assert [created[m] for m in entries(compartment, "match")] == ["ours"]

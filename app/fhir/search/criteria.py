@@ -24,6 +24,8 @@ Plan nodes, criterion level (tag first):
 Conditions on one index row (`cond`), columns by name:
   ("cmp", op, column, Value)  op: = < <= > >=       ("null", column)
   ("like", column, Value)     ("in", column, Value(tuple))      ("differs", column, column)
+  ("starts", column, Value(prefix), Value(LIKE pattern))   the column starts with prefix,
+        case and all (sql.py: LIKE where that has case, as on PostgreSQL)
   ("and", (cond, ...)) ("or", (cond, ...)) ("not", cond) ("true",) ("false",)
   ("view", ((name, column), ...), cond)   names in cond mean other columns (composites)
 """
@@ -362,10 +364,13 @@ def version_notes(criteria: tuple[Criterion, ...]) -> list[str]:
 
 
 def local_plan(base_url: str) -> Plan:
-    """See sql.is_local."""
+    """See sql.is_local. `starts`, not LIKE: SQLite's LIKE ignores case, so a reference to
+    `http://host/FHIR/Patient/1` was taken for one of ours under `http://host/fhir` (in
+    searches, includes and patient compartments) on SQLite only; a URL's path has case."""
     if not base_url:
         return TRUE
-    return _or(("null", "url"), ("like", "url", Value(_like_escape(base_url) + "/%")))
+    prefix = base_url + "/"
+    return _or(("null", "url"), ("starts", "url", Value(prefix), Value(_like_escape(prefix) + "%")))
 
 
 # ------------------------------------------------------------------ date
