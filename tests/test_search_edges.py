@@ -131,6 +131,17 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
             ("eur40", 40, "EUR"),
         )
     },
+    # a sort by a number puts those without one last: pages must go on past them
+    "unpriced": {
+        label: {
+            "resourceType": "ChargeItem",
+            "status": "billable",
+            "code": {"text": "unpriced"},
+            "subject": {"reference": "Patient/unpriced"},
+            **({"priceOverride": {"value": value, "currency": "EUR"}} if value else {}),
+        }
+        for label, value in (("five", 5), ("none1", None), ("two", 2), ("none2", None))
+    },
     # a leap second: valid FHIR (seconds 00-60), no Python datetime
     "leap": {
         label: {
@@ -401,6 +412,19 @@ def test_a_token_sorted_search_pages_through_its_cursors(world: World) -> None:
     assert [labels for page in pages for labels in entries(page, "match")] == [
         loaded.ids[label] for label in ("male", "female", "none")
     ]
+
+
+@pytest.mark.parametrize("sort", ["price-override", "-price-override"])
+def test_a_number_sorted_search_pages_past_resources_without_one(world: World, sort: str) -> None:
+    """A page that ended on a resource without the sorted number had the missing value's
+    sentinel (beyond the index's bounds) in its next link, which was refused as a forged
+    cursor: a 400 on following the link, on both databases."""
+    loaded = world.load("unpriced", SCENARIOS)
+    pages = walk(world.http, "ChargeItem", [("_sort", sort), ("_count", "1"), loaded.scope])
+    labels = loaded.label_of()
+    found = [labels[key] for page in pages for key in entries(page, "match")]
+    priced = ["two", "five"] if sort == "price-override" else ["five", "two"]
+    assert found[:2] == priced and sorted(found[2:]) == ["none1", "none2"]
 
 
 CANONICAL_INCLUDES = [
