@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.test_search_params import (
     World,
@@ -490,3 +491,47 @@ def test_a_reference_under_our_base_in_another_case_is_not_ours(world: World) ->
     assert [created[m] for m in entries(included, "include")] == ["ours"]
     compartment = get_bundle(world.http, f"Patient/{patient_id}/Observation", [])
     assert [created[m] for m in entries(compartment, "match")] == ["ours"]
+
+
+ICU_EN_US = "en-US-x-icu"
+
+
+def test_a_url_prefix_is_found_whatever_the_collation(
+    world: World, database_url: str, is_postgres: bool
+) -> None:
+    """`questionnaire=<url>` finds `<url>|<version>`, and another server's `…/Patient/1` its
+    `…/Patient/1/_history/2`: by a range over `search_reference.url`, which keeps the
+    database's collation, and under any but C (PostgreSQL's default is the system locale,
+    en_US.utf8 in its Docker image) `url|2.0` is outside [`url|`, `url}`): both were
+    missed. The test database is C, so the column takes an en-US collation here."""
+    if not is_postgres:
+        pytest.skip("collations are PostgreSQL's")
+    loaded = world.load("canonical", SCENARIOS)
+    other = f"http://other.example.org/fhir/Patient/{loaded.marker}"
+    body = {"resourceType": "Observation", "status": "final", "code": {"text": "elsewhere"},
+            "subject": {"reference": f"{other}/_history/2"}}  # fmt: skip
+    observation = world.http.post("/Observation", json=body).json()["id"]
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            if not conn.execute(text("SELECT 1 FROM pg_collation WHERE collname = :c"),
+                                {"c": ICU_EN_US}).first():  # fmt: skip
+                pytest.skip(f"this PostgreSQL has no {ICU_EN_US} collation")
+            conn.execute(
+                text(
+                    f'ALTER TABLE search_reference ALTER COLUMN url TYPE text COLLATE "{ICU_EN_US}"'
+                )
+            )
+        query = f"QuestionnaireResponse?questionnaire={QUESTIONNAIRE}"
+        path, pairs = split_query(loaded.render(query))
+        found = entries(get_bundle(world.http, path, [*pairs, loaded.scope]), "match")
+        labels = loaded.label_of()
+        assert sorted(labels[key] for key in found) == ["bare", "v2", "v3"]
+        found = entries(get_bundle(world.http, "Observation", [("subject", other)]), "match")
+        assert found == [("Observation", observation)]
+    finally:
+        with engine.begin() as conn:
+            conn.execute(
+                text('ALTER TABLE search_reference ALTER COLUMN url TYPE text COLLATE "default"')
+            )
+        engine.dispose()

@@ -333,9 +333,12 @@ def _reference(value: str, modifier: str | None, base_url: str) -> Plan:
             return _eq("url", value)
         # Without one: the canonical in any version too (url|version is how one is stored),
         # and a reference to another server's resource in any version (its url as written)
-        anyhow = [_eq("url", value), _prefix_range("url", value + "|")]
+        # (`starts`, not a range: `url` keeps the database's collation, under which a range
+        # is no prefix test on PostgreSQL unless that collation is C, as it is in the tests:
+        # under en-US, `url|2.0` and `…/_history/2` fell outside theirs and were missed)
+        anyhow = [_eq("url", value), _starts("url", value + "|")]
         if values.parse_reference(value)[0] is not None:
-            anyhow.append(_prefix_range("url", value + "/_history/"))
+            anyhow.append(_starts("url", value + "/_history/"))
         return _or(*anyhow)
     rtype, rid = values.parse_reference(value)
     if rtype:
@@ -369,8 +372,12 @@ def local_plan(base_url: str) -> Plan:
     searches, includes and patient compartments) on SQLite only; a URL's path has case."""
     if not base_url:
         return TRUE
-    prefix = base_url + "/"
-    return _or(("null", "url"), ("starts", "url", Value(prefix), Value(_like_escape(prefix) + "%")))
+    return _or(("null", "url"), _starts("url", base_url + "/"))
+
+
+def _starts(column: str, prefix: str) -> Plan:
+    """The column starts with prefix, case and all, whatever its collation (sql.py)."""
+    return ("starts", column, Value(prefix), Value(_like_escape(prefix) + "%"))
 
 
 # ------------------------------------------------------------------ date
