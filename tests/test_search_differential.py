@@ -6,7 +6,8 @@ which conditional references in a transaction use). Random but valid Patients,
 Observations, Encounters and RiskAssessments are stored through the service, random
 criteria of every kind the judge takes are searched (string, token, date, number,
 quantity, reference, uri, composite; modifiers; several values OR-ed, several parameters
-ANDed; now and then a system search of several types by the parameters they share), and
+ANDed; now and then a system search of several types by the parameters they share, or a
+search in one Patient's compartment, judged with the compartment's references), and
 for each search the resources the database finds must be exactly those `matches_all` is
 True for (a search it answers None is skipped). A bug in either side shows as a
 disagreement. Some searches are read in small pages (sorted or not), following the next
@@ -33,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from app.auth.compartment import patient_compartment
 from app.context import RequestContext
 from app.db import create_db_engine
 from app.errors import InvalidRequest
@@ -42,6 +44,7 @@ from app.fhir.search.criteria import plan
 from app.fhir.search.in_memory import matches_all
 from app.fhir.search.indexer import Rows, index_rows
 from app.fhir.service import FhirService
+from app.fhir.tables import search_reference
 from tests import search_fuzz_data as data
 
 BASE = "http://difffuzz.test/fhir"
@@ -291,7 +294,12 @@ SORTS = {
 
 
 def searched(
-    service: FhirService, world: World, rtypes: list[str], q: str, shaping: str = "_count=1000"
+    service: FhirService,
+    world: World,
+    rtypes: list[str],
+    q: str,
+    shaping: str = "_count=1000",
+    compartment: str | None = None,
 ) -> Found:
     """What the search finds, page by page (keyset paging, engine.py): no page larger than
     asked for, no resource on two pages. Several types: a system search (`_type`)."""
@@ -302,7 +310,10 @@ def searched(
         full = f"{q}&_tag={world.tag}&{shaping}{page}"
         with service.unit_of_work(CTX, write=False) as uow:
             params = SearchParams.parse_query(full, rtypes[0], strict=True)
-            if len(rtypes) == 1:
+            if compartment is not None:  # GET /Patient/<id>/<type>?...
+                confined = ("Patient", compartment)
+                result = service.search(uow, rtypes[0], params, compartment=confined)
+            elif len(rtypes) == 1:
                 result = service.search(uow, rtypes[0], params)
             else:
                 result = service.search(uow, None, params, types=rtypes)
@@ -324,11 +335,33 @@ def shaping(rng: random.Random, rtypes: list[str]) -> str:
     return f"_count={rng.choice([1, 2, 3])}{sort}"
 
 
+def in_compartment(rtype: str, rid: str, rows: Rows, patient: str) -> bool:
+    """In Patient/<patient>'s compartment (R4 CompartmentDefinition, compartments.py): the
+    Patient itself, or a resource whose compartment parameters refer to it (relative, or
+    absolute under our base)."""
+    params = patient_compartment().get(rtype, ())
+    return (rtype, rid) == ("Patient", patient) or any(
+        row["param"] in params
+        and (row.get("target_type"), row.get("target_id")) == ("Patient", patient)
+        and (row.get("url") is None or row["url"].startswith(f"{BASE}/"))
+        for row in rows.get(search_reference, ())
+    )
+
+
 def compare(
-    service: FhirService, world: World, rtypes: list[str], q: str, tally: Tally, shape: str
+    service: FhirService,
+    world: World,
+    rtypes: list[str],
+    q: str,
+    tally: Tally,
+    shape: str,
+    compartment: str | None = None,
 ) -> None:
     try:
         expected = judged(world, rtypes, q)
+        if expected is not None and compartment is not None:
+            rows = world.rows[rtypes[0]]
+            expected = {f for f in expected if in_compartment(*f, rows[f[1]], compartment)}
     except InvalidRequest:
         tally.refused += 1
         with pytest.raises(InvalidRequest):  # the search refuses it as well
@@ -337,7 +370,7 @@ def compare(
     if expected is None:
         tally.not_judged += 1
         return
-    found = searched(service, world, rtypes, q, shape)
+    found = searched(service, world, rtypes, q, shape, compartment)
     tally.compared += 1
     tally.nonempty += bool(found)
     if found != expected:
@@ -346,7 +379,8 @@ def compare(
             for side, ids in (("SQL only", found - expected), ("in memory only", expected - found))
             for rtype, rid in sorted(ids)
         )
-        tally.disagreements.append(f"{','.join(rtypes)}?{q}&{shape}{detail}")
+        where = f"Patient/{compartment}/" if compartment else ""
+        tally.disagreements.append(f"{where}{','.join(rtypes)}?{q}&{shape}{detail}")
 
 
 def system_query(rng: random.Random, world: World) -> tuple[list[str], str]:
@@ -362,12 +396,15 @@ def test_sql_and_in_memory_judge_agree(service: FhirService, seed: int) -> None:
     world = build_world(service, rng)
     tally = Tally()
     for _ in range(QUERIES):
+        compartment = None
         if rng.random() < 0.1:
             rtypes, q = system_query(rng, world)
         else:
             rtypes = [rng.choice(list(PARAMS))]
             q = query(rng, rtypes[0], world)
-        compare(service, world, rtypes, q, tally, shaping(rng, rtypes))
+            if rng.random() < 0.15:  # a compartment search, confined to one of our Patients
+                compartment = rng.choice(world.ids("Patient"))
+        compare(service, world, rtypes, q, tally, shaping(rng, rtypes), compartment)
     shown = "\n".join(tally.disagreements[:10])
     assert not tally.disagreements, f"seed {seed}: {len(tally.disagreements)} disagree\n{shown}"
     # not vacuous: most searches are judged, and some find something
