@@ -11,7 +11,7 @@ search in one Patient's compartment, judged with the compartment's references), 
 for each search the resources the database finds must be exactly those `matches_all` is
 True for (a search it answers None is skipped). A bug in either side shows as a
 disagreement. Some searches are read in small pages (sorted or not), following the next
-cursors: each resource on one page only.
+cursors: each resource on one page only, and in the sort's order (from the index rows).
 
 What it found so far (docs/search.md): prefixes ending in U+10FFFF or U+D7FF (a 500),
 SQLite's case-blind LIKE taking `…/FHIR/Patient/1` for one of ours, and a number sort
@@ -41,10 +41,12 @@ from app.errors import InvalidRequest
 from app.fhir.hooks import Pipeline
 from app.fhir.search import SearchParams
 from app.fhir.search.criteria import plan
+from app.fhir.search.engine import SORT_COLUMN
 from app.fhir.search.in_memory import matches_all
 from app.fhir.search.indexer import Rows, index_rows
+from app.fhir.search.params import lookup
 from app.fhir.service import FhirService
-from app.fhir.tables import search_reference
+from app.fhir.tables import INDEX_TABLES, search_reference
 from tests import search_fuzz_data as data
 
 BASE = "http://difffuzz.test/fhir"
@@ -321,9 +323,39 @@ def searched(
         found += [(v.resource_type, v.id) for v in result.versions]
         if result.next_page is None:
             assert len(found) == len(set(found)), (shaping, found)
+            check_order(world, found, shaping)
             return set(found)
         page = f"&_page={result.next_page}"
     raise AssertionError(f"{rtypes}?{q}&{shaping}: paging does not end")
+
+
+def sort_value(world: World, rtype: str, rid: str, key: str) -> Any:
+    """What a resource sorts by on `key` (engine._sort_key): the least of its values
+    ascending, the greatest descending (a date's start, or its end); None without one."""
+    name, descending = key.lstrip("-"), key.startswith("-")
+    if name == "_id":
+        return rid
+    kind = lookup(rtype, name)[0]
+    column = ("high" if descending else "low") if kind == "date" else SORT_COLUMN[kind]
+    rows = world.rows[rtype][rid].get(INDEX_TABLES[kind], ())
+    found = [r[column] for r in rows if r["param"] == name and r.get(column) is not None]
+    return (max(found) if descending else min(found)) if found else None
+
+
+def check_order(world: World, found: list[tuple[str, str]], shaping: str) -> None:
+    """Each resource after the one before it in the sort's order; without a value last."""
+    keys = shaping.partition("_sort=")[2].split("&")[0].split(",") if "_sort=" in shaping else []
+    if not keys or "-_lastUpdated" in keys:  # _lastUpdated is no index row
+        return
+    for before, after in zip(found, found[1:], strict=False):
+        for key in keys:
+            a, b = (sort_value(world, *f, key) for f in (before, after))
+            if a == b:
+                continue
+            assert a is not None, (shaping, before, after, key)  # a missing value is last
+            if b is not None:
+                assert (a < b) != key.startswith("-"), (shaping, before, a, after, b)
+            break
 
 
 def shaping(rng: random.Random, rtypes: list[str]) -> str:
