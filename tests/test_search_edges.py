@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.test_search_params import (
     World,
@@ -132,6 +133,17 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
             ("eur40", 40, "EUR"),
         )
     },
+    # a sort by a number puts those without one last: pages must go on past them
+    "unpriced": {
+        label: {
+            "resourceType": "ChargeItem",
+            "status": "billable",
+            "code": {"text": "unpriced"},
+            "subject": {"reference": "Patient/unpriced"},
+            **({"priceOverride": {"value": value, "currency": "EUR"}} if value else {}),
+        }
+        for label, value in (("five", 5), ("none1", None), ("two", 2), ("none2", None))
+    },
     # a leap second: valid FHIR (seconds 00-60), no Python datetime
     "leap": {
         label: {
@@ -156,6 +168,18 @@ SCENARIOS: dict[str, dict[str, dict[str, Any]]] = {
             ("d9999", "9999-12-31"),
             ("t9999", "9999-12-31T23:59:59Z"),
             ("y2024", "2024"),
+        )  # fmt: skip
+    },
+    # a searched prefix ending in U+10FFFF (no character follows it) or U+D7FF (what
+    # follows is a surrogate, which no database takes): both were a 500
+    "last-characters": {
+        label: {"resourceType": "Patient", "name": [{"family": family}]}
+        for label, family in (
+            ("last", "Zoë\U0010ffff"),
+            ("zoe", "Zoë"),
+            ("last-x", "Zoë\U0010ffffx"),
+            ("d7ff", "Ha\ud7ff"),
+            ("e000", "Ha\ue000"),
         )  # fmt: skip
     },
     "canonical": {
@@ -234,6 +258,14 @@ CASES: dict[str, list[tuple[str, str]]] = {
         ("Observation?date=ge9999-12", "m9999 d9999 t9999"),  # 9999 ends when 9999-12 does
         ("Observation?date=sa2024", "y9999 m9999 d9999 t9999"),
         ("Observation?date:missing=true", ""),
+    ],
+    "last-characters": [
+        ("Patient?family=zoe\U0010ffff", "last last-x"),
+        ("Patient?family=Zoë\U0010ffffx", "last-x"),
+        ("Patient?family=zoe", "last zoe last-x"),
+        ("Patient?family=ha\ud7ff", "d7ff"),
+        ("Patient?family=ha", "d7ff e000"),
+        ("Patient?family:contains=\U0010ffff", "last last-x"),
     ],
     "canonical": [
         # without a version: the canonical in any version (and unversioned)
@@ -376,6 +408,19 @@ def test_a_token_sorted_search_pages_through_its_cursors(world: World) -> None:
     ]
 
 
+@pytest.mark.parametrize("sort", ["price-override", "-price-override"])
+def test_a_number_sorted_search_pages_past_resources_without_one(world: World, sort: str) -> None:
+    """A page that ended on a resource without the sorted number had the missing value's
+    sentinel (beyond the index's bounds) in its next link, which was refused as a forged
+    cursor: a 400 on following the link, on both databases."""
+    loaded = world.load("unpriced", SCENARIOS)
+    pages = walk(world.http, "ChargeItem", [("_sort", sort), ("_count", "1"), loaded.scope])
+    labels = loaded.label_of()
+    found = [labels[key] for page in pages for key in entries(page, "match")]
+    priced = ["two", "five"] if sort == "price-override" else ["five", "two"]
+    assert found[:2] == priced and sorted(found[2:]) == ["none1", "none2"]
+
+
 CANONICAL_INCLUDES = [
     # a versioned canonical: that version; an unversioned one: every version
     ("QuestionnaireResponse?_id={id:r2}&_include=QuestionnaireResponse:questionnaire", "q2"),
@@ -418,3 +463,68 @@ def test_numbers_beyond_the_index_are_stored_and_searched(world: World, value: s
     query = f"gt{sign}0" if tiny else (f"lt{sign}1e9" if sign else "gt1e9")
     pairs = [("factor-override", query), ("_id", rid), loaded.scope]
     assert entries(get_bundle(world.http, "ChargeItem", pairs), "match") == [("ChargeItem", rid)]
+
+
+def test_a_reference_under_our_base_in_another_case_is_not_ours(world: World) -> None:
+    """A URL's path has case (RFC 3986): `…/FHIR/Patient/1` is not our Patient/1 under
+    `…/fhir`. SQLite's LIKE ignores case, so on SQLite such a reference was found by
+    `subject=Patient/1` (and revincluded, and counted in Patient/1's compartment)."""
+    assert world.base.endswith("/fhir")
+    other_case = world.base[: -len("fhir")] + "FHIR"
+    patient_id = world.http.post("/Patient", json={"resourceType": "Patient"}).json()["id"]
+    created = {}
+    for label, base in (("ours", world.base), ("other-case", other_case)):
+        body = {"resourceType": "Observation", "status": "final", "code": {"text": "case"},
+                "subject": {"reference": f"{base}/Patient/{patient_id}"}}  # fmt: skip
+        created[("Observation", world.http.post("/Observation", json=body).json()["id"])] = label
+    found = get_bundle(world.http, "Observation", [("subject", f"Patient/{patient_id}")])
+    assert [created[m] for m in entries(found, "match")] == ["ours"]
+    pairs = [("_id", patient_id), ("_revinclude", "Observation:subject")]
+    included = get_bundle(world.http, "Patient", pairs)
+    assert [created[m] for m in entries(included, "include")] == ["ours"]
+    compartment = get_bundle(world.http, f"Patient/{patient_id}/Observation", [])
+    assert [created[m] for m in entries(compartment, "match")] == ["ours"]
+
+
+ICU_EN_US = "en-US-x-icu"
+
+
+def test_a_url_prefix_is_found_whatever_the_collation(
+    world: World, database_url: str, is_postgres: bool
+) -> None:
+    """`questionnaire=<url>` finds `<url>|<version>`, and another server's `…/Patient/1` its
+    `…/Patient/1/_history/2`: by a range over `search_reference.url`, which keeps the
+    database's collation, and under any but C (PostgreSQL's default is the system locale,
+    en_US.utf8 in its Docker image) `url|2.0` is outside [`url|`, `url}`): both were
+    missed. The test database is C, so the column takes an en-US collation here."""
+    if not is_postgres:
+        pytest.skip("collations are PostgreSQL's")
+    loaded = world.load("canonical", SCENARIOS)
+    other = f"http://other.example.org/fhir/Patient/{loaded.marker}"
+    body = {"resourceType": "Observation", "status": "final", "code": {"text": "elsewhere"},
+            "subject": {"reference": f"{other}/_history/2"}}  # fmt: skip
+    observation = world.http.post("/Observation", json=body).json()["id"]
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            if not conn.execute(text("SELECT 1 FROM pg_collation WHERE collname = :c"),
+                                {"c": ICU_EN_US}).first():  # fmt: skip
+                pytest.skip(f"this PostgreSQL has no {ICU_EN_US} collation")
+            conn.execute(
+                text(
+                    f'ALTER TABLE search_reference ALTER COLUMN url TYPE text COLLATE "{ICU_EN_US}"'
+                )
+            )
+        query = f"QuestionnaireResponse?questionnaire={QUESTIONNAIRE}"
+        path, pairs = split_query(loaded.render(query))
+        found = entries(get_bundle(world.http, path, [*pairs, loaded.scope]), "match")
+        labels = loaded.label_of()
+        assert sorted(labels[key] for key in found) == ["bare", "v2", "v3"]
+        found = entries(get_bundle(world.http, "Observation", [("subject", other)]), "match")
+        assert found == [("Observation", observation)]
+    finally:
+        with engine.begin() as conn:
+            conn.execute(
+                text('ALTER TABLE search_reference ALTER COLUMN url TYPE text COLLATE "default"')
+            )
+        engine.dispose()

@@ -24,6 +24,8 @@ Plan nodes, criterion level (tag first):
 Conditions on one index row (`cond`), columns by name:
   ("cmp", op, column, Value)  op: = < <= > >=       ("null", column)
   ("like", column, Value)     ("in", column, Value(tuple))      ("differs", column, column)
+  ("starts", column, Value(prefix), Value(LIKE pattern))   the column starts with prefix,
+        case and all (sql.py: LIKE where that has case, as on PostgreSQL)
   ("and", (cond, ...)) ("or", (cond, ...)) ("not", cond) ("true",) ("false",)
   ("view", ((name, column), ...), cond)   names in cond mean other columns (composites)
 """
@@ -270,8 +272,28 @@ def _prefix_range(column: str, prefix: str) -> Plan:
     """column starts with prefix, as an index-friendly range: [prefix, prefix-successor)."""
     if not prefix:
         return TRUE
-    successor = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    successor = _successor(prefix)
+    if successor is None:  # only U+10FFFF: every text from the prefix on starts with it
+        return ("cmp", ">=", column, Value(prefix))
     return _and(("cmp", ">=", column, Value(prefix)), ("cmp", "<", column, Value(successor)))
+
+
+_LAST_CHAR = 0x10FFFF
+_SURROGATES = (0xD800, 0xE000)  # no text holds one: U+D7FF is followed by U+E000
+
+
+def _successor(prefix: str) -> str | None:
+    """The least text greater than every text that starts with `prefix` (in code point
+    order, which is UTF-8's byte order): its last character one up. That character was
+    `chr(last + 1)`: after U+10FFFF no character (a 500), after U+D7FF a surrogate, which
+    no database takes (a 500 as well); None when nothing is greater."""
+    stem = prefix.rstrip(chr(_LAST_CHAR))
+    if not stem:
+        return None
+    following = ord(stem[-1]) + 1
+    if following == _SURROGATES[0]:
+        following = _SURROGATES[1]
+    return stem[:-1] + chr(following)
 
 
 def _like_escape(text: str) -> str:
@@ -311,9 +333,12 @@ def _reference(value: str, modifier: str | None, base_url: str) -> Plan:
             return _eq("url", value)
         # Without one: the canonical in any version too (url|version is how one is stored),
         # and a reference to another server's resource in any version (its url as written)
-        anyhow = [_eq("url", value), _prefix_range("url", value + "|")]
+        # (`starts`, not a range: `url` keeps the database's collation, under which a range
+        # is no prefix test on PostgreSQL unless that collation is C, as it is in the tests:
+        # under en-US, `url|2.0` and `…/_history/2` fell outside theirs and were missed)
+        anyhow = [_eq("url", value), _starts("url", value + "|")]
         if values.parse_reference(value)[0] is not None:
-            anyhow.append(_prefix_range("url", value + "/_history/"))
+            anyhow.append(_starts("url", value + "/_history/"))
         return _or(*anyhow)
     rtype, rid = values.parse_reference(value)
     if rtype:
@@ -342,10 +367,17 @@ def version_notes(criteria: tuple[Criterion, ...]) -> list[str]:
 
 
 def local_plan(base_url: str) -> Plan:
-    """See sql.is_local."""
+    """See sql.is_local. `starts`, not LIKE: SQLite's LIKE ignores case, so a reference to
+    `http://host/FHIR/Patient/1` was taken for one of ours under `http://host/fhir` (in
+    searches, includes and patient compartments) on SQLite only; a URL's path has case."""
     if not base_url:
         return TRUE
-    return _or(("null", "url"), ("like", "url", Value(_like_escape(base_url) + "/%")))
+    return _or(("null", "url"), _starts("url", base_url + "/"))
+
+
+def _starts(column: str, prefix: str) -> Plan:
+    """The column starts with prefix, case and all, whatever its collation (sql.py)."""
+    return ("starts", column, Value(prefix), Value(_like_escape(prefix) + "%"))
 
 
 # ------------------------------------------------------------------ date

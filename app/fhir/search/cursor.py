@@ -14,7 +14,7 @@ from typing import Any
 
 from app.errors import InvalidRequest
 from app.fhir.search.params import SearchParams, lookup
-from app.fhir.search.values import MAX_TIME, MIN_TIME, bounded
+from app.fhir.search.values import MAX_TIME, MIN_TIME, NUMBER_LAST, bounded
 
 DIRECTIONS = ("next", "prev")
 
@@ -53,6 +53,8 @@ def _value(kind: str, value: Any) -> Any:
             number = Decimal(text) if isinstance(text, str) else None
         except InvalidOperation:
             number = None
+        if number is not None and _is_number_last(number):
+            return NUMBER_LAST.copy_sign(number)  # a page that ended on a missing value
         # beyond what the index holds (values.bounded): PostgreSQL's numeric overflows
         if number is None or not number.is_finite() or bounded(number) != number:
             raise _refused()
@@ -66,6 +68,13 @@ def _value(kind: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise _refused()
     return value
+
+
+def _is_number_last(number: Decimal) -> bool:
+    """The sentinel a sort by number gives a resource without one (±NUMBER_LAST, beyond the
+    index's bounds), as the database hands it back: SQLite as a double (1.00000000000000005…e301).
+    Refused as out of bounds, it made the next page of such a sort a 400."""
+    return number.is_finite() and float(number.copy_abs()) == float(NUMBER_LAST)
 
 
 def _refused() -> InvalidRequest:

@@ -31,7 +31,7 @@ from app.fhir.search.params import (
     lookup,
 )
 from app.fhir.search.sql import criterion_for_types, is_local, matching_ids, own_params
-from app.fhir.search.values import MAX_TIME, MIN_TIME, NUMBER_LIMIT
+from app.fhir.search.values import MAX_TIME, MIN_TIME, NUMBER_LAST
 from app.fhir.storage import (
     CURRENT_COLUMNS,
     RowFilter,
@@ -49,9 +49,6 @@ BATCH_BRANCHES = 100  # first_ids: searches per statement (SQLite allows 500 UNI
 SORT_COLUMN = {"string": "value", "token": "code", "reference": "target_id", "number": "value",
                "quantity": "value", "uri": "value"}  # fmt: skip
 TEXT_LAST = "\U0010ffff"
-# Beyond every indexed number (values.bounded keeps them within ±NUMBER_LIMIT): a sentinel of
-# 1e30 put a resource without a value before one with 1e50, against "without a value last".
-NUMBER_LAST = NUMBER_LIMIT.scaleb(1)
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,9 @@ def _cond(cond: Plan, column: Callable[[str], Any]) -> bool | None:
     if tag == "like":
         found = column(cond[1])
         return None if found is None else bool(_like(_value(cond[2])).fullmatch(str(found)))
+    if tag == "starts":  # (column, prefix, its LIKE pattern)
+        found = column(cond[1])
+        return None if found is None else str(found).startswith(_value(cond[2]))
     if tag == "in":
         found = column(cond[1])
         return None if found is None else found in tuple(_value(cond[2]))

@@ -23,7 +23,10 @@ from sqlalchemy import (
     true,
     union_all,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import Grouping
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import Boolean
 
 from app.fhir.search.criteria import Owner, Plan, Slot, Value, local_plan, plan
 from app.fhir.search.params import Criterion
@@ -282,6 +285,9 @@ def _cond_sql(cond: Plan, column: Callable[[str], ColumnElement[Any]]) -> Column
         return column(cond[1]).is_(None)
     if tag == "like":
         return column(cond[1]).like(_bind(cond[2], column(cond[1])), escape="\\")
+    if tag == "starts":
+        found = column(cond[1])
+        return _StartsWith(found, _bind(cond[2], found), _bind(cond[3], found))
     if tag == "differs":  # two columns of the row (NULL on either side: not "differs")
         differs: ColumnElement[bool] = column(cond[1]) != column(cond[2])
         return differs
@@ -296,6 +302,30 @@ def _cond_sql(cond: Plan, column: Callable[[str], ColumnElement[Any]]) -> Column
         return _cond_sql(cond[2], lambda name: column(names.get(name, name)))
     assert tag in ("true", "false"), cond
     return true() if tag == "true" else false()
+
+
+class _StartsWith(FunctionElement[bool]):
+    """(column, prefix, LIKE pattern of the prefix): the column starts with the prefix, case
+    and all. SQLite's LIKE ignores case, so there it is `substr(...) = prefix`; PostgreSQL
+    keeps its LIKE, which has case and costs a third of the substr (300,000 rows: ~35 ms
+    against ~100)."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "starts_with"
+
+
+@compiles(_StartsWith)
+def _starts_with(element: _StartsWith, compiler: Any, **kw: Any) -> str:
+    column, prefix, _pattern = (compiler.process(c, **kw) for c in element.clauses)
+    # parenthesized: SQLite has no boolean type, so SQLAlchemy may append `= 1`
+    return f"(substr({column}, 1, length({prefix})) = {prefix})"
+
+
+@compiles(_StartsWith, "postgresql")
+def _starts_like(element: _StartsWith, compiler: Any, **kw: Any) -> str:
+    column, _prefix, pattern = list(element.clauses)
+    return str(compiler.process(column.like(pattern, escape="\\"), **kw))
 
 
 def _bind(value: Value | Slot, column: Any, *, expanding: bool = False) -> Any:

@@ -301,6 +301,9 @@ def _next_calendar(year: int, month: int | None, day: int | None) -> int:
 # 0). Indexed and searched numbers are kept within bounds both hold, which leaves every
 # comparison between ordinary numbers as it was.
 NUMBER_LIMIT = Decimal("1e300")  # larger magnitudes index and search as this
+# Beyond every indexed number: where a sort by number puts a resource without one (a
+# sentinel of 1e30 put it before one with 1e50, against "without a value last").
+NUMBER_LAST = NUMBER_LIMIT.scaleb(1)
 NUMBER_PLACES = 300  # digits after the point beyond these are rounded away
 _PLACE = Decimal(1).scaleb(-NUMBER_PLACES)
 
