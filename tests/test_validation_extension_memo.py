@@ -111,7 +111,8 @@ def _not_an_object(r: dict[str, Any]) -> None:
 
 
 def _partner(r: dict[str, Any]) -> None:
-    r["extension"] = [{"url": "urn:x", "valueString": "a", "_valueString": {"id": "a b c!"}}]
+    # An id on the value is fine (ele-1: the value is there); an id that is no string is not.
+    r["extension"] = [{"url": "urn:x", "valueString": "a", "_valueString": {"id": 7}}]
 
 
 def _decimal(r: dict[str, Any]) -> None:
