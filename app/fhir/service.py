@@ -204,7 +204,6 @@ class FhirService(OperationSteps):
         """`find_ids` for a write that creates when nothing matches (If-None-Exist, a
         conditional update): the criteria's name is locked first, so a concurrent one waits
         and then finds what this one creates (app.fhir.locks) instead of creating a twin."""
-        conditional_params(rtype, query, 2)  # a bad condition is refused before any lock
         locks.lock_keys(uow, [locks.criteria_key(rtype, query)])
         return self.find_ids(uow, rtype, query)
 
