@@ -30,10 +30,10 @@ from typing import Any
 from sqlalchemy import Engine, func, insert, select, text, update
 
 from app.context import RequestContext
+from app.errors import printable
 from app.fhir import jsonio, storage
 from app.fhir.search.indexer import index_rows
 from app.fhir.storage import StoredVersion, UnitOfWork
-from audit.events import printable
 from audit.tables import audit_event, audit_indexed, audit_partition
 
 log = logging.getLogger(__name__)
@@ -201,14 +201,14 @@ def _stage_copy(uow: UnitOfWork, event_id: str, recorded: int, content: bytes) -
     storage.stage_insert_current(uow, version)
     storage.stage_history(uow, version, "POST")
     event = jsonio.loads(content)
-    if _CONTROL_ESCAPE.search(content):  # a record written before events.printable existed
+    if _CONTROL_ESCAPE.search(content):  # written before records went through printable
         event = _printable_strings(event)
     rows = index_rows("AuditEvent", event_id, event)
     storage.replace_index(uow, "AuditEvent", event_id, rows, new=True)
 
 
 # A JSON escape of a control character (below U+0020). Records hold none since
-# audit.events.printable, but an older one with a NUL (a client_id sent as "a%00") made every
+# app.errors.printable, but an older one with a NUL (a client_id sent as "a%00") made every
 # copy round fail on PostgreSQL, whose text refuses NUL: its index rows get the visible form.
 # The copy itself keeps the record's exact bytes (verify compares them with the chain).
 _CONTROL_ESCAPE = re.compile(rb"\\u00[01][0-9a-fA-F]")
