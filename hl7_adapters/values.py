@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from app.digits import whole_number
 from hl7_adapters.escapes import Delimiters, unescape
 
 NULL_TOKEN = '""'
@@ -23,12 +24,9 @@ FHIR_INTEGER_MAX = 2**31 - 1
 
 
 def fhir_integer(text: str) -> int | None:
-    """`text` as a FHIR integer, if it is one: ASCII digits only ("²".isdigit() is true and
-    int() refuses it, as it refuses more than 4,300 digits), within FHIR's 32 bits."""
-    if not (text.isascii() and text.isdigit()) or len(text) > 10:
-        return None
-    number = int(text)
-    return number if number <= FHIR_INTEGER_MAX else None
+    """`text` as a FHIR integer, if it is one: at most ten ASCII digits, within 32 bits."""
+    number = whole_number(text, FHIR_INTEGER_MAX + 1) if len(text) <= 10 else None
+    return number if number is not None and number <= FHIR_INTEGER_MAX else None
 
 
 _PATH = re.compile(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from app.digits import whole_number
 from app.errors import FhirError
 
 
@@ -23,8 +24,8 @@ class BodyTooLarge(FhirError):
 
 async def read_limited(request: Request, limit: int) -> bytes:
     """The whole body, or BodyTooLarge once it is known to pass `limit` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared[:20]) > limit:
+    declared = whole_number(request.headers.get("content-length", ""), limit + 1)
+    if declared is not None and declared > limit:
         raise BodyTooLarge(limit)
     chunks: list[bytes] = []
     size = 0

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 
 from sqlalchemy import and_, exists, or_, select
 
+from app.digits import whole_number
 from app.fhir.instants import to_instant
 from app.fhir.storage import StoredVersion, UnitOfWork
 from app.fhir.tables import resource_history
@@ -21,10 +22,8 @@ MAX_INSTANT_US = 2**63 - 1
 def parse_version_id(text: str) -> int | None:
     """The version number a URL segment or header names, or None when it names none (only
     ASCII digits count: "²".isdigit() is true, and int() refuses it)."""
-    if not (text.isascii() and text.isdigit()):
-        return None
-    number = int(text)
-    return number if number <= MAX_VERSION_ID else None
+    number = whole_number(text, MAX_VERSION_ID + 1)
+    return number if number is not None and number <= MAX_VERSION_ID else None
 
 
 @dataclass(frozen=True)

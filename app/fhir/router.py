@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from app.context import RequestContext
+from app.digits import whole_number
 from app.errors import (
     InvalidRequest,
     Issue,
@@ -397,10 +398,11 @@ def _in_range(name: str, period: tuple[int, int]) -> tuple[int, int]:
 def _count(raw: str | None, default: int, maximum: int) -> int:
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()):
+    number = whole_number(raw, maximum)
+    if number is None:
         raise InvalidRequest("_count must be a non-negative integer", expression="_count")
     # 0 is a page of nothing: a server "cannot return more" than _count (R4 http.html#history)
-    return min(int(raw), maximum)
+    return number
 
 
 def _history_cursor(token: str | None) -> HistoryCursor | None:

@@ -30,6 +30,7 @@ from starlette.routing import Route
 from app.auth.enforcement import token_required
 from app.auth.grant import Grant
 from app.context import RequestContext, http_context
+from app.digits import whole_number
 from app.errors import FhirError, Forbidden, InvalidRequest, NotFound, Unauthorized
 from app.fhir import jsonio
 from app.fhir.search import SearchParams
@@ -163,7 +164,7 @@ class Filters:
         def value(name: str) -> str:
             return (query.get(name) or "").strip()
 
-        count = value("count")
+        count = whole_number(value("count"), MAX_COUNT)
         return cls(
             patient=value("patient"),
             user=value("user"),
@@ -172,10 +173,7 @@ class Filters:
             until=value("to"),
             action=value("action").upper(),
             outcome=value("outcome"),
-            # ASCII digits only: "²".isdigit() is true and int() refuses it (a 500).
-            count=max(1, min(int(count[:6]), MAX_COUNT))
-            if count.isascii() and count.isdigit()
-            else DEFAULT_COUNT,
+            count=DEFAULT_COUNT if count is None else max(1, count),
         )
 
     @property
