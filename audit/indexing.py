@@ -200,7 +200,9 @@ def _stage_copy(uow: UnitOfWork, event_id: str, recorded: int, content: bytes) -
     version = StoredVersion("AuditEvent", event_id, 1, recorded, False, content)
     storage.stage_insert_current(uow, version)
     storage.stage_history(uow, version, "POST")
-    event = jsonio.loads(content)
+    # Our own bytes (json.dumps of a record we built): nothing to refuse, and an AuditEvent
+    # has no decimal to keep exact, so the fast parser (a third of jsonio.loads' cost).
+    event = jsonio.loads_stored(content)
     if _CONTROL_ESCAPE.search(content):  # written before records went through printable
         event = _printable_strings(event)
     rows = index_rows("AuditEvent", event_id, event)
