@@ -38,19 +38,20 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported
 from harness import (  # noqa: E402
+    COPY_ALWAYS_ENV,
     HOST,
     CpuMeter,
     Server,
     check_loopback_db,
     count_resources,
     describe_engine,
+    drain_copy,
     engine_label,
     refresh_statistics,
     wait_for_quiet_machine,
@@ -170,25 +171,6 @@ async def rounds(args: argparse.Namespace, sides: list[Side]) -> dict[str, list[
     return results
 
 
-def drain_copy(database_url: str, limit: float = 120.0) -> float:
-    """Seconds until every chain record is in the searchable copy (the copier works every
-    second with no lag: see --with-copy)."""
-    from sqlalchemy import create_engine
-
-    from audit.indexing import backlog
-
-    engine = create_engine(database_url)
-    try:
-        start = time.monotonic()
-        while backlog(engine) > 0:
-            if time.monotonic() - start > limit:
-                raise RuntimeError(f"the audit copy did not catch up within {limit:g} s")
-            time.sleep(0.05)
-        return time.monotonic() - start
-    finally:
-        engine.dispose()
-
-
 def summary(results: dict[str, list[list[float]]], sides: tuple[str, str]) -> list[str]:
     lines = []
     a, b = sides
@@ -219,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     # Shared by both servers (and the CLI that issues the token): one set of signing keys.
     os.environ["MEDISENTINEL_MASTER_KEY"] = secrets.token_urlsafe(36)
     if args.with_copy:
-        os.environ["MEDISENTINEL_AUDIT_INDEX_SECONDS"] = "1"
-        os.environ["MEDISENTINEL_AUDIT_INDEX_MAX_LAG_SECONDS"] = "0"
+        os.environ.update(COPY_ALWAYS_ENV)
     else:
         os.environ["MEDISENTINEL_AUDIT_INDEX_SECONDS"] = "86400"
     names = VERSUS_SIDES if args.versus else AUDIT_SIDES

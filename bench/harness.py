@@ -408,6 +408,34 @@ class Served:
     ready_s: float
 
 
+# The searchable audit copy working all the time (a round every second, no lag), as it must
+# under sustained load; the default server postpones it while busy (audit/indexing.py).
+COPY_ALWAYS_ENV = {
+    "MEDISENTINEL_AUDIT_INDEX_SECONDS": "1",
+    "MEDISENTINEL_AUDIT_INDEX_MAX_LAG_SECONDS": "0",
+}
+
+
+def drain_copy(database_url: str, limit: float = 120.0) -> float:
+    """Seconds until every audit record is in the searchable copy. With the copy on and no
+    lag (COPY_ALWAYS_ENV), that is the copy work a phase left behind: --with-copy of
+    audit_ab.py and run_hl7.py charges it to the phase."""
+    from sqlalchemy import create_engine
+
+    from audit.indexing import backlog
+
+    engine = create_engine(database_url)
+    try:
+        start = time.monotonic()
+        while backlog(engine) > 0:
+            if time.monotonic() - start > limit:
+                raise RuntimeError(f"the audit copy did not catch up within {limit:g} s")
+            time.sleep(0.05)
+        return time.monotonic() - start
+    finally:
+        engine.dispose()
+
+
 @contextmanager
 def serve_for_bench(
     args: argparse.Namespace,
