@@ -604,3 +604,34 @@ def test_match_queries_survive_the_search_parser() -> None:
     (criterion,) = SearchParams.parse_query(query, "Patient", strict=True).criteria
     assert criterion.name == "identifier"
     assert identifier_match(None, "123") == "identifier=|123"
+
+
+# --------------------------------------------------------------------------- IG field review
+
+
+def test_note_author_and_time() -> None:
+    """IG NTE[Observation]: NTE-5 (XCN) -> note.authorReference(Practitioner), NTE-6 -> time;
+    a name without an id is authorString; an NTE-3 of only "" is no note."""
+    result = mapped(
+        oru(
+            "OBX|1|NM|1^A^L||1||||||F",
+            "NTE|1||Checked twice||8945^Gonzalez^Maria^^^^^^LAB&1.2.3&ISO|202406011810+0100",
+            "NTE|2||Called ward||^Nurse^Nora",
+            'NTE|3||""',
+        )
+    )
+    res = only(result, "Observation").resource
+    checked, called = res["note"]
+    author = by_url(result, checked["authorReference"]["reference"])
+    assert (author.resource_type, author.mode, author.match) == (
+        "Practitioner",
+        "ensure",
+        "identifier=urn:oid:1.2.3|8945",
+    )
+    assert author.resource["name"] == [{"family": "Gonzalez", "given": ["Maria"]}]
+    assert checked == {
+        "text": "Checked twice",
+        "authorReference": {"reference": author.full_url, "display": "Maria Gonzalez"},
+        "time": "2024-06-01T18:10:00+01:00",
+    }
+    assert called == {"text": "Called ward", "authorString": "Nora Nurse"}

@@ -17,8 +17,8 @@ maps OBR[DiagnosticReport] and OBX[Observation], NTE[Observation]).
   empty (IHE PCD never sends it) it is derived from the Observations' statuses.
 * SPM (v2.5+ SPECIMEN group) -> Specimen, referenced by the order's DiagnosticReport and, when
   the order has one specimen, by its Observations (specimen.py).
-* NTE after an OBX -> Observation.note. NTE after an OBR is not mapped (an R4
-  DiagnosticReport has no note).
+* NTE after an OBX -> Observation.note (IG NTE[Observation]: NTE-3 text, NTE-5 author, NTE-6
+  time). NTE after an OBR is not mapped (an R4 DiagnosticReport has no note).
 """
 
 from __future__ import annotations
@@ -361,7 +361,8 @@ def _observation(
 
 
 def _notes(ctx: MapContext, ntes: list[Segment]) -> list[JSON]:
-    """NTE-3 (FT, repeating lines) -> Annotation.text; NTE-6 -> Annotation.time."""
+    """IG NTE[Observation]: NTE-3 (FT, repeating lines) -> Annotation.text, NTE-5 (XCN) ->
+    authorReference (Practitioner), NTE-6 -> time."""
     out = []
     for nte in ntes:
         at = ctx.at(nte, 3)
@@ -369,8 +370,22 @@ def _notes(ctx: MapContext, ntes: list[Segment]) -> list[JSON]:
         if not text:
             continue
         note: JSON = {"text": text}
+        author = _note_author(ctx, nte)
+        if author:
+            note.update(author)
         when = ctx.at(nte, 6).datetime(val(first(nte, 6)))
         if when:
             note["time"] = when
         out.append(note)
     return out
+
+
+def _note_author(ctx: MapContext, nte: Segment) -> JSON:
+    """NTE-5 as Annotation.author[x]: a Practitioner (ensured by XCN.1) when it carries an id;
+    a name alone is authorString (a Reference with only a display would find nobody)."""
+    at5 = ctx.at(nte, 5)
+    sent = at5.reps()[:1]  # NTE-5 is 0..1
+    ref = practitioner_ref(ctx, sent[0][1], at5.sub(5, 1)) if sent else None
+    if ref is None:
+        return {}
+    return {"authorReference": ref} if "reference" in ref else {"authorString": ref["display"]}
