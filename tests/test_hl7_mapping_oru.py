@@ -635,3 +635,31 @@ def test_note_author_and_time() -> None:
         "time": "2024-06-01T18:10:00+01:00",
     }
     assert called == {"text": "Called ward", "authorString": "Nora Nurse"}
+
+
+def test_reference_range_with_one_bound() -> None:
+    """IG OBX map: OBX-7 -> referenceRange.text, with low/high "if sufficiently parseable";
+    '<0.10' (sample 19 of the shared corpus) and '>10' are one bound each."""
+    result = mapped(
+        oru(
+            "OBX|1|NM|1^A^L||0.05|kU/L^^UCUM|<0.10||||F",
+            "OBX|2|NM|2^B^L||12|mg|> 10||||F",
+            "OBX|3|NM|3^C^L||12|mg|<=-1.5||||F",
+            "OBX|4|NM|4^D^L||12|mg|>=2||||F",
+            "OBX|5|NM|5^E^L||12|mg|negative||||F",
+        )
+    )
+    ranges = [o.resource["referenceRange"] for o in of_type(result, "Observation")]
+    assert ranges == [
+        [
+            {
+                "text": "<0.10",
+                "high": {"value": Decimal("0.10"), "unit": "kU/L", "system": UCUM, "code": "kU/L"},
+            }
+        ],
+        [{"text": "> 10", "low": {"value": 10, "unit": "mg"}}],
+        [{"text": "<=-1.5", "high": {"value": Decimal("-1.5"), "unit": "mg"}}],
+        [{"text": ">=2", "low": {"value": 2, "unit": "mg"}}],
+        [{"text": "negative"}],
+    ]
+    assert not result.warnings
