@@ -663,3 +663,47 @@ def test_reference_range_with_one_bound() -> None:
         [{"text": "negative"}],
     ]
     assert not result.warnings
+
+
+def test_report_interpreter_technician_transcriptionist() -> None:
+    """IG OBR[DiagnosticReport]: OBR-32 -> resultsInterpreter, OBR-34 -> performer (function
+    SPRF), OBR-35 -> performer (TRANS), each NDL's person as XCN[Practitioner]. NDL.1 is a
+    CNN in subcomponents; an XCN sent there instead (as many feeds do) is read as one."""
+    obr = (
+        "OBR|1|P1|F1|123^Panel^L|||20240201080000+0100||||||||||||||||||F|||||||"
+        "444&Hippocrates&Howard&&&&MD&&LAB&1.2.3&ISO^20240201"
+        "||&Cyto&Jane^20240201090000+0100~55&Tech&Tom&&&&&&LAB&1.2.3&ISO|202300^Baker^Mark"
+    )
+    result = mapped(
+        oru("OBX|1|NM|1^A^L||1||||||F").replace(
+            "OBR|1|P1|F1|123^Panel^L|||20240201080000+0100||||||||||||||||||F", obr
+        )
+    )
+    report = only(result, "DiagnosticReport").resource
+    (interpreter,) = report["resultsInterpreter"]
+    howard = by_url(result, interpreter["reference"])
+    assert (howard.mode, howard.match) == ("ensure", "identifier=urn:oid:1.2.3|444")
+    assert howard.resource["name"] == [
+        {"family": "Hippocrates", "given": ["Howard"], "suffix": ["MD"]}
+    ]
+    assert interpreter["display"] == "Howard Hippocrates MD"
+
+    def function(code: str) -> list[dict[str, Any]]:
+        coding = {"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"}
+        return [
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/event-performerFunction",
+                "valueCodeableConcept": {"coding": [{**coding, "code": code}]},
+            }
+        ]
+
+    jane, tom, mark = report["performer"]
+    assert jane == {"extension": function("SPRF"), "display": "Jane Cyto"}  # no id: by name
+    assert tom["extension"] == function("SPRF")
+    assert by_url(result, tom["reference"]).match == "identifier=urn:oid:1.2.3|55"
+    assert mark["extension"] == function("TRANS")
+    baker = by_url(result, mark["reference"])
+    assert (baker.match, baker.resource["name"]) == (
+        "identifier=|202300",  # no system: matched by the value alone
+        [{"family": "Baker", "given": ["Mark"]}],
+    )

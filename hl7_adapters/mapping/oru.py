@@ -250,10 +250,46 @@ def _diagnostic_report(
         resource["specimen"] = [{"reference": url} for url in specimens]
     if roots:
         resource["result"] = [{"reference": e.full_url} for e in roots]
+    resource.update(_report_people(ctx, obr))
     match = ids.match_of(order_id) if order_id else None
     ctx.add(
         resource, "upsert" if match else "create", match, origin=_order_origin(ctx, group, order_id)
     )
+
+
+# IG OBR[DiagnosticReport]: OBR-34 (technician) and OBR-35 (transcriptionist) are performers
+# whose function (v3 ParticipationType) is the core extension event-performerFunction.
+PERFORMER_FUNCTION = "http://hl7.org/fhir/StructureDefinition/event-performerFunction"
+V3_PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+REPORT_PERFORMERS = ((34, "SPRF"), (35, "TRANS"))
+
+
+def _report_people(ctx: MapContext, obr: Segment) -> JSON:
+    """OBR-32 (principal result interpreter) -> resultsInterpreter, OBR-34/35 -> performer."""
+    out: JSON = {}
+    interpreters = _ndl_refs(ctx, obr, 32)
+    if interpreters:
+        out["resultsInterpreter"] = interpreters
+    performers = [
+        {"extension": [_function(code)], **ref}
+        for n, code in REPORT_PERFORMERS
+        for ref in _ndl_refs(ctx, obr, n)
+    ]
+    if performers:
+        out["performer"] = performers
+    return out
+
+
+def _function(code: str) -> JSON:
+    coding = {"system": V3_PARTICIPATION, "code": code}
+    return {"url": PERFORMER_FUNCTION, "valueCodeableConcept": {"coding": [coding]}}
+
+
+def _ndl_refs(ctx: MapContext, obr: Segment, n: int) -> list[JSON]:
+    """The people of an NDL field, each a Practitioner ensured by its id (as OBX-16)."""
+    at = ctx.at(obr, n)
+    people = ((i, dt.ndl_person(rep, obr.delimiters, ctx.msg.codec)) for i, rep in at.reps())
+    return [ref for i, rep in people if (ref := practitioner_ref(ctx, rep, at.sub(n, i)))]
 
 
 def _report_status(where: Where, code: str, statuses: list[str]) -> str:
