@@ -359,3 +359,54 @@ def test_a_discharge_of_mixed_precision_on_the_admission_day_is_accepted(
     assert msa(post(hl7, a13).content)[0] == "AA"
     after = encounter(client, visit)["period"]
     assert "end" not in after and "_end" not in after
+
+
+def oru_by_lab(mrn: str, order: str, lab_id: str) -> bytes:
+    """A result whose OBX-23/24 name the performing laboratory (IG: performer Organization)."""
+    return (
+        f"MSH|^~\\&|LAB|HOSP|MS|MS|20240301120000+0000||ORU^R01^ORU_R01|{unique_id()}|P|2.5.1\r"
+        f"PID|1||{mrn}^^^HOSP^MR||Roe^Rich||19700101|M\r"
+        f"OBR|1||{order}^LAB^1.2.9^ISO|24331-1^Lipid^LN|||20240301080000+0000"
+        "||||||||||||||||||F\r"
+        "OBX|1|NM|2093-3^Chol^LN||250|mg/dL^^UCUM|||||F||||||||||||"
+        f"Century Lab^^^^^&1.2.9&ISO^XX^^^{lab_id}|2070 Test Park^^Los Angeles^CA\r"
+    ).encode()
+
+
+def test_a_performing_organization_is_stored_once_and_is_supplementary(
+    live_server: LiveServer,
+    server_root: str,
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """OBX-23/24 -> the Observation's performer Organization, ensured by XON.10 (a second
+    result names the same one); a token without system/Organization.cru (the docs' lab feed)
+    gets AA with a warning (ERR 207, W) and the result without that performer."""
+    mrn, lab_id = unique_id("P"), unique_id("L")
+    for order in (unique_id("F"), unique_id("F")):
+        assert msa(post(hl7, oru_by_lab(mrn, order, lab_id)).content)[0] == "AA"
+    [lab] = search(client, "Organization", identifier=f"urn:oid:1.2.9|{lab_id}")
+    assert (lab["name"], lab["address"]) == (
+        "Century Lab",
+        [{"line": ["2070 Test Park"], "city": "Los Angeles", "state": "CA"}],
+    )
+    [patient] = search(client, "Patient", identifier=mrn)
+    results = search(client, "Observation", subject=f"Patient/{patient['id']}")
+    assert [r["performer"] for r in results] == [
+        [{"reference": f"Organization/{lab['id']}", "display": "Century Lab"}]
+    ] * 2
+
+    auth = live_server.app.state.auth
+    feed = register_client(auth, "backend", DOCS_LAB_SCOPE, jwks={"keys": []})
+    token = auth.local_token(feed.name, DOCS_LAB_SCOPE)["access_token"]
+    other_mrn, other_lab, order = unique_id("P"), unique_id("L"), unique_id("F")
+    with httpx.Client(
+        base_url=server_root, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
+        answer = post(http, oru_by_lab(other_mrn, order, other_lab)).content
+    assert msa(answer)[0] == "AA", answer
+    assert ("207", "W") in {(code, severity) for _, code, severity in err_fields(answer)}
+    assert search(client, "Organization", identifier=f"urn:oid:1.2.9|{other_lab}") == []
+    [report] = search(client, "DiagnosticReport", identifier=order)
+    [result] = search(client, "Observation", subject=report["subject"]["reference"])
+    assert "performer" not in result

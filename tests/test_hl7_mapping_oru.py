@@ -707,3 +707,60 @@ def test_report_interpreter_technician_transcriptionist() -> None:
         "identifier=|202300",  # no system: matched by the value alone
         [{"family": "Baker", "given": ["Mark"]}],
     )
+
+
+def test_performing_organization() -> None:
+    """IG OBX[Observation]: OBX-23 (XON) with OBX-24 (XAD) and OBX-15 (CWE[Organization]) ->
+    one performer Organization, ensured by its first identifier; a name alone is a display.
+    OBX-23 as in sample 17 of the shared corpus (XON.6 authority, XON.7 XX, XON.10 the id)."""
+    lab = "Century Hospital^^^^^NIST-AA-1^XX^^^987|2070 Test Park^^Los Angeles^CA^90067^USA^B"
+    result = mapped(
+        oru(
+            f"OBX|1|NM|1^A^L||1||||||F||||CLIA77^Central Lab^CLIA||||||||{lab}",
+            "OBX|2|NM|2^B^L||2||||||F||||||||||||ABC Hospital",
+            "OBX|3|NM|3^C^L||3||||||F||||CentralLab^Central Laboratory^HL70624",
+            f"OBX|4|NM|4^D^L||4||||||F||||||||||||{lab}",
+        )
+    )
+    first_obs, second, third, fourth = (o.resource for o in of_type(result, "Observation"))
+    (century,) = first_obs["performer"]
+    org = by_url(result, century["reference"])
+    assert (org.mode, org.match) == ("ensure", "identifier=urn:medisentinel:hl7v2:aa:NIST-AA-1|987")
+    xx = "http://terminology.hl7.org/CodeSystem/v2-0203"
+    assert org.resource == {
+        "resourceType": "Organization",
+        "identifier": [
+            {
+                "type": {
+                    "coding": [{"system": xx, "code": "XX", "display": "Organization identifier"}]
+                },
+                "system": "urn:medisentinel:hl7v2:aa:NIST-AA-1",
+                "value": "987",
+            },
+            {"value": "CLIA77"},  # CWE.3 "CLIA" names no code system we know
+        ],
+        "name": "Century Hospital",
+        "address": [
+            {
+                "use": "work",
+                "line": ["2070 Test Park"],
+                "city": "Los Angeles",
+                "state": "CA",
+                "postalCode": "90067",
+                "country": "USA",
+            }
+        ],
+    }
+    assert century["display"] == "Century Hospital"
+    assert second["performer"] == [{"display": "ABC Hospital"}]
+    (central,) = third["performer"]
+    producer = by_url(result, central["reference"])
+    assert producer.resource == {
+        "resourceType": "Organization",
+        "identifier": [
+            {"system": "http://terminology.hl7.org/CodeSystem/v2-0624", "value": "CentralLab"}
+        ],
+        "name": "Central Laboratory",
+    }
+    assert fourth["performer"][0]["reference"] == century["reference"]  # planned once
+    assert len(of_type(result, "Organization")) == 2

@@ -35,6 +35,7 @@ from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.adt import PatientRef, plan_encounter, plan_patient, practitioner_ref
 from hl7_adapters.mapping.context import MapContext, Where, first, new_full_url, val
 from hl7_adapters.mapping.lookups import look_up
+from hl7_adapters.mapping.organizations import performing_organization
 from hl7_adapters.mapping.pcd import Entry, arrange, is_pcd
 from hl7_adapters.mapping.specimen import plan_specimen
 from hl7_adapters.values import Segment
@@ -371,6 +372,9 @@ def _observation(
         for i, rep in at.sub(16).reps()
         if (ref := practitioner_ref(ctx, rep, at.sub(16, i))) is not None
     ]
+    organization = performing_organization(ctx, obx, at)  # OBX-15/23/24: performer[2]
+    if organization:
+        performers.append(organization)
     if performers:
         resource["performer"] = performers
     resource.update(ox.values(obx, at, code))
