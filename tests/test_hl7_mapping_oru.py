@@ -764,3 +764,12 @@ def test_performing_organization() -> None:
     }
     assert fourth["performer"][0]["reference"] == century["reference"]  # planned once
     assert len(of_type(result, "Organization")) == 2
+
+
+@pytest.mark.parametrize("code", ["Y", "z"])
+def test_report_status_of_a_query_answer_is_an_error(code: str) -> None:
+    """IG ResultStatus[Non-Queries]: OBR-25 Y (no order on record) and Z (no record of this
+    patient) are "IF NOT MAPPED ERROR": AE at OBR-25, nothing filed (it was an AA warning
+    calling them "not in table 0123", which they are)."""
+    text = oru("OBX|1|NM|1^A^L||1||||||F").replace("||||||F\n", f"||||||{code}\n", 1)
+    assert errors(text) == [(103, "OBR", 1, 25, None)]

@@ -294,6 +294,10 @@ def _ndl_refs(ctx: MapContext, obr: Segment, n: int) -> list[JSON]:
 
 
 def _report_status(where: Where, code: str, statuses: list[str]) -> str:
+    refused = t.RESULT_STATUS_0123_REFUSED.get(code.upper())
+    if refused:  # filing it would record a result the sender says does not exist
+        where.error(103, f"OBR-25: '{code}' ({refused}) reports no result; nothing filed")
+        return "unknown"
     if code:
         unknown = "OBR-25: '{code}' is not in HL7 table 0123; status derived from OBX-11"
         found = look_up(t.RESULT_STATUS_0123, code, where, unknown)
