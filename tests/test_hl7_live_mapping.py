@@ -410,3 +410,45 @@ def test_a_performing_organization_is_stored_once_and_is_supplementary(
     [report] = search(client, "DiagnosticReport", identifier=order)
     [result] = search(client, "Observation", subject=report["subject"]["reference"])
     assert "performer" not in result
+
+
+def lab_result(mrn: str, order: str, *obx: str) -> bytes:
+    """An ORU of one order (OBR-25 left empty: the report's status comes from OBX-11)."""
+    return (
+        f"MSH|^~\\&|LAB|HOSP|MS|MS|20240301120000+0000||ORU^R01^ORU_R01|{unique_id()}|P|2.5.1\r"
+        f"PID|1||{mrn}^^^HOSP^MR||Roe^Rich||19700101|M\r"
+        f"OBR|1||{order}^LAB^1.2.9^ISO|24331-1^Lipid^LN|||20240301080000+0000\r"
+        + "".join(f"{line}\r" for line in obx)
+    ).encode()
+
+
+def test_a_correction_updates_the_stored_result_and_keeps_the_report_whole(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """OBX-11 C re-sent for a stored result (same order, OBX-3, OBX-4) updates that
+    Observation (status corrected, the new value, version 2), no second one is made; a later
+    D (deleted) makes it entered-in-error. The report keeps listing every result."""
+    mrn, order = unique_id("P"), unique_id("F")
+    chol = "OBX|1|NM|2093-3^Chol^LN||{value}|mg/dL^^UCUM|||||{status}"
+    hdl = "OBX|2|NM|2085-9^HDL^LN||50|mg/dL^^UCUM|||||F"
+    sent = lab_result(mrn, order, chol.format(value=250, status="F"), hdl)
+    assert msa(post(hl7, sent).content)[0] == "AA"
+    assert (
+        msa(post(hl7, lab_result(mrn, order, chol.format(value=205, status="C"))).content)[0]
+        == "AA"
+    )
+    [patient] = search(client, "Patient", identifier=mrn)
+    [corrected] = search(client, "Observation", code="2093-3", subject=f"Patient/{patient['id']}")
+    assert (corrected["status"], corrected["valueQuantity"]["value"]) == ("corrected", 205)
+    assert corrected["meta"]["versionId"] == "2"
+    [report] = search(client, "DiagnosticReport", identifier=order)
+    assert report["status"] == "corrected"
+    listed = {r["reference"] for r in report["result"]}
+    [good] = search(client, "Observation", code="2085-9", subject=f"Patient/{patient['id']}")
+    assert listed == {f"Observation/{corrected['id']}", f"Observation/{good['id']}"}
+
+    deleted = lab_result(mrn, order, "OBX|1|NM|2093-3^Chol^LN||||||||D")
+    assert msa(post(hl7, deleted).content)[0] == "AA"
+    [gone] = search(client, "Observation", code="2093-3", subject=f"Patient/{patient['id']}")
+    assert (gone["id"], gone["status"]) == (corrected["id"], "entered-in-error")

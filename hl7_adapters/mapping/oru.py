@@ -37,10 +37,19 @@ from hl7_adapters.mapping.context import MapContext, Where, first, new_full_url,
 from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.mapping.organizations import performing_organization
 from hl7_adapters.mapping.pcd import Entry, arrange, is_pcd
+from hl7_adapters.mapping.plan import Parts
 from hl7_adapters.mapping.specimen import plan_specimen
 from hl7_adapters.values import Segment
 
 JSON = dict[str, Any]
+
+# A result the message does not send again is "no change" (HL7 v2: what is not sent is not
+# changed), not "removed": a correction that re-sends only the corrected OBX keeps the
+# report's other results (and a PCD channel's other members). Each reference is its own
+# part: re-sent, it stays where it was; new, it goes last (edits.merge_elements).
+_BY_REFERENCE = Parts(key=lambda entry: entry.get("reference"))
+RESULTS = {"result": _BY_REFERENCE}
+MEMBERS = {"hasMember": _BY_REFERENCE}
 
 
 @dataclass
@@ -202,7 +211,7 @@ def _map_group(ctx: MapContext, group: Group, number: int, pcd: bool, used: set[
         if len(specimens) == 1:  # Observation.specimen holds one: named when unambiguous
             resource["specimen"] = {"reference": specimens[0]}
         origin = _order_origin(ctx, group, order_id) or ctx.origin(entry.obx, 3)
-        ctx.add(resource, "upsert", match, full_url=entry.full_url, origin=origin)
+        ctx.add(resource, "upsert", match, full_url=entry.full_url, origin=origin, parts=MEMBERS)
     if group.obr is not None:
         roots = [e for e, _ in observations if e.parent is None]
         statuses = [resource["status"] for _, (resource, _) in observations]
@@ -253,9 +262,8 @@ def _diagnostic_report(
         resource["result"] = [{"reference": e.full_url} for e in roots]
     resource.update(_report_people(ctx, obr))
     match = ids.match_of(order_id) if order_id else None
-    ctx.add(
-        resource, "upsert" if match else "create", match, origin=_order_origin(ctx, group, order_id)
-    )
+    origin = _order_origin(ctx, group, order_id)
+    ctx.add(resource, "upsert" if match else "create", match, origin=origin, parts=RESULTS)
 
 
 # IG OBR[DiagnosticReport]: OBR-34 (technician) and OBR-35 (transcriptionist) are performers
