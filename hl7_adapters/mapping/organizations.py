@@ -51,7 +51,18 @@ def producer_identifier(rep: Repetition) -> JSON | None:
 
 
 def performing_organization(ctx: MapContext, obx: Segment, at: Where) -> JSON | None:
-    """OBX-15/23/24 -> a Reference to the performing Organization (rules in the module doc)."""
+    """OBX-15/23/24 -> a Reference to the performing Organization (rules in the module doc).
+
+    A lab repeats the same three fields on every OBX of a panel: they are mapped once per
+    message (ctx.memo; a problem in them is reported once, at the first OBX)."""
+    key = ("performing-organization", obx.raw(15), obx.raw(23), obx.raw(24))
+    if key not in ctx.memo:
+        ctx.memo[key] = _performing_organization(ctx, obx, at)
+    found = ctx.memo[key]
+    return dict(found) if found else None  # each Observation its own Reference
+
+
+def _performing_organization(ctx: MapContext, obx: Segment, at: Where) -> JSON | None:
     xon, producer = first(obx, 23), first(obx, 15)
     found = (
         xon_identifier(xon, at.sub(23)) if xon is not None else None,
