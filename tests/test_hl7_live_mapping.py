@@ -452,3 +452,30 @@ def test_a_correction_updates_the_stored_result_and_keeps_the_report_whole(
     assert msa(post(hl7, deleted).content)[0] == "AA"
     [gone] = search(client, "Observation", code="2093-3", subject=f"Patient/{patient['id']}")
     assert (gone["id"], gone["status"]) == (corrected["id"], "entered-in-error")
+
+
+def test_performers_of_one_field_keep_those_of_the_other(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """Observation.performer comes from OBX-16 (Practitioner) and OBX-15/23 (Organization):
+    a correction sending only one of the fields keeps the stored performer of the other
+    (an empty field is "no change"), and replaces its own."""
+    mrn, order, lab_id = unique_id("P"), unique_id("F"), unique_id("L")
+    lab = f"Century Lab^^^^^&1.2.9&ISO^XX^^^{lab_id}"
+
+    def result(status: str, observer: str, organization: str) -> bytes:
+        obx = f"OBX|1|NM|2093-3^Chol^LN||250|mg/dL^^UCUM|||||{status}|||||{observer}"
+        return lab_result(mrn, order, f"{obx}|||||||{organization}")
+
+    def performers() -> list[str]:
+        [patient] = search(client, "Patient", identifier=mrn)
+        [found] = search(client, "Observation", subject=f"Patient/{patient['id']}")
+        return [p["display"] for p in found["performer"]]
+
+    assert msa(post(hl7, result("F", "11^Tech^Tina^^^^^^&1.2.9&ISO", lab)).content)[0] == "AA"
+    assert performers() == ["Tina Tech", "Century Lab"]
+    assert msa(post(hl7, result("C", "", lab)).content)[0] == "AA"
+    assert performers() == ["Tina Tech", "Century Lab"]
+    assert msa(post(hl7, result("C", "12^Doe^Dan^^^^^^&1.2.9&ISO", "")).content)[0] == "AA"
+    assert performers() == ["Dan Doe", "Century Lab"]

@@ -49,7 +49,19 @@ JSON = dict[str, Any]
 # part: re-sent, it stays where it was; new, it goes last (edits.merge_elements).
 _BY_REFERENCE = Parts(key=lambda entry: entry.get("reference"))
 RESULTS = {"result": _BY_REFERENCE}
-MEMBERS = {"hasMember": _BY_REFERENCE}
+
+
+def _performer_field(entry: JSON) -> str | None:
+    """The field an Observation.performer came from, told by what it references (resolved
+    before the merge): a Practitioner is OBX-16's, an Organization OBX-15/23's. A performer
+    by display only cannot be told apart: None (kept, or replaced by another such)."""
+    kind = str(entry.get("reference", "")).partition("/")[0]
+    return {"Practitioner": "OBX-16", "Organization": "OBX-23"}.get(kind)
+
+
+# Observation.performer is built from OBX-16 and OBX-15/23: a message sending one of them
+# keeps the stored performers of the other (HL7 v2: an empty field is "no change").
+OBSERVATION_PARTS = {"hasMember": _BY_REFERENCE, "performer": Parts(key=_performer_field)}
 
 
 @dataclass
@@ -211,7 +223,14 @@ def _map_group(ctx: MapContext, group: Group, number: int, pcd: bool, used: set[
         if len(specimens) == 1:  # Observation.specimen holds one: named when unambiguous
             resource["specimen"] = {"reference": specimens[0]}
         origin = _order_origin(ctx, group, order_id) or ctx.origin(entry.obx, 3)
-        ctx.add(resource, "upsert", match, full_url=entry.full_url, origin=origin, parts=MEMBERS)
+        ctx.add(
+            resource,
+            "upsert",
+            match,
+            full_url=entry.full_url,
+            origin=origin,
+            parts=OBSERVATION_PARTS,
+        )
     if group.obr is not None:
         roots = [e for e, _ in observations if e.parent is None]
         statuses = [resource["status"] for _, (resource, _) in observations]
