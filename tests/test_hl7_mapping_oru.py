@@ -773,3 +773,26 @@ def test_report_status_of_a_query_answer_is_an_error(code: str) -> None:
     calling them "not in table 0123", which they are)."""
     text = oru("OBX|1|NM|1^A^L||1||||||F").replace("||||||F\n", f"||||||{code}\n", 1)
     assert errors(text) == [(103, "OBR", 1, 25, None)]
+
+
+def test_an_obx_after_an_spm_is_an_observation_of_the_specimen() -> None:
+    """IG ORU_R01 SPECIMEN_OBSERVATION: an OBX after the order's SPM -> an Observation whose
+    focus is that Specimen, not a result of the report (as in sample 15 of the shared
+    corpus); it used to be listed among the report's results."""
+    text = oru(
+        "OBX|1|NM|2823-3^Potassium^LN||4.1|mmol/L^^UCUM|||||F",
+        "SPM|1|^S1&LAB&1.2.9&ISO||BLD^Blood^HL70487",
+        "OBX|1|NM|X-VOL^Volume^L||5|mL^^UCUM|||||P",
+        "SPM|2|^S2&LAB&1.2.9&ISO||SER^Serum^HL70487",
+        "OBX|1|CWE|X-COND^Condition^L||HEM^Hemolyzed^L||||||F",
+    )
+    result = mapped(text.replace("||||||F\n", "||||||\n", 1))  # OBR-25 empty: derived
+    first_specimen, second_specimen = (s.full_url for s in of_type(result, "Specimen"))
+    potassium, volume, condition = of_type(result, "Observation")
+    assert "focus" not in potassium.resource
+    assert volume.resource["focus"] == [{"reference": first_specimen}]
+    assert condition.resource["focus"] == [{"reference": second_specimen}]
+    report = only(result, "DiagnosticReport").resource
+    assert report["result"] == [{"reference": potassium.full_url}]
+    assert report["status"] == "final"  # from the results only (the volume is preliminary)
+    assert report["specimen"] == [{"reference": first_specimen}, {"reference": second_specimen}]

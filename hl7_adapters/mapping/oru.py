@@ -16,7 +16,9 @@ maps OBR[DiagnosticReport] and OBX[Observation], NTE[Observation]).
 * DiagnosticReport.status from OBR-25 (IG "ResultStatus[Non-Queries]"); when OBR-25 is
   empty (IHE PCD never sends it) it is derived from the Observations' statuses.
 * SPM (v2.5+ SPECIMEN group) -> Specimen, referenced by the order's DiagnosticReport and, when
-  the order has one specimen, by its Observations (specimen.py).
+  the order has one specimen, by its Observations (specimen.py). An OBX after an SPM
+  (SPECIMEN_OBSERVATION) is an Observation whose ``focus`` is that Specimen, not one of the
+  report's results (IG ORU_R01 message map).
 * NTE after an OBX -> Observation.note (IG NTE[Observation]: NTE-3 text, NTE-5 author, NTE-6
   time). NTE after an OBR is not mapped (an R4 DiagnosticReport has no note).
 """
@@ -118,7 +120,10 @@ def _groups(ctx: MapContext) -> list[Group] | None:
             if current is None:
                 current = Group(patient, encounter, None, None)
                 groups.append(current)
-            current.entries.append(Entry(seg, [], ctx.at(seg)))
+            # after an SPM of its order: an observation of that specimen (IG ORU_R01
+            # SPECIMEN_OBSERVATION), not a result of the order
+            about = len(current.specimens) - 1 if current.specimens else None
+            current.entries.append(Entry(seg, [], ctx.at(seg), specimen=about))
         elif seg.id == "SPM" and current is not None and current.obr is not None:
             current.specimens.append(seg)
         elif seg.id == "NTE" and current is not None and current.entries:
@@ -222,6 +227,8 @@ def _map_group(ctx: MapContext, group: Group, number: int, pcd: bool, used: set[
             resource["hasMember"] = [{"reference": url} for url in members]
         if len(specimens) == 1:  # Observation.specimen holds one: named when unambiguous
             resource["specimen"] = {"reference": specimens[0]}
+        if entry.specimen is not None:  # IG: Observation.focus the SPM's Specimen
+            resource["focus"] = [{"reference": specimens[entry.specimen]}]
         origin = _order_origin(ctx, group, order_id) or ctx.origin(entry.obx, 3)
         ctx.add(
             resource,
@@ -232,8 +239,9 @@ def _map_group(ctx: MapContext, group: Group, number: int, pcd: bool, used: set[
             parts=OBSERVATION_PARTS,
         )
     if group.obr is not None:
-        roots = [e for e, _ in observations if e.parent is None]
-        statuses = [resource["status"] for _, (resource, _) in observations]
+        results = [(e, built) for e, built in observations if e.specimen is None]
+        roots = [e for e, _ in results if e.parent is None]
+        statuses = [resource["status"] for _, (resource, _) in results]
         _diagnostic_report(ctx, group, order_id, roots, statuses, obr_time, specimens)
 
 
