@@ -1,7 +1,8 @@
 """Resources a message writes only when the sender's grant allows them.
 
-Specimen (ORU SPM) and Condition (ADT DG1) were added to the mapping after feeds had been
-given tokens for what it wrote before (docs/hl7v2.md's lab-feed example has no Specimen).
+Specimen (ORU SPM), Condition (ADT DG1) and Organization (an ORU's performing organization,
+OBX-15/23) were added to the mapping after feeds had been given tokens for what it wrote
+before (docs/hl7v2.md's lab-feed example has no Specimen or Organization).
 Refusing such a feed's every message (AR 207) for a resource it never asked to write would
 stop results and admissions over a detail, so these are supplementary: without c, r and u
 on their type in the grant they are left out, references to them removed, and the AA says so
@@ -19,7 +20,7 @@ from app.auth.grant import Grant
 from hl7_adapters.ack import AckError
 from hl7_adapters.mapping.plan import MappingResult
 
-SUPPLEMENTARY = frozenset({"Specimen", "Condition"})
+SUPPLEMENTARY = frozenset({"Specimen", "Condition", "Organization"})
 NEEDED = "cru"  # an upsert searches, then creates or updates
 
 

@@ -359,3 +359,123 @@ def test_a_discharge_of_mixed_precision_on_the_admission_day_is_accepted(
     assert msa(post(hl7, a13).content)[0] == "AA"
     after = encounter(client, visit)["period"]
     assert "end" not in after and "_end" not in after
+
+
+def oru_by_lab(mrn: str, order: str, lab_id: str) -> bytes:
+    """A result whose OBX-23/24 name the performing laboratory (IG: performer Organization)."""
+    return (
+        f"MSH|^~\\&|LAB|HOSP|MS|MS|20240301120000+0000||ORU^R01^ORU_R01|{unique_id()}|P|2.5.1\r"
+        f"PID|1||{mrn}^^^HOSP^MR||Roe^Rich||19700101|M\r"
+        f"OBR|1||{order}^LAB^1.2.9^ISO|24331-1^Lipid^LN|||20240301080000+0000"
+        "||||||||||||||||||F\r"
+        "OBX|1|NM|2093-3^Chol^LN||250|mg/dL^^UCUM|||||F||||||||||||"
+        f"Century Lab^^^^^&1.2.9&ISO^XX^^^{lab_id}|2070 Test Park^^Los Angeles^CA\r"
+    ).encode()
+
+
+def test_a_performing_organization_is_stored_once_and_is_supplementary(
+    live_server: LiveServer,
+    server_root: str,
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """OBX-23/24 -> the Observation's performer Organization, ensured by XON.10 (a second
+    result names the same one); a token without system/Organization.cru (the docs' lab feed)
+    gets AA with a warning (ERR 207, W) and the result without that performer."""
+    mrn, lab_id = unique_id("P"), unique_id("L")
+    for order in (unique_id("F"), unique_id("F")):
+        assert msa(post(hl7, oru_by_lab(mrn, order, lab_id)).content)[0] == "AA"
+    [lab] = search(client, "Organization", identifier=f"urn:oid:1.2.9|{lab_id}")
+    assert (lab["name"], lab["address"]) == (
+        "Century Lab",
+        [{"line": ["2070 Test Park"], "city": "Los Angeles", "state": "CA"}],
+    )
+    [patient] = search(client, "Patient", identifier=mrn)
+    results = search(client, "Observation", subject=f"Patient/{patient['id']}")
+    assert [r["performer"] for r in results] == [
+        [{"reference": f"Organization/{lab['id']}", "display": "Century Lab"}]
+    ] * 2
+
+    auth = live_server.app.state.auth
+    feed = register_client(auth, "backend", DOCS_LAB_SCOPE, jwks={"keys": []})
+    token = auth.local_token(feed.name, DOCS_LAB_SCOPE)["access_token"]
+    other_mrn, other_lab, order = unique_id("P"), unique_id("L"), unique_id("F")
+    with httpx.Client(
+        base_url=server_root, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
+        answer = post(http, oru_by_lab(other_mrn, order, other_lab)).content
+    assert msa(answer)[0] == "AA", answer
+    assert ("207", "W") in {(code, severity) for _, code, severity in err_fields(answer)}
+    assert search(client, "Organization", identifier=f"urn:oid:1.2.9|{other_lab}") == []
+    [report] = search(client, "DiagnosticReport", identifier=order)
+    [result] = search(client, "Observation", subject=report["subject"]["reference"])
+    assert "performer" not in result
+
+
+def lab_result(mrn: str, order: str, *obx: str) -> bytes:
+    """An ORU of one order (OBR-25 left empty: the report's status comes from OBX-11)."""
+    return (
+        f"MSH|^~\\&|LAB|HOSP|MS|MS|20240301120000+0000||ORU^R01^ORU_R01|{unique_id()}|P|2.5.1\r"
+        f"PID|1||{mrn}^^^HOSP^MR||Roe^Rich||19700101|M\r"
+        f"OBR|1||{order}^LAB^1.2.9^ISO|24331-1^Lipid^LN|||20240301080000+0000\r"
+        + "".join(f"{line}\r" for line in obx)
+    ).encode()
+
+
+def test_a_correction_updates_the_stored_result_and_keeps_the_report_whole(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """OBX-11 C re-sent for a stored result (same order, OBX-3, OBX-4) updates that
+    Observation (status corrected, the new value, version 2), no second one is made; a later
+    D (deleted) makes it entered-in-error. The report keeps listing every result."""
+    mrn, order = unique_id("P"), unique_id("F")
+    chol = "OBX|1|NM|2093-3^Chol^LN||{value}|mg/dL^^UCUM|||||{status}"
+    hdl = "OBX|2|NM|2085-9^HDL^LN||50|mg/dL^^UCUM|||||F"
+    sent = lab_result(mrn, order, chol.format(value=250, status="F"), hdl)
+    assert msa(post(hl7, sent).content)[0] == "AA"
+    assert (
+        msa(post(hl7, lab_result(mrn, order, chol.format(value=205, status="C"))).content)[0]
+        == "AA"
+    )
+    [patient] = search(client, "Patient", identifier=mrn)
+    [corrected] = search(client, "Observation", code="2093-3", subject=f"Patient/{patient['id']}")
+    assert (corrected["status"], corrected["valueQuantity"]["value"]) == ("corrected", 205)
+    assert corrected["meta"]["versionId"] == "2"
+    [report] = search(client, "DiagnosticReport", identifier=order)
+    assert report["status"] == "corrected"
+    listed = {r["reference"] for r in report["result"]}
+    [good] = search(client, "Observation", code="2085-9", subject=f"Patient/{patient['id']}")
+    assert listed == {f"Observation/{corrected['id']}", f"Observation/{good['id']}"}
+
+    deleted = lab_result(mrn, order, "OBX|1|NM|2093-3^Chol^LN||||||||D")
+    assert msa(post(hl7, deleted).content)[0] == "AA"
+    [gone] = search(client, "Observation", code="2093-3", subject=f"Patient/{patient['id']}")
+    assert (gone["id"], gone["status"]) == (corrected["id"], "entered-in-error")
+
+
+def test_performers_of_one_field_keep_those_of_the_other(
+    hl7: httpx.Client,  # noqa: F811
+    client: httpx.Client,
+) -> None:
+    """Observation.performer comes from OBX-16 (Practitioner) and OBX-15/23 (Organization):
+    a correction sending only one of the fields keeps the stored performer of the other
+    (an empty field is "no change"), and replaces its own."""
+    mrn, order, lab_id = unique_id("P"), unique_id("F"), unique_id("L")
+    lab = f"Century Lab^^^^^&1.2.9&ISO^XX^^^{lab_id}"
+
+    def result(status: str, observer: str, organization: str) -> bytes:
+        obx = f"OBX|1|NM|2093-3^Chol^LN||250|mg/dL^^UCUM|||||{status}|||||{observer}"
+        return lab_result(mrn, order, f"{obx}|||||||{organization}")
+
+    def performers() -> list[str]:
+        [patient] = search(client, "Patient", identifier=mrn)
+        [found] = search(client, "Observation", subject=f"Patient/{patient['id']}")
+        return [p["display"] for p in found["performer"]]
+
+    assert msa(post(hl7, result("F", "11^Tech^Tina^^^^^^&1.2.9&ISO", lab)).content)[0] == "AA"
+    assert performers() == ["Tina Tech", "Century Lab"]
+    assert msa(post(hl7, result("C", "", lab)).content)[0] == "AA"
+    assert performers() == ["Tina Tech", "Century Lab"]
+    assert msa(post(hl7, result("C", "12^Doe^Dan^^^^^^&1.2.9&ISO", "")).content)[0] == "AA"
+    assert performers() == ["Dan Doe", "Century Lab"]

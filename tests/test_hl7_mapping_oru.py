@@ -604,3 +604,195 @@ def test_match_queries_survive_the_search_parser() -> None:
     (criterion,) = SearchParams.parse_query(query, "Patient", strict=True).criteria
     assert criterion.name == "identifier"
     assert identifier_match(None, "123") == "identifier=|123"
+
+
+# --------------------------------------------------------------------------- IG field review
+
+
+def test_note_author_and_time() -> None:
+    """IG NTE[Observation]: NTE-5 (XCN) -> note.authorReference(Practitioner), NTE-6 -> time;
+    a name without an id is authorString; an NTE-3 of only "" is no note."""
+    result = mapped(
+        oru(
+            "OBX|1|NM|1^A^L||1||||||F",
+            "NTE|1||Checked twice||8945^Gonzalez^Maria^^^^^^LAB&1.2.3&ISO|202406011810+0100",
+            "NTE|2||Called ward||^Nurse^Nora",
+            'NTE|3||""',
+        )
+    )
+    res = only(result, "Observation").resource
+    checked, called = res["note"]
+    author = by_url(result, checked["authorReference"]["reference"])
+    assert (author.resource_type, author.mode, author.match) == (
+        "Practitioner",
+        "ensure",
+        "identifier=urn:oid:1.2.3|8945",
+    )
+    assert author.resource["name"] == [{"family": "Gonzalez", "given": ["Maria"]}]
+    assert checked == {
+        "text": "Checked twice",
+        "authorReference": {"reference": author.full_url, "display": "Maria Gonzalez"},
+        "time": "2024-06-01T18:10:00+01:00",
+    }
+    assert called == {"text": "Called ward", "authorString": "Nora Nurse"}
+
+
+def test_reference_range_with_one_bound() -> None:
+    """IG OBX map: OBX-7 -> referenceRange.text, with low/high "if sufficiently parseable";
+    '<0.10' (sample 19 of the shared corpus) and '>10' are one bound each."""
+    result = mapped(
+        oru(
+            "OBX|1|NM|1^A^L||0.05|kU/L^^UCUM|<0.10||||F",
+            "OBX|2|NM|2^B^L||12|mg|> 10||||F",
+            "OBX|3|NM|3^C^L||12|mg|<=-1.5||||F",
+            "OBX|4|NM|4^D^L||12|mg|>=2||||F",
+            "OBX|5|NM|5^E^L||12|mg|negative||||F",
+        )
+    )
+    ranges = [o.resource["referenceRange"] for o in of_type(result, "Observation")]
+    assert ranges == [
+        [
+            {
+                "text": "<0.10",
+                "high": {"value": Decimal("0.10"), "unit": "kU/L", "system": UCUM, "code": "kU/L"},
+            }
+        ],
+        [{"text": "> 10", "low": {"value": 10, "unit": "mg"}}],
+        [{"text": "<=-1.5", "high": {"value": Decimal("-1.5"), "unit": "mg"}}],
+        [{"text": ">=2", "low": {"value": 2, "unit": "mg"}}],
+        [{"text": "negative"}],
+    ]
+    assert not result.warnings
+
+
+def test_report_interpreter_technician_transcriptionist() -> None:
+    """IG OBR[DiagnosticReport]: OBR-32 -> resultsInterpreter, OBR-34 -> performer (function
+    SPRF), OBR-35 -> performer (TRANS), each NDL's person as XCN[Practitioner]. NDL.1 is a
+    CNN in subcomponents; an XCN sent there instead (as many feeds do) is read as one."""
+    obr = (
+        "OBR|1|P1|F1|123^Panel^L|||20240201080000+0100||||||||||||||||||F|||||||"
+        "444&Hippocrates&Howard&&&&MD&&LAB&1.2.3&ISO^20240201"
+        "||&Cyto&Jane^20240201090000+0100~55&Tech&Tom&&&&&&LAB&1.2.3&ISO|202300^Baker^Mark"
+    )
+    result = mapped(
+        oru("OBX|1|NM|1^A^L||1||||||F").replace(
+            "OBR|1|P1|F1|123^Panel^L|||20240201080000+0100||||||||||||||||||F", obr
+        )
+    )
+    report = only(result, "DiagnosticReport").resource
+    (interpreter,) = report["resultsInterpreter"]
+    howard = by_url(result, interpreter["reference"])
+    assert (howard.mode, howard.match) == ("ensure", "identifier=urn:oid:1.2.3|444")
+    assert howard.resource["name"] == [
+        {"family": "Hippocrates", "given": ["Howard"], "suffix": ["MD"]}
+    ]
+    assert interpreter["display"] == "Howard Hippocrates MD"
+
+    def function(code: str) -> list[dict[str, Any]]:
+        coding = {"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"}
+        return [
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/event-performerFunction",
+                "valueCodeableConcept": {"coding": [{**coding, "code": code}]},
+            }
+        ]
+
+    jane, tom, mark = report["performer"]
+    assert jane == {"extension": function("SPRF"), "display": "Jane Cyto"}  # no id: by name
+    assert tom["extension"] == function("SPRF")
+    assert by_url(result, tom["reference"]).match == "identifier=urn:oid:1.2.3|55"
+    assert mark["extension"] == function("TRANS")
+    baker = by_url(result, mark["reference"])
+    assert (baker.match, baker.resource["name"]) == (
+        "identifier=|202300",  # no system: matched by the value alone
+        [{"family": "Baker", "given": ["Mark"]}],
+    )
+
+
+def test_performing_organization() -> None:
+    """IG OBX[Observation]: OBX-23 (XON) with OBX-24 (XAD) and OBX-15 (CWE[Organization]) ->
+    one performer Organization, ensured by its first identifier; a name alone is a display.
+    OBX-23 as in sample 17 of the shared corpus (XON.6 authority, XON.7 XX, XON.10 the id)."""
+    lab = "Century Hospital^^^^^NIST-AA-1^XX^^^987|2070 Test Park^^Los Angeles^CA^90067^USA^B"
+    result = mapped(
+        oru(
+            f"OBX|1|NM|1^A^L||1||||||F||||CLIA77^Central Lab^CLIA||||||||{lab}",
+            "OBX|2|NM|2^B^L||2||||||F||||||||||||ABC Hospital",
+            "OBX|3|NM|3^C^L||3||||||F||||CentralLab^Central Laboratory^HL70624",
+            f"OBX|4|NM|4^D^L||4||||||F||||||||||||{lab}",
+        )
+    )
+    first_obs, second, third, fourth = (o.resource for o in of_type(result, "Observation"))
+    (century,) = first_obs["performer"]
+    org = by_url(result, century["reference"])
+    assert (org.mode, org.match) == ("ensure", "identifier=urn:medisentinel:hl7v2:aa:NIST-AA-1|987")
+    xx = "http://terminology.hl7.org/CodeSystem/v2-0203"
+    assert org.resource == {
+        "resourceType": "Organization",
+        "identifier": [
+            {
+                "type": {
+                    "coding": [{"system": xx, "code": "XX", "display": "Organization identifier"}]
+                },
+                "system": "urn:medisentinel:hl7v2:aa:NIST-AA-1",
+                "value": "987",
+            },
+            {"value": "CLIA77"},  # CWE.3 "CLIA" names no code system we know
+        ],
+        "name": "Century Hospital",
+        "address": [
+            {
+                "use": "work",
+                "line": ["2070 Test Park"],
+                "city": "Los Angeles",
+                "state": "CA",
+                "postalCode": "90067",
+                "country": "USA",
+            }
+        ],
+    }
+    assert century["display"] == "Century Hospital"
+    assert second["performer"] == [{"display": "ABC Hospital"}]
+    (central,) = third["performer"]
+    producer = by_url(result, central["reference"])
+    assert producer.resource == {
+        "resourceType": "Organization",
+        "identifier": [
+            {"system": "http://terminology.hl7.org/CodeSystem/v2-0624", "value": "CentralLab"}
+        ],
+        "name": "Central Laboratory",
+    }
+    assert fourth["performer"][0]["reference"] == century["reference"]  # planned once
+    assert len(of_type(result, "Organization")) == 2
+
+
+@pytest.mark.parametrize("code", ["Y", "z"])
+def test_report_status_of_a_query_answer_is_an_error(code: str) -> None:
+    """IG ResultStatus[Non-Queries]: OBR-25 Y (no order on record) and Z (no record of this
+    patient) are "IF NOT MAPPED ERROR": AE at OBR-25, nothing filed (it was an AA warning
+    calling them "not in table 0123", which they are)."""
+    text = oru("OBX|1|NM|1^A^L||1||||||F").replace("||||||F\n", f"||||||{code}\n", 1)
+    assert errors(text) == [(103, "OBR", 1, 25, None)]
+
+
+def test_an_obx_after_an_spm_is_an_observation_of_the_specimen() -> None:
+    """IG ORU_R01 SPECIMEN_OBSERVATION: an OBX after the order's SPM -> an Observation whose
+    focus is that Specimen, not a result of the report (as in sample 15 of the shared
+    corpus); it used to be listed among the report's results."""
+    text = oru(
+        "OBX|1|NM|2823-3^Potassium^LN||4.1|mmol/L^^UCUM|||||F",
+        "SPM|1|^S1&LAB&1.2.9&ISO||BLD^Blood^HL70487",
+        "OBX|1|NM|X-VOL^Volume^L||5|mL^^UCUM|||||P",
+        "SPM|2|^S2&LAB&1.2.9&ISO||SER^Serum^HL70487",
+        "OBX|1|CWE|X-COND^Condition^L||HEM^Hemolyzed^L||||||F",
+    )
+    result = mapped(text.replace("||||||F\n", "||||||\n", 1))  # OBR-25 empty: derived
+    first_specimen, second_specimen = (s.full_url for s in of_type(result, "Specimen"))
+    potassium, volume, condition = of_type(result, "Observation")
+    assert "focus" not in potassium.resource
+    assert volume.resource["focus"] == [{"reference": first_specimen}]
+    assert condition.resource["focus"] == [{"reference": second_specimen}]
+    report = only(result, "DiagnosticReport").resource
+    assert report["result"] == [{"reference": potassium.full_url}]
+    assert report["status"] == "final"  # from the results only (the volume is preliminary)
+    assert report["specimen"] == [{"reference": first_specimen}, {"reference": second_specimen}]

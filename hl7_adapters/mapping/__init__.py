@@ -19,6 +19,7 @@ STU1) field by field; each module names the IG maps it implements:
                   ``numbers``: HL7 NM values)
 * ``specimen``    SPM -> Specimen (ORU^R01 SPECIMEN group)
 * ``pcd``         OBX-18 devices and the IHE PCD-01 containment tree
+* ``organizations`` OBX-15/23/24 -> the performing Organization of a result
 * ``plan``        the output contract (MappingResult, Parts) shared with the applier
 
 No database and no I/O: a message in, a :class:`MappingResult` out, or

@@ -49,6 +49,9 @@ class MapContext:
         self.warnings: list[AckError] = []
         self.errors: list[AckError] = []
         self._by_match: dict[tuple[str, str], Planned] = {}
+        # What several segments of one message map alike, mapped once (the performing
+        # laboratory that each OBX of a panel repeats): key -> the mapped value.
+        self.memo: dict[tuple[str, ...], Any] = {}
         self._sequence: dict[int, int] = {}
         counts: dict[str, int] = {}
         for seg in msg.segment_list:

@@ -5,8 +5,8 @@ and returns a FHIR JSON dict, or None when the repetition carries nothing FHIR c
 The IG maps followed (github.com/HL7/v2-to-fhir ``mappings/datatypes``, STU1 "E2" sheets):
 CX[Identifier], EI[Identifier], XPN[HumanName], XAD[Address], XTN[ContactPoint],
 CWE[CodeableConcept] (also CE/CNE/CF, which share the first components), XCN[Practitioner],
-DR[Period]; PL[Location] is ``locations``. DTM -> dateTime/instant is
-Where.datetime/instant (context.py).
+NDL[PractitionerRole] (its person, as XCN[Practitioner]), DR[Period]; PL[Location] is
+``locations``. DTM -> dateTime/instant is Where.datetime/instant (context.py).
 Deviations are named where they happen.
 """
 
@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from hl7_adapters.escapes import Delimiters
 from hl7_adapters.mapping import identifiers as ids
 from hl7_adapters.mapping import periods
 from hl7_adapters.mapping import tables as t
@@ -24,6 +25,7 @@ from hl7_adapters.mapping.lookups import look_up
 from hl7_adapters.values import Repetition, fhir_integer
 
 _HL7_TABLE = re.compile(r"HL7(\d{4})")
+_TIME_START = re.compile(r"\d{4}")
 
 JSON = dict[str, Any]
 
@@ -376,3 +378,21 @@ def ei_identifier_from(rep: Repetition, component: int) -> JSON | None:
         return None
     system = ids.hd_system(val(rep, component, 2), val(rep, component, 3), val(rep, component, 4))
     return compact({"system": system, "value": value})
+
+
+def ndl_person(rep: Repetition, d: Delimiters, codec: str) -> Repetition:
+    """NDL (OBR-32..35) -> its person (NDL.1, a CNN) laid out as an XCN, for XCN[Practitioner].
+
+    CNN's parts are subcomponents of NDL.1 (``id&family&given&middle&suffix&prefix&degree&
+    source table&authority namespace&authority id&authority type``), in the XCN order but
+    with the assigning authority as three parts where XCN.9 is one. Many feeds send an XCN
+    there instead (``444^HIPPOCRATES^HOWARD``: samples 18 and 20 of the shared corpus), so
+    NDL.1 without subcomponents is read as the XCN it then is -- unless NDL.2 (start time)
+    holds a time, which no XCN.2 (family name) does: then it is an NDL with only an id.
+    """
+    head = rep.components()[0] if rep.components() else ""
+    if d.subcomponent not in head and not _TIME_START.match(rep.get(2)):
+        return rep
+    parts = head.split(d.subcomponent)
+    xcn = parts[:8] + [""] * (8 - len(parts[:8])) + [d.subcomponent.join(parts[8:11])]
+    return Repetition(d.component.join(xcn), d, codec)

@@ -30,7 +30,8 @@ OBX-3 code (IG OBX[Observation-Component]).
 Units (OBX-6): ``Quantity.code``/``system`` only when OBX-6.3 names a known code system
 (UCUM -> http://unitsofmeasure.org, MDC -> urn:iso:std:iso:11073:10101, ...); otherwise only
 ``unit`` text, because "mg/dl^^ISO+" is not a UCUM code. Reference range (OBX-7): always
-``text``; ``low``/``high`` too when it reads "a-b", "a - b" or "a to b".
+``text``; ``low``/``high`` too when it reads "a-b", "a - b" or "a to b", one bound when it
+reads "<x", "<=x" (high) or ">x", ">=x" (low).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ JSON = dict[str, Any]
 _RANGE = re.compile(
     r"\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*(?:-|to)\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*", re.IGNORECASE
 )
+_BOUND = re.compile(r"\s*(<=|>=|<|>)\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*")
 _UNSPLIT_SN = re.compile(r"\s*(<=|>=|<>|<|>|=)?\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*")
 _TM = re.compile(r"(\d{2})(?:(\d{2})(?:(\d{2})(\.\d{1,6})?)?)?([+-]\d{4})?")
 _COMPARATORS = {"<": "<", ">": ">", "<=": "<=", ">=": ">="}
@@ -284,6 +286,10 @@ def values(obx: Segment, where: Where, code: JSON) -> JSON:
 
 
 def reference_range(obx: Segment, unit: JSON) -> list[JSON]:
+    """OBX-7 -> referenceRange: always ``text`` (IG); ``low``/``high`` too when it parses
+    (the IG: "if sufficiently parseable"), as ``a-b``/``a to b`` or one bound, ``<x``/``<=x``
+    (high) or ``>x``/``>=x`` (low). FHIR bounds are inclusive and a SimpleQuantity has no
+    comparator, so ``<0.10`` gives high 0.10: the text keeps the sender's strictness."""
     rep = first(obx, 7)
     text = val(rep, 1) if rep is not None else ""
     if not text:
@@ -295,6 +301,10 @@ def reference_range(obx: Segment, unit: JSON) -> list[JSON]:
         if low is not None and high is not None and low <= high:
             out["low"] = quantity(low, unit)
             out["high"] = quantity(high, unit)
+    elif bound := _BOUND.fullmatch(text):
+        number = decimal(bound.group(2))
+        if number is not None:
+            out["high" if bound.group(1).startswith("<") else "low"] = quantity(number, unit)
     return [out]
 
 

@@ -16,9 +16,11 @@ maps OBR[DiagnosticReport] and OBX[Observation], NTE[Observation]).
 * DiagnosticReport.status from OBR-25 (IG "ResultStatus[Non-Queries]"); when OBR-25 is
   empty (IHE PCD never sends it) it is derived from the Observations' statuses.
 * SPM (v2.5+ SPECIMEN group) -> Specimen, referenced by the order's DiagnosticReport and, when
-  the order has one specimen, by its Observations (specimen.py).
-* NTE after an OBX -> Observation.note. NTE after an OBR is not mapped (an R4
-  DiagnosticReport has no note).
+  the order has one specimen, by its Observations (specimen.py). An OBX after an SPM
+  (SPECIMEN_OBSERVATION) is an Observation whose ``focus`` is that Specimen, not one of the
+  report's results (IG ORU_R01 message map).
+* NTE after an OBX -> Observation.note (IG NTE[Observation]: NTE-3 text, NTE-5 author, NTE-6
+  time). NTE after an OBR is not mapped (an R4 DiagnosticReport has no note).
 """
 
 from __future__ import annotations
@@ -35,11 +37,33 @@ from hl7_adapters.mapping import tables as t
 from hl7_adapters.mapping.adt import PatientRef, plan_encounter, plan_patient, practitioner_ref
 from hl7_adapters.mapping.context import MapContext, Where, first, new_full_url, val
 from hl7_adapters.mapping.lookups import look_up
+from hl7_adapters.mapping.organizations import performing_organization
 from hl7_adapters.mapping.pcd import Entry, arrange, is_pcd
+from hl7_adapters.mapping.plan import Parts
 from hl7_adapters.mapping.specimen import plan_specimen
 from hl7_adapters.values import Segment
 
 JSON = dict[str, Any]
+
+# A result the message does not send again is "no change" (HL7 v2: what is not sent is not
+# changed), not "removed": a correction that re-sends only the corrected OBX keeps the
+# report's other results (and a PCD channel's other members). Each reference is its own
+# part: re-sent, it stays where it was; new, it goes last (edits.merge_elements).
+_BY_REFERENCE = Parts(key=lambda entry: entry.get("reference"))
+RESULTS = {"result": _BY_REFERENCE}
+
+
+def _performer_field(entry: JSON) -> str | None:
+    """The field an Observation.performer came from, told by what it references (resolved
+    before the merge): a Practitioner is OBX-16's, an Organization OBX-15/23's. A performer
+    by display only cannot be told apart: None (kept, or replaced by another such)."""
+    kind = str(entry.get("reference", "")).partition("/")[0]
+    return {"Practitioner": "OBX-16", "Organization": "OBX-23"}.get(kind)
+
+
+# Observation.performer is built from OBX-16 and OBX-15/23: a message sending one of them
+# keeps the stored performers of the other (HL7 v2: an empty field is "no change").
+OBSERVATION_PARTS = {"hasMember": _BY_REFERENCE, "performer": Parts(key=_performer_field)}
 
 
 @dataclass
@@ -96,7 +120,10 @@ def _groups(ctx: MapContext) -> list[Group] | None:
             if current is None:
                 current = Group(patient, encounter, None, None)
                 groups.append(current)
-            current.entries.append(Entry(seg, [], ctx.at(seg)))
+            # after an SPM of its order: an observation of that specimen (IG ORU_R01
+            # SPECIMEN_OBSERVATION), not a result of the order
+            about = len(current.specimens) - 1 if current.specimens else None
+            current.entries.append(Entry(seg, [], ctx.at(seg), specimen=about))
         elif seg.id == "SPM" and current is not None and current.obr is not None:
             current.specimens.append(seg)
         elif seg.id == "NTE" and current is not None and current.entries:
@@ -200,11 +227,21 @@ def _map_group(ctx: MapContext, group: Group, number: int, pcd: bool, used: set[
             resource["hasMember"] = [{"reference": url} for url in members]
         if len(specimens) == 1:  # Observation.specimen holds one: named when unambiguous
             resource["specimen"] = {"reference": specimens[0]}
+        if entry.specimen is not None:  # IG: Observation.focus the SPM's Specimen
+            resource["focus"] = [{"reference": specimens[entry.specimen]}]
         origin = _order_origin(ctx, group, order_id) or ctx.origin(entry.obx, 3)
-        ctx.add(resource, "upsert", match, full_url=entry.full_url, origin=origin)
+        ctx.add(
+            resource,
+            "upsert",
+            match,
+            full_url=entry.full_url,
+            origin=origin,
+            parts=OBSERVATION_PARTS,
+        )
     if group.obr is not None:
-        roots = [e for e, _ in observations if e.parent is None]
-        statuses = [resource["status"] for _, (resource, _) in observations]
+        results = [(e, built) for e, built in observations if e.specimen is None]
+        roots = [e for e, _ in results if e.parent is None]
+        statuses = [resource["status"] for _, (resource, _) in results]
         _diagnostic_report(ctx, group, order_id, roots, statuses, obr_time, specimens)
 
 
@@ -250,13 +287,52 @@ def _diagnostic_report(
         resource["specimen"] = [{"reference": url} for url in specimens]
     if roots:
         resource["result"] = [{"reference": e.full_url} for e in roots]
+    resource.update(_report_people(ctx, obr))
     match = ids.match_of(order_id) if order_id else None
-    ctx.add(
-        resource, "upsert" if match else "create", match, origin=_order_origin(ctx, group, order_id)
-    )
+    origin = _order_origin(ctx, group, order_id)
+    ctx.add(resource, "upsert" if match else "create", match, origin=origin, parts=RESULTS)
+
+
+# IG OBR[DiagnosticReport]: OBR-34 (technician) and OBR-35 (transcriptionist) are performers
+# whose function (v3 ParticipationType) is the core extension event-performerFunction.
+PERFORMER_FUNCTION = "http://hl7.org/fhir/StructureDefinition/event-performerFunction"
+V3_PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+REPORT_PERFORMERS = ((34, "SPRF"), (35, "TRANS"))
+
+
+def _report_people(ctx: MapContext, obr: Segment) -> JSON:
+    """OBR-32 (principal result interpreter) -> resultsInterpreter, OBR-34/35 -> performer."""
+    out: JSON = {}
+    interpreters = _ndl_refs(ctx, obr, 32)
+    if interpreters:
+        out["resultsInterpreter"] = interpreters
+    performers = [
+        {"extension": [_function(code)], **ref}
+        for n, code in REPORT_PERFORMERS
+        for ref in _ndl_refs(ctx, obr, n)
+    ]
+    if performers:
+        out["performer"] = performers
+    return out
+
+
+def _function(code: str) -> JSON:
+    coding = {"system": V3_PARTICIPATION, "code": code}
+    return {"url": PERFORMER_FUNCTION, "valueCodeableConcept": {"coding": [coding]}}
+
+
+def _ndl_refs(ctx: MapContext, obr: Segment, n: int) -> list[JSON]:
+    """The people of an NDL field, each a Practitioner ensured by its id (as OBX-16)."""
+    at = ctx.at(obr, n)
+    people = ((i, dt.ndl_person(rep, obr.delimiters, ctx.msg.codec)) for i, rep in at.reps())
+    return [ref for i, rep in people if (ref := practitioner_ref(ctx, rep, at.sub(n, i)))]
 
 
 def _report_status(where: Where, code: str, statuses: list[str]) -> str:
+    refused = t.RESULT_STATUS_0123_REFUSED.get(code.upper())
+    if refused:  # filing it would record a result the sender says does not exist
+        where.error(103, f"OBR-25: '{code}' ({refused}) reports no result; nothing filed")
+        return "unknown"
     if code:
         unknown = "OBR-25: '{code}' is not in HL7 table 0123; status derived from OBX-11"
         found = look_up(t.RESULT_STATUS_0123, code, where, unknown)
@@ -335,6 +411,9 @@ def _observation(
         for i, rep in at.sub(16).reps()
         if (ref := practitioner_ref(ctx, rep, at.sub(16, i))) is not None
     ]
+    organization = performing_organization(ctx, obx, at)  # OBX-15/23/24: performer[2]
+    if organization:
+        performers.append(organization)
     if performers:
         resource["performer"] = performers
     resource.update(ox.values(obx, at, code))
@@ -361,7 +440,8 @@ def _observation(
 
 
 def _notes(ctx: MapContext, ntes: list[Segment]) -> list[JSON]:
-    """NTE-3 (FT, repeating lines) -> Annotation.text; NTE-6 -> Annotation.time."""
+    """IG NTE[Observation]: NTE-3 (FT, repeating lines) -> Annotation.text, NTE-5 (XCN) ->
+    authorReference (Practitioner), NTE-6 -> time."""
     out = []
     for nte in ntes:
         at = ctx.at(nte, 3)
@@ -369,8 +449,22 @@ def _notes(ctx: MapContext, ntes: list[Segment]) -> list[JSON]:
         if not text:
             continue
         note: JSON = {"text": text}
+        author = _note_author(ctx, nte)
+        if author:
+            note.update(author)
         when = ctx.at(nte, 6).datetime(val(first(nte, 6)))
         if when:
             note["time"] = when
         out.append(note)
     return out
+
+
+def _note_author(ctx: MapContext, nte: Segment) -> JSON:
+    """NTE-5 as Annotation.author[x]: a Practitioner (ensured by XCN.1) when it carries an id;
+    a name alone is authorString (a Reference with only a display would find nobody)."""
+    at5 = ctx.at(nte, 5)
+    sent = at5.reps()[:1]  # NTE-5 is 0..1
+    ref = practitioner_ref(ctx, sent[0][1], at5.sub(5, 1)) if sent else None
+    if ref is None:
+        return {}
+    return {"authorReference": ref} if "reference" in ref else {"authorString": ref["display"]}

@@ -48,6 +48,7 @@ class Entry:
     parent: Entry | None = None
     members: list[Entry] = field(default_factory=list)
     full_url: str = ""
+    specimen: int | None = None  # ORU SPECIMEN_OBSERVATION: the OBX follows its order's SPM n
 
     @property
     def depth(self) -> int:

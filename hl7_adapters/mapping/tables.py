@@ -399,6 +399,13 @@ RESULT_STATUS_0123: dict[str, str] = {
     "N": "partial",  # local: procedure completed, results pending
 }
 
+# Table 0123 codes the IG's ResultStatus[Non-Queries] map marks "IF NOT MAPPED ERROR": they
+# answer a query (no such order / no such patient), they report no result.
+RESULT_STATUS_0123_REFUSED: dict[str, str] = {
+    "Y": "no order on record for this test",
+    "Z": "no record of this patient",
+}
+
 # HL7 table 0136 (Y/N indicator -> boolean).
 YES_NO_0136: dict[str, bool] = {"Y": True, "N": False}
 
