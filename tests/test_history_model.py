@@ -24,11 +24,13 @@ Reproducible: the seed and step are in every failure message. Knobs:
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -39,8 +41,8 @@ import httpx
 import pytest
 
 SEEDS = [int(s) for s in os.environ.get("MEDISENTINEL_HISTMODEL_SEEDS", "1,2,3").split(",")]
-STEPS = int(os.environ.get("MEDISENTINEL_HISTMODEL_STEPS", "40"))
-CHECK_EVERY = 4
+STEPS = int(os.environ.get("MEDISENTINEL_HISTMODEL_STEPS", "30"))
+CHECK_EVERY = 5
 TYPES = ("Patient", "Organization")
 JSON = "application/fhir+json"
 PATCH = {"Content-Type": "application/json-patch+json"}
@@ -214,269 +216,326 @@ class Runner:
         rest = {k: v for k, v in body.items() if k != "meta"}
         assert rest == version.content, f"{self.where()}: {what}: content {rest}"
 
-    def new_version(
-        self, key: tuple[str, str], content: dict[str, Any] | None, method: str,
-        created: bool, low: int,
-    ) -> Version:  # fmt: skip
-        current = self.model.current(key)
-        vid = current.vid + 1 if current else 1
-        version = Version(key[0], key[1], vid, content, method, created, low, now_us())
-        self.model.add(version)
-        return version
-
     # ------------------------------------------------------------ operations
 
     def op_create(self) -> None:
-        rtype = self.rng.choice(TYPES)
-        body = self.body(rtype)
-        low = now_us()
-        response = self.http.post(f"/{rtype}", json=body, headers={"Content-Type": JSON})
-        self.expect(response, 201, f"POST {rtype}")
-        rid = response.json()["id"]
-        assert (rtype, rid) not in self.model.versions, f"{self.where()}: id {rid} reused"
-        version = self.new_version((rtype, rid), {**body, "id": rid}, "POST", True, low)
-        self.write_headers(response, version, f"POST {rtype}")
+        self.conditional("POST", plain=True)
 
-    def op_update(self) -> None:
-        key = self.pick_key()
-        rtype, rid = key
+    def expected(
+        self, key: tuple[str, str], method: str, payload: Any, if_match: str | None
+    ) -> tuple[int, Version | None]:
+        """What a PUT, PATCH or DELETE by id must answer now, and the version it writes.
+        If-Match is false when nothing is current (never there, or deleted: RFC 9110 13.1.1)."""
         current = self.model.current(key)
-        if current is not None and current.content is not None and self.rng.random() < 0.25:
-            body = dict(current.content)  # an update that changes nothing: still a version
-        else:
-            body = self.body(rtype, rid)
-        headers = {"Content-Type": JSON}
-        precondition = self.rng.random()
-        right = current is not None and not current.deleted
-        if precondition < 0.15:
-            headers["If-Match"] = self.wrong_tag(key)
-            right = False
-        elif precondition < 0.3 and current is not None:
-            # R4 http.html#concurrency; RFC 9110 13.1.1: false when nothing is current, so
-            # the deletion's own tag names no current version either
-            headers["If-Match"] = f'W/"{current.vid}"'
-        else:
-            right = True
-        what = f"PUT {rtype}/{rid} {headers.get('If-Match', '')}"
-        low = now_us()
-        response = self.http.put(f"/{rtype}/{rid}", json=body, headers=headers)
-        if not right:
-            self.expect(response, 412, what)
-            return
-        created = current is None or current.deleted
-        self.expect(response, 201 if created else 200, what)
-        version = self.new_version(key, {**body, "id": rid}, "PUT", created, low)
-        self.write_headers(response, version, what)
+        live = current is not None and current.content is not None
+        matched = if_match is None or (live and current and if_match == f'W/"{current.vid}"')
+        vid = current.vid + 1 if current else 1
+        if method == "PATCH":
+            if current is None or current.content is None:
+                return (404 if current is None else 410), None
+            if not matched:
+                return 412, None
+            content = {**current.content, "active": payload[0]["value"]}
+            return 200, Version(*key, vid, content, "PATCH", False, 0, 0)
+        if not matched:
+            return 412, None
+        if method == "PUT":
+            content = {**payload, "id": key[1]}
+            return (200 if live else 201), Version(*key, vid, content, "PUT", not live, 0, 0)
+        # R4 http.html#delete: 200/204 also when already deleted or never there, unwritten
+        return 204, Version(*key, vid, None, "DELETE", False, 0, 0) if live else None
 
-    def op_patch(self) -> None:
-        key = self.pick_key()
-        rtype, rid = key
-        current = self.model.current(key)
-        active = self.rng.random() < 0.5
-        ops: list[dict[str, Any]] = [{"op": "add", "path": "/active", "value": active}]
-        headers = dict(PATCH)
-        wrong = self.rng.random() < 0.2
-        if wrong:
-            headers["If-Match"] = self.wrong_tag(key)
-        what = f"PATCH {rtype}/{rid} {headers.get('If-Match', '')}"
-        low = now_us()
-        response = self.http.patch(f"/{rtype}/{rid}", json=ops, headers=headers)
-        if current is None:
-            self.expect(response, 404, what)
-            return
-        if current.content is None:
-            self.expect(response, 410, what)
-            return
-        if wrong:
-            self.expect(response, 412, what)
-            return
-        self.expect(response, 200, what)
-        content = {**current.content, "active": active}
-        version = self.new_version(key, content, "PATCH", False, low)
-        self.write_headers(response, version, what)
-
-    def op_delete(self) -> None:
-        key = self.pick_key()
-        rtype, rid = key
-        current = self.model.current(key)
-        headers = {}
+    def if_match(self, key: tuple[str, str]) -> str | None:
+        """None mostly; else a wrong tag, or the current version's (deleted ones too)."""
         roll = self.rng.random()
         if roll < 0.15:
-            headers["If-Match"] = self.wrong_tag(key)
-        elif roll < 0.3 and current is not None and not current.deleted:
-            headers["If-Match"] = f'W/"{current.vid}"'
-        what = f"DELETE {rtype}/{rid} {headers.get('If-Match', '')}"
+            return self.wrong_tag(key)
+        current = self.model.current(key)
+        if roll < 0.3 and current is not None:
+            return f'W/"{current.vid}"'
+        return None
+
+    def patch_ops(self) -> list[dict[str, Any]]:
+        return [{"op": "add", "path": "/active", "value": self.rng.random() < 0.5}]
+
+    def put_body(self, key: tuple[str, str]) -> dict[str, Any]:
+        current = self.model.current(key)
+        if current is not None and current.content is not None and self.rng.random() < 0.25:
+            return dict(current.content)  # an update that changes nothing: still a version
+        return self.body(*key)
+
+    def by_id(self, method: str) -> None:
+        key = self.pick_key()
+        rtype, rid = key
+        if_match = self.if_match(key)
+        payload = self.patch_ops() if method == "PATCH" else self.put_body(key)
+        headers = {"If-Match": if_match} if if_match else {}
+        what = f"{method} {rtype}/{rid} {if_match or ''}"
+        status, version = self.expected(key, method, payload, if_match)
+        if method == "PUT" and not if_match and self.rng.random() < 0.15:
+            # create only (RFC 9110 13.1.2): false when a version is current
+            headers["If-None-Match"] = "*"
+            what += " If-None-Match *"
+            if self.model.live(key):
+                status, version = 412, None
         low = now_us()
-        response = self.http.delete(f"/{rtype}/{rid}", headers=headers)
-        live = current is not None and not current.deleted
-        if headers and not (live and current and headers["If-Match"] == f'W/"{current.vid}"'):
-            self.expect(response, 412, what)
+        if method == "DELETE":
+            response = self.http.delete(f"/{rtype}/{rid}", headers=headers)
+        else:
+            kind = PATCH if method == "PATCH" else {"Content-Type": JSON}
+            response = self.http.request(
+                method, f"/{rtype}/{rid}", json=payload, headers={**kind, **headers}
+            )
+        self.expect(response, status, what)
+        if version is None:
+            if method == "DELETE":  # nothing new: at most the tag of what is there
+                current = self.model.current(key)
+                etag = response.headers.get("etag")
+                assert etag is None or (current and etag == f'W/"{current.vid}"'), (
+                    f"{self.where()}: {what}: ETag {etag}"
+                )
             return
-        # R4 http.html#delete: 200/204 also when already deleted or never there
-        self.expect(response, 204, what)
-        if not live:
-            assert "etag" not in response.headers or (
-                current and response.headers["etag"] == f'W/"{current.vid}"'
-            ), f"{self.where()}: {what}: ETag {response.headers.get('etag')}"
-            return
-        version = self.new_version(key, None, "DELETE", False, low)
-        etag = response.headers.get("etag")
-        assert etag in (None, f'W/"{version.vid}"'), f"{self.where()}: {what}: ETag {etag}"
+        version.low, version.high = low, now_us()
+        self.model.add(version)
+        if method == "DELETE":
+            etag = response.headers.get("etag")
+            assert etag in (None, f'W/"{version.vid}"'), f"{self.where()}: {what}: ETag {etag}"
+        else:
+            self.write_headers(response, version, what)
+
+    def op_update(self) -> None:
+        self.by_id("PUT")
+
+    def op_patch(self) -> None:
+        self.by_id("PATCH")
+
+    def op_delete(self) -> None:
+        self.by_id("DELETE")
 
     def criteria(self, ident: str) -> str:
         return f"identifier={self.system}|{ident}"
 
-    def op_conditional_create(self) -> None:
+    def expected_conditional(self, entry: dict[str, Any]) -> tuple[int, Version | None]:
+        """A create (`ifNoneExist` or none), or a conditional update or delete by identifier
+        (R4 http.html#ccreate, #cond-update, #cond-delete): the answer and the version it
+        writes (with an empty id when the server picks it). Deleted resources match nothing."""
+        request = entry["request"]
+        method, url = request["method"], request["url"]
+        rtype, _, query = url.partition("?")
+        criteria = request.get("ifNoneExist") or query
+        matches = self.model.matching(rtype, criteria.rsplit("|", 1)[-1]) if criteria else []
+        if len(matches) > 1:
+            return 412, None
+        current = self.model.current(matches[0]) if matches else None
+        if method == "DELETE":  # no match: nothing to delete, an informational 200
+            if current is None:
+                return 200, None
+            return 204, Version(*matches[0], current.vid + 1, None, "DELETE", False, 0, 0)
+        body = entry["resource"]
+        if current is None:  # a create; a conditional update that matched nothing is a PUT
+            return 201, Version(rtype, "", 1, body, method, True, 0, 0)
+        if method == "POST":  # If-None-Exist found it: nothing written
+            return 200, None
+        content = {**body, "id": matches[0][1]}
+        return 200, Version(*matches[0], current.vid + 1, content, "PUT", False, 0, 0)
+
+    def conditional(self, method: str, *, plain: bool = False) -> None:
+        """A conditional create, update or delete by identifier; `plain`: a POST without
+        If-None-Exist."""
         rtype = self.rng.choice(TYPES)
         ident = self.rng.choice(self.idents)
-        body = self.body(rtype, ident=ident)
-        matches = self.model.matching(rtype, ident)
-        what = f"POST {rtype} If-None-Exist {ident}"
+        criteria = self.criteria(ident)
+        entry: dict[str, Any] = {"request": {"method": method, "url": f"{rtype}?{criteria}"}}
+        headers = {"Content-Type": JSON}
+        if method == "POST":
+            entry["request"] = {"method": "POST", "url": rtype}
+            if not plain:
+                entry["request"]["ifNoneExist"] = headers["If-None-Exist"] = criteria
+        if method != "DELETE":
+            entry["resource"] = self.body(rtype, ident=ident)
+        status, version = self.expected_conditional(entry)
+        what = f"{method} {entry['request']}"
         low = now_us()
-        headers = {"Content-Type": JSON, "If-None-Exist": self.criteria(ident)}
-        response = self.http.post(f"/{rtype}", json=body, headers=headers)
-        if len(matches) > 1:
-            self.expect(response, 412, what)
-        elif matches:
-            self.expect(response, 200, what)
-            current = self.model.current(matches[0])
-            assert current is not None
-            assert response.json()["id"] == matches[0][1], f"{self.where()}: {what}"
+        params = None if method == "POST" else {"identifier": f"{self.system}|{ident}"}
+        response = self.http.request(
+            method, f"/{rtype}", params=params, json=entry.get("resource"), headers=headers
+        )
+        self.expect(response, status, what)
+        if method == "POST" and status == 200:  # the match, as a read would show it
+            match = self.model.matching(rtype, ident)[0]
+            current = self.model.current(match)
+            assert current is not None and response.json()["id"] == match[1], self.where()
             assert response.headers.get("etag") == f'W/"{current.vid}"', f"{self.where()}: {what}"
             self.check_content(response.json(), current, what)
-        else:
-            self.expect(response, 201, what)
-            rid = response.json()["id"]
-            version = self.new_version((rtype, rid), {**body, "id": rid}, "POST", True, low)
-            self.write_headers(response, version, what)
-
-    def op_conditional_update(self) -> None:
-        rtype = self.rng.choice(TYPES)
-        ident = self.rng.choice(self.idents)
-        body = self.body(rtype, ident=ident)
-        matches = self.model.matching(rtype, ident)
-        what = f"PUT {rtype}?identifier={ident}"
-        low = now_us()
-        response = self.http.put(
-            f"/{rtype}", params={"identifier": f"{self.system}|{ident}"}, json=body,
-            headers={"Content-Type": JSON},
-        )  # fmt: skip
-        if len(matches) > 1:
-            self.expect(response, 412, what)
+        if version is None:
             return
-        if matches:
-            self.expect(response, 200, what)
-            key = matches[0]
-            version = self.new_version(key, {**body, "id": key[1]}, "PUT", False, low)
-        else:
-            # R4 http.html#cond-update: no match, no id: the server creates, as a PUT
-            self.expect(response, 201, what)
-            key = (rtype, response.json()["id"])
-            assert key not in self.model.versions, f"{self.where()}: {what}: id reused"
-            version = self.new_version(key, {**body, "id": key[1]}, "PUT", True, low)
-        self.write_headers(response, version, what)
-
-    def op_conditional_delete(self) -> None:
-        rtype = self.rng.choice(TYPES)
-        ident = self.rng.choice(self.idents)
-        matches = self.model.matching(rtype, ident)
-        what = f"DELETE {rtype}?identifier={ident}"
-        low = now_us()
-        response = self.http.delete(f"/{rtype}", params={"identifier": f"{self.system}|{ident}"})
-        if len(matches) > 1:
-            self.expect(response, 412, what)
-        elif matches:
-            self.expect(response, 204, what)
-            version = self.new_version(matches[0], None, "DELETE", False, low)
+        version.low, version.high = low, now_us()
+        if not version.rid:
+            self.own_id(version, response.json()["id"], what)
+        self.model.add(version)
+        if method == "DELETE":
             etag = response.headers.get("etag")
             assert etag in (None, f'W/"{version.vid}"'), f"{self.where()}: {what}: ETag {etag}"
         else:
-            self.expect(response, 200, what)  # nothing to delete: an informational outcome
+            self.write_headers(response, version, what)
+
+    def own_id(self, version: Version, rid: str, what: str) -> None:
+        """The id the server gave a resource it created: new, and in the content."""
+        assert (version.rtype, rid) not in self.model.versions, f"{self.where()}: {what}: {rid}"
+        version.rid = rid
+        version.content = {**(version.content or {}), "id": rid}
+
+    def op_conditional_create(self) -> None:
+        self.conditional("POST")
+
+    def op_conditional_update(self) -> None:
+        self.conditional("PUT")
+
+    def op_conditional_delete(self) -> None:
+        self.conditional("DELETE")
 
     def op_bundle(self) -> None:
-        """A transaction or batch of creates, updates by id and deletes of distinct ids."""
+        """A transaction of creates and of updates, patches and deletes of distinct ids
+        (If-Match right or wrong: one failing entry fails it whole, nothing written), now and
+        then with a conditional create or update; or a batch of any of these, conditional
+        deletes too, each entry on its own after the ones before it."""
         kind = self.rng.choice(["transaction", "batch"])
         entries: list[dict[str, Any]] = []
-        planned: list[tuple[str, tuple[str, str] | None, dict[str, Any] | None]] = []
         used: set[tuple[str, str]] = set()
         for _ in range(self.rng.randint(2, 4)):
-            roll = self.rng.random()
             rtype = self.rng.choice(TYPES)
-            if roll < 0.35:
+            roll = self.rng.random()
+            if roll < 0.3:
                 body = self.body(rtype)
-                full_url = f"urn:uuid:{uuid.uuid4()}"
-                entries.append({"fullUrl": full_url, "resource": body,
-                                "request": {"method": "POST", "url": rtype}})  # fmt: skip
-                planned.append(("POST", None, body))
+                request = {"method": "POST", "url": rtype}
+                if kind == "batch" and self.rng.random() < 0.4:
+                    request["ifNoneExist"] = self.criteria(body["identifier"][0]["value"])
+                entries.append(
+                    {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": body, "request": request}
+                )
                 continue
-            key = self.rng.choice([k for k in self.keys(rtype) if k not in used] or [None])
-            if key is None:
+            if kind == "batch" and roll < 0.45:
+                ident = self.rng.choice(self.idents)
+                method = self.rng.choice(["PUT", "DELETE"])
+                url = f"{rtype}?{self.criteria(ident)}"
+                entry: dict[str, Any] = {"request": {"method": method, "url": url}}
+                if method == "PUT":
+                    entry["resource"] = self.body(rtype, ident=ident)
+                entries.append(entry)
                 continue
+            free = [k for k in self.keys(rtype) if k not in used or kind == "batch"]
+            if not free:
+                continue
+            key = self.rng.choice(free)
             used.add(key)
             url = f"{key[0]}/{key[1]}"
-            if roll < 0.75:
-                body = self.body(key[0], key[1])
-                entries.append({"fullUrl": f"{self.base}/{url}", "resource": body,
-                                "request": {"method": "PUT", "url": url}})  # fmt: skip
-                planned.append(("PUT", key, body))
-            else:
-                entries.append({"request": {"method": "DELETE", "url": url}})
-                planned.append(("DELETE", key, None))
+            method = self.rng.choice(["PUT", "PUT", "PATCH", "DELETE"])
+            entry = {"request": {"method": method, "url": url}}
+            if_match = self.if_match(key) if self.rng.random() < 0.5 else None
+            if if_match:
+                entry["request"]["ifMatch"] = if_match
+            if method == "PUT":
+                entry["fullUrl"] = f"{self.base}/{url}"
+                entry["resource"] = self.put_body(key)
+            elif method == "PATCH":
+                data = json.dumps(self.patch_ops()).encode()
+                entry["resource"] = {
+                    "resourceType": "Binary",
+                    "contentType": "application/json-patch+json",
+                    "data": base64.b64encode(data).decode(),
+                }
+            entries.append(entry)
+        if kind == "transaction" and self.rng.random() < 0.5:
+            self.add_conditional_entry(entries, used)
         bundle = {"resourceType": "Bundle", "type": kind, "entry": entries}
-        what = f"{kind} {[(m, k) for m, k, _ in planned]}"
+        what = f"{kind} {[(e['request']['method'], e['request']['url']) for e in entries]}"
         low = now_us()
         response = self.http.post("", json=bundle, headers={"Content-Type": JSON})
-        self.expect(response, 200, what)
         high = now_us()
+        if kind == "batch":
+            self.expect(response, 200, what)
+            answers = response.json()["entry"]
+            assert len(answers) == len(entries), f"{self.where()}: {what}: {answers}"
+            for i, (entry, answer) in enumerate(zip(entries, answers, strict=True)):
+                expected = self.expected_entry(entry)
+                self.entry_result(f"{what} entry {i}", expected, answer["response"], low, high)
+            return
+        # a transaction runs DELETE, then POST, then PUT and PATCH (R4 http.html#trules);
+        # its entries touch distinct resources, so each is judged on the state before it
+        rank = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2}
+        order = sorted(range(len(entries)), key=lambda i: rank[entries[i]["request"]["method"]])
+        planned = {i: self.expected_entry(entries[i]) for i in order}
+        failing = [planned[i][0] for i in order if planned[i][0] >= 400]
+        if failing:  # the first failing entry answers for the whole Bundle; nothing is written
+            self.expect(response, failing[0], what)
+            return
+        self.expect(response, 200, what)
         answers = response.json()["entry"]
-        assert len(answers) == len(planned), f"{self.where()}: {what}: {answers}"
-        # a transaction runs DELETE, then POST, then PUT (R4 http.html#trules)
-        rank = {"DELETE": 0, "POST": 1, "PUT": 2}
-        order = range(len(planned))
-        if kind == "transaction":
-            order = sorted(order, key=lambda i: rank[planned[i][0]])  # type: ignore[assignment]
-        written: list[Version] = []
-        for i in order:
-            method, key, body = planned[i]
-            answer = answers[i]["response"]
-            status = answer["status"].split()[0]
-            entry_what = f"{what} entry {i}"
-            if method == "POST":
-                assert status == "201", f"{self.where()}: {entry_what}: {answer}"
-                rtype, rid, _, vid = answer["location"].split("/")
-                key = (rtype, rid)
-                assert key not in self.model.versions, f"{self.where()}: {entry_what}"
-                assert body is not None
-                version = Version(rtype, rid, 1, {**body, "id": rid}, "POST", True, low, high)
-            elif method == "PUT":
-                assert key is not None and body is not None
-                current = self.model.current(key)
-                created = current is None or current.deleted
-                assert status == ("201" if created else "200"), (
-                    f"{self.where()}: {entry_what}: {answer}"
-                )
-                vid = current.vid + 1 if current else 1
-                version = Version(*key, vid, dict(body), "PUT", created, low, high)
-            else:
-                assert key is not None
-                current = self.model.current(key)
-                assert status in ("200", "204"), f"{self.where()}: {entry_what}: {answer}"
-                if current is None or current.deleted:
-                    continue
-                version = Version(*key, current.vid + 1, None, "DELETE", False, low, high)
-            assert answer.get("etag") == f'W/"{version.vid}"', (
-                f"{self.where()}: {entry_what}: {answer}"
+        assert len(answers) == len(entries), f"{self.where()}: {what}: {answers}"
+        written = [
+            self.entry_result(f"{what} entry {i}", planned[i], answers[i]["response"], low, high)
+            for i in order
+        ]
+        stamps = [v.lu or 0 for v in written if v is not None]  # in their processing order
+        assert stamps == sorted(stamps), f"{self.where()}: {what}: {stamps}"
+
+    def add_conditional_entry(
+        self, entries: list[dict[str, Any]], used: set[tuple[str, str]]
+    ) -> None:
+        """A conditional create or update by an identifier that no other entry of the
+        transaction carries or changes, so that it resolves as it would alone."""
+        carried = [e.get("resource") for e in entries]
+        carried += [current.content for key in used if (current := self.model.current(key))]
+        taken = {i.get("value") for c in carried if c for i in c.get("identifier", [])}
+        free = [ident for ident in self.idents if ident not in taken]
+        if not free:
+            return
+        ident = self.rng.choice(free)
+        rtype = self.rng.choice(TYPES)
+        body = self.body(rtype, ident=ident)
+        if self.rng.random() < 0.5:
+            request = {"method": "POST", "url": rtype, "ifNoneExist": self.criteria(ident)}
+            entries.append(
+                {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": body, "request": request}
             )
-            if not version.deleted:
-                assert answer.get("location") == (
-                    f"{version.rtype}/{version.rid}/_history/{version.vid}"
-                ), f"{self.where()}: {entry_what}: {answer}"
-            self.learn(version, parse_us(answer["lastModified"]), entry_what)
-            self.model.add(version)
-            written.append(version)
-        if kind == "transaction":  # the entries are written in their processing order
-            stamps = [v.lu or 0 for v in written]
-            assert stamps == sorted(stamps), f"{self.where()}: {what}: {stamps}"
+        else:
+            request = {"method": "PUT", "url": f"{rtype}?{self.criteria(ident)}"}
+            entries.append({"resource": body, "request": request})
+
+    def expected_entry(self, entry: dict[str, Any]) -> tuple[int, Version | None]:
+        request = entry["request"]
+        method, url = request["method"], request["url"]
+        if method == "POST" or "?" in url:
+            return self.expected_conditional(entry)
+        rtype, rid = url.split("/")
+        payload = entry.get("resource")
+        if method == "PATCH":
+            payload = json.loads(base64.b64decode(payload["data"]))
+        return self.expected((rtype, rid), method, payload, request.get("ifMatch"))
+
+    def entry_result(
+        self, what: str, expected: tuple[int, Version | None], answer: dict[str, Any],
+        low: int, high: int,
+    ) -> Version | None:  # fmt: skip
+        """A Bundle entry's response against the model: status; for a version written, its
+        etag, location and lastModified (then it is the model's)."""
+        status, version = expected
+        assert answer["status"].split()[0] == str(status), (
+            f"{self.where()}: {what}: {answer} (expected {status})"
+        )
+        if version is None:
+            return None
+        version.low, version.high = low, high
+        if not version.rid:
+            self.own_id(version, answer["location"].split("/")[1], what)
+        assert answer.get("etag") == f'W/"{version.vid}"', f"{self.where()}: {what}: {answer}"
+        if not version.deleted:
+            assert answer.get("location") == (
+                f"{version.rtype}/{version.rid}/_history/{version.vid}"
+            ), f"{self.where()}: {what}: {answer}"
+        self.learn(version, parse_us(answer["lastModified"]), what)
+        self.model.add(version)
+        return version
 
     OPERATIONS = (
         (op_create, 2),
@@ -519,6 +578,8 @@ class Runner:
         current = history[-1]
         if current.deleted:
             self.expect(read, 410, what)
+            etag = read.headers.get("etag")
+            assert etag in (None, f'W/"{current.vid}"'), f"{self.where()}: {what}: ETag {etag}"
         else:
             self.expect(read, 200, what)
             assert read.headers.get("etag") == f'W/"{current.vid}"', f"{self.where()}: {what}"
@@ -538,29 +599,40 @@ class Runner:
             assert version.lu is not None
             self.check_last_modified(response, version.lu, vwhat)
             self.check_content(response.json(), version, vwhat)
-        beyond = self.http.get(f"/{rtype}/{rid}/_history/{current.vid + 1}")
-        self.expect(beyond, 404, f"vread {rtype}/{rid} beyond the last version")
+        for vid in (current.vid + 1, 0, f"0{current.vid}"):
+            beyond = self.http.get(f"/{rtype}/{rid}/_history/{vid}")
+            self.expect(beyond, 404, f"vread {rtype}/{rid}/_history/{vid}: no such version")
         self.check_cutoffs(key, history)
 
     def check_cutoffs(self, key: tuple[str, str], history: list[Version]) -> None:
-        """`_since` (versions written at or after it) and `_at` (versions current at it)."""
+        """`_since` (versions written at or after it) and `_at` (versions current at some
+        moment of the period it names: an instant, or a whole second)."""
         rtype, rid = key
         stamps = [v.lu for v in history if v.lu is not None]
         moment = self.rng.choice(stamps) + self.rng.choice([-1, 0, 0, 1])
         since = [v for v in history if v.lu is not None and v.lu >= moment][::-1]
         self.check_listing(f"{rtype}/{rid}/_history", since, {"_since": instant(moment)})
+        if self.rng.random() < 0.5:
+            low, high, text = moment, moment + 1, instant(moment)
+        else:  # to the second: e.g. 2026-11-23T05:00:01Z
+            low = moment - moment % 1_000_000
+            high, text = low + 1_000_000, instant(low).replace(".000000", "")
         at = [
             v for i, v in enumerate(history)
-            if v.lu is not None and v.lu <= moment
-            and (i + 1 == len(history) or (history[i + 1].lu or 0) > moment)
+            if v.lu is not None and v.lu < high
+            and (i + 1 == len(history) or (history[i + 1].lu or 0) > low)
         ]  # fmt: skip
-        self.check_listing(f"{rtype}/{rid}/_history", at[::-1], {"_at": instant(moment)})
+        self.check_listing(f"{rtype}/{rid}/_history", at[::-1], {"_at": text})
 
     def check_system(self) -> None:
         """System history since the run began: every model version exactly once, in order,
-        among the server's own writes (the audit trail's AuditEvents), which are skipped."""
+        among the server's own writes (the audit trail's AuditEvents), which are skipped.
+        Now and then a write comes between two pages: it is newer than any entry after the
+        first page, so the listing must still be the one the first page began."""
         expected = self.model.all_versions()
-        entries = self.follow("_history", {"_since": instant(self.t0), "_count": "200"})
+        count = str(self.rng.randint(5, 60))
+        between = self.run_step if self.rng.random() < 0.5 else None
+        entries = self.follow("_history", {"_since": instant(self.t0), "_count": count}, between)
         ours = [e for e in entries if self.is_ours(e)]
         self.compare(ours, expected, "_history")
 
@@ -573,8 +645,11 @@ class Runner:
         entries = self.follow(path, {**params, "_count": str(count)})
         self.compare(entries, expected, f"{path}?{params} _count={count}")
 
-    def follow(self, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
-        """Every entry of a history listing, page after page through `next` links."""
+    def follow(
+        self, path: str, params: dict[str, str], between: Callable[[], None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every entry of a history listing, page after page through `next` links;
+        `between` runs after the first page."""
         entries: list[dict[str, Any]] = []
         totals: list[int] = []
         response = self.http.get(f"/{path}", params=params)
@@ -593,6 +668,8 @@ class Runner:
                 break
             seen_pages += 1
             assert seen_pages < 10_000, f"{self.where()}: {path}: paging does not end"
+            if between is not None and seen_pages == 1:
+                between()
             response = self.http.get(links["next"])
         assert all(total == len(entries) for total in totals), f"{self.where()}: {path} total"
         return entries
@@ -672,3 +749,16 @@ def test_if_match_naming_the_deletion_does_not_match_a_deleted_resource(
     again = client.put(f"/Organization/{rid}", json={**body, "id": rid},
                        headers={"Content-Type": JSON})  # fmt: skip
     assert again.status_code == 201 and again.headers["etag"] == 'W/"3"'
+
+
+def test_a_version_number_with_a_leading_zero_names_no_version(client: httpx.Client) -> None:
+    """Every seed: `GET Patient/x/_history/01` answered version 1 (whose meta.versionId is
+    "1"); a versionId is a string, and "01" is none the server wrote (If-Match `W/"01"` is
+    refused too)."""
+    body = {"resourceType": "Patient", "active": True}
+    rid = client.post("/Patient", json=body, headers={"Content-Type": JSON}).json()["id"]
+    assert client.get(f"/Patient/{rid}/_history/1").status_code == 200
+    for vid in ("01", "001", "+1"):
+        response = client.get(f"/Patient/{rid}/_history/{vid}")
+        assert response.status_code == 404, (vid, response.text)
+        assert response.json()["resourceType"] == "OperationOutcome"
