@@ -444,15 +444,16 @@ class Runner:
             if not free:
                 continue
             key = self.rng.choice(free)
+            again, url = key in used, f"{key[0]}/{key[1]}"
             used.add(key)
-            url = f"{key[0]}/{key[1]}"
             method = self.rng.choice(["PUT", "PUT", "PATCH", "DELETE"])
             entry = {"request": {"method": method, "url": url}}
             if_match = self.if_match(key) if self.rng.random() < 0.5 else None
             if if_match:
                 entry["request"]["ifMatch"] = if_match
             if method == "PUT":
-                entry["fullUrl"] = f"{self.base}/{url}"
+                if not again:  # bdl-7: one fullUrl per Bundle (a batch may name it twice)
+                    entry["fullUrl"] = f"{self.base}/{url}"
                 entry["resource"] = self.put_body(key)
             elif method == "PATCH":
                 data = json.dumps(self.patch_ops()).encode()
@@ -504,8 +505,8 @@ class Runner:
     def add_conditional_entry(
         self, entries: list[dict[str, Any]], used: set[tuple[str, str]]
     ) -> None:
-        """A conditional create or update by an identifier that no other entry of the
-        transaction carries or changes, so that it resolves as it would alone."""
+        """A conditional create, update or delete by an identifier that no other entry of
+        the transaction carries or changes, so that it resolves as it would alone."""
         carried = [e.get("resource") for e in entries]
         carried += [current.content for key in used if (current := self.model.current(key))]
         taken = {i.get("value") for c in carried if c for i in c.get("identifier", [])}
@@ -515,14 +516,21 @@ class Runner:
         ident = self.rng.choice(free)
         rtype = self.rng.choice(TYPES)
         body = self.body(rtype, ident=ident)
-        if self.rng.random() < 0.5:
+        method = self.rng.choice(["POST", "PUT", "DELETE"])
+        if method == "POST":
             request = {"method": "POST", "url": rtype, "ifNoneExist": self.criteria(ident)}
             entries.append(
                 {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": body, "request": request}
             )
-        else:
-            request = {"method": "PUT", "url": f"{rtype}?{self.criteria(ident)}"}
-            entries.append({"resource": body, "request": request})
+            return
+        entry: dict[str, Any] = {
+            "request": {"method": method, "url": f"{rtype}?{self.criteria(ident)}"}
+        }
+        if method == "PUT":
+            entry["resource"] = body
+        if self.rng.random() < 0.3:
+            self.conditional_if_match(entry, rtype, ident)
+        entries.append(entry)
 
     def expected_entry(self, entry: dict[str, Any]) -> tuple[int, Version | None]:
         request = entry["request"]
@@ -582,9 +590,13 @@ class Runner:
             for key in self.keys(rtype):
                 self.check_instance(key)
         for rtype in TYPES:
-            self.check_listing(
-                f"{rtype}/_history", self.model.all_versions(rtype), {"_since": instant(self.t0)}
-            )
+            every = self.model.all_versions(rtype)
+            self.check_listing(f"{rtype}/_history", every, {"_since": instant(self.t0)})
+            if every:  # a cut-off inside the run: the versions written at or after it
+                moment = self.rng.choice(every).lu or 0
+                moment += self.rng.choice([-1, 0, 1])
+                since = [v for v in every if (v.lu or 0) >= moment]
+                self.check_listing(f"{rtype}/_history", since, {"_since": instant(moment)})
         self.check_system()
 
     def check_instance(self, key: tuple[str, str]) -> None:
