@@ -372,6 +372,8 @@ class Runner:
             current = self.model.current(match)
             assert current is not None and response.json()["id"] == match[1], self.where()
             assert response.headers.get("etag") == f'W/"{current.vid}"', f"{self.where()}: {what}"
+            assert current.lu is not None
+            self.check_last_modified(response, current.lu, what)
             self.check_content(response.json(), current, what)
         if version is None:
             return
