@@ -21,9 +21,13 @@ MAX_INSTANT_US = 2**63 - 1
 
 def parse_version_id(text: str) -> int | None:
     """The version number a URL segment or header names, or None when it names none (only
-    ASCII digits count: "²".isdigit() is true, and int() refuses it)."""
+    ASCII digits count: "²".isdigit() is true, and int() refuses it). A versionId is a string
+    (R4 Meta.versionId, an id) and this server writes "1", "2", ...: "01" names no version
+    (it answered version 1, whose meta says "1", as If-Match refuses `W/"01"`)."""
     number = whole_number(text, MAX_VERSION_ID + 1)
-    return number if number is not None and number <= MAX_VERSION_ID else None
+    if number is None or number > MAX_VERSION_ID or text != str(number):
+        return None
+    return number
 
 
 @dataclass(frozen=True)

@@ -55,10 +55,14 @@ def check_if_match(if_match: str | None, current: StoredVersion) -> None:
     if not if_match:
         return
     versions = if_match_versions(if_match)
+    if current.deleted:
+        # A deleted resource has no current representation, so no tag matches it: not `*`,
+        # nor the deletion's own number (the ETag of its 410), which let a PUT bring it back
+        # and a DELETE of it pass where a resource never there gets 412.
+        raise PreconditionFailed(
+            f"If-Match {if_match} but {current.resource_type}/{current.id} is deleted"
+        )
     if versions is None:
-        if current.deleted:
-            raise PreconditionFailed(f"If-Match * but {current.resource_type}/{current.id} "
-                                     "is deleted")  # fmt: skip
         return
     if current.version_id not in versions:
         raise PreconditionFailed(

@@ -345,6 +345,8 @@ class FhirService(OperationSteps):
                 return self.update(
                     uow, rtype, body_id, body, if_match=if_match, if_none_match=if_none_match
                 )
+            if if_match:  # false with nothing current (RFC 9110 13.1.1), as for a delete
+                raise PreconditionFailed(f"If-Match given but no {rtype} matches '{query}'")
             return self.create(uow, rtype, body, method="PUT")
         if body_id and body_id != matches[0]:
             raise InvalidRequest(
