@@ -75,3 +75,23 @@ def test_a_chain_reaches_only_resources_that_are_there(service: FhirService) -> 
     ):
         assert found(service, "Encounter", f"{chained}&_tag={tag}") == live, chained
 
+
+def test_a_version_named_and_current_is_included_once(service: FhirService) -> None:
+    """`_include` of `Patient/1/_history/1` (the current version) and of `Patient/1` from
+    another match is one resource: it came twice, once from the index and once from the
+    versions named (versioned_includes.py)."""
+    tag = uuid.uuid4().hex
+    meta = {"tag": [{"system": "http://joinregress.test", "code": tag}]}
+    patient = create(service, {"resourceType": "Patient", "meta": meta})
+    for reference in (f"Patient/{patient}/_history/1", f"Patient/{patient}"):
+        create(service, {
+            "resourceType": "Observation", "meta": meta, "status": "final",
+            "code": {"text": "x"}, "subject": {"reference": reference},
+        })  # fmt: skip
+    query = f"_tag={tag}&_include=Observation:subject"
+    with service.unit_of_work(CTX, write=False) as uow:
+        result = service.search(uow, "Observation", SearchParams.parse_query(query, "Observation"))
+    assert len(result.versions) == 2
+    assert [(v.resource_type, v.id, v.version_id) for v in result.included] == [
+        ("Patient", patient, 1)
+    ]

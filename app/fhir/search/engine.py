@@ -430,7 +430,16 @@ def _include_round(
             wanted.update(
                 canonical.referred(uow, source_type, inc.param, by_type[source_type], types)
             )
-    return _fetch(uow, sorted(wanted - seen)) + versioned_includes.fetch(uow, versions)
+    current = _fetch(uow, sorted(wanted - seen))
+    if not versions:
+        return current
+    # `Patient/1/_history/2` names the current version when 2 is current: that version
+    # was fetched already if another reference names Patient/1 without one.
+    fetched = {(v.resource_type, v.id, v.version_id) for v in current}
+    from_history = versioned_includes.fetch(uow, versions)
+    return current + [
+        v for v in from_history if (v.resource_type, v.id, v.version_id) not in fetched
+    ]
 
 
 # The include statements are few and depend only on their arguments: built once (the ids
