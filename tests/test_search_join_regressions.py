@@ -95,3 +95,55 @@ def test_a_version_named_and_current_is_included_once(service: FhirService) -> N
     assert [(v.resource_type, v.id, v.version_id) for v in result.included] == [
         ("Patient", patient, 1)
     ]
+
+
+def included(service: FhirService, rtype: str, query: str) -> set[tuple[str, str, int]]:
+    with service.unit_of_work(CTX, write=False) as uow:
+        result = service.search(uow, rtype, SearchParams.parse_query(query, rtype, strict=True))
+    return {(v.resource_type, v.id, v.version_id) for v in result.included}
+
+
+def test_an_included_older_version_is_followed_by_its_own_references(
+    service: FhirService,
+) -> None:
+    """`:iterate` from a version that a versioned reference brought follows what that
+    version refers to (R4 search.html#include: the included resources' references); it
+    followed the current version's index rows, so `Patient/p/_history/1` (organization A,
+    since changed to B) brought B, which nothing listed refers to. And a later round's
+    reference to the same Patient without a version brings its current version too, as a
+    reference without one does in the same round: the older version stood for it."""
+    tag = uuid.uuid4().hex
+    meta = {"tag": [{"system": "http://joinregress.test", "code": tag}]}
+    org = {"resourceType": "Organization", "meta": meta, "name": "x"}
+    first, second = (create(service, org) for _ in "ab")
+    patient = create(service, {
+        "resourceType": "Patient", "meta": meta,
+        "managingOrganization": {"reference": f"Organization/{first}"},
+    })  # fmt: skip
+    with service.unit_of_work(CTX, write=True) as uow:
+        service.update(uow, "Patient", patient, {
+            "resourceType": "Patient", "id": patient, "meta": meta,
+            "managingOrganization": {"reference": f"Organization/{second}"},
+        })  # fmt: skip
+    encounter = create(service, {
+        "resourceType": "Encounter", "meta": meta, "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": f"Patient/{patient}"},
+    })  # fmt: skip
+    create(service, {
+        "resourceType": "Observation", "meta": meta, "status": "final", "code": {"text": "x"},
+        "subject": {"reference": f"Patient/{patient}/_history/1"},
+        "encounter": {"reference": f"Encounter/{encounter}"},
+    })  # fmt: skip
+    query = f"_tag={tag}&_include=Observation:subject&_include:iterate=Patient:organization"
+    assert included(service, "Observation", query) == {
+        ("Patient", patient, 1),
+        ("Organization", first, 1),
+    }
+    query = f"_tag={tag}&_include=Observation:subject&_include=Observation:encounter"
+    query += "&_include:iterate=Encounter:subject"
+    assert included(service, "Observation", query) == {
+        ("Patient", patient, 1),
+        ("Encounter", encounter, 1),
+        ("Patient", patient, 2),
+    }

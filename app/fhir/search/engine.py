@@ -373,24 +373,35 @@ def _includes(
 ) -> tuple[list[StoredVersion], tuple[str, ...]]:
     if not includes or not matches:
         return [], ()
-    seen = {(v.resource_type, v.id) for v in matches}
-    seen_versions = {(v.resource_type, v.id, v.version_id) for v in matches}
+    seen = {(v.resource_type, v.id) for v in matches}  # whose current version is listed
+    seen_versions = {_ident(v) for v in matches}
+    older: set[Ident] = set()  # versions read from history (named by versioned references)
     included: list[StoredVersion] = []
     frontier = matches
     warnings: list[str] = []
     active = list(includes)  # the first round: every include, over the matches
     while frontier:  # then :iterate ones over what the last round found, until nothing new
-        found = _include_round(uow, frontier, active, seen, base_url)
-        found = [v for v in found if (v.resource_type, v.id, v.version_id) not in seen_versions]
+        current, from_history = _include_round(uow, frontier, active, seen, older, base_url)
+        older.update(_ident(v) for v in from_history)
+        found = [v for v in current + from_history if _ident(v) not in seen_versions]
         active = [i for i in includes if i.iterate]
         if len(included) + len(found) > MAX_INCLUDES:
             found = found[: MAX_INCLUDES - len(included)]
             warnings.append(f"included resources were limited to {MAX_INCLUDES}; narrow the search")
         included.extend(found)
-        seen.update((v.resource_type, v.id) for v in found)
-        seen_versions.update((v.resource_type, v.id, v.version_id) for v in found)
+        # An older version listed does not stand for the current one, which a later round's
+        # reference without a version still brings.
+        seen.update((v.resource_type, v.id) for v in found if _ident(v) not in older)
+        seen_versions.update(_ident(v) for v in found)
         frontier = [] if warnings else found
     return included, tuple(warnings)
+
+
+Ident = tuple[str, str, int]  # (type, id, version)
+
+
+def _ident(version: StoredVersion) -> Ident:
+    return version.resource_type, version.id, version.version_id
 
 
 def _include_round(
@@ -398,10 +409,13 @@ def _include_round(
     frontier: list[StoredVersion],
     includes: list[Include],
     seen: set[tuple[str, str]],
+    older: set[Ident],
     base_url: str,
-) -> list[StoredVersion]:
+) -> tuple[list[StoredVersion], list[StoredVersion]]:
+    """What the includes find from the frontier: current versions, and versions from
+    history that versioned references name."""
     wanted: set[tuple[str, str]] = set()
-    versions: set[tuple[str, str, int]] = set()  # named by versioned references
+    versions: set[Ident] = set()  # named by versioned references
     by_type: dict[str, list[str]] = {}
     for version in frontier:
         by_type.setdefault(version.resource_type, []).append(version.id)
@@ -415,11 +429,21 @@ def _include_round(
             continue
         sources = by_type if inc.source_type == WILDCARD else [inc.source_type]
         for source_type in [t for t in sources if t in by_type]:
+            own = [v for v in frontier if v.resource_type == source_type]
+            if older:  # an older version refers to what its own content names, not the index
+                old = [v for v in own if _ident(v) in older]
+                named = versioned_includes.named(old, inc.param, inc.target_type, base_url)
+                wanted |= named.plain
+                versions.update((t, i, n) for (t, i), ns in named.versions.items() for n in ns)
+                own = [v for v in own if _ident(v) not in older]
+                if not own:
+                    continue
+            ids = [v.id for v in own]
             # (A confined grant gets current versions: an older one's content is not judged.)
             confined = uow.row_filter is not None
-            marked = [] if confined else versioned_includes.marked(frontier, source_type)
+            marked = [] if confined else versioned_includes.marked(own, source_type)
             query = _include_query(source_type, inc.param, inc.target_type, base_url, bool(marked))
-            found = uow.conn.execute(query, {"ids": by_type[source_type]})
+            found = uow.conn.execute(query, {"ids": ids})
             if not marked:  # (nearly always: no versioned reference in these resources)
                 wanted.update((t, i) for t, i in found if t)
             else:
@@ -427,19 +451,15 @@ def _include_round(
                 wanted.update((t, i) for s, t, i in found if t and named.wants_current(s, t, i))
                 versions.update((t, i, n) for (t, i), ns in named.versions.items() for n in ns)
             types = inc.returned_types()
-            wanted.update(
-                canonical.referred(uow, source_type, inc.param, by_type[source_type], types)
-            )
+            wanted.update(canonical.referred(uow, source_type, inc.param, ids, types))
     current = _fetch(uow, sorted(wanted - seen))
     if not versions:
-        return current
+        return current, []
     # `Patient/1/_history/2` names the current version when 2 is current: that version
     # was fetched already if another reference names Patient/1 without one.
-    fetched = {(v.resource_type, v.id, v.version_id) for v in current}
+    fetched = {_ident(v) for v in current}
     from_history = versioned_includes.fetch(uow, versions)
-    return current + [
-        v for v in from_history if (v.resource_type, v.id, v.version_id) not in fetched
-    ]
+    return current, [v for v in from_history if _ident(v) not in fetched]
 
 
 # The include statements are few and depend only on their arguments: built once (the ids
