@@ -236,6 +236,11 @@ def build(service: FhirService, rng: random.Random) -> Joined:
             deleted = service.delete(uow, *key)
         assert deleted is not None
         world.versions[key][deleted.version_id] = None
+        if rng.random() < 0.3:  # written again after its deletion: a version after a gap
+            body = {**make(rng, world, key[0], meta), "id": key[1]}
+            with service.unit_of_work(CTX, write=True) as uow:
+                version = service.update(uow, key[0], key[1], body).version.version_id
+            world.versions[key][version] = body
     for key in world.versions:
         if world.current(key) is not None:
             world.rows[key] = index_rows(key[0], key[1], {**world.body(key), "id": key[1]})
