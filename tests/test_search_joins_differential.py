@@ -43,7 +43,7 @@ from app.context import RequestContext
 from app.db import create_db_engine
 from app.errors import InvalidRequest
 from app.fhir.hooks import Pipeline
-from app.fhir.search import SearchParams
+from app.fhir.search import SearchParams, SearchResult
 from app.fhir.search.criteria import Plan, plan
 from app.fhir.search.definitions import params_for
 from app.fhir.search.in_memory import matches_all
@@ -539,34 +539,53 @@ SORTS = {
 }  # fmt: skip
 
 
+# System searches (`_type=A,B`): types whose `subject` / `patient` reach Patients, with
+# includes any of them takes
+SYSTEM_TYPES = ["Encounter", "Observation", "DiagnosticReport"]
+SYSTEM_LINKS = [("subject", "Patient", ["Patient"]), ("subject", None, ["Patient"]),
+                ("patient", None, ["Patient"])]  # fmt: skip
+SYSTEM_INCLUDES = ["_include=*", "_revinclude=*", "_include=Observation:subject",
+                   "_include=Encounter:subject", "_revinclude=Observation:encounter",
+                   "_include:iterate=Patient:organization"]  # fmt: skip
+
 Page = tuple[list[Ident], list[Ident], int | None]  # matches, included, total
 
 
-def one_page(service: FhirService, rtype: str, q: str) -> tuple[Page, str | None, str | None]:
-    """A page, and the cursors of the next and the previous one."""
+def searched(service: FhirService, rtypes: list[str], q: str) -> SearchResult:
+    """One search: of one type, or of several (`_type=A,B`, a system search)."""
     with service.unit_of_work(CTX, write=False) as uow:
-        result = service.search(uow, rtype, SearchParams.parse_query(q, rtype, strict=True))
+        params = SearchParams.parse_query(q, rtypes[0], strict=True)
+        if len(rtypes) == 1:
+            return service.search(uow, rtypes[0], params)
+        return service.search(uow, None, params, types=rtypes)
+
+
+def one_page(
+    service: FhirService, rtypes: list[str], q: str
+) -> tuple[Page, str | None, str | None]:
+    """A page, and the cursors of the next and the previous one."""
+    result = searched(service, rtypes, q)
     matches = [(v.resource_type, v.id, v.version_id) for v in result.versions]
     included = [(v.resource_type, v.id, v.version_id) for v in result.included]
     return (matches, included, result.total), result.next_page, result.previous_page
 
 
-def run(service: FhirService, rtype: str, q: str) -> list[Page]:
+def run(service: FhirService, rtypes: list[str], q: str) -> list[Page]:
     """The pages of the search, following the next links to the end; then back by the
     previous links from there, which must give the same pages."""
     pages: list[Page] = []
     page = ""
     for _ in range(60):
-        found, after, before = one_page(service, rtype, q + page)
+        found, after, before = one_page(service, rtypes, q + page)
         pages.append(found)
         if after is None:
             break
         page = f"&_page={after}"
     else:
-        raise AssertionError(f"{rtype}?{q}: paging does not end")
+        raise AssertionError(f"{rtypes}?{q}: paging does not end")
     for index in range(len(pages) - 2, -1, -1):
         assert before is not None, (q, index)
-        found, _, before = one_page(service, rtype, f"{q}&_page={before}")
+        found, _, before = one_page(service, rtypes, f"{q}&_page={before}")
         assert found[:2] == pages[index][:2], (q, "previous", index, found, pages[index])
     assert before is None, (q, "a previous link from the first page")
     return pages
@@ -574,28 +593,32 @@ def run(service: FhirService, rtype: str, q: str) -> list[Page]:
 
 def compare(service: FhirService, world: Joined, rng: random.Random, problems: list[str]) -> bool:
     """One random search; whether it found anything."""
-    rtype = rng.choice(TYPES)
-    nodes = [criterion(rng, rtype, world) for _ in range(rng.choice([1, 1, 2]))]
-    specs = rng.sample(INCLUDES[rtype], rng.choice([0, 1, 1, 2, 3]))
+    if rng.random() < 0.15:  # a system search of types that share the chained parameter
+        rtypes = rng.sample(SYSTEM_TYPES, rng.randint(2, len(SYSTEM_TYPES)))
+        param, typed, _ = rng.choice(SYSTEM_LINKS)
+        nodes = [Chain(param, typed, criterion(rng, "Patient", world, 1))]
+        specs = rng.sample(SYSTEM_INCLUDES, rng.choice([0, 1, 2]))
+        sorts = ["_id", "-_id"]
+    else:
+        rtypes = [rng.choice(TYPES)]
+        nodes = [criterion(rng, rtypes[0], world) for _ in range(rng.choice([1, 1, 2]))]
+        specs = rng.sample(INCLUDES[rtypes[0]], rng.choice([0, 1, 1, 2, 3]))
+        sorts = SORTS[rtypes[0]]
     count = rng.choice([1, 2, 3, 1000])
-    sort = f"&_sort={rng.choice(SORTS[rtype])}" if rng.random() < 0.5 else ""
+    sort = f"&_sort={rng.choice(sorts)}" if rng.random() < 0.5 else ""
     criteria = "&".join(render(n) for n in nodes)
     q = f"{criteria}&_tag={world.tag}&_count={count}{sort}&_total=accurate"
     q += "".join(f"&{s}" for s in specs)
     expected = {
         (rtype, rid, world.current((rtype, rid)) or 0)
+        for rtype in rtypes
         for rid in world.live(rtype)
         if all(holds(world, n, (rtype, rid)) for n in nodes)
     }
-    where = f"{rtype}?{q}"
+    where = f"{','.join(rtypes)}?{q}"
     try:
-        pages = run(service, rtype, q)
-        with service.unit_of_work(CTX, write=False) as uow:
-            counted = service.search(
-                uow,
-                rtype,
-                SearchParams.parse_query(f"{criteria}&_tag={world.tag}&_summary=count", rtype),
-            )
+        pages = run(service, rtypes, q)
+        counted = searched(service, rtypes, f"{criteria}&_tag={world.tag}&_summary=count")
     except InvalidRequest as exc:
         problems.append(f"{where}: refused: {exc}")
         return False
@@ -605,7 +628,7 @@ def compare(service: FhirService, world: Joined, rng: random.Random, problems: l
     if set(found) != expected:
         problems.append(
             f"{where}:\n  engine only {set(found) - expected}\n  oracle only "
-            f"{expected - set(found)}{explained(service, world, rtype, nodes)}"
+            f"{expected - set(found)}{explained(service, world, rtypes, nodes)}"
         )
     totals = {total for _, _, total in pages}
     if totals != {len(expected)} or counted.total != len(expected) or counted.versions:
@@ -626,14 +649,19 @@ def compare(service: FhirService, world: Joined, rng: random.Random, problems: l
     return bool(expected)
 
 
-def explained(service: FhirService, world: Joined, rtype: str, nodes: list[Any]) -> str:
+def explained(service: FhirService, world: Joined, rtypes: list[str], nodes: list[Any]) -> str:
     """Each criterion alone, both sides, and the bodies involved: what a disagreement
     report needs."""
     lines = []
     for node in nodes:
-        pages = run(service, rtype, f"{render(node)}&_tag={world.tag}&_count=1000")
+        pages = run(service, rtypes, f"{render(node)}&_tag={world.tag}&_count=1000")
         engine = {(t, i) for t, i, _ in pages[0][0]}
-        oracle = {(rtype, rid) for rid in world.live(rtype) if holds(world, node, (rtype, rid))}
+        oracle = {
+            (rtype, rid)
+            for rtype in rtypes
+            for rid in world.live(rtype)
+            if holds(world, node, (rtype, rid))
+        }
         lines.append(
             f"\n  {render(node)}: engine only {engine - oracle}, oracle only {oracle - engine}"
         )
