@@ -386,12 +386,26 @@ def holds(world: Joined, node: Any, key: Key) -> bool:
     )
 
 
+PLAIN_REFERENCES = {
+    "Patient": ("organization", "Organization"), "Encounter": ("subject", "Patient"),
+    "Observation": ("subject", "Patient"), "DiagnosticReport": ("result", "Observation"),
+}  # fmt: skip
+
+
 def leaf(rng: random.Random, rtype: str, world: Joined) -> Leaf:
     if rng.random() < 0.2:  # criteria met without index rows of their own: _id, :missing, :not
         ids = ",".join(rng.sample(world.ids(rtype), 2) + ["nope"])
         missing = "name" if rtype in ("Organization", "Practitioner", "Patient") else "status"
         return Leaf(rng.choice([f"_id={ids}", f"{missing}:missing={rng.choice(['true', 'false'])}",
                                 f"identifier:not={rng.choice(IDENTS)}"]))  # fmt: skip
+    plain = PLAIN_REFERENCES.get(rtype)
+    if plain and rng.random() < 0.2:  # a reference criterion: what pages on the reference index
+        param, target = plain
+        rid = rng.choice(world.ids(target))
+        form = rng.choice(
+            [rid, f"{target}/{rid}", f"{BASE}/{target}/{rid}", f"{target}/{rid}/_history/1"]
+        )
+        return Leaf(f"{param}={form}")
     choices = {
         "Organization": ["name", "identifier"], "Practitioner": ["name", "identifier"],
         "Patient": ["name", "identifier", "gender"], "Encounter": ["status", "class"],
