@@ -547,9 +547,10 @@ def included(world: Joined, specs: list[str], matches: set[Ident]) -> set[Ident]
 
 SORTS = {
     "Organization": ["name", "-_id"], "Practitioner": ["name", "-name,_id"],
-    "Patient": ["family", "-birthdate", "gender,-_id"],
+    "Patient": ["family", "-birthdate", "gender,-_id", "-organization"],
     "Encounter": ["status", "-date", "class,date"],
-    "Observation": ["code", "-status,date", "date"], "DiagnosticReport": ["status", "-code"],
+    "Observation": ["code", "-status,date", "date", "subject", "-encounter,code"],
+    "DiagnosticReport": ["status", "-code"],
 }  # fmt: skip
 
 
