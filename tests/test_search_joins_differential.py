@@ -23,6 +23,17 @@ versioned reference gives the version named (#versions), of a deleted, dangling 
 one nothing; `_revinclude` the current resources referring to a match; `:iterate` applies
 to the included resources too, the others to the matches only (#include).
 
+What it found (docs/search.md; each has its own test in test_search_join_regressions.py):
+a chain ending in a criterion that needs no index rows of the target (`_has`, `_id`,
+`:missing=true`, `:not`) reached deleted and never-written targets; an `_include` of a
+version named and current listed it twice; `:iterate` from an older version followed the
+current version's references, and that older version kept the current one out.
+
+Left out, as the server's documented choices rather than findings: a chain through a
+versioned reference reads the current version (without the warning R4 #versions asks
+for: the index keeps no version); canonical references of an older included version are not
+followed by `:iterate` (none are generated here).
+
 Seeded and reproducible. By default a few seeds run in a few seconds; for more:
   MEDISENTINEL_JOINFUZZ_SEEDS=1-200 (or 3,7,11)   seeds, one test each
   MEDISENTINEL_JOINFUZZ_QUERIES=200               searches per seed
