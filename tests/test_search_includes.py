@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from app.context import RequestContext
-from app.fhir.search import SearchParams, engine
+from app.fhir.search import SearchParams, includes
 from app.fhir.service import FhirService
 from tests.test_search_params import World, entries, get_bundle, outcome_free, split_query, world_of
 from tests.test_search_requests import SCENARIOS as REQUEST_SCENARIOS
@@ -74,7 +74,7 @@ def test_iterate_follows_references_to_any_depth(world: World) -> None:
 def test_iterate_stops_at_the_cap_and_says_so(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine, "MAX_INCLUDES", 3)  # the server runs in this process
+    monkeypatch.setattr(includes, "MAX_INCLUDES", 3)  # the server runs in this process
     query = "Organization?_id={id:org1}&_include:iterate=Organization:partof"
     _, included, warnings = search(world, "tree", query)
     assert included == ["org2", "org3", "org4"]
@@ -115,7 +115,7 @@ def test_wildcard_includes(world: World, query: str, matches: str, included: str
 
 
 def test_wildcard_revinclude_is_capped(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "MAX_INCLUDES", 2)
+    monkeypatch.setattr(includes, "MAX_INCLUDES", 2)
     _, included, warnings = search(world, "refs", "Practitioner?_id={id:pr}&_revinclude=*")
     assert len(included) == 2 and set(included) <= {"o1", "o3", "pa"}
     assert warnings == ["included resources were limited to 2; narrow the search"]

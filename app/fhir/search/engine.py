@@ -1,5 +1,5 @@
 """Run a parsed search: criteria -> SQL over the current table, sorting, keyset paging,
-totals, and _include / _revinclude."""
+totals; _include / _revinclude in includes.py."""
 
 from __future__ import annotations
 
@@ -20,17 +20,14 @@ from sqlalchemy import (
     union_all,
 )
 
-from app.fhir.search import canonical, cursor, versioned_includes
+from app.fhir.search import cursor, includes
 from app.fhir.search.criteria import Plan, plan, split, version_notes
 from app.fhir.search.params import (
-    WILDCARD,
-    WILDCARD_REVINCLUDE_SKIPS,
-    Include,
     SearchParams,
     encode_cursor,
     lookup,
 )
-from app.fhir.search.sql import criterion_for_types, is_local, matching_ids, own_params
+from app.fhir.search.sql import criterion_for_types, matching_ids
 from app.fhir.search.values import MAX_TIME, MIN_TIME, NUMBER_LAST
 from app.fhir.storage import (
     CURRENT_COLUMNS,
@@ -40,11 +37,10 @@ from app.fhir.storage import (
     planned_for_values,
     to_version,
 )
-from app.fhir.tables import INDEX_TABLES, resource, search_reference
+from app.fhir.tables import INDEX_TABLES, resource
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
-MAX_INCLUDES = 1000  # beyond this, includes are cut and the Bundle says so
 BATCH_BRANCHES = 100  # first_ids: searches per statement (SQLite allows 500 UNION terms)
 SORT_COLUMN = {"string": "value", "token": "code", "reference": "target_id", "number": "value",
                "quantity": "value", "uri": "value"}  # fmt: skip
@@ -101,7 +97,7 @@ def search(
     next_page, previous_page = _cursors(rows, width, params, more, backwards)
     if total is None and not params.page and not more:
         total = len(versions)
-    included, warnings = _includes(uow, versions, params.includes, base_url)
+    included, warnings = includes.follow(uow, versions, params.includes, base_url)
     warnings += tuple(version_notes(params.criteria))
     return SearchResult(
         versions, total, next_page, previous_page, params.ignored, included, warnings
@@ -363,136 +359,3 @@ def _cursors(
     next_page = encode_cursor({"dir": "next", "at": at(rows[-1])}) if has_next else None
     previous_page = encode_cursor({"dir": "prev", "at": at(rows[0])}) if has_previous else None
     return next_page, previous_page
-
-
-# ------------------------------------------------------------------ includes
-
-
-def _includes(
-    uow: UnitOfWork, matches: list[StoredVersion], includes: tuple[Include, ...], base_url: str
-) -> tuple[list[StoredVersion], tuple[str, ...]]:
-    if not includes or not matches:
-        return [], ()
-    seen = {(v.resource_type, v.id) for v in matches}
-    seen_versions = {(v.resource_type, v.id, v.version_id) for v in matches}
-    included: list[StoredVersion] = []
-    frontier = matches
-    warnings: list[str] = []
-    active = list(includes)  # the first round: every include, over the matches
-    while frontier:  # then :iterate ones over what the last round found, until nothing new
-        found = _include_round(uow, frontier, active, seen, base_url)
-        found = [v for v in found if (v.resource_type, v.id, v.version_id) not in seen_versions]
-        active = [i for i in includes if i.iterate]
-        if len(included) + len(found) > MAX_INCLUDES:
-            found = found[: MAX_INCLUDES - len(included)]
-            warnings.append(f"included resources were limited to {MAX_INCLUDES}; narrow the search")
-        included.extend(found)
-        seen.update((v.resource_type, v.id) for v in found)
-        seen_versions.update((v.resource_type, v.id, v.version_id) for v in found)
-        frontier = [] if warnings else found
-    return included, tuple(warnings)
-
-
-def _include_round(
-    uow: UnitOfWork,
-    frontier: list[StoredVersion],
-    includes: list[Include],
-    seen: set[tuple[str, str]],
-    base_url: str,
-) -> list[StoredVersion]:
-    wanted: set[tuple[str, str]] = set()
-    versions: set[tuple[str, str, int]] = set()  # named by versioned references
-    by_type: dict[str, list[str]] = {}
-    for version in frontier:
-        by_type.setdefault(version.resource_type, []).append(version.id)
-    for inc in includes:
-        if inc.reverse:
-            targets = [(t, ids) for t, ids in by_type.items() if inc.target_type in (None, t)]
-            for target_type, ids in targets:
-                query = _revinclude_query(inc.source_type, inc.param, target_type, base_url)
-                wanted.update(tuple(row) for row in uow.conn.execute(query, {"ids": ids}))
-                wanted |= canonical.referring(uow, inc.source_type, inc.param, target_type, ids)
-            continue
-        sources = by_type if inc.source_type == WILDCARD else [inc.source_type]
-        for source_type in [t for t in sources if t in by_type]:
-            # (A confined grant gets current versions: an older one's content is not judged.)
-            confined = uow.row_filter is not None
-            marked = [] if confined else versioned_includes.marked(frontier, source_type)
-            query = _include_query(source_type, inc.param, inc.target_type, base_url, bool(marked))
-            found = uow.conn.execute(query, {"ids": by_type[source_type]})
-            if not marked:  # (nearly always: no versioned reference in these resources)
-                wanted.update((t, i) for t, i in found if t)
-            else:
-                named = versioned_includes.named(marked, inc.param, inc.target_type, base_url)
-                wanted.update((t, i) for s, t, i in found if t and named.wants_current(s, t, i))
-                versions.update((t, i, n) for (t, i), ns in named.versions.items() for n in ns)
-            types = inc.returned_types()
-            wanted.update(
-                canonical.referred(uow, source_type, inc.param, by_type[source_type], types)
-            )
-    return _fetch(uow, sorted(wanted - seen)) + versioned_includes.fetch(uow, versions)
-
-
-# The include statements are few and depend only on their arguments: built once (the ids
-# are bound at execution).
-
-
-@functools.lru_cache(maxsize=1000)
-def _revinclude_query(source_type: str, param: str, target_type: str, base_url: str) -> Select[Any]:
-    """(type, id) of the resources of source_type whose `param` refers to one of target_type's
-    :ids; WILDCARD for any type, any reference parameter (the target index serves both)."""
-    ref = search_reference
-    query = select(ref.c.resource_type, ref.c.resource_id).where(
-        ref.c.target_type == target_type, ref.c.target_id.in_(bindparam("ids", expanding=True)),
-        is_local(ref, base_url),
-    )  # fmt: skip
-    if source_type != WILDCARD:
-        query = query.where(ref.c.resource_type == source_type)
-    else:  # the audit trail refers to everything read: only an explicit _revinclude gets it
-        query = query.where(ref.c.resource_type.not_in(WILDCARD_REVINCLUDE_SKIPS))
-    query = query.where(ref.c.param == param if param != WILDCARD else own_params(ref))
-    # Distinct before the limit: one resource may refer to a match through several parameters.
-    return query.distinct().limit(MAX_INCLUDES + 1)
-
-
-@functools.lru_cache(maxsize=1000)
-def _include_query(
-    source_type: str, param: str, target_type: str | None, base_url: str, sources: bool = False
-) -> Select[Any]:
-    """What `param` (WILDCARD: any reference parameter) of the source_type resources :ids
-    refers to (of target_type, if given): (target type, target id), `sources`: (source id,
-    target type, target id)."""
-    ref = search_reference
-    columns = (ref.c.resource_id,) if sources else ()
-    query = select(*columns, ref.c.target_type, ref.c.target_id).where(
-        ref.c.resource_type == source_type,
-        ref.c.resource_id.in_(bindparam("ids", expanding=True)), ref.c.target_id.is_not(None),
-        is_local(ref, base_url),
-    )  # fmt: skip
-    query = query.where(ref.c.param == param if param != WILDCARD else own_params(ref))
-    return query.where(ref.c.target_type == target_type) if target_type else query
-
-
-def _fetch(uow: UnitOfWork, keys: list[tuple[str, str]]) -> list[StoredVersion]:
-    if not keys:
-        return []
-    by_type: dict[str, list[str]] = {}
-    for rtype, rid in keys:
-        by_type.setdefault(rtype, []).append(rid)
-    out: list[StoredVersion] = []
-    for rtype, ids in by_type.items():
-        query = _fetch_query(rtype)
-        if uow.row_filter is not None:  # an included resource is shown only if allowed
-            query = query.where(uow.row_filter.included_sql(rtype, resource.c.id))
-        out.extend(to_version(r) for r in uow.conn.execute(query, {"ids": ids}))
-    return out
-
-
-@functools.lru_cache(maxsize=1000)
-def _fetch_query(rtype: str) -> Select[Any]:
-    """The current, not deleted, resources of rtype with the :ids."""
-    return select(*CURRENT_COLUMNS).where(
-        resource.c.resource_type == rtype,
-        resource.c.id.in_(bindparam("ids", expanding=True)),
-        resource.c.deleted.is_(False),
-    )
