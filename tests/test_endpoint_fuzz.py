@@ -23,10 +23,11 @@ import pytest
 
 from tests.conftest import LiveServer
 from tests.rest_mutations import _QUERY_JUNK, mutate_bytes
+from tests.seeds import seeds_from_env
 from tests.smart_helpers import CALLBACK, register_client
 
 CASES = int(os.environ.get("MEDISENTINEL_FUZZ_CASES", "300"))
-SEEDS = [int(s) for s in os.environ.get("MEDISENTINEL_FUZZ_SEED", "20261123").split(",")]
+SEEDS = seeds_from_env("MEDISENTINEL_FUZZ_SEED", "20261123")
 JSON_ERROR_PATHS = ("/auth/token", "/auth/introspect", "/auth/revoke")
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 

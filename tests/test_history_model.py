@@ -16,7 +16,7 @@ through `next` links, `request`/`response` per entry, no resource for a deletion
 The model and the checks against it are in tests/history_model.py.
 
 Reproducible: the seed and step are in every failure message. Knobs:
-`MEDISENTINEL_HISTMODEL_SEEDS=1,2,3` and `MEDISENTINEL_HISTMODEL_STEPS=200` run more.
+`MEDISENTINEL_HISTMODEL_SEEDS=1-20` (or `3,7,11`) and `MEDISENTINEL_HISTMODEL_STEPS=200` run more.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ import httpx
 import pytest
 
 from tests.history_model import JSON, PATCH, TYPES, Checker, Version, now_us, parse_us
+from tests.seeds import seeds_from_env
 
-SEEDS = [int(s) for s in os.environ.get("MEDISENTINEL_HISTMODEL_SEEDS", "1,2,3").split(",")]
+SEEDS = seeds_from_env("MEDISENTINEL_HISTMODEL_SEEDS", "1,2,3")
 STEPS = int(os.environ.get("MEDISENTINEL_HISTMODEL_STEPS", "30"))
 CHECK_EVERY = 5
 

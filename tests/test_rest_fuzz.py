@@ -21,9 +21,10 @@ import httpx
 import pytest
 
 from tests.rest_mutations import JSON, CaseMaker, answer_problem, make_targets, send
+from tests.seeds import seeds_from_env
 
 CASES = int(os.environ.get("MEDISENTINEL_FUZZ_CASES", "400"))
-SEEDS = [int(s) for s in os.environ.get("MEDISENTINEL_FUZZ_SEED", "20261123").split(",")]
+SEEDS = seeds_from_env("MEDISENTINEL_FUZZ_SEED", "20261123")
 
 
 @pytest.fixture(scope="module")

@@ -48,6 +48,7 @@ from app.fhir.search.params import lookup
 from app.fhir.service import FhirService
 from app.fhir.tables import INDEX_TABLES, search_reference
 from tests import search_fuzz_data as data
+from tests.seeds import seeds_from_env
 
 BASE = "http://difffuzz.test/fhir"
 CTX = RequestContext.system(BASE)
@@ -55,11 +56,7 @@ TAG_SYSTEM = "http://difffuzz.test/run"
 
 
 def _seeds() -> list[int]:
-    found: list[int] = []
-    for part in os.environ.get("MEDISENTINEL_DIFFFUZZ_SEEDS", "1,2,3").split(","):
-        first, _, last = part.partition("-")
-        found += range(int(first), int(last or first) + 1)
-    return found
+    return seeds_from_env("MEDISENTINEL_DIFFFUZZ_SEEDS", "1,2,3")
 
 
 QUERIES = int(os.environ.get("MEDISENTINEL_DIFFFUZZ_QUERIES", "150"))

@@ -71,15 +71,12 @@ from tests.search_join_world import (
     build,
     targets,
 )
+from tests.seeds import seeds_from_env
 from tests.test_search_differential import check_order
 
 
 def _seeds() -> list[int]:
-    found: list[int] = []
-    for part in os.environ.get("MEDISENTINEL_JOINFUZZ_SEEDS", "1,2,3").split(","):
-        first, _, last = part.partition("-")
-        found += range(int(first), int(last or first) + 1)
-    return found
+    return seeds_from_env("MEDISENTINEL_JOINFUZZ_SEEDS", "1,2,3")
 
 
 QUERIES = int(os.environ.get("MEDISENTINEL_JOINFUZZ_QUERIES", "60"))
@@ -469,4 +466,7 @@ def test_joins_agree_with_python_oracle(service: FhirService, seed: int) -> None
     nonempty = sum(compare(service, world, rng, problems) for _ in range(QUERIES))
     shown = "\n".join(problems[:8])
     assert not problems, f"seed {seed}: {len(problems)} disagree\n{shown}"
-    assert nonempty > QUERIES // 10, nonempty  # not vacuous: many searches find something
+    # Not vacuous: searches find something. Per seed the share varies with the world drawn
+    # (seed 513 of 60 searches: 6 found something), so the bound is loose; a generator that
+    # drifted into finding nothing fails it on every seed.
+    assert nonempty >= QUERIES // 20, nonempty
