@@ -52,11 +52,10 @@ from hl7_adapters.mapping.sampled import sampled_data
 from hl7_adapters.values import Repetition, Segment
 
 JSON = dict[str, Any]
-_RANGE = re.compile(
-    r"\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*(?:-|to)\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*", re.IGNORECASE
-)
-_BOUND = re.compile(r"\s*(<=|>=|<|>)\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*")
-_UNSPLIT_SN = re.compile(r"\s*(<=|>=|<>|<|>|=)?\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*")
+_NUMBER = r"([+-]?(?:\d+\.?\d*|\.\d+))"  # a decimal as senders write it, captured
+_RANGE = re.compile(rf"\s*{_NUMBER}\s*(?:-|to)\s*{_NUMBER}\s*", re.IGNORECASE)
+_BOUND = re.compile(rf"\s*(<=|>=|<|>)\s*{_NUMBER}\s*")
+_UNSPLIT_SN = re.compile(rf"\s*(<=|>=|<>|<|>|=)?\s*{_NUMBER}\s*")
 _TM = re.compile(r"(\d{2})(?:(\d{2})(?:(\d{2})(\.\d{1,6})?)?)?([+-]\d{4})?")
 _COMPARATORS = {"<": "<", ">": ">", "<=": "<=", ">=": ">="}
 TEXT_TYPES = frozenset({"ST", "TX", "FT"})
