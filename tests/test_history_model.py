@@ -25,7 +25,6 @@ import base64
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -431,13 +430,6 @@ class Runner(Checker):
         ops = [op for op, weight in self.OPERATIONS for _ in range(weight)]
         op = ops[0] if self.step == 0 else self.rng.choice(ops)
         op(self)
-
-
-@pytest.fixture(scope="module")
-def client(base_url: str, auth_headers: dict[str, str]) -> Iterator[httpx.Client]:
-    headers = {"Accept": JSON, **auth_headers}
-    with httpx.Client(base_url=base_url, headers=headers, timeout=60) as http:
-        yield http
 
 
 @pytest.mark.parametrize("seed", SEEDS)

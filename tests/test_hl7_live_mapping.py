@@ -106,16 +106,21 @@ def test_a11_cancels_the_admission(
     assert encounter(client, visit)["status"] == "cancelled"
 
 
-def oru_with_specimen(mrn: str, order: str, specimen_id: str) -> bytes:
+def lipid_oru(mrn: str, order: str, *, obx_tail: str = "", more: str = "") -> bytes:
+    """One cholesterol result of order `order` for patient `mrn`: `obx_tail` goes after
+    OBX-11, `more` (whole segments) after the OBX."""
     return (
         f"MSH|^~\\&|LAB|HOSP|MS|MS|20240301120000+0000||ORU^R01^ORU_R01|{unique_id()}|P|2.5.1\r"
         f"PID|1||{mrn}^^^HOSP^MR||Roe^Rich||19700101|M\r"
         f"OBR|1||{order}^LAB^1.2.9^ISO|24331-1^Lipid^LN|||20240301080000+0000"
         "||||||||||||||||||F\r"
-        "OBX|1|NM|2093-3^Chol^LN||250|mg/dL^^UCUM|||||F\r"
-        f"SPM|1|^{specimen_id}&LAB&1.2.9&ISO||SER^Serum^HL70487|||||||||||||"
-        "20240301075000+0000\r"
+        f"OBX|1|NM|2093-3^Chol^LN||250|mg/dL^^UCUM|||||F{obx_tail}\r{more}"
     ).encode()
+
+
+def oru_with_specimen(mrn: str, order: str, specimen_id: str) -> bytes:
+    spm = f"SPM|1|^{specimen_id}&LAB&1.2.9&ISO||SER^Serum^HL70487|||||||||||||20240301075000+0000\r"
+    return lipid_oru(mrn, order, more=spm)
 
 
 def test_a_specimen_is_stored_once_and_referenced(
@@ -363,14 +368,8 @@ def test_a_discharge_of_mixed_precision_on_the_admission_day_is_accepted(
 
 def oru_by_lab(mrn: str, order: str, lab_id: str) -> bytes:
     """A result whose OBX-23/24 name the performing laboratory (IG: performer Organization)."""
-    return (
-        f"MSH|^~\\&|LAB|HOSP|MS|MS|20240301120000+0000||ORU^R01^ORU_R01|{unique_id()}|P|2.5.1\r"
-        f"PID|1||{mrn}^^^HOSP^MR||Roe^Rich||19700101|M\r"
-        f"OBR|1||{order}^LAB^1.2.9^ISO|24331-1^Lipid^LN|||20240301080000+0000"
-        "||||||||||||||||||F\r"
-        "OBX|1|NM|2093-3^Chol^LN||250|mg/dL^^UCUM|||||F||||||||||||"
-        f"Century Lab^^^^^&1.2.9&ISO^XX^^^{lab_id}|2070 Test Park^^Los Angeles^CA\r"
-    ).encode()
+    lab = f"Century Lab^^^^^&1.2.9&ISO^XX^^^{lab_id}|2070 Test Park^^Los Angeles^CA"
+    return lipid_oru(mrn, order, obx_tail="||||||||||||" + lab)
 
 
 def test_a_performing_organization_is_stored_once_and_is_supplementary(

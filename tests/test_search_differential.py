@@ -63,8 +63,9 @@ QUERIES = int(os.environ.get("MEDISENTINEL_DIFFFUZZ_QUERIES", "150"))
 RESOURCES = int(os.environ.get("MEDISENTINEL_DIFFFUZZ_RESOURCES", "10"))
 
 
-@pytest.fixture(scope="module")
-def service(database_url: str) -> Iterator[FhirService]:
+# Named apart from the many `service` parameters of the joins fuzz, which imports it.
+@pytest.fixture(scope="module", name="service")
+def search_service(database_url: str) -> Iterator[FhirService]:
     db = create_db_engine(database_url, pool_size=2)
     yield FhirService(db, Pipeline())
     db.dispose()

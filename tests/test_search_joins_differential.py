@@ -43,15 +43,12 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from app.db import create_db_engine
 from app.errors import InvalidRequest
-from app.fhir.hooks import Pipeline
 from app.fhir.search import SearchParams, SearchResult
 from app.fhir.search.criteria import Plan, plan
 from app.fhir.search.definitions import params_for
@@ -72,7 +69,7 @@ from tests.search_join_world import (
     targets,
 )
 from tests.seeds import seeds_from_env
-from tests.test_search_differential import check_order
+from tests.test_search_differential import check_order, search_service  # noqa: F401 - fixture
 
 
 def _seeds() -> list[int]:
@@ -80,13 +77,6 @@ def _seeds() -> list[int]:
 
 
 QUERIES = int(os.environ.get("MEDISENTINEL_JOINFUZZ_QUERIES", "60"))
-
-
-@pytest.fixture(scope="module")
-def service(database_url: str) -> Iterator[FhirService]:
-    db = create_db_engine(database_url, pool_size=2)
-    yield FhirService(db, Pipeline())
-    db.dispose()
 
 
 # ------------------------------------------------------------------ criteria and their oracle

@@ -366,6 +366,10 @@ class XmlCaseMaker(CaseMaker):
     def _maybe_wanting_xml(self, case: Case) -> Case:
         if case.wants_xml or self.rng.random() < 0.4:
             return case
+        return self._asking_for_xml(case)
+
+    def _asking_for_xml(self, case: Case) -> Case:
+        """`case` asking for an XML answer, in one of the ways a client can."""
         headers, query = self.rng.choice(_XML_ASKS)
         case.headers = {**case.headers, **headers}
         if query:
@@ -453,12 +457,7 @@ class XmlCaseMaker(CaseMaker):
                 lambda: Case("GET", f"Observation?subject={self.patient_id}&_include=*"),
             ]
         )()
-        headers, query = self.rng.choice(_XML_ASKS)
-        case.headers = {**case.headers, **headers}
-        if query:
-            case.path += ("&" if "?" in case.path else "?") + query
-        case.wants_xml = True
-        return case
+        return self._asking_for_xml(case)
 
 
 # --------------------------------------------------------------------------- checking answers
